@@ -1,0 +1,107 @@
+// Command weft is the one binary of the weft mesh VPN: the control server,
+// the relay, the node daemon and the CLI that drives them, and the network
+// lab used to test them. Each subcommand lives in its own file and only
+// parses flags before calling into internal/.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/spf13/cobra"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+// usageError marks an error in how the command was called; it exits 2.
+type usageError struct{ err error }
+
+func (e usageError) Error() string { return e.err.Error() }
+func (e usageError) Unwrap() error { return e.err }
+
+// exitError carries a specific exit status with an already-printed message.
+type exitError struct{ code int }
+
+func (e exitError) Error() string { return fmt.Sprintf("exit status %d", e.code) }
+
+// globals holds what every subcommand may need: its output streams and the
+// root flags. It is passed to each command constructor; there are no
+// package-level flag variables.
+type globals struct {
+	stdout, stderr io.Writer
+	socket         string // local API socket of the node daemon
+}
+
+// run executes the weft CLI with args and returns the process exit status.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	g := &globals{stdout: stdout, stderr: stderr}
+	root := newRootCmd(g)
+	root.SetArgs(args)
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	err := root.ExecuteContext(ctx)
+	if err == nil {
+		return 0
+	}
+	var ee exitError
+	if errors.As(err, &ee) {
+		return ee.code
+	}
+	fmt.Fprintf(stderr, "weft: %v\n", err)
+	var ue usageError
+	if errors.As(err, &ue) || isCobraUsageError(err) {
+		fmt.Fprintln(stderr, "Run 'weft --help' for usage.")
+		return 2
+	}
+	return 1
+}
+
+func newRootCmd(g *globals) *cobra.Command {
+	root := &cobra.Command{
+		Use:           "weft",
+		Short:         "weft is a self-hosted mesh VPN",
+		Long:          "weft connects your machines into one private network: WireGuard end to end,\ndirect through NAT when possible, through an encrypted relay when not.",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		// An unknown subcommand is an error, not a help page.
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return cmd.Help()
+		},
+	}
+	defSocket := os.Getenv("WEFT_SOCKET")
+	if defSocket == "" {
+		defSocket = "/run/weft/weft.sock"
+	}
+	root.PersistentFlags().StringVar(&g.socket, "socket", defSocket, "path of the node daemon's local API socket (env WEFT_SOCKET)")
+	root.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error {
+		return usageError{err}
+	})
+	root.AddCommand(
+		newVersionCmd(g),
+	)
+	return root
+}
+
+// isCobraUsageError recognises cobra's own argument errors, which it does
+// not type.
+func isCobraUsageError(err error) bool {
+	msg := err.Error()
+	for _, p := range []string{"unknown command", "unknown flag", "unknown shorthand flag", "accepts ", "requires at least", "requires at most", "invalid argument"} {
+		if strings.Contains(msg, p) {
+			return true
+		}
+	}
+	return false
+}
