@@ -1,0 +1,295 @@
+// Package store keeps the control server's durable state: users, pre-auth
+// keys, nodes with their keys and tailnet addresses, and subnet/exit routes.
+//
+// Store is the interface the control server and the admin API program
+// against; Open returns the SQLite implementation. The SQL is kept portable
+// (plain types, "?" placeholders rewritten per dialect) so that a PostgreSQL
+// implementation can follow without touching callers.
+//
+// Every mutating method runs in one database transaction and has committed
+// (durably, see Open) when it returns nil. What is NOT stored: whether a node
+// is online (the control server keeps that in memory) and any change feed
+// (the control server knows what it changed; admin actions tell it through
+// adminapi.Notifier).
+package store
+
+import (
+	"context"
+	"errors"
+	"net/netip"
+	"time"
+
+	"weft/internal/key"
+	"weft/internal/wire"
+)
+
+// Errors returned by Store methods. Callers test them with errors.Is; the
+// returned error usually wraps one of these with more context.
+var (
+	// ErrNotFound: the user, key, node or route named does not exist.
+	ErrNotFound = errors.New("store: not found")
+	// ErrExists: a user of that name, or a node of that name, already exists.
+	ErrExists = errors.New("store: already exists")
+	// ErrInvalid: an argument failed validation (bad name, tag, prefix...).
+	ErrInvalid = errors.New("store: invalid argument")
+	// ErrUserInUse: DeleteUser refused because the user still owns nodes.
+	ErrUserInUse = errors.New("store: user still owns nodes")
+
+	// ErrKeyInvalid: no pre-auth key matches what the node presented.
+	ErrKeyInvalid = errors.New("store: auth key invalid")
+	// ErrKeyExpired: the pre-auth key exists but has expired (or was
+	// expired by an administrator).
+	ErrKeyExpired = errors.New("store: auth key expired")
+	// ErrKeyUsed: the one-off pre-auth key was already used.
+	ErrKeyUsed = errors.New("store: auth key already used")
+)
+
+// DefaultNodeKeyLifetime is how long a node key registered by an untagged
+// node stays valid when RegisterRequest.KeyLifetime is zero.
+const DefaultNodeKeyLifetime = 180 * 24 * time.Hour
+
+// UserID identifies a user in the store.
+type UserID int64
+
+// User is a person (or team) who owns nodes and pre-auth keys.
+type User struct {
+	ID        UserID    `json:"id"`
+	Name      string    `json:"name"`
+	CreatedAt time.Time `json:"created_at"`
+}
+
+// AuthKey describes a pre-auth key. The secret itself is never stored or
+// returned after creation; only its SHA-256 and a public Prefix, which is
+// also the key's identifier in listings and in ExpireAuthKey.
+type AuthKey struct {
+	Prefix    string    `json:"prefix"` // public part of the key, such as "wk3f9a0c1d2e4b"
+	User      string    `json:"user"`   // the user who created it
+	Reusable  bool      `json:"reusable"`
+	Ephemeral bool      `json:"ephemeral"`
+	Tags      []string  `json:"tags,omitempty"`
+	CreatedAt time.Time `json:"created_at"`
+	Expiry    time.Time `json:"expiry,omitzero"` // zero: never expires
+	Uses      int       `json:"uses"`            // successful registrations with this key
+	LastUsed  time.Time `json:"last_used,omitzero"`
+}
+
+// Expired reports whether the key is past its expiry at now.
+func (k AuthKey) Expired(now time.Time) bool {
+	return !k.Expiry.IsZero() && !now.Before(k.Expiry)
+}
+
+// Usable reports whether the key could register a node at now.
+func (k AuthKey) Usable(now time.Time) bool {
+	return !k.Expired(now) && (k.Reusable || k.Uses == 0)
+}
+
+// AuthKeyRequest describes a pre-auth key to create.
+type AuthKeyRequest struct {
+	User      string   // required; must exist
+	Reusable  bool     // false: the key registers exactly one node
+	Ephemeral bool     // nodes registered with it are removed after they disconnect
+	Tags      []string // each like "tag:server"; nodes registered with a tagged key belong to no user and their keys never expire
+	// Expiry is when the key stops working; zero means never.
+	Expiry time.Time
+}
+
+// Node is a registered machine as the store holds it.
+type Node struct {
+	ID         wire.NodeID       `json:"id"`
+	Name       string            `json:"name"` // unique DNS label
+	User       string            `json:"user"` // empty for tagged nodes
+	Tags       []string          `json:"tags,omitempty"`
+	MachineKey key.MachinePublic `json:"machine_key"`
+	NodeKey    key.NodePublic    `json:"node_key"`
+	// KeyExpiry is when NodeKey stops being valid; zero means never
+	// (tagged nodes).
+	KeyExpiry time.Time  `json:"key_expiry,omitzero"`
+	Ephemeral bool       `json:"ephemeral"`
+	AuthKey   string     `json:"auth_key,omitempty"` // Prefix of the key it last registered with
+	IPv4      netip.Addr `json:"ipv4"`
+	IPv6      netip.Addr `json:"ipv6"`
+	Hostname  string     `json:"hostname"` // as the node reported it, before sanitising
+	OS        string     `json:"os,omitempty"`
+	NodeRuntime
+	// AdvertisedRoutes are the prefixes the node offers to route;
+	// ApprovedRoutes are those an administrator allowed, whether or not
+	// still advertised. The routes in effect are the intersection, see
+	// EnabledRoutes.
+	AdvertisedRoutes []netip.Prefix `json:"advertised_routes,omitempty"`
+	ApprovedRoutes   []netip.Prefix `json:"approved_routes,omitempty"`
+	CreatedAt        time.Time      `json:"created_at"`
+}
+
+// NodeRuntime is the part of a node the control server rewrites as the node
+// reports in. It is written with UpdateNodeRuntime.
+type NodeRuntime struct {
+	DiscoKey   key.DiscoPublic  `json:"disco_key"` // fresh each node run
+	Endpoints  []netip.AddrPort `json:"endpoints,omitempty"`
+	HomeRegion int              `json:"home_region,omitempty"`
+	Hostinfo   *wire.Hostinfo   `json:"hostinfo,omitempty"`
+	LastSeen   time.Time        `json:"last_seen,omitzero"`
+}
+
+// KeyExpired reports whether the node's key is expired at now.
+func (n *Node) KeyExpired(now time.Time) bool {
+	return !n.KeyExpiry.IsZero() && !now.Before(n.KeyExpiry)
+}
+
+// Route is one prefix a node advertises or an administrator approved.
+type Route struct {
+	NodeID     wire.NodeID  `json:"node_id"`
+	NodeName   string       `json:"node_name"`
+	Prefix     netip.Prefix `json:"prefix"`
+	Advertised bool         `json:"advertised"`
+	Approved   bool         `json:"approved"`
+}
+
+// Enabled reports whether the route is in effect: advertised and approved.
+func (r Route) Enabled() bool { return r.Advertised && r.Approved }
+
+// RegisterRequest is what a node presents to join, after the control
+// channel has authenticated its machine key.
+type RegisterRequest struct {
+	// AuthKey is the full pre-auth key secret as the user typed it.
+	AuthKey    string
+	MachineKey key.MachinePublic
+	NodeKey    key.NodePublic
+	DiscoKey   key.DiscoPublic
+	// Hostname is the node's own name; the store sanitises it into a
+	// unique DNS label for a new node and ignores it for a known machine.
+	Hostname string
+	Hostinfo *wire.Hostinfo
+	// KeyLifetime is how long the node key stays valid for an untagged
+	// node; zero means DefaultNodeKeyLifetime. Tagged nodes never expire.
+	KeyLifetime time.Duration
+}
+
+// Options tunes Open. The zero value is ready to use.
+type Options struct {
+	// Now returns the current time; nil means time.Now. Tests inject a
+	// clock to check expiry without sleeping.
+	Now func() time.Time
+}
+
+// Store is the control server's durable state. All methods are safe for
+// concurrent use. Methods taking a node ID return an error wrapping
+// ErrNotFound for an unknown ID.
+type Store interface {
+	// CreateUser adds a user. The name must be 1-64 characters of
+	// a-z 0-9 . _ @ - starting with a letter or digit (ErrInvalid), and
+	// unused (ErrExists).
+	CreateUser(ctx context.Context, name string) (User, error)
+	ListUsers(ctx context.Context) ([]User, error)
+	// DeleteUser removes a user and their pre-auth keys. It refuses with
+	// ErrUserInUse while the user owns nodes: delete or re-register those
+	// first. Tagged nodes registered with the user's keys belong to no
+	// user and are kept.
+	DeleteUser(ctx context.Context, name string) error
+
+	// CreateAuthKey makes a new pre-auth key and returns its secret, which
+	// is shown this once and never again.
+	CreateAuthKey(ctx context.Context, req AuthKeyRequest) (secret string, k AuthKey, err error)
+	// ListAuthKeys lists keys, all users' when user is empty.
+	ListAuthKeys(ctx context.Context, user string) ([]AuthKey, error)
+	// ExpireAuthKey makes a key unusable from now on. id is the key's
+	// Prefix or the full secret.
+	ExpireAuthKey(ctx context.Context, id string) error
+
+	// Register joins a node with a pre-auth key, atomically: the key is
+	// checked and consumed (ErrKeyInvalid, ErrKeyExpired, ErrKeyUsed),
+	// and the node is created or, for a known machine key, updated, in one
+	// transaction. Re-registering a known machine keeps its ID, addresses
+	// and name and takes the new node key, disco key, owner and tags.
+	Register(ctx context.Context, req RegisterRequest) (Node, error)
+	GetNode(ctx context.Context, id wire.NodeID) (Node, error)
+	GetNodeByName(ctx context.Context, name string) (Node, error)
+	GetNodeByMachineKey(ctx context.Context, mk key.MachinePublic) (Node, error)
+	GetNodeByNodeKey(ctx context.Context, nk key.NodePublic) (Node, error)
+	ListNodes(ctx context.Context) ([]Node, error)
+	// RotateNodeKey replaces the node key of a node, keeping its ID, name,
+	// addresses and key expiry. The new key must not belong to another
+	// node (ErrExists).
+	RotateNodeKey(ctx context.Context, id wire.NodeID, nk key.NodePublic) (Node, error)
+	// UpdateNodeRuntime reads the node's runtime fields, lets fn change
+	// them, and writes them back in one transaction.
+	UpdateNodeRuntime(ctx context.Context, id wire.NodeID, fn func(*NodeRuntime)) (Node, error)
+	// RenameNode gives a node a new name, which must already be a valid
+	// DNS label (ErrInvalid) and unused by other nodes (ErrExists).
+	RenameNode(ctx context.Context, id wire.NodeID, name string) (Node, error)
+	// ExpireNode sets the node's key expiry to now, so it must
+	// re-register with a pre-auth key.
+	ExpireNode(ctx context.Context, id wire.NodeID) (Node, error)
+	// DeleteNode removes the node and its routes. Its addresses may be
+	// handed out again later, to another node.
+	DeleteNode(ctx context.Context, id wire.NodeID) error
+
+	// SetAdvertisedRoutes replaces the set of prefixes the node offers.
+	// Approvals of prefixes it stops advertising are remembered, so an
+	// exit node that is switched off and on again stays approved.
+	SetAdvertisedRoutes(ctx context.Context, id wire.NodeID, prefixes []netip.Prefix) (Node, error)
+	// ApproveRoute approves an advertised prefix (ErrNotFound if the node
+	// does not advertise it).
+	ApproveRoute(ctx context.Context, id wire.NodeID, p netip.Prefix) (Node, error)
+	// RejectRoute withdraws approval of a prefix (ErrNotFound if it was
+	// neither advertised nor approved).
+	RejectRoute(ctx context.Context, id wire.NodeID, p netip.Prefix) (Node, error)
+	// ListRoutes lists all routes of all nodes, ordered by node and prefix.
+	ListRoutes(ctx context.Context) ([]Route, error)
+
+	// AddressPrefixes returns the tailnet's IPv4 and IPv6 prefixes:
+	// 100.64.0.0/10 and this store's ULA /48.
+	AddressPrefixes() (v4, v6 netip.Prefix)
+
+	Close() error
+}
+
+// EnabledRoutes returns the routes in effect for n: advertised and approved.
+func (n *Node) EnabledRoutes() []netip.Prefix {
+	var out []netip.Prefix
+	for _, a := range n.AdvertisedRoutes {
+		for _, b := range n.ApprovedRoutes {
+			if a == b {
+				out = append(out, a)
+				break
+			}
+		}
+	}
+	return out
+}
+
+// Addresses returns the node's tailnet addresses as single-host prefixes.
+func (n *Node) Addresses() []netip.Prefix {
+	var out []netip.Prefix
+	for _, a := range []netip.Addr{n.IPv4, n.IPv6} {
+		if a.IsValid() {
+			out = append(out, netip.PrefixFrom(a, a.BitLen()))
+		}
+	}
+	return out
+}
+
+// Wire converts n to the form the peer map carries. Online is left false;
+// the control server sets it.
+func (n *Node) Wire() wire.Node {
+	addrs := n.Addresses()
+	routes := n.EnabledRoutes()
+	allowed := append(append([]netip.Prefix(nil), addrs...), routes...)
+	return wire.Node{
+		ID:         n.ID,
+		Name:       n.Name,
+		User:       n.User,
+		Tags:       append([]string(nil), n.Tags...),
+		MachineKey: n.MachineKey,
+		NodeKey:    n.NodeKey,
+		KeyExpiry:  n.KeyExpiry,
+		DiscoKey:   n.DiscoKey,
+		Addresses:  addrs,
+		AllowedIPs: allowed,
+		Endpoints:  append([]netip.AddrPort(nil), n.Endpoints...),
+		HomeRegion: n.HomeRegion,
+		LastSeen:   n.LastSeen,
+		OS:         n.OS,
+		Hostinfo:   n.Hostinfo,
+		Routes:     routes,
+	}
+}
