@@ -1,0 +1,238 @@
+package osnet
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"slices"
+
+	"github.com/google/nftables"
+	"github.com/google/nftables/binaryutil"
+	"github.com/google/nftables/expr"
+	"golang.org/x/sys/unix"
+)
+
+// NFTableName is weft's own nftables table (family inet). weft never adds
+// to, reads rules from, or deletes any other table.
+const NFTableName = "weft"
+
+// Chain names inside weft's table.
+const (
+	chainPostrouting = "postrouting" // nat, srcnat: masquerade
+	chainForward     = "forward"     // filter, mangle: TCP MSS clamp
+	chainPrerouting  = "prerouting"  // filter, mangle: restore weft's mark on replies
+	chainOutput      = "output"      // filter, mangle: remember weft's mark in conntrack
+)
+
+// natSpec is the whole desired content of weft's nftables table; the table
+// is rebuilt atomically whenever the spec changes and removed when the spec
+// is empty.
+type natSpec struct {
+	// Forward is set when this node forwards for the tailnet (exit node or
+	// subnet router): masquerade and MSS clamping.
+	Forward bool
+	TUN     string
+	// Tailnet are the tailnet prefixes: sources that are masqueraded and
+	// addresses whose forwarded SYNs get their MSS clamped.
+	Tailnet []netip.Prefix
+	// NoSNAT are destinations (advertised subnet routes) that keep the
+	// tailnet source address.
+	NoSNAT []netip.Prefix
+	// MarkReplies is set while an exit node is in use: replies to weft's
+	// marked sockets get the mark back from conntrack so strict
+	// reverse-path filtering accepts them.
+	MarkReplies    bool
+	Mark, MarkMask uint32
+}
+
+func (s natSpec) empty() bool { return !s.Forward && !s.MarkReplies }
+
+func (s natSpec) equal(o natSpec) bool {
+	return s.Forward == o.Forward && s.TUN == o.TUN &&
+		slices.Equal(s.Tailnet, o.Tailnet) && slices.Equal(s.NoSNAT, o.NoSNAT) &&
+		s.MarkReplies == o.MarkReplies && s.Mark == o.Mark && s.MarkMask == o.MarkMask
+}
+
+func weftTable() *nftables.Table {
+	return &nftables.Table{Name: NFTableName, Family: nftables.TableFamilyINet}
+}
+
+// applyNFT replaces weft's table with the one spec describes, in one
+// netlink batch: "add table; delete table; add table; ..." is atomic, so
+// there is never a moment without masquerading and a stale table from a
+// crash is replaced in the same step. An empty spec removes the table.
+func applyNFT(c *nftables.Conn, s natSpec) error {
+	t := weftTable()
+	c.AddTable(t)
+	c.DelTable(t)
+	if s.empty() {
+		if err := c.Flush(); err != nil {
+			return fmt.Errorf("osnet: remove nftables table inet %s: %w", NFTableName, err)
+		}
+		return nil
+	}
+	c.AddTable(t)
+	if s.Forward {
+		addForwardChains(c, t, s)
+	}
+	if s.MarkReplies {
+		addMarkChains(c, t, s)
+	}
+	if err := c.Flush(); err != nil {
+		return fmt.Errorf("osnet: install nftables table inet %s: %w", NFTableName, err)
+	}
+	return nil
+}
+
+// deleteNFT removes weft's table if it exists and reports whether it did.
+func deleteNFT(c *nftables.Conn) (bool, error) {
+	tables, err := c.ListTablesOfFamily(nftables.TableFamilyINet)
+	if err != nil {
+		return false, fmt.Errorf("osnet: list nftables tables: %w", err)
+	}
+	found := false
+	for _, t := range tables {
+		if t.Name == NFTableName {
+			found = true
+		}
+	}
+	if !found {
+		return false, nil
+	}
+	c.DelTable(weftTable())
+	if err := c.Flush(); err != nil && !errors.Is(err, unix.ENOENT) {
+		return false, fmt.Errorf("osnet: delete nftables table inet %s: %w", NFTableName, err)
+	}
+	return true, nil
+}
+
+func addForwardChains(c *nftables.Conn, t *nftables.Table, s natSpec) {
+	accept := nftables.ChainPolicyAccept
+	post := c.AddChain(&nftables.Chain{
+		Name: chainPostrouting, Table: t, Type: nftables.ChainTypeNAT,
+		Hooknum: nftables.ChainHookPostrouting, Priority: nftables.ChainPriorityNATSource, Policy: &accept,
+	})
+	// Traffic to a subnet route keeps its tailnet source when SNAT is off:
+	// "return" ends this chain before the masquerade rules below.
+	for _, p := range s.NoSNAT {
+		c.AddRule(&nftables.Rule{Table: t, Chain: post, Exprs: slices.Concat(
+			matchPrefix(p, false),
+			[]expr.Any{&expr.Verdict{Kind: expr.VerdictReturn}},
+		)})
+	}
+	// Tailnet traffic leaving by any interface but weft's TUN takes this
+	// node's address on that interface, so the exit node's WAN address is
+	// what the internet sees and replies come back here.
+	for _, p := range s.Tailnet {
+		c.AddRule(&nftables.Rule{Table: t, Chain: post, Exprs: slices.Concat(
+			matchPrefix(p, true),
+			[]expr.Any{
+				&expr.Meta{Key: expr.MetaKeyOIFNAME, Register: 1},
+				&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: ifname(s.TUN)},
+				&expr.Masq{},
+			},
+		)})
+	}
+
+	fwd := c.AddChain(&nftables.Chain{
+		Name: chainForward, Table: t, Type: nftables.ChainTypeFilter,
+		Hooknum: nftables.ChainHookForward, Priority: nftables.ChainPriorityMangle, Policy: &accept,
+	})
+	// Forwarded SYNs to or from the tailnet get their MSS lowered to what
+	// the route they take can carry ("rt mtu"): the tunnel's MTU toward the
+	// tailnet, the WAN path's toward the internet. The kernel only ever
+	// lowers an MSS this way, never raises it.
+	for _, p := range s.Tailnet {
+		for _, src := range []bool{true, false} {
+			c.AddRule(&nftables.Rule{Table: t, Chain: fwd, Exprs: slices.Concat(
+				matchPrefix(p, src),
+				[]expr.Any{
+					&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
+					&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.IPPROTO_TCP}},
+					// tcp flags & (syn|rst) == syn
+					&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 13, Len: 1},
+					&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 1, Mask: []byte{0x02 | 0x04}, Xor: []byte{0}},
+					&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{0x02}},
+					// tcp option maxseg size set rt mtu
+					&expr.Rt{Register: 1, Key: expr.RtTCPMSS},
+					&expr.Byteorder{SourceRegister: 1, DestRegister: 1, Op: expr.ByteorderHton, Len: 2, Size: 2},
+					&expr.Exthdr{SourceRegister: 1, Type: 2, Offset: 2, Len: 2, Op: expr.ExthdrOpTcpopt},
+				},
+			)})
+		}
+	}
+}
+
+// addMarkChains copies weft's socket mark into conntrack on the way out and
+// back onto reply packets on the way in. With the exit-node rules in place
+// a reply from a relay or the control server, checked by strict
+// reverse-path filtering, would otherwise be judged against the tunnel's
+// default route and dropped; with its mark restored (and src_valid_mark on)
+// the check uses the same rules as the marked socket that sent it.
+func addMarkChains(c *nftables.Conn, t *nftables.Table, s natSpec) {
+	accept := nftables.ChainPolicyAccept
+	out := c.AddChain(&nftables.Chain{
+		Name: chainOutput, Table: t, Type: nftables.ChainTypeFilter,
+		Hooknum: nftables.ChainHookOutput, Priority: nftables.ChainPriorityMangle, Policy: &accept,
+	})
+	c.AddRule(&nftables.Rule{Table: t, Chain: out, Exprs: []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyMARK, Register: 1},
+		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: ne32(s.MarkMask), Xor: ne32(0)},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: ne32(s.Mark)},
+		&expr.Immediate{Register: 1, Data: ne32(s.Mark)},
+		&expr.Ct{Key: expr.CtKeyMARK, Register: 1, SourceRegister: true},
+	}})
+	pre := c.AddChain(&nftables.Chain{
+		Name: chainPrerouting, Table: t, Type: nftables.ChainTypeFilter,
+		Hooknum: nftables.ChainHookPrerouting, Priority: nftables.ChainPriorityMangle, Policy: &accept,
+	})
+	c.AddRule(&nftables.Rule{Table: t, Chain: pre, Exprs: []expr.Any{
+		&expr.Ct{Key: expr.CtKeyMARK, Register: 1},
+		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: ne32(s.MarkMask), Xor: ne32(0)},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: ne32(s.Mark)},
+		&expr.Immediate{Register: 1, Data: ne32(s.Mark)},
+		&expr.Meta{Key: expr.MetaKeyMARK, Register: 1, SourceRegister: true},
+	}})
+}
+
+// matchPrefix matches packets of p's family whose source (src) or
+// destination address lies in p.
+func matchPrefix(p netip.Prefix, src bool) []expr.Any {
+	p = p.Masked()
+	addr := p.Addr().AsSlice()
+	proto := byte(unix.NFPROTO_IPV4)
+	off := uint32(16) // IPv4 destination
+	if src {
+		off = 12
+	}
+	if p.Addr().Is6() {
+		proto = unix.NFPROTO_IPV6
+		off = 24
+		if src {
+			off = 8
+		}
+	}
+	mask := make([]byte, len(addr))
+	for i := 0; i < p.Bits(); i++ {
+		mask[i/8] |= 0x80 >> (i % 8)
+	}
+	return []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{proto}},
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: off, Len: uint32(len(addr))},
+		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: uint32(len(addr)), Mask: mask, Xor: make([]byte, len(addr))},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: addr},
+	}
+}
+
+// ifname is an interface name as nftables compares it: NUL-padded to
+// IFNAMSIZ.
+func ifname(n string) []byte {
+	b := make([]byte, unix.IFNAMSIZ)
+	copy(b, n)
+	return b
+}
+
+// ne32 is v in host byte order, which is how the kernel holds packet and
+// conntrack marks in nftables registers.
+func ne32(v uint32) []byte { return binaryutil.NativeEndian.PutUint32(v) }

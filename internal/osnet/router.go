@@ -1,0 +1,478 @@
+package osnet
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"runtime"
+	"slices"
+	"sync"
+
+	"github.com/google/nftables"
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+	"golang.zx2c4.com/wireguard/tun"
+)
+
+// Defaults for Options.
+const (
+	DefaultTUNName = "weft0"
+	// DefaultMTU is IPv6's minimum link MTU. The tailnet carries IPv6, so
+	// it cannot go lower, and with WireGuard's 80 bytes of overhead over
+	// IPv6 (60 over IPv4) a 1280-byte packet still fits unfragmented in
+	// every path a home node meets: PPPoE (1492), DS-Lite (1460), mobile
+	// carriers and nested tunnels. A larger MTU would buy a few percent
+	// of throughput at the price of black-holed packets on such paths.
+	DefaultMTU = 1280
+	// DefaultMark is the SO_MARK weft's own sockets carry; only the bits in
+	// DefaultMarkMask are compared, so other software may use the rest.
+	DefaultMark     uint32 = 0x57000000
+	DefaultMarkMask uint32 = 0xff000000
+	// DefaultTable is weft's routing table (0x5746, "WF"); it only holds
+	// the exit node's default routes.
+	DefaultTable = 22342
+	// DefaultRulePriority is the priority of weft's first policy rule; the
+	// second is DefaultRulePriority+1. Both sit well before the main table
+	// (32766) and apart from the ranges other VPN software commonly uses.
+	DefaultRulePriority = 5740
+)
+
+// Options fix a Router's device and numbers for its whole life. The zero
+// value uses the defaults above.
+type Options struct {
+	// Logger receives one line per change made to the host. If nil,
+	// nothing is logged.
+	Logger *slog.Logger
+	// TUNName is the TUN device's name; "" means DefaultTUNName.
+	TUNName string
+	// MTU of the TUN device; 0 means DefaultMTU.
+	MTU int
+	// Mark and MarkMask are weft's socket mark; 0 means the defaults.
+	Mark, MarkMask uint32
+	// Table is weft's routing table number; 0 means DefaultTable.
+	Table int
+	// RulePriority is the first of weft's two rule priorities; 0 means
+	// DefaultRulePriority.
+	RulePriority int
+}
+
+func (o Options) withDefaults() Options {
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.TUNName == "" {
+		o.TUNName = DefaultTUNName
+	}
+	if o.MTU == 0 {
+		o.MTU = DefaultMTU
+	}
+	if o.Mark == 0 {
+		o.Mark = DefaultMark
+	}
+	if o.MarkMask == 0 {
+		o.MarkMask = DefaultMarkMask
+	}
+	if o.Table == 0 {
+		o.Table = DefaultTable
+	}
+	if o.RulePriority == 0 {
+		o.RulePriority = DefaultRulePriority
+	}
+	return o
+}
+
+func (o Options) policy() policy {
+	return policy{mark: o.Mark, mask: o.MarkMask, table: o.Table, prio: o.RulePriority}
+}
+
+// Config is the host network weft wants. The zero Config is "down": no
+// addresses, no routes, no rules, no nftables table, forwarding as it was.
+type Config struct {
+	// Addresses are the node's own tailnet addresses, one IPv4 /32 and one
+	// IPv6 /128.
+	Addresses []netip.Prefix
+	// TailnetRoutes are the tailnet's ranges (100.64.0.0/10 and the
+	// tailnet's ULA /48), routed into the TUN.
+	TailnetRoutes []netip.Prefix
+	// SubnetRoutes are peers' approved subnet routes this node uses
+	// (accept-routes); the caller leaves it empty without accept-routes.
+	// They are routed into the TUN; WireGuard's allowed IPs pick the peer.
+	// Default routes here are ignored: ExitNode decides about those.
+	SubnetRoutes []netip.Prefix
+
+	// ExitNode sends all traffic that is not weft's own into the TUN.
+	ExitNode bool
+	// ExitNodeAllowLAN keeps every more specific route of the main table
+	// (the LAN and other directly connected networks) direct while
+	// ExitNode is on. Without it LAN traffic goes to the exit node too.
+	ExitNodeAllowLAN bool
+
+	// AdvertiseExitNode and AdvertiseRoutes make this node forward for the
+	// tailnet: forwarding on, masquerade, MSS clamping.
+	AdvertiseExitNode bool
+	AdvertiseRoutes   []netip.Prefix
+	// NoSNATSubnetRoutes keeps tailnet source addresses on traffic to
+	// AdvertiseRoutes (the LAN must then route the tailnet back to this
+	// node). Exit-node traffic to the internet is masqueraded regardless.
+	NoSNATSubnetRoutes bool
+}
+
+// forwards reports whether cfg makes this node forward for the tailnet.
+func (c Config) forwards() bool { return c.AdvertiseExitNode || len(c.AdvertiseRoutes) > 0 }
+
+// normalized returns cfg with prefixes masked, sorted and deduplicated, so
+// two Configs that mean the same compare equal.
+func (c Config) normalized() (Config, error) {
+	var errs []error
+	for _, a := range c.Addresses {
+		if !a.IsValid() || a.Bits() != a.Addr().BitLen() {
+			errs = append(errs, fmt.Errorf("address %s is not a single address (/32 or /128)", a))
+		}
+	}
+	c.Addresses = normPrefixes(c.Addresses, false)
+	c.TailnetRoutes = normPrefixes(c.TailnetRoutes, true)
+	c.SubnetRoutes = slices.DeleteFunc(normPrefixes(c.SubnetRoutes, true), func(p netip.Prefix) bool { return p.Bits() == 0 })
+	c.AdvertiseRoutes = normPrefixes(c.AdvertiseRoutes, true)
+	for _, ps := range [][]netip.Prefix{c.TailnetRoutes, c.SubnetRoutes, c.AdvertiseRoutes} {
+		for _, p := range ps {
+			if !p.IsValid() {
+				errs = append(errs, errors.New("invalid route prefix"))
+			}
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return c, fmt.Errorf("osnet: invalid config: %w", err)
+	}
+	return c, nil
+}
+
+func normPrefixes(ps []netip.Prefix, mask bool) []netip.Prefix {
+	out := make([]netip.Prefix, 0, len(ps))
+	for _, p := range ps {
+		if mask {
+			p = p.Masked()
+		}
+		out = append(out, p)
+	}
+	slices.SortFunc(out, func(a, b netip.Prefix) int {
+		if c := a.Addr().Compare(b.Addr()); c != 0 {
+			return c
+		}
+		return a.Bits() - b.Bits()
+	})
+	return slices.Compact(out)
+}
+
+// ErrClosed is returned by Apply after Close.
+var ErrClosed = errors.New("osnet: router closed")
+
+// Router owns weft's TUN device and everything weft changes in one
+// network namespace.
+type Router struct {
+	opts Options
+	pol  policy
+	ns   netns.NsHandle  // the namespace New ran in; closed by Close
+	h    *netlink.Handle // bound to ns
+	nft  *nftables.Conn  // bound to ns
+	dev  tun.Device      // owned by the caller after New
+	link int             // the TUN's interface index
+	sys  sysctls
+
+	mu       sync.Mutex // guards the fields below
+	closed   bool
+	saved    savedSysctls
+	nftState natSpec  // what weft's nftables table holds now
+	warnings []string // health problems found by the last Apply
+}
+
+// New creates the TUN device (brought up, with the MTU from opts) in the
+// calling thread's network namespace and returns a Router bound to that
+// namespace. The returned Router's TUN() is meant for wireguard-go, whose
+// device closes it; Close does not close it, so a caller that never hands
+// it over closes it itself.
+func New(opts Options) (*Router, error) {
+	opts = opts.withDefaults()
+	ns, err := netns.Get()
+	if err != nil {
+		return nil, fmt.Errorf("osnet: current network namespace: %w", err)
+	}
+	r := &Router{opts: opts, pol: opts.policy(), ns: ns, sys: sysctls{root: "/proc/sys"}}
+	fail := func(err error) (*Router, error) {
+		if r.dev != nil {
+			r.dev.Close()
+		}
+		if r.h != nil {
+			r.h.Close()
+		}
+		ns.Close()
+		return nil, err
+	}
+	if r.h, err = netlink.NewHandleAt(ns); err != nil {
+		return fail(fmt.Errorf("osnet: netlink: %w", err))
+	}
+	if r.nft, err = nftables.New(nftables.WithNetNSFd(int(ns))); err != nil {
+		return fail(fmt.Errorf("osnet: nftables: %w", err))
+	}
+	if err := r.inNS(func() error {
+		d, err := tun.CreateTUN(opts.TUNName, opts.MTU)
+		if err != nil {
+			return fmt.Errorf("osnet: create TUN %s (needs root or CAP_NET_ADMIN and /dev/net/tun): %w", opts.TUNName, err)
+		}
+		r.dev = d
+		return nil
+	}); err != nil {
+		return fail(err)
+	}
+	link, err := r.h.LinkByName(opts.TUNName)
+	if err != nil {
+		return fail(fmt.Errorf("osnet: find TUN %s: %w", opts.TUNName, err))
+	}
+	r.link = link.Attrs().Index
+	if err := r.h.LinkSetUp(link); err != nil {
+		return fail(fmt.Errorf("osnet: bring %s up: %w", opts.TUNName, err))
+	}
+	opts.Logger.Info("TUN created", "name", opts.TUNName, "mtu", opts.MTU, "index", r.link)
+	return r, nil
+}
+
+// TUN returns the device for wireguard-go.
+func (r *Router) TUN() tun.Device { return r.dev }
+
+// Name returns the TUN device's name.
+func (r *Router) Name() string { return r.opts.TUNName }
+
+// Mark returns the SO_MARK weft's own sockets must carry to bypass the exit
+// node: pass it to MarkControl, Dialer or ListenConfig, and to the
+// WireGuard bind's SetMark.
+func (r *Router) Mark() uint32 { return r.opts.Mark }
+
+// Warnings returns the host problems the last Apply found but could work
+// around, in plain words (for example forwarding that could not be turned
+// on). It is empty when all is well.
+func (r *Router) Warnings() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.warnings)
+}
+
+// inNS runs fn on a thread in the Router's namespace. The thread is
+// thrown away afterwards (the goroutine exits still locked), so no other
+// goroutine ever runs in a namespace it did not expect. Only TUN creation
+// and /proc/sys access need this; netlink and nftables use sockets bound
+// to the namespace.
+func (r *Router) inNS(fn func() error) error {
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		if err := netns.Set(r.ns); err != nil {
+			errc <- fmt.Errorf("osnet: enter network namespace: %w", err)
+			return
+		}
+		errc <- fn()
+	}()
+	return <-errc
+}
+
+// Apply makes the host match cfg, changing only what differs from what
+// the kernel has now. It is safe to call with the same Config repeatedly.
+// A problem weft can live with (forwarding it could not turn on) is not
+// an error; it appears in Warnings.
+func (r *Router) Apply(cfg Config) error {
+	cfg, err := cfg.normalized()
+	if err != nil {
+		return err
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed {
+		return ErrClosed
+	}
+	link, err := r.h.LinkByIndex(r.link)
+	if err != nil {
+		return fmt.Errorf("osnet: TUN %s is gone (was its device closed?): %w", r.opts.TUNName, err)
+	}
+	var errs, warns []error
+
+	if err := syncAddrs(r.h, link, cfg.Addresses); err != nil {
+		errs = append(errs, err)
+	}
+	mainRoutes := slices.Concat(cfg.TailnetRoutes, cfg.SubnetRoutes)
+	if err := syncLinkRoutes(r.h, link, tableMain, normPrefixes(mainRoutes, true)); err != nil {
+		errs = append(errs, err)
+	}
+
+	// Exit-node client. Routes go in before the rules that lead to them and
+	// come out after, so no packet is sent to an empty table.
+	if cfg.ExitNode {
+		if err := syncLinkRoutes(r.h, link, r.pol.table, []netip.Prefix{
+			netip.PrefixFrom(netip.IPv4Unspecified(), 0), netip.PrefixFrom(netip.IPv6Unspecified(), 0),
+		}); err != nil {
+			errs = append(errs, err)
+		}
+		if err := r.syncAllRules(true, cfg.ExitNodeAllowLAN); err != nil {
+			errs = append(errs, err)
+		}
+		if err := r.inNS(func() error { return r.saved.turnOn(r.sys, sysctlSrcValidMark) }); err != nil {
+			warns = append(warns, fmt.Errorf("replies to weft's own traffic may be dropped by strict reverse-path filtering: %w", err))
+		}
+	} else {
+		if err := r.syncAllRules(false, false); err != nil {
+			errs = append(errs, err)
+		}
+		if err := flushTable(r.h, r.pol.table); err != nil {
+			errs = append(errs, err)
+		}
+		if err := r.inNS(func() error { return r.saved.restore(r.sys, sysctlSrcValidMark) }); err != nil {
+			errs = append(errs, err)
+		}
+	}
+
+	// Exit-node server and subnet router.
+	if cfg.forwards() {
+		if err := r.inNS(func() error { return r.saved.turnOn(r.sys, sysctlIPv4Forward, sysctlIPv6Forward) }); err != nil {
+			warns = append(warns, fmt.Errorf("IP forwarding is off and weft could not turn it on, so this node cannot act as exit node or subnet router (set net.ipv4.ip_forward=1 and net.ipv6.conf.all.forwarding=1): %w", err))
+		}
+	}
+	spec := natSpec{MarkReplies: cfg.ExitNode, Mark: r.pol.mark, MarkMask: r.pol.mask}
+	if cfg.forwards() {
+		spec.Forward, spec.TUN, spec.Tailnet = true, r.opts.TUNName, cfg.TailnetRoutes
+		if cfg.NoSNATSubnetRoutes {
+			spec.NoSNAT = cfg.AdvertiseRoutes
+		}
+	}
+	if !spec.equal(r.nftState) {
+		if err := applyNFT(r.nft, spec); err != nil {
+			errs = append(errs, err)
+		} else {
+			r.nftState = spec
+			r.opts.Logger.Info("nftables table updated", "table", "inet "+NFTableName, "forward", spec.Forward, "mark_replies", spec.MarkReplies)
+		}
+	}
+	if !cfg.forwards() {
+		if err := r.inNS(func() error { return r.saved.restore(r.sys, sysctlIPv4Forward, sysctlIPv6Forward) }); err != nil {
+			errs = append(errs, err)
+		}
+	}
+
+	r.warnings = r.warnings[:0]
+	for _, w := range warns {
+		r.warnings = append(r.warnings, w.Error())
+		r.opts.Logger.Warn("host network", "problem", w)
+	}
+	return errors.Join(errs...)
+}
+
+// syncAllRules puts weft's policy rules in place for both families (on),
+// or removes them (off).
+func (r *Router) syncAllRules(on, allowLAN bool) error {
+	var errs []error
+	for _, fam := range []int{unix.AF_INET, unix.AF_INET6} {
+		var want []netlink.Rule
+		if on {
+			want = r.pol.wantRules(fam, allowLAN)
+		}
+		err := r.pol.syncRules(r.h, fam, want)
+		if fam == unix.AF_INET6 && errors.Is(err, unix.EAFNOSUPPORT) {
+			continue // IPv6 is disabled on this host
+		}
+		if err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Close removes everything weft added to the host (addresses and routes on
+// the TUN, policy rules, weft's routing table, weft's nftables table) and
+// puts back the sysctls weft changed. The TUN device itself is closed by
+// its owner (wireguard-go's device). Close is idempotent.
+func (r *Router) Close() error {
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		return nil
+	}
+	r.mu.Unlock()
+	var errs []error
+	if err := r.Apply(Config{}); err != nil && !isGone(err) {
+		errs = append(errs, err)
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	// Apply fails early if the TUN is already gone; the rules, table and
+	// nftables state must go regardless.
+	if err := r.syncAllRules(false, false); err != nil {
+		errs = append(errs, err)
+	}
+	if err := flushTable(r.h, r.pol.table); err != nil {
+		errs = append(errs, err)
+	}
+	if _, err := deleteNFT(r.nft); err != nil {
+		errs = append(errs, err)
+	}
+	r.nftState = natSpec{}
+	if err := r.inNS(func() error {
+		return r.saved.restore(r.sys, sysctlIPv4Forward, sysctlIPv6Forward, sysctlSrcValidMark)
+	}); err != nil {
+		errs = append(errs, err)
+	}
+	r.closed = true
+	r.h.Close()
+	r.ns.Close()
+	return errors.Join(errs...)
+}
+
+func isGone(err error) bool {
+	var le netlink.LinkNotFoundError
+	return errors.As(err, &le) || errors.Is(err, unix.ENODEV)
+}
+
+// Cleanup removes weft's leftovers from a run that ended without Close (a
+// crash or SIGKILL) in the calling thread's network namespace: weft's
+// nftables table, weft's policy rules and every route in weft's routing
+// table. The daemon calls it once at start, before New; it must not run
+// while another weft uses the same namespace and numbers. The TUN device
+// needs no cleanup: the kernel deletes it when its last file closes.
+// Forwarding sysctls are left as they are, because a crashed run's
+// earlier values are unknown.
+func Cleanup(opts Options) error {
+	opts = opts.withDefaults()
+	pol := opts.policy()
+	ns, err := netns.Get()
+	if err != nil {
+		return fmt.Errorf("osnet: current network namespace: %w", err)
+	}
+	defer ns.Close()
+	h, err := netlink.NewHandleAt(ns)
+	if err != nil {
+		return fmt.Errorf("osnet: netlink: %w", err)
+	}
+	defer h.Close()
+	nft, err := nftables.New(nftables.WithNetNSFd(int(ns)))
+	if err != nil {
+		return fmt.Errorf("osnet: nftables: %w", err)
+	}
+	var errs []error
+	for _, fam := range []int{unix.AF_INET, unix.AF_INET6} {
+		err := pol.syncRules(h, fam, nil)
+		if fam == unix.AF_INET6 && errors.Is(err, unix.EAFNOSUPPORT) {
+			continue
+		}
+		if err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if err := flushTable(h, pol.table); err != nil {
+		errs = append(errs, err)
+	}
+	removed, err := deleteNFT(nft)
+	if err != nil {
+		errs = append(errs, err)
+	}
+	if removed {
+		opts.Logger.Info("removed stale nftables table", "table", "inet "+NFTableName)
+	}
+	return errors.Join(errs...)
+}
