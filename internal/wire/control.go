@@ -144,7 +144,7 @@ type RegisterRequest struct {
 	// NodeKey is the node key to register.
 	NodeKey key.NodePublic `json:"node_key"`
 	// OldNodeKey, when set, is the node key being replaced (rotation).
-	OldNodeKey key.NodePublic `json:"old_node_key,omitzero"`
+	OldNodeKey key.NodePublic  `json:"old_node_key,omitzero"`
 	DiscoKey   key.DiscoPublic `json:"disco_key,omitzero"`
 	Hostinfo   *Hostinfo       `json:"hostinfo,omitempty"`
 }
