@@ -90,6 +90,7 @@ func newRootCmd(g *globals) *cobra.Command {
 	})
 	root.AddCommand(
 		newVersionCmd(g),
+		newLabCmd(g),
 	)
 	return root
 }

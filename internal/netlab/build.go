@@ -1,0 +1,429 @@
+package netlab
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strconv"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+
+	"weft/internal/netlab/delayline"
+)
+
+// Interface names in the internet namespace, per attached node. Node names
+// are at most 12 bytes, so these fit IFNAMSIZ.
+const (
+	inetBridge   = "br0"
+	pubPortPfx   = "p-" // public host's port on the bridge
+	wanPortPfx   = "w-" // router's WAN peer (the delay line's near side)
+	delayPortPfx = "d-" // delay line's far side ...
+	brPortPfx    = "b-" // ... whose peer is the bridge port
+	hostPortPfx  = "h-" // in a router's namespace: a host's port on the LAN bridge
+	nodeIf       = "eth0"
+)
+
+// Up builds topo: it first removes what an earlier run with the same
+// Config left behind, then creates every namespace, link, address, route
+// and NAT rule, starts the delay lines and whoami servers, and writes the
+// state file. On failure or cancellation of ctx it removes everything it
+// built before returning.
+func Up(ctx context.Context, cfg Config, topo Topology) (*Lab, error) {
+	if cfg.Prefix == "" || cfg.Dir == "" {
+		return nil, errors.New("netlab: Config needs Prefix and Dir")
+	}
+	if err := topo.Validate(); err != nil {
+		return nil, err
+	}
+	if os.Geteuid() != 0 {
+		return nil, errors.New("netlab: the lab needs root (network namespaces); run as root")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if err := os.MkdirAll(cfg.Dir, 0o755); err != nil {
+		return nil, fmt.Errorf("netlab: %w", err)
+	}
+	if err := Remove(cfg.Dir, cfg.Prefix); err != nil {
+		return nil, fmt.Errorf("netlab: remove stale lab: %w", err)
+	}
+	l := &Lab{prefix: cfg.Prefix, dir: cfg.Dir, log: cfg.Logger}
+	l.plan(topo)
+	l.mu.Lock()
+	err := l.saveLocked() // before building, so a crash mid-way is found
+	l.mu.Unlock()
+	if err == nil {
+		err = l.build(ctx, cfg, topo)
+	}
+	if err != nil {
+		if derr := l.Down(context.Background()); derr != nil {
+			err = errors.Join(err, derr)
+		}
+		return nil, err
+	}
+	return l, nil
+}
+
+// plan creates the Node values for topo.
+func (l *Lab) plan(topo Topology) {
+	add := func(n *Node) {
+		n.NS = l.prefix + n.Name
+		n.lab = l
+		l.nodes = append(l.nodes, n)
+	}
+	add(&Node{Name: internetName, Kind: KindInternet})
+	for _, r := range topo.Routers {
+		add(&Node{Name: r.Name, Kind: KindRouter, LANAddr: gatewayAddr(r.LAN), LAN: r.LAN, WANAddr: r.WAN,
+			NAT: r.NAT, DelayMS: r.Delay.Milliseconds(), RateMbit: r.RateMbit})
+		for i, h := range r.Hosts {
+			add(&Node{Name: h, Kind: KindHost, LANAddr: hostAddr(r.LAN, i), LAN: r.LAN, Router: r.Name})
+		}
+	}
+	for _, p := range topo.Public {
+		add(&Node{Name: p.Name, Kind: KindPublic, WANAddr: p.Addr})
+	}
+}
+
+// nsHandles keeps a netlink handle per namespace during the build.
+type nsHandles struct {
+	ns map[string]netns.NsHandle
+	nl map[string]*netlink.Handle
+}
+
+func (h *nsHandles) close() {
+	for _, x := range h.nl {
+		x.Close()
+	}
+	for _, x := range h.ns {
+		x.Close()
+	}
+}
+
+func (l *Lab) build(ctx context.Context, cfg Config, topo Topology) error {
+	h := &nsHandles{ns: map[string]netns.NsHandle{}, nl: map[string]*netlink.Handle{}}
+	defer h.close()
+	for _, n := range l.nodes {
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("netlab: up: %w", err)
+		}
+		if err := createNS(n.NS); err != nil {
+			return err
+		}
+		ns, err := netns.GetFromPath(filepath.Join(netnsDir, n.NS))
+		if err != nil {
+			return fmt.Errorf("netlab: %s: %w", n.Name, err)
+		}
+		h.ns[n.Name] = ns
+		nh, err := netlink.NewHandleAt(ns)
+		if err != nil {
+			return fmt.Errorf("netlab: %s: netlink: %w", n.Name, err)
+		}
+		h.nl[n.Name] = nh
+		if err := l.baseSetup(n, nh); err != nil {
+			return err
+		}
+	}
+	inet := h.nl[internetName]
+	br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: inetBridge}}
+	if err := inet.LinkAdd(br); err != nil {
+		return fmt.Errorf("netlab: internet bridge: %w", err)
+	}
+	if err := inet.LinkSetUp(br); err != nil {
+		return fmt.Errorf("netlab: internet bridge: %w", err)
+	}
+	for _, p := range topo.Public {
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("netlab: up: %w", err)
+		}
+		if err := l.buildPublic(h, p); err != nil {
+			return err
+		}
+	}
+	for _, r := range topo.Routers {
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("netlab: up: %w", err)
+		}
+		if err := l.buildRouter(ctx, cfg, h, r); err != nil {
+			return err
+		}
+	}
+	for _, p := range topo.Public {
+		if p.Whoami {
+			if err := l.startWhoami(ctx, cfg, l.Node(p.Name)); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// baseSetup brings up loopback and sets the namespace's forwarding: only
+// routers forward. The internet namespace has no IPv6 at all, so its
+// stack stays silent on the links it only carries frames over.
+func (l *Lab) baseSetup(n *Node, nh *netlink.Handle) error {
+	lo, err := nh.LinkByName("lo")
+	if err == nil {
+		err = nh.LinkSetUp(lo)
+	}
+	if err != nil {
+		return fmt.Errorf("netlab: %s: loopback: %w", n.Name, err)
+	}
+	return n.Do(func() error {
+		fwd := "0"
+		if n.Kind == KindRouter {
+			fwd = "1"
+		}
+		if err := writeSysctl("net.ipv4.ip_forward", fwd); err != nil {
+			return err
+		}
+		if n.Kind == KindInternet {
+			for _, k := range []string{"net.ipv6.conf.all.disable_ipv6", "net.ipv6.conf.default.disable_ipv6"} {
+				if err := writeSysctl(k, "1"); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	})
+}
+
+// veth creates a veth pair, a in the namespace of ah and b in the
+// namespace bns, and returns both ends (b looked up through bh).
+func veth(ah *netlink.Handle, a string, bh *netlink.Handle, bns netns.NsHandle, b string) (netlink.Link, netlink.Link, error) {
+	v := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: a}, PeerName: b}
+	if bh != ah {
+		v.PeerNamespace = netlink.NsFd(int(bns))
+	}
+	if err := ah.LinkAdd(v); err != nil {
+		return nil, nil, fmt.Errorf("netlab: veth %s/%s: %w", a, b, err)
+	}
+	al, err := ah.LinkByName(a)
+	if err != nil {
+		return nil, nil, fmt.Errorf("netlab: veth %s: %w", a, err)
+	}
+	bl, err := bh.LinkByName(b)
+	if err != nil {
+		return nil, nil, fmt.Errorf("netlab: veth %s: %w", b, err)
+	}
+	return al, bl, nil
+}
+
+func up(nh *netlink.Handle, links ...netlink.Link) error {
+	for _, ln := range links {
+		if err := nh.LinkSetUp(ln); err != nil {
+			return fmt.Errorf("netlab: set %s up: %w", ln.Attrs().Name, err)
+		}
+	}
+	return nil
+}
+
+func addAddr(nh *netlink.Handle, ln netlink.Link, a netip.Addr, bits int) error {
+	ipn := &net.IPNet{IP: a.AsSlice(), Mask: net.CIDRMask(bits, a.BitLen())}
+	if err := nh.AddrAdd(ln, &netlink.Addr{IPNet: ipn}); err != nil {
+		return fmt.Errorf("netlab: address %v/%d on %s: %w", a, bits, ln.Attrs().Name, err)
+	}
+	return nil
+}
+
+func (l *Lab) buildPublic(h *nsHandles, p PublicHost) error {
+	inet := h.nl[internetName]
+	nh := h.nl[p.Name]
+	eth, port, err := veth(nh, nodeIf, inet, h.ns[internetName], pubPortPfx+p.Name)
+	if err != nil {
+		return err
+	}
+	if err := l.enslave(inet, port); err != nil {
+		return err
+	}
+	if err := addAddr(nh, eth, p.Addr, InternetPrefix.Bits()); err != nil {
+		return err
+	}
+	return errors.Join(up(inet, port), up(nh, eth))
+}
+
+func (l *Lab) enslave(inet *netlink.Handle, port netlink.Link) error {
+	br, err := inet.LinkByName(inetBridge)
+	if err == nil {
+		err = inet.LinkSetMaster(port, br)
+	}
+	if err != nil {
+		return fmt.Errorf("netlab: attach %s to the internet: %w", port.Attrs().Name, err)
+	}
+	return nil
+}
+
+func (l *Lab) buildRouter(ctx context.Context, cfg Config, h *nsHandles, r Router) error {
+	inet := h.nl[internetName]
+	rh := h.nl[r.Name]
+	wan, wport, err := veth(rh, routerWAN, inet, h.ns[internetName], wanPortPfx+r.Name)
+	if err != nil {
+		return err
+	}
+	if err := addAddr(rh, wan, r.WAN, InternetPrefix.Bits()); err != nil {
+		return err
+	}
+	if err := up(rh, wan); err != nil {
+		return err
+	}
+	// Everything on the internet is on-link; a default route through the
+	// WAN makes other destinations fail with ARP rather than "no route".
+	if err := rh.RouteAdd(&netlink.Route{LinkIndex: wan.Attrs().Index, Scope: netlink.SCOPE_LINK, Dst: &net.IPNet{IP: net.IPv4zero, Mask: net.CIDRMask(0, 32)}}); err != nil {
+		return fmt.Errorf("netlab: %s: default route: %w", r.Name, err)
+	}
+	if r.Delay == 0 {
+		if err := l.enslave(inet, wport); err != nil {
+			return err
+		}
+		if err := up(inet, wport); err != nil {
+			return err
+		}
+	} else {
+		dport, bport, err := veth(inet, delayPortPfx+r.Name, inet, h.ns[internetName], brPortPfx+r.Name)
+		if err != nil {
+			return err
+		}
+		if err := l.enslave(inet, bport); err != nil {
+			return err
+		}
+		// The delay line reads every frame on its two ports, whatever
+		// their destination MAC.
+		for _, p := range []netlink.Link{wport, dport} {
+			if err := inet.SetPromiscOn(p); err != nil {
+				return fmt.Errorf("netlab: promisc %s: %w", p.Attrs().Name, err)
+			}
+		}
+		if err := up(inet, wport, dport, bport); err != nil {
+			return err
+		}
+		if err := l.startDelayLine(ctx, cfg, r, wport.Attrs().Name, dport.Attrs().Name); err != nil {
+			return err
+		}
+	}
+	if r.RateMbit > 0 {
+		// Upload is shaped leaving the router, download leaving the
+		// internet's side of the WAN link (after the delay line).
+		if err := rateLimit(rh, wan, r.RateMbit); err != nil {
+			return fmt.Errorf("netlab: %s: %w", r.Name, err)
+		}
+		if err := rateLimit(inet, wport, r.RateMbit); err != nil {
+			return fmt.Errorf("netlab: %s: %w", r.Name, err)
+		}
+	}
+	lan := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: routerLAN}}
+	if err := rh.LinkAdd(lan); err != nil {
+		return fmt.Errorf("netlab: %s: LAN bridge: %w", r.Name, err)
+	}
+	if err := addAddr(rh, lan, gatewayAddr(r.LAN), r.LAN.Bits()); err != nil {
+		return err
+	}
+	if err := up(rh, lan); err != nil {
+		return err
+	}
+	if err := installNAT(h.ns[r.Name], r.NAT); err != nil {
+		return fmt.Errorf("netlab: %s: %w", r.Name, err)
+	}
+	for i, host := range r.Hosts {
+		hh := h.nl[host]
+		eth, port, err := veth(hh, nodeIf, rh, h.ns[r.Name], hostPortPfx+host)
+		if err != nil {
+			return err
+		}
+		if err := rh.LinkSetMaster(port, lan); err != nil {
+			return fmt.Errorf("netlab: %s: attach %s: %w", r.Name, host, err)
+		}
+		if err := addAddr(hh, eth, hostAddr(r.LAN, i), r.LAN.Bits()); err != nil {
+			return err
+		}
+		if err := errors.Join(up(rh, port), up(hh, eth)); err != nil {
+			return err
+		}
+		gw := gatewayAddr(r.LAN)
+		if err := hh.RouteAdd(&netlink.Route{LinkIndex: eth.Attrs().Index, Gw: gw.AsSlice()}); err != nil {
+			return fmt.Errorf("netlab: %s: default route: %w", host, err)
+		}
+	}
+	return nil
+}
+
+// rateLimit puts a token bucket on link's egress.
+func rateLimit(nh *netlink.Handle, link netlink.Link, mbit int) error {
+	rate := uint64(mbit) * 1_000_000 / 8 // bytes per second
+	// The bucket holds at least 10 ms of traffic and one offloaded
+	// 64 KiB frame; the queue another 50 ms on top.
+	burst := max(rate/100, 64<<10)
+	limit := rate/20 + burst
+	q := &netlink.Tbf{
+		QdiscAttrs: netlink.QdiscAttrs{LinkIndex: link.Attrs().Index, Handle: netlink.MakeHandle(1, 0), Parent: netlink.HANDLE_ROOT},
+		Rate:       rate,
+		Limit:      uint32(min(limit, 1<<31)),
+		Buffer:     netlink.Xmittime(rate, uint32(burst)),
+	}
+	if err := nh.QdiscAdd(q); err != nil {
+		return fmt.Errorf("rate %d Mbit/s on %s: %w", mbit, link.Attrs().Name, err)
+	}
+	return nil
+}
+
+// startDelayLine opens packet sockets on the two ports in the internet
+// namespace and hands them to a `wire` helper process, which holds every
+// frame for r.Delay. Opening them here means the line forwards as soon as
+// the helper runs, with no readiness handshake.
+func (l *Lab) startDelayLine(ctx context.Context, cfg Config, r Router, a, b string) error {
+	if len(cfg.Helper) == 0 {
+		return fmt.Errorf("netlab: %s has a delay, which needs Config.Helper (the weft binary)", r.Name)
+	}
+	inet := l.Node(internetName)
+	var fa, fb *os.File
+	err := inet.Do(func() error {
+		var err error
+		if fa, err = delayline.Open(a); err != nil {
+			return err
+		}
+		fb, err = delayline.Open(b)
+		return err
+	})
+	defer func() {
+		for _, f := range []*os.File{fa, fb} {
+			if f != nil {
+				f.Close()
+			}
+		}
+	}()
+	if err != nil {
+		return fmt.Errorf("netlab: %s: %w", r.Name, err)
+	}
+	argv := append(append([]string(nil), cfg.Helper...), "wire", "--fd-a", "3", "--fd-b", "4", "--delay", r.Delay.String())
+	_, err = l.start(ctx, inet, "wire-"+r.Name, argv, []*os.File{fa, fb})
+	return err
+}
+
+// startWhoami listens on port 80 in the node's namespace and hands the
+// listener to a `whoami` helper process.
+func (l *Lab) startWhoami(ctx context.Context, cfg Config, n *Node) error {
+	if len(cfg.Helper) == 0 {
+		return fmt.Errorf("netlab: %s serves whoami, which needs Config.Helper (the weft binary)", n.Name)
+	}
+	var f *os.File
+	err := n.Do(func() error {
+		ln, err := net.Listen("tcp4", net.JoinHostPort(n.WANAddr.String(), "80"))
+		if err != nil {
+			return err
+		}
+		defer ln.Close()
+		f, err = ln.(*net.TCPListener).File()
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("netlab: %s: whoami listener: %w", n.Name, err)
+	}
+	defer f.Close()
+	argv := append(append([]string(nil), cfg.Helper...), "whoami", "--fd", strconv.Itoa(3))
+	_, err = l.start(ctx, n, "whoami", argv, []*os.File{f})
+	return err
+}

@@ -1,0 +1,192 @@
+// Package delayline is the lab's link delay: a userspace forwarder between
+// two network interfaces that holds every frame for a fixed time before
+// passing it on. Kernels without the netem qdisc have no other way to
+// delay a link.
+//
+// Each side is an AF_PACKET socket bound to one interface. The sockets use
+// virtio-net headers (PACKET_VNET_HDR), so large segmentation-offloaded
+// frames and frames with a checksum still to be filled in cross the line
+// intact, exactly as the kernel handed them over.
+package delayline
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// maxFrame is the largest read: a virtio-net header plus a 64 KiB
+// offloaded frame and its Ethernet header.
+const maxFrame = 10 + 65536 + 14 + 4
+
+// DefaultQueue is the number of frames held per direction when Config.Queue
+// is zero. Beyond it frames are dropped, as a router's full queue would.
+const DefaultQueue = 8192
+
+// Open returns an AF_PACKET socket bound to the interface called ifname in
+// the calling thread's network namespace, ready for Run. Frames the
+// interface sends itself are not read back.
+func Open(ifname string) (*os.File, error) {
+	ifi, err := net.InterfaceByName(ifname)
+	if err != nil {
+		return nil, fmt.Errorf("delayline: interface %s: %w", ifname, err)
+	}
+	proto := htons(unix.ETH_P_ALL)
+	fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, int(proto))
+	if err != nil {
+		return nil, fmt.Errorf("delayline: packet socket: %w", err)
+	}
+	fail := func(what string, err error) (*os.File, error) {
+		unix.Close(fd)
+		return nil, fmt.Errorf("delayline: %s on %s: %w", what, ifname, err)
+	}
+	if err := unix.SetsockoptInt(fd, unix.SOL_PACKET, unix.PACKET_VNET_HDR, 1); err != nil {
+		return fail("PACKET_VNET_HDR", err)
+	}
+	if err := unix.SetsockoptInt(fd, unix.SOL_PACKET, unix.PACKET_IGNORE_OUTGOING, 1); err != nil {
+		return fail("PACKET_IGNORE_OUTGOING", err)
+	}
+	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, 4<<20); err != nil {
+		return fail("SO_RCVBUF", err)
+	}
+	if err := unix.Bind(fd, &unix.SockaddrLinklayer{Protocol: proto, Ifindex: ifi.Index}); err != nil {
+		return fail("bind", err)
+	}
+	return os.NewFile(uintptr(fd), "packet:"+ifname), nil
+}
+
+func htons(v uint16) uint16 { return v<<8 | v>>8 }
+
+// Config is one delay line.
+type Config struct {
+	// A and B are packet sockets from Open (or inherited from a parent
+	// that opened them). Run owns them and closes them when it returns.
+	A, B *os.File
+	// Delay is how long each frame is held, in each direction.
+	Delay time.Duration
+	// Queue bounds the frames held per direction; zero means
+	// DefaultQueue.
+	Queue int
+	// Logger receives start and stop lines; nil discards them.
+	Logger *slog.Logger
+}
+
+type frame struct {
+	due time.Time
+	b   []byte
+}
+
+// Run forwards frames A→B and B→A, each held for cfg.Delay, until ctx is
+// done or a socket fails. Frames leave in the order they arrived.
+func Run(ctx context.Context, cfg Config) error {
+	if cfg.A == nil || cfg.B == nil {
+		return errors.New("delayline: both sockets are required")
+	}
+	if cfg.Delay < 0 {
+		return fmt.Errorf("delayline: negative delay %v", cfg.Delay)
+	}
+	if cfg.Queue <= 0 {
+		cfg.Queue = DefaultQueue
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	errc := make(chan error, 4)
+	var wg sync.WaitGroup
+	for _, d := range []struct {
+		name     string
+		from, to *os.File
+	}{{"a->b", cfg.A, cfg.B}, {"b->a", cfg.B, cfg.A}} {
+		q := make(chan frame, cfg.Queue)
+		wg.Add(2)
+		go func() { defer wg.Done(); errc <- read(ctx, d.from, q, cfg.Delay) }()
+		go func() { defer wg.Done(); errc <- write(ctx, d.to, q) }()
+	}
+	log.Info("delay line running", "delay", cfg.Delay)
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-errc:
+	}
+	cancel()
+	// Closing the sockets unblocks the readers; the writers see ctx.
+	cfg.A.Close()
+	cfg.B.Close()
+	wg.Wait()
+	log.Info("delay line stopped", "err", err)
+	return err
+}
+
+// read takes frames from f, stamps when they are due and queues them. A
+// full queue drops the frame.
+func read(ctx context.Context, f *os.File, q chan<- frame, delay time.Duration) error {
+	buf := make([]byte, maxFrame)
+	for {
+		n, err := f.Read(buf)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("delayline: read %s: %w", f.Name(), err)
+		}
+		fr := frame{due: time.Now().Add(delay), b: append([]byte(nil), buf[:n]...)}
+		select {
+		case q <- fr:
+		default:
+		}
+	}
+}
+
+// write sends each queued frame to f once it is due. The delay is the same
+// for every frame, so the queue is already in due order.
+func write(ctx context.Context, f *os.File, q <-chan frame) error {
+	t := time.NewTimer(0)
+	defer t.Stop()
+	for {
+		var fr frame
+		select {
+		case <-ctx.Done():
+			return nil
+		case fr = <-q:
+		}
+		if d := time.Until(fr.due); d > 0 {
+			t.Reset(d)
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-t.C:
+			}
+		}
+		if _, err := f.Write(fr.b); err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			// A frame the other side cannot take (its link is down,
+			// its qdisc is full) is lost, as on a wire.
+			if errors.Is(err, unix.ENOBUFS) || errors.Is(err, unix.ENETDOWN) || errors.Is(err, unix.ENXIO) || errors.Is(err, unix.EMSGSIZE) {
+				continue
+			}
+			return fmt.Errorf("delayline: write %s: %w", f.Name(), err)
+		}
+	}
+}
+
+// FromFD wraps an inherited packet socket descriptor (from a parent that
+// called Open) for Run. Inheritance leaves descriptors blocking; Run needs
+// them non-blocking so that closing one interrupts its reader.
+func FromFD(fd int, name string) (*os.File, error) {
+	if err := unix.SetNonblock(fd, true); err != nil {
+		return nil, fmt.Errorf("delayline: descriptor %d: %w", fd, err)
+	}
+	return os.NewFile(uintptr(fd), name), nil
+}

@@ -1,0 +1,94 @@
+package netlab
+
+import (
+	"fmt"
+
+	"github.com/google/nftables"
+	"github.com/google/nftables/binaryutil"
+	"github.com/google/nftables/expr"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+)
+
+// Interface names inside a router's namespace.
+const (
+	routerWAN = "wan"
+	routerLAN = "lan"
+)
+
+// natTable is the nftables table each router's NAT lives in.
+const natTable = "weftlab"
+
+// installNAT writes the router's NAT and filter rules into its own
+// namespace's nftables:
+//
+//	postrouting: oifname "wan" masquerade [fully-random for hard]
+//	forward:     iifname "wan" ct state established,related accept
+//	             iifname "wan" drop
+//	             [udp-blocked: oifname "wan" meta l4proto udp drop]
+//
+// Masquerade keeps a LAN socket's source port whenever it is free, which is
+// endpoint-independent mapping; conntrack only lets in replies from the
+// exact address and port a mapping was made for, which is address-and-port
+// dependent filtering. Fully random port selection gives every new
+// conntrack entry, so every new destination, a fresh port.
+func installNAT(ns netns.NsHandle, kind NATKind) error {
+	c, err := nftables.New(nftables.WithNetNSFd(int(ns)))
+	if err != nil {
+		return fmt.Errorf("netlab: nftables: %w", err)
+	}
+	t := c.AddTable(&nftables.Table{Family: nftables.TableFamilyIPv4, Name: natTable})
+	post := c.AddChain(&nftables.Chain{
+		Name: "postrouting", Table: t,
+		Type: nftables.ChainTypeNAT, Hooknum: nftables.ChainHookPostrouting, Priority: nftables.ChainPriorityNATSource,
+	})
+	c.AddRule(&nftables.Rule{Table: t, Chain: post, Exprs: []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyOIFNAME, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: ifname(routerWAN)},
+		&expr.Masq{FullyRandom: kind == NATHard},
+	}})
+	accept := nftables.ChainPolicyAccept
+	fwd := c.AddChain(&nftables.Chain{
+		Name: "forward", Table: t,
+		Type: nftables.ChainTypeFilter, Hooknum: nftables.ChainHookForward, Priority: nftables.ChainPriorityFilter,
+		Policy: &accept,
+	})
+	c.AddRule(&nftables.Rule{Table: t, Chain: fwd, Exprs: []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: ifname(routerWAN)},
+		&expr.Ct{Register: 1, Key: expr.CtKeySTATE},
+		&expr.Bitwise{
+			SourceRegister: 1, DestRegister: 1, Len: 4,
+			Mask: binaryutil.NativeEndian.PutUint32(expr.CtStateBitESTABLISHED | expr.CtStateBitRELATED),
+			Xor:  binaryutil.NativeEndian.PutUint32(0),
+		},
+		&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: binaryutil.NativeEndian.PutUint32(0)},
+		&expr.Verdict{Kind: expr.VerdictAccept},
+	}})
+	c.AddRule(&nftables.Rule{Table: t, Chain: fwd, Exprs: []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: ifname(routerWAN)},
+		&expr.Verdict{Kind: expr.VerdictDrop},
+	}})
+	if kind == NATUDPBlocked {
+		c.AddRule(&nftables.Rule{Table: t, Chain: fwd, Exprs: []expr.Any{
+			&expr.Meta{Key: expr.MetaKeyOIFNAME, Register: 1},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: ifname(routerWAN)},
+			&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.IPPROTO_UDP}},
+			&expr.Verdict{Kind: expr.VerdictDrop},
+		}})
+	}
+	if err := c.Flush(); err != nil {
+		return fmt.Errorf("netlab: install %s NAT: %w", kind, err)
+	}
+	return nil
+}
+
+// ifname is an interface name as nftables compares it: NUL-padded to
+// IFNAMSIZ.
+func ifname(n string) []byte {
+	b := make([]byte, unix.IFNAMSIZ)
+	copy(b, n)
+	return b
+}

@@ -1,0 +1,277 @@
+// Package netlab builds test networks out of Linux network namespaces: an
+// "internet" bridge with public hosts, NAT routers of a chosen kind with
+// hosts on their LANs, per-link delay and rate caps, and processes started
+// inside any of those namespaces. Every networking feature of weft is proven
+// in such a lab.
+//
+// The lab never touches the root namespace: no link of the lab is attached
+// to it, and its routes, DNS and firewall stay as they are. Everything is
+// built through netlink and nftables from Go, so the weft binary and root
+// are all a machine needs.
+package netlab
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"regexp"
+	"time"
+)
+
+// NATKind is the behaviour of a router's NAT.
+type NATKind string
+
+const (
+	// NATEasy maps endpoint-independently (a LAN socket keeps one public
+	// port whatever the destination) and filters address-and-port
+	// dependently: plain Linux masquerade, like most home routers.
+	NATEasy NATKind = "easy"
+	// NATHard maps endpoint-dependently: every new destination gets a new
+	// random public port (symmetric NAT).
+	NATHard NATKind = "hard"
+	// NATUDPBlocked is an easy NAT that drops all UDP from the LAN to the
+	// internet; TCP passes.
+	NATUDPBlocked NATKind = "udp-blocked"
+)
+
+// NATKinds lists the kinds a router may have, in the order help texts show
+// them.
+var NATKinds = []NATKind{NATEasy, NATHard, NATUDPBlocked}
+
+// Valid reports whether k is one of NATKinds.
+func (k NATKind) Valid() bool {
+	for _, v := range NATKinds {
+		if k == v {
+			return true
+		}
+	}
+	return false
+}
+
+// The internet of every lab is one on-link /24.
+var (
+	InternetPrefix = netip.MustParsePrefix("203.0.113.0/24")
+)
+
+// MaxDelay bounds a router's delay; more than this is a typo, not a test.
+const MaxDelay = 10 * time.Second
+
+// Router is a NAT router: a WAN address on the internet, a LAN with hosts.
+type Router struct {
+	Name string
+	NAT  NATKind
+	// WAN is the router's address on the internet. If zero, Validate
+	// assigns 203.0.113.21 + the router's index.
+	WAN netip.Addr
+	// LAN is the router's subnet; the router is .1 and its hosts .10 up.
+	// If zero, Validate assigns 192.168.(index+1).0/24.
+	LAN netip.Prefix
+	// Delay is added to every frame in each direction on the WAN link, so
+	// a round trip through this router grows by twice Delay. Zero means
+	// no delay line at all.
+	Delay time.Duration
+	// RateMbit caps the WAN link in each direction (token bucket); zero
+	// means uncapped.
+	RateMbit int
+	// Hosts are the names of the machines on the router's LAN.
+	Hosts []string
+}
+
+// PublicHost is a machine directly on the internet, without NAT.
+type PublicHost struct {
+	Name string
+	Addr netip.Addr
+	// Whoami makes the host serve HTTP on port 80, answering GET / with
+	// the caller's source IP as plain text.
+	Whoami bool
+}
+
+// Topology describes a lab. The zero value is an empty internet; fill it
+// with routers and public hosts, or start from SeedTopology.
+type Topology struct {
+	Name    string
+	Routers []Router
+	Public  []PublicHost
+
+	// errs collects what the Set methods could not apply; Validate
+	// reports them, so a func(*Topology) modifier needs no error return.
+	errs []error
+}
+
+// SeedTopology is the seed story's network: r-busan (easy) with host busan,
+// r-fukuoka (easy) with hosts mac and pc, and the public hosts ctrl
+// (203.0.113.10) and web (203.0.113.80, serving "what is my IP").
+func SeedTopology() Topology {
+	return Topology{
+		Name: "seed",
+		Routers: []Router{
+			{Name: "r-busan", NAT: NATEasy, WAN: netip.MustParseAddr("203.0.113.21"), LAN: netip.MustParsePrefix("192.168.1.0/24"), Hosts: []string{"busan"}},
+			{Name: "r-fukuoka", NAT: NATEasy, WAN: netip.MustParseAddr("203.0.113.22"), LAN: netip.MustParsePrefix("192.168.2.0/24"), Hosts: []string{"mac", "pc"}},
+		},
+		Public: []PublicHost{
+			{Name: "ctrl", Addr: netip.MustParseAddr("203.0.113.10")},
+			{Name: "web", Addr: netip.MustParseAddr("203.0.113.80"), Whoami: true},
+		},
+	}
+}
+
+// Topologies returns the named topologies the CLI offers.
+func Topologies() map[string]func() Topology {
+	return map[string]func() Topology{"seed": SeedTopology}
+}
+
+// router returns the router called name. A bare site name ("busan") finds
+// "r-busan" too, so flags can name either.
+func (t *Topology) router(name string) *Router {
+	for i := range t.Routers {
+		if t.Routers[i].Name == name {
+			return &t.Routers[i]
+		}
+	}
+	for i := range t.Routers {
+		if t.Routers[i].Name == "r-"+name {
+			return &t.Routers[i]
+		}
+	}
+	return nil
+}
+
+func (t *Topology) unknownRouter(name string) error {
+	var names []string
+	for _, r := range t.Routers {
+		names = append(names, r.Name)
+	}
+	return fmt.Errorf("netlab: unknown site %q (routers: %v)", name, names)
+}
+
+// SetNAT sets the NAT kind of router. Errors (unknown router or kind) are
+// reported by Validate and Up.
+func (t *Topology) SetNAT(router string, k NATKind) {
+	r := t.router(router)
+	switch {
+	case r == nil:
+		t.errs = append(t.errs, t.unknownRouter(router))
+	case !k.Valid():
+		t.errs = append(t.errs, fmt.Errorf("netlab: unknown NAT kind %q for %s (kinds: %v)", k, router, NATKinds))
+	default:
+		r.NAT = k
+	}
+}
+
+// SetDelay sets the one-way delay of router's WAN link in milliseconds.
+func (t *Topology) SetDelay(router string, ms int) {
+	r := t.router(router)
+	switch {
+	case r == nil:
+		t.errs = append(t.errs, t.unknownRouter(router))
+	case ms < 0 || time.Duration(ms)*time.Millisecond > MaxDelay:
+		t.errs = append(t.errs, fmt.Errorf("netlab: delay %dms for %s out of range [0, %d]", ms, router, MaxDelay.Milliseconds()))
+	default:
+		r.Delay = time.Duration(ms) * time.Millisecond
+	}
+}
+
+// SetRate caps router's WAN link at mbit megabits per second each way; 0
+// removes the cap.
+func (t *Topology) SetRate(router string, mbit int) {
+	r := t.router(router)
+	switch {
+	case r == nil:
+		t.errs = append(t.errs, t.unknownRouter(router))
+	case mbit < 0 || mbit > 100000:
+		t.errs = append(t.errs, fmt.Errorf("netlab: rate %d Mbit/s for %s out of range [0, 100000]", mbit, router))
+	default:
+		r.RateMbit = mbit
+	}
+}
+
+// nodeName is what a node may be called: it becomes part of interface
+// names (at most 15 bytes with a 2-byte prefix) and namespace names.
+var nodeName = regexp.MustCompile(`^[a-z][a-z0-9-]{0,11}$`)
+
+// internetName is the node name of the internet namespace itself.
+const internetName = "internet"
+
+// Validate fills in default addresses and checks the topology: names are
+// unique and short, kinds known, addresses inside their ranges and free.
+func (t *Topology) Validate() error {
+	errs := append([]error(nil), t.errs...)
+	seen := map[string]bool{internetName: true}
+	name := func(n string) {
+		switch {
+		case !nodeName.MatchString(n):
+			errs = append(errs, fmt.Errorf("netlab: node name %q: want 1-12 of [a-z0-9-], starting with a letter", n))
+		case seen[n]:
+			errs = append(errs, fmt.Errorf("netlab: node name %q used twice (or reserved)", n))
+		}
+		seen[n] = true
+	}
+	addrs := map[netip.Addr]string{}
+	addr := func(owner string, a netip.Addr) {
+		if !InternetPrefix.Contains(a) || a == InternetPrefix.Addr() || a.As4()[3] == 255 {
+			errs = append(errs, fmt.Errorf("netlab: %s: address %v is not a host in %v", owner, a, InternetPrefix))
+		}
+		if o, ok := addrs[a]; ok {
+			errs = append(errs, fmt.Errorf("netlab: %s and %s both have address %v", o, owner, a))
+		}
+		addrs[a] = owner
+	}
+	lans := map[netip.Prefix]string{}
+	for i := range t.Routers {
+		r := &t.Routers[i]
+		name(r.Name)
+		if r.NAT == "" {
+			r.NAT = NATEasy
+		}
+		if !r.NAT.Valid() {
+			errs = append(errs, fmt.Errorf("netlab: %s: unknown NAT kind %q (kinds: %v)", r.Name, r.NAT, NATKinds))
+		}
+		if !r.WAN.IsValid() {
+			r.WAN = netip.AddrFrom4([4]byte{203, 0, 113, byte(21 + i)})
+		}
+		addr(r.Name, r.WAN)
+		if !r.LAN.IsValid() {
+			r.LAN = netip.PrefixFrom(netip.AddrFrom4([4]byte{192, 168, byte(i + 1), 0}), 24)
+		}
+		if !r.LAN.Addr().Is4() || r.LAN.Bits() > 24 || r.LAN.Bits() < 8 || !r.LAN.Addr().IsPrivate() || r.LAN != r.LAN.Masked() {
+			errs = append(errs, fmt.Errorf("netlab: %s: LAN %v must be a private IPv4 network of /8 to /24", r.Name, r.LAN))
+		}
+		for p, o := range lans {
+			if p.Overlaps(r.LAN) {
+				errs = append(errs, fmt.Errorf("netlab: LANs of %s and %s overlap", o, r.Name))
+			}
+		}
+		lans[r.LAN] = r.Name
+		if r.Delay < 0 || r.Delay > MaxDelay {
+			errs = append(errs, fmt.Errorf("netlab: %s: delay %v out of range [0, %v]", r.Name, r.Delay, MaxDelay))
+		}
+		if r.RateMbit < 0 {
+			errs = append(errs, fmt.Errorf("netlab: %s: negative rate %d", r.Name, r.RateMbit))
+		}
+		if len(r.Hosts) > 200 {
+			errs = append(errs, fmt.Errorf("netlab: %s: %d hosts, at most 200", r.Name, len(r.Hosts)))
+		}
+		for _, h := range r.Hosts {
+			name(h)
+		}
+	}
+	for _, p := range t.Public {
+		name(p.Name)
+		addr(p.Name, p.Addr)
+	}
+	return errors.Join(errs...)
+}
+
+// hostAddr is the LAN address of the i-th host of a router.
+func hostAddr(lan netip.Prefix, i int) netip.Addr {
+	a := lan.Addr().As4()
+	a[3] = byte(10 + i)
+	return netip.AddrFrom4(a)
+}
+
+// gatewayAddr is the router's own LAN address.
+func gatewayAddr(lan netip.Prefix) netip.Addr {
+	a := lan.Addr().As4()
+	a[3] = 1
+	return netip.AddrFrom4(a)
+}
