@@ -1,0 +1,200 @@
+package osnet
+
+import (
+	"net"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// setupHostLAN gives the namespace a "physical" interface eth0 on
+// a LAN (192.168.50.0/24, fd00:50::/64) with default routes via the LAN's
+// router, as a home machine has.
+func setupHostLAN(t *testing.T, h *netlink.Handle) {
+	t.Helper()
+	// A veth pair, since the dummy driver may be missing; the peer end
+	// just gives eth0 a carrier.
+	if err := h.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "eth0"}, PeerName: "eth0-peer"}); err != nil {
+		t.Fatalf("add eth0: %v", err)
+	}
+	var link netlink.Link
+	for _, name := range []string{"eth0-peer", "eth0"} {
+		var err error
+		if link, err = h.LinkByName(name); err != nil {
+			t.Fatal(err)
+		}
+		// No link-local addresses: they appear whenever the kernel gets
+		// to it and would make the before/after dumps race.
+		if err := h.LinkSetIP6AddrGenMode(link, 1 /* IN6_ADDR_GEN_MODE_NONE */); err != nil {
+			t.Fatal(err)
+		}
+		if err := h.LinkSetUp(link); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mustAddr(t, h, "eth0", "192.168.50.2/24")
+	mustAddr(t, h, "eth0", "fd00:50::2/64")
+	mustRoute(t, h, &netlink.Route{LinkIndex: link.Attrs().Index, Gw: net.ParseIP("192.168.50.1")})
+	mustRoute(t, h, &netlink.Route{LinkIndex: link.Attrs().Index, Gw: net.ParseIP("fd00:50::1")})
+	// The kernel adds an IPv6 address's local route a moment later; wait
+	// (bounded) so it is in the "before" dump.
+	for i := 0; ; i++ {
+		if routeDev(t, h, "fd00:50::2", 0) == "lo" {
+			break
+		}
+		if i == 1000 {
+			t.Fatal("fd00:50::2 never became local")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func TestExitNodeClientRouting(t *testing.T) {
+	const (
+		internet4 = "198.51.100.7"
+		internet6 = "2001:db8::7"
+		lan4      = "192.168.50.9"
+		lan6      = "fd00:50::9"
+		peer      = "100.64.0.9"
+	)
+	tests := []struct {
+		name     string
+		allowLAN bool
+		lanDev   string // where unmarked LAN traffic goes
+	}{
+		{"without LAN access", false, DefaultTUNName},
+		{"with LAN access", true, "eth0"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			l := newLab(t, 1)
+			h := l.handle(0)
+			setupHostLAN(t, h)
+			beforeWeft := routingDump(t, h)
+
+			r, err := New(Options{})
+			if err != nil {
+				t.Fatalf("New: %v", err)
+			}
+			base := baseConfig()
+			if err := r.Apply(base); err != nil {
+				t.Fatalf("Apply: %v", err)
+			}
+			beforeExit := routingDump(t, h)
+
+			exit := base
+			exit.ExitNode, exit.ExitNodeAllowLAN = true, tc.allowLAN
+			for range 2 { // the second Apply must change nothing
+				if err := r.Apply(exit); err != nil {
+					t.Fatalf("Apply exit node: %v", err)
+				}
+			}
+			checks := []struct {
+				dst  string
+				mark uint32
+				want string
+			}{
+				{internet4, 0, DefaultTUNName},
+				{internet6, 0, DefaultTUNName},
+				{peer, 0, DefaultTUNName},
+				{lan4, 0, tc.lanDev},
+				{lan6, 0, tc.lanDev},
+				// weft's own marked sockets bypass the tunnel entirely.
+				{internet4, DefaultMark, "eth0"},
+				{internet6, DefaultMark, "eth0"},
+				{lan4, DefaultMark, "eth0"},
+				// Only the masked bits count, so other software's low mark
+				// bits do not matter.
+				{internet4, DefaultMark | 0x1, "eth0"},
+				{internet4, 0x1, DefaultTUNName},
+			}
+			for _, c := range checks {
+				if got := routeDev(t, h, c.dst, c.mark); got != c.want {
+					t.Errorf("route to %s with mark %#x goes via %s, want %s", c.dst, c.mark, got, c.want)
+				}
+			}
+			if got := readSysctl(t, r, sysctlSrcValidMark); got != "1" {
+				t.Errorf("src_valid_mark = %s with an exit node, want 1", got)
+			}
+
+			// Clearing the exit node restores routing exactly.
+			if err := r.Apply(base); err != nil {
+				t.Fatalf("Apply without exit node: %v", err)
+			}
+			if got := routingDump(t, h); !slices.Equal(got, beforeExit) {
+				t.Errorf("routing after clearing the exit node differs:\n got %q\nwant %q", got, beforeExit)
+			}
+			if got := routeDev(t, h, internet4, 0); got != "eth0" {
+				t.Errorf("internet goes via %s after clearing the exit node, want eth0", got)
+			}
+			if got := readSysctl(t, r, sysctlSrcValidMark); got != "0" {
+				t.Errorf("src_valid_mark = %s after clearing the exit node, want 0", got)
+			}
+
+			// Close (after an exit node again) and the TUN's end restore
+			// the host as it was before weft.
+			if err := r.Apply(exit); err != nil {
+				t.Fatal(err)
+			}
+			if err := r.Close(); err != nil {
+				t.Fatalf("Close: %v", err)
+			}
+			r.TUN().Close()
+			if got := routingDump(t, h); !slices.Equal(got, beforeWeft) {
+				t.Errorf("routing after Close differs from before weft:\n got %q\nwant %q", got, beforeWeft)
+			}
+		})
+	}
+}
+
+// TestExitNodeRulesLeaveForeignRules checks that weft removes only its own
+// rules, even ones at neighbouring priorities or pointing at the main
+// table the same way.
+func TestExitNodeRulesLeaveForeignRules(t *testing.T) {
+	l := newLab(t, 1)
+	h := l.handle(0)
+	setupHostLAN(t, h)
+	foreign := []*netlink.Rule{}
+	for _, prio := range []int{DefaultRulePriority - 1, DefaultRulePriority + 2} {
+		r := netlink.NewRule()
+		r.Priority, r.Table, r.Family = prio, 100, unix.AF_INET
+		foreign = append(foreign, r)
+	}
+	sup := netlink.NewRule()
+	sup.Priority, sup.Table, sup.SuppressPrefixlen, sup.Family = DefaultRulePriority+1, unix.RT_TABLE_MAIN, 0, unix.AF_INET
+	foreign = append(foreign, sup)
+	for _, r := range foreign {
+		if err := h.RuleAdd(r); err != nil {
+			t.Fatalf("add foreign rule %v: %v", r, err)
+		}
+	}
+	before := routingDump(t, h)
+	r := newRouter(t, Options{})
+	cfg := baseConfig()
+	cfg.ExitNode, cfg.ExitNodeAllowLAN = true, true
+	if err := r.Apply(cfg); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Close(); err != nil {
+		t.Fatal(err)
+	}
+	r.TUN().Close()
+	if err := Cleanup(Options{}); err != nil {
+		t.Fatal(err)
+	}
+	if got := routingDump(t, h); !slices.Equal(got, before) {
+		t.Errorf("foreign rules changed:\n got %q\nwant %q", got, before)
+	}
+}
+
+func readSysctl(t *testing.T, r *Router, name string) string {
+	t.Helper()
+	var v string
+	if err := r.inNS(func() (err error) { v, err = r.sys.get(name); return err }); err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
