@@ -1,0 +1,517 @@
+package netcheck
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
+	"slices"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/pion/stun/v3"
+
+	"weft/internal/portmap"
+	"weft/internal/stunserver"
+	"weft/internal/wire"
+)
+
+// startSTUN runs a real STUN server on a loopback port for the test.
+func startSTUN(t *testing.T) netip.AddrPort {
+	t.Helper()
+	pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &stunserver.Server{}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		s.Serve(context.Background(), pc)
+	}()
+	t.Cleanup(func() {
+		s.Close()
+		<-done
+	})
+	return pc.LocalAddr().(*net.UDPAddr).AddrPort()
+}
+
+// startLyingSTUN runs a STUN responder that always claims the client's
+// public address is mapped, the way each server of a hard NAT's victim
+// sees a different mapping.
+func startLyingSTUN(t *testing.T, mapped netip.AddrPort) netip.AddrPort {
+	t.Helper()
+	pc, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pc.Close() })
+	go func() {
+		buf := make([]byte, 1500)
+		for {
+			n, from, err := pc.ReadFromUDPAddrPort(buf)
+			if err != nil {
+				return
+			}
+			var req stun.Message
+			req.Raw = append([]byte(nil), buf[:n]...)
+			if req.Decode() != nil {
+				continue
+			}
+			resp, err := stun.Build(stun.NewTransactionIDSetter(req.TransactionID), stun.BindingSuccess,
+				&stun.XORMappedAddress{IP: mapped.Addr().AsSlice(), Port: int(mapped.Port())})
+			if err != nil {
+				continue
+			}
+			pc.WriteToUDPAddrPort(resp.Raw, from)
+		}
+	}()
+	return pc.LocalAddr().(*net.UDPAddr).AddrPort()
+}
+
+// silentUDP returns a loopback UDP port that reads and never answers, like
+// a STUN server behind a firewall that drops UDP.
+func silentUDP(t *testing.T) netip.AddrPort {
+	t.Helper()
+	pc, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pc.Close() })
+	go func() {
+		buf := make([]byte, 1500)
+		for {
+			if _, _, err := pc.ReadFrom(buf); err != nil {
+				return
+			}
+		}
+	}()
+	return pc.LocalAddr().(*net.UDPAddr).AddrPort()
+}
+
+// region builds a one-node region whose STUN server is at stunAddr and
+// whose HTTP port (plain HTTP) is httpPort.
+func region(id int, stunAddr netip.AddrPort, httpPort int) *wire.RelayRegion {
+	host := "127.0.0.1"
+	stunPort := -1
+	if stunAddr.IsValid() {
+		host = stunAddr.Addr().String()
+		stunPort = int(stunAddr.Port())
+	}
+	return &wire.RelayRegion{
+		ID:   id,
+		Code: "r" + strconv.Itoa(id),
+		Nodes: []*wire.RelayNode{{
+			Name: "r" + strconv.Itoa(id) + "a", RegionID: id, Host: host,
+			Port: httpPort, STUNPort: stunPort, InsecureHTTP: true,
+		}},
+	}
+}
+
+func relayMap(regions ...*wire.RelayRegion) *wire.RelayMap {
+	rm := &wire.RelayMap{Regions: map[int]*wire.RelayRegion{}}
+	for _, r := range regions {
+		rm.Regions[r.ID] = r
+	}
+	return rm
+}
+
+func ptr[T any](v T) *T { return &v }
+
+func TestGetReportSTUN(t *testing.T) {
+	a, b := startSTUN(t), startSTUN(t)
+	c := &Client{}
+	r, err := c.GetReport(t.Context(), relayMap(region(1, a, 0), region(2, b, 0)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !r.UDP || !r.IPv4 || r.IPv6 {
+		t.Fatalf("UDP=%v IPv4=%v IPv6=%v, want true true false", r.UDP, r.IPv4, r.IPv6)
+	}
+	if r.GlobalV4.Addr() != netip.MustParseAddr("127.0.0.1") || r.GlobalV4.Port() == 0 {
+		t.Fatalf("GlobalV4 = %v, want 127.0.0.1:<the client's port>", r.GlobalV4)
+	}
+	if r.MappingVariesByDestIP == nil || *r.MappingVariesByDestIP {
+		t.Fatalf("MappingVariesByDestIP = %v, want known false", r.MappingVariesByDestIP)
+	}
+	for _, id := range []int{1, 2} {
+		if _, ok := r.RegionLatency[id]; !ok || r.RegionLatencyVia[id] != "stun" {
+			t.Fatalf("region %d: latency %v via %q, want a STUN latency", id, r.RegionLatency[id], r.RegionLatencyVia[id])
+		}
+	}
+	if r.PreferredRegion != 1 && r.PreferredRegion != 2 {
+		t.Fatalf("PreferredRegion = %d", r.PreferredRegion)
+	}
+}
+
+func TestMappingVaries(t *testing.T) {
+	tests := []struct {
+		name    string
+		servers []netip.AddrPort // what each server claims to see
+		want    *bool
+	}{
+		{"two servers agree", []netip.AddrPort{
+			netip.MustParseAddrPort("198.51.100.1:41641"), netip.MustParseAddrPort("198.51.100.1:41641"),
+		}, ptr(false)},
+		{"two servers disagree on port", []netip.AddrPort{
+			netip.MustParseAddrPort("198.51.100.1:41641"), netip.MustParseAddrPort("198.51.100.1:50000"),
+		}, ptr(true)},
+		{"two servers disagree on IP", []netip.AddrPort{
+			netip.MustParseAddrPort("198.51.100.1:41641"), netip.MustParseAddrPort("198.51.100.2:41641"),
+		}, ptr(true)},
+		{"one server: unknown", []netip.AddrPort{
+			netip.MustParseAddrPort("198.51.100.1:41641"),
+		}, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var regions []*wire.RelayRegion
+			for i, m := range tt.servers {
+				regions = append(regions, region(i+1, startLyingSTUN(t, m), 0))
+			}
+			r, err := (&Client{}).GetReport(t.Context(), relayMap(regions...))
+			if err != nil {
+				t.Fatal(err)
+			}
+			switch {
+			case tt.want == nil && r.MappingVariesByDestIP != nil:
+				t.Fatalf("MappingVariesByDestIP = %v, want unknown", *r.MappingVariesByDestIP)
+			case tt.want != nil && r.MappingVariesByDestIP == nil:
+				t.Fatalf("MappingVariesByDestIP unknown, want %v", *tt.want)
+			case tt.want != nil && *r.MappingVariesByDestIP != *tt.want:
+				t.Fatalf("MappingVariesByDestIP = %v, want %v", *r.MappingVariesByDestIP, *tt.want)
+			}
+			if r.HardNAT() != (tt.want != nil && *tt.want) {
+				t.Fatalf("HardNAT() = %v", r.HardNAT())
+			}
+			if !slices.Contains(tt.servers, r.GlobalV4) {
+				t.Fatalf("GlobalV4 = %v, want one of %v", r.GlobalV4, tt.servers)
+			}
+		})
+	}
+}
+
+// TestGetReportOverCallerSocket runs the Client the way the node's UDP
+// conn does: through the caller's socket, so the mapping reported is that
+// socket's.
+func TestGetReportOverCallerSocket(t *testing.T) {
+	a, b := startSTUN(t), startSTUN(t)
+	sock, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &Client{
+		SendPacket: func(pkt []byte, dst netip.AddrPort) error {
+			_, err := sock.WriteToUDPAddrPort(pkt, dst)
+			return err
+		},
+	}
+	readerDone := make(chan struct{})
+	go func() {
+		defer close(readerDone)
+		buf := make([]byte, 1500)
+		for {
+			n, src, err := sock.ReadFromUDPAddrPort(buf)
+			if err != nil {
+				return
+			}
+			if IsSTUN(buf[:n]) {
+				c.ReceiveSTUNPacket(buf[:n], src)
+			}
+		}
+	}()
+	defer func() {
+		sock.Close()
+		<-readerDone
+	}()
+	r, err := c.GetReport(t.Context(), relayMap(region(1, a, 0), region(2, b, 0)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := sock.LocalAddr().(*net.UDPAddr).AddrPort(); r.GlobalV4 != want {
+		t.Fatalf("GlobalV4 = %v, want the caller's socket %v", r.GlobalV4, want)
+	}
+	if r.HardNAT() || r.MappingVariesByDestIP == nil {
+		t.Fatalf("MappingVariesByDestIP = %v, want known false", r.MappingVariesByDestIP)
+	}
+}
+
+func TestGetReportUDPBlocked(t *testing.T) {
+	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/healthz" {
+			http.NotFound(w, r)
+			return
+		}
+		w.Write([]byte("ok\n"))
+	}))
+	defer hs.Close()
+	httpPort := hs.Listener.Addr().(*net.TCPAddr).Port
+
+	c := &Client{STUNTimeout: 300 * time.Millisecond}
+	rm := relayMap(region(1, silentUDP(t), httpPort), region(2, netip.AddrPort{}, httpPort))
+	r, err := c.GetReport(t.Context(), rm)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.UDP || r.IPv4 || r.GlobalV4.IsValid() {
+		t.Fatalf("UDP=%v IPv4=%v GlobalV4=%v, want nothing over UDP", r.UDP, r.IPv4, r.GlobalV4)
+	}
+	if r.MappingVariesByDestIP != nil {
+		t.Fatalf("MappingVariesByDestIP = %v, want unknown", *r.MappingVariesByDestIP)
+	}
+	for _, id := range []int{1, 2} {
+		if r.RegionLatency[id] <= 0 || r.RegionLatencyVia[id] != "http" {
+			t.Fatalf("region %d: latency %v via %q, want an HTTP latency", id, r.RegionLatency[id], r.RegionLatencyVia[id])
+		}
+	}
+	if r.PreferredRegion == 0 {
+		t.Fatal("no preferred region from HTTP latencies")
+	}
+}
+
+// TestGetReportHonoursTimeout points the Client at servers that never
+// answer (a silent STUN port, an HTTP server that accepts and hangs): the
+// report must come back at its deadline instead of waiting for them. The
+// TCP handshake with the hanging server does complete, and counts as an
+// HTTP latency; nothing else may be in the report.
+func TestGetReportHonoursTimeout(t *testing.T) {
+	release := make(chan struct{})
+	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+	}))
+	defer hs.Close()
+	defer close(release)
+	httpPort := hs.Listener.Addr().(*net.TCPAddr).Port
+	rm := relayMap(region(1, silentUDP(t), httpPort))
+
+	t.Run("client timeout", func(t *testing.T) {
+		c := &Client{Timeout: 300 * time.Millisecond, STUNTimeout: 100 * time.Millisecond}
+		r := getReportOrHang(t, context.Background(), c, rm)
+		if r.UDP || r.RegionLatencyVia[1] == "stun" {
+			t.Fatalf("report %+v, want no STUN answer", r)
+		}
+	})
+	t.Run("context cancelled", func(t *testing.T) {
+		ctx, cancel := context.WithCancel(context.Background())
+		time.AfterFunc(200*time.Millisecond, cancel)
+		c := &Client{Timeout: time.Hour, STUNTimeout: time.Hour}
+		r := getReportOrHang(t, ctx, c, rm)
+		if r.UDP || r.RegionLatencyVia[1] == "stun" {
+			t.Fatalf("report %+v, want no STUN answer", r)
+		}
+	})
+}
+
+// getReportOrHang fails the test if GetReport is still running long after
+// every deadline it was given.
+func getReportOrHang(t *testing.T, ctx context.Context, c *Client, rm *wire.RelayMap) *Report {
+	t.Helper()
+	type res struct {
+		r   *Report
+		err error
+	}
+	ch := make(chan res, 1)
+	go func() {
+		r, err := c.GetReport(ctx, rm)
+		ch <- res{r, err}
+	}()
+	select {
+	case x := <-ch:
+		if x.err != nil {
+			t.Fatal(x.err)
+		}
+		return x.r
+	case <-time.After(30 * time.Second):
+		t.Fatal("GetReport ignored its deadline")
+		return nil
+	}
+}
+
+type fakePortMapper struct{ res portmap.Result }
+
+func (f fakePortMapper) Probe(ctx context.Context) (portmap.Result, error) { return f.res, nil }
+
+func TestGetReportPortMapping(t *testing.T) {
+	c := &Client{PortMapper: fakePortMapper{portmap.Result{UPnP: true, PCP: true}}}
+	r, err := c.GetReport(t.Context(), relayMap(region(1, startSTUN(t), 0)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !r.UPnP || r.PMP || !r.PCP {
+		t.Fatalf("UPnP=%v PMP=%v PCP=%v, want true false true", r.UPnP, r.PMP, r.PCP)
+	}
+}
+
+func TestGetReportNoRelayMap(t *testing.T) {
+	for _, rm := range []*wire.RelayMap{nil, {}} {
+		if _, err := (&Client{}).GetReport(t.Context(), rm); !errors.Is(err, ErrNoRelayMap) {
+			t.Fatalf("GetReport(%v) error = %v, want ErrNoRelayMap", rm, err)
+		}
+	}
+}
+
+func TestReportJSON(t *testing.T) {
+	r := &Report{
+		UDP: true, IPv4: true,
+		GlobalV4:              netip.MustParseAddrPort("203.0.113.21:41641"),
+		MappingVariesByDestIP: ptr(false),
+		PreferredRegion:       1,
+		RegionLatencyMS:       map[int]float64{1: 24.8},
+		RegionLatencyVia:      map[int]string{1: "stun"},
+		RegionLatency:         map[int]time.Duration{1: 24800 * time.Microsecond},
+		PMP:                   true,
+	}
+	b, err := json.Marshal(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m map[string]any
+	if err := json.Unmarshal(b, &m); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]any{
+		"udp": true, "ipv4": true, "ipv6": false,
+		"global_v4": "203.0.113.21:41641", "global_v6": "",
+		"mapping_varies_by_dest_ip": false,
+		"preferred_region":          float64(1),
+		"region_latency_ms":         map[string]any{"1": 24.8},
+		"region_latency_via":        map[string]any{"1": "stun"},
+		"upnp":                      false, "pmp": true, "pcp": false,
+	}
+	if len(m) != len(want) {
+		t.Fatalf("JSON has %d fields, want %d: %s", len(m), len(want), b)
+	}
+	for k, v := range want {
+		got, _ := json.Marshal(m[k])
+		exp, _ := json.Marshal(v)
+		if string(got) != string(exp) {
+			t.Errorf("%s = %s, want %s", k, got, exp)
+		}
+	}
+	var back Report
+	if err := json.Unmarshal(b, &back); err != nil {
+		t.Fatal(err)
+	}
+	if back.GlobalV4 != r.GlobalV4 || back.HardNAT() || back.MappingVariesByDestIP == nil {
+		t.Fatalf("round trip: %+v", back)
+	}
+
+	// Unknown mapping is null, not false.
+	r.MappingVariesByDestIP = nil
+	b, _ = json.Marshal(r)
+	json.Unmarshal(b, &m)
+	if v, ok := m["mapping_varies_by_dest_ip"]; !ok || v != nil {
+		t.Fatalf("unknown mapping encoded as %v (present %v), want null", v, ok)
+	}
+}
+
+func TestNetInfo(t *testing.T) {
+	r := &Report{
+		UDP: true, MappingVariesByDestIP: ptr(true), PreferredRegion: 2,
+		RegionLatency: map[int]time.Duration{1: 30 * time.Millisecond, 2: 4200 * time.Microsecond},
+	}
+	ni := r.NetInfo()
+	if !ni.UDP || !ni.MappingVariesByDestIP || ni.PreferredRegion != 2 {
+		t.Fatalf("NetInfo = %+v", ni)
+	}
+	if ni.RegionLatencyMS[1] != 30 || ni.RegionLatencyMS[2] != 5 {
+		t.Fatalf("RegionLatencyMS = %v, want 1:30 2:5 (rounded up)", ni.RegionLatencyMS)
+	}
+}
+
+func TestPreferredRegion(t *testing.T) {
+	ms := func(n int) time.Duration { return time.Duration(n) * time.Millisecond }
+	tests := []struct {
+		name    string
+		latency map[int]time.Duration
+		prev    int
+		want    int
+	}{
+		{"empty", nil, 0, 0},
+		{"empty keeps nothing", nil, 3, 0},
+		{"lowest wins", map[int]time.Duration{1: ms(50), 2: ms(20), 3: ms(80)}, 0, 2},
+		{"tie goes to lower ID", map[int]time.Duration{4: ms(20), 2: ms(20)}, 0, 2},
+		{"prev kept within jitter", map[int]time.Duration{1: ms(22), 2: ms(20)}, 1, 1},
+		{"prev kept within half again", map[int]time.Duration{1: ms(140), 2: ms(100)}, 1, 1},
+		{"prev dropped when much worse", map[int]time.Duration{1: ms(200), 2: ms(100)}, 1, 2},
+		{"prev gone", map[int]time.Duration{2: ms(100)}, 1, 2},
+		{"small absolute gap kept", map[int]time.Duration{1: ms(9), 2: ms(1)}, 1, 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := PreferredRegion(tt.latency, tt.prev); got != tt.want {
+				t.Fatalf("PreferredRegion = %d, want %d", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestReceiveSTUNPacketIgnoresStrangers(t *testing.T) {
+	c := &Client{}
+	answers := make(chan stunAnswer, 4)
+	server := netip.MustParseAddrPort("127.0.0.1:3478")
+	req, _ := stun.Build(stun.TransactionID, stun.BindingRequest)
+	c.inflight = map[txID]*stunTx{req.TransactionID: {target: target{region: 1, addr: server}, sent: time.Now(), answers: answers}}
+
+	reply := func(id txID, mapped string) []byte {
+		ap := netip.MustParseAddrPort(mapped)
+		m, _ := stun.Build(stun.NewTransactionIDSetter(id), stun.BindingSuccess,
+			&stun.XORMappedAddress{IP: ap.Addr().AsSlice(), Port: int(ap.Port())})
+		return m.Raw
+	}
+	other, _ := stun.Build(stun.TransactionID, stun.BindingRequest)
+	c.ReceiveSTUNPacket(reply(other.TransactionID, "198.51.100.1:1"), server)                               // unknown transaction
+	c.ReceiveSTUNPacket(reply(req.TransactionID, "198.51.100.1:2"), netip.MustParseAddrPort("127.0.0.1:9")) // wrong source
+	c.ReceiveSTUNPacket([]byte("garbage"), server)
+	c.ReceiveSTUNPacket(req.Raw, server) // a request, not an answer
+	select {
+	case a := <-answers:
+		t.Fatalf("accepted %+v", a)
+	default:
+	}
+	c.ReceiveSTUNPacket(reply(req.TransactionID, "198.51.100.1:3"), netip.MustParseAddrPort("[::ffff:127.0.0.1]:3478"))
+	select {
+	case a := <-answers:
+		if a.mapped != netip.MustParseAddrPort("198.51.100.1:3") {
+			t.Fatalf("mapped %v", a.mapped)
+		}
+	default:
+		t.Fatal("the real answer (from a v4-mapped source) was ignored")
+	}
+	// A duplicate of an answered request is ignored.
+	c.ReceiveSTUNPacket(reply(req.TransactionID, "198.51.100.1:4"), server)
+	if len(answers) != 0 {
+		t.Fatal("duplicate answer accepted")
+	}
+}
+
+func FuzzReceiveSTUNPacket(f *testing.F) {
+	m, _ := stun.Build(stun.TransactionID, stun.BindingSuccess, &stun.XORMappedAddress{IP: net.IPv4(198, 51, 100, 1), Port: 41641})
+	f.Add(m.Raw)
+	f.Add([]byte{1, 1, 0, 0, 0x21, 0x12, 0xa4, 0x42, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0})
+	f.Fuzz(func(t *testing.T, pkt []byte) {
+		c := &Client{}
+		answers := make(chan stunAnswer, 1)
+		server := netip.MustParseAddrPort("127.0.0.1:3478")
+		var id txID
+		if len(pkt) >= 20 {
+			copy(id[:], pkt[8:20])
+		}
+		c.inflight = map[txID]*stunTx{id: {target: target{addr: server}, sent: time.Now(), answers: answers}}
+		c.ReceiveSTUNPacket(pkt, server)
+		select {
+		case a := <-answers:
+			if !a.mapped.IsValid() || a.mapped.Port() == 0 {
+				t.Fatalf("accepted invalid mapping %v", a.mapped)
+			}
+		default:
+		}
+	})
+}
