@@ -1,0 +1,682 @@
+package relay
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/big"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	"weft/internal/key"
+)
+
+// Message is what Client.Recv returns: a ReceivedPacket or a PeerGone.
+type Message interface{ relayMessage() }
+
+// ReceivedPacket is a packet another node sent us through the relay.
+type ReceivedPacket struct {
+	Src  key.NodePublic
+	Data []byte
+}
+
+// PeerGone says the relay cannot reach a peer we sent to: it is not
+// connected there (or it left).
+type PeerGone struct {
+	Key    key.NodePublic
+	Reason PeerGoneReason
+}
+
+// peerPresent and connState reach only mesh links (watchConns clients).
+type peerPresent struct{ Key key.NodePublic }
+type connState struct{ up bool }
+
+func (ReceivedPacket) relayMessage() {}
+func (PeerGone) relayMessage()       {}
+func (peerPresent) relayMessage()    {}
+func (connState) relayMessage()      {}
+
+// Client errors.
+var (
+	ErrClosed       = errors.New("relay: client closed")
+	ErrNotConnected = errors.New("relay: not connected")
+)
+
+// ClientOptions configures a Client.
+type ClientOptions struct {
+	// URLs are the relay's addresses ("https://relay.example",
+	// "http://10.0.0.1:8080"); the path /relay is implied. After a failed
+	// attempt the client moves to the next, so the servers of one region
+	// may all be listed. At least one is required.
+	URLs []string
+	// NodeKey is the node's private key, which the relay checks.
+	NodeKey key.NodePrivate
+	// Dialer opens TCP connections; nil uses a net.Dialer.
+	Dialer func(ctx context.Context, network, addr string) (net.Conn, error)
+	// TLSConfig is used for https URLs; nil uses the system roots with
+	// the URL's host as server name.
+	TLSConfig *tls.Config
+	// Preferred tells the relay it is this node's home from the start.
+	Preferred bool
+	// MinBackoff and MaxBackoff bound the wait between reconnect attempts
+	// (each wait is jittered); zero means 100ms and 30s.
+	MinBackoff, MaxBackoff time.Duration
+	// Logger receives connection events; nil discards them.
+	Logger *slog.Logger
+
+	// meshKey and watchConns make the client a mesh link of another
+	// relay; only this package sets them.
+	meshKey    string
+	watchConns bool
+}
+
+// Client is one node's connection to one relay (or region). It connects in
+// the background, reconnects with jittered exponential backoff, and keeps
+// the connection alive. All methods are safe for concurrent use.
+type Client struct {
+	opts ClientOptions
+	urls []*url.URL
+	log  *slog.Logger
+
+	recv   chan Message    // filled by the read loop, drained by Recv
+	ctx    context.Context // cancelled by Close
+	cancel context.CancelFunc
+	done   chan struct{} // closed when the run loop has ended (if started)
+
+	mu        sync.Mutex
+	started   bool          // run loop launched
+	cur       *clientConn   // live connection, nil between connections
+	up        chan struct{} // closed when cur is set; replaced when it drops
+	tried     chan struct{} // closed after each failed attempt; replaced
+	lastErr   error         // of the last failed attempt
+	pending   [][]byte      // send-packet payloads waiting for a connection
+	pings     map[[pingLen]byte]chan struct{}
+	preferred bool
+}
+
+// maxPending bounds the packets held while (re)connecting; beyond it they
+// are dropped, as a link would drop them.
+const maxPending = 32
+
+// clientConn is one established connection.
+type clientConn struct {
+	nc        net.Conn
+	br        *bufio.Reader
+	serverKey key.NodePublic
+	info      serverInfo
+
+	wmu sync.Mutex // guards bw and ordered writes to nc
+	bw  *bufio.Writer
+}
+
+// NewClient checks opts and makes a Client; nothing is dialled until
+// Connect, Send or Ping.
+func NewClient(opts ClientOptions) (*Client, error) {
+	if len(opts.URLs) == 0 {
+		return nil, errors.New("relay: client needs at least one relay URL")
+	}
+	if opts.NodeKey.IsZero() {
+		return nil, errors.New("relay: client needs a node key")
+	}
+	var urls []*url.URL
+	for _, s := range opts.URLs {
+		u, err := parseRelayURL(s)
+		if err != nil {
+			return nil, err
+		}
+		urls = append(urls, u)
+	}
+	if opts.MinBackoff <= 0 {
+		opts.MinBackoff = 100 * time.Millisecond
+	}
+	if opts.MaxBackoff <= 0 {
+		opts.MaxBackoff = 30 * time.Second
+	}
+	if opts.Dialer == nil {
+		var d net.Dialer
+		opts.Dialer = d.DialContext
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	return &Client{
+		opts:      opts,
+		urls:      urls,
+		log:       log.With("component", "relay-client", "relay", opts.URLs[0]),
+		recv:      make(chan Message, 64),
+		ctx:       ctx,
+		cancel:    cancel,
+		done:      make(chan struct{}),
+		up:        make(chan struct{}),
+		tried:     make(chan struct{}),
+		pings:     make(map[[pingLen]byte]chan struct{}),
+		preferred: opts.Preferred,
+	}, nil
+}
+
+func parseRelayURL(s string) (*url.URL, error) {
+	u, err := url.Parse(s)
+	if err != nil {
+		return nil, fmt.Errorf("relay: bad relay URL %q: %w", s, err)
+	}
+	if u.Scheme != "http" && u.Scheme != "https" {
+		return nil, fmt.Errorf("relay: relay URL %q must start with http:// or https://", s)
+	}
+	if u.Host == "" {
+		return nil, fmt.Errorf("relay: relay URL %q has no host", s)
+	}
+	return u, nil
+}
+
+// start launches the run loop once, unless the client is closed.
+func (c *Client) start() {
+	c.mu.Lock()
+	c.startLocked()
+	c.mu.Unlock()
+}
+
+// startLocked is start with c.mu held.
+func (c *Client) startLocked() {
+	if c.started || c.ctx.Err() != nil {
+		return
+	}
+	c.started = true
+	go c.run()
+}
+
+// Connect starts the client if needed and waits until it is connected or
+// its first attempt since the call fails; the error is then that attempt's
+// (a refusal wraps ErrRefused with the relay's reason). Either way the
+// client keeps retrying in the background until Close.
+func (c *Client) Connect(ctx context.Context) error {
+	c.start()
+	c.mu.Lock()
+	if c.cur != nil {
+		c.mu.Unlock()
+		return nil
+	}
+	up, tried := c.up, c.tried
+	c.mu.Unlock()
+	select {
+	case <-up:
+		return nil
+	case <-tried:
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		return c.lastErr
+	case <-c.ctx.Done():
+		return ErrClosed
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// waitUp waits until connected; unlike Connect it does not give up after a
+// failed attempt.
+func (c *Client) waitUp(ctx context.Context) (*clientConn, error) {
+	c.start()
+	for {
+		c.mu.Lock()
+		cur, up := c.cur, c.up
+		c.mu.Unlock()
+		if cur != nil {
+			return cur, nil
+		}
+		select {
+		case <-up:
+		case <-c.ctx.Done():
+			return nil, ErrClosed
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+}
+
+// ServerKey returns the public key of the relay the client is connected
+// to, or the zero key when it is not connected.
+func (c *Client) ServerKey() key.NodePublic {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.cur == nil {
+		return key.NodePublic{}
+	}
+	return c.cur.serverKey
+}
+
+// Send sends pkt to the node dst through the relay. It does not wait for
+// delivery (the relay drops what it cannot deliver, as a link would).
+// While the client is (re)connecting, up to a few packets are held and sent
+// on connection; beyond that Send returns ErrNotConnected. pkt may be
+// reused once Send returns.
+func (c *Client) Send(dst key.NodePublic, pkt []byte) error {
+	if len(pkt) > MaxPacketSize {
+		return fmt.Errorf("%w: packet of %d bytes, limit %d", ErrFrameTooLarge, len(pkt), MaxPacketSize)
+	}
+	k := dst.Raw32()
+	c.mu.Lock()
+	c.startLocked()
+	cc := c.cur
+	if cc == nil {
+		defer c.mu.Unlock()
+		if c.ctx.Err() != nil {
+			return ErrClosed
+		}
+		if len(c.pending) >= maxPending {
+			return ErrNotConnected
+		}
+		c.pending = append(c.pending, append(k[:], pkt...))
+		return nil
+	}
+	c.mu.Unlock()
+	return cc.write(FrameSendPacket, k[:], pkt)
+}
+
+// forward sends a forward-packet frame (mesh links only).
+func (c *Client) forward(src, dst key.NodePublic, pkt []byte) error {
+	c.mu.Lock()
+	cc := c.cur
+	c.mu.Unlock()
+	if cc == nil {
+		return ErrNotConnected
+	}
+	s, d := src.Raw32(), dst.Raw32()
+	return cc.write(FrameForwardPacket, s[:], d[:], pkt)
+}
+
+// write writes and flushes one frame. A failed write closes the
+// connection, so the read loop notices and reconnects.
+func (cc *clientConn) write(t FrameType, parts ...[]byte) error {
+	cc.wmu.Lock()
+	defer cc.wmu.Unlock()
+	err := writeFrame(cc.bw, t, parts...)
+	if err == nil {
+		err = cc.bw.Flush()
+	}
+	if err != nil {
+		cc.nc.Close()
+		return fmt.Errorf("relay: writing %s: %w", t, err)
+	}
+	return nil
+}
+
+// Recv returns the next packet or peer-gone notice. It returns ErrClosed
+// once the client is closed. Until Recv is called again, the client stops
+// reading from the relay, whose bounded queue for us then drops packets.
+func (c *Client) Recv(ctx context.Context) (Message, error) {
+	c.start()
+	select {
+	case m := <-c.recv:
+		return m, nil
+	case <-c.ctx.Done():
+		return nil, ErrClosed
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// NotePreferred tells the relay whether it is this node's home.
+func (c *Client) NotePreferred(preferred bool) {
+	c.mu.Lock()
+	c.preferred = preferred
+	cc := c.cur
+	c.mu.Unlock()
+	if cc != nil {
+		b := byte(0)
+		if preferred {
+			b = 1
+		}
+		cc.write(FrameNotePreferred, []byte{b})
+	}
+}
+
+// Ping measures the round trip to the relay with a ping frame, connecting
+// first if needed (the connection time is not counted).
+func (c *Client) Ping(ctx context.Context) (time.Duration, error) {
+	cc, err := c.waitUp(ctx)
+	if err != nil {
+		return 0, err
+	}
+	var id [pingLen]byte
+	rand.Read(id[:])
+	ch := make(chan struct{})
+	c.mu.Lock()
+	c.pings[id] = ch
+	c.mu.Unlock()
+	defer func() {
+		c.mu.Lock()
+		delete(c.pings, id)
+		c.mu.Unlock()
+	}()
+	start := time.Now()
+	if err := cc.write(FramePing, id[:]); err != nil {
+		return 0, err
+	}
+	select {
+	case <-ch:
+		return time.Since(start), nil
+	case <-c.ctx.Done():
+		return 0, ErrClosed
+	case <-ctx.Done():
+		return 0, fmt.Errorf("relay: ping: %w", ctx.Err())
+	}
+}
+
+// Close ends the connection and the run loop. Recv, Send and Ping return
+// ErrClosed afterwards.
+func (c *Client) Close() error {
+	c.cancel() // after this, startLocked launches nothing
+	c.mu.Lock()
+	started, cc := c.started, c.cur
+	c.mu.Unlock()
+	if cc != nil {
+		cc.nc.Close()
+	}
+	if started {
+		<-c.done
+	}
+	return nil
+}
+
+// run is the client's one long-lived goroutine: connect, read until the
+// connection fails, back off, repeat, until Close.
+func (c *Client) run() {
+	defer close(c.done)
+	backoff := c.opts.MinBackoff
+	urlIdx := 0
+	for c.ctx.Err() == nil {
+		u := c.urls[urlIdx%len(c.urls)]
+		cc, err := c.dial(c.ctx, u)
+		if err != nil {
+			if c.ctx.Err() != nil {
+				return
+			}
+			c.log.Debug("relay connect failed", "url", u.String(), "err", err, "retry_in", backoff)
+			c.mu.Lock()
+			c.lastErr = err
+			close(c.tried)
+			c.tried = make(chan struct{})
+			c.mu.Unlock()
+			urlIdx++
+			if !c.sleep(jitter(backoff)) {
+				return
+			}
+			backoff = min(2*backoff, c.opts.MaxBackoff)
+			continue
+		}
+		connectedAt := time.Now()
+		c.install(cc)
+		err = c.serve(cc)
+		c.uninstall(cc)
+		if c.ctx.Err() != nil {
+			return
+		}
+		c.log.Debug("relay connection lost", "url", u.String(), "err", err)
+		if time.Since(connectedAt) > 10*time.Second {
+			backoff = c.opts.MinBackoff // it was a working connection
+		}
+		if !c.sleep(jitter(backoff)) {
+			return
+		}
+		backoff = min(2*backoff, c.opts.MaxBackoff)
+	}
+}
+
+// jitter spreads d over [d/2, 3d/2) so that many clients cut off at once
+// (a relay restart) do not all come back at the same instant.
+func jitter(d time.Duration) time.Duration {
+	if d <= 1 {
+		return d
+	}
+	n, err := rand.Int(rand.Reader, big.NewInt(int64(d)))
+	if err != nil {
+		return d
+	}
+	return d/2 + time.Duration(n.Int64())
+}
+
+func (c *Client) sleep(d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-c.ctx.Done():
+		return false
+	}
+}
+
+// install makes cc the live connection and sends what was held.
+func (c *Client) install(cc *clientConn) {
+	c.mu.Lock()
+	c.cur = cc
+	close(c.up)
+	pending := c.pending
+	c.pending = nil
+	c.mu.Unlock()
+	for _, p := range pending {
+		if cc.write(FrameSendPacket, p) != nil {
+			break
+		}
+	}
+	if c.opts.watchConns {
+		c.deliver(connState{up: true})
+		cc.write(FrameWatchConns)
+	}
+}
+
+func (c *Client) uninstall(cc *clientConn) {
+	cc.nc.Close()
+	c.mu.Lock()
+	c.cur = nil
+	c.up = make(chan struct{})
+	c.mu.Unlock()
+	if c.opts.watchConns {
+		c.deliver(connState{up: false})
+	}
+}
+
+// deliver hands m to Recv, waiting while the reader is behind: the pause
+// pushes back through TCP to the relay, whose queue for us is bounded.
+func (c *Client) deliver(m Message) {
+	select {
+	case c.recv <- m:
+	case <-c.ctx.Done():
+	}
+}
+
+// serve reads frames from cc until it fails, and keeps it alive.
+func (c *Client) serve(cc *clientConn) error {
+	ka := time.Duration(cc.info.KeepAliveMillis) * time.Millisecond
+	if ka <= 0 {
+		ka = 60 * time.Second
+	}
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() {
+		t := time.NewTicker(ka)
+		defer t.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-t.C:
+				if cc.write(FrameKeepAlive) != nil {
+					return
+				}
+			}
+		}
+	}()
+	idle := 2*ka + 5*time.Second
+	var lastDeadline time.Time
+	for {
+		if now := time.Now(); now.Sub(lastDeadline) > time.Second {
+			cc.nc.SetReadDeadline(now.Add(idle))
+			lastDeadline = now
+		}
+		t, b, err := readFrame(cc.br, MaxFramePayload)
+		if err != nil {
+			return err
+		}
+		switch t {
+		case FrameRecvPacket:
+			src, data, err := splitKey(t, b)
+			if err != nil {
+				return err
+			}
+			c.deliver(ReceivedPacket{Src: src, Data: data})
+		case FramePeerGone:
+			k, r, err := parsePeerGone(b)
+			if err != nil {
+				return err
+			}
+			c.deliver(PeerGone{Key: k, Reason: r})
+		case FramePeerPresent:
+			k, _, err := splitKey(t, b)
+			if err != nil {
+				return err
+			}
+			if c.opts.watchConns {
+				c.deliver(peerPresent{Key: k})
+			}
+		case FramePing:
+			if len(b) == pingLen {
+				cc.write(FramePong, b)
+			}
+		case FramePong:
+			if len(b) == pingLen {
+				c.mu.Lock()
+				ch := c.pings[[pingLen]byte(b)]
+				delete(c.pings, [pingLen]byte(b))
+				c.mu.Unlock()
+				if ch != nil {
+					close(ch)
+				}
+			}
+		case FrameRefused:
+			return fmt.Errorf("%w: %s", ErrRefused, b)
+		default:
+			// keepalive, and frames of newer versions.
+		}
+	}
+}
+
+// dial connects to u, upgrades to the relay protocol and does the handshake.
+func (c *Client) dial(ctx context.Context, u *url.URL) (*clientConn, error) {
+	ctx, cancel := context.WithTimeout(ctx, handshakeTimeout)
+	defer cancel()
+	host := u.Host
+	if u.Port() == "" {
+		if u.Scheme == "https" {
+			host = net.JoinHostPort(u.Hostname(), "443")
+		} else {
+			host = net.JoinHostPort(u.Hostname(), "80")
+		}
+	}
+	nc, err := c.opts.Dialer(ctx, "tcp", host)
+	if err != nil {
+		return nil, fmt.Errorf("relay: dialing %s: %w", host, err)
+	}
+	// Closing the connection is how a cancelled context interrupts the
+	// handshake's reads and writes.
+	stop := context.AfterFunc(ctx, func() { nc.Close() })
+	cc, err := c.handshake(ctx, nc, u)
+	if !stop() || err != nil {
+		nc.Close()
+		if err == nil {
+			err = ctx.Err()
+		}
+		return nil, err
+	}
+	return cc, nil
+}
+
+func (c *Client) handshake(ctx context.Context, nc net.Conn, u *url.URL) (*clientConn, error) {
+	if u.Scheme == "https" {
+		cfg := c.opts.TLSConfig.Clone()
+		if cfg == nil {
+			cfg = &tls.Config{}
+		}
+		if cfg.ServerName == "" {
+			cfg.ServerName = u.Hostname()
+		}
+		tc := tls.Client(nc, cfg)
+		if err := tc.HandshakeContext(ctx); err != nil {
+			return nil, fmt.Errorf("relay: TLS handshake with %s: %w", u.Host, err)
+		}
+		nc = tc
+	}
+	if dl, ok := ctx.Deadline(); ok {
+		nc.SetDeadline(dl)
+	}
+	cc := &clientConn{nc: nc, br: bufio.NewReaderSize(nc, 32<<10), bw: bufio.NewWriterSize(nc, 32<<10)}
+	fmt.Fprintf(cc.bw, "GET /relay HTTP/1.1\r\nHost: %s\r\nUpgrade: %s\r\nConnection: Upgrade\r\nUser-Agent: weft-relay-client/%d\r\n\r\n", u.Host, upgradeToken, ProtocolVersion)
+	if err := cc.bw.Flush(); err != nil {
+		return nil, fmt.Errorf("relay: sending upgrade to %s: %w", u.Host, err)
+	}
+	resp, err := http.ReadResponse(cc.br, nil)
+	if err != nil {
+		return nil, fmt.Errorf("relay: reading upgrade answer from %s: %w", u.Host, err)
+	}
+	if resp.StatusCode != http.StatusSwitchingProtocols {
+		body, _ := io.ReadAll(io.LimitReader(resp.Body, 200))
+		resp.Body.Close()
+		return nil, fmt.Errorf("relay: %s answered %q (%s), not an upgrade: is this a weft relay URL?", u.Host, resp.Status, strings.TrimSpace(string(body)))
+	}
+	t, b, err := readFrame(cc.br, maxHandshakePayload)
+	if err != nil {
+		return nil, fmt.Errorf("relay: reading server-key from %s: %w", u.Host, err)
+	}
+	if t != FrameServerKey {
+		return nil, fmt.Errorf("%w: expected server-key, got %s", ErrBadHandshake, t)
+	}
+	sk, err := parseServerKey(b)
+	if err != nil {
+		return nil, err
+	}
+	c.mu.Lock()
+	info := clientInfo{Version: ProtocolVersion, Preferred: c.preferred}
+	c.mu.Unlock()
+	if c.opts.meshKey != "" {
+		info.MeshProof = meshProof(c.opts.meshKey, sk.Challenge, sk.Key, c.opts.NodeKey.Public())
+	}
+	ci, err := sealClientInfo(c.opts.NodeKey, sk, info)
+	if err != nil {
+		return nil, err
+	}
+	if err := writeFrame(cc.bw, FrameClientInfo, ci); err != nil {
+		return nil, err
+	}
+	if err := cc.bw.Flush(); err != nil {
+		return nil, fmt.Errorf("relay: sending client-info to %s: %w", u.Host, err)
+	}
+	t, b, err = readFrame(cc.br, maxHandshakePayload)
+	if err != nil {
+		return nil, fmt.Errorf("relay: reading server-info from %s: %w", u.Host, err)
+	}
+	switch t {
+	case FrameServerInfo:
+	case FrameRefused:
+		return nil, fmt.Errorf("%w by %s: %s", ErrRefused, u.Host, b)
+	default:
+		return nil, fmt.Errorf("%w: expected server-info, got %s", ErrBadHandshake, t)
+	}
+	si, err := parseServerInfo(b)
+	if err != nil {
+		return nil, err
+	}
+	nc.SetDeadline(time.Time{})
+	cc.serverKey = sk.Key
+	cc.info = si
+	return cc, nil
+}
