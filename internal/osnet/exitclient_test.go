@@ -116,7 +116,7 @@ func TestExitNodeClientRouting(t *testing.T) {
 					t.Errorf("route to %s with mark %#x goes via %s, want %s", c.dst, c.mark, got, c.want)
 				}
 			}
-			if got := readSysctl(t, r, sysctlSrcValidMark); got != "1" {
+			if got := readSysctl(t, sysctlSrcValidMark); got != "1" {
 				t.Errorf("src_valid_mark = %s with an exit node, want 1", got)
 			}
 
@@ -130,7 +130,7 @@ func TestExitNodeClientRouting(t *testing.T) {
 			if got := routeDev(t, h, internet4, 0); got != "eth0" {
 				t.Errorf("internet goes via %s after clearing the exit node, want eth0", got)
 			}
-			if got := readSysctl(t, r, sysctlSrcValidMark); got != "0" {
+			if got := readSysctl(t, sysctlSrcValidMark); got != "0" {
 				t.Errorf("src_valid_mark = %s after clearing the exit node, want 0", got)
 			}
 
@@ -190,10 +190,11 @@ func TestExitNodeRulesLeaveForeignRules(t *testing.T) {
 	}
 }
 
-func readSysctl(t *testing.T, r *Router, name string) string {
+// readSysctl reads a sysctl in the test's current namespace.
+func readSysctl(t *testing.T, name string) string {
 	t.Helper()
-	var v string
-	if err := r.inNS(func() (err error) { v, err = r.sys.get(name); return err }); err != nil {
+	v, err := sysctls{root: "/proc/sys"}.get(name)
+	if err != nil {
 		t.Fatal(err)
 	}
 	return v
