@@ -1,0 +1,322 @@
+// Package scenario runs a whole weft tailnet inside a netlab lab: the
+// control server on a public host, a daemon on each chosen host, each
+// brought up with a pre-auth key, every part a real `weft` process. Lab
+// tests and `weft demo` both stand on it, so what the tests prove is what
+// the demo shows.
+package scenario
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"weft/internal/netlab"
+)
+
+// Options configure Start. Weft is required; the rest have defaults.
+type Options struct {
+	// Weft is the path of the weft binary to run.
+	Weft string
+	// Server is the public host the control server runs on; "ctrl" if
+	// empty.
+	Server string
+	// Port is the control server's port; 8080 if zero.
+	Port int
+	// Hosts are the hosts to run daemons on, in order.
+	Hosts []string
+	// User owns the nodes; "alice" if empty.
+	User string
+	// ServerArgs and DaemonArgs are added to the server's and every
+	// daemon's command line.
+	ServerArgs, DaemonArgs []string
+	// UpArgs returns extra `weft up` arguments for a host; nil for none.
+	UpArgs func(host string) []string
+	// Logger receives progress; nil discards it.
+	Logger *slog.Logger
+}
+
+// Tailnet is a running tailnet in a lab. Its methods are safe for
+// concurrent use.
+type Tailnet struct {
+	Lab       *netlab.Lab
+	ServerURL string
+	AuthKey   string // reusable key of Options.User
+
+	opts    Options
+	dataDir string
+	log     *slog.Logger
+
+	mu      sync.Mutex
+	server  *netlab.Process            // guarded by mu
+	daemons map[string]*netlab.Process // guarded by mu
+}
+
+// Start runs the server and the daemons and brings every host up. On error
+// the processes already started are left to the lab's cleanup.
+func Start(ctx context.Context, lab *netlab.Lab, opts Options) (*Tailnet, error) {
+	if opts.Weft == "" {
+		return nil, errors.New("scenario: Options.Weft (the weft binary) is required")
+	}
+	if opts.Server == "" {
+		opts.Server = "ctrl"
+	}
+	if opts.Port == 0 {
+		opts.Port = 8080
+	}
+	if opts.User == "" {
+		opts.User = "alice"
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	srv := lab.Node(opts.Server)
+	if srv == nil {
+		return nil, fmt.Errorf("scenario: the lab has no host %q for the server", opts.Server)
+	}
+	tn := &Tailnet{
+		Lab:       lab,
+		ServerURL: fmt.Sprintf("http://%s:%d", srv.Addr(), opts.Port),
+		opts:      opts,
+		dataDir:   filepath.Join(lab.Dir(), "server"),
+		log:       log,
+		daemons:   map[string]*netlab.Process{},
+	}
+	if err := tn.StartServer(ctx); err != nil {
+		return nil, err
+	}
+	if _, err := tn.Admin(ctx, "users", "create", opts.User); err != nil {
+		return nil, err
+	}
+	out, err := tn.Admin(ctx, "keys", "create", "--user", opts.User, "--reusable", "--expiry", "24h")
+	if err != nil {
+		return nil, err
+	}
+	tn.AuthKey = strings.TrimSpace(string(out))
+	for _, h := range opts.Hosts {
+		if err := tn.StartDaemon(ctx, h); err != nil {
+			return nil, err
+		}
+	}
+	for _, h := range opts.Hosts {
+		var extra []string
+		if opts.UpArgs != nil {
+			extra = opts.UpArgs(h)
+		}
+		if err := tn.Up(ctx, h, extra...); err != nil {
+			return nil, err
+		}
+	}
+	return tn, nil
+}
+
+func (tn *Tailnet) node(name string) (*netlab.Node, error) {
+	n := tn.Lab.Node(name)
+	if n == nil {
+		return nil, fmt.Errorf("scenario: no node %q in the lab", name)
+	}
+	return n, nil
+}
+
+// StartServer starts the control server (again, after KillServer) and
+// waits until it answers /healthz.
+func (tn *Tailnet) StartServer(ctx context.Context) error {
+	srv, err := tn.node(tn.opts.Server)
+	if err != nil {
+		return err
+	}
+	argv := append([]string{tn.opts.Weft, "server",
+		"--listen", fmt.Sprintf(":%d", tn.opts.Port),
+		"--data-dir", tn.dataDir,
+		"--server-url", tn.ServerURL}, tn.opts.ServerArgs...)
+	p, err := srv.Start(ctx, "server", argv...)
+	if err != nil {
+		return fmt.Errorf("scenario: start server: %w", err)
+	}
+	tn.mu.Lock()
+	tn.server = p
+	tn.mu.Unlock()
+	client := srv.HTTPClient()
+	err = WaitFor(ctx, 20*time.Second, "control server /healthz", func() (bool, error) {
+		if p.Exited() {
+			return false, fmt.Errorf("server exited: %s", tail(p.Logs()))
+		}
+		resp, err := client.Get(tn.ServerURL + "/healthz")
+		if err != nil {
+			return false, nil
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK, nil
+	})
+	if err != nil {
+		return fmt.Errorf("scenario: %w", err)
+	}
+	tn.log.Info("control server up", "url", tn.ServerURL)
+	return nil
+}
+
+// KillServer stops the control server with SIGKILL, as a crash would.
+func (tn *Tailnet) KillServer() error {
+	tn.mu.Lock()
+	p := tn.server
+	tn.mu.Unlock()
+	if p == nil {
+		return errors.New("scenario: no server running")
+	}
+	if err := syscall.Kill(p.PID, syscall.SIGKILL); err != nil {
+		return fmt.Errorf("scenario: kill server: %w", err)
+	}
+	_ = p.Wait() // reaped; its exit status is the kill
+	return nil
+}
+
+// KillDaemon stops host's daemon with SIGKILL, as a crash or power cut
+// would.
+func (tn *Tailnet) KillDaemon(host string) error {
+	p := tn.Daemon(host)
+	if p == nil {
+		return fmt.Errorf("scenario: no daemon on %s", host)
+	}
+	if err := syscall.Kill(p.PID, syscall.SIGKILL); err != nil {
+		return fmt.Errorf("scenario: kill daemon on %s: %w", host, err)
+	}
+	_ = p.Wait()
+	return nil
+}
+
+// Server returns the control server's process.
+func (tn *Tailnet) Server() *netlab.Process {
+	tn.mu.Lock()
+	defer tn.mu.Unlock()
+	return tn.server
+}
+
+// Daemon returns the daemon process on host, or nil.
+func (tn *Tailnet) Daemon(host string) *netlab.Process {
+	tn.mu.Lock()
+	defer tn.mu.Unlock()
+	return tn.daemons[host]
+}
+
+// StateDir is the daemon's state directory on host.
+func (tn *Tailnet) StateDir(host string) string {
+	return filepath.Join(tn.Lab.Dir(), "nodes", host)
+}
+
+// Socket is the daemon's local API socket on host.
+func (tn *Tailnet) Socket(host string) string {
+	return filepath.Join(tn.StateDir(host), "weft.sock")
+}
+
+// StartDaemon starts (or restarts) the daemon on host and waits for its
+// socket.
+func (tn *Tailnet) StartDaemon(ctx context.Context, host string) error {
+	n, err := tn.node(host)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(tn.StateDir(host), 0o700); err != nil {
+		return fmt.Errorf("scenario: %w", err)
+	}
+	argv := append([]string{tn.opts.Weft, "daemon",
+		"--state-dir", tn.StateDir(host),
+		"--socket", tn.Socket(host)}, tn.opts.DaemonArgs...)
+	p, err := n.Start(ctx, "daemon", argv...)
+	if err != nil {
+		return fmt.Errorf("scenario: start daemon on %s: %w", host, err)
+	}
+	tn.mu.Lock()
+	tn.daemons[host] = p
+	tn.mu.Unlock()
+	err = WaitFor(ctx, 15*time.Second, "daemon socket on "+host, func() (bool, error) {
+		if p.Exited() {
+			return false, fmt.Errorf("daemon on %s exited: %s", host, tail(p.Logs()))
+		}
+		_, err := os.Stat(tn.Socket(host))
+		return err == nil, nil
+	})
+	if err != nil {
+		return fmt.Errorf("scenario: %w", err)
+	}
+	return nil
+}
+
+// Up runs `weft up` on host with the tailnet's server and key.
+func (tn *Tailnet) Up(ctx context.Context, host string, extra ...string) error {
+	args := append([]string{"up", "--server", tn.ServerURL, "--auth-key", tn.AuthKey, "--hostname", host}, extra...)
+	if _, err := tn.CLI(ctx, host, args...); err != nil {
+		return err
+	}
+	tn.log.Info("node up", "host", host)
+	return nil
+}
+
+// CLI runs `weft --socket <host's socket> args...` inside host's namespace
+// and returns its combined output.
+func (tn *Tailnet) CLI(ctx context.Context, host string, args ...string) ([]byte, error) {
+	n, err := tn.node(host)
+	if err != nil {
+		return nil, err
+	}
+	argv := append([]string{tn.opts.Weft, "--socket", tn.Socket(host)}, args...)
+	out, err := n.Exec(ctx, argv...)
+	if err != nil {
+		return out, fmt.Errorf("scenario: weft %s on %s: %w: %s", strings.Join(args, " "), host, err, strings.TrimSpace(string(out)))
+	}
+	return out, nil
+}
+
+// Admin runs `weft admin --data-dir <server data> args...` on the server's
+// host and returns its standard output.
+func (tn *Tailnet) Admin(ctx context.Context, args ...string) ([]byte, error) {
+	n, err := tn.node(tn.opts.Server)
+	if err != nil {
+		return nil, err
+	}
+	argv := append([]string{tn.opts.Weft, "admin", "--data-dir", tn.dataDir}, args...)
+	out, err := n.Exec(ctx, argv...)
+	if err != nil {
+		return out, fmt.Errorf("scenario: weft admin %s: %w: %s", strings.Join(args, " "), err, strings.TrimSpace(string(out)))
+	}
+	return out, nil
+}
+
+// WaitFor polls cond every 100ms until it reports true, returns an error,
+// or timeout passes. The error names what was awaited.
+func WaitFor(ctx context.Context, timeout time.Duration, what string, cond func() (bool, error)) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	t := time.NewTicker(100 * time.Millisecond)
+	defer t.Stop()
+	for {
+		ok, err := cond()
+		if err != nil {
+			return fmt.Errorf("waiting for %s: %w", what, err)
+		}
+		if ok {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("waiting for %s: gave up after %v", what, timeout)
+		case <-t.C:
+		}
+	}
+}
+
+// tail returns the last lines of a log, for error messages.
+func tail(s string) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(lines) > 15 {
+		lines = lines[len(lines)-15:]
+	}
+	return strings.Join(lines, "\n")
+}
