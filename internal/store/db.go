@@ -1,0 +1,64 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"net/netip"
+	"time"
+)
+
+// sqlStore implements Store over database/sql. Its queries use only
+// standard SQL with "?" placeholders (and RETURNING, ON CONFLICT, which
+// PostgreSQL shares), so that a PostgreSQL store can reuse them; the
+// SQLite specifics sit in sqlite.go.
+type sqlStore struct {
+	db  *sql.DB
+	now func() time.Time
+	ula netip.Prefix // the tailnet's IPv6 /48, set once by init
+}
+
+var _ Store = (*sqlStore)(nil)
+
+// write runs fn in a transaction and commits it if fn returns nil. All
+// database access goes through it (reads too, for a consistent snapshot
+// across the node and routes queries).
+func (s *sqlStore) write(ctx context.Context, fn func(tx *sql.Tx) error) error {
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("begin: %w", err)
+	}
+	if err := fn(tx); err != nil {
+		tx.Rollback()
+		return err
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("commit: %w", err)
+	}
+	return nil
+}
+
+// read is write for transactions that change nothing; it is a separate
+// name so a later read-only optimisation has one place to go.
+func (s *sqlStore) read(ctx context.Context, fn func(tx *sql.Tx) error) error {
+	return s.write(ctx, fn)
+}
+
+func (s *sqlStore) Close() error { return s.db.Close() }
+
+func (s *sqlStore) AddressPrefixes() (v4, v6 netip.Prefix) { return cgnatPrefix, s.ula }
+
+// Times are stored as Unix nanoseconds, with 0 for the zero time.
+func toDB(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixNano()
+}
+
+func fromDB(n int64) time.Time {
+	if n == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, n).UTC()
+}

@@ -1,0 +1,475 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/netip"
+	"strings"
+
+	"weft/internal/key"
+	"weft/internal/wire"
+)
+
+const nodeColumns = `n.id, n.name, COALESCE(u.name, ''), n.tags, n.machine_key, n.node_key, n.disco_key,
+	n.key_expiry, n.ephemeral, COALESCE(k.prefix, ''), n.ipv4, n.ipv6, n.hostname, n.os,
+	n.endpoints, n.home_region, n.hostinfo, n.last_seen, n.created_at
+	FROM nodes n LEFT JOIN users u ON u.id = n.user_id LEFT JOIN auth_keys k ON k.id = n.auth_key_id`
+
+func scanNode(sc interface{ Scan(...any) error }) (Node, error) {
+	var n Node
+	var tags, mk, nk, dk, v4, v6, eps, hi string
+	var expiry, lastSeen, created int64
+	err := sc.Scan(&n.ID, &n.Name, &n.User, &tags, &mk, &nk, &dk, &expiry, &n.Ephemeral, &n.AuthKey,
+		&v4, &v6, &n.Hostname, &n.OS, &eps, &n.HomeRegion, &hi, &lastSeen, &created)
+	if err != nil {
+		return n, err
+	}
+	n.Tags = splitTags(tags)
+	n.KeyExpiry, n.LastSeen, n.CreatedAt = fromDB(expiry), fromDB(lastSeen), fromDB(created)
+	// The stored text was written by MarshalText and parses back; a
+	// failure here means a corrupt row, reported rather than hidden.
+	if err := errors.Join(
+		n.MachineKey.UnmarshalText([]byte(mk)),
+		n.NodeKey.UnmarshalText([]byte(nk)),
+		n.DiscoKey.UnmarshalText([]byte(dk)),
+		n.IPv4.UnmarshalText([]byte(v4)),
+		n.IPv6.UnmarshalText([]byte(v6)),
+	); err != nil {
+		return n, fmt.Errorf("node %d: corrupt row: %w", n.ID, err)
+	}
+	if eps != "" {
+		if err := json.Unmarshal([]byte(eps), &n.Endpoints); err != nil {
+			return n, fmt.Errorf("node %d: corrupt endpoints: %w", n.ID, err)
+		}
+	}
+	if hi != "" {
+		n.Hostinfo = new(wire.Hostinfo)
+		if err := json.Unmarshal([]byte(hi), n.Hostinfo); err != nil {
+			return n, fmt.Errorf("node %d: corrupt hostinfo: %w", n.ID, err)
+		}
+	}
+	return n, nil
+}
+
+// getNodeWhere loads the one node matching cond (a condition on n) with its
+// routes.
+func getNodeWhere(ctx context.Context, tx *sql.Tx, cond string, arg any) (Node, error) {
+	n, err := scanNode(tx.QueryRowContext(ctx, `SELECT `+nodeColumns+` WHERE `+cond, arg))
+	if errors.Is(err, sql.ErrNoRows) {
+		return Node{}, ErrNotFound
+	}
+	if err != nil {
+		return Node{}, err
+	}
+	rs, err := loadRoutes(ctx, tx, n.ID)
+	if err != nil {
+		return Node{}, err
+	}
+	n.setRoutes(rs)
+	return n, nil
+}
+
+func getNode(ctx context.Context, tx *sql.Tx, id wire.NodeID) (Node, error) {
+	n, err := getNodeWhere(ctx, tx, `n.id = ?`, id)
+	if errors.Is(err, ErrNotFound) {
+		return n, fmt.Errorf("%w: no node with ID %d", ErrNotFound, id)
+	}
+	return n, err
+}
+
+func (s *sqlStore) getBy(ctx context.Context, op, cond string, arg any, what string) (Node, error) {
+	var n Node
+	err := s.read(ctx, func(tx *sql.Tx) error {
+		var err error
+		n, err = getNodeWhere(ctx, tx, cond, arg)
+		if errors.Is(err, ErrNotFound) {
+			return fmt.Errorf("%w: no node with %s", ErrNotFound, what)
+		}
+		return err
+	})
+	if err != nil {
+		return Node{}, fmt.Errorf("store: %s: %w", op, err)
+	}
+	return n, nil
+}
+
+func (s *sqlStore) GetNode(ctx context.Context, id wire.NodeID) (Node, error) {
+	return s.getBy(ctx, "GetNode", `n.id = ?`, id, fmt.Sprintf("ID %d", id))
+}
+
+func (s *sqlStore) GetNodeByName(ctx context.Context, name string) (Node, error) {
+	return s.getBy(ctx, "GetNodeByName", `n.name = ?`, name, fmt.Sprintf("name %q", name))
+}
+
+func (s *sqlStore) GetNodeByMachineKey(ctx context.Context, mk key.MachinePublic) (Node, error) {
+	return s.getBy(ctx, "GetNodeByMachineKey", `n.machine_key = ?`, mk.String(), "machine key "+mk.ShortString())
+}
+
+func (s *sqlStore) GetNodeByNodeKey(ctx context.Context, nk key.NodePublic) (Node, error) {
+	return s.getBy(ctx, "GetNodeByNodeKey", `n.node_key = ?`, nk.String(), "node key "+nk.ShortString())
+}
+
+func (s *sqlStore) ListNodes(ctx context.Context) ([]Node, error) {
+	var nodes []Node
+	err := s.read(ctx, func(tx *sql.Tx) error {
+		rows, err := tx.QueryContext(ctx, `SELECT `+nodeColumns+` ORDER BY n.id`)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			n, err := scanNode(rows)
+			if err != nil {
+				return err
+			}
+			nodes = append(nodes, n)
+		}
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		rs, err := loadRoutes(ctx, tx, 0)
+		if err != nil {
+			return err
+		}
+		byNode := make(map[wire.NodeID][]Route)
+		for _, r := range rs {
+			byNode[r.NodeID] = append(byNode[r.NodeID], r)
+		}
+		for i := range nodes {
+			nodes[i].setRoutes(byNode[nodes[i].ID])
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("store: ListNodes: %w", err)
+	}
+	return nodes, nil
+}
+
+func (s *sqlStore) Register(ctx context.Context, req RegisterRequest) (Node, error) {
+	if req.MachineKey.IsZero() || req.NodeKey.IsZero() {
+		return Node{}, fmt.Errorf("store: Register: %w: machine key and node key are required", ErrInvalid)
+	}
+	if req.KeyLifetime < 0 {
+		return Node{}, fmt.Errorf("store: Register: %w: negative key lifetime", ErrInvalid)
+	}
+	lifetime := req.KeyLifetime
+	if lifetime == 0 {
+		lifetime = DefaultNodeKeyLifetime
+	}
+	hostname, osName := req.Hostname, ""
+	if req.Hostinfo != nil {
+		if hostname == "" {
+			hostname = req.Hostinfo.Hostname
+		}
+		osName = req.Hostinfo.OS
+	}
+	hostinfo, err := marshalOpt(req.Hostinfo)
+	if err != nil {
+		return Node{}, fmt.Errorf("store: Register: %w", err)
+	}
+	now := fromDB(toDB(s.now()))
+
+	var n Node
+	err = s.write(ctx, func(tx *sql.Tx) error {
+		k, err := lookupAuthKey(ctx, tx, req.AuthKey)
+		if err != nil {
+			return err
+		}
+		if k.Expired(now) {
+			return fmt.Errorf("%w: key %s expired at %s", ErrKeyExpired, k.Prefix, k.Expiry.Format("2006-01-02 15:04 MST"))
+		}
+		existing, err := getNodeWhere(ctx, tx, `n.machine_key = ?`, req.MachineKey.String())
+		known := err == nil
+		if err != nil && !errors.Is(err, ErrNotFound) {
+			return err
+		}
+		if !k.Reusable && k.Uses > 0 {
+			// The one machine that used a one-off key may register with
+			// it again while its node key is valid: a retry after a
+			// lost reply must not lock it out.
+			if !known || existing.AuthKey != k.Prefix || existing.KeyExpired(now) {
+				return fmt.Errorf("%w: key %s was for one node and has been used", ErrKeyUsed, k.Prefix)
+			}
+		} else {
+			// The guard repeats the check so that the key is consumed
+			// at most once even under a weaker isolation level.
+			res, err := tx.ExecContext(ctx, `UPDATE auth_keys SET uses = uses + 1, last_used = ?
+				WHERE id = ? AND (reusable OR uses = 0)`, toDB(now), k.id)
+			if err != nil {
+				return err
+			}
+			if n, err := res.RowsAffected(); err != nil {
+				return err
+			} else if n != 1 {
+				return fmt.Errorf("%w: key %s was for one node and has been used", ErrKeyUsed, k.Prefix)
+			}
+		}
+
+		var other wire.NodeID
+		err = tx.QueryRowContext(ctx, `SELECT id FROM nodes WHERE node_key = ? AND machine_key <> ?`,
+			req.NodeKey.String(), req.MachineKey.String()).Scan(&other)
+		if err == nil {
+			return fmt.Errorf("%w: node key %s belongs to node %d", ErrExists, req.NodeKey.ShortString(), other)
+		} else if !errors.Is(err, sql.ErrNoRows) {
+			return err
+		}
+
+		// A tagged node belongs to no user and its key never expires
+		// (key_expiry 0); an untagged one belongs to the key's user.
+		var uid sql.NullInt64
+		var expiryDB int64
+		if len(k.Tags) == 0 {
+			id, err := userID(ctx, tx, k.User)
+			if err != nil {
+				return err
+			}
+			uid = sql.NullInt64{Int64: int64(id), Valid: true}
+			expiryDB = toDB(now.Add(lifetime))
+		}
+		tags := strings.Join(k.Tags, ",")
+
+		var id wire.NodeID
+		if known {
+			id = existing.ID
+			_, err = tx.ExecContext(ctx, `UPDATE nodes SET user_id = ?, tags = ?, node_key = ?, disco_key = ?,
+				key_expiry = ?, ephemeral = ?, auth_key_id = ?, hostname = ?, os = ?, hostinfo = ?, last_seen = ?
+				WHERE id = ?`,
+				uid, tags, req.NodeKey.String(), req.DiscoKey.String(), expiryDB, k.Ephemeral, k.id,
+				hostname, osName, hostinfo, toDB(now), id)
+			if err != nil {
+				return err
+			}
+		} else {
+			name, err := freeName(ctx, tx, SanitizeHostname(hostname))
+			if err != nil {
+				return err
+			}
+			v4, v6, err := s.allocate(ctx, tx)
+			if err != nil {
+				return err
+			}
+			err = tx.QueryRowContext(ctx, `INSERT INTO nodes (name, user_id, tags, machine_key, node_key, disco_key,
+				key_expiry, ephemeral, auth_key_id, ipv4, ipv6, hostname, os, endpoints, home_region, hostinfo,
+				last_seen, created_at)
+				VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, '', 0, ?, ?, ?) RETURNING id`,
+				name, uid, tags, req.MachineKey.String(), req.NodeKey.String(), req.DiscoKey.String(),
+				expiryDB, k.Ephemeral, k.id, v4.String(), v6.String(), hostname, osName, hostinfo,
+				toDB(now), toDB(now)).Scan(&id)
+			if err != nil {
+				return err
+			}
+		}
+		n, err = getNode(ctx, tx, id)
+		return err
+	})
+	if err != nil {
+		return Node{}, fmt.Errorf("store: Register: %w", err)
+	}
+	return n, nil
+}
+
+// freeName returns base or the first of base-1, base-2, ... no node uses.
+func freeName(ctx context.Context, tx *sql.Tx, base string) (string, error) {
+	var one int
+	err := tx.QueryRowContext(ctx, `SELECT 1 FROM nodes WHERE name = ?`, base).Scan(&one)
+	if errors.Is(err, sql.ErrNoRows) {
+		return base, nil
+	} else if err != nil {
+		return "", err
+	}
+	// One index range scan for all candidates: every suffixed name starts
+	// with stem + "-", and '.' is the byte after '-'.
+	stem := trimForSuffix(base)
+	rows, err := tx.QueryContext(ctx, `SELECT name FROM nodes WHERE name >= ? AND name < ?`, stem+"-", stem+".")
+	if err != nil {
+		return "", err
+	}
+	defer rows.Close()
+	used := map[string]bool{base: true}
+	for rows.Next() {
+		var n string
+		if err := rows.Scan(&n); err != nil {
+			return "", err
+		}
+		used[n] = true
+	}
+	if err := rows.Err(); err != nil {
+		return "", err
+	}
+	return uniqueName(base, func(s string) bool { return used[s] }), nil
+}
+
+// trimForSuffix is the part of base every suffixed candidate starts with,
+// allowing uniqueName to shorten base for long suffixes.
+func trimForSuffix(base string) string {
+	if len(base) > maxLabel-12 {
+		return strings.TrimRight(base[:maxLabel-12], "-")
+	}
+	return base
+}
+
+// allocate picks the next free IPv4 address after the last one handed
+// out, wrapping around, and the IPv6 address derived from it. Walking on
+// from the last allocation (rather than taking the lowest free address)
+// means a deleted node's address is reused only after the rest of the
+// space has been used once.
+func (s *sqlStore) allocate(ctx context.Context, tx *sql.Tx) (netip.Addr, netip.Addr, error) {
+	next := uint32(1)
+	if v, err := getSetting(ctx, tx, "next_v4_index"); err == nil {
+		var n uint32
+		if _, err := fmt.Sscan(v, &n); err != nil {
+			return netip.Addr{}, netip.Addr{}, fmt.Errorf("settings: next_v4_index %q: %w", v, err)
+		}
+		next = n
+	} else if !errors.Is(err, sql.ErrNoRows) {
+		return netip.Addr{}, netip.Addr{}, err
+	}
+	for tries := 0; tries < v4Count; tries++ {
+		i := (next + uint32(tries)) % v4Count
+		a, ok := v4At(i)
+		if !ok {
+			continue
+		}
+		var one int
+		err := tx.QueryRowContext(ctx, `SELECT 1 FROM nodes WHERE ipv4 = ?`, a.String()).Scan(&one)
+		if err == nil {
+			continue
+		}
+		if !errors.Is(err, sql.ErrNoRows) {
+			return netip.Addr{}, netip.Addr{}, err
+		}
+		if err := putSetting(ctx, tx, "next_v4_index", fmt.Sprint((i+1)%v4Count)); err != nil {
+			return netip.Addr{}, netip.Addr{}, err
+		}
+		return a, v6For(s.ula, a), nil
+	}
+	return netip.Addr{}, netip.Addr{}, fmt.Errorf("%w: all %d addresses of %v are in use", ErrInvalid, v4Count, cgnatPrefix)
+}
+
+func marshalOpt(v any) (string, error) {
+	switch v := v.(type) {
+	case *wire.Hostinfo:
+		if v == nil {
+			return "", nil
+		}
+	case []netip.AddrPort:
+		if len(v) == 0 {
+			return "", nil
+		}
+	}
+	b, err := json.Marshal(v)
+	return string(b), err
+}
+
+// updateNode loads node id, lets fn write its changes in the same
+// transaction, and returns the node as stored afterwards.
+func (s *sqlStore) updateNode(ctx context.Context, op string, id wire.NodeID, fn func(tx *sql.Tx, n *Node) error) (Node, error) {
+	var n Node
+	err := s.write(ctx, func(tx *sql.Tx) error {
+		cur, err := getNode(ctx, tx, id)
+		if err != nil {
+			return err
+		}
+		if err := fn(tx, &cur); err != nil {
+			return err
+		}
+		n, err = getNode(ctx, tx, id)
+		return err
+	})
+	if err != nil {
+		return Node{}, fmt.Errorf("store: %s: %w", op, err)
+	}
+	return n, nil
+}
+
+func (s *sqlStore) RotateNodeKey(ctx context.Context, id wire.NodeID, nk key.NodePublic) (Node, error) {
+	if nk.IsZero() {
+		return Node{}, fmt.Errorf("store: RotateNodeKey: %w: zero node key", ErrInvalid)
+	}
+	return s.updateNode(ctx, "RotateNodeKey", id, func(tx *sql.Tx, n *Node) error {
+		var other wire.NodeID
+		err := tx.QueryRowContext(ctx, `SELECT id FROM nodes WHERE node_key = ? AND id <> ?`, nk.String(), id).Scan(&other)
+		if err == nil {
+			return fmt.Errorf("%w: node key %s belongs to node %d", ErrExists, nk.ShortString(), other)
+		} else if !errors.Is(err, sql.ErrNoRows) {
+			return err
+		}
+		_, err = tx.ExecContext(ctx, `UPDATE nodes SET node_key = ? WHERE id = ?`, nk.String(), id)
+		return err
+	})
+}
+
+func (s *sqlStore) UpdateNodeRuntime(ctx context.Context, id wire.NodeID, fn func(*NodeRuntime)) (Node, error) {
+	return s.updateNode(ctx, "UpdateNodeRuntime", id, func(tx *sql.Tx, n *Node) error {
+		rt := n.NodeRuntime
+		rt.Endpoints = append([]netip.AddrPort(nil), rt.Endpoints...)
+		fn(&rt)
+		eps, err := marshalOpt(rt.Endpoints)
+		if err != nil {
+			return err
+		}
+		hi, err := marshalOpt(rt.Hostinfo)
+		if err != nil {
+			return err
+		}
+		osName := n.OS
+		if rt.Hostinfo != nil && rt.Hostinfo.OS != "" {
+			osName = rt.Hostinfo.OS
+		}
+		_, err = tx.ExecContext(ctx, `UPDATE nodes SET disco_key = ?, endpoints = ?, home_region = ?, hostinfo = ?,
+			last_seen = ?, os = ? WHERE id = ?`,
+			rt.DiscoKey.String(), eps, rt.HomeRegion, hi, toDB(rt.LastSeen), osName, id)
+		return err
+	})
+}
+
+func (s *sqlStore) RenameNode(ctx context.Context, id wire.NodeID, name string) (Node, error) {
+	if err := ValidateNodeName(name); err != nil {
+		return Node{}, fmt.Errorf("store: RenameNode: %w", err)
+	}
+	return s.updateNode(ctx, "RenameNode", id, func(tx *sql.Tx, n *Node) error {
+		var other wire.NodeID
+		err := tx.QueryRowContext(ctx, `SELECT id FROM nodes WHERE name = ? AND id <> ?`, name, id).Scan(&other)
+		if err == nil {
+			return fmt.Errorf("%w: node %d is already called %q", ErrExists, other, name)
+		} else if !errors.Is(err, sql.ErrNoRows) {
+			return err
+		}
+		_, err = tx.ExecContext(ctx, `UPDATE nodes SET name = ? WHERE id = ?`, name, id)
+		return err
+	})
+}
+
+func (s *sqlStore) ExpireNode(ctx context.Context, id wire.NodeID) (Node, error) {
+	now := toDB(s.now())
+	return s.updateNode(ctx, "ExpireNode", id, func(tx *sql.Tx, n *Node) error {
+		if !n.KeyExpiry.IsZero() && toDB(n.KeyExpiry) <= now {
+			return nil // already expired; keep the earlier time
+		}
+		_, err := tx.ExecContext(ctx, `UPDATE nodes SET key_expiry = ? WHERE id = ?`, now, id)
+		return err
+	})
+}
+
+func (s *sqlStore) DeleteNode(ctx context.Context, id wire.NodeID) error {
+	err := s.write(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `DELETE FROM nodes WHERE id = ?`, id)
+		if err != nil {
+			return err
+		}
+		if n, err := res.RowsAffected(); err != nil {
+			return err
+		} else if n == 0 {
+			return fmt.Errorf("%w: no node with ID %d", ErrNotFound, id)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("store: DeleteNode: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,151 @@
+package store
+
+import (
+	"cmp"
+	"context"
+	"database/sql"
+	"fmt"
+	"net/netip"
+	"slices"
+
+	"weft/internal/wire"
+)
+
+// ValidatePrefix checks a route prefix: valid and canonical (no host bits
+// set), so that "10.0.0.1/24" is caught rather than silently widened.
+func ValidatePrefix(p netip.Prefix) error {
+	if !p.IsValid() {
+		return fmt.Errorf("%w: invalid prefix", ErrInvalid)
+	}
+	if p.Addr().Zone() != "" || p.Addr().Is4In6() {
+		return fmt.Errorf("%w: prefix %v: use a plain IPv4 or IPv6 prefix", ErrInvalid, p)
+	}
+	if m := p.Masked(); m != p {
+		return fmt.Errorf("%w: prefix %v has host bits set; did you mean %v?", ErrInvalid, p, m)
+	}
+	return nil
+}
+
+// loadRoutes returns the routes of node id, or of all nodes when id is 0,
+// ordered by node ID and prefix.
+func loadRoutes(ctx context.Context, tx *sql.Tx, id wire.NodeID) ([]Route, error) {
+	q := `SELECT r.node_id, n.name, r.prefix, r.advertised, r.approved FROM routes r JOIN nodes n ON n.id = r.node_id`
+	var args []any
+	if id != 0 {
+		q += ` WHERE r.node_id = ?`
+		args = append(args, id)
+	}
+	rows, err := tx.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []Route
+	for rows.Next() {
+		var r Route
+		var p string
+		if err := rows.Scan(&r.NodeID, &r.NodeName, &p, &r.Advertised, &r.Approved); err != nil {
+			return nil, err
+		}
+		if r.Prefix, err = netip.ParsePrefix(p); err != nil {
+			return nil, fmt.Errorf("node %d: corrupt route %q: %w", r.NodeID, p, err)
+		}
+		out = append(out, r)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	slices.SortFunc(out, func(a, b Route) int {
+		if c := cmp.Compare(a.NodeID, b.NodeID); c != 0 {
+			return c
+		}
+		return comparePrefix(a.Prefix, b.Prefix)
+	})
+	return out, nil
+}
+
+// comparePrefix orders IPv4 before IPv6, then by address, then shorter
+// prefixes first.
+func comparePrefix(a, b netip.Prefix) int {
+	if c := a.Addr().Compare(b.Addr()); c != 0 {
+		return c
+	}
+	return a.Bits() - b.Bits()
+}
+
+// setRoutes fills the node's route lists from its rows.
+func (n *Node) setRoutes(rs []Route) {
+	n.AdvertisedRoutes, n.ApprovedRoutes = nil, nil
+	for _, r := range rs {
+		if r.Advertised {
+			n.AdvertisedRoutes = append(n.AdvertisedRoutes, r.Prefix)
+		}
+		if r.Approved {
+			n.ApprovedRoutes = append(n.ApprovedRoutes, r.Prefix)
+		}
+	}
+}
+
+func (s *sqlStore) SetAdvertisedRoutes(ctx context.Context, id wire.NodeID, prefixes []netip.Prefix) (Node, error) {
+	for _, p := range prefixes {
+		if err := ValidatePrefix(p); err != nil {
+			return Node{}, fmt.Errorf("store: SetAdvertisedRoutes: %w", err)
+		}
+	}
+	return s.updateNode(ctx, "SetAdvertisedRoutes", id, func(tx *sql.Tx, n *Node) error {
+		if _, err := tx.ExecContext(ctx, `UPDATE routes SET advertised = FALSE WHERE node_id = ?`, id); err != nil {
+			return err
+		}
+		for _, p := range prefixes {
+			if _, err := tx.ExecContext(ctx, `INSERT INTO routes (node_id, prefix, advertised, approved)
+				VALUES (?, ?, TRUE, FALSE) ON CONFLICT (node_id, prefix) DO UPDATE SET advertised = TRUE`,
+				id, p.String()); err != nil {
+				return err
+			}
+		}
+		_, err := tx.ExecContext(ctx, `DELETE FROM routes WHERE node_id = ? AND NOT advertised AND NOT approved`, id)
+		return err
+	})
+}
+
+func (s *sqlStore) ApproveRoute(ctx context.Context, id wire.NodeID, p netip.Prefix) (Node, error) {
+	if err := ValidatePrefix(p); err != nil {
+		return Node{}, fmt.Errorf("store: ApproveRoute: %w", err)
+	}
+	return s.updateNode(ctx, "ApproveRoute", id, func(tx *sql.Tx, n *Node) error {
+		if !slices.Contains(n.AdvertisedRoutes, p) {
+			return fmt.Errorf("%w: node %q does not advertise %v", ErrNotFound, n.Name, p)
+		}
+		_, err := tx.ExecContext(ctx, `UPDATE routes SET approved = TRUE WHERE node_id = ? AND prefix = ?`, id, p.String())
+		return err
+	})
+}
+
+func (s *sqlStore) RejectRoute(ctx context.Context, id wire.NodeID, p netip.Prefix) (Node, error) {
+	if err := ValidatePrefix(p); err != nil {
+		return Node{}, fmt.Errorf("store: RejectRoute: %w", err)
+	}
+	return s.updateNode(ctx, "RejectRoute", id, func(tx *sql.Tx, n *Node) error {
+		if !slices.Contains(n.AdvertisedRoutes, p) && !slices.Contains(n.ApprovedRoutes, p) {
+			return fmt.Errorf("%w: node %q neither advertises nor has approved %v", ErrNotFound, n.Name, p)
+		}
+		if _, err := tx.ExecContext(ctx, `UPDATE routes SET approved = FALSE WHERE node_id = ? AND prefix = ?`, id, p.String()); err != nil {
+			return err
+		}
+		_, err := tx.ExecContext(ctx, `DELETE FROM routes WHERE node_id = ? AND NOT advertised AND NOT approved`, id)
+		return err
+	})
+}
+
+func (s *sqlStore) ListRoutes(ctx context.Context) ([]Route, error) {
+	var rs []Route
+	err := s.read(ctx, func(tx *sql.Tx) error {
+		var err error
+		rs, err = loadRoutes(ctx, tx, 0)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("store: ListRoutes: %w", err)
+	}
+	return rs, nil
+}
