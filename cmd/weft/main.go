@@ -91,6 +91,8 @@ func newRootCmd(g *globals) *cobra.Command {
 	root.AddCommand(
 		newVersionCmd(g),
 		newLabCmd(g),
+		newNetcheckCmd(g),
+		newSTUNCmd(g),
 	)
 	return root
 }
