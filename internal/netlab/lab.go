@@ -244,12 +244,14 @@ func removeNamespaces(names []string) error {
 
 // Remove stops the processes and deletes the namespaces of a lab that is
 // no longer wanted: the one recorded in dir's state file (if any) and
-// every namespace whose name starts with prefix. Up calls it first, so a
-// crashed run leaves nothing behind for long.
+// every namespace whose name starts with prefix. Either may be empty. Up
+// calls it first, so a crashed run leaves nothing behind for long.
 func Remove(dir, prefix string) error {
 	var names []string
 	var errs []error
-	if st, err := readState(dir); err == nil {
+	if dir == "" {
+		// Only the prefix is known.
+	} else if st, err := readState(dir); err == nil {
 		names = append(names, st.Namespaces...)
 		var pids []int
 		for _, p := range st.Processes {

@@ -1,0 +1,52 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"strings"
+	"testing"
+)
+
+// TestLabUsageErrors checks that mistakes in `weft lab` flags are caught
+// before anything is built (so they need no root) and exit 2 with a
+// message naming the mistake.
+func TestLabUsageErrors(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		args    []string
+		wantErr string
+	}{
+		{"unknown topology", []string{"lab", "up", "moon"}, `unknown topology "moon" (known: seed)`},
+		{"no topology", []string{"lab", "up"}, "accepts 1 arg"},
+		{"unknown site", []string{"lab", "up", "seed", "--nat", "r-seoul=easy"}, `unknown site "r-seoul"`},
+		{"unknown NAT kind", []string{"lab", "up", "seed", "--nat", "r-busan=cone"}, `unknown NAT kind "cone"`},
+		{"negative delay", []string{"lab", "up", "seed", "--delay", "r-busan=-5"}, "delay -5ms for r-busan out of range"},
+		{"delay not a number", []string{"lab", "up", "seed", "--delay", "r-busan=soon"}, "whole milliseconds"},
+		{"missing value", []string{"lab", "up", "seed", "--rate", "r-busan"}, "want SITE=VALUE"},
+		{"negative rate", []string{"lab", "up", "seed", "--rate", "busan=-1"}, "rate -1"},
+		{"two mistakes", []string{"lab", "up", "seed", "--nat", "x=easy", "--delay", "r-busan=-1"}, `unknown site "x"`},
+		{"bad lab name", []string{"lab", "--name", "My-Lab", "status"}, `lab name "My-Lab"`},
+		{"exec without command", []string{"lab", "exec", "mac"}, "requires at least 2 arg"},
+		{"ping count", []string{"lab", "ping", "busan", "ctrl", "-c", "0"}, "-c 0"},
+		{"unknown lab flag", []string{"lab", "up", "seed", "--jitter", "5"}, "unknown flag: --jitter"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var out, errb bytes.Buffer
+			code := run(context.Background(), tc.args, &out, &errb)
+			if code != 2 {
+				t.Fatalf("exit %d, want 2; stderr: %s", code, errb.String())
+			}
+			if !strings.Contains(errb.String(), tc.wantErr) {
+				t.Errorf("stderr %q lacks %q", errb.String(), tc.wantErr)
+			}
+		})
+	}
+}
+
+func TestLabNotUp(t *testing.T) {
+	var out, errb bytes.Buffer
+	code := run(context.Background(), []string{"lab", "--name", "nosuchlab0", "status"}, &out, &errb)
+	if code != 1 || !strings.Contains(errb.String(), `lab "nosuchlab0" is not up`) {
+		t.Errorf("exit %d, stderr %q; want 1 and a hint that the lab is not up", code, errb.String())
+	}
+}

@@ -1,0 +1,94 @@
+package netlab_test
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"syscall"
+	"testing"
+	"time"
+
+	"weft/internal/netlab"
+	"weft/internal/netlab/delayline"
+)
+
+// TestMain lets the test binary double as the lab's helper (delay line,
+// whoami), so these tests do not depend on cmd/weft building.
+func TestMain(m *testing.M) {
+	if len(os.Args) > 1 && os.Args[1] == "netlab-helper" {
+		os.Exit(runHelper(os.Args[2:]))
+	}
+	os.Exit(m.Run())
+}
+
+func runHelper(args []string) int {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	defer stop()
+	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
+	if len(args) == 0 {
+		return 2
+	}
+	fs := flag.NewFlagSet(args[0], flag.ContinueOnError)
+	fdA := fs.Int("fd-a", 0, "")
+	fdB := fs.Int("fd-b", 0, "")
+	fd := fs.Int("fd", 0, "")
+	delay := fs.Duration("delay", 0, "")
+	if err := fs.Parse(args[1:]); err != nil {
+		return 2
+	}
+	var err error
+	switch args[0] {
+	case "wire":
+		var a, b *os.File
+		if a, err = delayline.FromFD(*fdA, "a"); err == nil {
+			if b, err = delayline.FromFD(*fdB, "b"); err == nil {
+				err = delayline.Run(ctx, delayline.Config{A: a, B: b, Delay: *delay, Logger: log})
+			}
+		}
+	case "whoami":
+		var ln net.Listener
+		if ln, err = net.FileListener(os.NewFile(uintptr(*fd), "whoami")); err == nil {
+			err = netlab.ServeWhoami(ctx, ln)
+		}
+	default:
+		err = fmt.Errorf("unknown helper %q", args[0])
+	}
+	if err != nil {
+		log.Error("helper failed", "err", err)
+		return 1
+	}
+	return 0
+}
+
+// upLab brings topo up under a fresh prefix and removes it at cleanup.
+func upLab(t *testing.T, topo netlab.Topology) *netlab.Lab {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("lab tests need root (network namespaces); run as root")
+	}
+	var b [3]byte
+	rand.Read(b[:])
+	cfg := netlab.Config{
+		Prefix: fmt.Sprintf("wlt%d-%s-", os.Getpid(), hex.EncodeToString(b[:])),
+		Dir:    t.TempDir(),
+		Helper: []string{os.Args[0], "netlab-helper"},
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	l, err := netlab.Up(ctx, cfg, topo)
+	if err != nil {
+		t.Fatalf("Up: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := l.Down(context.Background()); err != nil {
+			t.Errorf("Down: %v", err)
+		}
+	})
+	return l
+}

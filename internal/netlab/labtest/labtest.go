@@ -1,0 +1,158 @@
+// Package labtest brings netlab labs up inside tests: a fresh namespace
+// prefix per lab, cleanup through t.Cleanup, a clear skip without root,
+// and the weft binary the lab's helpers (and tests' own daemons) run.
+package labtest
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"weft/internal/netlab"
+)
+
+// testPrefix starts the namespaces of every lab a test brings up; the PID
+// after it says which test process owns them, so a later run can tell
+// stale ones from live ones.
+const testPrefix = "wlt"
+
+// SkipUnlessRoot skips the test when it cannot create namespaces.
+func SkipUnlessRoot(t testing.TB) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("lab tests need root (network namespaces); run as root, e.g. sudo make test")
+	}
+}
+
+// Seed brings up the seed topology, changed by mods (e.g.
+// func(t *netlab.Topology) { t.SetNAT("r-busan", netlab.NATHard) }), and
+// takes it down at the end of the test.
+func Seed(t testing.TB, mods ...func(*netlab.Topology)) *netlab.Lab {
+	t.Helper()
+	topo := netlab.SeedTopology()
+	for _, m := range mods {
+		m(&topo)
+	}
+	return Up(t, topo)
+}
+
+// Up brings up topo under a fresh namespace prefix and takes it down at
+// the end of the test. Stale namespaces of test processes that have died
+// are removed first.
+func Up(t testing.TB, topo netlab.Topology) *netlab.Lab {
+	t.Helper()
+	SkipUnlessRoot(t)
+	if err := topo.Validate(); err != nil {
+		t.Fatalf("labtest: %v", err)
+	}
+	bin := WeftBinary(t)
+	removeStale(t)
+	var b [3]byte
+	rand.Read(b[:])
+	cfg := netlab.Config{
+		Prefix: fmt.Sprintf("%s%d-%s-", testPrefix, os.Getpid(), hex.EncodeToString(b[:])),
+		Dir:    t.TempDir(),
+		Helper: []string{bin, "lab"},
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	l, err := netlab.Up(ctx, cfg, topo)
+	if err != nil {
+		t.Fatalf("labtest: %v", err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			for _, p := range l.Processes() {
+				t.Logf("labtest: %s on %s (pid %d) logged:\n%s", p.Name, p.Node, p.PID, p.Logs())
+			}
+		}
+		if err := l.Down(context.Background()); err != nil {
+			t.Errorf("labtest: %v", err)
+		}
+	})
+	return l
+}
+
+var staleName = regexp.MustCompile(`^` + testPrefix + `(\d+)-`)
+
+// removeStale removes lab namespaces whose owning test process is gone.
+func removeStale(t testing.TB) {
+	names, err := netlab.ListNamespaces(testPrefix)
+	if err != nil {
+		t.Logf("labtest: %v", err)
+		return
+	}
+	done := map[int]bool{}
+	for _, n := range names {
+		m := staleName.FindStringSubmatch(n)
+		if m == nil {
+			continue
+		}
+		pid, _ := strconv.Atoi(m[1])
+		if done[pid] || pid == os.Getpid() || syscall.Kill(pid, 0) != syscall.ESRCH {
+			continue
+		}
+		done[pid] = true
+		if err := netlab.Remove("", fmt.Sprintf("%s%d-", testPrefix, pid)); err != nil {
+			t.Logf("labtest: removing stale lab namespaces of pid %d: %v", pid, err)
+		}
+	}
+}
+
+// weftBuild is the one build of cmd/weft per test binary.
+var weftBuild struct {
+	once sync.Once
+	path string
+	err  error
+}
+
+// WeftBinary returns the path of a weft binary: $WEFT_BINARY if set,
+// otherwise ./cmd/weft of this module built once per test binary into a
+// temporary directory.
+func WeftBinary(t testing.TB) string {
+	t.Helper()
+	weftBuild.once.Do(func() {
+		if p := os.Getenv("WEFT_BINARY"); p != "" {
+			weftBuild.path = p
+			return
+		}
+		weftBuild.path, weftBuild.err = build()
+	})
+	if weftBuild.err != nil {
+		t.Fatalf("labtest: %v", weftBuild.err)
+	}
+	return weftBuild.path
+}
+
+func build() (string, error) {
+	out, err := exec.Command("go", "env", "GOMOD").Output()
+	if err != nil {
+		return "", fmt.Errorf("find the module: %w", err)
+	}
+	root := filepath.Dir(strings.TrimSpace(string(out)))
+	if root == "." || root == "" {
+		return "", fmt.Errorf("find the module: not inside one")
+	}
+	dir, err := os.MkdirTemp("", "weft-labtest-")
+	if err != nil {
+		return "", err
+	}
+	bin := filepath.Join(dir, "weft")
+	cmd := exec.Command("go", "build", "-o", bin, "./cmd/weft")
+	cmd.Dir = root
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("build weft: %w\n%s", err, out)
+	}
+	return bin, nil
+}
