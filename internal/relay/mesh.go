@@ -62,9 +62,14 @@ func (l *meshLink) enqueue(src, dst key.NodePublic, data []byte) bool {
 // run keeps the link until ctx ends: one goroutine writes queued packets,
 // this one applies presence updates.
 func (l *meshLink) run(ctx context.Context) {
-	defer l.s.clearRoutes(l)
-	defer l.client.Close()
+	ctx, cancel := context.WithCancel(ctx)
 	writerDone := make(chan struct{})
+	defer func() {
+		cancel()
+		<-writerDone
+		l.client.Close()
+		l.s.clearRoutes(l)
+	}()
 	go func() {
 		defer close(writerDone)
 		for {
@@ -78,7 +83,6 @@ func (l *meshLink) run(ctx context.Context) {
 			}
 		}
 	}()
-	defer func() { <-writerDone }()
 	l.client.start()
 	for {
 		m, err := l.client.Recv(ctx)

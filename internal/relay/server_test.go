@@ -60,14 +60,17 @@ type testRelay struct {
 	url string
 }
 
-// startRelay starts a relay on loopback. opts may refer to the relay's own
-// URL through the url argument of build, which mesh tests need before the
-// server exists.
-func startRelay(t testing.TB, build func(url string) ServerOptions) *testRelay {
-	t.Helper()
+// reserveRelay takes a loopback listener for a relay not yet started, so
+// that relays of a mesh can know each other's URLs up front.
+func reserveRelay() (*httptest.Server, string) {
 	hs := httptest.NewUnstartedServer(nil)
-	url := "http://" + hs.Listener.Addr().String()
-	srv, err := NewServer(build(url))
+	return hs, "http://" + hs.Listener.Addr().String()
+}
+
+// serveRelay starts a relay with opts on a reserved listener.
+func serveRelay(t testing.TB, hs *httptest.Server, opts ServerOptions) *testRelay {
+	t.Helper()
+	srv, err := NewServer(opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -80,11 +83,17 @@ func startRelay(t testing.TB, build func(url string) ServerOptions) *testRelay {
 		srv.Close()
 		hs.Close()
 	})
-	return &testRelay{srv: srv, hs: hs, url: url}
+	return &testRelay{srv: srv, hs: hs, url: hs.URL}
+}
+
+// startRelay starts a relay with opts on loopback.
+func startRelay(t testing.TB, opts ServerOptions) *testRelay {
+	hs, _ := reserveRelay()
+	return serveRelay(t, hs, opts)
 }
 
 func startSimpleRelay(t testing.TB, auth Authorizer) *testRelay {
-	return startRelay(t, func(string) ServerOptions { return ServerOptions{Authorizer: auth} })
+	return startRelay(t, ServerOptions{Authorizer: auth})
 }
 
 func connect(t testing.TB, url string, priv key.NodePrivate) *Client {
@@ -140,9 +149,7 @@ func eventually(t testing.TB, what string, cond func() bool) {
 func TestForwardBothWays(t *testing.T) {
 	a, b := key.NewNode(), key.NewNode()
 	reg := prometheus.NewRegistry()
-	r := startRelay(t, func(string) ServerOptions {
-		return ServerOptions{Authorizer: allow(a, b), Registerer: reg}
-	})
+	r := startRelay(t, ServerOptions{Authorizer: allow(a, b), Registerer: reg})
 	ca, cb := connect(t, r.url, a), connect(t, r.url, b)
 
 	tests := []struct {
@@ -293,9 +300,7 @@ func TestPeerGoneOnUnknownDestination(t *testing.T) {
 
 func TestSlowReceiverDoesNotBlockOthers(t *testing.T) {
 	a, b, slow := key.NewNode(), key.NewNode(), key.NewNode()
-	r := startRelay(t, func(string) ServerOptions {
-		return ServerOptions{Authorizer: allow(a, b, slow), QueueLen: 16, WriteTimeout: time.Minute}
-	})
+	r := startRelay(t, ServerOptions{Authorizer: allow(a, b, slow), QueueLen: 16, WriteTimeout: time.Minute})
 	ca, cb := connect(t, r.url, a), connect(t, r.url, b)
 	connect(t, r.url, slow) // never calls Recv
 
@@ -403,9 +408,7 @@ func TestPingAndSendBeforeConnect(t *testing.T) {
 
 func TestRateLimitedClientStillDelivers(t *testing.T) {
 	a, b := key.NewNode(), key.NewNode()
-	r := startRelay(t, func(string) ServerOptions {
-		return ServerOptions{Authorizer: allow(a, b), RateLimit: 100_000}
-	})
+	r := startRelay(t, ServerOptions{Authorizer: allow(a, b), RateLimit: 100_000})
 	ca, cb := connect(t, r.url, a), connect(t, r.url, b)
 	// Twice the burst: the limiter makes the relay read slower, it does
 	// not drop, so everything arrives in order.
