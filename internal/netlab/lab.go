@@ -186,7 +186,7 @@ func Open(dir string, log *slog.Logger) (*Lab, error) {
 		if p == nil {
 			continue
 		}
-		p.done = make(chan struct{})
+		p.lab = l
 		l.oldProcs = append(l.oldProcs, p)
 	}
 	return l, nil

@@ -274,3 +274,70 @@ func alive(pid int) bool {
 	i := strings.LastIndexByte(s, ')')
 	return i < 0 || i+2 >= len(s) || s[i+2] != 'Z'
 }
+
+// TestOpenDown takes a lab down the way `weft lab down` does: from its
+// state file alone, stopping its processes by their recorded PIDs.
+func TestOpenDown(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("lab tests need root (network namespaces); run as root")
+	}
+	cfg := netlab.Config{
+		Prefix: "wlt" + strconv.Itoa(os.Getpid()) + "-open-",
+		Dir:    t.TempDir(),
+		Helper: []string{os.Args[0], "netlab-helper"},
+	}
+	topo := netlab.SeedTopology()
+	topo.SetDelay("r-fukuoka", 1)
+	ctx := context.Background()
+	orig, err := netlab.Up(ctx, cfg, topo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { orig.Down(ctx) })
+	l, err := netlab.Open(cfg.Dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := len(l.Processes()), 2; got != want { // delay line, whoami
+		t.Fatalf("opened lab has %d processes; want %d", got, want)
+	}
+	if n := l.Node("mac"); n == nil || n.LANAddr != orig.Node("mac").LANAddr {
+		t.Fatalf("opened lab's mac = %+v", n)
+	}
+	out, err := l.Node("mac").Exec(ctx, "cat", "/proc/self/net/dev")
+	if err != nil || !strings.Contains(string(out), "eth0:") {
+		t.Fatalf("exec on opened lab: %v %s", err, out)
+	}
+	if err := l.Down(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range orig.Processes() {
+		if err := p.Wait(); err != nil && alive(p.PID) {
+			t.Errorf("%s still runs", p.Name)
+		}
+	}
+	if left, _ := netlab.ListNamespaces(cfg.Prefix); len(left) > 0 {
+		t.Errorf("namespaces left: %v", left)
+	}
+}
+
+// TestUpCancelled is Ctrl-C during `weft lab up`: Up stops and removes
+// what it built.
+func TestUpCancelled(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("lab tests need root (network namespaces); run as root")
+	}
+	cfg := netlab.Config{
+		Prefix: "wlt" + strconv.Itoa(os.Getpid()) + "-cancel-",
+		Dir:    t.TempDir(),
+		Helper: []string{os.Args[0], "netlab-helper"},
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := netlab.Up(ctx, cfg, netlab.SeedTopology()); err == nil {
+		t.Fatal("Up with a cancelled context succeeded")
+	}
+	if left, _ := netlab.ListNamespaces(cfg.Prefix); len(left) > 0 {
+		t.Errorf("namespaces left: %v", left)
+	}
+}

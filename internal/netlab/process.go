@@ -23,18 +23,30 @@ type Process struct {
 	PID  int    `json:"pid"`
 	Log  string `json:"log"`
 
-	done chan struct{} // closed by the waiter goroutine once the process is reaped
+	lab  *Lab
+	done chan struct{} // closed by the waiter goroutine once the process is reaped; nil if started by another run
 	err  error         // exit error; written before done is closed
 }
 
-// Wait blocks until the process exits and returns its exit error.
+// Wait blocks until the process exits and returns its exit error. For a
+// process recorded by another run (see Open) the exit status is unknown
+// and Wait returns nil once the PID is gone.
 func (p *Process) Wait() error {
+	if p.done == nil {
+		for alive(p.PID) {
+			time.Sleep(20 * time.Millisecond)
+		}
+		return nil
+	}
 	<-p.done
 	return p.err
 }
 
 // Exited reports whether the process has exited.
 func (p *Process) Exited() bool {
+	if p.done == nil {
+		return !alive(p.PID)
+	}
 	select {
 	case <-p.done:
 		return true
@@ -44,9 +56,17 @@ func (p *Process) Exited() bool {
 }
 
 // Kill stops the process: SIGTERM, then SIGKILL if it is still running
-// after a grace period. It returns once the process is reaped.
+// after a grace period. It returns once the process is reaped. A process
+// recorded by another run (see Open) is left alone if it has left the
+// lab's namespaces, since its PID may since belong to someone else.
 func (p *Process) Kill() error {
 	if p.Exited() {
+		return nil
+	}
+	if p.done == nil {
+		if p.lab != nil && pidInNS(p.PID, p.lab.namespaces()) {
+			stopPIDs([]int{p.PID}, stopGrace)
+		}
 		return nil
 	}
 	_ = syscall.Kill(p.PID, syscall.SIGTERM)
@@ -103,7 +123,7 @@ func (l *Lab) start(ctx context.Context, n *Node, name string, argv []string, ex
 	if err := n.Do(cmd.Start); err != nil {
 		return nil, fmt.Errorf("netlab: start %s on %s: %w", name, n.Name, err)
 	}
-	p := &Process{Name: name, Node: n.Name, PID: cmd.Process.Pid, Log: logPath, done: make(chan struct{})}
+	p := &Process{Name: name, Node: n.Name, PID: cmd.Process.Pid, Log: logPath, lab: l, done: make(chan struct{})}
 	go func() {
 		p.err = cmd.Wait()
 		close(p.done)
