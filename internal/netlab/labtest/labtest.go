@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -135,8 +136,17 @@ func WeftBinary(t testing.TB) string {
 	return weftBuild.path
 }
 
+// goTool finds the go command: on PATH, or beside the running toolchain.
+func goTool() string {
+	if p, err := exec.LookPath("go"); err == nil {
+		return p
+	}
+	return filepath.Join(runtime.GOROOT(), "bin", "go")
+}
+
 func build() (string, error) {
-	out, err := exec.Command("go", "env", "GOMOD").Output()
+	goCmd := goTool()
+	out, err := exec.Command(goCmd, "env", "GOMOD").Output()
 	if err != nil {
 		return "", fmt.Errorf("find the module: %w", err)
 	}
@@ -149,7 +159,7 @@ func build() (string, error) {
 		return "", err
 	}
 	bin := filepath.Join(dir, "weft")
-	cmd := exec.Command("go", "build", "-o", bin, "./cmd/weft")
+	cmd := exec.Command(goCmd, "build", "-o", bin, "./cmd/weft")
 	cmd.Dir = root
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return "", fmt.Errorf("build weft: %w\n%s", err, out)
