@@ -1,6 +1,8 @@
 package osnet
 
 import (
+	"context"
+	"io"
 	"net"
 	"slices"
 	"testing"
@@ -116,6 +118,13 @@ func TestExitNodeClientRouting(t *testing.T) {
 					t.Errorf("route to %s with mark %#x goes via %s, want %s", c.dst, c.mark, got, c.want)
 				}
 			}
+			// Sockets bound to a device (a DHCP client's) keep using it.
+			for _, dst := range []string{lan4, internet4} {
+				routes, err := h.RouteGetWithOptions(net.ParseIP(dst), &netlink.RouteGetOptions{Oif: "eth0"})
+				if err != nil || len(routes) == 0 || routes[0].LinkIndex != linkIndex(t, h, "eth0") {
+					t.Errorf("a socket bound to eth0 does not reach %s via eth0: %v %v", dst, routes, err)
+				}
+			}
 			if got := readSysctl(t, sysctlSrcValidMark); got != "1" {
 				t.Errorf("src_valid_mark = %s with an exit node, want 1", got)
 			}
@@ -198,4 +207,94 @@ func readSysctl(t *testing.T, name string) string {
 		t.Fatal(err)
 	}
 	return v
+}
+
+// TestWeftTrafficBypassesExitNode sends weft's own traffic (marked TCP and
+// UDP) to a host on the LAN while an exit node is in use without LAN
+// access, with strict reverse-path filtering: the packets must leave by
+// eth0, not the tunnel, and the replies must be accepted although the
+// unmarked route back to their source is the tunnel.
+func TestWeftTrafficBypassesExitNode(t *testing.T) {
+	l := newLab(t, 2)
+	l.veth(0, "eth0", 1, "eth0")
+	h0, h1 := l.handle(0), l.handle(1)
+	mustAddr(t, h0, "eth0", "192.168.60.2/24")
+	mustAddr(t, h1, "eth0", "192.168.60.1/24")
+	sys := sysctls{root: "/proc/sys"}
+	for _, name := range []string{"net/ipv4/conf/all/rp_filter", "net/ipv4/conf/eth0/rp_filter"} {
+		if err := sys.set(name, "1"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r := newRouter(t, Options{})
+	cfg := baseConfig()
+	cfg.ExitNode = true
+	if err := r.Apply(cfg); err != nil {
+		t.Fatal(err)
+	}
+
+	// Servers on the LAN host.
+	l.enter(1)
+	ln, err := net.Listen("tcp", "192.168.60.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Write([]byte("ok"))
+			c.Close()
+		}
+	}()
+	echo, err := net.ListenPacket("udp", "192.168.60.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer echo.Close()
+	go func() {
+		buf := make([]byte, 64)
+		for {
+			n, from, err := echo.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			echo.WriteTo(buf[:n], from)
+		}
+	}()
+	l.enter(0)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second) // a hang guard
+	defer cancel()
+	c, err := Dialer(r.Mark()).DialContext(ctx, "tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatalf("marked TCP dial: %v", err)
+	}
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	buf := make([]byte, 2)
+	if _, err := io.ReadFull(c, buf); err != nil || string(buf) != "ok" {
+		t.Errorf("marked TCP read = %q, %v", buf, err)
+	}
+	c.Close()
+
+	pc, err := ListenConfig(r.Mark()).ListenPacket(ctx, "udp", ":0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	got := false
+	for i := 0; i < 5 && !got; i++ { // the first datagram may wait on ARP
+		if _, err := pc.WriteTo([]byte("ping"), echo.LocalAddr()); err != nil {
+			t.Fatalf("marked UDP send: %v", err)
+		}
+		pc.SetReadDeadline(time.Now().Add(2 * time.Second))
+		n, _, err := pc.ReadFrom(buf[:cap(buf)])
+		got = err == nil && n > 0
+	}
+	if !got {
+		t.Error("no UDP reply to a marked socket")
+	}
 }

@@ -2,6 +2,7 @@ package osnet
 
 import (
 	"fmt"
+	"net"
 	"net/netip"
 	"slices"
 	"strings"
@@ -9,7 +10,9 @@ import (
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
+	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 )
 
 // nftDump describes every table, chain and rule in the current namespace,
@@ -381,5 +384,38 @@ func TestForwardingWarning(t *testing.T) {
 	}
 	if w := r.Warnings(); len(w) != 0 {
 		t.Errorf("warnings after down = %q, want none", w)
+	}
+}
+
+func TestRouterAdvertisementWarning(t *testing.T) {
+	l := newLab(t, 1)
+	h := l.handle(0)
+	setupHostLAN(t, h)
+	// Make eth0's IPv6 default route look learned from an advertisement.
+	eth0 := linkIndex(t, h, "eth0")
+	if err := h.RouteDel(&netlink.Route{LinkIndex: eth0, Gw: net.ParseIP("fd00:50::1")}); err != nil {
+		t.Fatal(err)
+	}
+	mustRoute(t, h, &netlink.Route{LinkIndex: eth0, Gw: net.ParseIP("fd00:50::1"), Protocol: unix.RTPROT_RA})
+	sys := sysctls{root: "/proc/sys"}
+	r := newRouter(t, Options{})
+	cfg := baseConfig()
+	cfg.AdvertiseExitNode = true
+	tests := []struct {
+		acceptRA string
+		warn     bool
+	}{{"1", true}, {"2", false}}
+	for _, tc := range tests {
+		if err := sys.set("net/ipv6/conf/eth0/accept_ra", tc.acceptRA); err != nil {
+			t.Fatal(err)
+		}
+		if err := r.Apply(cfg); err != nil {
+			t.Fatal(err)
+		}
+		w := r.Warnings()
+		got := len(w) == 1 && strings.Contains(w[0], "net.ipv6.conf.eth0.accept_ra=2")
+		if got != tc.warn || len(w) > 1 {
+			t.Errorf("accept_ra=%s: warnings = %q, want a warning: %v", tc.acceptRA, w, tc.warn)
+		}
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"os"
 	"runtime"
 	"slices"
 	"sync"
@@ -179,6 +180,7 @@ type Router struct {
 	dev  tun.Device      // owned by the caller after New
 	link int             // the TUN's interface index
 	sys  sysctls
+	ipv6 bool // whether the namespace has IPv6 at all; set by New
 
 	mu       sync.Mutex // guards the fields below
 	closed   bool
@@ -216,7 +218,12 @@ func New(opts Options) (*Router, error) {
 		return fail(fmt.Errorf("osnet: nftables: %w", err))
 	}
 	if err := r.inNS(func() error {
+		_, err := os.Stat("/proc/sys/net/ipv6")
+		r.ipv6 = err == nil
 		d, err := tun.CreateTUN(opts.TUNName, opts.MTU)
+		if errors.Is(err, unix.EBUSY) {
+			return fmt.Errorf("osnet: create TUN %s: %w (is another weft daemon running? choose another name with --tun)", opts.TUNName, err)
+		}
 		if err != nil {
 			return fmt.Errorf("osnet: create TUN %s (needs root or CAP_NET_ADMIN and /dev/net/tun): %w", opts.TUNName, err)
 		}
@@ -295,20 +302,24 @@ func (r *Router) Apply(cfg Config) error {
 	}
 	var errs, warns []error
 
-	if err := syncAddrs(r.h, link, cfg.Addresses); err != nil {
+	if err := syncAddrs(r.h, link, r.families(cfg.Addresses)); err != nil {
 		errs = append(errs, err)
 	}
 	mainRoutes := slices.Concat(cfg.TailnetRoutes, cfg.SubnetRoutes)
-	if err := syncLinkRoutes(r.h, link, tableMain, normPrefixes(mainRoutes, true)); err != nil {
+	conflicts, err := syncLinkRoutes(r.h, link, tableMain, r.families(normPrefixes(mainRoutes, true)))
+	if err != nil {
 		errs = append(errs, err)
+	}
+	for _, p := range conflicts {
+		warns = append(warns, fmt.Errorf("route %s from the tailnet is not used because this host already has a route for it (the local network wins); ask the route's owner to advertise a different range", p))
 	}
 
 	// Exit-node client. Routes go in before the rules that lead to them and
 	// come out after, so no packet is sent to an empty table.
 	if cfg.ExitNode {
-		if err := syncLinkRoutes(r.h, link, r.pol.table, []netip.Prefix{
+		if _, err := syncLinkRoutes(r.h, link, r.pol.table, r.families([]netip.Prefix{
 			netip.PrefixFrom(netip.IPv4Unspecified(), 0), netip.PrefixFrom(netip.IPv6Unspecified(), 0),
-		}); err != nil {
+		})); err != nil {
 			errs = append(errs, err)
 		}
 		if err := r.syncAllRules(true, cfg.ExitNodeAllowLAN); err != nil {
@@ -331,9 +342,16 @@ func (r *Router) Apply(cfg Config) error {
 
 	// Exit-node server and subnet router.
 	if cfg.forwards() {
-		if err := r.inNS(func() error { return r.saved.turnOn(r.sys, sysctlIPv4Forward, sysctlIPv6Forward) }); err != nil {
+		names := []string{sysctlIPv4Forward}
+		if r.ipv6 {
+			names = append(names, sysctlIPv6Forward)
+		}
+		if err := r.inNS(func() error { return r.saved.turnOn(r.sys, names...) }); err != nil {
 			warns = append(warns, fmt.Errorf("IP forwarding is off and weft could not turn it on, so this node cannot act as exit node or subnet router (set net.ipv4.ip_forward=1 and net.ipv6.conf.all.forwarding=1): %w", err))
 		}
+	}
+	if cfg.forwards() && r.ipv6 {
+		warns = append(warns, r.routerAdvertisementProblems()...)
 	}
 	spec := natSpec{MarkReplies: cfg.ExitNode, Mark: r.pol.mark, MarkMask: r.pol.mask}
 	if cfg.forwards() {
@@ -364,11 +382,54 @@ func (r *Router) Apply(cfg Config) error {
 	return errors.Join(errs...)
 }
 
+// routerAdvertisementProblems finds interfaces whose IPv6 default route
+// came from a router advertisement but which, with forwarding on, now
+// ignore advertisements (accept_ra=1): that route would expire and the
+// host lose IPv6. weft does not change accept_ra itself; it says so.
+func (r *Router) routerAdvertisementProblems() []error {
+	routes, err := r.h.RouteListFiltered(unix.AF_INET6, &netlink.Route{Table: tableMain, Protocol: unix.RTPROT_RA},
+		netlink.RT_FILTER_TABLE|netlink.RT_FILTER_PROTOCOL)
+	if err != nil {
+		return nil
+	}
+	var problems []error
+	seen := map[int]bool{}
+	for _, rt := range routes {
+		if p, ok := routeDst(rt); !ok || p.Bits() != 0 || seen[rt.LinkIndex] {
+			continue
+		}
+		seen[rt.LinkIndex] = true
+		link, err := r.h.LinkByIndex(rt.LinkIndex)
+		if err != nil {
+			continue
+		}
+		name := link.Attrs().Name
+		var v string
+		if err := r.inNS(func() (err error) { v, err = r.sys.get("net/ipv6/conf/" + name + "/accept_ra"); return err }); err != nil || v != "1" {
+			continue
+		}
+		problems = append(problems, fmt.Errorf("with IPv6 forwarding on, %s ignores router advertisements and its IPv6 default route will expire; set net.ipv6.conf.%s.accept_ra=2", name, name))
+	}
+	return problems
+}
+
+// families drops IPv6 prefixes when the host has IPv6 disabled, so a
+// tailnet with IPv6 addresses still works over IPv4 there.
+func (r *Router) families(ps []netip.Prefix) []netip.Prefix {
+	if r.ipv6 {
+		return ps
+	}
+	return slices.DeleteFunc(slices.Clone(ps), func(p netip.Prefix) bool { return p.Addr().Is6() })
+}
+
 // syncAllRules puts weft's policy rules in place for both families (on),
 // or removes them (off).
 func (r *Router) syncAllRules(on, allowLAN bool) error {
 	var errs []error
 	for _, fam := range []int{unix.AF_INET, unix.AF_INET6} {
+		if fam == unix.AF_INET6 && !r.ipv6 {
+			continue
+		}
 		var want []netlink.Rule
 		if on {
 			want = r.pol.wantRules(fam, allowLAN)

@@ -4,6 +4,7 @@ import (
 	"net"
 	"net/netip"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -270,5 +271,26 @@ func TestNormalizedDropsDefaultSubnetRoutes(t *testing.T) {
 	}
 	if want := []netip.Prefix{netip.MustParsePrefix("192.168.1.0/24")}; !slices.Equal(c.SubnetRoutes, want) {
 		t.Errorf("SubnetRoutes = %v, want %v", c.SubnetRoutes, want)
+	}
+}
+
+func TestSubnetRouteOverlappingLAN(t *testing.T) {
+	l := newLab(t, 1)
+	h := l.handle(0)
+	setupHostLAN(t, h) // 192.168.50.0/24 on eth0
+	r := newRouter(t, Options{})
+	cfg := withSubnets(baseConfig(), netip.MustParsePrefix("192.168.50.0/24"), netip.MustParsePrefix("10.7.0.0/16"))
+	if err := r.Apply(cfg); err != nil {
+		t.Fatalf("Apply: %v", err)
+	}
+	if got := routeDev(t, h, "192.168.50.9", 0); got != "eth0" {
+		t.Errorf("the local LAN routes via %s, want eth0", got)
+	}
+	if got := routeDev(t, h, "10.7.1.1", 0); got != DefaultTUNName {
+		t.Errorf("a subnet route routes via %s, want %s", got, DefaultTUNName)
+	}
+	w := r.Warnings()
+	if len(w) != 1 || !strings.Contains(w[0], "192.168.50.0/24") {
+		t.Errorf("warnings = %q, want one naming 192.168.50.0/24", w)
 	}
 }

@@ -55,13 +55,16 @@ func syncAddrs(h *netlink.Handle, link netlink.Link, want []netip.Prefix) error 
 
 // syncLinkRoutes makes the routes in table that point at link exactly
 // want (all as "dev link", scope link). Routes the kernel made itself
-// (IPv6 link-local and multicast) are left alone.
-func syncLinkRoutes(h *netlink.Handle, link netlink.Link, table int, want []netip.Prefix) error {
+// (IPv6 link-local and multicast) are left alone. A wanted route that
+// collides with another interface's route for the same prefix (a peer's
+// subnet route equal to the local LAN) is not installed: the host's own
+// route wins, and the prefix is returned in conflicts for a warning.
+func syncLinkRoutes(h *netlink.Handle, link netlink.Link, table int, want []netip.Prefix) (conflicts []netip.Prefix, _ error) {
 	have, err := h.RouteListFiltered(unix.AF_UNSPEC,
 		&netlink.Route{LinkIndex: link.Attrs().Index, Table: table},
 		netlink.RT_FILTER_OIF|netlink.RT_FILTER_TABLE)
 	if err != nil {
-		return fmt.Errorf("osnet: list routes of %s in table %d: %w", link.Attrs().Name, table, err)
+		return nil, fmt.Errorf("osnet: list routes of %s in table %d: %w", link.Attrs().Name, table, err)
 	}
 	haveSet := map[netip.Prefix]bool{}
 	var errs []error
@@ -91,11 +94,14 @@ func syncLinkRoutes(h *netlink.Handle, link netlink.Link, table int, want []neti
 			Table:     table,
 			Protocol:  unix.RTPROT_STATIC,
 		}
-		if err := h.RouteAdd(r); err != nil && !errors.Is(err, unix.EEXIST) {
+		switch err := h.RouteAdd(r); {
+		case errors.Is(err, unix.EEXIST):
+			conflicts = append(conflicts, p)
+		case err != nil:
 			errs = append(errs, fmt.Errorf("osnet: add route %s dev %s table %d: %w", p, link.Attrs().Name, table, err))
 		}
 	}
-	return errors.Join(errs...)
+	return conflicts, errors.Join(errs...)
 }
 
 // flushTable removes every route in table. Only weft's own table number is
