@@ -1,0 +1,118 @@
+package delayline
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// pair returns two connected message sockets standing in for a packet
+// socket (the end Run gets) and its interface (the end the test drives).
+func pair(t *testing.T, name string) (line, wire *os.File) {
+	t.Helper()
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	line = os.NewFile(uintptr(fds[0]), name+"-line")
+	wire = os.NewFile(uintptr(fds[1]), name+"-wire")
+	t.Cleanup(func() { wire.Close() })
+	return line, wire
+}
+
+func TestRunHoldsAndKeepsOrder(t *testing.T) {
+	const delay = 30 * time.Millisecond
+	a, aw := pair(t, "a")
+	b, bw := pair(t, "b")
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- Run(ctx, Config{A: a, B: b, Delay: delay}) }()
+
+	for _, dir := range []struct {
+		name     string
+		from, to *os.File
+	}{{"a to b", aw, bw}, {"b to a", bw, aw}} {
+		t.Run(dir.name, func(t *testing.T) {
+			const n = 50
+			sent := time.Now()
+			for i := range n {
+				if _, err := dir.from.Write([]byte(fmt.Sprintf("frame %d", i))); err != nil {
+					t.Fatal(err)
+				}
+			}
+			buf := make([]byte, 100)
+			dir.to.SetReadDeadline(time.Now().Add(5 * time.Second))
+			for i := range n {
+				m, err := dir.to.Read(buf)
+				if err != nil {
+					t.Fatalf("frame %d: %v", i, err)
+				}
+				if i == 0 {
+					if waited := time.Since(sent); waited < delay {
+						t.Errorf("first frame arrived after %v; want at least %v", waited, delay)
+					}
+				}
+				if got, want := string(buf[:m]), fmt.Sprintf("frame %d", i); got != want {
+					t.Fatalf("got %q; want %q (order lost)", got, want)
+				}
+			}
+		})
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Errorf("Run: %v", err)
+	}
+}
+
+func TestRunDropsBeyondQueue(t *testing.T) {
+	a, aw := pair(t, "a")
+	b, bw := pair(t, "b")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- Run(ctx, Config{A: a, B: b, Delay: 200 * time.Millisecond, Queue: 4}) }()
+	for i := range 20 {
+		if _, err := aw.Write([]byte{byte(i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	buf := make([]byte, 10)
+	got := 0
+	bw.SetReadDeadline(time.Now().Add(time.Second))
+	for {
+		if _, err := bw.Read(buf); err != nil {
+			break
+		}
+		got++
+	}
+	// The writer may hold one frame while the queue holds four more.
+	if got < 4 || got > 5 {
+		t.Errorf("%d of 20 frames crossed a 4-frame queue; want 4 or 5", got)
+	}
+	cancel()
+	<-done
+}
+
+func TestRunRejectsBadConfig(t *testing.T) {
+	a, _ := pair(t, "a")
+	b, _ := pair(t, "b")
+	defer a.Close()
+	defer b.Close()
+	for _, tc := range []struct {
+		name string
+		cfg  Config
+	}{
+		{"no sockets", Config{}},
+		{"negative delay", Config{A: a, B: b, Delay: -time.Second}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if err := Run(context.Background(), tc.cfg); err == nil {
+				t.Error("want an error")
+			}
+		})
+	}
+}
