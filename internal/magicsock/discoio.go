@@ -1,0 +1,131 @@
+package magicsock
+
+import (
+	"time"
+
+	"weft/internal/disco"
+)
+
+// handleDisco opens and acts on one disco packet from src.
+func (c *Conn) handleDisco(pkt []byte, src source) {
+	sender, err := disco.Sender(pkt)
+	if err != nil {
+		return
+	}
+	c.mu.Lock()
+	defer c.unlock()
+	p := c.byDisco[sender]
+	if p == nil || p.shared == nil {
+		return
+	}
+	if src.relay && src.nodeKey != p.key {
+		// The relay vouches for the node key; a disco key claimed by
+		// another node is a forgery or a stale map.
+		return
+	}
+	m, err := p.shared.Open(pkt)
+	if err != nil {
+		c.log.Debug("disco open failed", "peer", p.key.ShortString(), "src", src, "err", err)
+		return
+	}
+	now := time.Now()
+	switch m := m.(type) {
+	case *disco.Ping:
+		c.handlePingLocked(p, m, src, now)
+	case *disco.Pong:
+		c.handlePongLocked(p, m, src, now)
+	case *disco.CallMeMaybe:
+		c.handleCallMeMaybeLocked(p, m, now)
+	case *disco.PortGuess:
+		p.handleGuessLocked(c, m, src, now)
+	}
+}
+
+// replyLocked queues m back along the way src came.
+func (c *Conn) replyLocked(p *peer, m disco.Message, src source) {
+	pkt := c.sealLocked(p, m)
+	if pkt == nil {
+		return
+	}
+	if src.relay {
+		c.pending = append(c.pending, outPacket{pkt: pkt, relay: true, region: src.region, peer: p.key})
+		return
+	}
+	c.pending = append(c.pending, outPacket{pkt: pkt, dst: src.addr, sock: src.sock})
+}
+
+func (c *Conn) handlePingLocked(p *peer, m *disco.Ping, src source, now time.Time) {
+	if m.NodeKey != p.key {
+		return
+	}
+	c.replyLocked(p, &disco.Pong{TxID: m.TxID, Src: src.addr}, src)
+	if src.relay {
+		return
+	}
+	// A ping from a new address is how a NAT rebinding (or the far end
+	// of a hole punch) shows itself: learn the address and ping it back,
+	// since its ping proves only the way toward us.
+	// An untrusted candidate also moves to the socket the ping came in
+	// on: on a hard-NAT node that is the guessing socket that met.
+	moved := false
+	cd := p.cands[src.addr]
+	if cd == nil {
+		if !p.addCandidateLocked(src.addr, src.sock, "learned") {
+			return
+		}
+		c.rebuildAddrsLocked()
+		cd = p.cands[src.addr]
+		moved = true
+	} else if cd.sock != src.sock && !p.trusted(c, cd, now) {
+		cd.sock = src.sock
+		moved = true
+	}
+	if !p.trusted(c, cd, now) && (moved || now.Sub(cd.lastPing) >= c.timers.Tick) {
+		p.pingLocked(c, cd, now)
+	}
+}
+
+func (c *Conn) handlePongLocked(p *peer, m *disco.Pong, src source, now time.Time) {
+	sp := p.pings[m.TxID]
+	if sp == nil {
+		return
+	}
+	if sp.relay != src.relay || (!src.relay && (sp.to != src.addr || sp.sock != src.sock)) {
+		// A pong must come back the way its ping went.
+		return
+	}
+	delete(p.pings, m.TxID)
+	rtt := now.Sub(sp.at)
+	if !src.relay {
+		p.noteDirectPongLocked(c, sp, now)
+	}
+	if sp.waiter != nil {
+		res := PingResult{RTT: rtt, Path: PathInfo{Kind: PathRelay, RelayRegion: sp.region}}
+		if !src.relay {
+			res.Path = PathInfo{Kind: PathDirect, Endpoint: sp.to}
+		}
+		select {
+		case sp.waiter <- res:
+		default:
+		}
+	}
+}
+
+func (c *Conn) handleCallMeMaybeLocked(p *peer, m *disco.CallMeMaybe, now time.Time) {
+	added := false
+	for _, ep := range m.Endpoints {
+		if p.addCandidateLocked(ep, nil, "call-me-maybe") {
+			added = true
+		}
+	}
+	if added {
+		c.rebuildAddrsLocked()
+	}
+	// The peer is pinging us right now; ping back at once so our pings
+	// cross in the NATs (simultaneous open).
+	for _, cd := range p.cands {
+		if cd.sock == nil && !p.trusted(c, cd, now) {
+			p.pingLocked(c, cd, now)
+		}
+	}
+}

@@ -1,0 +1,55 @@
+package magicsock
+
+import (
+	"net/netip"
+	"slices"
+)
+
+// LocalEndpoints returns the addresses peers may reach our main socket at:
+// each interface address with our port, then the public endpoints STUN saw.
+func (c *Conn) LocalEndpoints() []netip.AddrPort {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return slices.Clone(c.endpoints)
+}
+
+// SetNetReport gives the Conn what netcheck found: our public endpoints
+// (published as endpoints) and whether our NAT is hard (which decides our
+// side in port guessing).
+func (c *Conn) SetNetReport(r NetReport) {
+	c.mu.Lock()
+	c.report = r
+	c.updateEndpointsLocked()
+	c.unlock()
+}
+
+// updateEndpointsLocked recomputes our endpoints and, if they changed,
+// queues the OnEndpoints callback.
+func (c *Conn) updateEndpointsLocked() {
+	if !c.open {
+		return
+	}
+	var eps []netip.AddrPort
+	add := func(ap netip.AddrPort) {
+		if ap.IsValid() && ap.Port() != 0 && !slices.Contains(eps, ap) {
+			eps = append(eps, ap)
+		}
+	}
+	add(c.report.GlobalV4)
+	add(c.report.GlobalV6)
+	addrs, err := c.network.LocalAddrs()
+	if err != nil {
+		c.log.Warn("local addresses", "err", err)
+	}
+	for _, a := range addrs {
+		add(netip.AddrPortFrom(a, c.port))
+	}
+	if slices.Equal(eps, c.endpoints) {
+		return
+	}
+	c.endpoints = eps
+	if f := c.opts.OnEndpoints; f != nil {
+		cp := slices.Clone(eps)
+		c.callbacks = append(c.callbacks, func() { f(cp) })
+	}
+}

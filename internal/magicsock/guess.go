@@ -1,0 +1,263 @@
+package magicsock
+
+import (
+	"net/netip"
+	"time"
+
+	"github.com/pion/stun/v3"
+
+	"weft/internal/disco"
+)
+
+// GuessBudget bounds one port-guessing round (docs/disco.md works out the
+// odds). The hard side sends about Sockets pings; the easy side at most
+// Probes; both stop at the first meeting or after Window.
+type GuessBudget struct {
+	// Sockets is how many extra sockets the hard side opens. Default 256.
+	Sockets int
+	// Probes is how many random ports the easy side pings. Default 1024.
+	Probes int
+	// Window is how long a round may last. Default 3s.
+	Window time.Duration
+}
+
+func (b GuessBudget) withDefaults() GuessBudget {
+	if b.Sockets <= 0 {
+		b.Sockets = 256
+	}
+	if b.Probes <= 0 {
+		b.Probes = 1024
+	}
+	if b.Window <= 0 {
+		b.Window = 3 * time.Second
+	}
+	return b
+}
+
+// guessRound is one port-guessing round with one peer.
+type guessRound struct {
+	hard     bool // we are the hard side (we open the sockets)
+	deadline time.Time
+	probing  bool          // easy side: the prober runs
+	stop     chan struct{} // closed when the round ends
+	sent     int           // packets sent in the round
+}
+
+// extraSock is an extra UDP socket owned by one peer: a guessing socket,
+// and after a meeting on it, that peer's path.
+type extraSock struct {
+	pc PacketConn
+	p  *peer
+}
+
+// maybeStartGuessLocked starts a round from the easy side when the peer is
+// behind a hard NAT and we are not. The easy side always starts: it knows
+// the one public endpoint the hard side must aim its sockets at. A hard
+// node asks for nothing; its call-me-maybe makes the easy side run
+// discovery, which lands here.
+func (p *peer) maybeStartGuessLocked(c *Conn, now time.Time) {
+	region := int(p.homeRegion.Load())
+	if c.opts.Relay == nil || region == 0 || p.guess != nil || now.Before(p.guessNotAfter) {
+		return
+	}
+	if !p.hardNAT || c.report.MappingVariesByDestIP || !c.report.GlobalV4.IsValid() {
+		return
+	}
+	b := c.opts.Guess
+	pkt := c.sealLocked(p, &disco.PortGuess{
+		Public:   c.report.GlobalV4,
+		Sockets:  uint16(b.Sockets),
+		Probes:   uint16(b.Probes),
+		WindowMS: uint16(b.Window.Milliseconds()),
+	})
+	if pkt == nil {
+		return
+	}
+	// Waiting for the hard side's answer takes a relay round trip, so
+	// the easy side's round gets two windows.
+	p.guess = &guessRound{deadline: now.Add(2 * b.Window), stop: make(chan struct{})}
+	p.guessNotAfter = now.Add(c.timers.Reprobe)
+	c.log.Info("port guessing: asking hard-NAT peer", "peer", p.key.ShortString(), "public", c.report.GlobalV4)
+	c.pending = append(c.pending, outPacket{pkt: pkt, relay: true, region: region, peer: p.key})
+}
+
+func (p *peer) handleGuessLocked(c *Conn, m *disco.PortGuess, src source, now time.Time) {
+	if !src.relay || !c.open {
+		return
+	}
+	if p.trusted(c, p.best, now) {
+		return
+	}
+	b := c.opts.Guess
+	if !m.Hard {
+		// The easy side asks us, the hard side, to open sockets
+		// toward its public endpoint.
+		if p.guess != nil || !m.Public.IsValid() {
+			return
+		}
+		n := min(int(m.Sockets), b.Sockets)
+		r := &guessRound{hard: true, deadline: now.Add(b.Window), stop: make(chan struct{})}
+		p.guess = r
+		p.guessNotAfter = now.Add(c.timers.Reprobe)
+		c.wg.Add(1)
+		go c.openGuessSockets(p, r, m.Public, n, src.region)
+		return
+	}
+	// The hard side is ready: probe random ports on its address.
+	target := m.Public.Addr()
+	if !target.IsValid() || target.IsUnspecified() {
+		return
+	}
+	r := p.guess
+	if r == nil {
+		r = &guessRound{deadline: now.Add(b.Window), stop: make(chan struct{})}
+		p.guess = r
+		p.guessNotAfter = now.Add(c.timers.Reprobe)
+	}
+	if r.hard || r.probing {
+		return
+	}
+	r.probing = true
+	r.deadline = now.Add(b.Window)
+	probes := min(int(m.Probes), b.Probes)
+	c.wg.Add(1)
+	go c.probe(p, r, target, probes, b.Window, c.closed)
+}
+
+// openGuessSockets is the hard side of a round: open n sockets, ping the
+// easy side's public endpoint from each (which makes n NAT mappings, each
+// with a port we cannot know), then tell the easy side to start probing.
+func (c *Conn) openGuessSockets(p *peer, r *guessRound, target netip.AddrPort, n int, region int) {
+	defer c.wg.Done()
+	var socks []PacketConn
+	for range n {
+		pc, err := c.network.ListenUDP4()
+		if err != nil {
+			c.log.Warn("port guessing: socket", "err", err)
+			break
+		}
+		socks = append(socks, pc)
+	}
+	c.mu.Lock()
+	if p.guess != r || !c.open || p.removed.Load() {
+		c.mu.Unlock()
+		for _, pc := range socks {
+			pc.Close()
+		}
+		return
+	}
+	now := time.Now()
+	p.addCandidateLocked(target, nil, "guess")
+	c.rebuildAddrsLocked()
+	for _, pc := range socks {
+		s := &extraSock{pc: pc, p: p}
+		p.socks = append(p.socks, s)
+		c.wg.Add(1)
+		go c.readExtra(s)
+		tx := disco.NewTxID()
+		if pkt := c.sealLocked(p, &disco.Ping{TxID: tx, NodeKey: c.opts.NodeKey}); pkt != nil {
+			p.pings[tx] = &sentPing{to: target, sock: s, at: now}
+			c.pending = append(c.pending, outPacket{pkt: pkt, dst: target, sock: s})
+			r.sent++
+		}
+	}
+	ready := &disco.PortGuess{
+		Hard:     true,
+		Public:   netip.AddrPortFrom(c.report.GlobalV4.Addr(), 0),
+		Sockets:  uint16(len(socks)),
+		Probes:   uint16(c.opts.Guess.Probes),
+		WindowMS: uint16(c.opts.Guess.Window.Milliseconds()),
+	}
+	if pkt := c.sealLocked(p, ready); pkt != nil {
+		c.pending = append(c.pending, outPacket{pkt: pkt, relay: true, region: region, peer: p.key})
+	}
+	c.log.Info("port guessing: sockets open", "peer", p.key.ShortString(), "sockets", len(socks), "target", target)
+	c.unlock()
+}
+
+// probe is the easy side of a round: ping random ports of the hard side's
+// address, spread over two thirds of the window, until one answers, the
+// round ends or the budget is spent.
+func (c *Conn) probe(p *peer, r *guessRound, target netip.Addr, probes int, window time.Duration, closed chan struct{}) {
+	defer c.wg.Done()
+	const batch = 16
+	steps := max(1, (probes+batch-1)/batch)
+	tick := time.NewTicker(max(time.Millisecond, window*2/3/time.Duration(steps)))
+	defer tick.Stop()
+	tried := make(map[uint16]bool, probes)
+	for sent := 0; sent < probes; {
+		c.mu.Lock()
+		if p.guess != r || p.best != nil || !c.open {
+			c.mu.Unlock()
+			return
+		}
+		now := time.Now()
+		for i := 0; i < batch && sent < probes; i++ {
+			port := uint16(1024 + c.rand.IntN(65536-1024))
+			if tried[port] {
+				continue
+			}
+			tried[port] = true
+			sent++
+			r.sent++
+			dst := netip.AddrPortFrom(target, port)
+			tx := disco.NewTxID()
+			pkt := c.sealLocked(p, &disco.Ping{TxID: tx, NodeKey: c.opts.NodeKey})
+			if pkt == nil {
+				break
+			}
+			p.pings[tx] = &sentPing{to: dst, at: now}
+			c.pending = append(c.pending, outPacket{pkt: pkt, dst: dst})
+		}
+		c.unlock()
+		select {
+		case <-closed:
+			return
+		case <-r.stop:
+			return
+		case <-tick.C:
+		}
+	}
+}
+
+// endGuessLocked ends the peer's round. On the hard side every extra
+// socket closes except the one the path now uses.
+func (p *peer) endGuessLocked(c *Conn, why string) {
+	r := p.guess
+	if r == nil {
+		return
+	}
+	p.guess = nil
+	close(r.stop)
+	var keep *extraSock
+	if p.best != nil {
+		keep = p.best.sock
+	}
+	if r.hard {
+		p.closeSocketsLocked(c, keep)
+	}
+	c.log.Info("port guessing: round over", "peer", p.key.ShortString(), "why", why,
+		"hard_side", r.hard, "packets", r.sent, "direct", p.best != nil)
+}
+
+// readExtra reads one extra socket until it is closed.
+func (c *Conn) readExtra(s *extraSock) {
+	defer c.wg.Done()
+	buf := make([]byte, 1<<16)
+	for {
+		n, src, err := s.pc.ReadFrom(buf)
+		if err != nil {
+			return
+		}
+		pkt := buf[:n]
+		switch {
+		case disco.LooksLikeDisco(pkt):
+			c.handleDisco(pkt, source{addr: src, sock: s})
+		case stun.IsMessage(pkt):
+		default:
+			if (*c.byAddr.Load())[src] == s.p && !s.p.removed.Load() {
+				c.inject(s.p, pkt)
+			}
+		}
+	}
+}

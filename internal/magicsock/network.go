@@ -1,0 +1,107 @@
+package magicsock
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+
+	"golang.zx2c4.com/wireguard/conn"
+)
+
+// Network is the host network as a Conn sees it. The real one is
+// HostNetwork; tests plug in an in-memory network with simulated NATs
+// (package natsim) through the same interface.
+type Network interface {
+	// NewBind returns the bind that owns the main UDP socket(s). Its
+	// endpoints must be *conn.StdNetEndpoint, whose AddrPort names the
+	// remote address; the Conn reads them on the receive path.
+	NewBind() conn.Bind
+	// ListenUDP4 opens an extra IPv4 UDP socket on a random port. The
+	// port-guessing round on a hard-NAT node opens many of these.
+	ListenUDP4() (PacketConn, error)
+	// LocalAddrs lists the host's interface addresses a peer might reach
+	// it on (no loopback or link-local unless the network is a test's).
+	LocalAddrs() ([]netip.Addr, error)
+}
+
+// PacketConn is one extra UDP socket. Reads and writes may run
+// concurrently; after Close, ReadFrom returns an error.
+type PacketConn interface {
+	ReadFrom(b []byte) (int, netip.AddrPort, error)
+	WriteTo(b []byte, dst netip.AddrPort) error
+	Close() error
+}
+
+// HostNetwork is the operating system's network: wireguard-go's StdNetBind
+// (batched reads and writes, UDP GSO/GRO where the kernel has them) for the
+// main sockets and plain UDP sockets for the extra ones.
+type HostNetwork struct{}
+
+var _ Network = HostNetwork{}
+
+// NewBind implements Network.
+func (HostNetwork) NewBind() conn.Bind { return conn.NewStdNetBind() }
+
+// ListenUDP4 implements Network.
+func (HostNetwork) ListenUDP4() (PacketConn, error) {
+	c, err := net.ListenUDP("udp4", &net.UDPAddr{})
+	if err != nil {
+		return nil, fmt.Errorf("magicsock: extra socket: %w", err)
+	}
+	return udpPacketConn{c}, nil
+}
+
+// LocalAddrs implements Network. It lists global and private unicast
+// addresses of interfaces that are up.
+func (HostNetwork) LocalAddrs() ([]netip.Addr, error) {
+	ifs, err := net.Interfaces()
+	if err != nil {
+		return nil, fmt.Errorf("magicsock: interfaces: %w", err)
+	}
+	var out []netip.Addr
+	for _, ifc := range ifs {
+		if ifc.Flags&net.FlagUp == 0 || ifc.Flags&net.FlagLoopback != 0 {
+			continue
+		}
+		addrs, err := ifc.Addrs()
+		if err != nil {
+			continue
+		}
+		for _, a := range addrs {
+			pfx, ok := a.(*net.IPNet)
+			if !ok {
+				continue
+			}
+			ip, ok := netip.AddrFromSlice(pfx.IP)
+			if !ok {
+				continue
+			}
+			ip = ip.Unmap()
+			if ip.IsGlobalUnicast() && !isTailnetAddr(ip) {
+				out = append(out, ip)
+			}
+		}
+	}
+	return out, nil
+}
+
+// isTailnetAddr reports addresses in the CGNAT range and weft's ULA, which
+// are the tunnel's own: advertising them as endpoints would loop.
+func isTailnetAddr(ip netip.Addr) bool {
+	return netip.MustParsePrefix("100.64.0.0/10").Contains(ip) ||
+		netip.MustParsePrefix("fd7a::/16").Contains(ip)
+}
+
+type udpPacketConn struct{ c *net.UDPConn }
+
+func (u udpPacketConn) ReadFrom(b []byte) (int, netip.AddrPort, error) {
+	n, ap, err := u.c.ReadFromUDPAddrPort(b)
+	return n, netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()), err
+}
+
+func (u udpPacketConn) WriteTo(b []byte, dst netip.AddrPort) error {
+	_, err := u.c.WriteToUDPAddrPort(b, dst)
+	return err
+}
+
+func (u udpPacketConn) Close() error { return u.c.Close() }

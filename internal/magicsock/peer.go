@@ -1,0 +1,358 @@
+package magicsock
+
+import (
+	"net/netip"
+	"slices"
+	"sync/atomic"
+	"time"
+
+	"golang.zx2c4.com/wireguard/conn"
+
+	"weft/internal/disco"
+	"weft/internal/key"
+)
+
+// Peer is what the Conn needs to know of one peer from the peer map.
+type Peer struct {
+	NodeKey    key.NodePublic
+	DiscoKey   key.DiscoPublic
+	Endpoints  []netip.AddrPort
+	HomeRegion int
+	// HardNAT is the peer's report that its NAT mapping varies by
+	// destination; with an easy NAT on our side it calls for port guessing.
+	HardNAT bool
+}
+
+// peer is the path state of one peer. Fields marked atomic are read on the
+// packet path without a lock; the rest are guarded by Conn.mu.
+type peer struct {
+	key key.NodePublic
+	ep  *peerEndpoint
+
+	path          atomic.Pointer[path] // nil: relay
+	homeRegion    atomic.Int64
+	lastSend      atomic.Int64 // unix nanos of the last WireGuard send
+	nextDiscovery atomic.Int64 // unix nanos; a send past it wakes the loop
+	removed       atomic.Bool
+
+	// Guarded by Conn.mu.
+	disco         key.DiscoPublic
+	shared        *disco.SharedKey
+	hardNAT       bool
+	mapEndpoints  []netip.AddrPort
+	cands         map[netip.AddrPort]*candidate
+	pings         map[disco.TxID]*sentPing
+	best          *candidate
+	lastDiscovery time.Time
+	guess         *guessRound
+	guessNotAfter time.Time    // no new round before this
+	socks         []*extraSock // extra sockets of this peer (guessing, then the winner)
+}
+
+// path is an immutable snapshot of where Send puts a peer's packets.
+type path struct {
+	addr    netip.AddrPort
+	innerEP conn.Endpoint // cached main-socket endpoint for addr
+	sock    *extraSock    // non-nil: send from this extra socket
+}
+
+// candidate is one direct address the peer might be reached at.
+type candidate struct {
+	addr     netip.AddrPort
+	sock     *extraSock // the socket that reaches it; nil = main
+	origin   string     // "map", "call-me-maybe", "learned", "guess"
+	lastPing time.Time
+	lastPong time.Time
+	rtt      time.Duration
+}
+
+// sentPing is a ping awaiting its pong.
+type sentPing struct {
+	to     netip.AddrPort
+	sock   *extraSock
+	relay  bool
+	region int
+	at     time.Time
+	waiter chan PingResult // from Conn.Ping; nil for path pings
+}
+
+// maxCandidates bounds a peer's candidate set; learned addresses beyond it
+// replace the oldest learned one.
+const maxCandidates = 32
+
+func newPeer(k key.NodePublic) *peer {
+	p := &peer{
+		key:   k,
+		cands: make(map[netip.AddrPort]*candidate),
+		pings: make(map[disco.TxID]*sentPing),
+	}
+	p.ep = &peerEndpoint{p: p}
+	return p
+}
+
+// SetPeers replaces the peer set. Peers keep their path state across
+// calls; new endpoints become candidates; a removed peer's sockets close.
+func (c *Conn) SetPeers(peers []Peer) {
+	c.mu.Lock()
+	seen := make(map[key.NodePublic]bool, len(peers))
+	for _, np := range peers {
+		seen[np.NodeKey] = true
+		p := c.peers[np.NodeKey]
+		if p == nil {
+			p = newPeer(np.NodeKey)
+			c.peers[np.NodeKey] = p
+		}
+		if p.disco != np.DiscoKey {
+			if !p.disco.IsZero() {
+				delete(c.byDisco, p.disco)
+			}
+			// A new disco key means the peer restarted: its old
+			// paths and pings mean nothing now.
+			p.disco = np.DiscoKey
+			p.shared = nil
+			if !np.DiscoKey.IsZero() {
+				p.shared = disco.NewSharedKey(c.opts.DiscoKey, np.DiscoKey)
+				c.byDisco[np.DiscoKey] = p
+			}
+			p.resetPathLocked(c)
+			p.lastDiscovery = time.Time{}
+			p.nextDiscovery.Store(0)
+		}
+		p.homeRegion.Store(int64(np.HomeRegion))
+		p.hardNAT = np.HardNAT
+		p.mapEndpoints = slices.Clone(np.Endpoints)
+		added := false
+		for _, ep := range np.Endpoints {
+			if p.addCandidateLocked(ep, nil, "map") {
+				added = true
+			}
+		}
+		if added && p.active(c, time.Now()) {
+			// New endpoints for a peer in use: try them now.
+			p.lastDiscovery = time.Time{}
+		}
+	}
+	for k, p := range c.peers {
+		if !seen[k] {
+			p.removed.Store(true)
+			p.closeSocketsLocked(c, nil)
+			delete(c.peers, k)
+			if !p.disco.IsZero() {
+				delete(c.byDisco, p.disco)
+			}
+		}
+	}
+	c.rebuildAddrsLocked()
+	c.unlock()
+	c.wake()
+}
+
+// addCandidateLocked adds addr as a candidate; it reports whether it is new.
+func (p *peer) addCandidateLocked(addr netip.AddrPort, sock *extraSock, origin string) bool {
+	if !addr.IsValid() || addr.Port() == 0 {
+		return false
+	}
+	if cd := p.cands[addr]; cd != nil {
+		return false
+	}
+	if len(p.cands) >= maxCandidates {
+		var oldest *candidate
+		for _, cd := range p.cands {
+			if cd.origin == "map" || cd == p.best {
+				continue
+			}
+			if oldest == nil || cd.lastPong.Before(oldest.lastPong) {
+				oldest = cd
+			}
+		}
+		if oldest == nil {
+			return false
+		}
+		delete(p.cands, oldest.addr)
+	}
+	p.cands[addr] = &candidate{addr: addr, sock: sock, origin: origin}
+	return true
+}
+
+// rebuildAddrsLocked republishes the source-address → peer map read by the
+// receive path.
+func (c *Conn) rebuildAddrsLocked() {
+	m := make(map[netip.AddrPort]*peer)
+	for _, p := range c.peers {
+		for a := range p.cands {
+			m[a] = p
+		}
+	}
+	c.byAddr.Store(&m)
+}
+
+func (p *peer) active(c *Conn, now time.Time) bool {
+	return now.UnixNano()-p.lastSend.Load() < int64(c.timers.Active)
+}
+
+func (p *peer) trusted(c *Conn, cd *candidate, now time.Time) bool {
+	return cd != nil && !cd.lastPong.IsZero() && now.Sub(cd.lastPong) < c.timers.TrustWindow
+}
+
+// maintainLocked runs the peer's timers: trust expiry, heartbeats,
+// discovery and re-probes, and the end of a guessing round.
+func (p *peer) maintainLocked(c *Conn, now time.Time) {
+	for tx, sp := range p.pings {
+		if now.Sub(sp.at) > c.timers.PingTimeout {
+			delete(p.pings, tx)
+		}
+	}
+	if p.guess != nil && now.After(p.guess.deadline) {
+		p.endGuessLocked(c, "window over")
+	}
+	if p.best != nil && !p.trusted(c, p.best, now) {
+		c.log.Info("direct path lost, using relay", "peer", p.key.ShortString(), "addr", p.best.addr)
+		p.best = nil
+		p.setPathLocked(c)
+		p.lastDiscovery = time.Time{}
+	}
+	if p.shared == nil || !p.active(c, now) {
+		return
+	}
+	if p.best != nil {
+		if now.Sub(p.best.lastPing) >= c.timers.Heartbeat {
+			p.pingLocked(c, p.best, now)
+		}
+		if now.Sub(p.lastDiscovery) >= c.timers.Reprobe {
+			p.discoverLocked(c, now)
+		}
+		return
+	}
+	if now.Sub(p.lastDiscovery) >= c.timers.Discovery {
+		p.discoverLocked(c, now)
+	}
+}
+
+// discoverLocked is one discovery round: ping every candidate, ask the
+// peer through the relay to ping us back (call-me-maybe), and start a
+// port-guessing round when the NAT pair calls for one.
+func (p *peer) discoverLocked(c *Conn, now time.Time) {
+	p.lastDiscovery = now
+	next := c.timers.Discovery
+	if p.best != nil {
+		next = c.timers.Reprobe
+	}
+	p.nextDiscovery.Store(now.Add(next).UnixNano())
+	for _, cd := range p.cands {
+		if now.Sub(cd.lastPing) >= c.timers.Discovery/4 {
+			p.pingLocked(c, cd, now)
+		}
+	}
+	if region := int(p.homeRegion.Load()); region != 0 && c.opts.Relay != nil {
+		eps := c.endpoints
+		if pkt := c.sealLocked(p, &disco.CallMeMaybe{Endpoints: eps}); pkt != nil {
+			c.pending = append(c.pending, outPacket{pkt: pkt, relay: true, region: region, peer: p.key})
+		}
+	}
+	if p.best == nil {
+		p.maybeStartGuessLocked(c, now)
+	}
+}
+
+// pingLocked sends a path ping to a candidate.
+func (p *peer) pingLocked(c *Conn, cd *candidate, now time.Time) {
+	tx := disco.NewTxID()
+	pkt := c.sealLocked(p, &disco.Ping{TxID: tx, NodeKey: c.opts.NodeKey})
+	if pkt == nil {
+		return
+	}
+	cd.lastPing = now
+	p.pings[tx] = &sentPing{to: cd.addr, sock: cd.sock, at: now}
+	c.pending = append(c.pending, outPacket{pkt: pkt, dst: cd.addr, sock: cd.sock})
+}
+
+// noteDirectPongLocked records a pong that came back over a direct address
+// and makes that address the path if it beats the current one. A better
+// path must be clearly better (a quarter less RTT) so two similar paths do
+// not flap.
+func (p *peer) noteDirectPongLocked(c *Conn, sp *sentPing, now time.Time) {
+	cd := p.cands[sp.to]
+	if cd == nil {
+		p.addCandidateLocked(sp.to, sp.sock, "guess")
+		cd = p.cands[sp.to]
+		if cd == nil {
+			return
+		}
+		c.rebuildAddrsLocked()
+	}
+	cd.sock = sp.sock
+	cd.lastPong = now
+	cd.rtt = now.Sub(sp.at)
+	cur := p.best
+	switch {
+	case cur == cd:
+	case cur == nil, !p.trusted(c, cur, now), cd.rtt < cur.rtt*3/4:
+		p.best = cd
+		c.log.Info("direct path", "peer", p.key.ShortString(), "addr", cd.addr, "rtt", cd.rtt, "origin", cd.origin)
+	}
+	p.setPathLocked(c)
+	if p.guess != nil && p.best != nil {
+		p.endGuessLocked(c, "met")
+	}
+}
+
+// setPathLocked publishes best as the path Send uses.
+func (p *peer) setPathLocked(c *Conn) {
+	if p.best == nil {
+		p.path.Store(nil)
+		return
+	}
+	if old := p.path.Load(); old != nil && old.addr == p.best.addr && old.sock == p.best.sock {
+		return
+	}
+	np := &path{addr: p.best.addr, sock: p.best.sock}
+	if np.sock == nil {
+		ep, err := c.inner.ParseEndpoint(np.addr.String())
+		if err != nil {
+			c.log.Warn("bad path address", "addr", np.addr, "err", err)
+			p.best = nil
+			p.path.Store(nil)
+			return
+		}
+		np.innerEP = ep
+	}
+	p.path.Store(np)
+}
+
+// resetPathLocked forgets everything learned about the peer's paths.
+func (p *peer) resetPathLocked(c *Conn) {
+	p.best = nil
+	p.path.Store(nil)
+	clear(p.pings)
+	for a, cd := range p.cands {
+		if cd.origin != "map" {
+			delete(p.cands, a)
+		}
+	}
+	p.closeSocketsLocked(c, nil)
+}
+
+// closeSocketsLocked closes the peer's extra sockets except keep. A
+// candidate reached through a closed socket loses its trust, and stops
+// being the path if it was.
+func (p *peer) closeSocketsLocked(c *Conn, keep *extraSock) {
+	kept := p.socks[:0]
+	for _, s := range p.socks {
+		if s == keep {
+			kept = append(kept, s)
+			continue
+		}
+		s.pc.Close()
+		for _, cd := range p.cands {
+			if cd.sock == s {
+				cd.sock = nil
+				cd.lastPong = time.Time{}
+				if cd == p.best {
+					p.best = nil
+				}
+			}
+		}
+	}
+	p.socks = kept
+	p.setPathLocked(c)
+}

@@ -1,0 +1,128 @@
+package magicsock
+
+import (
+	"net"
+	"net/netip"
+
+	"github.com/pion/stun/v3"
+	"golang.zx2c4.com/wireguard/conn"
+
+	"weft/internal/disco"
+	"weft/internal/key"
+)
+
+// wrapReceive wraps a main-socket ReceiveFunc: disco packets are handled
+// here, STUN goes to netcheck, and WireGuard packets get the endpoint of
+// the peer their source address belongs to. Packets from addresses no peer
+// owns are dropped (their size set to zero), since wireguard-go would
+// otherwise roam the peer onto an address the Conn knows nothing of.
+func (c *Conn) wrapReceive(fn conn.ReceiveFunc) conn.ReceiveFunc {
+	return func(bufs [][]byte, sizes []int, eps []conn.Endpoint) (int, error) {
+		for {
+			n, err := fn(bufs, sizes, eps)
+			if err != nil {
+				return n, err
+			}
+			addrs := *c.byAddr.Load()
+			kept := 0
+			for i := range n {
+				if sizes[i] == 0 {
+					continue
+				}
+				pkt := bufs[i][:sizes[i]]
+				var src netip.AddrPort
+				if se, ok := eps[i].(*conn.StdNetEndpoint); ok {
+					src = netip.AddrPortFrom(se.Addr().Unmap(), se.Port())
+				}
+				switch {
+				case disco.LooksLikeDisco(pkt):
+					c.handleDisco(pkt, source{addr: src})
+					sizes[i] = 0
+				case stun.IsMessage(pkt):
+					if c.opts.OnSTUN != nil {
+						c.opts.OnSTUN(append([]byte(nil), pkt...), src)
+					}
+					sizes[i] = 0
+				default:
+					p := addrs[src]
+					if p == nil {
+						sizes[i] = 0
+						continue
+					}
+					eps[i] = p.ep
+					kept++
+				}
+			}
+			if kept > 0 {
+				return n, nil
+			}
+		}
+	}
+}
+
+// receiveInjected is the extra ReceiveFunc: WireGuard packets that came
+// through the relay or an extra socket.
+func (c *Conn) receiveInjected(closed chan struct{}) conn.ReceiveFunc {
+	return func(bufs [][]byte, sizes []int, eps []conn.Endpoint) (int, error) {
+		var in inbound
+		select {
+		case <-closed:
+			return 0, net.ErrClosed
+		case in = <-c.injected:
+		}
+		n := 0
+		for {
+			sizes[n] = copy(bufs[n], in.pkt)
+			eps[n] = in.p.ep
+			n++
+			if n == len(bufs) {
+				return n, nil
+			}
+			select {
+			case in = <-c.injected:
+			default:
+				return n, nil
+			}
+		}
+	}
+}
+
+// InjectRelayed takes a packet the relay delivered from src. The relay
+// client calls it (its receive callback) for every packet; pkt is not kept.
+func (c *Conn) InjectRelayed(region int, src key.NodePublic, pkt []byte) {
+	if disco.LooksLikeDisco(pkt) {
+		c.handleDisco(pkt, source{relay: true, region: region, nodeKey: src})
+		return
+	}
+	c.mu.Lock()
+	p := c.peers[src]
+	c.mu.Unlock()
+	if p == nil {
+		return
+	}
+	c.inject(p, pkt)
+}
+
+func (c *Conn) inject(p *peer, pkt []byte) {
+	select {
+	case c.injected <- inbound{pkt: append([]byte(nil), pkt...), p: p}:
+	default:
+		// Full: drop, as a congested socket would.
+	}
+}
+
+// source says where a disco packet came from.
+type source struct {
+	addr    netip.AddrPort // direct: the sender's address as we saw it
+	sock    *extraSock     // direct: the extra socket it arrived on; nil = main
+	relay   bool
+	region  int
+	nodeKey key.NodePublic // relay: the sender the relay vouches for
+}
+
+func (s source) String() string {
+	if s.relay {
+		return "relay"
+	}
+	return s.addr.String()
+}
