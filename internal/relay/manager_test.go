@@ -1,0 +1,195 @@
+package relay
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/url"
+	"slices"
+	"strconv"
+	"testing"
+	"time"
+
+	"weft/internal/key"
+	"weft/internal/wire"
+)
+
+// relayNode describes a test relay as the relay map would.
+func relayNode(t *testing.T, region int, rawURL string) *wire.RelayNode {
+	t.Helper()
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	host, port, _ := net.SplitHostPort(u.Host)
+	p, _ := strconv.Atoi(port)
+	return &wire.RelayNode{Name: "r" + strconv.Itoa(region), RegionID: region, Host: host, Port: p, InsecureHTTP: true}
+}
+
+type received struct {
+	region int
+	src    key.NodePublic
+	data   string
+}
+
+func TestManager(t *testing.T) {
+	a, b1, b2 := key.NewNode(), key.NewNode(), key.NewNode()
+	auth := allow(a, b1, b2)
+	r1, r2 := startSimpleRelay(t, auth), startSimpleRelay(t, auth)
+	rm := &wire.RelayMap{Regions: map[int]*wire.RelayRegion{
+		1: {ID: 1, Code: "one", Nodes: []*wire.RelayNode{relayNode(t, 1, r1.url)}},
+		2: {ID: 2, Code: "two", Nodes: []*wire.RelayNode{relayNode(t, 2, r2.url)}},
+	}}
+	got := make(chan received, 16)
+	m, err := NewManager(ManagerOptions{
+		NodeKey:  a,
+		RelayMap: rm,
+		OnRecv: func(region int, src key.NodePublic, data []byte) {
+			got <- received{region, src, string(data)}
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	if err := m.SetHome(3); !errors.Is(err, ErrUnknownRegion) {
+		t.Fatalf("SetHome(3): %v", err)
+	}
+	if err := m.SetHome(1); err != nil {
+		t.Fatal(err)
+	}
+	wait := func(t *testing.T) received {
+		t.Helper()
+		select {
+		case r := <-got:
+			return r
+		case <-time.After(10 * time.Second):
+			t.Fatal("nothing received")
+		}
+		return received{}
+	}
+	cb1 := connect(t, r1.url, b1) // a peer homed on region 1
+	cb2 := connect(t, r2.url, b2) // a peer homed on region 2
+
+	t.Run("from the home region", func(t *testing.T) {
+		eventually(t, "a connected to its home", func() bool { return r1.srv.Stats().Clients == 2 })
+		if err := cb1.Send(a.Public(), []byte("hi home")); err != nil {
+			t.Fatal(err)
+		}
+		if r := wait(t); r != (received{1, b1.Public(), "hi home"}) {
+			t.Fatalf("got %+v", r)
+		}
+	})
+	t.Run("through an on-demand region", func(t *testing.T) {
+		if err := m.Send(2, b2.Public(), []byte("to region 2")); err != nil {
+			t.Fatal(err)
+		}
+		if p := recvPacket(t, cb2); p.Src != a.Public() || string(p.Data) != "to region 2" {
+			t.Fatalf("b2 got %q from %v", p.Data, p.Src)
+		}
+		if err := cb2.Send(a.Public(), []byte("back via 2")); err != nil {
+			t.Fatal(err)
+		}
+		if r := wait(t); r != (received{2, b2.Public(), "back via 2"}) {
+			t.Fatalf("got %+v", r)
+		}
+	})
+	t.Run("ping", func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		for _, region := range []int{1, 2} {
+			if rtt, err := m.Ping(ctx, region); err != nil || rtt <= 0 {
+				t.Fatalf("ping region %d: %v %v", region, rtt, err)
+			}
+		}
+		if _, err := m.Ping(ctx, 9); !errors.Is(err, ErrUnknownRegion) {
+			t.Fatalf("ping unknown region: %v", err)
+		}
+	})
+	t.Run("relay map shrinks", func(t *testing.T) {
+		m.SetRelayMap(&wire.RelayMap{Regions: map[int]*wire.RelayRegion{1: rm.Regions[1]}})
+		if ids := m.connectedRegions(); !slices.Equal(ids, []int{1}) {
+			t.Fatalf("regions %v, want [1]", ids)
+		}
+		if err := m.Send(2, b2.Public(), nil); !errors.Is(err, ErrUnknownRegion) {
+			t.Fatalf("send to removed region: %v", err)
+		}
+	})
+}
+
+func TestManagerClosesIdleRegions(t *testing.T) {
+	a, b := key.NewNode(), key.NewNode()
+	r1, r2 := startSimpleRelay(t, allow(a, b)), startSimpleRelay(t, allow(a, b))
+	m, err := NewManager(ManagerOptions{
+		NodeKey: a,
+		RelayMap: &wire.RelayMap{Regions: map[int]*wire.RelayRegion{
+			1: {ID: 1, Nodes: []*wire.RelayNode{relayNode(t, 1, r1.url)}},
+			2: {ID: 2, Nodes: []*wire.RelayNode{relayNode(t, 2, r2.url)}},
+		}},
+		OnRecv:      func(int, key.NodePublic, []byte) {},
+		IdleTimeout: 300 * time.Millisecond, // far above a loopback connect, so only idleness closes it
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	if err := m.SetHome(1); err != nil {
+		t.Fatal(err)
+	}
+	cb := connect(t, r2.url, b)
+	if err := m.Send(2, b.Public(), []byte("once")); err != nil {
+		t.Fatal(err)
+	}
+	recvPacket(t, cb)
+	eventually(t, "idle region 2 closed", func() bool {
+		return slices.Equal(m.connectedRegions(), []int{1}) && r2.srv.Stats().Clients == 1
+	})
+	// The home is kept however idle it is.
+	if m.Home() != 1 || r1.srv.Stats().Clients != 1 {
+		t.Fatalf("home %d, clients on region 1: %d", m.Home(), r1.srv.Stats().Clients)
+	}
+}
+
+func TestChooseHome(t *testing.T) {
+	ms := time.Millisecond
+	tests := []struct {
+		name    string
+		current int
+		lat     map[int]time.Duration
+		want    int
+	}{
+		{"no home yet takes the fastest", 0, map[int]time.Duration{1: 30 * ms, 2: 10 * ms}, 2},
+		{"slightly better is not enough", 1, map[int]time.Duration{1: 30 * ms, 2: 25 * ms}, 1},
+		{"exactly two thirds is not enough", 1, map[int]time.Duration{1: 30 * ms, 2: 20 * ms}, 1},
+		{"clearly better wins", 1, map[int]time.Duration{1: 30 * ms, 2: 19 * ms}, 2},
+		{"current did not answer", 1, map[int]time.Duration{2: 80 * ms, 3: 50 * ms}, 3},
+		{"nothing answered keeps current", 1, nil, 1},
+		{"ties go to the lowest id", 0, map[int]time.Duration{3: 10 * ms, 2: 10 * ms}, 2},
+		{"current already fastest", 2, map[int]time.Duration{1: 30 * ms, 2: 10 * ms}, 2},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := ChooseHome(tt.current, tt.lat); got != tt.want {
+				t.Fatalf("ChooseHome(%d, %v) = %d, want %d", tt.current, tt.lat, got, tt.want)
+			}
+		})
+	}
+}
+
+func TestRelayNodeURL(t *testing.T) {
+	tests := []struct {
+		n    wire.RelayNode
+		want string
+	}{
+		{wire.RelayNode{Host: "relay.example"}, "https://relay.example:443"},
+		{wire.RelayNode{Host: "10.0.0.1", InsecureHTTP: true}, "http://10.0.0.1:80"},
+		{wire.RelayNode{Host: "2001:db8::1", Port: 8443}, "https://[2001:db8::1]:8443"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.want, func(t *testing.T) {
+			if got := RelayNodeURL(&tt.n); got != tt.want {
+				t.Fatalf("got %s", got)
+			}
+		})
+	}
+}
