@@ -1,0 +1,500 @@
+package control
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/netip"
+	"reflect"
+	"slices"
+	"strconv"
+	"sync"
+	"time"
+
+	"weft/internal/store"
+	"weft/internal/wire"
+)
+
+// change says what about a node must be sent to the nodes that see it.
+type change uint8
+
+const (
+	chFull    change = 1 << iota // the record changed: send it whole
+	chOnline                     // online and last seen: a patch
+	chRuntime                    // endpoints, home region, disco key: a patch
+)
+
+// nodeEntry is the server's in-memory view of one node.
+type nodeEntry struct {
+	n         wire.Node // Online is true while sess is set
+	ephemeral bool
+	enc       []byte      // cached JSON of n; nil when stale
+	sess      *session    // live map stream, or nil
+	gone      *time.Timer // deletes an ephemeral node that stays away
+}
+
+// encoded returns n's JSON, computing it once per change: a full map for
+// one node and a delta for thousands reuse the same bytes.
+func (e *nodeEntry) encoded() []byte {
+	if e.enc == nil {
+		e.enc = mustJSON(&e.n)
+	}
+	return e.enc
+}
+
+// mapper keeps every node's current record and each live stream, gathers
+// changes for one batch window, and then computes each change once and
+// hands the resulting frames to the streams that see it. Its cost per
+// change is proportional to the number of streams, never to the square.
+type mapper struct {
+	s *Server
+
+	mu       sync.Mutex // guards everything below
+	nodes    map[wire.NodeID]*nodeEntry
+	dirty    map[wire.NodeID]change
+	removed  []wire.NodeID
+	seq      uint64
+	flushing bool // a flush is scheduled
+	closed   bool
+	relay    []byte // JSON of the relay map
+}
+
+func newMapper(ctx context.Context, s *Server) (*mapper, error) {
+	all, err := s.cfg.Store.ListNodes(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("control: loading nodes: %w", err)
+	}
+	m := &mapper{
+		s:     s,
+		nodes: make(map[wire.NodeID]*nodeEntry, len(all)),
+		dirty: map[wire.NodeID]change{},
+		relay: mustJSON(s.cfg.RelayMap),
+	}
+	for i := range all {
+		m.nodes[all[i].ID] = &nodeEntry{n: all[i].Wire(), ephemeral: all[i].Ephemeral}
+	}
+	// Ephemeral nodes that were offline when the server stopped get their
+	// full timeout again from now.
+	for id, e := range m.nodes {
+		if e.ephemeral {
+			m.scheduleGoneLocked(id, e)
+		}
+	}
+	return m, nil
+}
+
+func mustJSON(v any) []byte {
+	b, err := json.Marshal(v)
+	if err != nil {
+		panic("control: encoding JSON: " + err.Error())
+	}
+	return b
+}
+
+// markLocked records a change and schedules a flush. m.mu is held.
+func (m *mapper) markLocked(id wire.NodeID, c change) {
+	m.dirty[id] |= c
+	m.scheduleLocked()
+}
+
+func (m *mapper) scheduleLocked() {
+	if m.flushing || m.closed {
+		return
+	}
+	m.flushing = true
+	time.AfterFunc(m.s.cfg.BatchWindow, m.flush)
+}
+
+// upsert takes a node's stored record after a registration or an
+// administrator's change.
+func (m *mapper) upsert(n *store.Node) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	e := m.nodes[n.ID]
+	w := n.Wire()
+	if e == nil {
+		e = &nodeEntry{}
+		m.nodes[n.ID] = e
+	}
+	w.Online = e.sess != nil
+	if w.LastSeen.IsZero() {
+		w.LastSeen = e.n.LastSeen
+	}
+	e.n, e.enc, e.ephemeral = w, nil, n.Ephemeral
+	m.markLocked(n.ID, chFull)
+}
+
+// wireNode returns a copy of a node's current record, or nil.
+func (m *mapper) wireNode(id wire.NodeID) *wire.Node {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	e := m.nodes[id]
+	if e == nil {
+		return nil
+	}
+	n := e.n
+	return &n
+}
+
+// connected makes sess the node's stream, replacing any older one, and
+// queues its full map.
+func (m *mapper) connected(n *store.Node, sess *session) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		sess.close()
+		return
+	}
+	e := m.nodes[n.ID]
+	if e == nil {
+		e = &nodeEntry{}
+		m.nodes[n.ID] = e
+	}
+	if e.sess != nil {
+		// One stream per node: the newer one wins.
+		go e.sess.close()
+	}
+	if e.gone != nil {
+		e.gone.Stop()
+		e.gone = nil
+	}
+	old := e.n
+	w := n.Wire()
+	w.Online = true
+	c := chOnline | chRuntime
+	if !sameRecord(&old, &w) {
+		c |= chFull
+	}
+	e.n, e.enc, e.sess, e.ephemeral = w, nil, sess, n.Ephemeral
+	m.markLocked(n.ID, c)
+	sess.enqueue(m.fullMapLocked(n.ID, e))
+}
+
+// sameRecord reports whether two records differ only in what patches
+// carry (online, last seen, endpoints, home region, disco key).
+func sameRecord(a, b *wire.Node) bool {
+	x, y := *a, *b
+	for _, n := range []*wire.Node{&x, &y} {
+		n.Online, n.LastSeen, n.Endpoints, n.HomeRegion, n.DiscoKey = false, time.Time{}, nil, 0, wire.Node{}.DiscoKey
+	}
+	return reflect.DeepEqual(x, y)
+}
+
+// disconnected ends sess. If it is still the node's current stream the
+// node goes offline, and an ephemeral node is deleted later unless it
+// comes back.
+func (m *mapper) disconnected(sess *session) {
+	sess.close()
+	m.mu.Lock()
+	e := m.nodes[sess.id]
+	if e == nil || e.sess != sess {
+		m.mu.Unlock()
+		return
+	}
+	now := m.s.cfg.Now().UTC()
+	e.sess, e.enc = nil, nil
+	e.n.Online, e.n.LastSeen = false, now
+	m.markLocked(sess.id, chOnline)
+	if e.ephemeral {
+		m.scheduleGoneLocked(sess.id, e)
+	}
+	m.mu.Unlock()
+
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := m.s.cfg.Store.UpdateNodeRuntime(ctx, sess.id, func(rt *store.NodeRuntime) { rt.LastSeen = now }); err != nil {
+		m.s.log.Debug("saving last seen", "node", sess.id, "err", err)
+	}
+}
+
+// scheduleGoneLocked arms the deletion of an offline ephemeral node.
+func (m *mapper) scheduleGoneLocked(id wire.NodeID, e *nodeEntry) {
+	if m.closed || e.sess != nil || e.gone != nil {
+		return
+	}
+	e.gone = time.AfterFunc(m.s.cfg.EphemeralTimeout, func() { m.expireEphemeral(id) })
+}
+
+func (m *mapper) expireEphemeral(id wire.NodeID) {
+	m.mu.Lock()
+	e := m.nodes[id]
+	stillAway := e != nil && e.sess == nil && !m.closed
+	if e != nil {
+		e.gone = nil
+	}
+	m.mu.Unlock()
+	if !stillAway {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := m.s.cfg.Store.DeleteNode(ctx, id); err != nil {
+		m.s.log.Error("deleting ephemeral node", "node", id, "err", err)
+		return
+	}
+	m.s.log.Info("ephemeral node removed after disconnect", "node", id)
+	m.remove(id, "this ephemeral node was removed after being disconnected")
+}
+
+// updated takes a node's new runtime facts from an Update.
+func (m *mapper) updated(n *store.Node, full bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	e := m.nodes[n.ID]
+	if e == nil {
+		return
+	}
+	e.n.Endpoints, e.n.HomeRegion, e.n.DiscoKey = n.Endpoints, n.HomeRegion, n.DiscoKey
+	c := chRuntime
+	if full {
+		online, last := e.n.Online, e.n.LastSeen
+		e.n = n.Wire()
+		e.n.Online, e.n.LastSeen = online, last
+		c |= chFull
+	}
+	e.enc = nil
+	m.markLocked(n.ID, c)
+}
+
+// remove takes a node out of every map and closes its stream with reason.
+func (m *mapper) remove(id wire.NodeID, reason string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	e := m.nodes[id]
+	if e == nil {
+		return
+	}
+	delete(m.nodes, id)
+	delete(m.dirty, id)
+	if e.gone != nil {
+		e.gone.Stop()
+	}
+	if e.sess != nil {
+		e.sess.fail(&wire.ErrorMessage{Code: wire.CodeNotRegistered, Message: reason})
+	}
+	m.removed = append(m.removed, id)
+	m.scheduleLocked()
+}
+
+// dropSession closes a node's stream with an error, if it has one.
+func (m *mapper) dropSession(id wire.NodeID, em *wire.ErrorMessage) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if e := m.nodes[id]; e != nil && e.sess != nil {
+		e.sess.fail(em)
+	}
+}
+
+// closeAll closes every stream and stops the timers; nothing is sent
+// after it.
+func (m *mapper) closeAll() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.closed = true
+	for _, e := range m.nodes {
+		if e.sess != nil {
+			go e.sess.close()
+		}
+		if e.gone != nil {
+			e.gone.Stop()
+			e.gone = nil
+		}
+	}
+}
+
+// keepAliveLoop sends a keepalive to every stream that was otherwise idle
+// for a whole interval, until ctx ends.
+func (m *mapper) keepAliveLoop(ctx context.Context) {
+	t := time.NewTicker(m.s.cfg.KeepAlive)
+	defer t.Stop()
+	frame := wire.AppendMessage(nil, wire.MsgKeepAlive, nil)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		m.mu.Lock()
+		for _, e := range m.nodes {
+			if ss := e.sess; ss != nil {
+				ss.lock()
+				idle := !ss.sent
+				ss.sent = false
+				ss.unlock()
+				if idle {
+					ss.enqueue(frame)
+				}
+			}
+		}
+		m.mu.Unlock()
+	}
+}
+
+func (m *mapper) visible(a, b *wire.Node) bool {
+	if m.s.cfg.Visible == nil {
+		return true
+	}
+	return m.s.cfg.Visible(a, b)
+}
+
+// fullMapLocked builds the framed full map for node id. m.mu is held.
+func (m *mapper) fullMapLocked(id wire.NodeID, self *nodeEntry) []byte {
+	b := make([]byte, 5, 1024+len(m.nodes)*(len(self.encoded())+16))
+	b = append(b, `{"seq":`...)
+	b = strconv.AppendUint(b, m.seq, 10)
+	b = append(b, `,"full":true,"self":`...)
+	b = append(b, self.encoded()...)
+	b = append(b, `,"peers":[`...)
+	first := true
+	for pid, e := range m.nodes {
+		if pid == id || !m.visible(&self.n, &e.n) {
+			continue
+		}
+		if !first {
+			b = append(b, ',')
+		}
+		first = false
+		b = append(b, e.encoded()...)
+	}
+	b = append(b, `],"relay_map":`...)
+	b = append(b, m.relay...)
+	b = append(b, `,"dns":{}}`...)
+	return frameHeader(b, wire.MsgMapResponse)
+}
+
+// frameHeader fills the 5 bytes reserved at the start of b.
+func frameHeader(b []byte, t wire.MsgType) []byte {
+	hdr := wire.AppendMessage(nil, t, nil)
+	copy(b, hdr[:1])
+	n := uint32(len(b) - 5)
+	b[1], b[2], b[3], b[4] = byte(n>>24), byte(n>>16), byte(n>>8), byte(n)
+	return b
+}
+
+// part is one node's change, encoded once for all receivers.
+type part struct {
+	id    wire.NodeID
+	entry *nodeEntry
+	full  []byte // the node's record, for peers_changed; or nil
+	patch []byte // a PeerPatch; or nil
+}
+
+// flush sends the changes gathered in the batch window.
+func (m *mapper) flush() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.flushing = false
+	if m.closed || (len(m.dirty) == 0 && len(m.removed) == 0) {
+		return
+	}
+	m.seq++
+	ids := make([]wire.NodeID, 0, len(m.dirty))
+	for id := range m.dirty {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	parts := make([]part, 0, len(ids))
+	selfChanged := map[wire.NodeID]bool{}
+	for _, id := range ids {
+		c := m.dirty[id]
+		e := m.nodes[id]
+		if e == nil {
+			continue
+		}
+		p := part{id: id, entry: e}
+		if c&chFull != 0 {
+			p.full = e.encoded()
+			selfChanged[id] = true
+		} else {
+			pp := &wire.PeerPatch{ID: id}
+			if c&chOnline != 0 {
+				online, last := e.n.Online, e.n.LastSeen
+				pp.Online, pp.LastSeen = &online, &last
+			}
+			if c&chRuntime != 0 {
+				eps, hr, dk := e.n.Endpoints, e.n.HomeRegion, e.n.DiscoKey
+				if eps == nil {
+					eps = []netip.AddrPort{}
+				}
+				pp.Endpoints, pp.HomeRegion, pp.DiscoKey = &eps, &hr, &dk
+			}
+			p.patch = mustJSON(pp)
+		}
+		parts = append(parts, p)
+	}
+	removed := m.removed
+	clear(m.dirty)
+	m.removed = nil
+
+	// Receivers that get the same selection of parts share one frame;
+	// with no policy that is every node but the changed ones.
+	frames := map[string][]byte{}
+	sig := make([]byte, len(parts))
+	for rid, r := range m.nodes {
+		if r.sess == nil {
+			continue
+		}
+		send := len(removed) > 0
+		for i := range parts {
+			sig[i] = 0
+			if parts[i].id != rid && m.visible(&r.n, &parts[i].entry.n) {
+				sig[i] = 1
+				send = true
+			}
+		}
+		if selfChanged[rid] {
+			r.sess.enqueue(m.deltaFrame(parts, sig, removed, r.encoded()))
+			continue
+		}
+		if !send {
+			continue
+		}
+		f, ok := frames[string(sig)]
+		if !ok {
+			f = m.deltaFrame(parts, sig, removed, nil)
+			frames[string(sig)] = f
+		}
+		r.sess.enqueue(f)
+	}
+}
+
+// deltaFrame encodes one delta holding the selected parts.
+func (m *mapper) deltaFrame(parts []part, sig []byte, removed []wire.NodeID, self []byte) []byte {
+	b := make([]byte, 5, 128+len(self))
+	b = append(b, `{"seq":`...)
+	b = strconv.AppendUint(b, m.seq, 10)
+	if self != nil {
+		b = append(b, `,"self":`...)
+		b = append(b, self...)
+	}
+	list := func(name string, pick func(p *part) []byte) {
+		first := true
+		for i := range parts {
+			if sig[i] == 0 {
+				continue
+			}
+			v := pick(&parts[i])
+			if v == nil {
+				continue
+			}
+			if first {
+				b = append(b, `,"`+name+`":[`...)
+				first = false
+			} else {
+				b = append(b, ',')
+			}
+			b = append(b, v...)
+		}
+		if !first {
+			b = append(b, ']')
+		}
+	}
+	list("peers_changed", func(p *part) []byte { return p.full })
+	list("peers_patched", func(p *part) []byte { return p.patch })
+	if len(removed) > 0 {
+		b = append(b, `,"peers_removed":`...)
+		b = append(b, mustJSON(removed)...)
+	}
+	b = append(b, '}')
+	return frameHeader(b, wire.MsgMapResponse)
+}

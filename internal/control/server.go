@@ -1,0 +1,382 @@
+// Package control is weft's coordination server: it registers nodes with
+// pre-auth keys, keeps each connected node's map stream, and fans out what
+// changes. It hands out keys and metadata only; it never carries traffic.
+//
+// Nodes reach it over the Noise control channel (internal/noiseconn) and
+// speak the messages of internal/wire (docs/protocol.md). Durable state
+// lives in a store.Store; which nodes are online, and the streams, live in
+// memory here.
+package control
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"weft/internal/key"
+	"weft/internal/noiseconn"
+	"weft/internal/store"
+	"weft/internal/wire"
+)
+
+// Defaults for Config's zero fields.
+const (
+	DefaultBatchWindow      = 25 * time.Millisecond
+	DefaultKeepAlive        = 30 * time.Second
+	DefaultEphemeralTimeout = 5 * time.Minute
+	DefaultMaxQueue         = 128 << 20
+	DefaultRegisterRate     = 1.0 // registrations per second per source address
+	DefaultRegisterBurst    = 20
+)
+
+// VisibleFunc reports whether node a may see node b in its map. It is the
+// hook where access policy will plug in; it must be cheap and must not
+// block, since it runs under the server's lock for each affected pair.
+type VisibleFunc func(a, b *wire.Node) bool
+
+// Config configures a Server.
+type Config struct {
+	// Store holds users, keys and nodes. Required.
+	Store store.Store
+	// Key is the server's long-term Noise key. Required.
+	Key key.MachinePrivate
+	// RelayMap is sent to every node; nil sends an empty map.
+	RelayMap *wire.RelayMap
+	// Logger receives the server's logs; nil discards them.
+	Logger *slog.Logger
+	// BatchWindow is how long changes are gathered before they are sent,
+	// so that a burst costs one delta per node; zero means
+	// DefaultBatchWindow.
+	BatchWindow time.Duration
+	// KeepAlive is how often an idle stream gets a keepalive; a node
+	// silent for three of these is dropped. Zero means DefaultKeepAlive.
+	KeepAlive time.Duration
+	// EphemeralTimeout is how long an ephemeral node may stay
+	// disconnected before it is deleted. Zero means
+	// DefaultEphemeralTimeout.
+	EphemeralTimeout time.Duration
+	// NodeKeyLifetime is how long a new untagged node key is valid; zero
+	// means the store's default (180 days).
+	NodeKeyLifetime time.Duration
+	// RegisterRate and RegisterBurst limit registrations per source IP
+	// (token bucket). Zero means the defaults; a negative rate disables
+	// the limit.
+	RegisterRate  float64
+	RegisterBurst int
+	// MaxQueue bounds the bytes waiting for one slow node; past it the
+	// node's stream is closed (it reconnects and gets a full map). Zero
+	// means DefaultMaxQueue.
+	MaxQueue int
+	// Visible filters maps; nil lets every node see every other.
+	Visible VisibleFunc
+	// Now returns the time; nil means time.Now.
+	Now func() time.Time
+}
+
+// Server is the control server. Create it with New, serve Handler, and stop
+// it with Close.
+type Server struct {
+	cfg     Config
+	log     *slog.Logger
+	noise   *noiseconn.Server
+	limiter *rateLimiter
+	m       *mapper
+
+	ctx    context.Context // cancelled by Close; parent of per-conn work
+	cancel context.CancelFunc
+	wg     sync.WaitGroup // connection goroutines and the mapper's loops
+}
+
+// New loads the nodes from cfg.Store and returns a running Server.
+func New(ctx context.Context, cfg Config) (*Server, error) {
+	if cfg.Store == nil {
+		return nil, errors.New("control: Config.Store is nil")
+	}
+	if cfg.Key.IsZero() {
+		return nil, errors.New("control: Config.Key is zero")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if cfg.BatchWindow == 0 {
+		cfg.BatchWindow = DefaultBatchWindow
+	}
+	if cfg.KeepAlive == 0 {
+		cfg.KeepAlive = DefaultKeepAlive
+	}
+	if cfg.EphemeralTimeout == 0 {
+		cfg.EphemeralTimeout = DefaultEphemeralTimeout
+	}
+	if cfg.RegisterRate == 0 {
+		cfg.RegisterRate = DefaultRegisterRate
+	}
+	if cfg.RegisterBurst == 0 {
+		cfg.RegisterBurst = DefaultRegisterBurst
+	}
+	if cfg.MaxQueue == 0 {
+		cfg.MaxQueue = DefaultMaxQueue
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.RelayMap == nil {
+		cfg.RelayMap = &wire.RelayMap{Regions: map[int]*wire.RelayRegion{}}
+	}
+	s := &Server{
+		cfg:     cfg,
+		log:     cfg.Logger,
+		noise:   &noiseconn.Server{Key: cfg.Key},
+		limiter: newRateLimiter(cfg.RegisterRate, cfg.RegisterBurst, cfg.Now),
+	}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+	m, err := newMapper(ctx, s)
+	if err != nil {
+		return nil, err
+	}
+	s.m = m
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		m.keepAliveLoop(s.ctx)
+	}()
+	return s, nil
+}
+
+// PublicKey returns the server's public Noise key, which nodes pin.
+func (s *Server) PublicKey() key.MachinePublic { return s.cfg.Key.Public() }
+
+// KeyResponse is the body of GET /key.
+type KeyResponse struct {
+	Version   int               `json:"version"`
+	PublicKey key.MachinePublic `json:"public_key"`
+}
+
+// Handler returns the server's HTTP routes: /key, /healthz and the control
+// upgrade at noiseconn.Path. Mount it at the root of the listener; other
+// components (the relay, the console) add their own paths beside it.
+func (s *Server) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /key", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(KeyResponse{Version: wire.ProtocolVersion, PublicKey: s.PublicKey()})
+	})
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "ok\n")
+	})
+	mux.HandleFunc(noiseconn.Path, s.serveUpgrade)
+	return mux
+}
+
+func (s *Server) serveUpgrade(w http.ResponseWriter, r *http.Request) {
+	if s.ctx.Err() != nil {
+		http.Error(w, "server shutting down", http.StatusServiceUnavailable)
+		return
+	}
+	conn, err := s.noise.Accept(w, r)
+	if err != nil {
+		s.log.Info("control channel refused", "remote", r.RemoteAddr, "err", err)
+		return
+	}
+	// The connection runs on its own goroutine so that net/http frees
+	// the request's buffers now rather than for the life of the stream.
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		s.serveConn(conn)
+	}()
+}
+
+// Close drops every stream, stops the server's goroutines and waits for
+// them. It does not close the Store.
+func (s *Server) Close() error {
+	s.cancel()
+	s.m.closeAll()
+	s.wg.Wait()
+	return nil
+}
+
+// NodeChanged tells the server that a node's stored record changed behind
+// its back (an administrator renamed or expired it, approved a route): it
+// is reloaded and the change sent to the nodes that see it.
+func (s *Server) NodeChanged(id wire.NodeID) {
+	ctx, cancel := context.WithTimeout(s.ctx, 10*time.Second)
+	defer cancel()
+	n, err := s.cfg.Store.GetNode(ctx, id)
+	if errors.Is(err, store.ErrNotFound) {
+		s.m.remove(id, "deleted by an administrator")
+		return
+	}
+	if err != nil {
+		s.log.Error("reloading changed node", "node", id, "err", err)
+		return
+	}
+	s.m.upsert(&n)
+	if n.KeyExpired(s.cfg.Now()) {
+		s.m.dropSession(id, &wire.ErrorMessage{Code: wire.CodeNodeKeyExpired, Message: "this node's key has expired; run `weft up` with a new pre-auth key"})
+	}
+}
+
+// NodeRemoved tells the server a node was deleted: it leaves every map and
+// its own stream is closed.
+func (s *Server) NodeRemoved(id wire.NodeID) {
+	s.m.remove(id, "this node was deleted by an administrator; run `weft up` with a pre-auth key to join again")
+}
+
+// remoteIP returns the IP of a connection's peer, for rate limiting.
+func remoteIP(c net.Conn) string {
+	host, _, err := net.SplitHostPort(c.RemoteAddr().String())
+	if err != nil {
+		return c.RemoteAddr().String()
+	}
+	return host
+}
+
+// serveConn reads a node's messages until the channel ends.
+func (s *Server) serveConn(conn *noiseconn.Conn) {
+	defer conn.Close()
+	mk := conn.Peer()
+	log := s.log.With("machine", mk.ShortString(), "remote", conn.RemoteAddr().String())
+	stop := context.AfterFunc(s.ctx, func() { conn.Close() })
+	defer stop()
+
+	var sess *session // set once the map stream has started
+	defer func() {
+		if sess != nil {
+			s.m.disconnected(sess)
+		}
+	}()
+	idle := 3 * s.cfg.KeepAlive
+	for {
+		conn.SetReadDeadline(s.cfg.Now().Add(idle))
+		typ, body, err := wire.ReadMessage(conn, wire.MaxNodeMessage)
+		if err != nil {
+			if !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) && s.ctx.Err() == nil {
+				log.Info("control channel closed", "err", err)
+			}
+			return
+		}
+		switch typ {
+		case wire.MsgKeepAlive:
+		case wire.MsgRegisterRequest:
+			if sess != nil {
+				log.Info("register request during a map stream; closing")
+				return
+			}
+			var req wire.RegisterRequest
+			resp := &wire.RegisterResponse{}
+			if err := wire.Decode(body, &req); err != nil {
+				resp.Error = &wire.ErrorMessage{Code: wire.CodeBadRequest, Message: err.Error()}
+			} else {
+				resp = s.register(s.ctx, mk, remoteIP(conn), &req, log)
+			}
+			if err := wire.WriteMessage(conn, wire.MsgRegisterResponse, resp); err != nil {
+				log.Info("writing register response", "err", err)
+				return
+			}
+		case wire.MsgMapRequest:
+			if sess != nil {
+				log.Info("second map request on one channel; closing")
+				return
+			}
+			var req wire.MapRequest
+			if err := wire.Decode(body, &req); err != nil {
+				s.refuse(conn, &wire.ErrorMessage{Code: wire.CodeBadRequest, Message: err.Error()}, log)
+				return
+			}
+			var em *wire.ErrorMessage
+			sess, em = s.startStream(s.ctx, conn, mk, &req, log)
+			if em != nil {
+				s.refuse(conn, em, log)
+				return
+			}
+		case wire.MsgUpdate:
+			if sess == nil {
+				s.refuse(conn, &wire.ErrorMessage{Code: wire.CodeBadRequest, Message: "update before map request"}, log)
+				return
+			}
+			var u wire.Update
+			if err := wire.Decode(body, &u); err != nil {
+				log.Info("bad update; closing", "err", err)
+				return
+			}
+			s.applyUpdate(s.ctx, sess, &u, log)
+		default:
+			log.Info("unexpected message from node; closing", "type", typ)
+			return
+		}
+	}
+}
+
+// refuse sends an error message and lets the caller close the channel.
+func (s *Server) refuse(conn *noiseconn.Conn, em *wire.ErrorMessage, log *slog.Logger) {
+	log.Info("refusing node", "code", em.Code, "reason", em.Message)
+	conn.SetWriteDeadline(s.cfg.Now().Add(5 * time.Second))
+	wire.WriteMessage(conn, wire.MsgError, em)
+}
+
+// startStream checks a map request against the store, records the node's
+// runtime facts, and starts its stream with a full map.
+func (s *Server) startStream(ctx context.Context, conn *noiseconn.Conn, mk key.MachinePublic, req *wire.MapRequest, log *slog.Logger) (*session, *wire.ErrorMessage) {
+	n, err := s.cfg.Store.GetNodeByMachineKey(ctx, mk)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, &wire.ErrorMessage{Code: wire.CodeNotRegistered, Message: "this machine is not registered; run `weft up` with a pre-auth key"}
+	}
+	if err != nil {
+		log.Error("loading node", "err", err)
+		return nil, &wire.ErrorMessage{Code: wire.CodeInternal, Message: "server error; try again later"}
+	}
+	if n.NodeKey != req.NodeKey {
+		return nil, &wire.ErrorMessage{Code: wire.CodeNotRegistered, Message: "this node key is not registered (it was rotated or the node re-registered elsewhere); run `weft up` again"}
+	}
+	if n.KeyExpired(s.cfg.Now()) {
+		return nil, &wire.ErrorMessage{Code: wire.CodeNodeKeyExpired, Message: "this node's key has expired; run `weft up` with a new pre-auth key"}
+	}
+	n, err = s.cfg.Store.UpdateNodeRuntime(ctx, n.ID, func(rt *store.NodeRuntime) {
+		if !req.DiscoKey.IsZero() {
+			rt.DiscoKey = req.DiscoKey
+		}
+		rt.Endpoints = req.Endpoints
+		rt.HomeRegion = req.HomeRegion
+		if req.Hostinfo != nil {
+			rt.Hostinfo = req.Hostinfo
+		}
+		rt.LastSeen = s.cfg.Now().UTC()
+	})
+	if err != nil {
+		log.Error("saving node runtime", "err", err)
+		return nil, &wire.ErrorMessage{Code: wire.CodeInternal, Message: "server error; try again later"}
+	}
+	sess := newSession(s, n.ID, conn)
+	s.m.connected(&n, sess)
+	log.Debug("map stream started", "node", n.ID, "name", n.Name)
+	return sess, nil
+}
+
+// applyUpdate records a node's new runtime facts and fans them out.
+func (s *Server) applyUpdate(ctx context.Context, sess *session, u *wire.Update, log *slog.Logger) {
+	n, err := s.cfg.Store.UpdateNodeRuntime(ctx, sess.id, func(rt *store.NodeRuntime) {
+		if u.Endpoints != nil {
+			rt.Endpoints = *u.Endpoints
+		}
+		if u.HomeRegion >= 0 {
+			rt.HomeRegion = u.HomeRegion
+		}
+		if !u.DiscoKey.IsZero() {
+			rt.DiscoKey = u.DiscoKey
+		}
+		if u.Hostinfo != nil {
+			rt.Hostinfo = u.Hostinfo
+		}
+	})
+	if err != nil {
+		log.Error("saving node update", "err", err)
+		return
+	}
+	s.m.updated(&n, u.Hostinfo != nil)
+}

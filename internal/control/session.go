@@ -1,0 +1,123 @@
+package control
+
+import (
+	"sync"
+	"time"
+
+	"weft/internal/noiseconn"
+	"weft/internal/wire"
+)
+
+// writeTimeout bounds one write to a node; a node that does not read for
+// this long is dropped.
+const writeTimeout = 30 * time.Second
+
+// session is one node's live map stream: an outbound queue of ready-made
+// frames and a writer goroutine that exists only while there is something
+// to write, so an idle stream costs no goroutine beyond its reader.
+type session struct {
+	srv  *Server
+	id   wire.NodeID
+	conn *noiseconn.Conn
+
+	mu         sync.Mutex // guards the fields below
+	queue      [][]byte
+	queued     int  // bytes in queue
+	writing    bool // a writer goroutine is running
+	closed     bool // no more frames are accepted
+	closeAfter bool // close the connection once the queue is written
+	sent       bool // something was queued since the last keepalive tick
+}
+
+func newSession(s *Server, id wire.NodeID, conn *noiseconn.Conn) *session {
+	return &session{srv: s, id: id, conn: conn}
+}
+
+func (ss *session) lock()   { ss.mu.Lock() }
+func (ss *session) unlock() { ss.mu.Unlock() }
+
+// enqueue adds a frame for the node. Frames may be shared between
+// sessions and are never modified. A node whose queue outgrows the limit
+// is too slow to follow; it is dropped and will resync with a full map.
+func (ss *session) enqueue(frame []byte) {
+	ss.lock()
+	defer ss.unlock()
+	if ss.closed {
+		return
+	}
+	ss.sent = true
+	if ss.queued+len(frame) > ss.srv.cfg.MaxQueue {
+		ss.closed = true
+		ss.queue = nil
+		ss.srv.log.Info("node too slow to follow its map stream; dropping it", "node", ss.id)
+		go ss.conn.Close()
+		return
+	}
+	ss.queue = append(ss.queue, frame)
+	ss.queued += len(frame)
+	ss.startWriterLocked()
+}
+
+// fail sends em to the node and then closes its channel.
+func (ss *session) fail(em *wire.ErrorMessage) {
+	frame := wire.AppendMessage(nil, wire.MsgError, mustJSON(em))
+	ss.lock()
+	defer ss.unlock()
+	if ss.closed {
+		return
+	}
+	ss.queue = append(ss.queue, frame)
+	ss.closed, ss.closeAfter = true, true
+	ss.startWriterLocked()
+}
+
+// close closes the channel without a word, as when a newer stream of the
+// same node replaces this one.
+func (ss *session) close() {
+	ss.lock()
+	ss.closed = true
+	ss.queue = nil
+	ss.unlock()
+	ss.conn.Close()
+}
+
+// startWriterLocked starts the writer goroutine if none runs. ss.mu is held.
+func (ss *session) startWriterLocked() {
+	if ss.writing {
+		return
+	}
+	ss.writing = true
+	ss.srv.wg.Add(1)
+	go func() {
+		defer ss.srv.wg.Done()
+		ss.writeLoop()
+	}()
+}
+
+func (ss *session) writeLoop() {
+	for {
+		ss.lock()
+		q := ss.queue
+		ss.queue, ss.queued = nil, 0
+		if len(q) == 0 {
+			ss.writing = false
+			closeNow := ss.closeAfter
+			ss.unlock()
+			if closeNow {
+				ss.conn.Close()
+			}
+			return
+		}
+		ss.unlock()
+		ss.conn.SetWriteDeadline(time.Now().Add(writeTimeout))
+		for _, frame := range q {
+			if _, err := ss.conn.Write(frame); err != nil {
+				ss.lock()
+				ss.closed, ss.writing, ss.queue = true, false, nil
+				ss.unlock()
+				ss.conn.Close()
+				return
+			}
+		}
+	}
+}

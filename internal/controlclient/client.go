@@ -1,0 +1,421 @@
+// Package controlclient is the node side of the control plane: it fetches
+// and pins the server's key, registers the node, holds the map stream with
+// reconnects, and keeps the node's current NetMap. Daemon wraps it with the
+// node's state directory and the local API.
+package controlclient
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"net/netip"
+	"strings"
+	"sync"
+	"time"
+
+	"weft/internal/key"
+	"weft/internal/noiseconn"
+	"weft/internal/wire"
+)
+
+// Errors the client returns; each message says what to do.
+var (
+	// ErrServerKeyChanged: the server presents a key other than the one
+	// pinned on first contact.
+	ErrServerKeyChanged = errors.New("server key changed")
+	// ErrUnreachable: the server could not be reached.
+	ErrUnreachable = errors.New("server unreachable")
+)
+
+// Defaults for Options' zero fields.
+const (
+	DefaultKeepAlive  = 30 * time.Second
+	DefaultMinBackoff = 500 * time.Millisecond
+	DefaultMaxBackoff = 60 * time.Second
+)
+
+// Options configures a Client.
+type Options struct {
+	// ServerURL is the control server's base URL. Required.
+	ServerURL string
+	// MachineKey is the node's long-term key. Required.
+	MachineKey key.MachinePrivate
+	// NodeKey is the node's current node key. Required.
+	NodeKey key.NodePrivate
+	// DiscoKey is this run's disco key; zero sends none.
+	DiscoKey key.DiscoPublic
+	// Hostinfo describes the node; nil sends none.
+	Hostinfo *wire.Hostinfo
+	// ServerKey is the pinned server key; zero means not yet pinned, in
+	// which case the first key fetched is pinned through OnPin.
+	ServerKey key.MachinePublic
+	// OnPin persists a newly pinned server key; nil keeps it in memory.
+	// An error from it aborts the connection.
+	OnPin func(key.MachinePublic) error
+	// OnMap is called from the Run goroutine with a copy of the NetMap
+	// after every map message; nil means no callback. It must not block
+	// for long.
+	OnMap func(*NetMap)
+	// Logger receives logs; nil discards them.
+	Logger *slog.Logger
+	// KeepAlive is how often the client sends a keepalive; the stream is
+	// deemed dead after four of these without a message from the server.
+	// Zero means DefaultKeepAlive.
+	KeepAlive time.Duration
+	// MinBackoff and MaxBackoff bound the reconnect delay; zero means
+	// the defaults.
+	MinBackoff, MaxBackoff time.Duration
+	// HTTPClient fetches /key; nil means a client with a 10 s timeout.
+	HTTPClient *http.Client
+	// DialContext dials the server; nil means a net.Dialer.
+	DialContext func(ctx context.Context, network, addr string) (net.Conn, error)
+}
+
+// Client talks to one control server for one node.
+type Client struct {
+	opts Options
+	log  *slog.Logger
+
+	mu         sync.Mutex // guards the fields below
+	serverKey  key.MachinePublic
+	endpoints  []netip.AddrPort
+	homeRegion int
+	hostinfo   *wire.Hostinfo
+	conn       *noiseconn.Conn // the live stream's channel, or nil
+	nm         *NetMap
+	lastErr    error
+	connected  bool
+}
+
+// New returns a Client; it does not connect until Register or Run.
+func New(opts Options) (*Client, error) {
+	if opts.ServerURL == "" {
+		return nil, errors.New("controlclient: no server URL")
+	}
+	if opts.MachineKey.IsZero() || opts.NodeKey.IsZero() {
+		return nil, errors.New("controlclient: machine and node keys are required")
+	}
+	opts.ServerURL = strings.TrimSuffix(opts.ServerURL, "/")
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if opts.KeepAlive == 0 {
+		opts.KeepAlive = DefaultKeepAlive
+	}
+	if opts.MinBackoff == 0 {
+		opts.MinBackoff = DefaultMinBackoff
+	}
+	if opts.MaxBackoff == 0 {
+		opts.MaxBackoff = DefaultMaxBackoff
+	}
+	if opts.HTTPClient == nil {
+		tr := &http.Transport{DialContext: opts.DialContext}
+		opts.HTTPClient = &http.Client{Timeout: 10 * time.Second, Transport: tr}
+	}
+	return &Client{opts: opts, log: opts.Logger, serverKey: opts.ServerKey, hostinfo: opts.Hostinfo}, nil
+}
+
+// KeyResponse is the body of the server's GET /key.
+type KeyResponse struct {
+	Version   int               `json:"version"`
+	PublicKey key.MachinePublic `json:"public_key"`
+}
+
+// FetchServerKey asks the server at serverURL for its public key.
+func FetchServerKey(ctx context.Context, hc *http.Client, serverURL string) (KeyResponse, error) {
+	var kr KeyResponse
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(serverURL, "/")+"/key", nil)
+	if err != nil {
+		return kr, fmt.Errorf("controlclient: server URL %q: %w", serverURL, err)
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return kr, fmt.Errorf("%w: %v; check the URL and that the server runs", ErrUnreachable, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return kr, fmt.Errorf("%w: GET /key answered %s; is %s a weft server?", ErrUnreachable, resp.Status, serverURL)
+	}
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 4096)).Decode(&kr); err != nil || kr.PublicKey.IsZero() {
+		return kr, fmt.Errorf("%w: GET /key gave no key; is %s a weft server?", ErrUnreachable, serverURL)
+	}
+	return kr, nil
+}
+
+// checkServer fetches the server's key and checks it against the pin,
+// pinning it on first contact.
+func (c *Client) checkServer(ctx context.Context) (key.MachinePublic, error) {
+	kr, err := FetchServerKey(ctx, c.opts.HTTPClient, c.opts.ServerURL)
+	if err != nil {
+		return key.MachinePublic{}, err
+	}
+	if kr.Version != wire.ProtocolVersion {
+		return key.MachinePublic{}, fmt.Errorf("controlclient: server speaks protocol version %d, this node %d; upgrade weft on the older side", kr.Version, wire.ProtocolVersion)
+	}
+	c.mu.Lock()
+	pinned := c.serverKey
+	c.mu.Unlock()
+	if pinned.IsZero() {
+		if c.opts.OnPin != nil {
+			if err := c.opts.OnPin(kr.PublicKey); err != nil {
+				return key.MachinePublic{}, fmt.Errorf("controlclient: saving server key: %w", err)
+			}
+		}
+		c.mu.Lock()
+		c.serverKey = kr.PublicKey
+		c.mu.Unlock()
+		c.log.Info("pinned server key", "key", kr.PublicKey.String())
+		return kr.PublicKey, nil
+	}
+	if pinned != kr.PublicKey {
+		return key.MachinePublic{}, fmt.Errorf("%w: %s presents %s but this node pinned %s on first contact; if the server was reinstalled on purpose, run `weft logout` (which forgets the pin) and `weft up` again", ErrServerKeyChanged, c.opts.ServerURL, kr.PublicKey, pinned)
+	}
+	return pinned, nil
+}
+
+func (c *Client) dial(ctx context.Context) (*noiseconn.Conn, error) {
+	sk, err := c.checkServer(ctx)
+	if err != nil {
+		return nil, err
+	}
+	d := &noiseconn.Dialer{MachineKey: c.opts.MachineKey, ServerKey: sk, DialContext: c.opts.DialContext}
+	conn, err := d.Dial(ctx, c.opts.ServerURL)
+	if err != nil {
+		var ne net.Error
+		if errors.As(err, &ne) || errors.Is(err, net.ErrClosed) {
+			return nil, fmt.Errorf("%w: %v", ErrUnreachable, err)
+		}
+		return nil, err
+	}
+	return conn, nil
+}
+
+// Register registers the node with authKey (empty for a known machine
+// re-registering or rotating its node key) and returns its record. A
+// refusal by the server is a *wire.ErrorMessage.
+func (c *Client) Register(ctx context.Context, authKey string, oldNodeKey key.NodePublic) (*wire.Node, error) {
+	conn, err := c.dial(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close()
+	stop := context.AfterFunc(ctx, func() { conn.Close() })
+	defer stop()
+	c.mu.Lock()
+	req := &wire.RegisterRequest{
+		AuthKey:    authKey,
+		NodeKey:    c.opts.NodeKey.Public(),
+		OldNodeKey: oldNodeKey,
+		DiscoKey:   c.opts.DiscoKey,
+		Hostinfo:   c.hostinfo,
+	}
+	c.mu.Unlock()
+	if err := wire.WriteMessage(conn, wire.MsgRegisterRequest, req); err != nil {
+		return nil, fmt.Errorf("%w: sending registration: %v", ErrUnreachable, err)
+	}
+	typ, body, err := wire.ReadMessage(conn, wire.MaxServerMessage)
+	if err != nil {
+		return nil, fmt.Errorf("%w: reading registration answer: %v", ErrUnreachable, err)
+	}
+	if typ != wire.MsgRegisterResponse && typ != wire.MsgError {
+		return nil, fmt.Errorf("controlclient: server answered registration with %v", typ)
+	}
+	if typ == wire.MsgError {
+		em := &wire.ErrorMessage{}
+		if err := wire.Decode(body, em); err != nil {
+			return nil, err
+		}
+		return nil, em
+	}
+	var resp wire.RegisterResponse
+	if err := wire.Decode(body, &resp); err != nil {
+		return nil, err
+	}
+	if resp.Error != nil {
+		return nil, resp.Error
+	}
+	if resp.Node == nil {
+		return nil, errors.New("controlclient: server's registration answer holds no node")
+	}
+	return resp.Node, nil
+}
+
+// SetEndpoints records the node's candidate endpoints and home relay
+// region and sends them to the server if a stream is up (otherwise they go
+// with the next map request).
+func (c *Client) SetEndpoints(eps []netip.AddrPort, homeRegion int) {
+	c.mu.Lock()
+	c.endpoints = append([]netip.AddrPort(nil), eps...)
+	c.homeRegion = homeRegion
+	conn := c.conn
+	c.mu.Unlock()
+	if conn != nil {
+		u := &wire.Update{Endpoints: &eps, HomeRegion: homeRegion}
+		if err := wire.WriteMessage(conn, wire.MsgUpdate, u); err != nil {
+			c.log.Debug("sending update", "err", err)
+		}
+	}
+}
+
+// SetHostinfo records new host facts and sends them if a stream is up.
+func (c *Client) SetHostinfo(hi *wire.Hostinfo) {
+	c.mu.Lock()
+	c.hostinfo = hi
+	conn := c.conn
+	c.mu.Unlock()
+	if conn != nil {
+		wire.WriteMessage(conn, wire.MsgUpdate, &wire.Update{Hostinfo: hi, HomeRegion: -1})
+	}
+}
+
+// NetMap returns a copy of the current map, or nil before the first one.
+func (c *Client) NetMap() *NetMap {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.nm.Clone()
+}
+
+// Connected reports whether a map stream is up, and the last error.
+func (c *Client) Connected() (bool, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.connected, c.lastErr
+}
+
+// IsPermanent reports whether err means retrying cannot help until the
+// user acts (a new pre-auth key, a forgotten pin).
+func IsPermanent(err error) bool {
+	var em *wire.ErrorMessage
+	if errors.As(err, &em) {
+		switch em.Code {
+		case wire.CodeNotRegistered, wire.CodeNodeKeyExpired, wire.CodeAuthRequired:
+			return true
+		}
+	}
+	return false
+}
+
+// Run holds the map stream until ctx ends, reconnecting with exponential
+// backoff and jitter; each reconnect starts again with a full map. It
+// returns ctx's error, or a permanent error (see IsPermanent).
+func (c *Client) Run(ctx context.Context) error {
+	backoff := c.opts.MinBackoff
+	for {
+		start := time.Now()
+		err := c.stream(ctx)
+		c.mu.Lock()
+		c.connected, c.conn, c.lastErr = false, nil, err
+		c.mu.Unlock()
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if IsPermanent(err) {
+			c.log.Warn("control server refused this node", "err", err)
+			return err
+		}
+		if time.Since(start) > 2*c.opts.MaxBackoff {
+			backoff = c.opts.MinBackoff // the stream was up a good while
+		}
+		// Full jitter: a server restart must not bring every node back
+		// in the same instant.
+		wait := time.Duration(rand.Int64N(int64(backoff))) + c.opts.MinBackoff/2
+		c.log.Info("map stream ended; reconnecting", "err", err, "in", wait.Round(time.Millisecond))
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(wait):
+		}
+		backoff = min(2*backoff, c.opts.MaxBackoff)
+	}
+}
+
+// stream runs one map stream until it fails.
+func (c *Client) stream(ctx context.Context) error {
+	dctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	conn, err := c.dial(dctx)
+	cancel()
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	stop := context.AfterFunc(ctx, func() { conn.Close() })
+	defer stop()
+
+	c.mu.Lock()
+	req := &wire.MapRequest{
+		NodeKey:    c.opts.NodeKey.Public(),
+		DiscoKey:   c.opts.DiscoKey,
+		Endpoints:  c.endpoints,
+		HomeRegion: c.homeRegion,
+		Hostinfo:   c.hostinfo,
+	}
+	// The request is written under c.mu, and c.conn set with it, so that
+	// an Update from SetEndpoints can neither be lost nor overtake it.
+	err = wire.WriteMessage(conn, wire.MsgMapRequest, req)
+	if err == nil {
+		c.conn = conn
+	}
+	c.mu.Unlock()
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrUnreachable, err)
+	}
+
+	done := make(chan struct{})
+	defer close(done)
+	go func() {
+		t := time.NewTicker(c.opts.KeepAlive)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				if wire.WriteMessage(conn, wire.MsgKeepAlive, nil) != nil {
+					return
+				}
+			}
+		}
+	}()
+
+	nm := &NetMap{}
+	for {
+		conn.SetReadDeadline(time.Now().Add(4 * c.opts.KeepAlive))
+		typ, body, err := wire.ReadMessage(conn, wire.MaxServerMessage)
+		if err != nil {
+			return fmt.Errorf("%w: map stream: %v", ErrUnreachable, err)
+		}
+		switch typ {
+		case wire.MsgKeepAlive:
+		case wire.MsgError:
+			em := &wire.ErrorMessage{}
+			if err := wire.Decode(body, em); err != nil {
+				return err
+			}
+			return em
+		case wire.MsgMapResponse:
+			var r wire.MapResponse
+			if err := wire.Decode(body, &r); err != nil {
+				return err
+			}
+			if nm.Self == nil && !r.Full {
+				return errors.New("controlclient: map stream began with a delta")
+			}
+			nm.Apply(&r)
+			snap := nm.Clone()
+			c.mu.Lock()
+			c.nm, c.connected, c.lastErr = snap, true, nil
+			c.mu.Unlock()
+			if c.opts.OnMap != nil {
+				c.opts.OnMap(snap)
+			}
+		default:
+			return fmt.Errorf("controlclient: unexpected %v in map stream", typ)
+		}
+	}
+}
