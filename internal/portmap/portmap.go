@@ -28,6 +28,12 @@ const Port = 5351
 // answer in milliseconds; waiting longer only slows netcheck down.
 const DefaultTimeout = time.Second
 
+// minUPnPWait is the shortest UPnP search: an SSDP search announces its
+// wait in whole seconds (at least one), and the search library listens for
+// answers until its deadline, so the UPnP probe always takes about this
+// long, whatever Timeout says.
+const minUPnPWait = 1500 * time.Millisecond
+
 // Result says which protocols answered.
 type Result struct {
 	UPnP bool `json:"upnp"`
@@ -53,13 +59,15 @@ type Prober struct {
 }
 
 // Probe runs the three probes concurrently and returns when all have
-// answered or timed out, or ctx is done. A protocol that does not answer
+// answered or timed out, or ctx is done. The UPnP search takes at least
+// 1.5s unless ctx ends sooner (see minUPnPWait). A protocol that does not answer
 // is false; only a failure to run any probe at all is an error.
 func (p *Prober) Probe(ctx context.Context) (Result, error) {
 	timeout := p.Timeout
 	if timeout <= 0 {
 		timeout = DefaultTimeout
 	}
+	parent := ctx
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	log := p.Logger
@@ -92,7 +100,9 @@ func (p *Prober) Probe(ctx context.Context) (Result, error) {
 	}
 	if !p.DisableUPnP {
 		wg.Go(func() {
-			ok, err := probeUPnP(ctx)
+			uctx, cancel := context.WithTimeout(parent, max(timeout, minUPnPWait))
+			defer cancel()
+			ok, err := probeUPnP(uctx)
 			log.Debug("portmap: UPnP probe", "ok", ok, "err", err)
 			mu.Lock()
 			res.UPnP = ok
