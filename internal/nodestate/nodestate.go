@@ -1,0 +1,183 @@
+// Package nodestate keeps a node's state directory: its machine key, its
+// preferences (server, pinned server key, node key, whether it should be
+// up) and the last peer map. Every file is written atomically (temporary
+// file, fsync, rename, fsync of the directory) and readable by the owner
+// only, so a crash or power cut leaves either the old or the new file.
+package nodestate
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"weft/internal/key"
+)
+
+// File names inside the state directory.
+const (
+	machineKeyFile = "machine.key"
+	prefsFile      = "prefs.json"
+	netmapFile     = "netmap.json"
+)
+
+// Dir is an open state directory. Its methods are not safe for concurrent
+// use; the daemon serialises them.
+type Dir struct {
+	path string
+}
+
+// Open opens the state directory at path, creating it owner-only if
+// needed.
+func Open(path string) (*Dir, error) {
+	if err := os.MkdirAll(path, 0o700); err != nil {
+		return nil, fmt.Errorf("nodestate: %w", err)
+	}
+	if err := os.Chmod(path, 0o700); err != nil {
+		return nil, fmt.Errorf("nodestate: %w", err)
+	}
+	return &Dir{path: path}, nil
+}
+
+// Path returns the directory's path.
+func (d *Dir) Path() string { return d.path }
+
+// MachineKey returns the node's machine key, making and saving one on
+// first use. It is the node's identity toward the server and never changes.
+func (d *Dir) MachineKey() (key.MachinePrivate, error) {
+	var k key.MachinePrivate
+	p := filepath.Join(d.path, machineKeyFile)
+	b, err := os.ReadFile(p)
+	if err == nil {
+		if err := k.UnmarshalText([]byte(strings.TrimSpace(string(b)))); err != nil {
+			return k, fmt.Errorf("nodestate: %s: %w", p, err)
+		}
+		return k, nil
+	}
+	if !errors.Is(err, fs.ErrNotExist) {
+		return k, fmt.Errorf("nodestate: %w", err)
+	}
+	k = key.NewMachine()
+	text, _ := k.MarshalText()
+	if err := WriteFileAtomic(p, append(text, '\n')); err != nil {
+		return k, err
+	}
+	return k, nil
+}
+
+// Prefs is what the node remembers between runs.
+type Prefs struct {
+	// ServerURL is the control server's URL; empty before the first up.
+	ServerURL string `json:"server_url,omitempty"`
+	// ServerKey is the server key pinned on first contact.
+	ServerKey key.MachinePublic `json:"server_key,omitzero"`
+	// Hostname is the name the user asked for.
+	Hostname string `json:"hostname,omitempty"`
+	// WantUp records that the user ran up and not down since: after a
+	// restart the daemon connects by itself.
+	WantUp bool `json:"want_up"`
+	// NodeKey is the node's current node key; zero before registration.
+	NodeKey key.NodePrivate `json:"node_key,omitzero"`
+	// Registered is set once the server accepted NodeKey.
+	Registered bool `json:"registered"`
+}
+
+// LoadPrefs reads the preferences; a missing file gives zero Prefs.
+func (d *Dir) LoadPrefs() (Prefs, error) {
+	var p Prefs
+	err := d.loadJSON(prefsFile, &p)
+	return p, err
+}
+
+// SavePrefs writes the preferences atomically.
+func (d *Dir) SavePrefs(p Prefs) error { return d.saveJSON(prefsFile, p) }
+
+// LoadNetMap reads the last saved map into v; a missing file leaves v.
+func (d *Dir) LoadNetMap(v any) error { return d.loadJSON(netmapFile, v) }
+
+// SaveNetMap writes the last map atomically.
+func (d *Dir) SaveNetMap(v any) error { return d.saveJSON(netmapFile, v) }
+
+// Forget removes the preferences (with the pin and node key) and the last
+// map, keeping the machine key: the node logs out.
+func (d *Dir) Forget() error {
+	for _, f := range []string{prefsFile, netmapFile} {
+		if err := os.Remove(filepath.Join(d.path, f)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("nodestate: %w", err)
+		}
+	}
+	return syncDir(d.path)
+}
+
+func (d *Dir) loadJSON(name string, v any) error {
+	b, err := os.ReadFile(filepath.Join(d.path, name))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("nodestate: %w", err)
+	}
+	if err := json.Unmarshal(b, v); err != nil {
+		return fmt.Errorf("nodestate: %s is damaged (%v); remove it to start over", filepath.Join(d.path, name), err)
+	}
+	return nil
+}
+
+func (d *Dir) saveJSON(name string, v any) error {
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return fmt.Errorf("nodestate: encoding %s: %w", name, err)
+	}
+	return WriteFileAtomic(filepath.Join(d.path, name), append(b, '\n'))
+}
+
+// WriteFileAtomic replaces path with data, mode 0600: it writes a
+// temporary file beside it, fsyncs it, renames it over path and fsyncs the
+// directory, so readers and crashes see the old or the new content whole.
+func WriteFileAtomic(path string, data []byte) (err error) {
+	dir := filepath.Dir(path)
+	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp*")
+	if err != nil {
+		return fmt.Errorf("nodestate: %w", err)
+	}
+	tmp := f.Name()
+	defer func() {
+		if err != nil {
+			os.Remove(tmp)
+		}
+	}()
+	if err := f.Chmod(0o600); err != nil {
+		f.Close()
+		return fmt.Errorf("nodestate: %w", err)
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return fmt.Errorf("nodestate: writing %s: %w", path, err)
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return fmt.Errorf("nodestate: syncing %s: %w", path, err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("nodestate: %w", err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return fmt.Errorf("nodestate: %w", err)
+	}
+	return syncDir(dir)
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("nodestate: %w", err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("nodestate: syncing %s: %w", dir, err)
+	}
+	return nil
+}

@@ -1,0 +1,96 @@
+package nodestate
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+
+	"weft/internal/key"
+)
+
+func TestStateFilesOwnerOnlyAndPersistent(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "state")
+	d, err := Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mk, err := d.MachineKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := Prefs{ServerURL: "http://ctrl:8080", ServerKey: key.NewMachine().Public(), WantUp: true, NodeKey: key.NewNode(), Registered: true}
+	if err := d.SavePrefs(p); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.SaveNetMap(map[string]int{"seq": 3}); err != nil {
+		t.Fatal(err)
+	}
+
+	d2, err := Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mk2, err := d2.MachineKey()
+	if err != nil || mk2.Public() != mk.Public() {
+		t.Fatalf("machine key not kept across opens: %v", err)
+	}
+	got, err := d2.LoadPrefs()
+	if err != nil || got != p {
+		t.Fatalf("LoadPrefs = %+v, %v; want %+v", got, err, p)
+	}
+
+	st, _ := os.Stat(dir)
+	if st.Mode().Perm() != 0o700 {
+		t.Errorf("dir mode %v, want 0700", st.Mode().Perm())
+	}
+	entries, _ := os.ReadDir(dir)
+	names := map[string]bool{}
+	for _, e := range entries {
+		names[e.Name()] = true
+		info, _ := e.Info()
+		if info.Mode().Perm() != 0o600 {
+			t.Errorf("%s mode %v, want 0600", e.Name(), info.Mode().Perm())
+		}
+	}
+	for _, want := range []string{machineKeyFile, prefsFile, netmapFile} {
+		if !names[want] {
+			t.Errorf("%s missing", want)
+		}
+	}
+	if len(entries) != 3 {
+		t.Errorf("stray files in state dir: %v", names)
+	}
+
+	if err := d2.Forget(); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := d2.LoadPrefs(); got != (Prefs{}) {
+		t.Errorf("prefs after Forget = %+v", got)
+	}
+	if mk3, _ := d2.MachineKey(); mk3.Public() != mk.Public() {
+		t.Error("Forget changed the machine key")
+	}
+}
+
+func TestWriteFileAtomicReplacesWhole(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "f")
+	if err := os.WriteFile(p, []byte("old content that is long"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := WriteFileAtomic(p, []byte("new")); err != nil {
+		t.Fatal(err)
+	}
+	b, _ := os.ReadFile(p)
+	st, _ := os.Stat(p)
+	if string(b) != "new" || st.Mode().Perm() != 0o600 {
+		t.Errorf("got %q mode %v", b, st.Mode().Perm())
+	}
+}
+
+func TestDamagedPrefsSayWhatToDo(t *testing.T) {
+	d, _ := Open(t.TempDir())
+	os.WriteFile(filepath.Join(d.Path(), prefsFile), []byte("{"), 0o600)
+	if _, err := d.LoadPrefs(); err == nil {
+		t.Fatal("damaged prefs loaded")
+	}
+}
