@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
+	"runtime"
 	"slices"
 	"strconv"
 	"testing"
@@ -122,13 +123,30 @@ func relayMap(regions ...*wire.RelayRegion) *wire.RelayMap {
 
 func ptr[T any](v T) *T { return &v }
 
+// checkNoLeak fails the test if goroutines started after before are
+// still running once they have had a moment to wind down.
+func checkNoLeak(t *testing.T, before int) {
+	t.Helper()
+	var n int
+	for range 200 {
+		if n = runtime.NumGoroutine(); n <= before {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	buf := make([]byte, 1<<20)
+	t.Fatalf("%d goroutines left running (had %d):\n%s", n, before, buf[:runtime.Stack(buf, true)])
+}
+
 func TestGetReportSTUN(t *testing.T) {
 	a, b := startSTUN(t), startSTUN(t)
+	before := runtime.NumGoroutine()
 	c := &Client{}
 	r, err := c.GetReport(t.Context(), relayMap(region(1, a, 0), region(2, b, 0)))
 	if err != nil {
 		t.Fatal(err)
 	}
+	checkNoLeak(t, before)
 	if !r.UDP || !r.IPv4 || r.IPv6 {
 		t.Fatalf("UDP=%v IPv4=%v IPv6=%v, want true true false", r.UDP, r.IPv4, r.IPv6)
 	}
@@ -253,10 +271,13 @@ func TestGetReportUDPBlocked(t *testing.T) {
 
 	c := &Client{STUNTimeout: 300 * time.Millisecond}
 	rm := relayMap(region(1, silentUDP(t), httpPort), region(2, netip.AddrPort{}, httpPort))
+	before := runtime.NumGoroutine()
 	r, err := c.GetReport(t.Context(), rm)
 	if err != nil {
 		t.Fatal(err)
 	}
+	hs.CloseClientConnections() // the server's side of the checks' connections
+	checkNoLeak(t, before)
 	if r.UDP || r.IPv4 || r.GlobalV4.IsValid() {
 		t.Fatalf("UDP=%v IPv4=%v GlobalV4=%v, want nothing over UDP", r.UDP, r.IPv4, r.GlobalV4)
 	}
