@@ -97,12 +97,30 @@ func checkAnswer(t testing.TB, out, req []byte, src netip.AddrPort) {
 	}
 }
 
+// plainPacketConn hides the *net.UDPConn behind the PacketConn interface,
+// as a caller's own conn type would.
+type plainPacketConn struct{ net.PacketConn }
+
 func TestServe(t *testing.T) {
+	for _, wrap := range []bool{false, true} {
+		name := "UDPConn"
+		if wrap {
+			name = "other PacketConn"
+		}
+		t.Run(name, func(t *testing.T) { testServe(t, wrap) })
+	}
+}
+
+func testServe(t *testing.T, wrap bool) {
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
 	pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
+	}
+	server := pc.LocalAddr().(*net.UDPAddr).AddrPort()
+	if wrap {
+		pc = plainPacketConn{pc}
 	}
 	s := &Server{}
 	done := make(chan error, 1)
@@ -113,7 +131,6 @@ func TestServe(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	server := pc.LocalAddr().(*net.UDPAddr).AddrPort()
 	me := c.LocalAddr().(*net.UDPAddr).AddrPort()
 
 	// Garbage first: the server must stay up and answer the request that
