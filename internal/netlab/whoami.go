@@ -36,9 +36,9 @@ func ServeWhoami(ctx context.Context, ln net.Listener) error {
 		return fmt.Errorf("netlab: whoami: %w", err)
 	case <-ctx.Done():
 	}
-	sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
-	err := srv.Shutdown(sctx)
+	// Answers are one line each; nothing is lost by not waiting for
+	// connections to drain, and the lab goes down faster.
+	err := srv.Close()
 	if serr := <-errc; !errors.Is(serr, http.ErrServerClosed) && err == nil {
 		err = serr
 	}
