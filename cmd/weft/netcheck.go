@@ -134,7 +134,7 @@ func fetchRelayMap(ctx context.Context, server string) (*wire.RelayMap, error) {
 	if err != nil {
 		return nil, usageError{fmt.Errorf("netcheck: --server %q: %w", server, err)}
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := (&http.Client{}).Do(req)
 	if err != nil {
 		return nil, fmt.Errorf("netcheck: fetch relay map: %w", err)
 	}
@@ -160,7 +160,11 @@ func writeNetcheckReport(w io.Writer, r *netcheck.Report, rm *wire.RelayMap, pro
 	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "Report:\n")
-	fmt.Fprintf(&b, "\t* UDP: %v\n", r.UDP)
+	if r.UDP {
+		fmt.Fprintf(&b, "\t* UDP: true\n")
+	} else {
+		fmt.Fprintf(&b, "\t* UDP: false (blocked or no STUN server answered: peers will be reached through a relay)\n")
+	}
 	if r.IPv4 {
 		fmt.Fprintf(&b, "\t* IPv4: yes, %v\n", r.GlobalV4)
 	} else {
