@@ -137,31 +137,61 @@ func TestWriteNetcheckReport(t *testing.T) {
 		2:  {ID: 2, Code: "tokyo"},
 		10: {ID: 10, Name: ""},
 	}}
-	r := &netcheck.Report{
-		UDP: true, IPv4: true,
-		GlobalV4:              netip.MustParseAddrPort("203.0.113.21:41641"),
-		MappingVariesByDestIP: &f,
-		PreferredRegion:       1,
-		RegionLatency:         map[int]time.Duration{1: 24800 * time.Microsecond, 2: 130 * time.Millisecond},
-		RegionLatencyVia:      map[int]string{1: "stun", 2: "http"},
+	tests := []struct {
+		name    string
+		r       *netcheck.Report
+		portmap bool
+		want    string
+	}{
+		{
+			name: "easy NAT",
+			r: &netcheck.Report{
+				UDP: true, IPv4: true,
+				GlobalV4:              netip.MustParseAddrPort("203.0.113.21:41641"),
+				MappingVariesByDestIP: &f,
+				PreferredRegion:       1,
+				RegionLatency:         map[int]time.Duration{1: 24800 * time.Microsecond, 2: 130 * time.Millisecond},
+				RegionLatencyVia:      map[int]string{1: "stun", 2: "http"},
+			},
+			portmap: true,
+			want: "Report:\n" +
+				"\t* UDP: true\n" +
+				"\t* IPv4: yes, 203.0.113.21:41641\n" +
+				"\t* IPv6: no\n" +
+				"\t* Mapping varies by destination IP: false (easy NAT)\n" +
+				"\t* Port mapping: UPnP no, NAT-PMP no, PCP no\n" +
+				"\t* Nearest relay: home (1)\n" +
+				"\t* Relay latency:\n" +
+				"\t\t- home      (1):  24.8ms\n" +
+				"\t\t- tokyo     (2):  130.0ms (HTTP)\n" +
+				"\t\t- region 10 (10): no answer\n",
+		},
+		{
+			name: "UDP blocked, nothing answers",
+			r:    &netcheck.Report{},
+			want: "Report:\n" +
+				"\t* UDP: false (blocked or no STUN server answered: peers will be reached through a relay)\n" +
+				"\t* IPv4: no\n" +
+				"\t* IPv6: no\n" +
+				"\t* Mapping varies by destination IP: unknown (needs answers from two STUN servers)\n" +
+				"\t* Port mapping: not probed\n" +
+				"\t* Nearest relay: none answered\n" +
+				"\t* Relay latency:\n" +
+				"\t\t- home      (1):  no answer\n" +
+				"\t\t- tokyo     (2):  no answer\n" +
+				"\t\t- region 10 (10): no answer\n",
+		},
 	}
-	var b bytes.Buffer
-	if err := writeNetcheckReport(&b, r, rm, true); err != nil {
-		t.Fatal(err)
-	}
-	want := "Report:\n" +
-		"\t* UDP: true\n" +
-		"\t* IPv4: yes, 203.0.113.21:41641\n" +
-		"\t* IPv6: no\n" +
-		"\t* Mapping varies by destination IP: false (easy NAT)\n" +
-		"\t* Port mapping: UPnP no, NAT-PMP no, PCP no\n" +
-		"\t* Nearest relay: home (1)\n" +
-		"\t* Relay latency:\n" +
-		"\t\t- home      (1):  24.8ms\n" +
-		"\t\t- tokyo     (2):  130.0ms (HTTP)\n" +
-		"\t\t- region 10 (10): no answer\n"
-	if b.String() != want {
-		t.Fatalf("got:\n%s\nwant:\n%s", b.String(), want)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var b bytes.Buffer
+			if err := writeNetcheckReport(&b, tt.r, rm, tt.portmap); err != nil {
+				t.Fatal(err)
+			}
+			if b.String() != tt.want {
+				t.Fatalf("got:\n%s\nwant:\n%s", b.String(), tt.want)
+			}
+		})
 	}
 }
 
