@@ -73,7 +73,7 @@ func TestDelayLine(t *testing.T) {
 	})
 
 	t.Run("bulk TCP crosses intact", func(t *testing.T) {
-		data := make([]byte, 2<<20)
+		data := make([]byte, 512<<10)
 		for i := range data {
 			data[i] = byte(i*7 + i>>11)
 		}
