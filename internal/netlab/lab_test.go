@@ -43,7 +43,7 @@ func TestWhoamiSeesRouterWAN(t *testing.T) {
 // directions, and that bulk TCP crosses the delay line intact (offloaded
 // frames and partial checksums included).
 func TestDelayLine(t *testing.T) {
-	const delay = 40 * time.Millisecond
+	const delay = 15 * time.Millisecond
 	topo := netlab.SeedTopology()
 	topo.SetDelay("r-busan", int(delay/time.Millisecond))
 	l := upLab(t, topo)
