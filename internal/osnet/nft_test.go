@@ -1,6 +1,7 @@
 package osnet
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -417,5 +418,37 @@ func TestRouterAdvertisementWarning(t *testing.T) {
 		if got != tc.warn || len(w) > 1 {
 			t.Errorf("accept_ra=%s: warnings = %q, want a warning: %v", tc.acceptRA, w, tc.warn)
 		}
+	}
+}
+
+// TestCloseAfterDeviceClosed follows the daemon's exit order: wireguard-go
+// closes the TUN first, then the Router is closed.
+func TestCloseAfterDeviceClosed(t *testing.T) {
+	l := newLab(t, 1)
+	h := l.handle(0)
+	setupHostLAN(t, h)
+	routingBefore := routingDump(t, h)
+	nftBefore := nftDump(t)
+	r, err := New(Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := baseConfig()
+	cfg.ExitNode, cfg.AdvertiseExitNode = true, true
+	if err := r.Apply(cfg); err != nil {
+		t.Fatal(err)
+	}
+	r.TUN().Close()
+	if err := r.Close(); err != nil {
+		t.Fatalf("Close after the TUN went away: %v", err)
+	}
+	if err := r.Apply(cfg); !errors.Is(err, ErrClosed) {
+		t.Errorf("Apply after Close = %v, want ErrClosed", err)
+	}
+	if got := nftDump(t); !slices.Equal(got, nftBefore) {
+		t.Errorf("nftables after Close:\n got %q\nwant %q", got, nftBefore)
+	}
+	if got := routingDump(t, h); !slices.Equal(got, routingBefore) {
+		t.Errorf("routing after Close:\n got %q\nwant %q", got, routingBefore)
 	}
 }
