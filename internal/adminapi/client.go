@@ -1,0 +1,180 @@
+package adminapi
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"net/url"
+	"syscall"
+
+	"weft/internal/store"
+)
+
+// Client talks to a Server over its unix socket. Its methods return
+// *Error for errors the server reported (errors.Is works with the store's
+// sentinels) and an error wrapping ErrServerNotRunning when nothing
+// listens on the socket.
+type Client struct {
+	path string
+	hc   *http.Client
+}
+
+// NewClient returns a client for the admin socket at path (see SocketPath).
+func NewClient(path string) *Client {
+	tr := &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", path)
+		},
+	}
+	return &Client{path: path, hc: &http.Client{Transport: tr}}
+}
+
+// Close releases idle connections.
+func (c *Client) Close() { c.hc.CloseIdleConnections() }
+
+// do sends a request with body in (nil for none) and decodes a 2xx reply
+// into out (nil to ignore it).
+func (c *Client) do(ctx context.Context, method, path string, in, out any) error {
+	var body io.Reader
+	if in != nil {
+		b, err := json.Marshal(in)
+		if err != nil {
+			return fmt.Errorf("adminapi: %w", err)
+		}
+		body = bytes.NewReader(b)
+	}
+	// The host is ignored: the transport always dials the socket.
+	req, err := http.NewRequestWithContext(ctx, method, "http://weft-admin"+path, body)
+	if err != nil {
+		return fmt.Errorf("adminapi: %w", err)
+	}
+	if in != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		if errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ECONNREFUSED) {
+			return fmt.Errorf("%w: no answer on %s", ErrServerNotRunning, c.path)
+		}
+		return fmt.Errorf("adminapi: %s %s: %w", method, path, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode/100 != 2 {
+		var er ErrorReply
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, maxBody))
+		if json.Unmarshal(b, &er) != nil || er.Message == "" {
+			er = ErrorReply{Code: CodeInternal, Message: fmt.Sprintf("server replied %s: %.200s", resp.Status, b)}
+		}
+		return &Error{Status: resp.StatusCode, Code: er.Code, Message: er.Message}
+	}
+	if out == nil {
+		return nil
+	}
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 64<<20)).Decode(out); err != nil {
+		return fmt.Errorf("adminapi: decoding reply to %s %s: %w", method, path, err)
+	}
+	return nil
+}
+
+// CreateUser adds a user.
+func (c *Client) CreateUser(ctx context.Context, name string) (store.User, error) {
+	var u store.User
+	err := c.do(ctx, http.MethodPost, "/v1/users", NameRequest{Name: name}, &u)
+	return u, err
+}
+
+// ListUsers lists users by name.
+func (c *Client) ListUsers(ctx context.Context) ([]store.User, error) {
+	var us []store.User
+	err := c.do(ctx, http.MethodGet, "/v1/users", nil, &us)
+	return us, err
+}
+
+// DeleteUser deletes a user who owns no nodes, with their keys.
+func (c *Client) DeleteUser(ctx context.Context, name string) error {
+	return c.do(ctx, http.MethodDelete, "/v1/users/"+url.PathEscape(name), nil, nil)
+}
+
+// CreateKey makes a pre-auth key; the reply holds the secret.
+func (c *Client) CreateKey(ctx context.Context, req KeyRequest) (KeyReply, error) {
+	var r KeyReply
+	err := c.do(ctx, http.MethodPost, "/v1/keys", req, &r)
+	return r, err
+}
+
+// ListKeys lists pre-auth keys, of user or of everyone when user is "".
+func (c *Client) ListKeys(ctx context.Context, user string) ([]store.AuthKey, error) {
+	p := "/v1/keys"
+	if user != "" {
+		p += "?user=" + url.QueryEscape(user)
+	}
+	var ks []store.AuthKey
+	err := c.do(ctx, http.MethodGet, p, nil, &ks)
+	return ks, err
+}
+
+// ExpireKey expires the key with the given prefix (or full secret).
+func (c *Client) ExpireKey(ctx context.Context, prefix string) error {
+	return c.do(ctx, http.MethodPost, "/v1/keys/"+url.PathEscape(prefix)+"/expire", nil, nil)
+}
+
+// ListNodes lists all nodes by ID.
+func (c *Client) ListNodes(ctx context.Context) ([]Node, error) {
+	var ns []Node
+	err := c.do(ctx, http.MethodGet, "/v1/nodes", nil, &ns)
+	return ns, err
+}
+
+// GetNode returns the node with the given name or ID.
+func (c *Client) GetNode(ctx context.Context, ref string) (Node, error) {
+	var n Node
+	err := c.do(ctx, http.MethodGet, "/v1/nodes/"+url.PathEscape(ref), nil, &n)
+	return n, err
+}
+
+// RenameNode renames the node ref (name or ID) to name.
+func (c *Client) RenameNode(ctx context.Context, ref, name string) (Node, error) {
+	var n Node
+	err := c.do(ctx, http.MethodPost, "/v1/nodes/"+url.PathEscape(ref)+"/rename", NameRequest{Name: name}, &n)
+	return n, err
+}
+
+// ExpireNode expires the node key of ref now.
+func (c *Client) ExpireNode(ctx context.Context, ref string) (Node, error) {
+	var n Node
+	err := c.do(ctx, http.MethodPost, "/v1/nodes/"+url.PathEscape(ref)+"/expire", nil, &n)
+	return n, err
+}
+
+// DeleteNode deletes the node ref.
+func (c *Client) DeleteNode(ctx context.Context, ref string) error {
+	return c.do(ctx, http.MethodDelete, "/v1/nodes/"+url.PathEscape(ref), nil, nil)
+}
+
+// ListRoutes lists every node's routes.
+func (c *Client) ListRoutes(ctx context.Context) ([]store.Route, error) {
+	var rs []store.Route
+	err := c.do(ctx, http.MethodGet, "/v1/routes", nil, &rs)
+	return rs, err
+}
+
+// ApproveRoutes approves prefixes the node ref advertises.
+func (c *Client) ApproveRoutes(ctx context.Context, ref string, prefixes []netip.Prefix) (Node, error) {
+	var n Node
+	err := c.do(ctx, http.MethodPost, "/v1/nodes/"+url.PathEscape(ref)+"/routes/approve", RoutesRequest{Prefixes: prefixes}, &n)
+	return n, err
+}
+
+// RejectRoutes withdraws approval of prefixes of the node ref.
+func (c *Client) RejectRoutes(ctx context.Context, ref string, prefixes []netip.Prefix) (Node, error) {
+	var n Node
+	err := c.do(ctx, http.MethodPost, "/v1/nodes/"+url.PathEscape(ref)+"/routes/reject", RoutesRequest{Prefixes: prefixes}, &n)
+	return n, err
+}

@@ -1,0 +1,442 @@
+package adminapi
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"weft/internal/store"
+	"weft/internal/wire"
+)
+
+// maxBody bounds request bodies; admin requests are a few hundred bytes.
+const maxBody = 1 << 20
+
+// Server serves the admin API for one store. Set the fields, then call
+// Serve; a Server serves once.
+type Server struct {
+	// Store is required.
+	Store store.Store
+	// Notifier is told which nodes each action changed; nil means no one
+	// is told (tests, or a server without live streams).
+	Notifier Notifier
+	// Online reports whether a node is connected now; nil leaves
+	// Node.Online unset in replies.
+	Online func(wire.NodeID) bool
+	// Logger receives one line per failed request; nil discards.
+	Logger *slog.Logger
+
+	mu  sync.Mutex
+	srv *http.Server // set by Serve
+}
+
+// Serve listens on the unix socket at path and serves until ctx is done
+// or Shutdown is called; then it returns nil. A stale socket file left by
+// a crashed server is removed; a live one (another server answering) is an
+// error. The socket is owner-only (0600) from the moment it is reachable:
+// it is created in a fresh 0700 directory beside path, chmodded there, and
+// then renamed into place, which avoids touching the process-wide umask.
+func (s *Server) Serve(ctx context.Context, path string) error {
+	ln, err := listenPrivate(path)
+	if err != nil {
+		return err
+	}
+	srv := &http.Server{
+		Handler:           s.Handler(),
+		ReadHeaderTimeout: 10 * time.Second,
+		BaseContext:       func(net.Listener) context.Context { return ctx },
+	}
+	s.mu.Lock()
+	if s.srv != nil {
+		s.mu.Unlock()
+		ln.Close()
+		return errors.New("adminapi: Serve called twice")
+	}
+	s.srv = srv
+	s.mu.Unlock()
+
+	stop := context.AfterFunc(ctx, func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		srv.Shutdown(sctx)
+	})
+	defer stop()
+	err = srv.Serve(ln)
+	os.Remove(path)
+	if errors.Is(err, http.ErrServerClosed) {
+		return nil
+	}
+	return fmt.Errorf("adminapi: serving %s: %w", path, err)
+}
+
+// Shutdown stops the server gracefully, waiting for requests in flight
+// until ctx is done. It is a no-op before Serve.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	srv := s.srv
+	s.mu.Unlock()
+	if srv == nil {
+		return nil
+	}
+	return srv.Shutdown(ctx)
+}
+
+func listenPrivate(path string) (net.Listener, error) {
+	if c, err := net.Dial("unix", path); err == nil {
+		c.Close()
+		return nil, fmt.Errorf("adminapi: another server is already listening on %s", path)
+	}
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("adminapi: removing stale socket: %w", err)
+	}
+	tmp, err := os.MkdirTemp(filepath.Dir(path), ".admin-sock-")
+	if err != nil {
+		return nil, fmt.Errorf("adminapi: %w", err)
+	}
+	defer os.RemoveAll(tmp)
+	tmpSock := filepath.Join(tmp, "s")
+	ln, err := net.Listen("unix", tmpSock)
+	if err != nil {
+		return nil, fmt.Errorf("adminapi: %w", err)
+	}
+	// The listener must not unlink tmpSock on Close: after the rename it
+	// would remove nothing, but keep the behaviour explicit.
+	ln.(*net.UnixListener).SetUnlinkOnClose(false)
+	if err := os.Chmod(tmpSock, 0o600); err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("adminapi: %w", err)
+	}
+	if err := os.Rename(tmpSock, path); err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("adminapi: %w", err)
+	}
+	return ln, nil
+}
+
+// Handler returns the API's HTTP handler, for mounting elsewhere or for
+// tests.
+func (s *Server) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /v1/users", s.listUsers)
+	mux.HandleFunc("POST /v1/users", s.createUser)
+	mux.HandleFunc("DELETE /v1/users/{name}", s.deleteUser)
+	mux.HandleFunc("GET /v1/keys", s.listKeys)
+	mux.HandleFunc("POST /v1/keys", s.createKey)
+	mux.HandleFunc("POST /v1/keys/{prefix}/expire", s.expireKey)
+	mux.HandleFunc("GET /v1/nodes", s.listNodes)
+	mux.HandleFunc("GET /v1/nodes/{node}", s.getNode)
+	mux.HandleFunc("POST /v1/nodes/{node}/rename", s.renameNode)
+	mux.HandleFunc("POST /v1/nodes/{node}/expire", s.expireNode)
+	mux.HandleFunc("DELETE /v1/nodes/{node}", s.deleteNode)
+	mux.HandleFunc("GET /v1/routes", s.listRoutes)
+	mux.HandleFunc("POST /v1/nodes/{node}/routes/approve", s.approveRoutes)
+	mux.HandleFunc("POST /v1/nodes/{node}/routes/reject", s.rejectRoutes)
+	return mux
+}
+
+func (s *Server) logger() *slog.Logger {
+	if s.Logger == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return s.Logger
+}
+
+func (s *Server) changed(id wire.NodeID) {
+	if s.Notifier != nil {
+		s.Notifier.NodeChanged(id)
+	}
+}
+
+func (s *Server) removed(id wire.NodeID) {
+	if s.Notifier != nil {
+		s.Notifier.NodeRemoved(id)
+	}
+}
+
+func (s *Server) node(n store.Node) Node {
+	out := Node{Node: n}
+	if s.Online != nil {
+		on := s.Online(n.ID)
+		out.Online = &on
+	}
+	return out
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	json.NewEncoder(w).Encode(v)
+}
+
+// fail replies with err, mapped to a status and code.
+func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
+	code, status := CodeInternal, http.StatusInternalServerError
+	for _, c := range codeErrors {
+		if errors.Is(err, c.err) {
+			code, status = c.code, c.status
+			break
+		}
+	}
+	msg := humanMessage(err)
+	if status == http.StatusInternalServerError {
+		// The full chain is for the server's log; the person gets it
+		// too, as there is nothing secret in it and it helps a report.
+		s.logger().Error("admin request failed", "method", r.Method, "path", r.URL.Path, "err", err)
+		msg = err.Error()
+	}
+	writeJSON(w, status, ErrorReply{Code: code, Message: msg})
+}
+
+// humanMessage drops the "store: Op: " context from a store error for
+// people, who need the reason, not the call chain: "store: CreateUser:
+// store: already exists: user \"alice\"" becomes "already exists: user
+// \"alice\"".
+func humanMessage(err error) string {
+	msg := err.Error()
+	for _, c := range codeErrors {
+		if errors.Is(err, c.err) {
+			if i := strings.Index(msg, c.err.Error()); i >= 0 {
+				return strings.TrimPrefix(msg[i:], "store: ")
+			}
+		}
+	}
+	return msg
+}
+
+func badRequest(format string, args ...any) error {
+	return fmt.Errorf("%w: "+format, append([]any{store.ErrInvalid}, args...)...)
+}
+
+func decode(r *http.Request, v any) error {
+	dec := json.NewDecoder(io.LimitReader(r.Body, maxBody))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return badRequest("request body: %v", err)
+	}
+	return nil
+}
+
+// findNode resolves a node reference: a name, or failing that a numeric ID.
+func (s *Server) findNode(r *http.Request) (store.Node, error) {
+	ref := r.PathValue("node")
+	n, err := s.Store.GetNodeByName(r.Context(), ref)
+	if err == nil || !errors.Is(err, store.ErrNotFound) {
+		return n, err
+	}
+	if id, perr := strconv.ParseUint(ref, 10, 64); perr == nil {
+		if n, err := s.Store.GetNode(r.Context(), wire.NodeID(id)); err == nil || !errors.Is(err, store.ErrNotFound) {
+			return n, err
+		}
+	}
+	return store.Node{}, fmt.Errorf("%w: no node named %q or with that ID", store.ErrNotFound, ref)
+}
+
+func (s *Server) listUsers(w http.ResponseWriter, r *http.Request) {
+	users, err := s.Store.ListUsers(r.Context())
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, nonNil(users))
+}
+
+func (s *Server) createUser(w http.ResponseWriter, r *http.Request) {
+	var req NameRequest
+	if err := decode(r, &req); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	u, err := s.Store.CreateUser(r.Context(), req.Name)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusCreated, u)
+}
+
+func (s *Server) deleteUser(w http.ResponseWriter, r *http.Request) {
+	// DeleteUser refuses while the user owns nodes, so no node changes.
+	if err := s.Store.DeleteUser(r.Context(), r.PathValue("name")); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (s *Server) listKeys(w http.ResponseWriter, r *http.Request) {
+	keys, err := s.Store.ListAuthKeys(r.Context(), r.URL.Query().Get("user"))
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, nonNil(keys))
+}
+
+func (s *Server) createKey(w http.ResponseWriter, r *http.Request) {
+	var req KeyRequest
+	if err := decode(r, &req); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	var expiry time.Time
+	if req.Expiry != "" && req.Expiry != "0" {
+		d, err := time.ParseDuration(req.Expiry)
+		if err != nil || d <= 0 {
+			s.fail(w, r, badRequest("expiry %q: want a positive duration such as 1h or 720h, or 0 for never", req.Expiry))
+			return
+		}
+		expiry = time.Now().Add(d)
+	}
+	secret, info, err := s.Store.CreateAuthKey(r.Context(), store.AuthKeyRequest{
+		User: req.User, Reusable: req.Reusable, Ephemeral: req.Ephemeral, Tags: req.Tags, Expiry: expiry,
+	})
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusCreated, KeyReply{Key: secret, Info: info})
+}
+
+func (s *Server) expireKey(w http.ResponseWriter, r *http.Request) {
+	if err := s.Store.ExpireAuthKey(r.Context(), r.PathValue("prefix")); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (s *Server) listNodes(w http.ResponseWriter, r *http.Request) {
+	nodes, err := s.Store.ListNodes(r.Context())
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	out := make([]Node, 0, len(nodes))
+	for _, n := range nodes {
+		out = append(out, s.node(n))
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (s *Server) getNode(w http.ResponseWriter, r *http.Request) {
+	n, err := s.findNode(r)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, s.node(n))
+}
+
+// nodeAction resolves the node, runs fn on it, notifies, and replies with
+// the node as fn left it.
+func (s *Server) nodeAction(w http.ResponseWriter, r *http.Request, fn func(n store.Node) (store.Node, error)) {
+	n, err := s.findNode(r)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	n, err = fn(n)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	s.changed(n.ID)
+	writeJSON(w, http.StatusOK, s.node(n))
+}
+
+func (s *Server) renameNode(w http.ResponseWriter, r *http.Request) {
+	var req NameRequest
+	if err := decode(r, &req); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	s.nodeAction(w, r, func(n store.Node) (store.Node, error) {
+		return s.Store.RenameNode(r.Context(), n.ID, req.Name)
+	})
+}
+
+func (s *Server) expireNode(w http.ResponseWriter, r *http.Request) {
+	s.nodeAction(w, r, func(n store.Node) (store.Node, error) {
+		return s.Store.ExpireNode(r.Context(), n.ID)
+	})
+}
+
+func (s *Server) deleteNode(w http.ResponseWriter, r *http.Request) {
+	n, err := s.findNode(r)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	if err := s.Store.DeleteNode(r.Context(), n.ID); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	s.removed(n.ID)
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (s *Server) listRoutes(w http.ResponseWriter, r *http.Request) {
+	rs, err := s.Store.ListRoutes(r.Context())
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, nonNil(rs))
+}
+
+func (s *Server) approveRoutes(w http.ResponseWriter, r *http.Request) {
+	s.routeAction(w, r, s.Store.ApproveRoute)
+}
+
+func (s *Server) rejectRoutes(w http.ResponseWriter, r *http.Request) {
+	s.routeAction(w, r, s.Store.RejectRoute)
+}
+
+// routeAction applies op to each prefix of the request. Each prefix is
+// its own transaction; on an error, those before it stay applied, and the
+// node is reported changed either way.
+func (s *Server) routeAction(w http.ResponseWriter, r *http.Request,
+	op func(context.Context, wire.NodeID, netip.Prefix) (store.Node, error)) {
+	var req RoutesRequest
+	if err := decode(r, &req); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	if len(req.Prefixes) == 0 {
+		s.fail(w, r, badRequest("no prefixes given"))
+		return
+	}
+	s.nodeAction(w, r, func(n store.Node) (store.Node, error) {
+		for i, p := range req.Prefixes {
+			got, err := op(r.Context(), n.ID, p)
+			if err != nil {
+				if i > 0 {
+					s.changed(n.ID)
+				}
+				return n, err
+			}
+			n = got
+		}
+		return n, nil
+	})
+}
+
+// nonNil makes empty lists encode as [] rather than null, for scripts.
+func nonNil[T any](s []T) []T {
+	if s == nil {
+		return []T{}
+	}
+	return s
+}
