@@ -172,17 +172,18 @@ func (c *Client) GetReport(ctx context.Context, rm *wire.RelayMap) (*Report, err
 		RegionLatency:    map[int]time.Duration{},
 	}
 
-	var pm portmap.Result
-	var pmDone chan struct{}
+	// The port-mapping probe runs alongside everything else. Its channel
+	// is buffered so that a prober that overruns the deadline finishes on
+	// its own instead of holding up the report.
+	var pmCh chan portmap.Result
 	if c.PortMapper != nil {
-		pmDone = make(chan struct{})
+		pmCh = make(chan portmap.Result, 1)
 		go func() {
-			defer close(pmDone)
 			res, err := c.PortMapper.Probe(ctx)
 			if err != nil {
 				log.Debug("netcheck: port mapping probe", "err", err)
 			}
-			pm = res
+			pmCh <- res
 		}()
 	}
 
@@ -218,9 +219,13 @@ func (c *Client) GetReport(ctx context.Context, rm *wire.RelayMap) (*Report, err
 		}
 	}
 
-	if pmDone != nil {
-		<-pmDone
-		r.UPnP, r.PMP, r.PCP = pm.UPnP, pm.PMP, pm.PCP
+	if pmCh != nil {
+		select {
+		case pm := <-pmCh:
+			r.UPnP, r.PMP, r.PCP = pm.UPnP, pm.PMP, pm.PCP
+		case <-ctx.Done():
+			log.Debug("netcheck: port mapping probe overran the report's deadline")
+		}
 	}
 
 	c.mu.Lock()

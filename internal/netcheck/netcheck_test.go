@@ -370,6 +370,28 @@ func TestGetReportPortMapping(t *testing.T) {
 	}
 }
 
+// stuckPortMapper ignores its context until released, like a probe stuck
+// in a library call.
+type stuckPortMapper struct{ release chan struct{} }
+
+func (s stuckPortMapper) Probe(ctx context.Context) (portmap.Result, error) {
+	<-s.release
+	return portmap.Result{UPnP: true, PMP: true, PCP: true}, nil
+}
+
+func TestGetReportDoesNotWaitForStuckPortMapper(t *testing.T) {
+	release := make(chan struct{})
+	defer close(release)
+	c := &Client{Timeout: 500 * time.Millisecond, PortMapper: stuckPortMapper{release}}
+	r := getReportOrHang(t, context.Background(), c, relayMap(region(1, startSTUN(t), 0)))
+	if r.UPnP || r.PMP || r.PCP {
+		t.Fatalf("UPnP=%v PMP=%v PCP=%v from a probe that never finished", r.UPnP, r.PMP, r.PCP)
+	}
+	if !r.UDP {
+		t.Fatal("the stuck probe cost the STUN results")
+	}
+}
+
 func TestGetReportNoRelayMap(t *testing.T) {
 	for _, rm := range []*wire.RelayMap{nil, {}} {
 		if _, err := (&Client{}).GetReport(t.Context(), rm); !errors.Is(err, ErrNoRelayMap) {
