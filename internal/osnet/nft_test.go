@@ -452,3 +452,40 @@ func TestCloseAfterDeviceClosed(t *testing.T) {
 		t.Errorf("routing after Close:\n got %q\nwant %q", got, routingBefore)
 	}
 }
+
+// TestRouterStaysInItsNamespace calls a Router from a thread in another
+// namespace: every change must still land in the Router's own.
+func TestRouterStaysInItsNamespace(t *testing.T) {
+	l := newLab(t, 2)
+	sys := sysctls{root: "/proc/sys"}
+	for i := range 2 {
+		l.enter(i)
+		if err := sys.set(sysctlIPv4Forward, "0"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	l.enter(0)
+	r := newRouter(t, Options{})
+	l.enter(1)
+	cfg := baseConfig()
+	cfg.AdvertiseExitNode = true
+	if err := r.Apply(cfg); err != nil {
+		t.Fatal(err)
+	}
+	if got := readSysctl(t, sysctlIPv4Forward); got != "0" {
+		t.Errorf("the other namespace's ip_forward = %s, want 0", got)
+	}
+	if weftTableExprs(t) != nil {
+		t.Error("weft's table appeared in the other namespace")
+	}
+	l.enter(0)
+	if got := readSysctl(t, sysctlIPv4Forward); got != "1" {
+		t.Errorf("the Router's namespace's ip_forward = %s, want 1", got)
+	}
+	if weftTableExprs(t) == nil {
+		t.Error("weft's table missing in the Router's namespace")
+	}
+	if _, routes := linkState(t, l.handle(0), DefaultTUNName); len(routes) != 2 {
+		t.Errorf("routes in the Router's namespace = %v, want the two tailnet routes", routes)
+	}
+}

@@ -84,6 +84,20 @@ func (o Options) withDefaults() Options {
 	return o
 }
 
+func (o Options) validate() error {
+	switch {
+	case o.Mark&^o.MarkMask != 0:
+		return fmt.Errorf("osnet: mark %#x has bits outside mask %#x, so weft's rule could never match it", o.Mark, o.MarkMask)
+	case o.Table <= 0 || (o.Table >= unix.RT_TABLE_DEFAULT && o.Table <= unix.RT_TABLE_LOCAL):
+		return fmt.Errorf("osnet: routing table %d is reserved; choose another", o.Table)
+	case o.RulePriority <= 0 || o.RulePriority+1 >= 32766:
+		return fmt.Errorf("osnet: rule priority %d must be between 1 and 32764, before the main table", o.RulePriority)
+	case o.MTU < 1280:
+		return fmt.Errorf("osnet: MTU %d is below 1280, the least IPv6 needs", o.MTU)
+	}
+	return nil
+}
+
 func (o Options) policy() policy {
 	return policy{mark: o.Mark, mask: o.MarkMask, table: o.Table, prio: o.RulePriority}
 }
@@ -196,6 +210,9 @@ type Router struct {
 // it over closes it itself.
 func New(opts Options) (*Router, error) {
 	opts = opts.withDefaults()
+	if err := opts.validate(); err != nil {
+		return nil, err
+	}
 	ns, err := netns.Get()
 	if err != nil {
 		return nil, fmt.Errorf("osnet: current network namespace: %w", err)
@@ -264,12 +281,26 @@ func (r *Router) Warnings() []string {
 	return slices.Clone(r.warnings)
 }
 
-// inNS runs fn on a thread in the Router's namespace. The thread is
-// thrown away afterwards (the goroutine exits still locked), so no other
-// goroutine ever runs in a namespace it did not expect. Only TUN creation
-// and /proc/sys access need this; netlink and nftables use sockets bound
-// to the namespace.
+// inNS runs fn on a thread in the Router's namespace. Usually the calling
+// thread already is (the daemon never changes namespace), and fn runs
+// right there. Otherwise fn runs on a fresh thread that enters the
+// namespace and is thrown away afterwards (its goroutine exits still
+// locked), so no other goroutine ever runs in a namespace it did not
+// expect. Only TUN creation and /proc/sys access need this; netlink and
+// nftables use sockets bound to the namespace.
 func (r *Router) inNS(fn func() error) error {
+	runtime.LockOSThread()
+	cur, err := netns.Get()
+	same := err == nil && cur.Equal(r.ns)
+	if err == nil {
+		cur.Close()
+	}
+	if same {
+		defer runtime.UnlockOSThread()
+		return fn()
+	}
+	runtime.UnlockOSThread()
+
 	errc := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread()

@@ -304,3 +304,26 @@ func TestSubnetRouteOverlappingLAN(t *testing.T) {
 		t.Errorf("warnings = %q, want one naming 192.168.50.0/24", w)
 	}
 }
+
+func TestOptionsValidation(t *testing.T) {
+	tests := []struct {
+		name    string
+		opts    Options
+		wantErr bool
+	}{
+		{"defaults", Options{}, false},
+		{"custom numbers", Options{Mark: 0x100, MarkMask: 0xf00, Table: 1000, RulePriority: 100, MTU: 1420}, false},
+		{"mark outside mask", Options{Mark: 0x1, MarkMask: 0xf0}, true},
+		{"main table", Options{Table: unix.RT_TABLE_MAIN}, true},
+		{"priority after main", Options{RulePriority: 32765}, true},
+		{"MTU too small for IPv6", Options{MTU: 1200}, true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			err := tc.opts.withDefaults().validate()
+			if (err != nil) != tc.wantErr {
+				t.Errorf("err = %v, wantErr %v", err, tc.wantErr)
+			}
+		})
+	}
+}
