@@ -1,0 +1,350 @@
+package controlclient
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"runtime"
+	"sync"
+	"time"
+
+	"weft/internal/key"
+	"weft/internal/localapi"
+	"weft/internal/nodestate"
+	"weft/internal/version"
+	"weft/internal/wire"
+)
+
+// DaemonConfig configures a Daemon.
+type DaemonConfig struct {
+	// State is the node's state directory. Required.
+	State *nodestate.Dir
+	// Logger receives logs; nil discards them.
+	Logger *slog.Logger
+	// Tune, if set, adjusts each Client's options before it is made
+	// (tests shorten backoffs and keepalives with it).
+	Tune func(*Options)
+}
+
+// Daemon is the node daemon's control side: it keeps the node's
+// preferences in the state directory, runs the Client while the user wants
+// the node up (also across restarts), and answers the local API.
+type Daemon struct {
+	cfg     DaemonConfig
+	st      *nodestate.Dir
+	log     *slog.Logger
+	machine key.MachinePrivate
+	disco   key.DiscoPrivate // fresh each run
+
+	opMu sync.Mutex // serialises Up, Down and Logout
+
+	mu      sync.Mutex // guards the fields below
+	prefs   nodestate.Prefs
+	client  *Client
+	cancel  context.CancelFunc // stops client's Run
+	done    chan struct{}      // closed when client's Run returned
+	nm      *NetMap
+	lastErr error
+	saving  bool // a netmap save is scheduled
+}
+
+var _ localapi.Backend = (*Daemon)(nil)
+
+// NewDaemon loads the state directory. Call Start to reconnect if the node
+// was up when it last ran.
+func NewDaemon(cfg DaemonConfig) (*Daemon, error) {
+	if cfg.State == nil {
+		return nil, errors.New("controlclient: DaemonConfig.State is nil")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	mk, err := cfg.State.MachineKey()
+	if err != nil {
+		return nil, err
+	}
+	prefs, err := cfg.State.LoadPrefs()
+	if err != nil {
+		return nil, err
+	}
+	d := &Daemon{cfg: cfg, st: cfg.State, log: cfg.Logger, machine: mk, disco: key.NewDisco(), prefs: prefs}
+	var nm NetMap
+	if err := cfg.State.LoadNetMap(&nm); err == nil && nm.Self != nil {
+		d.nm = &nm
+	}
+	return d, nil
+}
+
+// Start reconnects if the node was up before: unattended nodes come back
+// by themselves after a reboot.
+func (d *Daemon) Start() {
+	d.opMu.Lock()
+	defer d.opMu.Unlock()
+	d.mu.Lock()
+	p := d.prefs
+	d.mu.Unlock()
+	if !p.WantUp || !p.Registered || p.ServerURL == "" {
+		return
+	}
+	c, err := d.newClient(p)
+	if err != nil {
+		d.setErr(err)
+		return
+	}
+	d.log.Info("reconnecting to control server", "server", p.ServerURL)
+	d.run(c)
+}
+
+// Close stops the client; the preferences stay as they are.
+func (d *Daemon) Close() {
+	d.opMu.Lock()
+	defer d.opMu.Unlock()
+	d.stop()
+	d.saveNetMap()
+}
+
+func defaultHostname() string {
+	h, err := os.Hostname()
+	if err != nil || h == "" {
+		return "weft-node"
+	}
+	return h
+}
+
+func (d *Daemon) hostinfo(p nodestate.Prefs) *wire.Hostinfo {
+	name := p.Hostname
+	if name == "" {
+		name = defaultHostname()
+	}
+	return &wire.Hostinfo{Hostname: name, OS: runtime.GOOS, Version: version.Get().Version}
+}
+
+func (d *Daemon) newClient(p nodestate.Prefs) (*Client, error) {
+	opts := Options{
+		ServerURL:  p.ServerURL,
+		MachineKey: d.machine,
+		NodeKey:    p.NodeKey,
+		DiscoKey:   d.disco.Public(),
+		Hostinfo:   d.hostinfo(p),
+		ServerKey:  p.ServerKey,
+		Logger:     d.log,
+		OnPin: func(k key.MachinePublic) error {
+			d.mu.Lock()
+			defer d.mu.Unlock()
+			d.prefs.ServerKey = k
+			return d.st.SavePrefs(d.prefs)
+		},
+		OnMap: d.onMap,
+	}
+	if d.cfg.Tune != nil {
+		d.cfg.Tune(&opts)
+	}
+	return New(opts)
+}
+
+func (d *Daemon) setErr(err error) {
+	d.mu.Lock()
+	d.lastErr = err
+	d.mu.Unlock()
+}
+
+// Up registers if needed, saves the wish to be up, and starts the map
+// stream. It waits briefly for the first map so that a status right after
+// shows the peers.
+func (d *Daemon) Up(ctx context.Context, req localapi.UpRequest) (*localapi.Status, error) {
+	d.opMu.Lock()
+	defer d.opMu.Unlock()
+	d.stop()
+
+	d.mu.Lock()
+	p := d.prefs
+	d.mu.Unlock()
+	if req.ServerURL != "" && req.ServerURL != p.ServerURL {
+		if p.ServerURL != "" {
+			d.log.Info("switching control server", "from", p.ServerURL, "to", req.ServerURL)
+		}
+		// A new server: new pin, new registration.
+		p = nodestate.Prefs{ServerURL: req.ServerURL, Hostname: p.Hostname}
+	}
+	if p.ServerURL == "" {
+		return nil, errors.New("no control server given: pass --server URL")
+	}
+	if req.Hostname != "" {
+		p.Hostname = req.Hostname
+	}
+	if p.NodeKey.IsZero() {
+		p.NodeKey = key.NewNode()
+	}
+	d.mu.Lock()
+	d.prefs = p
+	d.mu.Unlock()
+
+	c, err := d.newClient(p)
+	if err != nil {
+		return nil, err
+	}
+	if !p.Registered || req.AuthKey != "" {
+		if _, err := c.Register(ctx, req.AuthKey, key.NodePublic{}); err != nil {
+			d.setErr(err)
+			return nil, upError(err)
+		}
+	}
+	d.mu.Lock()
+	// Re-read: OnPin may have stored the server key meanwhile.
+	d.prefs.Registered, d.prefs.WantUp = true, true
+	err = d.st.SavePrefs(d.prefs)
+	d.mu.Unlock()
+	if err != nil {
+		return nil, err
+	}
+	d.run(c)
+
+	// Wait for the first map (or a refusal) for a few seconds.
+	wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	for wctx.Err() == nil {
+		if ok, err := c.Connected(); ok || IsPermanent(err) {
+			break
+		}
+		select {
+		case <-wctx.Done():
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	return d.Status(ctx)
+}
+
+// upError turns a registration failure into what `weft up` prints.
+func upError(err error) error {
+	var em *wire.ErrorMessage
+	if errors.As(err, &em) {
+		return fmt.Errorf("the control server refused this node: %s", em.Message)
+	}
+	return err
+}
+
+// run starts c's map stream. d.opMu is held.
+func (d *Daemon) run(c *Client) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	d.mu.Lock()
+	d.client, d.cancel, d.done, d.lastErr = c, cancel, done, nil
+	d.mu.Unlock()
+	go func() {
+		defer close(done)
+		err := c.Run(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		// A permanent refusal: the node must log in again.
+		d.mu.Lock()
+		d.lastErr = err
+		d.prefs.Registered = false
+		if serr := d.st.SavePrefs(d.prefs); serr != nil {
+			d.log.Error("saving prefs", "err", serr)
+		}
+		d.mu.Unlock()
+	}()
+}
+
+// stop ends the running client, if any, and waits for it. d.opMu is held.
+func (d *Daemon) stop() {
+	d.mu.Lock()
+	cancel, done := d.cancel, d.done
+	d.client, d.cancel, d.done = nil, nil, nil
+	d.mu.Unlock()
+	if cancel != nil {
+		cancel()
+		<-done
+	}
+}
+
+func (d *Daemon) onMap(nm *NetMap) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.nm = nm
+	// The last map is saved at most every couple of seconds: it only
+	// serves to show something before the next connection.
+	if !d.saving {
+		d.saving = true
+		time.AfterFunc(2*time.Second, func() {
+			d.mu.Lock()
+			d.saving = false
+			d.mu.Unlock()
+			d.saveNetMap()
+		})
+	}
+}
+
+func (d *Daemon) saveNetMap() {
+	d.mu.Lock()
+	nm := d.nm
+	d.mu.Unlock()
+	if nm == nil {
+		return
+	}
+	if err := d.st.SaveNetMap(nm); err != nil {
+		d.log.Error("saving last map", "err", err)
+	}
+}
+
+// Down disconnects and remembers to stay down.
+func (d *Daemon) Down(ctx context.Context) error {
+	d.opMu.Lock()
+	defer d.opMu.Unlock()
+	d.stop()
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.prefs.WantUp = false
+	return d.st.SavePrefs(d.prefs)
+}
+
+// Logout disconnects and forgets the server, its pinned key, the node key
+// and the last map. The machine key stays, so logging in again to the same
+// server gives back the same node.
+func (d *Daemon) Logout(ctx context.Context) error {
+	d.opMu.Lock()
+	defer d.opMu.Unlock()
+	d.stop()
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.prefs, d.nm, d.lastErr = nodestate.Prefs{}, nil, nil
+	return d.st.Forget()
+}
+
+// Status reports the daemon's state and the peers of the current map.
+func (d *Daemon) Status(ctx context.Context) (*localapi.Status, error) {
+	d.mu.Lock()
+	p, c, nm, lastErr := d.prefs, d.client, d.nm, d.lastErr
+	d.mu.Unlock()
+	st := &localapi.Status{ServerURL: p.ServerURL, Peers: []*wire.Node{}}
+	connected := false
+	if c != nil {
+		var cerr error
+		connected, cerr = c.Connected()
+		if cerr != nil {
+			lastErr = cerr
+		}
+	}
+	switch {
+	case !p.Registered:
+		st.BackendState = localapi.StateNeedsLogin
+	case !p.WantUp:
+		st.BackendState = localapi.StateStopped
+	case connected:
+		st.BackendState = localapi.StateRunning
+	default:
+		st.BackendState = localapi.StateStarting
+	}
+	if lastErr != nil && !connected {
+		st.LastError = lastErr.Error()
+	}
+	if nm != nil {
+		st.Self = nm.Self
+		st.Peers = nm.SortedPeers()
+	}
+	return st, nil
+}

@@ -1,0 +1,219 @@
+// Package localapi is the node daemon's API for the weft CLI: HTTP with
+// JSON bodies over a unix socket that only the owner may open. Backend is
+// what the daemon implements; Handler serves it and Client calls it.
+package localapi
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"time"
+
+	"weft/internal/wire"
+)
+
+// UpRequest asks the daemon to join a tailnet and connect.
+type UpRequest struct {
+	// ServerURL is the control server; empty means the one from the
+	// last up.
+	ServerURL string `json:"server_url,omitempty"`
+	// AuthKey is a pre-auth key; empty for a node already registered.
+	AuthKey string `json:"auth_key,omitempty"`
+	// Hostname is the name to register with; empty means the OS's.
+	Hostname string `json:"hostname,omitempty"`
+}
+
+// Backend states, as Status.BackendState reports them.
+const (
+	StateNeedsLogin = "NeedsLogin" // never registered, or logged out
+	StateStopped    = "Stopped"    // registered, but down
+	StateStarting   = "Starting"   // up, no map stream yet
+	StateRunning    = "Running"    // up, map stream live
+)
+
+// Status is what `weft status` shows.
+type Status struct {
+	BackendState string `json:"backend_state"`
+	ServerURL    string `json:"server_url,omitempty"`
+	// LastError is why the daemon is not connected, in plain words.
+	LastError string       `json:"last_error,omitempty"`
+	Self      *wire.Node   `json:"self,omitempty"`
+	Peers     []*wire.Node `json:"peers"`
+}
+
+// Backend is implemented by the node daemon.
+type Backend interface {
+	// Up registers if needed and connects. It returns once the server
+	// accepted the node, or with the server's refusal in plain words.
+	Up(ctx context.Context, req UpRequest) (*Status, error)
+	// Down disconnects and stays disconnected across restarts.
+	Down(ctx context.Context) error
+	// Logout disconnects and forgets the registration and pinned key.
+	Logout(ctx context.Context) error
+	Status(ctx context.Context) (*Status, error)
+}
+
+// errorBody is the JSON body of every failed request.
+type errorBody struct {
+	Error string `json:"error"`
+}
+
+// Handler serves b's methods: POST /up, /down, /logout; GET /status.
+func Handler(b Backend, log *slog.Logger) http.Handler {
+	if log == nil {
+		log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	mux := http.NewServeMux()
+	reply := func(w http.ResponseWriter, v any, err error) {
+		w.Header().Set("Content-Type", "application/json")
+		if err != nil {
+			w.WriteHeader(http.StatusBadRequest)
+			json.NewEncoder(w).Encode(errorBody{Error: err.Error()})
+			return
+		}
+		json.NewEncoder(w).Encode(v)
+	}
+	mux.HandleFunc("POST /up", func(w http.ResponseWriter, r *http.Request) {
+		var req UpRequest
+		if err := json.NewDecoder(io.LimitReader(r.Body, 64<<10)).Decode(&req); err != nil {
+			reply(w, nil, fmt.Errorf("bad request: %v", err))
+			return
+		}
+		st, err := b.Up(r.Context(), req)
+		reply(w, st, err)
+	})
+	mux.HandleFunc("POST /down", func(w http.ResponseWriter, r *http.Request) {
+		reply(w, struct{}{}, b.Down(r.Context()))
+	})
+	mux.HandleFunc("POST /logout", func(w http.ResponseWriter, r *http.Request) {
+		reply(w, struct{}{}, b.Logout(r.Context()))
+	})
+	mux.HandleFunc("GET /status", func(w http.ResponseWriter, r *http.Request) {
+		st, err := b.Status(r.Context())
+		reply(w, st, err)
+	})
+	return mux
+}
+
+// Listen opens the unix socket at path, owner-only, replacing a stale
+// socket file left by a previous run.
+func Listen(path string) (net.Listener, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return nil, fmt.Errorf("localapi: %w", err)
+	}
+	if st, err := os.Lstat(path); err == nil && st.Mode()&os.ModeSocket != 0 {
+		os.Remove(path)
+	}
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, fmt.Errorf("localapi: %w", err)
+	}
+	if err := os.Chmod(path, 0o600); err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("localapi: %w", err)
+	}
+	return ln, nil
+}
+
+// ErrDaemonNotRunning: nothing listens on the socket.
+var ErrDaemonNotRunning = errors.New("localapi: the weft daemon is not running")
+
+// Client calls a daemon's local API.
+type Client struct {
+	// Socket is the path of the daemon's socket.
+	Socket string
+}
+
+func (c *Client) do(ctx context.Context, method, path string, in, out any) error {
+	hc := &http.Client{Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, "unix", c.Socket)
+		},
+	}}
+	defer hc.CloseIdleConnections()
+	var body io.Reader
+	if in != nil {
+		b, err := json.Marshal(in)
+		if err != nil {
+			return err
+		}
+		body = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, "http://local"+path, body)
+	if err != nil {
+		return err
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		var ne *net.OpError
+		if errors.As(err, &ne) && ne.Op == "dial" {
+			return fmt.Errorf("%w (socket %s): start it with `weft daemon`, or pass --socket", ErrDaemonNotRunning, c.Socket)
+		}
+		return fmt.Errorf("localapi: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		var eb errorBody
+		if json.NewDecoder(io.LimitReader(resp.Body, 64<<10)).Decode(&eb) == nil && eb.Error != "" {
+			return errors.New(eb.Error)
+		}
+		return fmt.Errorf("localapi: daemon answered %s", resp.Status)
+	}
+	if out == nil {
+		return nil
+	}
+	return json.NewDecoder(resp.Body).Decode(out)
+}
+
+// Up asks the daemon to join and connect; the error is the daemon's (or
+// the server's) in plain words.
+func (c *Client) Up(ctx context.Context, req UpRequest) (*Status, error) {
+	var st Status
+	if err := c.do(ctx, http.MethodPost, "/up", req, &st); err != nil {
+		return nil, err
+	}
+	return &st, nil
+}
+
+// Down asks the daemon to disconnect.
+func (c *Client) Down(ctx context.Context) error {
+	return c.do(ctx, http.MethodPost, "/down", struct{}{}, nil)
+}
+
+// Logout asks the daemon to forget its registration.
+func (c *Client) Logout(ctx context.Context) error {
+	return c.do(ctx, http.MethodPost, "/logout", struct{}{}, nil)
+}
+
+// Status returns the daemon's status.
+func (c *Client) Status(ctx context.Context) (*Status, error) {
+	var st Status
+	if err := c.do(ctx, http.MethodGet, "/status", nil, &st); err != nil {
+		return nil, err
+	}
+	return &st, nil
+}
+
+// Serve serves h on ln until ctx ends, then shuts down gracefully.
+func Serve(ctx context.Context, ln net.Listener, h http.Handler) error {
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	srv.Shutdown(sctx)
+	return nil
+}
