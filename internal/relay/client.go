@@ -49,6 +49,7 @@ func (connState) relayMessage()      {}
 var (
 	ErrClosed       = errors.New("relay: client closed")
 	ErrNotConnected = errors.New("relay: not connected")
+	ErrQueueFull    = errors.New("relay: send queue full, packet dropped")
 )
 
 // ClientOptions configures a Client.
@@ -88,6 +89,7 @@ type Client struct {
 	log  *slog.Logger
 
 	recv   chan Message    // filled by the read loop, drained by Recv
+	sendq  chan outPacket  // filled by Send, drained by each connection's writer
 	ctx    context.Context // cancelled by Close
 	cancel context.CancelFunc
 	done   chan struct{} // closed when the run loop has ended (if started)
@@ -98,14 +100,20 @@ type Client struct {
 	up        chan struct{} // closed when cur is set; replaced when it drops
 	tried     chan struct{} // closed after each failed attempt; replaced
 	lastErr   error         // of the last failed attempt
-	pending   [][]byte      // send-packet payloads waiting for a connection
 	pings     map[[pingLen]byte]chan struct{}
 	preferred bool
 }
 
-// maxPending bounds the packets held while (re)connecting; beyond it they
-// are dropped, as a link would drop them.
-const maxPending = 32
+// sendQueueLen bounds the packets waiting to be written, also while the
+// client is (re)connecting; beyond it Send drops, as a full link would.
+const sendQueueLen = 512
+
+// outPacket is a queued send-packet (or, for mesh links, forward-packet).
+type outPacket struct {
+	t        FrameType
+	src, dst key.NodePublic
+	data     []byte
+}
 
 // clientConn is one established connection.
 type clientConn struct {
@@ -155,6 +163,7 @@ func NewClient(opts ClientOptions) (*Client, error) {
 		urls:      urls,
 		log:       log.With("component", "relay-client", "relay", opts.URLs[0]),
 		recv:      make(chan Message, 64),
+		sendq:     make(chan outPacket, sendQueueLen),
 		ctx:       ctx,
 		cancel:    cancel,
 		done:      make(chan struct{}),
@@ -254,44 +263,81 @@ func (c *Client) ServerKey() key.NodePublic {
 	return c.cur.serverKey
 }
 
-// Send sends pkt to the node dst through the relay. It does not wait for
-// delivery (the relay drops what it cannot deliver, as a link would).
-// While the client is (re)connecting, up to a few packets are held and sent
-// on connection; beyond that Send returns ErrNotConnected. pkt may be
-// reused once Send returns.
+// Send queues pkt for the node dst and returns without waiting: one
+// writer per connection drains the queue, many packets per write. While
+// the client is (re)connecting, packets wait in the queue. When it is full
+// the packet is dropped and Send returns ErrQueueFull, so a sender is never
+// blocked by the relay (a caller that wants back-pressure may retry). pkt
+// may be reused once Send returns.
 func (c *Client) Send(dst key.NodePublic, pkt []byte) error {
-	if len(pkt) > MaxPacketSize {
-		return fmt.Errorf("%w: packet of %d bytes, limit %d", ErrFrameTooLarge, len(pkt), MaxPacketSize)
-	}
-	k := dst.Raw32()
-	c.mu.Lock()
-	c.startLocked()
-	cc := c.cur
-	if cc == nil {
-		defer c.mu.Unlock()
-		if c.ctx.Err() != nil {
-			return ErrClosed
-		}
-		if len(c.pending) >= maxPending {
-			return ErrNotConnected
-		}
-		c.pending = append(c.pending, append(k[:], pkt...))
-		return nil
-	}
-	c.mu.Unlock()
-	return cc.write(FrameSendPacket, k[:], pkt)
+	return c.enqueue(outPacket{t: FrameSendPacket, dst: dst, data: pkt}, false)
 }
 
-// forward sends a forward-packet frame (mesh links only).
+// forward queues a forward-packet (mesh links only). It takes ownership of
+// pkt, which the server read into a buffer of its own.
 func (c *Client) forward(src, dst key.NodePublic, pkt []byte) error {
-	c.mu.Lock()
-	cc := c.cur
-	c.mu.Unlock()
-	if cc == nil {
-		return ErrNotConnected
+	return c.enqueue(outPacket{t: FrameForwardPacket, src: src, dst: dst, data: pkt}, true)
+}
+
+func (c *Client) enqueue(p outPacket, owned bool) error {
+	if len(p.data) > MaxPacketSize {
+		return fmt.Errorf("%w: packet of %d bytes, limit %d", ErrFrameTooLarge, len(p.data), MaxPacketSize)
 	}
-	s, d := src.Raw32(), dst.Raw32()
-	return cc.write(FrameForwardPacket, s[:], d[:], pkt)
+	if c.ctx.Err() != nil {
+		return ErrClosed
+	}
+	c.start()
+	if !owned {
+		p.data = append([]byte(nil), p.data...)
+	}
+	select {
+	case c.sendq <- p:
+		return nil
+	default:
+		return ErrQueueFull
+	}
+}
+
+// writePackets writes queued packets to cc until stop closes or a write
+// fails; it batches whatever is queued into one flush.
+func (c *Client) writePackets(cc *clientConn, stop <-chan struct{}) {
+	for {
+		var p outPacket
+		select {
+		case <-stop:
+			return
+		case p = <-c.sendq:
+		}
+		cc.wmu.Lock()
+		err := cc.writePacket(p)
+		for i := 0; err == nil && i < 64; i++ {
+			select {
+			case p = <-c.sendq:
+				err = cc.writePacket(p)
+				continue
+			default:
+			}
+			break
+		}
+		if err == nil {
+			err = cc.bw.Flush()
+		}
+		cc.wmu.Unlock()
+		if err != nil {
+			cc.nc.Close() // the read loop notices and reconnects
+			return
+		}
+	}
+}
+
+// writePacket writes p without flushing; cc.wmu must be held.
+func (cc *clientConn) writePacket(p outPacket) error {
+	d := p.dst.Raw32()
+	if p.t == FrameForwardPacket {
+		s := p.src.Raw32()
+		return writeFrame(cc.bw, p.t, s[:], d[:], p.data)
+	}
+	return writeFrame(cc.bw, p.t, d[:], p.data)
 }
 
 // write writes and flushes one frame. A failed write closes the
@@ -456,19 +502,12 @@ func (c *Client) sleep(d time.Duration) bool {
 	}
 }
 
-// install makes cc the live connection and sends what was held.
+// install makes cc the live connection.
 func (c *Client) install(cc *clientConn) {
 	c.mu.Lock()
 	c.cur = cc
 	close(c.up)
-	pending := c.pending
-	c.pending = nil
 	c.mu.Unlock()
-	for _, p := range pending {
-		if cc.write(FrameSendPacket, p) != nil {
-			break
-		}
-	}
 	if c.opts.watchConns {
 		c.deliver(connState{up: true})
 		cc.write(FrameWatchConns)
@@ -502,8 +541,17 @@ func (c *Client) serve(cc *clientConn) error {
 		ka = 60 * time.Second
 	}
 	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	defer wg.Wait()
 	defer close(stop)
+	defer cc.nc.Close() // first, so a writer stuck in a write returns
+	wg.Add(2)
 	go func() {
+		defer wg.Done()
+		c.writePackets(cc, stop)
+	}()
+	go func() {
+		defer wg.Done()
 		t := time.NewTicker(ka)
 		defer t.Stop()
 		for {

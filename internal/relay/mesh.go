@@ -16,20 +16,10 @@ import (
 // other relay delivers it only to its own clients, so a packet crosses the
 // mesh at most once and cannot loop.
 
-// meshQueueLen bounds the packets waiting to be forwarded to one other
-// relay; beyond it they are dropped and counted as queue-full.
-const meshQueueLen = 1024
-
 type meshLink struct {
 	s      *Server
 	url    string
-	client *Client
-	queue  chan forwardItem
-}
-
-type forwardItem struct {
-	src, dst key.NodePublic
-	data     []byte
+	client *Client // its send queue bounds what waits for the other relay
 }
 
 func newMeshLink(s *Server, u string) (*meshLink, error) {
@@ -45,43 +35,20 @@ func newMeshLink(s *Server, u string) (*meshLink, error) {
 	if err != nil {
 		return nil, fmt.Errorf("relay: mesh peer: %w", err)
 	}
-	return &meshLink{s: s, url: u, client: c, queue: make(chan forwardItem, meshQueueLen)}, nil
+	return &meshLink{s: s, url: u, client: c}, nil
 }
 
-// enqueue queues a packet for the other relay; false means the queue is
-// full and the packet dropped.
+// enqueue queues a packet for the other relay; false means it was
+// dropped (queue full, or the link is closing).
 func (l *meshLink) enqueue(src, dst key.NodePublic, data []byte) bool {
-	select {
-	case l.queue <- forwardItem{src, dst, data}:
-		return true
-	default:
-		return false
-	}
+	return l.client.forward(src, dst, data) == nil
 }
 
-// run keeps the link until ctx ends: one goroutine writes queued packets,
-// this one applies presence updates.
+// run applies the other relay's presence updates until ctx ends.
 func (l *meshLink) run(ctx context.Context) {
-	ctx, cancel := context.WithCancel(ctx)
-	writerDone := make(chan struct{})
 	defer func() {
-		cancel()
-		<-writerDone
 		l.client.Close()
 		l.s.clearRoutes(l)
-	}()
-	go func() {
-		defer close(writerDone)
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case it := <-l.queue:
-				if l.client.forward(it.src, it.dst, it.data) != nil {
-					l.s.dropsWrite.Add(1)
-				}
-			}
-		}
 	}()
 	l.client.start()
 	for {

@@ -2,6 +2,7 @@ package relay
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/hmac"
 	"crypto/rand"
@@ -253,13 +254,20 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	// The request may not carry a body, so whatever the server buffered
-	// past the headers is already relay frames: keep reading through brw.
+	// past the headers is already relay frames.
 	fmt.Fprintf(brw, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: %s\r\nConnection: Upgrade\r\n\r\n", upgradeToken)
 	if err := brw.Flush(); err != nil {
 		nc.Close()
 		return
 	}
-	s.serveConn(nc, brw.Reader, r.RemoteAddr)
+	// net/http's reader is only 4 KiB; read through a larger one of our
+	// own, starting with whatever net/http had already buffered.
+	var rd io.Reader = nc
+	if n := brw.Reader.Buffered(); n > 0 {
+		early, _ := brw.Reader.Peek(n)
+		rd = io.MultiReader(bytes.NewReader(bytes.Clone(early)), nc)
+	}
+	s.serveConn(nc, bufio.NewReaderSize(rd, 64<<10), r.RemoteAddr)
 }
 
 // sconn is the server's side of one connection (a node or a mesh peer).
