@@ -4,8 +4,6 @@ import (
 	"net/netip"
 	"time"
 
-	"github.com/pion/stun/v3"
-
 	"weft/internal/disco"
 )
 
@@ -253,7 +251,7 @@ func (c *Conn) readExtra(s *extraSock) {
 		switch {
 		case disco.LooksLikeDisco(pkt):
 			c.handleDisco(pkt, source{addr: src, sock: s})
-		case stun.IsMessage(pkt):
+		case isSTUN(pkt):
 		default:
 			if (*c.byAddr.Load())[src] == s.p && !s.p.removed.Load() {
 				c.inject(s.p, pkt)

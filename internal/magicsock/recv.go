@@ -1,10 +1,10 @@
 package magicsock
 
 import (
+	"encoding/binary"
 	"net"
 	"net/netip"
 
-	"github.com/pion/stun/v3"
 	"golang.zx2c4.com/wireguard/conn"
 
 	"weft/internal/disco"
@@ -38,7 +38,7 @@ func (c *Conn) wrapReceive(fn conn.ReceiveFunc) conn.ReceiveFunc {
 				case disco.LooksLikeDisco(pkt):
 					c.handleDisco(pkt, source{addr: src})
 					sizes[i] = 0
-				case stun.IsMessage(pkt):
+				case isSTUN(pkt):
 					if c.opts.OnSTUN != nil {
 						c.opts.OnSTUN(append([]byte(nil), pkt...), src)
 					}
@@ -125,4 +125,14 @@ func (s source) String() string {
 		return "relay"
 	}
 	return s.addr.String()
+}
+
+// isSTUN reports whether pkt is a STUN message: the magic cookie at bytes
+// 4–8 and a length field matching the packet. The length check matters:
+// a WireGuard data packet carries a random receiver index at bytes 4–8 and
+// zeros at 1–3, so the cookie alone would misroute one session in 2^32.
+func isSTUN(pkt []byte) bool {
+	return len(pkt) >= 20 && pkt[0]&0xc0 == 0 &&
+		binary.BigEndian.Uint32(pkt[4:8]) == 0x2112a442 &&
+		int(binary.BigEndian.Uint16(pkt[2:4]))+20 == len(pkt)
 }

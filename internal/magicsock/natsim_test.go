@@ -1,0 +1,294 @@
+package magicsock_test
+
+import (
+	"context"
+	"net/netip"
+	"testing"
+	"time"
+
+	"weft/internal/key"
+	"weft/internal/magicsock"
+	"weft/internal/magicsock/natsim"
+)
+
+var (
+	publicA = netip.MustParseAddr("198.51.100.1")
+	publicB = netip.MustParseAddr("203.0.113.1")
+	privA   = netip.MustParseAddr("192.168.1.2")
+	privB   = netip.MustParseAddr("192.168.2.2")
+)
+
+// simPair is two nodes, each behind its own NAT (or none), sharing a relay.
+type simPair struct {
+	sim          *natsim.Network
+	relay        *fakeRelay
+	a, b         *tnode
+	natA, natB   *natsim.NAT
+	globA, globB netip.AddrPort
+}
+
+// siteKind is a NAT kind, or public for a host with no NAT.
+type siteKind int
+
+const (
+	easy siteKind = iota
+	hard
+	public
+)
+
+func (k siteKind) String() string { return [...]string{"easy", "hard", "public"}[k] }
+
+func newSimPair(t *testing.T, ka, kb siteKind, seed uint64) *simPair {
+	t.Helper()
+	sp := &simPair{sim: natsim.New(seed), relay: newFakeRelay()}
+	budget := magicsock.GuessBudget{Window: 2 * time.Second}
+	host := func(k siteKind, priv, pub netip.Addr) (*natsim.Host, *natsim.NAT) {
+		switch k {
+		case public:
+			return sp.sim.NewHost(pub, nil), nil
+		case hard:
+			nat := sp.sim.NewNAT(natsim.Hard, pub)
+			return sp.sim.NewHost(priv, nat), nat
+		}
+		nat := sp.sim.NewNAT(natsim.Easy, pub)
+		return sp.sim.NewHost(priv, nat), nat
+	}
+	hA, natA := host(ka, privA, publicA)
+	hB, natB := host(kb, privB, publicB)
+	sp.natA, sp.natB = natA, natB
+	sp.a = newTNode(t, "a", hA, sp.relay, seed, budget)
+	sp.b = newTNode(t, "b", hB, sp.relay, seed+100, budget)
+	// The tests' STUN: an easy NAT keeps the inside port, so the public
+	// endpoint is the public address with our port. Behind a hard NAT
+	// the port a STUN server sees is useless to peers anyway.
+	sp.globA = netip.AddrPortFrom(publicA, sp.a.conn.Port())
+	sp.globB = netip.AddrPortFrom(publicB, sp.b.conn.Port())
+	sp.a.conn.SetNetReport(magicsock.NetReport{MappingVariesByDestIP: ka == hard, GlobalV4: sp.globA})
+	sp.b.conn.SetNetReport(magicsock.NetReport{MappingVariesByDestIP: kb == hard, GlobalV4: sp.globB})
+	sp.a.conn.SetPeers([]magicsock.Peer{peerOf(sp.b, sp.b.conn.LocalEndpoints(), kb == hard)})
+	sp.b.conn.SetPeers([]magicsock.Peer{peerOf(sp.a, sp.a.conn.LocalEndpoints(), ka == hard)})
+	return sp
+}
+
+func (sp *simPair) bothDirect() bool {
+	return sp.a.path(sp.b).Kind == magicsock.PathDirect && sp.b.path(sp.a).Kind == magicsock.PathDirect
+}
+
+func (sp *simPair) bothRelay() bool {
+	return sp.a.path(sp.b).Kind == magicsock.PathRelay && sp.b.path(sp.a).Kind == magicsock.PathRelay
+}
+
+// flowing waits until both sides have received n more packets.
+func (sp *simPair) flowing(t *testing.T, n int64, what string) {
+	t.Helper()
+	ra, rb := sp.a.received.Load(), sp.b.received.Load()
+	waitFor(t, 10*time.Second, what, func() bool {
+		return sp.a.received.Load() >= ra+n && sp.b.received.Load() >= rb+n
+	})
+}
+
+func TestSimPaths(t *testing.T) {
+	tests := []struct {
+		a, b       siteKind
+		wantDirect bool
+	}{
+		{easy, easy, true},
+		{easy, public, true},
+		{public, hard, true}, // the hard side's pings reach a public host
+		{easy, hard, true},   // port guessing
+		{hard, easy, true},   // port guessing, the other way round
+		{hard, hard, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.a.String()+"/"+tt.b.String(), func(t *testing.T) {
+			sp := newSimPair(t, tt.a, tt.b, 1)
+			traffic(t, sp.a, sp.b)
+			// The first packets go through the relay at once.
+			waitFor(t, 5*time.Second, "first packets via relay", func() bool { return sp.relay.data.Load() > 0 })
+			sp.flowing(t, 10, "traffic before a direct path")
+			if tt.wantDirect {
+				waitFor(t, 15*time.Second, "both paths direct", sp.bothDirect)
+				pa, pb := sp.a.path(sp.b), sp.b.path(sp.a)
+				if pa.Endpoint.Addr() != publicB || pb.Endpoint.Addr() != publicA {
+					t.Errorf("paths a→%v b→%v; want the public addresses %v and %v", pa, pb, publicB, publicA)
+				}
+				before := sp.relay.data.Load()
+				sp.flowing(t, 20, "traffic on the direct path")
+				// Heartbeats may not carry data; a direct path
+				// takes all (or nearly all) data off the relay.
+				if moved := sp.relay.data.Load() - before; moved > 4 {
+					t.Errorf("%d data packets still went through the relay on a direct path", moved)
+				}
+				return
+			}
+			// Several discovery rounds pass; the path must stay on
+			// the relay and traffic keep flowing there.
+			time.Sleep(10 * fastTimers.Discovery)
+			sp.flowing(t, 20, "traffic over the relay")
+			if !sp.bothRelay() {
+				t.Fatalf("paths a→%v b→%v; want relay both ways", sp.a.path(sp.b), sp.b.path(sp.a))
+			}
+		})
+	}
+}
+
+// TestSimEasyHardSuccessRate runs the port-guessing round over many NAT
+// port layouts and reports how often it meets. With 256 sockets and 1024
+// probes over 64,512 ports the odds are 1-(1-256/64512)^1024 ≈ 98%.
+func TestSimEasyHardSuccessRate(t *testing.T) {
+	if testing.Short() {
+		t.Skip("many rounds; skipped with -short")
+	}
+	const runs = 20
+	met := 0
+	for seed := uint64(1); seed <= runs; seed++ {
+		ok := t.Run("", func(t *testing.T) {
+			sp := newSimPair(t, easy, hard, seed*7919)
+			traffic(t, sp.a, sp.b)
+			// A round lasts two windows at most; after that the
+			// outcome is settled until the next round, 1s later.
+			deadline := time.Now().Add(6 * time.Second)
+			for !sp.bothDirect() {
+				if time.Now().After(deadline) {
+					t.Logf("seed %d: no meeting", seed*7919)
+					return
+				}
+				time.Sleep(5 * time.Millisecond)
+			}
+		})
+		if ok {
+			met++
+		}
+	}
+	t.Logf("port guessing met in %d of %d easy/hard runs", met, runs)
+	if met < runs*3/4 {
+		t.Fatalf("port guessing met in only %d of %d runs; expected about 98%%", met, runs)
+	}
+}
+
+func TestSimFallbackAndRecovery(t *testing.T) {
+	sp := newSimPair(t, easy, easy, 2)
+	traffic(t, sp.a, sp.b)
+	waitFor(t, 10*time.Second, "direct", sp.bothDirect)
+
+	// The direct path dies: no UDP between the two sites gets through.
+	sp.sim.SetDrop(func(src, dst netip.AddrPort) bool { return true })
+	waitFor(t, 10*time.Second, "fallback to relay", sp.bothRelay)
+	relayed := sp.relay.data.Load()
+	sp.flowing(t, 20, "traffic after fallback")
+	if sp.relay.data.Load() <= relayed {
+		t.Fatal("traffic after fallback did not go through the relay")
+	}
+
+	// It comes back: probing resumes and finds it again.
+	sp.sim.SetDrop(nil)
+	waitFor(t, 10*time.Second, "direct again", sp.bothDirect)
+	sp.flowing(t, 20, "traffic after recovery")
+}
+
+// TestSimNATFlush flushes a masquerading router's state mid-traffic: the
+// mappings come back with the same ports and the path heals by itself.
+func TestSimNATFlush(t *testing.T) {
+	sp := newSimPair(t, easy, easy, 3)
+	traffic(t, sp.a, sp.b)
+	waitFor(t, 10*time.Second, "direct", sp.bothDirect)
+	sp.natA.Flush(false)
+	sp.natB.Flush(false)
+	sp.flowing(t, 50, "traffic after the flush")
+	waitFor(t, 10*time.Second, "direct after the flush", sp.bothDirect)
+}
+
+// TestSimNATRebinding moves a node to a new public port (a router that
+// reassigns ports): the peer learns the new address from the node's
+// pings and the path follows without help.
+func TestSimNATRebinding(t *testing.T) {
+	sp := newSimPair(t, easy, public, 4)
+	traffic(t, sp.a, sp.b)
+	waitFor(t, 10*time.Second, "direct", sp.bothDirect)
+	old := sp.b.path(sp.a).Endpoint
+	sp.natA.Flush(true)
+	waitFor(t, 10*time.Second, "b follows a to its new port", func() bool {
+		p := sp.b.path(sp.a)
+		return p.Kind == magicsock.PathDirect && p.Endpoint != old
+	})
+	if got := sp.b.path(sp.a).Endpoint.Addr(); got != publicA {
+		t.Fatalf("new path to a is %v; want an address of %v", got, publicA)
+	}
+	sp.flowing(t, 20, "traffic after rebinding")
+	waitFor(t, 10*time.Second, "both direct after rebinding", sp.bothDirect)
+}
+
+// TestSimPing checks the disco ping weft ping uses: over the relay while
+// there is no direct path, then over the direct path.
+func TestSimPing(t *testing.T) {
+	sp := newSimPair(t, easy, easy, 5)
+	sp.sim.SetDrop(func(src, dst netip.AddrPort) bool { return true })
+	ctx := context.Background()
+	res, err := sp.a.conn.Ping(ctx, sp.b.node.Public())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Path.Kind != magicsock.PathRelay || res.Path.RelayRegion != 1 {
+		t.Fatalf("first ping path = %v; want relay 1", res.Path)
+	}
+	sp.sim.SetDrop(nil)
+	// Like weft ping --until-direct: ping until a pong comes back direct.
+	var direct bool
+	for range 200 {
+		res, err = sp.a.conn.Ping(ctx, sp.b.node.Public())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.Path.Kind == magicsock.PathDirect {
+			direct = true
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if !direct {
+		t.Fatal("pings never came back over a direct path")
+	}
+	if res.Path.Endpoint != sp.globB {
+		t.Fatalf("direct pong via %v; want %v", res.Path.Endpoint, sp.globB)
+	}
+	if st, _ := sp.a.conn.PeerStatus(sp.b.node.Public()); st.RTT <= 0 {
+		t.Fatalf("status RTT = %v; want the pong's RTT", st.RTT)
+	}
+}
+
+func TestLocalEndpointsCallback(t *testing.T) {
+	sim := natsim.New(1)
+	got := make(chan []netip.AddrPort, 4)
+	c, err := magicsock.New(magicsock.Options{
+		DiscoKey:    key.NewDisco(),
+		NodeKey:     key.NewNode().Public(),
+		Network:     sim.NewHost(privA, sim.NewNAT(natsim.Easy, publicA)),
+		OnEndpoints: func(eps []netip.AddrPort) { got <- eps },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := c.Open(0); err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	local := netip.AddrPortFrom(privA, c.Port())
+	if eps := <-got; len(eps) != 1 || eps[0] != local {
+		t.Fatalf("endpoints on open = %v; want [%v]", eps, local)
+	}
+	glob := netip.AddrPortFrom(publicA, 4242)
+	c.SetNetReport(magicsock.NetReport{GlobalV4: glob})
+	if eps := <-got; len(eps) != 2 || eps[0] != glob || eps[1] != local {
+		t.Fatalf("endpoints after STUN = %v; want [%v %v]", eps, glob, local)
+	}
+	// The same report again changes nothing and calls back nothing.
+	c.SetNetReport(magicsock.NetReport{GlobalV4: glob})
+	select {
+	case eps := <-got:
+		t.Fatalf("callback for unchanged endpoints: %v", eps)
+	default:
+	}
+	if eps := c.LocalEndpoints(); len(eps) != 2 {
+		t.Fatalf("LocalEndpoints = %v", eps)
+	}
+}
