@@ -195,6 +195,9 @@ func TestExitServerTable(t *testing.T) {
 	if weftTableExprs(t) != nil {
 		t.Error("weft's table still present after down")
 	}
+	if got := leftovers(t); len(got) != 0 {
+		t.Errorf("Leftovers after down = %q", got)
+	}
 	for _, name := range []string{sysctlIPv4Forward, sysctlIPv6Forward} {
 		if got := readSysctl(t, name); got != "0" {
 			t.Errorf("%s = %s after down, want 0 (as before weft)", name, got)
@@ -333,12 +336,16 @@ func TestCleanupRemovesStaleState(t *testing.T) {
 	}
 	defer r.TUN().Close()
 	cfg := baseConfig()
-	cfg.ExitNode, cfg.AdvertiseExitNode = true, true
+	cfg.ExitNode, cfg.ExitNodeAllowLAN, cfg.AdvertiseExitNode = true, true, true
 	if err := r.Apply(cfg); err != nil {
 		t.Fatal(err)
 	}
 	if weftTableExprs(t) == nil {
 		t.Fatal("setup: no weft table")
+	}
+	// Both suppress and mark rule, per family; two default routes; the table.
+	if got := leftovers(t); len(got) != 4+2+1 {
+		t.Errorf("Leftovers before Cleanup = %q, want 7 items", got)
 	}
 
 	if err := Cleanup(Options{}); err != nil {
@@ -346,6 +353,9 @@ func TestCleanupRemovesStaleState(t *testing.T) {
 	}
 	if weftTableExprs(t) != nil {
 		t.Error("weft's table survived Cleanup")
+	}
+	if got := leftovers(t); len(got) != 0 {
+		t.Errorf("Leftovers after Cleanup = %q", got)
 	}
 	if got := nftDump(t); !slices.Equal(got, nftBefore) {
 		t.Errorf("nftables after Cleanup:\n got %q\nwant %q", got, nftBefore)
@@ -442,6 +452,9 @@ func TestCloseAfterDeviceClosed(t *testing.T) {
 	if err := r.Close(); err != nil {
 		t.Fatalf("Close after the TUN went away: %v", err)
 	}
+	if got := leftovers(t); len(got) != 0 {
+		t.Errorf("Leftovers after Close = %q", got)
+	}
 	if err := r.Apply(cfg); !errors.Is(err, ErrClosed) {
 		t.Errorf("Apply after Close = %v, want ErrClosed", err)
 	}
@@ -488,4 +501,13 @@ func TestRouterStaysInItsNamespace(t *testing.T) {
 	if _, routes := linkState(t, l.handle(0), DefaultTUNName); len(routes) != 2 {
 		t.Errorf("routes in the Router's namespace = %v, want the two tailnet routes", routes)
 	}
+}
+
+func leftovers(t *testing.T) []string {
+	t.Helper()
+	got, err := Leftovers(Options{})
+	if err != nil {
+		t.Fatalf("Leftovers: %v", err)
+	}
+	return got
 }
