@@ -90,6 +90,7 @@ func newRootCmd(g *globals) *cobra.Command {
 	})
 	root.AddCommand(
 		newVersionCmd(g),
+		newAdminCmd(g),
 		newLabCmd(g),
 		newNetcheckCmd(g),
 		newSTUNCmd(g),

@@ -1,0 +1,76 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"weft/internal/adminapi"
+)
+
+func newAdminRoutesCmd(o *adminOpts) *cobra.Command {
+	cmd := &cobra.Command{Use: "routes", Short: "List, approve and reject subnet and exit-node routes", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error { return cmd.Help() }}
+
+	list := &cobra.Command{
+		Use:   "list",
+		Short: "List the routes nodes advertise and which are approved",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return o.call(cmd.Context(), func(c *adminapi.Client) error {
+				rs, err := c.ListRoutes(cmd.Context())
+				if err != nil {
+					return err
+				}
+				if o.json {
+					return o.printJSON(rs)
+				}
+				tw := table(o.g.stdout, "NODE", "PREFIX", "ADVERTISED", "APPROVED", "ENABLED")
+				for _, r := range rs {
+					fmt.Fprintf(tw, "%s\t%s\t%v\t%v\t%v\n", r.NodeName, r.Prefix, r.Advertised, r.Approved, r.Enabled())
+				}
+				return tw.Flush()
+			})
+		},
+	}
+
+	type routeOp func(c *adminapi.Client, ctx context.Context, node string, ps []netip.Prefix) (adminapi.Node, error)
+	routeCmd := func(verb, short string, op routeOp) *cobra.Command {
+		return &cobra.Command{
+			Use:   verb + " NODE exit|CIDR[,CIDR...]",
+			Short: short,
+			Args:  cobra.ExactArgs(2),
+			RunE: func(cmd *cobra.Command, args []string) error {
+				prefixes, err := adminapi.ParseRouteArg(args[1])
+				if err != nil {
+					return usageError{fmt.Errorf("%s", strings.TrimPrefix(err.Error(), "store: invalid argument: "))}
+				}
+				return o.call(cmd.Context(), func(c *adminapi.Client) error {
+					n, err := op(c, cmd.Context(), args[0], prefixes)
+					if err != nil {
+						return err
+					}
+					if o.json {
+						return o.printJSON(n)
+					}
+					fmt.Fprintf(o.g.stdout, "%s: routes in effect: %s\n", n.Name, dashIfEmpty(joinAny(n.EnabledRoutes())))
+					return nil
+				})
+			},
+		}
+	}
+	cmd.AddCommand(list,
+		routeCmd("approve", "Approve routes a node advertises (\"exit\" = 0.0.0.0/0 and ::/0)",
+			func(c *adminapi.Client, ctx context.Context, node string, ps []netip.Prefix) (adminapi.Node, error) {
+				return c.ApproveRoutes(ctx, node, ps)
+			}),
+		routeCmd("reject", "Withdraw approval of a node's routes (\"exit\" = 0.0.0.0/0 and ::/0)",
+			func(c *adminapi.Client, ctx context.Context, node string, ps []netip.Prefix) (adminapi.Node, error) {
+				return c.RejectRoutes(ctx, node, ps)
+			}),
+	)
+	return cmd
+}

@@ -1,0 +1,72 @@
+package main
+
+import (
+	"fmt"
+
+	"github.com/spf13/cobra"
+
+	"weft/internal/adminapi"
+)
+
+func newAdminUsersCmd(o *adminOpts) *cobra.Command {
+	cmd := &cobra.Command{Use: "users", Short: "Create, list and delete users", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error { return cmd.Help() }}
+	cmd.AddCommand(
+		&cobra.Command{
+			Use:   "create NAME",
+			Short: "Create a user (a-z 0-9 . _ @ -)",
+			Args:  cobra.ExactArgs(1),
+			RunE: func(cmd *cobra.Command, args []string) error {
+				return o.call(cmd.Context(), func(c *adminapi.Client) error {
+					u, err := c.CreateUser(cmd.Context(), args[0])
+					if err != nil {
+						return err
+					}
+					if o.json {
+						return o.printJSON(u)
+					}
+					fmt.Fprintf(o.g.stdout, "created user %s\n", u.Name)
+					return nil
+				})
+			},
+		},
+		&cobra.Command{
+			Use:   "list",
+			Short: "List users",
+			Args:  cobra.NoArgs,
+			RunE: func(cmd *cobra.Command, args []string) error {
+				return o.call(cmd.Context(), func(c *adminapi.Client) error {
+					us, err := c.ListUsers(cmd.Context())
+					if err != nil {
+						return err
+					}
+					if o.json {
+						return o.printJSON(us)
+					}
+					tw := table(o.g.stdout, "ID", "NAME", "CREATED")
+					for _, u := range us {
+						fmt.Fprintf(tw, "%d\t%s\t%s\n", u.ID, u.Name, when(u.CreatedAt, "-"))
+					}
+					return tw.Flush()
+				})
+			},
+		},
+		&cobra.Command{
+			Use:   "delete NAME",
+			Short: "Delete a user and their pre-auth keys (refused while they own nodes)",
+			Args:  cobra.ExactArgs(1),
+			RunE: func(cmd *cobra.Command, args []string) error {
+				return o.call(cmd.Context(), func(c *adminapi.Client) error {
+					if err := c.DeleteUser(cmd.Context(), args[0]); err != nil {
+						return err
+					}
+					if !o.json {
+						fmt.Fprintf(o.g.stdout, "deleted user %s\n", args[0])
+					}
+					return nil
+				})
+			},
+		},
+	)
+	return cmd
+}
