@@ -117,7 +117,7 @@ func Cleanup(opts Options) error {
 	defer hh.close()
 	var errs []error
 	for _, fam := range []int{unix.AF_INET, unix.AF_INET6} {
-		err := pol.syncRules(hh.h, fam, nil)
+		err := pol.syncRules(opts.Logger, hh.h, fam, nil)
 		if fam == unix.AF_INET6 && errors.Is(err, unix.EAFNOSUPPORT) {
 			continue
 		}
@@ -125,7 +125,7 @@ func Cleanup(opts Options) error {
 			errs = append(errs, err)
 		}
 	}
-	if err := flushTable(hh.h, pol.table); err != nil {
+	if err := flushTable(opts.Logger, hh.h, pol.table); err != nil {
 		errs = append(errs, err)
 	}
 	if _, err := deleteNFT(hh.nft); err != nil {

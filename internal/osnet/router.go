@@ -333,11 +333,11 @@ func (r *Router) Apply(cfg Config) error {
 	}
 	var errs, warns []error
 
-	if err := syncAddrs(r.h, link, r.families(cfg.Addresses)); err != nil {
+	if err := syncAddrs(r.opts.Logger, r.h, link, r.families(cfg.Addresses)); err != nil {
 		errs = append(errs, err)
 	}
 	mainRoutes := slices.Concat(cfg.TailnetRoutes, cfg.SubnetRoutes)
-	conflicts, err := syncLinkRoutes(r.h, link, tableMain, r.families(normPrefixes(mainRoutes, true)))
+	conflicts, err := syncLinkRoutes(r.opts.Logger, r.h, link, tableMain, r.families(normPrefixes(mainRoutes, true)))
 	if err != nil {
 		errs = append(errs, err)
 	}
@@ -348,7 +348,7 @@ func (r *Router) Apply(cfg Config) error {
 	// Exit-node client. Routes go in before the rules that lead to them and
 	// come out after, so no packet is sent to an empty table.
 	if cfg.ExitNode {
-		if _, err := syncLinkRoutes(r.h, link, r.pol.table, r.families([]netip.Prefix{
+		if _, err := syncLinkRoutes(r.opts.Logger, r.h, link, r.pol.table, r.families([]netip.Prefix{
 			netip.PrefixFrom(netip.IPv4Unspecified(), 0), netip.PrefixFrom(netip.IPv6Unspecified(), 0),
 		})); err != nil {
 			errs = append(errs, err)
@@ -363,7 +363,7 @@ func (r *Router) Apply(cfg Config) error {
 		if err := r.syncAllRules(false, false); err != nil {
 			errs = append(errs, err)
 		}
-		if err := flushTable(r.h, r.pol.table); err != nil {
+		if err := flushTable(r.opts.Logger, r.h, r.pol.table); err != nil {
 			errs = append(errs, err)
 		}
 		if err := r.inNS(func() error { return r.saved.restore(r.sys, sysctlSrcValidMark) }); err != nil {
@@ -465,7 +465,7 @@ func (r *Router) syncAllRules(on, allowLAN bool) error {
 		if on {
 			want = r.pol.wantRules(fam, allowLAN)
 		}
-		err := r.pol.syncRules(r.h, fam, want)
+		err := r.pol.syncRules(r.opts.Logger, r.h, fam, want)
 		if fam == unix.AF_INET6 && errors.Is(err, unix.EAFNOSUPPORT) {
 			continue // IPv6 is disabled on this host
 		}
@@ -498,7 +498,7 @@ func (r *Router) Close() error {
 	if err := r.syncAllRules(false, false); err != nil {
 		errs = append(errs, err)
 	}
-	if err := flushTable(r.h, r.pol.table); err != nil {
+	if err := flushTable(r.opts.Logger, r.h, r.pol.table); err != nil {
 		errs = append(errs, err)
 	}
 	if _, err := deleteNFT(r.nft); err != nil {

@@ -3,6 +3,7 @@ package osnet
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/netip"
 	"slices"
@@ -17,7 +18,7 @@ const tableMain = unix.RT_TABLE_MAIN
 // syncAddrs makes the TUN's addresses exactly want, leaving the kernel's
 // own IPv6 link-local address alone. Addresses already present are not
 // touched, so sockets bound to them survive a new peer map.
-func syncAddrs(h *netlink.Handle, link netlink.Link, want []netip.Prefix) error {
+func syncAddrs(log *slog.Logger, h *netlink.Handle, link netlink.Link, want []netip.Prefix) error {
 	have, err := h.AddrList(link, unix.AF_UNSPEC)
 	if err != nil {
 		return fmt.Errorf("osnet: list addresses of %s: %w", link.Attrs().Name, err)
@@ -33,6 +34,8 @@ func syncAddrs(h *netlink.Handle, link netlink.Link, want []netip.Prefix) error 
 		if !slices.Contains(want, p) {
 			if err := h.AddrDel(link, &a); err != nil && !errors.Is(err, unix.EADDRNOTAVAIL) {
 				errs = append(errs, fmt.Errorf("osnet: remove address %s from %s: %w", p, link.Attrs().Name, err))
+			} else {
+				log.Info("address removed", "dev", link.Attrs().Name, "addr", p)
 			}
 		}
 	}
@@ -48,6 +51,8 @@ func syncAddrs(h *netlink.Handle, link netlink.Link, want []netip.Prefix) error 
 		}
 		if err := h.AddrAdd(link, a); err != nil && !errors.Is(err, unix.EEXIST) {
 			errs = append(errs, fmt.Errorf("osnet: add address %s to %s: %w", p, link.Attrs().Name, err))
+		} else {
+			log.Info("address added", "dev", link.Attrs().Name, "addr", p)
 		}
 	}
 	return errors.Join(errs...)
@@ -59,7 +64,7 @@ func syncAddrs(h *netlink.Handle, link netlink.Link, want []netip.Prefix) error 
 // collides with another interface's route for the same prefix (a peer's
 // subnet route equal to the local LAN) is not installed: the host's own
 // route wins, and the prefix is returned in conflicts for a warning.
-func syncLinkRoutes(h *netlink.Handle, link netlink.Link, table int, want []netip.Prefix) (conflicts []netip.Prefix, _ error) {
+func syncLinkRoutes(log *slog.Logger, h *netlink.Handle, link netlink.Link, table int, want []netip.Prefix) (conflicts []netip.Prefix, _ error) {
 	have, err := h.RouteListFiltered(unix.AF_UNSPEC,
 		&netlink.Route{LinkIndex: link.Attrs().Index, Table: table},
 		netlink.RT_FILTER_OIF|netlink.RT_FILTER_TABLE)
@@ -80,6 +85,8 @@ func syncLinkRoutes(h *netlink.Handle, link netlink.Link, table int, want []neti
 		if !slices.Contains(want, p) {
 			if err := h.RouteDel(&r); err != nil && !errors.Is(err, unix.ESRCH) {
 				errs = append(errs, fmt.Errorf("osnet: remove route %s dev %s table %d: %w", p, link.Attrs().Name, table, err))
+			} else {
+				log.Info("route removed", "dst", p, "dev", link.Attrs().Name, "table", table)
 			}
 		}
 	}
@@ -99,6 +106,8 @@ func syncLinkRoutes(h *netlink.Handle, link netlink.Link, table int, want []neti
 			conflicts = append(conflicts, p)
 		case err != nil:
 			errs = append(errs, fmt.Errorf("osnet: add route %s dev %s table %d: %w", p, link.Attrs().Name, table, err))
+		default:
+			log.Info("route added", "dst", p, "dev", link.Attrs().Name, "table", table)
 		}
 	}
 	return conflicts, errors.Join(errs...)
@@ -106,7 +115,7 @@ func syncLinkRoutes(h *netlink.Handle, link netlink.Link, table int, want []neti
 
 // flushTable removes every route in table. Only weft's own table number is
 // ever passed here.
-func flushTable(h *netlink.Handle, table int) error {
+func flushTable(log *slog.Logger, h *netlink.Handle, table int) error {
 	routes, err := h.RouteListFiltered(unix.AF_UNSPEC, &netlink.Route{Table: table}, netlink.RT_FILTER_TABLE)
 	if err != nil {
 		return fmt.Errorf("osnet: list routes in table %d: %w", table, err)
@@ -118,6 +127,8 @@ func flushTable(h *netlink.Handle, table int) error {
 		}
 		if err := h.RouteDel(&r); err != nil && !errors.Is(err, unix.ESRCH) {
 			errs = append(errs, fmt.Errorf("osnet: remove route %s from table %d: %w", r.Dst, table, err))
+		} else {
+			log.Info("route removed", "dst", r.Dst, "table", table)
 		}
 	}
 	return errors.Join(errs...)

@@ -3,6 +3,7 @@ package osnet
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -69,7 +70,7 @@ func sameRule(a, b netlink.Rule) bool {
 // syncRules makes weft's rules for family exactly want: it removes weft's
 // rules that are not wanted and adds the missing ones, leaving a rule that
 // is already right in place (so traffic never sees a gap).
-func (p policy) syncRules(h *netlink.Handle, family int, want []netlink.Rule) error {
+func (p policy) syncRules(log *slog.Logger, h *netlink.Handle, family int, want []netlink.Rule) error {
 	have, err := h.RuleList(family)
 	if err != nil {
 		return fmt.Errorf("osnet: list %s rules: %w", familyName(family), err)
@@ -94,6 +95,8 @@ func (p policy) syncRules(h *netlink.Handle, family int, want []netlink.Rule) er
 		del.Family = family
 		if err := h.RuleDel(&del); err != nil && !errors.Is(err, unix.ENOENT) {
 			errs = append(errs, fmt.Errorf("osnet: remove %s rule %s: %w", familyName(family), r, err))
+		} else {
+			log.Info("rule removed", "family", familyName(family), "rule", r.String())
 		}
 	}
 	for i, w := range want {
@@ -102,6 +105,8 @@ func (p policy) syncRules(h *netlink.Handle, family int, want []netlink.Rule) er
 		}
 		if err := h.RuleAdd(&w); err != nil && !errors.Is(err, unix.EEXIST) {
 			errs = append(errs, fmt.Errorf("osnet: add %s rule %s: %w", familyName(family), w, err))
+		} else {
+			log.Info("rule added", "family", familyName(family), "rule", w.String())
 		}
 	}
 	return errors.Join(errs...)
