@@ -89,7 +89,6 @@ func newRootCmd(g *globals) *cobra.Command {
 		return usageError{err}
 	})
 	root.AddCommand(
-		newServerCmd(g), newDaemonCmd(g), newUpCmd(g), newDownCmd(g), newLogoutCmd(g), newStatusCmd(g),
 		newVersionCmd(g),
 		newAdminCmd(g),
 		newLabCmd(g),
