@@ -298,3 +298,38 @@ func TestWeftTrafficBypassesExitNode(t *testing.T) {
 		t.Error("no UDP reply to a marked socket")
 	}
 }
+
+// TestExitNodeSwitchLANAccess toggles LAN access while the exit node stays
+// selected: the result must equal selecting the exit node afresh with the
+// new setting.
+func TestExitNodeSwitchLANAccess(t *testing.T) {
+	l := newLab(t, 1)
+	h := l.handle(0)
+	setupHostLAN(t, h)
+	r := newRouter(t, Options{})
+	cfg := baseConfig()
+	cfg.ExitNode = true
+	want := map[bool][]string{}
+	for _, allow := range []bool{false, true} {
+		cfg.ExitNodeAllowLAN = allow
+		if err := r.Apply(baseConfig()); err != nil {
+			t.Fatal(err)
+		}
+		if err := r.Apply(cfg); err != nil {
+			t.Fatal(err)
+		}
+		want[allow] = routingDump(t, h)
+	}
+	if slices.Equal(want[false], want[true]) {
+		t.Fatal("LAN access makes no difference to routing")
+	}
+	for _, allow := range []bool{false, true, false} {
+		cfg.ExitNodeAllowLAN = allow
+		if err := r.Apply(cfg); err != nil {
+			t.Fatal(err)
+		}
+		if got := routingDump(t, h); !slices.Equal(got, want[allow]) {
+			t.Errorf("after switching LAN access to %v:\n got %q\nwant %q", allow, got, want[allow])
+		}
+	}
+}
