@@ -697,3 +697,37 @@ func TestMigrationsIdempotent(t *testing.T) {
 		f.s, _ = openSQLite(ctx, filepath.Join(t.TempDir(), "x.db"), Options{}) // for the cleanup
 	})
 }
+
+// TestPragmas checks that every pooled connection runs with the settings
+// the durability promise rests on.
+func TestPragmas(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t)
+	db := f.s.(*sqlStore).db
+	// Hold several connections at once so the pool opens more than one.
+	var conns []interface{ Close() error }
+	for range 3 {
+		c, err := db.Conn(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		conns = append(conns, c)
+		for _, p := range []struct {
+			pragma string
+			want   string
+		}{
+			{"journal_mode", "wal"},
+			{"synchronous", "2"}, // FULL
+			{"foreign_keys", "1"},
+			{"busy_timeout", "10000"},
+		} {
+			var got string
+			if err := c.QueryRowContext(ctx, "PRAGMA "+p.pragma).Scan(&got); err != nil || got != p.want {
+				t.Errorf("PRAGMA %s = %q, %v; want %q", p.pragma, got, err, p.want)
+			}
+		}
+	}
+	for _, c := range conns {
+		c.Close()
+	}
+}
