@@ -392,9 +392,14 @@ func (r *Router) Apply(cfg Config) error {
 		}
 	}
 	if !spec.equal(r.nftState) {
-		if err := applyNFT(r.nft, spec); err != nil {
+		switch err := applyNFT(r.nft, spec); {
+		case err != nil && !spec.Forward && !spec.empty():
+			// Only the reply-mark chains were wanted: the exit node still
+			// works wherever reverse-path filtering is loose or off.
+			warns = append(warns, fmt.Errorf("replies to weft's own traffic may be dropped by strict reverse-path filtering (set net.ipv4.conf.all.rp_filter=2): %w", err))
+		case err != nil:
 			errs = append(errs, err)
-		} else {
+		default:
 			r.nftState = spec
 			r.opts.Logger.Info("nftables table updated", "table", "inet "+NFTableName, "forward", spec.Forward, "mark_replies", spec.MarkReplies)
 		}
