@@ -16,6 +16,7 @@ import (
 
 	"weft/internal/netlab"
 	"weft/internal/netlab/delayline"
+	"weft/internal/netlab/labtest"
 )
 
 // TestMain lets the test binary double as the lab's helper (delay line,
@@ -77,6 +78,7 @@ func upLab(t *testing.T, topo netlab.Topology) *netlab.Lab {
 	if os.Geteuid() != 0 {
 		t.Skip("lab tests need root (network namespaces); run as root")
 	}
+	labtest.RemoveStale(t)
 	var b [3]byte
 	rand.Read(b[:])
 	cfg := netlab.Config{

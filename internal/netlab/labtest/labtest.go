@@ -58,7 +58,7 @@ func Up(t testing.TB, topo netlab.Topology) *netlab.Lab {
 		t.Fatalf("labtest: %v", err)
 	}
 	bin := WeftBinary(t)
-	removeStale(t)
+	RemoveStale(t)
 	var b [3]byte
 	rand.Read(b[:])
 	cfg := netlab.Config{
@@ -87,8 +87,11 @@ func Up(t testing.TB, topo netlab.Topology) *netlab.Lab {
 
 var staleName = regexp.MustCompile(`^` + testPrefix + `(\d+)-`)
 
-// removeStale removes lab namespaces whose owning test process is gone.
-func removeStale(t testing.TB) {
+// RemoveStale removes the namespaces (and whatever still runs in them) of
+// labs whose test process has died, e.g. killed by a test timeout before
+// its cleanup ran. Up calls it; tests that call netlab.Up themselves with
+// a "wlt<pid>-" prefix can call it too.
+func RemoveStale(t testing.TB) {
 	names, err := netlab.ListNamespaces(testPrefix)
 	if err != nil {
 		t.Logf("labtest: %v", err)
