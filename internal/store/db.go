@@ -20,11 +20,21 @@ type sqlStore struct {
 
 var _ Store = (*sqlStore)(nil)
 
-// write runs fn in a transaction and commits it if fn returns nil. All
-// database access goes through it (reads too, for a consistent snapshot
-// across the node and routes queries).
+// write runs fn in a transaction and commits it if fn returns nil. On
+// SQLite the transaction takes the write lock at BEGIN (see Open).
 func (s *sqlStore) write(ctx context.Context, fn func(tx *sql.Tx) error) error {
-	tx, err := s.db.BeginTx(ctx, nil)
+	return s.tx(ctx, nil, fn)
+}
+
+// read runs fn in a read-only transaction, for a consistent snapshot across
+// several queries (a node and its routes). On SQLite in WAL mode it neither
+// waits for nor blocks the writer.
+func (s *sqlStore) read(ctx context.Context, fn func(tx *sql.Tx) error) error {
+	return s.tx(ctx, &sql.TxOptions{ReadOnly: true}, fn)
+}
+
+func (s *sqlStore) tx(ctx context.Context, opts *sql.TxOptions, fn func(tx *sql.Tx) error) error {
+	tx, err := s.db.BeginTx(ctx, opts)
 	if err != nil {
 		return fmt.Errorf("begin: %w", err)
 	}
@@ -36,12 +46,6 @@ func (s *sqlStore) write(ctx context.Context, fn func(tx *sql.Tx) error) error {
 		return fmt.Errorf("commit: %w", err)
 	}
 	return nil
-}
-
-// read is write for transactions that change nothing; it is a separate
-// name so a later read-only optimisation has one place to go.
-func (s *sqlStore) read(ctx context.Context, fn func(tx *sql.Tx) error) error {
-	return s.write(ctx, fn)
 }
 
 func (s *sqlStore) Close() error { return s.db.Close() }

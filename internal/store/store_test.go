@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"crypto/rand"
+	"database/sql"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -729,5 +730,25 @@ func TestPragmas(t *testing.T) {
 	}
 	for _, c := range conns {
 		c.Close()
+	}
+}
+
+// TestReadDoesNotBlockWriter: a write commits while a read transaction is
+// open (it would wait out the busy timeout and fail if reads took the
+// write lock).
+func TestReadDoesNotBlockWriter(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t)
+	s := f.s.(*sqlStore)
+	err := s.read(ctx, func(tx *sql.Tx) error {
+		var n int
+		if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM users`).Scan(&n); err != nil {
+			return err
+		}
+		_, err := f.s.CreateUser(ctx, "alice")
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 }
