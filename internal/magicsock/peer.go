@@ -10,6 +10,7 @@ import (
 
 	"weft/internal/disco"
 	"weft/internal/key"
+	"weft/internal/wire"
 )
 
 // Peer is what the Conn needs to know of one peer from the peer map.
@@ -21,6 +22,20 @@ type Peer struct {
 	// HardNAT is the peer's report that its NAT mapping varies by
 	// destination; with an easy NAT on our side it calls for port guessing.
 	HardNAT bool
+}
+
+// PeerFromNode takes what the Conn needs from a peer-map entry.
+func PeerFromNode(n *wire.Node) Peer {
+	p := Peer{
+		NodeKey:    n.NodeKey,
+		DiscoKey:   n.DiscoKey,
+		Endpoints:  n.Endpoints,
+		HomeRegion: n.HomeRegion,
+	}
+	if n.Hostinfo != nil && n.Hostinfo.NetInfo != nil {
+		p.HardNAT = n.Hostinfo.NetInfo.MappingVariesByDestIP
+	}
+	return p
 }
 
 // peer is the path state of one peer. Fields marked atomic are read on the
@@ -120,6 +135,13 @@ func (c *Conn) SetPeers(peers []Peer) {
 		}
 		p.homeRegion.Store(int64(np.HomeRegion))
 		p.hardNAT = np.HardNAT
+		// Map endpoints the peer no longer reports stop being
+		// candidates, unless one is the path in use (its pongs decide).
+		for a, cd := range p.cands {
+			if cd.origin == "map" && cd != p.best && !slices.Contains(np.Endpoints, a) {
+				delete(p.cands, a)
+			}
+		}
 		p.mapEndpoints = slices.Clone(np.Endpoints)
 		added := false
 		for _, ep := range np.Endpoints {

@@ -1,0 +1,245 @@
+package magicsock_test
+
+import (
+	"encoding/binary"
+	"encoding/hex"
+	"fmt"
+	"net/netip"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"golang.zx2c4.com/wireguard/conn"
+	"golang.zx2c4.com/wireguard/device"
+	"golang.zx2c4.com/wireguard/tun/tuntest"
+
+	"weft/internal/key"
+	"weft/internal/magicsock"
+)
+
+// loopNet is the host network restricted to loopback, with a switch that
+// makes every direct send vanish (a dead direct path).
+type loopNet struct {
+	magicsock.HostNetwork
+	blocked *atomic.Bool
+}
+
+func (n loopNet) NewBind() conn.Bind {
+	return &blockBind{Bind: conn.NewStdNetBind(), blocked: n.blocked}
+}
+
+func (loopNet) LocalAddrs() ([]netip.Addr, error) {
+	return []netip.Addr{netip.MustParseAddr("127.0.0.1")}, nil
+}
+
+type blockBind struct {
+	conn.Bind
+	blocked *atomic.Bool
+}
+
+func (b *blockBind) Send(bufs [][]byte, ep conn.Endpoint) error {
+	if b.blocked.Load() {
+		return nil
+	}
+	return b.Bind.Send(bufs, ep)
+}
+
+// wgNode is a wireguard-go device on a channel TUN over some bind.
+type wgNode struct {
+	key  key.NodePrivate
+	ip   netip.Addr
+	tun  *tuntest.ChannelTUN
+	dev  *device.Device
+	conn *magicsock.Conn // nil for the StdNetBind baseline
+}
+
+func hexKey(k [32]byte) string { return hex.EncodeToString(k[:]) }
+
+func newWGNode(t testing.TB, ip string, bind conn.Bind, k key.NodePrivate) *wgNode {
+	t.Helper()
+	n := &wgNode{key: k, ip: netip.MustParseAddr(ip), tun: tuntest.NewChannelTUN()}
+	n.dev = device.NewDevice(n.tun.TUN(), bind, device.NewLogger(device.LogLevelSilent, ""))
+	if err := n.dev.IpcSet("private_key=" + hexKey(k.Raw32()) + "\nlisten_port=0\n"); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.dev.Up(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(n.dev.Close)
+	return n
+}
+
+func (n *wgNode) port(t testing.TB) uint16 {
+	s, err := n.dev.IpcGet()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(s, "\n") {
+		if v, ok := strings.CutPrefix(line, "listen_port="); ok {
+			p, _ := strconv.Atoi(v)
+			return uint16(p)
+		}
+	}
+	t.Fatal("no listen_port")
+	return 0
+}
+
+// addPeer tells n about peer, reached at endpoint (a node key for
+// magicsock, ip:port for StdNetBind).
+func (n *wgNode) addPeer(t testing.TB, peer *wgNode, endpoint string) {
+	t.Helper()
+	pub := peer.key.Public().Raw32()
+	cfg := fmt.Sprintf("public_key=%s\nendpoint=%s\nallowed_ip=%s/32\n", hexKey(pub), endpoint, peer.ip)
+	if err := n.dev.IpcSet(cfg); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// ipPacket makes an IPv4/UDP packet of size bytes carrying seq.
+func ipPacket(src, dst netip.Addr, seq uint32, size int) []byte {
+	p := make([]byte, size)
+	p[0] = 0x45
+	binary.BigEndian.PutUint16(p[2:], uint16(size))
+	p[8] = 64
+	p[9] = 17
+	s, d := src.As4(), dst.As4()
+	copy(p[12:], s[:])
+	copy(p[16:], d[:])
+	binary.BigEndian.PutUint16(p[20:], 1000)
+	binary.BigEndian.PutUint16(p[22:], 2000)
+	binary.BigEndian.PutUint16(p[24:], uint16(size-20))
+	binary.BigEndian.PutUint32(p[28:], seq)
+	return p
+}
+
+func seqOf(p []byte) uint32 { return binary.BigEndian.Uint32(p[28:]) }
+
+// deliver sends packet seq from a to b through the tunnel and waits for it
+// at b, sending again on a timeout as a transport protocol would. It fails
+// the test if the packet never arrives.
+func deliver(t *testing.T, a, b *wgNode, seq uint32) {
+	t.Helper()
+	pkt := ipPacket(a.ip, b.ip, seq, 200)
+	for try := 0; try < 10; try++ {
+		select {
+		case a.tun.Outbound <- pkt:
+		case <-time.After(5 * time.Second):
+			t.Fatal("tunnel not reading")
+		}
+		timeout := time.After(time.Second)
+		for {
+			select {
+			case got := <-b.tun.Inbound:
+				if seqOf(got) == seq {
+					return
+				}
+				continue // a late duplicate of an earlier retry
+			case <-timeout:
+			}
+			break
+		}
+	}
+	t.Fatalf("packet %d from %v never arrived at %v", seq, a.ip, b.ip)
+}
+
+// newMagicPair makes two wireguard-go devices over magicsock Conns on
+// loopback, joined by a fake relay; direct sends are blocked until the
+// test unblocks them.
+func newMagicPair(t testing.TB, blocked *atomic.Bool) (a, b *wgNode, relay *fakeRelay) {
+	t.Helper()
+	relay = newFakeRelay()
+	mk := func(ip string) (*wgNode, key.DiscoPrivate) {
+		nk, dk := key.NewNode(), key.NewDisco()
+		c, err := magicsock.New(magicsock.Options{
+			DiscoKey: dk,
+			NodeKey:  nk.Public(),
+			Relay:    relay.client(nk.Public()),
+			Network:  loopNet{blocked: blocked},
+			Timers:   fastTimers,
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		relay.add(nk.Public(), c)
+		n := newWGNode(t, ip, c, nk)
+		n.conn = c
+		return n, dk
+	}
+	a, da := mk("10.0.0.1")
+	b, db := mk("10.0.0.2")
+	a.conn.SetPeers([]magicsock.Peer{{NodeKey: b.key.Public(), DiscoKey: db.Public(), HomeRegion: 1,
+		Endpoints: b.conn.LocalEndpoints()}})
+	b.conn.SetPeers([]magicsock.Peer{{NodeKey: a.key.Public(), DiscoKey: da.Public(), HomeRegion: 1,
+		Endpoints: a.conn.LocalEndpoints()}})
+	a.addPeer(t, b, b.key.Public().String())
+	b.addPeer(t, a, a.key.Public().String())
+	return a, b, relay
+}
+
+func pathKind(a, b *wgNode) magicsock.PathKind {
+	st, _ := a.conn.PeerStatus(b.key.Public())
+	return st.Path.Kind
+}
+
+// TestWireGuardRelayThenDirect runs two real wireguard-go devices over
+// magicsock: traffic starts on the relay, moves to the direct path when it
+// opens, falls back to the relay when it dies, and no packet is lost for
+// good on the way.
+func TestWireGuardRelayThenDirect(t *testing.T) {
+	var blocked atomic.Bool
+	blocked.Store(true)
+	a, b, relay := newMagicPair(t, &blocked)
+	seq := uint32(0)
+	both := func() {
+		seq++
+		deliver(t, a, b, seq)
+		seq++
+		deliver(t, b, a, seq)
+	}
+
+	both()
+	if relay.data.Load() == 0 {
+		t.Fatal("first packets did not go through the relay")
+	}
+	if k := pathKind(a, b); k != magicsock.PathRelay {
+		t.Fatalf("path before any direct contact = %v; want relay", k)
+	}
+
+	blocked.Store(false)
+	deadline := time.Now().Add(20 * time.Second)
+	for pathKind(a, b) != magicsock.PathDirect || pathKind(b, a) != magicsock.PathDirect {
+		if time.Now().After(deadline) {
+			t.Fatal("path never became direct")
+		}
+		both() // traffic keeps flowing across the switch
+	}
+	st, _ := a.conn.PeerStatus(b.key.Public())
+	if want := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), b.conn.Port()); st.Path.Endpoint != want {
+		t.Fatalf("direct path = %v; want %v", st.Path.Endpoint, want)
+	}
+	relayed := relay.data.Load()
+	for range 20 {
+		both()
+	}
+	if moved := relay.data.Load() - relayed; moved > 4 {
+		t.Fatalf("%d packets went through the relay on a direct path", moved)
+	}
+
+	blocked.Store(true)
+	deadline = time.Now().Add(20 * time.Second)
+	for pathKind(a, b) != magicsock.PathRelay || pathKind(b, a) != magicsock.PathRelay {
+		if time.Now().After(deadline) {
+			t.Fatal("path never fell back to the relay")
+		}
+		both() // retransmits carry the packets lost while the path dies
+	}
+	relayed = relay.data.Load()
+	for range 10 {
+		both()
+	}
+	if relay.data.Load() < relayed+20 {
+		t.Fatal("traffic after fallback did not go through the relay")
+	}
+}
