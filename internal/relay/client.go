@@ -47,9 +47,8 @@ func (connState) relayMessage()      {}
 
 // Client errors.
 var (
-	ErrClosed       = errors.New("relay: client closed")
-	ErrNotConnected = errors.New("relay: not connected")
-	ErrQueueFull    = errors.New("relay: send queue full, packet dropped")
+	ErrClosed    = errors.New("relay: client closed")
+	ErrQueueFull = errors.New("relay: send queue full, packet dropped")
 )
 
 // ClientOptions configures a Client.

@@ -71,6 +71,10 @@ type ServerOptions struct {
 	// KeepAlive is how often an idle connection gets a keepalive; 0 means
 	// 60s. A connection silent for 2×KeepAlive+5s is closed.
 	KeepAlive time.Duration
+	// Recheck is how often every connected node is checked against the
+	// Authorizer again, so that a node removed on the control server loses
+	// the relay too; 0 means 1 minute, negative never.
+	Recheck time.Duration
 	// WriteTimeout bounds one flush to a client; a client that does not
 	// read for that long is disconnected. 0 means 10s.
 	WriteTimeout time.Duration
@@ -134,6 +138,9 @@ func NewServer(opts ServerOptions) (*Server, error) {
 	if opts.WriteTimeout <= 0 {
 		opts.WriteTimeout = 10 * time.Second
 	}
+	if opts.Recheck == 0 {
+		opts.Recheck = time.Minute
+	}
 	if opts.RateLimit < 0 {
 		return nil, fmt.Errorf("relay: negative rate limit %d", opts.RateLimit)
 	}
@@ -175,6 +182,22 @@ func NewServer(opts ServerOptions) (*Server, error) {
 		go func() {
 			defer s.wg.Done()
 			l.run(ctx)
+		}()
+	}
+	if opts.Recheck > 0 && opts.Authorizer != nil {
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			t := time.NewTicker(opts.Recheck)
+			defer t.Stop()
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case <-t.C:
+					s.recheck(ctx)
+				}
+			}
 		}()
 	}
 	return s, nil
@@ -453,6 +476,26 @@ func (s *Server) refuse(c *sconn, reason string) error {
 		c.bw.Flush()
 	}
 	return fmt.Errorf("%w: %s", ErrRefused, reason)
+}
+
+// recheck asks the Authorizer again about every connected node and drops
+// those no longer allowed. An Authorizer error keeps the node: an outage of
+// the control server should not cut every relayed path.
+func (s *Server) recheck(ctx context.Context) {
+	s.mu.RLock()
+	conns := make([]*sconn, 0, len(s.clients))
+	for _, c := range s.clients {
+		conns = append(conns, c)
+	}
+	s.mu.RUnlock()
+	for _, c := range conns {
+		ok, err := s.opts.Authorizer.AllowNode(ctx, c.key)
+		if err != nil || ok {
+			continue
+		}
+		s.log.Info("relay client no longer authorized; disconnecting", "key", c.key.ShortString())
+		c.nc.Close()
+	}
 }
 
 // register makes a node connection reachable by its key; a newer

@@ -3,6 +3,8 @@ package relay
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net/http"
@@ -471,4 +473,87 @@ func TestCloseLeavesNoGoroutines(t *testing.T) {
 		}
 	}()
 	eventually(t, "goroutines to end", func() bool { return runtime.NumGoroutine() <= before })
+}
+
+func TestRecheckDropsRevokedNode(t *testing.T) {
+	a, b := key.NewNode(), key.NewNode()
+	auth := allow(a, b)
+	r := startRelay(t, ServerOptions{Authorizer: auth, Recheck: -1})
+	connect(t, r.url, a)
+	cb, err := NewClient(ClientOptions{URLs: []string{r.url}, NodeKey: b})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cb.Close()
+	if err := cb.Connect(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	auth.mu.Lock()
+	delete(auth.keys, b.Public())
+	auth.mu.Unlock()
+	r.srv.recheck(context.Background())
+	eventually(t, "b dropped and kept out", func() bool {
+		st := r.srv.Stats()
+		return st.Clients == 1 && st.Refused > 0
+	})
+	r.srv.mu.RLock()
+	_, stillThere := r.srv.clients[a.Public()]
+	r.srv.mu.RUnlock()
+	if !stillThere {
+		t.Fatal("recheck dropped an allowed node")
+	}
+}
+
+func TestTLS(t *testing.T) {
+	a, b := key.NewNode(), key.NewNode()
+	hs := httptest.NewUnstartedServer(nil)
+	srv, err := NewServer(ServerOptions{Authorizer: allow(a, b)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs.Config.Handler = srv
+	hs.StartTLS()
+	defer hs.Close()
+	defer srv.Close()
+	pool := x509.NewCertPool()
+	pool.AddCert(hs.Certificate())
+
+	tests := []struct {
+		name    string
+		tls     *tls.Config
+		wantErr string
+	}{
+		{"trusted certificate", &tls.Config{RootCAs: pool}, ""},
+		{"untrusted certificate", &tls.Config{}, "TLS handshake"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := NewClient(ClientOptions{URLs: []string{hs.URL}, NodeKey: a, TLSConfig: tt.tls})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			err = c.Connect(ctx)
+			if tt.wantErr == "" {
+				if err != nil {
+					t.Fatal(err)
+				}
+				cb, _ := NewClient(ClientOptions{URLs: []string{hs.URL}, NodeKey: b, TLSConfig: tt.tls})
+				defer cb.Close()
+				if err := cb.Connect(ctx); err != nil {
+					t.Fatal(err)
+				}
+				c.Send(b.Public(), []byte("over TLS"))
+				if p := recvPacket(t, cb); string(p.Data) != "over TLS" {
+					t.Fatalf("got %q", p.Data)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Fatalf("got %v, want error mentioning %q", err, tt.wantErr)
+			}
+		})
+	}
 }
