@@ -89,12 +89,14 @@ func newRootCmd(g *globals) *cobra.Command {
 		return usageError{err}
 	})
 	root.AddCommand(
+		newServerCmd(g), newDaemonCmd(g), newUpCmd(g), newDownCmd(g), newLogoutCmd(g), newStatusCmd(g),
 		newVersionCmd(g),
 		newAdminCmd(g),
 		newLabCmd(g),
 		newNetcheckCmd(g),
 		newSTUNCmd(g),
 		newRelayCmd(g),
+		newDemoCmd(g),
 	)
 	return root
 }

@@ -1,0 +1,225 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"weft/internal/localapi"
+	"weft/internal/store"
+)
+
+// syncBuffer is a bytes.Buffer safe for a goroutine writing while the test
+// reads it.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// background runs `weft args...` until the test ends.
+func background(t *testing.T, args ...string) (stop func()) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	logs := &syncBuffer{}
+	done := make(chan int, 1)
+	go func() { done <- run(ctx, args, logs, logs) }()
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			select {
+			case code := <-done:
+				if code != 0 {
+					t.Errorf("weft %s exited %d: %s", args[0], code, logs.String())
+				}
+			case <-time.After(15 * time.Second):
+				t.Errorf("weft %s did not stop", args[0])
+			}
+		})
+	}
+	t.Cleanup(stop)
+	return stop
+}
+
+func freePort(t *testing.T) int {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+func waitFor(t *testing.T, what string, f func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !f() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func weft(t *testing.T, args ...string) (stdout, stderr string, code int) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	code = run(context.Background(), args, &out, &errb)
+	return out.String(), errb.String(), code
+}
+
+// TestControlPlaneVerticalSlice runs a server and two daemons in-process,
+// brings both up with pre-auth keys, and checks what the CLI shows and
+// which errors reach `weft up`.
+func TestControlPlaneVerticalSlice(t *testing.T) {
+	dir := t.TempDir()
+	dataDir := filepath.Join(dir, "server")
+	url := fmt.Sprintf("http://127.0.0.1:%d", freePort(t))
+	stopServer := background(t, "server", "--listen", strings.TrimPrefix(url, "http://"), "--data-dir", dataDir, "--server-url", url)
+	waitFor(t, "server /healthz", func() bool {
+		resp, err := http.Get(url + "/healthz")
+		if err == nil {
+			resp.Body.Close()
+		}
+		return err == nil && resp.StatusCode == 200
+	})
+	st, err := os.Stat(filepath.Join(dataDir, "server.key"))
+	if err != nil || st.Mode().Perm() != 0o600 {
+		t.Fatalf("server.key: %v %v", err, st)
+	}
+
+	// Keys are made through the store, as `weft admin` does.
+	ctx := context.Background()
+	db, err := store.Open(ctx, filepath.Join(dataDir, "weft.db"), store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.CreateUser(ctx, "alice"); err != nil {
+		t.Fatal(err)
+	}
+	reusable, _, err := db.CreateAuthKey(ctx, store.AuthKeyRequest{User: "alice", Reusable: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	oneOff, _, err := db.CreateAuthKey(ctx, store.AuthKeyRequest{User: "alice"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+
+	sockets := map[string]string{}
+	stops := map[string]func(){}
+	for _, host := range []string{"busan", "mac"} {
+		sockets[host] = filepath.Join(dir, host+".sock")
+		stops[host] = background(t, "--socket", sockets[host], "daemon", "--state-dir", filepath.Join(dir, host))
+		waitFor(t, host+" socket", func() bool { _, err := os.Stat(sockets[host]); return err == nil })
+	}
+
+	if out, errs, code := weft(t, "--socket", sockets["busan"], "up", "--server", url, "--auth-key", oneOff, "--hostname", "busan"); code != 0 {
+		t.Fatalf("up busan: exit %d: %s %s", code, out, errs)
+	}
+	// The one-off key is spent: the server's refusal reaches the user.
+	_, errs, code := weft(t, "--socket", sockets["mac"], "up", "--server", url, "--auth-key", oneOff, "--hostname", "mac")
+	if code == 0 || !strings.Contains(errs, "already used") {
+		t.Fatalf("up with a used key: exit %d, stderr %q", code, errs)
+	}
+	_, errs, code = weft(t, "--socket", sockets["mac"], "up", "--server", url, "--auth-key", "bogus", "--hostname", "mac")
+	if code == 0 || !strings.Contains(errs, "invalid auth key") {
+		t.Fatalf("up with a bogus key: exit %d, stderr %q", code, errs)
+	}
+	if out, errs, code := weft(t, "--socket", sockets["mac"], "up", "--server", url, "--auth-key", reusable, "--hostname", "mac"); code != 0 {
+		t.Fatalf("up mac: exit %d: %s %s", code, out, errs)
+	}
+
+	status := func(host string) *localapi.Status {
+		out, errs, code := weft(t, "--socket", sockets[host], "status", "--json")
+		if code != 0 {
+			t.Fatalf("status %s: %s", host, errs)
+		}
+		var st localapi.Status
+		if err := json.Unmarshal([]byte(out), &st); err != nil {
+			t.Fatalf("status --json: %v: %s", err, out)
+		}
+		return &st
+	}
+	seesOnline := func(host, peer string) bool {
+		st := status(host)
+		for _, p := range st.Peers {
+			if p.Name == peer && p.Online {
+				return true
+			}
+		}
+		return false
+	}
+	waitFor(t, "busan sees mac", func() bool { return seesOnline("busan", "mac") })
+	waitFor(t, "mac sees busan", func() bool { return seesOnline("mac", "busan") })
+	before := status("mac").Self
+
+	out, _, _ := weft(t, "--socket", sockets["busan"], "status")
+	for _, want := range []string{"NAME", "busan", "mac", "online", "100.64."} {
+		if !strings.Contains(out, want) {
+			t.Errorf("status lacks %q:\n%s", want, out)
+		}
+	}
+
+	// A daemon restart reconnects by itself.
+	stops["mac"]()
+	waitFor(t, "busan sees mac offline", func() bool { return !seesOnline("busan", "mac") })
+	background(t, "--socket", sockets["mac"], "daemon", "--state-dir", filepath.Join(dir, "mac"))
+	waitFor(t, "mac back after daemon restart", func() bool { return seesOnline("busan", "mac") })
+
+	// A server restart: both come back with the same addresses.
+	stopServer()
+	background(t, "server", "--listen", strings.TrimPrefix(url, "http://"), "--data-dir", dataDir, "--server-url", url)
+	waitFor(t, "mac reconnects after server restart", func() bool {
+		st := status("mac")
+		return st.BackendState == localapi.StateRunning && seesOnline("mac", "busan")
+	})
+	after := status("mac").Self
+	if fmt.Sprint(after.Addresses) != fmt.Sprint(before.Addresses) || after.Name != before.Name {
+		t.Errorf("mac changed across server restart: %v %s -> %v %s", before.Addresses, before.Name, after.Addresses, after.Name)
+	}
+
+	// down is remembered; logout forgets.
+	if _, errs, code := weft(t, "--socket", sockets["mac"], "down"); code != 0 {
+		t.Fatal(errs)
+	}
+	if st := status("mac"); st.BackendState != localapi.StateStopped {
+		t.Errorf("after down: %s", st.BackendState)
+	}
+	waitFor(t, "busan sees mac offline after down", func() bool { return !seesOnline("busan", "mac") })
+	if _, errs, code := weft(t, "--socket", sockets["mac"], "logout"); code != 0 {
+		t.Fatal(errs)
+	}
+	if st := status("mac"); st.BackendState != localapi.StateNeedsLogin || st.Self != nil {
+		t.Errorf("after logout: %+v", st)
+	}
+}
+
+func TestStatusWithoutDaemonSaysWhatToDo(t *testing.T) {
+	_, errs, code := weft(t, "--socket", filepath.Join(t.TempDir(), "none.sock"), "status")
+	if code != 1 || !strings.Contains(errs, "weft daemon") {
+		t.Fatalf("exit %d, stderr %q", code, errs)
+	}
+}

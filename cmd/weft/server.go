@@ -1,0 +1,154 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"weft/internal/adminapi"
+	"weft/internal/control"
+	"weft/internal/store"
+	"weft/internal/stunserver"
+	"weft/internal/wire"
+)
+
+type serverOptions struct {
+	listen, dataDir, serverURL, relayMap, stunListen string
+	ephemeralTimeout, nodeKeyLifetime                time.Duration
+	verbose                                          bool
+}
+
+func newServerCmd(g *globals) *cobra.Command {
+	var o serverOptions
+	cmd := &cobra.Command{
+		Use:   "server",
+		Short: "Run the control server (coordination, key distribution, peer maps)",
+		Long: "Run the weft control server. It keeps users, pre-auth keys and nodes in an\n" +
+			"SQLite database in --data-dir, hands each node its peers' keys and endpoints,\n" +
+			"and never sees tailnet traffic. Administer it with `weft admin --data-dir DIR`.",
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if o.dataDir == "" || o.serverURL == "" {
+				return usageError{errors.New("server: --data-dir and --server-url are required")}
+			}
+			return runServer(cmd.Context(), g, o)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.listen, "listen", ":8080", "TCP address for HTTP (control, /key, /healthz, relay)")
+	f.StringVar(&o.dataDir, "data-dir", "", "directory for the database, the server key and the admin socket (created 0700)")
+	f.StringVar(&o.serverURL, "server-url", "", "URL nodes use to reach this server, such as http://ctrl.example:8080")
+	f.StringVar(&o.relayMap, "relay-map", "", "relay map file (JSON or HuJSON); default: this server's own relay as region 1 \"home\"")
+	f.StringVar(&o.stunListen, "stun-listen", "", "UDP address for the STUN server, such as :3478; empty: no STUN")
+	f.DurationVar(&o.ephemeralTimeout, "ephemeral-timeout", control.DefaultEphemeralTimeout, "how long an ephemeral node may be disconnected before it is deleted")
+	f.DurationVar(&o.nodeKeyLifetime, "node-key-lifetime", 0, "validity of new untagged node keys (default 180 days)")
+	f.BoolVar(&o.verbose, "verbose", false, "log debug detail")
+	return cmd
+}
+
+func runServer(ctx context.Context, g *globals, o serverOptions) error {
+	level := slog.LevelInfo
+	if o.verbose {
+		level = slog.LevelDebug
+	}
+	log := slog.New(slog.NewTextHandler(g.stderr, &slog.HandlerOptions{Level: level}))
+	if err := os.MkdirAll(o.dataDir, 0o700); err != nil {
+		return fmt.Errorf("server: %w", err)
+	}
+	if err := os.Chmod(o.dataDir, 0o700); err != nil {
+		return fmt.Errorf("server: %w", err)
+	}
+	serverKey, err := control.LoadOrCreateKey(filepath.Join(o.dataDir, "server.key"))
+	if err != nil {
+		return err
+	}
+	var relayMap *wire.RelayMap
+	if o.relayMap != "" {
+		relayMap, err = control.LoadRelayMap(o.relayMap)
+	} else {
+		relayMap, err = control.DefaultRelayMap(o.serverURL)
+		if err == nil {
+			stunPort := -1
+			if o.stunListen != "" {
+				_, p, _ := net.SplitHostPort(o.stunListen)
+				stunPort, _ = strconv.Atoi(p)
+			}
+			relayMap.Regions[1].Nodes[0].STUNPort = stunPort
+		}
+	}
+	if err != nil {
+		return usageError{err}
+	}
+	st, err := store.Open(ctx, filepath.Join(o.dataDir, "weft.db"), store.Options{})
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	ctrl, err := control.New(ctx, control.Config{
+		Store:            st,
+		Key:              serverKey,
+		RelayMap:         relayMap,
+		Logger:           log.With("sub", "control"),
+		EphemeralTimeout: o.ephemeralTimeout,
+		NodeKeyLifetime:  o.nodeKeyLifetime,
+	})
+	if err != nil {
+		return err
+	}
+	defer ctrl.Close()
+
+	mux := http.NewServeMux()
+	mux.Handle("/", ctrl.Handler())
+	// The embedded relay (internal/relay) mounts here, at /relay, once it
+	// is wired to the control server's list of node keys.
+
+	ln, err := net.Listen("tcp", o.listen)
+	if err != nil {
+		return fmt.Errorf("server: %w", err)
+	}
+	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}
+	errc := make(chan error, 3)
+	go func() { errc <- hs.Serve(ln) }()
+
+	admin := &adminapi.Server{Store: st, Notifier: ctrl, Online: ctrl.Online, Logger: log.With("sub", "admin")}
+	actx, stopAdmin := context.WithCancel(ctx)
+	defer stopAdmin()
+	go func() {
+		if err := admin.Serve(actx, adminapi.SocketPath(o.dataDir)); err != nil {
+			errc <- fmt.Errorf("server: admin socket: %w", err)
+		}
+	}()
+	if o.stunListen != "" {
+		stun := &stunserver.Server{Logger: log.With("sub", "stun")}
+		go func() {
+			if err := stun.ListenAndServe(actx, o.stunListen); err != nil {
+				errc <- fmt.Errorf("server: STUN: %w", err)
+			}
+		}()
+	}
+	log.Info("weft server running", "listen", ln.Addr().String(), "url", o.serverURL, "key", serverKey.Public().String(), "data", o.dataDir)
+
+	select {
+	case <-ctx.Done():
+		log.Info("shutting down")
+	case err = <-errc:
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	hs.Shutdown(sctx)
+	ctrl.Close()
+	stopAdmin()
+	if errors.Is(err, http.ErrServerClosed) {
+		err = nil
+	}
+	return err
+}

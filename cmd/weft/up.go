@@ -1,0 +1,80 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"weft/internal/localapi"
+	"weft/internal/wire"
+)
+
+func newUpCmd(g *globals) *cobra.Command {
+	var req localapi.UpRequest
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "up",
+		Short: "Join the tailnet (register with a pre-auth key) and connect",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c := &localapi.Client{Socket: g.socket}
+			st, err := c.Up(cmd.Context(), req)
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				enc := json.NewEncoder(g.stdout)
+				enc.SetIndent("", "  ")
+				return enc.Encode(st)
+			}
+			if st.Self != nil {
+				fmt.Fprintf(g.stdout, "weft is up as %s (%s)\n", st.Self.Name, addrList(st.Self))
+			} else {
+				fmt.Fprintf(g.stdout, "weft is up; connecting to %s\n", st.ServerURL)
+			}
+			if st.LastError != "" {
+				fmt.Fprintf(g.stderr, "warning: %s\n", st.LastError)
+			}
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&req.ServerURL, "server", "", "control server URL (default: the one from the last up)")
+	f.StringVar(&req.AuthKey, "auth-key", "", "pre-auth key from `weft admin keys create` (not needed once registered)")
+	f.StringVar(&req.Hostname, "hostname", "", "name for this node (default: the OS hostname)")
+	f.BoolVar(&asJSON, "json", false, "print the resulting status as JSON")
+	return cmd
+}
+
+func newDownCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "down",
+		Short: "Disconnect from the tailnet and stay disconnected (also after restarts)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return (&localapi.Client{Socket: g.socket}).Down(cmd.Context())
+		},
+	}
+}
+
+func newLogoutCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "logout",
+		Short: "Disconnect and forget the server, its pinned key and this node's registration",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return (&localapi.Client{Socket: g.socket}).Logout(cmd.Context())
+		},
+	}
+}
+
+// addrList joins a node's tailnet addresses without prefix lengths.
+func addrList(n *wire.Node) string {
+	var out []string
+	for _, p := range n.Addresses {
+		out = append(out, p.Addr().String())
+	}
+	return strings.Join(out, ", ")
+}

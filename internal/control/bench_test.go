@@ -1,0 +1,367 @@
+package control
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"fmt"
+	"io"
+	"net/http/httptest"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"weft/internal/key"
+	"weft/internal/noiseconn"
+	"weft/internal/store"
+	"weft/internal/wire"
+)
+
+// The fan-out benchmark puts the control server in the benchmark process
+// and N simulated nodes in a child process (this test binary again, running
+// TestBenchNodesHelper), all over real Noise channels on 127.0.0.1. Keeping
+// the nodes out of the server's process makes its heap and CPU figures the
+// server's alone. Each iteration is one change: one node sends new
+// endpoints, and the child measures until every other node has read the
+// delta.
+//
+//	go test -run '^$' -bench MapFanout ./internal/control                  # 50 nodes
+//	WEFT_BENCH_NODES=10000 go test -run '^$' -bench MapFanout -benchtime 20x -timeout 30m ./internal/control
+
+func benchNodes() int {
+	if n, err := strconv.Atoi(os.Getenv("WEFT_BENCH_NODES")); err == nil && n > 1 {
+		return n
+	}
+	return 50
+}
+
+// benchKeys derives node i's keys from its index, so that the benchmark
+// and its child agree on them without passing secrets around.
+func benchKeys(i int) (key.MachinePrivate, key.NodePrivate) {
+	derive := func(label string) [32]byte {
+		k := sha256.Sum256([]byte(fmt.Sprintf("weft-bench-%s-%d", label, i)))
+		k[0] &= 248
+		k[31] = (k[31] & 127) | 64
+		return k
+	}
+	return key.PrivateFromRaw32[key.MachineKind](derive("machine")), key.PrivateFromRaw32[key.NodeKind](derive("node"))
+}
+
+// benchFixture is a server with N connected nodes, kept across the
+// benchmark's calls (Go calls it once with b.N=1 first) and closed by
+// TestMain.
+type benchFixture struct {
+	n          int
+	dir        string
+	st         store.Store
+	srv        *Server
+	hs         *httptest.Server
+	child      *exec.Cmd
+	stdin      io.WriteCloser
+	lines      *bufio.Scanner
+	bytesPerN  float64
+	goroutines float64
+	setup      time.Duration
+}
+
+var (
+	fixturesMu sync.Mutex
+	fixtures   = map[int]*benchFixture{}
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	fixturesMu.Lock()
+	for _, f := range fixtures {
+		f.close()
+	}
+	fixturesMu.Unlock()
+	os.Exit(code)
+}
+
+func memInUse() uint64 {
+	runtime.GC()
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return ms.HeapInuse + ms.StackInuse
+}
+
+func newBenchFixture(b *testing.B, n int) *benchFixture {
+	start := time.Now()
+	ctx := context.Background()
+	dir, err := os.MkdirTemp("", "weft-bench")
+	if err != nil {
+		b.Fatal(err)
+	}
+	f := &benchFixture{n: n, dir: dir}
+	f.st, err = store.Open(ctx, filepath.Join(dir, "weft.db"), store.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	if _, err := f.st.CreateUser(ctx, "bench"); err != nil {
+		b.Fatal(err)
+	}
+	secret, _, err := f.st.CreateAuthKey(ctx, store.AuthKeyRequest{User: "bench", Reusable: true})
+	if err != nil {
+		b.Fatal(err)
+	}
+	for i := range n {
+		mk, nk := benchKeys(i)
+		if _, err := f.st.Register(ctx, store.RegisterRequest{AuthKey: secret, MachineKey: mk.Public(), NodeKey: nk.Public(),
+			Hostname: fmt.Sprintf("node%d", i), Hostinfo: &wire.Hostinfo{Hostname: fmt.Sprintf("node%d", i), OS: "linux", Version: "bench"}}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	base := memInUse()
+	baseG := runtime.NumGoroutine()
+	f.srv, err = New(ctx, Config{Store: f.st, Key: key.NewMachine(), KeepAlive: time.Hour, RegisterRate: -1})
+	if err != nil {
+		b.Fatal(err)
+	}
+	f.hs = httptest.NewServer(f.srv.Handler())
+	exe, err := os.Executable()
+	if err != nil {
+		b.Fatal(err)
+	}
+	f.child = exec.Command(exe, "-test.run=^TestBenchNodesHelper$", "-test.timeout=0")
+	f.child.Env = append(os.Environ(), "WEFT_BENCH_HELPER=1", "WEFT_BENCH_NODES="+strconv.Itoa(n),
+		"WEFT_BENCH_URL="+f.hs.URL, "WEFT_BENCH_KEY="+f.srv.PublicKey().String())
+	f.child.Stderr = os.Stderr
+	if f.stdin, err = f.child.StdinPipe(); err != nil {
+		b.Fatal(err)
+	}
+	out, err := f.child.StdoutPipe()
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := f.child.Start(); err != nil {
+		b.Fatal(err)
+	}
+	f.lines = bufio.NewScanner(out)
+	if _, err := f.expect("ready"); err != nil {
+		f.close()
+		b.Fatal(err)
+	}
+	f.bytesPerN = float64(memInUse()-base) / float64(n)
+	f.goroutines = float64(runtime.NumGoroutine()-baseG) / float64(n)
+	f.setup = time.Since(start)
+	return f
+}
+
+// expect reads the child's protocol lines until one starting with "BENCH
+// word" and returns its remaining fields.
+func (f *benchFixture) expect(word string) ([]string, error) {
+	for f.lines.Scan() {
+		fields := strings.Fields(f.lines.Text())
+		if len(fields) >= 2 && fields[0] == "BENCH" {
+			if fields[1] == "error" {
+				return nil, fmt.Errorf("bench child: %s", strings.Join(fields[2:], " "))
+			}
+			if fields[1] == word {
+				return fields[2:], nil
+			}
+		}
+	}
+	return nil, fmt.Errorf("bench child ended before %q: %v", word, f.lines.Err())
+}
+
+func (f *benchFixture) close() {
+	if f.stdin != nil {
+		f.stdin.Close()
+	}
+	if f.child != nil && f.child.Process != nil {
+		done := make(chan struct{})
+		go func() { f.child.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			f.child.Process.Kill()
+			<-done
+		}
+	}
+	if f.hs != nil {
+		f.hs.Close()
+	}
+	if f.srv != nil {
+		f.srv.Close()
+	}
+	if f.st != nil {
+		f.st.Close()
+	}
+	os.RemoveAll(f.dir)
+}
+
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+func BenchmarkMapFanout(b *testing.B) {
+	n := benchNodes()
+	fixturesMu.Lock()
+	f := fixtures[n]
+	if f == nil {
+		f = newBenchFixture(b, n)
+		fixtures[n] = f
+		b.Logf("%d nodes connected in %v", n, f.setup.Round(time.Millisecond))
+	}
+	fixturesMu.Unlock()
+
+	var total time.Duration
+	cpu0 := cpuTime()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if _, err := fmt.Fprintf(f.stdin, "change %d\n", i); err != nil {
+			b.Fatal(err)
+		}
+		fields, err := f.expect("done")
+		if err != nil {
+			b.Fatal(err)
+		}
+		ns, _ := strconv.ParseInt(fields[0], 10, 64)
+		total += time.Duration(ns)
+	}
+	b.StopTimer()
+	cpu := cpuTime() - cpu0
+	b.ReportMetric(float64(n), "nodes")
+	b.ReportMetric(float64(total.Microseconds())/1000/float64(b.N), "ms-to-all/change")
+	b.ReportMetric(float64(cpu.Microseconds())/1000/float64(b.N), "server-cpu-ms/change")
+	b.ReportMetric(f.bytesPerN/1024, "server-KiB/node")
+	b.ReportMetric(f.goroutines, "server-goroutines/node")
+}
+
+// TestBenchNodesHelper is BenchmarkMapFanout's child: it connects the
+// simulated nodes and follows commands on stdin. It only runs when the
+// benchmark starts it.
+func TestBenchNodesHelper(t *testing.T) {
+	if os.Getenv("WEFT_BENCH_HELPER") == "" {
+		t.Skip("runs only as BenchmarkMapFanout's child process")
+	}
+	if err := benchChild(); err != nil {
+		fmt.Printf("BENCH error %v\n", err)
+		os.Exit(1)
+	}
+}
+
+// benchNode is one simulated node in the child.
+type benchNode struct {
+	conn *noiseconn.Conn
+}
+
+func benchChild() error {
+	n, _ := strconv.Atoi(os.Getenv("WEFT_BENCH_NODES"))
+	url := os.Getenv("WEFT_BENCH_URL")
+	serverKey, err := key.ParsePublic[key.MachineKind](os.Getenv("WEFT_BENCH_KEY"))
+	if err != nil {
+		return err
+	}
+	var (
+		fulls     atomic.Int64
+		lastFrame atomic.Int64 // unix nanos of the last frame read
+		marker    atomic.Pointer[[]byte]
+		arrived   atomic.Int64
+		target    atomic.Int64
+		done      = make(chan time.Time, 1)
+	)
+	reader := func(c *noiseconn.Conn) {
+		for {
+			typ, body, err := wire.ReadMessage(c, wire.MaxServerMessage)
+			if err != nil {
+				return
+			}
+			lastFrame.Store(time.Now().UnixNano())
+			if typ != wire.MsgMapResponse {
+				continue
+			}
+			if bytes.Contains(body[:min(len(body), 40)], []byte(`"full":true`)) {
+				fulls.Add(1)
+				continue
+			}
+			if m := marker.Load(); m != nil && bytes.Contains(body, *m) {
+				if arrived.Add(1) == target.Load() {
+					done <- time.Now()
+				}
+			}
+		}
+	}
+	nodes := make([]*benchNode, n)
+	sem := make(chan struct{}, 32)
+	errc := make(chan error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			mk, nk := benchKeys(i)
+			d := &noiseconn.Dialer{MachineKey: mk, ServerKey: serverKey}
+			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+			defer cancel()
+			c, err := d.Dial(ctx, url)
+			if err != nil {
+				errc <- err
+				return
+			}
+			ep := netip.AddrPortFrom(netip.AddrFrom4([4]byte{192, 0, 2, byte(1 + i%250)}), uint16(1024+i))
+			req := &wire.MapRequest{NodeKey: nk.Public(), DiscoKey: key.NewDisco().Public(), Endpoints: []netip.AddrPort{ep}, HomeRegion: 1}
+			if err := wire.WriteMessage(c, wire.MsgMapRequest, req); err != nil {
+				errc <- err
+				return
+			}
+			nodes[i] = &benchNode{conn: c}
+			go reader(c)
+		}()
+	}
+	wg.Wait()
+	close(errc)
+	if err := <-errc; err != nil {
+		return fmt.Errorf("connecting: %w", err)
+	}
+	// Settled: every node has its full map and the online deltas of the
+	// connect storm have stopped.
+	for fulls.Load() < int64(n) || time.Since(time.Unix(0, lastFrame.Load())) < time.Second {
+		time.Sleep(50 * time.Millisecond)
+	}
+	fmt.Println("BENCH ready")
+
+	in := bufio.NewScanner(os.Stdin)
+	for in.Scan() {
+		var i int
+		if _, err := fmt.Sscanf(in.Text(), "change %d", &i); err != nil {
+			return fmt.Errorf("bad command %q", in.Text())
+		}
+		ep := netip.AddrPortFrom(netip.AddrFrom4([4]byte{198, 51, 100, byte(1 + i/60000)}), uint16(1024+i%60000))
+		m := []byte(`"` + ep.String() + `"`)
+		arrived.Store(0)
+		target.Store(int64(n - 1))
+		marker.Store(&m)
+		eps := []netip.AddrPort{ep}
+		start := time.Now()
+		if err := wire.WriteMessage(nodes[i%n].conn, wire.MsgUpdate, &wire.Update{Endpoints: &eps, HomeRegion: -1}); err != nil {
+			return err
+		}
+		select {
+		case end := <-done:
+			fmt.Printf("BENCH done %d\n", end.Sub(start).Nanoseconds())
+		case <-time.After(2 * time.Minute):
+			return fmt.Errorf("change %d reached %d of %d nodes", i, arrived.Load(), n-1)
+		}
+	}
+	for _, nd := range nodes {
+		nd.conn.Close()
+	}
+	return nil
+}
