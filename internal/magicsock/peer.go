@@ -54,7 +54,6 @@ type peer struct {
 	disco         key.DiscoPublic
 	shared        *disco.SharedKey
 	hardNAT       bool
-	mapEndpoints  []netip.AddrPort
 	cands         map[netip.AddrPort]*candidate
 	pings         map[disco.TxID]*sentPing
 	best          *candidate
@@ -142,7 +141,6 @@ func (c *Conn) SetPeers(peers []Peer) {
 				delete(p.cands, a)
 			}
 		}
-		p.mapEndpoints = slices.Clone(np.Endpoints)
 		added := false
 		for _, ep := range np.Endpoints {
 			if p.addCandidateLocked(ep, nil, "map") {
