@@ -125,7 +125,7 @@ func TestSocket(t *testing.T) {
 	}
 	entries, _ := os.ReadDir(filepath.Dir(e.sock))
 	for _, en := range entries {
-		if strings.HasPrefix(en.Name(), ".admin-sock-") {
+		if strings.HasPrefix(en.Name(), ".as") {
 			t.Errorf("temporary directory %s left behind", en.Name())
 		}
 	}
@@ -160,6 +160,19 @@ func TestSocket(t *testing.T) {
 		}
 		if _, err := os.Stat(sock); !errors.Is(err, os.ErrNotExist) {
 			t.Fatalf("socket left after shutdown: %v", err)
+		}
+	})
+	t.Run("regular file left alone", func(t *testing.T) {
+		sock := SocketPath(t.TempDir())
+		if err := os.WriteFile(sock, []byte("data"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		err := (&Server{Store: e.st}).Serve(context.Background(), sock)
+		if err == nil || !strings.Contains(err.Error(), "not a socket") {
+			t.Fatalf("Serve over a regular file = %v", err)
+		}
+		if b, _ := os.ReadFile(sock); string(b) != "data" {
+			t.Fatal("regular file was replaced")
 		}
 	})
 	t.Run("not running", func(t *testing.T) {

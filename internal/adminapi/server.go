@@ -98,10 +98,18 @@ func listenPrivate(path string) (net.Listener, error) {
 		c.Close()
 		return nil, fmt.Errorf("adminapi: another server is already listening on %s", path)
 	}
-	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return nil, fmt.Errorf("adminapi: removing stale socket: %w", err)
+	if fi, err := os.Lstat(path); err == nil {
+		// Only ever remove a socket: a regular file of that name is
+		// someone's data, not a leftover of ours.
+		if fi.Mode()&os.ModeSocket == 0 {
+			return nil, fmt.Errorf("adminapi: %s exists and is not a socket; move it away", path)
+		}
+		if err := os.Remove(path); err != nil {
+			return nil, fmt.Errorf("adminapi: removing stale socket: %w", err)
+		}
 	}
-	tmp, err := os.MkdirTemp(filepath.Dir(path), ".admin-sock-")
+	// A short name: unix socket paths are limited to about 100 bytes.
+	tmp, err := os.MkdirTemp(filepath.Dir(path), ".as")
 	if err != nil {
 		return nil, fmt.Errorf("adminapi: %w", err)
 	}
