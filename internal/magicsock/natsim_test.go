@@ -3,6 +3,7 @@ package magicsock_test
 import (
 	"context"
 	"net/netip"
+	"runtime"
 	"testing"
 	"time"
 
@@ -290,5 +291,75 @@ func TestLocalEndpointsCallback(t *testing.T) {
 	}
 	if eps := c.LocalEndpoints(); len(eps) != 2 {
 		t.Fatalf("LocalEndpoints = %v", eps)
+	}
+}
+
+// TestSimSameLAN puts both nodes behind one NAT: they must find each other
+// on the private addresses (the simulated router does no hairpinning, as
+// many home routers do not).
+func TestSimSameLAN(t *testing.T) {
+	sim := natsim.New(6)
+	nat := sim.NewNAT(natsim.Easy, publicA)
+	relay := newFakeRelay()
+	a := newTNode(t, "a", sim.NewHost(privA, nat), relay, 6, magicsock.GuessBudget{})
+	b := newTNode(t, "b", sim.NewHost(netip.MustParseAddr("192.168.1.3"), nat), relay, 7, magicsock.GuessBudget{})
+	for _, n := range []*tnode{a, b} {
+		n.conn.SetNetReport(magicsock.NetReport{GlobalV4: netip.AddrPortFrom(publicA, n.conn.Port())})
+	}
+	a.conn.SetPeers([]magicsock.Peer{peerOf(b, b.conn.LocalEndpoints(), false)})
+	b.conn.SetPeers([]magicsock.Peer{peerOf(a, a.conn.LocalEndpoints(), false)})
+	traffic(t, a, b)
+	sp := &simPair{sim: sim, relay: relay, a: a, b: b}
+	waitFor(t, 10*time.Second, "direct", sp.bothDirect)
+	if got, want := a.path(b).Endpoint, netip.AddrPortFrom(netip.MustParseAddr("192.168.1.3"), b.conn.Port()); got != want {
+		t.Fatalf("a→b path %v; want the LAN address %v", got, want)
+	}
+}
+
+// TestSimUnknownSourceDropped checks that WireGuard-looking packets from
+// an address no peer owns never reach wireguard-go.
+func TestSimUnknownSourceDropped(t *testing.T) {
+	sp := newSimPair(t, public, public, 8)
+	traffic(t, sp.a, sp.b)
+	waitFor(t, 10*time.Second, "direct", sp.bothDirect)
+	stranger, err := sp.sim.NewHost(netip.MustParseAddr("198.51.100.99"), nil).ListenUDP4()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stranger.Close()
+	// Stop the peers' own traffic, then let a stranger send.
+	sp.relay.mu.Lock()
+	sp.relay.down = true
+	sp.relay.mu.Unlock()
+	sp.sim.SetDrop(func(src, dst netip.AddrPort) bool { return src.Addr() != netip.MustParseAddr("198.51.100.99") })
+	time.Sleep(50 * time.Millisecond) // let packets in flight land
+	before := sp.a.received.Load()
+	for range 50 {
+		stranger.WriteTo([]byte("\x04\x00\x00\x00 looks like wireguard data"), sp.globA)
+	}
+	// Give the receive path time to read (and drop) them.
+	time.Sleep(100 * time.Millisecond)
+	if got := sp.a.received.Load() - before; got != 0 {
+		t.Fatalf("%d packets from an unknown address reached wireguard-go", got)
+	}
+}
+
+// TestCloseStopsGoroutines runs a port-guessing round (hundreds of extra
+// sockets and their readers) and checks that closing both Conns leaves no
+// goroutine behind.
+func TestCloseStopsGoroutines(t *testing.T) {
+	base := runtime.NumGoroutine()
+	t.Run("round", func(t *testing.T) {
+		sp := newSimPair(t, easy, hard, 1)
+		traffic(t, sp.a, sp.b)
+		waitFor(t, 15*time.Second, "direct", sp.bothDirect)
+	})
+	deadline := time.Now().Add(5 * time.Second)
+	for runtime.NumGoroutine() > base {
+		if time.Now().After(deadline) {
+			buf := make([]byte, 1<<20)
+			t.Fatalf("%d goroutines left after close (had %d):\n%s", runtime.NumGoroutine(), base, buf[:runtime.Stack(buf, true)])
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
