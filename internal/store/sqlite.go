@@ -33,10 +33,12 @@ func Open(ctx context.Context, path string, opts Options) (Store, error) {
 
 func openSQLite(ctx context.Context, path string, opts Options) (*sqlStore, error) {
 	q := url.Values{}
+	// busy_timeout goes first so that the pragmas after it, which may need
+	// a lock on a database another process is opening too, wait for it.
+	q.Add("_pragma", "busy_timeout(10000)")
 	q.Add("_pragma", "journal_mode(WAL)")
 	q.Add("_pragma", "synchronous(FULL)")
 	q.Add("_pragma", "foreign_keys(1)")
-	q.Add("_pragma", "busy_timeout(10000)")
 	q.Set("_txlock", "immediate")
 	dsn := "file:" + (&url.URL{Path: path}).EscapedPath() + "?" + q.Encode()
 	db, err := sql.Open("sqlite", dsn)

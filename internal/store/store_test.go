@@ -752,3 +752,35 @@ func TestReadDoesNotBlockWriter(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestConcurrentOpen opens one new database from several handles at once,
+// as two server processes started together would: all succeed, the
+// migrations run once and everyone sees the same ULA prefix.
+func TestConcurrentOpen(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "weft.db")
+	const n = 6
+	stores := make([]Store, n)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() { stores[i], errs[i] = Open(ctx, path, Options{}) })
+	}
+	wg.Wait()
+	for i := range n {
+		if errs[i] != nil {
+			t.Fatalf("open %d: %v", i, errs[i])
+		}
+		defer stores[i].Close()
+	}
+	_, want := stores[0].AddressPrefixes()
+	for i, s := range stores {
+		if _, got := s.AddressPrefixes(); got != want {
+			t.Fatalf("store %d has ULA %v, store 0 %v", i, got, want)
+		}
+	}
+	var rows int
+	if err := stores[0].(*sqlStore).db.QueryRowContext(ctx, `SELECT COUNT(*) FROM schema_migrations`).Scan(&rows); err != nil || rows != len(migrations) {
+		t.Fatalf("schema_migrations rows = %d, %v", rows, err)
+	}
+}
