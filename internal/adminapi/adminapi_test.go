@@ -393,3 +393,40 @@ func FuzzParseRouteArg(f *testing.F) {
 		}
 	})
 }
+
+func TestShutdown(t *testing.T) {
+	dir := t.TempDir()
+	st, err := store.Open(context.Background(), filepath.Join(dir, "weft.db"), store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	srv := &Server{Store: st}
+	if err := srv.Shutdown(context.Background()); err != nil {
+		t.Fatalf("Shutdown before Serve = %v", err)
+	}
+	sock := SocketPath(dir)
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(context.Background(), sock) }()
+	waitListening(t, sock, done)
+	c := NewClient(sock)
+	defer c.Close()
+	if _, err := c.ListUsers(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("Serve after Shutdown = %v", err)
+	}
+	if err := srv.Serve(context.Background(), sock); err == nil || !strings.Contains(err.Error(), "twice") {
+		t.Fatalf("second Serve = %v", err)
+	}
+	if _, err := os.Stat(sock); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("socket file left after Shutdown and a refused Serve: %v", err)
+	}
+	if _, err := c.ListUsers(context.Background()); !errors.Is(err, ErrServerNotRunning) {
+		t.Fatalf("after Shutdown: %v", err)
+	}
+}

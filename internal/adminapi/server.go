@@ -49,10 +49,6 @@ type Server struct {
 // it is created in a fresh 0700 directory beside path, chmodded there, and
 // then renamed into place, which avoids touching the process-wide umask.
 func (s *Server) Serve(ctx context.Context, path string) error {
-	ln, err := listenPrivate(path)
-	if err != nil {
-		return err
-	}
 	srv := &http.Server{
 		Handler:           s.Handler(),
 		ReadHeaderTimeout: 10 * time.Second,
@@ -61,11 +57,14 @@ func (s *Server) Serve(ctx context.Context, path string) error {
 	s.mu.Lock()
 	if s.srv != nil {
 		s.mu.Unlock()
-		ln.Close()
 		return errors.New("adminapi: Serve called twice")
 	}
 	s.srv = srv
 	s.mu.Unlock()
+	ln, err := listenPrivate(path)
+	if err != nil {
+		return err
+	}
 
 	stop := context.AfterFunc(ctx, func() {
 		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
