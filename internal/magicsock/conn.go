@@ -344,19 +344,21 @@ func (c *Conn) Send(bufs [][]byte, ep conn.Endpoint) error {
 	if now >= p.nextDiscovery.Load() {
 		c.wake()
 	}
+	if p.removed.Load() {
+		return ErrNoPath
+	}
 	if pa := p.path.Load(); pa != nil {
-		if pa.sock != nil {
-			for _, b := range bufs {
-				if err := pa.sock.pc.WriteTo(b, pa.addr); err != nil {
-					return fmt.Errorf("magicsock: send: %w", err)
-				}
-			}
+		err := c.sendPath(bufs, pa)
+		if err == nil {
 			return nil
 		}
-		return c.inner.Send(bufs, pa.innerEP)
+		// A direct send that fails locally (no route after a link
+		// change, a closed extra socket) goes by the relay instead;
+		// the path's trust runs out on its own if it stays dead.
+		c.log.Debug("direct send failed, trying relay", "peer", p.key.ShortString(), "err", err)
 	}
 	region := int(p.homeRegion.Load())
-	if c.opts.Relay == nil || region == 0 || p.removed.Load() {
+	if c.opts.Relay == nil || region == 0 {
 		return ErrNoPath
 	}
 	for _, b := range bufs {
@@ -367,6 +369,26 @@ func (c *Conn) Send(bufs [][]byte, ep conn.Endpoint) error {
 		}
 	}
 	return nil
+}
+
+// sendPath sends bufs along a direct path.
+func (c *Conn) sendPath(bufs [][]byte, pa *path) error {
+	if pa.sock != nil {
+		for _, b := range bufs {
+			if err := pa.sock.pc.WriteTo(b, pa.addr); err != nil {
+				return fmt.Errorf("magicsock: send: %w", err)
+			}
+		}
+		return nil
+	}
+	err := c.inner.Send(bufs, pa.innerEP)
+	var gso conn.ErrUDPGSODisabled
+	if errors.As(err, &gso) && gso.RetryErr == nil {
+		// The kernel refused segmentation offload; StdNetBind
+		// turned it off and sent the packets without it.
+		return nil
+	}
+	return err
 }
 
 func (c *Conn) wake() {

@@ -33,12 +33,19 @@ func (e *peerEndpoint) DstToBytes() []byte {
 	return k[:]
 }
 
-// DstIP returns the current direct address, or the zero Addr on the relay.
+// DstIP returns the current direct address. On the relay it returns an
+// address made from the node key in the discard-only prefix 100::/64
+// (RFC 6666): wireguard-go rate-limits handshakes under load per DstIP,
+// and relayed peers must not share one bucket.
 func (e *peerEndpoint) DstIP() netip.Addr {
 	if pa := e.p.path.Load(); pa != nil {
 		return pa.addr.Addr()
 	}
-	return netip.Addr{}
+	var a [16]byte
+	a[0] = 0x01
+	k := e.p.key.Raw32()
+	copy(a[8:], k[:8])
+	return netip.AddrFrom16(a)
 }
 
 // SrcIP implements conn.Endpoint.

@@ -101,10 +101,21 @@ func (p *peer) handleGuessLocked(c *Conn, m *disco.PortGuess, src source, now ti
 		go c.openGuessSockets(p, r, m.Public, n, src.region)
 		return
 	}
-	// The hard side is ready: probe random ports on its address.
+	// The hard side is ready: probe random ports on its address. A hard
+	// side without a STUN answer sends none; then its public address
+	// from the map (the first public one) has to do.
 	target := m.Public.Addr()
 	if !target.IsValid() || target.IsUnspecified() {
-		return
+		target = netip.Addr{}
+		for a, cd := range p.cands {
+			if cd.origin == "map" && a.Addr().Is4() && a.Addr().IsGlobalUnicast() && !a.Addr().IsPrivate() {
+				target = a.Addr()
+				break
+			}
+		}
+		if !target.IsValid() {
+			return
+		}
 	}
 	r := p.guess
 	if r == nil {

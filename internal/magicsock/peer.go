@@ -156,6 +156,8 @@ func (c *Conn) SetPeers(peers []Peer) {
 		if !seen[k] {
 			p.removed.Store(true)
 			p.closeSocketsLocked(c, nil)
+			p.best = nil
+			p.path.Store(nil)
 			delete(c.peers, k)
 			if !p.disco.IsZero() {
 				delete(c.byDisco, p.disco)
