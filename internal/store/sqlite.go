@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/netip"
 	"net/url"
+	"os"
 	"time"
 
 	_ "modernc.org/sqlite" // registers the "sqlite" database/sql driver (pure Go, no cgo)
@@ -32,6 +33,15 @@ func Open(ctx context.Context, path string, opts Options) (Store, error) {
 }
 
 func openSQLite(ctx context.Context, path string, opts Options) (*sqlStore, error) {
+	// Create the file owner-only before SQLite does (it would use 0644):
+	// it holds key hashes and the node list, and SQLite gives the -wal
+	// and -shm files the database file's permissions. An existing file
+	// keeps whatever mode its owner chose.
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("store: %w", err)
+	}
+	f.Close()
 	q := url.Values{}
 	// busy_timeout goes first so that the pragmas after it, which may need
 	// a lock on a database another process is opening too, wait for it.

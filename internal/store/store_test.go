@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"os"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -782,5 +783,19 @@ func TestConcurrentOpen(t *testing.T) {
 	var rows int
 	if err := stores[0].(*sqlStore).db.QueryRowContext(ctx, `SELECT COUNT(*) FROM schema_migrations`).Scan(&rows); err != nil || rows != len(migrations) {
 		t.Fatalf("schema_migrations rows = %d, %v", rows, err)
+	}
+}
+
+func TestFilesOwnerOnly(t *testing.T) {
+	f := newFixture(t)
+	f.user("alice") // makes sure the WAL exists
+	for _, suffix := range []string{"", "-wal", "-shm"} {
+		fi, err := os.Stat(f.path + suffix)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fi.Mode().Perm() != 0o600 {
+			t.Errorf("%s has mode %v, want 0600", filepath.Base(f.path+suffix), fi.Mode().Perm())
+		}
 	}
 }
