@@ -163,10 +163,12 @@ func splitKey(t FrameType, b []byte) (key.NodePublic, []byte, error) {
 type PeerGoneReason byte
 
 const (
-	// PeerGoneDisconnected: the peer is not (or no longer) connected to
-	// this relay or its mesh; send through another path or its home relay.
+	// PeerGoneDisconnected: the peer was connected and left. Relays send
+	// it to their mesh peers when a node disconnects.
 	PeerGoneDisconnected PeerGoneReason = 0x00
-	// PeerGoneNotHere is reserved for a peer this relay has never seen.
+	// PeerGoneNotHere: the peer is not connected to this relay or its
+	// mesh. A sender hears it (rate-limited) when it sends to such a peer;
+	// it should try another path or the peer's home region.
 	PeerGoneNotHere PeerGoneReason = 0x01
 )
 
