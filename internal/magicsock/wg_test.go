@@ -243,3 +243,77 @@ func TestWireGuardRelayThenDirect(t *testing.T) {
 		t.Fatal("traffic after fallback did not go through the relay")
 	}
 }
+
+// TestWireGuardOverSimulatedNATs runs two wireguard-go devices over
+// magicsock across the NAT simulator: traffic flows over the relay from
+// the first packet and keeps flowing while the path turns direct (by hole
+// punching, or by port guessing for easy/hard), or stays on the relay for
+// hard/hard.
+func TestWireGuardOverSimulatedNATs(t *testing.T) {
+	tests := []struct {
+		a, b       siteKind
+		wantDirect bool
+	}{
+		{easy, easy, true},
+		{easy, hard, true},
+		{hard, hard, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.a.String()+"/"+tt.b.String(), func(t *testing.T) {
+			sp := newSimPair(t, tt.a, tt.b, 11)
+			// The sim pair's Conns are open for the test driver;
+			// wireguard-go wants to open them itself.
+			sp.a.close()
+			sp.b.close()
+			a := newWGNode(t, "10.0.0.1", sp.a.conn, sp.a.node)
+			a.conn = sp.a.conn
+			b := newWGNode(t, "10.0.0.2", sp.b.conn, sp.b.node)
+			b.conn = sp.b.conn
+			// Reopening moved the ports; publish the new ones.
+			sp.a.conn.SetNetReport(magicsock.NetReport{MappingVariesByDestIP: tt.a == hard,
+				GlobalV4: netip.AddrPortFrom(publicA, a.conn.Port())})
+			sp.b.conn.SetNetReport(magicsock.NetReport{MappingVariesByDestIP: tt.b == hard,
+				GlobalV4: netip.AddrPortFrom(publicB, b.conn.Port())})
+			a.conn.SetPeers([]magicsock.Peer{peerOf(sp.b, b.conn.LocalEndpoints(), tt.b == hard)})
+			b.conn.SetPeers([]magicsock.Peer{peerOf(sp.a, a.conn.LocalEndpoints(), tt.a == hard)})
+			a.addPeer(t, b, b.key.Public().String())
+			b.addPeer(t, a, a.key.Public().String())
+
+			seq := uint32(0)
+			both := func() {
+				seq++
+				deliver(t, a, b, seq)
+				seq++
+				deliver(t, b, a, seq)
+			}
+			both()
+			if sp.relay.data.Load() == 0 {
+				t.Fatal("first packets did not go through the relay")
+			}
+			if tt.wantDirect {
+				deadline := time.Now().Add(20 * time.Second)
+				for pathKind(a, b) != magicsock.PathDirect || pathKind(b, a) != magicsock.PathDirect {
+					if time.Now().After(deadline) {
+						t.Fatal("path never became direct")
+					}
+					both()
+				}
+				relayed := sp.relay.data.Load()
+				for range 20 {
+					both()
+				}
+				if moved := sp.relay.data.Load() - relayed; moved > 4 {
+					t.Fatalf("%d packets went through the relay on a direct path", moved)
+				}
+				return
+			}
+			for range 40 {
+				both()
+				time.Sleep(fastTimers.Discovery / 10)
+			}
+			if pathKind(a, b) != magicsock.PathRelay || pathKind(b, a) != magicsock.PathRelay {
+				t.Fatalf("hard/hard path left the relay: %v, %v", pathKind(a, b), pathKind(b, a))
+			}
+		})
+	}
+}
