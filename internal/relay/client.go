@@ -544,6 +544,9 @@ func (c *Client) serve(cc *clientConn) error {
 	defer wg.Wait()
 	defer close(stop)
 	defer cc.nc.Close() // first, so a writer stuck in a write returns
+	// Close may run between the dial and here, after it looked for a
+	// connection to close: closing on cancellation covers that gap.
+	defer context.AfterFunc(c.ctx, func() { cc.nc.Close() })()
 	wg.Add(2)
 	go func() {
 		defer wg.Done()
