@@ -247,7 +247,7 @@ func (s *Server) findNode(r *http.Request) (store.Node, error) {
 			return n, err
 		}
 	}
-	return store.Node{}, fmt.Errorf("%w: no node named %q or with that ID", store.ErrNotFound, ref)
+	return store.Node{}, fmt.Errorf("%w: no node named %q or with that ID (`weft admin nodes list` shows them)", store.ErrNotFound, ref)
 }
 
 func (s *Server) listUsers(w http.ResponseWriter, r *http.Request) {

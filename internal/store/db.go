@@ -8,10 +8,10 @@ import (
 	"time"
 )
 
-// sqlStore implements Store over database/sql. Its queries use only
-// standard SQL with "?" placeholders (and RETURNING, ON CONFLICT, which
-// PostgreSQL shares), so that a PostgreSQL store can reuse them; the
-// SQLite specifics sit in sqlite.go.
+// sqlStore implements Store over database/sql. Its queries use only SQL
+// PostgreSQL shares (with "?" placeholders, which a PostgreSQL driver
+// would need rewritten to $n); the SQLite specifics (DSN, pragmas, DDL)
+// sit in sqlite.go.
 type sqlStore struct {
 	db  *sql.DB
 	now func() time.Time

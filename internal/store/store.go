@@ -2,9 +2,10 @@
 // keys, nodes with their keys and tailnet addresses, and subnet/exit routes.
 //
 // Store is the interface the control server and the admin API program
-// against; Open returns the SQLite implementation. The SQL is kept portable
-// (plain types, "?" placeholders rewritten per dialect) so that a PostgreSQL
-// implementation can follow without touching callers.
+// against; Open returns the SQLite implementation. The queries use only SQL
+// that PostgreSQL shares (RETURNING, ON CONFLICT, BOOLEAN, BIGINT), so a
+// PostgreSQL implementation can reuse them with its own DDL and "?"
+// placeholders rewritten to $n, without touching callers.
 //
 // Every mutating method runs in one database transaction and has committed
 // (durably, see Open) when it returns nil. What is NOT stored: whether a node

@@ -379,7 +379,7 @@ func TestAllocation(t *testing.T) {
 	if v4p != netip.MustParsePrefix("100.64.0.0/10") || v6p.Bits() != 48 || v6p.Addr().As16()[0] != 0xfd {
 		t.Fatalf("prefixes %v %v", v4p, v6p)
 	}
-	const count = 2000
+	const count = 3000
 	seen := make(map[netip.Addr]wire.NodeID)
 	for i := range count {
 		n := f.register(k, fmt.Sprintf("n%d", i%50))
