@@ -63,6 +63,9 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 		if errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ECONNREFUSED) {
 			return fmt.Errorf("%w: no answer on %s", ErrServerNotRunning, c.path)
 		}
+		if errors.Is(err, syscall.EACCES) {
+			return fmt.Errorf("adminapi: %s is owner-only: run this as the user that runs weft server: %w", c.path, err)
+		}
 		return fmt.Errorf("adminapi: %s %s: %w", method, path, err)
 	}
 	defer resp.Body.Close()
