@@ -3,6 +3,7 @@ package control
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/netip"
 	"reflect"
@@ -52,6 +53,7 @@ type mapper struct {
 	mu       sync.Mutex // guards everything below
 	nodes    map[wire.NodeID]*nodeEntry
 	dirty    map[wire.NodeID]change
+	persist  map[wire.NodeID]struct{} // runtime facts not yet in the store
 	removed  []wire.NodeID
 	seq      uint64
 	flushing bool // a flush is scheduled
@@ -65,10 +67,11 @@ func newMapper(ctx context.Context, s *Server) (*mapper, error) {
 		return nil, fmt.Errorf("control: loading nodes: %w", err)
 	}
 	m := &mapper{
-		s:     s,
-		nodes: make(map[wire.NodeID]*nodeEntry, len(all)),
-		dirty: map[wire.NodeID]change{},
-		relay: mustJSON(s.cfg.RelayMap),
+		s:       s,
+		nodes:   make(map[wire.NodeID]*nodeEntry, len(all)),
+		dirty:   map[wire.NodeID]change{},
+		persist: map[wire.NodeID]struct{}{},
+		relay:   mustJSON(s.cfg.RelayMap),
 	}
 	for i := range all {
 		m.nodes[all[i].ID] = &nodeEntry{n: all[i].Wire(), ephemeral: all[i].Ephemeral}
@@ -117,8 +120,13 @@ func (m *mapper) upsert(n *store.Node) {
 		m.nodes[n.ID] = e
 	}
 	w.Online = e.sess != nil
-	if w.LastSeen.IsZero() {
-		w.LastSeen = e.n.LastSeen
+	if e.sess != nil {
+		// A live stream's runtime facts are newer than the store's,
+		// which are written behind.
+		w.Endpoints, w.HomeRegion, w.DiscoKey, w.LastSeen = e.n.Endpoints, e.n.HomeRegion, e.n.DiscoKey, e.n.LastSeen
+		if e.n.Hostinfo != nil {
+			w.Hostinfo = e.n.Hostinfo
+		}
 	}
 	e.n, e.enc, e.ephemeral = w, nil, n.Ephemeral
 	m.markLocked(n.ID, chFull)
@@ -167,6 +175,7 @@ func (m *mapper) connected(n *store.Node, sess *session) {
 	}
 	e.n, e.enc, e.sess, e.ephemeral = w, nil, sess, n.Ephemeral
 	m.markLocked(n.ID, c)
+	m.persist[n.ID] = struct{}{}
 	sess.enqueue(m.fullMapLocked(n.ID, e))
 }
 
@@ -198,13 +207,8 @@ func (m *mapper) disconnected(sess *session) {
 	if e.ephemeral {
 		m.scheduleGoneLocked(sess.id, e)
 	}
+	m.persist[sess.id] = struct{}{}
 	m.mu.Unlock()
-
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if _, err := m.s.cfg.Store.UpdateNodeRuntime(ctx, sess.id, func(rt *store.NodeRuntime) { rt.LastSeen = now }); err != nil {
-		m.s.log.Debug("saving last seen", "node", sess.id, "err", err)
-	}
 }
 
 // scheduleGoneLocked arms the deletion of an offline ephemeral node.
@@ -236,24 +240,74 @@ func (m *mapper) expireEphemeral(id wire.NodeID) {
 	m.remove(id, "this ephemeral node was removed after being disconnected")
 }
 
-// updated takes a node's new runtime facts from an Update.
-func (m *mapper) updated(n *store.Node, full bool) {
+// update applies a node's Update.
+func (m *mapper) update(id wire.NodeID, u *wire.Update) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	e := m.nodes[n.ID]
+	e := m.nodes[id]
 	if e == nil {
 		return
 	}
-	e.n.Endpoints, e.n.HomeRegion, e.n.DiscoKey = n.Endpoints, n.HomeRegion, n.DiscoKey
 	c := chRuntime
-	if full {
-		online, last := e.n.Online, e.n.LastSeen
-		e.n = n.Wire()
-		e.n.Online, e.n.LastSeen = online, last
+	if u.Endpoints != nil {
+		e.n.Endpoints = *u.Endpoints
+	}
+	if u.HomeRegion >= 0 {
+		e.n.HomeRegion = u.HomeRegion
+	}
+	if !u.DiscoKey.IsZero() {
+		e.n.DiscoKey = u.DiscoKey
+	}
+	if u.Hostinfo != nil {
+		e.n.Hostinfo = u.Hostinfo
 		c |= chFull
 	}
 	e.enc = nil
-	m.markLocked(n.ID, c)
+	m.markLocked(id, c)
+	m.persist[id] = struct{}{}
+}
+
+// persistLoop writes changed runtime facts (endpoints, home region, disco
+// key, hostinfo, last seen) to the store every interval, one write per
+// changed node however often it changed, until ctx ends; then it writes
+// what is left.
+func (m *mapper) persistLoop(ctx context.Context, every time.Duration) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			m.persistNow()
+			return
+		case <-t.C:
+			m.persistNow()
+		}
+	}
+}
+
+func (m *mapper) persistNow() {
+	type rt struct {
+		id wire.NodeID
+		store.NodeRuntime
+	}
+	m.mu.Lock()
+	var todo []rt
+	for id := range m.persist {
+		if e := m.nodes[id]; e != nil {
+			todo = append(todo, rt{id, store.NodeRuntime{DiscoKey: e.n.DiscoKey, Endpoints: e.n.Endpoints,
+				HomeRegion: e.n.HomeRegion, Hostinfo: e.n.Hostinfo, LastSeen: e.n.LastSeen}})
+		}
+	}
+	clear(m.persist)
+	m.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	for _, r := range todo {
+		_, err := m.s.cfg.Store.UpdateNodeRuntime(ctx, r.id, func(cur *store.NodeRuntime) { *cur = r.NodeRuntime })
+		if err != nil && !errors.Is(err, store.ErrNotFound) {
+			m.s.log.Warn("saving node runtime", "node", r.id, "err", err)
+		}
+	}
 }
 
 // remove takes a node out of every map and closes its stream with reason.

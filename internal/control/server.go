@@ -31,6 +31,7 @@ const (
 	DefaultKeepAlive        = 30 * time.Second
 	DefaultEphemeralTimeout = 5 * time.Minute
 	DefaultMaxQueue         = 128 << 20
+	DefaultWriteTimeout     = 30 * time.Second
 	DefaultRegisterRate     = 1.0 // registrations per second per source address
 	DefaultRegisterBurst    = 20
 )
@@ -73,6 +74,12 @@ type Config struct {
 	// node's stream is closed (it reconnects and gets a full map). Zero
 	// means DefaultMaxQueue.
 	MaxQueue int
+	// WriteTimeout bounds one write to a node; a node that does not read
+	// for this long is dropped. Zero means DefaultWriteTimeout.
+	WriteTimeout time.Duration
+	// PersistInterval is how often changed runtime facts (endpoints,
+	// last seen...) are written to the store; zero means one second.
+	PersistInterval time.Duration
 	// Visible filters maps; nil lets every node see every other.
 	Visible VisibleFunc
 	// Now returns the time; nil means time.Now.
@@ -91,6 +98,9 @@ type Server struct {
 	ctx    context.Context // cancelled by Close; parent of per-conn work
 	cancel context.CancelFunc
 	wg     sync.WaitGroup // connection goroutines and the mapper's loops
+
+	stopPersist context.CancelFunc // ends persistLoop, which then writes what is left
+	persistDone chan struct{}      // closed when persistLoop returned
 }
 
 // New loads the nodes from cfg.Store and returns a running Server.
@@ -122,6 +132,12 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if cfg.MaxQueue == 0 {
 		cfg.MaxQueue = DefaultMaxQueue
 	}
+	if cfg.WriteTimeout == 0 {
+		cfg.WriteTimeout = DefaultWriteTimeout
+	}
+	if cfg.PersistInterval == 0 {
+		cfg.PersistInterval = time.Second
+	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
@@ -144,6 +160,13 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	go func() {
 		defer s.wg.Done()
 		m.keepAliveLoop(s.ctx)
+	}()
+	pctx, stopPersist := context.WithCancel(context.Background())
+	s.persistDone = make(chan struct{})
+	s.stopPersist = stopPersist
+	go func() {
+		defer close(s.persistDone)
+		m.persistLoop(pctx, cfg.PersistInterval)
 	}()
 	return s, nil
 }
@@ -193,11 +216,16 @@ func (s *Server) serveUpgrade(w http.ResponseWriter, r *http.Request) {
 }
 
 // Close drops every stream, stops the server's goroutines and waits for
-// them. It does not close the Store.
+// them, and writes the nodes' last runtime facts. It does not close the
+// Store. Close is not safe to call twice.
 func (s *Server) Close() error {
 	s.cancel()
 	s.m.closeAll()
 	s.wg.Wait()
+	// Only now, with every stream ended and marked offline, the last
+	// runtime facts are written.
+	s.stopPersist()
+	<-s.persistDone
 	return nil
 }
 
@@ -305,7 +333,7 @@ func (s *Server) serveConn(conn *noiseconn.Conn) {
 				log.Info("bad update; closing", "err", err)
 				return
 			}
-			s.applyUpdate(s.ctx, sess, &u, log)
+			s.m.update(sess.id, &u)
 		default:
 			log.Info("unexpected message from node; closing", "type", typ)
 			return
@@ -337,46 +365,20 @@ func (s *Server) startStream(ctx context.Context, conn *noiseconn.Conn, mk key.M
 	if n.KeyExpired(s.cfg.Now()) {
 		return nil, &wire.ErrorMessage{Code: wire.CodeNodeKeyExpired, Message: "this node's key has expired; run `weft up` with a new pre-auth key"}
 	}
-	n, err = s.cfg.Store.UpdateNodeRuntime(ctx, n.ID, func(rt *store.NodeRuntime) {
-		if !req.DiscoKey.IsZero() {
-			rt.DiscoKey = req.DiscoKey
-		}
-		rt.Endpoints = req.Endpoints
-		rt.HomeRegion = req.HomeRegion
-		if req.Hostinfo != nil {
-			rt.Hostinfo = req.Hostinfo
-		}
-		rt.LastSeen = s.cfg.Now().UTC()
-	})
-	if err != nil {
-		log.Error("saving node runtime", "err", err)
-		return nil, &wire.ErrorMessage{Code: wire.CodeInternal, Message: "server error; try again later"}
+	// Runtime facts are soft state: they go to the store in the
+	// background (see mapper.persistLoop), so that a reconnect storm after
+	// a server restart is not serialised behind one fsync per node.
+	if !req.DiscoKey.IsZero() {
+		n.DiscoKey = req.DiscoKey
 	}
+	n.Endpoints = req.Endpoints
+	n.HomeRegion = req.HomeRegion
+	if req.Hostinfo != nil {
+		n.Hostinfo = req.Hostinfo
+	}
+	n.LastSeen = s.cfg.Now().UTC()
 	sess := newSession(s, n.ID, conn)
 	s.m.connected(&n, sess)
 	log.Debug("map stream started", "node", n.ID, "name", n.Name)
 	return sess, nil
-}
-
-// applyUpdate records a node's new runtime facts and fans them out.
-func (s *Server) applyUpdate(ctx context.Context, sess *session, u *wire.Update, log *slog.Logger) {
-	n, err := s.cfg.Store.UpdateNodeRuntime(ctx, sess.id, func(rt *store.NodeRuntime) {
-		if u.Endpoints != nil {
-			rt.Endpoints = *u.Endpoints
-		}
-		if u.HomeRegion >= 0 {
-			rt.HomeRegion = u.HomeRegion
-		}
-		if !u.DiscoKey.IsZero() {
-			rt.DiscoKey = u.DiscoKey
-		}
-		if u.Hostinfo != nil {
-			rt.Hostinfo = u.Hostinfo
-		}
-	})
-	if err != nil {
-		log.Error("saving node update", "err", err)
-		return
-	}
-	s.m.updated(&n, u.Hostinfo != nil)
 }

@@ -8,10 +8,6 @@ import (
 	"weft/internal/wire"
 )
 
-// writeTimeout bounds one write to a node; a node that does not read for
-// this long is dropped.
-const writeTimeout = 30 * time.Second
-
 // session is one node's live map stream: an outbound queue of ready-made
 // frames and a writer goroutine that exists only while there is something
 // to write, so an idle stream costs no goroutine beyond its reader.
@@ -109,7 +105,7 @@ func (ss *session) writeLoop() {
 			return
 		}
 		ss.unlock()
-		ss.conn.SetWriteDeadline(time.Now().Add(writeTimeout))
+		ss.conn.SetWriteDeadline(time.Now().Add(ss.srv.cfg.WriteTimeout))
 		for _, frame := range q {
 			if _, err := ss.conn.Write(frame); err != nil {
 				ss.lock()

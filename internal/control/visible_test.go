@@ -1,0 +1,121 @@
+package control
+
+import (
+	"context"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"weft/internal/store"
+	"weft/internal/wire"
+)
+
+// TestVisibleHookFiltersMapsAndDeltas splits nodes into two groups that
+// cannot see each other and checks full maps and deltas respect it.
+func TestVisibleHookFiltersMapsAndDeltas(t *testing.T) {
+	group := func(n *wire.Node) string { return strings.TrimRight(n.Name, "0123456789") }
+	h := newHarness(t, func(c *Config) {
+		c.Visible = func(a, b *wire.Node) bool { return group(a) == group(b) }
+	})
+	k := h.authKey(store.AuthKeyRequest{Reusable: true})
+	names := []string{"red1", "red2", "blue1", "blue2"}
+	nodes := map[string]*simNode{}
+	ctx := context.Background()
+	for _, name := range names {
+		n := h.newSim(name)
+		n.mustRegister(t, k)
+		nodes[name] = n
+	}
+	for _, name := range names {
+		if err := nodes[name].stream(ctx); err != nil {
+			t.Fatal(err)
+		}
+		defer nodes[name].close()
+		full := nodes[name].next(t)
+		for _, p := range full.Peers {
+			if group(p) != group(&wire.Node{Name: name}) {
+				t.Errorf("%s's full map holds %s", name, p.Name)
+			}
+		}
+	}
+	time.Sleep(100 * time.Millisecond)
+	for _, n := range nodes {
+		for len(n.msgs) > 0 {
+			<-n.msgs
+		}
+	}
+	eps := []netipAddrPort{mustAddrPort("192.0.2.1:1")}
+	if err := nodes["red1"].sendUpdate(&wire.Update{Endpoints: &eps, HomeRegion: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if r := nodes["red2"].next(t); len(r.PeersPatched) != 1 || r.PeersPatched[0].ID != nodes["red1"].self.ID {
+		t.Fatalf("red2 got %+v", r)
+	}
+	nodes["blue1"].expectQuiet(t, 100*time.Millisecond)
+	nodes["blue2"].expectQuiet(t, 10*time.Millisecond)
+}
+
+func TestRelayMapParsing(t *testing.T) {
+	tests := []struct {
+		name, in string
+		ok       bool
+	}{
+		{"hujson", `{ // comment
+			"regions": {"1": {"id": 1, "code": "tok", "nodes": [{"name": "1a", "host": "relay.example"},]}}}`, true},
+		{"id mismatch", `{"regions": {"1": {"id": 2, "nodes": [{"host": "x"}]}}}`, false},
+		{"no nodes", `{"regions": {"1": {"id": 1, "nodes": []}}}`, false},
+		{"no host", `{"regions": {"1": {"id": 1, "nodes": [{"name": "a"}]}}}`, false},
+		{"empty", `{}`, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			m, err := ParseRelayMap([]byte(tt.in))
+			if (err == nil) != tt.ok {
+				t.Fatalf("err = %v, want ok=%v", err, tt.ok)
+			}
+			if tt.ok && m.Regions[1].Nodes[0].RegionID != 1 {
+				t.Errorf("node region not filled in: %+v", m.Regions[1].Nodes[0])
+			}
+		})
+	}
+	m, err := DefaultRelayMap("http://203.0.113.1:8080")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := m.Regions[1].Nodes[0]
+	if m.Regions[1].Code != "home" || n.Host != "203.0.113.1" || n.Port != 8080 || !n.InsecureHTTP {
+		t.Errorf("default relay map = %+v %+v", m.Regions[1], n)
+	}
+}
+
+func TestServerKeyFile(t *testing.T) {
+	p := t.TempDir() + "/server.key"
+	k1, err := LoadOrCreateKey(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k2, err := LoadOrCreateKey(p)
+	if err != nil || k2.Public() != k1.Public() {
+		t.Fatalf("second load = %v, %v", k2.Public(), err)
+	}
+	if st, err := os.Stat(p); err != nil || st.Mode().Perm() != 0o600 {
+		t.Errorf("server.key mode: %v %v", st.Mode(), err)
+	}
+}
+
+func FuzzParseRelayMap(f *testing.F) {
+	f.Add([]byte(`{"regions":{"1":{"id":1,"nodes":[{"host":"a"}]}}}`))
+	f.Add([]byte(`{"regions":{"1":null}}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		m, err := ParseRelayMap(b)
+		if err != nil {
+			return
+		}
+		for id, r := range m.Regions {
+			if r.ID != id || len(r.Nodes) == 0 {
+				t.Fatalf("accepted bad region %d: %+v", id, r)
+			}
+		}
+	})
+}
