@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -281,6 +282,34 @@ func (m *Manager) reapIdle() {
 			rc.client.Close()
 		}
 	}
+}
+
+// RegionStatus is one region's connection as the Manager sees it.
+type RegionStatus struct {
+	Region    int
+	Home      bool
+	Connected bool   // a relay of the region has accepted us
+	LastError string // of the last failed attempt, if any
+}
+
+// Status reports the regions the Manager has a connection for (the home
+// and any opened on demand), sorted by region.
+func (m *Manager) Status() []RegionStatus {
+	m.mu.Lock()
+	out := make([]RegionStatus, 0, len(m.regions))
+	for id, rc := range m.regions {
+		out = append(out, RegionStatus{Region: id, Home: id == m.home})
+		st := &out[len(out)-1]
+		rc.client.mu.Lock()
+		st.Connected = rc.client.cur != nil
+		if rc.client.lastErr != nil {
+			st.LastError = rc.client.lastErr.Error()
+		}
+		rc.client.mu.Unlock()
+	}
+	m.mu.Unlock()
+	slices.SortFunc(out, func(a, b RegionStatus) int { return a.Region - b.Region })
+	return out
 }
 
 // connectedRegions lists the regions with a connection object, for tests.

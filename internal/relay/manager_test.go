@@ -106,6 +106,12 @@ func TestManager(t *testing.T) {
 			t.Fatalf("ping unknown region: %v", err)
 		}
 	})
+	t.Run("status", func(t *testing.T) {
+		want := []RegionStatus{{Region: 1, Home: true, Connected: true}, {Region: 2, Connected: true}}
+		if got := m.Status(); !slices.Equal(got, want) {
+			t.Fatalf("status %+v, want %+v", got, want)
+		}
+	})
 	t.Run("relay map shrinks", func(t *testing.T) {
 		m.SetRelayMap(&wire.RelayMap{Regions: map[int]*wire.RelayRegion{1: rm.Regions[1]}})
 		if ids := m.connectedRegions(); !slices.Equal(ids, []int{1}) {
