@@ -799,3 +799,44 @@ func TestFilesOwnerOnly(t *testing.T) {
 		}
 	}
 }
+
+// TestRegisterIsAtomic: a registration that fails after the key check
+// leaves the one-off key unused, as the key use and the node are one
+// transaction.
+func TestRegisterIsAtomic(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t)
+	f.user("alice")
+	first := f.register(f.key(AuthKeyRequest{User: "alice"}), "busan")
+	k := f.key(AuthKeyRequest{User: "alice"})
+	thief := newMachine()
+	thief.nk = first.NodeKey
+	if _, err := f.s.Register(ctx, thief.req(k, "thief")); !errors.Is(err, ErrExists) {
+		t.Fatalf("Register with a taken node key = %v", err)
+	}
+	keys, _ := f.s.ListAuthKeys(ctx, "alice")
+	if last := keys[len(keys)-1]; last.Uses != 0 {
+		t.Fatalf("failed registration used the key: %+v", last)
+	}
+	if nodes, _ := f.s.ListNodes(ctx); len(nodes) != 1 {
+		t.Fatalf("%d nodes after a failed registration", len(nodes))
+	}
+	f.register(k, "honest") // the key still works
+}
+
+// TestNodeIDsNotReused: deleting the newest node does not hand its ID to
+// the next one, which peers could otherwise confuse with the old node.
+func TestNodeIDsNotReused(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t)
+	f.user("alice")
+	k := f.key(AuthKeyRequest{User: "alice", Reusable: true})
+	n := f.register(k, "a")
+	if err := f.s.DeleteNode(ctx, n.ID); err != nil {
+		t.Fatal(err)
+	}
+	f.reopen()
+	if m := f.register(k, "b"); m.ID == n.ID {
+		t.Fatalf("new node got deleted node's ID %d", n.ID)
+	}
+}
