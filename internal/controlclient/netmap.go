@@ -23,7 +23,9 @@ type NetMap struct {
 // a delta changes only what it names. Deltas are idempotent, and a patch
 // or removal for an unknown peer is ignored.
 func (nm *NetMap) Apply(r *wire.MapResponse) {
-	if r.Seq > nm.Seq {
+	// A full map starts a stream, possibly from a restarted server
+	// whose counter began again.
+	if r.Seq > nm.Seq || r.Full {
 		nm.Seq = r.Seq
 	}
 	if r.Full {
