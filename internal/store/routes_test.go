@@ -1,0 +1,71 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"net/netip"
+	"testing"
+)
+
+func TestRoutes(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t)
+	f.user("alice")
+	n := f.register(f.key(AuthKeyRequest{User: "alice"}), "busan")
+	v4all, v6all := netip.MustParsePrefix("0.0.0.0/0"), netip.MustParsePrefix("::/0")
+	lan := netip.MustParsePrefix("192.168.1.0/24")
+
+	if _, err := f.s.SetAdvertisedRoutes(ctx, n.ID, []netip.Prefix{netip.MustParsePrefix("192.168.1.1/24")}); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("non-canonical prefix = %v", err)
+	}
+	if _, err := f.s.ApproveRoute(ctx, n.ID, v4all); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("approving unadvertised route = %v", err)
+	}
+	got, err := f.s.SetAdvertisedRoutes(ctx, n.ID, []netip.Prefix{v6all, lan, v4all})
+	if err != nil || len(got.AdvertisedRoutes) != 3 || len(got.EnabledRoutes()) != 0 {
+		t.Fatalf("advertised: %+v, %v", got.AdvertisedRoutes, err)
+	}
+	for _, p := range []netip.Prefix{v4all, v6all} {
+		if got, err = f.s.ApproveRoute(ctx, n.ID, p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if en := got.EnabledRoutes(); len(en) != 2 || en[0] != v4all || en[1] != v6all {
+		t.Fatalf("enabled %v", en)
+	}
+	w := got.Wire()
+	if len(w.Routes) != 2 || len(w.AllowedIPs) != 4 {
+		t.Fatalf("wire routes %v allowed %v", w.Routes, w.AllowedIPs)
+	}
+
+	// Switching the exit node off keeps the approval; on again, it is
+	// enabled at once.
+	got, _ = f.s.SetAdvertisedRoutes(ctx, n.ID, []netip.Prefix{lan})
+	if len(got.EnabledRoutes()) != 0 || len(got.ApprovedRoutes) != 2 {
+		t.Fatalf("after withdrawal: adv %v appr %v", got.AdvertisedRoutes, got.ApprovedRoutes)
+	}
+	got, _ = f.s.SetAdvertisedRoutes(ctx, n.ID, []netip.Prefix{lan, v4all, v6all})
+	if len(got.EnabledRoutes()) != 2 {
+		t.Fatalf("after re-advertising: %v", got.EnabledRoutes())
+	}
+
+	if got, err = f.s.RejectRoute(ctx, n.ID, v6all); err != nil || len(got.EnabledRoutes()) != 1 {
+		t.Fatalf("reject: %v, %v", got.EnabledRoutes(), err)
+	}
+	if _, err := f.s.RejectRoute(ctx, n.ID, netip.MustParsePrefix("10.0.0.0/8")); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("reject unknown = %v", err)
+	}
+	rs, err := f.s.ListRoutes(ctx)
+	if err != nil || len(rs) != 3 {
+		t.Fatalf("ListRoutes = %+v, %v", rs, err)
+	}
+	if rs[0].Prefix != v4all || !rs[0].Enabled() || rs[1].Prefix != lan || rs[1].Approved || rs[2].Prefix != v6all || rs[2].Enabled() {
+		t.Fatalf("ListRoutes = %+v", rs)
+	}
+	if err := f.s.DeleteNode(ctx, n.ID); err != nil {
+		t.Fatal(err)
+	}
+	if rs, _ := f.s.ListRoutes(ctx); len(rs) != 0 {
+		t.Fatalf("routes of deleted node remain: %v", rs)
+	}
+}
