@@ -11,6 +11,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -27,6 +28,8 @@ type harness struct {
 	srv *Server
 	url string
 	hs  *httptest.Server
+
+	closeOnce sync.Once
 }
 
 func newHarness(t testing.TB, mod func(*Config)) *harness {
@@ -58,10 +61,13 @@ func newHarness(t testing.TB, mod func(*Config)) *harness {
 	return h
 }
 
+// close stops the server; it may be called more than once.
 func (h *harness) close() {
-	h.hs.Close()
-	h.srv.Close()
-	h.st.Close()
+	h.closeOnce.Do(func() {
+		h.hs.Close()
+		h.srv.Close()
+		h.st.Close()
+	})
 }
 
 func (h *harness) authKey(req store.AuthKeyRequest) string {
