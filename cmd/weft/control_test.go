@@ -15,7 +15,6 @@ import (
 	"time"
 
 	"weft/internal/localapi"
-	"weft/internal/store"
 )
 
 // syncBuffer is a bytes.Buffer safe for a goroutine writing while the test
@@ -109,24 +108,18 @@ func TestControlPlaneVerticalSlice(t *testing.T) {
 		t.Fatalf("server.key: %v %v", err, st)
 	}
 
-	// Keys are made through the store, as `weft admin` does.
-	ctx := context.Background()
-	db, err := store.Open(ctx, filepath.Join(dataDir, "weft.db"), store.Options{})
-	if err != nil {
-		t.Fatal(err)
+	// Keys come from `weft admin`, through the server's admin socket.
+	admin := func(args ...string) string {
+		t.Helper()
+		out, errs, code := weft(t, append([]string{"admin", "--data-dir", dataDir}, args...)...)
+		if code != 0 {
+			t.Fatalf("weft admin %v: exit %d: %s", args, code, errs)
+		}
+		return strings.TrimSpace(out)
 	}
-	if _, err := db.CreateUser(ctx, "alice"); err != nil {
-		t.Fatal(err)
-	}
-	reusable, _, err := db.CreateAuthKey(ctx, store.AuthKeyRequest{User: "alice", Reusable: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	oneOff, _, err := db.CreateAuthKey(ctx, store.AuthKeyRequest{User: "alice"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	db.Close()
+	admin("users", "create", "alice")
+	reusable := admin("keys", "create", "--user", "alice", "--reusable")
+	oneOff := admin("keys", "create", "--user", "alice")
 
 	sockets := map[string]string{}
 	stops := map[string]func(){}
@@ -175,6 +168,12 @@ func TestControlPlaneVerticalSlice(t *testing.T) {
 	waitFor(t, "busan sees mac", func() bool { return seesOnline("busan", "mac") })
 	waitFor(t, "mac sees busan", func() bool { return seesOnline("mac", "busan") })
 	before := status("mac").Self
+
+	// An administrator's rename reaches the peers' maps.
+	admin("nodes", "rename", "mac", "macbook")
+	waitFor(t, "busan sees the rename", func() bool { return seesOnline("busan", "macbook") })
+	admin("nodes", "rename", "macbook", "mac")
+	waitFor(t, "busan sees the name back", func() bool { return seesOnline("busan", "mac") })
 
 	out, _, _ := weft(t, "--socket", sockets["busan"], "status")
 	for _, want := range []string{"NAME", "busan", "mac", "online", "100.64."} {
