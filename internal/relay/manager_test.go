@@ -148,7 +148,7 @@ func TestManagerClosesIdleRegions(t *testing.T) {
 	}
 	recvPacket(t, cb)
 	eventually(t, "idle region 2 closed", func() bool {
-		return slices.Equal(m.connectedRegions(), []int{1}) && r2.srv.Stats().Clients == 1
+		return slices.Equal(m.connectedRegions(), []int{1}) && r2.srv.Stats().Clients == 1 && r1.srv.Stats().Clients == 1
 	})
 	// The home is kept however idle it is.
 	if m.Home() != 1 || r1.srv.Stats().Clients != 1 {

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"runtime"
 	"strings"
 	"sync"
@@ -196,8 +197,10 @@ func TestForwardBothWays(t *testing.T) {
 	if err := ca.Send(b.Public(), make([]byte, MaxPacketSize+1)); !errors.Is(err, ErrFrameTooLarge) {
 		t.Fatalf("oversized send: %v", err)
 	}
-	st := r.srv.Stats()
-	if st.Clients != 2 || st.PacketsForwarded != 4 {
+	// The counter moves just after the packet is queued, so the receiver
+	// may be a moment ahead of it.
+	eventually(t, "4 packets counted", func() bool { return r.srv.Stats().PacketsForwarded == 4 })
+	if st := r.srv.Stats(); st.Clients != 2 || st.PacketsForwarded != 4 {
 		t.Fatalf("stats %+v, want 2 clients and 4 packets", st)
 	}
 	if got := metricValue(t, reg, "weft_relay_packets_forwarded_total"); got != 4 {
@@ -355,15 +358,28 @@ func TestSlowReceiverDoesNotBlockOthers(t *testing.T) {
 func TestNewerConnectionReplacesOlder(t *testing.T) {
 	a, b := key.NewNode(), key.NewNode()
 	r := startSimpleRelay(t, allow(a, b))
-	old := connect(t, r.url, b)
-	oldConn := old.cur
+	// The older connection is a bare handshake, without the client's
+	// reconnect loop, which would otherwise take the key straight back.
+	old, err := NewClient(ClientOptions{URLs: []string{r.url}, NodeKey: b})
+	if err != nil {
+		t.Fatal(err)
+	}
+	oldConn, err := old.dial(context.Background(), old.urls[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer oldConn.nc.Close()
 	newer := connect(t, r.url, b)
 	ca := connect(t, r.url, a)
-	eventually(t, "old connection closed", func() bool {
-		_, err := oldConn.nc.Read(make([]byte, 1))
-		return err != nil
-	})
-	old.Close()
+	oldConn.nc.SetReadDeadline(time.Now().Add(10 * time.Second))
+	for {
+		if _, _, err := readFrame(oldConn.br, MaxFramePayload); err != nil {
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				t.Fatal("the older connection was not closed")
+			}
+			break
+		}
+	}
 	if err := ca.Send(b.Public(), []byte("to the newer")); err != nil {
 		t.Fatal(err)
 	}
