@@ -106,7 +106,7 @@ func (ss *session) writeLoop() {
 		}
 		ss.unlock()
 		ss.conn.SetWriteDeadline(time.Now().Add(ss.srv.cfg.WriteTimeout))
-		for _, frame := range q {
+		for _, frame := range coalesce(q) {
 			if _, err := ss.conn.Write(frame); err != nil {
 				ss.lock()
 				ss.closed, ss.writing, ss.queue = true, false, nil
@@ -116,4 +116,41 @@ func (ss *session) writeLoop() {
 			}
 		}
 	}
+}
+
+// coalesceLimit bounds the frames joined into one write.
+const coalesceLimit = 64 << 10
+
+// coalesce joins runs of small frames, so that a node that fell behind
+// catches up with one encryption and one system call per 64 KiB instead of
+// one per delta. Under load queues grow, so the server's cost per change
+// goes down just when it matters.
+func coalesce(q [][]byte) [][]byte {
+	if len(q) < 2 {
+		return q
+	}
+	out := q[:0:0]
+	var cur []byte
+	for _, f := range q {
+		if len(f) >= coalesceLimit {
+			if cur != nil {
+				out = append(out, cur)
+				cur = nil
+			}
+			out = append(out, f)
+			continue
+		}
+		if len(cur)+len(f) > coalesceLimit {
+			out = append(out, cur)
+			cur = nil
+		}
+		if cur == nil {
+			cur = make([]byte, 0, coalesceLimit)
+		}
+		cur = append(cur, f...)
+	}
+	if cur != nil {
+		out = append(out, cur)
+	}
+	return out
 }
