@@ -67,8 +67,8 @@ func (rc relayClient) Send(region int, dst key.NodePublic, pkt []byte) error {
 // per transition. Behaviour, not speed, is asserted.
 var fastTimers = magicsock.Timers{
 	Tick:        10 * time.Millisecond,
-	Heartbeat:   50 * time.Millisecond,
-	TrustWindow: 300 * time.Millisecond,
+	Heartbeat:   100 * time.Millisecond,
+	TrustWindow: time.Second, // long enough to ride out a busy CI machine
 	Discovery:   100 * time.Millisecond,
 	Reprobe:     time.Second,
 	Active:      5 * time.Second,
