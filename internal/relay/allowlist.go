@@ -35,6 +35,25 @@ type NodeKeySource interface {
 	AllowedNodeKeys(ctx context.Context) ([]key.NodePublic, error)
 }
 
+// SourceAuthorizer authorizes the keys a NodeKeySource lists, so that a
+// control server embedding the relay implements one interface for both
+// its own relay and the allow list it serves to standalone ones. It lists
+// all keys on every check, which suits the handful of connections a node
+// makes; a source with a cheaper single-key lookup can implement
+// Authorizer itself.
+type SourceAuthorizer struct{ Source NodeKeySource }
+
+var _ Authorizer = SourceAuthorizer{}
+
+// AllowNode reports whether k is among the source's keys.
+func (a SourceAuthorizer) AllowNode(ctx context.Context, k key.NodePublic) (bool, error) {
+	keys, err := a.Source.AllowedNodeKeys(ctx)
+	if err != nil {
+		return false, fmt.Errorf("relay: listing allowed node keys: %w", err)
+	}
+	return slices.Contains(keys, k), nil
+}
+
 // allowList is the JSON body of the allow list.
 type allowList struct {
 	NodeKeys []key.NodePublic `json:"node_keys"`

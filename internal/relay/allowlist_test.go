@@ -183,3 +183,23 @@ func TestRelayWithRemoteAuthorizer(t *testing.T) {
 		t.Fatalf("stranger: %v", err)
 	}
 }
+
+func TestSourceAuthorizer(t *testing.T) {
+	a, b := key.NewNode(), key.NewNode()
+	auth := SourceAuthorizer{Source: allow(a)}
+	tests := []struct {
+		name string
+		k    key.NodePublic
+		want bool
+	}{
+		{"listed", a.Public(), true},
+		{"not listed", b.Public(), false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got, err := auth.AllowNode(context.Background(), tt.k); err != nil || got != tt.want {
+				t.Fatalf("got %v %v, want %v", got, err, tt.want)
+			}
+		})
+	}
+}
