@@ -244,6 +244,9 @@ func BenchmarkMapFanout(b *testing.B) {
 	b.ReportMetric(float64(cpu.Microseconds())/1000/float64(b.N), "server-cpu-ms/change")
 	b.ReportMetric(f.bytesPerN/1024, "server-KiB/node")
 	b.ReportMetric(f.goroutines, "server-goroutines/node")
+	var ru syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	b.ReportMetric(float64(ru.Maxrss)/1024, "server-peak-RSS-MiB")
 }
 
 // TestBenchNodesHelper is BenchmarkMapFanout's child: it connects the

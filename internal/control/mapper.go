@@ -1,6 +1,7 @@
 package control
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -176,7 +177,11 @@ func (m *mapper) connected(n *store.Node, sess *session) {
 	e.n, e.enc, e.sess, e.ephemeral = w, nil, sess, n.Ephemeral
 	m.markLocked(n.ID, c)
 	m.persist[n.ID] = struct{}{}
-	sess.enqueue(m.fullMapLocked(n.ID, e))
+	// The full map is only marked here and built by the stream's writer
+	// when it gets to it: a reconnect storm then holds a few full maps in
+	// memory at a time, not one per node.
+	sess.fullSeq = m.seq
+	sess.enqueue(nil)
 }
 
 // sameRecord reports whether two records differ only in what patches
@@ -391,35 +396,60 @@ func (m *mapper) visible(a, b *wire.Node) bool {
 	return m.s.cfg.Visible(a, b)
 }
 
-// fullMapLocked builds the framed full map for node id. m.mu is held.
-func (m *mapper) fullMapLocked(id wire.NodeID, self *nodeEntry) []byte {
-	b := make([]byte, 5, 1024+len(m.nodes)*(len(self.encoded())+16))
-	b = append(b, `{"seq":`...)
-	b = strconv.AppendUint(b, m.seq, 10)
-	b = append(b, `,"full":true,"self":`...)
-	b = append(b, self.encoded()...)
-	b = append(b, `,"peers":[`...)
-	first := true
-	for pid, e := range m.nodes {
-		if pid == id || !m.visible(&self.n, &e.n) {
+// writeFullMap writes ss's full map. It collects, under m.mu, the
+// current self record and references to the visible peers' cached
+// encodings (which are never modified, only replaced), then streams them
+// out without the lock and without ever holding the whole map in one
+// buffer. Deltas queued before this point may repeat what the map already
+// says; deltas are idempotent, so that is harmless.
+func (m *mapper) writeFullMap(ss *session) error {
+	m.mu.Lock()
+	e := m.nodes[ss.id]
+	if e == nil || e.sess != ss {
+		m.mu.Unlock()
+		return nil
+	}
+	head := []byte(`{"seq":`)
+	// The seq of the moment the stream started, so that the deltas
+	// queued behind this map still count upward from it.
+	head = strconv.AppendUint(head, ss.fullSeq, 10)
+	head = append(head, `,"full":true,"self":`...)
+	head = append(head, e.encoded()...)
+	head = append(head, `,"peers":[`...)
+	refs := make([][]byte, 0, len(m.nodes))
+	size := 0
+	for pid, pe := range m.nodes {
+		if pid == ss.id || !m.visible(&e.n, &pe.n) {
 			continue
 		}
-		if !first {
-			b = append(b, ',')
-		}
-		first = false
-		b = append(b, e.encoded()...)
+		enc := pe.encoded()
+		refs = append(refs, enc)
+		size += len(enc) + 1
 	}
-	b = append(b, `],"relay_map":`...)
-	b = append(b, m.relay...)
-	b = append(b, `,"dns":{}}`...)
-	return frameHeader(b, wire.MsgMapResponse)
+	tail := append(append([]byte(`],"relay_map":`), m.relay...), `,"dns":{}}`...)
+	m.mu.Unlock()
+
+	if len(refs) > 0 {
+		size-- // no comma after the last peer
+	}
+	size += len(head) + len(tail)
+	bw := bufio.NewWriterSize(ss.conn, coalesceLimit)
+	bw.WriteByte(byte(wire.MsgMapResponse))
+	bw.Write([]byte{byte(size >> 24), byte(size >> 16), byte(size >> 8), byte(size)})
+	bw.Write(head)
+	for i, enc := range refs {
+		if i > 0 {
+			bw.WriteByte(',')
+		}
+		bw.Write(enc)
+	}
+	bw.Write(tail)
+	return bw.Flush()
 }
 
 // frameHeader fills the 5 bytes reserved at the start of b.
 func frameHeader(b []byte, t wire.MsgType) []byte {
-	hdr := wire.AppendMessage(nil, t, nil)
-	copy(b, hdr[:1])
+	b[0] = byte(t)
 	n := uint32(len(b) - 5)
 	b[1], b[2], b[3], b[4] = byte(n>>24), byte(n>>16), byte(n>>8), byte(n)
 	return b

@@ -12,9 +12,10 @@ import (
 // frames and a writer goroutine that exists only while there is something
 // to write, so an idle stream costs no goroutine beyond its reader.
 type session struct {
-	srv  *Server
-	id   wire.NodeID
-	conn *noiseconn.Conn
+	srv     *Server
+	id      wire.NodeID
+	conn    *noiseconn.Conn
+	fullSeq uint64 // seq of the full map; set by mapper.connected under its lock
 
 	mu         sync.Mutex // guards the fields below
 	queue      [][]byte
@@ -32,8 +33,8 @@ func newSession(s *Server, id wire.NodeID, conn *noiseconn.Conn) *session {
 func (ss *session) lock()   { ss.mu.Lock() }
 func (ss *session) unlock() { ss.mu.Unlock() }
 
-// enqueue adds a frame for the node. Frames may be shared between
-// sessions and are never modified. A node whose queue outgrows the limit
+// enqueue adds a frame for the node; nil stands for a full map. Frames
+// may be shared between sessions and are never modified. A node whose queue outgrows the limit
 // is too slow to follow; it is dropped and will resync with a full map.
 func (ss *session) enqueue(frame []byte) {
 	ss.lock()
@@ -106,16 +107,39 @@ func (ss *session) writeLoop() {
 		}
 		ss.unlock()
 		ss.conn.SetWriteDeadline(time.Now().Add(ss.srv.cfg.WriteTimeout))
-		for _, frame := range coalesce(q) {
-			if _, err := ss.conn.Write(frame); err != nil {
-				ss.lock()
-				ss.closed, ss.writing, ss.queue = true, false, nil
-				ss.unlock()
-				ss.conn.Close()
-				return
-			}
+		if err := ss.write(q); err != nil {
+			ss.lock()
+			ss.closed, ss.writing, ss.queue = true, false, nil
+			ss.unlock()
+			ss.conn.Close()
+			return
 		}
 	}
+}
+
+// write writes queued frames in order; a nil entry stands for the node's
+// full map, which is built only now (see mapper.writeFullMap).
+func (ss *session) write(q [][]byte) error {
+	for len(q) > 0 {
+		if q[0] == nil {
+			if err := ss.srv.m.writeFullMap(ss); err != nil {
+				return err
+			}
+			q = q[1:]
+			continue
+		}
+		i := 1
+		for i < len(q) && q[i] != nil {
+			i++
+		}
+		for _, frame := range coalesce(q[:i]) {
+			if _, err := ss.conn.Write(frame); err != nil {
+				return err
+			}
+		}
+		q = q[i:]
+	}
+	return nil
 }
 
 // coalesceLimit bounds the frames joined into one write.
