@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"weft/internal/disco"
 	"weft/internal/key"
 )
 
@@ -47,6 +48,59 @@ func TestBestPathHysteresis(t *testing.T) {
 			}
 			if pa := p.path.Load(); pa == nil || pa.addr != s.want {
 				t.Fatalf("published path = %+v; want %v", pa, s.want)
+			}
+		})
+	}
+}
+
+// TestPingHandling seals pings as a peer would and checks what the Conn
+// sends back: a pong (and, from a new address, a ping of its own) for a
+// genuine ping, nothing for one naming another node or relayed by the
+// wrong node.
+func TestPingHandling(t *testing.T) {
+	self, peerDisco, peerNode, other := key.NewDisco(), key.NewDisco(), key.NewNode(), key.NewNode()
+	from := netip.MustParseAddrPort("203.0.113.5:999")
+	tests := []struct {
+		name      string
+		nodeKey   key.NodePublic
+		src       source
+		wantPongs int
+		wantPings int
+	}{
+		{"direct", peerNode.Public(), source{addr: from}, 1, 1},
+		{"relayed", peerNode.Public(), source{relay: true, region: 1, nodeKey: peerNode.Public()}, 1, 0},
+		{"wrong node key", other.Public(), source{addr: from}, 0, 0},
+		{"relayed by another node", peerNode.Public(), source{relay: true, region: 1, nodeKey: other.Public()}, 0, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			rec := &recorder{}
+			c, err := New(Options{DiscoKey: self, NodeKey: key.NewNode().Public(), Relay: rec, Network: rec})
+			if err != nil {
+				t.Fatal(err)
+			}
+			c.SetPeers([]Peer{{NodeKey: peerNode.Public(), DiscoKey: peerDisco.Public(), HomeRegion: 1}})
+			tx := disco.NewTxID()
+			peerSide := disco.NewSharedKey(peerDisco, self.Public())
+			c.handleDisco(peerSide.Seal(&disco.Ping{TxID: tx, NodeKey: tt.nodeKey}), tt.src)
+			pongs, pings := 0, 0
+			for _, pkt := range rec.sent {
+				m, err := peerSide.Open(pkt)
+				if err != nil {
+					t.Fatalf("reply does not open: %v", err)
+				}
+				switch m := m.(type) {
+				case *disco.Pong:
+					pongs++
+					if m.TxID != tx || m.Src != tt.src.addr {
+						t.Errorf("pong %+v; want txid %x src %v", m, tx, tt.src.addr)
+					}
+				case *disco.Ping:
+					pings++
+				}
+			}
+			if pongs != tt.wantPongs || pings != tt.wantPings {
+				t.Fatalf("sent %d pongs, %d pings; want %d, %d", pongs, pings, tt.wantPongs, tt.wantPings)
 			}
 		})
 	}

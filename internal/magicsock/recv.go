@@ -53,7 +53,9 @@ func (c *Conn) wrapReceive(fn conn.ReceiveFunc) conn.ReceiveFunc {
 					kept++
 				}
 			}
-			if kept > 0 {
+			// All of the batch was disco, STUN or strangers: read
+			// again rather than wake wireguard-go for nothing.
+			if kept > 0 || n == 0 {
 				return n, nil
 			}
 		}
