@@ -147,6 +147,7 @@ type Conn struct {
 	closed    chan struct{} // closed by Close; made by Open
 	port      uint16
 	peers     map[key.NodePublic]*peer
+	retired   map[key.NodePublic]*peer // removed from the map; kept for their endpoints
 	byDisco   map[key.DiscoPublic]*peer
 	report    NetReport
 	endpoints []netip.AddrPort // last published
@@ -191,6 +192,7 @@ func New(opts Options) (*Conn, error) {
 		injected: make(chan inbound, 1024),
 		kick:     make(chan struct{}, 1),
 		peers:    make(map[key.NodePublic]*peer),
+		retired:  make(map[key.NodePublic]*peer),
 		byDisco:  make(map[key.DiscoPublic]*peer),
 		rand:     opts.Rand,
 	}
@@ -324,12 +326,7 @@ func (c *Conn) ParseEndpoint(s string) (conn.Endpoint, error) {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	p := c.peers[k]
-	if p == nil {
-		p = newPeer(k)
-		c.peers[k] = p
-	}
-	return p.ep, nil
+	return c.peerLocked(k).ep, nil
 }
 
 // Send implements conn.Bind: bufs go to the peer's current best path.

@@ -111,11 +111,7 @@ func (c *Conn) SetPeers(peers []Peer) {
 	seen := make(map[key.NodePublic]bool, len(peers))
 	for _, np := range peers {
 		seen[np.NodeKey] = true
-		p := c.peers[np.NodeKey]
-		if p == nil {
-			p = newPeer(np.NodeKey)
-			c.peers[np.NodeKey] = p
-		}
+		p := c.peerLocked(np.NodeKey)
 		if p.disco != np.DiscoKey {
 			if !p.disco.IsZero() {
 				delete(c.byDisco, p.disco)
@@ -159,14 +155,35 @@ func (c *Conn) SetPeers(peers []Peer) {
 			p.best = nil
 			p.path.Store(nil)
 			delete(c.peers, k)
+			c.retired[k] = p
 			if !p.disco.IsZero() {
 				delete(c.byDisco, p.disco)
 			}
+			p.disco, p.shared = key.DiscoPublic{}, nil
 		}
 	}
 	c.rebuildAddrsLocked()
 	c.unlock()
 	c.wake()
+}
+
+// peerLocked returns the peer for k, making it if needed. A peer removed
+// from the map earlier comes back as the same object, because wireguard-go
+// may still hold its endpoint (the device's and the map's updates are not
+// atomic together) and must not be left pointing at a dead one.
+func (c *Conn) peerLocked(k key.NodePublic) *peer {
+	if p := c.peers[k]; p != nil {
+		return p
+	}
+	p := c.retired[k]
+	if p != nil {
+		delete(c.retired, k)
+		p.removed.Store(false)
+	} else {
+		p = newPeer(k)
+	}
+	c.peers[k] = p
+	return p
 }
 
 // addCandidateLocked adds addr as a candidate; it reports whether it is new.

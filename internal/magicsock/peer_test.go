@@ -1,6 +1,7 @@
 package magicsock
 
 import (
+	"errors"
 	"net/netip"
 	"testing"
 	"time"
@@ -103,5 +104,41 @@ func TestPingHandling(t *testing.T) {
 				t.Fatalf("sent %d pongs, %d pings; want %d, %d", pongs, pings, tt.wantPongs, tt.wantPings)
 			}
 		})
+	}
+}
+
+// TestPeerRemovedAndReadded checks that the endpoint wireguard-go holds
+// stays valid across a peer leaving and rejoining the map.
+func TestPeerRemovedAndReadded(t *testing.T) {
+	rec := &recorder{}
+	c, err := New(Options{DiscoKey: key.NewDisco(), NodeKey: key.NewNode().Public(), Relay: rec, Network: rec})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pk := key.NewNode().Public()
+	peer := Peer{NodeKey: pk, DiscoKey: key.NewDisco().Public(), HomeRegion: 1}
+	c.SetPeers([]Peer{peer})
+	ep, err := c.ParseEndpoint(pk.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	pkt := [][]byte{[]byte("wireguard data")}
+	if err := c.Send(pkt, ep); err != nil {
+		t.Fatalf("send to a mapped peer: %v", err)
+	}
+	c.SetPeers(nil)
+	if err := c.Send(pkt, ep); !errors.Is(err, ErrNoPath) {
+		t.Fatalf("send to a removed peer: %v; want ErrNoPath", err)
+	}
+	c.SetPeers([]Peer{peer})
+	ep2, _ := c.ParseEndpoint(pk.String())
+	if ep2 != ep {
+		t.Fatal("re-added peer got a new endpoint object")
+	}
+	if err := c.Send(pkt, ep); err != nil {
+		t.Fatalf("send through the old endpoint after re-adding: %v", err)
+	}
+	if _, err := c.ParseEndpoint("203.0.113.1:41641"); err == nil {
+		t.Fatal("ParseEndpoint accepted an address; want node keys only")
 	}
 }
