@@ -151,6 +151,7 @@ type Conn struct {
 	byDisco   map[key.DiscoPublic]*peer
 	report    NetReport
 	endpoints []netip.AddrPort // last published
+	observed  []netip.AddrPort // our address as peers' pongs saw it, newest last
 	rand      *rand.Rand
 	pending   []outPacket
 	callbacks []func()

@@ -98,6 +98,9 @@ func (c *Conn) handlePongLocked(p *peer, m *disco.Pong, src source, now time.Tim
 	rtt := now.Sub(sp.at)
 	if !src.relay {
 		p.noteDirectPongLocked(c, sp, now)
+		if sp.sock == nil {
+			c.noteObservedLocked(m.Src)
+		}
 	}
 	if sp.waiter != nil {
 		res := PingResult{RTT: rtt, Path: PathInfo{Kind: PathRelay, RelayRegion: sp.region}}

@@ -37,6 +37,9 @@ func (c *Conn) updateEndpointsLocked() {
 	}
 	add(c.report.GlobalV4)
 	add(c.report.GlobalV6)
+	for _, ap := range c.observed {
+		add(ap)
+	}
 	addrs, err := c.network.LocalAddrs()
 	if err != nil {
 		c.log.Warn("local addresses", "err", err)
@@ -52,4 +55,27 @@ func (c *Conn) updateEndpointsLocked() {
 		cp := slices.Clone(eps)
 		c.callbacks = append(c.callbacks, func() { f(cp) })
 	}
+}
+
+// maxObserved bounds the addresses learned from pongs.
+const maxObserved = 4
+
+// noteObservedLocked takes the address a peer saw our main socket's ping
+// come from (a pong's Src). Over the internet that is our public mapping,
+// so a pong doubles as a STUN answer: it is published as an endpoint,
+// which helps when no STUN server answered. Behind a hard NAT the mapping
+// differs per peer and means nothing to others, so it is not published.
+func (c *Conn) noteObservedLocked(ap netip.AddrPort) {
+	if !ap.IsValid() || ap.Port() == 0 || c.report.MappingVariesByDestIP || slices.Contains(c.observed, ap) {
+		return
+	}
+	a := ap.Addr()
+	if !a.IsGlobalUnicast() || a.IsPrivate() || isTailnetAddr(a) {
+		return // a LAN peer saw our LAN address: already an endpoint
+	}
+	c.observed = append(c.observed, ap)
+	if len(c.observed) > maxObserved {
+		c.observed = c.observed[1:]
+	}
+	c.updateEndpointsLocked()
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/netip"
 	"runtime"
+	"slices"
 	"testing"
 	"time"
 
@@ -376,4 +377,24 @@ func TestCloseStopsGoroutines(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+// TestSimPongDoublesAsSTUN leaves out STUN: a node behind an easy NAT
+// learns its public endpoint from the Src of a public peer's pong and
+// publishes it.
+func TestSimPongDoublesAsSTUN(t *testing.T) {
+	sim := natsim.New(9)
+	relay := newFakeRelay()
+	a := newTNode(t, "a", sim.NewHost(privA, sim.NewNAT(natsim.Easy, publicA)), relay, 9, magicsock.GuessBudget{})
+	b := newTNode(t, "b", sim.NewHost(publicB, nil), relay, 10, magicsock.GuessBudget{})
+	a.conn.SetPeers([]magicsock.Peer{peerOf(b, b.conn.LocalEndpoints(), false)})
+	b.conn.SetPeers([]magicsock.Peer{peerOf(a, a.conn.LocalEndpoints(), false)})
+	if eps := a.conn.LocalEndpoints(); len(eps) != 1 {
+		t.Fatalf("endpoints before any pong = %v; want the LAN address only", eps)
+	}
+	traffic(t, a, b)
+	want := netip.AddrPortFrom(publicA, a.conn.Port())
+	waitFor(t, 10*time.Second, "public endpoint learnt from a pong", func() bool {
+		return slices.Contains(a.conn.LocalEndpoints(), want)
+	})
 }

@@ -215,11 +215,17 @@ func (p *peer) addCandidateLocked(addr netip.AddrPort, sock *extraSock, origin s
 
 // rebuildAddrsLocked republishes the source-address → peer map read by the
 // receive path.
+// When two peers claim one address (a stale learned address the NAT has
+// since given to another node), the one that answered there last wins:
+// wireguard-go would otherwise roam the wrong peer onto it.
 func (c *Conn) rebuildAddrsLocked() {
 	m := make(map[netip.AddrPort]*peer)
+	last := make(map[netip.AddrPort]time.Time)
 	for _, p := range c.peers {
-		for a := range p.cands {
-			m[a] = p
+		for a, cd := range p.cands {
+			if m[a] == nil || cd.lastPong.After(last[a]) {
+				m[a], last[a] = p, cd.lastPong
+			}
 		}
 	}
 	c.byAddr.Store(&m)
@@ -328,6 +334,7 @@ func (p *peer) noteDirectPongLocked(c *Conn, sp *sentPing, now time.Time) {
 	case cur == nil, !p.trusted(c, cur, now), cd.rtt < cur.rtt*3/4:
 		p.best = cd
 		c.log.Info("direct path", "peer", p.key.ShortString(), "addr", cd.addr, "rtt", cd.rtt, "origin", cd.origin)
+		c.rebuildAddrsLocked()
 	}
 	p.setPathLocked(c)
 	if p.guess != nil && p.best != nil {
