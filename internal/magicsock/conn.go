@@ -146,6 +146,7 @@ type Conn struct {
 	open      bool
 	closed    chan struct{} // closed by Close; made by Open
 	port      uint16
+	mark      uint32 // SO_MARK for extra sockets
 	peers     map[key.NodePublic]*peer
 	retired   map[key.NodePublic]*peer // removed from the map; kept for their endpoints
 	byDisco   map[key.DiscoPublic]*peer
@@ -310,8 +311,14 @@ func (c *Conn) Close() error {
 	return nil
 }
 
-// SetMark implements conn.Bind.
-func (c *Conn) SetMark(mark uint32) error { return c.inner.SetMark(mark) }
+// SetMark implements conn.Bind. The mark also goes on extra sockets
+// opened later (port guessing).
+func (c *Conn) SetMark(mark uint32) error {
+	c.mu.Lock()
+	c.mark = mark
+	c.mu.Unlock()
+	return c.inner.SetMark(mark)
+}
 
 // BatchSize implements conn.Bind.
 func (c *Conn) BatchSize() int { return c.inner.BatchSize() }

@@ -66,8 +66,10 @@ func (r *recorder) Send(region int, dst key.NodePublic, pkt []byte) error {
 	return nil
 }
 
-func (r *recorder) NewBind() conn.Bind                { return recBind{conn.NewStdNetBind(), r} }
-func (r *recorder) ListenUDP4() (PacketConn, error)   { return nil, errors.New("recorder: no sockets") }
+func (r *recorder) NewBind() conn.Bind { return recBind{conn.NewStdNetBind(), r} }
+func (r *recorder) ListenUDP4(uint32) (PacketConn, error) {
+	return nil, errors.New("recorder: no sockets")
+}
 func (r *recorder) LocalAddrs() ([]netip.Addr, error) { return nil, nil }
 
 type recBind struct {

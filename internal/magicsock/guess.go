@@ -138,9 +138,12 @@ func (p *peer) handleGuessLocked(c *Conn, m *disco.PortGuess, src source, now ti
 // with a port we cannot know), then tell the easy side to start probing.
 func (c *Conn) openGuessSockets(p *peer, r *guessRound, target netip.AddrPort, n int, region int) {
 	defer c.wg.Done()
+	c.mu.Lock()
+	mark := c.mark
+	c.mu.Unlock()
 	var socks []PacketConn
 	for range n {
-		pc, err := c.network.ListenUDP4()
+		pc, err := c.network.ListenUDP4(mark)
 		if err != nil {
 			c.log.Warn("port guessing: socket", "err", err)
 			break

@@ -337,7 +337,7 @@ func TestSimUnknownSourceDropped(t *testing.T) {
 	sp := newSimPair(t, public, public, 8)
 	traffic(t, sp.a, sp.b)
 	waitFor(t, 10*time.Second, "direct", sp.bothDirect)
-	stranger, err := sp.sim.NewHost(netip.MustParseAddr("198.51.100.99"), nil).ListenUDP4()
+	stranger, err := sp.sim.NewHost(netip.MustParseAddr("198.51.100.99"), nil).ListenUDP4(0)
 	if err != nil {
 		t.Fatal(err)
 	}

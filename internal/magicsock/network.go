@@ -1,6 +1,7 @@
 package magicsock
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"net/netip"
@@ -16,9 +17,11 @@ type Network interface {
 	// endpoints must be *conn.StdNetEndpoint, whose AddrPort names the
 	// remote address; the Conn reads them on the receive path.
 	NewBind() conn.Bind
-	// ListenUDP4 opens an extra IPv4 UDP socket on a random port. The
+	// ListenUDP4 opens an extra IPv4 UDP socket on a random port, with
+	// mark as its SO_MARK when not zero (the mark wireguard-go set on the
+	// main sockets, which keeps tunnel traffic out of the tunnel). The
 	// port-guessing round on a hard-NAT node opens many of these.
-	ListenUDP4() (PacketConn, error)
+	ListenUDP4(mark uint32) (PacketConn, error)
 	// LocalAddrs lists the host's interface addresses a peer might reach
 	// it on (no loopback or link-local unless the network is a test's).
 	LocalAddrs() ([]netip.Addr, error)
@@ -43,12 +46,13 @@ var _ Network = HostNetwork{}
 func (HostNetwork) NewBind() conn.Bind { return conn.NewStdNetBind() }
 
 // ListenUDP4 implements Network.
-func (HostNetwork) ListenUDP4() (PacketConn, error) {
-	c, err := net.ListenUDP("udp4", &net.UDPAddr{})
+func (HostNetwork) ListenUDP4(mark uint32) (PacketConn, error) {
+	lc := net.ListenConfig{Control: markControl(mark)}
+	pc, err := lc.ListenPacket(context.Background(), "udp4", ":0")
 	if err != nil {
 		return nil, fmt.Errorf("magicsock: extra socket: %w", err)
 	}
-	return udpPacketConn{c}, nil
+	return udpPacketConn{pc.(*net.UDPConn)}, nil
 }
 
 // LocalAddrs implements Network. It lists global and private unicast

@@ -221,7 +221,7 @@ func (h *Host) NAT() *NAT { return h.nat }
 func (h *Host) LocalAddrs() ([]netip.Addr, error) { return []netip.Addr{h.ip}, nil }
 
 // ListenUDP4 implements magicsock.Network.
-func (h *Host) ListenUDP4() (magicsock.PacketConn, error) { return h.listen(0) }
+func (h *Host) ListenUDP4(uint32) (magicsock.PacketConn, error) { return h.listen(0) }
 
 // NewBind implements magicsock.Network.
 func (h *Host) NewBind() conn.Bind { return &bind{h: h} }
