@@ -164,6 +164,11 @@ type MapRequest struct {
 	Endpoints  []netip.AddrPort `json:"endpoints,omitempty"`
 	HomeRegion int              `json:"home_region,omitempty"`
 	Hostinfo   *Hostinfo        `json:"hostinfo,omitempty"`
+	// AdvertisedRoutes are the prefixes the node offers to route for the
+	// tailnet (0.0.0.0/0 and ::/0 for an exit node). They replace what the
+	// server recorded; none means the node offers nothing. Peers see a
+	// route only once an administrator approved it.
+	AdvertisedRoutes []netip.Prefix `json:"advertised_routes,omitempty"`
 }
 
 // Update carries the node's changed runtime facts during a stream. Each
@@ -174,6 +179,9 @@ type Update struct {
 	HomeRegion int               `json:"home_region"`
 	DiscoKey   key.DiscoPublic   `json:"disco_key,omitzero"`
 	Hostinfo   *Hostinfo         `json:"hostinfo,omitempty"`
+	// AdvertisedRoutes, when set, replaces the routes the node offers
+	// (see MapRequest); an empty list withdraws every offer.
+	AdvertisedRoutes *[]netip.Prefix `json:"advertised_routes,omitempty"`
 }
 
 // MapResponse is one message of the map stream. The first one on a stream
@@ -265,6 +273,23 @@ func checkEndpoints(eps []netip.AddrPort) error {
 	return nil
 }
 
+// maxRoutes bounds the prefixes one node may advertise.
+const maxRoutes = 1024
+
+// checkRoutes refuses too many prefixes, invalid ones, and prefixes with
+// host bits set (the server stores routes canonical).
+func checkRoutes(ps []netip.Prefix) error {
+	if len(ps) > maxRoutes {
+		return fmt.Errorf("%w: %d advertised routes, limit %d", ErrBadMessage, len(ps), maxRoutes)
+	}
+	for _, p := range ps {
+		if !p.IsValid() || p.Masked() != p || p.Addr().Zone() != "" || p.Addr().Is4In6() {
+			return fmt.Errorf("%w: advertised route %v is not a canonical prefix", ErrBadMessage, p)
+		}
+	}
+	return nil
+}
+
 // Validate checks a RegisterRequest from a node.
 func (r *RegisterRequest) Validate() error {
 	if r.NodeKey.IsZero() {
@@ -287,6 +312,9 @@ func (r *MapRequest) Validate() error {
 	if err := checkEndpoints(r.Endpoints); err != nil {
 		return err
 	}
+	if err := checkRoutes(r.AdvertisedRoutes); err != nil {
+		return err
+	}
 	return r.Hostinfo.Validate()
 }
 
@@ -297,6 +325,11 @@ func (u *Update) Validate() error {
 	}
 	if u.Endpoints != nil {
 		if err := checkEndpoints(*u.Endpoints); err != nil {
+			return err
+		}
+	}
+	if u.AdvertisedRoutes != nil {
+		if err := checkRoutes(*u.AdvertisedRoutes); err != nil {
 			return err
 		}
 	}

@@ -74,6 +74,10 @@ func TestValidate(t *testing.T) {
 		{"map zero port", &MapRequest{NodeKey: nk, Endpoints: []netip.AddrPort{netip.MustParseAddrPort("192.0.2.1:0")}}, false},
 		{"update ok", &Update{HomeRegion: -1}, true},
 		{"update bad region", &Update{HomeRegion: -2}, false},
+		{"map routes ok", &MapRequest{NodeKey: nk, AdvertisedRoutes: []netip.Prefix{netip.MustParsePrefix("0.0.0.0/0"), netip.MustParsePrefix("192.168.1.0/24")}}, true},
+		{"map route host bits", &MapRequest{NodeKey: nk, AdvertisedRoutes: []netip.Prefix{netip.MustParsePrefix("192.168.1.1/24")}}, false},
+		{"update routes empty", &Update{HomeRegion: -1, AdvertisedRoutes: &[]netip.Prefix{}}, true},
+		{"update route invalid", &Update{HomeRegion: -1, AdvertisedRoutes: &[]netip.Prefix{{}}}, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -110,6 +114,7 @@ func FuzzDecodeNodeMessages(f *testing.F) {
 	f.Add([]byte(`{"node_key":"nodekey:` + "0000000000000000000000000000000000000000000000000000000000000001" + `"}`))
 	f.Add([]byte(`{"endpoints":["192.0.2.1:41641"],"home_region":1}`))
 	f.Add([]byte(`{"hostinfo":{"hostname":"x","net_info":{"region_latency_ms":{"1":3}}}}`))
+	f.Add([]byte(`{"home_region":-1,"advertised_routes":["0.0.0.0/0","::/0","10.1.0.0/16"]}`))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		for _, v := range []interface{ Validate() error }{&RegisterRequest{}, &MapRequest{}, &Update{}} {
 			if Decode(b, v) != nil {
