@@ -333,6 +333,11 @@ func (s *Server) serveConn(conn *noiseconn.Conn) {
 				log.Info("bad update; closing", "err", err)
 				return
 			}
+			if u.AdvertisedRoutes != nil {
+				if err := s.updateAdvertised(s.ctx, sess.id, *u.AdvertisedRoutes); err != nil {
+					log.Warn("advertised routes not recorded", "err", err)
+				}
+			}
 			s.m.update(sess.id, &u)
 		default:
 			log.Info("unexpected message from node; closing", "type", typ)
@@ -364,6 +369,11 @@ func (s *Server) startStream(ctx context.Context, conn *noiseconn.Conn, mk key.M
 	}
 	if n.KeyExpired(s.cfg.Now()) {
 		return nil, &wire.ErrorMessage{Code: wire.CodeNodeKeyExpired, Message: "this node's key has expired; run `weft up` with a new pre-auth key"}
+	}
+	if routed, _, err := s.setAdvertised(ctx, n, req.AdvertisedRoutes); err != nil {
+		log.Warn("advertised routes not recorded", "err", err)
+	} else {
+		n = routed
 	}
 	// Runtime facts are soft state: they go to the store in the
 	// background (see mapper.persistLoop), so that a reconnect storm after

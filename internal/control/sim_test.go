@@ -95,6 +95,7 @@ type simNode struct {
 	msgs    chan *wire.MapResponse
 	errc    chan error // the stream's end
 	onFrame func(typ wire.MsgType, body []byte) bool
+	routes  []netip.Prefix // advertised in the map request
 }
 
 func (h *harness) newSim(name string) *simNode {
@@ -153,7 +154,7 @@ func (n *simNode) stream(ctx context.Context, eps ...string) error {
 	if err != nil {
 		return err
 	}
-	req := &wire.MapRequest{NodeKey: n.node.Public(), DiscoKey: n.disco.Public(), HomeRegion: 1}
+	req := &wire.MapRequest{NodeKey: n.node.Public(), DiscoKey: n.disco.Public(), HomeRegion: 1, AdvertisedRoutes: n.routes}
 	for _, e := range eps {
 		req.Endpoints = append(req.Endpoints, mustAddrPort(e))
 	}
