@@ -398,3 +398,67 @@ func TestSimPongDoublesAsSTUN(t *testing.T) {
 		return slices.Contains(a.conn.LocalEndpoints(), want)
 	})
 }
+
+// TestSimUDPBlocked blocks all UDP at one site: the pair stays on the
+// relay and traffic flows there.
+func TestSimUDPBlocked(t *testing.T) {
+	sp := newSimPair(t, easy, easy, 12)
+	sp.sim.SetDrop(func(src, dst netip.AddrPort) bool {
+		return src.Addr() == publicA || dst.Addr() == publicA
+	})
+	traffic(t, sp.a, sp.b)
+	sp.flowing(t, 50, "traffic over the relay")
+	time.Sleep(5 * fastTimers.Discovery)
+	sp.flowing(t, 20, "more traffic over the relay")
+	if !sp.bothRelay() {
+		t.Fatalf("paths a→%v b→%v; want relay both ways", sp.a.path(sp.b), sp.b.path(sp.a))
+	}
+}
+
+// TestSimThreeNodeMesh joins three nodes, two behind easy NATs and one
+// behind a hard NAT: every pair ends up direct (the pairs with the hard
+// node by port guessing, each round with its own sockets).
+func TestSimThreeNodeMesh(t *testing.T) {
+	sim := natsim.New(13)
+	relay := newFakeRelay()
+	type site struct {
+		name      string
+		kind      natsim.Kind
+		priv, pub netip.Addr
+	}
+	sites := []site{
+		{"a", natsim.Easy, privA, publicA},
+		{"b", natsim.Easy, privB, publicB},
+		{"c", natsim.Hard, netip.MustParseAddr("192.168.3.2"), netip.MustParseAddr("203.0.113.77")},
+	}
+	nodes := make([]*tnode, len(sites))
+	for i, s := range sites {
+		nodes[i] = newTNode(t, s.name, sim.NewHost(s.priv, sim.NewNAT(s.kind, s.pub)), relay, uint64(20+i), magicsock.GuessBudget{Window: 2 * time.Second})
+		nodes[i].conn.SetNetReport(magicsock.NetReport{
+			MappingVariesByDestIP: s.kind == natsim.Hard,
+			GlobalV4:              netip.AddrPortFrom(s.pub, nodes[i].conn.Port()),
+		})
+	}
+	for i, n := range nodes {
+		var peers []magicsock.Peer
+		for j, o := range nodes {
+			if i != j {
+				peers = append(peers, peerOf(o, o.conn.LocalEndpoints(), sites[j].kind == natsim.Hard))
+			}
+		}
+		n.conn.SetPeers(peers)
+	}
+	traffic(t, nodes[0], nodes[1])
+	traffic(t, nodes[0], nodes[2])
+	traffic(t, nodes[1], nodes[2])
+	waitFor(t, 20*time.Second, "a full direct mesh", func() bool {
+		for _, n := range nodes {
+			for _, o := range nodes {
+				if n != o && n.path(o).Kind != magicsock.PathDirect {
+					return false
+				}
+			}
+		}
+		return true
+	})
+}
