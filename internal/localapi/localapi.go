@@ -29,6 +29,8 @@ type UpRequest struct {
 	AuthKey string `json:"auth_key,omitempty"`
 	// Hostname is the name to register with; empty means the OS's.
 	Hostname string `json:"hostname,omitempty"`
+	// Prefs changes routing preferences as part of up; nil changes none.
+	Prefs *PrefsEdit `json:"prefs,omitempty"`
 }
 
 // Backend states, as Status.BackendState reports them.
@@ -39,14 +41,79 @@ const (
 	StateRunning    = "Running"    // up, map stream live
 )
 
-// Status is what `weft status` shows.
+// Status is what `weft status` shows. docs/status.md documents its JSON
+// form.
 type Status struct {
 	BackendState string `json:"backend_state"`
 	ServerURL    string `json:"server_url,omitempty"`
+	// Prefs are the routing preferences in force (weft up, weft set).
+	Prefs *Prefs `json:"prefs,omitempty"`
 	// LastError is why the daemon is not connected, in plain words.
-	LastError string       `json:"last_error,omitempty"`
-	Self      *wire.Node   `json:"self,omitempty"`
-	Peers     []*wire.Node `json:"peers"`
+	LastError string        `json:"last_error,omitempty"`
+	Self      *wire.Node    `json:"self,omitempty"`
+	Peers     []*PeerStatus `json:"peers"`
+	// Health lists problems in plain words (no relay reachable, UDP
+	// blocked, control unreachable, key expiring soon); empty when all
+	// is well.
+	Health []string `json:"health,omitempty"`
+}
+
+// PeerStatus is one peer: its map entry (whose fields appear at the top
+// level of the JSON object) and what the data plane knows of it. The data
+// plane fields are zero while the node is down.
+type PeerStatus struct {
+	*wire.Node
+	// Path is how packets to the peer travel now.
+	Path Path `json:"path"`
+	// RTTMS is the last disco round trip on the direct path, in
+	// milliseconds; 0 when unknown or on the relay.
+	RTTMS float64 `json:"rtt_ms"`
+	// RxBytes and TxBytes count WireGuard bytes from and to the peer
+	// since the node went up.
+	RxBytes int64 `json:"rx_bytes"`
+	TxBytes int64 `json:"tx_bytes"`
+	// LastHandshake is the last completed WireGuard handshake; zero if
+	// none yet.
+	LastHandshake time.Time `json:"last_handshake,omitzero"`
+}
+
+// Path kinds, as Path.Kind reports them.
+const (
+	PathDirect = "direct"
+	PathRelay  = "relay"
+	PathNone   = "none"
+)
+
+// Path is how packets to a peer travel.
+type Path struct {
+	// Kind is PathDirect, PathRelay or PathNone.
+	Kind string `json:"kind"`
+	// Endpoint is the peer's address:port on a direct path.
+	Endpoint string `json:"endpoint,omitempty"`
+	// RelayRegion is the relay region's ID on the relay path, and
+	// RelayCode its short name.
+	RelayRegion int    `json:"relay_region,omitempty"`
+	RelayCode   string `json:"relay_code,omitempty"`
+}
+
+// PingRequest asks for one disco ping of a peer.
+type PingRequest struct {
+	// Peer is the peer's name or one of its tailnet addresses.
+	Peer string `json:"peer"`
+}
+
+// PingResult is one pong.
+type PingResult struct {
+	Name    string  `json:"name"`
+	Address string  `json:"address"`
+	Path    Path    `json:"path"`
+	RTTMS   float64 `json:"rtt_ms"`
+}
+
+// Pinger is implemented by a Backend that can ping peers; Handler serves
+// POST /ping only for such a Backend.
+type Pinger interface {
+	Ping(ctx context.Context, req PingRequest) (*PingResult, error)
 }
 
 // Backend is implemented by the node daemon.
@@ -66,7 +133,8 @@ type errorBody struct {
 	Error string `json:"error"`
 }
 
-// Handler serves b's methods: POST /up, /down, /logout; GET /status.
+// Handler serves b's methods: POST /up, /down, /logout; GET /status; and
+// POST /ping if b is a Pinger.
 func Handler(b Backend, log *slog.Logger) http.Handler {
 	if log == nil {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -100,6 +168,18 @@ func Handler(b Backend, log *slog.Logger) http.Handler {
 		st, err := b.Status(r.Context())
 		reply(w, st, err)
 	})
+	if p, ok := b.(Pinger); ok {
+		mux.HandleFunc("POST /ping", func(w http.ResponseWriter, r *http.Request) {
+			var req PingRequest
+			if err := json.NewDecoder(io.LimitReader(r.Body, 64<<10)).Decode(&req); err != nil {
+				reply(w, nil, fmt.Errorf("bad request: %v", err))
+				return
+			}
+			res, err := p.Ping(r.Context(), req)
+			reply(w, res, err)
+		})
+	}
+	handlePrefs(mux, b, reply)
 	return mux
 }
 
@@ -200,6 +280,15 @@ func (c *Client) Status(ctx context.Context) (*Status, error) {
 		return nil, err
 	}
 	return &st, nil
+}
+
+// Ping asks the daemon for one disco ping of a peer.
+func (c *Client) Ping(ctx context.Context, req PingRequest) (*PingResult, error) {
+	var res PingResult
+	if err := c.do(ctx, http.MethodPost, "/ping", req, &res); err != nil {
+		return nil, err
+	}
+	return &res, nil
 }
 
 // Serve serves h on ln until ctx ends, then shuts down gracefully.
