@@ -27,6 +27,32 @@ type DaemonConfig struct {
 	// Tune, if set, adjusts each Client's options before it is made
 	// (tests shorten backoffs and keepalives with it).
 	Tune func(*Options)
+	// NewEngine, if set, starts the data plane (internal/agent) each time
+	// the node goes up; the daemon hands it every new map and closes it on
+	// down, logout and Close. Nil runs the control plane alone.
+	NewEngine func(EngineParams) (Engine, error)
+}
+
+// EngineParams is what the data plane needs from the daemon.
+type EngineParams struct {
+	NodeKey  key.NodePrivate
+	DiscoKey key.DiscoPrivate // the one this run's maps announce
+	// Client publishes endpoints, home region and host facts.
+	Client *Client
+	// Hostinfo is the node's host facts without NetInfo.
+	Hostinfo *wire.Hostinfo
+}
+
+// Engine is the data plane as the daemon drives it.
+type Engine interface {
+	// SetNetMap applies a new map; it must not block for long.
+	SetNetMap(nm *NetMap)
+	// FillStatus adds per-peer paths, counters and health to st.
+	FillStatus(st *localapi.Status)
+	// Ping sends one disco ping to a peer named by name or address.
+	Ping(ctx context.Context, req localapi.PingRequest) (*localapi.PingResult, error)
+	// Close stops the data plane and undoes its host changes.
+	Close() error
 }
 
 // Daemon is the node daemon's control side: it keeps the node's
@@ -48,10 +74,15 @@ type Daemon struct {
 	done    chan struct{}      // closed when client's Run returned
 	nm      *NetMap
 	lastErr error
-	saving  bool // a netmap save is scheduled
+	saving  bool   // a netmap save is scheduled
+	engine  Engine // the data plane while up; nil otherwise
+	engErr  error  // why the data plane did not start
 }
 
-var _ localapi.Backend = (*Daemon)(nil)
+var (
+	_ localapi.Backend = (*Daemon)(nil)
+	_ localapi.Pinger  = (*Daemon)(nil)
+)
 
 // NewDaemon loads the state directory. Call Start to reconnect if the node
 // was up when it last ran.
@@ -226,12 +257,25 @@ func upError(err error) error {
 	return err
 }
 
-// run starts c's map stream. d.opMu is held.
+// run starts the data plane, if configured, and c's map stream. d.opMu is
+// held.
 func (d *Daemon) run(c *Client) {
+	var eng Engine
+	var engErr error
+	if d.cfg.NewEngine != nil {
+		d.mu.Lock()
+		p := d.prefs
+		d.mu.Unlock()
+		eng, engErr = d.cfg.NewEngine(EngineParams{NodeKey: p.NodeKey, DiscoKey: d.disco, Client: c, Hostinfo: d.hostinfo(p)})
+		if engErr != nil {
+			d.log.Error("data plane did not start", "err", engErr)
+		}
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	d.mu.Lock()
 	d.client, d.cancel, d.done, d.lastErr = c, cancel, done, nil
+	d.engine, d.engErr = eng, engErr
 	d.mu.Unlock()
 	go func() {
 		defer close(done)
@@ -253,12 +297,17 @@ func (d *Daemon) run(c *Client) {
 // stop ends the running client, if any, and waits for it. d.opMu is held.
 func (d *Daemon) stop() {
 	d.mu.Lock()
-	cancel, done := d.cancel, d.done
-	d.client, d.cancel, d.done = nil, nil, nil
+	cancel, done, eng := d.cancel, d.done, d.engine
+	d.client, d.cancel, d.done, d.engine, d.engErr = nil, nil, nil, nil, nil
 	d.mu.Unlock()
 	if cancel != nil {
 		cancel()
 		<-done
+	}
+	if eng != nil {
+		if err := eng.Close(); err != nil {
+			d.log.Error("closing the data plane", "err", err)
+		}
 	}
 }
 
@@ -266,6 +315,9 @@ func (d *Daemon) onMap(nm *NetMap) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.nm = nm
+	if d.engine != nil {
+		d.engine.SetNetMap(nm)
+	}
 	// The last map is saved at most every couple of seconds: it only
 	// serves to show something before the next connection.
 	if !d.saving {
@@ -318,9 +370,9 @@ func (d *Daemon) Logout(ctx context.Context) error {
 // Status reports the daemon's state and the peers of the current map.
 func (d *Daemon) Status(ctx context.Context) (*localapi.Status, error) {
 	d.mu.Lock()
-	p, c, nm, lastErr := d.prefs, d.client, d.nm, d.lastErr
+	p, c, nm, lastErr, eng, engErr := d.prefs, d.client, d.nm, d.lastErr, d.engine, d.engErr
 	d.mu.Unlock()
-	st := &localapi.Status{ServerURL: p.ServerURL, Peers: []*wire.Node{}}
+	st := &localapi.Status{ServerURL: p.ServerURL, Peers: []*localapi.PeerStatus{}}
 	connected := false
 	if c != nil {
 		var cerr error
@@ -344,7 +396,33 @@ func (d *Daemon) Status(ctx context.Context) (*localapi.Status, error) {
 	}
 	if nm != nil {
 		st.Self = nm.Self
-		st.Peers = nm.SortedPeers()
+		for _, n := range nm.SortedPeers() {
+			st.Peers = append(st.Peers, &localapi.PeerStatus{Node: n, Path: localapi.Path{Kind: localapi.PathNone}})
+		}
+	}
+	if p.WantUp && c != nil && !connected {
+		msg := "control server unreachable"
+		if lastErr != nil {
+			msg += ": " + lastErr.Error()
+		}
+		st.Health = append(st.Health, msg+"; existing connections keep working, new peers and changes wait")
+	}
+	if engErr != nil {
+		st.Health = append(st.Health, "the data plane did not start: "+engErr.Error())
+	}
+	if eng != nil {
+		eng.FillStatus(st)
 	}
 	return st, nil
+}
+
+// Ping sends one disco ping to a peer through the data plane.
+func (d *Daemon) Ping(ctx context.Context, req localapi.PingRequest) (*localapi.PingResult, error) {
+	d.mu.Lock()
+	eng := d.engine
+	d.mu.Unlock()
+	if eng == nil {
+		return nil, errors.New("the node is down: run `weft up` first")
+	}
+	return eng.Ping(ctx, req)
 }
