@@ -108,8 +108,11 @@ func runServer(ctx context.Context, g *globals, o serverOptions) error {
 
 	mux := http.NewServeMux()
 	mux.Handle("/", ctrl.Handler())
-	// The embedded relay (internal/relay) mounts here, at /relay, once it
-	// is wired to the control server's list of node keys.
+	rel, err := mountRelay(mux, st, log.With("sub", "relay"))
+	if err != nil {
+		return err
+	}
+	defer rel.Close()
 
 	ln, err := net.Listen("tcp", o.listen)
 	if err != nil {
