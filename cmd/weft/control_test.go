@@ -125,7 +125,7 @@ func TestControlPlaneVerticalSlice(t *testing.T) {
 	stops := map[string]func(){}
 	for _, host := range []string{"busan", "mac"} {
 		sockets[host] = filepath.Join(dir, host+".sock")
-		stops[host] = background(t, "--socket", sockets[host], "daemon", "--state-dir", filepath.Join(dir, host))
+		stops[host] = background(t, "--socket", sockets[host], "daemon", "--no-data-plane", "--state-dir", filepath.Join(dir, host))
 		waitFor(t, host+" socket", func() bool { _, err := os.Stat(sockets[host]); return err == nil })
 	}
 
@@ -185,7 +185,7 @@ func TestControlPlaneVerticalSlice(t *testing.T) {
 	// A daemon restart reconnects by itself.
 	stops["mac"]()
 	waitFor(t, "busan sees mac offline", func() bool { return !seesOnline("busan", "mac") })
-	background(t, "--socket", sockets["mac"], "daemon", "--state-dir", filepath.Join(dir, "mac"))
+	background(t, "--socket", sockets["mac"], "daemon", "--no-data-plane", "--state-dir", filepath.Join(dir, "mac"))
 	waitFor(t, "mac back after daemon restart", func() bool { return seesOnline("busan", "mac") })
 
 	// A server restart: both come back with the same addresses.

@@ -6,14 +6,17 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"weft/internal/agent"
 	"weft/internal/controlclient"
 	"weft/internal/localapi"
 	"weft/internal/nodestate"
+	"weft/internal/osnet"
 )
 
 func newDaemonCmd(g *globals) *cobra.Command {
-	var stateDir string
-	var verbose bool
+	var stateDir, tunName string
+	var port uint16
+	var verbose, noDataPlane bool
 	cmd := &cobra.Command{
 		Use:   "daemon",
 		Short: "Run the node daemon (keeps this node in the tailnet)",
@@ -22,17 +25,28 @@ func newDaemonCmd(g *globals) *cobra.Command {
 			"by itself after a restart if the node was up.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return runDaemon(cmd.Context(), g, stateDir, verbose)
+			return runDaemon(cmd.Context(), g, daemonOptions{stateDir: stateDir, tun: tunName, port: port, verbose: verbose, noDataPlane: noDataPlane})
 		},
 	}
 	cmd.Flags().StringVar(&stateDir, "state-dir", "/var/lib/weft-node", "directory for the node's keys and state (created 0700)")
+	cmd.Flags().StringVar(&tunName, "tun", osnet.DefaultTUNName, "name of the TUN device the daemon creates")
+	cmd.Flags().Uint16Var(&port, "port", 0, "UDP port for WireGuard and discovery; 0 picks a random free port")
 	cmd.Flags().BoolVar(&verbose, "verbose", false, "log debug detail")
+	cmd.Flags().BoolVar(&noDataPlane, "no-data-plane", false, "run the control plane only: no TUN, no WireGuard, no host changes (tests, debugging)")
 	return cmd
 }
 
-func runDaemon(ctx context.Context, g *globals, stateDir string, verbose bool) error {
+type daemonOptions struct {
+	stateDir, tun string
+	port          uint16
+	verbose       bool
+	noDataPlane   bool
+}
+
+func runDaemon(ctx context.Context, g *globals, o daemonOptions) error {
+	stateDir := o.stateDir
 	level := slog.LevelInfo
-	if verbose {
+	if o.verbose {
 		level = slog.LevelDebug
 	}
 	log := slog.New(slog.NewTextHandler(g.stderr, &slog.HandlerOptions{Level: level}))
@@ -40,7 +54,16 @@ func runDaemon(ctx context.Context, g *globals, stateDir string, verbose bool) e
 	if err != nil {
 		return err
 	}
-	d, err := controlclient.NewDaemon(controlclient.DaemonConfig{State: st, Logger: log.With("sub", "control")})
+	var newEngine func(p controlclient.EngineParams) (controlclient.Engine, error)
+	if !o.noDataPlane {
+		// A daemon that crashed may have left policy rules, routes or
+		// nftables state behind; remove them before creating anything.
+		if err := osnet.Cleanup(osnet.Options{TUNName: o.tun, Logger: log.With("sub", "cleanup")}); err != nil {
+			log.Warn("cleaning up after an earlier run", "err", err)
+		}
+		newEngine = engineMaker(log, o)
+	}
+	d, err := controlclient.NewDaemon(controlclient.DaemonConfig{State: st, Logger: log.With("sub", "control"), NewEngine: newEngine})
 	if err != nil {
 		return err
 	}
@@ -54,4 +77,20 @@ func runDaemon(ctx context.Context, g *globals, stateDir string, verbose bool) e
 	err = localapi.Serve(ctx, ln, localapi.Handler(d, log.With("sub", "localapi")))
 	log.Info("daemon stopping")
 	return err
+}
+
+// engineMaker returns the daemon's hook that starts the data plane each
+// time the node goes up.
+func engineMaker(log *slog.Logger, o daemonOptions) func(controlclient.EngineParams) (controlclient.Engine, error) {
+	return func(p controlclient.EngineParams) (controlclient.Engine, error) {
+		return agent.New(agent.Config{
+			Logger:    log.With("sub", "agent"),
+			NodeKey:   p.NodeKey,
+			DiscoKey:  p.DiscoKey,
+			TUNName:   o.tun,
+			Port:      o.port,
+			Hostinfo:  p.Hostinfo,
+			Publisher: p.Client,
+		})
+	}
 }

@@ -1,0 +1,365 @@
+// Package agent is the node's data plane: the TUN device and its addresses
+// and routes (osnet), a wireguard-go device whose Bind is the path-finding
+// socket (magicsock), the relay connections (relay.Manager) and a periodic
+// network check that decides the endpoints and home relay region the node
+// publishes to control. The daemon starts an Engine when the node goes up,
+// hands it every new map, and closes it when the node goes down.
+//
+// Files: engine.go (lifecycle and maps), netcheck.go (endpoints, home
+// region, host facts), status.go (status, health and ping).
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"slices"
+	"sync"
+	"time"
+
+	"golang.zx2c4.com/wireguard/device"
+
+	"weft/internal/controlclient"
+	"weft/internal/key"
+	"weft/internal/magicsock"
+	"weft/internal/netcheck"
+	"weft/internal/osnet"
+	"weft/internal/relay"
+	"weft/internal/wgcfg"
+	"weft/internal/wire"
+)
+
+// DefaultNetcheckInterval is how often the engine re-measures the network
+// (also at start and on every Rebind). Endpoints found by STUN go stale
+// when a NAT forgets a mapping, so a home node re-learns them in well under
+// a typical 30-60 s UDP mapping lifetime.
+const DefaultNetcheckInterval = 25 * time.Second
+
+// Config configures an Engine.
+type Config struct {
+	// Logger receives the engine's logs; nil discards them.
+	Logger *slog.Logger
+	// NodeKey and DiscoKey are the node's keys; both are required.
+	NodeKey  key.NodePrivate
+	DiscoKey key.DiscoPrivate
+	// TUNName is the TUN device's name; "" means osnet.DefaultTUNName.
+	TUNName string
+	// Port is the UDP port of the WireGuard/discovery socket; 0 picks a
+	// random free port.
+	Port uint16
+	// Hostinfo is the node's host facts; the engine adds NetInfo and
+	// publishes it through Publisher. Nil publishes none.
+	Hostinfo *wire.Hostinfo
+	// Publisher sends endpoints, home region and host facts to control;
+	// *controlclient.Client implements it. Nil publishes nothing.
+	Publisher Publisher
+	// NetcheckInterval is the time between network checks; zero means
+	// DefaultNetcheckInterval.
+	NetcheckInterval time.Duration
+	// Timers tune magicsock's path state machine; zero fields take its
+	// defaults.
+	Timers magicsock.Timers
+}
+
+// Publisher is the slice of the control client the engine needs.
+type Publisher interface {
+	SetEndpoints(eps []netip.AddrPort, homeRegion int)
+	SetHostinfo(hi *wire.Hostinfo)
+}
+
+var _ Publisher = (*controlclient.Client)(nil)
+
+// Engine runs the data plane. Make one with New; its methods are safe for
+// concurrent use, also after Close.
+type Engine struct {
+	cfg    Config
+	log    *slog.Logger
+	router *osnet.Router
+	conn   *magicsock.Conn
+	relays *relay.Manager
+	nc     *netcheck.Client
+	dev    *device.Device
+
+	ctx    context.Context // cancelled by Close
+	cancel context.CancelFunc
+	wg     sync.WaitGroup // the map and netcheck loops
+
+	// maps carries the latest map to the map loop; a newer map replaces
+	// one not yet taken, so a slow apply never queues stale maps.
+	maps chan *controlclient.NetMap
+	// recheck asks the netcheck loop for an early report.
+	recheck chan struct{}
+
+	mu       sync.Mutex // guards the fields below
+	closed   bool
+	nm       *controlclient.NetMap // last applied
+	wgc      wgcfg.Config          // last applied to the device
+	wgSet    bool                  // whether wgc was applied at least once
+	osCfg    osnet.Config          // last applied to the host
+	relayMap *wire.RelayMap
+	home     int
+	report   *netcheck.Report // last network report; nil before the first
+	eps      []netip.AddrPort // last endpoints from magicsock
+}
+
+// New creates the TUN device, the wireguard-go device over magicsock and
+// the relay manager, brings the device up and starts the network check.
+// The host is left as it was when New fails.
+func New(cfg Config) (*Engine, error) {
+	if cfg.NodeKey.IsZero() || cfg.DiscoKey.IsZero() {
+		return nil, errors.New("agent: node and disco keys are required")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.NetcheckInterval <= 0 {
+		cfg.NetcheckInterval = DefaultNetcheckInterval
+	}
+	e := &Engine{
+		cfg:     cfg,
+		log:     cfg.Logger,
+		maps:    make(chan *controlclient.NetMap, 1),
+		recheck: make(chan struct{}, 1),
+	}
+	e.ctx, e.cancel = context.WithCancel(context.Background())
+
+	router, err := osnet.New(osnet.Options{TUNName: cfg.TUNName, Logger: e.log.With("sub", "osnet")})
+	if err != nil {
+		return nil, fmt.Errorf("agent: %w", err)
+	}
+	e.router = router
+	mark := router.Mark()
+	dialer := osnet.Dialer(mark)
+	e.relays, err = relay.NewManager(relay.ManagerOptions{
+		NodeKey: cfg.NodeKey,
+		Dialer:  dialer.DialContext,
+		OnRecv: func(region int, src key.NodePublic, data []byte) {
+			e.conn.InjectRelayed(region, src, data)
+		},
+		Logger: e.log.With("sub", "relay"),
+	})
+	if err != nil {
+		router.TUN().Close()
+		router.Close()
+		return nil, fmt.Errorf("agent: %w", err)
+	}
+	e.nc = &netcheck.Client{
+		Logger:     e.log.With("sub", "netcheck"),
+		SendPacket: func(pkt []byte, dst netip.AddrPort) error { return e.conn.SendPacket(pkt, dst) },
+	}
+	e.conn, err = magicsock.New(magicsock.Options{
+		Logger:      e.log.With("sub", "magicsock"),
+		DiscoKey:    cfg.DiscoKey,
+		NodeKey:     cfg.NodeKey.Public(),
+		Relay:       e.relays,
+		OnSTUN:      e.nc.ReceiveSTUNPacket,
+		OnEndpoints: e.onEndpoints,
+		Timers:      cfg.Timers,
+	})
+	if err != nil {
+		e.relays.Close()
+		router.TUN().Close()
+		router.Close()
+		return nil, fmt.Errorf("agent: %w", err)
+	}
+	// wireguard-go's device owns the TUN from here: closing the device
+	// closes it.
+	e.dev = device.NewDevice(router.TUN(), e.conn, wgLogger(e.log.With("sub", "wireguard")))
+	base := fmt.Sprintf("private_key=%x\nlisten_port=%d\nfwmark=%d\n", cfg.NodeKey.Raw32(), cfg.Port, mark)
+	if err := e.dev.IpcSet(base); err != nil {
+		e.closeParts()
+		return nil, fmt.Errorf("agent: configure WireGuard: %w", err)
+	}
+	if err := e.dev.Up(); err != nil {
+		e.closeParts()
+		return nil, fmt.Errorf("agent: bring WireGuard up: %w", err)
+	}
+	e.log.Info("data plane up", "tun", router.Name(), "port", e.conn.Port())
+	e.wg.Add(2)
+	go e.mapLoop()
+	go e.netcheckLoop()
+	return e, nil
+}
+
+// wgLogger sends wireguard-go's errors to log and drops its verbose lines,
+// which are per packet.
+func wgLogger(log *slog.Logger) *device.Logger {
+	return &device.Logger{
+		Verbosef: device.DiscardLogf,
+		Errorf:   func(format string, args ...any) { log.Debug(fmt.Sprintf(format, args...)) },
+	}
+}
+
+// closeParts closes the device (and with it the TUN and magicsock), the
+// relays and the router, in that order.
+func (e *Engine) closeParts() error {
+	e.dev.Close()
+	e.relays.Close()
+	return e.router.Close()
+}
+
+// Close stops the data plane: the device and TUN go away, the relay
+// connections close, and the host's addresses, routes and rules are
+// removed. It is idempotent.
+func (e *Engine) Close() error {
+	e.mu.Lock()
+	if e.closed {
+		e.mu.Unlock()
+		return nil
+	}
+	e.closed = true
+	e.mu.Unlock()
+	e.cancel()
+	e.wg.Wait()
+	err := e.closeParts()
+	e.log.Info("data plane down")
+	if err != nil {
+		return fmt.Errorf("agent: %w", err)
+	}
+	return nil
+}
+
+// SetNetMap hands the engine a new map. It never blocks: the map loop
+// applies the latest one.
+func (e *Engine) SetNetMap(nm *controlclient.NetMap) {
+	if nm == nil {
+		return
+	}
+	for {
+		select {
+		case e.maps <- nm:
+			return
+		default:
+		}
+		select {
+		case <-e.maps: // drop the older map nobody took yet
+		default:
+		}
+	}
+}
+
+func (e *Engine) mapLoop() {
+	defer e.wg.Done()
+	for {
+		select {
+		case <-e.ctx.Done():
+			return
+		case nm := <-e.maps:
+			if err := e.apply(nm); err != nil {
+				e.log.Error("applying map", "err", err)
+			}
+		}
+	}
+}
+
+// apply makes the data plane match nm: relay map, peers' paths, WireGuard
+// peers (by difference, so sessions survive) and the host's addresses and
+// routes (by difference too).
+func (e *Engine) apply(nm *controlclient.NetMap) error {
+	if nm.Self == nil {
+		return nil
+	}
+	e.mu.Lock()
+	newRelays := nm.RelayMap != nil && !relayMapEqual(nm.RelayMap, e.relayMap)
+	if newRelays {
+		e.relayMap = nm.RelayMap
+	}
+	prevWG, wgSet := e.wgc, e.wgSet
+	prevOS := e.osCfg
+	e.mu.Unlock()
+
+	if newRelays {
+		e.relays.SetRelayMap(nm.RelayMap)
+		e.ensureHome(nil)
+		e.kickNetcheck()
+	}
+
+	peers := make([]magicsock.Peer, 0, len(nm.Peers))
+	nodes := make([]wire.Node, 0, len(nm.Peers))
+	for _, n := range nm.SortedPeers() {
+		if n.NodeKey.IsZero() {
+			continue
+		}
+		peers = append(peers, magicsock.PeerFromNode(n))
+		nodes = append(nodes, *n)
+	}
+	e.conn.SetPeers(peers)
+
+	var errs []error
+	wc := wgcfg.FromNetmap(e.cfg.NodeKey, nodes, wgcfg.Options{})
+	var uapi string
+	if wgSet {
+		uapi = wc.UAPI(&prevWG)
+	} else {
+		uapi = wc.UAPI(nil)
+	}
+	if uapi != "" {
+		if err := e.dev.IpcSet(uapi); err != nil {
+			errs = append(errs, fmt.Errorf("WireGuard config: %w", err))
+		}
+	}
+
+	oc := osnet.Config{Addresses: nm.Self.Addresses, TailnetRoutes: tailnetRoutes(nm.Self)}
+	if !osConfigEqual(oc, prevOS) {
+		if err := e.router.Apply(oc); err != nil {
+			errs = append(errs, err)
+		}
+	}
+
+	e.mu.Lock()
+	e.nm = nm
+	if len(errs) == 0 || uapi == "" {
+		e.wgc, e.wgSet = wc, true
+	}
+	e.osCfg = oc
+	e.mu.Unlock()
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("agent: %w", err)
+	}
+	return nil
+}
+
+var cgnat = netip.MustParsePrefix("100.64.0.0/10")
+
+// tailnetRoutes are the ranges routed into the TUN: 100.64.0.0/10 and the
+// ULA /48 the node's own IPv6 address is in (the tailnet gives every node
+// an address from one /48).
+func tailnetRoutes(self *wire.Node) []netip.Prefix {
+	routes := []netip.Prefix{cgnat}
+	for _, a := range self.Addresses {
+		if a.Addr().Is6() {
+			p, err := a.Addr().Prefix(48)
+			if err == nil {
+				routes = append(routes, p)
+			}
+		}
+	}
+	return routes
+}
+
+func osConfigEqual(a, b osnet.Config) bool {
+	return slices.Equal(a.Addresses, b.Addresses) && slices.Equal(a.TailnetRoutes, b.TailnetRoutes)
+}
+
+func relayMapEqual(a, b *wire.RelayMap) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	if len(a.Regions) != len(b.Regions) {
+		return false
+	}
+	for id, ra := range a.Regions {
+		rb := b.Regions[id]
+		if rb == nil || ra.Code != rb.Code || len(ra.Nodes) != len(rb.Nodes) {
+			return false
+		}
+		for i, na := range ra.Nodes {
+			if *na != *rb.Nodes[i] {
+				return false
+			}
+		}
+	}
+	return true
+}

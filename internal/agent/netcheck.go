@@ -1,0 +1,136 @@
+package agent
+
+import (
+	"maps"
+	"net/netip"
+	"slices"
+	"time"
+
+	"weft/internal/magicsock"
+	"weft/internal/netcheck"
+	"weft/internal/relay"
+	"weft/internal/wire"
+)
+
+// netcheckLoop measures the network over magicsock's socket at start (as
+// soon as a relay map is known), every NetcheckInterval and whenever
+// kickNetcheck asks, and acts on each report.
+func (e *Engine) netcheckLoop() {
+	defer e.wg.Done()
+	t := time.NewTicker(e.cfg.NetcheckInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-e.ctx.Done():
+			return
+		case <-t.C:
+		case <-e.recheck:
+		}
+		e.mu.Lock()
+		rm := e.relayMap
+		e.mu.Unlock()
+		if rm == nil {
+			continue
+		}
+		r, err := e.nc.GetReport(e.ctx, rm)
+		if err != nil {
+			if e.ctx.Err() == nil {
+				e.log.Warn("network check failed", "err", err)
+			}
+			continue
+		}
+		e.useReport(r)
+	}
+}
+
+// kickNetcheck asks the netcheck loop for a report now.
+func (e *Engine) kickNetcheck() {
+	select {
+	case e.recheck <- struct{}{}:
+	default:
+	}
+}
+
+// Rebind tells the engine the local network changed: magicsock looks for
+// paths again and a fresh network check runs.
+func (e *Engine) Rebind(reason string) {
+	e.conn.Rebind(reason)
+	e.kickNetcheck()
+}
+
+// useReport gives a report to magicsock (public endpoints, hard NAT),
+// picks the home region and publishes host facts and endpoints.
+func (e *Engine) useReport(r *netcheck.Report) {
+	e.log.Debug("network report", "udp", r.UDP, "v4", r.GlobalV4, "hard_nat", r.HardNAT(), "preferred", r.PreferredRegion)
+	e.mu.Lock()
+	e.report = r
+	e.mu.Unlock()
+	// SetNetReport publishes endpoints through onEndpoints if they
+	// changed; the home region is chosen first so they go out together.
+	e.ensureHome(r.RegionLatency)
+	e.conn.SetNetReport(magicsock.NetReport{
+		MappingVariesByDestIP: r.HardNAT(),
+		GlobalV4:              r.GlobalV4,
+		GlobalV6:              r.GlobalV6,
+	})
+	if e.cfg.Hostinfo != nil && e.cfg.Publisher != nil {
+		hi := *e.cfg.Hostinfo
+		hi.NetInfo = r.NetInfo()
+		e.cfg.Publisher.SetHostinfo(&hi)
+	}
+	e.publishEndpoints()
+}
+
+// ensureHome picks the home region from latencies with hysteresis; with
+// no measurement yet it takes the lowest region of the relay map, so the
+// node is reachable through a relay from its first moment up.
+func (e *Engine) ensureHome(latencies map[int]time.Duration) {
+	e.mu.Lock()
+	cur, rm := e.home, e.relayMap
+	e.mu.Unlock()
+	if rm == nil || len(rm.Regions) == 0 {
+		return
+	}
+	home := relay.ChooseHome(cur, latencies)
+	if home == 0 || rm.Regions[home] == nil {
+		home = slices.Min(slices.Collect(maps.Keys(rm.Regions)))
+	}
+	if home == cur && e.relays.Home() == home {
+		return
+	}
+	if err := e.relays.SetHome(home); err != nil {
+		e.log.Warn("setting home relay region", "region", home, "err", err)
+		return
+	}
+	e.log.Info("home relay region", "region", home, "was", cur)
+	e.mu.Lock()
+	e.home = home
+	e.mu.Unlock()
+	e.publishEndpoints()
+}
+
+// onEndpoints is magicsock's callback when our endpoints change.
+func (e *Engine) onEndpoints(eps []netip.AddrPort) {
+	e.mu.Lock()
+	e.eps = eps
+	e.mu.Unlock()
+	e.publishEndpoints()
+}
+
+func (e *Engine) publishEndpoints() {
+	if e.cfg.Publisher == nil {
+		return
+	}
+	e.mu.Lock()
+	eps, home := slices.Clone(e.eps), e.home
+	e.mu.Unlock()
+	e.cfg.Publisher.SetEndpoints(eps, home)
+}
+
+// relayCode is a region's short name, or "" if unknown.
+func relayCode(rm *wire.RelayMap, region int) string {
+	if rm == nil || rm.Regions[region] == nil {
+		return ""
+	}
+	return rm.Regions[region].Code
+}

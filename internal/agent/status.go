@@ -1,0 +1,204 @@
+package agent
+
+import (
+	"bufio"
+	"context"
+	"encoding/hex"
+	"fmt"
+	"net/netip"
+	"strconv"
+	"strings"
+	"time"
+
+	"weft/internal/controlclient"
+	"weft/internal/key"
+	"weft/internal/localapi"
+	"weft/internal/magicsock"
+	"weft/internal/netcheck"
+	"weft/internal/wire"
+)
+
+// KeyExpiryWarning is how long before the node key expires status starts
+// to warn about it.
+const KeyExpiryWarning = 7 * 24 * time.Hour
+
+// wgPeerStats is what wireguard-go counts for one peer.
+type wgPeerStats struct {
+	rx, tx        int64
+	lastHandshake time.Time
+}
+
+// parseIpcGet reads the per-peer counters from wireguard-go's UAPI "get"
+// text.
+func parseIpcGet(s string) map[[32]byte]wgPeerStats {
+	out := map[[32]byte]wgPeerStats{}
+	var cur [32]byte
+	var st wgPeerStats
+	var sec, nsec int64
+	have := false
+	flush := func() {
+		if have {
+			if sec != 0 || nsec != 0 {
+				st.lastHandshake = time.Unix(sec, nsec)
+			}
+			out[cur] = st
+		}
+	}
+	sc := bufio.NewScanner(strings.NewReader(s))
+	for sc.Scan() {
+		k, v, ok := strings.Cut(sc.Text(), "=")
+		if !ok {
+			continue
+		}
+		switch k {
+		case "public_key":
+			flush()
+			b, err := hex.DecodeString(v)
+			have = err == nil && len(b) == 32
+			copy(cur[:], b)
+			st, sec, nsec = wgPeerStats{}, 0, 0
+		case "rx_bytes":
+			st.rx, _ = strconv.ParseInt(v, 10, 64)
+		case "tx_bytes":
+			st.tx, _ = strconv.ParseInt(v, 10, 64)
+		case "last_handshake_time_sec":
+			sec, _ = strconv.ParseInt(v, 10, 64)
+		case "last_handshake_time_nsec":
+			nsec, _ = strconv.ParseInt(v, 10, 64)
+		}
+	}
+	flush()
+	return out
+}
+
+// path turns magicsock's path into the local API's.
+func path(pi magicsock.PathInfo, rm *wire.RelayMap) localapi.Path {
+	p := localapi.Path{Kind: string(pi.Kind)}
+	switch pi.Kind {
+	case magicsock.PathDirect:
+		p.Endpoint = pi.Endpoint.String()
+	case magicsock.PathRelay:
+		p.RelayRegion = pi.RelayRegion
+		p.RelayCode = relayCode(rm, pi.RelayRegion)
+	default:
+		p.Kind = localapi.PathNone
+	}
+	return p
+}
+
+// FillStatus adds each peer's path, RTT, counters and last handshake to
+// st, and the data plane's health problems.
+func (e *Engine) FillStatus(st *localapi.Status) {
+	e.mu.Lock()
+	closed, rm, report, home, nm := e.closed, e.relayMap, e.report, e.home, e.nm
+	e.mu.Unlock()
+	if closed {
+		return
+	}
+	var stats map[[32]byte]wgPeerStats
+	if s, err := e.dev.IpcGet(); err == nil {
+		stats = parseIpcGet(s)
+	}
+	for _, p := range st.Peers {
+		if p.Node == nil {
+			continue
+		}
+		if ps, ok := e.conn.PeerStatus(p.NodeKey); ok {
+			p.Path = path(ps.Path, rm)
+			if ps.Path.Kind == magicsock.PathDirect && ps.RTT > 0 {
+				p.RTTMS = float64(ps.RTT.Microseconds()) / 1000
+			}
+		}
+		if ws, ok := stats[p.NodeKey.Raw32()]; ok {
+			p.RxBytes, p.TxBytes, p.LastHandshake = ws.rx, ws.tx, ws.lastHandshake
+		}
+	}
+	st.Health = append(st.Health, e.health(rm, report, home, nm, time.Now())...)
+}
+
+// health lists the data plane's problems in plain words.
+func (e *Engine) health(rm *wire.RelayMap, report *netcheck.Report, home int, nm *controlclient.NetMap, now time.Time) []string {
+	var out []string
+	if rm == nil || len(rm.Regions) == 0 {
+		out = append(out, "no relay map from the control server yet: peers that cannot be reached directly are unreachable")
+	} else {
+		reachable := false
+		var lastErr string
+		for _, rs := range e.relays.Status() {
+			if rs.Connected {
+				reachable = true
+			} else if rs.Home && rs.LastError != "" {
+				lastErr = rs.LastError
+			}
+		}
+		if !reachable && home != 0 {
+			msg := "no relay reachable"
+			if lastErr != "" {
+				msg += " (" + lastErr + ")"
+			}
+			out = append(out, msg+": peers behind strict NATs or firewalls cannot be reached until one is")
+		}
+	}
+	if report != nil {
+		if ni := report.NetInfo(); !ni.UDP {
+			out = append(out, "UDP is blocked on this network: every peer is reached through the relay, which is slower")
+		}
+	}
+	if nm != nil && nm.Self != nil && !nm.Self.KeyExpiry.IsZero() {
+		left := nm.Self.KeyExpiry.Sub(now)
+		switch {
+		case left <= 0:
+			out = append(out, "this node's key has expired: run `weft up --auth-key KEY` to log in again")
+		case left < KeyExpiryWarning:
+			out = append(out, fmt.Sprintf("this node's key expires in %s: run `weft up --auth-key KEY` to renew it", left.Round(time.Hour)))
+		}
+	}
+	return out
+}
+
+// Ping sends one disco ping to the peer named by req.Peer (its name or a
+// tailnet address) and reports the path its pong came back over.
+func (e *Engine) Ping(ctx context.Context, req localapi.PingRequest) (*localapi.PingResult, error) {
+	e.mu.Lock()
+	nm, rm := e.nm, e.relayMap
+	e.mu.Unlock()
+	if nm == nil {
+		return nil, fmt.Errorf("no peer map yet: wait for the node to connect")
+	}
+	n := findPeer(nm, req.Peer)
+	if n == nil {
+		return nil, fmt.Errorf("no peer %q in the tailnet: see `weft status` for names and addresses", req.Peer)
+	}
+	res, err := e.conn.Ping(ctx, n.NodeKey)
+	if err != nil {
+		return nil, err
+	}
+	out := &localapi.PingResult{Name: n.Name, Path: path(res.Path, rm), RTTMS: float64(res.RTT.Microseconds()) / 1000}
+	for _, a := range n.Addresses {
+		if out.Address == "" || a.Addr().Is4() {
+			out.Address = a.Addr().String()
+		}
+	}
+	return out, nil
+}
+
+// findPeer finds a peer by name or tailnet address.
+func findPeer(nm *controlclient.NetMap, s string) *wire.Node {
+	ip, ipErr := netip.ParseAddr(s)
+	for _, n := range nm.SortedPeers() {
+		if n.Name == s {
+			return n
+		}
+		if ipErr == nil {
+			for _, a := range n.Addresses {
+				if a.Addr() == ip {
+					return n
+				}
+			}
+		}
+		if k, err := key.ParsePublic[key.NodeKind](s); err == nil && k == n.NodeKey {
+			return n
+		}
+	}
+	return nil
+}
