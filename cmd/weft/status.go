@@ -50,29 +50,94 @@ func printStatus(w io.Writer, st *localapi.Status, now time.Time) {
 		fmt.Fprintf(w, "Last error: %s\n", st.LastError)
 	}
 	if st.Self == nil {
+		printHealth(w, st.Health)
 		return
 	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "NAME\tADDRESSES\tOS\tSTATE\tLAST SEEN")
-	row := func(n *wire.Node, state string) {
-		os := n.OS
-		if os == "" && n.Hostinfo != nil {
-			os = n.Hostinfo.OS
-		}
-		if os == "" {
-			os = "-"
-		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", n.Name, addrList(n), os, state, lastSeen(n, now))
-	}
-	row(st.Self, "self")
+	fmt.Fprintln(tw, "ADDRESS\tNAME\tOS\tSTATE\tPATH\tRTT\tRX\tTX\tHANDSHAKE")
+	fmt.Fprintf(tw, "%s\t%s\t%s\tself\t-\t-\t-\t-\t-\n", firstAddr(st.Self), st.Self.Name, nodeOS(st.Self))
 	for _, p := range st.Peers {
 		state := "offline"
 		if p.Online {
 			state = "online"
+		} else if !p.LastSeen.IsZero() {
+			state = "offline, seen " + lastSeen(p.Node, now)
 		}
-		row(p, state)
+		rtt := "-"
+		if p.RTTMS > 0 {
+			rtt = fmtMS(p.RTTMS)
+		}
+		hs := "never"
+		if !p.LastHandshake.IsZero() {
+			hs = now.Sub(p.LastHandshake).Round(time.Second).String() + " ago"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", firstAddr(p.Node), p.Name, nodeOS(p.Node), state,
+			pathString(p.Path), rtt, fmtBytes(p.RxBytes), fmtBytes(p.TxBytes), hs)
 	}
 	tw.Flush()
+	printHealth(w, st.Health)
+}
+
+func printHealth(w io.Writer, health []string) {
+	for _, h := range health {
+		fmt.Fprintf(w, "Health: %s\n", h)
+	}
+}
+
+// firstAddr is a node's IPv4 tailnet address, or its first one.
+func firstAddr(n *wire.Node) string {
+	for _, a := range n.Addresses {
+		if a.Addr().Is4() {
+			return a.Addr().String()
+		}
+	}
+	if len(n.Addresses) > 0 {
+		return n.Addresses[0].Addr().String()
+	}
+	return "-"
+}
+
+func nodeOS(n *wire.Node) string {
+	if n.OS != "" {
+		return n.OS
+	}
+	if n.Hostinfo != nil && n.Hostinfo.OS != "" {
+		return n.Hostinfo.OS
+	}
+	return "-"
+}
+
+// pathString is a path as the status table and weft ping print it.
+func pathString(p localapi.Path) string {
+	switch p.Kind {
+	case localapi.PathDirect:
+		return "direct " + p.Endpoint
+	case localapi.PathRelay:
+		if p.RelayCode != "" {
+			return "relay " + p.RelayCode
+		}
+		return fmt.Sprintf("relay %d", p.RelayRegion)
+	}
+	return "idle"
+}
+
+func fmtMS(ms float64) string {
+	if ms < 10 {
+		return fmt.Sprintf("%.1fms", ms)
+	}
+	return fmt.Sprintf("%.0fms", ms)
+}
+
+func fmtBytes(n int64) string {
+	switch {
+	case n >= 1<<30:
+		return fmt.Sprintf("%.1fGB", float64(n)/(1<<30))
+	case n >= 1<<20:
+		return fmt.Sprintf("%.1fMB", float64(n)/(1<<20))
+	case n >= 1<<10:
+		return fmt.Sprintf("%.1fKB", float64(n)/(1<<10))
+	}
+	return fmt.Sprintf("%dB", n)
 }
 
 func lastSeen(n *wire.Node, now time.Time) string {
