@@ -69,3 +69,22 @@ func TestNetMapApply(t *testing.T) {
 		})
 	}
 }
+
+// FuzzApplyMapResponse feeds arbitrary server messages through the node's
+// decoder and Apply: whatever the server sends, the node must not crash.
+func FuzzApplyMapResponse(f *testing.F) {
+	f.Add([]byte(`{"seq":1,"full":true,"self":{"id":1},"peers":[{"id":2}]}`))
+	f.Add([]byte(`{"seq":2,"peers_patched":[{"id":2,"online":true,"endpoints":["192.0.2.1:1"]}],"peers_removed":[2]}`))
+	f.Add([]byte(`{"peers_changed":[null]}`))
+	f.Add([]byte(`{"relay_map":{"regions":{"1":null}}}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		var r wire.MapResponse
+		if wire.Decode(b, &r) != nil {
+			return
+		}
+		nm := &NetMap{}
+		nm.Apply(&r)
+		nm.Apply(&r)
+		nm.Clone().SortedPeers()
+	})
+}

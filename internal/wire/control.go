@@ -336,6 +336,44 @@ func (u *Update) Validate() error {
 	return u.Hostinfo.Validate()
 }
 
+// Validate checks a MapResponse from the server: a node must not crash on
+// a broken or hostile one.
+func (r *MapResponse) Validate() error {
+	for _, l := range [][]*Node{r.Peers, r.PeersChanged} {
+		for _, n := range l {
+			if n == nil {
+				return fmt.Errorf("%w: null peer in map", ErrBadMessage)
+			}
+		}
+	}
+	for _, p := range r.PeersPatched {
+		if p == nil {
+			return fmt.Errorf("%w: null peer patch in map", ErrBadMessage)
+		}
+	}
+	if r.RelayMap != nil {
+		for id, reg := range r.RelayMap.Regions {
+			if reg == nil {
+				return fmt.Errorf("%w: null relay region %d", ErrBadMessage, id)
+			}
+			for _, n := range reg.Nodes {
+				if n == nil {
+					return fmt.Errorf("%w: null relay node in region %d", ErrBadMessage, id)
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// Validate checks a RegisterResponse from the server.
+func (r *RegisterResponse) Validate() error {
+	if (r.Node == nil) == (r.Error == nil) {
+		return fmt.Errorf("%w: register response needs exactly one of node and error", ErrBadMessage)
+	}
+	return nil
+}
+
 // Decode unmarshals a message body into v (a pointer to one of the message
 // types) and validates it when v has a Validate method.
 func Decode(body []byte, v any) error {
