@@ -4,11 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http/httptest"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
 
 	"weft/internal/key"
+	"weft/internal/wire"
 )
 
 func TestMeshForwardsBetweenRelays(t *testing.T) {
@@ -88,4 +91,56 @@ func (s *Server) hasRoute(k key.NodePublic) bool {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	return s.routes[k] != nil
+}
+
+func TestMeshAndManagerLeaveNoGoroutines(t *testing.T) {
+	before := runtime.NumGoroutine()
+	func() {
+		a, b := key.NewNode(), key.NewNode()
+		auth := allow(a, b)
+		hs1, url1 := reserveRelay()
+		hs2, url2 := reserveRelay()
+		var relays []*Server
+		for _, hs := range []*httptest.Server{hs1, hs2} {
+			srv, err := NewServer(ServerOptions{Authorizer: auth, MeshKey: "k", MeshWith: []string{url1, url2}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			hs.Config.Handler = srv
+			hs.Start()
+			defer hs.Close()
+			defer srv.Close()
+			relays = append(relays, srv)
+		}
+		got := make(chan []byte, 1)
+		m, err := NewManager(ManagerOptions{
+			NodeKey: a,
+			RelayMap: &wire.RelayMap{Regions: map[int]*wire.RelayRegion{
+				1: {ID: 1, Nodes: []*wire.RelayNode{relayNode(t, 1, url1)}},
+			}},
+			OnRecv: func(_ int, _ key.NodePublic, data []byte) { got <- data },
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer m.Close()
+		if err := m.SetHome(1); err != nil {
+			t.Fatal(err)
+		}
+		cb, _ := NewClient(ClientOptions{URLs: []string{url2}, NodeKey: b})
+		defer cb.Close()
+		if err := cb.Connect(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, "routes learned", func() bool {
+			return relays[1].hasRoute(a.Public())
+		})
+		cb.Send(a.Public(), []byte("leak check"))
+		select {
+		case <-got:
+		case <-time.After(10 * time.Second):
+			t.Fatal("nothing received")
+		}
+	}()
+	eventually(t, "goroutines to end", func() bool { return runtime.NumGoroutine() <= before })
 }
