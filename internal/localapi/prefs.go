@@ -1,0 +1,83 @@
+package localapi
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/netip"
+)
+
+// Prefs are the routing preferences a user sets with `weft up` and
+// `weft set`, as the daemon reports them in Status.
+type Prefs struct {
+	// AdvertiseExitNode offers this node as an exit node.
+	AdvertiseExitNode bool `json:"advertise_exit_node"`
+	// AdvertiseRoutes are the subnets this node offers to route.
+	AdvertiseRoutes []netip.Prefix `json:"advertise_routes,omitempty"`
+	// SNATSubnetRoutes masquerades traffic forwarded into
+	// AdvertiseRoutes (the default).
+	SNATSubnetRoutes bool `json:"snat_subnet_routes"`
+	// ExitNode is the exit node as the user named it; empty for none.
+	ExitNode string `json:"exit_node,omitempty"`
+	// ExitNodeAllowLAN keeps the local LAN direct while an exit node is
+	// in use.
+	ExitNodeAllowLAN bool `json:"exit_node_allow_lan"`
+	// AcceptRoutes uses peers' approved subnet routes.
+	AcceptRoutes bool `json:"accept_routes"`
+}
+
+// PrefsEdit changes some preferences: a nil field is left as it is, so
+// `weft set --accept-routes` changes nothing else. A pointer to "" in
+// ExitNode clears the exit node.
+type PrefsEdit struct {
+	AdvertiseExitNode *bool           `json:"advertise_exit_node,omitempty"`
+	AdvertiseRoutes   *[]netip.Prefix `json:"advertise_routes,omitempty"`
+	SNATSubnetRoutes  *bool           `json:"snat_subnet_routes,omitempty"`
+	ExitNode          *string         `json:"exit_node,omitempty"`
+	ExitNodeAllowLAN  *bool           `json:"exit_node_allow_lan,omitempty"`
+	AcceptRoutes      *bool           `json:"accept_routes,omitempty"`
+}
+
+// IsEmpty reports whether the edit changes nothing.
+func (e *PrefsEdit) IsEmpty() bool {
+	return e == nil || (e.AdvertiseExitNode == nil && e.AdvertiseRoutes == nil && e.SNATSubnetRoutes == nil &&
+		e.ExitNode == nil && e.ExitNodeAllowLAN == nil && e.AcceptRoutes == nil)
+}
+
+// PrefsEditor is implemented by a Backend whose preferences can change
+// while it runs; Handler serves POST /set only for such a Backend.
+type PrefsEditor interface {
+	// EditPrefs applies the edit, saves it and puts it into effect, and
+	// returns the preferences now in force. An invalid edit (an unknown
+	// exit node, a bad route) changes nothing and says why.
+	EditPrefs(ctx context.Context, edit PrefsEdit) (*Prefs, error)
+}
+
+// handlePrefs adds POST /set to mux if b can edit its preferences.
+func handlePrefs(mux *http.ServeMux, b Backend, reply func(http.ResponseWriter, any, error)) {
+	pe, ok := b.(PrefsEditor)
+	if !ok {
+		return
+	}
+	mux.HandleFunc("POST /set", func(w http.ResponseWriter, r *http.Request) {
+		var edit PrefsEdit
+		if err := json.NewDecoder(io.LimitReader(r.Body, 256<<10)).Decode(&edit); err != nil {
+			reply(w, nil, fmt.Errorf("bad request: %v", err))
+			return
+		}
+		p, err := pe.EditPrefs(r.Context(), edit)
+		reply(w, p, err)
+	})
+}
+
+// EditPrefs asks the daemon to change some preferences and returns those
+// in force afterwards.
+func (c *Client) EditPrefs(ctx context.Context, edit PrefsEdit) (*Prefs, error) {
+	var p Prefs
+	if err := c.do(ctx, http.MethodPost, "/set", edit, &p); err != nil {
+		return nil, err
+	}
+	return &p, nil
+}
