@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -83,6 +84,26 @@ type Prefs struct {
 	NodeKey key.NodePrivate `json:"node_key,omitzero"`
 	// Registered is set once the server accepted NodeKey.
 	Registered bool `json:"registered"`
+
+	// AdvertiseExitNode offers this node as an exit node (0.0.0.0/0 and
+	// ::/0); an administrator must approve it.
+	AdvertiseExitNode bool `json:"advertise_exit_node,omitempty"`
+	// AdvertiseRoutes are subnets this node offers to route; an
+	// administrator must approve each.
+	AdvertiseRoutes []netip.Prefix `json:"advertise_routes,omitempty"`
+	// NoSNATSubnetRoutes keeps tailnet source addresses on traffic this
+	// node forwards into AdvertiseRoutes (the zero value masquerades,
+	// which is the default).
+	NoSNATSubnetRoutes bool `json:"no_snat_subnet_routes,omitempty"`
+	// ExitNode is the peer this node sends its internet traffic through,
+	// as the user named it (a node name or a tailnet address), resolved
+	// against each new map; empty for none.
+	ExitNode string `json:"exit_node,omitempty"`
+	// ExitNodeAllowLAN keeps the local LAN direct while an exit node is
+	// in use.
+	ExitNodeAllowLAN bool `json:"exit_node_allow_lan,omitempty"`
+	// AcceptRoutes uses peers' approved subnet routes.
+	AcceptRoutes bool `json:"accept_routes,omitempty"`
 }
 
 // LoadPrefs reads the preferences; a missing file gives zero Prefs.

@@ -1,8 +1,10 @@
 package nodestate
 
 import (
+	"net/netip"
 	"os"
 	"path/filepath"
+	"reflect"
 	"testing"
 
 	"weft/internal/key"
@@ -18,7 +20,8 @@ func TestStateFilesOwnerOnlyAndPersistent(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := Prefs{ServerURL: "http://ctrl:8080", ServerKey: key.NewMachine().Public(), WantUp: true, NodeKey: key.NewNode(), Registered: true}
+	p := Prefs{ServerURL: "http://ctrl:8080", ServerKey: key.NewMachine().Public(), WantUp: true, NodeKey: key.NewNode(), Registered: true,
+		AdvertiseExitNode: true, AdvertiseRoutes: []netip.Prefix{netip.MustParsePrefix("192.168.1.0/24")}, ExitNode: "busan", AcceptRoutes: true}
 	if err := d.SavePrefs(p); err != nil {
 		t.Fatal(err)
 	}
@@ -35,7 +38,7 @@ func TestStateFilesOwnerOnlyAndPersistent(t *testing.T) {
 		t.Fatalf("machine key not kept across opens: %v", err)
 	}
 	got, err := d2.LoadPrefs()
-	if err != nil || got != p {
+	if err != nil || !reflect.DeepEqual(got, p) {
 		t.Fatalf("LoadPrefs = %+v, %v; want %+v", got, err, p)
 	}
 
@@ -64,7 +67,7 @@ func TestStateFilesOwnerOnlyAndPersistent(t *testing.T) {
 	if err := d2.Forget(); err != nil {
 		t.Fatal(err)
 	}
-	if got, _ := d2.LoadPrefs(); got != (Prefs{}) {
+	if got, _ := d2.LoadPrefs(); !reflect.DeepEqual(got, Prefs{}) {
 		t.Errorf("prefs after Forget = %+v", got)
 	}
 	if mk3, _ := d2.MachineKey(); mk3.Public() != mk.Public() {
