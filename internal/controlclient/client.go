@@ -52,6 +52,9 @@ type Options struct {
 	DiscoKey key.DiscoPublic
 	// Hostinfo describes the node; nil sends none.
 	Hostinfo *wire.Hostinfo
+	// AdvertisedRoutes are the routes the node offers (see
+	// SetAdvertisedRoutes); nil offers none.
+	AdvertisedRoutes []netip.Prefix
 	// ServerKey is the pinned server key; zero means not yet pinned, in
 	// which case the first key fetched is pinned through OnPin.
 	ServerKey key.MachinePublic
@@ -87,6 +90,7 @@ type Client struct {
 	endpoints  []netip.AddrPort
 	homeRegion int
 	hostinfo   *wire.Hostinfo
+	routes     []netip.Prefix  // advertised routes
 	conn       *noiseconn.Conn // the live stream's channel, or nil
 	nm         *NetMap
 	lastErr    error
@@ -118,7 +122,7 @@ func New(opts Options) (*Client, error) {
 		tr := &http.Transport{DialContext: opts.DialContext}
 		opts.HTTPClient = &http.Client{Timeout: 10 * time.Second, Transport: tr}
 	}
-	return &Client{opts: opts, log: opts.Logger, serverKey: opts.ServerKey, hostinfo: opts.Hostinfo}, nil
+	return &Client{opts: opts, log: opts.Logger, serverKey: opts.ServerKey, hostinfo: opts.Hostinfo, routes: opts.AdvertisedRoutes}, nil
 }
 
 // KeyResponse is the body of the server's GET /key.
@@ -354,6 +358,8 @@ func (c *Client) stream(ctx context.Context) error {
 		Endpoints:  c.endpoints,
 		HomeRegion: c.homeRegion,
 		Hostinfo:   c.hostinfo,
+
+		AdvertisedRoutes: c.routes,
 	}
 	// The request is written under c.mu, and c.conn set with it, so that
 	// an Update from SetEndpoints can neither be lost nor overtake it.

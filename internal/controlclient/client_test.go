@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -282,7 +283,7 @@ func TestDaemonLocalAPIRoundTrip(t *testing.T) {
 	if err := d2.Logout(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if p, _ := st.LoadPrefs(); p != (nodestate.Prefs{}) {
+	if p, _ := st.LoadPrefs(); !reflect.DeepEqual(p, nodestate.Prefs{}) {
 		t.Errorf("prefs after logout: %+v", p)
 	}
 }

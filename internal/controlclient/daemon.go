@@ -170,6 +170,7 @@ func (d *Daemon) newClient(p nodestate.Prefs) (*Client, error) {
 		},
 		OnMap: d.onMap,
 	}
+	opts.AdvertisedRoutes = AdvertisedRoutes(p)
 	if d.cfg.Tune != nil {
 		d.cfg.Tune(&opts)
 	}
@@ -205,6 +206,10 @@ func (d *Daemon) Up(ctx context.Context, req localapi.UpRequest) (*localapi.Stat
 	}
 	if req.Hostname != "" {
 		p.Hostname = req.Hostname
+	}
+	// An exit node is checked once the first map is in (checkExitAfterUp).
+	if err := applyEdit(&p, req.Prefs, nil); err != nil {
+		return nil, err
 	}
 	if p.NodeKey.IsZero() {
 		p.NodeKey = key.NewNode()
@@ -245,6 +250,9 @@ func (d *Daemon) Up(ctx context.Context, req localapi.UpRequest) (*localapi.Stat
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
+	if err := d.checkExitAfterUp(req.Prefs, c); err != nil {
+		return nil, err
+	}
 	return d.Status(ctx)
 }
 
@@ -277,6 +285,7 @@ func (d *Daemon) run(c *Client) {
 	d.client, d.cancel, d.done, d.lastErr = c, cancel, done, nil
 	d.engine, d.engErr = eng, engErr
 	d.mu.Unlock()
+	d.pushRoutePrefs()
 	go func() {
 		defer close(done)
 		err := c.Run(ctx)
@@ -381,6 +390,7 @@ func (d *Daemon) Status(ctx context.Context) (*localapi.Status, error) {
 			lastErr = cerr
 		}
 	}
+	st.Prefs = publicPrefs(p)
 	switch {
 	case !p.Registered:
 		st.BackendState = localapi.StateNeedsLogin

@@ -1,0 +1,262 @@
+package controlclient_test
+
+import (
+	"context"
+	"errors"
+	"net/netip"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"weft/internal/controlclient"
+	"weft/internal/localapi"
+	"weft/internal/nodestate"
+	"weft/internal/wire"
+)
+
+// daemonNode is a Daemon behind its local API socket, as the CLI sees it.
+type daemonNode struct {
+	d     *controlclient.Daemon
+	st    *nodestate.Dir
+	lc    *localapi.Client
+	close func()
+}
+
+func startDaemon(t *testing.T) *daemonNode {
+	t.Helper()
+	st, err := nodestate.Open(filepath.Join(t.TempDir(), "state"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := controlclient.NewDaemon(controlclient.DaemonConfig{State: st})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sock := filepath.Join(t.TempDir(), "weft.sock")
+	ln, err := localapi.Listen(sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		localapi.Serve(ctx, ln, localapi.Handler(d, nil))
+	}()
+	n := &daemonNode{d: d, st: st, lc: &localapi.Client{Socket: sock}, close: func() {
+		cancel()
+		<-done
+		d.Close()
+	}}
+	t.Cleanup(n.close)
+	return n
+}
+
+func ptr[T any](v T) *T { return &v }
+
+func peerByName(st *localapi.Status, name string) *wire.Node {
+	for _, p := range st.Peers {
+		if p.Name == name {
+			return p.Node
+		}
+	}
+	return nil
+}
+
+// TestDaemonRoutePrefs drives the preferences through the local API as
+// `weft up` and `weft set` do: an offer reaches the server, an exit node
+// can only be chosen once approved and online, only the given fields
+// change, bad input changes nothing and says what to do.
+func TestDaemonRoutePrefs(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	k := e.authKey(true)
+	busan, mac := startDaemon(t), startDaemon(t)
+	lan := netip.MustParsePrefix("192.168.1.0/24")
+	if _, err := busan.lc.Up(ctx, localapi.UpRequest{ServerURL: e.url, AuthKey: k, Hostname: "busan",
+		Prefs: &localapi.PrefsEdit{AdvertiseExitNode: ptr(true), AdvertiseRoutes: &[]netip.Prefix{lan}}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := mac.lc.Up(ctx, localapi.UpRequest{ServerURL: e.url, AuthKey: k, Hostname: "mac"}); err != nil {
+		t.Fatal(err)
+	}
+	stored, err := e.st.GetNodeByName(ctx, "busan")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := append(slices.Clone(controlclient.ExitRoutes), lan)
+	if len(stored.AdvertisedRoutes) != len(want) {
+		t.Fatalf("server recorded offer %v, want %v", stored.AdvertisedRoutes, want)
+	}
+	macSees := func(what string, ok func(busan *wire.Node) bool) {
+		t.Helper()
+		waitFor(t, what, func() bool {
+			st, err := mac.lc.Status(ctx)
+			if err != nil {
+				return false
+			}
+			b := peerByName(st, "busan")
+			return b != nil && ok(b)
+		})
+	}
+	macSees("busan online", func(b *wire.Node) bool { return b.Online })
+
+	set := func(n *daemonNode, edit localapi.PrefsEdit) (*localapi.Prefs, error) {
+		return n.lc.EditPrefs(ctx, edit)
+	}
+	if _, err := set(mac, localapi.PrefsEdit{ExitNode: ptr("busan")}); err == nil || !strings.Contains(err.Error(), "weft admin routes approve busan exit") {
+		t.Fatalf("choosing an unapproved exit node: %v, want advice to approve it", err)
+	}
+	for _, p := range controlclient.ExitRoutes {
+		if _, err := e.st.ApproveRoute(ctx, stored.ID, p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e.srv.NodeChanged(stored.ID)
+	macSees("busan's approved exit routes", func(b *wire.Node) bool { return slices.Contains(b.Routes, controlclient.ExitRoutes[0]) })
+	busanAddr := ""
+	if st, _ := mac.lc.Status(ctx); st != nil {
+		busanAddr = peerByName(st, "busan").Addresses[0].Addr().String()
+	}
+
+	steps := []struct {
+		name    string
+		node    *daemonNode
+		edit    localapi.PrefsEdit
+		wantErr string // substring; empty for success
+		check   func(p *localapi.Prefs) bool
+	}{
+		{"exit node by name", mac, localapi.PrefsEdit{ExitNode: ptr("busan")}, "",
+			func(p *localapi.Prefs) bool { return p.ExitNode == "busan" && !p.AcceptRoutes }},
+		{"only given fields change", mac, localapi.PrefsEdit{AcceptRoutes: ptr(true), ExitNodeAllowLAN: ptr(true)}, "",
+			func(p *localapi.Prefs) bool { return p.ExitNode == "busan" && p.AcceptRoutes && p.ExitNodeAllowLAN }},
+		{"unknown exit node", mac, localapi.PrefsEdit{ExitNode: ptr("seoul")}, "no peer in the tailnet", nil},
+		{"self as exit node", mac, localapi.PrefsEdit{ExitNode: ptr("mac")}, "is this node", nil},
+		{"exit node by address", mac, localapi.PrefsEdit{ExitNode: ptr(busanAddr)}, "",
+			func(p *localapi.Prefs) bool { return p.ExitNode == busanAddr }},
+		{"clear the exit node", mac, localapi.PrefsEdit{ExitNode: ptr("")}, "",
+			func(p *localapi.Prefs) bool { return p.ExitNode == "" && p.AcceptRoutes }},
+		{"default route as a subnet", busan, localapi.PrefsEdit{AdvertiseRoutes: &[]netip.Prefix{netip.MustParsePrefix("0.0.0.0/0")}}, "--advertise-exit-node", nil},
+		{"host bits", busan, localapi.PrefsEdit{AdvertiseRoutes: &[]netip.Prefix{netip.MustParsePrefix("192.168.1.1/24")}}, "did you mean 192.168.1.0/24", nil},
+		{"keep source addresses", busan, localapi.PrefsEdit{SNATSubnetRoutes: ptr(false)}, "",
+			func(p *localapi.Prefs) bool {
+				return !p.SNATSubnetRoutes && p.AdvertiseExitNode && slices.Equal(p.AdvertiseRoutes, []netip.Prefix{lan})
+			}},
+	}
+	for _, s := range steps {
+		t.Run(s.name, func(t *testing.T) {
+			before, _ := s.node.st.LoadPrefs()
+			p, err := set(s.node, s.edit)
+			if s.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), s.wantErr) {
+					t.Fatalf("err = %v, want one saying %q", err, s.wantErr)
+				}
+				if after, _ := s.node.st.LoadPrefs(); after.ExitNode != before.ExitNode || !slices.Equal(after.AdvertiseRoutes, before.AdvertiseRoutes) {
+					t.Errorf("a refused edit changed the saved prefs: %+v -> %+v", before, after)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !s.check(p) {
+				t.Fatalf("prefs after edit: %+v", p)
+			}
+			st, err := s.node.lc.Status(ctx)
+			if err != nil || st.Prefs == nil || !s.check(st.Prefs) {
+				t.Fatalf("status prefs: %+v %v", st.Prefs, err)
+			}
+		})
+	}
+
+	// Withdrawing the offer takes the routes out of mac's map; the exit
+	// node cannot be chosen any more.
+	if _, err := set(busan, localapi.PrefsEdit{AdvertiseExitNode: ptr(false)}); err != nil {
+		t.Fatal(err)
+	}
+	macSees("busan's exit routes withdrawn", func(b *wire.Node) bool { return len(b.Routes) == 0 })
+	if _, err := set(mac, localapi.PrefsEdit{ExitNode: ptr("busan")}); err == nil || !strings.Contains(err.Error(), "does not offer itself") {
+		t.Fatalf("choosing a withdrawn exit node: %v", err)
+	}
+	// Offered again, the approval is still there; but once busan is
+	// down it cannot be chosen.
+	if _, err := set(busan, localapi.PrefsEdit{AdvertiseExitNode: ptr(true)}); err != nil {
+		t.Fatal(err)
+	}
+	macSees("busan's exit routes back", func(b *wire.Node) bool { return len(b.Routes) == 2 })
+	if err := busan.lc.Down(ctx); err != nil {
+		t.Fatal(err)
+	}
+	macSees("busan offline", func(b *wire.Node) bool { return !b.Online })
+	if _, err := set(mac, localapi.PrefsEdit{ExitNode: ptr("busan")}); err == nil || !strings.Contains(err.Error(), "offline") {
+		t.Fatalf("choosing an offline exit node: %v", err)
+	}
+	// `weft up --exit-node` with an unknown node: up, but without it.
+	_, err = mac.lc.Up(ctx, localapi.UpRequest{Prefs: &localapi.PrefsEdit{ExitNode: ptr("seoul")}})
+	if err == nil || !strings.Contains(err.Error(), "without an exit node") {
+		t.Fatalf("up with an unknown exit node: %v", err)
+	}
+	if p, _ := mac.st.LoadPrefs(); p.ExitNode != "" || !p.WantUp {
+		t.Errorf("after up with a bad exit node: exit node %q, want up %v", p.ExitNode, p.WantUp)
+	}
+}
+
+func TestResolveExitNode(t *testing.T) {
+	pfx := netip.MustParsePrefix
+	self := &wire.Node{ID: 1, Name: "mac", Addresses: []netip.Prefix{pfx("100.64.0.1/32")}}
+	busan := &wire.Node{ID: 2, Name: "busan", Online: true, Addresses: []netip.Prefix{pfx("100.64.0.2/32"), pfx("fd7a::2/128")},
+		Routes: controlclient.ExitRoutes}
+	pc := &wire.Node{ID: 3, Name: "pc", Online: true, Addresses: []netip.Prefix{pfx("100.64.0.3/32")}, Routes: []netip.Prefix{pfx("10.0.0.0/8")}}
+	nm := &controlclient.NetMap{Self: self, Peers: map[wire.NodeID]*wire.Node{2: busan, 3: pc}}
+	tests := []struct {
+		name    string
+		nm      *controlclient.NetMap
+		in      string
+		want    wire.NodeID
+		wantErr error
+	}{
+		{"by name", nm, "busan", 2, nil},
+		{"by IPv4", nm, "100.64.0.2", 2, nil},
+		{"by IPv6", nm, "fd7a::2", 2, nil},
+		{"subnet router is no exit node", nm, "pc", 0, controlclient.ErrNotAnExitNode},
+		{"unknown", nm, "seoul", 0, controlclient.ErrExitNodeNotFound},
+		{"self", nm, "100.64.0.1", 0, controlclient.ErrExitNodeIsSelf},
+		{"no map", nil, "busan", 0, controlclient.ErrExitNodeNeedsAMap},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			n, err := controlclient.ResolveExitNode(tt.nm, tt.in)
+			if tt.wantErr != nil {
+				if !errors.Is(err, tt.wantErr) {
+					t.Fatalf("err = %v, want %v", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil || n.ID != tt.want {
+				t.Fatalf("got %+v, %v; want node %d", n, err, tt.want)
+			}
+		})
+	}
+}
+
+func TestAdvertisedRoutes(t *testing.T) {
+	lan := netip.MustParsePrefix("192.168.1.0/24")
+	tests := []struct {
+		name string
+		p    nodestate.Prefs
+		want []netip.Prefix
+	}{
+		{"nothing", nodestate.Prefs{}, nil},
+		{"exit node", nodestate.Prefs{AdvertiseExitNode: true}, controlclient.ExitRoutes},
+		{"exit node and subnet", nodestate.Prefs{AdvertiseExitNode: true, AdvertiseRoutes: []netip.Prefix{lan, lan}},
+			append(slices.Clone(controlclient.ExitRoutes), lan)},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := controlclient.AdvertisedRoutes(tt.p); !slices.Equal(got, tt.want) {
+				t.Errorf("got %v, want %v", got, tt.want)
+			}
+		})
+	}
+}
