@@ -36,6 +36,10 @@ const (
 	DefaultRegisterBurst    = 20
 )
 
+// preStreamTimeout bounds the wait for each message before a channel's map
+// stream has started.
+const preStreamTimeout = 15 * time.Second
+
 // VisibleFunc reports whether node a may see node b in its map. It is the
 // hook where access policy will plug in; it must be cheap and must not
 // block, since it runs under the server's lock for each affected pair.
@@ -281,7 +285,14 @@ func (s *Server) serveConn(conn *noiseconn.Conn) {
 	}()
 	idle := 3 * s.cfg.KeepAlive
 	for {
-		conn.SetReadDeadline(s.cfg.Now().Add(idle))
+		// Anyone can complete the handshake with a key of their own, so
+		// a channel without a stream gets little time: it must register
+		// or start its stream promptly.
+		wait := idle
+		if sess == nil {
+			wait = preStreamTimeout
+		}
+		conn.SetReadDeadline(time.Now().Add(wait))
 		typ, body, err := wire.ReadMessage(conn, wire.MaxNodeMessage)
 		if err != nil {
 			if !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) && s.ctx.Err() == nil {
@@ -349,7 +360,7 @@ func (s *Server) serveConn(conn *noiseconn.Conn) {
 // refuse sends an error message and lets the caller close the channel.
 func (s *Server) refuse(conn *noiseconn.Conn, em *wire.ErrorMessage, log *slog.Logger) {
 	log.Info("refusing node", "code", em.Code, "reason", em.Message)
-	conn.SetWriteDeadline(s.cfg.Now().Add(5 * time.Second))
+	conn.SetWriteDeadline(time.Now().Add(5 * time.Second))
 	wire.WriteMessage(conn, wire.MsgError, em)
 }
 
