@@ -13,9 +13,13 @@ func (c *Conn) handleDisco(pkt []byte, src source) {
 		return
 	}
 	c.mu.Lock()
-	defer c.unlock()
 	p := c.byDisco[sender]
-	if p == nil || p.shared == nil {
+	var shared *disco.SharedKey
+	if p != nil {
+		shared = p.shared
+	}
+	c.mu.Unlock()
+	if shared == nil {
 		return
 	}
 	if src.relay && src.nodeKey != p.key {
@@ -23,10 +27,18 @@ func (c *Conn) handleDisco(pkt []byte, src source) {
 		// another node is a forgery or a stale map.
 		return
 	}
-	m, err := p.shared.Open(pkt)
+	// Opening costs a Poly1305 and an XSalsa20 pass; it runs outside the
+	// lock so a flood of junk with a peer's (public) disco key in it
+	// does not stall every other peer.
+	m, err := shared.Open(pkt)
 	if err != nil {
 		c.log.Debug("disco open failed", "peer", p.key.ShortString(), "src", src, "err", err)
 		return
+	}
+	c.mu.Lock()
+	defer c.unlock()
+	if p.shared != shared {
+		return // the peer's disco key changed meanwhile
 	}
 	now := time.Now()
 	switch m := m.(type) {
