@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -141,7 +142,13 @@ func runRelay(ctx context.Context, g *globals, o relayOptions) error {
 		// Not fatal: the control server may come up after the relay.
 		log.Warn("cannot load the allow list yet; nodes are refused until it loads", "err", err)
 	}
-	go auth.Run(runCtx)
+	// Every goroutine started here ends with runCtx; wg waits for them.
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		auth.Run(runCtx)
+	}()
 
 	mux := http.NewServeMux()
 	mux.Handle("/relay", srv)
@@ -162,7 +169,9 @@ func runRelay(ctx context.Context, g *globals, o relayOptions) error {
 	}()
 	if o.stunListen != "" {
 		stun := &stunserver.Server{Logger: log.With("sub", "stun")}
+		wg.Add(1)
 		go func() {
+			defer wg.Done()
 			if err := stun.ListenAndServe(runCtx, o.stunListen); err != nil {
 				errc <- fmt.Errorf("relay: STUN: %w", err)
 			}
@@ -180,6 +189,7 @@ func runRelay(ctx context.Context, g *globals, o relayOptions) error {
 	defer cancel()
 	hs.Shutdown(sctx)
 	srv.Close()
+	wg.Wait()
 	if errors.Is(err, http.ErrServerClosed) {
 		err = nil
 	}
