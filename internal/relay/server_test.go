@@ -573,3 +573,25 @@ func TestTLS(t *testing.T) {
 		})
 	}
 }
+
+func TestServerSendsKeepalives(t *testing.T) {
+	a := key.NewNode()
+	r := startRelay(t, ServerOptions{Authorizer: allow(a), KeepAlive: 20 * time.Millisecond})
+	c, err := NewClient(ClientOptions{URLs: []string{r.url}, NodeKey: a})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cc, err := c.dial(context.Background(), c.urls[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.nc.Close()
+	if cc.info.KeepAliveMillis != 20 {
+		t.Fatalf("server-info keepalive %d ms, want 20", cc.info.KeepAliveMillis)
+	}
+	cc.nc.SetReadDeadline(time.Now().Add(10 * time.Second))
+	ft, _, err := readFrame(cc.br, MaxFramePayload)
+	if err != nil || ft != FrameKeepAlive {
+		t.Fatalf("got %v %v, want a keepalive from an idle relay", ft, err)
+	}
+}
