@@ -6,6 +6,10 @@ import (
 	"weft/internal/disco"
 )
 
+// pingBackGap is the least time between two pings to one candidate sent
+// in answer to its pings.
+const pingBackGap = 10 * time.Millisecond
+
 // handleDisco opens and acts on one disco packet from src.
 func (c *Conn) handleDisco(pkt []byte, src source) {
 	sender, err := disco.Sender(pkt)
@@ -92,7 +96,12 @@ func (c *Conn) handlePingLocked(p *peer, m *disco.Ping, src source, now time.Tim
 		cd.sock = src.sock
 		moved = true
 	}
-	if !p.trusted(c, cd, now) && (moved || now.Sub(cd.lastPing) >= c.timers.Tick) {
+	// Ping back at once, even if we pinged this address a moment ago:
+	// that ping probably died in the peer's NAT before the peer's own
+	// ping opened it, and waiting for the next discovery round would
+	// leave our side on the relay for seconds. One ping back per ping
+	// received (at most one per pingBackGap) cannot grow into a storm.
+	if !p.trusted(c, cd, now) && (moved || now.Sub(cd.lastPing) >= pingBackGap) {
 		p.pingLocked(c, cd, now)
 	}
 }

@@ -142,3 +142,35 @@ func TestPeerRemovedAndReadded(t *testing.T) {
 		t.Fatal("ParseEndpoint accepted an address; want node keys only")
 	}
 }
+
+// TestPingBackAfterOwnPing: our ping to a peer's endpoint died in its NAT;
+// the peer's ping then arrives from that endpoint. We must ping back at
+// once, not wait for the next discovery round.
+func TestPingBackAfterOwnPing(t *testing.T) {
+	self, peerDisco, peerNode := key.NewDisco(), key.NewDisco(), key.NewNode()
+	ep := netip.MustParseAddrPort("203.0.113.5:999")
+	rec := &recorder{}
+	c, err := New(Options{DiscoKey: self, NodeKey: key.NewNode().Public(), Relay: rec, Network: rec})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.SetPeers([]Peer{{NodeKey: peerNode.Public(), DiscoKey: peerDisco.Public(), HomeRegion: 1, Endpoints: []netip.AddrPort{ep}}})
+	c.mu.Lock()
+	p := c.peers[peerNode.Public()]
+	p.pingLocked(c, p.cands[ep], time.Now().Add(-3*pingBackGap)) // a relay round trip ago
+	c.unlock()
+	rec.sent = nil
+	peerSide := disco.NewSharedKey(peerDisco, self.Public())
+	c.handleDisco(peerSide.Seal(&disco.Ping{TxID: disco.NewTxID(), NodeKey: peerNode.Public()}), source{addr: ep})
+	var pings int
+	for _, pkt := range rec.sent {
+		if m, err := peerSide.Open(pkt); err == nil {
+			if _, ok := m.(*disco.Ping); ok {
+				pings++
+			}
+		}
+	}
+	if pings != 1 {
+		t.Fatalf("sent %d pings back; want 1", pings)
+	}
+}
