@@ -14,11 +14,17 @@ import (
 func newUpCmd(g *globals) *cobra.Command {
 	var req localapi.UpRequest
 	var asJSON bool
+	var pf prefsFlags // routing flags, shared with weft set (set.go)
 	cmd := &cobra.Command{
 		Use:   "up",
 		Short: "Join the tailnet (register with a pre-auth key) and connect",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			edit, err := pf.edit(cmd.Flags())
+			if err != nil {
+				return err
+			}
+			req.Prefs = edit
 			c := &localapi.Client{Socket: g.socket}
 			st, err := c.Up(cmd.Context(), req)
 			if err != nil {
@@ -45,6 +51,7 @@ func newUpCmd(g *globals) *cobra.Command {
 	f.StringVar(&req.AuthKey, "auth-key", "", "pre-auth key from `weft admin keys create` (not needed once registered)")
 	f.StringVar(&req.Hostname, "hostname", "", "name for this node (default: the OS hostname)")
 	f.BoolVar(&asJSON, "json", false, "print the resulting status as JSON")
+	pf.register(f)
 	return cmd
 }
 

@@ -1,0 +1,250 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"weft/internal/localapi"
+	"weft/internal/osnet"
+	"weft/internal/wire"
+)
+
+// defaultEchoURL answers a GET with the caller's public address as plain
+// text. Any such service (or `weft lab`'s whoami) works with --url.
+const defaultEchoURL = "https://icanhazip.com/"
+
+func newExitNodeCmd(g *globals) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "exit-node",
+		Short: "List the tailnet's exit nodes, or check where traffic leaves",
+		Args:  cobra.NoArgs,
+		RunE:  func(cmd *cobra.Command, args []string) error { return cmd.Help() },
+	}
+	cmd.AddCommand(newExitNodeListCmd(g), newExitNodeCheckCmd(g))
+	return cmd
+}
+
+// exitNodeRow is one line of `weft exit-node list`.
+type exitNodeRow struct {
+	Name     string        `json:"name"`
+	Address  string        `json:"address"`
+	Online   bool          `json:"online"`
+	Path     localapi.Path `json:"path"`
+	Selected bool          `json:"selected"`
+}
+
+// isExitNode reports whether a peer's approved routes make it an exit
+// node.
+func isExitNode(n *wire.Node) bool {
+	for _, r := range n.Routes {
+		if r.Bits() == 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// selects reports whether the user's exit-node choice (a name or an
+// address) names n.
+func selects(choice string, n *wire.Node) bool {
+	if choice == "" {
+		return false
+	}
+	if n.Name == choice {
+		return true
+	}
+	a, err := netip.ParseAddr(choice)
+	if err != nil {
+		return false
+	}
+	for _, p := range n.Addresses {
+		if p.Addr() == a {
+			return true
+		}
+	}
+	return false
+}
+
+func exitNodeRows(st *localapi.Status) []exitNodeRow {
+	choice := ""
+	if st.Prefs != nil {
+		choice = st.Prefs.ExitNode
+	}
+	rows := []exitNodeRow{}
+	for _, p := range st.Peers {
+		if p.Node == nil || !isExitNode(p.Node) {
+			continue
+		}
+		rows = append(rows, exitNodeRow{Name: p.Name, Address: firstAddr(p.Node), Online: p.Online, Path: p.Path, Selected: selects(choice, p.Node)})
+	}
+	return rows
+}
+
+func newExitNodeListCmd(g *globals) *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "list",
+		Short: "List the peers approved as exit nodes (* marks the one in use)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			st, err := (&localapi.Client{Socket: g.socket}).Status(cmd.Context())
+			if err != nil {
+				return err
+			}
+			rows := exitNodeRows(st)
+			if asJSON {
+				enc := json.NewEncoder(g.stdout)
+				enc.SetIndent("", "  ")
+				return enc.Encode(rows)
+			}
+			printExitNodes(g.stdout, rows, st.Prefs)
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the list as JSON")
+	return cmd
+}
+
+func printExitNodes(w io.Writer, rows []exitNodeRow, prefs *localapi.Prefs) {
+	if len(rows) == 0 {
+		fmt.Fprintln(w, "No exit nodes in the tailnet. On the node that should be one run\n"+
+			"  weft set --advertise-exit-node\nand on the server\n  weft admin routes approve NAME exit")
+		return
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "\tNAME\tADDRESS\tONLINE\tPATH")
+	for _, r := range rows {
+		mark, online := "", "no"
+		if r.Selected {
+			mark = "*"
+		}
+		if r.Online {
+			online = "yes"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", mark, r.Name, r.Address, online, pathString(r.Path))
+	}
+	tw.Flush()
+	if prefs != nil && prefs.ExitNode != "" {
+		found := false
+		for _, r := range rows {
+			found = found || r.Selected
+		}
+		if !found {
+			fmt.Fprintf(w, "The chosen exit node %q is not an exit node now; internet traffic is held back until it is (weft set --exit-node= stops using it).\n", prefs.ExitNode)
+		}
+	} else {
+		fmt.Fprintln(w, "No exit node in use; choose one with: weft set --exit-node NAME")
+	}
+}
+
+// checkResult is what `weft exit-node check --json` prints.
+type checkResult struct {
+	URL      string `json:"url"`
+	ExitNode string `json:"exit_node,omitempty"`
+	Direct   string `json:"direct"`
+	Tunnel   string `json:"through_exit_node"`
+}
+
+func newExitNodeCheckCmd(g *globals) *cobra.Command {
+	var url string
+	var asJSON bool
+	var timeout time.Duration
+	cmd := &cobra.Command{
+		Use:   "check",
+		Short: "Show the public address the internet sees, directly and through the exit node",
+		Long: `weft exit-node check asks an address-echo URL twice: once from a socket that
+carries weft's own mark, which bypasses the exit node as weft's own traffic
+does (needs root), and once as any program would. With an exit node in use
+the second answer is the exit node's public address.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			res, err := checkExitNode(cmd.Context(), g, url, timeout)
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				enc := json.NewEncoder(g.stdout)
+				enc.SetIndent("", "  ")
+				return enc.Encode(res)
+			}
+			via := "through exit node " + res.ExitNode
+			if res.ExitNode == "" {
+				via = "as other programs (no exit node)"
+			}
+			tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintf(tw, "direct (weft's own traffic):\t%s\n", res.Direct)
+			fmt.Fprintf(tw, "%s:\t%s\n", via, res.Tunnel)
+			tw.Flush()
+			switch {
+			case res.ExitNode != "" && res.Direct == res.Tunnel:
+				fmt.Fprintf(g.stdout, "Traffic does not leave through %s yet: the same address both ways. See `weft status` for the path to it.\n", res.ExitNode)
+			case res.ExitNode != "":
+				fmt.Fprintf(g.stdout, "Traffic leaves through %s.\n", res.ExitNode)
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&url, "url", defaultEchoURL, "URL that answers with the caller's public address")
+	cmd.Flags().DurationVar(&timeout, "timeout", 10*time.Second, "how long each request may take")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the result as JSON")
+	return cmd
+}
+
+func checkExitNode(ctx context.Context, g *globals, url string, timeout time.Duration) (*checkResult, error) {
+	res := &checkResult{URL: url}
+	// The daemon is asked only for the name of the exit node in use; the
+	// check itself works without it.
+	if st, err := (&localapi.Client{Socket: g.socket}).Status(ctx); err == nil && st.Prefs != nil {
+		res.ExitNode = st.Prefs.ExitNode
+	}
+	direct, err := echo(ctx, osnet.Dialer(osnet.DefaultMark), url, timeout)
+	if err != nil {
+		return nil, fmt.Errorf("asking %s directly: %w", url, err)
+	}
+	tunnel, err := echo(ctx, &net.Dialer{}, url, timeout)
+	if err != nil {
+		return nil, fmt.Errorf("asking %s through the exit node: %w", url, err)
+	}
+	res.Direct, res.Tunnel = direct, tunnel
+	return res, nil
+}
+
+// echo fetches url over connections from d and returns the answer's first
+// line, which an address-echo service fills with the caller's address.
+func echo(ctx context.Context, d *net.Dialer, url string, timeout time.Duration) (string, error) {
+	tr := &http.Transport{DialContext: d.DialContext, DisableKeepAlives: true}
+	defer tr.CloseIdleConnections()
+	hc := &http.Client{Transport: tr, Timeout: timeout}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return "", err
+	}
+	req.Header.Set("User-Agent", "curl/8 (weft exit-node check)")
+	resp, err := hc.Do(req)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return "", fmt.Errorf("%s answered %s", url, resp.Status)
+	}
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 512))
+	if err != nil {
+		return "", err
+	}
+	line, _, _ := strings.Cut(strings.TrimSpace(string(b)), "\n")
+	if line == "" {
+		return "", fmt.Errorf("%s answered with an empty body; is it an address-echo URL?", url)
+	}
+	return line, nil
+}
