@@ -97,6 +97,7 @@ func newRootCmd(g *globals) *cobra.Command {
 		newSTUNCmd(g),
 		newRelayCmd(g),
 		newDemoCmd(g),
+		newSetCmd(g), newExitNodeCmd(g),
 		newPingCmd(g),
 	)
 	return root
