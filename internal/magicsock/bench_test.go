@@ -2,6 +2,8 @@ package magicsock_test
 
 import (
 	"fmt"
+	"math/rand/v2"
+	"net/netip"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -9,6 +11,8 @@ import (
 	"golang.zx2c4.com/wireguard/conn"
 
 	"weft/internal/key"
+	"weft/internal/magicsock"
+	"weft/internal/magicsock/natsim"
 )
 
 // newStdPair makes two wireguard-go devices over the library's own
@@ -93,4 +97,68 @@ func BenchmarkLoopbackThroughput(b *testing.B) {
 	b.ReportMetric(mb(std), "std_MB/s")
 	b.ReportMetric(mb(magic), "magicsock_MB/s")
 	b.ReportMetric(mb(magic)/mb(std), "ratio")
+}
+
+// BenchmarkTimeToDirect measures, with the default (production) timers,
+// the time from the first packet between two nodes behind easy NATs in
+// the simulator to both sides having a direct path. The simulated network
+// has no delay, so this is the state machine's own latency; a lab adds the
+// relay and link round trips on top.
+func BenchmarkTimeToDirect(b *testing.B) {
+	for _, kinds := range [][2]natsim.Kind{{natsim.Easy, natsim.Easy}, {natsim.Easy, natsim.Hard}} {
+		b.Run(kinds[0].String()+"/"+kinds[1].String(), func(b *testing.B) {
+			var total time.Duration
+			for i := range b.N {
+				total += timeToDirect(b, kinds[0], kinds[1], uint64(i+1))
+			}
+			b.ReportMetric(float64(total.Milliseconds())/float64(b.N), "ms_to_direct")
+		})
+	}
+}
+
+func timeToDirect(b *testing.B, ka, kb natsim.Kind, seed uint64) time.Duration {
+	sim := natsim.New(seed)
+	relay := newFakeRelay()
+	mk := func(name string, kind natsim.Kind, priv, pub netip.Addr) *tnode {
+		n := &tnode{name: name, node: key.NewNode(), disco: key.NewDisco()}
+		c, err := magicsock.New(magicsock.Options{
+			DiscoKey: n.disco, NodeKey: n.node.Public(),
+			Relay:   relay.client(n.node.Public()),
+			Network: sim.NewHost(priv, sim.NewNAT(kind, pub)),
+			Rand:    rand.New(rand.NewPCG(seed, seed)),
+		})
+		if err != nil {
+			b.Fatal(err)
+		}
+		n.conn = c
+		relay.add(n.node.Public(), c)
+		fns, _, err := c.Open(0)
+		if err != nil {
+			b.Fatal(err)
+		}
+		for _, fn := range fns {
+			n.wg.Add(1)
+			go n.pump(fn)
+		}
+		c.SetNetReport(magicsock.NetReport{MappingVariesByDestIP: kind == natsim.Hard, GlobalV4: netip.AddrPortFrom(pub, c.Port())})
+		return n
+	}
+	x := mk("a", ka, privA, publicA)
+	y := mk("b", kb, privB, publicB)
+	defer x.close()
+	defer y.close()
+	x.conn.SetPeers([]magicsock.Peer{peerOf(y, y.conn.LocalEndpoints(), kb == natsim.Hard)})
+	y.conn.SetPeers([]magicsock.Peer{peerOf(x, x.conn.LocalEndpoints(), ka == natsim.Hard)})
+	start := time.Now()
+	x.send(y)
+	deadline := start.Add(20 * time.Second)
+	for x.path(y).Kind != magicsock.PathDirect || y.path(x).Kind != magicsock.PathDirect {
+		if time.Now().After(deadline) {
+			b.Fatal("never direct")
+		}
+		x.send(y)
+		y.send(x)
+		time.Sleep(time.Millisecond)
+	}
+	return time.Since(start)
 }
