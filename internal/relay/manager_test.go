@@ -133,7 +133,7 @@ func TestManagerClosesIdleRegions(t *testing.T) {
 			2: {ID: 2, Nodes: []*wire.RelayNode{relayNode(t, 2, r2.url)}},
 		}},
 		OnRecv:      func(int, key.NodePublic, []byte) {},
-		IdleTimeout: 300 * time.Millisecond, // far above a loopback connect, so only idleness closes it
+		IdleTimeout: time.Second, // far above a loopback connect, so only idleness closes it
 	})
 	if err != nil {
 		t.Fatal(err)
