@@ -102,6 +102,7 @@ type Engine struct {
 	home     int
 	report   *netcheck.Report // last network report; nil before the first
 	eps      []netip.AddrPort // last endpoints from magicsock
+	rs       routeState       // routing preferences (routes.go)
 }
 
 // New creates the TUN device, the wireguard-go device over magicsock and
@@ -123,6 +124,7 @@ func New(cfg Config) (*Engine, error) {
 		maps:    make(chan *controlclient.NetMap, 1),
 		recheck: make(chan struct{}, 1),
 	}
+	e.rs.kick = make(chan struct{}, 1)
 	e.ctx, e.cancel = context.WithCancel(context.Background())
 
 	router, err := osnet.New(osnet.Options{TUNName: cfg.TUNName, Logger: e.log.With("sub", "osnet")})
@@ -250,6 +252,8 @@ func (e *Engine) mapLoop() {
 			if err := e.apply(nm); err != nil {
 				e.log.Error("applying map", "err", err)
 			}
+		case <-e.rs.kick:
+			e.reapply()
 		}
 	}
 }
@@ -268,6 +272,7 @@ func (e *Engine) apply(nm *controlclient.NetMap) error {
 	}
 	prevWG, wgSet := e.wgc, e.wgSet
 	prevOS := e.osCfg
+	rp := e.rs.prefs
 	e.mu.Unlock()
 
 	if newRelays {
@@ -288,7 +293,7 @@ func (e *Engine) apply(nm *controlclient.NetMap) error {
 	e.conn.SetPeers(peers)
 
 	var errs []error
-	wc := wgcfg.FromNetmap(e.cfg.NodeKey, nodes, wgcfg.Options{})
+	wc := wgcfg.FromNetmap(e.cfg.NodeKey, nodes, e.wgOptions(nm, rp))
 	var uapi string
 	if wgSet {
 		uapi = wc.UAPI(&prevWG)
@@ -302,6 +307,7 @@ func (e *Engine) apply(nm *controlclient.NetMap) error {
 	}
 
 	oc := osnet.Config{Addresses: nm.Self.Addresses, TailnetRoutes: tailnetRoutes(nm.Self)}
+	addRoutePrefs(&oc, nm, rp)
 	if !osConfigEqual(oc, prevOS) {
 		if err := e.router.Apply(oc); err != nil {
 			errs = append(errs, err)
@@ -340,7 +346,7 @@ func tailnetRoutes(self *wire.Node) []netip.Prefix {
 }
 
 func osConfigEqual(a, b osnet.Config) bool {
-	return slices.Equal(a.Addresses, b.Addresses) && slices.Equal(a.TailnetRoutes, b.TailnetRoutes)
+	return slices.Equal(a.Addresses, b.Addresses) && slices.Equal(a.TailnetRoutes, b.TailnetRoutes) && routePartsEqual(a, b)
 }
 
 func relayMapEqual(a, b *wire.RelayMap) bool {

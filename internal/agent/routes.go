@@ -1,0 +1,111 @@
+package agent
+
+import (
+	"slices"
+
+	"weft/internal/controlclient"
+	"weft/internal/osnet"
+	"weft/internal/wgcfg"
+)
+
+// routeState is the engine's share of the routing preferences. Its fields
+// are guarded by Engine.mu, except kick, which is only sent on.
+type routeState struct {
+	prefs controlclient.RoutePrefs
+	// exitKnown is the exit node the last map resolved to ("" for none
+	// or unresolved), so that a change is logged once, not per map.
+	exitKnown string
+	// kick asks the map loop to apply the last map again under new
+	// preferences; the map loop is the only one that applies, so a
+	// preference change never races a newer map.
+	kick chan struct{}
+}
+
+var _ controlclient.PrefsEngine = (*Engine)(nil)
+
+// SetRoutePrefs implements controlclient.PrefsEngine: the preferences
+// take effect on the last map at once and on every map after it.
+func (e *Engine) SetRoutePrefs(p controlclient.RoutePrefs) {
+	e.mu.Lock()
+	e.rs.prefs = p
+	e.mu.Unlock()
+	select {
+	case e.rs.kick <- struct{}{}:
+	default: // a re-apply is already pending
+	}
+}
+
+// reapply applies the last applied map again; it runs on the map loop.
+func (e *Engine) reapply() {
+	e.mu.Lock()
+	nm := e.nm
+	e.mu.Unlock()
+	if nm == nil {
+		return // the first map will use the preferences
+	}
+	if err := e.apply(nm); err != nil {
+		e.log.Error("applying routing preferences", "err", err)
+	}
+}
+
+// wgOptions resolves the chosen exit node in nm for WireGuard: only that
+// peer gets the default routes in its allowed IPs. An exit node that does
+// not resolve (gone, no longer approved) gets none, so internet traffic is
+// dropped in the tunnel rather than leaking around it (osnet still routes
+// it into the TUN); the user sees why in `weft exit-node list`.
+func (e *Engine) wgOptions(nm *controlclient.NetMap, rp controlclient.RoutePrefs) wgcfg.Options {
+	opts := wgcfg.Options{AcceptRoutes: rp.AcceptRoutes}
+	known := ""
+	if rp.ExitNode != "" {
+		n, err := controlclient.ResolveExitNode(nm, rp.ExitNode)
+		if err == nil {
+			opts.ExitNode, known = n.NodeKey, n.Name
+		}
+		e.mu.Lock()
+		changed := e.rs.exitKnown != known
+		e.rs.exitKnown = known
+		e.mu.Unlock()
+		if changed && err != nil {
+			e.log.Warn("exit node chosen but not usable; internet traffic is held back", "exit_node", rp.ExitNode, "err", err)
+		} else if changed {
+			e.log.Info("using exit node", "exit_node", known)
+		}
+	}
+	return opts
+}
+
+// addRoutePrefs completes the host configuration with the preferences:
+// peers' subnet routes when accepting routes, the exit-node policy
+// routing when one is chosen, and forwarding with masquerading when this
+// node offers routes.
+//
+// Forwarding is switched on as soon as the node offers, before an
+// administrator approves: until then no peer sends it anything for those
+// routes (peers only route what the map says is approved, and WireGuard
+// accepts from a peer only its own addresses and approved routes), so the
+// rules are idle, and an approval then works without waiting for this
+// node to hear of it.
+func addRoutePrefs(oc *osnet.Config, nm *controlclient.NetMap, rp controlclient.RoutePrefs) {
+	if rp.AcceptRoutes {
+		for _, p := range nm.SortedPeers() {
+			for _, r := range p.Routes {
+				if r.Bits() != 0 && !slices.Contains(oc.SubnetRoutes, r) {
+					oc.SubnetRoutes = append(oc.SubnetRoutes, r)
+				}
+			}
+		}
+	}
+	oc.ExitNode = rp.ExitNode != ""
+	oc.ExitNodeAllowLAN = oc.ExitNode && rp.ExitNodeAllowLAN
+	oc.AdvertiseExitNode = rp.AdvertiseExitNode
+	oc.AdvertiseRoutes = slices.Clone(rp.AdvertiseRoutes)
+	oc.NoSNATSubnetRoutes = rp.NoSNATSubnetRoutes
+}
+
+// routePartsEqual compares the parts of two host configurations that
+// addRoutePrefs fills.
+func routePartsEqual(a, b osnet.Config) bool {
+	return slices.Equal(a.SubnetRoutes, b.SubnetRoutes) && slices.Equal(a.AdvertiseRoutes, b.AdvertiseRoutes) &&
+		a.ExitNode == b.ExitNode && a.ExitNodeAllowLAN == b.ExitNodeAllowLAN &&
+		a.AdvertiseExitNode == b.AdvertiseExitNode && a.NoSNATSubnetRoutes == b.NoSNATSubnetRoutes
+}
