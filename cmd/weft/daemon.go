@@ -63,7 +63,13 @@ func runDaemon(ctx context.Context, g *globals, o daemonOptions) error {
 		}
 		newEngine = engineMaker(log, o)
 	}
-	d, err := controlclient.NewDaemon(controlclient.DaemonConfig{State: st, Logger: log.With("sub", "control"), NewEngine: newEngine})
+	dcfg := controlclient.DaemonConfig{State: st, Logger: log.With("sub", "control"), NewEngine: newEngine}
+	if !o.noDataPlane {
+		// The control channel must bypass an exit node like all of
+		// weft's own traffic, or it would loop into the tunnel.
+		dcfg.Tune = func(co *controlclient.Options) { co.DialContext = osnet.Dialer(osnet.DefaultMark).DialContext }
+	}
+	d, err := controlclient.NewDaemon(dcfg)
 	if err != nil {
 		return err
 	}
