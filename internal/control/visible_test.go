@@ -119,3 +119,23 @@ func FuzzParseRelayMap(f *testing.F) {
 		}
 	})
 }
+
+func TestAllowNodeKey(t *testing.T) {
+	h := newHarness(t, nil)
+	n := h.newSim("a")
+	n.mustRegister(t, h.authKey(store.AuthKeyRequest{}))
+	ctx := context.Background()
+	if ok, err := h.srv.AllowNodeKey(ctx, n.node.Public()); !ok || err != nil {
+		t.Errorf("registered node key refused: %v %v", ok, err)
+	}
+	if ok, _ := h.srv.AllowNodeKey(ctx, newNodeKey().Public()); ok {
+		t.Error("unknown node key allowed")
+	}
+	if _, err := h.st.ExpireNode(ctx, n.self.ID); err != nil {
+		t.Fatal(err)
+	}
+	h.srv.NodeChanged(n.self.ID)
+	if ok, _ := h.srv.AllowNodeKey(ctx, n.node.Public()); ok {
+		t.Error("expired node key allowed")
+	}
+}
