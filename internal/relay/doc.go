@@ -5,9 +5,10 @@
 // messages, so it can read none of them.
 //
 // The package holds the wire protocol (frame.go, handshake.go), the server
-// (server.go, with mesh.go for relays of one region forwarding to each
-// other), the client (client.go) and the agent's multi-region Manager
-// (manager.go), and the allow list by which a standalone relay learns from
-// the control server which node keys may use it (allowlist.go).
+// (server.go, one connection in sconn.go, and mesh.go for relays of one
+// region forwarding to each other), the client (client.go, dial.go), the
+// agent's multi-region Manager (manager.go), and the allow list by which a
+// standalone relay learns from the control server which node keys may use
+// it (allowlist.go).
 // docs/relay.md describes the wire format.
 package relay
