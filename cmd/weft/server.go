@@ -24,6 +24,8 @@ import (
 type serverOptions struct {
 	listen, dataDir, serverURL, relayMap, stunListen string
 	ephemeralTimeout, nodeKeyLifetime                time.Duration
+	registerRate                                     float64
+	registerBurst                                    int
 	verbose                                          bool
 }
 
@@ -51,6 +53,8 @@ func newServerCmd(g *globals) *cobra.Command {
 	f.StringVar(&o.stunListen, "stun-listen", "", "UDP address for the STUN server, such as :3478; empty: no STUN")
 	f.DurationVar(&o.ephemeralTimeout, "ephemeral-timeout", control.DefaultEphemeralTimeout, "how long an ephemeral node may be disconnected before it is deleted")
 	f.DurationVar(&o.nodeKeyLifetime, "node-key-lifetime", 0, "validity of new untagged node keys (default 180 days)")
+	f.Float64Var(&o.registerRate, "register-rate", control.DefaultRegisterRate, "registrations per second allowed from one source IP (negative: no limit)")
+	f.IntVar(&o.registerBurst, "register-burst", control.DefaultRegisterBurst, "registrations allowed at once from one source IP")
 	f.BoolVar(&o.verbose, "verbose", false, "log debug detail")
 	return cmd
 }
@@ -100,6 +104,8 @@ func runServer(ctx context.Context, g *globals, o serverOptions) error {
 		Logger:           log.With("sub", "control"),
 		EphemeralTimeout: o.ephemeralTimeout,
 		NodeKeyLifetime:  o.nodeKeyLifetime,
+		RegisterRate:     o.registerRate,
+		RegisterBurst:    o.registerBurst,
 	})
 	if err != nil {
 		return err
