@@ -367,9 +367,9 @@ func (c *Conn) Send(bufs [][]byte, ep conn.Endpoint) error {
 		return ErrNoPath
 	}
 	for _, b := range bufs {
-		// The relay may queue the packet; wireguard-go reuses bufs.
-		pkt := append([]byte(nil), b...)
-		if err := c.opts.Relay.Send(region, p.key, pkt); err != nil {
+		// Relay.Send copies what it queues (its contract), so b,
+		// which wireguard-go reuses, goes as is.
+		if err := c.opts.Relay.Send(region, p.key, b); err != nil {
 			return fmt.Errorf("magicsock: relay send: %w", err)
 		}
 	}
