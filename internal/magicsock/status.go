@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"slices"
+	"strings"
 	"time"
 
 	"weft/internal/disco"
@@ -74,7 +76,7 @@ func (c *Conn) PeerStatus(k key.NodePublic) (PeerStatus, bool) {
 	return p.statusLocked(c), true
 }
 
-// Peers returns the path state of every peer.
+// Peers returns the path state of every peer, ordered by node key.
 func (c *Conn) Peers() []PeerStatus {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -82,6 +84,7 @@ func (c *Conn) Peers() []PeerStatus {
 	for _, p := range c.peers {
 		out = append(out, p.statusLocked(c))
 	}
+	slices.SortFunc(out, func(a, b PeerStatus) int { return strings.Compare(a.NodeKey.String(), b.NodeKey.String()) })
 	return out
 }
 
