@@ -159,6 +159,7 @@ func New(cfg Config) (*Engine, error) {
 		OnSTUN:      e.nc.ReceiveSTUNPacket,
 		OnEndpoints: e.onEndpoints,
 		Timers:      cfg.Timers,
+		Network:     hostNetwork{tun: router.Name()},
 	})
 	if err != nil {
 		e.relays.Close()

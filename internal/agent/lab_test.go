@@ -1,0 +1,507 @@
+package agent_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"weft/internal/localapi"
+	"weft/internal/netlab"
+	"weft/internal/netlab/labtest"
+	"weft/internal/scenario"
+	"weft/internal/wire"
+)
+
+// ctrlAddr is the seed topology's ctrl host, where the control server and
+// its embedded relay run.
+const ctrlAddr = "203.0.113.10"
+
+// labNet is a running tailnet in a seed lab.
+type labNet struct {
+	t   *testing.T
+	ctx context.Context
+	lab *netlab.Lab
+	tn  *scenario.Tailnet
+}
+
+// startNet brings up the seed lab (changed by mods) with the control
+// server and relay on ctrl and daemons on hosts. The relay map has one
+// region, "home", whose one relay answers STUN on two ports, so netcheck
+// can tell an endpoint-dependent ("hard") NAT from an easy one.
+func startNet(t *testing.T, timeout time.Duration, hosts []string, mods ...func(*netlab.Topology)) *labNet {
+	t.Helper()
+	labtest.SkipUnlessRoot(t)
+	lab := labtest.Seed(t, mods...)
+	for _, r := range []string{"r-busan", "r-fukuoka"} {
+		if err := dropUnsolicitedUDP(lab, r); err != nil {
+			t.Fatalf("router %s: %v", r, err)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	t.Cleanup(cancel)
+	node := func(name string, stun int) *wire.RelayNode {
+		return &wire.RelayNode{Name: name, RegionID: 1, Host: ctrlAddr, Port: 8080, STUNPort: stun, InsecureHTTP: true}
+	}
+	rm := wire.RelayMap{Regions: map[int]*wire.RelayRegion{
+		1: {ID: 1, Code: "home", Name: "home", Nodes: []*wire.RelayNode{node("1a", 3478), node("1b", 3479)}},
+	}}
+	b, err := json.Marshal(rm)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rmPath := filepath.Join(lab.Dir(), "relaymap.json")
+	if err := os.WriteFile(rmPath, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	bin := labtest.WeftBinary(t)
+	if _, err := lab.Node("ctrl").Start(ctx, "stun2", bin, "stun", "--listen", ":3479"); err != nil {
+		t.Fatal(err)
+	}
+	tn, err := scenario.Start(ctx, lab, scenario.Options{
+		Weft:       bin,
+		Hosts:      hosts,
+		ServerArgs: []string{"--relay-map", rmPath, "--stun-listen", ":3478"},
+		DaemonArgs: []string{"--verbose"},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln := &labNet{t: t, ctx: ctx, lab: lab, tn: tn}
+	t.Cleanup(func() {
+		if t.Failed() {
+			for _, h := range hosts {
+				if p := tn.Daemon(h); p != nil {
+					t.Logf("daemon on %s:\n%s", h, tailLines(p.Logs(), 60))
+				}
+			}
+		}
+	})
+	return ln
+}
+
+func tailLines(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+func (n *labNet) status(host string) (*localapi.Status, error) {
+	out, err := n.tn.CLI(n.ctx, host, "status", "--json")
+	if err != nil {
+		return nil, err
+	}
+	var st localapi.Status
+	if err := json.Unmarshal(out, &st); err != nil {
+		return nil, fmt.Errorf("status --json on %s: %w: %s", host, err, out)
+	}
+	return &st, nil
+}
+
+// peer returns host's view of peer, waiting until peer is in its map with
+// addresses.
+func (n *labNet) peer(host, peer string) *localapi.PeerStatus {
+	n.t.Helper()
+	var got *localapi.PeerStatus
+	err := scenario.WaitFor(n.ctx, 30*time.Second, host+" sees "+peer, func() (bool, error) {
+		st, err := n.status(host)
+		if err != nil {
+			return false, err
+		}
+		for _, p := range st.Peers {
+			if p.Name == peer && len(p.Addresses) > 0 {
+				got = p
+				return true, nil
+			}
+		}
+		return false, nil
+	})
+	if err != nil {
+		n.t.Fatal(err)
+	}
+	return got
+}
+
+// addr4 is a peer's IPv4 tailnet address.
+func addr4(p *localapi.PeerStatus) netip.Addr {
+	for _, a := range p.Addresses {
+		if a.Addr().Is4() {
+			return a.Addr()
+		}
+	}
+	return netip.Addr{}
+}
+
+// waitPath waits until host's status shows peer's path of the given kind.
+func (n *labNet) waitPath(host, peer, kind string, timeout time.Duration) *localapi.PeerStatus {
+	n.t.Helper()
+	var got *localapi.PeerStatus
+	last := ""
+	var lastSt *localapi.PeerStatus
+	err := scenario.WaitFor(n.ctx, timeout, fmt.Sprintf("%s's path to %s to be %s", host, peer, kind), func() (bool, error) {
+		st, err := n.status(host)
+		if err != nil {
+			return false, err
+		}
+		for _, p := range st.Peers {
+			if p.Name == peer {
+				last, lastSt = p.Path.Kind, p
+				if p.Path.Kind == kind {
+					got = p
+					return true, nil
+				}
+			}
+		}
+		return false, nil
+	})
+	if err != nil {
+		b, _ := json.Marshal(lastSt)
+		n.t.Fatalf("%v (last path: %q; peer: %s)", err, last, b)
+	}
+	return got
+}
+
+// echo opens a TCP connection from host to a listener on peer's tailnet
+// address and checks that a message comes back.
+func (n *labNet) echo(from, to string, toAddr netip.Addr) {
+	n.t.Helper()
+	ln, err := n.lab.Node(to).Listen("tcp4", netip.AddrPortFrom(toAddr, 0).String())
+	if err != nil {
+		n.t.Fatalf("listen on %s's tailnet address: %v", to, err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				io.Copy(c, c)
+			}()
+		}
+	}()
+	msg := []byte("hello over the tailnet from " + from)
+	err = scenario.WaitFor(n.ctx, 30*time.Second, fmt.Sprintf("TCP echo %s → %s", from, to), func() (bool, error) {
+		dctx, cancel := context.WithTimeout(n.ctx, 3*time.Second)
+		defer cancel()
+		c, err := n.lab.Node(from).DialContext(dctx, "tcp4", ln.Addr().String())
+		if err != nil {
+			return false, nil
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(3 * time.Second))
+		if _, err := c.Write(msg); err != nil {
+			return false, nil
+		}
+		got := make([]byte, len(msg))
+		if _, err := io.ReadFull(c, got); err != nil {
+			return false, nil
+		}
+		return bytes.Equal(got, msg), nil
+	})
+	if err != nil {
+		n.t.Fatal(err)
+	}
+}
+
+// pair checks that a and b reach each other over TCP on their tailnet
+// addresses, and returns a's view of b.
+func (n *labNet) pair(a, b string) *localapi.PeerStatus {
+	n.t.Helper()
+	pb := n.peer(a, b)
+	pa := n.peer(b, a)
+	n.echo(a, b, addr4(pb))
+	n.echo(b, a, addr4(pa))
+	return pb
+}
+
+func setNAT(router string, k netlab.NATKind) func(*netlab.Topology) {
+	return func(t *netlab.Topology) { t.SetNAT(router, k) }
+}
+
+// TestLabEasyEasy: busan and mac behind easy NATs reach each other over
+// their tailnet addresses, the path becomes direct, and weft ping
+// --until-direct ends with a direct pong.
+func TestLabEasyEasy(t *testing.T) {
+	n := startNet(t, 2*time.Minute, []string{"busan", "mac"})
+	n.pair("mac", "busan")
+	p := n.waitPath("mac", "busan", localapi.PathDirect, 30*time.Second)
+	if !strings.HasPrefix(p.Path.Endpoint, "203.0.113.21:") {
+		t.Errorf("direct endpoint %q is not r-busan's WAN address", p.Path.Endpoint)
+	}
+	if p.RxBytes == 0 || p.TxBytes == 0 || p.LastHandshake.IsZero() {
+		t.Errorf("mac's counters for busan after traffic: rx %d tx %d handshake %v", p.RxBytes, p.TxBytes, p.LastHandshake)
+	}
+	n.waitPath("busan", "mac", localapi.PathDirect, 30*time.Second)
+	out, err := n.tn.CLI(n.ctx, "mac", "ping", "--until-direct", "-c", "20", "busan")
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+	last := lines[len(lines)-1]
+	if !strings.HasPrefix(last, "pong from busan (") || !strings.Contains(last, " via 203.0.113.21:") {
+		t.Errorf("weft ping --until-direct did not end with a direct pong:\n%s", out)
+	}
+}
+
+// TestLabHardHard: with endpoint-dependent NATs on both sides no probe can
+// meet, so the path stays on the relay, and traffic still flows.
+func TestLabHardHard(t *testing.T) {
+	n := startNet(t, 2*time.Minute, []string{"busan", "mac"},
+		setNAT("r-busan", netlab.NATHard), setNAT("r-fukuoka", netlab.NATHard))
+	n.pair("mac", "busan")
+	n.waitPath("mac", "busan", localapi.PathRelay, 10*time.Second)
+	// A discovery round (several seconds) must not find a direct path.
+	time.Sleep(8 * time.Second)
+	st, err := n.status("mac")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range st.Peers {
+		if p.Name == "busan" && p.Path.Kind != localapi.PathRelay {
+			t.Errorf("hard/hard path is %+v, want relay", p.Path)
+		}
+	}
+	out, err := n.tn.CLI(n.ctx, "mac", "ping", "-c", "2", "busan")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(out), "via relay home in") {
+		t.Errorf("weft ping over the relay:\n%s", out)
+	}
+}
+
+// TestLabUDPBlocked: busan's router drops all UDP, so busan reaches mac
+// only through the relay (over TCP), and says so in its health.
+func TestLabUDPBlocked(t *testing.T) {
+	n := startNet(t, 2*time.Minute, []string{"busan", "mac"}, setNAT("r-busan", netlab.NATUDPBlocked))
+	n.pair("mac", "busan")
+	n.waitPath("mac", "busan", localapi.PathRelay, 10*time.Second)
+	err := scenario.WaitFor(n.ctx, 40*time.Second, "busan's health to say UDP is blocked", func() (bool, error) {
+		st, err := n.status("busan")
+		if err != nil {
+			return false, err
+		}
+		for _, h := range st.Health {
+			if strings.Contains(h, "UDP is blocked") {
+				return true, nil
+			}
+		}
+		return false, nil
+	})
+	if err != nil {
+		t.Error(err)
+	}
+}
+
+// TestLabEasyHard: mac behind an easy NAT and busan behind a hard one meet
+// directly through a port-guessing round.
+func TestLabEasyHard(t *testing.T) {
+	n := startNet(t, 2*time.Minute, []string{"busan", "mac"}, setNAT("r-busan", netlab.NATHard))
+	n.pair("mac", "busan")
+	n.waitPath("mac", "busan", localapi.PathDirect, 45*time.Second)
+	n.echo("mac", "busan", addr4(n.peer("mac", "busan")))
+}
+
+// TestLabFullMesh: three nodes, each reaches the other two.
+func TestLabFullMesh(t *testing.T) {
+	hosts := []string{"busan", "mac", "pc"}
+	n := startNet(t, 2*time.Minute, hosts)
+	for i, a := range hosts {
+		for _, b := range hosts[i+1:] {
+			n.pair(a, b)
+		}
+	}
+	for _, a := range hosts {
+		for _, b := range hosts {
+			if a != b {
+				n.waitPath(a, b, localapi.PathDirect, 30*time.Second)
+			}
+		}
+	}
+}
+
+// transfer sends size random bytes from "from" to a listener on "to"'s
+// tailnet address and checks their SHA-256 on arrival. During sends it
+// calls during once, after a third of the data.
+func (n *labNet) transfer(from, to string, size int, during func()) {
+	n.t.Helper()
+	toAddr := addr4(n.peer(from, to))
+	ln, err := n.lab.Node(to).Listen("tcp4", netip.AddrPortFrom(toAddr, 0).String())
+	if err != nil {
+		n.t.Fatal(err)
+	}
+	defer ln.Close()
+	type result struct {
+		sum [32]byte
+		n   int64
+		err error
+	}
+	res := make(chan result, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			res <- result{err: err}
+			return
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(90 * time.Second))
+		h := sha256.New()
+		nb, err := io.Copy(h, c)
+		var s [32]byte
+		copy(s[:], h.Sum(nil))
+		res <- result{sum: s, n: nb, err: err}
+	}()
+	c, err := n.lab.Node(from).DialContext(n.ctx, "tcp4", ln.Addr().String())
+	if err != nil {
+		n.t.Fatal(err)
+	}
+	c.SetDeadline(time.Now().Add(90 * time.Second))
+	data := make([]byte, size)
+	rand.Read(data)
+	want := sha256.Sum256(data)
+	start := time.Now()
+	third := size / 3
+	if _, err := c.Write(data[:third]); err != nil {
+		n.t.Fatal(err)
+	}
+	if during != nil {
+		during()
+	}
+	if _, err := c.Write(data[third:]); err != nil {
+		n.t.Fatal(err)
+	}
+	c.(*net.TCPConn).CloseWrite()
+	r := <-res
+	c.Close()
+	if r.err != nil {
+		n.t.Fatalf("receiving: %v after %d bytes", r.err, r.n)
+	}
+	if r.n != int64(size) || r.sum != want {
+		n.t.Fatalf("received %d bytes with sha256 %x, sent %d with %x", r.n, r.sum, size, want)
+	}
+	n.t.Logf("%d MB %s → %s intact in %v", size>>20, from, to, time.Since(start).Round(time.Millisecond))
+}
+
+// TestLabTransfer50MB: 50 MB over the tunnel arrive intact.
+func TestLabTransfer50MB(t *testing.T) {
+	n := startNet(t, 2*time.Minute, []string{"busan", "mac"})
+	n.pair("mac", "busan")
+	n.waitPath("mac", "busan", localapi.PathDirect, 30*time.Second)
+	n.transfer("mac", "busan", 50<<20, nil)
+}
+
+// TestLabConntrackFlush: flushing busan's router's NAT state in the middle
+// of a transfer (a router reboot, a NAT timeout) heals by itself.
+func TestLabConntrackFlush(t *testing.T) {
+	n := startNet(t, 2*time.Minute, []string{"busan", "mac"})
+	n.pair("mac", "busan")
+	n.waitPath("mac", "busan", localapi.PathDirect, 30*time.Second)
+	n.transfer("mac", "busan", 20<<20, func() {
+		if err := n.lab.FlushConntrack("r-busan"); err != nil {
+			t.Fatal(err)
+		}
+	})
+	n.echo("busan", "mac", addr4(n.peer("busan", "mac")))
+}
+
+// TestLabRelayToDirect: a TCP connection opened right after up, while the
+// path is still the relay, keeps working after the path turns direct.
+func TestLabRelayToDirect(t *testing.T) {
+	n := startNet(t, 2*time.Minute, []string{"busan", "mac"})
+	pb := n.peer("mac", "busan")
+	toAddr := addr4(pb)
+	ln, err := n.lab.Node("busan").Listen("tcp4", netip.AddrPortFrom(toAddr, 0).String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		io.Copy(c, c)
+	}()
+	var c net.Conn
+	err = scenario.WaitFor(n.ctx, 30*time.Second, "first TCP connection mac → busan", func() (bool, error) {
+		dctx, cancel := context.WithTimeout(n.ctx, 2*time.Second)
+		defer cancel()
+		c, err = n.lab.Node("mac").DialContext(dctx, "tcp4", ln.Addr().String())
+		return err == nil, nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	st, err := n.status("mac")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var first string
+	for _, p := range st.Peers {
+		if p.Name == "busan" {
+			first = p.Path.Kind
+		}
+	}
+	t.Logf("path when the connection opened: %s", first)
+	roundTrip := func(i int) error {
+		msg := []byte(fmt.Sprintf("message %d", i))
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		if _, err := c.Write(msg); err != nil {
+			return err
+		}
+		got := make([]byte, len(msg))
+		if _, err := io.ReadFull(c, got); err != nil {
+			return err
+		}
+		if !bytes.Equal(got, msg) {
+			return fmt.Errorf("echo %q, want %q", got, msg)
+		}
+		return nil
+	}
+	i := 0
+	err = scenario.WaitFor(n.ctx, 30*time.Second, "the path to turn direct under a live connection", func() (bool, error) {
+		i++
+		if err := roundTrip(i); err != nil {
+			return false, err
+		}
+		st, err := n.status("mac")
+		if err != nil {
+			return false, err
+		}
+		for _, p := range st.Peers {
+			if p.Name == "busan" && p.Path.Kind == localapi.PathDirect {
+				return true, nil
+			}
+		}
+		return false, nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for j := 0; j < 5; j++ {
+		i++
+		if err := roundTrip(i); err != nil {
+			t.Fatalf("the connection broke after the path turned direct: %v", err)
+		}
+	}
+	if first != localapi.PathRelay {
+		t.Logf("note: the path was already %q when the connection opened; the relay→direct handover was not exercised this run", first)
+	}
+}
