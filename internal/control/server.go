@@ -196,6 +196,12 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		io.WriteString(w, "ok\n")
 	})
+	// The relay map is what every node gets in its map anyway; serving
+	// it lets `weft netcheck --server URL` measure before joining.
+	mux.HandleFunc("GET /relaymap", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.Write(s.m.relay)
+	})
 	mux.HandleFunc(noiseconn.Path, s.serveUpgrade)
 	return mux
 }
