@@ -405,18 +405,23 @@ func TestLabTransfer50MB(t *testing.T) {
 	n.transfer("mac", "busan", 50<<20, nil)
 }
 
-// TestLabConntrackFlush: flushing busan's router's NAT state in the middle
-// of a transfer (a router reboot, a NAT timeout) heals by itself.
+// TestLabConntrackFlush: flushing both routers' NAT state in the middle of
+// a transfer (a router reboot, a NAT timeout) heals by itself: the
+// transfer completes intact and the path is direct again.
 func TestLabConntrackFlush(t *testing.T) {
 	n := startNet(t, 2*time.Minute, []string{"busan", "mac"})
 	n.pair("mac", "busan")
 	n.waitPath("mac", "busan", localapi.PathDirect, 30*time.Second)
 	n.transfer("mac", "busan", 20<<20, func() {
-		if err := n.lab.FlushConntrack("r-busan"); err != nil {
-			t.Fatal(err)
+		for _, r := range []string{"r-busan", "r-fukuoka"} {
+			if err := n.lab.FlushConntrack(r); err != nil {
+				t.Fatal(err)
+			}
 		}
 	})
 	n.echo("busan", "mac", addr4(n.peer("busan", "mac")))
+	// The direct path comes back too, not only the relay.
+	n.waitPath("mac", "busan", localapi.PathDirect, 30*time.Second)
 }
 
 // TestLabRelayToDirect: a TCP connection opened right after up, while the
