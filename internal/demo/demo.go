@@ -99,6 +99,9 @@ func Run(ctx context.Context, opts Options) (err error) {
 	if opts.Throughput == 0 {
 		opts.Throughput = 10 * time.Second
 	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
 	r := &runner{opts: opts, out: opts.Out}
 	fmt.Fprintln(r.out, "weft demo: Busan laptop as exit node for a Mac and a PC in Fukuoka, all behind home NATs")
 	fmt.Fprintln(r.out)
