@@ -96,6 +96,11 @@ func testLogger(t *testing.T, name string) *slog.Logger {
 
 func newTNode(t *testing.T, name string, network magicsock.Network, relay *fakeRelay, seed uint64, guess magicsock.GuessBudget) *tnode {
 	t.Helper()
+	return newTNodeTimers(t, name, network, relay, seed, guess, fastTimers)
+}
+
+func newTNodeTimers(t *testing.T, name string, network magicsock.Network, relay *fakeRelay, seed uint64, guess magicsock.GuessBudget, timers magicsock.Timers) *tnode {
+	t.Helper()
 	n := &tnode{t: t, name: name, node: key.NewNode(), disco: key.NewDisco()}
 	c, err := magicsock.New(magicsock.Options{
 		Logger:   testLogger(t, name),
@@ -103,7 +108,7 @@ func newTNode(t *testing.T, name string, network magicsock.Network, relay *fakeR
 		NodeKey:  n.node.Public(),
 		Relay:    relay.client(n.node.Public()),
 		Network:  network,
-		Timers:   fastTimers,
+		Timers:   timers,
 		Guess:    guess,
 		Rand:     rand.New(rand.NewPCG(seed, seed+1)),
 	})

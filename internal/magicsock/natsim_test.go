@@ -42,6 +42,11 @@ func (k siteKind) String() string { return [...]string{"easy", "hard", "public"}
 
 func newSimPair(t *testing.T, ka, kb siteKind, seed uint64) *simPair {
 	t.Helper()
+	return newSimPairTimers(t, ka, kb, seed, fastTimers)
+}
+
+func newSimPairTimers(t *testing.T, ka, kb siteKind, seed uint64, timers magicsock.Timers) *simPair {
+	t.Helper()
 	sp := &simPair{sim: natsim.New(seed), relay: newFakeRelay()}
 	budget := magicsock.GuessBudget{Window: 2 * time.Second}
 	host := func(k siteKind, priv, pub netip.Addr) (*natsim.Host, *natsim.NAT) {
@@ -58,8 +63,8 @@ func newSimPair(t *testing.T, ka, kb siteKind, seed uint64) *simPair {
 	hA, natA := host(ka, privA, publicA)
 	hB, natB := host(kb, privB, publicB)
 	sp.natA, sp.natB = natA, natB
-	sp.a = newTNode(t, "a", hA, sp.relay, seed, budget)
-	sp.b = newTNode(t, "b", hB, sp.relay, seed+100, budget)
+	sp.a = newTNodeTimers(t, "a", hA, sp.relay, seed, budget, timers)
+	sp.b = newTNodeTimers(t, "b", hB, sp.relay, seed+100, budget, timers)
 	// The tests' STUN: an easy NAT keeps the inside port, so the public
 	// endpoint is the public address with our port. Behind a hard NAT
 	// the port a STUN server sees is useless to peers anyway.
@@ -216,9 +221,17 @@ func TestSimNATFlush(t *testing.T) {
 
 // TestSimNATRebinding moves a node to a new public port (a router that
 // reassigns ports): the peer learns the new address from the node's
-// pings and the path follows without help.
+// pings, sees its pings to the old one go unanswered, and the path
+// follows without help and without waiting out the trust window.
 func TestSimNATRebinding(t *testing.T) {
-	sp := newSimPair(t, easy, public, 4)
+	// A trust window far longer than the test: the path must move
+	// because its pings go unanswered, not because its trust ran out.
+	timers := fastTimers
+	timers.TrustWindow = time.Hour
+	sp := newSimPairTimers(t, easy, public, 4, timers)
+	// Equal delays on old and new path: the RTT rule alone would not
+	// move the path.
+	sp.sim.SetDelay(5 * time.Millisecond)
 	traffic(t, sp.a, sp.b)
 	waitFor(t, 10*time.Second, "direct", sp.bothDirect)
 	old := sp.b.path(sp.a).Endpoint

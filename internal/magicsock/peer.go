@@ -77,7 +77,10 @@ type candidate struct {
 	origin   string     // "map", "call-me-maybe", "learned", "guess"
 	lastPing time.Time
 	lastPong time.Time
-	rtt      time.Duration
+	// unanswered is when the first ping since the last pong went out;
+	// zero while every ping has been answered.
+	unanswered time.Time
+	rtt        time.Duration
 }
 
 // sentPing is a ping awaiting its pong.
@@ -235,6 +238,31 @@ func (p *peer) active(c *Conn, now time.Time) bool {
 	return now.UnixNano()-p.lastSend.Load() < int64(c.timers.Active)
 }
 
+// doubtful reports whether cd's latest ping has gone unanswered for well
+// over its RTT: the path may have died though its trust has not run out.
+func (p *peer) doubtful(cd *candidate, now time.Time) bool {
+	return !cd.unanswered.IsZero() && now.Sub(cd.unanswered) > max(4*cd.rtt, minDoubt)
+}
+
+// minDoubt is the least time an unanswered ping must wait before its path
+// is doubted, so that a busy machine's slow pong does not move paths.
+const minDoubt = 200 * time.Millisecond
+
+// bestOtherLocked returns the trusted, undoubted candidate other than
+// skip with the lowest RTT, or nil.
+func (p *peer) bestOtherLocked(c *Conn, now time.Time, skip *candidate) *candidate {
+	var best *candidate
+	for _, cd := range p.cands {
+		if cd == skip || !p.trusted(c, cd, now) || p.doubtful(cd, now) {
+			continue
+		}
+		if best == nil || cd.rtt < best.rtt {
+			best = cd
+		}
+	}
+	return best
+}
+
 func (p *peer) trusted(c *Conn, cd *candidate, now time.Time) bool {
 	return cd != nil && !cd.lastPong.IsZero() && now.Sub(cd.lastPong) < c.timers.TrustWindow
 }
@@ -258,6 +286,20 @@ func (p *peer) maintainLocked(c *Conn, now time.Time) {
 	}
 	if p.shared == nil || !p.active(c, now) {
 		return
+	}
+	if p.best != nil && p.doubtful(p.best, now) {
+		// The path stopped answering (a NAT rebinding, a link going
+		// down). Move to another path that answered lately if there
+		// is one; else look for the peer everywhere now instead of
+		// waiting out the trust window.
+		if alt := p.bestOtherLocked(c, now, p.best); alt != nil {
+			c.log.Info("direct path not answering, moving", "peer", p.key.ShortString(), "from", p.best.addr, "to", alt.addr)
+			p.best = alt
+			p.setPathLocked(c)
+			c.rebuildAddrsLocked()
+		} else if now.Sub(p.lastDiscovery) >= c.timers.Heartbeat {
+			p.discoverLocked(c, now)
+		}
 	}
 	if p.best != nil {
 		if now.Sub(p.best.lastPing) >= c.timers.Heartbeat {
@@ -307,6 +349,9 @@ func (p *peer) pingLocked(c *Conn, cd *candidate, now time.Time) {
 		return
 	}
 	cd.lastPing = now
+	if cd.unanswered.IsZero() {
+		cd.unanswered = now
+	}
 	p.pings[tx] = &sentPing{to: cd.addr, sock: cd.sock, at: now}
 	c.pending = append(c.pending, outPacket{pkt: pkt, dst: cd.addr, sock: cd.sock})
 }
@@ -327,11 +372,12 @@ func (p *peer) noteDirectPongLocked(c *Conn, sp *sentPing, now time.Time) {
 	}
 	cd.sock = sp.sock
 	cd.lastPong = now
+	cd.unanswered = time.Time{}
 	cd.rtt = now.Sub(sp.at)
 	cur := p.best
 	switch {
 	case cur == cd:
-	case cur == nil, !p.trusted(c, cur, now), cd.rtt < cur.rtt*3/4:
+	case cur == nil, !p.trusted(c, cur, now), p.doubtful(cur, now), cd.rtt < cur.rtt*3/4:
 		p.best = cd
 		c.log.Info("direct path", "peer", p.key.ShortString(), "addr", cd.addr, "rtt", cd.rtt, "origin", cd.origin)
 		c.rebuildAddrsLocked()

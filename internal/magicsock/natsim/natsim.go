@@ -22,6 +22,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"time"
 
 	"golang.zx2c4.com/wireguard/conn"
 
@@ -52,7 +53,8 @@ type Network struct {
 	nats  map[netip.Addr]*NAT
 	// drop, if set, drops packets for which it returns true, seen with
 	// their on-the-wire source (after NAT) and destination.
-	drop func(src, dst netip.AddrPort) bool
+	drop  func(src, dst netip.AddrPort) bool
+	delay time.Duration
 
 	Stats Stats
 }
@@ -77,6 +79,14 @@ func (n *Network) Snapshot() Stats {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	return n.Stats
+}
+
+// SetDelay makes every later packet arrive d after it was sent (one way),
+// so round trips have a realistic size and RTT comparisons mean something.
+func (n *Network) SetDelay(d time.Duration) {
+	n.mu.Lock()
+	n.delay = d
+	n.mu.Unlock()
 }
 
 // SetDrop installs (or, with nil, removes) a drop rule.
@@ -333,12 +343,21 @@ func (n *Network) send(s *socket, dst netip.AddrPort, b []byte) {
 		return
 	}
 	n.Stats.Delivered++
+	delay := n.delay
 	n.mu.Unlock()
-	select {
-	case target.in <- packet{b: append([]byte(nil), b...), src: src}:
-	case <-target.closed:
-	default:
+	pkt := packet{b: append([]byte(nil), b...), src: src}
+	deliver := func() {
+		select {
+		case target.in <- pkt:
+		case <-target.closed:
+		default:
+		}
 	}
+	if delay > 0 {
+		time.AfterFunc(delay, deliver)
+		return
+	}
+	deliver()
 }
 
 // bind is a conn.Bind over one simulated IPv4 socket.
