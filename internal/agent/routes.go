@@ -1,7 +1,10 @@
 package agent
 
 import (
+	"fmt"
+	"net/netip"
 	"slices"
+	"strings"
 
 	"weft/internal/controlclient"
 	"weft/internal/osnet"
@@ -108,4 +111,38 @@ func routePartsEqual(a, b osnet.Config) bool {
 	return slices.Equal(a.SubnetRoutes, b.SubnetRoutes) && slices.Equal(a.AdvertiseRoutes, b.AdvertiseRoutes) &&
 		a.ExitNode == b.ExitNode && a.ExitNodeAllowLAN == b.ExitNodeAllowLAN &&
 		a.AdvertiseExitNode == b.AdvertiseExitNode && a.NoSNATSubnetRoutes == b.NoSNATSubnetRoutes
+}
+
+// routeHealth lists what keeps the routing preferences from working:
+// host problems osnet found (forwarding it could not turn on), an exit
+// node that does not resolve, and offers still waiting for approval.
+func (e *Engine) routeHealth(nm *controlclient.NetMap) []string {
+	out := e.router.Warnings()
+	e.mu.Lock()
+	rp, known := e.rs.prefs, e.rs.exitKnown
+	e.mu.Unlock()
+	if nm == nil || nm.Self == nil {
+		return out
+	}
+	if rp.ExitNode != "" && known == "" {
+		msg := "exit node " + rp.ExitNode + " is not usable"
+		if _, err := controlclient.ResolveExitNode(nm, rp.ExitNode); err != nil {
+			msg += " (" + err.Error() + ")"
+		}
+		out = append(out, msg+": internet traffic is held back; `weft set --exit-node=` stops using it")
+	}
+	if rp.AdvertiseExitNode && !slices.ContainsFunc(nm.Self.Routes, func(p netip.Prefix) bool { return p.Bits() == 0 }) {
+		out = append(out, fmt.Sprintf("this node offers itself as exit node, not yet approved: on the server run `weft admin routes approve %s exit`", nm.Self.Name))
+	}
+	var subnets []string
+	for _, r := range rp.AdvertiseRoutes {
+		if !slices.Contains(nm.Self.Routes, r) {
+			subnets = append(subnets, r.String())
+		}
+	}
+	if len(subnets) > 0 {
+		list := strings.Join(subnets, ",")
+		out = append(out, fmt.Sprintf("this node offers %s, not yet approved: on the server run `weft admin routes approve %s %s`", list, nm.Self.Name, list))
+	}
+	return out
 }

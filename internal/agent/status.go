@@ -114,6 +114,7 @@ func (e *Engine) FillStatus(st *localapi.Status) {
 		}
 	}
 	st.Health = append(st.Health, e.health(rm, report, home, nm, time.Now())...)
+	st.Health = append(st.Health, e.routeHealth(nm)...)
 }
 
 // health lists the data plane's problems in plain words.

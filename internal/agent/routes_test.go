@@ -1,0 +1,60 @@
+package agent
+
+import (
+	"log/slog"
+	"net/netip"
+	"slices"
+	"testing"
+
+	"weft/internal/controlclient"
+	"weft/internal/key"
+	"weft/internal/osnet"
+	"weft/internal/wire"
+)
+
+func TestRoutePrefsToConfig(t *testing.T) {
+	pfx := netip.MustParsePrefix
+	lan, lan2 := pfx("192.168.1.0/24"), pfx("10.9.0.0/16")
+	busanKey, pcKey := key.NewNode().Public(), key.NewNode().Public()
+	nm := &controlclient.NetMap{
+		Self: &wire.Node{ID: 1, Name: "mac", Addresses: []netip.Prefix{pfx("100.64.0.1/32")}},
+		Peers: map[wire.NodeID]*wire.Node{
+			2: {ID: 2, Name: "busan", NodeKey: busanKey, Addresses: []netip.Prefix{pfx("100.64.0.2/32")},
+				Routes: append(slices.Clone(controlclient.ExitRoutes), lan)},
+			3: {ID: 3, Name: "pc", NodeKey: pcKey, Addresses: []netip.Prefix{pfx("100.64.0.3/32")}, Routes: []netip.Prefix{lan2}},
+		},
+	}
+	tests := []struct {
+		name     string
+		rp       controlclient.RoutePrefs
+		wantExit key.NodePublic
+		wantOS   osnet.Config
+	}{
+		{"nothing chosen", controlclient.RoutePrefs{}, key.NodePublic{}, osnet.Config{}},
+		{"accept routes: subnets, never default routes", controlclient.RoutePrefs{AcceptRoutes: true}, key.NodePublic{},
+			osnet.Config{SubnetRoutes: []netip.Prefix{lan, lan2}}},
+		{"exit node by name, LAN allowed", controlclient.RoutePrefs{ExitNode: "busan", ExitNodeAllowLAN: true}, busanKey,
+			osnet.Config{ExitNode: true, ExitNodeAllowLAN: true}},
+		{"unresolvable exit node holds traffic back", controlclient.RoutePrefs{ExitNode: "pc"}, key.NodePublic{},
+			osnet.Config{ExitNode: true}},
+		{"allow-LAN alone does nothing", controlclient.RoutePrefs{ExitNodeAllowLAN: true}, key.NodePublic{}, osnet.Config{}},
+		{"offers", controlclient.RoutePrefs{AdvertiseExitNode: true, AdvertiseRoutes: []netip.Prefix{lan}, NoSNATSubnetRoutes: true}, key.NodePublic{},
+			osnet.Config{AdvertiseExitNode: true, AdvertiseRoutes: []netip.Prefix{lan}, NoSNATSubnetRoutes: true}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := &Engine{log: slog.New(slog.DiscardHandler)}
+			opts := e.wgOptions(nm, tt.rp)
+			if opts.ExitNode != tt.wantExit || opts.AcceptRoutes != tt.rp.AcceptRoutes {
+				t.Errorf("wgcfg options = %+v, want exit node %v", opts, tt.wantExit)
+			}
+			var oc osnet.Config
+			addRoutePrefs(&oc, nm, tt.rp)
+			slices.SortFunc(oc.SubnetRoutes, func(a, b netip.Prefix) int { return a.Addr().Compare(b.Addr()) })
+			slices.SortFunc(tt.wantOS.SubnetRoutes, func(a, b netip.Prefix) int { return a.Addr().Compare(b.Addr()) })
+			if !routePartsEqual(oc, tt.wantOS) {
+				t.Errorf("osnet config = %+v, want %+v", oc, tt.wantOS)
+			}
+		})
+	}
+}
