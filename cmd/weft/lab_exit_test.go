@@ -177,6 +177,9 @@ func TestLabExitNodeAndSubnetRoute(t *testing.T) {
 	busanLAN, macLAN := l.lab.Node("busan").LANAddr, l.lab.Node("mac").LANAddr
 
 	l.awaitWhoami("mac", fukuoka, "web sees mac as r-fukuoka without an exit node")
+	if out := l.cli("busan", "status"); !strings.Contains(out, "weft admin routes approve busan exit") {
+		t.Errorf("busan's status does not say its offer waits for approval:\n%s", out)
+	}
 
 	t.Run("unapproved subnet route is not used", func(t *testing.T) {
 		l.cli("mac", "set", "--accept-routes")
