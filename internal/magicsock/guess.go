@@ -32,6 +32,20 @@ func (b GuessBudget) withDefaults() GuessBudget {
 	return b
 }
 
+// maxHardRounds bounds the rounds this node runs as the hard side at once,
+// and so the extra sockets it holds (maxHardRounds × Sockets).
+const maxHardRounds = 2
+
+func (c *Conn) hardRoundsLocked() int {
+	n := 0
+	for _, p := range c.peers {
+		if p.guess != nil && p.guess.hard {
+			n++
+		}
+	}
+	return n
+}
+
 // guessRound is one port-guessing round with one peer.
 type guessRound struct {
 	hard     bool // we are the hard side (we open the sockets)
@@ -91,6 +105,11 @@ func (p *peer) handleGuessLocked(c *Conn, m *disco.PortGuess, src source, now ti
 		// The easy side asks us, the hard side, to open sockets
 		// toward its public endpoint.
 		if p.guess != nil || !m.Public.IsValid() {
+			return
+		}
+		if c.hardRoundsLocked() >= maxHardRounds {
+			// Each round holds hundreds of sockets; the easy
+			// side asks again after its cooldown.
 			return
 		}
 		n := min(int(m.Sockets), b.Sockets)
