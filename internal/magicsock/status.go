@@ -47,6 +47,9 @@ type PeerStatus struct {
 	// on the relay.
 	RTT      time.Duration
 	LastPong time.Time
+	// Active is whether packets went to the peer lately (Timers.Active);
+	// weft status shows an inactive peer as idle.
+	Active bool
 }
 
 // PingResult is one pong: the path it came back over and its RTT.
@@ -89,7 +92,7 @@ func (c *Conn) Peers() []PeerStatus {
 }
 
 func (p *peer) statusLocked(c *Conn) PeerStatus {
-	st := PeerStatus{NodeKey: p.key, Path: p.pathInfo(c)}
+	st := PeerStatus{NodeKey: p.key, Path: p.pathInfo(c), Active: p.active(c, time.Now())}
 	if p.best != nil {
 		st.RTT = p.best.rtt
 		st.LastPong = p.best.lastPong
