@@ -419,12 +419,18 @@ func TestSimUDPBlocked(t *testing.T) {
 	sp.sim.SetDrop(func(src, dst netip.AddrPort) bool {
 		return src.Addr() == publicA || dst.Addr() == publicA
 	})
+	if st, _ := sp.a.conn.PeerStatus(sp.b.node.Public()); st.Active {
+		t.Fatal("peer active before any packet")
+	}
 	traffic(t, sp.a, sp.b)
 	sp.flowing(t, 50, "traffic over the relay")
 	time.Sleep(5 * fastTimers.Discovery)
 	sp.flowing(t, 20, "more traffic over the relay")
 	if !sp.bothRelay() {
 		t.Fatalf("paths a→%v b→%v; want relay both ways", sp.a.path(sp.b), sp.b.path(sp.a))
+	}
+	if st, _ := sp.a.conn.PeerStatus(sp.b.node.Public()); !st.Active || st.Path.RelayRegion != 1 {
+		t.Fatalf("status %+v; want active on relay region 1", st)
 	}
 }
 
