@@ -29,7 +29,7 @@ const ctrlAddr = "203.0.113.10"
 
 // labNet is a running tailnet in a seed lab.
 type labNet struct {
-	t   *testing.T
+	t   testing.TB
 	ctx context.Context
 	lab *netlab.Lab
 	tn  *scenario.Tailnet
@@ -40,6 +40,11 @@ type labNet struct {
 // region, "home", whose one relay answers STUN on two ports, so netcheck
 // can tell an endpoint-dependent ("hard") NAT from an easy one.
 func startNet(t *testing.T, timeout time.Duration, hosts []string, mods ...func(*netlab.Topology)) *labNet {
+	t.Helper()
+	return startNetTB(t, timeout, hosts, mods...)
+}
+
+func startNetTB(t testing.TB, timeout time.Duration, hosts []string, mods ...func(*netlab.Topology)) *labNet {
 	t.Helper()
 	labtest.SkipUnlessRoot(t)
 	lab := labtest.Seed(t, mods...)
