@@ -89,7 +89,7 @@ func runDaemon(ctx context.Context, g *globals, o daemonOptions) error {
 // time the node goes up.
 func engineMaker(log *slog.Logger, o daemonOptions) func(controlclient.EngineParams) (controlclient.Engine, error) {
 	return func(p controlclient.EngineParams) (controlclient.Engine, error) {
-		return agent.New(agent.Config{
+		e, err := agent.New(agent.Config{
 			Logger:    log.With("sub", "agent"),
 			NodeKey:   p.NodeKey,
 			DiscoKey:  p.DiscoKey,
@@ -98,5 +98,11 @@ func engineMaker(log *slog.Logger, o daemonOptions) func(controlclient.EnginePar
 			Hostinfo:  p.Hostinfo,
 			Publisher: p.Client,
 		})
+		if err != nil {
+			// Not a typed nil in the interface: the daemon checks
+			// for nil.
+			return nil, err
+		}
+		return e, nil
 	}
 }

@@ -277,6 +277,7 @@ func (d *Daemon) run(c *Client) {
 		eng, engErr = d.cfg.NewEngine(EngineParams{NodeKey: p.NodeKey, DiscoKey: d.disco, Client: c, Hostinfo: d.hostinfo(p)})
 		if engErr != nil {
 			d.log.Error("data plane did not start", "err", engErr)
+			eng = nil // a failed maker may return a typed nil
 		}
 	}
 	ctx, cancel := context.WithCancel(context.Background())
