@@ -25,20 +25,21 @@ import (
 // its LAN as a subnet route, plus nas: a plain host on busan's LAN that
 // runs no weft.
 type exitLab struct {
-	t   *testing.T
+	t   testing.TB
 	ctx context.Context
 	lab *netlab.Lab
 	tn  *scenario.Tailnet
 }
 
-func startExitLab(t *testing.T, ctx context.Context) *exitLab {
+func startExitLab(t testing.TB, ctx context.Context, mods ...func(*netlab.Topology)) *exitLab {
 	labtest.SkipUnlessRoot(t)
-	lab := labtest.Seed(t, func(tp *netlab.Topology) {
+	lab := labtest.Seed(t, append(mods, func(tp *netlab.Topology) {
 		tp.Routers[0].Hosts = append(tp.Routers[0].Hosts, "nas")
-	})
+	})...)
 	tn, err := scenario.Start(ctx, lab, scenario.Options{
-		Weft:  labtest.WeftBinary(t),
-		Hosts: []string{"busan", "mac", "pc"},
+		Weft:       labtest.WeftBinary(t),
+		Hosts:      []string{"busan", "mac", "pc"},
+		ServerArgs: []string{"--stun-listen", ":3478"}, // so the nodes find direct paths
 		UpArgs: func(host string) []string {
 			if host == "busan" {
 				return []string{"--advertise-exit-node", "--advertise-routes", lab.Node("r-busan").LAN.String()}
