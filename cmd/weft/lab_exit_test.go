@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -13,7 +14,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vishvananda/netlink"
+
 	"weft/internal/demo"
+	"weft/internal/localapi"
 	"weft/internal/netlab"
 	"weft/internal/netlab/labtest"
 	"weft/internal/nodestate"
@@ -195,6 +199,31 @@ func TestLabExitNodeAndSubnetRoute(t *testing.T) {
 			t.Errorf("nas saw mac's connection from %v, want busan's LAN address %v (masqueraded)", src, busanLAN)
 		}
 	})
+	t.Run("--snat-subnet-routes=false keeps the tailnet source address", func(t *testing.T) {
+		// nas must then route the tailnet back to busan itself.
+		err := l.lab.Node("nas").Do(func() error {
+			return netlink.RouteAdd(&netlink.Route{Dst: netipNet(netip.MustParsePrefix("100.64.0.0/10")), Gw: busanLAN.AsSlice()})
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		l.cli("busan", "set", "--snat-subnet-routes=false")
+		var st localapi.Status
+		if err := json.Unmarshal([]byte(l.cli("mac", "status", "--json")), &st); err != nil || st.Self == nil {
+			t.Fatalf("mac's status: %v", err)
+		}
+		macTailnet := netip.MustParseAddr(firstAddr(st.Self))
+		var src netip.Addr
+		err = scenario.WaitFor(ctx, 20*time.Second, "nas sees mac's tailnet address", func() (bool, error) {
+			a, err := l.reach("mac", "nas")
+			src = a
+			return err == nil && a == macTailnet, nil
+		})
+		if err != nil {
+			t.Fatalf("%v: nas last saw %v, want %v", err, src, macTailnet)
+		}
+		l.cli("busan", "set", "--snat-subnet-routes=true")
+	})
 	t.Run("exit node: web sees r-busan", func(t *testing.T) {
 		l.admin("routes", "approve", "busan", "exit")
 		err := scenario.WaitFor(ctx, 30*time.Second, "busan listed as exit node on mac", func() (bool, error) {
@@ -307,4 +336,8 @@ func TestLabDemo(t *testing.T) {
 	if !strings.Contains(out.String(), "All steps passed") {
 		t.Errorf("the demo did not say it passed")
 	}
+}
+
+func netipNet(p netip.Prefix) *net.IPNet {
+	return &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}
 }
