@@ -260,6 +260,20 @@ func TestDaemonLocalAPIRoundTrip(t *testing.T) {
 		t.Errorf("prefs after up: %+v", prefs)
 	}
 
+	// A refused up, with a bad key or to a server that is not there,
+	// leaves the running node as it was.
+	for _, bad := range []localapi.UpRequest{{AuthKey: "wrong"}, {ServerURL: "http://127.0.0.1:1", AuthKey: "k"}} {
+		if _, err := lc.Up(ctx, bad); err == nil {
+			t.Fatalf("up %+v succeeded", bad)
+		}
+		if s, _ := lc.Status(ctx); s.BackendState != localapi.StateRunning || s.ServerURL != e.url {
+			t.Fatalf("after a refused up %+v: %+v", bad, s)
+		}
+		if p, _ := st.LoadPrefs(); !reflect.DeepEqual(p, prefs) {
+			t.Fatalf("a refused up changed the saved prefs: %+v", p)
+		}
+	}
+
 	// A second daemon on the same state dir (a restart) comes back up
 	// by itself, without a key.
 	d.Close()

@@ -120,7 +120,7 @@ func (d *Daemon) Start() {
 	if !p.WantUp || !p.Registered || p.ServerURL == "" {
 		return
 	}
-	c, err := d.newClient(p)
+	c, err := d.newClient(p, nil)
 	if err != nil {
 		d.setErr(err)
 		return
@@ -153,7 +153,17 @@ func (d *Daemon) hostinfo(p nodestate.Prefs) *wire.Hostinfo {
 	return &wire.Hostinfo{Hostname: name, OS: runtime.GOOS, Version: version.Get().Version}
 }
 
-func (d *Daemon) newClient(p nodestate.Prefs) (*Client, error) {
+// newClient makes a Client for p. onPin receives a newly pinned server
+// key; nil saves it into the daemon's prefs.
+func (d *Daemon) newClient(p nodestate.Prefs, onPin func(key.MachinePublic) error) (*Client, error) {
+	if onPin == nil {
+		onPin = func(k key.MachinePublic) error {
+			d.mu.Lock()
+			defer d.mu.Unlock()
+			d.prefs.ServerKey = k
+			return d.st.SavePrefs(d.prefs)
+		}
+	}
 	opts := Options{
 		ServerURL:  p.ServerURL,
 		MachineKey: d.machine,
@@ -162,13 +172,8 @@ func (d *Daemon) newClient(p nodestate.Prefs) (*Client, error) {
 		Hostinfo:   d.hostinfo(p),
 		ServerKey:  p.ServerKey,
 		Logger:     d.log,
-		OnPin: func(k key.MachinePublic) error {
-			d.mu.Lock()
-			defer d.mu.Unlock()
-			d.prefs.ServerKey = k
-			return d.st.SavePrefs(d.prefs)
-		},
-		OnMap: d.onMap,
+		OnPin:      onPin,
+		OnMap:      d.onMap,
 	}
 	opts.AdvertisedRoutes = AdvertisedRoutes(p)
 	if d.cfg.Tune != nil {
@@ -189,7 +194,6 @@ func (d *Daemon) setErr(err error) {
 func (d *Daemon) Up(ctx context.Context, req localapi.UpRequest) (*localapi.Status, error) {
 	d.opMu.Lock()
 	defer d.opMu.Unlock()
-	d.stop()
 
 	d.mu.Lock()
 	p := d.prefs
@@ -214,25 +218,28 @@ func (d *Daemon) Up(ctx context.Context, req localapi.UpRequest) (*localapi.Stat
 	if p.NodeKey.IsZero() {
 		p.NodeKey = key.NewNode()
 	}
-	d.mu.Lock()
-	d.prefs = p
-	d.mu.Unlock()
-
-	c, err := d.newClient(p)
-	if err != nil {
-		return nil, err
-	}
 	if !p.Registered || req.AuthKey != "" {
-		if _, err := c.Register(ctx, req.AuthKey, key.NodePublic{}); err != nil {
-			d.setErr(err)
+		// Register on a client of its own before touching the running
+		// stream or the saved prefs: a refused `up` (wrong key, server
+		// unreachable) leaves the node as it was.
+		rc, err := d.newClient(p, func(k key.MachinePublic) error { p.ServerKey = k; return nil })
+		if err != nil {
+			return nil, err
+		}
+		if _, err := rc.Register(ctx, req.AuthKey, key.NodePublic{}); err != nil {
 			return nil, upError(err)
 		}
 	}
+	d.stop()
+	p.Registered, p.WantUp = true, true
 	d.mu.Lock()
-	// Re-read: OnPin may have stored the server key meanwhile.
-	d.prefs.Registered, d.prefs.WantUp = true, true
-	err = d.st.SavePrefs(d.prefs)
+	d.prefs = p
+	err := d.st.SavePrefs(p)
 	d.mu.Unlock()
+	if err != nil {
+		return nil, err
+	}
+	c, err := d.newClient(p, nil)
 	if err != nil {
 		return nil, err
 	}
