@@ -302,6 +302,12 @@ func BenchmarkLab(b *testing.B) {
 				}
 				b.ReportMetric((c2-c1).Seconds()/(benchBytes/1e9), "CPU-s/GB-sent")
 				b.ReportMetric(float64(rss)/1024, "RSS-MB")
+				time.Sleep(30 * time.Second)
+				_, rss, err = procStat(pid)
+				if err != nil {
+					b.Fatal(err)
+				}
+				b.ReportMetric(float64(rss)/1024, "RSS-MB-30s-later")
 			}
 		})
 	})

@@ -81,6 +81,7 @@ type Engine struct {
 	relays *relay.Manager
 	nc     *netcheck.Client
 	dev    *device.Device
+	net    hostNetwork
 
 	ctx    context.Context // cancelled by Close
 	cancel context.CancelFunc
@@ -132,6 +133,7 @@ func New(cfg Config) (*Engine, error) {
 		return nil, fmt.Errorf("agent: %w", err)
 	}
 	e.router = router
+	e.net = hostNetwork{tun: router.Name()}
 	mark := router.Mark()
 	dialer := osnet.Dialer(mark)
 	e.relays, err = relay.NewManager(relay.ManagerOptions{
@@ -159,7 +161,7 @@ func New(cfg Config) (*Engine, error) {
 		OnSTUN:      e.nc.ReceiveSTUNPacket,
 		OnEndpoints: e.onEndpoints,
 		Timers:      cfg.Timers,
-		Network:     hostNetwork{tun: router.Name()},
+		Network:     e.net,
 	})
 	if err != nil {
 		e.relays.Close()

@@ -16,6 +16,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vishvananda/netlink"
+
+	"weft/internal/agent"
 	"weft/internal/localapi"
 	"weft/internal/netlab"
 	"weft/internal/netlab/labtest"
@@ -514,4 +517,46 @@ func TestLabRelayToDirect(t *testing.T) {
 	if first != localapi.PathRelay {
 		t.Logf("note: the path was already %q when the connection opened; the relay→direct handover was not exercised this run", first)
 	}
+}
+
+// TestLabNewLocalAddress: an address added to mac's LAN interface is
+// noticed without a user doing anything and reaches busan as one of mac's
+// endpoints.
+func TestLabNewLocalAddress(t *testing.T) {
+	n := startNet(t, 2*time.Minute, []string{"busan", "mac"})
+	n.pair("mac", "busan")
+	added := netip.MustParsePrefix("192.168.2.50/24")
+	err := n.lab.Node("mac").Do(func() error {
+		link, err := netlink.LinkByName("eth0")
+		if err != nil {
+			return err
+		}
+		return netlink.AddrAdd(link, &netlink.Addr{IPNet: &net.IPNet{IP: added.Addr().AsSlice(), Mask: net.CIDRMask(24, 32)}})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Well within DefaultNetcheckInterval: the address poll, not the next
+	// periodic network check, must be what notices.
+	err = scenario.WaitFor(n.ctx, agent.DefaultNetcheckInterval-5*time.Second, "busan to see mac's new endpoint", func() (bool, error) {
+		st, err := n.status("busan")
+		if err != nil {
+			return false, err
+		}
+		for _, p := range st.Peers {
+			if p.Name != "mac" {
+				continue
+			}
+			for _, ep := range p.Endpoints {
+				if ep.Addr() == added.Addr() {
+					return true, nil
+				}
+			}
+		}
+		return false, nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n.echo("busan", "mac", addr4(n.peer("busan", "mac")))
 }

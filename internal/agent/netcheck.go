@@ -13,18 +13,33 @@ import (
 )
 
 // netcheckLoop measures the network over magicsock's socket at start (as
-// soon as a relay map is known), every NetcheckInterval and whenever
-// kickNetcheck asks, and acts on each report.
+// soon as a relay map is known), every NetcheckInterval, whenever
+// kickNetcheck asks and whenever local addresses change, and acts on each
+// report.
 func (e *Engine) netcheckLoop() {
 	defer e.wg.Done()
 	t := time.NewTicker(e.cfg.NetcheckInterval)
 	defer t.Stop()
+	// Local addresses are polled (cheaply) far more often than the
+	// network is checked: a new or lost address means paths may be dead
+	// and endpoints stale, which Rebind and a fresh report fix.
+	addrTick := time.NewTicker(addrPollInterval)
+	defer addrTick.Stop()
+	lastAddrs, _ := e.net.LocalAddrs()
 	for {
 		select {
 		case <-e.ctx.Done():
 			return
 		case <-t.C:
 		case <-e.recheck:
+		case <-addrTick.C:
+			addrs, err := e.net.LocalAddrs()
+			if err != nil || slices.Equal(addrs, lastAddrs) {
+				continue
+			}
+			e.log.Info("local addresses changed", "from", lastAddrs, "to", addrs)
+			lastAddrs = addrs
+			e.conn.Rebind("local addresses changed")
 		}
 		e.mu.Lock()
 		rm := e.relayMap
@@ -42,6 +57,10 @@ func (e *Engine) netcheckLoop() {
 		e.useReport(r)
 	}
 }
+
+// addrPollInterval is how often the engine looks for changed local
+// addresses.
+const addrPollInterval = 2 * time.Second
 
 // kickNetcheck asks the netcheck loop for a report now.
 func (e *Engine) kickNetcheck() {
