@@ -560,3 +560,33 @@ func TestLabNewLocalAddress(t *testing.T) {
 	}
 	n.echo("busan", "mac", addr4(n.peer("busan", "mac")))
 }
+
+// TestLabServerDown: with the control server (and its embedded relay)
+// killed, status says both are unreachable in plain words, and traffic
+// keeps flowing over the direct path.
+func TestLabServerDown(t *testing.T) {
+	n := startNet(t, 2*time.Minute, []string{"busan", "mac"})
+	n.pair("mac", "busan")
+	n.waitPath("mac", "busan", localapi.PathDirect, 30*time.Second)
+	if err := n.tn.KillServer(); err != nil {
+		t.Fatal(err)
+	}
+	var health []string
+	err := scenario.WaitFor(n.ctx, 60*time.Second, "mac's health to name the control server and the relay", func() (bool, error) {
+		st, err := n.status("mac")
+		if err != nil {
+			return false, err
+		}
+		health = st.Health
+		ctl, rel := false, false
+		for _, h := range st.Health {
+			ctl = ctl || strings.HasPrefix(h, "control server unreachable")
+			rel = rel || strings.HasPrefix(h, "no relay reachable")
+		}
+		return ctl && rel, nil
+	})
+	if err != nil {
+		t.Fatalf("%v; health: %q", err, health)
+	}
+	n.echo("mac", "busan", addr4(n.peer("mac", "busan")))
+}
