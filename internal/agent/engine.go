@@ -125,7 +125,7 @@ func New(cfg Config) (*Engine, error) {
 		maps:    make(chan *controlclient.NetMap, 1),
 		recheck: make(chan struct{}, 1),
 	}
-	e.rs.kick = make(chan struct{}, 1)
+	e.rs.kick = make(chan chan struct{}, 1)
 	e.ctx, e.cancel = context.WithCancel(context.Background())
 
 	router, err := osnet.New(osnet.Options{TUNName: cfg.TUNName, Logger: e.log.With("sub", "osnet")})
@@ -255,8 +255,8 @@ func (e *Engine) mapLoop() {
 			if err := e.apply(nm); err != nil {
 				e.log.Error("applying map", "err", err)
 			}
-		case <-e.rs.kick:
-			e.reapply()
+		case done := <-e.rs.kick:
+			e.reapply(done)
 		}
 	}
 }
@@ -284,13 +284,14 @@ func (e *Engine) apply(nm *controlclient.NetMap) error {
 		e.kickNetcheck()
 	}
 
+	reachable := endpointFilter(nm, rp, localPrefixes(e.router.Name()))
 	peers := make([]magicsock.Peer, 0, len(nm.Peers))
 	nodes := make([]wire.Node, 0, len(nm.Peers))
 	for _, n := range nm.SortedPeers() {
 		if n.NodeKey.IsZero() {
 			continue
 		}
-		peers = append(peers, magicsock.PeerFromNode(n))
+		peers = append(peers, magicsock.PeerFromNode(reachable(n)))
 		nodes = append(nodes, *n)
 	}
 	e.conn.SetPeers(peers)

@@ -2,13 +2,16 @@ package agent
 
 import (
 	"fmt"
+	"net"
 	"net/netip"
 	"slices"
 	"strings"
+	"time"
 
 	"weft/internal/controlclient"
 	"weft/internal/osnet"
 	"weft/internal/wgcfg"
+	"weft/internal/wire"
 )
 
 // routeState is the engine's share of the routing preferences. Its fields
@@ -19,27 +22,47 @@ type routeState struct {
 	// or unresolved), so that a change is logged once, not per map.
 	exitKnown string
 	// kick asks the map loop to apply the last map again under new
-	// preferences; the map loop is the only one that applies, so a
-	// preference change never races a newer map.
-	kick chan struct{}
+	// preferences and to close the channel sent once done; the map loop
+	// is the only one that applies, so a preference change never races
+	// a newer map.
+	kick chan chan struct{}
 }
 
 var _ controlclient.PrefsEngine = (*Engine)(nil)
 
+// applyWait bounds how long SetRoutePrefs waits for the change to be in
+// place; applying takes milliseconds unless the host is in trouble.
+const applyWait = 5 * time.Second
+
 // SetRoutePrefs implements controlclient.PrefsEngine: the preferences
-// take effect on the last map at once and on every map after it.
+// take effect on the last map, and on every map after it. It returns once
+// the host and WireGuard are changed (or after applyWait), so that when
+// `weft set --exit-node=` returns, traffic already leaves directly.
 func (e *Engine) SetRoutePrefs(p controlclient.RoutePrefs) {
 	e.mu.Lock()
 	e.rs.prefs = p
 	e.mu.Unlock()
+	done := make(chan struct{})
+	timeout := time.NewTimer(applyWait)
+	defer timeout.Stop()
 	select {
-	case e.rs.kick <- struct{}{}:
-	default: // a re-apply is already pending
+	case e.rs.kick <- done:
+	case <-e.ctx.Done():
+		return
+	case <-timeout.C:
+		return
+	}
+	select {
+	case <-done:
+	case <-e.ctx.Done():
+	case <-timeout.C:
 	}
 }
 
-// reapply applies the last applied map again; it runs on the map loop.
-func (e *Engine) reapply() {
+// reapply applies the last applied map again and closes done; it runs on
+// the map loop.
+func (e *Engine) reapply(done chan struct{}) {
+	defer close(done)
 	e.mu.Lock()
 	nm := e.nm
 	e.mu.Unlock()
@@ -143,6 +166,70 @@ func (e *Engine) routeHealth(nm *controlclient.NetMap) []string {
 	if len(subnets) > 0 {
 		list := strings.Join(subnets, ",")
 		out = append(out, fmt.Sprintf("this node offers %s, not yet approved: on the server run `weft admin routes approve %s %s`", list, nm.Self.Name, list))
+	}
+	return out
+}
+
+// endpointFilter returns a function that removes from a peer's record the
+// endpoints this node could only reach through the tunnel itself: those
+// inside a subnet route it accepts, unless the host is directly connected
+// to that network (then the host's own route wins, see osnet). weft's
+// marked sockets follow the main table, where accepted subnet routes point
+// into the TUN, so a disco ping to a subnet router's LAN address would
+// travel inside the tunnel it is meant to set up, and the router would
+// learn this node's tailnet address as a "direct" path and loop.
+func endpointFilter(nm *controlclient.NetMap, rp controlclient.RoutePrefs, local []netip.Prefix) func(*wire.Node) *wire.Node {
+	var routes []netip.Prefix
+	if rp.AcceptRoutes {
+		var oc osnet.Config
+		addRoutePrefs(&oc, nm, rp)
+		for _, r := range oc.SubnetRoutes {
+			if !slices.Contains(local, r.Masked()) {
+				routes = append(routes, r)
+			}
+		}
+	}
+	return func(n *wire.Node) *wire.Node {
+		if len(routes) == 0 {
+			return n
+		}
+		keep := slices.DeleteFunc(slices.Clone(n.Endpoints), func(ep netip.AddrPort) bool {
+			return slices.ContainsFunc(routes, func(r netip.Prefix) bool { return r.Contains(ep.Addr().Unmap()) })
+		})
+		if len(keep) == len(n.Endpoints) {
+			return n
+		}
+		c := *n
+		c.Endpoints = keep
+		return &c
+	}
+}
+
+// localPrefixes are the networks the host's interfaces other than the TUN
+// are directly connected to.
+func localPrefixes(tun string) []netip.Prefix {
+	var out []netip.Prefix
+	ifs, err := net.Interfaces()
+	if err != nil {
+		return nil
+	}
+	for _, ifc := range ifs {
+		if ifc.Name == tun {
+			continue
+		}
+		addrs, err := ifc.Addrs()
+		if err != nil {
+			continue
+		}
+		for _, a := range addrs {
+			if ipn, ok := a.(*net.IPNet); ok {
+				ip, ok := netip.AddrFromSlice(ipn.IP)
+				ones, _ := ipn.Mask.Size()
+				if ok {
+					out = append(out, netip.PrefixFrom(ip.Unmap(), ones).Masked())
+				}
+			}
+		}
 	}
 	return out
 }

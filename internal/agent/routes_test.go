@@ -58,3 +58,35 @@ func TestRoutePrefsToConfig(t *testing.T) {
 		})
 	}
 }
+
+// TestEndpointFilter: a peer's endpoints inside an accepted subnet route
+// are dropped (they would be reached through the tunnel itself), unless
+// the host sits on that network.
+func TestEndpointFilter(t *testing.T) {
+	pfx, ap := netip.MustParsePrefix, netip.MustParseAddrPort
+	busan := &wire.Node{ID: 2, Name: "busan", Routes: []netip.Prefix{pfx("192.168.1.0/24")},
+		Endpoints: []netip.AddrPort{ap("203.0.113.21:41641"), ap("192.168.1.10:41641")}}
+	nm := &controlclient.NetMap{Self: &wire.Node{ID: 1, Name: "mac"}, Peers: map[wire.NodeID]*wire.Node{2: busan}}
+	tests := []struct {
+		name  string
+		rp    controlclient.RoutePrefs
+		local []netip.Prefix
+		want  []netip.AddrPort
+	}{
+		{"routes not accepted", controlclient.RoutePrefs{}, nil, busan.Endpoints},
+		{"accepted: LAN endpoint dropped", controlclient.RoutePrefs{AcceptRoutes: true}, []netip.Prefix{pfx("192.168.2.0/24")},
+			[]netip.AddrPort{ap("203.0.113.21:41641")}},
+		{"accepted, but on that LAN", controlclient.RoutePrefs{AcceptRoutes: true}, []netip.Prefix{pfx("192.168.1.0/24")}, busan.Endpoints},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := endpointFilter(nm, tt.rp, tt.local)(busan)
+			if !slices.Equal(got.Endpoints, tt.want) {
+				t.Errorf("endpoints = %v, want %v", got.Endpoints, tt.want)
+			}
+			if len(busan.Endpoints) != 2 {
+				t.Fatal("the map's record was modified")
+			}
+		})
+	}
+}
