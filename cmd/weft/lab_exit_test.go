@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -107,8 +108,13 @@ func (l *exitLab) awaitWhoami(host string, want netip.Addr, what string) {
 // returns the source address dst saw, or an error if it cannot connect
 // within a couple of seconds.
 func (l *exitLab) reach(host, dst string) (netip.Addr, error) {
+	return l.reachAddr(host, dst, l.lab.Node(dst).LANAddr)
+}
+
+// reachAddr is reach to one of dst's addresses.
+func (l *exitLab) reachAddr(host, dst string, addr netip.Addr) (netip.Addr, error) {
 	d := l.lab.Node(dst)
-	ln, err := d.Listen("tcp4", net.JoinHostPort(d.LANAddr.String(), "0"))
+	ln, err := d.Listen("tcp4", net.JoinHostPort(addr.String(), "0"))
 	if err != nil {
 		return netip.Addr{}, err
 	}
@@ -186,6 +192,23 @@ func TestLabExitNodeAndSubnetRoute(t *testing.T) {
 		t.Errorf("busan's status does not say its offer waits for approval:\n%s", out)
 	}
 
+	t.Run("mac reaches busan through the tunnel", func(t *testing.T) {
+		var st localapi.Status
+		if err := json.Unmarshal([]byte(l.cli("busan", "status", "--json")), &st); err != nil || st.Self == nil {
+			t.Fatalf("busan's status: %v", err)
+		}
+		busanTailnet := netip.MustParseAddr(firstAddr(st.Self))
+		t0 := time.Now()
+		var lastErr error
+		err := scenario.WaitFor(ctx, 60*time.Second, "mac reaches busan's tailnet address", func() (bool, error) {
+			_, lastErr = l.reachAddr("mac", "busan", busanTailnet)
+			return lastErr == nil, nil
+		})
+		if err != nil {
+			t.Fatalf("%v (last: %v)", err, lastErr)
+		}
+		t.Logf("tunnel up after %v", time.Since(t0).Round(time.Millisecond))
+	})
 	t.Run("unapproved subnet route is not used", func(t *testing.T) {
 		l.cli("mac", "set", "--accept-routes")
 		if src, err := l.reach("mac", "nas"); err == nil {
@@ -258,7 +281,15 @@ func TestLabExitNodeAndSubnetRoute(t *testing.T) {
 			t.Errorf("pc saw %v, want mac's LAN address %v (direct over the LAN)", src, macLAN)
 		}
 		if a, err := l.whoami("mac"); err != nil || a != busanWAN {
-			t.Errorf("with allow-LAN web sees mac as %v (%v), want still r-busan %v", a, err, busanWAN)
+			var dump []string
+			for _, argv := range [][]string{{"ip", "rule"}, {"ip", "route", "show", "table", "all"}, {"ip", "-6", "rule"}} {
+				out, _ := l.lab.Node("mac").Exec(ctx, argv...)
+				dump = append(dump, string(out))
+			}
+			out, _ := l.lab.Node("busan").Exec(ctx, "nft", "list", "ruleset")
+			dump = append(dump, string(out))
+			dump = append(dump, l.cli("mac", "status"))
+			t.Errorf("with allow-LAN web sees mac as %v (%v), want still r-busan %v\n%s", a, err, busanWAN, strings.Join(dump, "\n"))
 		}
 	})
 	t.Run("clearing the exit node restores the direct address", func(t *testing.T) {
@@ -321,11 +352,15 @@ func TestLabDemo(t *testing.T) {
 	labtest.SkipUnlessRoot(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
+	// Unique per run: a lab's directory (with the server's data)
+	// outlives its namespaces, so it is removed here.
+	name := fmt.Sprintf("t%d", time.Now().UnixNano()/1e3%1e6)
+	t.Cleanup(func() { os.RemoveAll(filepath.Join("/run/weft-lab", name)) })
 	var out strings.Builder
 	err := demo.Run(ctx, demo.Options{
 		Weft:       labtest.WeftBinary(t),
 		Out:        &out,
-		LabName:    fmt.Sprintf("t%d", os.Getpid()%100000),
+		LabName:    name,
 		Throughput: 2 * time.Second,
 		Logger:     slog.New(slog.DiscardHandler),
 	})
