@@ -82,6 +82,7 @@ func (e *Engine) Rebind(reason string) {
 func (e *Engine) useReport(r *netcheck.Report) {
 	e.log.Debug("network report", "udp", r.UDP, "v4", r.GlobalV4, "hard_nat", r.HardNAT(), "preferred", r.PreferredRegion)
 	e.mu.Lock()
+	first := e.report == nil
 	e.report = r
 	e.mu.Unlock()
 	// SetNetReport publishes endpoints through onEndpoints if they
@@ -92,6 +93,13 @@ func (e *Engine) useReport(r *netcheck.Report) {
 		GlobalV4:              r.GlobalV4,
 		GlobalV6:              r.GlobalV6,
 	})
+	if first {
+		// Discovery that ran before the first report knew neither our
+		// public endpoint nor our NAT's kind, so it could not start a
+		// port-guessing round; run it again now rather than at the
+		// next discovery interval.
+		e.conn.Rebind("first network report")
+	}
 	if e.cfg.Hostinfo != nil && e.cfg.Publisher != nil {
 		hi := *e.cfg.Hostinfo
 		hi.NetInfo = r.NetInfo()
