@@ -133,7 +133,7 @@ func New(cfg Config) (*Engine, error) {
 		return nil, fmt.Errorf("agent: %w", err)
 	}
 	e.router = router
-	e.net = hostNetwork{tun: router.Name()}
+	e.net = hostNetwork{tun: router.Name(), tunneled: &e.rs.tunneled}
 	mark := router.Mark()
 	dialer := osnet.Dialer(mark)
 	e.relays, err = relay.NewManager(relay.ManagerOptions{
@@ -284,7 +284,7 @@ func (e *Engine) apply(nm *controlclient.NetMap) error {
 		e.kickNetcheck()
 	}
 
-	reachable := endpointFilter(nm, rp, localPrefixes(e.router.Name()))
+	reachable := e.reachableFilter(nm, rp)
 	peers := make([]magicsock.Peer, 0, len(nm.Peers))
 	nodes := make([]wire.Node, 0, len(nm.Peers))
 	for _, n := range nm.SortedPeers() {

@@ -4,6 +4,7 @@ import (
 	"net"
 	"net/netip"
 	"slices"
+	"sync/atomic"
 
 	"weft/internal/magicsock"
 )
@@ -15,6 +16,8 @@ import (
 type hostNetwork struct {
 	magicsock.HostNetwork
 	tun string // the TUN device's name
+	// tunneled, if set, guards the main sockets (guardedBind, routes.go).
+	tunneled *atomic.Pointer[[]netip.Prefix]
 }
 
 var _ magicsock.Network = hostNetwork{}

@@ -6,7 +6,10 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
+
+	"golang.zx2c4.com/wireguard/conn"
 
 	"weft/internal/controlclient"
 	"weft/internal/osnet"
@@ -26,6 +29,10 @@ type routeState struct {
 	// is the only one that applies, so a preference change never races
 	// a newer map.
 	kick chan chan struct{}
+	// tunneled are the accepted subnet routes the host routes into the
+	// TUN; guardedBind drops weft's own UDP to them (set by
+	// endpointFilter, read on the send path).
+	tunneled atomic.Pointer[[]netip.Prefix]
 }
 
 var _ controlclient.PrefsEngine = (*Engine)(nil)
@@ -179,16 +186,7 @@ func (e *Engine) routeHealth(nm *controlclient.NetMap) []string {
 // travel inside the tunnel it is meant to set up, and the router would
 // learn this node's tailnet address as a "direct" path and loop.
 func endpointFilter(nm *controlclient.NetMap, rp controlclient.RoutePrefs, local []netip.Prefix) func(*wire.Node) *wire.Node {
-	var routes []netip.Prefix
-	if rp.AcceptRoutes {
-		var oc osnet.Config
-		addRoutePrefs(&oc, nm, rp)
-		for _, r := range oc.SubnetRoutes {
-			if !slices.Contains(local, r.Masked()) {
-				routes = append(routes, r)
-			}
-		}
-	}
+	routes := tunneledRoutes(nm, rp, local)
 	return func(n *wire.Node) *wire.Node {
 		if len(routes) == 0 {
 			return n
@@ -203,6 +201,62 @@ func endpointFilter(nm *controlclient.NetMap, rp controlclient.RoutePrefs, local
 		c.Endpoints = keep
 		return &c
 	}
+}
+
+// reachableFilter is endpointFilter for the engine's host; it also tells
+// guardedBind which destinations to refuse, since a peer can still name
+// such an endpoint in a call-me-maybe.
+func (e *Engine) reachableFilter(nm *controlclient.NetMap, rp controlclient.RoutePrefs) func(*wire.Node) *wire.Node {
+	local := localPrefixes(e.router.Name())
+	routes := tunneledRoutes(nm, rp, local)
+	e.rs.tunneled.Store(&routes)
+	return endpointFilter(nm, rp, local)
+}
+
+// tunneledRoutes are the accepted subnet routes that are routed into the
+// TUN (not shadowed by a network the host is on).
+func tunneledRoutes(nm *controlclient.NetMap, rp controlclient.RoutePrefs, local []netip.Prefix) []netip.Prefix {
+	var routes []netip.Prefix
+	if rp.AcceptRoutes {
+		var oc osnet.Config
+		addRoutePrefs(&oc, nm, rp)
+		for _, r := range oc.SubnetRoutes {
+			if !slices.Contains(local, r.Masked()) {
+				routes = append(routes, r)
+			}
+		}
+	}
+	return routes
+}
+
+// guardedBind is the main sockets' bind with one refusal: weft's own UDP
+// (WireGuard and disco) to an address inside a tunneled subnet route is
+// dropped, because it would enter the tunnel it carries. Sends to
+// everything else pass unchanged.
+type guardedBind struct {
+	conn.Bind
+	tunneled *atomic.Pointer[[]netip.Prefix]
+}
+
+// Send implements conn.Bind.
+func (b guardedBind) Send(bufs [][]byte, ep conn.Endpoint) error {
+	if ps := b.tunneled.Load(); ps != nil && len(*ps) > 0 {
+		dst := ep.DstIP().Unmap()
+		if slices.ContainsFunc(*ps, func(r netip.Prefix) bool { return r.Contains(dst) }) {
+			return nil
+		}
+	}
+	return b.Bind.Send(bufs, ep)
+}
+
+// NewBind implements magicsock.Network with guardedBind around the host's
+// bind.
+func (n hostNetwork) NewBind() conn.Bind {
+	inner := n.HostNetwork.NewBind()
+	if n.tunneled == nil {
+		return inner
+	}
+	return guardedBind{Bind: inner, tunneled: n.tunneled}
 }
 
 // localPrefixes are the networks the host's interfaces other than the TUN

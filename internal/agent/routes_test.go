@@ -4,7 +4,10 @@ import (
 	"log/slog"
 	"net/netip"
 	"slices"
+	"sync/atomic"
 	"testing"
+
+	"golang.zx2c4.com/wireguard/conn"
 
 	"weft/internal/controlclient"
 	"weft/internal/key"
@@ -88,5 +91,35 @@ func TestEndpointFilter(t *testing.T) {
 				t.Fatal("the map's record was modified")
 			}
 		})
+	}
+}
+
+type countingBind struct {
+	conn.Bind
+	sent []netip.Addr
+}
+
+func (b *countingBind) Send(bufs [][]byte, ep conn.Endpoint) error {
+	b.sent = append(b.sent, ep.DstIP())
+	return nil
+}
+
+// TestGuardedBind: weft's own UDP to an address inside a tunneled subnet
+// route is dropped; everything else passes.
+func TestGuardedBind(t *testing.T) {
+	var tunneled atomic.Pointer[[]netip.Prefix]
+	inner := &countingBind{}
+	b := guardedBind{Bind: inner, tunneled: &tunneled}
+	send := func(s string) {
+		b.Send([][]byte{{1}}, &conn.StdNetEndpoint{AddrPort: netip.MustParseAddrPort(s)})
+	}
+	send("192.168.1.10:41641") // nothing tunneled yet
+	routes := []netip.Prefix{netip.MustParsePrefix("192.168.1.0/24")}
+	tunneled.Store(&routes)
+	send("192.168.1.10:41641")
+	send("203.0.113.21:41641")
+	want := []netip.Addr{netip.MustParseAddr("192.168.1.10"), netip.MustParseAddr("203.0.113.21")}
+	if !slices.Equal(inner.sent, want) {
+		t.Errorf("sent to %v, want %v", inner.sent, want)
 	}
 }
