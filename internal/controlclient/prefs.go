@@ -104,9 +104,14 @@ func CheckAdvertisedRoute(p netip.Prefix) error {
 		return fmt.Errorf("route %v is a default route: to offer this node as an exit node use --advertise-exit-node", p)
 	case p.Masked() != p:
 		return fmt.Errorf("route %v has host bits set; did you mean %v?", p, p.Masked())
+	case p.Overlaps(tailnetV4):
+		return fmt.Errorf("route %v overlaps the tailnet's own addresses (%v); peers reach those through weft already", p, tailnetV4)
 	}
 	return nil
 }
+
+// tailnetV4 is the range tailnet addresses come from.
+var tailnetV4 = netip.MustParsePrefix("100.64.0.0/10")
 
 // Why an exit node cannot be used, for callers that react to it; the
 // errors wrapping them say what to do.

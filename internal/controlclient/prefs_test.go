@@ -138,6 +138,7 @@ func TestDaemonRoutePrefs(t *testing.T) {
 		{"clear the exit node", mac, localapi.PrefsEdit{ExitNode: ptr("")}, "",
 			func(p *localapi.Prefs) bool { return p.ExitNode == "" && p.AcceptRoutes }},
 		{"default route as a subnet", busan, localapi.PrefsEdit{AdvertiseRoutes: &[]netip.Prefix{netip.MustParsePrefix("0.0.0.0/0")}}, "--advertise-exit-node", nil},
+		{"tailnet range", busan, localapi.PrefsEdit{AdvertiseRoutes: &[]netip.Prefix{netip.MustParsePrefix("100.64.0.0/16")}}, "overlaps the tailnet", nil},
 		{"host bits", busan, localapi.PrefsEdit{AdvertiseRoutes: &[]netip.Prefix{netip.MustParsePrefix("192.168.1.1/24")}}, "did you mean 192.168.1.0/24", nil},
 		{"keep source addresses", busan, localapi.PrefsEdit{SNATSubnetRoutes: ptr(false)}, "",
 			func(p *localapi.Prefs) bool {
