@@ -266,6 +266,18 @@ func TestLabExitNodeAndSubnetRoute(t *testing.T) {
 			t.Errorf("exit-node list does not mark busan:\n%s", out)
 		}
 	})
+	t.Run("the exit node survives a daemon crash and restart", func(t *testing.T) {
+		if err := l.tn.KillDaemon("mac"); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Remove(l.tn.Socket("mac")); err != nil {
+			t.Fatal(err)
+		}
+		if err := l.tn.StartDaemon(ctx, "mac"); err != nil {
+			t.Fatal(err)
+		}
+		l.awaitWhoami("mac", busanWAN, "web sees mac as r-busan after mac's daemon restarted")
+	})
 	t.Run("without allow-LAN the LAN goes to the exit node", func(t *testing.T) {
 		// pc's LAN address does not exist on busan's side, so the
 		// connection leaves busan for the internet and fails, as
