@@ -308,6 +308,12 @@ func BenchmarkLab(b *testing.B) {
 					b.Fatal(err)
 				}
 				b.ReportMetric(float64(rss)/1024, "RSS-MB-30s-later")
+				time.Sleep(40 * time.Second)
+				_, rss, err = procStat(pid)
+				if err != nil {
+					b.Fatal(err)
+				}
+				b.ReportMetric(float64(rss)/1024, "RSS-MB-70s-later")
 			}
 		})
 	})
