@@ -255,6 +255,18 @@ func TestLabEasyEasy(t *testing.T) {
 		t.Errorf("mac's counters for busan after traffic: rx %d tx %d handshake %v", p.RxBytes, p.TxBytes, p.LastHandshake)
 	}
 	n.waitPath("busan", "mac", localapi.PathDirect, 30*time.Second)
+	table, err := n.tn.CLI(n.ctx, "mac", "status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, line := range strings.Split(string(table), "\n") {
+		found = found || (strings.Contains(line, "busan") && strings.Contains(line, "direct 203.0.113.21:"))
+	}
+	if !found {
+		t.Errorf("weft status on mac has no direct row for busan:\n%s", table)
+	}
+	t.Logf("weft status on mac:\n%s", table)
 	out, err := n.tn.CLI(n.ctx, "mac", "ping", "--until-direct", "-c", "20", "busan")
 	if err != nil {
 		t.Fatal(err)
@@ -264,6 +276,7 @@ func TestLabEasyEasy(t *testing.T) {
 	if !strings.HasPrefix(last, "pong from busan (") || !strings.Contains(last, " via 203.0.113.21:") {
 		t.Errorf("weft ping --until-direct did not end with a direct pong:\n%s", out)
 	}
+	t.Logf("weft ping --until-direct busan:\n%s", out)
 }
 
 // TestLabHardHard: with endpoint-dependent NATs on both sides no probe can
