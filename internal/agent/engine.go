@@ -296,7 +296,9 @@ func (e *Engine) apply(nm *controlclient.NetMap) error {
 	}
 	e.conn.SetPeers(peers)
 
-	var errs []error
+	// What failed to apply is not recorded as applied, so the next map
+	// (or preference change) tries it again.
+	var wgErr, osErr error
 	wc := wgcfg.FromNetmap(e.cfg.NodeKey, nodes, e.wgOptions(nm, rp))
 	var uapi string
 	if wgSet {
@@ -306,26 +308,27 @@ func (e *Engine) apply(nm *controlclient.NetMap) error {
 	}
 	if uapi != "" {
 		if err := e.dev.IpcSet(uapi); err != nil {
-			errs = append(errs, fmt.Errorf("WireGuard config: %w", err))
+			wgErr = fmt.Errorf("WireGuard config: %w", err)
 		}
 	}
 
 	oc := osnet.Config{Addresses: nm.Self.Addresses, TailnetRoutes: tailnetRoutes(nm.Self)}
 	addRoutePrefs(&oc, nm, rp)
-	if !osConfigEqual(oc, prevOS) {
-		if err := e.router.Apply(oc); err != nil {
-			errs = append(errs, err)
-		}
+	osChanged := !osConfigEqual(oc, prevOS)
+	if osChanged {
+		osErr = e.router.Apply(oc)
 	}
 
 	e.mu.Lock()
 	e.nm = nm
-	if len(errs) == 0 || uapi == "" {
+	if wgErr == nil {
 		e.wgc, e.wgSet = wc, true
 	}
-	e.osCfg = oc
+	if osErr == nil {
+		e.osCfg = oc
+	}
 	e.mu.Unlock()
-	if err := errors.Join(errs...); err != nil {
+	if err := errors.Join(wgErr, osErr); err != nil {
 		return fmt.Errorf("agent: %w", err)
 	}
 	return nil
