@@ -6,7 +6,13 @@
 // hands it every new map, and closes it when the node goes down.
 //
 // Files: engine.go (lifecycle and maps), netcheck.go (endpoints, home
-// region, host facts), status.go (status, health and ping).
+// region, host facts, local address changes), network.go (the host network
+// without the TUN's own addresses), routes.go (routing preferences: exit
+// node, subnet routes), status.go (status, health and ping).
+//
+// Lab tests (lab_test.go, root only) run real weft processes in the seed
+// lab; labfix_test.go explains the one rule they add to its routers.
+// BenchmarkLab (bench_test.go) gives the figures in docs/benchmarks.md.
 package agent
 
 import (
