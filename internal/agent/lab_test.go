@@ -603,3 +603,20 @@ func TestLabServerDown(t *testing.T) {
 	}
 	n.echo("mac", "busan", addr4(n.peer("mac", "busan")))
 }
+
+// TestLabDaemonKilled: busan's daemon dies with SIGKILL (no cleanup) and is
+// started again; it comes back up by itself, recreates its TUN over what
+// the crash left, and the two nodes reach each other directly again.
+func TestLabDaemonKilled(t *testing.T) {
+	n := startNet(t, 2*time.Minute, []string{"busan", "mac"})
+	n.pair("mac", "busan")
+	if err := n.tn.KillDaemon("busan"); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.tn.StartDaemon(n.ctx, "busan"); err != nil {
+		t.Fatal(err)
+	}
+	n.pair("mac", "busan")
+	n.waitPath("mac", "busan", localapi.PathDirect, 30*time.Second)
+	n.waitPath("busan", "mac", localapi.PathDirect, 30*time.Second)
+}
