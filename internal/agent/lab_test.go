@@ -334,6 +334,15 @@ func TestLabUDPBlocked(t *testing.T) {
 func TestLabEasyHard(t *testing.T) {
 	n := startNet(t, 2*time.Minute, []string{"busan", "mac"}, setNAT("r-busan", netlab.NATHard))
 	n.pair("mac", "busan")
+	// busan's network check found its NAT hard and published it; that is
+	// what makes mac start a port-guessing round.
+	err := scenario.WaitFor(n.ctx, 30*time.Second, "mac to learn that busan's NAT is hard", func() (bool, error) {
+		p := n.peer("mac", "busan")
+		return p.Hostinfo != nil && p.Hostinfo.NetInfo != nil && p.Hostinfo.NetInfo.MappingVariesByDestIP, nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
 	n.waitPath("mac", "busan", localapi.PathDirect, 45*time.Second)
 	n.echo("mac", "busan", addr4(n.peer("mac", "busan")))
 }
