@@ -99,6 +99,14 @@ type Engine struct {
 	// recheck asks the netcheck loop for an early report.
 	recheck chan struct{}
 
+	// pubMu guards what was last published to control; it is taken
+	// without mu held and held while publishing.
+	pubMu      sync.Mutex
+	pubSent    bool
+	pubEps     []netip.AddrPort
+	pubHome    int
+	pubNetInfo *wire.NetInfo
+
 	mu       sync.Mutex // guards the fields below
 	closed   bool
 	nm       *controlclient.NetMap // last applied

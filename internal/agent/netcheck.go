@@ -100,12 +100,43 @@ func (e *Engine) useReport(r *netcheck.Report) {
 		// next discovery interval.
 		e.conn.Rebind("first network report")
 	}
-	if e.cfg.Hostinfo != nil && e.cfg.Publisher != nil {
-		hi := *e.cfg.Hostinfo
-		hi.NetInfo = r.NetInfo()
-		e.cfg.Publisher.SetHostinfo(&hi)
-	}
+	e.publishHostinfo(r.NetInfo())
 	e.publishEndpoints()
+}
+
+// publishHostinfo sends our host facts with ni if what peers act on
+// changed. Every change is fanned out to every peer, so latencies that
+// move by a millisecond between reports must not cause one each time.
+func (e *Engine) publishHostinfo(ni *wire.NetInfo) {
+	if e.cfg.Hostinfo == nil || e.cfg.Publisher == nil {
+		return
+	}
+	e.pubMu.Lock()
+	defer e.pubMu.Unlock()
+	if e.pubNetInfo != nil && !netInfoChanged(e.pubNetInfo, ni) {
+		return
+	}
+	e.pubNetInfo = ni
+	hi := *e.cfg.Hostinfo
+	hi.NetInfo = ni
+	e.cfg.Publisher.SetHostinfo(&hi)
+}
+
+// netInfoChanged reports whether b differs from a in what matters to
+// peers: NAT kind, UDP, preferred region, or which regions answered.
+func netInfoChanged(a, b *wire.NetInfo) bool {
+	if a.MappingVariesByDestIP != b.MappingVariesByDestIP || a.UDP != b.UDP || a.PreferredRegion != b.PreferredRegion {
+		return true
+	}
+	if len(a.RegionLatencyMS) != len(b.RegionLatencyMS) {
+		return true
+	}
+	for id := range a.RegionLatencyMS {
+		if _, ok := b.RegionLatencyMS[id]; !ok {
+			return true
+		}
+	}
+	return false
 }
 
 // ensureHome picks the home region from latencies with hysteresis; with
@@ -151,6 +182,14 @@ func (e *Engine) publishEndpoints() {
 	e.mu.Lock()
 	eps, home := slices.Clone(e.eps), e.home
 	e.mu.Unlock()
+	// pubMu orders publications, so an older set never overtakes a
+	// newer one, and drops repeats of the last one.
+	e.pubMu.Lock()
+	defer e.pubMu.Unlock()
+	if e.pubSent && home == e.pubHome && slices.Equal(eps, e.pubEps) {
+		return
+	}
+	e.pubSent, e.pubEps, e.pubHome = true, eps, home
 	e.cfg.Publisher.SetEndpoints(eps, home)
 }
 
