@@ -51,11 +51,6 @@ func startNetTB(t testing.TB, timeout time.Duration, hosts []string, mods ...fun
 	t.Helper()
 	labtest.SkipUnlessRoot(t)
 	lab := labtest.Seed(t, mods...)
-	for _, r := range []string{"r-busan", "r-fukuoka"} {
-		if err := dropUnsolicitedUDP(lab, r); err != nil {
-			t.Fatalf("router %s: %v", r, err)
-		}
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	t.Cleanup(cancel)
 	node := func(name string, stun int) *wire.RelayNode {

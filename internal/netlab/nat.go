@@ -26,12 +26,20 @@ const natTable = "weftlab"
 //	forward:     iifname "wan" ct state established,related accept
 //	             iifname "wan" drop
 //	             [udp-blocked: oifname "wan" meta l4proto udp drop]
+//	input:       iifname "wan" meta l4proto udp ct state new drop
 //
 // Masquerade keeps a LAN socket's source port whenever it is free, which is
 // endpoint-independent mapping; conntrack only lets in replies from the
 // exact address and port a mapping was made for, which is address-and-port
 // dependent filtering. Fully random port selection gives every new
 // conntrack entry, so every new destination, a fresh port.
+//
+// The input rule is what a home router does with unsolicited UDP, and
+// hole punching depends on it: a peer's punch that arrives before our own
+// outgoing packet would otherwise be delivered to the router itself, and
+// the conntrack entry it leaves behind clashes with the mapping our
+// outgoing packet needs, so masquerade picks another port and the punch
+// never meets. Dropped in input, the entry is never confirmed.
 func installNAT(ns netns.NsHandle, kind NATKind) error {
 	c, err := nftables.New(nftables.WithNetNSFd(int(ns)))
 	if err != nil {
@@ -68,6 +76,25 @@ func installNAT(ns netns.NsHandle, kind NATKind) error {
 	c.AddRule(&nftables.Rule{Table: t, Chain: fwd, Exprs: []expr.Any{
 		&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: 1},
 		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: ifname(routerWAN)},
+		&expr.Verdict{Kind: expr.VerdictDrop},
+	}})
+	in := c.AddChain(&nftables.Chain{
+		Name: "input", Table: t,
+		Type: nftables.ChainTypeFilter, Hooknum: nftables.ChainHookInput, Priority: nftables.ChainPriorityFilter,
+		Policy: &accept,
+	})
+	c.AddRule(&nftables.Rule{Table: t, Chain: in, Exprs: []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: ifname(routerWAN)},
+		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.IPPROTO_UDP}},
+		&expr.Ct{Register: 1, Key: expr.CtKeySTATE},
+		&expr.Bitwise{
+			SourceRegister: 1, DestRegister: 1, Len: 4,
+			Mask: binaryutil.NativeEndian.PutUint32(expr.CtStateBitNEW),
+			Xor:  binaryutil.NativeEndian.PutUint32(0),
+		},
+		&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: binaryutil.NativeEndian.PutUint32(0)},
 		&expr.Verdict{Kind: expr.VerdictDrop},
 	}})
 	if kind == NATUDPBlocked {

@@ -253,3 +253,57 @@ func TestFlushConntrack(t *testing.T) {
 		t.Error("FlushConntrack on a public host: want an error")
 	}
 }
+
+// TestEasyNATEarlyPunch is hole punching's order problem: the peer's punch
+// reaches the router before the host's own first packet to that peer. The
+// router must drop it without remembering it, so that the host's packet
+// still leaves from the port it keeps for every destination and the
+// peer's next packet gets in.
+func TestEasyNATEarlyPunch(t *testing.T) {
+	l := upLab(t, natTopology())
+	s1 := newUDPServer(t, l.Node("s1"), 4000)
+	peer := newUDPServer(t, l.Node("s3"), 4000)
+	c, err := l.Node("he").ListenUDP(netip.AddrPortFrom(netip.IPv4Unspecified(), 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	got := make(chan netip.AddrPort, 16)
+	go func() {
+		buf := make([]byte, 1500)
+		for {
+			_, from, err := c.ReadFromUDPAddrPort(buf)
+			if err != nil {
+				return
+			}
+			got <- netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
+		}
+	}()
+	send(t, c, s1.addr())
+	mapped := s1.recv(t) // what STUN would tell the host, and the peer
+
+	if _, err := peer.conn.WriteToUDPAddrPort([]byte("early punch"), mapped); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(quiet)
+	select {
+	case from := <-got:
+		t.Fatalf("the early punch from %v got in before the host sent anything to it", from)
+	default:
+	}
+	send(t, c, peer.addr())
+	if seen := peer.recv(t); seen != mapped {
+		t.Fatalf("after an early punch the host's packet left from %v; want its mapping %v", seen, mapped)
+	}
+	if _, err := peer.conn.WriteToUDPAddrPort([]byte("punch"), mapped); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case from := <-got:
+		if from != peer.addr() {
+			t.Fatalf("host received from %v; want %v", from, peer.addr())
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatalf("the peer's punch to %v never arrived after the host opened it", mapped)
+	}
+}
