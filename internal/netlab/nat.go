@@ -26,7 +26,8 @@ const natTable = "weftlab"
 //	forward:     iifname "wan" ct state established,related accept
 //	             iifname "wan" drop
 //	             [udp-blocked: oifname "wan" meta l4proto udp drop]
-//	input:       iifname "wan" meta l4proto udp ct state new drop
+//	input:       meta l4proto udp socket transparent 0-1 accept
+//	             iifname "wan" meta l4proto udp ct state new drop
 //
 // Masquerade keeps a LAN socket's source port whenever it is free, which is
 // endpoint-independent mapping; conntrack only lets in replies from the
@@ -83,6 +84,16 @@ func installNAT(ns netns.NsHandle, kind NATKind) error {
 		Type: nftables.ChainTypeFilter, Hooknum: nftables.ChainHookInput, Priority: nftables.ChainPriorityFilter,
 		Policy: &accept,
 	})
+	// A datagram for a socket open on the router itself (a lab test may
+	// run a server there) is not unsolicited: the socket lookup finds it,
+	// loads the register and the rule accepts; without a socket the
+	// lookup ends the rule.
+	c.AddRule(&nftables.Rule{Table: t, Chain: in, Exprs: []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.IPPROTO_UDP}},
+		&expr.Socket{Key: expr.SocketKeyTransparent, Register: 1},
+		&expr.Verdict{Kind: expr.VerdictAccept},
+	}})
 	c.AddRule(&nftables.Rule{Table: t, Chain: in, Exprs: []expr.Any{
 		&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: 1},
 		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: ifname(routerWAN)},
