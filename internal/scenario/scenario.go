@@ -59,7 +59,8 @@ type Tailnet struct {
 	daemons map[string]*netlab.Process // guarded by mu
 }
 
-// Start runs the server and the daemons and brings every host up. On error
+// Start runs the server and the daemons and brings every host up, each
+// from empty state. On error
 // the processes already started are left to the lab's cleanup.
 func Start(ctx context.Context, lab *netlab.Lab, opts Options) (*Tailnet, error) {
 	if opts.Weft == "" {
@@ -89,6 +90,18 @@ func Start(ctx context.Context, lab *netlab.Lab, opts Options) (*Tailnet, error)
 		dataDir:   filepath.Join(lab.Dir(), "server"),
 		log:       log,
 		daemons:   map[string]*netlab.Process{},
+	}
+	// A new tailnet: state left in the lab's directory by an earlier run
+	// of the same lab name would make the server refuse to create the
+	// user again and the daemons rejoin as the old nodes.
+	stale := []string{tn.dataDir}
+	for _, h := range opts.Hosts {
+		stale = append(stale, tn.StateDir(h))
+	}
+	for _, d := range stale {
+		if err := os.RemoveAll(d); err != nil {
+			return nil, fmt.Errorf("scenario: remove stale state: %w", err)
+		}
 	}
 	if err := tn.StartServer(ctx); err != nil {
 		return nil, err
