@@ -95,7 +95,7 @@ func TestControlPlaneVerticalSlice(t *testing.T) {
 	dir := t.TempDir()
 	dataDir := filepath.Join(dir, "server")
 	url := fmt.Sprintf("http://127.0.0.1:%d", freePort(t))
-	stopServer := background(t, "server", "--listen", strings.TrimPrefix(url, "http://"), "--data-dir", dataDir, "--server-url", url)
+	stopServer := background(t, "server", "--listen", strings.TrimPrefix(url, "http://"), "--data-dir", dataDir, "--server-url", url, "--stun-listen=")
 	waitFor(t, "server /healthz", func() bool {
 		resp, err := http.Get(url + "/healthz")
 		if err == nil {
@@ -190,7 +190,7 @@ func TestControlPlaneVerticalSlice(t *testing.T) {
 
 	// A server restart: both come back with the same addresses.
 	stopServer()
-	background(t, "server", "--listen", strings.TrimPrefix(url, "http://"), "--data-dir", dataDir, "--server-url", url)
+	background(t, "server", "--listen", strings.TrimPrefix(url, "http://"), "--data-dir", dataDir, "--server-url", url, "--stun-listen=")
 	waitFor(t, "mac reconnects after server restart", func() bool {
 		st := status("mac")
 		return st.BackendState == localapi.StateRunning && seesOnline("mac", "busan")

@@ -18,7 +18,7 @@ func TestSetAndExitNodeCLI(t *testing.T) {
 	dir := t.TempDir()
 	dataDir := filepath.Join(dir, "server")
 	url := fmt.Sprintf("http://127.0.0.1:%d", freePort(t))
-	background(t, "server", "--listen", strings.TrimPrefix(url, "http://"), "--data-dir", dataDir, "--server-url", url)
+	background(t, "server", "--listen", strings.TrimPrefix(url, "http://"), "--data-dir", dataDir, "--server-url", url, "--stun-listen=")
 	waitFor(t, "server /healthz", func() bool {
 		resp, err := http.Get(url + "/healthz")
 		if err == nil {

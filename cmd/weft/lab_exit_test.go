@@ -44,7 +44,6 @@ func startExitLab(t testing.TB, ctx context.Context, mods ...func(*netlab.Topolo
 	tn, err := scenario.Start(ctx, lab, scenario.Options{
 		Weft:       labtest.WeftBinary(t),
 		Hosts:      []string{"busan", "mac", "pc"},
-		ServerArgs: []string{"--stun-listen", ":3478"}, // so the nodes find direct paths
 		UpArgs: func(host string) []string {
 			if host == "busan" {
 				return []string{"--advertise-exit-node", "--advertise-routes", lab.Node("r-busan").LAN.String()}

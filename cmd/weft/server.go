@@ -22,11 +22,12 @@ import (
 )
 
 type serverOptions struct {
-	listen, dataDir, serverURL, relayMap, stunListen string
-	ephemeralTimeout, nodeKeyLifetime                time.Duration
-	registerRate                                     float64
-	registerBurst                                    int
-	verbose                                          bool
+	listen, dataDir, serverURL, relayMap string
+	stunListen                           []string
+	ephemeralTimeout, nodeKeyLifetime    time.Duration
+	registerRate                         float64
+	registerBurst                        int
+	verbose                              bool
 }
 
 func newServerCmd(g *globals) *cobra.Command {
@@ -50,7 +51,8 @@ func newServerCmd(g *globals) *cobra.Command {
 	f.StringVar(&o.dataDir, "data-dir", "", "directory for the database, the server key and the admin socket (created 0700)")
 	f.StringVar(&o.serverURL, "server-url", "", "URL nodes use to reach this server, such as http://ctrl.example:8080")
 	f.StringVar(&o.relayMap, "relay-map", "", "relay map file (JSON or HuJSON); default: this server's own relay as region 1 \"home\"")
-	f.StringVar(&o.stunListen, "stun-listen", "", "UDP address for the STUN server, such as :3478; empty: no STUN")
+	f.StringSliceVar(&o.stunListen, "stun-listen", []string{":3478", ":3479"},
+		"UDP addresses for the STUN server (two, so netcheck can spot a hard NAT); --stun-listen= for none")
 	f.DurationVar(&o.ephemeralTimeout, "ephemeral-timeout", control.DefaultEphemeralTimeout, "how long an ephemeral node may be disconnected before it is deleted")
 	f.DurationVar(&o.nodeKeyLifetime, "node-key-lifetime", 0, "validity of new untagged node keys (default 180 days)")
 	f.Float64Var(&o.registerRate, "register-rate", control.DefaultRegisterRate, "registrations per second allowed from one source IP (negative: no limit)")
@@ -79,14 +81,10 @@ func runServer(ctx context.Context, g *globals, o serverOptions) error {
 	if o.relayMap != "" {
 		relayMap, err = control.LoadRelayMap(o.relayMap)
 	} else {
-		relayMap, err = control.DefaultRelayMap(o.serverURL)
+		var ports []int
+		ports, err = stunPorts(o.stunListen)
 		if err == nil {
-			stunPort := -1
-			if o.stunListen != "" {
-				_, p, _ := net.SplitHostPort(o.stunListen)
-				stunPort, _ = strconv.Atoi(p)
-			}
-			relayMap.Regions[1].Nodes[0].STUNPort = stunPort
+			relayMap, err = control.DefaultRelayMap(o.serverURL, ports...)
 		}
 	}
 	if err != nil {
@@ -125,7 +123,7 @@ func runServer(ctx context.Context, g *globals, o serverOptions) error {
 		return fmt.Errorf("server: %w", err)
 	}
 	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}
-	errc := make(chan error, 3)
+	errc := make(chan error, 2+len(o.stunListen))
 	go func() { errc <- hs.Serve(ln) }()
 
 	admin := &adminapi.Server{Store: st, Notifier: ctrl, Online: ctrl.Online, Logger: log.With("sub", "admin")}
@@ -136,11 +134,11 @@ func runServer(ctx context.Context, g *globals, o serverOptions) error {
 			errc <- fmt.Errorf("server: admin socket: %w", err)
 		}
 	}()
-	if o.stunListen != "" {
-		stun := &stunserver.Server{Logger: log.With("sub", "stun")}
+	for _, addr := range o.stunListen {
+		stun := &stunserver.Server{Logger: log.With("sub", "stun", "listen", addr)}
 		go func() {
-			if err := stun.ListenAndServe(actx, o.stunListen); err != nil {
-				errc <- fmt.Errorf("server: STUN: %w", err)
+			if err := stun.ListenAndServe(actx, addr); err != nil {
+				errc <- fmt.Errorf("server: STUN on %s: %w", addr, err)
 			}
 		}()
 	}
@@ -160,4 +158,21 @@ func runServer(ctx context.Context, g *globals, o serverOptions) error {
 		err = nil
 	}
 	return err
+}
+
+// stunPorts returns the port of every --stun-listen address, in order.
+func stunPorts(addrs []string) ([]int, error) {
+	var ports []int
+	for _, a := range addrs {
+		_, p, err := net.SplitHostPort(a)
+		if err != nil {
+			return nil, fmt.Errorf("server: --stun-listen %q: %w", a, err)
+		}
+		n, err := strconv.Atoi(p)
+		if err != nil || n < 1 || n > 65535 {
+			return nil, fmt.Errorf("server: --stun-listen %q: port must be 1-65535", a)
+		}
+		ports = append(ports, n)
+	}
+	return ports, nil
 }

@@ -10,8 +10,6 @@ import (
 	"io"
 	"net"
 	"net/netip"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -23,7 +21,6 @@ import (
 	"weft/internal/netlab"
 	"weft/internal/netlab/labtest"
 	"weft/internal/scenario"
-	"weft/internal/wire"
 )
 
 // ctrlAddr is the seed topology's ctrl host, where the control server and
@@ -39,9 +36,10 @@ type labNet struct {
 }
 
 // startNet brings up the seed lab (changed by mods) with the control
-// server and relay on ctrl and daemons on hosts. The relay map has one
-// region, "home", whose one relay answers STUN on two ports, so netcheck
-// can tell an endpoint-dependent ("hard") NAT from an easy one.
+// server and relay on ctrl and daemons on hosts. The server's default
+// relay map has one region, "home", whose one relay answers STUN on two
+// ports, so netcheck can tell an endpoint-dependent ("hard") NAT from an
+// easy one.
 func startNet(t *testing.T, timeout time.Duration, hosts []string, mods ...func(*netlab.Topology)) *labNet {
 	t.Helper()
 	return startNetTB(t, timeout, hosts, mods...)
@@ -53,28 +51,10 @@ func startNetTB(t testing.TB, timeout time.Duration, hosts []string, mods ...fun
 	lab := labtest.Seed(t, mods...)
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	t.Cleanup(cancel)
-	node := func(name string, stun int) *wire.RelayNode {
-		return &wire.RelayNode{Name: name, RegionID: 1, Host: ctrlAddr, Port: 8080, STUNPort: stun, InsecureHTTP: true}
-	}
-	rm := wire.RelayMap{Regions: map[int]*wire.RelayRegion{
-		1: {ID: 1, Code: "home", Name: "home", Nodes: []*wire.RelayNode{node("1a", 3478), node("1b", 3479)}},
-	}}
-	b, err := json.Marshal(rm)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rmPath := filepath.Join(lab.Dir(), "relaymap.json")
-	if err := os.WriteFile(rmPath, b, 0o644); err != nil {
-		t.Fatal(err)
-	}
 	bin := labtest.WeftBinary(t)
-	if _, err := lab.Node("ctrl").Start(ctx, "stun2", bin, "stun", "--listen", ":3479"); err != nil {
-		t.Fatal(err)
-	}
 	tn, err := scenario.Start(ctx, lab, scenario.Options{
 		Weft:       bin,
 		Hosts:      hosts,
-		ServerArgs: []string{"--relay-map", rmPath, "--stun-listen", ":3478"},
 		DaemonArgs: []string{"--verbose"},
 	})
 	if err != nil {

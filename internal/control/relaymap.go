@@ -59,8 +59,11 @@ func ParseRelayMap(b []byte) (*wire.RelayMap, error) {
 
 // DefaultRelayMap is the relay map when none is configured: one region,
 // "home" (ID 1), served by the control server's own embedded relay at
-// serverURL's host and port.
-func DefaultRelayMap(serverURL string) (*wire.RelayMap, error) {
+// serverURL's host and port. The relay is listed once per STUN port (1a,
+// 1b, ...), because netcheck can only tell a hard NAT from an easy one by
+// asking two STUN servers and comparing what they saw; with no STUN port
+// it is listed once, without STUN.
+func DefaultRelayMap(serverURL string, stunPorts ...int) (*wire.RelayMap, error) {
 	u, err := url.Parse(serverURL)
 	if err != nil || u.Hostname() == "" || (u.Scheme != "http" && u.Scheme != "https") {
 		return nil, fmt.Errorf("control: server URL %q must be http:// or https:// with a host", serverURL)
@@ -75,13 +78,25 @@ func DefaultRelayMap(serverURL string) (*wire.RelayMap, error) {
 	if ip := net.ParseIP(host); ip != nil {
 		host = ip.String()
 	}
-	return &wire.RelayMap{Regions: map[int]*wire.RelayRegion{
-		1: {ID: 1, Code: "home", Name: "home", Nodes: []*wire.RelayNode{{
-			Name:         "1a",
+	if len(stunPorts) == 0 {
+		stunPorts = []int{-1}
+	}
+	if len(stunPorts) > 26 {
+		return nil, fmt.Errorf("control: %d STUN ports; at most 26", len(stunPorts))
+	}
+	region := &wire.RelayRegion{ID: 1, Code: "home", Name: "home"}
+	for i, sp := range stunPorts {
+		if sp == 0 || sp < -1 || sp > 65535 {
+			return nil, fmt.Errorf("control: STUN port %d out of range", sp)
+		}
+		region.Nodes = append(region.Nodes, &wire.RelayNode{
+			Name:         fmt.Sprintf("1%c", 'a'+i),
 			RegionID:     1,
 			Host:         host,
 			Port:         port,
+			STUNPort:     sp,
 			InsecureHTTP: u.Scheme == "http",
-		}}},
-	}}, nil
+		})
+	}
+	return &wire.RelayMap{Regions: map[int]*wire.RelayRegion{1: region}}, nil
 }

@@ -2,6 +2,7 @@ package control
 
 import (
 	"context"
+	"encoding/json"
 	"os"
 	"strings"
 	"testing"
@@ -84,9 +85,37 @@ func TestRelayMapParsing(t *testing.T) {
 		t.Fatal(err)
 	}
 	n := m.Regions[1].Nodes[0]
-	if m.Regions[1].Code != "home" || n.Host != "203.0.113.1" || n.Port != 8080 || !n.InsecureHTTP {
+	if m.Regions[1].Code != "home" || n.Host != "203.0.113.1" || n.Port != 8080 || !n.InsecureHTTP || n.STUNPort != -1 {
 		t.Errorf("default relay map = %+v %+v", m.Regions[1], n)
 	}
+	if _, err := ParseRelayMap(relayMapJSON(t, m)); err != nil {
+		t.Errorf("default relay map without STUN: %v", err)
+	}
+	m, err = DefaultRelayMap("https://ctrl.example", 3478, 3479)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ParseRelayMap(relayMapJSON(t, m)); err != nil {
+		t.Errorf("default relay map with two STUN ports: %v", err)
+	}
+	nodes := m.Regions[1].Nodes
+	if len(nodes) != 2 || nodes[0].Name != "1a" || nodes[1].Name != "1b" ||
+		nodes[0].STUNPort != 3478 || nodes[1].STUNPort != 3479 ||
+		nodes[1].Host != "ctrl.example" || nodes[1].InsecureHTTP {
+		t.Errorf("default relay map with two STUN ports: %+v %+v", nodes[0], nodes[len(nodes)-1])
+	}
+	if _, err := DefaultRelayMap("http://ctrl.example", 0); err == nil {
+		t.Error("STUN port 0 accepted")
+	}
+}
+
+func relayMapJSON(t *testing.T, v any) []byte {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }
 
 func TestServerKeyFile(t *testing.T) {

@@ -185,10 +185,6 @@ func (r *runner) startTailnet(ctx context.Context) error {
 		Weft:   r.opts.Weft,
 		Hosts:  []string{"busan", "mac", "pc"},
 		Logger: r.opts.Logger,
-		// STUN beside the control server's embedded relay: without it
-		// nodes behind NAT never learn their public endpoints and stay
-		// on the relay.
-		ServerArgs: []string{"--stun-listen", ":3478"},
 		UpArgs: func(host string) []string {
 			if host == "busan" {
 				return []string{"--advertise-exit-node"}
