@@ -42,8 +42,8 @@ func startExitLab(t testing.TB, ctx context.Context, mods ...func(*netlab.Topolo
 		tp.Routers[0].Hosts = append(tp.Routers[0].Hosts, "nas")
 	})...)
 	tn, err := scenario.Start(ctx, lab, scenario.Options{
-		Weft:       labtest.WeftBinary(t),
-		Hosts:      []string{"busan", "mac", "pc"},
+		Weft:  labtest.WeftBinary(t),
+		Hosts: []string{"busan", "mac", "pc"},
 		UpArgs: func(host string) []string {
 			if host == "busan" {
 				return []string{"--advertise-exit-node", "--advertise-routes", lab.Node("r-busan").LAN.String()}

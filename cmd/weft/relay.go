@@ -39,7 +39,9 @@ func newRelayCmd(g *globals) *cobra.Command {
 		Long: `weft relay forwards WireGuard packets between nodes that cannot reach each
 other directly. It reads nothing of what it forwards, and only nodes the
 control server knows may use it: it polls the control server's allow list
-(` + relay.AllowListPath + `) with the relay secret that weft server was given.
+(` + relay.AllowListPath + `) with the control server's relay secret: copy the
+server's DATA-DIR/relay.secret (or what its --relay-secret-file names) and
+pass it with --relay-secret-file.
 
 Several relays of one region forward to each other: give each the others'
 URLs with --mesh-with and the same mesh key. Metrics are at /metrics.

@@ -10,12 +10,14 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"weft/internal/adminapi"
 	"weft/internal/control"
+	"weft/internal/relay"
 	"weft/internal/store"
 	"weft/internal/stunserver"
 	"weft/internal/wire"
@@ -23,6 +25,7 @@ import (
 
 type serverOptions struct {
 	listen, dataDir, serverURL, relayMap string
+	relaySecretFile, relaySecretEnv      string
 	stunListen                           []string
 	ephemeralTimeout, nodeKeyLifetime    time.Duration
 	registerRate                         float64
@@ -53,6 +56,8 @@ func newServerCmd(g *globals) *cobra.Command {
 	f.StringVar(&o.relayMap, "relay-map", "", "relay map file (JSON or HuJSON); default: this server's own relay as region 1 \"home\"")
 	f.StringSliceVar(&o.stunListen, "stun-listen", []string{":3478", ":3479"},
 		"UDP addresses for the STUN server (two, so netcheck can spot a hard NAT); --stun-listen= for none")
+	f.StringVar(&o.relaySecretFile, "relay-secret-file", "", "file with the secret standalone relays present to fetch the allow list; default: DATA-DIR/relay.secret, made on first start")
+	f.StringVar(&o.relaySecretEnv, "relay-secret-env", "WEFT_RELAY_SECRET", "environment variable with the relay secret, used when set and no file is given")
 	f.DurationVar(&o.ephemeralTimeout, "ephemeral-timeout", control.DefaultEphemeralTimeout, "how long an ephemeral node may be disconnected before it is deleted")
 	f.DurationVar(&o.nodeKeyLifetime, "node-key-lifetime", 0, "validity of new untagged node keys (default 180 days)")
 	f.Float64Var(&o.registerRate, "register-rate", control.DefaultRegisterRate, "registrations per second allowed from one source IP (negative: no limit)")
@@ -117,6 +122,11 @@ func runServer(ctx context.Context, g *globals, o serverOptions) error {
 		return err
 	}
 	defer rel.Close()
+	relaySecret, err := serverRelaySecret(o)
+	if err != nil {
+		return err
+	}
+	mux.Handle(relay.AllowListPath, relay.NewAllowListHandler(storeNodeKeys{st}, relaySecret))
 
 	ln, err := net.Listen("tcp", o.listen)
 	if err != nil {
@@ -175,4 +185,26 @@ func stunPorts(addrs []string) ([]int, error) {
 		ports = append(ports, n)
 	}
 	return ports, nil
+}
+
+// serverRelaySecret is the secret standalone relays present to fetch the
+// allow list: from --relay-secret-file, else from the environment, else
+// DATA-DIR/relay.secret, made on first start.
+func serverRelaySecret(o serverOptions) (string, error) {
+	if o.relaySecretFile == "" {
+		if o.relaySecretEnv != "" {
+			if s := strings.TrimSpace(os.Getenv(o.relaySecretEnv)); s != "" {
+				return s, nil
+			}
+		}
+		return control.LoadOrCreateRelaySecret(filepath.Join(o.dataDir, "relay.secret"))
+	}
+	s, err := readSecret(o.relaySecretFile, "")
+	if err != nil {
+		return "", fmt.Errorf("server: %w", err)
+	}
+	if s == "" {
+		return "", usageError{fmt.Errorf("server: relay secret file %s is empty", o.relaySecretFile)}
+	}
+	return s, nil
 }

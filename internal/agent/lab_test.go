@@ -10,6 +10,8 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -21,6 +23,7 @@ import (
 	"weft/internal/netlab"
 	"weft/internal/netlab/labtest"
 	"weft/internal/scenario"
+	"weft/internal/wire"
 )
 
 // ctrlAddr is the seed topology's ctrl host, where the control server and
@@ -47,14 +50,26 @@ func startNet(t *testing.T, timeout time.Duration, hosts []string, mods ...func(
 
 func startNetTB(t testing.TB, timeout time.Duration, hosts []string, mods ...func(*netlab.Topology)) *labNet {
 	t.Helper()
+	return startNetServerArgs(t, timeout, hosts, nil, mods...)
+}
+
+// startNetServerArgs is startNet with extra `weft server` arguments;
+// serverArgs may refer to the lab's directory, so it is called with it.
+func startNetServerArgs(t testing.TB, timeout time.Duration, hosts []string, serverArgs func(labDir string) []string, mods ...func(*netlab.Topology)) *labNet {
+	t.Helper()
 	labtest.SkipUnlessRoot(t)
 	lab := labtest.Seed(t, mods...)
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	t.Cleanup(cancel)
 	bin := labtest.WeftBinary(t)
+	var sargs []string
+	if serverArgs != nil {
+		sargs = serverArgs(lab.Dir())
+	}
 	tn, err := scenario.Start(ctx, lab, scenario.Options{
 		Weft:       bin,
 		Hosts:      hosts,
+		ServerArgs: sargs,
 		DaemonArgs: []string{"--verbose"},
 	})
 	if err != nil {
@@ -301,6 +316,56 @@ func TestLabUDPBlocked(t *testing.T) {
 	})
 	if err != nil {
 		t.Error(err)
+	}
+}
+
+// TestLabStandaloneRelay: the relay map's only region is a standalone
+// `weft relay` on web, which learns the tailnet's node keys from the
+// control server with the secret the server made in its data dir. busan,
+// whose UDP is blocked, reaches mac through it.
+func TestLabStandaloneRelay(t *testing.T) {
+	const relayAddr = "203.0.113.80"
+	rm := wire.RelayMap{Regions: map[int]*wire.RelayRegion{
+		7: {ID: 7, Code: "web", Name: "web relay", Nodes: []*wire.RelayNode{
+			{Name: "7a", RegionID: 7, Host: relayAddr, Port: 8443, STUNPort: 3478, InsecureHTTP: true},
+		}},
+	}}
+	n := startNetServerArgs(t, 2*time.Minute, []string{"busan", "mac"}, func(dir string) []string {
+		b, err := json.Marshal(rm)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := filepath.Join(dir, "relaymap.json")
+		if err := os.WriteFile(p, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return []string{"--relay-map", p}
+	}, setNAT("r-busan", netlab.NATUDPBlocked))
+	secret := filepath.Join(n.lab.Dir(), "server", "relay.secret")
+	if _, err := os.Stat(secret); err != nil {
+		t.Fatalf("the server made no relay secret: %v", err)
+	}
+	p, err := n.lab.Node("web").Start(n.ctx, "relay", labtest.WeftBinary(t), "relay", "--listen", ":8443",
+		"--stun-listen", ":3478", "--server-url", n.tn.ServerURL, "--relay-secret-file", secret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("relay on web:\n%s", tailLines(p.Logs(), 40))
+		}
+	})
+	n.pair("busan", "mac")
+	got := n.waitPath("busan", "mac", localapi.PathRelay, 30*time.Second)
+	if got.Path.RelayRegion != 7 {
+		t.Errorf("busan reaches mac through relay region %d, want 7 (web)", got.Path.RelayRegion)
+	}
+	out, err := n.tn.CLI(n.ctx, "busan", "ping", "-c", "1", "mac")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(out), "via relay web in") {
+		t.Errorf("weft ping through the standalone relay:\n%s", out)
 	}
 }
 

@@ -168,3 +168,28 @@ func TestAllowNodeKey(t *testing.T) {
 		t.Error("expired node key allowed")
 	}
 }
+
+func TestRelaySecretFile(t *testing.T) {
+	p := t.TempDir() + "/relay.secret"
+	s1, err := LoadOrCreateRelaySecret(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(s1) != 64 {
+		t.Errorf("new secret %q: want 64 hex digits", s1)
+	}
+	fi, err := os.Stat(p)
+	if err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("secret file mode %v, %v; want 0600", fi.Mode(), err)
+	}
+	s2, err := LoadOrCreateRelaySecret(p)
+	if err != nil || s2 != s1 {
+		t.Fatalf("second load = %q, %v; want the first secret", s2, err)
+	}
+	if err := os.WriteFile(p, []byte("short\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := LoadOrCreateRelaySecret(p); err == nil || !strings.Contains(err.Error(), "shorter") {
+		t.Errorf("short secret: err = %v", err)
+	}
+}
