@@ -11,7 +11,7 @@
 // node, subnet routes), status.go (status, health and ping).
 //
 // Lab tests (lab_test.go, root only) run real weft processes in the seed
-// lab; labfix_test.go explains the one rule they add to its routers.
+// lab.
 // BenchmarkLab (bench_test.go) gives the figures in docs/benchmarks.md.
 package agent
 
