@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -249,12 +250,18 @@ func (tn *Tailnet) StartDaemon(ctx context.Context, host string) error {
 	tn.mu.Lock()
 	tn.daemons[host] = p
 	tn.mu.Unlock()
+	// Wait for the socket to accept, not merely to exist: a daemon killed
+	// with SIGKILL leaves its socket file behind.
 	err = WaitFor(ctx, 15*time.Second, "daemon socket on "+host, func() (bool, error) {
 		if p.Exited() {
 			return false, fmt.Errorf("daemon on %s exited: %s", host, tail(p.Logs()))
 		}
-		_, err := os.Stat(tn.Socket(host))
-		return err == nil, nil
+		c, err := net.DialTimeout("unix", tn.Socket(host), time.Second)
+		if err != nil {
+			return false, nil
+		}
+		c.Close()
+		return true, nil
 	})
 	if err != nil {
 		return fmt.Errorf("scenario: %w", err)
