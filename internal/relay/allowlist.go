@@ -267,7 +267,7 @@ func (a *RemoteAuthorizer) fetch(ctx context.Context, etag string) (map[key.Node
 		return nil, etag, nil
 	case http.StatusUnauthorized, http.StatusForbidden:
 		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 200))
-		return nil, "", fmt.Errorf("relay: control server refused the relay secret (%s: %s): give weft relay the secret weft server was started with", resp.Status, strings.TrimSpace(string(msg)))
+		return nil, "", fmt.Errorf("relay: control server refused the relay secret (%s: %s): give weft relay the control server's relay secret (DATA-DIR/relay.secret, or its --relay-secret-file)", resp.Status, strings.TrimSpace(string(msg)))
 	default:
 		return nil, "", fmt.Errorf("relay: allow list: control server answered %s", resp.Status)
 	}
