@@ -164,8 +164,9 @@ func New(cfg Config) (*Engine, error) {
 		return nil, fmt.Errorf("agent: %w", err)
 	}
 	e.nc = &netcheck.Client{
-		Logger:     e.log.With("sub", "netcheck"),
-		SendPacket: func(pkt []byte, dst netip.AddrPort) error { return e.conn.SendPacket(pkt, dst) },
+		Logger:      e.log.With("sub", "netcheck"),
+		SendPacket:  func(pkt []byte, dst netip.AddrPort) error { return e.conn.SendPacket(pkt, dst) },
+		DialContext: dialer.DialContext,
 	}
 	e.conn, err = magicsock.New(magicsock.Options{
 		Logger:      e.log.With("sub", "magicsock"),

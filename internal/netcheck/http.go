@@ -24,9 +24,12 @@ const (
 	httpRequests = 3 // on one connection; the first also times the TCP connect
 )
 
+// dialFunc opens a connection, as net.Dialer.DialContext does.
+type dialFunc func(ctx context.Context, network, addr string) (net.Conn, error)
+
 // measureHTTP measures each region concurrently and returns the best
 // latency per region that answered before ctx is done.
-func measureHTTP(ctx context.Context, log *slog.Logger, regions []*wire.RelayRegion) map[int]time.Duration {
+func measureHTTP(ctx context.Context, log *slog.Logger, dial dialFunc, regions []*wire.RelayRegion) map[int]time.Duration {
 	var mu sync.Mutex
 	out := map[int]time.Duration{}
 	var wg sync.WaitGroup
@@ -38,7 +41,7 @@ func measureHTTP(ctx context.Context, log *slog.Logger, regions []*wire.RelayReg
 				if n == nil || n.Host == "" {
 					continue
 				}
-				d, err := httpLatency(ctx, n)
+				d, err := httpLatency(ctx, dial, n)
 				if err != nil {
 					log.Debug("netcheck: HTTP latency", "region", reg.ID, "node", n.Name, "err", err)
 					continue
@@ -74,9 +77,10 @@ func relayURL(n *wire.RelayNode) string {
 // the first. The TCP handshake is one round trip; a request on an open
 // connection is one round trip plus the server's (tiny) work. The first
 // request, which pays for TLS, is not counted.
-func httpLatency(ctx context.Context, n *wire.RelayNode) (time.Duration, error) {
+func httpLatency(ctx context.Context, dial dialFunc, n *wire.RelayNode) (time.Duration, error) {
 	tr := &http.Transport{
-		Proxy:               nil, // the latency to the relay, not to a proxy
+		DialContext:         dial, // nil: net.Dialer's
+		Proxy:               nil,  // the latency to the relay, not to a proxy
 		MaxIdleConnsPerHost: 1,
 		TLSClientConfig:     &tls.Config{ServerName: n.Host},
 		ForceAttemptHTTP2:   false,

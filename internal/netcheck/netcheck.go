@@ -17,6 +17,7 @@ import (
 	"log/slog"
 	"maps"
 	"math"
+	"net"
 	"net/netip"
 	"slices"
 	"sync"
@@ -123,6 +124,11 @@ type Client struct {
 	// hand every STUN packet it receives to ReceiveSTUNPacket. It must
 	// not block for long.
 	SendPacket func(pkt []byte, dst netip.AddrPort) error
+	// DialContext, when set, opens the HTTP latency probes' connections,
+	// so a daemon can give them the mark that keeps them out of its own
+	// tunnel (an exit node would otherwise carry them). Nil uses
+	// net.Dialer.
+	DialContext func(ctx context.Context, network, addr string) (net.Conn, error)
 	// PortMapper, when set, is run alongside the STUN probes. Nil skips
 	// the port-mapping probe (its fields in the report stay false).
 	PortMapper PortMapper
@@ -214,7 +220,7 @@ func (c *Client) GetReport(ctx context.Context, rm *wire.RelayMap) (*Report, err
 		}
 	}
 	if len(missing) > 0 {
-		for id, d := range measureHTTP(ctx, log, missing) {
+		for id, d := range measureHTTP(ctx, log, c.DialContext, missing) {
 			r.setLatency(id, d, "http")
 		}
 	}

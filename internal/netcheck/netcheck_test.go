@@ -11,6 +11,7 @@ import (
 	"runtime"
 	"slices"
 	"strconv"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -269,7 +270,14 @@ func TestGetReportUDPBlocked(t *testing.T) {
 	defer hs.Close()
 	httpPort := hs.Listener.Addr().(*net.TCPAddr).Port
 
-	c := &Client{STUNTimeout: 300 * time.Millisecond}
+	// The probes' connections go through the caller's dialer (a daemon
+	// marks them so an exit node does not carry them).
+	var dials atomic.Int32
+	var d net.Dialer
+	c := &Client{STUNTimeout: 300 * time.Millisecond, DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+		dials.Add(1)
+		return d.DialContext(ctx, network, addr)
+	}}
 	rm := relayMap(region(1, silentUDP(t), httpPort), region(2, netip.AddrPort{}, httpPort))
 	before := runtime.NumGoroutine()
 	r, err := c.GetReport(t.Context(), rm)
@@ -291,6 +299,9 @@ func TestGetReportUDPBlocked(t *testing.T) {
 	}
 	if r.PreferredRegion == 0 {
 		t.Fatal("no preferred region from HTTP latencies")
+	}
+	if n := dials.Load(); n < 2 {
+		t.Fatalf("the Client's DialContext opened %d connections, want one per region", n)
 	}
 }
 
