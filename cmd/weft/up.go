@@ -51,6 +51,7 @@ func newUpCmd(g *globals) *cobra.Command {
 	f.StringVar(&req.AuthKey, "auth-key", "", "pre-auth key from `weft admin keys create` (not needed once registered)")
 	f.StringVar(&req.Hostname, "hostname", "", "name for this node (default: the OS hostname)")
 	f.BoolVar(&asJSON, "json", false, "print the resulting status as JSON")
+	f.BoolVar(&req.RotateKey, "rotate-key", false, "replace this node's WireGuard key with a new one, keeping its name and addresses")
 	pf.register(f)
 	return cmd
 }

@@ -301,3 +301,59 @@ func TestDaemonLocalAPIRoundTrip(t *testing.T) {
 		t.Errorf("prefs after logout: %+v", p)
 	}
 }
+
+// TestDaemonRotateKey: `weft up --rotate-key` gives a running node a new
+// WireGuard key without a pre-auth key; the server keeps its ID, name and
+// addresses, and the node runs on under the new key.
+func TestDaemonRotateKey(t *testing.T) {
+	e := newEnv(t)
+	st, err := nodestate.Open(filepath.Join(t.TempDir(), "state"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := controlclient.NewDaemon(controlclient.DaemonConfig{State: st})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	ctx := context.Background()
+	if _, err := d.Up(ctx, localapi.UpRequest{ServerURL: e.url, AuthKey: e.authKey(false), Hostname: "busan"}); err != nil {
+		t.Fatal(err)
+	}
+	mk, err := st.MachineKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	before, err := e.st.GetNodeByMachineKey(ctx, mk.Public())
+	if err != nil {
+		t.Fatal(err)
+	}
+	p0, _ := st.LoadPrefs()
+
+	s, err := d.Up(ctx, localapi.UpRequest{RotateKey: true})
+	if err != nil {
+		t.Fatalf("rotate: %v", err)
+	}
+	if s.BackendState != localapi.StateRunning {
+		t.Errorf("after rotation: %s", s.BackendState)
+	}
+	p1, _ := st.LoadPrefs()
+	if p1.NodeKey.Public() == p0.NodeKey.Public() {
+		t.Fatal("the saved node key did not change")
+	}
+	after, err := e.st.GetNodeByMachineKey(ctx, mk.Public())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after.NodeKey != p1.NodeKey.Public() {
+		t.Errorf("server has node key %v, want the node's new %v", after.NodeKey.ShortString(), p1.NodeKey.Public().ShortString())
+	}
+	if after.ID != before.ID || after.Name != before.Name || after.IPv4 != before.IPv4 || after.IPv6 != before.IPv6 {
+		t.Errorf("rotation changed the node: before %d %s %v %v, after %d %s %v %v",
+			before.ID, before.Name, before.IPv4, before.IPv6, after.ID, after.Name, after.IPv4, after.IPv6)
+	}
+	waitFor(t, "the node connected under its new key", func() bool {
+		s, _ := d.Status(ctx)
+		return s.BackendState == localapi.StateRunning && e.srv.Online(after.ID)
+	})
+}

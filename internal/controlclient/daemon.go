@@ -215,10 +215,15 @@ func (d *Daemon) Up(ctx context.Context, req localapi.UpRequest) (*localapi.Stat
 	if err := applyEdit(&p, req.Prefs, nil); err != nil {
 		return nil, err
 	}
+	var oldNodeKey key.NodePublic
+	if req.RotateKey && !p.NodeKey.IsZero() {
+		oldNodeKey = p.NodeKey.Public()
+		p.NodeKey = key.NodePrivate{}
+	}
 	if p.NodeKey.IsZero() {
 		p.NodeKey = key.NewNode()
 	}
-	if !p.Registered || req.AuthKey != "" {
+	if !p.Registered || req.AuthKey != "" || !oldNodeKey.IsZero() {
 		// Register on a client of its own before touching the running
 		// stream or the saved prefs: a refused `up` (wrong key, server
 		// unreachable) leaves the node as it was.
@@ -226,8 +231,11 @@ func (d *Daemon) Up(ctx context.Context, req localapi.UpRequest) (*localapi.Stat
 		if err != nil {
 			return nil, err
 		}
-		if _, err := rc.Register(ctx, req.AuthKey, key.NodePublic{}); err != nil {
+		if _, err := rc.Register(ctx, req.AuthKey, oldNodeKey); err != nil {
 			return nil, upError(err)
+		}
+		if !oldNodeKey.IsZero() {
+			d.log.Info("node key rotated", "old", oldNodeKey.ShortString(), "new", p.NodeKey.Public().ShortString())
 		}
 	}
 	d.stop()

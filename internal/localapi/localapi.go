@@ -31,6 +31,10 @@ type UpRequest struct {
 	Hostname string `json:"hostname,omitempty"`
 	// Prefs changes routing preferences as part of up; nil changes none.
 	Prefs *PrefsEdit `json:"prefs,omitempty"`
+	// RotateKey replaces the node's WireGuard key with a new one; the
+	// node keeps its identity, name and addresses. It needs a node that
+	// is registered (and whose key has not expired) or an AuthKey.
+	RotateKey bool `json:"rotate_key,omitempty"`
 }
 
 // Backend states, as Status.BackendState reports them.
