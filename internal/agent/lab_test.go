@@ -319,6 +319,35 @@ func TestLabUDPBlocked(t *testing.T) {
 	}
 }
 
+// TestLabIdlePeer: once nothing has been sent to a peer for a while, its
+// direct path is no longer kept up and weft status calls it idle rather
+// than "relay", which would read as if hole punching had failed; the next
+// packet (here weft ping) brings it back, direct again.
+func TestLabIdlePeer(t *testing.T) {
+	n := startNet(t, 3*time.Minute, []string{"busan", "mac"})
+	n.pair("mac", "busan")
+	n.waitPath("mac", "busan", localapi.PathDirect, 30*time.Second)
+	// magicsock's activity window is 45 s, and the trust in a direct
+	// path without heartbeats lasts 6.5 s more.
+	n.waitPath("mac", "busan", localapi.PathNone, 90*time.Second)
+	table, err := n.tn.CLI(n.ctx, "mac", "status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	idle := false
+	for _, line := range strings.Split(string(table), "\n") {
+		idle = idle || (strings.Contains(line, "busan") && strings.Contains(line, " idle "))
+	}
+	if !idle {
+		t.Errorf("weft status on mac does not show busan idle:\n%s", table)
+	}
+	out, err := n.tn.CLI(n.ctx, "mac", "ping", "--until-direct", "-c", "20", "busan")
+	if err != nil {
+		t.Fatalf("weft ping to an idle peer: %v\n%s", err, out)
+	}
+	n.waitPath("mac", "busan", localapi.PathDirect, 10*time.Second)
+}
+
 // TestLabStandaloneRelay: the relay map's only region is a standalone
 // `weft relay` on web, which learns the tailnet's node keys from the
 // control server with the secret the server made in its data dir. busan,

@@ -105,6 +105,13 @@ func (e *Engine) FillStatus(st *localapi.Status) {
 		}
 		if ps, ok := e.conn.PeerStatus(p.NodeKey); ok {
 			p.Path = path(ps.Path, rm)
+			if ps.Path.Kind == magicsock.PathRelay && !ps.Active {
+				// Nothing was sent to the peer lately, so nothing
+				// goes through the relay and no direct path is
+				// being looked for: idle, not "on the relay",
+				// which would read as if NAT traversal had failed.
+				p.Path = localapi.Path{Kind: localapi.PathNone}
+			}
 			if ps.Path.Kind == magicsock.PathDirect && ps.RTT > 0 {
 				p.RTTMS = float64(ps.RTT.Microseconds()) / 1000
 			}
