@@ -71,7 +71,11 @@ func newLogoutCmd(g *globals) *cobra.Command {
 	return &cobra.Command{
 		Use:   "logout",
 		Short: "Disconnect and forget the server, its pinned key and this node's registration",
-		Args:  cobra.NoArgs,
+		Long: "Disconnect, tell the control server to disable this node's key (an ephemeral\n" +
+			"node is deleted), and forget the server, its pinned key and the registration.\n" +
+			"The node forgets them even if the server cannot be reached; weft logout then\n" +
+			"says so and exits 1. Join again with `weft up --auth-key KEY`.",
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return (&localapi.Client{Socket: g.socket}).Logout(cmd.Context())
 		},

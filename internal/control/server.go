@@ -324,6 +324,22 @@ func (s *Server) serveConn(conn *noiseconn.Conn) {
 				log.Info("writing register response", "err", err)
 				return
 			}
+		case wire.MsgLogoutRequest:
+			if sess != nil {
+				log.Info("logout request during a map stream; closing")
+				return
+			}
+			var req wire.LogoutRequest
+			resp := &wire.LogoutResponse{}
+			if err := wire.Decode(body, &req); err != nil {
+				resp.Error = &wire.ErrorMessage{Code: wire.CodeBadRequest, Message: err.Error()}
+			} else {
+				resp.Error = s.logout(s.ctx, mk, &req, log)
+			}
+			if err := wire.WriteMessage(conn, wire.MsgLogoutResponse, resp); err != nil {
+				log.Info("writing logout response", "err", err)
+			}
+			return
 		case wire.MsgMapRequest:
 			if sess != nil {
 				log.Info("second map request on one channel; closing")
@@ -361,6 +377,39 @@ func (s *Server) serveConn(conn *noiseconn.Conn) {
 			return
 		}
 	}
+}
+
+// logout disables the node of machine mk at its own request: its key is
+// expired, as `weft admin nodes expire` does, so the node stays listed
+// and keeps its name and addresses for a later `weft up` with a pre-auth
+// key; an ephemeral node is deleted.
+func (s *Server) logout(ctx context.Context, mk key.MachinePublic, req *wire.LogoutRequest, log *slog.Logger) *wire.ErrorMessage {
+	n, err := s.cfg.Store.GetNodeByMachineKey(ctx, mk)
+	if errors.Is(err, store.ErrNotFound) || (err == nil && n.NodeKey != req.NodeKey) {
+		return &wire.ErrorMessage{Code: wire.CodeNotRegistered, Message: "this node is not registered here (or under another key); nothing to log out"}
+	}
+	if err != nil {
+		log.Error("loading node for logout", "err", err)
+		return &wire.ErrorMessage{Code: wire.CodeInternal, Message: "server error; try again later"}
+	}
+	if n.Ephemeral {
+		if err := s.cfg.Store.DeleteNode(ctx, n.ID); err != nil {
+			log.Error("deleting ephemeral node at logout", "node", n.ID, "err", err)
+			return &wire.ErrorMessage{Code: wire.CodeInternal, Message: "server error; try again later"}
+		}
+		log.Info("node logged out and deleted (ephemeral)", "node", n.ID, "name", n.Name)
+		s.NodeRemoved(n.ID)
+		return nil
+	}
+	if !n.KeyExpired(s.cfg.Now()) {
+		if _, err := s.cfg.Store.ExpireNode(ctx, n.ID); err != nil {
+			log.Error("expiring node at logout", "node", n.ID, "err", err)
+			return &wire.ErrorMessage{Code: wire.CodeInternal, Message: "server error; try again later"}
+		}
+	}
+	log.Info("node logged out; key expired", "node", n.ID, "name", n.Name)
+	s.NodeChanged(n.ID)
+	return nil
 }
 
 // refuse sends an error message and lets the caller close the channel.

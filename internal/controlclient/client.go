@@ -250,6 +250,46 @@ func (c *Client) Register(ctx context.Context, authKey string, oldNodeKey key.No
 	return resp.Node, nil
 }
 
+// Logout asks the server to disable this node's key (an ephemeral node
+// is deleted). A refusal by the server is a *wire.ErrorMessage; an older
+// server that does not know the message closes the channel, which comes
+// back as ErrUnreachable.
+func (c *Client) Logout(ctx context.Context) error {
+	conn, err := c.dial(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	stop := context.AfterFunc(ctx, func() { conn.Close() })
+	defer stop()
+	req := &wire.LogoutRequest{NodeKey: c.opts.NodeKey.Public()}
+	if err := wire.WriteMessage(conn, wire.MsgLogoutRequest, req); err != nil {
+		return fmt.Errorf("%w: sending logout: %v", ErrUnreachable, err)
+	}
+	typ, body, err := wire.ReadMessage(conn, wire.MaxServerMessage)
+	if err != nil {
+		return fmt.Errorf("%w: reading logout answer: %v", ErrUnreachable, err)
+	}
+	if typ == wire.MsgError {
+		em := &wire.ErrorMessage{}
+		if err := wire.Decode(body, em); err != nil {
+			return err
+		}
+		return em
+	}
+	if typ != wire.MsgLogoutResponse {
+		return fmt.Errorf("controlclient: server answered logout with %v", typ)
+	}
+	var resp wire.LogoutResponse
+	if err := wire.Decode(body, &resp); err != nil {
+		return err
+	}
+	if resp.Error != nil {
+		return resp.Error
+	}
+	return nil
+}
+
 // SetEndpoints records the node's candidate endpoints and home relay
 // region and sends them to the server if a stream is up (otherwise they go
 // with the next map request).

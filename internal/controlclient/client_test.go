@@ -357,3 +357,76 @@ func TestDaemonRotateKey(t *testing.T) {
 		return s.BackendState == localapi.StateRunning && e.srv.Online(after.ID)
 	})
 }
+
+// TestDaemonLogout: weft logout tells the server, which expires the node's
+// key (an ephemeral node is deleted); if the server cannot be reached the
+// node still forgets its registration and says the server was not told.
+func TestDaemonLogout(t *testing.T) {
+	tests := []struct {
+		name      string
+		ephemeral bool
+		serverUp  bool
+	}{
+		{"expires the key", false, true},
+		{"deletes an ephemeral node", true, true},
+		{"server unreachable", false, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := newEnv(t)
+			st, err := nodestate.Open(filepath.Join(t.TempDir(), "state"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			d, err := controlclient.NewDaemon(controlclient.DaemonConfig{State: st})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer d.Close()
+			ctx := context.Background()
+			authKey, _, err := e.st.CreateAuthKey(ctx, store.AuthKeyRequest{User: "alice", Ephemeral: tt.ephemeral})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := d.Up(ctx, localapi.UpRequest{ServerURL: e.url, AuthKey: authKey, Hostname: "pc"}); err != nil {
+				t.Fatal(err)
+			}
+			mk, err := st.MachineKey()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !tt.serverUp {
+				h := http.Handler(http.NotFoundHandler())
+				e.handler.Store(&h)
+			}
+			err = d.Logout(ctx)
+			if p, _ := st.LoadPrefs(); !reflect.DeepEqual(p, nodestate.Prefs{}) {
+				t.Errorf("prefs after logout: %+v", p)
+			}
+			n, gerr := e.st.GetNodeByMachineKey(ctx, mk.Public())
+			switch {
+			case !tt.serverUp:
+				if err == nil || !strings.Contains(err.Error(), "could not be told") {
+					t.Errorf("logout with the server gone: err = %v", err)
+				}
+				if gerr != nil || n.KeyExpired(time.Now()) {
+					t.Errorf("the server's node changed although it was never told: %+v, %v", n, gerr)
+				}
+			case tt.ephemeral:
+				if err != nil {
+					t.Fatal(err)
+				}
+				if !errors.Is(gerr, store.ErrNotFound) {
+					t.Errorf("ephemeral node after logout: %+v, %v; want it deleted", n, gerr)
+				}
+			default:
+				if err != nil {
+					t.Fatal(err)
+				}
+				if gerr != nil || !n.KeyExpired(time.Now()) {
+					t.Errorf("node after logout: expiry %v, %v; want its key expired", n.KeyExpiry, gerr)
+				}
+			}
+		})
+	}
+}

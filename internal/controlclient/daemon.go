@@ -387,10 +387,35 @@ func (d *Daemon) Logout(ctx context.Context) error {
 	defer d.opMu.Unlock()
 	d.stop()
 	d.mu.Lock()
+	p := d.prefs
+	d.mu.Unlock()
+	// Tell the server first, while the node still has its keys; the
+	// node forgets them whatever the answer, since that is what the user
+	// asked for.
+	var serverErr error
+	if p.Registered && p.ServerURL != "" && !p.NodeKey.IsZero() {
+		lctx, cancel := context.WithTimeout(ctx, logoutWait)
+		c, err := d.newClient(p, func(key.MachinePublic) error { return nil })
+		if err == nil {
+			err = c.Logout(lctx)
+		}
+		cancel()
+		if err != nil {
+			serverErr = fmt.Errorf("logged out on this node, but the control server could not be told (%v); "+
+				"an administrator can disable it with `weft admin nodes expire`", err)
+		}
+	}
+	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.prefs, d.nm, d.lastErr = nodestate.Prefs{}, nil, nil
-	return d.st.Forget()
+	if err := d.st.Forget(); err != nil {
+		return err
+	}
+	return serverErr
 }
+
+// logoutWait bounds how long weft logout waits for the control server.
+const logoutWait = 10 * time.Second
 
 // Status reports the daemon's state and the peers of the current map.
 func (d *Daemon) Status(ctx context.Context) (*localapi.Status, error) {

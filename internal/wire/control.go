@@ -27,6 +27,10 @@ const (
 	MsgUpdate           MsgType = 5 // → server: new endpoints, home region, hostinfo
 	MsgKeepAlive        MsgType = 6 // either way: empty body, keeps NATs and proxies open
 	MsgError            MsgType = 7 // → node: the server closes the channel after it
+	MsgLogoutRequest    MsgType = 8 // → server: this node is logging out; disable its key
+	MsgLogoutResponse   MsgType = 9 // → node: done, or why not
+
+	maxMsgType = MsgLogoutResponse
 )
 
 func (t MsgType) String() string {
@@ -45,6 +49,10 @@ func (t MsgType) String() string {
 		return "KeepAlive"
 	case MsgError:
 		return "Error"
+	case MsgLogoutRequest:
+		return "LogoutRequest"
+	case MsgLogoutResponse:
+		return "LogoutResponse"
 	}
 	return fmt.Sprintf("MsgType(%d)", uint8(t))
 }
@@ -96,7 +104,7 @@ func ReadMessage(r io.Reader, limit int) (MsgType, []byte, error) {
 	if n > uint32(limit) {
 		return t, nil, fmt.Errorf("%w: %v of %d bytes, limit %d", ErrMessageTooLarge, t, n, limit)
 	}
-	if t == 0 || t > MsgError {
+	if t == 0 || t > maxMsgType {
 		return t, nil, fmt.Errorf("%w: unknown type %d", ErrBadMessage, hdr[0])
 	}
 	body := make([]byte, n)
@@ -372,6 +380,28 @@ func (r *RegisterResponse) Validate() error {
 		return fmt.Errorf("%w: register response needs exactly one of node and error", ErrBadMessage)
 	}
 	return nil
+}
+
+// LogoutRequest asks the server to disable the node that sends it (weft
+// logout): its key is expired, or an ephemeral node is deleted. NodeKey
+// must be the node's current key, so a stale request cannot disable a
+// node that has since re-registered.
+type LogoutRequest struct {
+	NodeKey key.NodePublic `json:"node_key"`
+}
+
+// Validate checks a LogoutRequest from a node.
+func (r *LogoutRequest) Validate() error {
+	if r.NodeKey.IsZero() {
+		return fmt.Errorf("%w: node key missing", ErrBadMessage)
+	}
+	return nil
+}
+
+// LogoutResponse answers a LogoutRequest: no error means the node's key no
+// longer works on this server.
+type LogoutResponse struct {
+	Error *ErrorMessage `json:"error,omitempty"`
 }
 
 // Decode unmarshals a message body into v (a pointer to one of the message

@@ -101,7 +101,7 @@ func FuzzReadMessage(f *testing.F) {
 		if err != nil {
 			return
 		}
-		if len(body) > MaxNodeMessage || typ == 0 || typ > MsgError {
+		if len(body) > MaxNodeMessage || typ == 0 || typ > maxMsgType {
 			t.Fatalf("accepted %v with %d bytes", typ, len(body))
 		}
 	})
@@ -116,7 +116,7 @@ func FuzzDecodeNodeMessages(f *testing.F) {
 	f.Add([]byte(`{"hostinfo":{"hostname":"x","net_info":{"region_latency_ms":{"1":3}}}}`))
 	f.Add([]byte(`{"home_region":-1,"advertised_routes":["0.0.0.0/0","::/0","10.1.0.0/16"]}`))
 	f.Fuzz(func(t *testing.T, b []byte) {
-		for _, v := range []interface{ Validate() error }{&RegisterRequest{}, &MapRequest{}, &Update{}} {
+		for _, v := range []interface{ Validate() error }{&RegisterRequest{}, &MapRequest{}, &Update{}, &LogoutRequest{}} {
 			if Decode(b, v) != nil {
 				continue
 			}
