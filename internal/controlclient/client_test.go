@@ -302,11 +302,10 @@ func TestDaemonLocalAPIRoundTrip(t *testing.T) {
 	}
 }
 
-// TestDaemonRotateKey: `weft up --rotate-key` gives a running node a new
-// WireGuard key without a pre-auth key; the server keeps its ID, name and
-// addresses, and the node runs on under the new key.
-func TestDaemonRotateKey(t *testing.T) {
-	e := newEnv(t)
+// newDaemon is a daemon without a data plane on a fresh state dir; it is
+// closed at the end of the test.
+func newDaemon(t *testing.T) (*controlclient.Daemon, *nodestate.Dir) {
+	t.Helper()
 	st, err := nodestate.Open(filepath.Join(t.TempDir(), "state"))
 	if err != nil {
 		t.Fatal(err)
@@ -315,7 +314,16 @@ func TestDaemonRotateKey(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer d.Close()
+	t.Cleanup(func() { d.Close() })
+	return d, st
+}
+
+// TestDaemonRotateKey: `weft up --rotate-key` gives a running node a new
+// WireGuard key without a pre-auth key; the server keeps its ID, name and
+// addresses, and the node runs on under the new key.
+func TestDaemonRotateKey(t *testing.T) {
+	e := newEnv(t)
+	d, st := newDaemon(t)
 	ctx := context.Background()
 	if _, err := d.Up(ctx, localapi.UpRequest{ServerURL: e.url, AuthKey: e.authKey(false), Hostname: "busan"}); err != nil {
 		t.Fatal(err)
@@ -374,15 +382,7 @@ func TestDaemonLogout(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			e := newEnv(t)
-			st, err := nodestate.Open(filepath.Join(t.TempDir(), "state"))
-			if err != nil {
-				t.Fatal(err)
-			}
-			d, err := controlclient.NewDaemon(controlclient.DaemonConfig{State: st})
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer d.Close()
+			d, st := newDaemon(t)
 			ctx := context.Background()
 			authKey, _, err := e.st.CreateAuthKey(ctx, store.AuthKeyRequest{User: "alice", Ephemeral: tt.ephemeral})
 			if err != nil {

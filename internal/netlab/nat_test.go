@@ -173,6 +173,23 @@ func TestNATKinds(t *testing.T) {
 	})
 }
 
+// sources reports the source of every datagram c receives until it is
+// closed.
+func sources(c *net.UDPConn) <-chan netip.AddrPort {
+	got := make(chan netip.AddrPort, 16)
+	go func() {
+		buf := make([]byte, 1500)
+		for {
+			_, from, err := c.ReadFromUDPAddrPort(buf)
+			if err != nil {
+				return
+			}
+			got <- netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
+		}
+	}()
+	return got
+}
+
 // TestEasyNATFilters checks address-and-port-dependent filtering: the
 // server the mapping was made for can answer, anyone else is dropped.
 func TestEasyNATFilters(t *testing.T) {
@@ -185,17 +202,7 @@ func TestEasyNATFilters(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	got := make(chan netip.AddrPort, 16)
-	go func() {
-		buf := make([]byte, 1500)
-		for {
-			_, from, err := c.ReadFromUDPAddrPort(buf)
-			if err != nil {
-				return
-			}
-			got <- netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
-		}
-	}()
+	got := sources(c)
 	send(t, c, s1.addr())
 	mapped := s1.recv(t)
 
@@ -268,17 +275,7 @@ func TestEasyNATEarlyPunch(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	got := make(chan netip.AddrPort, 16)
-	go func() {
-		buf := make([]byte, 1500)
-		for {
-			_, from, err := c.ReadFromUDPAddrPort(buf)
-			if err != nil {
-				return
-			}
-			got <- netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
-		}
-	}()
+	got := sources(c)
 	send(t, c, s1.addr())
 	mapped := s1.recv(t) // what STUN would tell the host, and the peer
 
