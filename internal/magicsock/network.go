@@ -89,12 +89,15 @@ func (HostNetwork) LocalAddrs() ([]netip.Addr, error) {
 	return out, nil
 }
 
-// isTailnetAddr reports addresses in the CGNAT range and weft's ULA, which
-// are the tunnel's own: advertising them as endpoints would loop.
+// isTailnetAddr reports addresses in the CGNAT range, where tailnet IPv4
+// addresses live: advertising them as endpoints would loop. The tailnet's
+// IPv6 prefix is a random ULA per server, unknown here; the agent's
+// Network leaves out the TUN device's addresses, which covers both.
 func isTailnetAddr(ip netip.Addr) bool {
-	return netip.MustParsePrefix("100.64.0.0/10").Contains(ip) ||
-		netip.MustParsePrefix("fd7a::/16").Contains(ip)
+	return cgnat.Contains(ip)
 }
+
+var cgnat = netip.MustParsePrefix("100.64.0.0/10")
 
 type udpPacketConn struct{ c *net.UDPConn }
 
