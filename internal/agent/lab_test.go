@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -13,10 +14,12 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 
 	"weft/internal/agent"
 	"weft/internal/localapi"
@@ -346,6 +349,100 @@ func TestLabIdlePeer(t *testing.T) {
 		t.Fatalf("weft ping to an idle peer: %v\n%s", err, out)
 	}
 	n.waitPath("mac", "busan", localapi.PathDirect, 10*time.Second)
+}
+
+// TestLabSpoofedSourceDropped: a packet that mac's kernel sends into the
+// tunnel with a source address that is not mac's (here pc's tailnet
+// address, as a compromised or misconfigured mac might) is sealed and
+// sent, but busan accepts from mac only mac's own addresses and drops it;
+// the same datagram from mac's real address arrives.
+func TestLabSpoofedSourceDropped(t *testing.T) {
+	n := startNet(t, 2*time.Minute, []string{"busan", "mac", "pc"})
+	busanAddr := addr4(n.pair("mac", "busan"))
+	pcAddr := addr4(n.peer("mac", "pc"))
+	macAddr := addr4(n.peer("busan", "mac"))
+
+	ln, err := n.lab.Node("busan").ListenUDP(netip.AddrPortFrom(busanAddr, 4444))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	got := make(chan string, 16)
+	go func() {
+		buf := make([]byte, 1500)
+		for {
+			k, from, err := ln.ReadFromUDPAddrPort(buf)
+			if err != nil {
+				return
+			}
+			got <- fmt.Sprintf("%s from %s", buf[:k], from.Addr().Unmap())
+		}
+	}()
+	// IP_TRANSPARENT lets the socket take, and send from, an address the
+	// host does not have.
+	var spoof net.PacketConn
+	err = n.lab.Node("mac").Do(func() error {
+		lc := net.ListenConfig{Control: func(_, _ string, rc syscall.RawConn) error {
+			var serr error
+			err := rc.Control(func(fd uintptr) {
+				serr = syscall.SetsockoptInt(int(fd), syscall.IPPROTO_IP, unix.IP_TRANSPARENT, 1)
+			})
+			return errors.Join(err, serr)
+		}}
+		var err error
+		spoof, err = lc.ListenPacket(context.Background(), "udp4", netip.AddrPortFrom(pcAddr, 0).String())
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer spoof.Close()
+	real, err := n.lab.Node("mac").ListenUDP(netip.AddrPortFrom(macAddr, 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer real.Close()
+	dst := net.UDPAddrFromAddrPort(netip.AddrPortFrom(busanAddr, 4444))
+	rx0 := n.peer("busan", "mac").RxBytes
+	for range 3 {
+		if _, err := spoof.WriteTo([]byte("spoofed"), dst); err != nil {
+			t.Fatalf("send with pc's address as source: %v", err)
+		}
+	}
+	// They did cross the tunnel: busan's WireGuard received them from
+	// mac (and then dropped them), so nothing was lost on the way.
+	err = scenario.WaitFor(n.ctx, 10*time.Second, "busan's WireGuard to receive the spoofed packets", func() (bool, error) {
+		return n.peer("busan", "mac").RxBytes > rx0, nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case m := <-got:
+		t.Fatalf("busan accepted %q; mac may send only from %v", m, macAddr)
+	default:
+	}
+	// The real datagram goes after the spoofed ones on the same tunnel,
+	// so once it arrives the spoofed ones have had their chance.
+	err = scenario.WaitFor(n.ctx, 10*time.Second, "the datagram from mac's own address", func() (bool, error) {
+		if _, err := real.WriteTo([]byte("genuine"), dst); err != nil {
+			return false, err
+		}
+		for {
+			select {
+			case m := <-got:
+				if m != "genuine from "+macAddr.String() {
+					return false, fmt.Errorf("busan accepted %q; mac may send only from %v", m, macAddr)
+				}
+				return true, nil
+			case <-time.After(200 * time.Millisecond):
+				return false, nil
+			}
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
 }
 
 // TestLabStandaloneRelay: the relay map's only region is a standalone
