@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"log/slog"
+	"path/filepath"
 	"runtime/debug"
 	"time"
 
@@ -10,6 +11,7 @@ import (
 
 	"weft/internal/agent"
 	"weft/internal/controlclient"
+	"weft/internal/healthlog"
 	"weft/internal/localapi"
 	"weft/internal/nodestate"
 	"weft/internal/osnet"
@@ -80,14 +82,41 @@ func runDaemon(ctx context.Context, g *globals, o daemonOptions) error {
 	if err != nil {
 		return err
 	}
+	history, err := healthlog.Open(filepath.Join(stateDir, healthFile), healthlog.DefaultKeep)
+	if err != nil {
+		return err
+	}
+	if n := history.Damaged(); n > 0 {
+		log.Warn("health history: damaged lines skipped", "lines", n)
+	}
 	d.Start()
 	if !o.noDataPlane {
 		go releaseMemory(ctx, memoryReleaseInterval)
 	}
+	go healthlog.Watch(ctx, history, healthInterval, d.Status, log.With("sub", "health"))
 	log.Info("weft daemon running", "state", stateDir, "socket", g.socket)
-	err = localapi.Serve(ctx, ln, localapi.Handler(d, log.With("sub", "localapi")))
+	err = localapi.Serve(ctx, ln, localapi.Handler(daemonBackend{d, history}, log.With("sub", "localapi")))
 	log.Info("daemon stopping")
 	return err
+}
+
+// healthFile is the health history's file in the state dir, and
+// healthInterval how often the daemon looks for changes to record.
+const (
+	healthFile     = "health.jsonl"
+	healthInterval = 5 * time.Second
+)
+
+// daemonBackend is what the local API serves: the daemon, and the health
+// history kept beside it.
+type daemonBackend struct {
+	*controlclient.Daemon
+	history *healthlog.Log
+}
+
+// HealthHistory implements localapi.HistoryKeeper.
+func (b daemonBackend) HealthHistory(context.Context) ([]localapi.HealthEvent, error) {
+	return b.history.Events(), nil
 }
 
 // engineMaker returns the daemon's hook that starts the data plane each

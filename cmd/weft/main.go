@@ -89,7 +89,7 @@ func newRootCmd(g *globals) *cobra.Command {
 		return usageError{err}
 	})
 	root.AddCommand(
-		newServerCmd(g), newDaemonCmd(g), newUpCmd(g), newDownCmd(g), newLogoutCmd(g), newStatusCmd(g),
+		newServerCmd(g), newDaemonCmd(g), newUpCmd(g), newDownCmd(g), newLogoutCmd(g), newStatusCmd(g), newHealthCmd(g),
 		newVersionCmd(g),
 		newAdminCmd(g),
 		newLabCmd(g),

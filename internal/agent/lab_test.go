@@ -318,7 +318,35 @@ func TestLabUDPBlocked(t *testing.T) {
 		return false, nil
 	})
 	if err != nil {
-		t.Error(err)
+		t.Fatal(err)
+	}
+	// The problem also goes into busan's health history, after the
+	// daemon's start, for someone who looks later.
+	var history []localapi.HealthEvent
+	err = scenario.WaitFor(n.ctx, 30*time.Second, "busan's health history to record UDP blocked", func() (bool, error) {
+		out, err := n.tn.CLI(n.ctx, "busan", "health", "--json", "-n", "0")
+		if err != nil {
+			return false, err
+		}
+		var h struct {
+			History []localapi.HealthEvent `json:"history"`
+		}
+		if err := json.Unmarshal(out, &h); err != nil {
+			return false, fmt.Errorf("weft health --json: %w: %s", err, out)
+		}
+		history = h.History
+		for _, e := range h.History {
+			if e.Kind == localapi.EventProblem && strings.Contains(e.Text, "UDP is blocked") {
+				return true, nil
+			}
+		}
+		return false, nil
+	})
+	if err != nil {
+		t.Fatalf("%v; history: %+v", err, history)
+	}
+	if len(history) == 0 || history[0].Kind != localapi.EventState || !strings.HasPrefix(history[0].Text, "daemon started") {
+		t.Errorf("history does not begin with the daemon's start: %+v", history)
 	}
 }
 
@@ -794,4 +822,13 @@ func TestLabDaemonKilled(t *testing.T) {
 	n.pair("mac", "busan")
 	n.waitPath("mac", "busan", localapi.PathDirect, 30*time.Second)
 	n.waitPath("busan", "mac", localapi.PathDirect, 30*time.Second)
+	// The health history in the state dir outlived the crash: it shows
+	// both starts.
+	out, err := n.tn.CLI(n.ctx, "busan", "health", "-n", "0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := strings.Count(string(out), "daemon started"); c != 2 {
+		t.Errorf("busan's history shows %d daemon starts, want 2:\n%s", c, out)
+	}
 }

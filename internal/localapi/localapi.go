@@ -120,6 +120,36 @@ type Pinger interface {
 	Ping(ctx context.Context, req PingRequest) (*PingResult, error)
 }
 
+// HealthEvent is one change in the node's health or connectivity that a
+// person may want to read about later: a problem that appeared or
+// cleared, a peer's path moving between direct and relay, a peer going
+// offline or coming back, the node's state changing.
+type HealthEvent struct {
+	Time time.Time `json:"time"`
+	// Kind is one of the HealthEvent kinds below.
+	Kind string `json:"kind"`
+	// Peer names the peer the event is about; empty for the node itself.
+	Peer string `json:"peer,omitempty"`
+	// Text says what happened in plain words.
+	Text string `json:"text"`
+}
+
+// HealthEvent kinds.
+const (
+	EventProblem  = "problem"  // a health problem appeared
+	EventResolved = "resolved" // a health problem went away
+	EventPath     = "path"     // a peer's path changed between direct and relay
+	EventPeer     = "peer"     // a peer went offline or came back
+	EventState    = "state"    // the node's state changed, or the daemon started
+)
+
+// HistoryKeeper is implemented by a Backend that keeps a health history;
+// Handler serves GET /health-history only for such a Backend.
+type HistoryKeeper interface {
+	// HealthHistory returns the recorded events, oldest first.
+	HealthHistory(ctx context.Context) ([]HealthEvent, error)
+}
+
 // Backend is implemented by the node daemon.
 type Backend interface {
 	// Up registers if needed and connects. It returns once the server
@@ -137,8 +167,9 @@ type errorBody struct {
 	Error string `json:"error"`
 }
 
-// Handler serves b's methods: POST /up, /down, /logout; GET /status; and
-// POST /ping if b is a Pinger.
+// Handler serves b's methods: POST /up, /down, /logout; GET /status;
+// POST /ping if b is a Pinger; and GET /health-history if b is a
+// HistoryKeeper.
 func Handler(b Backend, log *slog.Logger) http.Handler {
 	if log == nil {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -181,6 +212,15 @@ func Handler(b Backend, log *slog.Logger) http.Handler {
 			}
 			res, err := p.Ping(r.Context(), req)
 			reply(w, res, err)
+		})
+	}
+	if hk, ok := b.(HistoryKeeper); ok {
+		mux.HandleFunc("GET /health-history", func(w http.ResponseWriter, r *http.Request) {
+			evs, err := hk.HealthHistory(r.Context())
+			if evs == nil {
+				evs = []HealthEvent{}
+			}
+			reply(w, evs, err)
 		})
 	}
 	handlePrefs(mux, b, reply)
@@ -293,6 +333,15 @@ func (c *Client) Ping(ctx context.Context, req PingRequest) (*PingResult, error)
 		return nil, err
 	}
 	return &res, nil
+}
+
+// HealthHistory asks the daemon for its health history, oldest first.
+func (c *Client) HealthHistory(ctx context.Context) ([]HealthEvent, error) {
+	var evs []HealthEvent
+	if err := c.do(ctx, http.MethodGet, "/health-history", nil, &evs); err != nil {
+		return nil, err
+	}
+	return evs, nil
 }
 
 // Serve serves h on ln until ctx ends, then shuts down gracefully.
