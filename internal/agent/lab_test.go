@@ -752,8 +752,9 @@ func TestLabNewLocalAddress(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Well within DefaultNetcheckInterval: the address poll, not the next
-	// periodic network check, must be what notices.
+	// Well within DefaultNetcheckInterval: the kernel's change notice (or
+	// the address poll), not the next periodic network check, must be
+	// what notices.
 	err = scenario.WaitFor(n.ctx, agent.DefaultNetcheckInterval-5*time.Second, "busan to see mac's new endpoint", func() (bool, error) {
 		st, err := n.status("busan")
 		if err != nil {

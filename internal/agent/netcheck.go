@@ -20,19 +20,31 @@ func (e *Engine) netcheckLoop() {
 	defer e.wg.Done()
 	t := time.NewTicker(e.cfg.NetcheckInterval)
 	defer t.Stop()
-	// Local addresses are polled (cheaply) far more often than the
-	// network is checked: a new or lost address means paths may be dead
-	// and endpoints stale, which Rebind and a fresh report fix.
+	// Local addresses are looked at whenever the kernel announces an
+	// address or link change, and polled (cheaply) as a fallback far
+	// more often than the network is checked: a new or lost address
+	// means paths may be dead and endpoints stale, which Rebind and a
+	// fresh report fix.
+	changes, err := e.router.Changes(e.ctx)
+	if err != nil {
+		e.log.Warn("no netlink change notices; polling local addresses only", "err", err)
+	}
 	addrTick := time.NewTicker(addrPollInterval)
 	defer addrTick.Stop()
 	lastAddrs, _ := e.net.LocalAddrs()
 	for {
+		var look bool
 		select {
 		case <-e.ctx.Done():
 			return
 		case <-t.C:
 		case <-e.recheck:
+		case <-changes:
+			look = true
 		case <-addrTick.C:
+			look = true
+		}
+		if look {
 			addrs, err := e.net.LocalAddrs()
 			if err != nil || slices.Equal(addrs, lastAddrs) {
 				continue
