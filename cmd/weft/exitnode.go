@@ -131,7 +131,7 @@ func printExitNodes(w io.Writer, rows []exitNodeRow, prefs *localapi.Prefs) {
 		if r.Online {
 			online = "yes"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", mark, r.Name, r.Address, online, pathString(r.Path))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", mark, r.Name, r.Address, online, r.Path.String())
 	}
 	tw.Flush()
 	if prefs != nil && prefs.ExitNode != "" {

@@ -68,7 +68,7 @@ func runPing(ctx context.Context, g *globals, peer string, o pingOptions) error 
 		pongs++
 		via := res.Path.Endpoint
 		if res.Path.Kind != localapi.PathDirect {
-			via = pathString(res.Path)
+			via = res.Path.String()
 		}
 		fmt.Fprintf(g.stdout, "pong from %s (%s) via %s in %s\n", res.Name, res.Address, via, fmtMS(res.RTTMS))
 		if o.untilDirect && res.Path.Kind == localapi.PathDirect {

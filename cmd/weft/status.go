@@ -72,7 +72,7 @@ func printStatus(w io.Writer, st *localapi.Status, now time.Time) {
 			hs = now.Sub(p.LastHandshake).Round(time.Second).String() + " ago"
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", firstAddr(p.Node), p.Name, nodeOS(p.Node), state,
-			pathString(p.Path), rtt, fmtBytes(p.RxBytes), fmtBytes(p.TxBytes), hs)
+			p.Path.String(), rtt, fmtBytes(p.RxBytes), fmtBytes(p.TxBytes), hs)
 	}
 	tw.Flush()
 	printHealth(w, st.Health)
@@ -105,20 +105,6 @@ func nodeOS(n *wire.Node) string {
 		return n.Hostinfo.OS
 	}
 	return "-"
-}
-
-// pathString is a path as the status table and weft ping print it.
-func pathString(p localapi.Path) string {
-	switch p.Kind {
-	case localapi.PathDirect:
-		return "direct " + p.Endpoint
-	case localapi.PathRelay:
-		if p.RelayCode != "" {
-			return "relay " + p.RelayCode
-		}
-		return fmt.Sprintf("relay %d", p.RelayRegion)
-	}
-	return "idle"
 }
 
 func fmtMS(ms float64) string {

@@ -18,10 +18,10 @@ import (
 type Watcher struct {
 	started  bool
 	state    string
-	pending  map[string]string // problemKey → text: seen once, not recorded yet
-	problems map[string]string // problemKey → the text recorded
-	paths    map[string]string // peer name → last path that was in use
-	online   map[string]bool   // peer name → online
+	pending  map[string]string        // problemKey → text: seen once, not recorded yet
+	problems map[string]string        // problemKey → the text recorded
+	paths    map[string]localapi.Path // peer name → last path that was in use
+	online   map[string]bool          // peer name → online
 }
 
 // Observe compares st with the previous snapshot and returns what changed.
@@ -37,7 +37,7 @@ func (w *Watcher) Observe(st *localapi.Status, now time.Time) []localapi.HealthE
 	if !w.started {
 		w.started = true
 		w.pending, w.problems = map[string]string{}, map[string]string{}
-		w.paths, w.online = map[string]string{}, map[string]bool{}
+		w.paths, w.online = map[string]localapi.Path{}, map[string]bool{}
 		add(localapi.EventState, "", "daemon started; state "+st.BackendState)
 	} else if st.BackendState != w.state {
 		add(localapi.EventState, "", fmt.Sprintf("state %s → %s", w.state, st.BackendState))
@@ -93,14 +93,13 @@ func (w *Watcher) Observe(st *localapi.Status, now time.Time) []localapi.HealthE
 			add(localapi.EventPeer, name, name+" is back online")
 		}
 		w.online[name] = p.Online
-		cur := pathText(p.Path)
-		if cur == "" {
+		if p.Path.Kind == localapi.PathNone {
 			continue
 		}
-		if prev := w.paths[name]; prev != "" && pathKind(prev) != pathKind(cur) {
-			add(localapi.EventPath, name, fmt.Sprintf("%s: %s → %s", name, prev, cur))
+		if prev, ok := w.paths[name]; ok && prev.Kind != p.Path.Kind {
+			add(localapi.EventPath, name, fmt.Sprintf("%s: %s → %s", name, prev, p.Path))
 		}
-		w.paths[name] = cur
+		w.paths[name] = p.Path
 	}
 	for name := range w.online {
 		if !present[name] {
@@ -109,25 +108,6 @@ func (w *Watcher) Observe(st *localapi.Status, now time.Time) []localapi.HealthE
 		}
 	}
 	return out
-}
-
-// pathText describes a path in use; "" for none.
-func pathText(p localapi.Path) string {
-	switch p.Kind {
-	case localapi.PathDirect:
-		return "direct " + p.Endpoint
-	case localapi.PathRelay:
-		if p.RelayCode != "" {
-			return "relay " + p.RelayCode
-		}
-		return fmt.Sprintf("relay %d", p.RelayRegion)
-	}
-	return ""
-}
-
-func pathKind(text string) string {
-	kind, _, _ := strings.Cut(text, " ")
-	return kind
 }
 
 // problemKey is a health line's identity: the words before its details

@@ -100,6 +100,21 @@ type Path struct {
 	RelayCode   string `json:"relay_code,omitempty"`
 }
 
+// String is the path as people read it: "direct IP:PORT", "relay CODE",
+// or "idle".
+func (p Path) String() string {
+	switch p.Kind {
+	case PathDirect:
+		return "direct " + p.Endpoint
+	case PathRelay:
+		if p.RelayCode != "" {
+			return "relay " + p.RelayCode
+		}
+		return fmt.Sprintf("relay %d", p.RelayRegion)
+	}
+	return "idle"
+}
+
 // PingRequest asks for one disco ping of a peer.
 type PingRequest struct {
 	// Peer is the peer's name or one of its tailnet addresses.
