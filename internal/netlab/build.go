@@ -325,7 +325,7 @@ func (l *Lab) buildRouter(ctx context.Context, cfg Config, h *nsHandles, r Route
 	if err := up(rh, lan); err != nil {
 		return err
 	}
-	if err := installNAT(h.ns[r.Name], r.NAT); err != nil {
+	if err := installNAT(h.ns[r.Name], r.NAT, l.log); err != nil {
 		return fmt.Errorf("netlab: %s: %w", r.Name, err)
 	}
 	for i, host := range r.Hosts {

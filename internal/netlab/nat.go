@@ -2,6 +2,7 @@ package netlab
 
 import (
 	"fmt"
+	"log/slog"
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/binaryutil"
@@ -41,7 +42,7 @@ const natTable = "weftlab"
 // the conntrack entry it leaves behind clashes with the mapping our
 // outgoing packet needs, so masquerade picks another port and the punch
 // never meets. Dropped in input, the entry is never confirmed.
-func installNAT(ns netns.NsHandle, kind NATKind) error {
+func installNAT(ns netns.NsHandle, kind NATKind, log *slog.Logger) error {
 	c, err := nftables.New(nftables.WithNetNSFd(int(ns)))
 	if err != nil {
 		return fmt.Errorf("netlab: nftables: %w", err)
@@ -84,16 +85,6 @@ func installNAT(ns netns.NsHandle, kind NATKind) error {
 		Type: nftables.ChainTypeFilter, Hooknum: nftables.ChainHookInput, Priority: nftables.ChainPriorityFilter,
 		Policy: &accept,
 	})
-	// A datagram for a socket open on the router itself (a lab test may
-	// run a server there) is not unsolicited: the socket lookup finds it,
-	// loads the register and the rule accepts; without a socket the
-	// lookup ends the rule.
-	c.AddRule(&nftables.Rule{Table: t, Chain: in, Exprs: []expr.Any{
-		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
-		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.IPPROTO_UDP}},
-		&expr.Socket{Key: expr.SocketKeyTransparent, Register: 1},
-		&expr.Verdict{Kind: expr.VerdictAccept},
-	}})
 	c.AddRule(&nftables.Rule{Table: t, Chain: in, Exprs: []expr.Any{
 		&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: 1},
 		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: ifname(routerWAN)},
@@ -119,6 +110,22 @@ func installNAT(ns netns.NsHandle, kind NATKind) error {
 	}
 	if err := c.Flush(); err != nil {
 		return fmt.Errorf("netlab: install %s NAT: %w", kind, err)
+	}
+	// A datagram for a socket open on the router itself (a lab test may
+	// run a server there) is not unsolicited: the socket lookup finds it,
+	// loads the register and the rule, first in the chain, accepts;
+	// without a socket the lookup ends the rule. It goes in a batch of
+	// its own because the socket expression needs CONFIG_NFT_SOCKET: a
+	// kernel without it keeps the rest of the router, and only a server
+	// on a router itself goes unreached.
+	c.InsertRule(&nftables.Rule{Table: t, Chain: in, Exprs: []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.IPPROTO_UDP}},
+		&expr.Socket{Key: expr.SocketKeyTransparent, Register: 1},
+		&expr.Verdict{Kind: expr.VerdictAccept},
+	}})
+	if err := c.Flush(); err != nil {
+		log.Warn("netlab: no accept rule for UDP to a router's own sockets (does the kernel have nft socket?)", "err", err)
 	}
 	return nil
 }
