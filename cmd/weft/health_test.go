@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -32,18 +31,7 @@ func TestHealthCommand(t *testing.T) {
 		{Time: t0.Add(time.Minute), Kind: localapi.EventPath, Peer: "mac", Text: "mac: relay home → direct 203.0.113.22:41641"},
 		{Time: t0.Add(time.Hour), Kind: localapi.EventProblem, Text: "UDP is blocked on this network"},
 	}
-	sock := filepath.Join(t.TempDir(), "weft.sock")
-	ln, err := localapi.Listen(sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		localapi.Serve(ctx, ln, localapi.Handler(&fakeHistory{events: events}, nil))
-	}()
-	defer func() { cancel(); <-done }()
+	sock := serveFake(t, &fakeHistory{events: events})
 
 	out, errs, code := weft(t, "--socket", sock, "health", "-n", "2")
 	if code != 0 {

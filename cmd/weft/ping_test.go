@@ -39,6 +39,25 @@ func (f *fakePinger) Ping(_ context.Context, req localapi.PingRequest) (*localap
 	return &r, nil
 }
 
+// serveFake serves b's local API on a socket of its own until the test
+// ends, and returns the socket's path.
+func serveFake(t *testing.T, b localapi.Backend) string {
+	t.Helper()
+	sock := filepath.Join(t.TempDir(), "weft.sock")
+	ln, err := localapi.Listen(sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		localapi.Serve(ctx, ln, localapi.Handler(b, nil))
+	}()
+	t.Cleanup(func() { cancel(); <-done })
+	return sock
+}
+
 func TestPing(t *testing.T) {
 	relayPong := localapi.PingResult{Name: "mac", Address: "100.64.0.2", RTTMS: 12, Path: localapi.Path{Kind: localapi.PathRelay, RelayRegion: 1, RelayCode: "home"}}
 	directPong := localapi.PingResult{Name: "mac", Address: "100.64.0.2", RTTMS: 1.04, Path: localapi.Path{Kind: localapi.PathDirect, Endpoint: "203.0.113.22:41641"}}
@@ -73,18 +92,7 @@ func TestPing(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			sock := filepath.Join(t.TempDir(), "weft.sock")
-			ln, err := localapi.Listen(sock)
-			if err != nil {
-				t.Fatal(err)
-			}
-			ctx, cancel := context.WithCancel(context.Background())
-			done := make(chan struct{})
-			go func() {
-				defer close(done)
-				localapi.Serve(ctx, ln, localapi.Handler(&fakePinger{replies: tt.replies}, nil))
-			}()
-			defer func() { cancel(); <-done }()
+			sock := serveFake(t, &fakePinger{replies: tt.replies})
 			args := append([]string{"--socket", sock, "ping", "--interval", "1ms"}, tt.args...)
 			out, errs, code := weft(t, append(args, "mac")...)
 			if code != tt.wantCode {

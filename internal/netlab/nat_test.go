@@ -190,6 +190,22 @@ func sources(c *net.UDPConn) <-chan netip.AddrPort {
 	return got
 }
 
+// mappedSocket opens a UDP socket on host and sends from it to s, which
+// reports the public address:port the NAT mapped it to. It returns the
+// socket (closed at the end of the test), the sources of what it receives,
+// and the mapping.
+func mappedSocket(t *testing.T, host *netlab.Node, s *udpServer) (*net.UDPConn, <-chan netip.AddrPort, netip.AddrPort) {
+	t.Helper()
+	c, err := host.ListenUDP(netip.AddrPortFrom(netip.IPv4Unspecified(), 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	got := sources(c)
+	send(t, c, s.addr())
+	return c, got, s.recv(t)
+}
+
 // TestEasyNATFilters checks address-and-port-dependent filtering: the
 // server the mapping was made for can answer, anyone else is dropped.
 func TestEasyNATFilters(t *testing.T) {
@@ -197,14 +213,7 @@ func TestEasyNATFilters(t *testing.T) {
 	s1 := newUDPServer(t, l.Node("s1"), 4000)
 	s1other := newUDPServer(t, l.Node("s1"), 4002)
 	s3 := newUDPServer(t, l.Node("s3"), 4000)
-	c, err := l.Node("he").ListenUDP(netip.AddrPortFrom(netip.IPv4Unspecified(), 0))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	got := sources(c)
-	send(t, c, s1.addr())
-	mapped := s1.recv(t)
+	_, got, mapped := mappedSocket(t, l.Node("he"), s1)
 
 	// The strangers speak first, so that the wanted reply, once it
 	// arrives, proves any stranger's datagram had its chance too.
@@ -270,14 +279,7 @@ func TestEasyNATEarlyPunch(t *testing.T) {
 	l := upLab(t, natTopology())
 	s1 := newUDPServer(t, l.Node("s1"), 4000)
 	peer := newUDPServer(t, l.Node("s3"), 4000)
-	c, err := l.Node("he").ListenUDP(netip.AddrPortFrom(netip.IPv4Unspecified(), 0))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	got := sources(c)
-	send(t, c, s1.addr())
-	mapped := s1.recv(t) // what STUN would tell the host, and the peer
+	c, got, mapped := mappedSocket(t, l.Node("he"), s1) // what STUN would tell the host, and the peer
 
 	if _, err := peer.conn.WriteToUDPAddrPort([]byte("early punch"), mapped); err != nil {
 		t.Fatal(err)
