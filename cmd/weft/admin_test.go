@@ -14,6 +14,7 @@ import (
 	"weft/internal/adminapi"
 	"weft/internal/key"
 	"weft/internal/store"
+	"weft/internal/tailnet"
 )
 
 // adminEnv runs an admin API server on a temporary data directory, as weft
@@ -149,7 +150,7 @@ func TestAdminCLI(t *testing.T) {
 	}
 
 	exitNode, _ := e.st.GetNodeByName(ctx, "exit")
-	if _, err := e.st.SetAdvertisedRoutes(ctx, exitNode.ID, adminapi.ExitRoutes); err != nil {
+	if _, err := e.st.SetAdvertisedRoutes(ctx, exitNode.ID, tailnet.ExitRoutes()); err != nil {
 		t.Fatal(err)
 	}
 	if out := e.ok("routes", "approve", "exit", "exit"); out != "exit: routes in effect: 0.0.0.0/0, ::/0\n" {

@@ -13,6 +13,7 @@ import (
 	"weft/internal/controlclient"
 	"weft/internal/healthlog"
 	"weft/internal/localapi"
+	"weft/internal/node"
 	"weft/internal/nodestate"
 	"weft/internal/osnet"
 )
@@ -58,7 +59,7 @@ func runDaemon(ctx context.Context, g *globals, o daemonOptions) error {
 	if err != nil {
 		return err
 	}
-	var newEngine func(p controlclient.EngineParams) (controlclient.Engine, error)
+	var newEngine func(p node.EngineParams) (node.Engine, error)
 	if !o.noDataPlane {
 		// A daemon that crashed may have left policy rules, routes or
 		// nftables state behind; remove them before creating anything.
@@ -67,13 +68,13 @@ func runDaemon(ctx context.Context, g *globals, o daemonOptions) error {
 		}
 		newEngine = engineMaker(log, o)
 	}
-	dcfg := controlclient.DaemonConfig{State: st, Logger: log.With("sub", "control"), NewEngine: newEngine}
+	dcfg := node.DaemonConfig{State: st, Logger: log.With("sub", "control"), NewEngine: newEngine}
 	if !o.noDataPlane {
 		// The control channel must bypass an exit node like all of
 		// weft's own traffic, or it would loop into the tunnel.
 		dcfg.Tune = func(co *controlclient.Options) { co.DialContext = osnet.Dialer(osnet.DefaultMark).DialContext }
 	}
-	d, err := controlclient.NewDaemon(dcfg)
+	d, err := node.NewDaemon(dcfg)
 	if err != nil {
 		return err
 	}
@@ -110,7 +111,7 @@ const (
 // daemonBackend is what the local API serves: the daemon, and the health
 // history kept beside it.
 type daemonBackend struct {
-	*controlclient.Daemon
+	*node.Daemon
 	history *healthlog.Log
 }
 
@@ -121,8 +122,8 @@ func (b daemonBackend) HealthHistory(context.Context) ([]localapi.HealthEvent, e
 
 // engineMaker returns the daemon's hook that starts the data plane each
 // time the node goes up.
-func engineMaker(log *slog.Logger, o daemonOptions) func(controlclient.EngineParams) (controlclient.Engine, error) {
-	return func(p controlclient.EngineParams) (controlclient.Engine, error) {
+func engineMaker(log *slog.Logger, o daemonOptions) func(node.EngineParams) (node.Engine, error) {
+	return func(p node.EngineParams) (node.Engine, error) {
 		e, err := agent.New(agent.Config{
 			Logger:    log.With("sub", "agent"),
 			NodeKey:   p.NodeKey,

@@ -7,7 +7,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/netip"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -16,7 +15,6 @@ import (
 
 	"weft/internal/localapi"
 	"weft/internal/osnet"
-	"weft/internal/wire"
 )
 
 // defaultEchoURL answers a GET with the caller's public address as plain
@@ -43,38 +41,6 @@ type exitNodeRow struct {
 	Selected bool          `json:"selected"`
 }
 
-// isExitNode reports whether a peer's approved routes make it an exit
-// node.
-func isExitNode(n *wire.Node) bool {
-	for _, r := range n.Routes {
-		if r.Bits() == 0 {
-			return true
-		}
-	}
-	return false
-}
-
-// selects reports whether the user's exit-node choice (a name or an
-// address) names n.
-func selects(choice string, n *wire.Node) bool {
-	if choice == "" {
-		return false
-	}
-	if n.Name == choice {
-		return true
-	}
-	a, err := netip.ParseAddr(choice)
-	if err != nil {
-		return false
-	}
-	for _, p := range n.Addresses {
-		if p.Addr() == a {
-			return true
-		}
-	}
-	return false
-}
-
 func exitNodeRows(st *localapi.Status) []exitNodeRow {
 	choice := ""
 	if st.Prefs != nil {
@@ -82,10 +48,10 @@ func exitNodeRows(st *localapi.Status) []exitNodeRow {
 	}
 	rows := []exitNodeRow{}
 	for _, p := range st.Peers {
-		if p.Node == nil || !isExitNode(p.Node) {
+		if p.Node == nil || !p.Node.OffersExit() {
 			continue
 		}
-		rows = append(rows, exitNodeRow{Name: p.Name, Address: firstAddr(p.Node), Online: p.Online, Path: p.Path, Selected: selects(choice, p.Node)})
+		rows = append(rows, exitNodeRow{Name: p.Name, Address: firstAddr(p.Node), Online: p.Online, Path: p.Path, Selected: p.Node.Matches(choice)})
 	}
 	return rows
 }

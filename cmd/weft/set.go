@@ -11,8 +11,8 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
-	"weft/internal/controlclient"
 	"weft/internal/localapi"
+	"weft/internal/tailnet"
 )
 
 // prefsFlags are the routing flags `weft up` and `weft set` share. Only
@@ -84,7 +84,7 @@ func parseRoutes(s string) ([]netip.Prefix, error) {
 			}
 			return nil, fmt.Errorf("--advertise-routes: %q is not a subnet like 192.168.1.0/24", item)
 		}
-		if err := controlclient.CheckAdvertisedRoute(p); err != nil {
+		if err := tailnet.CheckSubnetRoute(p); err != nil {
 			return nil, fmt.Errorf("--advertise-routes: %w", err)
 		}
 		routes = append(routes, p)

@@ -15,6 +15,7 @@ import (
 
 	"weft/internal/key"
 	"weft/internal/store"
+	"weft/internal/tailnet"
 	"weft/internal/wire"
 )
 
@@ -309,10 +310,10 @@ func TestRoutes(t *testing.T) {
 	}
 	n := e.register(t, "alice", "busan")
 	lan := netip.MustParsePrefix("192.168.1.0/24")
-	if _, err := e.st.SetAdvertisedRoutes(ctx, n.ID, append([]netip.Prefix{lan}, ExitRoutes...)); err != nil {
+	if _, err := e.st.SetAdvertisedRoutes(ctx, n.ID, append([]netip.Prefix{lan}, tailnet.ExitRoutes()...)); err != nil {
 		t.Fatal(err)
 	}
-	got, err := e.c.ApproveRoutes(ctx, "busan", ExitRoutes)
+	got, err := e.c.ApproveRoutes(ctx, "busan", tailnet.ExitRoutes())
 	if err != nil || len(got.EnabledRoutes()) != 2 {
 		t.Fatalf("approve exit = %v, %v", got.EnabledRoutes(), err)
 	}
@@ -322,7 +323,7 @@ func TestRoutes(t *testing.T) {
 	if _, err := e.c.ApproveRoutes(ctx, "busan", nil); !errors.Is(err, store.ErrInvalid) {
 		t.Fatalf("approve nothing = %v", err)
 	}
-	if got, err = e.c.RejectRoutes(ctx, "busan", ExitRoutes[1:]); err != nil || len(got.EnabledRoutes()) != 1 {
+	if got, err = e.c.RejectRoutes(ctx, "busan", tailnet.ExitRoutes()[1:]); err != nil || len(got.EnabledRoutes()) != 1 {
 		t.Fatalf("reject ::/0 = %v, %v", got.EnabledRoutes(), err)
 	}
 	rs, err := e.c.ListRoutes(ctx)

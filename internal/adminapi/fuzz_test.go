@@ -10,6 +10,7 @@ import (
 
 	"weft/internal/key"
 	"weft/internal/store"
+	"weft/internal/tailnet"
 )
 
 // FuzzHandler sends arbitrary bodies to every endpoint that decodes one:
@@ -46,7 +47,7 @@ func FuzzHandler(f *testing.F) {
 	if err != nil {
 		f.Fatal(err)
 	}
-	if _, err := st.SetAdvertisedRoutes(ctx, n.ID, ExitRoutes); err != nil {
+	if _, err := st.SetAdvertisedRoutes(ctx, n.ID, tailnet.ExitRoutes()); err != nil {
 		f.Fatal(err)
 	}
 	h := (&Server{Store: st}).Handler()

@@ -6,10 +6,8 @@ import (
 	"strings"
 
 	"weft/internal/store"
+	"weft/internal/tailnet"
 )
-
-// ExitRoutes are the prefixes an exit node advertises: everything.
-var ExitRoutes = []netip.Prefix{netip.MustParsePrefix("0.0.0.0/0"), netip.MustParsePrefix("::/0")}
 
 // ParseRouteArg parses what a person types for a route: "exit" for both
 // default routes, or a comma-separated list of canonical CIDR prefixes
@@ -18,7 +16,7 @@ var ExitRoutes = []netip.Prefix{netip.MustParsePrefix("0.0.0.0/0"), netip.MustPa
 func ParseRouteArg(s string) ([]netip.Prefix, error) {
 	s = strings.TrimSpace(s)
 	if strings.EqualFold(s, "exit") {
-		return append([]netip.Prefix(nil), ExitRoutes...), nil
+		return tailnet.ExitRoutes(), nil
 	}
 	var out []netip.Prefix
 	for item := range strings.SplitSeq(s, ",") {

@@ -33,6 +33,7 @@ import (
 	"weft/internal/netcheck"
 	"weft/internal/osnet"
 	"weft/internal/relay"
+	"weft/internal/tailnet"
 	"weft/internal/wgcfg"
 	"weft/internal/wire"
 )
@@ -349,13 +350,11 @@ func (e *Engine) apply(nm *controlclient.NetMap) error {
 	return nil
 }
 
-var cgnat = netip.MustParsePrefix("100.64.0.0/10")
-
 // tailnetRoutes are the ranges routed into the TUN: 100.64.0.0/10 and the
 // ULA /48 the node's own IPv6 address is in (the tailnet gives every node
 // an address from one /48).
 func tailnetRoutes(self *wire.Node) []netip.Prefix {
-	routes := []netip.Prefix{cgnat}
+	routes := []netip.Prefix{tailnet.V4Range}
 	for _, a := range self.Addresses {
 		if a.Addr().Is6() {
 			p, err := a.Addr().Prefix(48)

@@ -12,6 +12,7 @@ import (
 	"golang.zx2c4.com/wireguard/conn"
 
 	"weft/internal/controlclient"
+	"weft/internal/node"
 	"weft/internal/osnet"
 	"weft/internal/wgcfg"
 	"weft/internal/wire"
@@ -20,7 +21,7 @@ import (
 // routeState is the engine's share of the routing preferences. Its fields
 // are guarded by Engine.mu, except kick, which is only sent on.
 type routeState struct {
-	prefs controlclient.RoutePrefs
+	prefs node.RoutePrefs
 	// exitKnown is the exit node the last map resolved to ("" for none
 	// or unresolved), so that a change is logged once, not per map.
 	exitKnown string
@@ -35,17 +36,17 @@ type routeState struct {
 	tunneled atomic.Pointer[[]netip.Prefix]
 }
 
-var _ controlclient.PrefsEngine = (*Engine)(nil)
+var _ node.PrefsEngine = (*Engine)(nil)
 
 // applyWait bounds how long SetRoutePrefs waits for the change to be in
 // place; applying takes milliseconds unless the host is in trouble.
 const applyWait = 5 * time.Second
 
-// SetRoutePrefs implements controlclient.PrefsEngine: the preferences
+// SetRoutePrefs implements node.PrefsEngine: the preferences
 // take effect on the last map, and on every map after it. It returns once
 // the host and WireGuard are changed (or after applyWait), so that when
 // `weft set --exit-node=` returns, traffic already leaves directly.
-func (e *Engine) SetRoutePrefs(p controlclient.RoutePrefs) {
+func (e *Engine) SetRoutePrefs(p node.RoutePrefs) {
 	e.mu.Lock()
 	e.rs.prefs = p
 	e.mu.Unlock()
@@ -86,7 +87,7 @@ func (e *Engine) reapply(done chan struct{}) {
 // not resolve (gone, no longer approved) gets none, so internet traffic is
 // dropped in the tunnel rather than leaking around it (osnet still routes
 // it into the TUN); the user sees why in `weft exit-node list`.
-func (e *Engine) wgOptions(nm *controlclient.NetMap, rp controlclient.RoutePrefs) wgcfg.Options {
+func (e *Engine) wgOptions(nm *controlclient.NetMap, rp node.RoutePrefs) wgcfg.Options {
 	opts := wgcfg.Options{AcceptRoutes: rp.AcceptRoutes}
 	known := ""
 	if rp.ExitNode != "" {
@@ -118,7 +119,7 @@ func (e *Engine) wgOptions(nm *controlclient.NetMap, rp controlclient.RoutePrefs
 // accepts from a peer only its own addresses and approved routes), so the
 // rules are idle, and an approval then works without waiting for this
 // node to hear of it.
-func addRoutePrefs(oc *osnet.Config, nm *controlclient.NetMap, rp controlclient.RoutePrefs) {
+func addRoutePrefs(oc *osnet.Config, nm *controlclient.NetMap, rp node.RoutePrefs) {
 	if rp.AcceptRoutes {
 		for _, p := range nm.SortedPeers() {
 			for _, r := range p.Routes {
@@ -185,7 +186,7 @@ func (e *Engine) routeHealth(nm *controlclient.NetMap) []string {
 // into the TUN, so a disco ping to a subnet router's LAN address would
 // travel inside the tunnel it is meant to set up, and the router would
 // learn this node's tailnet address as a "direct" path and loop.
-func endpointFilter(nm *controlclient.NetMap, rp controlclient.RoutePrefs, local []netip.Prefix) func(*wire.Node) *wire.Node {
+func endpointFilter(nm *controlclient.NetMap, rp node.RoutePrefs, local []netip.Prefix) func(*wire.Node) *wire.Node {
 	routes := tunneledRoutes(nm, rp, local)
 	return func(n *wire.Node) *wire.Node {
 		if len(routes) == 0 {
@@ -206,7 +207,7 @@ func endpointFilter(nm *controlclient.NetMap, rp controlclient.RoutePrefs, local
 // reachableFilter is endpointFilter for the engine's host; it also tells
 // guardedBind which destinations to refuse, since a peer can still name
 // such an endpoint in a call-me-maybe.
-func (e *Engine) reachableFilter(nm *controlclient.NetMap, rp controlclient.RoutePrefs) func(*wire.Node) *wire.Node {
+func (e *Engine) reachableFilter(nm *controlclient.NetMap, rp node.RoutePrefs) func(*wire.Node) *wire.Node {
 	local := localPrefixes(e.router.Name())
 	routes := tunneledRoutes(nm, rp, local)
 	e.rs.tunneled.Store(&routes)
@@ -215,7 +216,7 @@ func (e *Engine) reachableFilter(nm *controlclient.NetMap, rp controlclient.Rout
 
 // tunneledRoutes are the accepted subnet routes that are routed into the
 // TUN (not shadowed by a network the host is on).
-func tunneledRoutes(nm *controlclient.NetMap, rp controlclient.RoutePrefs, local []netip.Prefix) []netip.Prefix {
+func tunneledRoutes(nm *controlclient.NetMap, rp node.RoutePrefs, local []netip.Prefix) []netip.Prefix {
 	var routes []netip.Prefix
 	if rp.AcceptRoutes {
 		var oc osnet.Config

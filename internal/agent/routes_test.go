@@ -11,7 +11,9 @@ import (
 
 	"weft/internal/controlclient"
 	"weft/internal/key"
+	"weft/internal/node"
 	"weft/internal/osnet"
+	"weft/internal/tailnet"
 	"weft/internal/wire"
 )
 
@@ -23,25 +25,25 @@ func TestRoutePrefsToConfig(t *testing.T) {
 		Self: &wire.Node{ID: 1, Name: "mac", Addresses: []netip.Prefix{pfx("100.64.0.1/32")}},
 		Peers: map[wire.NodeID]*wire.Node{
 			2: {ID: 2, Name: "busan", NodeKey: busanKey, Addresses: []netip.Prefix{pfx("100.64.0.2/32")},
-				Routes: append(slices.Clone(controlclient.ExitRoutes), lan)},
+				Routes: append(slices.Clone(tailnet.ExitRoutes()), lan)},
 			3: {ID: 3, Name: "pc", NodeKey: pcKey, Addresses: []netip.Prefix{pfx("100.64.0.3/32")}, Routes: []netip.Prefix{lan2}},
 		},
 	}
 	tests := []struct {
 		name     string
-		rp       controlclient.RoutePrefs
+		rp       node.RoutePrefs
 		wantExit key.NodePublic
 		wantOS   osnet.Config
 	}{
-		{"nothing chosen", controlclient.RoutePrefs{}, key.NodePublic{}, osnet.Config{}},
-		{"accept routes: subnets, never default routes", controlclient.RoutePrefs{AcceptRoutes: true}, key.NodePublic{},
+		{"nothing chosen", node.RoutePrefs{}, key.NodePublic{}, osnet.Config{}},
+		{"accept routes: subnets, never default routes", node.RoutePrefs{AcceptRoutes: true}, key.NodePublic{},
 			osnet.Config{SubnetRoutes: []netip.Prefix{lan, lan2}}},
-		{"exit node by name, LAN allowed", controlclient.RoutePrefs{ExitNode: "busan", ExitNodeAllowLAN: true}, busanKey,
+		{"exit node by name, LAN allowed", node.RoutePrefs{ExitNode: "busan", ExitNodeAllowLAN: true}, busanKey,
 			osnet.Config{ExitNode: true, ExitNodeAllowLAN: true}},
-		{"unresolvable exit node holds traffic back", controlclient.RoutePrefs{ExitNode: "pc"}, key.NodePublic{},
+		{"unresolvable exit node holds traffic back", node.RoutePrefs{ExitNode: "pc"}, key.NodePublic{},
 			osnet.Config{ExitNode: true}},
-		{"allow-LAN alone does nothing", controlclient.RoutePrefs{ExitNodeAllowLAN: true}, key.NodePublic{}, osnet.Config{}},
-		{"offers", controlclient.RoutePrefs{AdvertiseExitNode: true, AdvertiseRoutes: []netip.Prefix{lan}, NoSNATSubnetRoutes: true}, key.NodePublic{},
+		{"allow-LAN alone does nothing", node.RoutePrefs{ExitNodeAllowLAN: true}, key.NodePublic{}, osnet.Config{}},
+		{"offers", node.RoutePrefs{AdvertiseExitNode: true, AdvertiseRoutes: []netip.Prefix{lan}, NoSNATSubnetRoutes: true}, key.NodePublic{},
 			osnet.Config{AdvertiseExitNode: true, AdvertiseRoutes: []netip.Prefix{lan}, NoSNATSubnetRoutes: true}},
 	}
 	for _, tt := range tests {
@@ -72,14 +74,14 @@ func TestEndpointFilter(t *testing.T) {
 	nm := &controlclient.NetMap{Self: &wire.Node{ID: 1, Name: "mac"}, Peers: map[wire.NodeID]*wire.Node{2: busan}}
 	tests := []struct {
 		name  string
-		rp    controlclient.RoutePrefs
+		rp    node.RoutePrefs
 		local []netip.Prefix
 		want  []netip.AddrPort
 	}{
-		{"routes not accepted", controlclient.RoutePrefs{}, nil, busan.Endpoints},
-		{"accepted: LAN endpoint dropped", controlclient.RoutePrefs{AcceptRoutes: true}, []netip.Prefix{pfx("192.168.2.0/24")},
+		{"routes not accepted", node.RoutePrefs{}, nil, busan.Endpoints},
+		{"accepted: LAN endpoint dropped", node.RoutePrefs{AcceptRoutes: true}, []netip.Prefix{pfx("192.168.2.0/24")},
 			[]netip.AddrPort{ap("203.0.113.21:41641")}},
-		{"accepted, but on that LAN", controlclient.RoutePrefs{AcceptRoutes: true}, []netip.Prefix{pfx("192.168.1.0/24")}, busan.Endpoints},
+		{"accepted, but on that LAN", node.RoutePrefs{AcceptRoutes: true}, []netip.Prefix{pfx("192.168.1.0/24")}, busan.Endpoints},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

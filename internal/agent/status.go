@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/hex"
 	"fmt"
-	"net/netip"
 	"strconv"
 	"strings"
 	"time"
@@ -192,17 +191,9 @@ func (e *Engine) Ping(ctx context.Context, req localapi.PingRequest) (*localapi.
 
 // findPeer finds a peer by name or tailnet address.
 func findPeer(nm *controlclient.NetMap, s string) *wire.Node {
-	ip, ipErr := netip.ParseAddr(s)
 	for _, n := range nm.SortedPeers() {
-		if n.Name == s {
+		if n.Matches(s) {
 			return n
-		}
-		if ipErr == nil {
-			for _, a := range n.Addresses {
-				if a.Addr() == ip {
-					return n
-				}
-			}
 		}
 		if k, err := key.ParsePublic[key.NodeKind](s); err == nil && k == n.NodeKey {
 			return n

@@ -1,7 +1,7 @@
 // Package controlclient is the node side of the control plane: it fetches
 // and pins the server's key, registers the node, holds the map stream with
-// reconnects, and keeps the node's current NetMap. Daemon wraps it with the
-// node's state directory and the local API.
+// reconnects, and keeps the node's current NetMap. The node daemon
+// (internal/node) drives it.
 package controlclient
 
 import (
@@ -15,6 +15,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -462,6 +463,24 @@ func (c *Client) stream(ctx context.Context) error {
 			}
 		default:
 			return fmt.Errorf("controlclient: unexpected %v in map stream", typ)
+		}
+	}
+}
+
+// SetAdvertisedRoutes changes the routes the node offers and sends them
+// if a stream is up (otherwise they go with the next map request).
+func (c *Client) SetAdvertisedRoutes(routes []netip.Prefix) {
+	routes = slices.Clone(routes)
+	if routes == nil {
+		routes = []netip.Prefix{}
+	}
+	c.mu.Lock()
+	c.routes = routes
+	conn := c.conn
+	c.mu.Unlock()
+	if conn != nil {
+		if err := wire.WriteMessage(conn, wire.MsgUpdate, &wire.Update{HomeRegion: -1, AdvertisedRoutes: &routes}); err != nil {
+			c.log.Debug("sending advertised routes", "err", err)
 		}
 	}
 }

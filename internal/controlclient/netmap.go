@@ -3,6 +3,8 @@ package controlclient
 import (
 	"cmp"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"slices"
 
 	"weft/internal/wire"
@@ -103,4 +105,39 @@ func (nm *NetMap) SortedPeers() []*wire.Node {
 	}
 	slices.SortFunc(out, func(a, b *wire.Node) int { return cmp.Or(cmp.Compare(a.Name, b.Name), cmp.Compare(a.ID, b.ID)) })
 	return out
+}
+
+// Why an exit node cannot be used, for callers that react to it; the
+// errors wrapping them say what to do.
+var (
+	ErrExitNodeNotFound  = errors.New("no such exit node")
+	ErrNotAnExitNode     = errors.New("not an exit node")
+	ErrExitNodeOffline   = errors.New("exit node offline")
+	ErrExitNodeIsSelf    = errors.New("exit node is this node")
+	ErrExitNodeNeedsAMap = errors.New("no peer map yet")
+)
+
+// ResolveExitNode finds the exit node a user named, by node name or by a
+// tailnet address, in nm. The peer must offer an approved exit route (its
+// Routes hold a default route); being online is not required here, since
+// a selected exit node that goes offline stays selected (traffic waits for
+// it rather than leaking around it).
+func ResolveExitNode(nm *NetMap, name string) (*wire.Node, error) {
+	if nm == nil || nm.Self == nil {
+		return nil, fmt.Errorf("%w: the node has not received its peer map yet; wait for `weft status` to show the peers and try again", ErrExitNodeNeedsAMap)
+	}
+	if nm.Self.Matches(name) {
+		return nil, fmt.Errorf("%w: %q is this node; choose a peer as exit node", ErrExitNodeIsSelf, name)
+	}
+	for _, n := range nm.SortedPeers() {
+		if !n.Matches(name) {
+			continue
+		}
+		if !n.OffersExit() {
+			return nil, fmt.Errorf("%w: %s does not offer itself as an exit node, or an administrator has not approved it yet: "+
+				"run `weft set --advertise-exit-node` on %s, then `weft admin routes approve %s exit` on the server", ErrNotAnExitNode, n.Name, n.Name, n.Name)
+		}
+		return n, nil
+	}
+	return nil, fmt.Errorf("%w: no peer in the tailnet is named or has the address %q; `weft exit-node list` shows the exit nodes", ErrExitNodeNotFound, name)
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"weft/internal/tailnet"
 
 	"golang.zx2c4.com/wireguard/conn"
 )
@@ -94,10 +95,8 @@ func (HostNetwork) LocalAddrs() ([]netip.Addr, error) {
 // IPv6 prefix is a random ULA per server, unknown here; the agent's
 // Network leaves out the TUN device's addresses, which covers both.
 func isTailnetAddr(ip netip.Addr) bool {
-	return cgnat.Contains(ip)
+	return tailnet.V4Range.Contains(ip)
 }
-
-var cgnat = netip.MustParsePrefix("100.64.0.0/10")
 
 type udpPacketConn struct{ c *net.UDPConn }
 

@@ -4,17 +4,17 @@ import (
 	"crypto/rand"
 	"fmt"
 	"net/netip"
+	"weft/internal/tailnet"
 )
 
 // The tailnet's IPv4 space: the shared address space of RFC 6598, which
 // home and office networks do not use.
-var cgnatPrefix = netip.MustParsePrefix("100.64.0.0/10")
 
-// reservedV4 are addresses in cgnatPrefix never given to a node:
+// reservedV4 are addresses in tailnet.V4Range never given to a node:
 // 100.100.100.100 is kept for the tailnet DNS resolver.
 var reservedV4 = netip.MustParseAddr("100.100.100.100")
 
-// v4Count is the number of addresses in cgnatPrefix.
+// v4Count is the number of addresses in tailnet.V4Range.
 const v4Count = 1 << (32 - 10)
 
 // newULA makes a random RFC 4193 unique local /48: fd00::/8 plus 40
@@ -28,11 +28,11 @@ func newULA() (netip.Prefix, error) {
 	return netip.PrefixFrom(netip.AddrFrom16(a), 48), nil
 }
 
-// v4At returns the i'th address of cgnatPrefix and whether it may be given
+// v4At returns the i'th address of tailnet.V4Range and whether it may be given
 // to a node. Addresses ending in .0 or .255 are skipped: some stacks and
 // firewalls still treat them as network or broadcast addresses.
 func v4At(i uint32) (netip.Addr, bool) {
-	b := cgnatPrefix.Addr().As4()
+	b := tailnet.V4Range.Addr().As4()
 	n := uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3])
 	n += i % v4Count
 	a := netip.AddrFrom4([4]byte{byte(n >> 24), byte(n >> 16), byte(n >> 8), byte(n)})

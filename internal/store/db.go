@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/netip"
 	"time"
+	"weft/internal/tailnet"
 )
 
 // sqlStore implements Store over database/sql. Its queries use only SQL
@@ -50,7 +51,7 @@ func (s *sqlStore) tx(ctx context.Context, opts *sql.TxOptions, fn func(tx *sql.
 
 func (s *sqlStore) Close() error { return s.db.Close() }
 
-func (s *sqlStore) AddressPrefixes() (v4, v6 netip.Prefix) { return cgnatPrefix, s.ula }
+func (s *sqlStore) AddressPrefixes() (v4, v6 netip.Prefix) { return tailnet.V4Range, s.ula }
 
 // Times are stored as Unix nanoseconds, with 0 for the zero time.
 func toDB(t time.Time) int64 {

@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"weft/internal/key"
+	"weft/internal/tailnet"
 	"weft/internal/wire"
 )
 
@@ -347,7 +348,7 @@ func (s *sqlStore) allocate(ctx context.Context, tx *sql.Tx) (netip.Addr, netip.
 		}
 		return a, v6For(s.ula, a), nil
 	}
-	return netip.Addr{}, netip.Addr{}, fmt.Errorf("%w: all %d addresses of %v are in use", ErrInvalid, v4Count, cgnatPrefix)
+	return netip.Addr{}, netip.Addr{}, fmt.Errorf("%w: all %d addresses of %v are in use", ErrInvalid, v4Count, tailnet.V4Range)
 }
 
 func marshalOpt(v any) (string, error) {

@@ -8,20 +8,16 @@ import (
 	"net/netip"
 	"slices"
 
+	"weft/internal/tailnet"
 	"weft/internal/wire"
 )
 
-// ValidatePrefix checks a route prefix: valid and canonical (no host bits
-// set), so that "10.0.0.1/24" is caught rather than silently widened.
+// ValidatePrefix checks a route prefix as the node does (tailnet.CheckRoute):
+// valid, canonical (so that "10.0.0.1/24" is caught rather than silently
+// widened) and outside the tailnet's own range.
 func ValidatePrefix(p netip.Prefix) error {
-	if !p.IsValid() {
-		return fmt.Errorf("%w: invalid prefix", ErrInvalid)
-	}
-	if p.Addr().Zone() != "" || p.Addr().Is4In6() {
-		return fmt.Errorf("%w: prefix %v: use a plain IPv4 or IPv6 prefix", ErrInvalid, p)
-	}
-	if m := p.Masked(); m != p {
-		return fmt.Errorf("%w: prefix %v has host bits set; did you mean %v?", ErrInvalid, p, m)
+	if err := tailnet.CheckRoute(p); err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalid, err)
 	}
 	return nil
 }

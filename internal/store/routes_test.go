@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/netip"
+	"strings"
 	"testing"
 )
 
@@ -17,6 +18,10 @@ func TestRoutes(t *testing.T) {
 
 	if _, err := f.s.SetAdvertisedRoutes(ctx, n.ID, []netip.Prefix{netip.MustParsePrefix("192.168.1.1/24")}); !errors.Is(err, ErrInvalid) {
 		t.Fatalf("non-canonical prefix = %v", err)
+	}
+	// The same words as the node's refusal (tailnet.CheckRoute).
+	if _, err := f.s.SetAdvertisedRoutes(ctx, n.ID, []netip.Prefix{netip.MustParsePrefix("100.64.0.0/24")}); !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "overlaps the tailnet") {
+		t.Fatalf("route overlapping the tailnet = %v", err)
 	}
 	if _, err := f.s.ApproveRoute(ctx, n.ID, v4all); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("approving unadvertised route = %v", err)

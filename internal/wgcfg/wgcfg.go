@@ -13,6 +13,7 @@ import (
 	"strings"
 
 	"weft/internal/key"
+	"weft/internal/tailnet"
 	"weft/internal/wire"
 )
 
@@ -44,15 +45,6 @@ type Options struct {
 	// key's text form is used.
 	EndpointFor func(key.NodePublic) string
 }
-
-var (
-	allV4 = netip.MustParsePrefix("0.0.0.0/0")
-	allV6 = netip.MustParsePrefix("::/0")
-)
-
-// IsExitRoute reports whether p is a default route, which only an exit
-// node offers.
-func IsExitRoute(p netip.Prefix) bool { return p.Bits() == 0 }
 
 // FromNetmap builds the device configuration for a node with private key
 // priv and the given peers. WireGuard routes each prefix to exactly one
@@ -87,7 +79,7 @@ func FromNetmap(priv key.NodePrivate, peers []wire.Node, opts Options) Config {
 			}
 			use := false
 			switch {
-			case IsExitRoute(r):
+			case tailnet.IsExitRoute(r):
 				use = !opts.ExitNode.IsZero() && opts.ExitNode == n.NodeKey
 			case opts.AcceptRoutes:
 				use = true

@@ -11,6 +11,7 @@ import (
 	"unicode/utf8"
 
 	"weft/internal/key"
+	"weft/internal/tailnet"
 )
 
 // MsgType is the first byte of every control message. Messages travel over
@@ -291,8 +292,8 @@ func checkRoutes(ps []netip.Prefix) error {
 		return fmt.Errorf("%w: %d advertised routes, limit %d", ErrBadMessage, len(ps), maxRoutes)
 	}
 	for _, p := range ps {
-		if !p.IsValid() || p.Masked() != p || p.Addr().Zone() != "" || p.Addr().Is4In6() {
-			return fmt.Errorf("%w: advertised route %v is not a canonical prefix", ErrBadMessage, p)
+		if err := tailnet.CheckRoute(p); err != nil {
+			return fmt.Errorf("%w: advertised %w", ErrBadMessage, err)
 		}
 	}
 	return nil

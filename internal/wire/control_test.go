@@ -78,6 +78,8 @@ func TestValidate(t *testing.T) {
 		{"map route host bits", &MapRequest{NodeKey: nk, AdvertisedRoutes: []netip.Prefix{netip.MustParsePrefix("192.168.1.1/24")}}, false},
 		{"update routes empty", &Update{HomeRegion: -1, AdvertisedRoutes: &[]netip.Prefix{}}, true},
 		{"update route invalid", &Update{HomeRegion: -1, AdvertisedRoutes: &[]netip.Prefix{{}}}, false},
+		// The server refuses what the node refuses (tailnet.CheckRoute).
+		{"map route overlaps tailnet", &MapRequest{NodeKey: nk, AdvertisedRoutes: []netip.Prefix{netip.MustParsePrefix("100.64.1.0/24")}}, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

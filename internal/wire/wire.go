@@ -7,9 +7,11 @@ package wire
 
 import (
 	"net/netip"
+	"slices"
 	"time"
 
 	"weft/internal/key"
+	"weft/internal/tailnet"
 )
 
 // ProtocolVersion is the version of the control protocol spoken by this
@@ -62,4 +64,27 @@ type NetInfo struct {
 	UDP                   bool        `json:"udp"`
 	PreferredRegion       int         `json:"preferred_region"`
 	RegionLatencyMS       map[int]int `json:"region_latency_ms,omitempty"`
+}
+
+// OffersExit reports whether n's approved routes make it an exit node.
+func (n *Node) OffersExit() bool {
+	return slices.ContainsFunc(n.Routes, tailnet.IsExitRoute)
+}
+
+// HasAddr reports whether ip is one of n's tailnet addresses.
+func (n *Node) HasAddr(ip netip.Addr) bool {
+	return slices.ContainsFunc(n.Addresses, func(p netip.Prefix) bool { return p.Addr() == ip })
+}
+
+// Matches reports whether s, as a person types it, names n: its name or
+// one of its tailnet addresses.
+func (n *Node) Matches(s string) bool {
+	if s == "" {
+		return false
+	}
+	if n.Name == s {
+		return true
+	}
+	ip, err := netip.ParseAddr(s)
+	return err == nil && n.HasAddr(ip)
 }

@@ -1,4 +1,8 @@
-package controlclient
+// Package node is the node daemon: it keeps the node's preferences in its
+// state directory, runs the control client while the user wants the node
+// up (also across restarts), starts and stops the data plane, resolves the
+// chosen exit node, and answers the local API.
+package node
 
 import (
 	"context"
@@ -11,6 +15,7 @@ import (
 	"sync"
 	"time"
 
+	"weft/internal/controlclient"
 	"weft/internal/key"
 	"weft/internal/localapi"
 	"weft/internal/nodestate"
@@ -26,7 +31,7 @@ type DaemonConfig struct {
 	Logger *slog.Logger
 	// Tune, if set, adjusts each Client's options before it is made
 	// (tests shorten backoffs and keepalives with it).
-	Tune func(*Options)
+	Tune func(*controlclient.Options)
 	// NewEngine, if set, starts the data plane (internal/agent) each time
 	// the node goes up; the daemon hands it every new map and closes it on
 	// down, logout and Close. Nil runs the control plane alone.
@@ -38,7 +43,7 @@ type EngineParams struct {
 	NodeKey  key.NodePrivate
 	DiscoKey key.DiscoPrivate // the one this run's maps announce
 	// Client publishes endpoints, home region and host facts.
-	Client *Client
+	Client *controlclient.Client
 	// Hostinfo is the node's host facts without NetInfo.
 	Hostinfo *wire.Hostinfo
 }
@@ -46,7 +51,7 @@ type EngineParams struct {
 // Engine is the data plane as the daemon drives it.
 type Engine interface {
 	// SetNetMap applies a new map; it must not block for long.
-	SetNetMap(nm *NetMap)
+	SetNetMap(nm *controlclient.NetMap)
 	// FillStatus adds per-peer paths, counters and health to st.
 	FillStatus(st *localapi.Status)
 	// Ping sends one disco ping to a peer named by name or address.
@@ -69,10 +74,10 @@ type Daemon struct {
 
 	mu      sync.Mutex // guards the fields below
 	prefs   nodestate.Prefs
-	client  *Client
+	client  *controlclient.Client
 	cancel  context.CancelFunc // stops client's Run
 	done    chan struct{}      // closed when client's Run returned
-	nm      *NetMap
+	nm      *controlclient.NetMap
 	lastErr error
 	saving  bool   // a netmap save is scheduled
 	engine  Engine // the data plane while up; nil otherwise
@@ -102,7 +107,7 @@ func NewDaemon(cfg DaemonConfig) (*Daemon, error) {
 		return nil, err
 	}
 	d := &Daemon{cfg: cfg, st: cfg.State, log: cfg.Logger, machine: mk, disco: key.NewDisco(), prefs: prefs}
-	var nm NetMap
+	var nm controlclient.NetMap
 	if err := cfg.State.LoadNetMap(&nm); err == nil && nm.Self != nil {
 		d.nm = &nm
 	}
@@ -155,7 +160,7 @@ func (d *Daemon) hostinfo(p nodestate.Prefs) *wire.Hostinfo {
 
 // newClient makes a Client for p. onPin receives a newly pinned server
 // key; nil saves it into the daemon's prefs.
-func (d *Daemon) newClient(p nodestate.Prefs, onPin func(key.MachinePublic) error) (*Client, error) {
+func (d *Daemon) newClient(p nodestate.Prefs, onPin func(key.MachinePublic) error) (*controlclient.Client, error) {
 	if onPin == nil {
 		onPin = func(k key.MachinePublic) error {
 			d.mu.Lock()
@@ -164,7 +169,7 @@ func (d *Daemon) newClient(p nodestate.Prefs, onPin func(key.MachinePublic) erro
 			return d.st.SavePrefs(d.prefs)
 		}
 	}
-	opts := Options{
+	opts := controlclient.Options{
 		ServerURL:  p.ServerURL,
 		MachineKey: d.machine,
 		NodeKey:    p.NodeKey,
@@ -179,7 +184,7 @@ func (d *Daemon) newClient(p nodestate.Prefs, onPin func(key.MachinePublic) erro
 	if d.cfg.Tune != nil {
 		d.cfg.Tune(&opts)
 	}
-	return New(opts)
+	return controlclient.New(opts)
 }
 
 func (d *Daemon) setErr(err error) {
@@ -257,7 +262,7 @@ func (d *Daemon) Up(ctx context.Context, req localapi.UpRequest) (*localapi.Stat
 	wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	for wctx.Err() == nil {
-		if ok, err := c.Connected(); ok || IsPermanent(err) {
+		if ok, err := c.Connected(); ok || controlclient.IsPermanent(err) {
 			break
 		}
 		select {
@@ -282,7 +287,7 @@ func upError(err error) error {
 
 // run starts the data plane, if configured, and c's map stream. d.opMu is
 // held.
-func (d *Daemon) run(c *Client) {
+func (d *Daemon) run(c *controlclient.Client) {
 	var eng Engine
 	var engErr error
 	if d.cfg.NewEngine != nil {
@@ -336,7 +341,7 @@ func (d *Daemon) stop() {
 	}
 }
 
-func (d *Daemon) onMap(nm *NetMap) {
+func (d *Daemon) onMap(nm *controlclient.NetMap) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.nm = nm

@@ -1,23 +1,25 @@
-package controlclient_test
+package node_test
 
 import (
 	"context"
-	"errors"
 	"net/netip"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 
-	"weft/internal/controlclient"
 	"weft/internal/localapi"
+	"weft/internal/node"
 	"weft/internal/nodestate"
+	"weft/internal/tailnet"
+	"weft/internal/tstest"
+	"weft/internal/tstest/controltest"
 	"weft/internal/wire"
 )
 
 // daemonNode is a Daemon behind its local API socket, as the CLI sees it.
 type daemonNode struct {
-	d     *controlclient.Daemon
+	d     *node.Daemon
 	st    *nodestate.Dir
 	lc    *localapi.Client
 	close func()
@@ -29,7 +31,7 @@ func startDaemon(t *testing.T) *daemonNode {
 	if err != nil {
 		t.Fatal(err)
 	}
-	d, err := controlclient.NewDaemon(controlclient.DaemonConfig{State: st})
+	d, err := node.NewDaemon(node.DaemonConfig{State: st})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -69,29 +71,29 @@ func peerByName(st *localapi.Status, name string) *wire.Node {
 // can only be chosen once approved and online, only the given fields
 // change, bad input changes nothing and says what to do.
 func TestDaemonRoutePrefs(t *testing.T) {
-	e := newEnv(t)
+	e := controltest.New(t)
 	ctx := context.Background()
-	k := e.authKey(true)
+	k := e.AuthKey(true)
 	busan, mac := startDaemon(t), startDaemon(t)
 	lan := netip.MustParsePrefix("192.168.1.0/24")
-	if _, err := busan.lc.Up(ctx, localapi.UpRequest{ServerURL: e.url, AuthKey: k, Hostname: "busan",
+	if _, err := busan.lc.Up(ctx, localapi.UpRequest{ServerURL: e.URL, AuthKey: k, Hostname: "busan",
 		Prefs: &localapi.PrefsEdit{AdvertiseExitNode: ptr(true), AdvertiseRoutes: &[]netip.Prefix{lan}}}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := mac.lc.Up(ctx, localapi.UpRequest{ServerURL: e.url, AuthKey: k, Hostname: "mac"}); err != nil {
+	if _, err := mac.lc.Up(ctx, localapi.UpRequest{ServerURL: e.URL, AuthKey: k, Hostname: "mac"}); err != nil {
 		t.Fatal(err)
 	}
-	stored, err := e.st.GetNodeByName(ctx, "busan")
+	stored, err := e.Store.GetNodeByName(ctx, "busan")
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := append(slices.Clone(controlclient.ExitRoutes), lan)
+	want := append(tailnet.ExitRoutes(), lan)
 	if len(stored.AdvertisedRoutes) != len(want) {
 		t.Fatalf("server recorded offer %v, want %v", stored.AdvertisedRoutes, want)
 	}
 	macSees := func(what string, ok func(busan *wire.Node) bool) {
 		t.Helper()
-		waitFor(t, what, func() bool {
+		tstest.Eventually(t, what, func() bool {
 			st, err := mac.lc.Status(ctx)
 			if err != nil {
 				return false
@@ -108,13 +110,13 @@ func TestDaemonRoutePrefs(t *testing.T) {
 	if _, err := set(mac, localapi.PrefsEdit{ExitNode: ptr("busan")}); err == nil || !strings.Contains(err.Error(), "weft admin routes approve busan exit") {
 		t.Fatalf("choosing an unapproved exit node: %v, want advice to approve it", err)
 	}
-	for _, p := range controlclient.ExitRoutes {
-		if _, err := e.st.ApproveRoute(ctx, stored.ID, p); err != nil {
+	for _, p := range tailnet.ExitRoutes() {
+		if _, err := e.Store.ApproveRoute(ctx, stored.ID, p); err != nil {
 			t.Fatal(err)
 		}
 	}
-	e.srv.NodeChanged(stored.ID)
-	macSees("busan's approved exit routes", func(b *wire.Node) bool { return slices.Contains(b.Routes, controlclient.ExitRoutes[0]) })
+	e.Server.NodeChanged(stored.ID)
+	macSees("busan's approved exit routes", func(b *wire.Node) bool { return slices.Contains(b.Routes, tailnet.ExitRoutes()[0]) })
 	busanAddr := ""
 	if st, _ := mac.lc.Status(ctx); st != nil {
 		busanAddr = peerByName(st, "busan").Addresses[0].Addr().String()
@@ -203,44 +205,6 @@ func TestDaemonRoutePrefs(t *testing.T) {
 	}
 }
 
-func TestResolveExitNode(t *testing.T) {
-	pfx := netip.MustParsePrefix
-	self := &wire.Node{ID: 1, Name: "mac", Addresses: []netip.Prefix{pfx("100.64.0.1/32")}}
-	busan := &wire.Node{ID: 2, Name: "busan", Online: true, Addresses: []netip.Prefix{pfx("100.64.0.2/32"), pfx("fd7a::2/128")},
-		Routes: controlclient.ExitRoutes}
-	pc := &wire.Node{ID: 3, Name: "pc", Online: true, Addresses: []netip.Prefix{pfx("100.64.0.3/32")}, Routes: []netip.Prefix{pfx("10.0.0.0/8")}}
-	nm := &controlclient.NetMap{Self: self, Peers: map[wire.NodeID]*wire.Node{2: busan, 3: pc}}
-	tests := []struct {
-		name    string
-		nm      *controlclient.NetMap
-		in      string
-		want    wire.NodeID
-		wantErr error
-	}{
-		{"by name", nm, "busan", 2, nil},
-		{"by IPv4", nm, "100.64.0.2", 2, nil},
-		{"by IPv6", nm, "fd7a::2", 2, nil},
-		{"subnet router is no exit node", nm, "pc", 0, controlclient.ErrNotAnExitNode},
-		{"unknown", nm, "seoul", 0, controlclient.ErrExitNodeNotFound},
-		{"self", nm, "100.64.0.1", 0, controlclient.ErrExitNodeIsSelf},
-		{"no map", nil, "busan", 0, controlclient.ErrExitNodeNeedsAMap},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			n, err := controlclient.ResolveExitNode(tt.nm, tt.in)
-			if tt.wantErr != nil {
-				if !errors.Is(err, tt.wantErr) {
-					t.Fatalf("err = %v, want %v", err, tt.wantErr)
-				}
-				return
-			}
-			if err != nil || n.ID != tt.want {
-				t.Fatalf("got %+v, %v; want node %d", n, err, tt.want)
-			}
-		})
-	}
-}
-
 func TestAdvertisedRoutes(t *testing.T) {
 	lan := netip.MustParsePrefix("192.168.1.0/24")
 	tests := []struct {
@@ -249,13 +213,13 @@ func TestAdvertisedRoutes(t *testing.T) {
 		want []netip.Prefix
 	}{
 		{"nothing", nodestate.Prefs{}, nil},
-		{"exit node", nodestate.Prefs{AdvertiseExitNode: true}, controlclient.ExitRoutes},
+		{"exit node", nodestate.Prefs{AdvertiseExitNode: true}, tailnet.ExitRoutes()},
 		{"exit node and subnet", nodestate.Prefs{AdvertiseExitNode: true, AdvertiseRoutes: []netip.Prefix{lan, lan}},
-			append(slices.Clone(controlclient.ExitRoutes), lan)},
+			append(tailnet.ExitRoutes(), lan)},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if got := controlclient.AdvertisedRoutes(tt.p); !slices.Equal(got, tt.want) {
+			if got := node.AdvertisedRoutes(tt.p); !slices.Equal(got, tt.want) {
 				t.Errorf("got %v, want %v", got, tt.want)
 			}
 		})

@@ -1,0 +1,53 @@
+package tailnet
+
+import (
+	"net/netip"
+	"strings"
+	"testing"
+)
+
+func TestCheckRoute(t *testing.T) {
+	tests := []struct {
+		in         string
+		wantErr    string // substring; empty for no error
+		wantSubErr string // CheckSubnetRoute's; "=" for the same as wantErr
+	}{
+		{"192.168.1.0/24", "", "="},
+		{"fd00:1::/64", "", "="},
+		{"0.0.0.0/0", "", "default route"},
+		{"::/0", "", "default route"},
+		{"192.168.1.1/24", "did you mean 192.168.1.0/24", "="},
+		{"100.64.0.0/10", "overlaps the tailnet", "="},
+		{"100.100.0.0/16", "overlaps the tailnet", "="},
+		{"64.0.0.0/2", "overlaps the tailnet", "="},
+		{"::ffff:10.0.0.0/104", "plain IPv4 or IPv6", "="},
+	}
+	for _, tt := range tests {
+		t.Run(tt.in, func(t *testing.T) {
+			p := netip.MustParsePrefix(tt.in)
+			check := func(name string, err error, want string) {
+				t.Helper()
+				if want == "" && err != nil || want != "" && (err == nil || !strings.Contains(err.Error(), want)) {
+					t.Errorf("%s(%v) = %v, want %q", name, p, err, want)
+				}
+			}
+			check("CheckRoute", CheckRoute(p), tt.wantErr)
+			sub := tt.wantSubErr
+			if sub == "=" {
+				sub = tt.wantErr
+			}
+			check("CheckSubnetRoute", CheckSubnetRoute(p), sub)
+		})
+	}
+	if CheckRoute(netip.Prefix{}) == nil {
+		t.Error("the zero prefix was accepted")
+	}
+}
+
+func TestExitRoutesFresh(t *testing.T) {
+	a := ExitRoutes()
+	a[0] = netip.MustParsePrefix("10.0.0.0/8")
+	if ExitRoutes()[0] != AllV4 {
+		t.Fatal("ExitRoutes shares its slice with callers")
+	}
+}

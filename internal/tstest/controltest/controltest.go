@@ -1,0 +1,102 @@
+// Package controltest runs a real control server on a test HTTP server,
+// for tests of the node side (the control client and the node daemon).
+package controltest
+
+import (
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"weft/internal/control"
+	"weft/internal/controlclient"
+	"weft/internal/key"
+	"weft/internal/store"
+	"weft/internal/wire"
+)
+
+// Env is a control server with user alice whose handler can be swapped,
+// to restart the server or replace it with one holding another key at the
+// same URL.
+type Env struct {
+	t       testing.TB
+	Store   store.Store
+	Server  *control.Server
+	URL     string
+	Key     key.MachinePrivate
+	handler atomic.Pointer[http.Handler]
+}
+
+// New starts an Env; it is closed when the test ends.
+func New(t testing.TB) *Env {
+	t.Helper()
+	st, err := store.Open(context.Background(), filepath.Join(t.TempDir(), "db"), store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.CreateUser(context.Background(), "alice"); err != nil {
+		t.Fatal(err)
+	}
+	e := &Env{t: t, Store: st, Key: key.NewMachine()}
+	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		(*e.handler.Load()).ServeHTTP(w, r)
+	}))
+	e.URL = hs.URL
+	e.Start(e.Key)
+	t.Cleanup(func() {
+		hs.Close()
+		e.Server.Close()
+		st.Close()
+	})
+	return e
+}
+
+// Start (re)starts the control server with k.
+func (e *Env) Start(k key.MachinePrivate) {
+	if e.Server != nil {
+		e.Server.Close()
+	}
+	srv, err := control.New(context.Background(), control.Config{Store: e.Store, Key: k, BatchWindow: 5 * time.Millisecond, RegisterRate: -1})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	e.Server = srv
+	h := srv.Handler()
+	e.handler.Store(&h)
+}
+
+// SetHandler serves h at the Env's URL in place of the control server
+// (a server that has gone away, or one that answers wrongly).
+func (e *Env) SetHandler(h http.Handler) { e.handler.Store(&h) }
+
+// AuthKey makes a pre-auth key for alice.
+func (e *Env) AuthKey(reusable bool) string {
+	s, _, err := e.Store.CreateAuthKey(context.Background(), store.AuthKeyRequest{User: "alice", Reusable: reusable})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return s
+}
+
+// Client makes an unregistered control client named name with fresh keys
+// and short backoffs.
+func (e *Env) Client(name string, pin key.MachinePublic, onMap func(*controlclient.NetMap)) *controlclient.Client {
+	c, err := controlclient.New(controlclient.Options{
+		ServerURL:  e.URL,
+		MachineKey: key.NewMachine(),
+		NodeKey:    key.NewNode(),
+		DiscoKey:   key.NewDisco().Public(),
+		Hostinfo:   &wire.Hostinfo{Hostname: name, OS: "linux"},
+		ServerKey:  pin,
+		OnMap:      onMap,
+		MinBackoff: 20 * time.Millisecond,
+		MaxBackoff: 200 * time.Millisecond,
+	})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return c
+}

@@ -1,0 +1,52 @@
+// Package tstest holds helpers shared by weft's tests: waiting for a
+// condition, and a buffer that several goroutines may write.
+package tstest
+
+import (
+	"bytes"
+	"sync"
+	"testing"
+	"time"
+)
+
+// DefaultWait is how long Eventually waits when a test gives no bound.
+const DefaultWait = 15 * time.Second
+
+// Eventually polls cond every 10 ms until it holds, and fails the test
+// with what when it has not held within DefaultWait.
+func Eventually(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	EventuallyWithin(t, DefaultWait, what, cond)
+}
+
+// EventuallyWithin is Eventually with its own bound.
+func EventuallyWithin(t testing.TB, bound time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(bound)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", bound, what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// Buffer is a bytes.Buffer safe for concurrent use, for logs that
+// goroutines write while a test reads them.
+type Buffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *Buffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+// String returns what was written so far.
+func (b *Buffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
