@@ -275,108 +275,152 @@ func remoteIP(c net.Conn) string {
 	return host
 }
 
-// serveConn reads a node's messages until the channel ends.
+// channel is one node's control channel as serveConn reads it: the
+// connection, who is on the other end, and the map stream once started.
+type channel struct {
+	s    *Server
+	conn *noiseconn.Conn
+	mk   key.MachinePublic
+	log  *slog.Logger
+	sess *session // set once the map stream has started
+}
+
+// serveConn reads a node's messages until the channel ends. Each message
+// type has its own handler, which reports whether the channel stays open.
 func (s *Server) serveConn(conn *noiseconn.Conn) {
 	defer conn.Close()
 	mk := conn.Peer()
-	log := s.log.With("machine", mk.ShortString(), "remote", conn.RemoteAddr().String())
+	c := &channel{s: s, conn: conn, mk: mk, log: s.log.With("machine", mk.ShortString(), "remote", conn.RemoteAddr().String())}
 	stop := context.AfterFunc(s.ctx, func() { conn.Close() })
 	defer stop()
-
-	var sess *session // set once the map stream has started
 	defer func() {
-		if sess != nil {
-			s.m.disconnected(sess)
+		if c.sess != nil {
+			s.m.disconnected(c.sess)
 		}
 	}()
-	idle := 3 * s.cfg.KeepAlive
 	for {
-		// Anyone can complete the handshake with a key of their own, so
-		// a channel without a stream gets little time: it must register
-		// or start its stream promptly.
-		wait := idle
-		if sess == nil {
-			wait = preStreamTimeout
-		}
-		conn.SetReadDeadline(time.Now().Add(wait))
-		typ, body, err := wire.ReadMessage(conn, wire.MaxNodeMessage)
+		typ, body, err := c.read()
 		if err != nil {
 			if !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) && s.ctx.Err() == nil {
-				log.Info("control channel closed", "err", err)
+				c.log.Info("control channel closed", "err", err)
 			}
 			return
 		}
-		switch typ {
-		case wire.MsgKeepAlive:
-		case wire.MsgRegisterRequest:
-			if sess != nil {
-				log.Info("register request during a map stream; closing")
-				return
-			}
-			var req wire.RegisterRequest
-			resp := &wire.RegisterResponse{}
-			if err := wire.Decode(body, &req); err != nil {
-				resp.Error = &wire.ErrorMessage{Code: wire.CodeBadRequest, Message: err.Error()}
-			} else {
-				resp = s.register(s.ctx, mk, remoteIP(conn), &req, log)
-			}
-			if err := wire.WriteMessage(conn, wire.MsgRegisterResponse, resp); err != nil {
-				log.Info("writing register response", "err", err)
-				return
-			}
-		case wire.MsgLogoutRequest:
-			if sess != nil {
-				log.Info("logout request during a map stream; closing")
-				return
-			}
-			var req wire.LogoutRequest
-			resp := &wire.LogoutResponse{}
-			if err := wire.Decode(body, &req); err != nil {
-				resp.Error = &wire.ErrorMessage{Code: wire.CodeBadRequest, Message: err.Error()}
-			} else {
-				resp.Error = s.logout(s.ctx, mk, &req, log)
-			}
-			if err := wire.WriteMessage(conn, wire.MsgLogoutResponse, resp); err != nil {
-				log.Info("writing logout response", "err", err)
-			}
-			return
-		case wire.MsgMapRequest:
-			if sess != nil {
-				log.Info("second map request on one channel; closing")
-				return
-			}
-			var req wire.MapRequest
-			if err := wire.Decode(body, &req); err != nil {
-				s.refuse(conn, &wire.ErrorMessage{Code: wire.CodeBadRequest, Message: err.Error()}, log)
-				return
-			}
-			var em *wire.ErrorMessage
-			sess, em = s.startStream(s.ctx, conn, mk, &req, log)
-			if em != nil {
-				s.refuse(conn, em, log)
-				return
-			}
-		case wire.MsgUpdate:
-			if sess == nil {
-				s.refuse(conn, &wire.ErrorMessage{Code: wire.CodeBadRequest, Message: "update before map request"}, log)
-				return
-			}
-			var u wire.Update
-			if err := wire.Decode(body, &u); err != nil {
-				log.Info("bad update; closing", "err", err)
-				return
-			}
-			if u.AdvertisedRoutes != nil {
-				if err := s.updateAdvertised(s.ctx, sess.id, *u.AdvertisedRoutes); err != nil {
-					log.Warn("advertised routes not recorded", "err", err)
-				}
-			}
-			s.m.update(sess.id, &u)
-		default:
-			log.Info("unexpected message from node; closing", "type", typ)
+		if !c.handle(typ, body) {
 			return
 		}
 	}
+}
+
+// read reads the next message. Anyone can complete the handshake with a
+// key of their own, so a channel without a stream gets little time: it
+// must register or start its stream promptly.
+func (c *channel) read() (wire.MsgType, []byte, error) {
+	wait := 3 * c.s.cfg.KeepAlive
+	if c.sess == nil {
+		wait = preStreamTimeout
+	}
+	c.conn.SetReadDeadline(time.Now().Add(wait))
+	return wire.ReadMessage(c.conn, wire.MaxNodeMessage)
+}
+
+// handle dispatches one message and reports whether to keep reading.
+func (c *channel) handle(typ wire.MsgType, body []byte) bool {
+	switch typ {
+	case wire.MsgKeepAlive:
+		return true
+	case wire.MsgRegisterRequest:
+		return c.handleRegister(body)
+	case wire.MsgLogoutRequest:
+		c.handleLogout(body)
+		return false
+	case wire.MsgMapRequest:
+		return c.handleMapRequest(body)
+	case wire.MsgUpdate:
+		return c.handleUpdate(body)
+	default:
+		c.log.Info("unexpected message from node; closing", "type", typ)
+		return false
+	}
+}
+
+// handleRegister answers a register request; it is refused during a map
+// stream.
+func (c *channel) handleRegister(body []byte) bool {
+	if c.sess != nil {
+		c.log.Info("register request during a map stream; closing")
+		return false
+	}
+	var req wire.RegisterRequest
+	resp := &wire.RegisterResponse{}
+	if err := wire.Decode(body, &req); err != nil {
+		resp.Error = &wire.ErrorMessage{Code: wire.CodeBadRequest, Message: err.Error()}
+	} else {
+		resp = c.s.register(c.s.ctx, c.mk, remoteIP(c.conn), &req, c.log)
+	}
+	if err := wire.WriteMessage(c.conn, wire.MsgRegisterResponse, resp); err != nil {
+		c.log.Info("writing register response", "err", err)
+		return false
+	}
+	return true
+}
+
+// handleLogout answers a logout request; the channel closes after it.
+func (c *channel) handleLogout(body []byte) {
+	if c.sess != nil {
+		c.log.Info("logout request during a map stream; closing")
+		return
+	}
+	var req wire.LogoutRequest
+	resp := &wire.LogoutResponse{}
+	if err := wire.Decode(body, &req); err != nil {
+		resp.Error = &wire.ErrorMessage{Code: wire.CodeBadRequest, Message: err.Error()}
+	} else {
+		resp.Error = c.s.logout(c.s.ctx, c.mk, &req, c.log)
+	}
+	if err := wire.WriteMessage(c.conn, wire.MsgLogoutResponse, resp); err != nil {
+		c.log.Info("writing logout response", "err", err)
+	}
+}
+
+// handleMapRequest starts the channel's map stream; one per channel.
+func (c *channel) handleMapRequest(body []byte) bool {
+	if c.sess != nil {
+		c.log.Info("second map request on one channel; closing")
+		return false
+	}
+	var req wire.MapRequest
+	if err := wire.Decode(body, &req); err != nil {
+		c.s.refuse(c.conn, &wire.ErrorMessage{Code: wire.CodeBadRequest, Message: err.Error()}, c.log)
+		return false
+	}
+	sess, em := c.s.startStream(c.s.ctx, c.conn, c.mk, &req, c.log)
+	if em != nil {
+		c.s.refuse(c.conn, em, c.log)
+		return false
+	}
+	c.sess = sess
+	return true
+}
+
+// handleUpdate applies a node's update to its running stream.
+func (c *channel) handleUpdate(body []byte) bool {
+	if c.sess == nil {
+		c.s.refuse(c.conn, &wire.ErrorMessage{Code: wire.CodeBadRequest, Message: "update before map request"}, c.log)
+		return false
+	}
+	var u wire.Update
+	if err := wire.Decode(body, &u); err != nil {
+		c.log.Info("bad update; closing", "err", err)
+		return false
+	}
+	if u.AdvertisedRoutes != nil {
+		if err := c.s.updateAdvertised(c.s.ctx, c.sess.id, *u.AdvertisedRoutes); err != nil {
+			c.log.Warn("advertised routes not recorded", "err", err)
+		}
+	}
+	c.s.m.update(c.sess.id, &u)
+	return true
 }
 
 // logout disables the node of machine mk at its own request: its key is
