@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net/netip"
 	"strings"
+	"time"
 
 	"weft/internal/key"
 	"weft/internal/tailnet"
@@ -151,118 +152,28 @@ func (s *sqlStore) ListNodes(ctx context.Context) ([]Node, error) {
 }
 
 func (s *sqlStore) Register(ctx context.Context, req RegisterRequest) (Node, error) {
-	if req.MachineKey.IsZero() || req.NodeKey.IsZero() {
-		return Node{}, fmt.Errorf("store: Register: %w: machine key and node key are required", ErrInvalid)
-	}
-	if req.KeyLifetime < 0 {
-		return Node{}, fmt.Errorf("store: Register: %w: negative key lifetime", ErrInvalid)
-	}
-	lifetime := req.KeyLifetime
-	if lifetime == 0 {
-		lifetime = DefaultNodeKeyLifetime
-	}
-	hostname, osName := req.Hostname, ""
-	if req.Hostinfo != nil {
-		if hostname == "" {
-			hostname = req.Hostinfo.Hostname
-		}
-		osName = req.Hostinfo.OS
-	}
-	hostinfo, err := marshalOpt(req.Hostinfo)
+	r, err := s.newRegistration(req)
 	if err != nil {
 		return Node{}, fmt.Errorf("store: Register: %w", err)
 	}
-	now := fromDB(toDB(s.now()))
-
 	var n Node
 	err = s.write(ctx, func(tx *sql.Tx) error {
-		k, err := lookupAuthKey(ctx, tx, req.AuthKey)
+		k, existing, known, err := r.useAuthKey(ctx, tx)
 		if err != nil {
 			return err
 		}
-		if k.Expired(now) {
-			return fmt.Errorf("%w: key %s expired at %s", ErrKeyExpired, k.Prefix, k.Expiry.Format("2006-01-02 15:04 MST"))
-		}
-		existing, err := getNodeWhere(ctx, tx, `n.machine_key = ?`, req.MachineKey.String())
-		known := err == nil
-		if err != nil && !errors.Is(err, ErrNotFound) {
+		if err := r.checkNodeKeyFree(ctx, tx); err != nil {
 			return err
 		}
-		if !k.Reusable && k.Uses > 0 {
-			// The one machine that used a one-off key may register with
-			// it again while its node key is valid: a retry after a
-			// lost reply must not lock it out.
-			if !known || existing.AuthKey != k.Prefix || existing.KeyExpired(now) {
-				return fmt.Errorf("%w: key %s was for one node and has been used", ErrKeyUsed, k.Prefix)
-			}
-		} else {
-			// The guard repeats the check so that the key is consumed
-			// at most once even under a weaker isolation level.
-			res, err := tx.ExecContext(ctx, `UPDATE auth_keys SET uses = uses + 1, last_used = ?
-				WHERE id = ? AND (reusable OR uses = 0)`, toDB(now), k.id)
-			if err != nil {
-				return err
-			}
-			if n, err := res.RowsAffected(); err != nil {
-				return err
-			} else if n != 1 {
-				return fmt.Errorf("%w: key %s was for one node and has been used", ErrKeyUsed, k.Prefix)
-			}
-		}
-
-		var other wire.NodeID
-		err = tx.QueryRowContext(ctx, `SELECT id FROM nodes WHERE node_key = ? AND machine_key <> ?`,
-			req.NodeKey.String(), req.MachineKey.String()).Scan(&other)
-		if err == nil {
-			return fmt.Errorf("%w: node key %s belongs to node %d", ErrExists, req.NodeKey.ShortString(), other)
-		} else if !errors.Is(err, sql.ErrNoRows) {
-			return err
-		}
-
-		// A tagged node belongs to no user and its key never expires
-		// (key_expiry 0); an untagged one belongs to the key's user.
-		var uid sql.NullInt64
-		var expiryDB int64
-		if len(k.Tags) == 0 {
-			id, err := userID(ctx, tx, k.User)
-			if err != nil {
-				return err
-			}
-			uid = sql.NullInt64{Int64: int64(id), Valid: true}
-			expiryDB = toDB(now.Add(lifetime))
-		}
-		tags := strings.Join(k.Tags, ",")
-
 		var id wire.NodeID
 		if known {
 			id = existing.ID
-			_, err = tx.ExecContext(ctx, `UPDATE nodes SET user_id = ?, tags = ?, node_key = ?, disco_key = ?,
-				key_expiry = ?, ephemeral = ?, auth_key_id = ?, hostname = ?, os = ?, hostinfo = ?, last_seen = ?
-				WHERE id = ?`,
-				uid, tags, req.NodeKey.String(), req.DiscoKey.String(), expiryDB, k.Ephemeral, k.id,
-				hostname, osName, hostinfo, toDB(now), id)
-			if err != nil {
-				return err
-			}
+			err = r.update(ctx, tx, k, id)
 		} else {
-			name, err := freeName(ctx, tx, SanitizeHostname(hostname))
-			if err != nil {
-				return err
-			}
-			v4, v6, err := s.allocate(ctx, tx)
-			if err != nil {
-				return err
-			}
-			err = tx.QueryRowContext(ctx, `INSERT INTO nodes (name, user_id, tags, machine_key, node_key, disco_key,
-				key_expiry, ephemeral, auth_key_id, ipv4, ipv6, hostname, os, endpoints, home_region, hostinfo,
-				last_seen, created_at)
-				VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, '', 0, ?, ?, ?) RETURNING id`,
-				name, uid, tags, req.MachineKey.String(), req.NodeKey.String(), req.DiscoKey.String(),
-				expiryDB, k.Ephemeral, k.id, v4.String(), v6.String(), hostname, osName, hostinfo,
-				toDB(now), toDB(now)).Scan(&id)
-			if err != nil {
-				return err
-			}
+			id, err = s.insertRegistered(ctx, tx, r, k)
+		}
+		if err != nil {
+			return err
 		}
 		n, err = getNode(ctx, tx, id)
 		return err
@@ -271,6 +182,151 @@ func (s *sqlStore) Register(ctx context.Context, req RegisterRequest) (Node, err
 		return Node{}, fmt.Errorf("store: Register: %w", err)
 	}
 	return n, nil
+}
+
+// registration is a checked RegisterRequest with what Register derives
+// from it before its transaction: the key lifetime, the names and the
+// encoded hostinfo.
+type registration struct {
+	req      RegisterRequest
+	lifetime time.Duration
+	hostname string
+	osName   string
+	hostinfo string // JSON, or "" for none
+	now      time.Time
+}
+
+// newRegistration checks req and derives what the transaction writes.
+func (s *sqlStore) newRegistration(req RegisterRequest) (*registration, error) {
+	if req.MachineKey.IsZero() || req.NodeKey.IsZero() {
+		return nil, fmt.Errorf("%w: machine key and node key are required", ErrInvalid)
+	}
+	if req.KeyLifetime < 0 {
+		return nil, fmt.Errorf("%w: negative key lifetime", ErrInvalid)
+	}
+	r := &registration{req: req, lifetime: req.KeyLifetime, hostname: req.Hostname, now: fromDB(toDB(s.now()))}
+	if r.lifetime == 0 {
+		r.lifetime = DefaultNodeKeyLifetime
+	}
+	if req.Hostinfo != nil {
+		if r.hostname == "" {
+			r.hostname = req.Hostinfo.Hostname
+		}
+		r.osName = req.Hostinfo.OS
+	}
+	hostinfo, err := marshalOpt(req.Hostinfo)
+	if err != nil {
+		return nil, err
+	}
+	r.hostinfo = hostinfo
+	return r, nil
+}
+
+// useAuthKey checks the pre-auth key and counts this use of it. It also
+// returns the node this machine already has, if any (known).
+func (r *registration) useAuthKey(ctx context.Context, tx *sql.Tx) (k authKeyRow, existing Node, known bool, err error) {
+	k, err = lookupAuthKey(ctx, tx, r.req.AuthKey)
+	if err != nil {
+		return k, existing, false, err
+	}
+	if k.Expired(r.now) {
+		return k, existing, false, fmt.Errorf("%w: key %s expired at %s", ErrKeyExpired, k.Prefix, k.Expiry.Format("2006-01-02 15:04 MST"))
+	}
+	existing, err = getNodeWhere(ctx, tx, `n.machine_key = ?`, r.req.MachineKey.String())
+	known = err == nil
+	if err != nil && !errors.Is(err, ErrNotFound) {
+		return k, existing, false, err
+	}
+	if !k.Reusable && k.Uses > 0 {
+		// The one machine that used a one-off key may register with it
+		// again while its node key is valid: a retry after a lost reply
+		// must not lock it out.
+		if !known || existing.AuthKey != k.Prefix || existing.KeyExpired(r.now) {
+			return k, existing, known, fmt.Errorf("%w: key %s was for one node and has been used", ErrKeyUsed, k.Prefix)
+		}
+		return k, existing, known, nil
+	}
+	// The guard repeats the check so that the key is consumed at most
+	// once even under a weaker isolation level.
+	res, err := tx.ExecContext(ctx, `UPDATE auth_keys SET uses = uses + 1, last_used = ?
+		WHERE id = ? AND (reusable OR uses = 0)`, toDB(r.now), k.id)
+	if err != nil {
+		return k, existing, known, err
+	}
+	if n, err := res.RowsAffected(); err != nil {
+		return k, existing, known, err
+	} else if n != 1 {
+		return k, existing, known, fmt.Errorf("%w: key %s was for one node and has been used", ErrKeyUsed, k.Prefix)
+	}
+	return k, existing, known, nil
+}
+
+// checkNodeKeyFree refuses a node key that another machine holds.
+func (r *registration) checkNodeKeyFree(ctx context.Context, tx *sql.Tx) error {
+	var other wire.NodeID
+	err := tx.QueryRowContext(ctx, `SELECT id FROM nodes WHERE node_key = ? AND machine_key <> ?`,
+		r.req.NodeKey.String(), r.req.MachineKey.String()).Scan(&other)
+	if err == nil {
+		return fmt.Errorf("%w: node key %s belongs to node %d", ErrExists, r.req.NodeKey.ShortString(), other)
+	} else if !errors.Is(err, sql.ErrNoRows) {
+		return err
+	}
+	return nil
+}
+
+// owner returns the node's user and key expiry under key k. A tagged node
+// belongs to no user and its key never expires (key_expiry 0); an
+// untagged one belongs to the key's user.
+func (r *registration) owner(ctx context.Context, tx *sql.Tx, k authKeyRow) (sql.NullInt64, int64, error) {
+	if len(k.Tags) > 0 {
+		return sql.NullInt64{}, 0, nil
+	}
+	id, err := userID(ctx, tx, k.User)
+	if err != nil {
+		return sql.NullInt64{}, 0, err
+	}
+	return sql.NullInt64{Int64: int64(id), Valid: true}, toDB(r.now.Add(r.lifetime)), nil
+}
+
+// update re-registers the known node id under key k, keeping its name and
+// addresses.
+func (r *registration) update(ctx context.Context, tx *sql.Tx, k authKeyRow, id wire.NodeID) error {
+	uid, expiryDB, err := r.owner(ctx, tx, k)
+	if err != nil {
+		return err
+	}
+	_, err = tx.ExecContext(ctx, `UPDATE nodes SET user_id = ?, tags = ?, node_key = ?, disco_key = ?,
+		key_expiry = ?, ephemeral = ?, auth_key_id = ?, hostname = ?, os = ?, hostinfo = ?, last_seen = ?
+		WHERE id = ?`,
+		uid, strings.Join(k.Tags, ","), r.req.NodeKey.String(), r.req.DiscoKey.String(), expiryDB, k.Ephemeral, k.id,
+		r.hostname, r.osName, r.hostinfo, toDB(r.now), id)
+	return err
+}
+
+// insertRegistered adds a new node under key k with a free name and fresh
+// addresses, and returns its ID.
+func (s *sqlStore) insertRegistered(ctx context.Context, tx *sql.Tx, r *registration, k authKeyRow) (wire.NodeID, error) {
+	uid, expiryDB, err := r.owner(ctx, tx, k)
+	if err != nil {
+		return 0, err
+	}
+	name, err := freeName(ctx, tx, SanitizeHostname(r.hostname))
+	if err != nil {
+		return 0, err
+	}
+	v4, v6, err := s.allocate(ctx, tx)
+	if err != nil {
+		return 0, err
+	}
+	var id wire.NodeID
+	err = tx.QueryRowContext(ctx, `INSERT INTO nodes (name, user_id, tags, machine_key, node_key, disco_key,
+		key_expiry, ephemeral, auth_key_id, ipv4, ipv6, hostname, os, endpoints, home_region, hostinfo,
+		last_seen, created_at)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, '', 0, ?, ?, ?) RETURNING id`,
+		name, uid, strings.Join(k.Tags, ","), r.req.MachineKey.String(), r.req.NodeKey.String(), r.req.DiscoKey.String(),
+		expiryDB, k.Ephemeral, k.id, v4.String(), v6.String(), r.hostname, r.osName, r.hostinfo,
+		toDB(r.now), toDB(r.now)).Scan(&id)
+	return id, err
 }
 
 // freeName returns base or the first of base-1, base-2, ... no node uses.
