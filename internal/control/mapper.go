@@ -160,8 +160,10 @@ func (m *mapper) connected(n *store.Node, sess *session) {
 		m.nodes[n.ID] = e
 	}
 	if e.sess != nil {
-		// One stream per node: the newer one wins.
-		go e.sess.close()
+		// One stream per node: the newer one wins. The old one is
+		// closed on a goroutine of its own so that a connection slow
+		// to close does not hold m.mu.
+		m.s.spawn(e.sess.close)
 	}
 	if e.gone != nil {
 		e.gone.Stop()
@@ -352,7 +354,7 @@ func (m *mapper) closeAll() {
 	m.closed = true
 	for _, e := range m.nodes {
 		if e.sess != nil {
-			go e.sess.close()
+			m.s.spawn(e.sess.close)
 		}
 		if e.gone != nil {
 			e.gone.Stop()

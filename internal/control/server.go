@@ -101,7 +101,15 @@ type Server struct {
 
 	ctx    context.Context // cancelled by Close; parent of per-conn work
 	cancel context.CancelFunc
-	wg     sync.WaitGroup // connection goroutines and the mapper's loops
+	// wg counts the connection goroutines, the mapper's loops, the
+	// streams' writers and the goroutines that close streams (see
+	// Server.spawn). Add is only called before Close's Wait or for a live
+	// stream, whose connection goroutine is still counted, so it never
+	// races with a Wait at zero.
+	wg        sync.WaitGroup
+	closeOnce sync.Once
+	closeMu   sync.Mutex // guards closing
+	closing   bool       // Close has begun; no new connection goroutines
 
 	stopPersist context.CancelFunc // ends persistLoop, which then writes what is left
 	persistDone chan struct{}      // closed when persistLoop returned
@@ -160,11 +168,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s.m = m
-	s.wg.Add(1)
-	go func() {
-		defer s.wg.Done()
-		m.keepAliveLoop(s.ctx)
-	}()
+	s.spawn(func() { m.keepAliveLoop(s.ctx) })
 	pctx, stopPersist := context.WithCancel(context.Background())
 	s.persistDone = make(chan struct{})
 	s.stopPersist = stopPersist
@@ -218,24 +222,43 @@ func (s *Server) serveUpgrade(w http.ResponseWriter, r *http.Request) {
 	}
 	// The connection runs on its own goroutine so that net/http frees
 	// the request's buffers now rather than for the life of the stream.
+	// A handler is not counted in wg, so it starts one only while Close
+	// has not begun to wait.
+	s.closeMu.Lock()
+	defer s.closeMu.Unlock()
+	if s.closing {
+		conn.Close()
+		return
+	}
+	s.spawn(func() { s.serveConn(conn) })
+}
+
+// spawn runs f on a goroutine that Close waits for.
+func (s *Server) spawn(f func()) {
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
-		s.serveConn(conn)
+		f()
 	}()
 }
 
 // Close drops every stream, stops the server's goroutines and waits for
 // them, and writes the nodes' last runtime facts. It does not close the
-// Store. Close is not safe to call twice.
+// Store. Calls after the first wait for the first to finish and do
+// nothing more.
 func (s *Server) Close() error {
-	s.cancel()
-	s.m.closeAll()
-	s.wg.Wait()
-	// Only now, with every stream ended and marked offline, the last
-	// runtime facts are written.
-	s.stopPersist()
-	<-s.persistDone
+	s.closeOnce.Do(func() {
+		s.closeMu.Lock()
+		s.closing = true
+		s.closeMu.Unlock()
+		s.cancel()
+		s.m.closeAll()
+		s.wg.Wait()
+		// Only now, with every stream ended and marked offline, the
+		// last runtime facts are written.
+		s.stopPersist()
+		<-s.persistDone
+	})
 	return nil
 }
 

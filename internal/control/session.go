@@ -47,7 +47,7 @@ func (ss *session) enqueue(frame []byte) {
 		ss.closed = true
 		ss.queue = nil
 		ss.srv.log.Info("node too slow to follow its map stream; dropping it", "node", ss.id)
-		go ss.conn.Close()
+		ss.srv.spawn(func() { ss.conn.Close() })
 		return
 	}
 	ss.queue = append(ss.queue, frame)
@@ -84,11 +84,7 @@ func (ss *session) startWriterLocked() {
 		return
 	}
 	ss.writing = true
-	ss.srv.wg.Add(1)
-	go func() {
-		defer ss.srv.wg.Done()
-		ss.writeLoop()
-	}()
+	ss.srv.spawn(ss.writeLoop)
 }
 
 func (ss *session) writeLoop() {
