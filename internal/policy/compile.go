@@ -1,0 +1,115 @@
+package policy
+
+import (
+	"net/netip"
+
+	"weft/internal/wire"
+)
+
+// Compiled is a policy applied to one set of nodes: each node's packet
+// filter and which nodes may know about which. It is built whole by
+// Compile and not changed after, so it is safe for concurrent use.
+type Compiled struct {
+	allowAll bool
+	nodes    map[wire.NodeID]*nodeView
+}
+
+// nodeView is one node's share of the compiled policy.
+type nodeView struct {
+	filter *wire.PacketFilter
+	// src and dst hold a bit per rule: the node can send as the rule's
+	// source, or receive as its destination.
+	src, dst []uint64
+}
+
+// AllowAll is the Compiled of a tailnet with no policy: every node may
+// reach and see every other.
+func AllowAll() *Compiled { return &Compiled{allowAll: true} }
+
+var allowAllFilter = &wire.PacketFilter{AllowAll: true}
+
+// Compile applies the policy to nodes. A nil policy allows everything.
+func (p *Policy) Compile(nodes []*wire.Node) *Compiled {
+	if p == nil {
+		return AllowAll()
+	}
+	c := &Compiled{nodes: make(map[wire.NodeID]*nodeView, len(nodes))}
+	words := (len(p.rules) + 63) / 64
+	srcNets := make([][]netip.Prefix, len(p.rules))
+	for i := range p.rules {
+		for _, a := range p.rules[i].src {
+			srcNets[i] = a.srcNets(nodes, srcNets[i])
+		}
+	}
+	var scratch []netip.Prefix
+	for _, n := range nodes {
+		v := &nodeView{filter: &wire.PacketFilter{}, src: make([]uint64, words), dst: make([]uint64, words)}
+		for i := range p.rules {
+			r := &p.rules[i]
+			for _, a := range r.src {
+				if a.sendsFrom(n) {
+					v.src[i/64] |= 1 << (i % 64)
+					break
+				}
+			}
+			var dsts []wire.FilterDst
+			for _, d := range r.dst {
+				scratch = d.dstNets(n, scratch[:0])
+				for _, net := range scratch {
+					for _, pr := range d.ports {
+						dsts = append(dsts, wire.FilterDst{Net: net, Ports: pr})
+					}
+				}
+			}
+			if len(dsts) == 0 {
+				continue
+			}
+			v.dst[i/64] |= 1 << (i % 64)
+			if len(srcNets[i]) > 0 {
+				v.filter.Rules = append(v.filter.Rules, wire.FilterRule{Srcs: srcNets[i], Dsts: dsts, Protos: r.protos})
+			}
+		}
+		c.nodes[n.ID] = v
+	}
+	return c
+}
+
+// Filter returns the packet filter of the node with id. A node the
+// compilation did not include gets a filter that lets nothing new in.
+func (c *Compiled) Filter(id wire.NodeID) *wire.PacketFilter {
+	if c.allowAll {
+		return allowAllFilter
+	}
+	if v := c.nodes[id]; v != nil {
+		return v.filter
+	}
+	return &wire.PacketFilter{}
+}
+
+// CanSee reports whether a and b may know about each other: one may open
+// a flow to the other under some rule. The relation is symmetric, since a
+// node must know a peer to answer it.
+func (c *Compiled) CanSee(a, b wire.NodeID) bool {
+	if c.allowAll {
+		return true
+	}
+	va, vb := c.nodes[a], c.nodes[b]
+	if va == nil || vb == nil {
+		return false
+	}
+	for i := range va.src {
+		if va.src[i]&vb.dst[i] != 0 || vb.src[i]&va.dst[i] != 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// Rules returns how many rules the node's filter holds, for status and
+// benchmarks.
+func (c *Compiled) Rules(id wire.NodeID) int {
+	if v := c.nodes[id]; v != nil {
+		return len(v.filter.Rules)
+	}
+	return 0
+}
