@@ -76,6 +76,9 @@ func printStatus(w io.Writer, st *localapi.Status, now time.Time) {
 	}
 	tw.Flush()
 	printHealth(w, st.Health)
+	if st.Drops != nil && st.Drops.IntoTunnel > 0 {
+		fmt.Fprintf(w, "Refused: %d packets from this node's other networks that tried to enter the tunnel (docs/exit-nodes.md)\n", st.Drops.IntoTunnel)
+	}
 }
 
 func printHealth(w io.Writer, health []string) {

@@ -121,6 +121,18 @@ func (e *Engine) FillStatus(st *localapi.Status) {
 	}
 	st.Health = append(st.Health, e.health(rm, report, home, nm, time.Now())...)
 	st.Health = append(st.Health, e.routeHealth(nm)...)
+	st.Drops = e.drops()
+}
+
+// drops gathers the data plane's refusal counters.
+func (e *Engine) drops() *localapi.Drops {
+	d := &localapi.Drops{}
+	n, err := e.router.IntoTunnelDrops()
+	if err != nil {
+		e.log.Debug("reading the into-tunnel drop counter", "err", err)
+	}
+	d.IntoTunnel = n
+	return d
 }
 
 // health lists the data plane's problems in plain words.

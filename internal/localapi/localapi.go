@@ -60,6 +60,19 @@ type Status struct {
 	// blocked, control unreachable, key expiring soon); empty when all
 	// is well.
 	Health []string `json:"health,omitempty"`
+	// Drops counts packets the data plane refused to carry; nil while
+	// the data plane is down.
+	Drops *Drops `json:"drops,omitempty"`
+}
+
+// Drops counts, since the node went up, packets this node's data plane
+// refused because they could let someone into or through the tailnet.
+type Drops struct {
+	// IntoTunnel are packets from this node's other networks (its LAN)
+	// that tried to enter the tunnel without belonging to a connection
+	// a tailnet node opened. Only an exit node or subnet router forwards
+	// into the tunnel, so elsewhere it stays 0.
+	IntoTunnel uint64 `json:"into_tunnel"`
 }
 
 // PeerStatus is one peer: its map entry (whose fields appear at the top

@@ -138,6 +138,25 @@ func addForwardChains(c *nftables.Conn, t *nftables.Table, s natSpec) {
 		Name: chainForward, Table: t, Type: nftables.ChainTypeFilter,
 		Hooknum: nftables.ChainHookForward, Priority: nftables.ChainPriorityMangle, Policy: &accept,
 	})
+	// Nothing from this node's other networks enters the tunnel unless it
+	// belongs to a connection a tailnet node opened. Without this rule a
+	// LAN host that routes the tailnet via this node reaches every client
+	// using it as exit node (their allowed IPs for it cover every source)
+	// and, on a subnet router, every node that accepts its routes. The
+	// drop is counted (Router.IntoTunnelDrops).
+	c.AddRule(&nftables.Rule{Table: t, Chain: fwd, UserData: []byte(ruleIntoTunnel), Exprs: []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyOIFNAME, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: ifname(s.TUN)},
+		&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: ifname(s.TUN)},
+		// ct state & (established|related) == 0
+		&expr.Ct{Key: expr.CtKeySTATE, Register: 1},
+		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4,
+			Mask: ne32(expr.CtStateBitESTABLISHED | expr.CtStateBitRELATED), Xor: ne32(0)},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: ne32(0)},
+		&expr.Counter{},
+		&expr.Verdict{Kind: expr.VerdictDrop},
+	}})
 	// Forwarded SYNs to or from the tailnet get their MSS lowered to what
 	// the route they take can carry ("rt mtu"): the tunnel's MTU toward the
 	// tailnet, the WAN path's toward the internet. The kernel only ever
@@ -161,6 +180,35 @@ func addForwardChains(c *nftables.Conn, t *nftables.Table, s natSpec) {
 			)})
 		}
 	}
+}
+
+// ruleIntoTunnel tags (in the rule's user data) the forward rule that
+// drops packets entering the tunnel from another interface, so its
+// counter can be found again.
+const ruleIntoTunnel = "weft:into-tunnel"
+
+// readIntoTunnelDrops returns the packets the into-tunnel rule of weft's
+// table has dropped since the table was last built; 0 when there is no
+// such rule.
+func readIntoTunnelDrops(c *nftables.Conn) (uint64, error) {
+	rules, err := c.GetRules(weftTable(), &nftables.Chain{Name: chainForward, Table: weftTable()})
+	if err != nil {
+		if errors.Is(err, unix.ENOENT) {
+			return 0, nil
+		}
+		return 0, fmt.Errorf("osnet: read nftables chain %s: %w", chainForward, err)
+	}
+	for _, r := range rules {
+		if string(r.UserData) != ruleIntoTunnel {
+			continue
+		}
+		for _, e := range r.Exprs {
+			if ctr, ok := e.(*expr.Counter); ok {
+				return ctr.Packets, nil
+			}
+		}
+	}
+	return 0, nil
 }
 
 // addMarkChains copies weft's socket mark into conntrack on the way out and

@@ -177,6 +177,21 @@ func TestExitServerTable(t *testing.T) {
 	if writes != 4 {
 		t.Errorf("forward has %d TCP MSS option writes, want 4", writes)
 	}
+	// The guard that keeps other interfaces out of the tunnel: one
+	// counted drop (TestLabExitNodeLANCannotEnterTailnet checks it on
+	// real packets).
+	drops := 0
+	for _, e := range chains[chainForward] {
+		if v, ok := e.(*expr.Verdict); ok && v.Kind == expr.VerdictDrop {
+			drops++
+		}
+	}
+	if drops != 1 || countExprs[*expr.Counter](chains[chainForward]) != 1 {
+		t.Errorf("forward has %d drops and %d counters, want 1 each (the into-tunnel guard)", drops, countExprs[*expr.Counter](chains[chainForward]))
+	}
+	if n, err := r.IntoTunnelDrops(); n != 0 || err != nil {
+		t.Errorf("IntoTunnelDrops = %d, %v on a fresh table; want 0, nil", n, err)
+	}
 	if _, ok := chains[chainPrerouting]; ok {
 		t.Error("mark-restore chains present without an exit node in use")
 	}

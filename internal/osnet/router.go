@@ -199,8 +199,12 @@ type Router struct {
 	mu       sync.Mutex // guards the fields below
 	closed   bool
 	saved    savedSysctls
-	nftState natSpec  // what weft's nftables table holds now
-	warnings []string // health problems found by the last Apply
+	nftState natSpec // what weft's nftables table holds now
+	// intoTunnelBase is what earlier builds of weft's table counted in
+	// the into-tunnel rule; rebuilding the table resets the rule's own
+	// counter.
+	intoTunnelBase uint64
+	warnings       []string // health problems found by the last Apply
 }
 
 // New creates the TUN device (brought up, with the MTU from opts) in the
@@ -392,6 +396,7 @@ func (r *Router) Apply(cfg Config) error {
 		}
 	}
 	if !spec.equal(r.nftState) {
+		r.keepIntoTunnelCountLocked()
 		switch err := applyNFT(r.nft, spec); {
 		case err != nil && !spec.Forward && !spec.empty():
 			// Only the reply-mark chains were wanted: the exit node still
@@ -416,6 +421,32 @@ func (r *Router) Apply(cfg Config) error {
 		r.opts.Logger.Warn("host network", "problem", w)
 	}
 	return errors.Join(errs...)
+}
+
+// IntoTunnelDrops returns how many packets from this node's other
+// networks (its LAN, its WAN) were refused entry into the tunnel since the
+// Router was made: packets a forwarding node would otherwise have carried
+// to the tailnet though they belonged to no connection a tailnet node
+// opened. It stays 0 on a node that does not forward.
+func (r *Router) IntoTunnelDrops() (uint64, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if !r.nftState.Forward {
+		return r.intoTunnelBase, nil
+	}
+	n, err := readIntoTunnelDrops(r.nft)
+	return r.intoTunnelBase + n, err
+}
+
+// keepIntoTunnelCountLocked adds the into-tunnel rule's count to
+// intoTunnelBase before the table is rebuilt. r.mu must be held.
+func (r *Router) keepIntoTunnelCountLocked() {
+	if !r.nftState.Forward {
+		return
+	}
+	if n, err := readIntoTunnelDrops(r.nft); err == nil {
+		r.intoTunnelBase += n
+	}
 }
 
 // routerAdvertisementProblems finds interfaces whose IPv6 default route
