@@ -68,7 +68,7 @@ func TestSetAndExitNodeCLI(t *testing.T) {
 	}{
 		{"unapproved exit node", "mac", []string{"set", "--exit-node", "busan"}, 1, "weft admin routes approve busan exit"},
 		{"nothing to set", "mac", []string{"set"}, 2, "nothing to change"},
-		{"bad CIDR", "busan", []string{"set", "--advertise-routes", "192.168.1.0/33"}, 2, "not a subnet"},
+		{"bad CIDR", "busan", []string{"set", "--advertise-routes", "192.168.1.0/33"}, 2, "not a CIDR prefix"},
 		{"host bits", "busan", []string{"set", "--advertise-routes", "192.168.1.1/24"}, 2, "did you mean 192.168.1.0/24"},
 		{"default route", "busan", []string{"set", "--advertise-routes", "0.0.0.0/0"}, 2, "--advertise-exit-node"},
 		{"bare address", "busan", []string{"set", "--advertise-routes", "192.168.1.1"}, 2, "is an address"},

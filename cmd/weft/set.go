@@ -29,7 +29,7 @@ type prefsFlags struct {
 func (pf *prefsFlags) register(f *pflag.FlagSet) {
 	f.BoolVar(&pf.advertiseExit, "advertise-exit-node", false, "offer this node as an exit node for the tailnet (an admin approves it)")
 	f.StringVar(&pf.routes, "advertise-routes", "", "subnets to offer to the tailnet, comma-separated (192.168.1.0/24,...); empty withdraws them")
-	f.BoolVar(&pf.snat, "snat-subnet-routes", true, "masquerade traffic forwarded into advertised subnets (false: LAN hosts see tailnet addresses and must route 100.64.0.0/10 back)")
+	f.BoolVar(&pf.snat, "snat-subnet-routes", true, "masquerade traffic forwarded into advertised subnets (false: LAN hosts see tailnet addresses and must route "+tailnet.V4Range.String()+" back)")
 	f.StringVar(&pf.exitNode, "exit-node", "", "send internet traffic through this peer (name or tailnet address); --exit-node= stops")
 	f.BoolVar(&pf.allowLAN, "exit-node-allow-lan-access", false, "keep the local LAN reachable directly while an exit node is in use")
 	f.BoolVar(&pf.acceptRoutes, "accept-routes", false, "use subnet routes other nodes offer")
@@ -68,26 +68,18 @@ func (pf *prefsFlags) edit(f *pflag.FlagSet) (*localapi.PrefsEdit, error) {
 	return e, nil
 }
 
-// parseRoutes parses --advertise-routes: canonical CIDR prefixes, comma
-// separated; an empty string is no routes.
+// parseRoutes parses --advertise-routes (tailnet.ParseRoutes): subnets
+// only, since the default routes are offered with --advertise-exit-node.
+// An empty string is no routes.
 func parseRoutes(s string) ([]netip.Prefix, error) {
-	routes := []netip.Prefix{}
-	for item := range strings.SplitSeq(s, ",") {
-		item = strings.TrimSpace(item)
-		if item == "" {
-			continue
-		}
-		p, err := netip.ParsePrefix(item)
-		if err != nil {
-			if _, aerr := netip.ParseAddr(item); aerr == nil {
-				return nil, fmt.Errorf("--advertise-routes: %q is an address, not a subnet; write it like 192.168.1.0/24", item)
-			}
-			return nil, fmt.Errorf("--advertise-routes: %q is not a subnet like 192.168.1.0/24", item)
-		}
+	routes, err := tailnet.ParseRoutes(s)
+	if err != nil {
+		return nil, fmt.Errorf("--advertise-routes: %w", err)
+	}
+	for _, p := range routes {
 		if err := tailnet.CheckSubnetRoute(p); err != nil {
 			return nil, fmt.Errorf("--advertise-routes: %w", err)
 		}
-		routes = append(routes, p)
 	}
 	return routes, nil
 }

@@ -348,7 +348,8 @@ func TestParseRouteArg(t *testing.T) {
 		{"0.0.0.0/0", "[0.0.0.0/0]", ""},
 		{"192.168.1.1/24", "", "did you mean 192.168.1.0/24"},
 		{"192.168.1.1", "", "is an address"},
-		{"lan", "", "not \"exit\" or a CIDR"},
+		{"lan", "", "not a CIDR prefix"},
+		{"100.64.1.0/24", "", "overlaps the tailnet"},
 		{"", "", "no route given"},
 		{" , ", "", "no route given"},
 	} {

@@ -8,6 +8,8 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
+	"strings"
 )
 
 var (
@@ -56,4 +58,34 @@ func CheckSubnetRoute(p netip.Prefix) error {
 		return fmt.Errorf("route %v is a default route: to offer this node as an exit node use --advertise-exit-node", p)
 	}
 	return CheckRoute(p)
+}
+
+// ParseRoutes parses a comma-separated list of route prefixes as a person
+// types them ("192.168.1.0/24, fd00:1::/64"), the one parser behind
+// `weft set --advertise-routes` and `weft admin routes`. Blank items are
+// skipped and repeats dropped; an empty list is no routes, not an error.
+// Each prefix must pass CheckRoute; a bare address is refused with a hint,
+// since it is a common slip for a /32.
+func ParseRoutes(s string) ([]netip.Prefix, error) {
+	out := []netip.Prefix{}
+	for item := range strings.SplitSeq(s, ",") {
+		item = strings.TrimSpace(item)
+		if item == "" {
+			continue
+		}
+		p, err := netip.ParsePrefix(item)
+		if err != nil {
+			if _, aerr := netip.ParseAddr(item); aerr == nil {
+				return nil, fmt.Errorf("%q is an address, not a prefix; add /32 or /128, or write the network like 192.168.1.0/24", item)
+			}
+			return nil, fmt.Errorf("%q is not a CIDR prefix like 192.168.1.0/24", item)
+		}
+		if err := CheckRoute(p); err != nil {
+			return nil, err
+		}
+		if !slices.Contains(out, p) {
+			out = append(out, p)
+		}
+	}
+	return out, nil
 }

@@ -1,6 +1,7 @@
 package tailnet
 
 import (
+	"fmt"
 	"net/netip"
 	"strings"
 	"testing"
@@ -49,5 +50,36 @@ func TestExitRoutesFresh(t *testing.T) {
 	a[0] = netip.MustParsePrefix("10.0.0.0/8")
 	if ExitRoutes()[0] != AllV4 {
 		t.Fatal("ExitRoutes shares its slice with callers")
+	}
+}
+
+func TestParseRoutes(t *testing.T) {
+	tests := []struct {
+		in, want, wantErr string
+	}{
+		{"", "[]", ""},
+		{" , ", "[]", ""},
+		{"192.168.1.0/24", "[192.168.1.0/24]", ""},
+		{"192.168.1.0/24, fd00:1::/64,192.168.1.0/24", "[192.168.1.0/24 fd00:1::/64]", ""},
+		{"0.0.0.0/0", "[0.0.0.0/0]", ""},
+		{"192.168.1.1", "", "is an address"},
+		{"lan", "", "not a CIDR prefix"},
+		{"192.168.1.0/33", "", "not a CIDR prefix"},
+		{"192.168.1.1/24", "", "did you mean 192.168.1.0/24"},
+		{"100.100.0.0/16", "", "overlaps the tailnet"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.in, func(t *testing.T) {
+			got, err := ParseRoutes(tt.in)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("ParseRoutes(%q) = %v, %v; want error with %q", tt.in, got, err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil || fmt.Sprint(got) != tt.want {
+				t.Fatalf("ParseRoutes(%q) = %v, %v; want %s", tt.in, got, err, tt.want)
+			}
+		})
 	}
 }
