@@ -14,6 +14,7 @@ import (
 	"weft/internal/controlclient"
 	"weft/internal/node"
 	"weft/internal/osnet"
+	"weft/internal/tailnet"
 	"weft/internal/wgcfg"
 	"weft/internal/wire"
 )
@@ -162,7 +163,7 @@ func (e *Engine) routeHealth(nm *controlclient.NetMap) []string {
 		}
 		out = append(out, msg+": internet traffic is held back; `weft set --exit-node=` stops using it")
 	}
-	if rp.AdvertiseExitNode && !slices.ContainsFunc(nm.Self.Routes, func(p netip.Prefix) bool { return p.Bits() == 0 }) {
+	if rp.AdvertiseExitNode && !slices.ContainsFunc(nm.Self.Routes, tailnet.IsExitRoute) {
 		out = append(out, fmt.Sprintf("this node offers itself as exit node, not yet approved: on the server run `weft admin routes approve %s exit`", nm.Self.Name))
 	}
 	var subnets []string

@@ -10,6 +10,8 @@ import (
 	"slices"
 	"sync"
 
+	"weft/internal/tailnet"
+
 	"github.com/google/nftables"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
@@ -148,7 +150,7 @@ func (c Config) normalized() (Config, error) {
 	}
 	c.Addresses = normPrefixes(c.Addresses, false)
 	c.TailnetRoutes = normPrefixes(c.TailnetRoutes, true)
-	c.SubnetRoutes = slices.DeleteFunc(normPrefixes(c.SubnetRoutes, true), func(p netip.Prefix) bool { return p.Bits() == 0 })
+	c.SubnetRoutes = slices.DeleteFunc(normPrefixes(c.SubnetRoutes, true), tailnet.IsExitRoute)
 	c.AdvertiseRoutes = normPrefixes(c.AdvertiseRoutes, true)
 	for _, ps := range [][]netip.Prefix{c.TailnetRoutes, c.SubnetRoutes, c.AdvertiseRoutes} {
 		for _, p := range ps {
@@ -352,9 +354,7 @@ func (r *Router) Apply(cfg Config) error {
 	// Exit-node client. Routes go in before the rules that lead to them and
 	// come out after, so no packet is sent to an empty table.
 	if cfg.ExitNode {
-		if _, err := syncLinkRoutes(r.opts.Logger, r.h, link, r.pol.table, r.families([]netip.Prefix{
-			netip.PrefixFrom(netip.IPv4Unspecified(), 0), netip.PrefixFrom(netip.IPv6Unspecified(), 0),
-		})); err != nil {
+		if _, err := syncLinkRoutes(r.opts.Logger, r.h, link, r.pol.table, r.families(tailnet.ExitRoutes())); err != nil {
 			errs = append(errs, err)
 		}
 		if err := r.syncAllRules(true, cfg.ExitNodeAllowLAN); err != nil {

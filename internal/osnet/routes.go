@@ -8,6 +8,8 @@ import (
 	"net/netip"
 	"slices"
 
+	"weft/internal/tailnet"
+
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 )
@@ -140,9 +142,9 @@ func routeDst(r netlink.Route) (netip.Prefix, bool) {
 	if r.Dst == nil {
 		switch r.Family {
 		case unix.AF_INET:
-			return netip.PrefixFrom(netip.IPv4Unspecified(), 0), true
+			return tailnet.AllV4, true
 		case unix.AF_INET6:
-			return netip.PrefixFrom(netip.IPv6Unspecified(), 0), true
+			return tailnet.AllV6, true
 		}
 		return netip.Prefix{}, false
 	}
