@@ -3,7 +3,6 @@ package main
 import (
 	"fmt"
 	"log/slog"
-	"net"
 
 	"github.com/spf13/cobra"
 
@@ -24,13 +23,11 @@ It runs until interrupted.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
 			log := slog.New(slog.NewTextHandler(g.stderr, nil))
-			var lc net.ListenConfig
-			pc, err := lc.ListenPacket(ctx, "udp", listen)
-			if err != nil {
-				return fmt.Errorf("stun: listen on %s: %w (is the port in use?)", listen, err)
-			}
 			s := &stunserver.Server{Logger: log}
-			return s.Serve(ctx, pc)
+			if err := s.ListenAndServe(ctx, listen); err != nil {
+				return fmt.Errorf("stun: %w (is the port in use?)", err)
+			}
+			return nil
 		},
 	}
 	cmd.Flags().StringVar(&listen, "listen", ":3478", "UDP address to answer STUN on")

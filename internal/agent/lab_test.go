@@ -833,3 +833,31 @@ func TestLabDaemonKilled(t *testing.T) {
 		t.Errorf("busan's history shows %d daemon starts, want 2:\n%s", c, out)
 	}
 }
+
+// TestLabMultiHomedServer: the control server's host has an address in
+// each of two public subnets and Fukuoka's router sits in the other one
+// than the server's URL. With the server on its defaults (STUN on the
+// wildcard address), the STUN answers must leave from the address they
+// were sent to, or r-fukuoka drops them, mac's netcheck reports UDP as
+// blocked and its peers stay on the relay.
+func TestLabMultiHomedServer(t *testing.T) {
+	n := startNet(t, 2*time.Minute, []string{"busan", "mac"}, netlab.MultiHomed)
+	n.pair("mac", "busan")
+	p := n.waitPath("mac", "busan", localapi.PathDirect, 30*time.Second)
+	if !strings.HasPrefix(p.Path.Endpoint, "203.0.113.21:") {
+		t.Errorf("mac's direct endpoint for busan %q is not r-busan's WAN address", p.Path.Endpoint)
+	}
+	p = n.waitPath("busan", "mac", localapi.PathDirect, 30*time.Second)
+	if !strings.HasPrefix(p.Path.Endpoint, "198.51.100.22:") {
+		t.Errorf("busan's direct endpoint for mac %q is not r-fukuoka's WAN address", p.Path.Endpoint)
+	}
+	st, err := n.status("mac")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, h := range st.Health {
+		if strings.Contains(h, "UDP is blocked") {
+			t.Errorf("mac's health says %q on a network where UDP is open", h)
+		}
+	}
+}

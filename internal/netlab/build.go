@@ -223,6 +223,23 @@ func up(nh *netlink.Handle, links ...netlink.Link) error {
 	return nil
 }
 
+// addPublicAddr puts a public address on ln with its subnet's length.
+func addPublicAddr(nh *netlink.Handle, ln netlink.Link, a netip.Addr) error {
+	p, ok := internetPrefixOf(a)
+	if !ok {
+		return fmt.Errorf("netlab: %v is not a public lab address", a)
+	}
+	return addAddr(nh, ln, a, p.Bits())
+}
+
+// addDefaultOnLink routes everything not otherwise routed out of ln
+// on-link: the whole lab internet is one link, so the other public subnet
+// is reached by ARP, and destinations outside the lab fail with ARP rather
+// than "no route".
+func addDefaultOnLink(nh *netlink.Handle, ln netlink.Link) error {
+	return nh.RouteAdd(&netlink.Route{LinkIndex: ln.Attrs().Index, Scope: netlink.SCOPE_LINK, Dst: &net.IPNet{IP: net.IPv4zero, Mask: net.CIDRMask(0, 32)}})
+}
+
 func addAddr(nh *netlink.Handle, ln netlink.Link, a netip.Addr, bits int) error {
 	ipn := &net.IPNet{IP: a.AsSlice(), Mask: net.CIDRMask(bits, a.BitLen())}
 	if err := nh.AddrAdd(ln, &netlink.Addr{IPNet: ipn}); err != nil {
@@ -241,10 +258,18 @@ func (l *Lab) buildPublic(h *nsHandles, p PublicHost) error {
 	if err := l.enslave(inet, port); err != nil {
 		return err
 	}
-	if err := addAddr(nh, eth, p.Addr, InternetPrefix.Bits()); err != nil {
+	for _, a := range append([]netip.Addr{p.Addr}, p.Extra...) {
+		if err := addPublicAddr(nh, eth, a); err != nil {
+			return err
+		}
+	}
+	if err := errors.Join(up(inet, port), up(nh, eth)); err != nil {
 		return err
 	}
-	return errors.Join(up(inet, port), up(nh, eth))
+	if err := addDefaultOnLink(nh, eth); err != nil {
+		return fmt.Errorf("netlab: %s: default route: %w", p.Name, err)
+	}
+	return nil
 }
 
 func (l *Lab) enslave(inet *netlink.Handle, port netlink.Link) error {
@@ -265,15 +290,13 @@ func (l *Lab) buildRouter(ctx context.Context, cfg Config, h *nsHandles, r Route
 	if err != nil {
 		return err
 	}
-	if err := addAddr(rh, wan, r.WAN, InternetPrefix.Bits()); err != nil {
+	if err := addPublicAddr(rh, wan, r.WAN); err != nil {
 		return err
 	}
 	if err := up(rh, wan); err != nil {
 		return err
 	}
-	// Everything on the internet is on-link; a default route through the
-	// WAN makes other destinations fail with ARP rather than "no route".
-	if err := rh.RouteAdd(&netlink.Route{LinkIndex: wan.Attrs().Index, Scope: netlink.SCOPE_LINK, Dst: &net.IPNet{IP: net.IPv4zero, Mask: net.CIDRMask(0, 32)}}); err != nil {
+	if err := addDefaultOnLink(rh, wan); err != nil {
 		return fmt.Errorf("netlab: %s: default route: %w", r.Name, err)
 	}
 	if r.Delay == 0 {

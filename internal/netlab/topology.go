@@ -48,10 +48,28 @@ func (k NATKind) Valid() bool {
 	return false
 }
 
-// The internet of every lab is one on-link /24.
+// The internet of every lab is one link carrying two public /24s. Every
+// public address is on-link for every other, as if the ISPs' routers were
+// not there, but a host with an address in only one of them answers the
+// other from that one address, and a host with addresses in both (a
+// multi-homed server) picks its source address by route, as a real one
+// does.
 var (
 	InternetPrefix = netip.MustParsePrefix("203.0.113.0/24")
+	// SecondInternetPrefix is the other public /24.
+	SecondInternetPrefix = netip.MustParsePrefix("198.51.100.0/24")
+	InternetPrefixes     = []netip.Prefix{InternetPrefix, SecondInternetPrefix}
 )
+
+// internetPrefixOf returns the public /24 that holds a.
+func internetPrefixOf(a netip.Addr) (netip.Prefix, bool) {
+	for _, p := range InternetPrefixes {
+		if p.Contains(a) {
+			return p, true
+		}
+	}
+	return netip.Prefix{}, false
+}
 
 // MaxDelay bounds a router's delay; more than this is a typo, not a test.
 const MaxDelay = 10 * time.Second
@@ -81,6 +99,9 @@ type Router struct {
 type PublicHost struct {
 	Name string
 	Addr netip.Addr
+	// Extra are more public addresses on the same interface: a
+	// multi-homed host.
+	Extra []netip.Addr
 	// Whoami makes the host serve HTTP on port 80, answering GET / with
 	// the caller's source IP as plain text.
 	Whoami bool
@@ -115,9 +136,49 @@ func SeedTopology() Topology {
 	}
 }
 
+// MultiHomedTopology is the seed's network on a public side of two
+// subnets: r-fukuoka's WAN is 198.51.100.22, and ctrl has an address in
+// each subnet (203.0.113.10 and 198.51.100.10), like a control server on
+// a VPS with two addresses. A UDP server on a wildcard socket there must
+// answer from the address it was asked on, or Fukuoka's NAT drops the
+// answer.
+func MultiHomedTopology() Topology {
+	t := SeedTopology()
+	t.Name = "multihomed"
+	MultiHomed(&t)
+	return t
+}
+
+// MultiHomed changes a seed-shaped topology as MultiHomedTopology
+// describes; tests pass it as a modifier.
+func MultiHomed(t *Topology) {
+	t.SetWAN("r-fukuoka", netip.MustParseAddr("198.51.100.22"))
+	t.AddPublicAddr("ctrl", netip.MustParseAddr("198.51.100.10"))
+}
+
 // Topologies returns the named topologies the CLI offers.
 func Topologies() map[string]func() Topology {
-	return map[string]func() Topology{"seed": SeedTopology}
+	return map[string]func() Topology{"seed": SeedTopology, "multihomed": MultiHomedTopology}
+}
+
+// SetWAN sets router's WAN address (in either public subnet).
+func (t *Topology) SetWAN(router string, a netip.Addr) {
+	if r := t.router(router); r != nil {
+		r.WAN = a
+	} else {
+		t.errs = append(t.errs, t.unknownRouter(router))
+	}
+}
+
+// AddPublicAddr gives the public host another address on its interface.
+func (t *Topology) AddPublicAddr(host string, a netip.Addr) {
+	for i := range t.Public {
+		if t.Public[i].Name == host {
+			t.Public[i].Extra = append(t.Public[i].Extra, a)
+			return
+		}
+	}
+	t.errs = append(t.errs, fmt.Errorf("netlab: no public host %q", host))
 }
 
 // router returns the router called name. A bare site name ("busan") finds
@@ -208,8 +269,8 @@ func (t *Topology) Validate() error {
 	}
 	addrs := map[netip.Addr]string{}
 	addr := func(owner string, a netip.Addr) {
-		if !InternetPrefix.Contains(a) || a == InternetPrefix.Addr() || a.As4()[3] == 255 {
-			errs = append(errs, fmt.Errorf("netlab: %s: address %v is not a host in %v", owner, a, InternetPrefix))
+		if p, ok := internetPrefixOf(a); !ok || a == p.Addr() || a.As4()[3] == 255 {
+			errs = append(errs, fmt.Errorf("netlab: %s: address %v is not a host in %v", owner, a, InternetPrefixes))
 		}
 		if o, ok := addrs[a]; ok {
 			errs = append(errs, fmt.Errorf("netlab: %s and %s both have address %v", o, owner, a))
@@ -258,6 +319,9 @@ func (t *Topology) Validate() error {
 	for _, p := range t.Public {
 		name(p.Name)
 		addr(p.Name, p.Addr)
+		for _, a := range p.Extra {
+			addr(p.Name, a)
+		}
 	}
 	return errors.Join(errs...)
 }

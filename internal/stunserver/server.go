@@ -53,13 +53,69 @@ func (s *Server) logger() *slog.Logger {
 
 // ListenAndServe listens on the UDP address addr (such as ":3478") and
 // serves it until ctx is done or Close is called, when it returns nil.
+//
+// A wildcard host (":3478") is served by two sockets, one IPv4 and one
+// IPv6-only, so that every answer can leave from the address its request
+// was sent to (see replyConn); "0.0.0.0:3478" serves IPv4 only and
+// "[::]:3478" IPv6 only. When the host has no IPv6, the wildcard serves
+// IPv4 alone.
 func (s *Server) ListenAndServe(ctx context.Context, addr string) error {
-	var lc net.ListenConfig
-	pc, err := lc.ListenPacket(ctx, "udp", addr)
+	pcs, err := listen(ctx, addr)
 	if err != nil {
-		return fmt.Errorf("stunserver: listen %s: %w", addr, err)
+		return err
 	}
-	return s.Serve(ctx, pc)
+	errc := make(chan error, len(pcs))
+	for _, pc := range pcs {
+		go func() { errc <- s.Serve(ctx, pc) }()
+	}
+	var first error
+	for range pcs {
+		if err := <-errc; err != nil && first == nil {
+			first = err
+			s.Close() // one socket failing stops the others
+		}
+	}
+	return first
+}
+
+// listen opens the sockets ListenAndServe serves for addr.
+func listen(ctx context.Context, addr string) ([]net.PacketConn, error) {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil, fmt.Errorf("stunserver: listen %s: %w", addr, err)
+	}
+	var lc net.ListenConfig
+	one := func(network, a string) (net.PacketConn, error) {
+		pc, err := lc.ListenPacket(ctx, network, a)
+		if err != nil {
+			return nil, fmt.Errorf("stunserver: listen %s: %w", a, err)
+		}
+		return pc, nil
+	}
+	switch host {
+	case "":
+		v4, err := one("udp4", net.JoinHostPort("0.0.0.0", port))
+		if err != nil {
+			return nil, err
+		}
+		// Port 0 asks for any port: the IPv6 socket takes the one the
+		// IPv4 socket got, so the server has one port.
+		p6 := fmt.Sprint(v4.LocalAddr().(*net.UDPAddr).Port)
+		v6, err := one("udp6", net.JoinHostPort("::", p6))
+		if err != nil {
+			return []net.PacketConn{v4}, nil
+		}
+		return []net.PacketConn{v4, v6}, nil
+	case "0.0.0.0":
+		pc, err := one("udp4", addr)
+		return []net.PacketConn{pc}, err
+	case "::":
+		pc, err := one("udp6", addr)
+		return []net.PacketConn{pc}, err
+	default:
+		pc, err := one("udp", addr)
+		return []net.PacketConn{pc}, err
+	}
 }
 
 // Serve answers STUN Binding requests arriving on pc until ctx is done or
@@ -80,24 +136,11 @@ func (s *Server) Serve(ctx context.Context, pc net.PacketConn) error {
 	log.Info("stun server listening")
 	defer log.Info("stun server stopped")
 
-	uc, _ := pc.(*net.UDPConn)
+	rc := newReplyConn(pc)
 	buf := make([]byte, maxPacket)
 	var req, resp stun.Message
 	for {
-		var (
-			n   int
-			src netip.AddrPort
-			err error
-		)
-		if uc != nil {
-			n, src, err = uc.ReadFromUDPAddrPort(buf)
-		} else {
-			var a net.Addr
-			n, a, err = pc.ReadFrom(buf)
-			if err == nil {
-				src = addrPortOf(a)
-			}
-		}
+		n, src, local, err := rc.readFrom(buf)
 		if err != nil {
 			if ctx.Err() != nil || s.isClosed() || errors.Is(err, net.ErrClosed) {
 				return nil
@@ -109,11 +152,7 @@ func (s *Server) Serve(ctx context.Context, pc net.PacketConn) error {
 		}
 		// A failed write is the client's problem (gone, unreachable);
 		// it must not stop the server for everyone else.
-		if uc != nil {
-			_, _ = uc.WriteToUDPAddrPort(resp.Raw, src)
-		} else {
-			_, _ = pc.WriteTo(resp.Raw, net.UDPAddrFromAddrPort(src))
-		}
+		_ = rc.writeTo(resp.Raw, local, src)
 	}
 }
 
