@@ -337,57 +337,96 @@ func (r *Router) Apply(cfg Config) error {
 	if err != nil {
 		return fmt.Errorf("osnet: TUN %s is gone (was its device closed?): %w", r.opts.TUNName, err)
 	}
-	var errs, warns []error
-
-	if err := syncAddrs(r.opts.Logger, r.h, link, r.families(cfg.Addresses)); err != nil {
-		errs = append(errs, err)
+	var pr problems
+	r.applyLinkLocked(link, cfg, &pr)
+	r.applyExitClientLocked(link, cfg, &pr)
+	r.applyForwardingLocked(cfg, &pr)
+	r.applyFirewallLocked(cfg, &pr)
+	if !cfg.forwards() {
+		pr.err(r.inNS(func() error { return r.saved.restore(r.sys, sysctlIPv4Forward, sysctlIPv6Forward) }))
 	}
+
+	r.warnings = r.warnings[:0]
+	for _, w := range pr.warns {
+		r.warnings = append(r.warnings, w.Error())
+		r.opts.Logger.Warn("host network", "problem", w)
+	}
+	return errors.Join(pr.errs...)
+}
+
+// problems gathers what one Apply found: errors, and warnings weft can
+// live with. Each phase adds to it and the next phase still runs.
+type problems struct {
+	errs, warns []error
+}
+
+// err records e if it is not nil.
+func (p *problems) err(e error) {
+	if e != nil {
+		p.errs = append(p.errs, e)
+	}
+}
+
+// warn records e as a warning if it is not nil.
+func (p *problems) warn(e error) {
+	if e != nil {
+		p.warns = append(p.warns, e)
+	}
+}
+
+// applyLinkLocked puts the node's addresses on the TUN and the tailnet and
+// subnet routes in the main table. r.mu is held.
+func (r *Router) applyLinkLocked(link netlink.Link, cfg Config, pr *problems) {
+	pr.err(syncAddrs(r.opts.Logger, r.h, link, r.families(cfg.Addresses)))
 	mainRoutes := slices.Concat(cfg.TailnetRoutes, cfg.SubnetRoutes)
 	conflicts, err := syncLinkRoutes(r.opts.Logger, r.h, link, tableMain, r.families(normPrefixes(mainRoutes, true)))
-	if err != nil {
-		errs = append(errs, err)
-	}
+	pr.err(err)
 	for _, p := range conflicts {
-		warns = append(warns, fmt.Errorf("route %s from the tailnet is not used because this host already has a route for it (the local network wins); ask the route's owner to advertise a different range", p))
+		pr.warn(fmt.Errorf("route %s from the tailnet is not used because this host already has a route for it (the local network wins); ask the route's owner to advertise a different range", p))
 	}
+}
 
-	// Exit-node client. Routes go in before the rules that lead to them and
-	// come out after, so no packet is sent to an empty table.
+// applyExitClientLocked sets up or tears down the exit-node client: the
+// default routes in weft's table, the rules that lead there, and
+// src_valid_mark. Routes go in before the rules that lead to them and come
+// out after, so no packet is sent to an empty table. r.mu is held.
+func (r *Router) applyExitClientLocked(link netlink.Link, cfg Config, pr *problems) {
 	if cfg.ExitNode {
-		if _, err := syncLinkRoutes(r.opts.Logger, r.h, link, r.pol.table, r.families(tailnet.ExitRoutes())); err != nil {
-			errs = append(errs, err)
-		}
-		if err := r.syncAllRules(true, cfg.ExitNodeAllowLAN); err != nil {
-			errs = append(errs, err)
-		}
+		_, err := syncLinkRoutes(r.opts.Logger, r.h, link, r.pol.table, r.families(tailnet.ExitRoutes()))
+		pr.err(err)
+		pr.err(r.syncAllRules(true, cfg.ExitNodeAllowLAN))
 		if err := r.inNS(func() error { return r.saved.turnOn(r.sys, sysctlSrcValidMark) }); err != nil {
-			warns = append(warns, fmt.Errorf("replies to weft's own traffic may be dropped by strict reverse-path filtering: %w", err))
+			pr.warn(fmt.Errorf("replies to weft's own traffic may be dropped by strict reverse-path filtering: %w", err))
 		}
-	} else {
-		if err := r.syncAllRules(false, false); err != nil {
-			errs = append(errs, err)
-		}
-		if err := flushTable(r.opts.Logger, r.h, r.pol.table); err != nil {
-			errs = append(errs, err)
-		}
-		if err := r.inNS(func() error { return r.saved.restore(r.sys, sysctlSrcValidMark) }); err != nil {
-			errs = append(errs, err)
-		}
+		return
 	}
+	pr.err(r.syncAllRules(false, false))
+	pr.err(flushTable(r.opts.Logger, r.h, r.pol.table))
+	pr.err(r.inNS(func() error { return r.saved.restore(r.sys, sysctlSrcValidMark) }))
+}
 
-	// Exit-node server and subnet router.
-	if cfg.forwards() {
-		names := []string{sysctlIPv4Forward}
-		if r.ipv6 {
-			names = append(names, sysctlIPv6Forward)
-		}
-		if err := r.inNS(func() error { return r.saved.turnOn(r.sys, names...) }); err != nil {
-			warns = append(warns, fmt.Errorf("IP forwarding is off and weft could not turn it on, so this node cannot act as exit node or subnet router (set net.ipv4.ip_forward=1 and net.ipv6.conf.all.forwarding=1): %w", err))
-		}
+// applyForwardingLocked turns IP forwarding on for an exit node or subnet
+// router and warns about what forwarding breaks on this host. r.mu is
+// held. Forwarding is turned back off after the firewall, in Apply.
+func (r *Router) applyForwardingLocked(cfg Config, pr *problems) {
+	if !cfg.forwards() {
+		return
 	}
-	if cfg.forwards() && r.ipv6 {
-		warns = append(warns, r.routerAdvertisementProblems()...)
+	names := []string{sysctlIPv4Forward}
+	if r.ipv6 {
+		names = append(names, sysctlIPv6Forward)
 	}
+	if err := r.inNS(func() error { return r.saved.turnOn(r.sys, names...) }); err != nil {
+		pr.warn(fmt.Errorf("IP forwarding is off and weft could not turn it on, so this node cannot act as exit node or subnet router (set net.ipv4.ip_forward=1 and net.ipv6.conf.all.forwarding=1): %w", err))
+	}
+	if r.ipv6 {
+		pr.warns = append(pr.warns, r.routerAdvertisementProblems()...)
+	}
+}
+
+// applyFirewallLocked brings weft's nftables table to what cfg needs, if
+// it differs from what was last applied. r.mu is held.
+func (r *Router) applyFirewallLocked(cfg Config, pr *problems) {
 	spec := natSpec{MarkReplies: cfg.ExitNode, Mark: r.pol.mark, MarkMask: r.pol.mask}
 	if cfg.forwards() {
 		spec.Forward, spec.TUN, spec.Tailnet = true, r.opts.TUNName, cfg.TailnetRoutes
@@ -395,32 +434,21 @@ func (r *Router) Apply(cfg Config) error {
 			spec.NoSNAT = cfg.AdvertiseRoutes
 		}
 	}
-	if !spec.equal(r.nftState) {
-		r.keepIntoTunnelCountLocked()
-		switch err := applyNFT(r.nft, spec); {
-		case err != nil && !spec.Forward && !spec.empty():
-			// Only the reply-mark chains were wanted: the exit node still
-			// works wherever reverse-path filtering is loose or off.
-			warns = append(warns, fmt.Errorf("replies to weft's own traffic may be dropped by strict reverse-path filtering (set net.ipv4.conf.all.rp_filter=2): %w", err))
-		case err != nil:
-			errs = append(errs, err)
-		default:
-			r.nftState = spec
-			r.opts.Logger.Info("nftables table updated", "table", "inet "+NFTableName, "forward", spec.Forward, "mark_replies", spec.MarkReplies)
-		}
+	if spec.equal(r.nftState) {
+		return
 	}
-	if !cfg.forwards() {
-		if err := r.inNS(func() error { return r.saved.restore(r.sys, sysctlIPv4Forward, sysctlIPv6Forward) }); err != nil {
-			errs = append(errs, err)
-		}
+	r.keepIntoTunnelCountLocked()
+	switch err := applyNFT(r.nft, spec); {
+	case err != nil && !spec.Forward && !spec.empty():
+		// Only the reply-mark chains were wanted: the exit node still
+		// works wherever reverse-path filtering is loose or off.
+		pr.warn(fmt.Errorf("replies to weft's own traffic may be dropped by strict reverse-path filtering (set net.ipv4.conf.all.rp_filter=2): %w", err))
+	case err != nil:
+		pr.err(err)
+	default:
+		r.nftState = spec
+		r.opts.Logger.Info("nftables table updated", "table", "inet "+NFTableName, "forward", spec.Forward, "mark_replies", spec.MarkReplies)
 	}
-
-	r.warnings = r.warnings[:0]
-	for _, w := range warns {
-		r.warnings = append(r.warnings, w.Error())
-		r.opts.Logger.Warn("host network", "problem", w)
-	}
-	return errors.Join(errs...)
 }
 
 // IntoTunnelDrops returns how many packets from this node's other
