@@ -12,7 +12,7 @@ import (
 )
 
 func newAdminNodesCmd(o *adminOpts) *cobra.Command {
-	cmd := &cobra.Command{Use: "nodes", Short: "List, show, rename, expire and delete nodes", Args: cobra.NoArgs,
+	cmd := &cobra.Command{Use: "nodes", Short: "List, show, rename, tag, expire and delete nodes", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error { return cmd.Help() }}
 
 	// nodeCmd makes a subcommand acting on one node (by name or ID) that
@@ -21,7 +21,7 @@ func newAdminNodesCmd(o *adminOpts) *cobra.Command {
 		return &cobra.Command{
 			Use:   use,
 			Short: short,
-			Args:  cobra.ExactArgs(nargs),
+			Args:  nodeArgs(nargs),
 			RunE: func(cmd *cobra.Command, args []string) error {
 				return o.call(cmd.Context(), func(c *adminapi.Client) error {
 					n, done, err := act(c, cmd, args)
@@ -91,6 +91,11 @@ func newAdminNodesCmd(o *adminOpts) *cobra.Command {
 				n, err := c.ExpireNode(cmd.Context(), args[0])
 				return n, fmt.Sprintf("expired the key of node %s", n.Name), err
 			}),
+		nodeCmd("tag NODE tag:x [tag:y...]", "Make a node owned by tags instead of its user (its key then never expires)", -1,
+			func(c *adminapi.Client, cmd *cobra.Command, args []string) (adminapi.Node, string, error) {
+				n, err := c.TagNode(cmd.Context(), args[0], args[1:])
+				return n, fmt.Sprintf("node %s is owned by %s", n.Name, strings.Join(n.Tags, ",")), err
+			}),
 		nodeCmd("delete NODE", "Delete a node; its addresses may later go to another node", 1,
 			func(c *adminapi.Client, cmd *cobra.Command, args []string) (adminapi.Node, string, error) {
 				n, err := c.GetNode(cmd.Context(), args[0])
@@ -104,6 +109,15 @@ func newAdminNodesCmd(o *adminOpts) *cobra.Command {
 			}),
 	)
 	return cmd
+}
+
+// nodeArgs is cobra.ExactArgs(n), or for n < 0 a node and at least one
+// more argument.
+func nodeArgs(n int) cobra.PositionalArgs {
+	if n < 0 {
+		return cobra.MinimumNArgs(2)
+	}
+	return cobra.ExactArgs(n)
 }
 
 func owner(n adminapi.Node) string {

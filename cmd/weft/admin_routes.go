@@ -12,8 +12,7 @@ import (
 )
 
 func newAdminRoutesCmd(o *adminOpts) *cobra.Command {
-	cmd := &cobra.Command{Use: "routes", Short: "List, approve and reject subnet and exit-node routes", Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, args []string) error { return cmd.Help() }}
+	cmd := &cobra.Command{Use: "routes", Short: "List (the default), approve and reject subnet and exit-node routes", Args: cobra.NoArgs}
 
 	list := &cobra.Command{
 		Use:   "list",
@@ -28,9 +27,16 @@ func newAdminRoutesCmd(o *adminOpts) *cobra.Command {
 				if o.json {
 					return o.printJSON(rs)
 				}
-				tw := table(o.g.stdout, "NODE", "PREFIX", "ADVERTISED", "APPROVED", "ENABLED")
+				tw := table(o.g.stdout, "NODE", "PREFIX", "ADVERTISED", "APPROVED", "ENABLED", "APPROVED BY")
 				for _, r := range rs {
-					fmt.Fprintf(tw, "%s\t%s\t%v\t%v\t%v\n", r.NodeName, r.Prefix, r.Advertised, r.Approved, r.Enabled())
+					by := "-"
+					switch {
+					case r.AutoApprovedBy != "":
+						by = r.AutoApprovedBy
+					case r.Approved:
+						by = "admin"
+					}
+					fmt.Fprintf(tw, "%s\t%s\t%v\t%v\t%v\t%s\n", r.NodeName, r.Prefix, r.Advertised, r.Approved, r.Enabled(), by)
 				}
 				return tw.Flush()
 			})
@@ -62,6 +68,7 @@ func newAdminRoutesCmd(o *adminOpts) *cobra.Command {
 			},
 		}
 	}
+	cmd.RunE = list.RunE
 	cmd.AddCommand(list,
 		routeCmd("approve", "Approve routes a node advertises (\"exit\" = 0.0.0.0/0 and ::/0)",
 			func(c *adminapi.Client, ctx context.Context, node string, ps []netip.Prefix) (adminapi.Node, error) {

@@ -20,6 +20,11 @@
 //	GET    /routes                     list routes
 //	POST   /nodes/{node}/routes/approve {prefixes}
 //	POST   /nodes/{node}/routes/reject  {prefixes}
+//	POST   /nodes/{node}/tags  {tags}  make the node owned by tags
+//	GET    /policy[?version=N]         the policy in force, or an old version
+//	POST   /policy          {body}     check and apply a policy (refused: nothing changes)
+//	POST   /policy/check    {body}     check a policy without applying it
+//	GET    /policy/history             every accepted version
 //
 // Errors come back as an ErrorReply with a status code; the Client turns
 // them into *Error values that unwrap to the store's sentinel errors.

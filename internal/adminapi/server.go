@@ -150,6 +150,11 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("GET /v1/routes", s.listRoutes)
 	mux.HandleFunc("POST /v1/nodes/{node}/routes/approve", s.approveRoutes)
 	mux.HandleFunc("POST /v1/nodes/{node}/routes/reject", s.rejectRoutes)
+	mux.HandleFunc("POST /v1/nodes/{node}/tags", s.tagNode)
+	mux.HandleFunc("GET /v1/policy", s.getPolicy)
+	mux.HandleFunc("POST /v1/policy", s.setPolicy)
+	mux.HandleFunc("POST /v1/policy/check", s.checkPolicy)
+	mux.HandleFunc("GET /v1/policy/history", s.policyHistory)
 	return mux
 }
 
@@ -305,6 +310,10 @@ func (s *Server) createKey(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		expiry = time.Now().Add(d)
+	}
+	if err := s.checkKeyTags(r.Context(), req.User, req.Tags); err != nil {
+		s.fail(w, r, err)
+		return
 	}
 	secret, info, err := s.Store.CreateAuthKey(r.Context(), store.AuthKeyRequest{
 		User: req.User, Reusable: req.Reusable, Ephemeral: req.Ephemeral, Tags: req.Tags, Expiry: expiry,

@@ -206,6 +206,12 @@ func (p *Policy) AutoApprove(n *wire.Node, route netip.Prefix) (string, bool) {
 	return "", false
 }
 
+// DefinesTag reports whether tag is one of the policy's tagOwners.
+func (p *Policy) DefinesTag(tag string) bool {
+	_, ok := p.tagOwners[tag]
+	return ok
+}
+
 // MayApplyTag reports whether user may put tag on a node (its tagOwners
 // name the user or a group holding the user).
 func (p *Policy) MayApplyTag(user, tag string) bool {

@@ -25,7 +25,7 @@ func ValidatePrefix(p netip.Prefix) error {
 // loadRoutes returns the routes of node id, or of all nodes when id is 0,
 // ordered by node ID and prefix.
 func loadRoutes(ctx context.Context, tx *sql.Tx, id wire.NodeID) ([]Route, error) {
-	q := `SELECT r.node_id, n.name, r.prefix, r.advertised, r.approved FROM routes r JOIN nodes n ON n.id = r.node_id`
+	q := `SELECT r.node_id, n.name, r.prefix, r.advertised, r.approved, r.auto_approved_by FROM routes r JOIN nodes n ON n.id = r.node_id`
 	var args []any
 	if id != 0 {
 		q += ` WHERE r.node_id = ?`
@@ -40,7 +40,7 @@ func loadRoutes(ctx context.Context, tx *sql.Tx, id wire.NodeID) ([]Route, error
 	for rows.Next() {
 		var r Route
 		var p string
-		if err := rows.Scan(&r.NodeID, &r.NodeName, &p, &r.Advertised, &r.Approved); err != nil {
+		if err := rows.Scan(&r.NodeID, &r.NodeName, &p, &r.Advertised, &r.Approved, &r.AutoApprovedBy); err != nil {
 			return nil, err
 		}
 		if r.Prefix, err = netip.ParsePrefix(p); err != nil {
@@ -112,7 +112,7 @@ func (s *sqlStore) ApproveRoute(ctx context.Context, id wire.NodeID, p netip.Pre
 		if !slices.Contains(n.AdvertisedRoutes, p) {
 			return fmt.Errorf("%w: node %q does not advertise %v", ErrNotFound, n.Name, p)
 		}
-		_, err := tx.ExecContext(ctx, `UPDATE routes SET approved = TRUE WHERE node_id = ? AND prefix = ?`, id, p.String())
+		_, err := tx.ExecContext(ctx, `UPDATE routes SET approved = TRUE, auto_approved_by = '' WHERE node_id = ? AND prefix = ?`, id, p.String())
 		return err
 	})
 }
@@ -125,7 +125,7 @@ func (s *sqlStore) RejectRoute(ctx context.Context, id wire.NodeID, p netip.Pref
 		if !slices.Contains(n.AdvertisedRoutes, p) && !slices.Contains(n.ApprovedRoutes, p) {
 			return fmt.Errorf("%w: node %q neither advertises nor has approved %v", ErrNotFound, n.Name, p)
 		}
-		if _, err := tx.ExecContext(ctx, `UPDATE routes SET approved = FALSE WHERE node_id = ? AND prefix = ?`, id, p.String()); err != nil {
+		if _, err := tx.ExecContext(ctx, `UPDATE routes SET approved = FALSE, auto_approved_by = '' WHERE node_id = ? AND prefix = ?`, id, p.String()); err != nil {
 			return err
 		}
 		_, err := tx.ExecContext(ctx, `DELETE FROM routes WHERE node_id = ? AND NOT advertised AND NOT approved`, id)

@@ -125,6 +125,14 @@ var migrations = []string{
 	);
 	CREATE INDEX auth_keys_user ON auth_keys(user_id);
 	CREATE INDEX nodes_user ON nodes(user_id);`,
+	// 2: the tailnet's access policy, every accepted version kept; and
+	// which policy rule approved a route, when one did.
+	`CREATE TABLE policies (
+		version    INTEGER PRIMARY KEY AUTOINCREMENT,
+		body       TEXT NOT NULL,
+		created_at BIGINT NOT NULL
+	);
+	ALTER TABLE routes ADD COLUMN auto_approved_by TEXT NOT NULL DEFAULT '';`,
 }
 
 // init applies pending migrations and loads (or makes) the settings.

@@ -143,6 +143,9 @@ type Route struct {
 	Prefix     netip.Prefix `json:"prefix"`
 	Advertised bool         `json:"advertised"`
 	Approved   bool         `json:"approved"`
+	// AutoApprovedBy names the policy rule that approved the route
+	// (autoApprovers), or is empty when an administrator did.
+	AutoApprovedBy string `json:"auto_approved_by,omitempty"`
 }
 
 // Enabled reports whether the route is in effect: advertised and approved.
@@ -236,6 +239,23 @@ type Store interface {
 	RejectRoute(ctx context.Context, id wire.NodeID, p netip.Prefix) (Node, error)
 	// ListRoutes lists all routes of all nodes, ordered by node and prefix.
 	ListRoutes(ctx context.Context) ([]Route, error)
+	// AutoApproveRoute approves an advertised prefix on the word of a
+	// policy rule, which ListRoutes then names (ErrNotFound if the node
+	// does not advertise it).
+	AutoApproveRoute(ctx context.Context, id wire.NodeID, p netip.Prefix, rule string) (Node, error)
+
+	// SetNodeTags makes the node owned by tags (one or more, each like
+	// tag:server) instead of a user; its key then never expires.
+	SetNodeTags(ctx context.Context, id wire.NodeID, tags []string) (Node, error)
+
+	// AddPolicy keeps a new policy version (already checked by the
+	// caller) and returns it; it is the policy in force from now on.
+	AddPolicy(ctx context.Context, body []byte) (PolicyVersion, error)
+	// GetPolicy returns a policy version, or the one in force when
+	// version is 0 (ErrNotFound when none was ever set).
+	GetPolicy(ctx context.Context, version int64) (PolicyVersion, error)
+	// ListPolicies lists every version, oldest first, without bodies.
+	ListPolicies(ctx context.Context) ([]PolicyVersion, error)
 
 	// AddressPrefixes returns the tailnet's IPv4 and IPv6 prefixes:
 	// 100.64.0.0/10 and this store's ULA /48.

@@ -1,0 +1,127 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"weft/internal/adminapi"
+)
+
+// noPolicyMessage is what `weft admin policy get` says when no policy
+// was ever set.
+const noPolicyMessage = "no policy is set: every node may reach every other node on every port (see docs/acl.md, then weft admin policy set FILE)"
+
+func newAdminPolicyCmd(o *adminOpts) *cobra.Command {
+	cmd := &cobra.Command{Use: "policy", Short: "Show, check, set and list the tailnet's access policy (HuJSON, see docs/acl.md)",
+		Args: cobra.NoArgs, RunE: func(cmd *cobra.Command, args []string) error { return cmd.Help() }}
+
+	var version int64
+	get := &cobra.Command{
+		Use:   "get",
+		Short: "Print the policy in force, or an old version with --version",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return o.call(cmd.Context(), func(c *adminapi.Client) error {
+				p, err := c.GetPolicy(cmd.Context(), version)
+				if err != nil {
+					return err
+				}
+				if o.json {
+					return o.printJSON(p)
+				}
+				if p.None {
+					fmt.Fprintln(o.g.stdout, noPolicyMessage)
+					return nil
+				}
+				fmt.Fprint(o.g.stdout, p.Body)
+				if !strings.HasSuffix(p.Body, "\n") {
+					fmt.Fprintln(o.g.stdout)
+				}
+				return nil
+			})
+		},
+	}
+	get.Flags().Int64Var(&version, "version", 0, "print this version (from weft admin policy history) instead of the one in force")
+
+	readFile := func(name string) ([]byte, error) {
+		b, err := os.ReadFile(name)
+		if err != nil {
+			return nil, usageError{fmt.Errorf("reading the policy file: %w", err)}
+		}
+		return b, nil
+	}
+	set := &cobra.Command{
+		Use:   "set FILE",
+		Short: "Check a policy file (syntax, names, tests) and put it in force; a refused one changes nothing",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			b, err := readFile(args[0])
+			if err != nil {
+				return err
+			}
+			return o.call(cmd.Context(), func(c *adminapi.Client) error {
+				p, err := c.SetPolicy(cmd.Context(), b)
+				if err != nil {
+					return err
+				}
+				if o.json {
+					return o.printJSON(p)
+				}
+				fmt.Fprintf(o.g.stdout, "policy version %d is in force\n", p.Version)
+				return nil
+			})
+		},
+	}
+	check := &cobra.Command{
+		Use:   "check FILE",
+		Short: "Check a policy file (syntax, names, tests) without putting it in force",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			b, err := readFile(args[0])
+			if err != nil {
+				return err
+			}
+			return o.call(cmd.Context(), func(c *adminapi.Client) error {
+				if err := c.CheckPolicy(cmd.Context(), b); err != nil {
+					return err
+				}
+				fmt.Fprintf(o.g.stdout, "%s: the policy is valid and its tests pass\n", args[0])
+				return nil
+			})
+		},
+	}
+	history := &cobra.Command{
+		Use:   "history",
+		Short: "List every policy version that was put in force",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return o.call(cmd.Context(), func(c *adminapi.Client) error {
+				pvs, err := c.PolicyHistory(cmd.Context())
+				if err != nil {
+					return err
+				}
+				if o.json {
+					return o.printJSON(pvs)
+				}
+				if len(pvs) == 0 {
+					fmt.Fprintln(o.g.stdout, noPolicyMessage)
+					return nil
+				}
+				tw := table(o.g.stdout, "VERSION", "SET AT", "BYTES", "")
+				for i, pv := range pvs {
+					mark := ""
+					if i == len(pvs)-1 {
+						mark = "in force"
+					}
+					fmt.Fprintf(tw, "%d\t%s\t%d\t%s\n", pv.Version, when(pv.CreatedAt, "-"), pv.Size, mark)
+				}
+				return tw.Flush()
+			})
+		},
+	}
+	cmd.AddCommand(get, set, check, history)
+	return cmd
+}
