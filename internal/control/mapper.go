@@ -33,6 +33,8 @@ type nodeEntry struct {
 	enc       []byte      // cached JSON of n; nil when stale
 	sess      *session    // live map stream, or nil
 	gone      *time.Timer // deletes an ephemeral node that stays away
+	expiry    *time.Timer // revokes the node when its key expires (expiry.go)
+	revoked   bool        // its key expired: in no map, no stream (expiry.go)
 }
 
 // encoded returns n's JSON, computing it once per change: a full map for
@@ -74,9 +76,16 @@ func newMapper(ctx context.Context, s *Server) (*mapper, error) {
 		persist: map[wire.NodeID]struct{}{},
 		relay:   mustJSON(s.cfg.RelayMap),
 	}
+	m.mu.Lock()
 	for i := range all {
-		m.nodes[all[i].ID] = &nodeEntry{n: all[i].Wire(), ephemeral: all[i].Ephemeral}
+		e := &nodeEntry{n: all[i].Wire(), ephemeral: all[i].Ephemeral}
+		m.nodes[all[i].ID] = e
+		m.armExpiryLocked(all[i].ID, e)
 	}
+	// Nodes that expired while the server was down are simply left out;
+	// nobody has a stream yet to be told.
+	m.removed = nil
+	m.mu.Unlock()
 	// Ephemeral nodes that were offline when the server stopped get their
 	// full timeout again from now.
 	for id, e := range m.nodes {
@@ -131,6 +140,7 @@ func (m *mapper) upsert(n *store.Node) {
 	}
 	e.n, e.enc, e.ephemeral = w, nil, n.Ephemeral
 	m.markLocked(n.ID, chFull)
+	m.armExpiryLocked(n.ID, e)
 }
 
 // wireNode returns a copy of a node's current record, or nil.
@@ -184,6 +194,11 @@ func (m *mapper) connected(n *store.Node, sess *session) {
 	// memory at a time, not one per node.
 	sess.fullSeq = m.seq
 	sess.enqueue(nil)
+	m.armExpiryLocked(n.ID, e)
+	if e.revoked {
+		// The key expired between the stream's checks and now.
+		sess.fail(expiredError(e.n.KeyExpiry))
+	}
 }
 
 // sameRecord reports whether two records differ only in what patches
@@ -330,20 +345,16 @@ func (m *mapper) remove(id wire.NodeID, reason string) {
 	if e.gone != nil {
 		e.gone.Stop()
 	}
+	if e.expiry != nil {
+		e.expiry.Stop()
+	}
 	if e.sess != nil {
 		e.sess.fail(&wire.ErrorMessage{Code: wire.CodeNotRegistered, Message: reason})
 	}
-	m.removed = append(m.removed, id)
-	m.scheduleLocked()
-}
-
-// dropSession closes a node's stream with an error, if it has one.
-func (m *mapper) dropSession(id wire.NodeID, em *wire.ErrorMessage) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if e := m.nodes[id]; e != nil && e.sess != nil {
-		e.sess.fail(em)
+	if !e.revoked {
+		m.removed = append(m.removed, id)
 	}
+	m.scheduleLocked()
 }
 
 // closeAll closes every stream and stops the timers; nothing is sent
@@ -359,6 +370,10 @@ func (m *mapper) closeAll() {
 		if e.gone != nil {
 			e.gone.Stop()
 			e.gone = nil
+		}
+		if e.expiry != nil {
+			e.expiry.Stop()
+			e.expiry = nil
 		}
 	}
 }
@@ -407,7 +422,7 @@ func (m *mapper) visible(a, b *wire.Node) bool {
 func (m *mapper) writeFullMap(ss *session) error {
 	m.mu.Lock()
 	e := m.nodes[ss.id]
-	if e == nil || e.sess != ss {
+	if e == nil || e.sess != ss || e.revoked {
 		m.mu.Unlock()
 		return nil
 	}
@@ -415,13 +430,15 @@ func (m *mapper) writeFullMap(ss *session) error {
 	// The seq of the moment the stream started, so that the deltas
 	// queued behind this map still count upward from it.
 	head = strconv.AppendUint(head, ss.fullSeq, 10)
-	head = append(head, `,"full":true,"self":`...)
+	head = append(head, `,"full":true,"server_time":`...)
+	head = append(head, mustJSON(m.s.cfg.Now().UTC())...)
+	head = append(head, `,"self":`...)
 	head = append(head, e.encoded()...)
 	head = append(head, `,"peers":[`...)
 	refs := make([][]byte, 0, len(m.nodes))
 	size := 0
 	for pid, pe := range m.nodes {
-		if pid == ss.id || !m.visible(&e.n, &pe.n) {
+		if pid == ss.id || pe.revoked || !m.visible(&e.n, &pe.n) {
 			continue
 		}
 		enc := pe.encoded()
@@ -484,7 +501,7 @@ func (m *mapper) flush() {
 	for _, id := range ids {
 		c := m.dirty[id]
 		e := m.nodes[id]
-		if e == nil {
+		if e == nil || e.revoked {
 			continue
 		}
 		p := part{id: id, entry: e}
@@ -517,7 +534,7 @@ func (m *mapper) flush() {
 	frames := map[string][]byte{}
 	sig := make([]byte, len(parts))
 	for rid, r := range m.nodes {
-		if r.sess == nil {
+		if r.sess == nil || r.revoked {
 			continue
 		}
 		send := len(removed) > 0

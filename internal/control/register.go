@@ -78,7 +78,7 @@ func (s *Server) reRegister(ctx context.Context, mk key.MachinePublic, req *wire
 		return n, err
 	}
 	if n.KeyExpired(s.cfg.Now()) {
-		return n, &wire.ErrorMessage{Code: wire.CodeNodeKeyExpired, Message: "this node's key has expired; run `weft up` with a new pre-auth key"}
+		return n, expiredError(n.KeyExpiry)
 	}
 	if n.NodeKey != req.NodeKey {
 		if n, err = s.cfg.Store.RotateNodeKey(ctx, n.ID, req.NodeKey); err != nil {

@@ -277,10 +277,8 @@ func (s *Server) NodeChanged(id wire.NodeID) {
 		s.log.Error("reloading changed node", "node", id, "err", err)
 		return
 	}
+	// An expired key revokes the node everywhere (expiry.go).
 	s.m.upsert(&n)
-	if n.KeyExpired(s.cfg.Now()) {
-		s.m.dropSession(id, &wire.ErrorMessage{Code: wire.CodeNodeKeyExpired, Message: "this node's key has expired; run `weft up` with a new pre-auth key"})
-	}
 }
 
 // NodeRemoved tells the server a node was deleted: it leaves every map and
@@ -501,7 +499,7 @@ func (s *Server) startStream(ctx context.Context, conn *noiseconn.Conn, mk key.M
 		return nil, &wire.ErrorMessage{Code: wire.CodeNotRegistered, Message: "this node key is not registered (it was rotated or the node re-registered elsewhere); run `weft up` again"}
 	}
 	if n.KeyExpired(s.cfg.Now()) {
-		return nil, &wire.ErrorMessage{Code: wire.CodeNodeKeyExpired, Message: "this node's key has expired; run `weft up` with a new pre-auth key"}
+		return nil, expiredError(n.KeyExpiry)
 	}
 	if routed, _, err := s.setAdvertised(ctx, n, req.AdvertisedRoutes); err != nil {
 		log.Warn("advertised routes not recorded", "err", err)

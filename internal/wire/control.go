@@ -203,6 +203,11 @@ type MapResponse struct {
 	// (the number is shared by all streams).
 	Seq  uint64 `json:"seq"`
 	Full bool   `json:"full,omitempty"`
+	// ServerTime is the server's clock when it built a full map. The node
+	// measures its own clock's offset from it, so that it can tell a
+	// peer's (or its own) key expiry on the server's time also while the
+	// server is unreachable.
+	ServerTime time.Time `json:"server_time,omitzero"`
 	// Self is the node's own record, sent in full maps and whenever it
 	// changed.
 	Self *Node `json:"self,omitempty"`
