@@ -454,6 +454,9 @@ func (c *Client) stream(ctx context.Context) error {
 				return errors.New("controlclient: map stream began with a delta")
 			}
 			nm.Apply(&r)
+			if r.Full && !r.ServerTime.IsZero() {
+				nm.ClockOffset = r.ServerTime.Sub(time.Now())
+			}
 			snap := nm.Clone()
 			c.mu.Lock()
 			c.nm, c.connected, c.lastErr = snap, true, nil

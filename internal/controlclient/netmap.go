@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"time"
 
 	"weft/internal/wire"
 )
@@ -19,6 +20,11 @@ type NetMap struct {
 	RelayMap     *wire.RelayMap             `json:"relay_map,omitempty"`
 	DNS          *wire.DNSConfig            `json:"dns,omitempty"`
 	PacketFilter json.RawMessage            `json:"packet_filter,omitempty"`
+	// ClockOffset is the server's clock minus this node's, measured when
+	// the last full map arrived (see ServerNow). It is saved with the map
+	// so that a node restarted while control is down still judges key
+	// expiry on the server's time.
+	ClockOffset time.Duration `json:"clock_offset,omitempty"`
 }
 
 // Apply folds one map message into nm. A full map replaces everything;

@@ -82,6 +82,10 @@ type Daemon struct {
 	saving  bool   // a netmap save is scheduled
 	engine  Engine // the data plane while up; nil otherwise
 	engErr  error  // why the data plane did not start
+	// expired, when set, says this node's own key expired; its data
+	// plane is stopped until a new `weft up --auth-key` (expiry.go).
+	expired  error
+	expTimer *time.Timer // fires at the next key expiry in nm
 }
 
 var (
@@ -125,6 +129,15 @@ func (d *Daemon) Start() {
 	if !p.WantUp || !p.Registered || p.ServerURL == "" {
 		return
 	}
+	d.mu.Lock()
+	if expired, at := d.nm.SelfExpired(time.Now()); expired {
+		// The last map says the key ran out while the daemon was
+		// stopped: no data plane until a new `weft up --auth-key`.
+		d.selfExpiredLocked(at)
+		d.mu.Unlock()
+		return
+	}
+	d.mu.Unlock()
 	c, err := d.newClient(p, nil)
 	if err != nil {
 		d.setErr(err)
@@ -304,7 +317,7 @@ func (d *Daemon) run(c *controlclient.Client) {
 	done := make(chan struct{})
 	d.mu.Lock()
 	d.client, d.cancel, d.done, d.lastErr = c, cancel, done, nil
-	d.engine, d.engErr = eng, engErr
+	d.engine, d.engErr, d.expired = eng, engErr, nil
 	d.mu.Unlock()
 	d.pushRoutePrefs()
 	go func() {
@@ -313,14 +326,18 @@ func (d *Daemon) run(c *controlclient.Client) {
 		if ctx.Err() != nil {
 			return
 		}
-		// A permanent refusal: the node must log in again.
+		// A permanent refusal: the node must log in again, and its
+		// data plane stops (an expired or deleted node keeps no tunnel).
 		d.mu.Lock()
 		d.lastErr = err
 		d.prefs.Registered = false
 		if serr := d.st.SavePrefs(d.prefs); serr != nil {
 			d.log.Error("saving prefs", "err", serr)
 		}
+		eng := d.engine
+		d.engine = nil
 		d.mu.Unlock()
+		d.closeEngine(eng)
 	}()
 }
 
@@ -329,6 +346,10 @@ func (d *Daemon) stop() {
 	d.mu.Lock()
 	cancel, done, eng := d.cancel, d.done, d.engine
 	d.client, d.cancel, d.done, d.engine, d.engErr = nil, nil, nil, nil, nil
+	if d.expTimer != nil {
+		d.expTimer.Stop()
+		d.expTimer = nil
+	}
 	d.mu.Unlock()
 	if cancel != nil {
 		cancel()
@@ -343,11 +364,8 @@ func (d *Daemon) stop() {
 
 func (d *Daemon) onMap(nm *controlclient.NetMap) {
 	d.mu.Lock()
-	defer d.mu.Unlock()
 	d.nm = nm
-	if d.engine != nil {
-		d.engine.SetNetMap(nm)
-	}
+	eng := d.checkExpiryLocked()
 	// The last map is saved at most every couple of seconds: it only
 	// serves to show something before the next connection.
 	if !d.saving {
@@ -359,6 +377,8 @@ func (d *Daemon) onMap(nm *controlclient.NetMap) {
 			d.saveNetMap()
 		})
 	}
+	d.mu.Unlock()
+	d.closeEngine(eng)
 }
 
 func (d *Daemon) saveNetMap() {
@@ -425,8 +445,11 @@ const logoutWait = 10 * time.Second
 // Status reports the daemon's state and the peers of the current map.
 func (d *Daemon) Status(ctx context.Context) (*localapi.Status, error) {
 	d.mu.Lock()
-	p, c, nm, lastErr, eng, engErr := d.prefs, d.client, d.nm, d.lastErr, d.engine, d.engErr
+	p, c, nm, lastErr, eng, engErr, expired := d.prefs, d.client, d.nm, d.lastErr, d.engine, d.engErr, d.expired
 	d.mu.Unlock()
+	// Peers whose keys expired are gone from the data plane; they are
+	// not shown either, also while control is unreachable.
+	nm, _ = nm.Live(time.Now())
 	st := &localapi.Status{ServerURL: p.ServerURL, Peers: []*localapi.PeerStatus{}}
 	connected := false
 	if c != nil {
@@ -449,6 +472,9 @@ func (d *Daemon) Status(ctx context.Context) (*localapi.Status, error) {
 	}
 	if lastErr != nil && !connected {
 		st.LastError = lastErr.Error()
+	}
+	if expired != nil {
+		st.LastError = expired.Error()
 	}
 	if nm != nil {
 		st.Self = nm.Self

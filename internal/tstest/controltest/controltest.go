@@ -22,16 +22,21 @@ import (
 // to restart the server or replace it with one holding another key at the
 // same URL.
 type Env struct {
-	t       testing.TB
-	Store   store.Store
-	Server  *control.Server
-	URL     string
-	Key     key.MachinePrivate
+	t      testing.TB
+	Store  store.Store
+	Server *control.Server
+	URL    string
+	Key    key.MachinePrivate
+	// Tune, if set, adjusts the server's Config at each Start.
+	Tune    func(*control.Config)
 	handler atomic.Pointer[http.Handler]
 }
 
 // New starts an Env; it is closed when the test ends.
-func New(t testing.TB) *Env {
+func New(t testing.TB) *Env { return NewTuned(t, nil) }
+
+// NewTuned starts an Env whose server's Config tune adjusts (nil: as New).
+func NewTuned(t testing.TB, tune func(*control.Config)) *Env {
 	t.Helper()
 	st, err := store.Open(context.Background(), filepath.Join(t.TempDir(), "db"), store.Options{})
 	if err != nil {
@@ -40,7 +45,7 @@ func New(t testing.TB) *Env {
 	if _, err := st.CreateUser(context.Background(), "alice"); err != nil {
 		t.Fatal(err)
 	}
-	e := &Env{t: t, Store: st, Key: key.NewMachine()}
+	e := &Env{t: t, Store: st, Key: key.NewMachine(), Tune: tune}
 	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		(*e.handler.Load()).ServeHTTP(w, r)
 	}))
@@ -59,7 +64,11 @@ func (e *Env) Start(k key.MachinePrivate) {
 	if e.Server != nil {
 		e.Server.Close()
 	}
-	srv, err := control.New(context.Background(), control.Config{Store: e.Store, Key: k, BatchWindow: 5 * time.Millisecond, RegisterRate: -1})
+	cfg := control.Config{Store: e.Store, Key: k, BatchWindow: 5 * time.Millisecond, RegisterRate: -1}
+	if e.Tune != nil {
+		e.Tune(&cfg)
+	}
+	srv, err := control.New(context.Background(), cfg)
 	if err != nil {
 		e.t.Fatal(err)
 	}
