@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"path/filepath"
 	"runtime/debug"
@@ -16,12 +17,15 @@ import (
 	"weft/internal/node"
 	"weft/internal/nodestate"
 	"weft/internal/osnet"
+	"weft/internal/sampler"
+	"weft/internal/samples"
 )
 
 func newDaemonCmd(g *globals) *cobra.Command {
 	var stateDir, tunName string
 	var port uint16
 	var verbose, noDataPlane bool
+	var hs healthSampling
 	cmd := &cobra.Command{
 		Use:   "daemon",
 		Short: "Run the node daemon (keeps this node in the tailnet)",
@@ -30,7 +34,10 @@ func newDaemonCmd(g *globals) *cobra.Command {
 			"by itself after a restart if the node was up.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return runDaemon(cmd.Context(), g, daemonOptions{stateDir: stateDir, tun: tunName, port: port, verbose: verbose, noDataPlane: noDataPlane})
+			if hs.interval <= 0 || hs.retention <= 0 {
+				return usageError{errors.New("daemon: --health-interval and --health-retention must be more than 0")}
+			}
+			return runDaemon(cmd.Context(), g, daemonOptions{stateDir: stateDir, tun: tunName, port: port, verbose: verbose, noDataPlane: noDataPlane, health: hs})
 		},
 	}
 	cmd.Flags().StringVar(&stateDir, "state-dir", "/var/lib/weft-node", "directory for the node's keys and state (created 0700)")
@@ -38,6 +45,9 @@ func newDaemonCmd(g *globals) *cobra.Command {
 	cmd.Flags().Uint16Var(&port, "port", 0, "UDP port for WireGuard and discovery; 0 picks a random free port")
 	cmd.Flags().BoolVar(&verbose, "verbose", false, "log debug detail")
 	cmd.Flags().BoolVar(&noDataPlane, "no-data-plane", false, "run the control plane only: no TUN, no WireGuard, no host changes (tests, debugging)")
+	cmd.Flags().DurationVar(&hs.interval, "health-interval", sampler.DefaultInterval, "time between health samples (`weft health stats`)")
+	cmd.Flags().DurationVar(&hs.retention, "health-retention", samples.DefaultRetention, "how long health samples are kept")
+	cmd.Flags().StringSliceVar(&hs.probes, "health-probe", nil, "host:port whose TCP connection time each health sample measures, besides the control server (repeatable)")
 	return cmd
 }
 
@@ -46,6 +56,13 @@ type daemonOptions struct {
 	port          uint16
 	verbose       bool
 	noDataPlane   bool
+	health        healthSampling
+}
+
+// healthSampling is how the daemon takes health samples.
+type healthSampling struct {
+	interval, retention time.Duration
+	probes              []string
 }
 
 func runDaemon(ctx context.Context, g *globals, o daemonOptions) error {
@@ -90,29 +107,64 @@ func runDaemon(ctx context.Context, g *globals, o daemonOptions) error {
 	if n := history.Damaged(); n > 0 {
 		log.Warn("health history: damaged lines skipped", "lines", n)
 	}
+	store, smp, err := startSampler(o, d, log.With("sub", "samples"))
+	if err != nil {
+		return err
+	}
 	d.Start()
 	if !o.noDataPlane {
 		go releaseMemory(ctx, memoryReleaseInterval)
 	}
 	go healthlog.Watch(ctx, history, healthInterval, d.Status, log.With("sub", "health"))
+	go smp.Run(ctx)
 	log.Info("weft daemon running", "state", stateDir, "socket", g.socket)
-	err = localapi.Serve(ctx, ln, localapi.Handler(daemonBackend{d, history}, log.With("sub", "localapi")))
+	err = localapi.Serve(ctx, ln, localapi.Handler(daemonBackend{d, history, store}, log.With("sub", "localapi")))
 	log.Info("daemon stopping")
 	return err
 }
 
 // healthFile is the health history's file in the state dir, and
-// healthInterval how often the daemon looks for changes to record.
+// healthInterval how often the daemon looks for changes to record;
+// samplesFile holds the health samples.
 const (
 	healthFile     = "health.jsonl"
 	healthInterval = 5 * time.Second
+	samplesFile    = "samples.log"
 )
 
+// startSampler opens the samples in the state dir and makes the sampler
+// that adds to them.
+func startSampler(o daemonOptions, d *node.Daemon, log *slog.Logger) (*samples.Store, *sampler.Sampler, error) {
+	store, err := samples.Open(filepath.Join(o.stateDir, samplesFile), samples.Options{Retention: o.health.retention})
+	if err != nil {
+		return nil, nil, err
+	}
+	if n := store.Damaged(); n > 0 {
+		log.Warn("health samples: damaged records skipped", "records", n)
+	}
+	cfg := sampler.Config{Source: d, Store: store, Interval: o.health.interval, Probes: o.health.probes, Logger: log}
+	if !o.noDataPlane {
+		cfg.Dial = osnet.Dialer(osnet.DefaultMark).DialContext
+	}
+	smp, err := sampler.New(cfg)
+	return store, smp, err
+}
+
 // daemonBackend is what the local API serves: the daemon, and the health
-// history kept beside it.
+// history and samples kept beside it.
 type daemonBackend struct {
 	*node.Daemon
 	history *healthlog.Log
+	samples *samples.Store
+}
+
+// HealthStats implements localapi.StatsKeeper.
+func (b daemonBackend) HealthStats(_ context.Context, req localapi.HealthStatsRequest) (*localapi.HealthStats, error) {
+	f := samples.Filter{Peer: req.Peer}
+	if req.Since > 0 {
+		f.Since = time.Now().Add(-req.Since)
+	}
+	return &localapi.HealthStats{Metrics: samples.Summarize(b.samples.Since(f.Since), f)}, nil
 }
 
 // HealthHistory implements localapi.HistoryKeeper.

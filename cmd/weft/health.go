@@ -58,6 +58,7 @@ func newHealthCmd(g *globals) *cobra.Command {
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print as JSON")
 	cmd.Flags().IntVarP(&last, "n", "n", 20, "show the last N events; 0 for all that are kept")
+	cmd.AddCommand(newHealthStatsCmd(g))
 	return cmd
 }
 

@@ -196,8 +196,8 @@ type errorBody struct {
 }
 
 // Handler serves b's methods: POST /up, /down, /logout; GET /status;
-// POST /ping if b is a Pinger; and GET /health-history if b is a
-// HistoryKeeper.
+// POST /ping if b is a Pinger; GET /health-history if b is a
+// HistoryKeeper; and GET /health-stats if b is a StatsKeeper.
 func Handler(b Backend, log *slog.Logger) http.Handler {
 	if log == nil {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -252,6 +252,7 @@ func Handler(b Backend, log *slog.Logger) http.Handler {
 		})
 	}
 	handlePrefs(mux, b, reply)
+	handleHealthStats(mux, b, reply)
 	return mux
 }
 

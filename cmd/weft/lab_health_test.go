@@ -1,0 +1,92 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"testing"
+	"time"
+
+	"weft/internal/netlab"
+	"weft/internal/netlab/labtest"
+	"weft/internal/scenario"
+	"weft/internal/wire"
+)
+
+// healthStats runs `weft health stats --json` on host and returns its
+// rows by name.
+func healthStats(t *testing.T, ctx context.Context, tn *scenario.Tailnet, host string, args ...string) map[string]wire.MetricSummary {
+	t.Helper()
+	out, err := tn.CLI(ctx, host, append([]string{"health", "stats", "--json"}, args...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st struct {
+		Metrics []wire.MetricSummary `json:"metrics"`
+	}
+	if err := json.Unmarshal(out, &st); err != nil {
+		t.Fatalf("health stats --json: %v\n%s", err, out)
+	}
+	rows := map[string]wire.MetricSummary{}
+	for _, m := range st.Metrics {
+		rows[m.Name] = m
+	}
+	return rows
+}
+
+// TestLabHealthSamples runs the seed's tailnet with a one-second sample
+// interval: samples accumulate, `weft health stats` summarises the peer's
+// round trip, the relay's and the control server's, and the samples
+// survive a daemon killed as a power cut would.
+func TestLabHealthSamples(t *testing.T) {
+	labtest.SkipUnlessRoot(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	lab := labtest.Seed(t, func(tp *netlab.Topology) { tp.SetDelay("r-busan", 20) })
+	tn, err := scenario.Start(ctx, lab, scenario.Options{
+		Weft:       labtest.WeftBinary(t),
+		Hosts:      []string{"busan", "mac"},
+		DaemonArgs: []string{"--health-interval", "1s"},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctrl := fmt.Sprintf("probe_rtt_ms:%s:8080", lab.Node("ctrl").Addr())
+	var rows map[string]wire.MetricSummary
+	err = scenario.WaitFor(ctx, time.Minute, "five samples of busan's round trip on mac", func() (bool, error) {
+		rows = healthStats(t, ctx, tn, "mac")
+		return rows["peer_rtt_ms:busan"].Samples >= 5 && rows[ctrl].Samples >= 5, nil
+	})
+	if err != nil {
+		t.Fatalf("%v; last table: %+v", err, rows)
+	}
+	for _, name := range []string{"peer_rtt_ms:busan", ctrl} {
+		m := rows[name]
+		if m.Unit != "ms" || !(0 < m.Min && m.Min <= m.P50 && m.P50 <= m.P95 && m.P95 <= m.Max && m.Min <= m.Mean && m.Mean <= m.Max) {
+			t.Errorf("%s: %+v is not a table of round trips", name, m)
+		}
+	}
+	// r-busan delays what crosses it by 20 ms.
+	if m := rows["peer_rtt_ms:busan"]; m.Min < 20 {
+		t.Errorf("busan's round trip %+v is shorter than the lab's delay", m)
+	}
+	if rows["peer_direct:busan"].Samples == 0 || rows["udp"].Max != 1 {
+		t.Errorf("no path or UDP rows: %+v", rows)
+	}
+	if only := healthStats(t, ctx, tn, "mac", "--peer", "busan"); len(only) == 0 || only[ctrl].Samples != 0 {
+		t.Errorf("--peer busan gave %+v", only)
+	}
+
+	// A power cut: the samples taken so far are still there after the
+	// daemon comes back.
+	before := rows["peer_rtt_ms:busan"].Samples
+	if err := tn.KillDaemon("mac"); err != nil {
+		t.Fatal(err)
+	}
+	if err := tn.StartDaemon(ctx, "mac"); err != nil {
+		t.Fatal(err)
+	}
+	if after := healthStats(t, ctx, tn, "mac")["peer_rtt_ms:busan"].Samples; after < before {
+		t.Errorf("after a SIGKILL and restart, %d samples of busan's round trip, before %d", after, before)
+	}
+}

@@ -1,0 +1,6 @@
+//go:build !linux
+
+package hostfacts
+
+// Read returns this machine's facts: none yet outside Linux.
+func Read() map[string]float64 { return map[string]float64{} }

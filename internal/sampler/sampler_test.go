@@ -1,0 +1,117 @@
+package sampler
+
+import (
+	"context"
+	"errors"
+	"maps"
+	"net"
+	"path/filepath"
+	"slices"
+	"testing"
+	"time"
+
+	"weft/internal/localapi"
+	"weft/internal/samples"
+	"weft/internal/wire"
+)
+
+// fakeSource is a node with two online peers (busan direct, pc on the
+// relay) and one offline (seoul).
+type fakeSource struct {
+	serverURL string
+	rx        int64
+	network   *localapi.NetworkSummary
+}
+
+func (f *fakeSource) Status(context.Context) (*localapi.Status, error) {
+	peer := func(name string, online bool, rx int64) *localapi.PeerStatus {
+		return &localapi.PeerStatus{Node: &wire.Node{Name: name, Online: online}, RxBytes: rx, TxBytes: 2 * rx}
+	}
+	return &localapi.Status{BackendState: localapi.StateRunning, ServerURL: f.serverURL,
+		Peers: []*localapi.PeerStatus{peer("busan", true, f.rx), peer("pc", true, 0), peer("seoul", false, 0)}}, nil
+}
+
+func (f *fakeSource) Ping(_ context.Context, req localapi.PingRequest) (*localapi.PingResult, error) {
+	switch req.Peer {
+	case "busan":
+		return &localapi.PingResult{Name: "busan", RTTMS: 51.5, Path: localapi.Path{Kind: localapi.PathDirect}}, nil
+	case "pc":
+		return &localapi.PingResult{Name: "pc", RTTMS: 80, Path: localapi.Path{Kind: localapi.PathRelay}}, nil
+	}
+	return nil, errors.New("timeout")
+}
+
+func (f *fakeSource) Network() *localapi.NetworkSummary { return f.network }
+
+func TestTake(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	src := &fakeSource{serverURL: "http://" + ln.Addr().String(), rx: 1000}
+	store, err := samples.Open(filepath.Join(t.TempDir(), "samples.log"), samples.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := New(Config{Source: src, Store: store, Interval: time.Second, Probes: []string{"127.0.0.1:1"},
+		HostFacts: func() map[string]float64 { return map[string]float64{"load1": 0.5} }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+
+	// No network report yet: no udp, no relay metric, no address.
+	first := s.Take(ctx)
+	want := []string{"load1", "peer_direct:busan", "peer_direct:pc", "peer_rtt_ms:busan", "peer_rtt_ms:pc",
+		"peer_rx_bytes:busan", "peer_rx_bytes:pc", "peer_tx_bytes:busan", "peer_tx_bytes:pc",
+		"probe_rtt_ms:" + ln.Addr().String()}
+	if got := slices.Sorted(maps.Keys(first.Metrics)); !slices.Equal(got, want) {
+		t.Fatalf("metrics %v\nwant %v", got, want)
+	}
+	if m := first.Metrics; m["peer_rtt_ms:busan"] != 51.5 || m["peer_direct:busan"] != 1 || m["peer_direct:pc"] != 0 || m["peer_rx_bytes:busan"] != 1000 {
+		t.Errorf("first sample: %v", m)
+	}
+	if len(first.Facts) != 0 {
+		t.Errorf("facts without a network report: %v", first.Facts)
+	}
+
+	src.rx = 1500
+	src.network = &localapi.NetworkSummary{UDP: true, PublicAddr: "203.0.113.21:41641", RelayRTTMS: map[string]float64{"home": 3.5}}
+	second := s.Take(ctx)
+	if m := second.Metrics; m["peer_rx_bytes:busan"] != 500 || m["peer_tx_bytes:busan"] != 1000 || m["udp"] != 1 || m["relay_rtt_ms:home"] != 3.5 {
+		t.Errorf("second sample: %v", m)
+	}
+	if second.Facts["public_addr"] != "203.0.113.21:41641" {
+		t.Errorf("facts %v", second.Facts)
+	}
+	// The node went down and up: counters start again.
+	src.rx = 100
+	if m := s.Take(ctx).Metrics; m["peer_rx_bytes:busan"] != 100 {
+		t.Errorf("after a counter reset: %v", m["peer_rx_bytes:busan"])
+	}
+}
+
+func TestHostPort(t *testing.T) {
+	for in, want := range map[string]string{
+		"http://ctrl.example:8080": "ctrl.example:8080",
+		"https://ctrl.example":     "ctrl.example:443",
+		"http://203.0.113.10/":     "203.0.113.10:80",
+		"http://[2001:db8::1]:80":  "[2001:db8::1]:80",
+		"":                         "",
+		"::":                       "",
+	} {
+		if got := hostPort(in); got != want {
+			t.Errorf("hostPort(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
