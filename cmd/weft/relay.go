@@ -4,13 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net"
 	"net/http"
 	"os"
 	"strings"
-	"sync"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -18,7 +15,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"weft/internal/relay"
-	"weft/internal/stunserver"
 )
 
 type relayOptions struct {
@@ -93,27 +89,11 @@ func readSecret(file, env string) (string, error) {
 }
 
 func runRelay(ctx context.Context, g *globals, o relayOptions) error {
-	level := slog.LevelInfo
-	if o.verbose {
-		level = slog.LevelDebug
-	}
-	log := slog.New(slog.NewTextHandler(g.stderr, &slog.HandlerOptions{Level: level}))
-
-	secret, err := readSecret(o.secretFile, o.secretEnv)
+	log := newLogger(g.stderr, o.verbose)
+	secret, meshKey, err := relaySecrets(o)
 	if err != nil {
 		return err
 	}
-	if secret == "" {
-		return usageError{fmt.Errorf("relay: no relay secret: set --relay-secret-file or $%s to the secret weft server was given", o.secretEnv)}
-	}
-	meshKey, err := readSecret(o.meshKeyFile, o.meshKeyEnv)
-	if err != nil {
-		return err
-	}
-	if len(o.meshWith) > 0 && meshKey == "" {
-		return usageError{errors.New("relay: --mesh-with needs a mesh key (--mesh-key FILE or --mesh-key-env NAME)")}
-	}
-
 	auth, err := relay.NewRemoteAuthorizer(relay.RemoteAuthorizerOptions{
 		ServerURL: o.serverURL,
 		Secret:    secret,
@@ -137,63 +117,60 @@ func runRelay(ctx context.Context, g *globals, o relayOptions) error {
 	}
 	defer srv.Close()
 
-	runCtx, stop := context.WithCancel(ctx)
-	defer stop()
-	errc := make(chan error, 3)
-	if err := auth.Refresh(runCtx); err != nil {
+	if err := auth.Refresh(ctx); err != nil {
 		// Not fatal: the control server may come up after the relay.
 		log.Warn("cannot load the allow list yet; nodes are refused until it loads", "err", err)
 	}
-	// Every goroutine started here ends with runCtx; wg waits for them.
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		auth.Run(runCtx)
-	}()
+	ln, err := net.Listen("tcp", o.listen)
+	if err != nil {
+		return fmt.Errorf("relay: listen on %s: %w (is the port in use?)", o.listen, err)
+	}
+	hs := newHTTPServer(relayMux(srv, reg), log)
+	sg := newServiceGroup(ctx)
+	sg.Go(func(ctx context.Context) error {
+		auth.Run(ctx)
+		return nil
+	})
+	sg.Go(func(context.Context) error {
+		if o.tlsCert != "" {
+			return hs.ServeTLS(ln, o.tlsCert, o.tlsKey)
+		}
+		return hs.Serve(ln)
+	})
+	if o.stunListen != "" {
+		goSTUN(sg, log.With("sub", "stun"), o.stunListen, "relay: STUN")
+	}
+	log.Info("weft relay running", "listen", ln.Addr().String(), "tls", o.tlsCert != "", "stun", o.stunListen, "control", o.serverURL, "mesh_peers", len(o.meshWith), "key", srv.PublicKey().String())
+	return sg.Wait(ctx, log, shutdownHTTP(hs), func(context.Context) { srv.Close() })
+}
 
+// relaySecrets reads the relay secret, which the relay needs, and the
+// mesh key, which it needs only to mesh with other relays.
+func relaySecrets(o relayOptions) (secret, meshKey string, err error) {
+	secret, err = readSecret(o.secretFile, o.secretEnv)
+	if err != nil {
+		return "", "", err
+	}
+	if secret == "" {
+		return "", "", usageError{fmt.Errorf("relay: no relay secret: set --relay-secret-file or $%s to the secret weft server was given", o.secretEnv)}
+	}
+	meshKey, err = readSecret(o.meshKeyFile, o.meshKeyEnv)
+	if err != nil {
+		return "", "", err
+	}
+	if len(o.meshWith) > 0 && meshKey == "" {
+		return "", "", usageError{errors.New("relay: --mesh-with needs a mesh key (--mesh-key FILE or --mesh-key-env NAME)")}
+	}
+	return secret, meshKey, nil
+}
+
+// relayMux routes a standalone relay's HTTP paths: the relay, its latency
+// probe, metrics and a health check.
+func relayMux(srv *relay.Server, reg *prometheus.Registry) *http.ServeMux {
 	mux := http.NewServeMux()
 	mux.Handle("/relay", srv)
 	mux.Handle("/relay/probe", srv.ProbeHandler())
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) { fmt.Fprintln(w, "ok") })
-	ln, err := net.Listen("tcp", o.listen)
-	if err != nil {
-		return fmt.Errorf("relay: listen on %s: %w (is the port in use?)", o.listen, err)
-	}
-	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}
-	go func() {
-		if o.tlsCert != "" {
-			errc <- hs.ServeTLS(ln, o.tlsCert, o.tlsKey)
-		} else {
-			errc <- hs.Serve(ln)
-		}
-	}()
-	if o.stunListen != "" {
-		stun := &stunserver.Server{Logger: log.With("sub", "stun")}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := stun.ListenAndServe(runCtx, o.stunListen); err != nil {
-				errc <- fmt.Errorf("relay: STUN: %w", err)
-			}
-		}()
-	}
-	log.Info("weft relay running", "listen", ln.Addr().String(), "tls", o.tlsCert != "", "stun", o.stunListen, "control", o.serverURL, "mesh_peers", len(o.meshWith), "key", srv.PublicKey().String())
-
-	select {
-	case <-ctx.Done():
-		log.Info("shutting down")
-	case err = <-errc:
-	}
-	stop()
-	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	hs.Shutdown(sctx)
-	srv.Close()
-	wg.Wait()
-	if errors.Is(err, http.ErrServerClosed) {
-		err = nil
-	}
-	return err
+	return mux
 }

@@ -17,9 +17,9 @@ import (
 
 	"weft/internal/adminapi"
 	"weft/internal/control"
+	"weft/internal/key"
 	"weft/internal/relay"
 	"weft/internal/store"
-	"weft/internal/stunserver"
 	"weft/internal/wire"
 )
 
@@ -67,33 +67,10 @@ func newServerCmd(g *globals) *cobra.Command {
 }
 
 func runServer(ctx context.Context, g *globals, o serverOptions) error {
-	level := slog.LevelInfo
-	if o.verbose {
-		level = slog.LevelDebug
-	}
-	log := slog.New(slog.NewTextHandler(g.stderr, &slog.HandlerOptions{Level: level}))
-	if err := os.MkdirAll(o.dataDir, 0o700); err != nil {
-		return fmt.Errorf("server: %w", err)
-	}
-	if err := os.Chmod(o.dataDir, 0o700); err != nil {
-		return fmt.Errorf("server: %w", err)
-	}
-	serverKey, err := control.LoadOrCreateKey(filepath.Join(o.dataDir, "server.key"))
+	log := newLogger(g.stderr, o.verbose)
+	serverKey, relayMap, err := loadServerSetup(o)
 	if err != nil {
 		return err
-	}
-	var relayMap *wire.RelayMap
-	if o.relayMap != "" {
-		relayMap, err = control.LoadRelayMap(o.relayMap)
-	} else {
-		var ports []int
-		ports, err = stunPorts(o.stunListen)
-		if err == nil {
-			relayMap, err = control.DefaultRelayMap(o.serverURL, ports...)
-		}
-	}
-	if err != nil {
-		return usageError{err}
 	}
 	st, err := store.Open(ctx, filepath.Join(o.dataDir, "weft.db"), store.Options{})
 	if err != nil {
@@ -114,60 +91,78 @@ func runServer(ctx context.Context, g *globals, o serverOptions) error {
 		return err
 	}
 	defer ctrl.Close()
-
-	mux := http.NewServeMux()
-	mux.Handle("/", ctrl.Handler())
-	rel, err := mountRelay(mux, st, log.With("sub", "relay"))
+	mux, rel, err := serverMux(o, st, ctrl, log)
 	if err != nil {
 		return err
 	}
 	defer rel.Close()
-	relaySecret, err := serverRelaySecret(o)
-	if err != nil {
-		return err
-	}
-	mux.Handle(relay.AllowListPath, relay.NewAllowListHandler(storeNodeKeys{st}, relaySecret))
 
 	ln, err := net.Listen("tcp", o.listen)
 	if err != nil {
 		return fmt.Errorf("server: %w", err)
 	}
-	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}
-	errc := make(chan error, 2+len(o.stunListen))
-	go func() { errc <- hs.Serve(ln) }()
-
+	hs := newHTTPServer(mux, log)
+	sg := newServiceGroup(ctx)
+	sg.Go(func(context.Context) error { return hs.Serve(ln) })
 	admin := &adminapi.Server{Store: st, Notifier: ctrl, Online: ctrl.Online, Logger: log.With("sub", "admin")}
-	actx, stopAdmin := context.WithCancel(ctx)
-	defer stopAdmin()
-	go func() {
-		if err := admin.Serve(actx, adminapi.SocketPath(o.dataDir)); err != nil {
-			errc <- fmt.Errorf("server: admin socket: %w", err)
+	sg.Go(func(ctx context.Context) error {
+		if err := admin.Serve(ctx, adminapi.SocketPath(o.dataDir)); err != nil {
+			return fmt.Errorf("server: admin socket: %w", err)
 		}
-	}()
+		return nil
+	})
 	for _, addr := range o.stunListen {
-		stun := &stunserver.Server{Logger: log.With("sub", "stun", "listen", addr)}
-		go func() {
-			if err := stun.ListenAndServe(actx, addr); err != nil {
-				errc <- fmt.Errorf("server: STUN on %s: %w", addr, err)
-			}
-		}()
+		goSTUN(sg, log.With("sub", "stun", "listen", addr), addr, "server: STUN on "+addr)
 	}
 	log.Info("weft server running", "listen", ln.Addr().String(), "url", o.serverURL, "key", serverKey.Public().String(), "data", o.dataDir)
+	return sg.Wait(ctx, log, shutdownHTTP(hs), func(context.Context) { ctrl.Close() })
+}
 
-	select {
-	case <-ctx.Done():
-		log.Info("shutting down")
-	case err = <-errc:
+// loadServerSetup makes the data directory (0700) and loads what the
+// server needs from it and from the flags: its key and its relay map.
+func loadServerSetup(o serverOptions) (key.MachinePrivate, *wire.RelayMap, error) {
+	if err := os.MkdirAll(o.dataDir, 0o700); err != nil {
+		return key.MachinePrivate{}, nil, fmt.Errorf("server: %w", err)
 	}
-	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	hs.Shutdown(sctx)
-	ctrl.Close()
-	stopAdmin()
-	if errors.Is(err, http.ErrServerClosed) {
-		err = nil
+	if err := os.Chmod(o.dataDir, 0o700); err != nil {
+		return key.MachinePrivate{}, nil, fmt.Errorf("server: %w", err)
 	}
-	return err
+	serverKey, err := control.LoadOrCreateKey(filepath.Join(o.dataDir, "server.key"))
+	if err != nil {
+		return key.MachinePrivate{}, nil, err
+	}
+	var relayMap *wire.RelayMap
+	if o.relayMap != "" {
+		relayMap, err = control.LoadRelayMap(o.relayMap)
+	} else {
+		var ports []int
+		ports, err = stunPorts(o.stunListen)
+		if err == nil {
+			relayMap, err = control.DefaultRelayMap(o.serverURL, ports...)
+		}
+	}
+	if err != nil {
+		return key.MachinePrivate{}, nil, usageError{err}
+	}
+	return serverKey, relayMap, nil
+}
+
+// serverMux routes the server's HTTP paths: control at the root, the
+// embedded relay, and the allow list standalone relays fetch. The relay
+// must be closed when the server stops.
+func serverMux(o serverOptions, st store.Store, ctrl *control.Server, log *slog.Logger) (*http.ServeMux, *relay.Server, error) {
+	mux := http.NewServeMux()
+	mux.Handle("/", ctrl.Handler())
+	relaySecret, err := serverRelaySecret(o)
+	if err != nil {
+		return nil, nil, err
+	}
+	rel, err := mountRelay(mux, st, log.With("sub", "relay"))
+	if err != nil {
+		return nil, nil, err
+	}
+	mux.Handle(relay.AllowListPath, relay.NewAllowListHandler(storeNodeKeys{st}, relaySecret))
+	return mux, rel, nil
 }
 
 // stunPorts returns the port of every --stun-listen address, in order.
