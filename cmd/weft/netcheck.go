@@ -19,6 +19,7 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/tailscale/hujson"
 
+	"weft/internal/localapi"
 	"weft/internal/netcheck"
 	"weft/internal/portmap"
 	"weft/internal/wire"
@@ -43,8 +44,13 @@ func newNetcheckCmd(g *globals) *cobra.Command {
 gets out, the public address:port the NAT gives it, whether that mapping
 changes with the destination (a hard NAT), the latency to every relay region
 (STUN, or HTTP when UDP is blocked), and whether the gateway answers UPnP,
-NAT-PMP or PCP. It needs the relay map: from a file (--relay-map) or from the
-control server (--server). See docs/netcheck.md.`,
+NAT-PMP or PCP.
+
+On a node that is up, with neither --server nor --relay-map, the node's
+daemon measures: over its own socket (the one its peers reach it on) and
+with the relay map its control server gave it. On a machine that is not in
+a tailnet, give the relay map: from a file (--relay-map) or from the control
+server (--server). See docs/netcheck.md.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return runNetcheck(cmd.Context(), g, o)
@@ -61,11 +67,14 @@ control server (--server). See docs/netcheck.md.`,
 }
 
 func runNetcheck(ctx context.Context, g *globals, o *netcheckOpts) error {
-	if (o.relayMap == "") == (o.server == "") {
-		return usageError{errors.New("netcheck: give exactly one of --relay-map FILE or --server URL")}
+	if o.relayMap != "" && o.server != "" {
+		return usageError{errors.New("netcheck: give one of --relay-map FILE or --server URL, not both")}
 	}
 	if o.timeout <= 0 {
 		return usageError{fmt.Errorf("netcheck: --timeout %v must be positive", o.timeout)}
+	}
+	if o.relayMap == "" && o.server == "" {
+		return runDaemonNetcheck(ctx, g, o)
 	}
 	level := slog.LevelWarn
 	if o.verbose {
@@ -97,6 +106,25 @@ func runNetcheck(ctx context.Context, g *globals, o *netcheckOpts) error {
 		return enc.Encode(r)
 	}
 	return writeNetcheckReport(g.stdout, r, rm, o.portmap)
+}
+
+// runDaemonNetcheck asks the node's daemon for a report.
+func runDaemonNetcheck(ctx context.Context, g *globals, o *netcheckOpts) error {
+	ctx, cancel := context.WithTimeout(ctx, o.timeout+5*time.Second)
+	defer cancel()
+	res, err := (&localapi.Client{Socket: g.socket}).Netcheck(ctx)
+	if errors.Is(err, localapi.ErrDaemonNotRunning) {
+		return usageError{fmt.Errorf("netcheck: %w; or, on a machine that is not in a tailnet, pass --server URL (the control server) or --relay-map FILE", err)}
+	}
+	if err != nil {
+		return fmt.Errorf("netcheck: %w", err)
+	}
+	if o.asJSON {
+		enc := json.NewEncoder(g.stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(res.Report)
+	}
+	return writeNetcheckReport(g.stdout, res.Report, res.RelayMap, false)
 }
 
 // readRelayMapFile reads a relay map written as JSON (comments and

@@ -103,6 +103,7 @@ func TestNetcheckServer(t *testing.T) {
 }
 
 func TestNetcheckUsage(t *testing.T) {
+	nosock := filepath.Join(t.TempDir(), "weft.sock")
 	empty := filepath.Join(t.TempDir(), "empty.json")
 	os.WriteFile(empty, []byte(`{"regions":{}}`), 0o644)
 	tests := []struct {
@@ -111,8 +112,8 @@ func TestNetcheckUsage(t *testing.T) {
 		code    int
 		wantErr string
 	}{
-		{"no relay map", []string{"netcheck"}, 2, "--relay-map"},
-		{"both sources", []string{"netcheck", "--relay-map", "x", "--server", "http://x"}, 2, "exactly one"},
+		{"no daemon and no relay map", []string{"--socket", nosock, "netcheck"}, 2, "pass --server URL (the control server) or --relay-map FILE"},
+		{"both sources", []string{"netcheck", "--relay-map", "x", "--server", "http://x"}, 2, "not both"},
 		{"bad timeout", []string{"netcheck", "--relay-map", "x", "--timeout", "0s"}, 2, "--timeout"},
 		{"missing file", []string{"netcheck", "--relay-map", filepath.Join(t.TempDir(), "nope.json")}, 1, "no such file"},
 		{"empty map", []string{"netcheck", "--relay-map", empty}, 1, "no regions"},

@@ -860,4 +860,30 @@ func TestLabMultiHomedServer(t *testing.T) {
 			t.Errorf("mac's health says %q on a network where UDP is open", h)
 		}
 	}
+
+	// weft netcheck on a node that is up, with no other flag, is
+	// measured by the node's daemon over its own socket and relay map.
+	out, err := n.tn.CLI(n.ctx, "mac", "netcheck", "--json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rep struct {
+		UDP                   bool               `json:"udp"`
+		GlobalV4              string             `json:"global_v4"`
+		MappingVariesByDestIP *bool              `json:"mapping_varies_by_dest_ip"`
+		PreferredRegion       int                `json:"preferred_region"`
+		RegionLatencyMS       map[string]float64 `json:"region_latency_ms"`
+	}
+	if err := json.Unmarshal(out, &rep); err != nil {
+		t.Fatalf("weft netcheck --json: %v: %s", err, out)
+	}
+	// The daemon's socket is the one busan reaches mac on.
+	if !rep.UDP || rep.GlobalV4 != p.Path.Endpoint || rep.MappingVariesByDestIP == nil || *rep.MappingVariesByDestIP ||
+		rep.PreferredRegion != 1 || rep.RegionLatencyMS["1"] <= 0 {
+		t.Errorf("mac's netcheck through its daemon: %s (busan reaches mac at %s)", out, p.Path.Endpoint)
+	}
+	human, err := n.tn.CLI(n.ctx, "mac", "netcheck")
+	if err != nil || !strings.Contains(string(human), "UDP: true") || !strings.Contains(string(human), "IPv4: yes, "+p.Path.Endpoint) {
+		t.Errorf("weft netcheck on mac: %v\n%s", err, human)
+	}
 }

@@ -1,11 +1,15 @@
 package agent
 
 import (
+	"context"
+	"errors"
+	"fmt"
 	"maps"
 	"net/netip"
 	"slices"
 	"time"
 
+	"weft/internal/localapi"
 	"weft/internal/magicsock"
 	"weft/internal/netcheck"
 	"weft/internal/relay"
@@ -211,4 +215,22 @@ func relayCode(rm *wire.RelayMap, region int) string {
 		return ""
 	}
 	return rm.Regions[region].Code
+}
+
+// Netcheck measures the network now, over the engine's own socket and
+// with the relay map from control, for `weft netcheck` on a node that is
+// up. The report is also put to use, like one from the netcheck loop.
+func (e *Engine) Netcheck(ctx context.Context) (*localapi.NetcheckResult, error) {
+	e.mu.Lock()
+	rm := e.relayMap
+	e.mu.Unlock()
+	if rm == nil {
+		return nil, errors.New("the node has no relay map from the control server yet; try again in a moment, or pass --server URL")
+	}
+	r, err := e.nc.GetReport(ctx, rm)
+	if err != nil {
+		return nil, fmt.Errorf("netcheck: %w", err)
+	}
+	e.useReport(r)
+	return &localapi.NetcheckResult{Report: r, RelayMap: rm}, nil
 }

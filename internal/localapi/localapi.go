@@ -17,6 +17,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"weft/internal/netcheck"
 	"weft/internal/wire"
 )
 
@@ -251,6 +252,12 @@ func Handler(b Backend, log *slog.Logger) http.Handler {
 			reply(w, evs, err)
 		})
 	}
+	if nc, ok := b.(Netchecker); ok {
+		mux.HandleFunc("POST /netcheck", func(w http.ResponseWriter, r *http.Request) {
+			res, err := nc.Netcheck(r.Context())
+			reply(w, res, err)
+		})
+	}
 	handlePrefs(mux, b, reply)
 	handleHealthStats(mux, b, reply)
 	return mux
@@ -387,4 +394,30 @@ func Serve(ctx context.Context, ln net.Listener, h http.Handler) error {
 	defer cancel()
 	srv.Shutdown(sctx)
 	return nil
+}
+
+// NetcheckResult is a network report measured by the daemon over its own
+// socket, with the relay map it measured against.
+type NetcheckResult struct {
+	Report   *netcheck.Report `json:"report"`
+	RelayMap *wire.RelayMap   `json:"relay_map"`
+}
+
+// Netchecker is implemented by a Backend that can measure the network
+// for `weft netcheck`; Handler serves POST /netcheck only for such a
+// Backend.
+type Netchecker interface {
+	Netcheck(ctx context.Context) (*NetcheckResult, error)
+}
+
+// Netcheck asks the daemon for a fresh network report.
+func (c *Client) Netcheck(ctx context.Context) (*NetcheckResult, error) {
+	var res NetcheckResult
+	if err := c.do(ctx, http.MethodPost, "/netcheck", struct{}{}, &res); err != nil {
+		return nil, err
+	}
+	if res.Report == nil || res.RelayMap == nil {
+		return nil, errors.New("localapi: netcheck: the daemon sent no report")
+	}
+	return &res, nil
 }

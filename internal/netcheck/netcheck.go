@@ -12,6 +12,7 @@ package netcheck
 import (
 	"cmp"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -71,6 +72,24 @@ type Report struct {
 
 	// RegionLatency is RegionLatencyMS at full precision.
 	RegionLatency map[int]time.Duration `json:"-"`
+}
+
+// UnmarshalJSON reads a report written by encoding/json (the daemon's
+// local API sends them) and restores RegionLatency from RegionLatencyMS.
+func (r *Report) UnmarshalJSON(b []byte) error {
+	type plain Report
+	var p plain
+	if err := json.Unmarshal(b, &p); err != nil {
+		return err
+	}
+	*r = Report(p)
+	r.RegionLatency = make(map[int]time.Duration, len(r.RegionLatencyMS))
+	for id, ms := range r.RegionLatencyMS {
+		if ms >= 0 && ms < float64(time.Hour/time.Millisecond) {
+			r.RegionLatency[id] = time.Duration(ms * float64(time.Millisecond))
+		}
+	}
+	return nil
 }
 
 // HardNAT reports whether the mapping is known to vary by destination.

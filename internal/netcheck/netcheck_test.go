@@ -569,3 +569,30 @@ func FuzzReceiveSTUNPacket(f *testing.F) {
 		}
 	})
 }
+
+// TestReportJSONRoundTrip: a report read back from JSON (as the CLI reads
+// the daemon's) has its full-precision latencies again.
+func TestReportJSONRoundTrip(t *testing.T) {
+	varies := true
+	r := &Report{UDP: true, MappingVariesByDestIP: &varies, PreferredRegion: 2,
+		RegionLatency: map[int]time.Duration{}, RegionLatencyMS: map[int]float64{}, RegionLatencyVia: map[int]string{}}
+	r.setLatency(2, 12300*time.Microsecond, "stun")
+	r.setLatency(5, 80*time.Millisecond, "http")
+	b, err := json.Marshal(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got Report
+	if err := json.Unmarshal(b, &got); err != nil {
+		t.Fatal(err)
+	}
+	if got.RegionLatency[2] != 12300*time.Microsecond || got.RegionLatency[5] != 80*time.Millisecond || len(got.RegionLatency) != 2 {
+		t.Errorf("RegionLatency after a round trip: %v", got.RegionLatency)
+	}
+	if !got.HardNAT() || got.PreferredRegion != 2 || got.RegionLatencyVia[5] != "http" {
+		t.Errorf("report after a round trip: %+v", got)
+	}
+	if err := json.Unmarshal([]byte(`{"region_latency_ms":{"1":"x"}}`), &got); err == nil {
+		t.Error("a bad latency was accepted")
+	}
+}
