@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"weft/internal/key"
 	"weft/internal/store"
 	"weft/internal/wire"
 )
@@ -58,6 +59,7 @@ type mapper struct {
 	dirty    map[wire.NodeID]change
 	persist  map[wire.NodeID]struct{} // runtime facts not yet in the store
 	removed  []wire.NodeID
+	disco    map[key.DiscoPublic]wire.NodeID // who holds each disco key (disco.go)
 	seq      uint64
 	flushing bool // a flush is scheduled
 	closed   bool
@@ -74,12 +76,14 @@ func newMapper(ctx context.Context, s *Server) (*mapper, error) {
 		nodes:   make(map[wire.NodeID]*nodeEntry, len(all)),
 		dirty:   map[wire.NodeID]change{},
 		persist: map[wire.NodeID]struct{}{},
+		disco:   map[key.DiscoPublic]wire.NodeID{},
 		relay:   mustJSON(s.cfg.RelayMap),
 	}
 	m.mu.Lock()
 	for i := range all {
 		e := &nodeEntry{n: all[i].Wire(), ephemeral: all[i].Ephemeral}
 		m.nodes[all[i].ID] = e
+		m.indexDiscoLocked(all[i].ID, key.DiscoPublic{}, e.n.DiscoKey)
 		m.armExpiryLocked(all[i].ID, e)
 	}
 	// Nodes that expired while the server was down are simply left out;
@@ -138,6 +142,7 @@ func (m *mapper) upsert(n *store.Node) {
 			w.Hostinfo = e.n.Hostinfo
 		}
 	}
+	m.indexDiscoLocked(n.ID, e.n.DiscoKey, w.DiscoKey)
 	e.n, e.enc, e.ephemeral = w, nil, n.Ephemeral
 	m.markLocked(n.ID, chFull)
 	m.armExpiryLocked(n.ID, e)
@@ -156,13 +161,17 @@ func (m *mapper) wireNode(id wire.NodeID) *wire.Node {
 }
 
 // connected makes sess the node's stream, replacing any older one, and
-// queues its full map.
-func (m *mapper) connected(n *store.Node, sess *session) {
+// queues its full map. It refuses a disco key another node holds (the
+// caller sends the refusal).
+func (m *mapper) connected(n *store.Node, sess *session) *wire.ErrorMessage {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.closed {
 		sess.close()
-		return
+		return nil
+	}
+	if m.discoHolderLocked(n.DiscoKey, n.ID) != 0 {
+		return errDiscoTaken
 	}
 	e := m.nodes[n.ID]
 	if e == nil {
@@ -186,6 +195,7 @@ func (m *mapper) connected(n *store.Node, sess *session) {
 	if !sameRecord(&old, &w) {
 		c |= chFull
 	}
+	m.indexDiscoLocked(n.ID, e.n.DiscoKey, w.DiscoKey)
 	e.n, e.enc, e.sess, e.ephemeral = w, nil, sess, n.Ephemeral
 	m.markLocked(n.ID, c)
 	m.persist[n.ID] = struct{}{}
@@ -199,6 +209,7 @@ func (m *mapper) connected(n *store.Node, sess *session) {
 		// The key expired between the stream's checks and now.
 		sess.fail(expiredError(e.n.KeyExpiry))
 	}
+	return nil
 }
 
 // sameRecord reports whether two records differ only in what patches
@@ -277,7 +288,10 @@ func (m *mapper) update(id wire.NodeID, u *wire.Update) {
 	if u.HomeRegion >= 0 {
 		e.n.HomeRegion = u.HomeRegion
 	}
-	if !u.DiscoKey.IsZero() {
+	if h := m.discoHolderLocked(u.DiscoKey, id); h != 0 {
+		m.s.log.Warn("update names another node's disco key; key ignored", "node", id, "holder", h)
+	} else if !u.DiscoKey.IsZero() {
+		m.indexDiscoLocked(id, e.n.DiscoKey, u.DiscoKey)
 		e.n.DiscoKey = u.DiscoKey
 	}
 	if u.Hostinfo != nil {

@@ -22,6 +22,9 @@ func (s *Server) register(ctx context.Context, mk key.MachinePublic, ip string, 
 	if !s.limiter.allow(ip) {
 		return refuse(wire.CodeRateLimited, "too many registrations from this address; wait a minute and try again")
 	}
+	if s.m.discoTakenByOther(req.DiscoKey, mk) {
+		return refuse(errDiscoTaken.Code, errDiscoTaken.Message)
+	}
 	var n store.Node
 	var err error
 	if req.AuthKey == "" {

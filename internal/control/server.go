@@ -519,7 +519,9 @@ func (s *Server) startStream(ctx context.Context, conn *noiseconn.Conn, mk key.M
 	}
 	n.LastSeen = s.cfg.Now().UTC()
 	sess := newSession(s, n.ID, conn)
-	s.m.connected(&n, sess)
+	if em := s.m.connected(&n, sess); em != nil {
+		return nil, em
+	}
 	log.Debug("map stream started", "node", n.ID, "name", n.Name)
 	return sess, nil
 }
