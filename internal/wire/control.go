@@ -239,11 +239,40 @@ type PeerPatch struct {
 	DiscoKey   *key.DiscoPublic  `json:"disco_key,omitempty"`
 }
 
-// DNSConfig is the tailnet's DNS configuration for nodes. It is a
-// placeholder until the DNS issue fills it.
+// DNSConfig is the tailnet's DNS configuration for nodes, made from the
+// administrator's settings file by internal/dnsconf (which validates it).
+// Names are lower case without a trailing dot. See docs/dns.md.
 type DNSConfig struct {
-	Resolvers []netip.Addr `json:"resolvers,omitempty"`
-	Domains   []string     `json:"domains,omitempty"`
+	// Domain is the tailnet's base domain: node "busan" is also
+	// "busan.<Domain>".
+	Domain string `json:"domain,omitempty"`
+	// MagicDNS: the node runs its resolver and points the OS at it.
+	// False: the node leaves the OS's DNS alone.
+	MagicDNS bool `json:"magic_dns"`
+	// Nameservers answer what is neither a tailnet name nor under a
+	// route; none means the resolvers the OS had before weft.
+	Nameservers []netip.AddrPort `json:"nameservers,omitempty"`
+	// OverrideLocalDNS sends every query of the OS to weft's resolver
+	// (systemd-resolved's "~." routing domain); otherwise only the
+	// tailnet domain and the routes' suffixes go to it where the OS
+	// routes DNS per link.
+	OverrideLocalDNS bool `json:"override_local_dns,omitempty"`
+	// Routes maps a domain suffix to the nameservers for names under it
+	// (split DNS).
+	Routes map[string][]netip.AddrPort `json:"routes,omitempty"`
+	// SearchDomains are added after the tailnet domain to the OS's search
+	// list.
+	SearchDomains []string `json:"search_domains,omitempty"`
+	// ExtraRecords are answered by every node's resolver.
+	ExtraRecords []DNSRecord `json:"extra_records,omitempty"`
+}
+
+// DNSRecord is one extra record: Type is A, AAAA, CNAME or TXT, and Value
+// an address, a name or text accordingly.
+type DNSRecord struct {
+	Name  string `json:"name"`
+	Type  string `json:"type"`
+	Value string `json:"value"`
 }
 
 // Validation limits for what nodes send.
