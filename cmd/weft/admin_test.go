@@ -125,7 +125,7 @@ func TestAdminCLI(t *testing.T) {
 	out = e.ok("nodes", "list")
 	lines := strings.Split(strings.TrimSpace(out), "\n")
 	if len(lines) != 3 || !strings.Contains(lines[1], "busan ") || !strings.Contains(lines[1], busan.IPv4.String()) ||
-		!strings.Contains(lines[2], "busan-1") || !strings.Contains(lines[2], "tag:exit,tag:server") {
+		!strings.Contains(lines[2], "busan-2") || !strings.Contains(lines[2], "tag:exit,tag:server") {
 		t.Fatalf("nodes list:\n%s", out)
 	}
 	// Columns line up: every row has IPV4 where the header has it.
@@ -144,7 +144,7 @@ func TestAdminCLI(t *testing.T) {
 	if out := e.ok("nodes", "show", "busan"); !strings.Contains(out, busan.NodeKey.String()) || !strings.Contains(out, "Owner:") {
 		t.Fatalf("nodes show:\n%s", out)
 	}
-	e.ok("nodes", "rename", "busan-1", "exit")
+	e.ok("nodes", "rename", "busan-2", "exit")
 	if out := e.ok("nodes", "expire", "exit"); !strings.Contains(out, "expired") {
 		t.Fatalf("nodes expire: %q", out)
 	}

@@ -24,12 +24,19 @@ type recorder struct {
 	mu      sync.Mutex
 	changed []wire.NodeID
 	removed []wire.NodeID
+	dns     int // DNSChanged calls
 }
 
 func (r *recorder) NodeChanged(id wire.NodeID) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.changed = append(r.changed, id)
+}
+
+func (r *recorder) DNSChanged() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.dns++
 }
 
 func (r *recorder) NodeRemoved(id wire.NodeID) {

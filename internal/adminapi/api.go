@@ -52,6 +52,8 @@ type Notifier interface {
 	NodeChanged(id wire.NodeID)
 	// NodeRemoved: the node was deleted; drop it and close its stream.
 	NodeRemoved(id wire.NodeID)
+	// DNSChanged: the tailnet's DNS settings changed; reload and send them.
+	DNSChanged()
 }
 
 // NameRequest is the body of user create and node rename.

@@ -21,8 +21,9 @@ import (
 	"weft/internal/wire"
 )
 
-// maxBody bounds request bodies; admin requests are a few hundred bytes.
-const maxBody = 1 << 20
+// maxBody bounds request bodies: admin requests are a few hundred bytes,
+// a DNS settings file at most 1 MiB before JSON escaping.
+const maxBody = 4 << 20
 
 // Server serves the admin API for one store. Set the fields, then call
 // Serve; a Server serves once.
@@ -155,6 +156,8 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("POST /v1/policy", s.setPolicy)
 	mux.HandleFunc("POST /v1/policy/check", s.checkPolicy)
 	mux.HandleFunc("GET /v1/policy/history", s.policyHistory)
+	mux.HandleFunc("GET /v1/dns", s.getDNS)
+	mux.HandleFunc("PUT /v1/dns", s.setDNS)
 	return mux
 }
 

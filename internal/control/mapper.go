@@ -64,6 +64,7 @@ type mapper struct {
 	flushing bool // a flush is scheduled
 	closed   bool
 	relay    []byte // JSON of the relay map
+	dns      []byte // JSON of the tailnet's DNS configuration
 }
 
 func newMapper(ctx context.Context, s *Server) (*mapper, error) {
@@ -79,6 +80,11 @@ func newMapper(ctx context.Context, s *Server) (*mapper, error) {
 		disco:   map[key.DiscoPublic]wire.NodeID{},
 		relay:   mustJSON(s.cfg.RelayMap),
 	}
+	dns, err := loadDNS(ctx, s)
+	if err != nil {
+		return nil, err
+	}
+	m.dns = mustJSON(dns)
 	m.mu.Lock()
 	for i := range all {
 		e := &nodeEntry{n: all[i].Wire(), ephemeral: all[i].Ephemeral}
@@ -459,7 +465,8 @@ func (m *mapper) writeFullMap(ss *session) error {
 		refs = append(refs, enc)
 		size += len(enc) + 1
 	}
-	tail := append(append([]byte(`],"relay_map":`), m.relay...), `,"dns":{}}`...)
+	tail := append(append([]byte(`],"relay_map":`), m.relay...), `,"dns":`...)
+	tail = append(append(tail, m.dns...), '}')
 	m.mu.Unlock()
 
 	if len(refs) > 0 {
@@ -614,4 +621,30 @@ func (m *mapper) deltaFrame(parts []part, sig []byte, removed []wire.NodeID, sel
 	}
 	b = append(b, '}')
 	return frameHeader(b, wire.MsgMapResponse)
+}
+
+// setDNS replaces the tailnet's DNS configuration and sends it at once to
+// every live stream, as a delta of its own: every node gets the same
+// configuration, so one frame serves them all. A stream whose full map is
+// being written may get the new value twice, which is harmless (deltas are
+// idempotent).
+func (m *mapper) setDNS(cfg *wire.DNSConfig) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	enc := mustJSON(cfg)
+	if m.closed || string(enc) == string(m.dns) {
+		return
+	}
+	m.dns = enc
+	m.seq++
+	b := make([]byte, 5, 32+len(enc))
+	b = append(b, `{"seq":`...)
+	b = strconv.AppendUint(b, m.seq, 10)
+	b = append(append(append(b, `,"dns":`...), enc...), '}')
+	frame := frameHeader(b, wire.MsgMapResponse)
+	for _, e := range m.nodes {
+		if e.sess != nil {
+			e.sess.enqueue(frame)
+		}
+	}
 }

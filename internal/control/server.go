@@ -12,6 +12,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -19,6 +20,7 @@ import (
 	"sync"
 	"time"
 
+	"weft/internal/dnsconf"
 	"weft/internal/key"
 	"weft/internal/noiseconn"
 	"weft/internal/store"
@@ -279,6 +281,36 @@ func (s *Server) NodeChanged(id wire.NodeID) {
 	}
 	// An expired key revokes the node everywhere (expiry.go).
 	s.m.upsert(&n)
+}
+
+// DNSChanged tells the server the tailnet's DNS settings changed in the
+// store: it reloads them and sends every connected node the new
+// configuration.
+func (s *Server) DNSChanged() {
+	ctx, cancel := context.WithTimeout(s.ctx, 10*time.Second)
+	defer cancel()
+	cfg, err := loadDNS(ctx, s)
+	if err != nil {
+		s.log.Error("reloading DNS settings", "err", err)
+		return
+	}
+	s.m.setDNS(&cfg)
+}
+
+// loadDNS reads the DNS settings from the store. A stored file that no
+// longer parses (written by a newer weft, say) is logged and replaced by
+// the defaults rather than keeping the server down.
+func loadDNS(ctx context.Context, s *Server) (wire.DNSConfig, error) {
+	src, _, err := s.cfg.Store.DNSSettings(ctx)
+	if err != nil {
+		return wire.DNSConfig{}, fmt.Errorf("control: loading DNS settings: %w", err)
+	}
+	cfg, err := dnsconf.Parse(src)
+	if err != nil {
+		s.log.Error("stored DNS settings do not parse; nodes get the defaults until `weft admin dns set` fixes them", "err", err)
+		cfg = dnsconf.Default()
+	}
+	return cfg, nil
 }
 
 // NodeRemoved tells the server a node was deleted: it leaves every map and

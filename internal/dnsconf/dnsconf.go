@@ -110,7 +110,7 @@ func Parse(src []byte) (wire.DNSConfig, error) {
 	}
 	// Standardize blanks comments and trailing commas with spaces, so
 	// offsets in std are offsets in src.
-	std, err := hujson.Standardize(src)
+	std, err := hujson.Standardize(bytes.Clone(src)) // it works in place
 	if err != nil {
 		return wire.DNSConfig{}, fmt.Errorf("%w: %v", ErrInvalid, err)
 	}

@@ -48,9 +48,13 @@ func TestParse(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, err := Parse([]byte(tt.src))
+			src := []byte(tt.src)
+			got, err := Parse(src)
 			if err != nil {
 				t.Fatal(err)
+			}
+			if string(src) != tt.src {
+				t.Fatalf("Parse changed its input to %q", src)
 			}
 			if !reflect.DeepEqual(got, tt.want) {
 				t.Fatalf("Parse =\n%+v\nwant\n%+v", got, tt.want)
@@ -99,7 +103,11 @@ func FuzzParse(f *testing.F) {
 	f.Add([]byte(`{"extra_records": [{"name": "x.y", "type": "TXT", "value": "v"},], // c
 }`))
 	f.Fuzz(func(t *testing.T, b []byte) {
+		orig := string(b)
 		cfg, err := Parse(b)
+		if string(b) != orig {
+			t.Fatal("Parse changed its input")
+		}
 		if err != nil {
 			if !errors.Is(err, ErrInvalid) {
 				t.Fatalf("error %v does not wrap ErrInvalid", err)

@@ -329,7 +329,7 @@ func (s *sqlStore) insertRegistered(ctx context.Context, tx *sql.Tx, r *registra
 	return id, err
 }
 
-// freeName returns base or the first of base-1, base-2, ... no node uses.
+// freeName returns base or the first of base-2, base-3, ... no node uses.
 func freeName(ctx context.Context, tx *sql.Tx, base string) (string, error) {
 	var one int
 	err := tx.QueryRowContext(ctx, `SELECT 1 FROM nodes WHERE name = ?`, base).Scan(&one)

@@ -20,14 +20,16 @@ func TestNodeNames(t *testing.T) {
 	long := "abcdefghij-abcdefghij-abcdefghij-abcdefghij-abcdefghij-abcdefghi" // sanitises to 63 characters
 	for _, tt := range []struct{ hostname, want string }{
 		{"busan", "busan"},
-		{"busan", "busan-1"},
-		{"Busan", "busan-2"},
-		{"busan.local", "busan-3"},
+		{"busan", "busan-2"},
+		{"Busan", "busan-3"},
+		{"busan.local", "busan-4"},
+		{"My Laptop", "my-laptop"},
+		{"my laptop", "my-laptop-2"},
 		{"", "node"},
-		{"!!!", "node-1"},
-		{"busan-1", "busan-1-1"},
+		{"!!!", "node-2"},
+		{"busan-2", "busan-2-2"},
 		{long, long[:63]},
-		{long, long[:61] + "-1"},
+		{long, long[:61] + "-2"},
 	} {
 		t.Run(tt.hostname, func(t *testing.T) {
 			if n := f.register(k, tt.hostname); n.Name != tt.want {
@@ -36,7 +38,7 @@ func TestNodeNames(t *testing.T) {
 		})
 	}
 	t.Run("rename", func(t *testing.T) {
-		n, _ := f.s.GetNodeByName(ctx, "busan-3")
+		n, _ := f.s.GetNodeByName(ctx, "busan-4")
 		if _, err := f.s.RenameNode(ctx, n.ID, "busan"); !errors.Is(err, ErrExists) {
 			t.Fatalf("rename onto an existing name = %v", err)
 		}
@@ -53,8 +55,8 @@ func TestNodeNames(t *testing.T) {
 			t.Fatalf("rename to own name = %v", err)
 		}
 		// The freed name is handed out again.
-		if n := f.register(k, "busan"); n.Name != "busan-3" {
-			t.Fatalf("name %q, want busan-3", n.Name)
+		if n := f.register(k, "busan"); n.Name != "busan-4" {
+			t.Fatalf("name %q, want busan-4", n.Name)
 		}
 	})
 }

@@ -133,6 +133,13 @@ var migrations = []string{
 		created_at BIGINT NOT NULL
 	);
 	ALTER TABLE routes ADD COLUMN auto_approved_by TEXT NOT NULL DEFAULT '';`,
+	// 3: the tailnet's DNS settings file, one row, kept as the
+	// administrator wrote it (comments and all) so it reads back as set.
+	`CREATE TABLE dns_settings (
+		id         INTEGER PRIMARY KEY CHECK (id = 1),
+		source     TEXT NOT NULL,
+		updated_at BIGINT NOT NULL
+	);`,
 }
 
 // init applies pending migrations and loads (or makes) the settings.

@@ -257,6 +257,13 @@ type Store interface {
 	// ListPolicies lists every version, oldest first, without bodies.
 	ListPolicies(ctx context.Context) ([]PolicyVersion, error)
 
+	// DNSSettings returns the tailnet's DNS settings file as last set and
+	// when it was set; an empty source and zero time when never set. The
+	// store does not parse it: internal/dnsconf does, before SetDNSSettings.
+	DNSSettings(ctx context.Context) (source []byte, updated time.Time, err error)
+	// SetDNSSettings replaces the DNS settings file.
+	SetDNSSettings(ctx context.Context, source []byte) error
+
 	// AddressPrefixes returns the tailnet's IPv4 and IPv6 prefixes:
 	// 100.64.0.0/10 and this store's ULA /48.
 	AddressPrefixes() (v4, v6 netip.Prefix)

@@ -459,3 +459,23 @@ func TestFilesOwnerOnly(t *testing.T) {
 // transaction.
 // TestNodeIDsNotReused: deleting the newest node does not hand its ID to
 // the next one, which peers could otherwise confuse with the old node.
+
+func TestDNSSettings(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t)
+	src, at, err := f.s.DNSSettings(ctx)
+	if err != nil || src != nil || !at.IsZero() {
+		t.Fatalf("fresh store: %q %v %v, want nothing", src, at, err)
+	}
+	for _, want := range []string{"{ // first\n}", `{"domain": "corp.internal"}`} {
+		if err := f.s.SetDNSSettings(ctx, []byte(want)); err != nil {
+			t.Fatal(err)
+		}
+		f.s.Close()
+		f.open() // it survives a restart
+		got, at, err := f.s.DNSSettings(ctx)
+		if err != nil || string(got) != want || !at.Equal(f.clock.Now()) {
+			t.Fatalf("DNSSettings = %q %v %v, want %q at %v", got, at, err, want, f.clock.Now())
+		}
+	}
+}

@@ -122,13 +122,14 @@ func ValidateNodeName(name string) error {
 	return nil
 }
 
-// uniqueName returns base if unused, else base-1, base-2, ... the first
-// that is unused, shortening base so the result stays a DNS label.
+// uniqueName returns base if unused, else base-2, base-3, ... the first
+// that is unused (the first "busan" is busan number one, so a second one
+// is "busan-2"), shortening base so the result stays a DNS label.
 func uniqueName(base string, used func(string) bool) string {
 	if !used(base) {
 		return base
 	}
-	for i := 1; ; i++ {
+	for i := 2; ; i++ {
 		suffix := fmt.Sprintf("-%d", i)
 		b := base
 		if len(b)+len(suffix) > maxLabel {

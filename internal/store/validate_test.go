@@ -41,13 +41,13 @@ func TestUniqueName(t *testing.T) {
 		want string
 	}{
 		{"free", "busan", nil, "busan"},
-		{"second", "busan", []string{"busan"}, "busan-1"},
-		{"third", "busan", []string{"busan", "busan-1"}, "busan-2"},
-		{"gap", "busan", []string{"busan", "busan-2"}, "busan-1"},
-		{"long", long, []string{long}, long[:61] + "-1"},
-		{"long ten", long, []string{long, long[:61] + "-1", long[:61] + "-2", long[:61] + "-3", long[:61] + "-4",
+		{"second", "busan", []string{"busan"}, "busan-2"},
+		{"third", "busan", []string{"busan", "busan-2"}, "busan-3"},
+		{"gap", "busan", []string{"busan", "busan-3"}, "busan-2"},
+		{"long", long, []string{long}, long[:61] + "-2"},
+		{"long ten", long, []string{long, long[:61] + "-2", long[:61] + "-3", long[:61] + "-4",
 			long[:61] + "-5", long[:61] + "-6", long[:61] + "-7", long[:61] + "-8", long[:61] + "-9"}, long[:60] + "-10"},
-		{"trailing dash after cut", strings.Repeat("a", 60) + "-bb", []string{strings.Repeat("a", 60) + "-bb"}, strings.Repeat("a", 60) + "-1"},
+		{"trailing dash after cut", strings.Repeat("a", 60) + "-bb", []string{strings.Repeat("a", 60) + "-bb"}, strings.Repeat("a", 60) + "-2"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			got := uniqueName(tt.base, func(s string) bool { return slices.Contains(tt.used, s) })
