@@ -81,7 +81,7 @@ the root namespace's links, routes, DNS or firewall. See docs/lab.md.`,
 
 // labUpFlags are the per-site flags of `weft lab up`.
 type labUpFlags struct {
-	nat, delay, rate []string
+	nat, delay, rate, mtu []string
 }
 
 // topology builds the named topology and applies the per-site flags to it.
@@ -128,6 +128,16 @@ func (f *labUpFlags) topology(name string) (netlab.Topology, error) {
 				continue
 			}
 			t.SetRate(site, mbit)
+		}
+	}
+	for _, v := range f.mtu {
+		if site, val, ok := split("mtu", v); ok {
+			mtu, err := strconv.Atoi(val)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("--mtu %q: MTU is whole bytes", v))
+				continue
+			}
+			t.SetMTU(site, mtu)
 		}
 	}
 	errs = append(errs, t.Validate())
@@ -181,6 +191,7 @@ udp-blocked. --delay adds MS in each direction of the router's WAN link, so
 	cmd.Flags().StringArrayVar(&f.nat, "nat", nil, "SITE=KIND: NAT kind of a router (easy, hard, udp-blocked); repeatable")
 	cmd.Flags().StringArrayVar(&f.delay, "delay", nil, "SITE=MS: one-way delay on a router's WAN link; repeatable")
 	cmd.Flags().StringArrayVar(&f.rate, "rate", nil, "SITE=MBIT: rate cap on a router's WAN link, each way; repeatable")
+	cmd.Flags().StringArrayVar(&f.mtu, "mtu", nil, "SITE=BYTES: MTU of the site's access line (1280-1500; 1492 is PPPoE's); repeatable")
 	return cmd
 }
 

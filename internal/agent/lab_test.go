@@ -887,3 +887,34 @@ func TestLabMultiHomedServer(t *testing.T) {
 		t.Errorf("weft netcheck on mac: %v\n%s", err, human)
 	}
 }
+
+// TestLabPathMTU: with Fukuoka's access line narrower than Ethernet
+// (PPPoE's 1492, or 1280 as on a tunnelled line), the tunnel between mac
+// and busan still carries full-size TCP: a 50 MB transfer each way
+// arrives intact over the direct path.
+func TestLabPathMTU(t *testing.T) {
+	for _, mtu := range []int{1492, 1280} {
+		t.Run(fmt.Sprint(mtu), func(t *testing.T) {
+			n := startNet(t, 3*time.Minute, []string{"busan", "mac"}, func(topo *netlab.Topology) { topo.SetMTU("r-fukuoka", mtu) })
+			// The narrow hop is really there.
+			var gotMTU int
+			err := n.lab.Node("mac").Do(func() error {
+				l, err := netlink.LinkByName("eth0")
+				if err == nil {
+					gotMTU = l.Attrs().MTU
+				}
+				return err
+			})
+			if err != nil || gotMTU != mtu {
+				t.Fatalf("mac's eth0 MTU %d (%v), want %d", gotMTU, err, mtu)
+			}
+			n.pair("mac", "busan")
+			n.waitPath("mac", "busan", localapi.PathDirect, 30*time.Second)
+			n.transfer("mac", "busan", 50<<20, nil)
+			n.transfer("busan", "mac", 50<<20, nil)
+			if p := n.waitPath("mac", "busan", localapi.PathDirect, 10*time.Second); p == nil {
+				t.Fatal("no direct path after the transfers")
+			}
+		})
+	}
+}

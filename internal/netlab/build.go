@@ -357,6 +357,14 @@ func (l *Lab) buildRouter(ctx context.Context, cfg Config, h *nsHandles, r Route
 		if err != nil {
 			return err
 		}
+		if r.MTU != 0 {
+			// The bridge takes the smallest MTU of its ports, so the
+			// router's forwarding sees the narrow hop and answers a
+			// too-big packet with ICMP.
+			if err := errors.Join(rh.LinkSetMTU(port, r.MTU), hh.LinkSetMTU(eth, r.MTU)); err != nil {
+				return fmt.Errorf("netlab: %s: MTU %d: %w", r.Name, r.MTU, err)
+			}
+		}
 		if err := rh.LinkSetMaster(port, lan); err != nil {
 			return fmt.Errorf("netlab: %s: attach %s: %w", r.Name, host, err)
 		}

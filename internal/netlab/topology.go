@@ -91,9 +91,21 @@ type Router struct {
 	// RateMbit caps the WAN link in each direction (token bucket); zero
 	// means uncapped.
 	RateMbit int
+	// MTU is the MTU of the links between the router and its hosts:
+	// the narrowest hop of every path into or out of the site, as a
+	// PPPoE (1492) or tunnelled (1280) access line is. The router answers
+	// a packet too big for it with ICMP, as such a hop does. Zero means
+	// 1500.
+	MTU int
 	// Hosts are the names of the machines on the router's LAN.
 	Hosts []string
 }
+
+// MinMTU and MaxMTU bound Router.MTU: below 1280 IPv6 cannot run.
+const (
+	MinMTU = 1280
+	MaxMTU = 1500
+)
 
 // PublicHost is a machine directly on the internet, without NAT.
 type PublicHost struct {
@@ -246,6 +258,19 @@ func (t *Topology) SetRate(router string, mbit int) {
 	}
 }
 
+// SetMTU sets the MTU of router's site (Router.MTU); 0 restores 1500.
+func (t *Topology) SetMTU(router string, mtu int) {
+	r := t.router(router)
+	switch {
+	case r == nil:
+		t.errs = append(t.errs, t.unknownRouter(router))
+	case mtu != 0 && (mtu < MinMTU || mtu > MaxMTU):
+		t.errs = append(t.errs, fmt.Errorf("netlab: MTU %d for %s out of range [%d, %d]", mtu, router, MinMTU, MaxMTU))
+	default:
+		r.MTU = mtu
+	}
+}
+
 // nodeName is what a node may be called: it becomes part of interface
 // names (at most 15 bytes with a 2-byte prefix) and namespace names.
 var nodeName = regexp.MustCompile(`^[a-z][a-z0-9-]{0,11}$`)
@@ -305,6 +330,9 @@ func (t *Topology) Validate() error {
 		lans[r.LAN] = r.Name
 		if r.Delay < 0 || r.Delay > MaxDelay {
 			errs = append(errs, fmt.Errorf("netlab: %s: delay %v out of range [0, %v]", r.Name, r.Delay, MaxDelay))
+		}
+		if r.MTU != 0 && (r.MTU < MinMTU || r.MTU > MaxMTU) {
+			errs = append(errs, fmt.Errorf("netlab: %s: MTU %d out of range [%d, %d]", r.Name, r.MTU, MinMTU, MaxMTU))
 		}
 		if r.RateMbit < 0 {
 			errs = append(errs, fmt.Errorf("netlab: %s: negative rate %d", r.Name, r.RateMbit))

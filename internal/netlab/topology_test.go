@@ -91,3 +91,21 @@ func TestWhoamiHandler(t *testing.T) {
 		})
 	}
 }
+
+func TestSetMTU(t *testing.T) {
+	for _, tt := range []struct {
+		mtu int
+		ok  bool
+	}{{0, true}, {1280, true}, {1492, true}, {1500, true}, {1279, false}, {9000, false}, {-1, false}} {
+		topo := SeedTopology()
+		topo.SetMTU("r-fukuoka", tt.mtu)
+		if err := topo.Validate(); (err == nil) != tt.ok {
+			t.Errorf("SetMTU(%d): Validate = %v, want ok=%v", tt.mtu, err, tt.ok)
+		}
+	}
+	topo := SeedTopology()
+	topo.SetMTU("r-nowhere", 1280)
+	if topo.Validate() == nil {
+		t.Error("SetMTU on an unknown router was accepted")
+	}
+}
