@@ -327,6 +327,12 @@ func (m *mapper) persistLoop(ctx context.Context, every time.Duration) {
 	}
 }
 
+// runtimeOf is the part of n the store keeps as runtime facts.
+func runtimeOf(n *wire.Node) store.NodeRuntime {
+	return store.NodeRuntime{DiscoKey: n.DiscoKey, Endpoints: n.Endpoints,
+		HomeRegion: n.HomeRegion, Hostinfo: n.Hostinfo, LastSeen: n.LastSeen}
+}
+
 func (m *mapper) persistNow() {
 	type rt struct {
 		id wire.NodeID
@@ -336,8 +342,7 @@ func (m *mapper) persistNow() {
 	var todo []rt
 	for id := range m.persist {
 		if e := m.nodes[id]; e != nil {
-			todo = append(todo, rt{id, store.NodeRuntime{DiscoKey: e.n.DiscoKey, Endpoints: e.n.Endpoints,
-				HomeRegion: e.n.HomeRegion, Hostinfo: e.n.Hostinfo, LastSeen: e.n.LastSeen}})
+			todo = append(todo, rt{id, runtimeOf(&e.n)})
 		}
 	}
 	clear(m.persist)
@@ -503,6 +508,25 @@ type part struct {
 	patch []byte // a PeerPatch; or nil
 }
 
+// peerPatch is the patch that carries change c of node id, whose record
+// is n. The fields it carries are the ones sameRecord ignores (see
+// drift_test.go).
+func peerPatch(id wire.NodeID, n *wire.Node, c change) *wire.PeerPatch {
+	pp := &wire.PeerPatch{ID: id}
+	if c&chOnline != 0 {
+		online, last := n.Online, n.LastSeen
+		pp.Online, pp.LastSeen = &online, &last
+	}
+	if c&chRuntime != 0 {
+		eps, hr, dk := n.Endpoints, n.HomeRegion, n.DiscoKey
+		if eps == nil {
+			eps = []netip.AddrPort{}
+		}
+		pp.Endpoints, pp.HomeRegion, pp.DiscoKey = &eps, &hr, &dk
+	}
+	return pp
+}
+
 // flush sends the changes gathered in the batch window.
 func (m *mapper) flush() {
 	m.mu.Lock()
@@ -530,19 +554,7 @@ func (m *mapper) flush() {
 			p.full = e.encoded()
 			selfChanged[id] = true
 		} else {
-			pp := &wire.PeerPatch{ID: id}
-			if c&chOnline != 0 {
-				online, last := e.n.Online, e.n.LastSeen
-				pp.Online, pp.LastSeen = &online, &last
-			}
-			if c&chRuntime != 0 {
-				eps, hr, dk := e.n.Endpoints, e.n.HomeRegion, e.n.DiscoKey
-				if eps == nil {
-					eps = []netip.AddrPort{}
-				}
-				pp.Endpoints, pp.HomeRegion, pp.DiscoKey = &eps, &hr, &dk
-			}
-			p.patch = mustJSON(pp)
+			p.patch = mustJSON(peerPatch(id, &e.n, c))
 		}
 		parts = append(parts, p)
 	}

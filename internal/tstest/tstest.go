@@ -1,5 +1,6 @@
 // Package tstest holds helpers shared by weft's tests: waiting for a
-// condition, and a buffer that several goroutines may write.
+// condition, a buffer that several goroutines may write, and filling a
+// struct's every field for drift guards.
 package tstest
 
 import (
