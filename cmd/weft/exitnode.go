@@ -15,6 +15,7 @@ import (
 
 	"weft/internal/localapi"
 	"weft/internal/osnet"
+	"weft/internal/wire"
 )
 
 // defaultEchoURL answers a GET with the caller's public address as plain
@@ -42,18 +43,28 @@ type exitNodeRow struct {
 }
 
 func exitNodeRows(st *localapi.Status) []exitNodeRow {
-	choice := ""
-	if st.Prefs != nil {
-		choice = st.Prefs.ExitNode
-	}
 	rows := []exitNodeRow{}
 	for _, p := range st.Peers {
 		if p.Node == nil || !p.Node.OffersExit() {
 			continue
 		}
-		rows = append(rows, exitNodeRow{Name: p.Name, Address: firstAddr(p.Node), Online: p.Online, Path: p.Path, Selected: p.Node.Matches(choice)})
+		rows = append(rows, exitNodeRow{Name: p.Name, Address: firstAddr(p.Node), Online: p.Online, Path: p.Path, Selected: isChosenExit(st.Prefs, p.Node)})
 	}
 	return rows
+}
+
+// isChosenExit reports whether n is the exit node prefs chose: by node ID
+// once the daemon resolved the choice, by the name or address given
+// before that.
+func isChosenExit(prefs *localapi.Prefs, n *wire.Node) bool {
+	switch {
+	case prefs == nil:
+		return false
+	case prefs.ExitNodeID != 0:
+		return n.ID == prefs.ExitNodeID
+	default:
+		return n.Matches(prefs.ExitNode)
+	}
 }
 
 func newExitNodeListCmd(g *globals) *cobra.Command {

@@ -92,7 +92,7 @@ func (e *Engine) wgOptions(nm *controlclient.NetMap, rp node.RoutePrefs) wgcfg.O
 	opts := wgcfg.Options{AcceptRoutes: rp.AcceptRoutes}
 	known := ""
 	if rp.ExitNode != "" {
-		n, err := controlclient.ResolveExitNode(nm, rp.ExitNode)
+		n, err := rp.ResolveExitNode(nm)
 		if err == nil {
 			opts.ExitNode, known = n.NodeKey, n.Name
 		}
@@ -158,7 +158,7 @@ func (e *Engine) routeHealth(nm *controlclient.NetMap) []string {
 	}
 	if rp.ExitNode != "" && known == "" {
 		msg := "exit node " + rp.ExitNode + " is not usable"
-		if _, err := controlclient.ResolveExitNode(nm, rp.ExitNode); err != nil {
+		if _, err := rp.ResolveExitNode(nm); err != nil {
 			msg += " (" + err.Error() + ")"
 		}
 		out = append(out, msg+": internet traffic is held back; `weft set --exit-node=` stops using it")

@@ -136,14 +136,34 @@ func ResolveExitNode(nm *NetMap, name string) (*wire.Node, error) {
 		return nil, fmt.Errorf("%w: %q is this node; choose a peer as exit node", ErrExitNodeIsSelf, name)
 	}
 	for _, n := range nm.SortedPeers() {
-		if !n.Matches(name) {
-			continue
+		if n.Matches(name) {
+			return offersExit(n)
 		}
-		if !n.OffersExit() {
-			return nil, fmt.Errorf("%w: %s does not offer itself as an exit node, or an administrator has not approved it yet: "+
-				"run `weft set --advertise-exit-node` on %s, then `weft admin routes approve %s exit` on the server", ErrNotAnExitNode, n.Name, n.Name, n.Name)
-		}
-		return n, nil
 	}
 	return nil, fmt.Errorf("%w: no peer in the tailnet is named or has the address %q; `weft exit-node list` shows the exit nodes", ErrExitNodeNotFound, name)
+}
+
+// ExitNodeByID is ResolveExitNode for a choice already stored by the
+// peer's stable node ID, so that renaming the exit node keeps it. name is
+// the name it had when last seen, for the error when it is gone.
+func ExitNodeByID(nm *NetMap, id wire.NodeID, name string) (*wire.Node, error) {
+	if nm == nil || nm.Self == nil {
+		return nil, fmt.Errorf("%w: the node has not received its peer map yet; wait for `weft status` to show the peers and try again", ErrExitNodeNeedsAMap)
+	}
+	if nm.Self.ID == id {
+		return nil, fmt.Errorf("%w: the chosen exit node (node %d) is this node; choose a peer as exit node", ErrExitNodeIsSelf, id)
+	}
+	if n := nm.Peers[id]; n != nil {
+		return offersExit(n)
+	}
+	return nil, fmt.Errorf("%w: the chosen exit node %s (node %d) is no longer in the tailnet; `weft exit-node list` shows the exit nodes", ErrExitNodeNotFound, name, id)
+}
+
+// offersExit returns n if an administrator approved its exit routes.
+func offersExit(n *wire.Node) (*wire.Node, error) {
+	if !n.OffersExit() {
+		return nil, fmt.Errorf("%w: %s does not offer itself as an exit node, or an administrator has not approved it yet: "+
+			"run `weft set --advertise-exit-node` on %s, then `weft admin routes approve %s exit` on the server", ErrNotAnExitNode, n.Name, n.Name, n.Name)
+	}
+	return n, nil
 }

@@ -7,6 +7,8 @@ import (
 	"io"
 	"net/http"
 	"net/netip"
+
+	"weft/internal/wire"
 )
 
 // Prefs are the routing preferences a user sets with `weft up` and
@@ -19,8 +21,12 @@ type Prefs struct {
 	// SNATSubnetRoutes masquerades traffic forwarded into
 	// AdvertiseRoutes (the default).
 	SNATSubnetRoutes bool `json:"snat_subnet_routes"`
-	// ExitNode is the exit node as the user named it; empty for none.
+	// ExitNode is the chosen exit node's name (as last seen: a rename
+	// shows at the next map); empty for none.
 	ExitNode string `json:"exit_node,omitempty"`
+	// ExitNodeID is the chosen exit node's stable node ID, which the
+	// choice is kept by; zero for none or before the first map.
+	ExitNodeID wire.NodeID `json:"exit_node_id,omitempty"`
 	// ExitNodeAllowLAN keeps the local LAN direct while an exit node is
 	// in use.
 	ExitNodeAllowLAN bool `json:"exit_node_allow_lan"`

@@ -377,8 +377,39 @@ func (d *Daemon) onMap(nm *controlclient.NetMap) {
 			d.saveNetMap()
 		})
 	}
+	changed := d.followExitNodeLocked(nm)
 	d.mu.Unlock()
 	d.closeEngine(eng)
+	if changed {
+		d.pushRoutePrefs()
+	}
+}
+
+// followExitNodeLocked keeps the chosen exit node in step with the map: a
+// choice still waiting by name or address (made before the first map, or
+// saved by an older weft) is stored by the node's ID once it resolves, and
+// a renamed exit node's new name is recorded for display. It reports
+// whether the preferences changed. d.mu is held.
+func (d *Daemon) followExitNodeLocked(nm *controlclient.NetMap) bool {
+	p := d.prefs
+	var n *wire.Node
+	switch {
+	case p.ExitNodeID != 0:
+		n = nm.Peers[p.ExitNodeID]
+	case p.ExitNode != "":
+		n, _ = controlclient.ResolveExitNode(nm, p.ExitNode)
+	}
+	if n == nil || (n.ID == p.ExitNodeID && n.Name == p.ExitNode) {
+		return false
+	}
+	if p.ExitNodeID != 0 {
+		d.log.Info("exit node renamed", "id", n.ID, "from", p.ExitNode, "to", n.Name)
+	}
+	d.prefs.ExitNodeID, d.prefs.ExitNode = n.ID, n.Name
+	if err := d.st.SavePrefs(d.prefs); err != nil {
+		d.log.Error("saving prefs", "err", err)
+	}
+	return true
 }
 
 func (d *Daemon) saveNetMap() {

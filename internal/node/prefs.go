@@ -11,6 +11,7 @@ import (
 	"weft/internal/localapi"
 	"weft/internal/nodestate"
 	"weft/internal/tailnet"
+	"weft/internal/wire"
 )
 
 // RoutePrefs are the preferences the data plane acts on: what this node
@@ -19,8 +20,11 @@ type RoutePrefs struct {
 	AdvertiseExitNode  bool
 	AdvertiseRoutes    []netip.Prefix
 	NoSNATSubnetRoutes bool
-	// ExitNode names the exit node as the user gave it; the data plane
-	// resolves it against each map with ResolveExitNode.
+	// ExitNodeID is the chosen exit node by stable node ID, and ExitNode
+	// its name as last seen (or, while ExitNodeID is zero, as the user
+	// gave it); the data plane resolves them against each map with
+	// ResolveExitNode.
+	ExitNodeID       wire.NodeID
 	ExitNode         string
 	ExitNodeAllowLAN bool
 	AcceptRoutes     bool
@@ -35,11 +39,26 @@ type PrefsEngine interface {
 
 var _ localapi.PrefsEditor = (*Daemon)(nil)
 
+// ResolveExitNode finds the chosen exit node in nm: by its node ID once
+// known, so that a rename keeps it, else by the name or address the user
+// gave.
+func (rp RoutePrefs) ResolveExitNode(nm *controlclient.NetMap) (*wire.Node, error) {
+	return resolveExit(nm, rp.ExitNodeID, rp.ExitNode)
+}
+
+func resolveExit(nm *controlclient.NetMap, id wire.NodeID, name string) (*wire.Node, error) {
+	if id != 0 {
+		return controlclient.ExitNodeByID(nm, id, name)
+	}
+	return controlclient.ResolveExitNode(nm, name)
+}
+
 func routePrefs(p nodestate.Prefs) RoutePrefs {
 	return RoutePrefs{
 		AdvertiseExitNode:  p.AdvertiseExitNode,
 		AdvertiseRoutes:    slices.Clone(p.AdvertiseRoutes),
 		NoSNATSubnetRoutes: p.NoSNATSubnetRoutes,
+		ExitNodeID:         p.ExitNodeID,
 		ExitNode:           p.ExitNode,
 		ExitNodeAllowLAN:   p.ExitNodeAllowLAN,
 		AcceptRoutes:       p.AcceptRoutes,
@@ -52,6 +71,7 @@ func publicPrefs(p nodestate.Prefs) *localapi.Prefs {
 		AdvertiseRoutes:   slices.Clone(p.AdvertiseRoutes),
 		SNATSubnetRoutes:  !p.NoSNATSubnetRoutes,
 		ExitNode:          p.ExitNode,
+		ExitNodeID:        p.ExitNodeID,
 		ExitNodeAllowLAN:  p.ExitNodeAllowLAN,
 		AcceptRoutes:      p.AcceptRoutes,
 	}
@@ -73,8 +93,9 @@ func AdvertisedRoutes(p nodestate.Prefs) []netip.Prefix {
 }
 
 // applyEdit applies edit to p. With nm set, a newly chosen exit node must
-// resolve in it and be online; with nm nil that check is left to the
-// caller (the first map is not there yet).
+// resolve in it and be online, and is stored by its node ID; with nm nil
+// that check is left to the caller (the first map is not there yet) and
+// the name waits in p.ExitNode.
 func applyEdit(p *nodestate.Prefs, edit *localapi.PrefsEdit, nm *controlclient.NetMap) error {
 	if edit.IsEmpty() {
 		return nil
@@ -105,11 +126,13 @@ func applyEdit(p *nodestate.Prefs, edit *localapi.PrefsEdit, nm *controlclient.N
 		q.AcceptRoutes = *edit.AcceptRoutes
 	}
 	if edit.ExitNode != nil {
-		q.ExitNode = *edit.ExitNode
+		q.ExitNode, q.ExitNodeID = *edit.ExitNode, 0
 		if q.ExitNode != "" && nm != nil {
-			if err := checkExitNode(nm, q.ExitNode); err != nil {
+			n, err := checkExitNode(nm, q.ExitNode)
+			if err != nil {
 				return err
 			}
+			q.ExitNode, q.ExitNodeID = n.Name, n.ID
 		}
 	}
 	*p = q
@@ -118,15 +141,15 @@ func applyEdit(p *nodestate.Prefs, edit *localapi.PrefsEdit, nm *controlclient.N
 
 // checkExitNode is ResolveExitNode plus the check a user wants when
 // choosing: the exit node is online now.
-func checkExitNode(nm *controlclient.NetMap, name string) error {
+func checkExitNode(nm *controlclient.NetMap, name string) (*wire.Node, error) {
 	n, err := controlclient.ResolveExitNode(nm, name)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if !n.Online {
-		return fmt.Errorf("%w: %s is offline; choose it once it is back (see `weft exit-node list`)", controlclient.ErrExitNodeOffline, n.Name)
+		return nil, fmt.Errorf("%w: %s is offline; choose it once it is back (see `weft exit-node list`)", controlclient.ErrExitNodeOffline, n.Name)
 	}
-	return nil
+	return n, nil
 }
 
 // EditPrefs changes some preferences, saves them and puts them into
@@ -189,14 +212,15 @@ func (d *Daemon) checkExitAfterUp(edit *localapi.PrefsEdit, c *controlclient.Cli
 	if edit == nil || edit.ExitNode == nil || *edit.ExitNode == "" {
 		return nil
 	}
-	err := checkExitNode(c.NetMap(), *edit.ExitNode)
-	if err == nil {
-		return nil
-	}
+	n, err := checkExitNode(c.NetMap(), *edit.ExitNode)
 	d.mu.Lock()
 	p := d.prefs
 	d.mu.Unlock()
-	p.ExitNode = ""
+	if err == nil {
+		p.ExitNode, p.ExitNodeID = n.Name, n.ID
+		return d.setPrefs(p)
+	}
+	p.ExitNode, p.ExitNodeID = "", 0
 	if serr := d.setPrefs(p); serr != nil {
 		return errors.Join(err, serr)
 	}

@@ -2,12 +2,14 @@ package node_test
 
 import (
 	"context"
+	"errors"
 	"net/netip"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 
+	"weft/internal/controlclient"
 	"weft/internal/localapi"
 	"weft/internal/node"
 	"weft/internal/nodestate"
@@ -130,15 +132,15 @@ func TestDaemonRoutePrefs(t *testing.T) {
 		check   func(p *localapi.Prefs) bool
 	}{
 		{"exit node by name", mac, localapi.PrefsEdit{ExitNode: ptr("busan")}, "",
-			func(p *localapi.Prefs) bool { return p.ExitNode == "busan" && !p.AcceptRoutes }},
+			func(p *localapi.Prefs) bool { return p.ExitNode == "busan" && p.ExitNodeID == stored.ID && !p.AcceptRoutes }},
 		{"only given fields change", mac, localapi.PrefsEdit{AcceptRoutes: ptr(true), ExitNodeAllowLAN: ptr(true)}, "",
 			func(p *localapi.Prefs) bool { return p.ExitNode == "busan" && p.AcceptRoutes && p.ExitNodeAllowLAN }},
 		{"unknown exit node", mac, localapi.PrefsEdit{ExitNode: ptr("seoul")}, "no peer in the tailnet", nil},
 		{"self as exit node", mac, localapi.PrefsEdit{ExitNode: ptr("mac")}, "is this node", nil},
 		{"exit node by address", mac, localapi.PrefsEdit{ExitNode: ptr(busanAddr)}, "",
-			func(p *localapi.Prefs) bool { return p.ExitNode == busanAddr }},
+			func(p *localapi.Prefs) bool { return p.ExitNode == "busan" && p.ExitNodeID == stored.ID }},
 		{"clear the exit node", mac, localapi.PrefsEdit{ExitNode: ptr("")}, "",
-			func(p *localapi.Prefs) bool { return p.ExitNode == "" && p.AcceptRoutes }},
+			func(p *localapi.Prefs) bool { return p.ExitNode == "" && p.ExitNodeID == 0 && p.AcceptRoutes }},
 		{"default route as a subnet", busan, localapi.PrefsEdit{AdvertiseRoutes: &[]netip.Prefix{netip.MustParsePrefix("0.0.0.0/0")}}, "--advertise-exit-node", nil},
 		{"tailnet range", busan, localapi.PrefsEdit{AdvertiseRoutes: &[]netip.Prefix{netip.MustParsePrefix("100.64.0.0/16")}}, "overlaps the tailnet", nil},
 		{"host bits", busan, localapi.PrefsEdit{AdvertiseRoutes: &[]netip.Prefix{netip.MustParsePrefix("192.168.1.1/24")}}, "did you mean 192.168.1.0/24", nil},
@@ -202,6 +204,82 @@ func TestDaemonRoutePrefs(t *testing.T) {
 	}
 	if p, _ := mac.st.LoadPrefs(); p.ExitNode != "" || !p.WantUp {
 		t.Errorf("after up with a bad exit node: exit node %q, want up %v", p.ExitNode, p.WantUp)
+	}
+}
+
+// TestExitNodeFollowsRename: the exit node is kept by its node ID, so an
+// administrator renaming it changes only the name mac shows.
+func TestExitNodeFollowsRename(t *testing.T) {
+	e := controltest.New(t)
+	ctx := context.Background()
+	k := e.AuthKey(true)
+	busan, mac := startDaemon(t), startDaemon(t)
+	if _, err := busan.lc.Up(ctx, localapi.UpRequest{ServerURL: e.URL, AuthKey: k, Hostname: "busan",
+		Prefs: &localapi.PrefsEdit{AdvertiseExitNode: ptr(true)}}); err != nil {
+		t.Fatal(err)
+	}
+	stored, err := e.Store.GetNodeByName(ctx, "busan")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range tailnet.ExitRoutes() {
+		if _, err := e.Store.ApproveRoute(ctx, stored.ID, p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e.Server.NodeChanged(stored.ID)
+	if _, err := mac.lc.Up(ctx, localapi.UpRequest{ServerURL: e.URL, AuthKey: k, Hostname: "mac",
+		Prefs: &localapi.PrefsEdit{ExitNode: ptr("busan")}}); err != nil {
+		t.Fatal(err)
+	}
+	if p, _ := mac.st.LoadPrefs(); p.ExitNodeID != stored.ID {
+		t.Fatalf("up --exit-node busan saved exit node %q id %d, want busan's id %d", p.ExitNode, p.ExitNodeID, stored.ID)
+	}
+	if _, err := e.Store.RenameNode(ctx, stored.ID, "jeju"); err != nil {
+		t.Fatal(err)
+	}
+	e.Server.NodeChanged(stored.ID)
+	tstest.Eventually(t, "mac shows its exit node as jeju", func() bool {
+		st, err := mac.lc.Status(ctx)
+		return err == nil && st.Prefs != nil && st.Prefs.ExitNode == "jeju" && st.Prefs.ExitNodeID == stored.ID
+	})
+	if p, _ := mac.st.LoadPrefs(); p.ExitNode != "jeju" || p.ExitNodeID != stored.ID {
+		t.Errorf("saved prefs after the rename: exit node %q id %d", p.ExitNode, p.ExitNodeID)
+	}
+}
+
+func TestRoutePrefsResolveExitNode(t *testing.T) {
+	exit := []netip.Prefix{netip.MustParsePrefix("0.0.0.0/0"), netip.MustParsePrefix("::/0")}
+	nm := &controlclient.NetMap{
+		Self: &wire.Node{ID: 1, Name: "mac"},
+		Peers: map[wire.NodeID]*wire.Node{
+			2: {ID: 2, Name: "jeju", Routes: exit},
+			3: {ID: 3, Name: "pc"},
+		},
+	}
+	tests := []struct {
+		name    string
+		rp      node.RoutePrefs
+		wantID  wire.NodeID
+		wantErr error
+	}{
+		{"by id after a rename", node.RoutePrefs{ExitNodeID: 2, ExitNode: "busan"}, 2, nil},
+		{"by name before the id is known", node.RoutePrefs{ExitNode: "jeju"}, 2, nil},
+		{"old name without id", node.RoutePrefs{ExitNode: "busan"}, 0, controlclient.ErrExitNodeNotFound},
+		{"id gone", node.RoutePrefs{ExitNodeID: 9, ExitNode: "busan"}, 0, controlclient.ErrExitNodeNotFound},
+		{"id not an exit node", node.RoutePrefs{ExitNodeID: 3, ExitNode: "pc"}, 0, controlclient.ErrNotAnExitNode},
+		{"id is self", node.RoutePrefs{ExitNodeID: 1, ExitNode: "mac"}, 0, controlclient.ErrExitNodeIsSelf},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			n, err := tt.rp.ResolveExitNode(nm)
+			if !errors.Is(err, tt.wantErr) {
+				t.Fatalf("err = %v, want %v", err, tt.wantErr)
+			}
+			if err == nil && n.ID != tt.wantID {
+				t.Errorf("resolved node %d, want %d", n.ID, tt.wantID)
+			}
+		})
 	}
 }
 

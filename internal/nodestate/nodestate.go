@@ -16,6 +16,7 @@ import (
 	"strings"
 
 	"weft/internal/key"
+	"weft/internal/wire"
 )
 
 // File names inside the state directory.
@@ -95,9 +96,14 @@ type Prefs struct {
 	// node forwards into AdvertiseRoutes (the zero value masquerades,
 	// which is the default).
 	NoSNATSubnetRoutes bool `json:"no_snat_subnet_routes,omitempty"`
-	// ExitNode is the peer this node sends its internet traffic through,
-	// as the user named it (a node name or a tailnet address), resolved
-	// against each new map; empty for none.
+	// ExitNodeID is the peer this node sends its internet traffic
+	// through, by the control server's stable node ID: a rename of the
+	// exit node keeps it. Zero for none, or while a choice made before
+	// the first map (ExitNode) waits to be resolved.
+	ExitNodeID wire.NodeID `json:"exit_node_id,omitempty"`
+	// ExitNode is the exit node's name as last seen in a map, for
+	// display; empty for none. While ExitNodeID is zero it is the name
+	// or tailnet address the user gave, resolved against the next map.
 	ExitNode string `json:"exit_node,omitempty"`
 	// ExitNodeAllowLAN keeps the local LAN direct while an exit node is
 	// in use.

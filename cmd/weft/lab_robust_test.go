@@ -1,0 +1,97 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+
+	"weft/internal/localapi"
+	"weft/internal/scenario"
+)
+
+// TestLabEverydayRobustness walks through what broke when weft was tried
+// as a new user would, on the seed tailnet with busan as mac's exit node,
+// one step per mishap. Each step checks what the user sees: the address
+// the lab's web host sees, pings, `weft status`.
+func TestLabEverydayRobustness(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
+	defer cancel()
+	l := startExitLab(t, ctx)
+	busanWAN := l.lab.Node("r-busan").WANAddr
+
+	l.admin("routes", "approve", "busan", "exit")
+	err := scenario.WaitFor(ctx, 30*time.Second, "busan listed as exit node on mac", func() (bool, error) {
+		out, err := l.tn.CLI(ctx, "mac", "exit-node", "list")
+		return err == nil && strings.Contains(string(out), "busan"), nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.cli("mac", "set", "--exit-node", "busan")
+	l.awaitWhoami("mac", busanWAN, "web sees mac as r-busan through the exit node")
+
+	// Each step's helpers fail that step, not the whole walk.
+	step := func(name string, fn func(t *testing.T, l *exitLab)) {
+		t.Run(name, func(t *testing.T) {
+			sl := *l
+			sl.t = t
+			fn(t, &sl)
+		})
+	}
+
+	step("renaming the exit node keeps mac's egress", func(t *testing.T, l *exitLab) {
+		l.admin("nodes", "rename", "busan", "jeju")
+		l.awaitPeerName("mac", "jeju")
+		l.awaitWhoami("mac", busanWAN, "web still sees mac as r-busan after busan became jeju")
+		if out := l.cli("mac", "exit-node", "list"); !strings.Contains(out, "* ") || !strings.Contains(out, "jeju") {
+			t.Errorf("exit-node list does not mark jeju as in use:\n%s", out)
+		}
+		l.admin("nodes", "rename", "jeju", "busan")
+		l.awaitPeerName("mac", "busan")
+		l.awaitWhoami("mac", busanWAN, "web sees mac as r-busan after the name came back")
+	})
+}
+
+// awaitPeerName waits until host's status lists a peer called name.
+func (l *exitLab) awaitPeerName(host, name string) {
+	l.t.Helper()
+	err := scenario.WaitFor(l.ctx, 30*time.Second, host+" sees a peer "+name, func() (bool, error) {
+		out, err := l.tn.CLI(l.ctx, host, "status", "--json")
+		if err != nil {
+			return false, nil
+		}
+		var st localapi.Status
+		if err := json.Unmarshal(out, &st); err != nil {
+			return false, err
+		}
+		for _, p := range st.Peers {
+			if p.Name == name {
+				return true, nil
+			}
+		}
+		return false, nil
+	})
+	if err != nil {
+		l.t.Fatal(err)
+	}
+}
+
+// awaitDirect waits up to within for a `weft ping` from host to peer to
+// come back over a direct path.
+func (l *exitLab) awaitDirect(host, peer string, within time.Duration) {
+	l.t.Helper()
+	var out []byte
+	err := scenario.WaitFor(l.ctx, within, host+" pings "+peer+" directly", func() (bool, error) {
+		pctx, cancel := context.WithTimeout(l.ctx, within)
+		defer cancel()
+		var err error
+		out, err = l.tn.CLI(pctx, host, "ping", "-c", "1", "--timeout", "1s", "--until-direct", peer)
+		return err == nil, nil
+	})
+	if err != nil {
+		st, _ := l.tn.CLI(l.ctx, host, "status")
+		l.t.Fatalf("%v; last ping:\n%s\n%s's status:\n%s", err, out, host, st)
+	}
+}
