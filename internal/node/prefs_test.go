@@ -132,7 +132,9 @@ func TestDaemonRoutePrefs(t *testing.T) {
 		check   func(p *localapi.Prefs) bool
 	}{
 		{"exit node by name", mac, localapi.PrefsEdit{ExitNode: ptr("busan")}, "",
-			func(p *localapi.Prefs) bool { return p.ExitNode == "busan" && p.ExitNodeID == stored.ID && !p.AcceptRoutes }},
+			func(p *localapi.Prefs) bool {
+				return p.ExitNode == "busan" && p.ExitNodeID == stored.ID && !p.AcceptRoutes
+			}},
 		{"only given fields change", mac, localapi.PrefsEdit{AcceptRoutes: ptr(true), ExitNodeAllowLAN: ptr(true)}, "",
 			func(p *localapi.Prefs) bool { return p.ExitNode == "busan" && p.AcceptRoutes && p.ExitNodeAllowLAN }},
 		{"unknown exit node", mac, localapi.PrefsEdit{ExitNode: ptr("seoul")}, "no peer in the tailnet", nil},
