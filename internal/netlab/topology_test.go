@@ -30,7 +30,7 @@ func TestTopologyValidate(t *testing.T) {
 		{"duplicate name", func(tp *Topology) { tp.Routers[1].Hosts = append(tp.Routers[1].Hosts, "busan") }, `"busan" used twice`},
 		{"reserved name", func(tp *Topology) { tp.Public[0].Name = "internet" }, "reserved"},
 		{"long name", func(tp *Topology) { tp.Routers[0].Hosts[0] = "averyverylongname" }, "1-12"},
-		{"address outside internet", func(tp *Topology) { tp.Public[0].Addr = netip.MustParseAddr("10.0.0.1") }, "not a host in 203.0.113.0/24"},
+		{"address outside internet", func(tp *Topology) { tp.Public[0].Addr = netip.MustParseAddr("10.0.0.1") }, "not a host in [203.0.113.0/24 198.51.100.0/24]"},
 		{"address twice", func(tp *Topology) { tp.Public[0].Addr = tp.Routers[0].WAN }, "both have address"},
 		{"overlapping LANs", func(tp *Topology) { tp.Routers[1].LAN = tp.Routers[0].LAN }, "overlap"},
 		{"public LAN", func(tp *Topology) { tp.Routers[0].LAN = netip.MustParsePrefix("8.8.8.0/24") }, "private"},
