@@ -91,7 +91,7 @@ func runServer(ctx context.Context, g *globals, o serverOptions) error {
 		return err
 	}
 	defer ctrl.Close()
-	mux, rel, err := serverMux(o, st, ctrl, log)
+	mux, rel, err := serverMux(o, ctrl, log)
 	if err != nil {
 		return err
 	}
@@ -150,18 +150,18 @@ func loadServerSetup(o serverOptions) (key.MachinePrivate, *wire.RelayMap, error
 // serverMux routes the server's HTTP paths: control at the root, the
 // embedded relay, and the allow list standalone relays fetch. The relay
 // must be closed when the server stops.
-func serverMux(o serverOptions, st store.Store, ctrl *control.Server, log *slog.Logger) (*http.ServeMux, *relay.Server, error) {
+func serverMux(o serverOptions, ctrl *control.Server, log *slog.Logger) (*http.ServeMux, *relay.Server, error) {
 	mux := http.NewServeMux()
 	mux.Handle("/", ctrl.Handler())
 	relaySecret, err := serverRelaySecret(o)
 	if err != nil {
 		return nil, nil, err
 	}
-	rel, err := mountRelay(mux, st, log.With("sub", "relay"))
+	rel, err := mountRelay(mux, ctrl, log.With("sub", "relay"))
 	if err != nil {
 		return nil, nil, err
 	}
-	mux.Handle(relay.AllowListPath, relay.NewAllowListHandler(storeNodeKeys{st}, relaySecret))
+	mux.Handle(relay.AllowListPath, relay.NewAllowListHandler(ctrl, relaySecret))
 	return mux, rel, nil
 }
 

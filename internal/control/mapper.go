@@ -60,6 +60,7 @@ type mapper struct {
 	persist  map[wire.NodeID]struct{} // runtime facts not yet in the store
 	removed  []wire.NodeID
 	disco    map[key.DiscoPublic]wire.NodeID // who holds each disco key (disco.go)
+	nodeKeys map[key.NodePublic]wire.NodeID  // whose each node key is (relayauth.go)
 	seq      uint64
 	flushing bool // a flush is scheduled
 	closed   bool
@@ -73,12 +74,13 @@ func newMapper(ctx context.Context, s *Server) (*mapper, error) {
 		return nil, fmt.Errorf("control: loading nodes: %w", err)
 	}
 	m := &mapper{
-		s:       s,
-		nodes:   make(map[wire.NodeID]*nodeEntry, len(all)),
-		dirty:   map[wire.NodeID]change{},
-		persist: map[wire.NodeID]struct{}{},
-		disco:   map[key.DiscoPublic]wire.NodeID{},
-		relay:   mustJSON(s.cfg.RelayMap),
+		s:        s,
+		nodes:    make(map[wire.NodeID]*nodeEntry, len(all)),
+		dirty:    map[wire.NodeID]change{},
+		persist:  map[wire.NodeID]struct{}{},
+		disco:    map[key.DiscoPublic]wire.NodeID{},
+		nodeKeys: map[key.NodePublic]wire.NodeID{},
+		relay:    mustJSON(s.cfg.RelayMap),
 	}
 	dns, err := loadDNS(ctx, s)
 	if err != nil {
@@ -90,6 +92,7 @@ func newMapper(ctx context.Context, s *Server) (*mapper, error) {
 		e := &nodeEntry{n: all[i].Wire(), ephemeral: all[i].Ephemeral}
 		m.nodes[all[i].ID] = e
 		m.indexDiscoLocked(all[i].ID, key.DiscoPublic{}, e.n.DiscoKey)
+		m.indexNodeKeyLocked(all[i].ID, key.NodePublic{}, e.n.NodeKey)
 		m.armExpiryLocked(all[i].ID, e)
 	}
 	// Nodes that expired while the server was down are simply left out;
@@ -149,6 +152,7 @@ func (m *mapper) upsert(n *store.Node) {
 		}
 	}
 	m.indexDiscoLocked(n.ID, e.n.DiscoKey, w.DiscoKey)
+	m.indexNodeKeyLocked(n.ID, e.n.NodeKey, w.NodeKey)
 	e.n, e.enc, e.ephemeral = w, nil, n.Ephemeral
 	m.markLocked(n.ID, chFull)
 	m.armExpiryLocked(n.ID, e)
@@ -202,6 +206,7 @@ func (m *mapper) connected(n *store.Node, sess *session) *wire.ErrorMessage {
 		c |= chFull
 	}
 	m.indexDiscoLocked(n.ID, e.n.DiscoKey, w.DiscoKey)
+	m.indexNodeKeyLocked(n.ID, e.n.NodeKey, w.NodeKey)
 	e.n, e.enc, e.sess, e.ephemeral = w, nil, sess, n.Ephemeral
 	m.markLocked(n.ID, c)
 	m.persist[n.ID] = struct{}{}
@@ -367,6 +372,8 @@ func (m *mapper) remove(id wire.NodeID, reason string) {
 	}
 	delete(m.nodes, id)
 	delete(m.dirty, id)
+	m.indexNodeKeyLocked(id, e.n.NodeKey, key.NodePublic{})
+	m.indexDiscoLocked(id, e.n.DiscoKey, key.DiscoPublic{})
 	if e.gone != nil {
 		e.gone.Stop()
 	}

@@ -2,7 +2,6 @@ package control
 
 import (
 	"bytes"
-	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
@@ -99,19 +98,4 @@ func (s *Server) Online(id wire.NodeID) bool {
 	defer s.m.mu.Unlock()
 	e := s.m.nodes[id]
 	return e != nil && e.sess != nil
-}
-
-// AllowNodeKey reports whether k is the current, unexpired node key of a
-// registered node. The embedded relay uses it to serve tailnet members
-// only (relay.AuthorizerFunc(srv.AllowNodeKey)).
-func (s *Server) AllowNodeKey(ctx context.Context, k key.NodePublic) (bool, error) {
-	now := s.cfg.Now()
-	s.m.mu.Lock()
-	defer s.m.mu.Unlock()
-	for _, e := range s.m.nodes {
-		if e.n.NodeKey == k {
-			return e.n.KeyExpiry.IsZero() || now.Before(e.n.KeyExpiry), nil
-		}
-	}
-	return false, nil
 }

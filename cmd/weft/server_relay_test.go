@@ -1,0 +1,106 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net/http/httptest"
+	"path/filepath"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"weft/internal/control"
+	"weft/internal/key"
+	"weft/internal/relay"
+	"weft/internal/store"
+	"weft/internal/wire"
+)
+
+// countingStore counts the node reads that reach the store.
+type countingStore struct {
+	store.Store
+	reads atomic.Int64
+}
+
+func (s *countingStore) ListNodes(ctx context.Context) ([]store.Node, error) {
+	s.reads.Add(1)
+	return s.Store.ListNodes(ctx)
+}
+
+func (s *countingStore) GetNode(ctx context.Context, id wire.NodeID) (store.Node, error) {
+	s.reads.Add(1)
+	return s.Store.GetNode(ctx, id)
+}
+
+func (s *countingStore) GetNodeByMachineKey(ctx context.Context, mk key.MachinePublic) (store.Node, error) {
+	s.reads.Add(1)
+	return s.Store.GetNodeByMachineKey(ctx, mk)
+}
+
+// TestEmbeddedRelayAuthorizesFromMemory: a handshake to the embedded
+// relay, even with a key nobody registered, reads nothing from the store;
+// the control server keeps the set of allowed node keys in memory. A
+// registered node is let in, and refused once its key expired.
+func TestEmbeddedRelayAuthorizesFromMemory(t *testing.T) {
+	ctx := context.Background()
+	base, err := store.Open(ctx, filepath.Join(t.TempDir(), "weft.db"), store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer base.Close()
+	st := &countingStore{Store: base}
+	if _, err := st.CreateUser(ctx, "alice"); err != nil {
+		t.Fatal(err)
+	}
+	secret, _, err := st.CreateAuthKey(ctx, store.AuthKeyRequest{User: "alice"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	member := key.NewNode()
+	n, err := st.Register(ctx, store.RegisterRequest{AuthKey: secret, MachineKey: key.NewMachine().Public(), NodeKey: member.Public(), Hostname: "member"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := slog.New(slog.DiscardHandler)
+	ctrl, err := control.New(ctx, control.Config{Store: st, Key: key.NewMachine()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ctrl.Close()
+	mux, rel, err := serverMux(serverOptions{dataDir: t.TempDir()}, ctrl, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rel.Close()
+	hs := httptest.NewServer(mux)
+	defer hs.Close()
+
+	connect := func(k key.NodePrivate) error {
+		c, err := relay.NewClient(relay.ClientOptions{URLs: []string{hs.URL}, NodeKey: k, MinBackoff: 10 * time.Millisecond})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		return c.Connect(cctx)
+	}
+	st.reads.Store(0)
+	if err := connect(key.NewNode()); !errors.Is(err, relay.ErrRefused) {
+		t.Fatalf("unknown key: %v, want refused", err)
+	}
+	if got := st.reads.Load(); got != 0 {
+		t.Fatalf("a handshake with an unknown key read the store %d times", got)
+	}
+	if err := connect(member); err != nil {
+		t.Fatalf("registered node refused: %v", err)
+	}
+	if _, err := st.ExpireNode(ctx, n.ID); err != nil {
+		t.Fatal(err)
+	}
+	ctrl.NodeChanged(n.ID)
+	if err := connect(member); !errors.Is(err, relay.ErrRefused) {
+		t.Fatalf("expired node: %v, want refused", err)
+	}
+}
