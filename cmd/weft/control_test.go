@@ -15,32 +15,14 @@ import (
 	"time"
 
 	"weft/internal/localapi"
+	"weft/internal/tstest"
 )
-
-// syncBuffer is a bytes.Buffer safe for a goroutine writing while the test
-// reads it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // background runs `weft args...` until the test ends.
 func background(t *testing.T, args ...string) (stop func()) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	logs := &syncBuffer{}
+	logs := &tstest.Buffer{}
 	done := make(chan int, 1)
 	go func() { done <- run(ctx, args, logs, logs) }()
 	var once sync.Once
@@ -70,17 +52,6 @@ func freePort(t *testing.T) int {
 	return ln.Addr().(*net.TCPAddr).Port
 }
 
-func waitFor(t *testing.T, what string, f func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !f() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 func weft(t *testing.T, args ...string) (stdout, stderr string, code int) {
 	t.Helper()
 	var out, errb bytes.Buffer
@@ -96,7 +67,7 @@ func TestControlPlaneVerticalSlice(t *testing.T) {
 	dataDir := filepath.Join(dir, "server")
 	url := fmt.Sprintf("http://127.0.0.1:%d", freePort(t))
 	stopServer := background(t, "server", "--listen", strings.TrimPrefix(url, "http://"), "--data-dir", dataDir, "--server-url", url, "--stun-listen=")
-	waitFor(t, "server /healthz", func() bool {
+	tstest.Eventually(t, "server /healthz", func() bool {
 		resp, err := http.Get(url + "/healthz")
 		if err == nil {
 			resp.Body.Close()
@@ -126,7 +97,7 @@ func TestControlPlaneVerticalSlice(t *testing.T) {
 	for _, host := range []string{"busan", "mac"} {
 		sockets[host] = filepath.Join(dir, host+".sock")
 		stops[host] = background(t, "--socket", sockets[host], "daemon", "--no-data-plane", "--state-dir", filepath.Join(dir, host))
-		waitFor(t, host+" socket", func() bool { _, err := os.Stat(sockets[host]); return err == nil })
+		tstest.Eventually(t, host+" socket", func() bool { _, err := os.Stat(sockets[host]); return err == nil })
 	}
 
 	if out, errs, code := weft(t, "--socket", sockets["busan"], "up", "--server", url, "--auth-key", oneOff, "--hostname", "busan"); code != 0 {
@@ -165,15 +136,15 @@ func TestControlPlaneVerticalSlice(t *testing.T) {
 		}
 		return false
 	}
-	waitFor(t, "busan sees mac", func() bool { return seesOnline("busan", "mac") })
-	waitFor(t, "mac sees busan", func() bool { return seesOnline("mac", "busan") })
+	tstest.Eventually(t, "busan sees mac", func() bool { return seesOnline("busan", "mac") })
+	tstest.Eventually(t, "mac sees busan", func() bool { return seesOnline("mac", "busan") })
 	before := status("mac").Self
 
 	// An administrator's rename reaches the peers' maps.
 	admin("nodes", "rename", "mac", "macbook")
-	waitFor(t, "busan sees the rename", func() bool { return seesOnline("busan", "macbook") })
+	tstest.Eventually(t, "busan sees the rename", func() bool { return seesOnline("busan", "macbook") })
 	admin("nodes", "rename", "macbook", "mac")
-	waitFor(t, "busan sees the name back", func() bool { return seesOnline("busan", "mac") })
+	tstest.Eventually(t, "busan sees the name back", func() bool { return seesOnline("busan", "mac") })
 
 	out, _, _ := weft(t, "--socket", sockets["busan"], "status")
 	for _, want := range []string{"NAME", "busan", "mac", "online", "100.64."} {
@@ -184,14 +155,14 @@ func TestControlPlaneVerticalSlice(t *testing.T) {
 
 	// A daemon restart reconnects by itself.
 	stops["mac"]()
-	waitFor(t, "busan sees mac offline", func() bool { return !seesOnline("busan", "mac") })
+	tstest.Eventually(t, "busan sees mac offline", func() bool { return !seesOnline("busan", "mac") })
 	background(t, "--socket", sockets["mac"], "daemon", "--no-data-plane", "--state-dir", filepath.Join(dir, "mac"))
-	waitFor(t, "mac back after daemon restart", func() bool { return seesOnline("busan", "mac") })
+	tstest.Eventually(t, "mac back after daemon restart", func() bool { return seesOnline("busan", "mac") })
 
 	// A server restart: both come back with the same addresses.
 	stopServer()
 	background(t, "server", "--listen", strings.TrimPrefix(url, "http://"), "--data-dir", dataDir, "--server-url", url, "--stun-listen=")
-	waitFor(t, "mac reconnects after server restart", func() bool {
+	tstest.Eventually(t, "mac reconnects after server restart", func() bool {
 		st := status("mac")
 		return st.BackendState == localapi.StateRunning && seesOnline("mac", "busan")
 	})
@@ -207,7 +178,7 @@ func TestControlPlaneVerticalSlice(t *testing.T) {
 	if st := status("mac"); st.BackendState != localapi.StateStopped {
 		t.Errorf("after down: %s", st.BackendState)
 	}
-	waitFor(t, "busan sees mac offline after down", func() bool { return !seesOnline("busan", "mac") })
+	tstest.Eventually(t, "busan sees mac offline after down", func() bool { return !seesOnline("busan", "mac") })
 	if _, errs, code := weft(t, "--socket", sockets["mac"], "logout"); code != 0 {
 		t.Fatal(errs)
 	}

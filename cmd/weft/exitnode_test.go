@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"weft/internal/tstest"
 )
 
 // TestSetAndExitNodeCLI runs a server and two control-plane-only daemons
@@ -19,14 +20,14 @@ func TestSetAndExitNodeCLI(t *testing.T) {
 	dataDir := filepath.Join(dir, "server")
 	url := fmt.Sprintf("http://127.0.0.1:%d", freePort(t))
 	background(t, "server", "--listen", strings.TrimPrefix(url, "http://"), "--data-dir", dataDir, "--server-url", url, "--stun-listen=")
-	waitFor(t, "server /healthz", func() bool {
+	tstest.Eventually(t, "server /healthz", func() bool {
 		resp, err := http.Get(url + "/healthz")
 		if err == nil {
 			resp.Body.Close()
 		}
 		return err == nil && resp.StatusCode == 200
 	})
-	waitFor(t, "admin socket", func() bool { _, err := os.Stat(filepath.Join(dataDir, "admin.sock")); return err == nil })
+	tstest.Eventually(t, "admin socket", func() bool { _, err := os.Stat(filepath.Join(dataDir, "admin.sock")); return err == nil })
 	admin := func(args ...string) string {
 		t.Helper()
 		out, errs, code := weft(t, append([]string{"admin", "--data-dir", dataDir}, args...)...)
@@ -41,7 +42,7 @@ func TestSetAndExitNodeCLI(t *testing.T) {
 	for _, host := range []string{"busan", "mac"} {
 		sock[host] = filepath.Join(dir, host+".sock")
 		background(t, "--socket", sock[host], "daemon", "--no-data-plane", "--state-dir", filepath.Join(dir, host))
-		waitFor(t, host+" socket", func() bool { _, err := os.Stat(sock[host]); return err == nil })
+		tstest.Eventually(t, host+" socket", func() bool { _, err := os.Stat(sock[host]); return err == nil })
 	}
 	cli := func(host string, args ...string) (string, string, int) {
 		return weft(t, append([]string{"--socket", sock[host]}, args...)...)
@@ -84,7 +85,7 @@ func TestSetAndExitNodeCLI(t *testing.T) {
 	}
 
 	admin("routes", "approve", "busan", "exit")
-	waitFor(t, "busan listed as exit node", func() bool {
+	tstest.Eventually(t, "busan listed as exit node", func() bool {
 		out, _, _ := cli("mac", "exit-node", "list")
 		return strings.Contains(out, "busan") && strings.Contains(out, "yes")
 	})

@@ -195,18 +195,6 @@ func traffic(t *testing.T, a, b *tnode) {
 	t.Cleanup(func() { close(stop); <-done })
 }
 
-// waitFor polls cond until it holds or the (generous) bound runs out.
-func waitFor(t *testing.T, bound time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(bound)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 func peerOf(n *tnode, eps []netip.AddrPort, hard bool) magicsock.Peer {
 	return magicsock.Peer{
 		NodeKey:    n.node.Public(),

@@ -11,6 +11,7 @@ import (
 	"weft/internal/key"
 	"weft/internal/magicsock"
 	"weft/internal/magicsock/natsim"
+	"weft/internal/tstest"
 )
 
 var (
@@ -89,7 +90,7 @@ func (sp *simPair) bothRelay() bool {
 func (sp *simPair) flowing(t *testing.T, n int64, what string) {
 	t.Helper()
 	ra, rb := sp.a.received.Load(), sp.b.received.Load()
-	waitFor(t, 10*time.Second, what, func() bool {
+	tstest.EventuallyWithin(t, 10*time.Second, what, func() bool {
 		return sp.a.received.Load() >= ra+n && sp.b.received.Load() >= rb+n
 	})
 }
@@ -134,7 +135,7 @@ func TestSimPaths(t *testing.T) {
 			}
 			sp.sim.SetDrop(nil)
 			if tt.wantDirect {
-				waitFor(t, 15*time.Second, "both paths direct", sp.bothDirect)
+				tstest.EventuallyWithin(t, 15*time.Second, "both paths direct", sp.bothDirect)
 				pa, pb := sp.a.path(sp.b), sp.b.path(sp.a)
 				if pa.Endpoint.Addr() != publicB || pb.Endpoint.Addr() != publicA {
 					t.Errorf("paths a→%v b→%v; want the public addresses %v and %v", pa, pb, publicB, publicA)
@@ -190,11 +191,11 @@ func TestSimEasyHardSuccessRate(t *testing.T) {
 func TestSimFallbackAndRecovery(t *testing.T) {
 	sp := newSimPair(t, easy, easy, 2)
 	traffic(t, sp.a, sp.b)
-	waitFor(t, 10*time.Second, "direct", sp.bothDirect)
+	tstest.EventuallyWithin(t, 10*time.Second, "direct", sp.bothDirect)
 
 	// The direct path dies: no UDP between the two sites gets through.
 	sp.sim.SetDrop(func(src, dst netip.AddrPort) bool { return true })
-	waitFor(t, 10*time.Second, "fallback to relay", sp.bothRelay)
+	tstest.EventuallyWithin(t, 10*time.Second, "fallback to relay", sp.bothRelay)
 	relayed := sp.relay.data.Load()
 	sp.flowing(t, 20, "traffic after fallback")
 	if sp.relay.data.Load() <= relayed {
@@ -203,7 +204,7 @@ func TestSimFallbackAndRecovery(t *testing.T) {
 
 	// It comes back: probing resumes and finds it again.
 	sp.sim.SetDrop(nil)
-	waitFor(t, 10*time.Second, "direct again", sp.bothDirect)
+	tstest.EventuallyWithin(t, 10*time.Second, "direct again", sp.bothDirect)
 	sp.flowing(t, 20, "traffic after recovery")
 }
 
@@ -212,11 +213,11 @@ func TestSimFallbackAndRecovery(t *testing.T) {
 func TestSimNATFlush(t *testing.T) {
 	sp := newSimPair(t, easy, easy, 3)
 	traffic(t, sp.a, sp.b)
-	waitFor(t, 10*time.Second, "direct", sp.bothDirect)
+	tstest.EventuallyWithin(t, 10*time.Second, "direct", sp.bothDirect)
 	sp.natA.Flush(false)
 	sp.natB.Flush(false)
 	sp.flowing(t, 50, "traffic after the flush")
-	waitFor(t, 10*time.Second, "direct after the flush", sp.bothDirect)
+	tstest.EventuallyWithin(t, 10*time.Second, "direct after the flush", sp.bothDirect)
 }
 
 // TestSimNATRebinding moves a node to a new public port (a router that
@@ -233,10 +234,10 @@ func TestSimNATRebinding(t *testing.T) {
 	// move the path.
 	sp.sim.SetDelay(5 * time.Millisecond)
 	traffic(t, sp.a, sp.b)
-	waitFor(t, 10*time.Second, "direct", sp.bothDirect)
+	tstest.EventuallyWithin(t, 10*time.Second, "direct", sp.bothDirect)
 	old := sp.b.path(sp.a).Endpoint
 	sp.natA.Flush(true)
-	waitFor(t, 10*time.Second, "b follows a to its new port", func() bool {
+	tstest.EventuallyWithin(t, 10*time.Second, "b follows a to its new port", func() bool {
 		p := sp.b.path(sp.a)
 		return p.Kind == magicsock.PathDirect && p.Endpoint != old
 	})
@@ -244,7 +245,7 @@ func TestSimNATRebinding(t *testing.T) {
 		t.Fatalf("new path to a is %v; want an address of %v", got, publicA)
 	}
 	sp.flowing(t, 20, "traffic after rebinding")
-	waitFor(t, 10*time.Second, "both direct after rebinding", sp.bothDirect)
+	tstest.EventuallyWithin(t, 10*time.Second, "both direct after rebinding", sp.bothDirect)
 }
 
 // TestSimPing checks the disco ping weft ping uses: over the relay while
@@ -338,7 +339,7 @@ func TestSimSameLAN(t *testing.T) {
 	b.conn.SetPeers([]magicsock.Peer{peerOf(a, a.conn.LocalEndpoints(), false)})
 	traffic(t, a, b)
 	sp := &simPair{sim: sim, relay: relay, a: a, b: b}
-	waitFor(t, 10*time.Second, "direct", sp.bothDirect)
+	tstest.EventuallyWithin(t, 10*time.Second, "direct", sp.bothDirect)
 	if got, want := a.path(b).Endpoint, netip.AddrPortFrom(netip.MustParseAddr("192.168.1.3"), b.conn.Port()); got != want {
 		t.Fatalf("a→b path %v; want the LAN address %v", got, want)
 	}
@@ -349,7 +350,7 @@ func TestSimSameLAN(t *testing.T) {
 func TestSimUnknownSourceDropped(t *testing.T) {
 	sp := newSimPair(t, public, public, 8)
 	traffic(t, sp.a, sp.b)
-	waitFor(t, 10*time.Second, "direct", sp.bothDirect)
+	tstest.EventuallyWithin(t, 10*time.Second, "direct", sp.bothDirect)
 	stranger, err := sp.sim.NewHost(netip.MustParseAddr("198.51.100.99"), nil).ListenUDP4(0)
 	if err != nil {
 		t.Fatal(err)
@@ -380,7 +381,7 @@ func TestCloseStopsGoroutines(t *testing.T) {
 	t.Run("round", func(t *testing.T) {
 		sp := newSimPair(t, easy, hard, 1)
 		traffic(t, sp.a, sp.b)
-		waitFor(t, 15*time.Second, "direct", sp.bothDirect)
+		tstest.EventuallyWithin(t, 15*time.Second, "direct", sp.bothDirect)
 	})
 	deadline := time.Now().Add(5 * time.Second)
 	for runtime.NumGoroutine() > base {
@@ -407,7 +408,7 @@ func TestSimPongDoublesAsSTUN(t *testing.T) {
 	}
 	traffic(t, a, b)
 	want := netip.AddrPortFrom(publicA, a.conn.Port())
-	waitFor(t, 10*time.Second, "public endpoint learnt from a pong", func() bool {
+	tstest.EventuallyWithin(t, 10*time.Second, "public endpoint learnt from a pong", func() bool {
 		return slices.Contains(a.conn.LocalEndpoints(), want)
 	})
 }
@@ -470,7 +471,7 @@ func TestSimThreeNodeMesh(t *testing.T) {
 	traffic(t, nodes[0], nodes[1])
 	traffic(t, nodes[0], nodes[2])
 	traffic(t, nodes[1], nodes[2])
-	waitFor(t, 20*time.Second, "a full direct mesh", func() bool {
+	tstest.EventuallyWithin(t, 20*time.Second, "a full direct mesh", func() bool {
 		for _, n := range nodes {
 			for _, o := range nodes {
 				if n != o && n.path(o).Kind != magicsock.PathDirect {

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"weft/internal/key"
+	"weft/internal/tstest"
 	"weft/internal/wire"
 )
 
@@ -72,7 +73,7 @@ func TestManager(t *testing.T) {
 	cb2 := connect(t, r2.url, b2) // a peer homed on region 2
 
 	t.Run("from the home region", func(t *testing.T) {
-		eventually(t, "a connected to its home", func() bool { return r1.srv.Stats().Clients == 2 })
+		tstest.Eventually(t, "a connected to its home", func() bool { return r1.srv.Stats().Clients == 2 })
 		if err := cb1.Send(a.Public(), []byte("hi home")); err != nil {
 			t.Fatal(err)
 		}
@@ -147,7 +148,7 @@ func TestManagerClosesIdleRegions(t *testing.T) {
 		t.Fatal(err)
 	}
 	recvPacket(t, cb)
-	eventually(t, "idle region 2 closed", func() bool {
+	tstest.Eventually(t, "idle region 2 closed", func() bool {
 		return slices.Equal(m.connectedRegions(), []int{1}) && r2.srv.Stats().Clients == 1 && r1.srv.Stats().Clients == 1
 	})
 	// The home is kept however idle it is.

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"weft/internal/key"
+	"weft/internal/tstest"
 	"weft/internal/wire"
 )
 
@@ -26,12 +27,12 @@ func TestMeshForwardsBetweenRelays(t *testing.T) {
 	r1 := serveRelay(t, hs1, ServerOptions{Authorizer: auth, MeshKey: meshKey, MeshWith: mesh})
 	r2 := serveRelay(t, hs2, ServerOptions{Authorizer: auth, MeshKey: meshKey, MeshWith: mesh})
 
-	eventually(t, "both relays watched by the other", func() bool {
+	tstest.Eventually(t, "both relays watched by the other", func() bool {
 		return r1.srv.Stats().MeshPeers == 1 && r2.srv.Stats().MeshPeers == 1
 	})
 	ca, cb := connect(t, r1.url, a), connect(t, r2.url, b)
-	eventually(t, "r1 to learn b is on r2", func() bool { return r1.srv.hasRoute(b.Public()) })
-	eventually(t, "r2 to learn a is on r1", func() bool { return r2.srv.hasRoute(a.Public()) })
+	tstest.Eventually(t, "r1 to learn b is on r2", func() bool { return r1.srv.hasRoute(b.Public()) })
+	tstest.Eventually(t, "r2 to learn a is on r1", func() bool { return r2.srv.hasRoute(a.Public()) })
 
 	for i := range 3 {
 		msg := fmt.Sprintf("across the mesh %d", i)
@@ -51,7 +52,7 @@ func TestMeshForwardsBetweenRelays(t *testing.T) {
 
 	// When b leaves r2, r1 forgets the route and tells a that b is gone.
 	cb.Close()
-	eventually(t, "r1 to forget b", func() bool { return !r1.srv.hasRoute(b.Public()) })
+	tstest.Eventually(t, "r1 to forget b", func() bool { return !r1.srv.hasRoute(b.Public()) })
 	if err := ca.Send(b.Public(), []byte("anyone?")); err != nil {
 		t.Fatal(err)
 	}
@@ -132,7 +133,7 @@ func TestMeshAndManagerLeaveNoGoroutines(t *testing.T) {
 		if err := cb.Connect(context.Background()); err != nil {
 			t.Fatal(err)
 		}
-		eventually(t, "routes learned", func() bool {
+		tstest.Eventually(t, "routes learned", func() bool {
 			return relays[1].hasRoute(a.Public())
 		})
 		cb.Send(a.Public(), []byte("leak check"))
@@ -142,5 +143,5 @@ func TestMeshAndManagerLeaveNoGoroutines(t *testing.T) {
 			t.Fatal("nothing received")
 		}
 	}()
-	eventually(t, "goroutines to end", func() bool { return runtime.NumGoroutine() <= before })
+	tstest.Eventually(t, "goroutines to end", func() bool { return runtime.NumGoroutine() <= before })
 }

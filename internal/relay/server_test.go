@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"weft/internal/key"
+	"weft/internal/tstest"
 )
 
 // keySet is a mutable Authorizer for tests.
@@ -152,19 +153,6 @@ func send(t testing.TB, c *Client, dst key.NodePublic, pkt []byte) {
 	}
 }
 
-// eventually polls cond until it holds, failing after 10s. It checks an
-// outcome, not a duration.
-func eventually(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 func TestForwardBothWays(t *testing.T) {
 	a, b := key.NewNode(), key.NewNode()
 	reg := prometheus.NewRegistry()
@@ -199,7 +187,7 @@ func TestForwardBothWays(t *testing.T) {
 	}
 	// The counter moves just after the packet is queued, so the receiver
 	// may be a moment ahead of it.
-	eventually(t, "4 packets counted", func() bool { return r.srv.Stats().PacketsForwarded == 4 })
+	tstest.Eventually(t, "4 packets counted", func() bool { return r.srv.Stats().PacketsForwarded == 4 })
 	if st := r.srv.Stats(); st.Clients != 2 || st.PacketsForwarded != 4 {
 		t.Fatalf("stats %+v, want 2 clients and 4 packets", st)
 	}
@@ -306,7 +294,7 @@ func TestPeerGoneOnUnknownDestination(t *testing.T) {
 	if !ok || pg.Key != nobody || pg.Reason != PeerGoneNotHere {
 		t.Fatalf("got %#v, want PeerGone for %v", m, nobody)
 	}
-	eventually(t, "drops counted", func() bool { return r.srv.Stats().DropsUnknownDest == 5 })
+	tstest.Eventually(t, "drops counted", func() bool { return r.srv.Stats().DropsUnknownDest == 5 })
 	// Ping round-trips after the sends, so any second notice would have
 	// been queued (and read below) by now.
 	if _, err := ca.Ping(context.Background()); err != nil {
@@ -401,7 +389,7 @@ func TestClientReconnects(t *testing.T) {
 	sc := r.srv.clients[b.Public()]
 	r.srv.mu.RUnlock()
 	sc.nc.Close()
-	eventually(t, "b reconnected", func() bool {
+	tstest.Eventually(t, "b reconnected", func() bool {
 		r.srv.mu.RLock()
 		defer r.srv.mu.RUnlock()
 		now := r.srv.clients[b.Public()]
@@ -488,7 +476,7 @@ func TestCloseLeavesNoGoroutines(t *testing.T) {
 			c.Close()
 		}
 	}()
-	eventually(t, "goroutines to end", func() bool { return runtime.NumGoroutine() <= before })
+	tstest.Eventually(t, "goroutines to end", func() bool { return runtime.NumGoroutine() <= before })
 }
 
 func TestRecheckDropsRevokedNode(t *testing.T) {
@@ -508,7 +496,7 @@ func TestRecheckDropsRevokedNode(t *testing.T) {
 	delete(auth.keys, b.Public())
 	auth.mu.Unlock()
 	r.srv.recheck(context.Background())
-	eventually(t, "b dropped and kept out", func() bool {
+	tstest.Eventually(t, "b dropped and kept out", func() bool {
 		st := r.srv.Stats()
 		return st.Clients == 1 && st.Refused > 0
 	})

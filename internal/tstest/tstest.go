@@ -11,7 +11,7 @@ import (
 )
 
 // DefaultWait is how long Eventually waits when a test gives no bound.
-const DefaultWait = 15 * time.Second
+const DefaultWait = 20 * time.Second
 
 // Eventually polls cond every 10 ms until it holds, and fails the test
 // with what when it has not held within DefaultWait.
