@@ -19,6 +19,7 @@ import (
 	"weft/internal/osnet"
 	"weft/internal/sampler"
 	"weft/internal/samples"
+	"weft/internal/speedtest"
 )
 
 func newDaemonCmd(g *globals) *cobra.Command {
@@ -26,6 +27,7 @@ func newDaemonCmd(g *globals) *cobra.Command {
 	var port uint16
 	var verbose, noDataPlane bool
 	var hs healthSampling
+	var speedtestPort uint16
 	cmd := &cobra.Command{
 		Use:   "daemon",
 		Short: "Run the node daemon (keeps this node in the tailnet)",
@@ -37,7 +39,7 @@ func newDaemonCmd(g *globals) *cobra.Command {
 			if hs.interval <= 0 || hs.retention <= 0 {
 				return usageError{errors.New("daemon: --health-interval and --health-retention must be more than 0")}
 			}
-			return runDaemon(cmd.Context(), g, daemonOptions{stateDir: stateDir, tun: tunName, port: port, verbose: verbose, noDataPlane: noDataPlane, health: hs})
+			return runDaemon(cmd.Context(), g, daemonOptions{stateDir: stateDir, tun: tunName, port: port, verbose: verbose, noDataPlane: noDataPlane, health: hs, speedtestPort: speedtestPort})
 		},
 	}
 	cmd.Flags().StringVar(&stateDir, "state-dir", "/var/lib/weft-node", "directory for the node's keys and state (created 0700)")
@@ -45,6 +47,7 @@ func newDaemonCmd(g *globals) *cobra.Command {
 	cmd.Flags().Uint16Var(&port, "port", 0, "UDP port for WireGuard and discovery; 0 picks a random free port")
 	cmd.Flags().BoolVar(&verbose, "verbose", false, "log debug detail")
 	cmd.Flags().BoolVar(&noDataPlane, "no-data-plane", false, "run the control plane only: no TUN, no WireGuard, no host changes (tests, debugging)")
+	cmd.Flags().Uint16Var(&speedtestPort, "speedtest-port", speedtest.DefaultPort, "TCP port on this node's tailnet address where peers run `weft speedtest`; 0 turns it off")
 	cmd.Flags().DurationVar(&hs.interval, "health-interval", sampler.DefaultInterval, "time between health samples (`weft health stats`)")
 	cmd.Flags().DurationVar(&hs.retention, "health-retention", samples.DefaultRetention, "how long health samples are kept")
 	cmd.Flags().StringSliceVar(&hs.probes, "health-probe", nil, "host:port whose TCP connection time each health sample measures, besides the control server (repeatable)")
@@ -57,6 +60,7 @@ type daemonOptions struct {
 	verbose       bool
 	noDataPlane   bool
 	health        healthSampling
+	speedtestPort uint16
 }
 
 // healthSampling is how the daemon takes health samples.
@@ -114,6 +118,9 @@ func runDaemon(ctx context.Context, g *globals, o daemonOptions) error {
 	d.Start()
 	if !o.noDataPlane {
 		go releaseMemory(ctx, memoryReleaseInterval)
+		if o.speedtestPort != 0 {
+			go d.ServeSpeedtest(ctx, int(o.speedtestPort))
+		}
 	}
 	go healthlog.Watch(ctx, history, healthInterval, d.Status, log.With("sub", "health"))
 	go smp.Run(ctx)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -88,5 +89,58 @@ func TestLabHealthSamples(t *testing.T) {
 	}
 	if after := healthStats(t, ctx, tn, "mac")["peer_rtt_ms:busan"].Samples; after < before {
 		t.Errorf("after a SIGKILL and restart, %d samples of busan's round trip, before %d", after, before)
+	}
+}
+
+// TestLabSpeedtest measures mac ↔ busan through the tunnel, both ways,
+// with nothing but busan's daemon on the other side, and checks that a
+// test against an offline node fails and says so.
+func TestLabSpeedtest(t *testing.T) {
+	labtest.SkipUnlessRoot(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	lab := labtest.Seed(t)
+	tn, err := scenario.Start(ctx, lab, scenario.Options{Weft: labtest.WeftBinary(t), Hosts: []string{"busan", "mac", "pc"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// busan's daemon serves the test once its tailnet address is on
+	// its TUN, a moment after `weft up` returns.
+	var out []byte
+	err = scenario.WaitFor(ctx, 10*time.Second, "a speed test mac → busan", func() (bool, error) {
+		out, err = tn.CLI(ctx, "mac", "speedtest", "busan", "--time", "2s", "--json")
+		return err == nil, nil
+	})
+	if err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	var rep struct {
+		UpMbps   *float64 `json:"up_mbps"`
+		DownMbps *float64 `json:"down_mbps"`
+		UpBytes  int64    `json:"up_bytes"`
+		Path     string   `json:"path"`
+	}
+	if err := json.Unmarshal(out, &rep); err != nil {
+		t.Fatalf("speedtest --json: %v\n%s", err, out)
+	}
+	t.Logf("mac → busan: %s", out)
+	if rep.UpMbps == nil || rep.DownMbps == nil || *rep.UpMbps <= 0 || *rep.DownMbps <= 0 || rep.UpBytes <= 0 ||
+		(rep.Path != "direct" && rep.Path != "relay") {
+		t.Errorf("speedtest mac → busan:\n%s", out)
+	}
+	// The other way round, as text.
+	if out, err := tn.CLI(ctx, "busan", "speedtest", "mac", "--time", "1s", "--reverse"); err != nil || !strings.Contains(string(out), "down") || strings.Contains(string(out), "up ") {
+		t.Errorf("speedtest busan ← mac --reverse: %v\n%s", err, out)
+	}
+
+	if err := tn.KillDaemon("pc"); err != nil {
+		t.Fatal(err)
+	}
+	err = scenario.WaitFor(ctx, 30*time.Second, "mac to see pc offline", func() (bool, error) {
+		out, err := tn.CLI(ctx, "mac", "speedtest", "pc", "--time", "1s")
+		return err != nil && strings.Contains(string(out), "pc is offline"), nil
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 }

@@ -99,6 +99,7 @@ func newRootCmd(g *globals) *cobra.Command {
 		newDemoCmd(g),
 		newSetCmd(g), newExitNodeCmd(g),
 		newPingCmd(g),
+		newSpeedtestCmd(g),
 	)
 	return root
 }
