@@ -7,12 +7,9 @@ import (
 	"strconv"
 	"strings"
 
+	"weft/internal/tailnet"
 	"weft/internal/wire"
 )
-
-// ResolverV4 is the address of every node's own resolver. Settings may not
-// name it as a nameserver: the node would forward to itself.
-var ResolverV4 = netip.MustParseAddr("100.100.100.100")
 
 // Config validates s and returns what nodes receive: names lower case and
 // without a trailing dot, nameservers with ports, records checked against
@@ -133,7 +130,7 @@ func ParseNameserver(s string) (netip.AddrPort, error) {
 		return netip.AddrPort{}, fmt.Errorf("nameserver %q is not a usable address", s)
 	}
 	ap = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
-	if ap.Addr() == ResolverV4 {
+	if ap.Addr() == tailnet.ResolverV4 { // the node would forward to itself
 		return netip.AddrPort{}, fmt.Errorf("nameserver %q is weft's own resolver; name the servers it should forward to", s)
 	}
 	return ap, nil

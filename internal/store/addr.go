@@ -12,7 +12,7 @@ import (
 
 // reservedV4 are addresses in tailnet.V4Range never given to a node:
 // 100.100.100.100 is kept for the tailnet DNS resolver.
-var reservedV4 = netip.MustParseAddr("100.100.100.100")
+var reservedV4 = tailnet.ResolverV4
 
 // v4Count is the number of addresses in tailnet.V4Range.
 const v4Count = 1 << (32 - 10)

@@ -18,10 +18,30 @@ var (
 	// by each server.
 	V4Range = netip.MustParsePrefix("100.64.0.0/10")
 
+	// ResolverV4 is every node's own DNS resolver (MagicDNS). The server
+	// never gives it to a node.
+	ResolverV4 = netip.MustParseAddr("100.100.100.100")
+
 	// AllV4 and AllV6 are the default routes an exit node offers.
 	AllV4 = netip.MustParsePrefix("0.0.0.0/0")
 	AllV6 = netip.MustParsePrefix("::/0")
 )
+
+// ResolverV6 is the IPv6 address of every node's own resolver in a
+// tailnet whose ULA /48 holds addr (any node's IPv6 address): the /48 with
+// ResolverV4 in its low 32 bits, as a node's IPv6 address carries its IPv4
+// one, so no node can ever be given it. It returns the zero Addr when addr
+// is not IPv6.
+func ResolverV6(addr netip.Addr) netip.Addr {
+	if !addr.Is6() || addr.Is4In6() {
+		return netip.Addr{}
+	}
+	a := addr.As16()
+	clear(a[6:])
+	r := ResolverV4.As4()
+	copy(a[12:], r[:])
+	return netip.AddrFrom16(a)
+}
 
 // ExitRoutes returns the prefixes an exit node offers: both default
 // routes. It returns a fresh slice each time, so callers may append.

@@ -83,3 +83,16 @@ func TestParseRoutes(t *testing.T) {
 		})
 	}
 }
+
+func TestResolverV6(t *testing.T) {
+	for _, tt := range []struct{ in, want string }{
+		{"fd12:3456:789a::6440:1", "fd12:3456:789a::6464:6464"},
+		{"fd12:3456:789a:ffff:1:2:6440:1", "fd12:3456:789a::6464:6464"},
+		{"100.64.0.1", "invalid IP"},
+		{"::ffff:100.64.0.1", "invalid IP"},
+	} {
+		if got := ResolverV6(netip.MustParseAddr(tt.in)).String(); got != tt.want {
+			t.Errorf("ResolverV6(%s) = %s, want %s", tt.in, got, tt.want)
+		}
+	}
+}
