@@ -18,10 +18,10 @@ type compiled struct {
 	src    Config
 	domain string
 	hosts  map[string][]netip.Addr
-	byAddr map[netip.Addr]string       // tailnet address → "name.domain."
-	extra  map[string][]dns.RR         // canonical name → records
-	routes []route                     // longest suffix first
-	ula    netip.Prefix                // the tailnet's IPv6 /48, if any node has an IPv6 address
+	byAddr map[netip.Addr]string // tailnet address → "name.domain."
+	extra  map[string][]dns.RR   // canonical name → records
+	routes []route               // longest suffix first
+	ula    netip.Prefix          // the tailnet's IPv6 /48, if any node has an IPv6 address
 	ups    []netip.AddrPort
 }
 

@@ -34,7 +34,6 @@ import (
 	"sync/atomic"
 	"time"
 
-
 	"weft/internal/wire"
 )
 
