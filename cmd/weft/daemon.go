@@ -80,11 +80,29 @@ func runDaemon(ctx context.Context, g *globals, o daemonOptions) error {
 	if err != nil {
 		return err
 	}
+	// One daemon per state dir and per socket: a second one would undo
+	// the first one's host changes (an exit node's rules among them)
+	// and take its socket. Both are checked before anything changes.
+	release, err := st.Lock()
+	if err != nil {
+		return err
+	}
+	defer release()
+	ln, err := localapi.Listen(g.socket)
+	if err != nil {
+		return err
+	}
+	defer ln.Close()
 	var newEngine func(p node.EngineParams) (node.Engine, error)
 	if !o.noDataPlane {
 		// A daemon that crashed may have left policy rules, routes or
-		// nftables state behind; remove them before creating anything.
-		if err := osnet.Cleanup(osnet.Options{TUNName: o.tun, Logger: log.With("sub", "cleanup")}); err != nil {
+		// nftables state behind; remove them before creating anything,
+		// unless a live daemon (with another state dir) owns them.
+		err := osnet.Cleanup(osnet.Options{TUNName: o.tun, Logger: log.With("sub", "cleanup")})
+		if errors.Is(err, osnet.ErrInUse) {
+			return err
+		}
+		if err != nil {
 			log.Warn("cleaning up after an earlier run", "err", err)
 		}
 		newEngine = engineMaker(log, o)
@@ -100,10 +118,6 @@ func runDaemon(ctx context.Context, g *globals, o daemonOptions) error {
 		return err
 	}
 	defer d.Close()
-	ln, err := localapi.Listen(g.socket)
-	if err != nil {
-		return err
-	}
 	history, err := healthlog.Open(filepath.Join(stateDir, healthFile), healthlog.DefaultKeep)
 	if err != nil {
 		return err

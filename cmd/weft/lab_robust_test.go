@@ -3,11 +3,13 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"weft/internal/localapi"
+	"weft/internal/netlab/labtest"
 	"weft/internal/scenario"
 )
 
@@ -51,6 +53,47 @@ func TestLabEverydayRobustness(t *testing.T) {
 		l.admin("nodes", "rename", "jeju", "busan")
 		l.awaitPeerName("mac", "busan")
 		l.awaitWhoami("mac", busanWAN, "web sees mac as r-busan after the name came back")
+	})
+
+	step("a second daemon on mac's state dir refuses and the first keeps routing", func(t *testing.T, l *exitLab) {
+		argv := []string{labtest.WeftBinary(t), "daemon", "--state-dir", l.tn.StateDir("mac"), "--socket", l.tn.Socket("mac")}
+		p, err := l.lab.Node("mac").Start(ctx, "daemon2", argv...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { p.Kill() })
+		err = scenario.WaitFor(ctx, 15*time.Second, "the second daemon to exit", func() (bool, error) { return p.Exited(), nil })
+		if err != nil {
+			p.Kill()
+			t.Errorf("%v; its log:\n%s", err, p.Logs())
+		}
+		if !strings.Contains(p.Logs(), "already running") {
+			t.Errorf("the second daemon did not say another one runs:\n%s", p.Logs())
+		}
+		// Another state dir and socket, the same namespace: weft's rules
+		// and table there are the live daemon's.
+		other := t.TempDir()
+		argv = []string{labtest.WeftBinary(t), "daemon", "--state-dir", other, "--socket", filepath.Join(other, "weft.sock")}
+		p3, err := l.lab.Node("mac").Start(ctx, "daemon3", argv...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { p3.Kill() })
+		err = scenario.WaitFor(ctx, 15*time.Second, "the third daemon to exit", func() (bool, error) { return p3.Exited(), nil })
+		if err != nil || !strings.Contains(p3.Logs(), "another weft daemon runs in this network namespace") {
+			t.Errorf("a daemon with its own state dir beside a live one: %v; its log:\n%s", err, p3.Logs())
+		}
+		if _, err := l.tn.CLI(ctx, "mac", "status"); err != nil {
+			t.Errorf("the first daemon no longer answers on its socket: %v", err)
+		}
+		// Egress checked several times: a cleanup by the second daemon
+		// shows at once, and nothing brings it back.
+		for range 3 {
+			if a, err := l.whoami("mac"); err != nil || a != busanWAN {
+				t.Fatalf("web sees mac as %v (%v), want r-busan %v: the exit node was bypassed", a, err, busanWAN)
+			}
+			time.Sleep(300 * time.Millisecond)
+		}
 	})
 }
 

@@ -263,13 +263,22 @@ func Handler(b Backend, log *slog.Logger) http.Handler {
 	return mux
 }
 
+// ErrSocketInUse: another process answers on the socket.
+var ErrSocketInUse = errors.New("localapi: the socket is in use")
+
 // Listen opens the unix socket at path, owner-only, replacing a stale
-// socket file left by a previous run.
+// socket file left by a previous run. A socket that still answers belongs
+// to a running daemon: Listen refuses with ErrSocketInUse and leaves it
+// alone, since taking it over would cut that daemon off from the CLI.
 func Listen(path string) (net.Listener, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return nil, fmt.Errorf("localapi: %w", err)
 	}
 	if st, err := os.Lstat(path); err == nil && st.Mode()&os.ModeSocket != 0 {
+		if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
+			c.Close()
+			return nil, fmt.Errorf("%w: another weft daemon is already running and answers on %s; stop it first, or give this daemon its own --socket and --state-dir", ErrSocketInUse, path)
+		}
 		os.Remove(path)
 	}
 	ln, err := net.Listen("unix", path)

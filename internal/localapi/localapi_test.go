@@ -108,6 +108,37 @@ func TestSocketOwnerOnlyAndStaleReplaced(t *testing.T) {
 	}
 }
 
+// TestListenRefusesALiveSocket: a second daemon on the same socket must
+// neither take it over nor remove it.
+func TestListenRefusesALiveSocket(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "weft.sock")
+	ln, err := Listen(sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	if ln2, err := Listen(sock); !errors.Is(err, ErrSocketInUse) || !strings.Contains(err.Error(), "already running") {
+		if ln2 != nil {
+			ln2.Close()
+		}
+		t.Fatalf("second Listen on a live socket: %v, want ErrSocketInUse", err)
+	}
+	c, err := net.Dial("unix", sock)
+	if err != nil {
+		t.Fatalf("the first listener lost its socket: %v", err)
+	}
+	c.Close()
+}
+
 func TestDaemonNotRunning(t *testing.T) {
 	c := &Client{Socket: filepath.Join(t.TempDir(), "none.sock")}
 	_, err := c.Status(context.Background())

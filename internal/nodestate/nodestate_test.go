@@ -1,10 +1,13 @@
 package nodestate
 
 import (
+	"errors"
+	"fmt"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"reflect"
+	"strings"
 	"testing"
 
 	"weft/internal/key"
@@ -96,4 +99,32 @@ func TestDamagedPrefsSayWhatToDo(t *testing.T) {
 	if _, err := d.LoadPrefs(); err == nil {
 		t.Fatal("damaged prefs loaded")
 	}
+}
+
+// TestLockOneDaemonPerDir: a second lock on the same directory is refused
+// and names the holder; released, the directory can be taken again.
+func TestLockOneDaemonPerDir(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "state")
+	a, err := Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	release, err := a.Lock()
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = b.Lock()
+	if !errors.Is(err, ErrLocked) || !strings.Contains(err.Error(), fmt.Sprintf("pid %d", os.Getpid())) {
+		t.Fatalf("second Lock: %v, want ErrLocked naming pid %d", err, os.Getpid())
+	}
+	release()
+	release2, err := b.Lock()
+	if err != nil {
+		t.Fatalf("Lock after release: %v", err)
+	}
+	release2()
 }

@@ -92,17 +92,45 @@ func Leftovers(opts Options) ([]string, error) {
 	return out, nil
 }
 
+// ErrInUse means another weft daemon is alive in this network namespace:
+// Cleanup leaves its state alone and the caller must not start.
+var ErrInUse = errors.New("osnet: weft is running")
+
+// tunExists reports whether a network device called name exists in the
+// calling thread's network namespace.
+func tunExists(name string) (bool, error) {
+	_, err := netlink.LinkByName(name)
+	var nf netlink.LinkNotFoundError
+	switch {
+	case err == nil:
+		return true, nil
+	case errors.As(err, &nf):
+		return false, nil
+	default:
+		return false, fmt.Errorf("osnet: looking for device %s: %w", name, err)
+	}
+}
+
 // Cleanup removes weft's leftovers from a run that ended without Close (a
 // crash or SIGKILL) in the calling thread's network namespace: weft's
 // nftables table, weft's policy rules and every route in weft's routing
 // table. The daemon calls it once at start, before New, with the same
 // Options; it must not run while another weft uses the same namespace and
-// numbers. The TUN device needs no cleanup: the kernel deletes it when its
-// last file closes. Forwarding sysctls are left as they are, because a
-// crashed run's earlier values are unknown.
+// numbers, and refuses with ErrInUse when the TUN device exists (a live
+// daemon holds it). The TUN device needs no cleanup: the kernel deletes
+// it when its last file closes. Forwarding sysctls are left as they are,
+// because a crashed run's earlier values are unknown.
 func Cleanup(opts Options) error {
 	opts = opts.withDefaults()
 	pol := opts.policy()
+	if live, err := tunExists(opts.TUNName); err != nil {
+		return err
+	} else if live {
+		// The kernel removes a TUN device with its last file: one
+		// that exists belongs to a daemon that is alive, whose rules
+		// and table these are.
+		return fmt.Errorf("%w: the TUN device %s exists, so another weft daemon runs in this network namespace; stop it first", ErrInUse, opts.TUNName)
+	}
 	found, err := Leftovers(opts)
 	if err != nil {
 		return err

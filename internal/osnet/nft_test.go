@@ -342,9 +342,7 @@ func TestCleanupRemovesStaleState(t *testing.T) {
 	nftBefore := nftDump(t)
 
 	// A run that crashes: everything on, then the Router is dropped
-	// without Close. The TUN stays open here, so weft's table still has
-	// its routes for Cleanup to remove (after a real crash the kernel
-	// deletes the TUN and its routes with it).
+	// without Close. While its TUN is open the run counts as alive.
 	r, err := New(Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -363,6 +361,16 @@ func TestCleanupRemovesStaleState(t *testing.T) {
 		t.Errorf("Leftovers before Cleanup = %q, want 7 items", got)
 	}
 
+	// A live run's state is not Cleanup's: a second daemon must not
+	// undo the first one's exit-node rules.
+	if err := Cleanup(Options{}); !errors.Is(err, ErrInUse) {
+		t.Fatalf("Cleanup while the TUN is open: %v, want ErrInUse", err)
+	}
+	if got := leftovers(t); len(got) != 4+2+1 {
+		t.Errorf("Cleanup with a live TUN removed something: Leftovers = %q", got)
+	}
+	// The crash: the kernel deletes the TUN and the routes through it.
+	r.TUN().Close()
 	if err := Cleanup(Options{}); err != nil {
 		t.Fatalf("Cleanup: %v", err)
 	}
@@ -375,8 +383,6 @@ func TestCleanupRemovesStaleState(t *testing.T) {
 	if got := nftDump(t); !slices.Equal(got, nftBefore) {
 		t.Errorf("nftables after Cleanup:\n got %q\nwant %q", got, nftBefore)
 	}
-	// Only the TUN's own addresses and routes remain; they go with it.
-	r.TUN().Close()
 	if got := routingDump(t, h); !slices.Equal(got, routingBefore) {
 		t.Errorf("routing after Cleanup:\n got %q\nwant %q", got, routingBefore)
 	}
