@@ -153,6 +153,7 @@ type Conn struct {
 	report    NetReport
 	endpoints []netip.AddrPort // last published
 	observed  []netip.AddrPort // our address as peers' pongs saw it, newest last
+	lans      []netip.Prefix   // the host's own networks, if Network tells (localPrefixer)
 	rand      *rand.Rand
 	pending   []outPacket
 	callbacks []func()

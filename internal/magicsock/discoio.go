@@ -1,14 +1,75 @@
 package magicsock
 
 import (
+	"net/netip"
+	"slices"
 	"time"
 
 	"weft/internal/disco"
 )
 
 // pingBackGap is the least time between two pings to one candidate sent
-// in answer to its pings.
+// in answer to the peer (its ping, its call-me-maybe).
 const pingBackGap = 10 * time.Millisecond
+
+// answerBudget is how many pings the Conn sends in answer to one peer's
+// messages (pings from new addresses, call-me-maybe) per discovery
+// interval, and at most at once: one for each candidate the peer may
+// have. A peer that sends more gets no more pings, so its messages cannot
+// be turned into a flood at the addresses they name (docs/disco.md).
+const answerBudget = maxCandidates
+
+// takeAnswerPingLocked spends one of p's answer pings, refilled at
+// answerBudget per discovery interval; it reports false when none is left.
+func (p *peer) takeAnswerPingLocked(c *Conn, now time.Time) bool {
+	if p.answerAt.IsZero() {
+		p.answerTokens = answerBudget
+	} else {
+		refill := float64(now.Sub(p.answerAt)) / float64(c.timers.Discovery) * answerBudget
+		p.answerTokens = min(answerBudget, p.answerTokens+refill)
+	}
+	p.answerAt = now
+	if p.answerTokens < 1 {
+		return false
+	}
+	p.answerTokens--
+	return true
+}
+
+// metadataAddr is the cloud instance-metadata address. It is link-local,
+// so usableTargetLocked refuses it already; it is named here because a
+// peer pointing a node at it is the case that matters most.
+var metadataAddr = netip.AddrFrom4([4]byte{169, 254, 169, 254})
+
+// usableTargetLocked reports whether the Conn may send disco to ap, an
+// address the peer named in a message (call-me-maybe, port guessing)
+// rather than one control published: a global unicast address (never
+// loopback, link-local, multicast, unspecified, broadcast, the metadata
+// address or the tailnet's own range) with a port, and not on one of this
+// host's own networks unless one of the peer's map endpoints is on that
+// network too, which puts the peer on our LAN.
+func (c *Conn) usableTargetLocked(p *peer, ap netip.AddrPort) bool {
+	a := ap.Addr().Unmap()
+	if ap.Port() == 0 || !a.IsGlobalUnicast() || a == metadataAddr || isTailnetAddr(a) {
+		return false
+	}
+	for _, lan := range c.lans {
+		if lan.Contains(a) {
+			return p.hasMapEndpointIn(lan)
+		}
+	}
+	return true
+}
+
+// hasMapEndpointIn reports whether one of the peer's endpoints from the
+// map lies in lan.
+func (p *peer) hasMapEndpointIn(lan netip.Prefix) bool {
+	return slices.ContainsFunc(p.mapEps, func(a netip.AddrPort) bool { return lan.Contains(a.Addr().Unmap()) })
+}
+
+// isMapEndpoint reports whether ap is one of the peer's endpoints from the
+// map.
+func (p *peer) isMapEndpoint(ap netip.AddrPort) bool { return slices.Contains(p.mapEps, ap) }
 
 // handleDisco opens and acts on one disco packet from src.
 func (c *Conn) handleDisco(pkt []byte, src source) {
@@ -101,7 +162,7 @@ func (c *Conn) handlePingLocked(p *peer, m *disco.Ping, src source, now time.Tim
 	// ping opened it, and waiting for the next discovery round would
 	// leave our side on the relay for seconds. One ping back per ping
 	// received (at most one per pingBackGap) cannot grow into a storm.
-	if !p.trusted(c, cd, now) && (moved || now.Sub(cd.lastPing) >= pingBackGap) {
+	if !p.trusted(c, cd, now) && (moved || now.Sub(cd.lastPing) >= pingBackGap) && p.takeAnswerPingLocked(c, now) {
 		p.pingLocked(c, cd, now)
 	}
 }
@@ -135,21 +196,36 @@ func (c *Conn) handlePongLocked(p *peer, m *disco.Pong, src source, now time.Tim
 	}
 }
 
+// handleCallMeMaybeLocked takes the endpoints the peer names as
+// candidates and pings them. Only usable targets are taken (an endpoint
+// the map already lists is taken as the map gave it), only the named
+// endpoints are pinged, each at most once per pingBackGap, within the
+// peer's answer budget.
 func (c *Conn) handleCallMeMaybeLocked(p *peer, m *disco.CallMeMaybe, now time.Time) {
 	added := false
+	var named []netip.AddrPort
 	for _, ep := range m.Endpoints {
+		if !p.isMapEndpoint(ep) && !c.usableTargetLocked(p, ep) {
+			continue
+		}
 		if p.addCandidateLocked(ep, nil, "call-me-maybe") {
 			added = true
 		}
+		named = append(named, ep)
 	}
 	if added {
 		c.rebuildAddrsLocked()
 	}
 	// The peer is pinging us right now; ping back at once so our pings
 	// cross in the NATs (simultaneous open).
-	for _, cd := range p.cands {
-		if cd.sock == nil && !p.trusted(c, cd, now) {
-			p.pingLocked(c, cd, now)
+	for _, ep := range named {
+		cd := p.cands[ep]
+		if cd == nil || cd.sock != nil || p.trusted(c, cd, now) || now.Sub(cd.lastPing) < pingBackGap {
+			continue
 		}
+		if !p.takeAnswerPingLocked(c, now) {
+			return
+		}
+		p.pingLocked(c, cd, now)
 	}
 }

@@ -44,6 +44,13 @@ func (c *Conn) updateEndpointsLocked() {
 	if err != nil {
 		c.log.Warn("local addresses", "err", err)
 	}
+	if lp, ok := c.network.(localPrefixer); ok {
+		lans, err := lp.LocalPrefixes()
+		if err != nil {
+			c.log.Warn("local networks", "err", err)
+		}
+		c.lans = lans
+	}
 	for _, a := range addrs {
 		add(netip.AddrPortFrom(a, c.port))
 	}

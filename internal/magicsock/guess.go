@@ -36,10 +36,18 @@ func (b GuessBudget) withDefaults() GuessBudget {
 // and so the extra sockets it holds (maxHardRounds × Sockets).
 const maxHardRounds = 2
 
-func (c *Conn) hardRoundsLocked() int {
+func (c *Conn) hardRoundsLocked() int { return c.roundsLocked(true) }
+
+// maxEasyRounds bounds the rounds this node runs as the easy side at
+// once, and so the probes it sends in one window (maxEasyRounds × Probes).
+const maxEasyRounds = 2
+
+// roundsLocked counts the rounds in progress on the hard side (hard) or
+// the easy side.
+func (c *Conn) roundsLocked(hard bool) int {
 	n := 0
 	for _, p := range c.peers {
-		if p.guess != nil && p.guess.hard {
+		if p.guess != nil && p.guess.hard == hard {
 			n++
 		}
 	}
@@ -75,6 +83,9 @@ func (p *peer) maybeStartGuessLocked(c *Conn, now time.Time) {
 	if !p.hardNAT || c.report.MappingVariesByDestIP || !c.report.GlobalV4.IsValid() {
 		return
 	}
+	if c.roundsLocked(false) >= maxEasyRounds {
+		return // discovery comes back here after the running rounds
+	}
 	b := c.opts.Guess
 	pkt := c.sealLocked(p, &disco.PortGuess{
 		Public:   c.report.GlobalV4,
@@ -93,6 +104,10 @@ func (p *peer) maybeStartGuessLocked(c *Conn, now time.Time) {
 	c.pending = append(c.pending, outPacket{pkt: pkt, relay: true, region: region, peer: p.key})
 }
 
+// handleGuessLocked takes a port-guess message from the peer (through the
+// relay only). Each side checks the message before it sends anything,
+// because a round costs hundreds of packets and the addresses come from
+// the peer: see acceptGuessRequestLocked and guessTargetLocked.
 func (p *peer) handleGuessLocked(c *Conn, m *disco.PortGuess, src source, now time.Time) {
 	if !src.relay || !c.open {
 		return
@@ -104,12 +119,7 @@ func (p *peer) handleGuessLocked(c *Conn, m *disco.PortGuess, src source, now ti
 	if !m.Hard {
 		// The easy side asks us, the hard side, to open sockets
 		// toward its public endpoint.
-		if p.guess != nil || !m.Public.IsValid() {
-			return
-		}
-		if c.hardRoundsLocked() >= maxHardRounds {
-			// Each round holds hundreds of sockets; the easy
-			// side asks again after its cooldown.
+		if !p.acceptGuessRequestLocked(c, m.Public, now) {
 			return
 		}
 		n := min(int(m.Sockets), b.Sockets)
@@ -120,29 +130,14 @@ func (p *peer) handleGuessLocked(c *Conn, m *disco.PortGuess, src source, now ti
 		go c.openGuessSockets(p, r, m.Public, n, src.region)
 		return
 	}
-	// The hard side is ready: probe random ports on its address. A hard
-	// side without a STUN answer sends none; then its public address
-	// from the map (the first public one) has to do.
-	target := m.Public.Addr()
-	if !target.IsValid() || target.IsUnspecified() {
-		target = netip.Addr{}
-		for a, cd := range p.cands {
-			if cd.origin == "map" && a.Addr().Is4() && a.Addr().IsGlobalUnicast() && !a.Addr().IsPrivate() {
-				target = a.Addr()
-				break
-			}
-		}
-		if !target.IsValid() {
-			return
-		}
-	}
+	// The hard side is ready: probe random ports on its address, but
+	// only in a round we started and whose probing has not begun.
 	r := p.guess
-	if r == nil {
-		r = &guessRound{deadline: now.Add(b.Window), stop: make(chan struct{})}
-		p.guess = r
-		p.guessNotAfter = now.Add(c.timers.Reprobe)
+	if r == nil || r.hard || r.probing {
+		return
 	}
-	if r.hard || r.probing {
+	target, ok := p.guessTargetLocked(c, m.Public.Addr())
+	if !ok {
 		return
 	}
 	r.probing = true
@@ -150,6 +145,60 @@ func (p *peer) handleGuessLocked(c *Conn, m *disco.PortGuess, src source, now ti
 	probes := min(int(m.Probes), b.Probes)
 	c.wg.Add(1)
 	go c.probe(p, r, target, probes, b.Window, c.closed)
+}
+
+// acceptGuessRequestLocked decides whether we, asked by the peer, take the
+// hard side of a round aimed at public: only while our NAT is hard (else
+// there is nothing to guess), no round runs and the cooldown since the
+// last one (Timers.Reprobe) has passed, the hard rounds at once stay
+// under maxHardRounds, and public is one of the peer's own endpoints from
+// the map and a usable target. A message alone never names where the
+// round's hundreds of pings go.
+func (p *peer) acceptGuessRequestLocked(c *Conn, public netip.AddrPort, now time.Time) bool {
+	why := ""
+	switch {
+	case !c.report.MappingVariesByDestIP:
+		why = "our NAT is not hard"
+	case p.guess != nil:
+		why = "a round is running"
+	case now.Before(p.guessNotAfter):
+		why = "cooldown"
+	case !p.isMapEndpoint(public):
+		why = "not the peer's endpoint in the map"
+	case !c.usableTargetLocked(p, public):
+		why = "not a usable target"
+	case c.hardRoundsLocked() >= maxHardRounds:
+		// Each round holds hundreds of sockets; the easy side asks
+		// again after its cooldown.
+		why = "too many rounds at once"
+	default:
+		return true
+	}
+	c.log.Debug("port guessing: request refused", "peer", p.key.ShortString(), "public", public, "why", why)
+	return false
+}
+
+// guessTargetLocked is the hard side's address the easy side probes:
+// named is what the hard side's message says, which must be the address
+// of one of its endpoints from the map. A hard side without a STUN answer
+// names none; then its public address from the map (the first public
+// one) has to do.
+func (p *peer) guessTargetLocked(c *Conn, named netip.Addr) (netip.Addr, bool) {
+	for _, a := range p.mapEps {
+		if !c.usableTargetLocked(p, a) {
+			continue
+		}
+		if named.IsValid() && !named.IsUnspecified() {
+			if a.Addr().Unmap() == named.Unmap() {
+				return named.Unmap(), true
+			}
+			continue
+		}
+		if a.Addr().Is4() && !a.Addr().IsPrivate() {
+			return a.Addr(), true
+		}
+	}
+	return netip.Addr{}, false
 }
 
 // openGuessSockets is the hard side of a round: open n sockets, ping the

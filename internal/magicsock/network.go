@@ -28,6 +28,14 @@ type Network interface {
 	LocalAddrs() ([]netip.Addr, error)
 }
 
+// localPrefixer is implemented by a Network that can list the networks
+// the host's interfaces are on (HostNetwork, natsim's hosts). With it the
+// Conn refuses to send disco, at a peer's word, into the host's own LAN
+// unless the peer is on that LAN too; without it that check is skipped.
+type localPrefixer interface {
+	LocalPrefixes() ([]netip.Prefix, error)
+}
+
 // PacketConn is one extra UDP socket. Reads and writes may run
 // concurrently; after Close, ReadFrom returns an error.
 type PacketConn interface {
@@ -84,6 +92,39 @@ func (HostNetwork) LocalAddrs() ([]netip.Addr, error) {
 			ip = ip.Unmap()
 			if ip.IsGlobalUnicast() && !isTailnetAddr(ip) {
 				out = append(out, ip)
+			}
+		}
+	}
+	return out, nil
+}
+
+var _ localPrefixer = HostNetwork{}
+
+// LocalPrefixes lists the networks of the host's interfaces that are up,
+// loopback excepted, with their prefix lengths.
+func (HostNetwork) LocalPrefixes() ([]netip.Prefix, error) {
+	ifs, err := net.Interfaces()
+	if err != nil {
+		return nil, fmt.Errorf("magicsock: interfaces: %w", err)
+	}
+	var out []netip.Prefix
+	for _, ifc := range ifs {
+		if ifc.Flags&net.FlagUp == 0 || ifc.Flags&net.FlagLoopback != 0 {
+			continue
+		}
+		addrs, err := ifc.Addrs()
+		if err != nil {
+			continue
+		}
+		for _, a := range addrs {
+			ipn, ok := a.(*net.IPNet)
+			if !ok {
+				continue
+			}
+			ip, ok := netip.AddrFromSlice(ipn.IP)
+			ones, _ := ipn.Mask.Size()
+			if ok {
+				out = append(out, netip.PrefixFrom(ip.Unmap(), ones).Masked())
 			}
 		}
 	}

@@ -61,6 +61,14 @@ type peer struct {
 	guess         *guessRound
 	guessNotAfter time.Time    // no new round before this
 	socks         []*extraSock // extra sockets of this peer (guessing, then the winner)
+	// mapEps are the peer's endpoints as the last map gave them. Only
+	// these, not addresses from the peer's messages, may aim a
+	// port-guessing round or vouch for a target on our LAN.
+	mapEps []netip.AddrPort
+	// answerTokens are the pings left to send in answer to the peer's
+	// messages, as of answerAt (takeAnswerPingLocked).
+	answerTokens float64
+	answerAt     time.Time
 }
 
 // path is an immutable snapshot of where Send puts a peer's packets.
@@ -133,6 +141,7 @@ func (c *Conn) SetPeers(peers []Peer) {
 		}
 		p.homeRegion.Store(int64(np.HomeRegion))
 		p.hardNAT = np.HardNAT
+		p.mapEps = slices.Clone(np.Endpoints)
 		// Map endpoints the peer no longer reports stop being
 		// candidates, unless one is the path in use (its pongs decide).
 		for a, cd := range p.cands {

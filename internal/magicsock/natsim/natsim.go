@@ -53,7 +53,9 @@ type Network struct {
 	nats  map[netip.Addr]*NAT
 	// drop, if set, drops packets for which it returns true, seen with
 	// their on-the-wire source (after NAT) and destination.
-	drop  func(src, dst netip.AddrPort) bool
+	drop func(src, dst netip.AddrPort) bool
+	// tap, if set, sees every packet sent, before any routing.
+	tap   func(src, dst netip.AddrPort, size int)
 	delay time.Duration
 
 	Stats Stats
@@ -93,6 +95,16 @@ func (n *Network) SetDelay(d time.Duration) {
 func (n *Network) SetDrop(f func(src, dst netip.AddrPort) bool) {
 	n.mu.Lock()
 	n.drop = f
+	n.mu.Unlock()
+}
+
+// SetTap installs (or, with nil, removes) f, which sees every packet any
+// socket sends, with the sending socket's own address, the destination
+// and the payload size, whether or not it is then delivered. Tests use
+// it to count what a node sends to an address.
+func (n *Network) SetTap(f func(src, dst netip.AddrPort, size int)) {
+	n.mu.Lock()
+	n.tap = f
 	n.mu.Unlock()
 }
 
@@ -230,6 +242,19 @@ func (h *Host) NAT() *NAT { return h.nat }
 // LocalAddrs implements magicsock.Network.
 func (h *Host) LocalAddrs() ([]netip.Addr, error) { return []netip.Addr{h.ip}, nil }
 
+// LocalPrefixes tells magicsock the network the host is on: the /24
+// around its address when that is private (its LAN), none on the internet.
+func (h *Host) LocalPrefixes() ([]netip.Prefix, error) {
+	if !h.ip.IsPrivate() {
+		return nil, nil
+	}
+	p, err := h.ip.Prefix(24)
+	if err != nil {
+		return nil, err
+	}
+	return []netip.Prefix{p}, nil
+}
+
 // ListenUDP4 implements magicsock.Network.
 func (h *Host) ListenUDP4(uint32) (magicsock.PacketConn, error) { return h.listen(0) }
 
@@ -312,6 +337,9 @@ func (n *Network) send(s *socket, dst netip.AddrPort, b []byte) {
 	n.mu.Lock()
 	src := s.addr
 	from := s.h.nat
+	if n.tap != nil {
+		n.tap(src, dst, len(b))
+	}
 	var target *socket
 	if t := n.socks[dst]; t != nil && from != nil && t.h.nat == from {
 		// Same LAN behind the same NAT: straight there.
