@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"weft/internal/key"
+	"weft/internal/policy"
 	"weft/internal/store"
 	"weft/internal/wire"
 )
@@ -36,6 +37,7 @@ type nodeEntry struct {
 	gone      *time.Timer // deletes an ephemeral node that stays away
 	expiry    *time.Timer // revokes the node when its key expires (expiry.go)
 	revoked   bool        // its key expired: in no map, no stream (expiry.go)
+	filterEnc []byte      // JSON of the packet filter last sent to the node
 }
 
 // encoded returns n's JSON, computing it once per change: a full map for
@@ -66,6 +68,11 @@ type mapper struct {
 	closed   bool
 	relay    []byte // JSON of the relay map
 	dns      []byte // JSON of the tailnet's DNS configuration
+
+	policy        *policy.Policy           // in force; nil: everything allowed
+	compiled      *policy.Compiled         // policy for the nodes as last compiled
+	policyChanged bool                     // policy replaced since the last compilation
+	recompile     map[wire.NodeID]struct{} // nodes whose policy facts changed since then
 }
 
 func newMapper(ctx context.Context, s *Server) (*mapper, error) {
@@ -73,14 +80,20 @@ func newMapper(ctx context.Context, s *Server) (*mapper, error) {
 	if err != nil {
 		return nil, fmt.Errorf("control: loading nodes: %w", err)
 	}
+	pol, err := loadPolicy(ctx, s.cfg.Store)
+	if err != nil {
+		return nil, err
+	}
 	m := &mapper{
-		s:        s,
-		nodes:    make(map[wire.NodeID]*nodeEntry, len(all)),
-		dirty:    map[wire.NodeID]change{},
-		persist:  map[wire.NodeID]struct{}{},
-		disco:    map[key.DiscoPublic]wire.NodeID{},
-		nodeKeys: map[key.NodePublic]wire.NodeID{},
-		relay:    mustJSON(s.cfg.RelayMap),
+		s:         s,
+		nodes:     make(map[wire.NodeID]*nodeEntry, len(all)),
+		dirty:     map[wire.NodeID]change{},
+		persist:   map[wire.NodeID]struct{}{},
+		disco:     map[key.DiscoPublic]wire.NodeID{},
+		nodeKeys:  map[key.NodePublic]wire.NodeID{},
+		relay:     mustJSON(s.cfg.RelayMap),
+		policy:    pol,
+		recompile: map[wire.NodeID]struct{}{},
 	}
 	dns, err := loadDNS(ctx, s)
 	if err != nil {
@@ -88,16 +101,20 @@ func newMapper(ctx context.Context, s *Server) (*mapper, error) {
 	}
 	m.dns = mustJSON(dns)
 	m.mu.Lock()
+	wn := make([]*wire.Node, 0, len(all))
 	for i := range all {
 		e := &nodeEntry{n: all[i].Wire(), ephemeral: all[i].Ephemeral}
 		m.nodes[all[i].ID] = e
+		wn = append(wn, &e.n)
 		m.indexDiscoLocked(all[i].ID, key.DiscoPublic{}, e.n.DiscoKey)
 		m.indexNodeKeyLocked(all[i].ID, key.NodePublic{}, e.n.NodeKey)
 		m.armExpiryLocked(all[i].ID, e)
 	}
+	m.compiled = pol.Compile(wn)
 	// Nodes that expired while the server was down are simply left out;
 	// nobody has a stream yet to be told.
 	m.removed = nil
+	clear(m.recompile)
 	m.mu.Unlock()
 	// Ephemeral nodes that were offline when the server stopped get their
 	// full timeout again from now.
@@ -138,10 +155,15 @@ func (m *mapper) upsert(n *store.Node) {
 	defer m.mu.Unlock()
 	e := m.nodes[n.ID]
 	w := n.Wire()
+	var old *wire.Node
 	if e == nil {
 		e = &nodeEntry{}
 		m.nodes[n.ID] = e
+	} else {
+		o := e.n
+		old = &o
 	}
+	m.noteFactsLocked(n.ID, old, &w)
 	w.Online = e.sess != nil
 	if e.sess != nil {
 		// A live stream's runtime facts are newer than the store's,
@@ -184,9 +206,13 @@ func (m *mapper) connected(n *store.Node, sess *session) *wire.ErrorMessage {
 		return errDiscoTaken
 	}
 	e := m.nodes[n.ID]
+	var prev *wire.Node
 	if e == nil {
 		e = &nodeEntry{}
 		m.nodes[n.ID] = e
+	} else {
+		o := e.n
+		prev = &o
 	}
 	if e.sess != nil {
 		// One stream per node: the newer one wins. The old one is
@@ -201,6 +227,8 @@ func (m *mapper) connected(n *store.Node, sess *session) *wire.ErrorMessage {
 	old := e.n
 	w := n.Wire()
 	w.Online = true
+	m.noteFactsLocked(n.ID, prev, &w)
+	e.filterEnc = nil // the full map carries the filter
 	c := chOnline | chRuntime
 	if !sameRecord(&old, &w) {
 		c |= chFull
@@ -374,6 +402,7 @@ func (m *mapper) remove(id wire.NodeID, reason string) {
 	delete(m.dirty, id)
 	m.indexNodeKeyLocked(id, e.n.NodeKey, key.NodePublic{})
 	m.indexDiscoLocked(id, e.n.DiscoKey, key.DiscoPublic{})
+	m.recompile[id] = struct{}{}
 	if e.gone != nil {
 		e.gone.Stop()
 	}
@@ -438,11 +467,13 @@ func (m *mapper) keepAliveLoop(ctx context.Context) {
 	}
 }
 
+// visible reports whether a may see b: the test hook when set, else the
+// compiled policy. m.mu is held.
 func (m *mapper) visible(a, b *wire.Node) bool {
-	if m.s.cfg.Visible == nil {
-		return true
+	if m.s.cfg.Visible != nil {
+		return m.s.cfg.Visible(a, b)
 	}
-	return m.s.cfg.Visible(a, b)
+	return m.compiled.CanSee(a.ID, b.ID)
 }
 
 // writeFullMap writes ss's full map. It collects, under m.mu, the
@@ -478,7 +509,8 @@ func (m *mapper) writeFullMap(ss *session) error {
 		size += len(enc) + 1
 	}
 	tail := append(append([]byte(`],"relay_map":`), m.relay...), `,"dns":`...)
-	tail = append(append(tail, m.dns...), '}')
+	tail = append(append(tail, m.dns...), `,"packet_filter":`...)
+	tail = append(append(tail, m.filterForLocked(ss.id, e)...), '}')
 	m.mu.Unlock()
 
 	if len(refs) > 0 {
@@ -539,7 +571,11 @@ func (m *mapper) flush() {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.flushing = false
-	if m.closed || (len(m.dirty) == 0 && len(m.removed) == 0) {
+	if m.closed {
+		return
+	}
+	views := m.recompileLocked()
+	if len(m.dirty) == 0 && len(m.removed) == 0 && len(views) == 0 {
 		return
 	}
 	m.seq++
@@ -585,6 +621,10 @@ func (m *mapper) flush() {
 				send = true
 			}
 		}
+		if vc := views[rid]; vc != nil {
+			r.sess.enqueue(m.viewFrame(parts, sig, removed, r, selfChanged[rid], vc))
+			continue
+		}
 		if selfChanged[rid] {
 			r.sess.enqueue(m.deltaFrame(parts, sig, removed, r.encoded()))
 			continue
@@ -603,23 +643,36 @@ func (m *mapper) flush() {
 
 // deltaFrame encodes one delta holding the selected parts.
 func (m *mapper) deltaFrame(parts []part, sig []byte, removed []wire.NodeID, self []byte) []byte {
-	b := make([]byte, 5, 128+len(self))
+	return m.frame(parts, sig, removed, self, nil)
+}
+
+// viewFrame is deltaFrame for one receiver whose view the policy changed:
+// peers that came into view are sent whole, those that left are removed,
+// and a new filter is carried.
+func (m *mapper) viewFrame(parts []part, sig []byte, removed []wire.NodeID, r *nodeEntry, selfChanged bool, vc *viewChange) []byte {
+	var self []byte
+	if selfChanged {
+		self = r.encoded()
+	}
+	return m.frame(parts, sig, removed, self, vc)
+}
+
+// frame encodes a delta: the selected parts, removals, and the receiver's
+// own changes in vc (nil for none).
+func (m *mapper) frame(parts []part, sig []byte, removed []wire.NodeID, self []byte, vc *viewChange) []byte {
+	if vc == nil {
+		vc = &viewChange{}
+	}
+	b := make([]byte, 5, 128+len(self)+len(vc.filter))
 	b = append(b, `{"seq":`...)
 	b = strconv.AppendUint(b, m.seq, 10)
 	if self != nil {
 		b = append(b, `,"self":`...)
 		b = append(b, self...)
 	}
-	list := func(name string, pick func(p *part) []byte) {
+	list := func(name string, pick func(p *part) []byte, extra [][]byte) {
 		first := true
-		for i := range parts {
-			if sig[i] == 0 {
-				continue
-			}
-			v := pick(&parts[i])
-			if v == nil {
-				continue
-			}
+		add := func(v []byte) {
 			if first {
 				b = append(b, `,"`+name+`":[`...)
 				first = false
@@ -628,15 +681,31 @@ func (m *mapper) deltaFrame(parts []part, sig []byte, removed []wire.NodeID, sel
 			}
 			b = append(b, v...)
 		}
+		for i := range parts {
+			if v := pick(&parts[i]); sig[i] != 0 && v != nil {
+				add(v)
+			}
+		}
+		for _, v := range extra {
+			add(v)
+		}
 		if !first {
 			b = append(b, ']')
 		}
 	}
-	list("peers_changed", func(p *part) []byte { return p.full })
-	list("peers_patched", func(p *part) []byte { return p.patch })
-	if len(removed) > 0 {
+	var added [][]byte
+	for _, e := range vc.add {
+		added = append(added, e.encoded())
+	}
+	list("peers_changed", func(p *part) []byte { return p.full }, added)
+	list("peers_patched", func(p *part) []byte { return p.patch }, nil)
+	if all := append(slices.Clip(removed), vc.remove...); len(all) > 0 {
 		b = append(b, `,"peers_removed":`...)
-		b = append(b, mustJSON(removed)...)
+		b = append(b, mustJSON(all)...)
+	}
+	if vc.filter != nil {
+		b = append(b, `,"packet_filter":`...)
+		b = append(b, vc.filter...)
 	}
 	b = append(b, '}')
 	return frameHeader(b, wire.MsgMapResponse)

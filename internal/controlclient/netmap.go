@@ -2,7 +2,6 @@ package controlclient
 
 import (
 	"cmp"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -19,7 +18,7 @@ type NetMap struct {
 	Peers        map[wire.NodeID]*wire.Node `json:"peers"`
 	RelayMap     *wire.RelayMap             `json:"relay_map,omitempty"`
 	DNS          *wire.DNSConfig            `json:"dns,omitempty"`
-	PacketFilter json.RawMessage            `json:"packet_filter,omitempty"`
+	PacketFilter *wire.PacketFilter         `json:"packet_filter,omitempty"`
 	// ClockOffset is the server's clock minus this node's, measured when
 	// the last full map arrived (see ServerNow). It is saved with the map
 	// so that a node restarted while control is down still judges key

@@ -224,9 +224,10 @@ type MapResponse struct {
 	RelayMap *RelayMap `json:"relay_map,omitempty"`
 	// DNS replaces the DNS configuration when set.
 	DNS *DNSConfig `json:"dns,omitempty"`
-	// PacketFilter replaces the packet filter when set. Its form is
-	// defined by the policy issue; null means none yet.
-	PacketFilter json.RawMessage `json:"packet_filter,omitempty"`
+	// PacketFilter replaces the node's packet filter when set: what the
+	// node lets in from the tunnel, compiled from the tailnet's policy
+	// for this node (see PacketFilter). A full map always carries one.
+	PacketFilter *PacketFilter `json:"packet_filter,omitempty"`
 }
 
 // PeerPatch changes a few fields of a known peer; nil fields are unchanged.
@@ -393,6 +394,9 @@ func (r *MapResponse) Validate() error {
 		if p == nil {
 			return fmt.Errorf("%w: null peer patch in map", ErrBadMessage)
 		}
+	}
+	if err := r.PacketFilter.Validate(); err != nil {
+		return err
 	}
 	if r.RelayMap != nil {
 		for id, reg := range r.RelayMap.Regions {
