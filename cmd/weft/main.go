@@ -92,15 +92,14 @@ func newRootCmd(g *globals) *cobra.Command {
 		newServerCmd(g), newDaemonCmd(g), newUpCmd(g), newDownCmd(g), newLogoutCmd(g), newStatusCmd(g), newHealthCmd(g),
 		newVersionCmd(g),
 		newAdminCmd(g),
-		newLabCmd(g),
 		newNetcheckCmd(g),
 		newSTUNCmd(g),
 		newRelayCmd(g),
-		newDemoCmd(g),
 		newSetCmd(g), newExitNodeCmd(g),
 		newPingCmd(g),
 		newSpeedtestCmd(g),
 	)
+	root.AddCommand(osCommands(g)...)
 	return root
 }
 

@@ -1,3 +1,5 @@
+//go:build linux
+
 // Package demo runs the seed story on one machine: a lab with two home
 // NATs (Busan and Fukuoka), a control server, three nodes, Busan as exit
 // node for the Mac, and a readable report of what a user would check. It is

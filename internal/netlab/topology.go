@@ -1,3 +1,5 @@
+//go:build linux
+
 // Package netlab builds test networks out of Linux network namespaces: an
 // "internet" bridge with public hosts, NAT routers of a chosen kind with
 // hosts on their LANs, per-link delay and rate caps, and processes started

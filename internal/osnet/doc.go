@@ -11,4 +11,10 @@
 //
 // A Router works in the network namespace of the thread that called New,
 // whichever thread later calls its methods.
+//
+// Files: config.go (Options and Config, shared by every OS); router.go,
+// routes.go, rules.go, nft.go, sysctl.go, mark.go, monitor.go and
+// cleanup.go are Linux's; router_other.go and mark_other.go stand in on
+// systems where weft has no kernel TUN support yet (the daemon runs in
+// userspace networking mode there).
 package osnet

@@ -1,3 +1,5 @@
+//go:build linux
+
 // Package scenario runs a whole weft tailnet inside a netlab lab: the
 // control server on a public host, a daemon on each chosen host, each
 // brought up with a pre-auth key, every part a real `weft` process. Lab

@@ -1,3 +1,5 @@
+//go:build linux
+
 // Package delayline is the lab's link delay: a userspace forwarder between
 // two network interfaces that holds every frame for a fixed time before
 // passing it on. Kernels without the netem qdisc have no other way to

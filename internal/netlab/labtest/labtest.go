@@ -1,3 +1,5 @@
+//go:build linux
+
 // Package labtest brings netlab labs up inside tests: a fresh namespace
 // prefix per lab, cleanup through t.Cleanup, a clear skip without root,
 // and the weft binary the lab's helpers (and tests' own daemons) run.
