@@ -50,3 +50,6 @@ func Cleanup(Options) error { return nil }
 
 // Leftovers finds nothing on this OS, for the same reason.
 func Leftovers(Options) ([]string, error) { return nil, nil }
+
+// IntoTunnelDrops reports 0: there is no firewall here.
+func (r *Router) IntoTunnelDrops() (uint64, error) { return 0, nil }
