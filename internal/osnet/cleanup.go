@@ -94,10 +94,6 @@ func Leftovers(opts Options) ([]string, error) {
 	return out, nil
 }
 
-// ErrInUse means another weft daemon is alive in this network namespace:
-// Cleanup leaves its state alone and the caller must not start.
-var ErrInUse = errors.New("osnet: weft is running")
-
 // tunExists reports whether a network device called name exists in the
 // calling thread's network namespace.
 func tunExists(name string) (bool, error) {

@@ -157,3 +157,7 @@ func normPrefixes(ps []netip.Prefix, mask bool) []netip.Prefix {
 
 // ErrClosed is returned by Apply after Close.
 var ErrClosed = errors.New("osnet: router closed")
+
+// ErrInUse means another weft daemon is alive in this network namespace:
+// Cleanup leaves its state alone and the caller must not start.
+var ErrInUse = errors.New("osnet: weft is running")
