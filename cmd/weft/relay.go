@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/cobra"
 
+	"weft/internal/connlimit"
 	"weft/internal/relay"
 )
 
@@ -24,6 +25,7 @@ type relayOptions struct {
 	meshWith                      []string
 	meshKeyFile, meshKeyEnv       string
 	rateLimit                     int64
+	maxConnsPerIP                 int
 	verbose                       bool
 }
 
@@ -68,6 +70,7 @@ It runs until interrupted.`,
 	f.StringVar(&o.meshKeyFile, "mesh-key", "", "file holding the region's mesh key")
 	f.StringVar(&o.meshKeyEnv, "mesh-key-env", "", "environment variable holding the region's mesh key")
 	f.Int64Var(&o.rateLimit, "rate-limit", 0, "bytes per second each client may send; 0 is no limit")
+	f.IntVar(&o.maxConnsPerIP, "max-conns-per-ip", connlimit.DefaultPerAddr, "connections one source IP may hold open (raise it behind a proxy; 0: no cap)")
 	f.BoolVar(&o.verbose, "verbose", false, "log debug detail")
 	return cmd
 }
@@ -121,10 +124,11 @@ func runRelay(ctx context.Context, g *globals, o relayOptions) error {
 		// Not fatal: the control server may come up after the relay.
 		log.Warn("cannot load the allow list yet; nodes are refused until it loads", "err", err)
 	}
-	ln, err := net.Listen("tcp", o.listen)
+	raw, err := net.Listen("tcp", o.listen)
 	if err != nil {
 		return fmt.Errorf("relay: listen on %s: %w (is the port in use?)", o.listen, err)
 	}
+	ln := connlimit.New(raw, o.maxConnsPerIP, log.With("sub", "connlimit"))
 	hs := newHTTPServer(relayMux(srv, reg), log)
 	sg := newServiceGroup(ctx)
 	sg.Go(func(ctx context.Context) error {

@@ -115,8 +115,19 @@ func newLogger(w io.Writer, verbose bool) *slog.Logger {
 	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: level}))
 }
 
+// Bounds on a client of weft's HTTP servers: the time to send a request's
+// headers, and how long a kept-alive connection may sit idle between
+// requests. Upgraded connections (control, relay) leave net/http and
+// have their own deadlines.
+const (
+	httpReadHeaderTimeout = 10 * time.Second
+	httpIdleTimeout       = 60 * time.Second
+)
+
 // newHTTPServer is the HTTP server of `weft server` and `weft relay`:
-// bounded header reads, and net/http's own complaints at debug level.
+// bounded header reads and idle connections, and net/http's own
+// complaints at debug level.
 func newHTTPServer(h http.Handler, log *slog.Logger) *http.Server {
-	return &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}
+	return &http.Server{Handler: h, ReadHeaderTimeout: httpReadHeaderTimeout, IdleTimeout: httpIdleTimeout,
+		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"weft/internal/adminapi"
+	"weft/internal/connlimit"
 	"weft/internal/control"
 	"weft/internal/key"
 	"weft/internal/relay"
@@ -30,6 +31,7 @@ type serverOptions struct {
 	ephemeralTimeout, nodeKeyLifetime    time.Duration
 	registerRate                         float64
 	registerBurst                        int
+	maxConnsPerIP                        int
 	verbose                              bool
 }
 
@@ -62,6 +64,7 @@ func newServerCmd(g *globals) *cobra.Command {
 	f.DurationVar(&o.nodeKeyLifetime, "node-key-lifetime", 0, "validity of new untagged node keys (default 180 days)")
 	f.Float64Var(&o.registerRate, "register-rate", control.DefaultRegisterRate, "registrations per second allowed from one source IP (negative: no limit)")
 	f.IntVar(&o.registerBurst, "register-burst", control.DefaultRegisterBurst, "registrations allowed at once from one source IP")
+	f.IntVar(&o.maxConnsPerIP, "max-conns-per-ip", connlimit.DefaultPerAddr, "connections one source IP may hold open (raise it behind a reverse proxy; 0: no cap)")
 	f.BoolVar(&o.verbose, "verbose", false, "log debug detail")
 	return cmd
 }
@@ -97,10 +100,11 @@ func runServer(ctx context.Context, g *globals, o serverOptions) error {
 	}
 	defer rel.Close()
 
-	ln, err := net.Listen("tcp", o.listen)
+	raw, err := net.Listen("tcp", o.listen)
 	if err != nil {
 		return fmt.Errorf("server: %w", err)
 	}
+	ln := connlimit.New(raw, o.maxConnsPerIP, log.With("sub", "connlimit"))
 	hs := newHTTPServer(mux, log)
 	sg := newServiceGroup(ctx)
 	sg.Go(func(context.Context) error { return hs.Serve(ln) })

@@ -104,3 +104,13 @@ func TestEmbeddedRelayAuthorizesFromMemory(t *testing.T) {
 		t.Fatalf("expired node: %v, want refused", err)
 	}
 }
+
+// TestHTTPServerBounds: the HTTP server of weft server and weft relay
+// bounds header reads and idle kept-alive connections, so that a client
+// that connects and says nothing cannot hold a connection forever.
+func TestHTTPServerBounds(t *testing.T) {
+	hs := newHTTPServer(nil, slog.New(slog.DiscardHandler))
+	if hs.ReadHeaderTimeout <= 0 || hs.IdleTimeout <= 0 {
+		t.Fatalf("ReadHeaderTimeout %v, IdleTimeout %v: both must be set", hs.ReadHeaderTimeout, hs.IdleTimeout)
+	}
+}

@@ -53,6 +53,7 @@ func (s *Server) Serve(ctx context.Context, path string) error {
 	srv := &http.Server{
 		Handler:           s.Handler(),
 		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       60 * time.Second,
 		BaseContext:       func(net.Listener) context.Context { return ctx },
 	}
 	s.mu.Lock()

@@ -38,9 +38,8 @@ const (
 	DefaultRegisterBurst    = 20
 )
 
-// preStreamTimeout bounds the wait for each message before a channel's map
-// stream has started.
-const preStreamTimeout = 15 * time.Second
+// DefaultPreStreamTimeout is Config.PreStreamTimeout's default.
+const DefaultPreStreamTimeout = 15 * time.Second
 
 // VisibleFunc reports whether node a may see node b in its map. It is the
 // hook where access policy will plug in; it must be cheap and must not
@@ -88,6 +87,11 @@ type Config struct {
 	PersistInterval time.Duration
 	// Visible filters maps; nil lets every node see every other.
 	Visible VisibleFunc
+	// PreStreamTimeout bounds the time from a channel's handshake to its
+	// first real request (register, logout or map request); keepalives do
+	// not extend it, since anyone can complete the handshake with a key of
+	// their own. Zero means DefaultPreStreamTimeout.
+	PreStreamTimeout time.Duration
 	// Now returns the time; nil means time.Now.
 	Now func() time.Time
 }
@@ -148,6 +152,9 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	}
 	if cfg.WriteTimeout == 0 {
 		cfg.WriteTimeout = DefaultWriteTimeout
+	}
+	if cfg.PreStreamTimeout == 0 {
+		cfg.PreStreamTimeout = DefaultPreStreamTimeout
 	}
 	if cfg.PersistInterval == 0 {
 		cfg.PersistInterval = time.Second
@@ -336,6 +343,9 @@ type channel struct {
 	mk   key.MachinePublic
 	log  *slog.Logger
 	sess *session // set once the map stream has started
+	// until is when a channel without a stream must have made its next
+	// real request; keepalives leave it alone.
+	until time.Time
 }
 
 // serveConn reads a node's messages until the channel ends. Each message
@@ -343,7 +353,8 @@ type channel struct {
 func (s *Server) serveConn(conn *noiseconn.Conn) {
 	defer conn.Close()
 	mk := conn.Peer()
-	c := &channel{s: s, conn: conn, mk: mk, log: s.log.With("machine", mk.ShortString(), "remote", conn.RemoteAddr().String())}
+	c := &channel{s: s, conn: conn, mk: mk, log: s.log.With("machine", mk.ShortString(), "remote", conn.RemoteAddr().String()),
+		until: time.Now().Add(s.cfg.PreStreamTimeout)}
 	stop := context.AfterFunc(s.ctx, func() { conn.Close() })
 	defer stop()
 	defer func() {
@@ -367,14 +378,19 @@ func (s *Server) serveConn(conn *noiseconn.Conn) {
 
 // read reads the next message. Anyone can complete the handshake with a
 // key of their own, so a channel without a stream gets little time: it
-// must register or start its stream promptly.
+// must register or start its stream promptly, and keepalives do not buy
+// it more (c.until moves only after a real request).
 func (c *channel) read() (wire.MsgType, []byte, error) {
-	wait := 3 * c.s.cfg.KeepAlive
 	if c.sess == nil {
-		wait = preStreamTimeout
+		c.conn.SetReadDeadline(c.until)
+	} else {
+		c.conn.SetReadDeadline(time.Now().Add(3 * c.s.cfg.KeepAlive))
 	}
-	c.conn.SetReadDeadline(time.Now().Add(wait))
-	return wire.ReadMessage(c.conn, wire.MaxNodeMessage)
+	typ, body, err := wire.ReadMessage(c.conn, wire.MaxNodeMessage)
+	if err == nil && typ != wire.MsgKeepAlive {
+		c.until = time.Now().Add(c.s.cfg.PreStreamTimeout)
+	}
+	return typ, body, err
 }
 
 // handle dispatches one message and reports whether to keep reading.

@@ -30,7 +30,7 @@ func WhoamiHandler() http.Handler {
 
 // ServeWhoami serves WhoamiHandler on ln until ctx is done.
 func ServeWhoami(ctx context.Context, ln net.Listener) error {
-	srv := &http.Server{Handler: WhoamiHandler(), ReadHeaderTimeout: 10 * time.Second}
+	srv := &http.Server{Handler: WhoamiHandler(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 60 * time.Second}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	select {
