@@ -91,8 +91,9 @@ func (p *Process) Logs() string {
 	return string(b)
 }
 
-// Start runs argv inside the node's namespace as a long-running process in
-// its own session, its output appended to <dir>/logs/<node>.<name>.log. The
+// Start runs argv inside the node's namespace (and a private mount
+// namespace with the node's resolv.conf, see ResolvConf) as a long-running
+// process in its own session, its output appended to <dir>/logs/<node>.<name>.log. The
 // process lives until Kill or Lab.Down; ctx only bounds starting it.
 func (n *Node) Start(ctx context.Context, name string, argv ...string) (*Process, error) {
 	return n.lab.start(ctx, n, name, argv, nil)
@@ -115,6 +116,10 @@ func (l *Lab) start(ctx context.Context, n *Node, name string, argv []string, ex
 		return nil, fmt.Errorf("netlab: %w", err)
 	}
 	defer logf.Close()
+	argv, err = n.isolate(argv)
+	if err != nil {
+		return nil, fmt.Errorf("netlab: start %s on %s: %w", name, n.Name, err)
+	}
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Stdout = logf
 	cmd.Stderr = logf
@@ -147,6 +152,10 @@ func (n *Node) Exec(ctx context.Context, argv ...string) ([]byte, error) {
 	if len(argv) == 0 {
 		return nil, fmt.Errorf("netlab: exec on %s: empty command", n.Name)
 	}
+	argv, err := n.isolate(argv)
+	if err != nil {
+		return nil, fmt.Errorf("netlab: exec on %s: %w", n.Name, err)
+	}
 	var out bytes.Buffer
 	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
 	cmd.Stdout = &out
@@ -164,5 +173,15 @@ func (n *Node) Exec(ctx context.Context, argv ...string) ([]byte, error) {
 // returned start instead of cmd.Start. It lets callers attach their own
 // stdio (as `weft lab exec` does) and then Wait as usual.
 func (n *Node) Command(cmd *exec.Cmd) (start func() error) {
-	return func() error { return n.Do(cmd.Start) }
+	return func() error {
+		if cmd.Err != nil {
+			return cmd.Err
+		}
+		argv, err := n.isolate(append([]string{cmd.Path}, cmd.Args[1:]...))
+		if err != nil {
+			return err
+		}
+		cmd.Path, cmd.Args = argv[0], argv
+		return n.Do(cmd.Start)
+	}
 }
