@@ -1,6 +1,8 @@
 package magicsock_test
 
 import (
+	"context"
+	"fmt"
 	"net/netip"
 	"sync"
 	"testing"
@@ -335,5 +337,60 @@ func TestDiscoAmplification(t *testing.T) {
 		if res.factor > res.max {
 			t.Errorf("%s: amplification %.1f×, above the %.1f× docs/disco.md gives", res.name, res.factor, res.max)
 		}
+	}
+}
+
+// TestDiscoKeyCopiedByAnotherPeer: a peer that publishes another peer's
+// disco key (it cannot hold the private half, so it gains nothing but
+// confusion) must not take that peer's place in the Conn's disco index,
+// nor remove it when it switches back to a key of its own: the victim's
+// pings and pongs, direct and through the relay, keep being answered and
+// recognised, whatever order the map lists the two in.
+func TestDiscoKeyCopiedByAnotherPeer(t *testing.T) {
+	for _, attackerFirst := range []bool{false, true} {
+		t.Run(fmt.Sprintf("attacker listed first=%v", attackerFirst), func(t *testing.T) {
+			sp := newSimPair(t, easy, easy, 3)
+			traffic(t, sp.a, sp.b)
+			tstest.EventuallyWithin(t, 10*time.Second, "both paths direct", sp.bothDirect)
+			victimPeer := peerOf(sp.b, sp.b.conn.LocalEndpoints(), false)
+			attacker := magicsock.Peer{NodeKey: key.NewNode().Public(), DiscoKey: sp.b.disco.Public(), HomeRegion: 1,
+				Endpoints: []netip.AddrPort{netip.MustParseAddrPort("203.0.113.99:41641")}}
+			set := func(att magicsock.Peer) {
+				if attackerFirst {
+					sp.a.conn.SetPeers([]magicsock.Peer{att, victimPeer})
+				} else {
+					sp.a.conn.SetPeers([]magicsock.Peer{victimPeer, att})
+				}
+			}
+			pingB := func(what string) {
+				t.Helper()
+				var last error
+				ok := false
+				for range 5 {
+					ctx, cancel := context.WithTimeout(context.Background(), fastTimers.PingTimeout)
+					_, err := sp.a.conn.Ping(ctx, sp.b.node.Public())
+					cancel()
+					if err == nil {
+						ok = true
+						break
+					}
+					last = err
+				}
+				if !ok {
+					t.Fatalf("%s: a's pings to b get no pong: %v", what, last)
+				}
+			}
+			set(attacker)
+			pingB("while another peer claims b's disco key")
+			attacker.DiscoKey = key.NewDisco().Public()
+			set(attacker)
+			pingB("after the other peer switched to a key of its own")
+			// b's own pings through a's Conn are answered too: its
+			// path to a stays direct past several trust windows.
+			time.Sleep(3 * fastTimers.TrustWindow)
+			if !sp.bothDirect() {
+				t.Fatalf("paths a→%v b→%v; want both direct", sp.a.path(sp.b), sp.b.path(sp.a))
+			}
+		})
 	}
 }

@@ -148,8 +148,8 @@ type Conn struct {
 	port      uint16
 	mark      uint32 // SO_MARK for extra sockets
 	peers     map[key.NodePublic]*peer
-	retired   map[key.NodePublic]*peer // removed from the map; kept for their endpoints
-	byDisco   map[key.DiscoPublic]*peer
+	retired   map[key.NodePublic]*peer    // removed from the map; kept for their endpoints
+	byDisco   map[key.DiscoPublic][]*peer // every peer the map gives each disco key
 	report    NetReport
 	endpoints []netip.AddrPort // last published
 	observed  []netip.AddrPort // our address as peers' pongs saw it, newest last
@@ -196,7 +196,7 @@ func New(opts Options) (*Conn, error) {
 		kick:     make(chan struct{}, 1),
 		peers:    make(map[key.NodePublic]*peer),
 		retired:  make(map[key.NodePublic]*peer),
-		byDisco:  make(map[key.DiscoPublic]*peer),
+		byDisco:  make(map[key.DiscoPublic][]*peer),
 		rand:     opts.Rand,
 	}
 	if c.log == nil {

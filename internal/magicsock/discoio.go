@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"weft/internal/disco"
+	"weft/internal/key"
 )
 
 // pingBackGap is the least time between two pings to one candidate sent
@@ -78,32 +79,29 @@ func (c *Conn) handleDisco(pkt []byte, src source) {
 		return
 	}
 	c.mu.Lock()
-	p := c.byDisco[sender]
+	claimants := c.discoClaimantsLocked(sender, src)
 	var shared *disco.SharedKey
-	if p != nil {
-		shared = p.shared
+	if len(claimants) > 0 {
+		shared = claimants[0].shared
 	}
 	c.mu.Unlock()
 	if shared == nil {
 		return
 	}
-	if src.relay && src.nodeKey != p.key {
-		// The relay vouches for the node key; a disco key claimed by
-		// another node is a forgery or a stale map.
-		return
-	}
 	// Opening costs a Poly1305 and an XSalsa20 pass; it runs outside the
 	// lock so a flood of junk with a peer's (public) disco key in it
-	// does not stall every other peer.
+	// does not stall every other peer. Every claimant of one disco key
+	// shares the same key with us, so one opening serves them all.
 	m, err := shared.Open(pkt)
 	if err != nil {
-		c.log.Debug("disco open failed", "peer", p.key.ShortString(), "src", src, "err", err)
+		c.log.Debug("disco open failed", "src", src, "err", err)
 		return
 	}
 	c.mu.Lock()
 	defer c.unlock()
-	if p.shared != shared {
-		return // the peer's disco key changed meanwhile
+	p := claimantOf(claimants, m)
+	if p == nil || p.disco != sender || p.shared == nil {
+		return // ambiguous, or the peer's disco key changed meanwhile
 	}
 	now := time.Now()
 	switch m := m.(type) {
@@ -116,6 +114,63 @@ func (c *Conn) handleDisco(pkt []byte, src source) {
 	case *disco.PortGuess:
 		p.handleGuessLocked(c, m, src, now)
 	}
+}
+
+// discoClaimantsLocked returns the peers a disco packet sealed by sender
+// may come from. Through the relay that is the one peer the relay vouches
+// for, if sender is its disco key. Directly it is every peer the map
+// gives that disco key: usually one, but a node may publish another's
+// disco key (it cannot hold the private half, so it cannot seal a
+// message; it can only try to take the other's place).
+func (c *Conn) discoClaimantsLocked(sender key.DiscoPublic, src source) []*peer {
+	if src.relay {
+		if p := c.peers[src.nodeKey]; p != nil && p.disco == sender {
+			return []*peer{p}
+		}
+		return nil
+	}
+	return c.byDisco[sender]
+}
+
+// claimantOf picks the peer a message opened with a disco key belongs to
+// when several peers claim that key: a ping names its sender's node key,
+// a pong answers one of our pings. Anything else is ambiguous (nil).
+func claimantOf(claimants []*peer, m disco.Message) *peer {
+	if len(claimants) == 1 {
+		return claimants[0]
+	}
+	for _, p := range claimants {
+		switch m := m.(type) {
+		case *disco.Ping:
+			if m.NodeKey == p.key {
+				return p
+			}
+		case *disco.Pong:
+			if p.pings[m.TxID] != nil {
+				return p
+			}
+		}
+	}
+	return nil
+}
+
+// indexDiscoLocked adds p to the disco-key index under its disco key,
+// beside any other peer that claims the same key.
+func (c *Conn) indexDiscoLocked(p *peer) {
+	if others := c.byDisco[p.disco]; len(others) > 0 {
+		c.log.Warn("two peers claim one disco key; each is told apart by its node key", "peer", p.key.ShortString(), "other", others[0].key.ShortString())
+	}
+	c.byDisco[p.disco] = append(c.byDisco[p.disco], p)
+}
+
+// unindexDiscoLocked removes p, and only p, from the disco-key index.
+func (c *Conn) unindexDiscoLocked(p *peer) {
+	rest := slices.DeleteFunc(c.byDisco[p.disco], func(q *peer) bool { return q == p })
+	if len(rest) == 0 {
+		delete(c.byDisco, p.disco)
+		return
+	}
+	c.byDisco[p.disco] = rest
 }
 
 // replyLocked queues m back along the way src came.

@@ -125,7 +125,7 @@ func (c *Conn) SetPeers(peers []Peer) {
 		p := c.peerLocked(np.NodeKey)
 		if p.disco != np.DiscoKey {
 			if !p.disco.IsZero() {
-				delete(c.byDisco, p.disco)
+				c.unindexDiscoLocked(p)
 			}
 			// A new disco key means the peer restarted: its old
 			// paths and pings mean nothing now.
@@ -133,7 +133,7 @@ func (c *Conn) SetPeers(peers []Peer) {
 			p.shared = nil
 			if !np.DiscoKey.IsZero() {
 				p.shared = disco.NewSharedKey(c.opts.DiscoKey, np.DiscoKey)
-				c.byDisco[np.DiscoKey] = p
+				c.indexDiscoLocked(p)
 			}
 			p.resetPathLocked(c)
 			p.lastDiscovery = time.Time{}
@@ -169,7 +169,7 @@ func (c *Conn) SetPeers(peers []Peer) {
 			delete(c.peers, k)
 			c.retired[k] = p
 			if !p.disco.IsZero() {
-				delete(c.byDisco, p.disco)
+				c.unindexDiscoLocked(p)
 			}
 			p.disco, p.shared = key.DiscoPublic{}, nil
 		}
