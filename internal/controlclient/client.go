@@ -391,44 +391,12 @@ func (c *Client) stream(ctx context.Context) error {
 	defer conn.Close()
 	stop := context.AfterFunc(ctx, func() { conn.Close() })
 	defer stop()
-
-	c.mu.Lock()
-	req := &wire.MapRequest{
-		NodeKey:    c.opts.NodeKey.Public(),
-		DiscoKey:   c.opts.DiscoKey,
-		Endpoints:  c.endpoints,
-		HomeRegion: c.homeRegion,
-		Hostinfo:   c.hostinfo,
-
-		AdvertisedRoutes: c.routes,
-	}
-	// The request is written under c.mu, and c.conn set with it, so that
-	// an Update from SetEndpoints can neither be lost nor overtake it.
-	err = wire.WriteMessage(conn, wire.MsgMapRequest, req)
-	if err == nil {
-		c.conn = conn
-	}
-	c.mu.Unlock()
-	if err != nil {
+	if err := c.startStream(conn); err != nil {
 		return fmt.Errorf("%w: %v", ErrUnreachable, err)
 	}
-
 	done := make(chan struct{})
 	defer close(done)
-	go func() {
-		t := time.NewTicker(c.opts.KeepAlive)
-		defer t.Stop()
-		for {
-			select {
-			case <-done:
-				return
-			case <-t.C:
-				if wire.WriteMessage(conn, wire.MsgKeepAlive, nil) != nil {
-					return
-				}
-			}
-		}
-	}()
+	go c.keepAlive(conn, done)
 
 	nm := &NetMap{}
 	for {
@@ -446,28 +414,77 @@ func (c *Client) stream(ctx context.Context) error {
 			}
 			return em
 		case wire.MsgMapResponse:
-			var r wire.MapResponse
-			if err := wire.Decode(body, &r); err != nil {
+			if err := c.applyMap(nm, body); err != nil {
 				return err
-			}
-			if nm.Self == nil && !r.Full {
-				return errors.New("controlclient: map stream began with a delta")
-			}
-			nm.Apply(&r)
-			if r.Full && !r.ServerTime.IsZero() {
-				nm.ClockOffset = r.ServerTime.Sub(time.Now())
-			}
-			snap := nm.Clone()
-			c.mu.Lock()
-			c.nm, c.connected, c.lastErr = snap, true, nil
-			c.mu.Unlock()
-			if c.opts.OnMap != nil {
-				c.opts.OnMap(snap)
 			}
 		default:
 			return fmt.Errorf("controlclient: unexpected %v in map stream", typ)
 		}
 	}
+}
+
+// startStream sends the map request on conn and makes conn the live
+// stream's channel. The request is written under c.mu, and c.conn set
+// with it, so that an Update from SetEndpoints can neither be lost nor
+// overtake it.
+func (c *Client) startStream(conn *noiseconn.Conn) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	req := &wire.MapRequest{
+		NodeKey:    c.opts.NodeKey.Public(),
+		DiscoKey:   c.opts.DiscoKey,
+		Endpoints:  c.endpoints,
+		HomeRegion: c.homeRegion,
+		Hostinfo:   c.hostinfo,
+
+		AdvertisedRoutes: c.routes,
+	}
+	if err := wire.WriteMessage(conn, wire.MsgMapRequest, req); err != nil {
+		return err
+	}
+	c.conn = conn
+	return nil
+}
+
+// keepAlive sends a keepalive on conn every interval until done is closed
+// or a write fails.
+func (c *Client) keepAlive(conn *noiseconn.Conn, done <-chan struct{}) {
+	t := time.NewTicker(c.opts.KeepAlive)
+	defer t.Stop()
+	for {
+		select {
+		case <-done:
+			return
+		case <-t.C:
+			if wire.WriteMessage(conn, wire.MsgKeepAlive, nil) != nil {
+				return
+			}
+		}
+	}
+}
+
+// applyMap folds one map message into nm, publishes a copy as the
+// client's map and hands it to OnMap.
+func (c *Client) applyMap(nm *NetMap, body []byte) error {
+	var r wire.MapResponse
+	if err := wire.Decode(body, &r); err != nil {
+		return err
+	}
+	if nm.Self == nil && !r.Full {
+		return errors.New("controlclient: map stream began with a delta")
+	}
+	nm.Apply(&r)
+	if r.Full && !r.ServerTime.IsZero() {
+		nm.ClockOffset = r.ServerTime.Sub(time.Now())
+	}
+	snap := nm.Clone()
+	c.mu.Lock()
+	c.nm, c.connected, c.lastErr = snap, true, nil
+	c.mu.Unlock()
+	if c.opts.OnMap != nil {
+		c.opts.OnMap(snap)
+	}
+	return nil
 }
 
 // SetAdvertisedRoutes changes the routes the node offers and sends them
