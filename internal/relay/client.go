@@ -551,18 +551,7 @@ func (c *Client) serve(cc *clientConn) error {
 	}()
 	go func() {
 		defer wg.Done()
-		t := time.NewTicker(ka)
-		defer t.Stop()
-		for {
-			select {
-			case <-stop:
-				return
-			case <-t.C:
-				if cc.write(FrameKeepAlive) != nil {
-					return
-				}
-			}
-		}
+		keepAlive(cc, ka, stop)
 	}()
 	idle := 2*ka + 5*time.Second
 	var lastDeadline time.Time
@@ -575,45 +564,71 @@ func (c *Client) serve(cc *clientConn) error {
 		if err != nil {
 			return err
 		}
-		switch t {
-		case FrameRecvPacket:
-			src, data, err := splitKey(t, b)
-			if err != nil {
-				return err
-			}
-			c.deliver(ReceivedPacket{Src: src, Data: data})
-		case FramePeerGone:
-			k, r, err := parsePeerGone(b)
-			if err != nil {
-				return err
-			}
-			c.deliver(PeerGone{Key: k, Reason: r})
-		case FramePeerPresent:
-			k, _, err := splitKey(t, b)
-			if err != nil {
-				return err
-			}
-			if c.opts.watchConns {
-				c.deliver(peerPresent{Key: k})
-			}
-		case FramePing:
-			if len(b) == pingLen {
-				cc.write(FramePong, b)
-			}
-		case FramePong:
-			if len(b) == pingLen {
-				c.mu.Lock()
-				ch := c.pings[[pingLen]byte(b)]
-				delete(c.pings, [pingLen]byte(b))
-				c.mu.Unlock()
-				if ch != nil {
-					close(ch)
-				}
-			}
-		case FrameRefused:
-			return fmt.Errorf("%w: %s", ErrRefused, b)
-		default:
-			// keepalive, and frames of newer versions.
+		if err := c.handleFrame(cc, t, b); err != nil {
+			return err
 		}
 	}
+}
+
+// keepAlive writes a keepalive frame on cc every ka until stop is closed
+// or a write fails.
+func keepAlive(cc *clientConn, ka time.Duration, stop <-chan struct{}) {
+	t := time.NewTicker(ka)
+	defer t.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case <-t.C:
+			if cc.write(FrameKeepAlive) != nil {
+				return
+			}
+		}
+	}
+}
+
+// handleFrame acts on one frame from the relay; an error ends the
+// connection.
+func (c *Client) handleFrame(cc *clientConn, t FrameType, b []byte) error {
+	switch t {
+	case FrameRecvPacket:
+		src, data, err := splitKey(t, b)
+		if err != nil {
+			return err
+		}
+		c.deliver(ReceivedPacket{Src: src, Data: data})
+	case FramePeerGone:
+		k, r, err := parsePeerGone(b)
+		if err != nil {
+			return err
+		}
+		c.deliver(PeerGone{Key: k, Reason: r})
+	case FramePeerPresent:
+		k, _, err := splitKey(t, b)
+		if err != nil {
+			return err
+		}
+		if c.opts.watchConns {
+			c.deliver(peerPresent{Key: k})
+		}
+	case FramePing:
+		if len(b) == pingLen {
+			cc.write(FramePong, b)
+		}
+	case FramePong:
+		if len(b) == pingLen {
+			c.mu.Lock()
+			ch := c.pings[[pingLen]byte(b)]
+			delete(c.pings, [pingLen]byte(b))
+			c.mu.Unlock()
+			if ch != nil {
+				close(ch)
+			}
+		}
+	case FrameRefused:
+		return fmt.Errorf("%w: %s", ErrRefused, b)
+	default:
+		// keepalive, and frames of newer versions.
+	}
+	return nil
 }
