@@ -197,52 +197,9 @@ func (c *Client) GetReport(ctx context.Context, rm *wire.RelayMap) (*Report, err
 		RegionLatency:    map[int]time.Duration{},
 	}
 
-	// The port-mapping probe runs alongside everything else. Its channel
-	// is buffered so that a prober that overruns the deadline finishes on
-	// its own instead of holding up the report.
-	var pmCh chan portmap.Result
-	if c.PortMapper != nil {
-		pmCh = make(chan portmap.Result, 1)
-		go func() {
-			res, err := c.PortMapper.Probe(ctx)
-			if err != nil {
-				log.Debug("netcheck: port mapping probe", "err", err)
-			}
-			pmCh <- res
-		}()
-	}
-
-	targets := resolveTargets(ctx, log, rm)
-	send := c.SendPacket
-	if send == nil && len(targets) > 0 {
-		socks, err := openSockets(targets, c.ReceiveSTUNPacket)
-		if err != nil {
-			log.Debug("netcheck: no UDP socket", "err", err)
-		} else {
-			defer socks.close()
-			send = socks.send
-		}
-	}
-	if send != nil && len(targets) > 0 {
-		stunCtx, stunCancel := context.WithTimeout(ctx, cmp.Or(c.STUNTimeout, DefaultSTUNTimeout))
-		answers := c.probeSTUN(stunCtx, send, targets)
-		stunCancel()
-		summarise(r, answers)
-	}
-
-	// Regions STUN could not measure (UDP blocked, or no STUN port) are
-	// measured over HTTP in the time left.
-	var missing []*wire.RelayRegion
-	for _, id := range slices.Sorted(maps.Keys(rm.Regions)) {
-		if _, ok := r.RegionLatency[id]; !ok && rm.Regions[id] != nil {
-			missing = append(missing, rm.Regions[id])
-		}
-	}
-	if len(missing) > 0 {
-		for id, d := range measureHTTP(ctx, log, c.DialContext, missing) {
-			r.setLatency(id, d, "http")
-		}
-	}
+	pmCh := c.startPortMapProbe(ctx, log)
+	c.measureSTUN(ctx, log, rm, r)
+	c.measureMissingOverHTTP(ctx, log, rm, r)
 
 	if pmCh != nil {
 		select {
@@ -260,6 +217,65 @@ func (c *Client) GetReport(ctx context.Context, rm *wire.RelayMap) (*Report, err
 	}
 	c.mu.Unlock()
 	return r, nil
+}
+
+// startPortMapProbe starts the port-mapping probe alongside everything
+// else, if there is a PortMapper; nil otherwise. Its channel is buffered
+// so that a prober that overruns the deadline finishes on its own instead
+// of holding up the report.
+func (c *Client) startPortMapProbe(ctx context.Context, log *slog.Logger) chan portmap.Result {
+	if c.PortMapper == nil {
+		return nil
+	}
+	pmCh := make(chan portmap.Result, 1)
+	go func() {
+		res, err := c.PortMapper.Probe(ctx)
+		if err != nil {
+			log.Debug("netcheck: port mapping probe", "err", err)
+		}
+		pmCh <- res
+	}()
+	return pmCh
+}
+
+// measureSTUN probes the regions' STUN servers and fills r with what
+// answered.
+func (c *Client) measureSTUN(ctx context.Context, log *slog.Logger, rm *wire.RelayMap, r *Report) {
+	targets := resolveTargets(ctx, log, rm)
+	if len(targets) == 0 {
+		return
+	}
+	send := c.SendPacket
+	if send == nil {
+		socks, err := openSockets(targets, c.ReceiveSTUNPacket)
+		if err != nil {
+			log.Debug("netcheck: no UDP socket", "err", err)
+			return
+		}
+		defer socks.close()
+		send = socks.send
+	}
+	stunCtx, stunCancel := context.WithTimeout(ctx, cmp.Or(c.STUNTimeout, DefaultSTUNTimeout))
+	answers := c.probeSTUN(stunCtx, send, targets)
+	stunCancel()
+	summarise(r, answers)
+}
+
+// measureMissingOverHTTP measures, over HTTP in the time left, the regions
+// STUN could not measure (UDP blocked, or no STUN port).
+func (c *Client) measureMissingOverHTTP(ctx context.Context, log *slog.Logger, rm *wire.RelayMap, r *Report) {
+	var missing []*wire.RelayRegion
+	for _, id := range slices.Sorted(maps.Keys(rm.Regions)) {
+		if _, ok := r.RegionLatency[id]; !ok && rm.Regions[id] != nil {
+			missing = append(missing, rm.Regions[id])
+		}
+	}
+	if len(missing) == 0 {
+		return
+	}
+	for id, d := range measureHTTP(ctx, log, c.DialContext, missing) {
+		r.setLatency(id, d, "http")
+	}
 }
 
 // summarise fills r's STUN-derived fields from the answers.
