@@ -285,7 +285,37 @@ func (l *Lab) enslave(inet *netlink.Handle, port netlink.Link) error {
 	return nil
 }
 
+// buildRouter makes router r: its WAN link to the internet (through a
+// delay line and shaped, if asked), its LAN bridge with NAT, and its hosts.
 func (l *Lab) buildRouter(ctx context.Context, cfg Config, h *nsHandles, r Router) error {
+	if err := l.buildRouterWAN(ctx, cfg, h, r); err != nil {
+		return err
+	}
+	rh := h.nl[r.Name]
+	lan := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: routerLAN}}
+	if err := rh.LinkAdd(lan); err != nil {
+		return fmt.Errorf("netlab: %s: LAN bridge: %w", r.Name, err)
+	}
+	if err := addAddr(rh, lan, gatewayAddr(r.LAN), r.LAN.Bits()); err != nil {
+		return err
+	}
+	if err := up(rh, lan); err != nil {
+		return err
+	}
+	if err := installNAT(h.ns[r.Name], r.NAT, l.log); err != nil {
+		return fmt.Errorf("netlab: %s: %w", r.Name, err)
+	}
+	for i, host := range r.Hosts {
+		if err := attachHost(h, r, lan, i, host); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// buildRouterWAN links router r to the internet bridge, directly or
+// through a delay line, and shapes the link if r asks for a rate.
+func (l *Lab) buildRouterWAN(ctx context.Context, cfg Config, h *nsHandles, r Router) error {
 	inet := h.nl[internetName]
 	rh := h.nl[r.Name]
 	wan, wport, err := veth(rh, routerWAN, inet, h.ns[internetName], wanPortPfx+r.Name)
@@ -308,27 +338,8 @@ func (l *Lab) buildRouter(ctx context.Context, cfg Config, h *nsHandles, r Route
 		if err := up(inet, wport); err != nil {
 			return err
 		}
-	} else {
-		dport, bport, err := veth(inet, delayPortPfx+r.Name, inet, h.ns[internetName], brPortPfx+r.Name)
-		if err != nil {
-			return err
-		}
-		if err := l.enslave(inet, bport); err != nil {
-			return err
-		}
-		// The delay line reads every frame on its two ports, whatever
-		// their destination MAC.
-		for _, p := range []netlink.Link{wport, dport} {
-			if err := inet.SetPromiscOn(p); err != nil {
-				return fmt.Errorf("netlab: promisc %s: %w", p.Attrs().Name, err)
-			}
-		}
-		if err := up(inet, wport, dport, bport); err != nil {
-			return err
-		}
-		if err := l.startDelayLine(ctx, cfg, r, wport.Attrs().Name, dport.Attrs().Name); err != nil {
-			return err
-		}
+	} else if err := l.buildDelayPort(ctx, cfg, h, r, wport); err != nil {
+		return err
 	}
 	if r.RateMbit > 0 {
 		// Upload is shaped leaving the router, download leaving the
@@ -340,46 +351,61 @@ func (l *Lab) buildRouter(ctx context.Context, cfg Config, h *nsHandles, r Route
 			return fmt.Errorf("netlab: %s: %w", r.Name, err)
 		}
 	}
-	lan := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: routerLAN}}
-	if err := rh.LinkAdd(lan); err != nil {
-		return fmt.Errorf("netlab: %s: LAN bridge: %w", r.Name, err)
-	}
-	if err := addAddr(rh, lan, gatewayAddr(r.LAN), r.LAN.Bits()); err != nil {
+	return nil
+}
+
+// buildDelayPort puts a delay line between router r's WAN port wport and
+// the internet bridge.
+func (l *Lab) buildDelayPort(ctx context.Context, cfg Config, h *nsHandles, r Router, wport netlink.Link) error {
+	inet := h.nl[internetName]
+	dport, bport, err := veth(inet, delayPortPfx+r.Name, inet, h.ns[internetName], brPortPfx+r.Name)
+	if err != nil {
 		return err
 	}
-	if err := up(rh, lan); err != nil {
+	if err := l.enslave(inet, bport); err != nil {
 		return err
 	}
-	if err := installNAT(h.ns[r.Name], r.NAT, l.log); err != nil {
-		return fmt.Errorf("netlab: %s: %w", r.Name, err)
+	// The delay line reads every frame on its two ports, whatever their
+	// destination MAC.
+	for _, p := range []netlink.Link{wport, dport} {
+		if err := inet.SetPromiscOn(p); err != nil {
+			return fmt.Errorf("netlab: promisc %s: %w", p.Attrs().Name, err)
+		}
 	}
-	for i, host := range r.Hosts {
-		hh := h.nl[host]
-		eth, port, err := veth(hh, nodeIf, rh, h.ns[r.Name], hostPortPfx+host)
-		if err != nil {
-			return err
+	if err := up(inet, wport, dport, bport); err != nil {
+		return err
+	}
+	return l.startDelayLine(ctx, cfg, r, wport.Attrs().Name, dport.Attrs().Name)
+}
+
+// attachHost links host, the i-th host of router r, to r's LAN bridge,
+// with its address and default route.
+func attachHost(h *nsHandles, r Router, lan netlink.Link, i int, host string) error {
+	rh, hh := h.nl[r.Name], h.nl[host]
+	eth, port, err := veth(hh, nodeIf, rh, h.ns[r.Name], hostPortPfx+host)
+	if err != nil {
+		return err
+	}
+	if r.MTU != 0 {
+		// The bridge takes the smallest MTU of its ports, so the
+		// router's forwarding sees the narrow hop and answers a
+		// too-big packet with ICMP.
+		if err := errors.Join(rh.LinkSetMTU(port, r.MTU), hh.LinkSetMTU(eth, r.MTU)); err != nil {
+			return fmt.Errorf("netlab: %s: MTU %d: %w", r.Name, r.MTU, err)
 		}
-		if r.MTU != 0 {
-			// The bridge takes the smallest MTU of its ports, so the
-			// router's forwarding sees the narrow hop and answers a
-			// too-big packet with ICMP.
-			if err := errors.Join(rh.LinkSetMTU(port, r.MTU), hh.LinkSetMTU(eth, r.MTU)); err != nil {
-				return fmt.Errorf("netlab: %s: MTU %d: %w", r.Name, r.MTU, err)
-			}
-		}
-		if err := rh.LinkSetMaster(port, lan); err != nil {
-			return fmt.Errorf("netlab: %s: attach %s: %w", r.Name, host, err)
-		}
-		if err := addAddr(hh, eth, hostAddr(r.LAN, i), r.LAN.Bits()); err != nil {
-			return err
-		}
-		if err := errors.Join(up(rh, port), up(hh, eth)); err != nil {
-			return err
-		}
-		gw := gatewayAddr(r.LAN)
-		if err := hh.RouteAdd(&netlink.Route{LinkIndex: eth.Attrs().Index, Gw: gw.AsSlice()}); err != nil {
-			return fmt.Errorf("netlab: %s: default route: %w", host, err)
-		}
+	}
+	if err := rh.LinkSetMaster(port, lan); err != nil {
+		return fmt.Errorf("netlab: %s: attach %s: %w", r.Name, host, err)
+	}
+	if err := addAddr(hh, eth, hostAddr(r.LAN, i), r.LAN.Bits()); err != nil {
+		return err
+	}
+	if err := errors.Join(up(rh, port), up(hh, eth)); err != nil {
+		return err
+	}
+	gw := gatewayAddr(r.LAN)
+	if err := hh.RouteAdd(&netlink.Route{LinkIndex: eth.Attrs().Index, Gw: gw.AsSlice()}); err != nil {
+		return fmt.Errorf("netlab: %s: default route: %w", host, err)
 	}
 	return nil
 }

@@ -5,6 +5,7 @@ package netlab
 import (
 	"fmt"
 	"log/slog"
+	"slices"
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/binaryutil"
@@ -54,61 +55,42 @@ func installNAT(ns netns.NsHandle, kind NATKind, log *slog.Logger) error {
 		Name: "postrouting", Table: t,
 		Type: nftables.ChainTypeNAT, Hooknum: nftables.ChainHookPostrouting, Priority: nftables.ChainPriorityNATSource,
 	})
-	c.AddRule(&nftables.Rule{Table: t, Chain: post, Exprs: []expr.Any{
-		&expr.Meta{Key: expr.MetaKeyOIFNAME, Register: 1},
-		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: ifname(routerWAN)},
-		&expr.Masq{FullyRandom: kind == NATHard},
-	}})
+	c.AddRule(&nftables.Rule{Table: t, Chain: post, Exprs: slices.Concat(
+		ifaceIs(expr.MetaKeyOIFNAME, routerWAN),
+		[]expr.Any{&expr.Masq{FullyRandom: kind == NATHard}},
+	)})
 	accept := nftables.ChainPolicyAccept
 	fwd := c.AddChain(&nftables.Chain{
 		Name: "forward", Table: t,
 		Type: nftables.ChainTypeFilter, Hooknum: nftables.ChainHookForward, Priority: nftables.ChainPriorityFilter,
 		Policy: &accept,
 	})
-	c.AddRule(&nftables.Rule{Table: t, Chain: fwd, Exprs: []expr.Any{
-		&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: 1},
-		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: ifname(routerWAN)},
-		&expr.Ct{Register: 1, Key: expr.CtKeySTATE},
-		&expr.Bitwise{
-			SourceRegister: 1, DestRegister: 1, Len: 4,
-			Mask: binaryutil.NativeEndian.PutUint32(expr.CtStateBitESTABLISHED | expr.CtStateBitRELATED),
-			Xor:  binaryutil.NativeEndian.PutUint32(0),
-		},
-		&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: binaryutil.NativeEndian.PutUint32(0)},
-		&expr.Verdict{Kind: expr.VerdictAccept},
-	}})
-	c.AddRule(&nftables.Rule{Table: t, Chain: fwd, Exprs: []expr.Any{
-		&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: 1},
-		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: ifname(routerWAN)},
-		&expr.Verdict{Kind: expr.VerdictDrop},
-	}})
+	c.AddRule(&nftables.Rule{Table: t, Chain: fwd, Exprs: slices.Concat(
+		ifaceIs(expr.MetaKeyIIFNAME, routerWAN),
+		ctStateIn(expr.CtStateBitESTABLISHED|expr.CtStateBitRELATED),
+		verdict(expr.VerdictAccept),
+	)})
+	c.AddRule(&nftables.Rule{Table: t, Chain: fwd, Exprs: slices.Concat(
+		ifaceIs(expr.MetaKeyIIFNAME, routerWAN),
+		verdict(expr.VerdictDrop),
+	)})
 	in := c.AddChain(&nftables.Chain{
 		Name: "input", Table: t,
 		Type: nftables.ChainTypeFilter, Hooknum: nftables.ChainHookInput, Priority: nftables.ChainPriorityFilter,
 		Policy: &accept,
 	})
-	c.AddRule(&nftables.Rule{Table: t, Chain: in, Exprs: []expr.Any{
-		&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: 1},
-		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: ifname(routerWAN)},
-		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
-		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.IPPROTO_UDP}},
-		&expr.Ct{Register: 1, Key: expr.CtKeySTATE},
-		&expr.Bitwise{
-			SourceRegister: 1, DestRegister: 1, Len: 4,
-			Mask: binaryutil.NativeEndian.PutUint32(expr.CtStateBitNEW),
-			Xor:  binaryutil.NativeEndian.PutUint32(0),
-		},
-		&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: binaryutil.NativeEndian.PutUint32(0)},
-		&expr.Verdict{Kind: expr.VerdictDrop},
-	}})
+	c.AddRule(&nftables.Rule{Table: t, Chain: in, Exprs: slices.Concat(
+		ifaceIs(expr.MetaKeyIIFNAME, routerWAN),
+		isUDP(),
+		ctStateIn(expr.CtStateBitNEW),
+		verdict(expr.VerdictDrop),
+	)})
 	if kind == NATUDPBlocked {
-		c.AddRule(&nftables.Rule{Table: t, Chain: fwd, Exprs: []expr.Any{
-			&expr.Meta{Key: expr.MetaKeyOIFNAME, Register: 1},
-			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: ifname(routerWAN)},
-			&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
-			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.IPPROTO_UDP}},
-			&expr.Verdict{Kind: expr.VerdictDrop},
-		}})
+		c.AddRule(&nftables.Rule{Table: t, Chain: fwd, Exprs: slices.Concat(
+			ifaceIs(expr.MetaKeyOIFNAME, routerWAN),
+			isUDP(),
+			verdict(expr.VerdictDrop),
+		)})
 	}
 	if err := c.Flush(); err != nil {
 		return fmt.Errorf("netlab: install %s NAT: %w", kind, err)
@@ -120,16 +102,50 @@ func installNAT(ns netns.NsHandle, kind NATKind, log *slog.Logger) error {
 	// its own because the socket expression needs CONFIG_NFT_SOCKET: a
 	// kernel without it keeps the rest of the router, and only a server
 	// on a router itself goes unreached.
-	c.InsertRule(&nftables.Rule{Table: t, Chain: in, Exprs: []expr.Any{
-		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
-		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.IPPROTO_UDP}},
-		&expr.Socket{Key: expr.SocketKeyTransparent, Register: 1},
-		&expr.Verdict{Kind: expr.VerdictAccept},
-	}})
+	c.InsertRule(&nftables.Rule{Table: t, Chain: in, Exprs: slices.Concat(
+		isUDP(),
+		[]expr.Any{&expr.Socket{Key: expr.SocketKeyTransparent, Register: 1}},
+		verdict(expr.VerdictAccept),
+	)})
 	if err := c.Flush(); err != nil {
 		log.Warn("netlab: no accept rule for UDP to a router's own sockets (does the kernel have nft socket?)", "err", err)
 	}
 	return nil
+}
+
+// ifaceIs matches packets whose input or output interface (key
+// MetaKeyIIFNAME or MetaKeyOIFNAME) is name.
+func ifaceIs(key expr.MetaKey, name string) []expr.Any {
+	return []expr.Any{
+		&expr.Meta{Key: key, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: ifname(name)},
+	}
+}
+
+// isUDP matches UDP packets.
+func isUDP() []expr.Any {
+	return []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.IPPROTO_UDP}},
+	}
+}
+
+// ctStateIn matches packets whose conntrack state is one of bits.
+func ctStateIn(bits uint32) []expr.Any {
+	return []expr.Any{
+		&expr.Ct{Register: 1, Key: expr.CtKeySTATE},
+		&expr.Bitwise{
+			SourceRegister: 1, DestRegister: 1, Len: 4,
+			Mask: binaryutil.NativeEndian.PutUint32(bits),
+			Xor:  binaryutil.NativeEndian.PutUint32(0),
+		},
+		&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: binaryutil.NativeEndian.PutUint32(0)},
+	}
+}
+
+// verdict ends a rule with kind.
+func verdict(kind expr.VerdictKind) []expr.Any {
+	return []expr.Any{&expr.Verdict{Kind: kind}}
 }
 
 // ifname is an interface name as nftables compares it: NUL-padded to
