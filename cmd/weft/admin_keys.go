@@ -14,7 +14,11 @@ import (
 func newAdminKeysCmd(o *adminOpts) *cobra.Command {
 	cmd := &cobra.Command{Use: "keys", Short: "Create, list and expire pre-auth keys", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error { return cmd.Help() }}
+	cmd.AddCommand(newAdminKeysCreateCmd(o), newAdminKeysListCmd(o), newAdminKeysExpireCmd(o))
+	return cmd
+}
 
+func newAdminKeysCreateCmd(o *adminOpts) *cobra.Command {
 	var req adminapi.KeyRequest
 	var tags string
 	create := &cobra.Command{
@@ -47,7 +51,10 @@ func newAdminKeysCmd(o *adminOpts) *cobra.Command {
 	create.Flags().BoolVar(&req.Ephemeral, "ephemeral", false, "nodes registered with it are removed a few minutes after they disconnect")
 	create.Flags().StringVar(&req.Expiry, "expiry", "24h", "how long the key works, such as 1h or 720h; 0 for never")
 	create.Flags().StringVar(&tags, "tags", "", "comma-separated tags, such as tag:server; tagged nodes belong to no user and never expire")
+	return create
+}
 
+func newAdminKeysListCmd(o *adminOpts) *cobra.Command {
 	var listUser string
 	list := &cobra.Command{
 		Use:   "list",
@@ -80,8 +87,11 @@ func newAdminKeysCmd(o *adminOpts) *cobra.Command {
 		},
 	}
 	list.Flags().StringVar(&listUser, "user", "", "only this user's keys")
+	return list
+}
 
-	expire := &cobra.Command{
+func newAdminKeysExpireCmd(o *adminOpts) *cobra.Command {
+	return &cobra.Command{
 		Use:   "expire PREFIX",
 		Short: "Make a pre-auth key unusable from now on (nodes it registered stay)",
 		Args:  cobra.ExactArgs(1),
@@ -98,6 +108,4 @@ func newAdminKeysCmd(o *adminOpts) *cobra.Command {
 			})
 		},
 	}
-	cmd.AddCommand(create, list, expire)
-	return cmd
 }

@@ -14,31 +14,13 @@ import (
 func newAdminNodesCmd(o *adminOpts) *cobra.Command {
 	cmd := &cobra.Command{Use: "nodes", Short: "List, show, rename, tag, expire and delete nodes", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error { return cmd.Help() }}
+	cmd.AddCommand(newAdminNodesListCmd(o), newAdminNodesShowCmd(o))
+	addAdminNodeActions(cmd, o)
+	return cmd
+}
 
-	// nodeCmd makes a subcommand acting on one node (by name or ID) that
-	// prints the node afterwards, or done for people.
-	nodeCmd := func(use, short string, nargs int, act func(c *adminapi.Client, cmd *cobra.Command, args []string) (adminapi.Node, string, error)) *cobra.Command {
-		return &cobra.Command{
-			Use:   use,
-			Short: short,
-			Args:  nodeArgs(nargs),
-			RunE: func(cmd *cobra.Command, args []string) error {
-				return o.call(cmd.Context(), func(c *adminapi.Client) error {
-					n, done, err := act(c, cmd, args)
-					if err != nil {
-						return err
-					}
-					if o.json {
-						return o.printJSON(n)
-					}
-					fmt.Fprintln(o.g.stdout, done)
-					return nil
-				})
-			},
-		}
-	}
-
-	list := &cobra.Command{
+func newAdminNodesListCmd(o *adminOpts) *cobra.Command {
+	return &cobra.Command{
 		Use:   "list",
 		Short: "List nodes",
 		Args:  cobra.NoArgs,
@@ -61,8 +43,10 @@ func newAdminNodesCmd(o *adminOpts) *cobra.Command {
 			})
 		},
 	}
+}
 
-	show := &cobra.Command{
+func newAdminNodesShowCmd(o *adminOpts) *cobra.Command {
+	return &cobra.Command{
 		Use:   "show NODE",
 		Short: "Show one node, by name or ID",
 		Args:  cobra.ExactArgs(1),
@@ -79,8 +63,12 @@ func newAdminNodesCmd(o *adminOpts) *cobra.Command {
 			})
 		},
 	}
+}
 
-	cmd.AddCommand(list, show,
+// addAdminNodeActions adds the subcommands that change one node.
+func addAdminNodeActions(cmd *cobra.Command, o *adminOpts) {
+	nodeCmd := o.nodeCmd
+	cmd.AddCommand(
 		nodeCmd("rename NODE NEW-NAME", "Rename a node (the name must be a DNS label, unique)", 2,
 			func(c *adminapi.Client, cmd *cobra.Command, args []string) (adminapi.Node, string, error) {
 				n, err := c.RenameNode(cmd.Context(), args[0], args[1])
@@ -108,7 +96,29 @@ func newAdminNodesCmd(o *adminOpts) *cobra.Command {
 				return n, fmt.Sprintf("deleted node %s", n.Name), nil
 			}),
 	)
-	return cmd
+}
+
+// nodeCmd makes a subcommand acting on one node (by name or ID) that
+// prints the node afterwards, or done for people.
+func (o *adminOpts) nodeCmd(use, short string, nargs int, act func(c *adminapi.Client, cmd *cobra.Command, args []string) (adminapi.Node, string, error)) *cobra.Command {
+	return &cobra.Command{
+		Use:   use,
+		Short: short,
+		Args:  nodeArgs(nargs),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return o.call(cmd.Context(), func(c *adminapi.Client) error {
+				n, done, err := act(c, cmd, args)
+				if err != nil {
+					return err
+				}
+				if o.json {
+					return o.printJSON(n)
+				}
+				fmt.Fprintln(o.g.stdout, done)
+				return nil
+			})
+		},
+	}
 }
 
 // nodeArgs is cobra.ExactArgs(n), or for n < 0 a node and at least one

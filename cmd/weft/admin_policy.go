@@ -17,7 +17,11 @@ const noPolicyMessage = "no policy is set: every node may reach every other node
 func newAdminPolicyCmd(o *adminOpts) *cobra.Command {
 	cmd := &cobra.Command{Use: "policy", Short: "Show, check, set and list the tailnet's access policy (HuJSON, see docs/acl.md)",
 		Args: cobra.NoArgs, RunE: func(cmd *cobra.Command, args []string) error { return cmd.Help() }}
+	cmd.AddCommand(newAdminPolicyGetCmd(o), newAdminPolicySetCmd(o), newAdminPolicyCheckCmd(o), newAdminPolicyHistoryCmd(o))
+	return cmd
+}
 
+func newAdminPolicyGetCmd(o *adminOpts) *cobra.Command {
 	var version int64
 	get := &cobra.Command{
 		Use:   "get",
@@ -45,20 +49,25 @@ func newAdminPolicyCmd(o *adminOpts) *cobra.Command {
 		},
 	}
 	get.Flags().Int64Var(&version, "version", 0, "print this version (from weft admin policy history) instead of the one in force")
+	return get
+}
 
-	readFile := func(name string) ([]byte, error) {
-		b, err := os.ReadFile(name)
-		if err != nil {
-			return nil, usageError{fmt.Errorf("reading the policy file: %w", err)}
-		}
-		return b, nil
+// readPolicyFile reads the policy file name; failing to is a usage error.
+func readPolicyFile(name string) ([]byte, error) {
+	b, err := os.ReadFile(name)
+	if err != nil {
+		return nil, usageError{fmt.Errorf("reading the policy file: %w", err)}
 	}
-	set := &cobra.Command{
+	return b, nil
+}
+
+func newAdminPolicySetCmd(o *adminOpts) *cobra.Command {
+	return &cobra.Command{
 		Use:   "set FILE",
 		Short: "Check a policy file (syntax, names, tests) and put it in force; a refused one changes nothing",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			b, err := readFile(args[0])
+			b, err := readPolicyFile(args[0])
 			if err != nil {
 				return err
 			}
@@ -75,12 +84,15 @@ func newAdminPolicyCmd(o *adminOpts) *cobra.Command {
 			})
 		},
 	}
-	check := &cobra.Command{
+}
+
+func newAdminPolicyCheckCmd(o *adminOpts) *cobra.Command {
+	return &cobra.Command{
 		Use:   "check FILE",
 		Short: "Check a policy file (syntax, names, tests) without putting it in force",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			b, err := readFile(args[0])
+			b, err := readPolicyFile(args[0])
 			if err != nil {
 				return err
 			}
@@ -93,7 +105,10 @@ func newAdminPolicyCmd(o *adminOpts) *cobra.Command {
 			})
 		},
 	}
-	history := &cobra.Command{
+}
+
+func newAdminPolicyHistoryCmd(o *adminOpts) *cobra.Command {
+	return &cobra.Command{
 		Use:   "history",
 		Short: "List every policy version that was put in force",
 		Args:  cobra.NoArgs,
@@ -122,6 +137,4 @@ func newAdminPolicyCmd(o *adminOpts) *cobra.Command {
 			})
 		},
 	}
-	cmd.AddCommand(get, set, check, history)
-	return cmd
 }
