@@ -97,6 +97,14 @@ func TestLabEverydayRobustness(t *testing.T) {
 			time.Sleep(300 * time.Millisecond)
 		}
 	})
+
+	step("after --rotate-key pings are direct again without a restart", func(t *testing.T, l *exitLab) {
+		l.awaitDirect("mac", "busan", 30*time.Second)
+		l.cli("busan", "up", "--rotate-key")
+		l.awaitDirect("busan", "mac", 5*time.Second)
+		l.awaitDirect("mac", "busan", 5*time.Second)
+		l.awaitWhoami("mac", busanWAN, "web sees mac as r-busan through busan's new key")
+	})
 }
 
 // awaitPeerName waits until host's status lists a peer called name.

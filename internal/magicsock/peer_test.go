@@ -174,3 +174,30 @@ func TestPingBackAfterOwnPing(t *testing.T) {
 		t.Fatalf("sent %d pings back; want 1", pings)
 	}
 }
+
+// TestNodeKeyRotationKeepsDisco: a peer that rotates its node key (`weft
+// up --rotate-key`) keeps its disco key, and its map entry moves to the
+// new node key in one SetPeers. Dropping the old entry must not drop the
+// disco key the new entry now holds, or the peer's pings go unanswered
+// until its daemon restarts.
+func TestNodeKeyRotationKeepsDisco(t *testing.T) {
+	self, peerDisco, oldNode, newNode := key.NewDisco(), key.NewDisco(), key.NewNode(), key.NewNode()
+	rec := &recorder{}
+	c, err := New(Options{DiscoKey: self, NodeKey: key.NewNode().Public(), Relay: rec, Network: rec})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.SetPeers([]Peer{{NodeKey: oldNode.Public(), DiscoKey: peerDisco.Public(), HomeRegion: 1}})
+	c.SetPeers([]Peer{{NodeKey: newNode.Public(), DiscoKey: peerDisco.Public(), HomeRegion: 1}})
+	peerSide := disco.NewSharedKey(peerDisco, self.Public())
+	tx := disco.NewTxID()
+	c.handleDisco(peerSide.Seal(&disco.Ping{TxID: tx, NodeKey: newNode.Public()}), source{addr: netip.MustParseAddrPort("203.0.113.5:999")})
+	for _, pkt := range rec.sent {
+		if m, err := peerSide.Open(pkt); err == nil {
+			if pong, ok := m.(*disco.Pong); ok && pong.TxID == tx {
+				return
+			}
+		}
+	}
+	t.Fatalf("no pong to the rotated peer's ping (%d packets sent)", len(rec.sent))
+}
