@@ -67,32 +67,14 @@ func (HostNetwork) ListenUDP4(mark uint32) (PacketConn, error) {
 // LocalAddrs implements Network. It lists global and private unicast
 // addresses of interfaces that are up.
 func (HostNetwork) LocalAddrs() ([]netip.Addr, error) {
-	ifs, err := net.Interfaces()
+	pfxs, err := interfacePrefixes()
 	if err != nil {
-		return nil, fmt.Errorf("magicsock: interfaces: %w", err)
+		return nil, err
 	}
 	var out []netip.Addr
-	for _, ifc := range ifs {
-		if ifc.Flags&net.FlagUp == 0 || ifc.Flags&net.FlagLoopback != 0 {
-			continue
-		}
-		addrs, err := ifc.Addrs()
-		if err != nil {
-			continue
-		}
-		for _, a := range addrs {
-			pfx, ok := a.(*net.IPNet)
-			if !ok {
-				continue
-			}
-			ip, ok := netip.AddrFromSlice(pfx.IP)
-			if !ok {
-				continue
-			}
-			ip = ip.Unmap()
-			if ip.IsGlobalUnicast() && !isTailnetAddr(ip) {
-				out = append(out, ip)
-			}
+	for _, p := range pfxs {
+		if ip := p.Addr(); ip.IsGlobalUnicast() && !isTailnetAddr(ip) {
+			out = append(out, ip)
 		}
 	}
 	return out, nil
@@ -103,6 +85,20 @@ var _ localPrefixer = HostNetwork{}
 // LocalPrefixes lists the networks of the host's interfaces that are up,
 // loopback excepted, with their prefix lengths.
 func (HostNetwork) LocalPrefixes() ([]netip.Prefix, error) {
+	pfxs, err := interfacePrefixes()
+	if err != nil {
+		return nil, err
+	}
+	for i, p := range pfxs {
+		pfxs[i] = p.Masked()
+	}
+	return pfxs, nil
+}
+
+// interfacePrefixes lists the addresses, with their prefix lengths, of
+// the host's interfaces that are up, loopback excepted. An interface
+// whose addresses cannot be read is passed over.
+func interfacePrefixes() ([]netip.Prefix, error) {
 	ifs, err := net.Interfaces()
 	if err != nil {
 		return nil, fmt.Errorf("magicsock: interfaces: %w", err)
@@ -122,10 +118,11 @@ func (HostNetwork) LocalPrefixes() ([]netip.Prefix, error) {
 				continue
 			}
 			ip, ok := netip.AddrFromSlice(ipn.IP)
-			ones, _ := ipn.Mask.Size()
-			if ok {
-				out = append(out, netip.PrefixFrom(ip.Unmap(), ones).Masked())
+			if !ok {
+				continue
 			}
+			ones, _ := ipn.Mask.Size()
+			out = append(out, netip.PrefixFrom(ip.Unmap(), ones))
 		}
 	}
 	return out, nil
