@@ -103,15 +103,9 @@ func TestMeshAndManagerLeaveNoGoroutines(t *testing.T) {
 		hs2, url2 := reserveRelay()
 		var relays []*Server
 		for _, hs := range []*httptest.Server{hs1, hs2} {
-			srv, err := NewServer(ServerOptions{Authorizer: auth, MeshKey: "k", MeshWith: []string{url1, url2}})
-			if err != nil {
-				t.Fatal(err)
-			}
-			hs.Config.Handler = srv
-			hs.Start()
-			defer hs.Close()
-			defer srv.Close()
-			relays = append(relays, srv)
+			r := serveRelay(t, hs, ServerOptions{Authorizer: auth, MeshKey: "k", MeshWith: []string{url1, url2}})
+			defer r.close()
+			relays = append(relays, r.srv)
 		}
 		got := make(chan []byte, 1)
 		m, err := NewManager(ManagerOptions{

@@ -58,10 +58,22 @@ func (s *keySet) AllowedNodeKeys(ctx context.Context) ([]key.NodePublic, error) 
 	return out, nil
 }
 
+// testRelay is a relay server on a loopback HTTP server: the one relay
+// test server of this package's tests. It is closed when the test ends,
+// or earlier with close.
 type testRelay struct {
-	srv *Server
-	hs  *httptest.Server
-	url string
+	srv  *Server
+	hs   *httptest.Server
+	url  string
+	once sync.Once
+}
+
+// close stops the relay and its HTTP server; later calls do nothing.
+func (r *testRelay) close() {
+	r.once.Do(func() {
+		r.srv.Close()
+		r.hs.Close()
+	})
 }
 
 // reserveRelay takes a loopback listener for a relay not yet started, so
@@ -71,8 +83,9 @@ func reserveRelay() (*httptest.Server, string) {
 	return hs, "http://" + hs.Listener.Addr().String()
 }
 
-// serveRelay starts a relay with opts on a reserved listener.
-func serveRelay(t testing.TB, hs *httptest.Server, opts ServerOptions) *testRelay {
+// mountRelay makes a relay with opts the handler of hs, at /relay and
+// /relay/probe, without starting hs.
+func mountRelay(t testing.TB, hs *httptest.Server, opts ServerOptions) *testRelay {
 	t.Helper()
 	srv, err := NewServer(opts)
 	if err != nil {
@@ -82,18 +95,35 @@ func serveRelay(t testing.TB, hs *httptest.Server, opts ServerOptions) *testRela
 	mux.Handle("/relay", srv)
 	mux.Handle("/relay/probe", srv.ProbeHandler())
 	hs.Config.Handler = mux
+	r := &testRelay{srv: srv, hs: hs}
+	t.Cleanup(r.close)
+	return r
+}
+
+// serveRelay starts a relay with opts on a reserved listener.
+func serveRelay(t testing.TB, hs *httptest.Server, opts ServerOptions) *testRelay {
+	t.Helper()
+	r := mountRelay(t, hs, opts)
 	hs.Start()
-	t.Cleanup(func() {
-		srv.Close()
-		hs.Close()
-	})
-	return &testRelay{srv: srv, hs: hs, url: hs.URL}
+	r.url = hs.URL
+	return r
 }
 
 // startRelay starts a relay with opts on loopback.
 func startRelay(t testing.TB, opts ServerOptions) *testRelay {
 	hs, _ := reserveRelay()
 	return serveRelay(t, hs, opts)
+}
+
+// startTLSRelay starts a relay with opts on loopback behind TLS, with the
+// test server's own certificate.
+func startTLSRelay(t testing.TB, opts ServerOptions) *testRelay {
+	t.Helper()
+	hs, _ := reserveRelay()
+	r := mountRelay(t, hs, opts)
+	hs.StartTLS()
+	r.url = hs.URL
+	return r
 }
 
 func startSimpleRelay(t testing.TB, auth Authorizer) *testRelay {
@@ -453,18 +483,11 @@ func TestCloseLeavesNoGoroutines(t *testing.T) {
 	before := runtime.NumGoroutine()
 	func() {
 		a, b := key.NewNode(), key.NewNode()
-		hs := httptest.NewUnstartedServer(nil)
-		srv, err := NewServer(ServerOptions{Authorizer: allow(a, b)})
-		if err != nil {
-			t.Fatal(err)
-		}
-		hs.Config.Handler = srv
-		hs.Start()
-		defer hs.Close()
-		defer srv.Close()
+		r := startRelay(t, ServerOptions{Authorizer: allow(a, b)})
+		defer r.close()
 		var clients []*Client
 		for _, k := range []key.NodePrivate{a, b} {
-			c, _ := NewClient(ClientOptions{URLs: []string{hs.URL}, NodeKey: k})
+			c, _ := NewClient(ClientOptions{URLs: []string{r.url}, NodeKey: k})
 			if err := c.Connect(context.Background()); err != nil {
 				t.Fatal(err)
 			}
@@ -510,17 +533,9 @@ func TestRecheckDropsRevokedNode(t *testing.T) {
 
 func TestTLS(t *testing.T) {
 	a, b := key.NewNode(), key.NewNode()
-	hs := httptest.NewUnstartedServer(nil)
-	srv, err := NewServer(ServerOptions{Authorizer: allow(a, b)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	hs.Config.Handler = srv
-	hs.StartTLS()
-	defer hs.Close()
-	defer srv.Close()
+	r := startTLSRelay(t, ServerOptions{Authorizer: allow(a, b)})
 	pool := x509.NewCertPool()
-	pool.AddCert(hs.Certificate())
+	pool.AddCert(r.hs.Certificate())
 
 	tests := []struct {
 		name    string
@@ -532,7 +547,7 @@ func TestTLS(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			c, err := NewClient(ClientOptions{URLs: []string{hs.URL}, NodeKey: a, TLSConfig: tt.tls})
+			c, err := NewClient(ClientOptions{URLs: []string{r.url}, NodeKey: a, TLSConfig: tt.tls})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -544,7 +559,7 @@ func TestTLS(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				cb, _ := NewClient(ClientOptions{URLs: []string{hs.URL}, NodeKey: b, TLSConfig: tt.tls})
+				cb, _ := NewClient(ClientOptions{URLs: []string{r.url}, NodeKey: b, TLSConfig: tt.tls})
 				defer cb.Close()
 				if err := cb.Connect(ctx); err != nil {
 					t.Fatal(err)
