@@ -107,7 +107,16 @@ func runDaemon(ctx context.Context, g *globals, o daemonOptions) error {
 		}
 		newEngine = engineMaker(log, o)
 	}
-	dcfg := node.DaemonConfig{State: st, Logger: log.With("sub", "control"), NewEngine: newEngine}
+	history, err := openHistory(stateDir, log)
+	if err != nil {
+		return err
+	}
+	dcfg := node.DaemonConfig{State: st, Logger: log.With("sub", "control"), NewEngine: newEngine,
+		OnHealthEvent: func(ev localapi.HealthEvent) {
+			if err := history.Add(ev); err != nil {
+				log.Warn("health history not recorded", "err", err)
+			}
+		}}
 	if !o.noDataPlane {
 		// The control channel must bypass an exit node like all of
 		// weft's own traffic, or it would loop into the tunnel.
@@ -118,13 +127,6 @@ func runDaemon(ctx context.Context, g *globals, o daemonOptions) error {
 		return err
 	}
 	defer d.Close()
-	history, err := healthlog.Open(filepath.Join(stateDir, healthFile), healthlog.DefaultKeep)
-	if err != nil {
-		return err
-	}
-	if n := history.Damaged(); n > 0 {
-		log.Warn("health history: damaged lines skipped", "lines", n)
-	}
 	store, smp, err := startSampler(o, d, log.With("sub", "samples"))
 	if err != nil {
 		return err
@@ -135,6 +137,7 @@ func runDaemon(ctx context.Context, g *globals, o daemonOptions) error {
 		if o.speedtestPort != 0 {
 			go d.ServeSpeedtest(ctx, int(o.speedtestPort))
 		}
+		go d.RunExitFailover(ctx)
 	}
 	go healthlog.Watch(ctx, history, healthInterval, d.Status, log.With("sub", "health"))
 	go smp.Run(ctx)
@@ -152,6 +155,18 @@ const (
 	healthInterval = 5 * time.Second
 	samplesFile    = "samples.log"
 )
+
+// openHistory opens the health history in the state dir.
+func openHistory(stateDir string, log *slog.Logger) (*healthlog.Log, error) {
+	history, err := healthlog.Open(filepath.Join(stateDir, healthFile), healthlog.DefaultKeep)
+	if err != nil {
+		return nil, err
+	}
+	if n := history.Damaged(); n > 0 {
+		log.Warn("health history: damaged lines skipped", "lines", n)
+	}
+	return history, nil
+}
 
 // startSampler opens the samples in the state dir and makes the sampler
 // that adds to them.

@@ -30,7 +30,7 @@ func (pf *prefsFlags) register(f *pflag.FlagSet) {
 	f.BoolVar(&pf.advertiseExit, "advertise-exit-node", false, "offer this node as an exit node for the tailnet (an admin approves it)")
 	f.StringVar(&pf.routes, "advertise-routes", "", "subnets to offer to the tailnet, comma-separated (192.168.1.0/24,...); empty withdraws them")
 	f.BoolVar(&pf.snat, "snat-subnet-routes", true, "masquerade traffic forwarded into advertised subnets (false: LAN hosts see tailnet addresses and must route "+tailnet.V4Range.String()+" back)")
-	f.StringVar(&pf.exitNode, "exit-node", "", "send internet traffic through this peer (name or tailnet address); --exit-node= stops")
+	f.StringVar(&pf.exitNode, "exit-node", "", "send internet traffic through this peer (name or tailnet address); a,b for a failover list in order; auto for the fastest; --exit-node= stops")
 	f.BoolVar(&pf.allowLAN, "exit-node-allow-lan-access", false, "keep the local LAN reachable directly while an exit node is in use")
 	f.BoolVar(&pf.acceptRoutes, "accept-routes", false, "use subnet routes other nodes offer")
 }
@@ -96,6 +96,8 @@ into effect at once; everything else stays as it is. Examples:
   weft set --advertise-exit-node              offer this node as an exit node
   weft set --advertise-routes 192.168.1.0/24  offer a subnet (an admin approves it)
   weft set --exit-node busan                  send internet traffic through busan
+  weft set --exit-node=busan,pc               busan, or pc while busan is away (failover)
+  weft set --exit-node=auto                   the approved exit node that answers fastest
   weft set --exit-node=                       stop using an exit node
   weft set --accept-routes                    use other nodes' approved subnets`,
 		Args: cobra.NoArgs,
@@ -128,6 +130,12 @@ into effect at once; everything else stays as it is. Examples:
 // printPrefs prints the routing preferences in force, one per line.
 func printPrefs(w io.Writer, p *localapi.Prefs) {
 	exit := p.ExitNode
+	switch {
+	case p.ExitNodeAuto:
+		exit = "auto (fastest), now " + orNone(exit)
+	case len(p.ExitNodeList) > 0:
+		exit = "first of " + strings.Join(p.ExitNodeList, ", ") + " that works, now " + orNone(exit)
+	}
 	if exit == "" {
 		exit = "none"
 	} else if p.ExitNodeAllowLAN {
@@ -149,4 +157,11 @@ func printPrefs(w io.Writer, p *localapi.Prefs) {
 		fmt.Fprintln(w, "                    (subnet traffic keeps tailnet source addresses)")
 	}
 	fmt.Fprintf(w, "uses peers' routes: %v\n", p.AcceptRoutes)
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "none"
+	}
+	return s
 }

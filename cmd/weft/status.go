@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -75,6 +76,7 @@ func printStatus(w io.Writer, st *localapi.Status, now time.Time) {
 			p.Path.String(), rtt, fmtBytes(p.RxBytes), fmtBytes(p.TxBytes), hs)
 	}
 	tw.Flush()
+	printExitInUse(w, st)
 	printHealth(w, st.Health)
 	if st.Drops != nil && st.Drops.IntoTunnel > 0 {
 		fmt.Fprintf(w, "Refused: %d packets from this node's other networks that tried to enter the tunnel (docs/exit-nodes.md)\n", st.Drops.IntoTunnel)
@@ -137,4 +139,24 @@ func lastSeen(n *wire.Node, now time.Time) string {
 		return "never"
 	}
 	return now.Sub(n.LastSeen).Round(time.Second).String() + " ago"
+}
+
+// printExitInUse says which exit node internet traffic goes through, when
+// one is chosen.
+func printExitInUse(w io.Writer, st *localapi.Status) {
+	p := st.Prefs
+	if p == nil || (p.ExitNode == "" && !p.ExitNodeAuto && len(p.ExitNodeList) == 0) {
+		return
+	}
+	use := st.ExitNode
+	if use == "" {
+		use = "none (waiting for " + orNone(p.ExitNode) + ")"
+	}
+	switch {
+	case p.ExitNodeAuto:
+		use += " (auto)"
+	case len(p.ExitNodeList) > 0:
+		use += " (failover list " + strings.Join(p.ExitNodeList, ", ") + ")"
+	}
+	fmt.Fprintf(w, "Exit node: %s\n", use)
 }

@@ -53,6 +53,11 @@ type Status struct {
 	ServerURL    string `json:"server_url,omitempty"`
 	// Prefs are the routing preferences in force (weft up, weft set).
 	Prefs *Prefs `json:"prefs,omitempty"`
+	// ExitNode is the name of the exit node this node's internet
+	// traffic goes through now: chosen, in the map and online. Empty
+	// when none (none chosen, or the chosen one is away and traffic
+	// waits for it).
+	ExitNode string `json:"exit_node"`
 	// LastError is why the daemon is not connected, in plain words.
 	LastError string        `json:"last_error,omitempty"`
 	Self      *wire.Node    `json:"self,omitempty"`
@@ -170,6 +175,7 @@ const (
 	EventPath     = "path"     // a peer's path changed between direct and relay
 	EventPeer     = "peer"     // a peer went offline or came back
 	EventState    = "state"    // the node's state changed, or the daemon started
+	EventExit     = "exit"     // the exit node in use changed (failover)
 )
 
 // HistoryKeeper is implemented by a Backend that keeps a health history;

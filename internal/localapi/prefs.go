@@ -27,6 +27,11 @@ type Prefs struct {
 	// ExitNodeID is the chosen exit node's stable node ID, which the
 	// choice is kept by; zero for none or before the first map.
 	ExitNodeID wire.NodeID `json:"exit_node_id,omitempty"`
+	// ExitNodeList is the failover list, in order of preference, and
+	// ExitNodeAuto the choice by latency; with either, ExitNode is the
+	// exit node the daemon picked (docs/exit-nodes.md).
+	ExitNodeList []string `json:"exit_node_list,omitempty"`
+	ExitNodeAuto bool     `json:"exit_node_auto,omitempty"`
 	// ExitNodeAllowLAN keeps the local LAN direct while an exit node is
 	// in use.
 	ExitNodeAllowLAN bool `json:"exit_node_allow_lan"`
@@ -36,7 +41,8 @@ type Prefs struct {
 
 // PrefsEdit changes some preferences: a nil field is left as it is, so
 // `weft set --accept-routes` changes nothing else. A pointer to "" in
-// ExitNode clears the exit node.
+// ExitNode clears the exit node; "auto" asks for the fastest approved one,
+// and names separated by commas give a failover list.
 type PrefsEdit struct {
 	AdvertiseExitNode *bool           `json:"advertise_exit_node,omitempty"`
 	AdvertiseRoutes   *[]netip.Prefix `json:"advertise_routes,omitempty"`

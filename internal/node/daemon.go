@@ -32,6 +32,9 @@ type DaemonConfig struct {
 	// Tune, if set, adjusts each Client's options before it is made
 	// (tests shorten backoffs and keepalives with it).
 	Tune func(*controlclient.Options)
+	// OnHealthEvent, if set, receives events the daemon itself decides
+	// on (an exit node failover), for the health history.
+	OnHealthEvent func(localapi.HealthEvent)
 	// NewEngine, if set, starts the data plane (internal/agent) each time
 	// the node goes up; the daemon hands it every new map and closes it on
 	// down, logout and Close. Nil runs the control plane alone.
@@ -491,6 +494,7 @@ func (d *Daemon) Status(ctx context.Context) (*localapi.Status, error) {
 		}
 	}
 	st.Prefs = publicPrefs(p)
+	st.ExitNode = exitInUse(p, nm)
 	switch {
 	case !p.Registered:
 		st.BackendState = localapi.StateNeedsLogin

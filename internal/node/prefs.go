@@ -72,6 +72,8 @@ func publicPrefs(p nodestate.Prefs) *localapi.Prefs {
 		SNATSubnetRoutes:  !p.NoSNATSubnetRoutes,
 		ExitNode:          p.ExitNode,
 		ExitNodeID:        p.ExitNodeID,
+		ExitNodeList:      publicExitList(p),
+		ExitNodeAuto:      p.ExitNodeAuto,
 		ExitNodeAllowLAN:  p.ExitNodeAllowLAN,
 		AcceptRoutes:      p.AcceptRoutes,
 	}
@@ -126,13 +128,8 @@ func applyEdit(p *nodestate.Prefs, edit *localapi.PrefsEdit, nm *controlclient.N
 		q.AcceptRoutes = *edit.AcceptRoutes
 	}
 	if edit.ExitNode != nil {
-		q.ExitNode, q.ExitNodeID = *edit.ExitNode, 0
-		if q.ExitNode != "" && nm != nil {
-			n, err := checkExitNode(nm, q.ExitNode)
-			if err != nil {
-				return err
-			}
-			q.ExitNode, q.ExitNodeID = n.Name, n.ID
+		if err := applyExitEdit(&q, *edit.ExitNode, nm); err != nil {
+			return err
 		}
 	}
 	*p = q
@@ -212,15 +209,18 @@ func (d *Daemon) checkExitAfterUp(edit *localapi.PrefsEdit, c *controlclient.Cli
 	if edit == nil || edit.ExitNode == nil || *edit.ExitNode == "" {
 		return nil
 	}
-	n, err := checkExitNode(c.NetMap(), *edit.ExitNode)
 	d.mu.Lock()
 	p := d.prefs
 	d.mu.Unlock()
+	nm := c.NetMap()
+	err := applyExitEdit(&p, *edit.ExitNode, nm)
+	if err == nil && nm == nil {
+		_, err = controlclient.ResolveExitNode(nil, *edit.ExitNode) // says a map is needed
+	}
 	if err == nil {
-		p.ExitNode, p.ExitNodeID = n.Name, n.ID
 		return d.setPrefs(p)
 	}
-	p.ExitNode, p.ExitNodeID = "", 0
+	p.ExitNode, p.ExitNodeID, p.ExitNodeList, p.ExitNodeAuto = "", 0, nil, false
 	if serr := d.setPrefs(p); serr != nil {
 		return errors.Join(err, serr)
 	}

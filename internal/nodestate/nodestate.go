@@ -105,11 +105,26 @@ type Prefs struct {
 	// display; empty for none. While ExitNodeID is zero it is the name
 	// or tailnet address the user gave, resolved against the next map.
 	ExitNode string `json:"exit_node,omitempty"`
+	// ExitNodeList, when set, is the ordered failover list the user
+	// gave (`weft set --exit-node=busan,pc`), and ExitNodeAuto asks for
+	// the approved exit node that answers fastest; ExitNodeID and
+	// ExitNode are then the one in use, which the daemon changes as
+	// candidates come and go (internal/exitpick).
+	ExitNodeList []ExitCandidate `json:"exit_node_list,omitempty"`
+	ExitNodeAuto bool            `json:"exit_node_auto,omitempty"`
 	// ExitNodeAllowLAN keeps the local LAN direct while an exit node is
 	// in use.
 	ExitNodeAllowLAN bool `json:"exit_node_allow_lan,omitempty"`
 	// AcceptRoutes uses peers' approved subnet routes.
 	AcceptRoutes bool `json:"accept_routes,omitempty"`
+}
+
+// ExitCandidate is one exit node of a failover list: by node ID once a
+// map resolved it, and by the name as last seen (or as the user gave it,
+// while ID is zero).
+type ExitCandidate struct {
+	ID   wire.NodeID `json:"id,omitempty"`
+	Name string      `json:"name"`
 }
 
 // LoadPrefs reads the preferences; a missing file gives zero Prefs.
