@@ -32,6 +32,7 @@ type serverOptions struct {
 	registerRate                         float64
 	registerBurst                        int
 	maxConnsPerIP                        int
+	relayRateLimit                       int64
 	verbose                              bool
 }
 
@@ -64,6 +65,7 @@ func newServerCmd(g *globals) *cobra.Command {
 	f.DurationVar(&o.nodeKeyLifetime, "node-key-lifetime", 0, "validity of new untagged node keys (default 180 days)")
 	f.Float64Var(&o.registerRate, "register-rate", control.DefaultRegisterRate, "registrations per second allowed from one source IP (negative: no limit)")
 	f.IntVar(&o.registerBurst, "register-burst", control.DefaultRegisterBurst, "registrations allowed at once from one source IP")
+	f.Int64Var(&o.relayRateLimit, "relay-rate-limit", DefaultEmbeddedRelayRate, "bytes per second each node may send through the embedded relay; 0 is no limit")
 	f.IntVar(&o.maxConnsPerIP, "max-conns-per-ip", connlimit.DefaultPerAddr, "connections one source IP may hold open (raise it behind a reverse proxy; 0: no cap)")
 	f.BoolVar(&o.verbose, "verbose", false, "log debug detail")
 	return cmd
@@ -161,7 +163,7 @@ func serverMux(o serverOptions, ctrl *control.Server, log *slog.Logger) (*http.S
 	if err != nil {
 		return nil, nil, err
 	}
-	rel, err := mountRelay(mux, ctrl, log.With("sub", "relay"))
+	rel, err := mountRelay(mux, ctrl, o.relayRateLimit, log.With("sub", "relay"))
 	if err != nil {
 		return nil, nil, err
 	}

@@ -17,12 +17,20 @@ var (
 	_ relay.NodeKeySource = (*control.Server)(nil)
 )
 
+// DefaultEmbeddedRelayRate is the embedded relay's per-client limit in
+// bytes per second (weft server --relay-rate-limit): far above what a
+// relayed path needs for interactive use, low enough that one flooding
+// node cannot take the control server's bandwidth.
+const DefaultEmbeddedRelayRate = 16 << 20
+
 // mountRelay serves the embedded relay (region 1 of the default relay map)
 // at /relay and its latency probe at /relay/probe, for the nodes ctrl
-// knows. The returned relay must be closed when the server stops.
-func mountRelay(mux *http.ServeMux, ctrl *control.Server, log *slog.Logger) (*relay.Server, error) {
+// knows, each client sending at most rate bytes per second (0: no limit).
+// The returned relay must be closed when the server stops.
+func mountRelay(mux *http.ServeMux, ctrl *control.Server, rate int64, log *slog.Logger) (*relay.Server, error) {
 	srv, err := relay.NewServer(relay.ServerOptions{
 		Authorizer: relay.AuthorizerFunc(ctrl.AllowNodeKey),
+		RateLimit:  rate,
 		Logger:     log,
 	})
 	if err != nil {

@@ -68,11 +68,14 @@ func TestEmbeddedRelayAuthorizesFromMemory(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ctrl.Close()
-	mux, rel, err := serverMux(serverOptions{dataDir: t.TempDir()}, ctrl, log)
+	mux, rel, err := serverMux(serverOptions{dataDir: t.TempDir(), relayRateLimit: 1 << 20}, ctrl, log)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer rel.Close()
+	if rel.RateLimit() != 1<<20 {
+		t.Errorf("embedded relay rate limit %d, want the --relay-rate-limit given", rel.RateLimit())
+	}
 	hs := httptest.NewServer(mux)
 	defer hs.Close()
 
@@ -112,5 +115,15 @@ func TestHTTPServerBounds(t *testing.T) {
 	hs := newHTTPServer(nil, slog.New(slog.DiscardHandler))
 	if hs.ReadHeaderTimeout <= 0 || hs.IdleTimeout <= 0 {
 		t.Fatalf("ReadHeaderTimeout %v, IdleTimeout %v: both must be set", hs.ReadHeaderTimeout, hs.IdleTimeout)
+	}
+}
+
+// TestServerRelayRateLimitDefault: weft server's embedded relay limits
+// each client unless told otherwise.
+func TestServerRelayRateLimitDefault(t *testing.T) {
+	cmd := newServerCmd(&globals{})
+	f := cmd.Flags().Lookup("relay-rate-limit")
+	if f == nil || f.DefValue == "0" {
+		t.Fatalf("--relay-rate-limit default %v: the embedded relay must limit each client by default", f)
 	}
 }

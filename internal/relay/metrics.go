@@ -38,6 +38,11 @@ func (s *Server) registerMetrics(reg prometheus.Registerer) error {
 		counter("bytes_forwarded_total", "Payload bytes of forwarded packets.", s.bytesForwarded.Load),
 		counter("handshakes_refused_total", "Connections refused at the handshake.", s.refused.Load),
 		drops("queue_full", s.dropsQueueFull.Load),
+		drops("relay_full", s.dropsRelayFull.Load),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Namespace: "weft", Subsystem: "relay", Name: "queued_bytes",
+			Help: "Bytes queued for clients now (bounded by the relay's total).",
+		}, func() float64 { return float64(s.queued.Load()) }),
 		drops("unknown_dest", s.dropsUnknown.Load),
 		drops("write", s.dropsWrite.Load),
 	}

@@ -24,11 +24,16 @@ type sconn struct {
 	key    key.NodePublic
 	mesh   bool // proved the mesh key; may watch and forward
 
-	packets chan queuedPacket // bounded; full means drop
+	packets chan queuedPacket // bounded; full means drop (queue.go)
 	ctrl    chan ctrlFrame    // pongs and peer-gone notices; full means drop
 	done    chan struct{}     // closed when the reader ends
 
 	preferred atomic.Bool
+
+	// qmu guards the byte count of packets (queue.go).
+	qmu     sync.Mutex
+	qbytes  int  // bytes in packets
+	qclosed bool // the connection is gone; nothing more is queued
 
 	// pmu guards pending, the presence changes not yet written to a
 	// watching mesh peer. Keeping the latest state per key (rather than a
@@ -152,6 +157,7 @@ func (c *sconn) writeLoop() {
 		case <-c.done:
 			return
 		case p := <-c.packets:
+			c.dequeued(p)
 			err = c.writePacket(p)
 		case f := <-c.ctrl:
 			err = writeFrame(c.bw, f.t, f.payload)
@@ -164,6 +170,7 @@ func (c *sconn) writeLoop() {
 		for i := 0; err == nil && i < 64; i++ {
 			select {
 			case p := <-c.packets:
+				c.dequeued(p)
 				err = c.writePacket(p)
 				continue
 			case f := <-c.ctrl:

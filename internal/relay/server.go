@@ -65,6 +65,15 @@ type ServerOptions struct {
 	// a client's queue is full, packets for it are dropped and counted, so
 	// one slow receiver never stalls the senders.
 	QueueLen int
+	// QueueBytes bounds the bytes queued for one client; 0 means
+	// DefaultQueueBytes. Packets are up to 64 KiB, so a bound in packets
+	// alone would let one stalled receiver hold 16 MiB.
+	QueueBytes int
+	// MaxQueuedBytes bounds the bytes queued for all clients together; 0
+	// means DefaultMaxQueuedBytes. Past it, packets are dropped and
+	// counted (reason relay_full), so many stalled receivers together
+	// cannot exhaust the relay's memory either.
+	MaxQueuedBytes int64
 	// RateLimit caps the bytes per second each client may send; 0 is no
 	// limit.
 	RateLimit int64
@@ -93,6 +102,8 @@ type Stats struct {
 	PacketsForwarded uint64 // packets queued to a local client or mesh peer
 	BytesForwarded   uint64 // their payload bytes
 	DropsQueueFull   uint64 // dropped because the receiver's queue was full
+	DropsRelayFull   uint64 // dropped because all queues together were full
+	QueuedBytes      int64  // bytes queued for clients now
 	DropsUnknownDest uint64 // dropped because the destination is nowhere
 	DropsWrite       uint64 // queued packets lost when a connection died
 	Refused          uint64 // handshakes refused
@@ -113,6 +124,8 @@ type Server struct {
 
 	packetsForwarded, bytesForwarded         atomic.Uint64
 	dropsQueueFull, dropsUnknown, dropsWrite atomic.Uint64
+	dropsRelayFull                           atomic.Uint64
+	queued                                   atomic.Int64 // bytes queued for all clients
 	refused                                  atomic.Uint64
 
 	mu       sync.RWMutex
@@ -131,6 +144,12 @@ func NewServer(opts ServerOptions) (*Server, error) {
 	}
 	if opts.QueueLen <= 0 {
 		opts.QueueLen = 256
+	}
+	if opts.QueueBytes <= 0 {
+		opts.QueueBytes = DefaultQueueBytes
+	}
+	if opts.MaxQueuedBytes <= 0 {
+		opts.MaxQueuedBytes = DefaultMaxQueuedBytes
 	}
 	if opts.KeepAlive <= 0 {
 		opts.KeepAlive = 60 * time.Second
@@ -203,6 +222,10 @@ func NewServer(opts ServerOptions) (*Server, error) {
 	return s, nil
 }
 
+// RateLimit returns the bytes per second each client may send; 0 is no
+// limit.
+func (s *Server) RateLimit() int64 { return s.opts.RateLimit }
+
 // PublicKey returns the relay's public key.
 func (s *Server) PublicKey() key.NodePublic { return s.pub }
 
@@ -217,6 +240,8 @@ func (s *Server) Stats() Stats {
 		PacketsForwarded: s.packetsForwarded.Load(),
 		BytesForwarded:   s.bytesForwarded.Load(),
 		DropsQueueFull:   s.dropsQueueFull.Load(),
+		DropsRelayFull:   s.dropsRelayFull.Load(),
+		QueuedBytes:      s.queued.Load(),
 		DropsUnknownDest: s.dropsUnknown.Load(),
 		DropsWrite:       s.dropsWrite.Load(),
 		Refused:          s.refused.Load(),
@@ -497,7 +522,7 @@ func (s *Server) unregister(c *sconn) {
 	}
 	s.mu.Unlock()
 	// Whatever is still queued will never be written.
-	s.dropsWrite.Add(uint64(len(c.packets)))
+	s.dropsWrite.Add(uint64(c.closeQueue()))
 }
 
 // notePresenceLocked tells every watching mesh peer that k came or went.
@@ -545,12 +570,16 @@ func (s *Server) forward(from *sconn, src, dst key.NodePublic, data []byte) {
 	s.mu.RUnlock()
 	switch {
 	case dc != nil:
-		select {
-		case dc.packets <- queuedPacket{src: src, data: data}:
+		switch dc.enqueue(queuedPacket{src: src, data: data}) {
+		case queued:
 			s.packetsForwarded.Add(1)
 			s.bytesForwarded.Add(uint64(len(data)))
-		default:
+		case relayFull:
+			s.dropsRelayFull.Add(1)
+		case queueFull:
 			s.dropsQueueFull.Add(1)
+		case connGone:
+			s.dropsWrite.Add(1)
 		}
 	case link != nil:
 		if link.enqueue(src, dst, data) {
