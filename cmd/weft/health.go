@@ -49,10 +49,14 @@ func newHealthCmd(g *globals) *cobra.Command {
 				}
 				return enc.Encode(struct {
 					Health  []string               `json:"health"`
+					Drops   *localapi.Drops        `json:"drops,omitempty"`
 					History []localapi.HealthEvent `json:"history"`
-				}{health, evs})
+				}{health, st.Drops, evs})
 			}
 			printHealthHistory(g.stdout, st.Health, evs, time.Local)
+			if sum := st.Drops.FilterSummary(); sum != "" {
+				fmt.Fprintf(g.stdout, "\nPacket filter: dropped %d packets from the tunnel (%s)\n", st.Drops.FilterTotal(), sum)
+			}
 			return nil
 		},
 	}

@@ -78,6 +78,9 @@ func printStatus(w io.Writer, st *localapi.Status, now time.Time) {
 	tw.Flush()
 	printExitInUse(w, st)
 	printHealth(w, st.Health)
+	if sum := st.Drops.FilterSummary(); sum != "" {
+		fmt.Fprintf(w, "Filtered: %d packets from the tunnel the policy did not let in (%s; docs/acl.md)\n", st.Drops.FilterTotal(), sum)
+	}
 	if st.Drops != nil && st.Drops.IntoTunnel > 0 {
 		fmt.Fprintf(w, "Refused: %d packets from this node's other networks that tried to enter the tunnel (docs/exit-nodes.md)\n", st.Drops.IntoTunnel)
 	}

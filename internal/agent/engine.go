@@ -28,6 +28,7 @@ import (
 	"golang.zx2c4.com/wireguard/device"
 
 	"weft/internal/controlclient"
+	"weft/internal/filter"
 	"weft/internal/key"
 	"weft/internal/magicsock"
 	"weft/internal/netcheck"
@@ -89,6 +90,7 @@ type Engine struct {
 	nc     *netcheck.Client
 	dev    *device.Device
 	net    hostNetwork
+	filter *filter.Filter // the packet filter on every packet from the tunnel
 
 	ctx    context.Context // cancelled by Close
 	cancel context.CancelFunc
@@ -186,8 +188,11 @@ func New(cfg Config) (*Engine, error) {
 		return nil, fmt.Errorf("agent: %w", err)
 	}
 	// wireguard-go's device owns the TUN from here: closing the device
-	// closes it.
-	e.dev = device.NewDevice(router.TUN(), e.conn, wgLogger(e.log.With("sub", "wireguard")))
+	// closes it. Every packet it decrypts passes the packet filter on its
+	// way to the OS (after wireguard-go checked its source against the
+	// sending peer's allowed addresses).
+	e.filter = filter.New(filter.Options{})
+	e.dev = device.NewDevice(filter.Wrap(router.TUN(), e.filter), e.conn, wgLogger(e.log.With("sub", "wireguard")))
 	base := fmt.Sprintf("private_key=%x\nlisten_port=%d\nfwmark=%d\n", cfg.NodeKey.Raw32(), cfg.Port, mark)
 	if err := e.dev.IpcSet(base); err != nil {
 		e.closeParts()
@@ -300,6 +305,7 @@ func (e *Engine) apply(nm *controlclient.NetMap) error {
 		e.kickNetcheck()
 	}
 
+	e.filter.Set(nm.PacketFilter)
 	reachable := e.reachableFilter(nm, rp)
 	peers := make([]magicsock.Peer, 0, len(nm.Peers))
 	nodes := make([]wire.Node, 0, len(nm.Peers))

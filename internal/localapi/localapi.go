@@ -15,6 +15,8 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"time"
 
 	"weft/internal/netcheck"
@@ -79,6 +81,41 @@ type Drops struct {
 	// a tailnet node opened. Only an exit node or subnet router forwards
 	// into the tunnel, so elsewhere it stays 0.
 	IntoTunnel uint64 `json:"into_tunnel"`
+	// Filter are packets from the tunnel that the tailnet's policy did
+	// not let in, by reason: no_rule (no rule accepts it), fragment (a
+	// fragment without its transport header), ipv6_ext (an IPv6
+	// extension header weft does not walk), malformed, icmp_error (about
+	// no flow of this node). See docs/acl.md.
+	Filter map[string]uint64 `json:"filter,omitempty"`
+}
+
+// FilterTotal is the number of packets the packet filter dropped.
+func (d *Drops) FilterTotal() uint64 {
+	var n uint64
+	if d != nil {
+		for _, v := range d.Filter {
+			n += v
+		}
+	}
+	return n
+}
+
+// FilterSummary says in a few words what the filter dropped, such as
+// "no_rule 12, fragment 1", sorted by reason; "" when nothing.
+func (d *Drops) FilterSummary() string {
+	if d.FilterTotal() == 0 {
+		return ""
+	}
+	keys := make([]string, 0, len(d.Filter))
+	for k := range d.Filter {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	parts := make([]string, 0, len(keys))
+	for _, k := range keys {
+		parts = append(parts, fmt.Sprintf("%s %d", k, d.Filter[k]))
+	}
+	return strings.Join(parts, ", ")
 }
 
 // PeerStatus is one peer: its map entry (whose fields appear at the top
