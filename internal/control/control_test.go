@@ -281,39 +281,6 @@ func TestNewStreamReplacesOld(t *testing.T) {
 	}
 }
 
-func TestEphemeralNodeRemoved(t *testing.T) {
-	h := newHarness(t, func(c *Config) { c.EphemeralTimeout = 200 * time.Millisecond })
-	watcher := h.newSim("watcher")
-	watcher.mustRegister(t, h.authKey(store.AuthKeyRequest{}))
-	eph := h.newSim("eph")
-	eph.mustRegister(t, h.authKey(store.AuthKeyRequest{Ephemeral: true}))
-	ctx := context.Background()
-	if err := watcher.stream(ctx); err != nil {
-		t.Fatal(err)
-	}
-	defer watcher.close()
-	watcher.next(t)
-	if err := eph.stream(ctx); err != nil {
-		t.Fatal(err)
-	}
-	eph.next(t)
-	eph.close()
-	deadline := time.After(10 * time.Second)
-	for {
-		select {
-		case r := <-watcher.msgs:
-			if slices.Contains(r.PeersRemoved, eph.self.ID) {
-				if _, err := h.st.GetNode(ctx, eph.self.ID); err == nil {
-					t.Fatal("ephemeral node removed from maps but still stored")
-				}
-				return
-			}
-		case <-deadline:
-			t.Fatal("ephemeral node never removed")
-		}
-	}
-}
-
 func TestBadInputClosesOnlyThatChannel(t *testing.T) {
 	h := newHarness(t, nil)
 	k := h.authKey(store.AuthKeyRequest{Reusable: true})

@@ -2,6 +2,7 @@ package control
 
 import (
 	"context"
+	"net"
 
 	"fmt"
 
@@ -28,11 +29,28 @@ type harness struct {
 	srv *Server
 	url string
 	hs  *httptest.Server
+	// dial, if set, replaces TCP for the sim nodes (see bubble_test.go).
+	dial func(ctx context.Context, network, addr string) (net.Conn, error)
+	// stopHTTP stops the HTTP side; nil means hs.Close.
+	stopHTTP func()
 
 	closeOnce sync.Once
 }
 
 func newHarness(t testing.TB, mod func(*Config)) *harness {
+	t.Helper()
+	st, srv := newTestServer(t, mod)
+	hs := httptest.NewUnstartedServer(srv.Handler())
+	hs.Config.ErrorLog = nil
+	hs.Start()
+	h := &harness{t: t, st: st, srv: srv, url: hs.URL, hs: hs}
+	t.Cleanup(h.close)
+	return h
+}
+
+// newTestServer makes a control server over a fresh store with user
+// alice; mod, if set, adjusts its Config.
+func newTestServer(t testing.TB, mod func(*Config)) (store.Store, *Server) {
 	t.Helper()
 	ctx := context.Background()
 	st, err := store.Open(ctx, filepath.Join(t.TempDir(), "weft.db"), store.Options{})
@@ -53,18 +71,17 @@ func newHarness(t testing.TB, mod func(*Config)) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	hs := httptest.NewUnstartedServer(srv.Handler())
-	hs.Config.ErrorLog = nil
-	hs.Start()
-	h := &harness{t: t, st: st, srv: srv, url: hs.URL, hs: hs}
-	t.Cleanup(h.close)
-	return h
+	return st, srv
 }
 
 // close stops the server; it may be called more than once.
 func (h *harness) close() {
 	h.closeOnce.Do(func() {
-		h.hs.Close()
+		if h.stopHTTP != nil {
+			h.stopHTTP()
+		} else {
+			h.hs.Close()
+		}
 		h.srv.Close()
 		h.st.Close()
 	})
@@ -103,7 +120,7 @@ func (h *harness) newSim(name string) *simNode {
 }
 
 func (n *simNode) dial(ctx context.Context) (*noiseconn.Conn, error) {
-	d := &noiseconn.Dialer{MachineKey: n.machine, ServerKey: n.h.srv.PublicKey()}
+	d := &noiseconn.Dialer{MachineKey: n.machine, ServerKey: n.h.srv.PublicKey(), DialContext: n.h.dial}
 	return d.Dial(ctx, n.h.url)
 }
 
