@@ -3,12 +3,12 @@ package main
 import (
 	"context"
 	"errors"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 
 	"weft/internal/localapi"
+	"weft/internal/localapi/localapitest"
 )
 
 // fakePinger is a daemon whose pings answer from a script: the i-th ping
@@ -43,18 +43,7 @@ func (f *fakePinger) Ping(_ context.Context, req localapi.PingRequest) (*localap
 // ends, and returns the socket's path.
 func serveFake(t *testing.T, b localapi.Backend) string {
 	t.Helper()
-	sock := filepath.Join(t.TempDir(), "weft.sock")
-	ln, err := localapi.Listen(sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		localapi.Serve(ctx, ln, localapi.Handler(b, nil))
-	}()
-	t.Cleanup(func() { cancel(); <-done })
+	sock, _ := localapitest.Serve(t, b)
 	return sock
 }
 

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 	"weft/internal/localapi"
+	"weft/internal/localapi/localapitest"
 	"weft/internal/node"
 	"weft/internal/nodestate"
 	"weft/internal/store"
@@ -30,14 +31,9 @@ func TestDaemonLocalAPIRoundTrip(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer d.Close()
-	sock := filepath.Join(t.TempDir(), "weft.sock")
-	ln, err := localapi.Listen(sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go localapi.Serve(ctx, ln, localapi.Handler(d, nil))
+	sock, stop := localapitest.Serve(t, d)
+	defer stop()
+	ctx := context.Background()
 	fi, _ := os.Stat(sock)
 	if fi.Mode().Perm() != 0o600 {
 		t.Errorf("socket mode %v, want 0600", fi.Mode().Perm())

@@ -11,6 +11,7 @@ import (
 
 	"weft/internal/controlclient"
 	"weft/internal/localapi"
+	"weft/internal/localapi/localapitest"
 	"weft/internal/node"
 	"weft/internal/nodestate"
 	"weft/internal/tailnet"
@@ -37,20 +38,9 @@ func startDaemon(t *testing.T) *daemonNode {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sock := filepath.Join(t.TempDir(), "weft.sock")
-	ln, err := localapi.Listen(sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		localapi.Serve(ctx, ln, localapi.Handler(d, nil))
-	}()
+	sock, stop := localapitest.Serve(t, d)
 	n := &daemonNode{d: d, st: st, lc: &localapi.Client{Socket: sock}, close: func() {
-		cancel()
-		<-done
+		stop()
 		d.Close()
 	}}
 	t.Cleanup(n.close)
