@@ -24,10 +24,6 @@ import (
 // normal path is not a request we want to parse.
 const maxPacket = 1500
 
-// software is sent in every answer, so a person reading a capture knows
-// which server spoke.
-var software = stun.NewSoftware("weft")
-
 // Server answers STUN Binding requests on one or more packet conns. The
 // zero value is ready to use.
 type Server struct {
@@ -233,15 +229,21 @@ func answer(req, resp *stun.Message, pkt []byte, src netip.AddrPort) bool {
 	}
 	// An IPv4 client reaching a dual-stack socket shows up as a mapped
 	// IPv6 address; it wants to learn its IPv4 address.
+	//
+	// The answer carries only what the client needs: its address, and a
+	// FINGERPRINT only if the request had one. A forged source address
+	// thus gets at most 12 (IPv4) or 24 (IPv6) bytes more than was sent,
+	// which makes the server a poor amplifier; no SOFTWARE attribute.
 	ip := src.Addr().Unmap()
-	err := resp.Build(
+	setters := []stun.Setter{
 		stun.NewTransactionIDSetter(req.TransactionID),
 		stun.BindingSuccess,
 		&stun.XORMappedAddress{IP: ip.AsSlice(), Port: int(src.Port())},
-		software,
-		stun.Fingerprint,
-	)
-	return err == nil
+	}
+	if req.Contains(stun.AttrFingerprint) {
+		setters = append(setters, stun.Fingerprint)
+	}
+	return resp.Build(setters...) == nil
 }
 
 // addrPortOf converts a net.Addr from a generic PacketConn.

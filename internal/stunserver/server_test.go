@@ -82,8 +82,12 @@ func checkAnswer(t testing.TB, out, req []byte, src netip.AddrPort) {
 	if !bytes.Equal(m.TransactionID[:], req[8:20]) {
 		t.Fatalf("answer transaction ID %x, want %x", m.TransactionID, req[8:20])
 	}
-	if err := stun.Fingerprint.Check(&m); err != nil {
-		t.Fatalf("answer fingerprint: %v", err)
+	// The answer has a FINGERPRINT when the request had one.
+	rm := stun.Message{Raw: append([]byte(nil), req...)}
+	if rm.Decode() == nil && rm.Contains(stun.AttrFingerprint) {
+		if err := stun.Fingerprint.Check(&m); err != nil {
+			t.Fatalf("answer fingerprint: %v", err)
+		}
 	}
 	var xor stun.XORMappedAddress
 	if err := xor.GetFrom(&m); err != nil {
@@ -206,4 +210,43 @@ func FuzzReply(f *testing.F) {
 		}
 		checkAnswer(t, out, pkt, src)
 	})
+}
+
+// TestAnswerNoLargerThanNeeded: a STUN server answers forged sources too,
+// so its answer must not be much larger than the request: only the mapped
+// address is added (12 bytes for IPv4, 24 for IPv6), with no SOFTWARE.
+func TestAnswerNoLargerThanNeeded(t *testing.T) {
+	tests := []struct {
+		name string
+		req  []byte
+		src  netip.AddrPort
+	}{
+		{"bare request, IPv4", bindingRequest(t).Raw, netip.MustParseAddrPort("198.51.100.7:4242")},
+		{"with fingerprint, IPv4", bindingRequest(t, stun.Fingerprint).Raw, netip.MustParseAddrPort("198.51.100.7:4242")},
+		{"bare request, IPv6", bindingRequest(t).Raw, netip.MustParseAddrPort("[2001:db8::7]:4242")},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			out := Reply(tt.req, tt.src)
+			if out == nil {
+				t.Fatal("no answer")
+			}
+			addrAttr := 12
+			if tt.src.Addr().Is6() {
+				addrAttr = 24
+			}
+			if len(out) > len(tt.req)+addrAttr {
+				t.Errorf("answer of %d bytes to a request of %d: more than the mapped address added", len(out), len(tt.req))
+			}
+			var m stun.Message
+			m.Raw = out
+			if err := m.Decode(); err != nil {
+				t.Fatal(err)
+			}
+			if m.Contains(stun.AttrSoftware) {
+				t.Error("answer carries SOFTWARE")
+			}
+			checkAnswer(t, out, tt.req, tt.src)
+		})
+	}
 }
