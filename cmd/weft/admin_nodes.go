@@ -33,13 +33,7 @@ func newAdminNodesListCmd(o *adminOpts) *cobra.Command {
 				if o.json {
 					return o.printJSON(ns)
 				}
-				now := time.Now()
-				tw := table(o.g.stdout, "ID", "NAME", "OWNER", "IPV4", "IPV6", "OS", "ONLINE", "LAST SEEN", "KEY EXPIRES")
-				for _, n := range ns {
-					fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", n.ID, n.Name, owner(n), n.IPv4, n.IPv6,
-						dashIfEmpty(n.OS), online(n), when(n.LastSeen, "-"), expiry(n, now))
-				}
-				return tw.Flush()
+				return printNodeList(o.g.stdout, ns, time.Now())
 			})
 		},
 	}
@@ -155,13 +149,24 @@ func expiry(n adminapi.Node, now time.Time) string {
 	return when(n.KeyExpiry, "never")
 }
 
+// printNodeList prints the node table of `weft admin nodes list`. Names,
+// OS strings and owners are what nodes sent; they are escaped (termText).
+func printNodeList(w io.Writer, ns []adminapi.Node, now time.Time) error {
+	tw := table(w, "ID", "NAME", "OWNER", "IPV4", "IPV6", "OS", "ONLINE", "LAST SEEN", "KEY EXPIRES")
+	for _, n := range ns {
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", n.ID, termText(n.Name), termText(owner(n)), n.IPv4, n.IPv6,
+			termText(dashIfEmpty(n.OS)), online(n), when(n.LastSeen, "-"), expiry(n, now))
+	}
+	return tw.Flush()
+}
+
 func showNode(w io.Writer, n adminapi.Node) error {
 	tw := table(w, "ID:", fmt.Sprint(n.ID))
 	row := func(k string, v any) { fmt.Fprintf(tw, "%s:\t%v\n", k, v) }
-	row("Name", n.Name)
-	row("Owner", owner(n))
-	row("Hostname", dashIfEmpty(n.Hostname))
-	row("OS", dashIfEmpty(n.OS))
+	row("Name", termText(n.Name))
+	row("Owner", termText(owner(n)))
+	row("Hostname", termText(dashIfEmpty(n.Hostname)))
+	row("OS", termText(dashIfEmpty(n.OS)))
 	row("IPv4", n.IPv4)
 	row("IPv6", n.IPv6)
 	row("Online", online(n))

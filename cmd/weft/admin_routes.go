@@ -62,7 +62,7 @@ func newAdminRoutesCmd(o *adminOpts) *cobra.Command {
 					if o.json {
 						return o.printJSON(n)
 					}
-					fmt.Fprintf(o.g.stdout, "%s: routes in effect: %s\n", n.Name, dashIfEmpty(joinAny(n.EnabledRoutes())))
+					fmt.Fprintf(o.g.stdout, "%s: routes in effect: %s\n", termText(n.Name), dashIfEmpty(joinAny(n.EnabledRoutes())))
 					return nil
 				})
 			},

@@ -108,7 +108,7 @@ func printExitNodes(w io.Writer, rows []exitNodeRow, prefs *localapi.Prefs) {
 		if r.Online {
 			online = "yes"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", mark, r.Name, r.Address, online, r.Path.String())
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", mark, termText(r.Name), r.Address, online, r.Path.String())
 	}
 	tw.Flush()
 	if prefs != nil && prefs.ExitNode != "" {

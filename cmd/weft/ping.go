@@ -70,7 +70,7 @@ func runPing(ctx context.Context, g *globals, peer string, o pingOptions) error 
 		if res.Path.Kind != localapi.PathDirect {
 			via = res.Path.String()
 		}
-		fmt.Fprintf(g.stdout, "pong from %s (%s) via %s in %s\n", res.Name, res.Address, via, fmtMS(res.RTTMS))
+		fmt.Fprintf(g.stdout, "pong from %s (%s) via %s in %s\n", termText(res.Name), res.Address, via, fmtMS(res.RTTMS))
 		if o.untilDirect && res.Path.Kind == localapi.PathDirect {
 			return nil
 		}

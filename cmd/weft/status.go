@@ -48,7 +48,7 @@ func printStatus(w io.Writer, st *localapi.Status, now time.Time) {
 		fmt.Fprintf(w, "Connecting to %s...\n", st.ServerURL)
 	}
 	if st.LastError != "" {
-		fmt.Fprintf(w, "Last error: %s\n", st.LastError)
+		fmt.Fprintf(w, "Last error: %s\n", termText(st.LastError))
 	}
 	if st.Self == nil {
 		printHealth(w, st.Health)
@@ -56,7 +56,7 @@ func printStatus(w io.Writer, st *localapi.Status, now time.Time) {
 	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "ADDRESS\tNAME\tOS\tSTATE\tPATH\tRTT\tRX\tTX\tHANDSHAKE")
-	fmt.Fprintf(tw, "%s\t%s\t%s\tself\t-\t-\t-\t-\t-\n", firstAddr(st.Self), st.Self.Name, nodeOS(st.Self))
+	fmt.Fprintf(tw, "%s\t%s\t%s\tself\t-\t-\t-\t-\t-\n", firstAddr(st.Self), termText(st.Self.Name), nodeOS(st.Self))
 	for _, p := range st.Peers {
 		state := "offline"
 		if p.Online {
@@ -72,7 +72,7 @@ func printStatus(w io.Writer, st *localapi.Status, now time.Time) {
 		if !p.LastHandshake.IsZero() {
 			hs = now.Sub(p.LastHandshake).Round(time.Second).String() + " ago"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", firstAddr(p.Node), p.Name, nodeOS(p.Node), state,
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", firstAddr(p.Node), termText(p.Name), nodeOS(p.Node), state,
 			p.Path.String(), rtt, fmtBytes(p.RxBytes), fmtBytes(p.TxBytes), hs)
 	}
 	tw.Flush()
@@ -88,7 +88,7 @@ func printStatus(w io.Writer, st *localapi.Status, now time.Time) {
 
 func printHealth(w io.Writer, health []string) {
 	for _, h := range health {
-		fmt.Fprintf(w, "Health: %s\n", h)
+		fmt.Fprintf(w, "Health: %s\n", termText(h))
 	}
 }
 
@@ -105,12 +105,13 @@ func firstAddr(n *wire.Node) string {
 	return "-"
 }
 
+// nodeOS is the OS a node reports, escaped for the terminal (termText).
 func nodeOS(n *wire.Node) string {
 	if n.OS != "" {
-		return n.OS
+		return termText(n.OS)
 	}
 	if n.Hostinfo != nil && n.Hostinfo.OS != "" {
-		return n.Hostinfo.OS
+		return termText(n.Hostinfo.OS)
 	}
 	return "-"
 }
