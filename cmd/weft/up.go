@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"os"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -13,6 +14,7 @@ import (
 
 func newUpCmd(g *globals) *cobra.Command {
 	var req localapi.UpRequest
+	var authKeyFile string
 	var asJSON bool
 	var pf prefsFlags // routing flags, shared with weft set (set.go)
 	cmd := &cobra.Command{
@@ -25,6 +27,9 @@ func newUpCmd(g *globals) *cobra.Command {
 				return err
 			}
 			req.Prefs = edit
+			if req.AuthKey, err = upAuthKey(req.AuthKey, authKeyFile, os.Getenv); err != nil {
+				return err
+			}
 			c := &localapi.Client{Socket: g.socket}
 			st, err := c.Up(cmd.Context(), req)
 			if err != nil {
@@ -48,7 +53,8 @@ func newUpCmd(g *globals) *cobra.Command {
 	}
 	f := cmd.Flags()
 	f.StringVar(&req.ServerURL, "server", "", "control server URL (default: the one from the last up)")
-	f.StringVar(&req.AuthKey, "auth-key", "", "pre-auth key from `weft admin keys create` (not needed once registered)")
+	f.StringVar(&req.AuthKey, "auth-key", "", "pre-auth key from `weft admin keys create` (not needed once registered; other users see it in ps: prefer --auth-key-file or $"+authKeyEnv+")")
+	f.StringVar(&authKeyFile, "auth-key-file", "", "file holding the pre-auth key (- reads standard input)")
 	f.StringVar(&req.Hostname, "hostname", "", "name for this node (default: the OS hostname)")
 	f.BoolVar(&asJSON, "json", false, "print the resulting status as JSON")
 	f.BoolVar(&req.RotateKey, "rotate-key", false, "replace this node's WireGuard key with a new one, keeping its name and addresses")

@@ -324,15 +324,57 @@ func Listen(path string) (net.Listener, error) {
 		}
 		os.Remove(path)
 	}
-	ln, err := net.Listen("unix", path)
+	return listenPrivate(path)
+}
+
+// listenPrivate creates the socket owner-only before anyone can reach it:
+// in a fresh 0700 directory beside path, chmodded there, then renamed into
+// place (a socket made at path and chmodded afterwards is open to every
+// local user for a moment, whatever the umask). Close removes the socket
+// if it is still the one this listener made.
+func listenPrivate(path string) (net.Listener, error) {
+	// A short name: unix socket paths are limited to about 100 bytes.
+	tmp, err := os.MkdirTemp(filepath.Dir(path), ".ls")
 	if err != nil {
 		return nil, fmt.Errorf("localapi: %w", err)
 	}
-	if err := os.Chmod(path, 0o600); err != nil {
+	defer os.RemoveAll(tmp)
+	tmpSock := filepath.Join(tmp, "s")
+	ln, err := net.Listen("unix", tmpSock)
+	if err != nil {
+		return nil, fmt.Errorf("localapi: %w", err)
+	}
+	ln.(*net.UnixListener).SetUnlinkOnClose(false)
+	if err := os.Chmod(tmpSock, 0o600); err != nil {
 		ln.Close()
 		return nil, fmt.Errorf("localapi: %w", err)
 	}
-	return ln, nil
+	if err := os.Rename(tmpSock, path); err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("localapi: %w", err)
+	}
+	fi, err := os.Lstat(path)
+	if err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("localapi: %w", err)
+	}
+	return &privateListener{Listener: ln, path: path, fi: fi}, nil
+}
+
+// privateListener removes its socket file on Close, unless another
+// daemon has replaced it since.
+type privateListener struct {
+	net.Listener
+	path string
+	fi   os.FileInfo
+}
+
+func (l *privateListener) Close() error {
+	err := l.Listener.Close()
+	if fi, serr := os.Lstat(l.path); serr == nil && os.SameFile(fi, l.fi) {
+		os.Remove(l.path)
+	}
+	return err
 }
 
 // ErrDaemonNotRunning: nothing listens on the socket.
