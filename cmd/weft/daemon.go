@@ -70,6 +70,7 @@ type healthSampling struct {
 }
 
 func runDaemon(ctx context.Context, g *globals, o daemonOptions) error {
+	started := time.Now()
 	stateDir := o.stateDir
 	level := slog.LevelInfo
 	if o.verbose {
@@ -93,19 +94,9 @@ func runDaemon(ctx context.Context, g *globals, o daemonOptions) error {
 		return err
 	}
 	defer ln.Close()
-	var newEngine func(p node.EngineParams) (node.Engine, error)
-	if !o.noDataPlane {
-		// A daemon that crashed may have left policy rules, routes or
-		// nftables state behind; remove them before creating anything,
-		// unless a live daemon (with another state dir) owns them.
-		err := osnet.Cleanup(osnet.Options{TUNName: o.tun, Logger: log.With("sub", "cleanup")})
-		if errors.Is(err, osnet.ErrInUse) {
-			return err
-		}
-		if err != nil {
-			log.Warn("cleaning up after an earlier run", "err", err)
-		}
-		newEngine = engineMaker(log, o)
+	newEngine, unclean, err := prepareDataPlane(o, log)
+	if err != nil {
+		return err
 	}
 	history, err := openHistory(stateDir, log)
 	if err != nil {
@@ -141,6 +132,9 @@ func runDaemon(ctx context.Context, g *globals, o daemonOptions) error {
 	}
 	go healthlog.Watch(ctx, history, healthInterval, d.Status, log.With("sub", "health"))
 	go smp.Run(ctx)
+	if p, err := st.LoadPrefs(); err == nil && p.WantUp && p.Registered {
+		go recordRecovery(ctx, d, history, started, unclean, log)
+	}
 	log.Info("weft daemon running", "state", stateDir, "socket", g.socket)
 	err = localapi.Serve(ctx, ln, localapi.Handler(daemonBackend{d, history, store}, log.With("sub", "localapi")))
 	log.Info("daemon stopping")
@@ -155,6 +149,41 @@ const (
 	healthInterval = 5 * time.Second
 	samplesFile    = "samples.log"
 )
+
+// prepareDataPlane removes what an earlier run left on the host and
+// returns the data plane's maker (nil with --no-data-plane) and whether
+// anything was left, which means the last run did not stop cleanly.
+func prepareDataPlane(o daemonOptions, log *slog.Logger) (func(node.EngineParams) (node.Engine, error), bool, error) {
+	if o.noDataPlane {
+		return nil, false, nil
+	}
+	left, _ := osnet.Leftovers(osnet.Options{TUNName: o.tun})
+	// A daemon that crashed may have left policy rules, routes or
+	// nftables state behind; remove them before creating anything,
+	// unless a live daemon (with another state dir) owns them.
+	err := osnet.Cleanup(osnet.Options{TUNName: o.tun, Logger: log.With("sub", "cleanup")})
+	if errors.Is(err, osnet.ErrInUse) {
+		return nil, false, err
+	}
+	if err != nil {
+		log.Warn("cleaning up after an earlier run", "err", err)
+	}
+	return engineMaker(log, o), len(left) > 0, nil
+}
+
+// recordRecovery measures how long the daemon, started again with the
+// node up, takes to reconnect and reach a peer directly, and records it
+// in the health history (`weft health` shows the last one).
+func recordRecovery(ctx context.Context, d *node.Daemon, history *healthlog.Log, started time.Time, unclean bool, log *slog.Logger) {
+	ev, ok := healthlog.MeasureRecovery(ctx, d, started, unclean)
+	if !ok {
+		return
+	}
+	log.Info("recovered", "registered_ms", ev.Recovery.RegisteredMS, "direct_ms", ev.Recovery.DirectMS, "unclean", unclean)
+	if err := history.Add(ev); err != nil {
+		log.Warn("health history not recorded", "err", err)
+	}
+}
 
 // openHistory opens the health history in the state dir.
 func openHistory(stateDir string, log *slog.Logger) (*healthlog.Log, error) {

@@ -71,6 +71,12 @@ func printHealthHistory(w io.Writer, health []string, evs []localapi.HealthEvent
 		fmt.Fprintln(w, "Health: no problems")
 	}
 	printHealth(w, health)
+	for i := len(evs) - 1; i >= 0; i-- {
+		if e := evs[i]; e.Kind == localapi.EventRecovery && e.Recovery != nil {
+			fmt.Fprintf(w, "Last restart: %s, %s\n", e.Recovery.Started.In(loc).Format("2006-01-02 15:04:05"), e.Text)
+			break
+		}
+	}
 	fmt.Fprintln(w)
 	if len(evs) == 0 {
 		fmt.Fprintln(w, "History: nothing recorded yet")

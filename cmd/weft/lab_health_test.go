@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"weft/internal/localapi"
 	"weft/internal/netlab"
 	"weft/internal/netlab/labtest"
 	"weft/internal/scenario"
@@ -145,4 +146,93 @@ func TestLabSpeedtest(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+}
+
+// TestLabRebootRecovery is the seed's reboot test: busan, mac's exit
+// node, loses its daemon as in a power cut (SIGKILL, its forwarding rules
+// left behind), is started again as the systemd unit does, and `weft
+// health` on busan says how long it took to reconnect and to reach mac
+// directly; mac's egress comes back through it. Then the control server
+// is restarted under the nodes. The figures are logged for
+// docs/benchmarks.md.
+func TestLabRebootRecovery(t *testing.T) {
+	labtest.SkipUnlessRoot(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	lab := labtest.Seed(t)
+	tn, err := scenario.Start(ctx, lab, scenario.Options{Weft: labtest.WeftBinary(t), Hosts: []string{"busan", "mac"},
+		UpArgs: func(host string) []string {
+			if host == "busan" {
+				return []string{"--advertise-exit-node"}
+			}
+			return nil
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := &exitLab{t: t, ctx: ctx, lab: lab, tn: tn}
+	l.admin("routes", "approve", "busan", "exit")
+	err = scenario.WaitFor(ctx, 30*time.Second, "mac to take busan as exit node", func() (bool, error) {
+		_, err := tn.CLI(ctx, "mac", "set", "--exit-node=busan")
+		return err == nil, nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	busanWAN := lab.Node("r-busan").WANAddr
+	l.awaitWhoami("mac", busanWAN, "web sees mac as r-busan")
+	l.cli("busan", "ping", "mac", "--until-direct", "-c", "30")
+
+	if err := tn.KillDaemon("busan"); err != nil {
+		t.Fatal(err)
+	}
+	if left := l.leftovers("busan"); len(left) == 0 {
+		t.Fatal("the killed daemon left nothing behind; the test would not show a recovery from a power cut")
+	}
+	t0 := time.Now()
+	if err := tn.StartDaemon(ctx, "busan"); err != nil {
+		t.Fatal(err)
+	}
+	var rec *localapi.Recovery
+	err = scenario.WaitFor(ctx, time.Minute, "busan's health history to record its recovery", func() (bool, error) {
+		for _, e := range l.healthEvents("busan") {
+			if e.Kind == localapi.EventRecovery {
+				rec = e.Recovery
+			}
+		}
+		return rec != nil, nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !rec.Unclean || rec.RegisteredMS <= 0 || rec.DirectMS < rec.RegisteredMS || rec.DirectPeer != "mac" || rec.Started.Before(t0) {
+		t.Errorf("recovery %+v", rec)
+	}
+	t.Logf("daemon SIGKILLed and started again: registered after %.0f ms, direct to mac after %.0f ms (started %v after the test's start)",
+		rec.RegisteredMS, rec.DirectMS, rec.Started.Sub(t0).Round(time.Millisecond))
+	if out := l.cli("busan", "health"); !strings.Contains(out, "Last restart:") || !strings.Contains(out, "first direct pong (from mac)") {
+		t.Errorf("weft health does not show the last restart:\n%s", out)
+	}
+	l.awaitWhoami("mac", busanWAN, "web sees mac as r-busan again")
+
+	// The control server restarted under the nodes.
+	if err := tn.KillServer(); err != nil {
+		t.Fatal(err)
+	}
+	if err := tn.StartServer(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t1 := time.Now()
+	err = scenario.WaitFor(ctx, time.Minute, "the restarted server to see mac online", func() (bool, error) {
+		var n struct {
+			Online *bool `json:"online"`
+		}
+		out, err := tn.Admin(ctx, "nodes", "show", "mac", "--json")
+		return err == nil && json.Unmarshal(out, &n) == nil && n.Online != nil && *n.Online, nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("control server SIGKILLed and started again: mac connected %v after it answered", time.Since(t1).Round(10*time.Millisecond))
+	l.cli("mac", "ping", "busan", "--until-direct", "-c", "10")
 }

@@ -203,6 +203,23 @@ type HealthEvent struct {
 	Peer string `json:"peer,omitempty"`
 	// Text says what happened in plain words.
 	Text string `json:"text"`
+	// Recovery holds the figures of a recovery event; nil otherwise.
+	Recovery *Recovery `json:"recovery,omitempty"`
+}
+
+// Recovery is how long a restarted daemon took to get back: from its
+// start to the control server's first map (registered) and to the first
+// pong from a peer over a direct path. A figure not reached within the
+// measurement's bound is zero.
+type Recovery struct {
+	Started      time.Time `json:"started"`
+	RegisteredMS float64   `json:"registered_ms,omitempty"`
+	DirectMS     float64   `json:"direct_ms,omitempty"`
+	// DirectPeer is the peer whose pong came first over a direct path.
+	DirectPeer string `json:"direct_peer,omitempty"`
+	// Unclean is set when the previous run left host state behind (TUN,
+	// routes, rules): it was killed or the power went, not stopped.
+	Unclean bool `json:"unclean,omitempty"`
 }
 
 // HealthEvent kinds.
@@ -213,6 +230,7 @@ const (
 	EventPeer     = "peer"     // a peer went offline or came back
 	EventState    = "state"    // the node's state changed, or the daemon started
 	EventExit     = "exit"     // the exit node in use changed (failover)
+	EventRecovery = "recovery" // a restarted daemon is back: how long it took
 )
 
 // HistoryKeeper is implemented by a Backend that keeps a health history;
