@@ -5,7 +5,9 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/netip"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -80,14 +82,236 @@ func TestLabExitNodeLANCannotEnterTailnet(t *testing.T) {
 
 // lanDrops is the count of packets host refused to let from another
 // interface into the tunnel, as `weft status --json` reports it.
-func (l *exitLab) lanDrops(host string) uint64 {
+func (l *exitLab) lanDrops(host string) uint64 { return l.drops(host).IntoTunnel }
+
+// drops is host's drop counters from `weft status --json`.
+func (l *exitLab) drops(host string) localapi.Drops {
 	l.t.Helper()
 	var st localapi.Status
 	if err := json.Unmarshal([]byte(l.cli(host, "status", "--json")), &st); err != nil {
 		l.t.Fatalf("%s's status: %v", host, err)
 	}
 	if st.Drops == nil {
-		return 0
+		return localapi.Drops{}
 	}
-	return st.Drops.IntoTunnel
+	return *st.Drops
+}
+
+// udpSink collects the datagrams that reach addr on host until the test
+// ends.
+func (l *exitLab) udpSink(host string, addr netip.AddrPort) <-chan string {
+	l.t.Helper()
+	ln, err := l.lab.Node(host).ListenUDP(addr)
+	if err != nil {
+		l.t.Fatal(err)
+	}
+	l.t.Cleanup(func() { ln.Close() })
+	got := make(chan string, 64)
+	go func() {
+		buf := make([]byte, 1500)
+		for {
+			n, _, err := ln.ReadFromUDPAddrPort(buf)
+			if err != nil {
+				return
+			}
+			select {
+			case got <- string(buf[:n]):
+			default:
+			}
+		}
+	}()
+	return got
+}
+
+// deliver sends a fresh datagram from the rogue to dst until sink gets it.
+// It doubles as a barrier: what the rogue sent earlier on the same
+// tunnel has had its chance to arrive once this one has.
+func (r *rogue) deliver(ctx context.Context, sink <-chan string, dst netip.AddrPort) {
+	r.t.Helper()
+	want := fmt.Sprintf("barrier %d", time.Now().UnixNano())
+	err := scenario.WaitFor(ctx, 30*time.Second, "a datagram from the rogue to "+dst.String(), func() (bool, error) {
+		r.sendUDP(dst, want)
+		deadline := time.After(300 * time.Millisecond)
+		for {
+			select {
+			case m := <-sink:
+				if m == want {
+					return true, nil
+				}
+			case <-deadline:
+				return false, nil
+			}
+		}
+	})
+	if err != nil {
+		r.t.Fatal(err)
+	}
+}
+
+// TestLabUnapprovedRouteDropped: busan offers itself as exit node and its
+// LAN as a subnet route, and nothing is approved. A modified peer (the
+// rogue) that routes everything to busan anyway reaches busan itself, but
+// neither the internet nor busan's LAN through it: busan drops tunnel
+// packets whose destination is neither busan nor an approved route, and
+// counts them. Once the exit route is approved the internet is reached.
+// With every offer withdrawn and IP forwarding on already (as on a Docker
+// host), busan still forwards nothing from the tunnel.
+func TestLabUnapprovedRouteDropped(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	l := startExitLab(t, ctx)
+	web := netip.AddrPortFrom(l.lab.Node("web").WANAddr, 4445)
+	nas := netip.AddrPortFrom(l.lab.Node("nas").LANAddr, 4446)
+	busan := netip.AddrPortFrom(l.tailnetAddr4("busan"), 4444)
+	toBusan, toWeb, toNAS := l.udpSink("busan", busan), l.udpSink("web", web), l.udpSink("nas", nas)
+
+	r := startRogue(t, ctx, l, "pc")
+	r.route("busan", netip.MustParsePrefix("0.0.0.0/0"))
+	r.deliver(ctx, toBusan, busan)
+
+	refused := func(t *testing.T, sink <-chan string, dst netip.AddrPort) {
+		t.Helper()
+		before := l.drops("busan").FromTunnel
+		for range 3 {
+			r.sendUDP(dst, "through busan")
+		}
+		r.deliver(ctx, toBusan, busan)
+		// The way on from busan is longer than the way to it (the
+		// internet is a delayed link away): give it ample time.
+		select {
+		case m := <-sink:
+			t.Fatalf("the rogue's datagram %q reached %v through busan", m, dst)
+		case <-time.After(2 * time.Second):
+		}
+		if after := l.drops("busan").FromTunnel; after < before+3 {
+			t.Errorf("busan counts %d refused tunnel packets before and %d after; want at least 3 more", before, after)
+		}
+	}
+	t.Run("exit offered, not approved: the internet", func(t *testing.T) { refused(t, toWeb, web) })
+	t.Run("subnet offered, not approved: the LAN", func(t *testing.T) { refused(t, toNAS, nas) })
+	t.Run("exit approved: the internet", func(t *testing.T) {
+		l.admin("routes", "approve", "busan", "exit")
+		r.deliver(ctx, toWeb, web)
+	})
+	t.Run("no offer, forwarding on already: the LAN", func(t *testing.T) {
+		l.cli("busan", "set", "--advertise-exit-node=false", "--advertise-routes=")
+		err := l.lab.Node("busan").Do(func() error {
+			return os.WriteFile("/proc/sys/net/ipv4/ip_forward", []byte("1"), 0o644)
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		refused(t, toNAS, nas)
+		refused(t, toWeb, web)
+	})
+}
+
+// TestLabExitNodeRefusesLocalDestinations: through an exit node a client
+// reaches the internet, never the exit node's own host and link: busan,
+// whose LAN holds a "cloud metadata" service at 169.254.169.254 that busan
+// itself reaches, refuses mac's packets to it, and a modified peer's
+// packets to busan's loopback.
+func TestLabExitNodeRefusesLocalDestinations(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	l := startExitLab(t, ctx)
+	busanWAN, nasLAN := l.lab.Node("r-busan").WANAddr, l.lab.Node("nas").LANAddr
+	metadata := netip.AddrPortFrom(netip.MustParseAddr("169.254.169.254"), 80)
+
+	// The metadata service: an address on nas, routed to by busan.
+	err := l.lab.Node("nas").Do(func() error {
+		links, err := netlink.LinkList()
+		if err != nil {
+			return err
+		}
+		for _, ln := range links {
+			addrs, _ := netlink.AddrList(ln, netlink.FAMILY_V4)
+			for _, a := range addrs {
+				if ip, ok := netip.AddrFromSlice(a.IP); ok && ip.Unmap() == nasLAN {
+					return netlink.AddrAdd(ln, &netlink.Addr{IPNet: netipNet(netip.PrefixFrom(metadata.Addr(), 32))})
+				}
+			}
+		}
+		return fmt.Errorf("nas has no link with %v", nasLAN)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = l.lab.Node("busan").Do(func() error {
+		return netlink.RouteAdd(&netlink.Route{Dst: netipNet(netip.PrefixFrom(metadata.Addr(), 32)), Gw: nasLAN.AsSlice()})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	toMetadata := l.udpSink("nas", metadata)
+	sendFrom := func(host, payload string) {
+		t.Helper()
+		c, err := l.lab.Node(host).DialContext(ctx, "udp4", metadata.String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		if _, err := c.Write([]byte(payload)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	err = scenario.WaitFor(ctx, 10*time.Second, "busan itself reaches the metadata service", func() (bool, error) {
+		sendFrom("busan", "from busan")
+		select {
+		case <-toMetadata:
+			return true, nil
+		case <-time.After(200 * time.Millisecond):
+			return false, nil
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	l.admin("routes", "approve", "busan", "exit")
+	err = scenario.WaitFor(ctx, 30*time.Second, "busan listed as exit node on mac", func() (bool, error) {
+		out, err := l.tn.CLI(ctx, "mac", "exit-node", "list")
+		return err == nil && strings.Contains(string(out), "busan"), nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.cli("mac", "set", "--exit-node", "busan")
+	l.awaitWhoami("mac", busanWAN, "web sees mac as r-busan through the exit node")
+
+	t.Run("cloud metadata", func(t *testing.T) {
+		before := l.drops("busan").FromTunnel
+		for range 3 {
+			sendFrom("mac", "from mac")
+		}
+		select {
+		case m := <-toMetadata:
+			t.Fatalf("mac's datagram %q reached the metadata address through the exit node", m)
+		case <-time.After(2 * time.Second):
+		}
+		if after := l.drops("busan").FromTunnel; after < before+3 {
+			t.Errorf("busan counts %d refused tunnel packets before and %d after; want at least 3 more", before, after)
+		}
+	})
+	t.Run("loopback", func(t *testing.T) {
+		busan := netip.AddrPortFrom(l.tailnetAddr4("busan"), 4444)
+		loop := netip.MustParseAddrPort("127.0.0.1:4447")
+		toBusan, toLoop := l.udpSink("busan", busan), l.udpSink("busan", loop)
+		r := startRogue(t, ctx, l, "pc")
+		r.route("busan", netip.MustParsePrefix("0.0.0.0/0"))
+		r.deliver(ctx, toBusan, busan)
+		before := l.drops("busan").FromTunnel
+		for range 3 {
+			r.sendUDP(loop, "to busan's loopback")
+		}
+		r.deliver(ctx, toBusan, busan)
+		select {
+		case m := <-toLoop:
+			t.Fatalf("the rogue's datagram %q reached busan's loopback", m)
+		default:
+		}
+		if after := l.drops("busan").FromTunnel; after < before+3 {
+			t.Errorf("busan counts %d refused tunnel packets before and %d after; want at least 3 more", before, after)
+		}
+	})
 }

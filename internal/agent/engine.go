@@ -8,7 +8,9 @@
 // Files: engine.go (lifecycle and maps), netcheck.go (endpoints, home
 // region, host facts, local address changes), network.go (the host network
 // without the TUN's own addresses), routes.go (routing preferences: exit
-// node, subnet routes), status.go (status, health and ping).
+// node, subnet routes), status.go (status, health and ping), destguard.go
+// (where packets from the tunnel may go: this node or its approved
+// routes).
 //
 // Lab tests (lab_test.go, root only) run real weft processes in the seed
 // lab.
@@ -89,6 +91,7 @@ type Engine struct {
 	relays *relay.Manager
 	nc     *netcheck.Client
 	dev    *device.Device
+	guard  *destGuard // the TUN as wireguard-go writes to it
 	net    hostNetwork
 	filter *filter.Filter // the packet filter on every packet from the tunnel
 
@@ -188,11 +191,14 @@ func New(cfg Config) (*Engine, error) {
 		return nil, fmt.Errorf("agent: %w", err)
 	}
 	// wireguard-go's device owns the TUN from here: closing the device
-	// closes it. Every packet it decrypts passes the packet filter on its
-	// way to the OS (after wireguard-go checked its source against the
-	// sending peer's allowed addresses).
+	// closes it. Every packet it decrypts (after wireguard-go checked its
+	// source against the sending peer's allowed addresses) passes two
+	// checks on its way to the OS: its destination (destGuard: this
+	// node or an approved route) and the tailnet's policy (the packet
+	// filter).
 	e.filter = filter.New(filter.Options{})
-	e.dev = device.NewDevice(filter.Wrap(router.TUN(), e.filter), e.conn, wgLogger(e.log.With("sub", "wireguard")))
+	e.guard = &destGuard{Device: filter.Wrap(router.TUN(), e.filter)}
+	e.dev = device.NewDevice(e.guard, e.conn, wgLogger(e.log.With("sub", "wireguard")))
 	base := fmt.Sprintf("private_key=%x\nlisten_port=%d\nfwmark=%d\n", cfg.NodeKey.Raw32(), cfg.Port, mark)
 	if err := e.dev.IpcSet(base); err != nil {
 		e.closeParts()
@@ -317,6 +323,7 @@ func (e *Engine) apply(nm *controlclient.NetMap) error {
 		nodes = append(nodes, *n)
 	}
 	e.conn.SetPeers(peers)
+	e.guard.policy.Store(newDestPolicy(nm, rp))
 
 	// What failed to apply is not recorded as applied, so the next map
 	// (or preference change) tries it again.

@@ -115,11 +115,10 @@ func (e *Engine) wgOptions(nm *controlclient.NetMap, rp node.RoutePrefs) wgcfg.O
 // node offers routes.
 //
 // Forwarding is switched on as soon as the node offers, before an
-// administrator approves: until then no peer sends it anything for those
-// routes (peers only route what the map says is approved, and WireGuard
-// accepts from a peer only its own addresses and approved routes), so the
-// rules are idle, and an approval then works without waiting for this
-// node to hear of it.
+// administrator approves, so an approval works without waiting for this
+// node to hear of it. Until then the node forwards nothing for those
+// routes all the same: honest peers route only what the map says is
+// approved, and destGuard drops what a modified peer sends there.
 func addRoutePrefs(oc *osnet.Config, nm *controlclient.NetMap, rp node.RoutePrefs) {
 	if rp.AcceptRoutes {
 		for _, p := range nm.SortedPeers() {

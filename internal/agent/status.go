@@ -132,6 +132,7 @@ func (e *Engine) drops() *localapi.Drops {
 		e.log.Debug("reading the into-tunnel drop counter", "err", err)
 	}
 	d.IntoTunnel = n
+	d.FromTunnel = e.guard.drops.Load()
 	d.Filter = e.filter.Drops()
 	return d
 }

@@ -87,6 +87,11 @@ type Drops struct {
 	// extension header weft does not walk), malformed, icmp_error (about
 	// no flow of this node). See docs/acl.md.
 	Filter map[string]uint64 `json:"filter,omitempty"`
+	// FromTunnel are packets from peers whose destination was neither
+	// this node nor a route it offers and control approved, or an
+	// address never forwarded (loopback, link-local with the cloud
+	// metadata address, multicast, broadcast, another tailnet address).
+	FromTunnel uint64 `json:"from_tunnel"`
 }
 
 // FilterTotal is the number of packets the packet filter dropped.
