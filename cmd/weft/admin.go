@@ -62,8 +62,11 @@ func (o *adminOpts) call(ctx context.Context, fn func(c *adminapi.Client) error)
 }
 
 // printJSON writes v indented, for --json.
-func (o *adminOpts) printJSON(v any) error {
-	enc := json.NewEncoder(o.g.stdout)
+func (o *adminOpts) printJSON(v any) error { return writeJSON(o.g.stdout, v) }
+
+// writeJSON writes v to w as indented JSON, the form of every --json.
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	return enc.Encode(v)
 }

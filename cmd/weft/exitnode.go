@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -80,9 +79,7 @@ func newExitNodeListCmd(g *globals) *cobra.Command {
 			}
 			rows := exitNodeRows(st)
 			if asJSON {
-				enc := json.NewEncoder(g.stdout)
-				enc.SetIndent("", "  ")
-				return enc.Encode(rows)
+				return writeJSON(g.stdout, rows)
 			}
 			printExitNodes(g.stdout, rows, st.Prefs)
 			return nil
@@ -150,9 +147,7 @@ the second answer is the exit node's public address.`,
 				return err
 			}
 			if asJSON {
-				enc := json.NewEncoder(g.stdout)
-				enc.SetIndent("", "  ")
-				return enc.Encode(res)
+				return writeJSON(g.stdout, res)
 			}
 			via := "through exit node " + res.ExitNode
 			if res.ExitNode == "" {

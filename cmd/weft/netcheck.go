@@ -101,9 +101,7 @@ func runNetcheck(ctx context.Context, g *globals, o *netcheckOpts) error {
 		return err
 	}
 	if o.asJSON {
-		enc := json.NewEncoder(g.stdout)
-		enc.SetIndent("", "  ")
-		return enc.Encode(r)
+		return writeJSON(g.stdout, r)
 	}
 	return writeNetcheckReport(g.stdout, r, rm, o.portmap)
 }
@@ -120,9 +118,7 @@ func runDaemonNetcheck(ctx context.Context, g *globals, o *netcheckOpts) error {
 		return fmt.Errorf("netcheck: %w", err)
 	}
 	if o.asJSON {
-		enc := json.NewEncoder(g.stdout)
-		enc.SetIndent("", "  ")
-		return enc.Encode(res.Report)
+		return writeJSON(g.stdout, res.Report)
 	}
 	return writeNetcheckReport(g.stdout, res.Report, res.RelayMap, false)
 }

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -114,9 +113,7 @@ into effect at once; everything else stays as it is. Examples:
 				return err
 			}
 			if asJSON {
-				enc := json.NewEncoder(g.stdout)
-				enc.SetIndent("", "  ")
-				return enc.Encode(p)
+				return writeJSON(g.stdout, p)
 			}
 			printPrefs(g.stdout, p)
 			return nil

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -110,9 +109,7 @@ func runSpeedtest(ctx context.Context, g *globals, o speedtestOptions) error {
 	}
 	rep.Path = speedtestPath(ctx, c, peer)
 	if o.asJSON {
-		enc := json.NewEncoder(g.stdout)
-		enc.SetIndent("", "  ")
-		return enc.Encode(rep)
+		return writeJSON(g.stdout, rep)
 	}
 	printSpeedtest(g.stdout, rep)
 	return nil

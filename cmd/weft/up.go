@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
 	"os"
 	"strings"
@@ -36,9 +35,7 @@ func newUpCmd(g *globals) *cobra.Command {
 				return err
 			}
 			if asJSON {
-				enc := json.NewEncoder(g.stdout)
-				enc.SetIndent("", "  ")
-				return enc.Encode(st)
+				return writeJSON(g.stdout, st)
 			}
 			if st.Self != nil {
 				fmt.Fprintf(g.stdout, "weft is up as %s (%s)\n", st.Self.Name, addrList(st.Self))

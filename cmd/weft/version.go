@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
 
 	"github.com/spf13/cobra"
@@ -18,9 +17,7 @@ func newVersionCmd(g *globals) *cobra.Command {
 		RunE: func(cmd *cobra.Command, args []string) error {
 			v := version.Get()
 			if asJSON {
-				enc := json.NewEncoder(g.stdout)
-				enc.SetIndent("", "  ")
-				return enc.Encode(v)
+				return writeJSON(g.stdout, v)
 			}
 			fmt.Fprintf(g.stdout, "weft %s\ncommit %s\n%s\n", v.Version, v.Commit, v.Go)
 			return nil
