@@ -44,7 +44,7 @@ func newDaemonCmd(g *globals) *cobra.Command {
 	}
 	cmd.Flags().StringVar(&stateDir, "state-dir", "/var/lib/weft-node", "directory for the node's keys and state (created 0700)")
 	cmd.Flags().StringVar(&tunName, "tun", osnet.DefaultTUNName, "name of the TUN device the daemon creates")
-	cmd.Flags().Uint16Var(&port, "port", 0, "UDP port for WireGuard and discovery; 0 picks a random free port")
+	cmd.Flags().Uint16Var(&port, "port", 0, "UDP port for WireGuard and discovery; 0 binds the port the last run used (kept in the state dir), or a random free one")
 	cmd.Flags().BoolVar(&verbose, "verbose", false, "log debug detail")
 	cmd.Flags().BoolVar(&noDataPlane, "no-data-plane", false, "run the control plane only: no TUN, no WireGuard, no host changes (tests, debugging)")
 	cmd.Flags().Uint16Var(&speedtestPort, "speedtest-port", speedtest.DefaultPort, "TCP port on this node's tailnet address where peers run `weft speedtest`; 0 turns it off")
@@ -94,7 +94,7 @@ func runDaemon(ctx context.Context, g *globals, o daemonOptions) error {
 		return err
 	}
 	defer ln.Close()
-	newEngine, unclean, err := prepareDataPlane(o, log)
+	newEngine, unclean, err := prepareDataPlane(o, st, log)
 	if err != nil {
 		return err
 	}
@@ -153,7 +153,7 @@ const (
 // prepareDataPlane removes what an earlier run left on the host and
 // returns the data plane's maker (nil with --no-data-plane) and whether
 // anything was left, which means the last run did not stop cleanly.
-func prepareDataPlane(o daemonOptions, log *slog.Logger) (func(node.EngineParams) (node.Engine, error), bool, error) {
+func prepareDataPlane(o daemonOptions, st *nodestate.Dir, log *slog.Logger) (func(node.EngineParams) (node.Engine, error), bool, error) {
 	if o.noDataPlane {
 		return nil, false, nil
 	}
@@ -168,7 +168,7 @@ func prepareDataPlane(o daemonOptions, log *slog.Logger) (func(node.EngineParams
 	if err != nil {
 		log.Warn("cleaning up after an earlier run", "err", err)
 	}
-	return engineMaker(log, o), len(left) > 0, nil
+	return engineMaker(log, o, st), len(left) > 0, nil
 }
 
 // recordRecovery measures how long the daemon, started again with the
@@ -238,10 +238,13 @@ func (b daemonBackend) HealthHistory(context.Context) ([]localapi.HealthEvent, e
 }
 
 // engineMaker returns the daemon's hook that starts the data plane each
-// time the node goes up.
-func engineMaker(log *slog.Logger, o daemonOptions) func(node.EngineParams) (node.Engine, error) {
+// time the node goes up. Without --port it binds the UDP port the last run
+// used (saved in the state dir), so that the NAT's mapping and the
+// endpoints peers cached for this node stay valid across a restart, and
+// falls back to a random port when that one is taken.
+func engineMaker(log *slog.Logger, o daemonOptions, st *nodestate.Dir) func(node.EngineParams) (node.Engine, error) {
 	return func(p node.EngineParams) (node.Engine, error) {
-		e, err := agent.New(agent.Config{
+		cfg := agent.Config{
 			Logger:    log.With("sub", "agent"),
 			NodeKey:   p.NodeKey,
 			DiscoKey:  p.DiscoKey,
@@ -249,11 +252,25 @@ func engineMaker(log *slog.Logger, o daemonOptions) func(node.EngineParams) (nod
 			Port:      o.port,
 			Hostinfo:  p.Hostinfo,
 			Publisher: p.Client,
-		})
+		}
+		if cfg.Port == 0 {
+			cfg.Port = st.Port()
+		}
+		e, err := agent.New(cfg)
+		if err != nil && cfg.Port != o.port {
+			log.Info("the last run's UDP port did not bind; taking another", "port", cfg.Port, "err", err)
+			cfg.Port = o.port
+			e, err = agent.New(cfg)
+		}
 		if err != nil {
 			// Not a typed nil in the interface: the daemon checks
 			// for nil.
 			return nil, err
+		}
+		if o.port == 0 {
+			if err := st.SavePort(e.Port()); err != nil {
+				log.Warn("saving the UDP port", "err", err)
+			}
 		}
 		return e, nil
 	}

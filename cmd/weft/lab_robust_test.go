@@ -5,13 +5,16 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"weft/internal/controlclient"
 	"weft/internal/localapi"
 	"weft/internal/netlab/labtest"
+	"weft/internal/nodestate"
 	"weft/internal/scenario"
 )
 
@@ -105,6 +108,28 @@ func TestLabEverydayRobustness(t *testing.T) {
 		l.awaitDirect("mac", "busan", 5*time.Second)
 		l.awaitWhoami("mac", busanWAN, "web sees mac as r-busan through busan's new key")
 	})
+
+	step("with control and its relay down a restarted daemon reaches its peers directly", func(t *testing.T, l *exitLab) {
+		l.awaitDirect("mac", "busan", 30*time.Second)
+		l.awaitDirect("pc", "mac", 30*time.Second)
+		l.awaitSavedMap("mac", "busan")
+		if err := l.tn.KillServer(); err != nil {
+			t.Fatal(err)
+		}
+		if err := l.tn.KillDaemon("mac"); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Remove(l.tn.Socket("mac")); err != nil {
+			t.Fatal(err)
+		}
+		if err := l.tn.StartDaemon(ctx, "mac"); err != nil {
+			t.Fatal(err)
+		}
+		l.awaitDirect("mac", "busan", 10*time.Second)
+		l.awaitDirect("busan", "mac", 10*time.Second)
+		l.awaitDirect("pc", "mac", 10*time.Second)
+		l.awaitWhoami("mac", busanWAN, "web sees mac as r-busan with the control server down")
+	})
 }
 
 // awaitPeerName waits until host's status lists a peer called name.
@@ -146,5 +171,39 @@ func (l *exitLab) awaitDirect(host, peer string, within time.Duration) {
 	if err != nil {
 		st, _ := l.tn.CLI(l.ctx, host, "status")
 		l.t.Fatalf("%v; last ping:\n%s\n%s's status:\n%s", err, out, host, st)
+	}
+}
+
+// awaitSavedMap waits until the map host saved in its state dir has peer
+// with the node key peer has now: a daemon saves its map a couple of
+// seconds after it changes, and a restart starts from the saved one.
+func (l *exitLab) awaitSavedMap(host, peer string) {
+	l.t.Helper()
+	err := scenario.WaitFor(l.ctx, 30*time.Second, host+"'s saved map to have "+peer+"'s key", func() (bool, error) {
+		out, err := l.tn.CLI(l.ctx, peer, "status", "--json")
+		if err != nil {
+			return false, nil
+		}
+		var st localapi.Status
+		if err := json.Unmarshal(out, &st); err != nil || st.Self == nil {
+			return false, err
+		}
+		sd, err := nodestate.Open(l.tn.StateDir(host))
+		if err != nil {
+			return false, err
+		}
+		var nm controlclient.NetMap
+		if err := sd.LoadNetMap(&nm); err != nil {
+			return false, err
+		}
+		for _, n := range nm.Peers {
+			if n.Name == peer && n.NodeKey == st.Self.NodeKey {
+				return true, nil
+			}
+		}
+		return false, nil
+	})
+	if err != nil {
+		l.t.Fatal(err)
 	}
 }

@@ -215,6 +215,9 @@ func New(cfg Config) (*Engine, error) {
 	return e, nil
 }
 
+// Port returns the UDP port the data plane is bound to.
+func (e *Engine) Port() uint16 { return e.conn.Port() }
+
 // wgLogger sends wireguard-go's errors to log and drops its verbose lines,
 // which are per packet.
 func wgLogger(log *slog.Logger) *device.Logger {

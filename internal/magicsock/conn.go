@@ -36,6 +36,13 @@ type Relay interface {
 	Send(region int, dst key.NodePublic, pkt []byte) error
 }
 
+// relayReacher is implemented by a Relay that knows whether any relay
+// region is connected now. With a Relay that does not, a relay is taken to
+// be reachable.
+type relayReacher interface {
+	Reachable() bool
+}
+
 // ErrNoPath is returned by Send when a peer has neither a direct path nor
 // a relay region to reach it through.
 var ErrNoPath = errors.New("magicsock: no path to peer")
@@ -134,6 +141,9 @@ type Conn struct {
 	injected chan inbound
 	// kick wakes the maintenance loop early (first send to a peer).
 	kick chan struct{}
+	// noRelay is set by the maintenance loop while the Relay reports no
+	// region reachable; idle peers are then probed (probeIdleLocked).
+	noRelay atomic.Bool
 	// byAddr maps a direct source address to its peer, for the receive
 	// path. Copy-on-write under mu; read without a lock.
 	byAddr atomic.Pointer[map[netip.AddrPort]*peer]
@@ -429,6 +439,8 @@ func (c *Conn) maintain(closed chan struct{}) {
 		case <-t.C:
 		case <-c.kick:
 		}
+		// Asked outside mu: the relay's own locks come first.
+		c.noRelay.Store(c.relayUnreachable())
 		c.mu.Lock()
 		now := time.Now()
 		for _, p := range c.peers {
@@ -436,6 +448,12 @@ func (c *Conn) maintain(closed chan struct{}) {
 		}
 		c.unlock()
 	}
+}
+
+// relayUnreachable reports whether the Relay says no region is connected.
+func (c *Conn) relayUnreachable() bool {
+	r, ok := c.opts.Relay.(relayReacher)
+	return ok && !r.Reachable()
 }
 
 // Rebind tells the Conn the local network changed (an interface came or

@@ -58,6 +58,10 @@ type peer struct {
 	pings         map[disco.TxID]*sentPing
 	best          *candidate
 	lastDiscovery time.Time
+	// idleProbeAt and idleBackoff pace probing an idle peer while no
+	// relay is reachable (probeIdleLocked).
+	idleProbeAt   time.Time
+	idleBackoff   time.Duration
 	guess         *guessRound
 	guessNotAfter time.Time    // no new round before this
 	socks         []*extraSock // extra sockets of this peer (guessing, then the winner)
@@ -293,7 +297,15 @@ func (p *peer) maintainLocked(c *Conn, now time.Time) {
 		p.setPathLocked(c)
 		p.lastDiscovery = time.Time{}
 	}
-	if p.shared == nil || !p.active(c, now) {
+	if p.shared == nil {
+		return
+	}
+	if !p.active(c, now) {
+		if p.best == nil && c.noRelay.Load() {
+			p.probeIdleLocked(c, now)
+		} else if !c.noRelay.Load() {
+			p.idleBackoff, p.idleProbeAt = 0, time.Time{}
+		}
 		return
 	}
 	if p.best != nil && p.doubtful(p.best, now) {
@@ -321,6 +333,28 @@ func (p *peer) maintainLocked(c *Conn, now time.Time) {
 	}
 	if now.Sub(p.lastDiscovery) >= c.timers.Discovery {
 		p.discoverLocked(c, now)
+	}
+}
+
+// maxIdleBackoff bounds the interval between probes of an idle peer while
+// no relay is reachable.
+const maxIdleBackoff = 30 * time.Second
+
+// probeIdleLocked pings the known endpoints of a peer not in use and
+// without a direct path, while no relay is reachable: 1 s after the relay
+// is lost, then at doubling intervals up to maxIdleBackoff. Without a relay
+// nothing else would find the path again (no call-me-maybe can reach the
+// peer), so a peer that restarted while the control server and its relay
+// were down would stay unreachable until its own traffic started
+// discovery; with these probes its first packet finds a direct path ready.
+func (p *peer) probeIdleLocked(c *Conn, now time.Time) {
+	if now.Before(p.idleProbeAt) {
+		return
+	}
+	p.idleBackoff = min(max(2*p.idleBackoff, time.Second), maxIdleBackoff)
+	p.idleProbeAt = now.Add(p.idleBackoff)
+	for _, cd := range p.cands {
+		p.pingLocked(c, cd, now)
 	}
 }
 

@@ -201,3 +201,60 @@ func TestNodeKeyRotationKeepsDisco(t *testing.T) {
 	}
 	t.Fatalf("no pong to the rotated peer's ping (%d packets sent)", len(rec.sent))
 }
+
+// TestIdlePeerProbedWhileNoRelay: a peer nothing is sent to is left alone
+// while a relay is reachable; once none is, its known endpoints are pinged
+// at once and then at doubling intervals, and the pacing starts over when
+// a relay is back.
+func TestIdlePeerProbedWhileNoRelay(t *testing.T) {
+	self, peerDisco, peerNode := key.NewDisco(), key.NewDisco(), key.NewNode().Public()
+	rec := &recorder{}
+	c, err := New(Options{DiscoKey: self, NodeKey: key.NewNode().Public(), Relay: rec, Network: rec})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ep := netip.MustParseAddrPort("203.0.113.5:41641")
+	c.SetPeers([]Peer{{NodeKey: peerNode, DiscoKey: peerDisco.Public(), Endpoints: []netip.AddrPort{ep}, HomeRegion: 1}})
+	peerSide := disco.NewSharedKey(peerDisco, self.Public())
+	pings := func() int {
+		rec.mu.Lock()
+		defer rec.mu.Unlock()
+		n := 0
+		for _, pkt := range rec.sent {
+			if m, err := peerSide.Open(pkt); err == nil {
+				if _, ok := m.(*disco.Ping); ok {
+					n++
+				}
+			}
+		}
+		return n
+	}
+	t0 := time.Now()
+	ms := time.Millisecond
+	steps := []struct {
+		name    string
+		noRelay bool
+		at      time.Duration
+		want    int // pings sent so far
+	}{
+		{"relay reachable: an idle peer is left alone", false, 0, 0},
+		{"relay lost: probed at once", true, 0, 1},
+		{"within the first second: nothing", true, 500 * ms, 1},
+		{"after a second: probed again", true, 1000 * ms, 2},
+		{"interval doubled: nothing at 2.5 s", true, 2500 * ms, 2},
+		{"probed at 3 s", true, 3000 * ms, 3},
+		{"relay back: nothing, pacing reset", false, 3500 * ms, 3},
+		{"relay lost again: probed at once", true, 3600 * ms, 4},
+	}
+	for _, s := range steps {
+		t.Run(s.name, func(t *testing.T) {
+			c.noRelay.Store(s.noRelay)
+			c.mu.Lock()
+			c.peers[peerNode].maintainLocked(c, t0.Add(s.at))
+			c.unlock()
+			if got := pings(); got != s.want {
+				t.Fatalf("%d pings sent so far, want %d", got, s.want)
+			}
+		})
+	}
+}

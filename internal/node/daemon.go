@@ -71,7 +71,7 @@ type Daemon struct {
 	st      *nodestate.Dir
 	log     *slog.Logger
 	machine key.MachinePrivate
-	disco   key.DiscoPrivate // fresh each run
+	disco   key.DiscoPrivate // kept in the state dir across runs
 
 	opMu sync.Mutex // serialises Up, Down and Logout
 
@@ -113,7 +113,11 @@ func NewDaemon(cfg DaemonConfig) (*Daemon, error) {
 	if err != nil {
 		return nil, err
 	}
-	d := &Daemon{cfg: cfg, st: cfg.State, log: cfg.Logger, machine: mk, disco: key.NewDisco(), prefs: prefs}
+	dk, err := cfg.State.DiscoKey()
+	if err != nil {
+		return nil, err
+	}
+	d := &Daemon{cfg: cfg, st: cfg.State, log: cfg.Logger, machine: mk, disco: dk, prefs: prefs}
 	var nm controlclient.NetMap
 	if err := cfg.State.LoadNetMap(&nm); err == nil && nm.Self != nil {
 		d.nm = &nm
@@ -147,7 +151,7 @@ func (d *Daemon) Start() {
 		return
 	}
 	d.log.Info("reconnecting to control server", "server", p.ServerURL)
-	d.run(c)
+	d.run(c, true)
 }
 
 // Close stops the client; the preferences stay as they are.
@@ -272,7 +276,7 @@ func (d *Daemon) Up(ctx context.Context, req localapi.UpRequest) (*localapi.Stat
 	if err != nil {
 		return nil, err
 	}
-	d.run(c)
+	d.run(c, false)
 
 	// Wait for the first map (or a refusal) for a few seconds.
 	wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
@@ -303,7 +307,12 @@ func upError(err error) error {
 
 // run starts the data plane, if configured, and c's map stream. d.opMu is
 // held.
-func (d *Daemon) run(c *controlclient.Client) {
+//
+// With fromCache the data plane starts from the last saved map before the
+// stream delivers a new one: after a restart while the control server is
+// down, the peers' last endpoints and disco keys (this node's own disco
+// key is kept across runs) are enough to reach them directly.
+func (d *Daemon) run(c *controlclient.Client, fromCache bool) {
 	var eng Engine
 	var engErr error
 	if d.cfg.NewEngine != nil {
@@ -321,7 +330,12 @@ func (d *Daemon) run(c *controlclient.Client) {
 	d.mu.Lock()
 	d.client, d.cancel, d.done, d.lastErr = c, cancel, done, nil
 	d.engine, d.engErr, d.expired = eng, engErr, nil
+	var stale Engine
+	if fromCache && d.nm != nil {
+		stale = d.checkExpiryLocked()
+	}
 	d.mu.Unlock()
+	d.closeEngine(stale)
 	d.pushRoutePrefs()
 	go func() {
 		defer close(done)

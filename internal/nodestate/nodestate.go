@@ -13,6 +13,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 
 	"weft/internal/key"
@@ -22,6 +23,8 @@ import (
 // File names inside the state directory.
 const (
 	machineKeyFile = "machine.key"
+	discoKeyFile   = "disco.key"
+	portFile       = "port"
 	prefsFile      = "prefs.json"
 	netmapFile     = "netmap.json"
 )
@@ -68,6 +71,52 @@ func (d *Dir) MachineKey() (key.MachinePrivate, error) {
 		return k, err
 	}
 	return k, nil
+}
+
+// DiscoKey returns the node's disco key, making and saving one on first
+// use. It is kept across restarts so that peers holding the last map (the
+// control server may be down while this node restarts) still accept its
+// path discovery: a fresh key would reach them only through the server.
+func (d *Dir) DiscoKey() (key.DiscoPrivate, error) {
+	var k key.DiscoPrivate
+	p := filepath.Join(d.path, discoKeyFile)
+	b, err := os.ReadFile(p)
+	if err == nil {
+		if err := k.UnmarshalText([]byte(strings.TrimSpace(string(b)))); err != nil {
+			return k, fmt.Errorf("nodestate: %s is damaged (%v); remove it to make a new one", p, err)
+		}
+		return k, nil
+	}
+	if !errors.Is(err, fs.ErrNotExist) {
+		return k, fmt.Errorf("nodestate: %w", err)
+	}
+	k = key.NewDisco()
+	text, err := k.MarshalText()
+	if err != nil {
+		return k, fmt.Errorf("nodestate: %w", err)
+	}
+	return k, WriteFileAtomic(p, append(text, '\n'))
+}
+
+// Port returns the UDP port the data plane used last, or 0 if none was
+// saved (or the file is unreadable: any port will then do).
+func (d *Dir) Port() uint16 {
+	b, err := os.ReadFile(filepath.Join(d.path, portFile))
+	if err != nil {
+		return 0
+	}
+	n, err := strconv.ParseUint(strings.TrimSpace(string(b)), 10, 16)
+	if err != nil {
+		return 0
+	}
+	return uint16(n)
+}
+
+// SavePort records the data plane's UDP port, so that the next run binds
+// the same one: the NAT's mapping and the endpoints peers cached for this
+// node stay valid across a restart.
+func (d *Dir) SavePort(port uint16) error {
+	return WriteFileAtomic(filepath.Join(d.path, portFile), []byte(strconv.Itoa(int(port))+"\n"))
 }
 
 // Prefs is what the node remembers between runs.

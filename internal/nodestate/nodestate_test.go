@@ -128,3 +128,39 @@ func TestLockOneDaemonPerDir(t *testing.T) {
 	}
 	release2()
 }
+
+// TestDiscoKeyAndPortKeptAcrossRuns: the disco key and the UDP port are
+// the same for the next run on the same directory.
+func TestDiscoKeyAndPortKeptAcrossRuns(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "state")
+	a, err := Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dk, err := a.DiscoKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p := a.Port(); p != 0 {
+		t.Fatalf("port before any was saved: %d, want 0", p)
+	}
+	if err := a.SavePort(41641); err != nil {
+		t.Fatal(err)
+	}
+	b, err := Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if dk2, err := b.DiscoKey(); err != nil || dk2.Public() != dk.Public() {
+		t.Errorf("disco key of the next run: %v %v, want %v", dk2.Public(), err, dk.Public())
+	}
+	if p := b.Port(); p != 41641 {
+		t.Errorf("port of the next run: %d, want 41641", p)
+	}
+	if err := os.WriteFile(filepath.Join(dir, portFile), []byte("junk\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if p := b.Port(); p != 0 {
+		t.Errorf("port from a damaged file: %d, want 0 (any port)", p)
+	}
+}

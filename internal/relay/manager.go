@@ -312,6 +312,23 @@ func (m *Manager) Status() []RegionStatus {
 	return out
 }
 
+// Reachable reports whether a relay of some region has accepted this node
+// now. The path-finding socket probes idle peers directly while it is
+// false, since nothing can reach them through a relay.
+func (m *Manager) Reachable() bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, rc := range m.regions {
+		rc.client.mu.Lock()
+		up := rc.client.cur != nil
+		rc.client.mu.Unlock()
+		if up {
+			return true
+		}
+	}
+	return false
+}
+
 // connectedRegions lists the regions with a connection object, for tests.
 func (m *Manager) connectedRegions() []int {
 	m.mu.Lock()
