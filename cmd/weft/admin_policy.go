@@ -62,47 +62,44 @@ func readPolicyFile(name string) ([]byte, error) {
 }
 
 func newAdminPolicySetCmd(o *adminOpts) *cobra.Command {
-	return &cobra.Command{
-		Use:   "set FILE",
-		Short: "Check a policy file (syntax, names, tests) and put it in force; a refused one changes nothing",
-		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			b, err := readPolicyFile(args[0])
+	return o.policyFileCmd("set FILE", "Check a policy file (syntax, names, tests) and put it in force; a refused one changes nothing",
+		func(cmd *cobra.Command, c *adminapi.Client, file string, body []byte) error {
+			p, err := c.SetPolicy(cmd.Context(), body)
 			if err != nil {
 				return err
 			}
-			return o.call(cmd.Context(), func(c *adminapi.Client) error {
-				p, err := c.SetPolicy(cmd.Context(), b)
-				if err != nil {
-					return err
-				}
-				if o.json {
-					return o.printJSON(p)
-				}
-				fmt.Fprintf(o.g.stdout, "policy version %d is in force\n", p.Version)
-				return nil
-			})
-		},
-	}
+			if o.json {
+				return o.printJSON(p)
+			}
+			fmt.Fprintf(o.g.stdout, "policy version %d is in force\n", p.Version)
+			return nil
+		})
 }
 
 func newAdminPolicyCheckCmd(o *adminOpts) *cobra.Command {
+	return o.policyFileCmd("check FILE", "Check a policy file (syntax, names, tests) without putting it in force",
+		func(cmd *cobra.Command, c *adminapi.Client, file string, body []byte) error {
+			if err := c.CheckPolicy(cmd.Context(), body); err != nil {
+				return err
+			}
+			fmt.Fprintf(o.g.stdout, "%s: the policy is valid and its tests pass\n", file)
+			return nil
+		})
+}
+
+// policyFileCmd makes a subcommand that reads the policy file it is given
+// and hands its body to act on the admin API.
+func (o *adminOpts) policyFileCmd(use, short string, act func(cmd *cobra.Command, c *adminapi.Client, file string, body []byte) error) *cobra.Command {
 	return &cobra.Command{
-		Use:   "check FILE",
-		Short: "Check a policy file (syntax, names, tests) without putting it in force",
+		Use:   use,
+		Short: short,
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			b, err := readPolicyFile(args[0])
 			if err != nil {
 				return err
 			}
-			return o.call(cmd.Context(), func(c *adminapi.Client) error {
-				if err := c.CheckPolicy(cmd.Context(), b); err != nil {
-					return err
-				}
-				fmt.Fprintf(o.g.stdout, "%s: the policy is valid and its tests pass\n", args[0])
-				return nil
-			})
+			return o.call(cmd.Context(), func(c *adminapi.Client) error { return act(cmd, c, args[0], b) })
 		},
 	}
 }
