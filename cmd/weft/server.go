@@ -107,12 +107,20 @@ func runServer(ctx context.Context, g *globals, o serverOptions) error {
 		return fmt.Errorf("server: %w", err)
 	}
 	ln := connlimit.New(raw, o.maxConnsPerIP, log.With("sub", "connlimit"))
+	// The admin socket is open before HTTP is served, so once /healthz
+	// answers, `weft admin` can reach the server too.
+	adminPath := adminapi.SocketPath(o.dataDir)
+	adminLn, err := adminapi.Listen(adminPath)
+	if err != nil {
+		ln.Close()
+		return fmt.Errorf("server: admin socket: %w", err)
+	}
 	hs := newHTTPServer(mux, log)
 	sg := newServiceGroup(ctx)
 	sg.Go(func(context.Context) error { return hs.Serve(ln) })
 	admin := &adminapi.Server{Store: st, Notifier: ctrl, Online: ctrl.Online, Logger: log.With("sub", "admin")}
 	sg.Go(func(ctx context.Context) error {
-		if err := admin.Serve(ctx, adminapi.SocketPath(o.dataDir)); err != nil {
+		if err := admin.ServeListener(ctx, adminLn, adminPath); err != nil {
 			return fmt.Errorf("server: admin socket: %w", err)
 		}
 		return nil

@@ -50,6 +50,21 @@ type Server struct {
 // it is created in a fresh 0700 directory beside path, chmodded there, and
 // then renamed into place, which avoids touching the process-wide umask.
 func (s *Server) Serve(ctx context.Context, path string) error {
+	ln, err := Listen(path)
+	if err != nil {
+		return err
+	}
+	return s.ServeListener(ctx, ln, path)
+}
+
+// Listen opens the admin socket at path, owner-only. A server that must
+// not look ready before `weft admin` can reach it (weft server answers
+// /healthz only after this) listens first and then calls ServeListener.
+func Listen(path string) (net.Listener, error) { return listenPrivate(path) }
+
+// ServeListener is Serve on a socket opened by Listen at path; it removes
+// the socket file when it returns.
+func (s *Server) ServeListener(ctx context.Context, ln net.Listener, path string) error {
 	srv := &http.Server{
 		Handler:           s.Handler(),
 		ReadHeaderTimeout: 10 * time.Second,
@@ -59,14 +74,12 @@ func (s *Server) Serve(ctx context.Context, path string) error {
 	s.mu.Lock()
 	if s.srv != nil {
 		s.mu.Unlock()
+		ln.Close()
+		os.Remove(path)
 		return errors.New("adminapi: Serve called twice")
 	}
 	s.srv = srv
 	s.mu.Unlock()
-	ln, err := listenPrivate(path)
-	if err != nil {
-		return err
-	}
 
 	stop := context.AfterFunc(ctx, func() {
 		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -74,7 +87,7 @@ func (s *Server) Serve(ctx context.Context, path string) error {
 		srv.Shutdown(sctx)
 	})
 	defer stop()
-	err = srv.Serve(ln)
+	err := srv.Serve(ln)
 	os.Remove(path)
 	if errors.Is(err, http.ErrServerClosed) {
 		return nil
