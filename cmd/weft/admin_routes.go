@@ -9,6 +9,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"weft/internal/adminapi"
+	"weft/internal/tailnet"
 )
 
 func newAdminRoutesCmd(o *adminOpts) *cobra.Command {
@@ -69,12 +70,13 @@ func newAdminRoutesCmd(o *adminOpts) *cobra.Command {
 		}
 	}
 	cmd.RunE = list.RunE
+	exit := fmt.Sprintf(" (\"exit\" = %v and %v)", tailnet.AllV4, tailnet.AllV6)
 	cmd.AddCommand(list,
-		routeCmd("approve", "Approve routes a node advertises (\"exit\" = 0.0.0.0/0 and ::/0)",
+		routeCmd("approve", "Approve routes a node advertises"+exit,
 			func(c *adminapi.Client, ctx context.Context, node string, ps []netip.Prefix) (adminapi.Node, error) {
 				return c.ApproveRoutes(ctx, node, ps)
 			}),
-		routeCmd("reject", "Withdraw approval of a node's routes (\"exit\" = 0.0.0.0/0 and ::/0)",
+		routeCmd("reject", "Withdraw approval of a node's routes"+exit,
 			func(c *adminapi.Client, ctx context.Context, node string, ps []netip.Prefix) (adminapi.Node, error) {
 				return c.RejectRoutes(ctx, node, ps)
 			}),
