@@ -118,7 +118,7 @@ func TestPolicyCompiledIntoMaps(t *testing.T) {
 		}
 	}
 	bf := pn.maps["busan"].PacketFilter
-	if bf == nil || bf.AllowAll || len(bf.Rules) != 1 || len(bf.Rules[0].Srcs) != 4 {
+	if bf == nil || bf.AllowAll || len(bf.Rules) != 1 || !slices.ContainsFunc(bf.Rules[0].Srcs, func(p netip.Prefix) bool { return p.Contains(pn.nodes["mac"].self.Addresses[0].Addr()) }) {
 		t.Fatalf("busan's filter = %+v, want one rule from mac's and pc's addresses", bf)
 	}
 	for _, name := range []string{"mac", "pc", "friend"} {

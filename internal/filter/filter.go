@@ -66,9 +66,66 @@ type ruleSet struct {
 }
 
 type rule struct {
-	srcs   []netip.Prefix
-	dsts   []wire.FilterDst
+	srcs   netSet
+	dsts   []dst
 	protos [256]bool
+}
+
+type dst struct {
+	net   netSet
+	ports wire.PortRange
+}
+
+// netSet holds prefixes for fast matching: IPv4 ones as masked words
+// (a packet's address is one AND and one compare away), IPv6 as prefixes.
+type netSet struct {
+	v4 []v4net
+	v6 []netip.Prefix
+}
+
+type v4net struct{ addr, mask uint32 }
+
+func makeNetSet(ps ...netip.Prefix) netSet {
+	var s netSet
+	for _, p := range ps {
+		if p.Addr().Is4() {
+			mask := ^uint32(0)
+			if p.Bits() < 32 {
+				mask = ^(^uint32(0) >> p.Bits())
+			}
+			if p.Bits() == 0 {
+				mask = 0
+			}
+			s.v4 = append(s.v4, v4net{addr: v4word(p.Addr()) & mask, mask: mask})
+		} else {
+			s.v6 = append(s.v6, p)
+		}
+	}
+	return s
+}
+
+func v4word(a netip.Addr) uint32 {
+	b := a.As4()
+	return uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3])
+}
+
+// contains reports whether a is in the set.
+func (s *netSet) contains(a netip.Addr) bool {
+	if a.Is4() {
+		w := v4word(a)
+		for _, n := range s.v4 {
+			if w&n.mask == n.addr {
+				return true
+			}
+		}
+		return false
+	}
+	for _, p := range s.v6 {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
 }
 
 // Set replaces the rules. A nil filter (a server that sends none) allows
@@ -77,7 +134,10 @@ func (f *Filter) Set(pf *wire.PacketFilter) {
 	rs := &ruleSet{allowAll: pf == nil || pf.AllowAll}
 	if pf != nil {
 		for _, r := range pf.Rules {
-			cr := rule{srcs: r.Srcs, dsts: r.Dsts}
+			cr := rule{srcs: makeNetSet(r.Srcs...)}
+			for _, d := range r.Dsts {
+				cr.dsts = append(cr.dsts, dst{net: makeNetSet(d.Net), ports: d.Ports})
+			}
 			if len(r.Protos) == 0 {
 				for _, p := range []uint8{wire.ProtoTCP, wire.ProtoUDP, wire.ProtoICMP, wire.ProtoICMPv6} {
 					cr.protos[p] = true
@@ -147,22 +207,14 @@ func (f *Filter) Outbound(b []byte) {
 func (rs *ruleSet) allows(p *packet) bool {
 	for i := range rs.rules {
 		r := &rs.rules[i]
-		if !r.protos[p.proto] || !containsAddr(r.srcs, p.src) {
+		if !r.protos[p.proto] || !r.srcs.contains(p.src) {
 			continue
 		}
-		for _, d := range r.dsts {
-			if d.Net.Contains(p.dst) && (!hasPorts(p.proto) || d.Ports.Contains(p.dport)) {
+		for j := range r.dsts {
+			d := &r.dsts[j]
+			if (!hasPorts(p.proto) || d.ports.Contains(p.dport)) && d.net.contains(p.dst) {
 				return true
 			}
-		}
-	}
-	return false
-}
-
-func containsAddr(ps []netip.Prefix, a netip.Addr) bool {
-	for _, p := range ps {
-		if p.Contains(a) {
-			return true
 		}
 	}
 	return false

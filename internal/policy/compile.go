@@ -29,29 +29,61 @@ func AllowAll() *Compiled { return &Compiled{allowAll: true} }
 var allowAllFilter = &wire.PacketFilter{AllowAll: true}
 
 // Compile applies the policy to nodes. A nil policy allows everything.
+// Its cost grows with the nodes times the rules that may name each node
+// (found through an index), not with nodes times all rules.
 func (p *Policy) Compile(nodes []*wire.Node) *Compiled {
 	if p == nil {
 		return AllowAll()
 	}
 	c := &Compiled{nodes: make(map[wire.NodeID]*nodeView, len(nodes))}
 	words := (len(p.rules) + 63) / 64
-	srcNets := make([][]netip.Prefix, len(p.rules))
+	srcIx, dstIx := newRuleIndex(), newRuleIndex()
 	for i := range p.rules {
-		for _, a := range p.rules[i].src {
-			srcNets[i] = a.srcNets(nodes, srcNets[i])
+		for j := range p.rules[i].src {
+			srcIx.add(&p.rules[i].src[j], i)
+		}
+		for j := range p.rules[i].dst {
+			dstIx.add(&p.rules[i].dst[j].alias, i)
 		}
 	}
-	var scratch []netip.Prefix
-	for _, n := range nodes {
+	// First pass: each node's source bits and each rule's sources.
+	srcNets := make([][]netip.Prefix, len(p.rules))
+	views := make([]*nodeView, len(nodes))
+	for k, n := range nodes {
 		v := &nodeView{filter: &wire.PacketFilter{}, src: make([]uint64, words), dst: make([]uint64, words)}
-		for i := range p.rules {
-			r := &p.rules[i]
-			for _, a := range r.src {
+		views[k] = v
+		cand := make([]uint64, words)
+		srcIx.candidates(n, cand)
+		eachBit(cand, func(i int) {
+			named := false
+			for j := range p.rules[i].src {
+				a := &p.rules[i].src[j]
 				if a.sendsFrom(n) {
 					v.src[i/64] |= 1 << (i % 64)
-					break
+				}
+				if a.identity() && !named && a.matchesNode(n) {
+					srcNets[i] = append(srcNets[i], n.Addresses...)
+					named = true
 				}
 			}
+		})
+	}
+	for i := range p.rules {
+		for _, a := range p.rules[i].src {
+			if !a.identity() {
+				srcNets[i] = append(srcNets[i], a.nets...)
+			}
+		}
+		srcNets[i] = aggregate(srcNets[i])
+	}
+	// Second pass: each node's filter, from the rules that may reach it.
+	var scratch []netip.Prefix
+	for k, n := range nodes {
+		v := views[k]
+		cand := make([]uint64, words)
+		dstIx.candidates(n, cand)
+		eachBit(cand, func(i int) {
+			r := &p.rules[i]
 			var dsts []wire.FilterDst
 			for _, d := range r.dst {
 				scratch = d.dstNets(n, scratch[:0])
@@ -62,13 +94,13 @@ func (p *Policy) Compile(nodes []*wire.Node) *Compiled {
 				}
 			}
 			if len(dsts) == 0 {
-				continue
+				return
 			}
 			v.dst[i/64] |= 1 << (i % 64)
 			if len(srcNets[i]) > 0 {
 				v.filter.Rules = append(v.filter.Rules, wire.FilterRule{Srcs: srcNets[i], Dsts: dsts, Protos: r.protos})
 			}
-		}
+		})
 		c.nodes[n.ID] = v
 	}
 	return c

@@ -251,14 +251,19 @@ func TestCompileFiltersAndVisibility(t *testing.T) {
 		t.Fatalf("busan's filter = %+v, want one rule", f)
 	}
 	r := f.Rules[0]
-	wantSrcs := []string{"100.64.0.2/32", "fd7a::2/128", "100.64.0.3/32", "fd7a::3/128"}
-	if len(r.Srcs) != len(wantSrcs) {
-		t.Fatalf("srcs = %v, want %v", r.Srcs, wantSrcs)
-	}
-	for i, s := range wantSrcs {
-		if r.Srcs[i].String() != s {
-			t.Errorf("src %d = %v, want %s", i, r.Srcs[i], s)
+	// mac's and pc's addresses, merged into the fewest prefixes.
+	for _, a := range []string{"100.64.0.2", "100.64.0.3", "fd7a::2", "fd7a::3"} {
+		if !containsAddr(r.Srcs, netip.MustParseAddr(a)) {
+			t.Errorf("srcs %v miss %s", r.Srcs, a)
 		}
+	}
+	for _, a := range []string{"100.64.0.1", "100.64.0.4", "fd7a::1", "fd7a::4"} {
+		if containsAddr(r.Srcs, netip.MustParseAddr(a)) {
+			t.Errorf("srcs %v hold %s", r.Srcs, a)
+		}
+	}
+	if len(r.Srcs) != 2 {
+		t.Errorf("srcs %v, want mac and pc merged into one prefix per family", r.Srcs)
 	}
 	var port22, internet, lan bool
 	for _, d := range r.Dsts {
@@ -335,6 +340,32 @@ func TestInternetExcludesPrivateRanges(t *testing.T) {
 		{"192.168.1.1", false}, {"172.20.0.1", false}, {"2001:db8::1", true}, {"fd7a::1", false}, {"::1", false}} {
 		if got := containsAddr(internetNets, netip.MustParseAddr(tt.ip)); got != tt.want {
 			t.Errorf("internet holds %s = %v, want %v", tt.ip, got, tt.want)
+		}
+	}
+}
+
+func TestAggregate(t *testing.T) {
+	tests := []struct{ in, want string }{
+		{"", ""},
+		{"10.0.0.1/32", "10.0.0.1/32"},
+		{"10.0.0.1/32 10.0.0.0/32", "10.0.0.0/31"},
+		{"10.0.0.0/32 10.0.0.1/32 10.0.0.2/32 10.0.0.3/32", "10.0.0.0/30"},
+		{"10.0.0.1/32 10.0.0.2/32", "10.0.0.1/32 10.0.0.2/32"},
+		{"10.0.0.0/8 10.1.2.3/32 10.0.0.0/8", "10.0.0.0/8"},
+		{"0.0.0.0/1 128.0.0.0/1", "0.0.0.0/0"},
+		{"fd7a::2/128 fd7a::3/128 100.64.0.3/32", "100.64.0.3/32 fd7a::2/127"},
+	}
+	for _, tt := range tests {
+		var in []netip.Prefix
+		for _, f := range strings.Fields(tt.in) {
+			in = append(in, netip.MustParsePrefix(f))
+		}
+		var got []string
+		for _, p := range aggregate(in) {
+			got = append(got, p.String())
+		}
+		if strings.Join(got, " ") != tt.want {
+			t.Errorf("aggregate(%s) = %v, want %s", tt.in, got, tt.want)
 		}
 	}
 }
