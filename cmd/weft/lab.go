@@ -383,8 +383,9 @@ func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond)
 func newLabWireCmd(g *globals) *cobra.Command {
 	var fdA, fdB int
 	var delay time.Duration
+	var loss int
 	cmd := &cobra.Command{
-		Use:    "wire --fd-a N --fd-b N --delay D",
+		Use:    "wire --fd-a N --fd-b N --delay D [--loss PERCENT]",
 		Short:  "Delay line between two inherited packet sockets (started by lab up)",
 		Hidden: true,
 		Args:   cobra.NoArgs,
@@ -400,12 +401,13 @@ func newLabWireCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return delayline.Run(cmd.Context(), delayline.Config{A: a, B: b, Delay: delay, Logger: labLogger(g)})
+			return delayline.Run(cmd.Context(), delayline.Config{A: a, B: b, Delay: delay, LossPercent: loss, Logger: labLogger(g)})
 		},
 	}
 	cmd.Flags().IntVar(&fdA, "fd-a", 0, "descriptor of one side's packet socket")
 	cmd.Flags().IntVar(&fdB, "fd-b", 0, "descriptor of the other side's packet socket")
 	cmd.Flags().DurationVar(&delay, "delay", 0, "how long to hold each frame")
+	cmd.Flags().IntVar(&loss, "loss", 0, "percent of frames to drop at random, each way")
 	return cmd
 }
 

@@ -331,7 +331,7 @@ func (l *Lab) buildRouterWAN(ctx context.Context, cfg Config, h *nsHandles, r Ro
 	if err := addDefaultOnLink(rh, wan); err != nil {
 		return fmt.Errorf("netlab: %s: default route: %w", r.Name, err)
 	}
-	if r.Delay == 0 {
+	if r.Delay == 0 && r.LossPercent == 0 {
 		if err := l.enslave(inet, wport); err != nil {
 			return err
 		}
@@ -435,7 +435,7 @@ func rateLimit(nh *netlink.Handle, link netlink.Link, mbit int) error {
 // the helper runs, with no readiness handshake.
 func (l *Lab) startDelayLine(ctx context.Context, cfg Config, r Router, a, b string) error {
 	if len(cfg.Helper) == 0 {
-		return fmt.Errorf("netlab: %s has a delay, which needs Config.Helper (the weft binary)", r.Name)
+		return fmt.Errorf("netlab: %s has a delay or loss, which needs Config.Helper (the weft binary)", r.Name)
 	}
 	inet := l.Node(internetName)
 	var fa, fb *os.File
@@ -457,7 +457,8 @@ func (l *Lab) startDelayLine(ctx context.Context, cfg Config, r Router, a, b str
 	if err != nil {
 		return fmt.Errorf("netlab: %s: %w", r.Name, err)
 	}
-	argv := append(append([]string(nil), cfg.Helper...), "wire", "--fd-a", "3", "--fd-b", "4", "--delay", r.Delay.String())
+	argv := append(append([]string(nil), cfg.Helper...), "wire", "--fd-a", "3", "--fd-b", "4", "--delay", r.Delay.String(),
+		"--loss", strconv.Itoa(r.LossPercent))
 	_, err = l.start(ctx, inet, "wire-"+r.Name, argv, []*os.File{fa, fb})
 	return err
 }

@@ -47,6 +47,7 @@ func runHelper(args []string) int {
 	fdB := fs.Int("fd-b", 0, "")
 	fd := fs.Int("fd", 0, "")
 	delay := fs.Duration("delay", 0, "")
+	loss := fs.Int("loss", 0, "")
 	if err := fs.Parse(args[1:]); err != nil {
 		return 2
 	}
@@ -56,7 +57,7 @@ func runHelper(args []string) int {
 		var a, b *os.File
 		if a, err = delayline.FromFD(*fdA, "a"); err == nil {
 			if b, err = delayline.FromFD(*fdB, "b"); err == nil {
-				err = delayline.Run(ctx, delayline.Config{A: a, B: b, Delay: *delay, Logger: log})
+				err = delayline.Run(ctx, delayline.Config{A: a, B: b, Delay: *delay, LossPercent: *loss, Logger: log})
 			}
 		}
 	case "whoami":

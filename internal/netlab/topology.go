@@ -93,6 +93,10 @@ type Router struct {
 	// RateMbit caps the WAN link in each direction (token bucket); zero
 	// means uncapped.
 	RateMbit int
+	// LossPercent drops that share of the frames on the WAN link, at
+	// random, in each direction (through the delay line, which a lossy
+	// router gets even without Delay); zero drops none.
+	LossPercent int
 	// MTU is the MTU of the links between the router and its hosts:
 	// the narrowest hop of every path into or out of the site, as a
 	// PPPoE (1492) or tunnelled (1280) access line is. The router answers
@@ -246,6 +250,20 @@ func (t *Topology) SetDelay(router string, ms int) {
 	}
 }
 
+// SetLoss makes router's WAN link drop percent of its frames at random
+// in each direction.
+func (t *Topology) SetLoss(router string, percent int) {
+	r := t.router(router)
+	switch {
+	case r == nil:
+		t.errs = append(t.errs, t.unknownRouter(router))
+	case percent < 0 || percent >= 100:
+		t.errs = append(t.errs, fmt.Errorf("netlab: loss %d%% for %s out of range [0, 100)", percent, router))
+	default:
+		r.LossPercent = percent
+	}
+}
+
 // SetRate caps router's WAN link at mbit megabits per second each way; 0
 // removes the cap.
 func (t *Topology) SetRate(router string, mbit int) {
@@ -332,6 +350,9 @@ func (t *Topology) Validate() error {
 		lans[r.LAN] = r.Name
 		if r.Delay < 0 || r.Delay > MaxDelay {
 			errs = append(errs, fmt.Errorf("netlab: %s: delay %v out of range [0, %v]", r.Name, r.Delay, MaxDelay))
+		}
+		if r.LossPercent < 0 || r.LossPercent >= 100 {
+			errs = append(errs, fmt.Errorf("netlab: %s: loss %d%% out of range [0, 100)", r.Name, r.LossPercent))
 		}
 		if r.MTU != 0 && (r.MTU < MinMTU || r.MTU > MaxMTU) {
 			errs = append(errs, fmt.Errorf("netlab: %s: MTU %d out of range [%d, %d]", r.Name, r.MTU, MinMTU, MaxMTU))

@@ -16,6 +16,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"os"
 	"sync"
@@ -76,6 +77,10 @@ type Config struct {
 	// Queue bounds the frames held per direction; zero means
 	// DefaultQueue.
 	Queue int
+	// LossPercent drops that share of the frames, chosen at random and
+	// independently, in each direction; zero drops none. It is the lab's
+	// lossy link (the kernel's netem qdisc may be missing).
+	LossPercent int
 	// Logger receives start and stop lines; nil discards them.
 	Logger *slog.Logger
 }
@@ -94,6 +99,9 @@ func Run(ctx context.Context, cfg Config) error {
 	if cfg.Delay < 0 {
 		return fmt.Errorf("delayline: negative delay %v", cfg.Delay)
 	}
+	if cfg.LossPercent < 0 || cfg.LossPercent >= 100 {
+		return fmt.Errorf("delayline: loss %d%% out of range [0, 100)", cfg.LossPercent)
+	}
 	if cfg.Queue <= 0 {
 		cfg.Queue = DefaultQueue
 	}
@@ -111,10 +119,11 @@ func Run(ctx context.Context, cfg Config) error {
 	}{{"a->b", cfg.A, cfg.B}, {"b->a", cfg.B, cfg.A}} {
 		q := make(chan frame, cfg.Queue)
 		wg.Add(2)
-		go func() { defer wg.Done(); errc <- read(ctx, d.from, q, cfg.Delay) }()
+		lose := newLoss(cfg.LossPercent)
+		go func() { defer wg.Done(); errc <- read(ctx, d.from, q, cfg.Delay, lose) }()
 		go func() { defer wg.Done(); errc <- write(ctx, d.to, q) }()
 	}
-	log.Info("delay line running", "delay", cfg.Delay)
+	log.Info("delay line running", "delay", cfg.Delay, "loss_percent", cfg.LossPercent)
 	var err error
 	select {
 	case <-ctx.Done():
@@ -129,9 +138,19 @@ func Run(ctx context.Context, cfg Config) error {
 	return err
 }
 
+// newLoss returns a function that says, for each frame, whether to drop
+// it: true for percent of them at random. Each direction has its own.
+func newLoss(percent int) func() bool {
+	if percent == 0 {
+		return func() bool { return false }
+	}
+	r := rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64()))
+	return func() bool { return r.IntN(100) < percent }
+}
+
 // read takes frames from f, stamps when they are due and queues them. A
-// full queue drops the frame.
-func read(ctx context.Context, f *os.File, q chan<- frame, delay time.Duration) error {
+// full queue drops the frame, and so does lose.
+func read(ctx context.Context, f *os.File, q chan<- frame, delay time.Duration, lose func() bool) error {
 	buf := make([]byte, maxFrame)
 	for {
 		n, err := f.Read(buf)
@@ -140,6 +159,9 @@ func read(ctx context.Context, f *os.File, q chan<- frame, delay time.Duration) 
 				return nil
 			}
 			return fmt.Errorf("delayline: read %s: %w", f.Name(), err)
+		}
+		if lose() {
+			continue
 		}
 		fr := frame{due: time.Now().Add(delay), b: append([]byte(nil), buf[:n]...)}
 		select {

@@ -118,3 +118,21 @@ func TestRunRejectsBadConfig(t *testing.T) {
 		})
 	}
 }
+
+func TestLoss(t *testing.T) {
+	for _, pct := range []int{0, 20, 50} {
+		lose := newLoss(pct)
+		dropped := 0
+		const n = 20000
+		for range n {
+			if lose() {
+				dropped++
+			}
+		}
+		// The binomial's standard deviation is under 0.4% of n here;
+		// 3% either way cannot fail by chance.
+		if got := dropped * 100 / n; got < pct-3 || got > pct+3 || (pct == 0 && dropped != 0) {
+			t.Errorf("loss %d%%: dropped %d of %d frames", pct, dropped, n)
+		}
+	}
+}
