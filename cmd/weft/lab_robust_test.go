@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -27,6 +28,7 @@ func TestLabEverydayRobustness(t *testing.T) {
 	defer cancel()
 	l := startExitLab(t, ctx)
 	busanWAN := l.lab.Node("r-busan").WANAddr
+	web := l.lab.Node("web").WANAddr
 
 	l.admin("routes", "approve", "busan", "exit")
 	err := scenario.WaitFor(ctx, 30*time.Second, "busan listed as exit node on mac", func() (bool, error) {
@@ -58,6 +60,32 @@ func TestLabEverydayRobustness(t *testing.T) {
 		l.admin("nodes", "rename", "jeju", "busan")
 		l.awaitPeerName("mac", "busan")
 		l.awaitWhoami("mac", busanWAN, "web sees mac as r-busan after the name came back")
+	})
+
+	step("up with nothing changed loses no packet through the exit node", func(t *testing.T, l *exitLab) {
+		var wg sync.WaitGroup
+		var rtts []time.Duration
+		var pingErr error
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rtts, pingErr = l.lab.Node("mac").Ping(ctx, web, 40, 100*time.Millisecond, 2*time.Second)
+		}()
+		for _, host := range []string{"busan", "busan", "mac", "mac"} {
+			l.cli(host, "up")
+		}
+		wg.Wait()
+		if pingErr != nil {
+			t.Errorf("mac's pings to web through busan while both ran `weft up` again: %v (after %d replies)", pingErr, len(rtts))
+		}
+	})
+
+	step("--hostname on a registered node says how to rename it", func(t *testing.T, l *exitLab) {
+		out, err := l.tn.CLI(ctx, "busan", "up", "--hostname", "busan2")
+		if err == nil || !strings.Contains(string(out), "weft admin nodes rename busan busan2") {
+			t.Errorf("up --hostname busan2 on busan: %v\n%s", err, out)
+		}
+		l.awaitPeerName("mac", "busan")
 	})
 
 	step("a second daemon on mac's state dir refuses and the first keeps routing", func(t *testing.T, l *exitLab) {

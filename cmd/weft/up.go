@@ -45,6 +45,9 @@ func newUpCmd(g *globals) *cobra.Command {
 			if st.LastError != "" {
 				fmt.Fprintf(g.stderr, "warning: %s\n", st.LastError)
 			}
+			for _, n := range st.Notices {
+				fmt.Fprintf(g.stderr, "note: %s\n", n)
+			}
 			return nil
 		},
 	}

@@ -71,6 +71,10 @@ type Status struct {
 	// Drops counts packets the data plane refused to carry; nil while
 	// the data plane is down.
 	Drops *Drops `json:"drops,omitempty"`
+	// Notices, only in the answer to `up`, say what that `up` did that
+	// the user may not have meant (a tagged node registered with an
+	// untagged key lost its tags), with what to run instead.
+	Notices []string `json:"notices,omitempty"`
 }
 
 // Drops counts, since the node went up, packets this node's data plane

@@ -12,6 +12,8 @@ import (
 	"log/slog"
 	"os"
 	"runtime"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -215,30 +217,89 @@ func (d *Daemon) setErr(err error) {
 
 // Up registers if needed, saves the wish to be up, and starts the map
 // stream. It waits briefly for the first map so that a status right after
-// shows the peers.
+// shows the peers. On a node that is up already, an `up` that keeps the
+// server and the node key changes only what it was given, in place: the
+// map stream and the data plane go on (an exit node's clients lose
+// nothing).
 func (d *Daemon) Up(ctx context.Context, req localapi.UpRequest) (*localapi.Status, error) {
 	d.opMu.Lock()
 	defer d.opMu.Unlock()
 
 	d.mu.Lock()
-	p := d.prefs
+	old, nm, c := d.prefs, d.nm, d.client
 	d.mu.Unlock()
-	if req.ServerURL != "" && req.ServerURL != p.ServerURL {
-		if p.ServerURL != "" {
-			d.log.Info("switching control server", "from", p.ServerURL, "to", req.ServerURL)
+	p, oldNodeKey, err := upPrefs(old, nm, req)
+	if err != nil {
+		return nil, err
+	}
+	if old.ServerURL != "" && p.ServerURL != old.ServerURL {
+		d.log.Info("switching control server", "from", old.ServerURL, "to", p.ServerURL)
+	}
+	var notices []string
+	if !p.Registered || req.AuthKey != "" || !oldNodeKey.IsZero() {
+		// Register on a client of its own before touching the running
+		// stream or the saved prefs: a refused `up` (wrong key, server
+		// unreachable) leaves the node as it was.
+		rc, err := d.newClient(p, func(k key.MachinePublic) error { p.ServerKey = k; return nil })
+		if err != nil {
+			return nil, err
 		}
+		n, err := rc.Register(ctx, req.AuthKey, oldNodeKey)
+		if err != nil {
+			return nil, upError(err)
+		}
+		if !oldNodeKey.IsZero() {
+			d.log.Info("node key rotated", "old", oldNodeKey.ShortString(), "new", p.NodeKey.Public().ShortString())
+		}
+		if old.ServerURL == p.ServerURL && nm != nil && nm.Self != nil {
+			notices = tagNotices(nm.Self, n)
+		}
+	}
+	p.Registered, p.WantUp = true, true
+	inPlace := c != nil && old.Registered && old.WantUp && old.ServerURL == p.ServerURL &&
+		old.NodeKey.Public() == p.NodeKey.Public()
+	if inPlace {
+		if err := d.setPrefs(p); err != nil {
+			return nil, err
+		}
+	} else if c, err = d.restart(ctx, p); err != nil {
+		return nil, err
+	}
+	if err := d.checkExitAfterUp(req.Prefs, c); err != nil {
+		return nil, err
+	}
+	st, err := d.Status(ctx)
+	if st != nil {
+		st.Notices = notices
+	}
+	return st, err
+}
+
+// upPrefs are the preferences an `up` asks for, starting from the saved
+// ones: a new server starts over, the routing flags given change, and a
+// rotation (or a first up) makes a new node key, whose predecessor it
+// returns for the registration. A new --hostname on a registered node is
+// refused: the server keeps a registered node's name, and only an
+// administrator changes it.
+func upPrefs(old nodestate.Prefs, nm *controlclient.NetMap, req localapi.UpRequest) (nodestate.Prefs, key.NodePublic, error) {
+	p := old
+	if req.ServerURL != "" && req.ServerURL != p.ServerURL {
 		// A new server: new pin, new registration.
 		p = nodestate.Prefs{ServerURL: req.ServerURL, Hostname: p.Hostname}
 	}
 	if p.ServerURL == "" {
-		return nil, errors.New("no control server given: pass --server URL")
+		return p, key.NodePublic{}, errors.New("no control server given: pass --server URL")
+	}
+	if req.Hostname != "" && req.Hostname != p.Hostname && p.Registered && nm != nil && nm.Self != nil && nm.Self.Name != req.Hostname {
+		return p, key.NodePublic{}, fmt.Errorf("this node is registered as %s and keeps that name (--hostname %s changed nothing): "+
+			"a registered node is renamed on the server, with `weft admin nodes rename %s %s`", nm.Self.Name, req.Hostname, nm.Self.Name, req.Hostname)
 	}
 	if req.Hostname != "" {
 		p.Hostname = req.Hostname
 	}
 	// An exit node is checked once the first map is in (checkExitAfterUp).
 	if err := applyEdit(&p, req.Prefs, nil); err != nil {
-		return nil, err
+		return p, key.NodePublic{}, err
 	}
 	var oldNodeKey key.NodePublic
 	if req.RotateKey && !p.NodeKey.IsZero() {
@@ -248,23 +309,30 @@ func (d *Daemon) Up(ctx context.Context, req localapi.UpRequest) (*localapi.Stat
 	if p.NodeKey.IsZero() {
 		p.NodeKey = key.NewNode()
 	}
-	if !p.Registered || req.AuthKey != "" || !oldNodeKey.IsZero() {
-		// Register on a client of its own before touching the running
-		// stream or the saved prefs: a refused `up` (wrong key, server
-		// unreachable) leaves the node as it was.
-		rc, err := d.newClient(p, func(k key.MachinePublic) error { p.ServerKey = k; return nil })
-		if err != nil {
-			return nil, err
-		}
-		if _, err := rc.Register(ctx, req.AuthKey, oldNodeKey); err != nil {
-			return nil, upError(err)
-		}
-		if !oldNodeKey.IsZero() {
-			d.log.Info("node key rotated", "old", oldNodeKey.ShortString(), "new", p.NodeKey.Public().ShortString())
-		}
+	return p, oldNodeKey, nil
+}
+
+// tagNotices says what a registration changed that the user may not have
+// meant: a tagged node registered again with an untagged key belongs to
+// a user from then on (and its key expires), or its tags changed.
+func tagNotices(before, after *wire.Node) []string {
+	if after == nil || slices.Equal(before.Tags, after.Tags) {
+		return nil
 	}
+	was := strings.Join(before.Tags, ",")
+	if len(after.Tags) == 0 {
+		return []string{fmt.Sprintf("this node was tagged %s; the key given has no tags, so the node lost them and now belongs to user %s. "+
+			"To tag it again, register with a tagged key: `weft admin keys create --user %s --tags %s`, then `weft up --auth-key KEY`",
+			was, after.User, after.User, was)}
+	}
+	return []string{fmt.Sprintf("this node's tags changed from %q to %q with the key given", was, strings.Join(after.Tags, ","))}
+}
+
+// restart replaces the map stream and the data plane with new ones for p,
+// saves p, and waits a few seconds for the first map (or a refusal).
+// d.opMu is held.
+func (d *Daemon) restart(ctx context.Context, p nodestate.Prefs) (*controlclient.Client, error) {
 	d.stop()
-	p.Registered, p.WantUp = true, true
 	d.mu.Lock()
 	d.prefs = p
 	err := d.st.SavePrefs(p)
@@ -277,8 +345,6 @@ func (d *Daemon) Up(ctx context.Context, req localapi.UpRequest) (*localapi.Stat
 		return nil, err
 	}
 	d.run(c, false)
-
-	// Wait for the first map (or a refusal) for a few seconds.
 	wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	for wctx.Err() == nil {
@@ -290,10 +356,7 @@ func (d *Daemon) Up(ctx context.Context, req localapi.UpRequest) (*localapi.Stat
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
-	if err := d.checkExitAfterUp(req.Prefs, c); err != nil {
-		return nil, err
-	}
-	return d.Status(ctx)
+	return c, nil
 }
 
 // upError turns a registration failure into what `weft up` prints.
