@@ -142,24 +142,7 @@ func NewServer(opts ServerOptions) (*Server, error) {
 	if len(opts.MeshWith) > 0 && opts.MeshKey == "" {
 		return nil, errors.New("relay: mesh URLs given without a mesh key; set the same mesh key on every relay of the region")
 	}
-	if opts.QueueLen <= 0 {
-		opts.QueueLen = 256
-	}
-	if opts.QueueBytes <= 0 {
-		opts.QueueBytes = DefaultQueueBytes
-	}
-	if opts.MaxQueuedBytes <= 0 {
-		opts.MaxQueuedBytes = DefaultMaxQueuedBytes
-	}
-	if opts.KeepAlive <= 0 {
-		opts.KeepAlive = 60 * time.Second
-	}
-	if opts.WriteTimeout <= 0 {
-		opts.WriteTimeout = 10 * time.Second
-	}
-	if opts.Recheck == 0 {
-		opts.Recheck = time.Minute
-	}
+	opts = opts.withDefaults()
 	if opts.RateLimit < 0 {
 		return nil, fmt.Errorf("relay: negative rate limit %d", opts.RateLimit)
 	}
@@ -207,19 +190,48 @@ func NewServer(opts ServerOptions) (*Server, error) {
 		s.wg.Add(1)
 		go func() {
 			defer s.wg.Done()
-			t := time.NewTicker(opts.Recheck)
-			defer t.Stop()
-			for {
-				select {
-				case <-ctx.Done():
-					return
-				case <-t.C:
-					s.recheck(ctx)
-				}
-			}
+			s.recheckLoop(ctx)
 		}()
 	}
 	return s, nil
+}
+
+// withDefaults fills o's zero fields with their defaults.
+func (o ServerOptions) withDefaults() ServerOptions {
+	if o.QueueLen <= 0 {
+		o.QueueLen = 256
+	}
+	if o.QueueBytes <= 0 {
+		o.QueueBytes = DefaultQueueBytes
+	}
+	if o.MaxQueuedBytes <= 0 {
+		o.MaxQueuedBytes = DefaultMaxQueuedBytes
+	}
+	if o.KeepAlive <= 0 {
+		o.KeepAlive = 60 * time.Second
+	}
+	if o.WriteTimeout <= 0 {
+		o.WriteTimeout = 10 * time.Second
+	}
+	if o.Recheck == 0 {
+		o.Recheck = time.Minute
+	}
+	return o
+}
+
+// recheckLoop asks the Authorizer again about every connected node each
+// Recheck interval, until ctx ends.
+func (s *Server) recheckLoop(ctx context.Context) {
+	t := time.NewTicker(s.opts.Recheck)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			s.recheck(ctx)
+		}
+	}
 }
 
 // RateLimit returns the bytes per second each client may send; 0 is no
