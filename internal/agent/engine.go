@@ -148,14 +148,32 @@ func New(cfg Config) (*Engine, error) {
 	e.rs.kick = make(chan chan struct{}, 1)
 	e.ctx, e.cancel = context.WithCancel(context.Background())
 
+	if err := e.openNet(); err != nil {
+		return nil, err
+	}
+	if err := e.startWireGuard(); err != nil {
+		e.closeParts()
+		return nil, err
+	}
+	e.log.Info("data plane up", "tun", e.router.Name(), "port", e.conn.Port())
+	e.wg.Add(2)
+	go e.mapLoop()
+	go e.netcheckLoop()
+	return e, nil
+}
+
+// openNet opens the host side of the data plane: the TUN device and its
+// router, the relay manager, the network check and the magicsock Conn.
+// On failure it closes what it opened.
+func (e *Engine) openNet() error {
+	cfg := e.cfg
 	router, err := osnet.New(osnet.Options{TUNName: cfg.TUNName, Logger: e.log.With("sub", "osnet")})
 	if err != nil {
-		return nil, fmt.Errorf("agent: %w", err)
+		return fmt.Errorf("agent: %w", err)
 	}
 	e.router = router
 	e.net = hostNetwork{tun: router.Name(), tunneled: &e.rs.tunneled}
-	mark := router.Mark()
-	dialer := osnet.Dialer(mark)
+	dialer := osnet.Dialer(router.Mark())
 	e.relays, err = relay.NewManager(relay.ManagerOptions{
 		NodeKey: cfg.NodeKey,
 		Dialer:  dialer.DialContext,
@@ -167,7 +185,7 @@ func New(cfg Config) (*Engine, error) {
 	if err != nil {
 		router.TUN().Close()
 		router.Close()
-		return nil, fmt.Errorf("agent: %w", err)
+		return fmt.Errorf("agent: %w", err)
 	}
 	e.nc = &netcheck.Client{
 		Logger:      e.log.With("sub", "netcheck"),
@@ -188,8 +206,15 @@ func New(cfg Config) (*Engine, error) {
 		e.relays.Close()
 		router.TUN().Close()
 		router.Close()
-		return nil, fmt.Errorf("agent: %w", err)
+		return fmt.Errorf("agent: %w", err)
 	}
+	return nil
+}
+
+// startWireGuard makes the wireguard-go device over the TUN and magicsock,
+// gives it the node's key, port and mark, and brings it up. The caller
+// closes the parts if it fails.
+func (e *Engine) startWireGuard() error {
 	// wireguard-go's device owns the TUN from here: closing the device
 	// closes it. Every packet it decrypts (after wireguard-go checked its
 	// source against the sending peer's allowed addresses) passes two
@@ -197,22 +222,16 @@ func New(cfg Config) (*Engine, error) {
 	// node or an approved route) and the tailnet's policy (the packet
 	// filter).
 	e.filter = filter.New(filter.Options{})
-	e.guard = &destGuard{Device: filter.Wrap(router.TUN(), e.filter)}
+	e.guard = &destGuard{Device: filter.Wrap(e.router.TUN(), e.filter)}
 	e.dev = device.NewDevice(e.guard, e.conn, wgLogger(e.log.With("sub", "wireguard")))
-	base := fmt.Sprintf("private_key=%x\nlisten_port=%d\nfwmark=%d\n", cfg.NodeKey.Raw32(), cfg.Port, mark)
+	base := fmt.Sprintf("private_key=%x\nlisten_port=%d\nfwmark=%d\n", e.cfg.NodeKey.Raw32(), e.cfg.Port, e.router.Mark())
 	if err := e.dev.IpcSet(base); err != nil {
-		e.closeParts()
-		return nil, fmt.Errorf("agent: configure WireGuard: %w", err)
+		return fmt.Errorf("agent: configure WireGuard: %w", err)
 	}
 	if err := e.dev.Up(); err != nil {
-		e.closeParts()
-		return nil, fmt.Errorf("agent: bring WireGuard up: %w", err)
+		return fmt.Errorf("agent: bring WireGuard up: %w", err)
 	}
-	e.log.Info("data plane up", "tun", router.Name(), "port", e.conn.Port())
-	e.wg.Add(2)
-	go e.mapLoop()
-	go e.netcheckLoop()
-	return e, nil
+	return nil
 }
 
 // Port returns the UDP port the data plane is bound to.
