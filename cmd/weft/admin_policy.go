@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"strings"
@@ -8,6 +9,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"weft/internal/adminapi"
+	"weft/internal/store"
 )
 
 // noPolicyMessage is what `weft admin policy get` says when no policy
@@ -66,7 +68,7 @@ func newAdminPolicySetCmd(o *adminOpts) *cobra.Command {
 		func(cmd *cobra.Command, c *adminapi.Client, file string, body []byte) error {
 			p, err := c.SetPolicy(cmd.Context(), body)
 			if err != nil {
-				return err
+				return o.policyRefused(file, "refused; the policy in force is unchanged", err)
 			}
 			if o.json {
 				return o.printJSON(p)
@@ -80,7 +82,7 @@ func newAdminPolicyCheckCmd(o *adminOpts) *cobra.Command {
 	return o.policyFileCmd("check FILE", "Check a policy file (syntax, names, tests) without putting it in force",
 		func(cmd *cobra.Command, c *adminapi.Client, file string, body []byte) error {
 			if err := c.CheckPolicy(cmd.Context(), body); err != nil {
-				return err
+				return o.policyRefused(file, "would be refused", err)
 			}
 			fmt.Fprintf(o.g.stdout, "%s: the policy is valid and its tests pass\n", file)
 			return nil
@@ -134,4 +136,17 @@ func newAdminPolicyHistoryCmd(o *adminOpts) *cobra.Command {
 			})
 		},
 	}
+}
+
+// policyRefused prints why the server refused a policy file, without the
+// API's error class or a usage hint (the command was used right; the file
+// is wrong), and exits 2. Other errors pass through.
+func (o *adminOpts) policyRefused(file, what string, err error) error {
+	if !errors.Is(err, store.ErrInvalid) {
+		return err
+	}
+	msg := strings.TrimPrefix(err.Error(), store.ErrInvalid.Error()+": ")
+	msg = strings.TrimPrefix(msg, strings.TrimPrefix(store.ErrInvalid.Error(), "store: ")+": ")
+	fmt.Fprintf(o.g.stderr, "weft: %s: %s:\n%s\n", file, what, msg)
+	return exitError{2}
 }

@@ -70,8 +70,11 @@ func TestAdminPolicy(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			for _, verb := range []string{"check", "set"} {
 				code, _, errs := e.admin("policy", verb, writePolicy(t, tt.body))
-				if code != 2 || !strings.Contains(errs, tt.want) {
-					t.Fatalf("policy %s: exit %d, stderr %q; want 2 and %q", verb, code, errs, tt.want)
+				if code != 2 || !strings.Contains(errs, tt.want) || strings.Contains(errs, "invalid argument") || strings.Contains(errs, "--help") {
+					t.Fatalf("policy %s: exit %d, stderr %q; want 2 and %q alone", verb, code, errs, tt.want)
+				}
+				if verb == "set" && !strings.Contains(errs, "refused; the policy in force is unchanged") {
+					t.Fatalf("policy set does not say the old policy stays: %q", errs)
 				}
 			}
 			if out := e.ok("policy", "get"); out != good+"\n" {

@@ -66,7 +66,7 @@ func CheckPolicy(ctx context.Context, st store.Store, body []byte) (*policy.Poli
 		return nil, fmt.Errorf("%w: %w", store.ErrInvalid, err)
 	}
 	if err := p.RunTests(wn); err != nil {
-		return nil, fmt.Errorf("%w: the policy's tests fail, so it was not applied:\n%w", store.ErrInvalid, err)
+		return nil, fmt.Errorf("%w: the policy's tests fail:\n%w", store.ErrInvalid, err)
 	}
 	return p, nil
 }

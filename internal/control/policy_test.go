@@ -184,4 +184,24 @@ func TestPolicyCompiledIntoMaps(t *testing.T) {
 	if got := pn.settle(); len(got) != 0 {
 		t.Fatalf("a node nobody may see joined and %v heard of it", got)
 	}
+
+	// friend is deleted: busan loses it as a peer and the rule for it
+	// from its filter.
+	fid := pn.nodes["friend"].self.ID
+	if err := pn.h.st.DeleteNode(context.Background(), fid); err != nil {
+		t.Fatal(err)
+	}
+	pn.h.srv.NodeRemoved(fid)
+	delete(pn.nodes, "friend")
+	pn.settle()
+	if p := pn.peers("busan"); slices.Contains(p, "friend") {
+		t.Errorf("busan still sees friend: %v", p)
+	}
+	for _, r := range pn.maps["busan"].PacketFilter.Rules {
+		for _, d := range r.Dsts {
+			if d.Ports.First == 443 {
+				t.Errorf("busan's filter still lets friend in on 443: %+v", r)
+			}
+		}
+	}
 }
