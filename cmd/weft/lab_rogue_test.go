@@ -38,6 +38,46 @@ type rogue struct {
 	dev  *device.Device
 	conn *magicsock.Conn
 	nm   atomic.Pointer[controlclient.NetMap]
+	out  *recordingRelay
+	peer *wire.Node // the peer route set up
+}
+
+// recordingRelay is the rogue's relay, which can keep copies of the
+// WireGuard data packets the rogue sends, for replaying them.
+type recordingRelay struct {
+	*relay.Manager
+	mu     sync.Mutex
+	on     bool
+	copies [][]byte
+}
+
+// Send implements magicsock.Relay.
+func (r *recordingRelay) Send(region int, dst key.NodePublic, pkt []byte) error {
+	r.mu.Lock()
+	if r.on && len(pkt) > 0 && pkt[0] == 4 { // WireGuard transport data
+		r.copies = append(r.copies, append([]byte(nil), pkt...))
+	}
+	r.mu.Unlock()
+	return r.Manager.Send(region, dst, pkt)
+}
+
+// record starts keeping copies (on) or stops and returns those kept.
+func (r *recordingRelay) record(on bool) [][]byte {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.on = on
+	out := r.copies
+	r.copies = nil
+	return out
+}
+
+// replay sends pkt again, unchanged, to the peer route set up, through
+// its home relay region.
+func (r *rogue) replay(pkt []byte) {
+	r.t.Helper()
+	if err := r.out.Manager.Send(r.peer.HomeRegion, r.peer.NodeKey, pkt); err != nil {
+		r.t.Fatal(err)
+	}
 }
 
 // startRogue registers a rogue node from host's namespace and brings its
@@ -90,7 +130,8 @@ func startRogue(t testing.TB, ctx context.Context, l *exitLab, host string) *rog
 	if err != nil {
 		t.Fatal(err)
 	}
-	r.conn, err = magicsock.New(magicsock.Options{DiscoKey: dk, NodeKey: nk.Public(), Relay: relays, Network: relayOnlyNet{}})
+	r.out = &recordingRelay{Manager: relays}
+	r.conn, err = magicsock.New(magicsock.Options{DiscoKey: dk, NodeKey: nk.Public(), Relay: r.out, Network: relayOnlyNet{}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -145,6 +186,7 @@ func (r *rogue) route(name string, prefixes ...netip.Prefix) {
 	if err != nil {
 		r.t.Fatal(err)
 	}
+	r.peer = peer
 	r.conn.SetPeers([]magicsock.Peer{magicsock.PeerFromNode(peer)})
 	var b strings.Builder
 	pk := peer.NodeKey.Raw32()
