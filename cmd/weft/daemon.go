@@ -207,7 +207,7 @@ func startSampler(o daemonOptions, d *node.Daemon, log *slog.Logger) (*samples.S
 	if n := store.Damaged(); n > 0 {
 		log.Warn("health samples: damaged records skipped", "records", n)
 	}
-	cfg := sampler.Config{Source: d, Store: store, Interval: o.health.interval, Probes: o.health.probes, Logger: log}
+	cfg := sampler.Config{Source: d, Store: store, Interval: o.health.interval, Probes: o.health.probes, Report: d.ReportHealth, Logger: log}
 	if !o.noDataPlane {
 		cfg.Dial = osnet.Dialer(osnet.DefaultMark).DialContext
 	}

@@ -81,11 +81,44 @@ func TestLabHealthSamples(t *testing.T) {
 		t.Errorf("--peer busan gave %+v", only)
 	}
 
+	// The control server has the samples mac reported, in batches.
+	var admin map[string]wire.MetricSummary
+	err = scenario.WaitFor(ctx, time.Minute, "the control server to show mac's samples of busan's round trip", func() (bool, error) {
+		out, err := tn.Admin(ctx, "--json", "nodes", "health", "mac")
+		if err != nil {
+			return false, err
+		}
+		var rep struct {
+			Metrics []wire.MetricSummary `json:"metrics"`
+		}
+		if err := json.Unmarshal(out, &rep); err != nil {
+			return false, err
+		}
+		admin = map[string]wire.MetricSummary{}
+		for _, m := range rep.Metrics {
+			admin[m.Name] = m
+		}
+		return admin["peer_rtt_ms:busan"].Samples >= 5, nil
+	})
+	if err != nil {
+		t.Fatalf("%v; last: %+v", err, admin)
+	}
+	if m := admin["peer_rtt_ms:busan"]; m.Min < 20 || m.Unit != "ms" {
+		t.Errorf("the server's row %+v", m)
+	}
+	if out, err := tn.Admin(ctx, "nodes", "health", "mac", "--peer", "busan"); err != nil || !strings.Contains(string(out), "peer_rtt_ms:busan") {
+		t.Errorf("weft admin nodes health mac --peer busan: %v\n%s", err, out)
+	}
+
 	// A power cut: the samples taken so far are still there after the
 	// daemon comes back.
 	before := rows["peer_rtt_ms:busan"].Samples
 	if err := tn.KillDaemon("mac"); err != nil {
 		t.Fatal(err)
+	}
+	// mac is down: the server still has its table.
+	if out, err := tn.Admin(ctx, "nodes", "health", "mac"); err != nil || !strings.Contains(string(out), "peer_rtt_ms:busan") {
+		t.Errorf("weft admin nodes health mac with mac down: %v\n%s", err, out)
 	}
 	if err := tn.StartDaemon(ctx, "mac"); err != nil {
 		t.Fatal(err)

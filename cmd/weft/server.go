@@ -20,6 +20,7 @@ import (
 	"weft/internal/control"
 	"weft/internal/key"
 	"weft/internal/relay"
+	"weft/internal/samples"
 	"weft/internal/store"
 	"weft/internal/wire"
 )
@@ -82,7 +83,14 @@ func runServer(ctx context.Context, g *globals, o serverOptions) error {
 		return err
 	}
 	defer st.Close()
+	// Nodes' reported health samples, a file per node, for `weft admin
+	// nodes health` (docs/health.md).
+	health, err := samples.OpenDir(filepath.Join(o.dataDir, "health"), samples.Options{})
+	if err != nil {
+		return err
+	}
 	ctrl, err := control.New(ctx, control.Config{
+		Health:           health,
 		Store:            st,
 		Key:              serverKey,
 		RelayMap:         relayMap,
@@ -118,7 +126,7 @@ func runServer(ctx context.Context, g *globals, o serverOptions) error {
 	hs := newHTTPServer(mux, log)
 	sg := newServiceGroup(ctx)
 	sg.Go(func(context.Context) error { return hs.Serve(ln) })
-	admin := &adminapi.Server{Store: st, Notifier: ctrl, Online: ctrl.Online, Logger: log.With("sub", "admin")}
+	admin := &adminapi.Server{Store: st, Notifier: ctrl, Online: ctrl.Online, Health: health, Logger: log.With("sub", "admin")}
 	sg.Go(func(ctx context.Context) error {
 		if err := admin.ServeListener(ctx, adminLn, adminPath); err != nil {
 			return fmt.Errorf("server: admin socket: %w", err)

@@ -36,6 +36,9 @@ type Server struct {
 	// Online reports whether a node is connected now; nil leaves
 	// Node.Online unset in replies.
 	Online func(wire.NodeID) bool
+	// Health gives the health samples nodes reported; nil answers every
+	// node's health with an empty table.
+	Health HealthSource
 	// Logger receives one line per failed request; nil discards.
 	Logger *slog.Logger
 
@@ -159,6 +162,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("POST /v1/keys/{prefix}/expire", s.expireKey)
 	mux.HandleFunc("GET /v1/nodes", s.listNodes)
 	mux.HandleFunc("GET /v1/nodes/{node}", s.getNode)
+	mux.HandleFunc("GET /v1/nodes/{node}/health", s.nodeHealth)
 	mux.HandleFunc("POST /v1/nodes/{node}/rename", s.renameNode)
 	mux.HandleFunc("POST /v1/nodes/{node}/expire", s.expireNode)
 	mux.HandleFunc("DELETE /v1/nodes/{node}", s.deleteNode)

@@ -46,6 +46,11 @@ const DefaultPreStreamTimeout = 15 * time.Second
 // block, since it runs under the server's lock for each affected pair.
 type VisibleFunc func(a, b *wire.Node) bool
 
+// HealthSink keeps nodes' reported health samples (samples.Dir is one).
+type HealthSink interface {
+	Append(id wire.NodeID, ss []wire.HealthSample) error
+}
+
 // Config configures a Server.
 type Config struct {
 	// Store holds users, keys and nodes. Required.
@@ -85,6 +90,8 @@ type Config struct {
 	// PersistInterval is how often changed runtime facts (endpoints,
 	// last seen...) are written to the store; zero means one second.
 	PersistInterval time.Duration
+	// Health keeps the health samples nodes report; nil drops them.
+	Health HealthSink
 	// Visible filters maps; nil lets every node see every other.
 	Visible VisibleFunc
 	// PreStreamTimeout bounds the time from a channel's handshake to its
@@ -486,6 +493,11 @@ func (c *channel) handleUpdate(body []byte) bool {
 	if u.AdvertisedRoutes != nil {
 		if err := c.s.updateAdvertised(c.s.ctx, c.sess.id, *u.AdvertisedRoutes); err != nil {
 			c.log.Warn("advertised routes not recorded", "err", err)
+		}
+	}
+	if len(u.HealthSamples) > 0 && c.s.cfg.Health != nil {
+		if err := c.s.cfg.Health.Append(c.sess.id, u.HealthSamples); err != nil {
+			c.log.Warn("health samples not kept", "err", err)
 		}
 	}
 	c.s.m.update(c.sess.id, &u)

@@ -319,6 +319,54 @@ func (c *Client) SetHostinfo(hi *wire.Hostinfo) {
 	}
 }
 
+// ErrNoStream is returned by SendHealthSamples while no map stream is up.
+var ErrNoStream = errors.New("controlclient: not connected to the control server")
+
+// SendHealthSamples reports health samples on the map stream, in
+// messages of at most wire.MaxHealthSamples samples and healthBatchBytes
+// (a sample too large for a message alone is dropped). It fails with
+// ErrNoStream while no stream is up, so that the caller keeps them for
+// later.
+func (c *Client) SendHealthSamples(ss []wire.HealthSample) error {
+	c.mu.Lock()
+	conn := c.conn
+	c.mu.Unlock()
+	if conn == nil {
+		return ErrNoStream
+	}
+	var batch []wire.HealthSample
+	size := 0
+	flush := func() error {
+		if len(batch) == 0 {
+			return nil
+		}
+		err := wire.WriteMessage(conn, wire.MsgUpdate, &wire.Update{HomeRegion: -1, HealthSamples: batch})
+		batch, size = nil, 0
+		if err != nil {
+			return fmt.Errorf("controlclient: sending health samples: %w", err)
+		}
+		return nil
+	}
+	for _, smp := range ss {
+		b, err := json.Marshal(smp)
+		if err != nil || len(b) > healthBatchBytes {
+			c.log.Warn("health sample too large to report; dropped", "bytes", len(b))
+			continue
+		}
+		if size+len(b) > healthBatchBytes || len(batch) == wire.MaxHealthSamples {
+			if err := flush(); err != nil {
+				return err
+			}
+		}
+		batch, size = append(batch, smp), size+len(b)+1
+	}
+	return flush()
+}
+
+// healthBatchBytes bounds the samples in one update, well inside
+// wire.MaxNodeMessage.
+const healthBatchBytes = 48 << 10
+
 // NetMap returns a copy of the current map, or nil before the first one.
 func (c *Client) NetMap() *NetMap {
 	c.mu.Lock()

@@ -1,6 +1,10 @@
 package node
 
-import "weft/internal/localapi"
+import (
+	"weft/internal/controlclient"
+	"weft/internal/localapi"
+	"weft/internal/wire"
+)
 
 // NetworkEngine is implemented by an Engine that reports its view of the
 // network (for health samples).
@@ -19,4 +23,17 @@ func (d *Daemon) Network() *localapi.NetworkSummary {
 		return nil
 	}
 	return ne.Network()
+}
+
+// ReportHealth sends health samples to the control server on the map
+// stream; it fails while the node is not connected, so the caller keeps
+// them for later.
+func (d *Daemon) ReportHealth(ss []wire.HealthSample) error {
+	d.mu.Lock()
+	c := d.client
+	d.mu.Unlock()
+	if c == nil {
+		return controlclient.ErrNoStream
+	}
+	return c.SendHealthSamples(ss)
 }

@@ -55,9 +55,22 @@ type Config struct {
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
 	// HostFacts reads the host's facts; nil means hostfacts.Read.
 	HostFacts func() map[string]float64
+	// Report sends samples to the control server; nil reports none. It
+	// fails while the node is not connected; the samples then wait,
+	// at most maxPending of them, for the next try.
+	Report func([]wire.HealthSample) error
 	// Logger receives warnings; nil discards them.
 	Logger *slog.Logger
 }
+
+// Reporting: samples go to the control server in batches of reportBatch,
+// or at least every reportEvery; at most maxPending wait while the
+// server is unreachable (the oldest are dropped first).
+const (
+	reportBatch = 12 // an hour of 5-minute samples
+	reportEvery = 15 * time.Minute
+	maxPending  = 2000
+)
 
 // Sampler takes samples; make one with New and run it with Run.
 type Sampler struct {
@@ -67,6 +80,10 @@ type Sampler struct {
 	// sample carries the bytes since then. Only the Run goroutine (or a
 	// caller of Take, never both) touches it.
 	last map[string][2]int64
+	// pending are samples not reported yet, and lastReport when a batch
+	// last went out; only the Run goroutine touches them.
+	pending    []wire.HealthSample
+	lastReport time.Time
 }
 
 // New checks cfg and fills its defaults.
@@ -110,6 +127,7 @@ func (s *Sampler) Run(ctx context.Context) {
 		if err := s.cfg.Store.Append(smp); err != nil {
 			s.log.Warn("health sample not recorded", "err", err)
 		}
+		s.report(smp)
 		select {
 		case <-ctx.Done():
 			return
@@ -244,4 +262,24 @@ func (s *Sampler) probe(ctx context.Context, target string, set func(string, flo
 	rtt := time.Since(start)
 	c.Close()
 	set("probe_rtt_ms:"+target, float64(rtt.Microseconds())/1000)
+}
+
+// report queues smp for the control server and sends the queue when a
+// batch is full or has waited reportEvery.
+func (s *Sampler) report(smp wire.HealthSample) {
+	if s.cfg.Report == nil {
+		return
+	}
+	s.pending = append(s.pending, smp)
+	if n := len(s.pending) - maxPending; n > 0 {
+		s.pending = append([]wire.HealthSample(nil), s.pending[n:]...)
+	}
+	if len(s.pending) < reportBatch && time.Since(s.lastReport) < reportEvery {
+		return
+	}
+	if err := s.cfg.Report(s.pending); err != nil {
+		s.log.Debug("health samples not reported yet", "pending", len(s.pending), "err", err)
+		return
+	}
+	s.pending, s.lastReport = nil, time.Now()
 }

@@ -115,3 +115,45 @@ func TestHostPort(t *testing.T) {
 		}
 	}
 }
+
+func TestReport(t *testing.T) {
+	var sent [][]wire.HealthSample
+	up := false
+	s, err := New(Config{Source: &fakeSource{}, Store: &samples.Store{}, Report: func(ss []wire.HealthSample) error {
+		if !up {
+			return errors.New("not connected")
+		}
+		sent = append(sent, slices.Clone(ss))
+		return nil
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	smp := func(i int) wire.HealthSample {
+		return wire.HealthSample{Time: time.Unix(int64(i), 0), Metrics: map[string]float64{"udp": 1}}
+	}
+	// The first sample goes at once; the server is not there: it waits,
+	// and so do the next ones, at most maxPending.
+	for i := range maxPending + 5 {
+		s.report(smp(i))
+	}
+	if len(sent) != 0 || len(s.pending) != maxPending || !s.pending[0].Time.Equal(time.Unix(5, 0)) {
+		t.Fatalf("sent %d batches, %d pending from %v", len(sent), len(s.pending), s.pending[0].Time)
+	}
+	up = true
+	s.report(smp(9999))
+	if len(sent) != 1 || len(sent[0]) != maxPending || len(s.pending) != 0 {
+		t.Fatalf("after reconnecting: %d batches, pending %d", len(sent), len(s.pending))
+	}
+	// Then in batches of reportBatch.
+	for i := range reportBatch - 1 {
+		s.report(smp(i))
+	}
+	if len(sent) != 1 {
+		t.Fatalf("a batch went out before it was full")
+	}
+	s.report(smp(100))
+	if len(sent) != 2 || len(sent[1]) != reportBatch {
+		t.Fatalf("batches %d, last %d long", len(sent), len(sent[len(sent)-1]))
+	}
+}

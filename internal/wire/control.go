@@ -191,6 +191,40 @@ type Update struct {
 	// AdvertisedRoutes, when set, replaces the routes the node offers
 	// (see MapRequest); an empty list withdraws every offer.
 	AdvertisedRoutes *[]netip.Prefix `json:"advertised_routes,omitempty"`
+	// HealthSamples are the node's health samples not yet reported, a
+	// batch at most MaxHealthSamples long (docs/health.md). A server that
+	// does not keep samples ignores them.
+	HealthSamples []HealthSample `json:"health_samples,omitempty"`
+}
+
+// Bounds on reported health samples.
+const (
+	MaxHealthSamples = 64  // per Update
+	maxSampleMetrics = 512 // per sample
+	maxSampleFacts   = 16
+	maxSampleName    = 128 // bytes in a metric or fact name, or a fact
+)
+
+func checkHealthSamples(ss []HealthSample) error {
+	if len(ss) > MaxHealthSamples {
+		return fmt.Errorf("%w: %d health samples in one update, at most %d", ErrBadMessage, len(ss), MaxHealthSamples)
+	}
+	for _, s := range ss {
+		if s.Time.IsZero() || len(s.Metrics) > maxSampleMetrics || len(s.Facts) > maxSampleFacts {
+			return fmt.Errorf("%w: health sample without a time or with too many metrics", ErrBadMessage)
+		}
+		for k, v := range s.Metrics {
+			if len(k) == 0 || len(k) > maxSampleName || v != v {
+				return fmt.Errorf("%w: health metric %.40q", ErrBadMessage, k)
+			}
+		}
+		for k, v := range s.Facts {
+			if len(k) == 0 || len(k) > maxSampleName || len(v) > maxSampleName {
+				return fmt.Errorf("%w: health fact %.40q", ErrBadMessage, k)
+			}
+		}
+	}
+	return nil
 }
 
 // MapResponse is one message of the map stream. The first one on a stream
@@ -376,6 +410,9 @@ func (u *Update) Validate() error {
 		if err := checkRoutes(*u.AdvertisedRoutes); err != nil {
 			return err
 		}
+	}
+	if err := checkHealthSamples(u.HealthSamples); err != nil {
+		return err
 	}
 	return u.Hostinfo.Validate()
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net/netip"
 	"testing"
+	"time"
 
 	"weft/internal/key"
 )
@@ -78,6 +79,10 @@ func TestValidate(t *testing.T) {
 		{"map route host bits", &MapRequest{NodeKey: nk, AdvertisedRoutes: []netip.Prefix{netip.MustParsePrefix("192.168.1.1/24")}}, false},
 		{"update routes empty", &Update{HomeRegion: -1, AdvertisedRoutes: &[]netip.Prefix{}}, true},
 		{"update route invalid", &Update{HomeRegion: -1, AdvertisedRoutes: &[]netip.Prefix{{}}}, false},
+		{"update health samples", &Update{HomeRegion: -1, HealthSamples: []HealthSample{{Time: time.Unix(1, 0), Metrics: map[string]float64{"peer_rtt_ms:busan": 29}, Facts: map[string]string{"public_addr": "203.0.113.21:41641"}}}}, true},
+		{"update health sample without time", &Update{HomeRegion: -1, HealthSamples: []HealthSample{{Metrics: map[string]float64{"udp": 1}}}}, false},
+		{"update health metric name too long", &Update{HomeRegion: -1, HealthSamples: []HealthSample{{Time: time.Unix(1, 0), Metrics: map[string]float64{string(make([]byte, 200)): 1}}}}, false},
+		{"update too many health samples", &Update{HomeRegion: -1, HealthSamples: make([]HealthSample, MaxHealthSamples+1)}, false},
 		// The server refuses what the node refuses (tailnet.CheckRoute).
 		{"map route overlaps tailnet", &MapRequest{NodeKey: nk, AdvertisedRoutes: []netip.Prefix{netip.MustParsePrefix("100.64.1.0/24")}}, false},
 	}
@@ -117,6 +122,7 @@ func FuzzDecodeNodeMessages(f *testing.F) {
 	f.Add([]byte(`{"endpoints":["192.0.2.1:41641"],"home_region":1}`))
 	f.Add([]byte(`{"hostinfo":{"hostname":"x","net_info":{"region_latency_ms":{"1":3}}}}`))
 	f.Add([]byte(`{"home_region":-1,"advertised_routes":["0.0.0.0/0","::/0","10.1.0.0/16"]}`))
+	f.Add([]byte(`{"home_region":-1,"health_samples":[{"time":"2026-12-01T00:00:00Z","metrics":{"peer_rtt_ms:busan":29.5},"facts":{"public_addr":"203.0.113.21:41641"}}]}`))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		for _, v := range []interface{ Validate() error }{&RegisterRequest{}, &MapRequest{}, &Update{}, &LogoutRequest{}} {
 			if Decode(b, v) != nil {
