@@ -28,6 +28,7 @@ import (
 	"weft/internal/netlab"
 	"weft/internal/netlab/labtest"
 	"weft/internal/scenario"
+	"weft/internal/tstest"
 	"weft/internal/wire"
 )
 
@@ -185,18 +186,12 @@ func (n *labNet) echo(from, to string, toAddr netip.Addr) {
 		n.t.Fatalf("listen on %s's tailnet address: %v", to, err)
 	}
 	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				io.Copy(c, c)
-			}()
-		}
-	}()
+	tstest.ServeConns(ln, func(c net.Conn) {
+		go func() {
+			defer c.Close()
+			io.Copy(c, c)
+		}()
+	})
 	msg := []byte("hello over the tailnet from " + from)
 	err = scenario.WaitFor(n.ctx, 30*time.Second, fmt.Sprintf("TCP echo %s → %s", from, to), func() (bool, error) {
 		dctx, cancel := context.WithTimeout(n.ctx, 3*time.Second)

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"weft/internal/tstest"
 )
 
 // fakeBackend records calls and answers with canned results.
@@ -117,15 +118,7 @@ func TestListenRefusesALiveSocket(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	}()
+	tstest.ServeConns(ln, nil)
 	if ln2, err := Listen(sock); !errors.Is(err, ErrSocketInUse) || !strings.Contains(err.Error(), "already running") {
 		if ln2 != nil {
 			ln2.Close()

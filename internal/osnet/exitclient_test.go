@@ -9,6 +9,7 @@ import (
 	"slices"
 	"testing"
 	"time"
+	"weft/internal/tstest"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -242,16 +243,10 @@ func TestWeftTrafficBypassesExitNode(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			c.Write([]byte("ok"))
-			c.Close()
-		}
-	}()
+	tstest.ServeConns(ln, func(c net.Conn) {
+		c.Write([]byte("ok"))
+		c.Close()
+	})
 	echo, err := net.ListenPacket("udp", "192.168.60.1:0")
 	if err != nil {
 		t.Fatal(err)

@@ -7,6 +7,7 @@ import (
 	"net"
 	"syscall"
 	"testing"
+	"weft/internal/tstest"
 )
 
 func TestMarkedSockets(t *testing.T) {
@@ -17,15 +18,7 @@ func TestMarkedSockets(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	}()
+	tstest.ServeConns(ln, nil)
 
 	dial := func(d *net.Dialer) syscall.Conn {
 		t.Helper()

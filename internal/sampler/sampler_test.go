@@ -12,6 +12,7 @@ import (
 
 	"weft/internal/localapi"
 	"weft/internal/samples"
+	"weft/internal/tstest"
 	"weft/internal/wire"
 )
 
@@ -49,15 +50,7 @@ func TestTake(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	}()
+	tstest.ServeConns(ln, nil)
 	src := &fakeSource{serverURL: "http://" + ln.Addr().String(), rx: 1000}
 	store, err := samples.Open(filepath.Join(t.TempDir(), "samples.log"), samples.Options{})
 	if err != nil {

@@ -5,6 +5,7 @@ package tstest
 
 import (
 	"bytes"
+	"net"
 	"sync"
 	"testing"
 	"time"
@@ -50,4 +51,22 @@ func (b *Buffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.String()
+}
+
+// ServeConns accepts connections on ln until it is closed, handing each
+// to handle on the accepting goroutine; a nil handle closes each at once.
+// It returns at once.
+func ServeConns(ln net.Listener, handle func(net.Conn)) {
+	if handle == nil {
+		handle = func(c net.Conn) { c.Close() }
+	}
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			handle(c)
+		}
+	}()
 }
