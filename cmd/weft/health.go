@@ -57,6 +57,7 @@ func newHealthCmd(g *globals) *cobra.Command {
 			if sum := st.Drops.FilterSummary(); sum != "" {
 				fmt.Fprintf(g.stdout, "\nPacket filter: dropped %d packets from the tunnel (%s)\n", st.Drops.FilterTotal(), sum)
 			}
+			printRefused(g.stdout, st.Drops)
 			return nil
 		},
 	}

@@ -78,8 +78,21 @@ func printStatus(w io.Writer, st *localapi.Status, now time.Time) {
 	if sum := st.Drops.FilterSummary(); sum != "" {
 		fmt.Fprintf(w, "Filtered: %d packets from the tunnel the policy did not let in (%s; docs/acl.md)\n", st.Drops.FilterTotal(), sum)
 	}
-	if st.Drops != nil && st.Drops.IntoTunnel > 0 {
-		fmt.Fprintf(w, "Refused: %d packets from this node's other networks that tried to enter the tunnel (docs/exit-nodes.md)\n", st.Drops.IntoTunnel)
+	printRefused(w, st.Drops)
+}
+
+// printRefused says what the data plane refused to carry for safety, if
+// anything: packets from the LAN into the tunnel, and tunnel packets to
+// destinations this node does not route for.
+func printRefused(w io.Writer, d *localapi.Drops) {
+	if d == nil {
+		return
+	}
+	if d.IntoTunnel > 0 {
+		fmt.Fprintf(w, "Refused: %d packets from this node's other networks that tried to enter the tunnel (docs/exit-nodes.md)\n", d.IntoTunnel)
+	}
+	if d.FromTunnel > 0 {
+		fmt.Fprintf(w, "Refused: %d packets from peers to destinations this node does not route for (docs/exit-nodes.md)\n", d.FromTunnel)
 	}
 }
 

@@ -25,6 +25,7 @@ func TestPrintStatus(t *testing.T) {
 			{Node: node("pc", "100.64.0.3"), Path: localapi.Path{Kind: localapi.PathRelay, RelayRegion: 1, RelayCode: "home"}, TxBytes: 148},
 		},
 		Health: []string{"UDP is blocked on this network: every peer is reached through the relay, which is slower"},
+		Drops:  &localapi.Drops{IntoTunnel: 7, FromTunnel: 3},
 	}
 	var b bytes.Buffer
 	printStatus(&b, st, now)
@@ -34,6 +35,8 @@ func TestPrintStatus(t *testing.T) {
 		{"100.64.0.1", "busan", "online", "direct 203.0.113.21:41641", "1.2ms", "1.2MB", "3.4MB", "12s ago"},
 		{"100.64.0.3", "pc", "relay home", "148B", "never"},
 		{"Health: UDP is blocked"},
+		{"Refused: 7 packets from this node's other networks"},
+		{"Refused: 3 packets from peers to destinations"},
 	} {
 		found := false
 		for _, line := range strings.Split(out, "\n") {
