@@ -129,6 +129,23 @@ func TestLabEverydayRobustness(t *testing.T) {
 		}
 	})
 
+	step("an offline exit node is a health line", func(t *testing.T, l *exitLab) {
+		l.cli("busan", "down")
+		for _, args := range [][]string{{"status"}, {"health"}} {
+			var out string
+			err := scenario.WaitFor(ctx, 30*time.Second, "mac's "+args[0]+" to name busan offline", func() (bool, error) {
+				b, _ := l.tn.CLI(ctx, "mac", args...)
+				out = string(b)
+				return strings.Contains(out, "exit node busan is offline"), nil
+			})
+			if err != nil {
+				t.Errorf("%v:\n%s", err, out)
+			}
+		}
+		l.cli("busan", "up")
+		l.awaitWhoami("mac", busanWAN, "web sees mac as r-busan once busan is back")
+	})
+
 	step("after --rotate-key pings are direct again without a restart", func(t *testing.T, l *exitLab) {
 		l.awaitDirect("mac", "busan", 30*time.Second)
 		l.cli("busan", "up", "--rotate-key")

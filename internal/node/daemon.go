@@ -604,6 +604,9 @@ func (d *Daemon) Status(ctx context.Context) (*localapi.Status, error) {
 	if engErr != nil {
 		st.Health = append(st.Health, "the data plane did not start: "+engErr.Error())
 	}
+	if h := exitHealth(p, nm); h != "" && p.WantUp {
+		st.Health = append(st.Health, h)
+	}
 	if eng != nil {
 		eng.FillStatus(st)
 	}

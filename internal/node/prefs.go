@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"time"
 
 	"weft/internal/controlclient"
 	"weft/internal/localapi"
@@ -225,4 +226,27 @@ func (d *Daemon) checkExitAfterUp(edit *localapi.PrefsEdit, c *controlclient.Cli
 		return errors.Join(err, serr)
 	}
 	return fmt.Errorf("the node is up, but without an exit node: %w", err)
+}
+
+// exitHealth is the health line for a chosen exit node that is in the map
+// but offline: internet traffic waits for it (it never leaks around it),
+// so the web seems down, and the user needs to know why and what to do.
+// An exit node that does not resolve at all is the data plane's line.
+func exitHealth(p nodestate.Prefs, nm *controlclient.NetMap) string {
+	if nm == nil || (p.ExitNodeID == 0 && p.ExitNode == "") {
+		return ""
+	}
+	n, err := resolveExit(nm, p.ExitNodeID, p.ExitNode)
+	if err != nil || n.Online {
+		return ""
+	}
+	msg := "exit node " + n.Name + " is offline"
+	if !n.LastSeen.IsZero() {
+		msg += " (last seen " + n.LastSeen.UTC().Format(time.RFC3339) + ")"
+	}
+	if p.ExitNodeAuto || len(p.ExitNodeList) > 1 {
+		return msg + ": internet traffic waits; the failover moves to another exit node as soon as one answers (see `weft exit-node list`)"
+	}
+	return msg + ": internet traffic is held back until it returns; choose another with `weft set --exit-node NAME` " +
+		"(see `weft exit-node list`), or stop using one with `weft set --exit-node=`"
 }

@@ -240,6 +240,51 @@ func TestExitNodeFollowsRename(t *testing.T) {
 	}
 }
 
+// TestOfflineExitNodeIsAHealthLine: when the chosen exit node goes
+// offline, the client's status says so and what to do; when it is back,
+// the line goes.
+func TestOfflineExitNodeIsAHealthLine(t *testing.T) {
+	e := controltest.New(t)
+	ctx := context.Background()
+	k := e.AuthKey(true)
+	busan, mac := startDaemon(t), startDaemon(t)
+	up := localapi.UpRequest{ServerURL: e.URL, AuthKey: k, Hostname: "busan", Prefs: &localapi.PrefsEdit{AdvertiseExitNode: ptr(true)}}
+	if _, err := busan.lc.Up(ctx, up); err != nil {
+		t.Fatal(err)
+	}
+	stored, err := e.Store.GetNodeByName(ctx, "busan")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range tailnet.ExitRoutes() {
+		if _, err := e.Store.ApproveRoute(ctx, stored.ID, p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e.Server.NodeChanged(stored.ID)
+	if _, err := mac.lc.Up(ctx, localapi.UpRequest{ServerURL: e.URL, AuthKey: k, Hostname: "mac",
+		Prefs: &localapi.PrefsEdit{ExitNode: ptr("busan")}}); err != nil {
+		t.Fatal(err)
+	}
+	offline := func() bool {
+		st, err := mac.lc.Status(ctx)
+		return err == nil && slices.ContainsFunc(st.Health, func(h string) bool {
+			return strings.Contains(h, "exit node busan is offline") && strings.Contains(h, "weft set --exit-node")
+		})
+	}
+	if offline() {
+		t.Fatal("health says busan is offline while it is up")
+	}
+	if err := busan.lc.Down(ctx); err != nil {
+		t.Fatal(err)
+	}
+	tstest.Eventually(t, "mac's health names busan offline", offline)
+	if _, err := busan.lc.Up(ctx, localapi.UpRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	tstest.Eventually(t, "the line gone once busan is back", func() bool { return !offline() })
+}
+
 func TestRoutePrefsResolveExitNode(t *testing.T) {
 	exit := []netip.Prefix{netip.MustParsePrefix("0.0.0.0/0"), netip.MustParsePrefix("::/0")}
 	nm := &controlclient.NetMap{
