@@ -133,7 +133,7 @@ func TestSocket(t *testing.T) {
 	}
 	entries, _ := os.ReadDir(filepath.Dir(e.sock))
 	for _, en := range entries {
-		if strings.HasPrefix(en.Name(), ".as") {
+		if strings.HasPrefix(en.Name(), ".ws") {
 			t.Errorf("temporary directory %s left behind", en.Name())
 		}
 	}

@@ -11,12 +11,12 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
 
+	"weft/internal/ownersock"
 	"weft/internal/store"
 	"weft/internal/wire"
 )
@@ -125,26 +125,8 @@ func listenPrivate(path string) (net.Listener, error) {
 			return nil, fmt.Errorf("adminapi: removing stale socket: %w", err)
 		}
 	}
-	// A short name: unix socket paths are limited to about 100 bytes.
-	tmp, err := os.MkdirTemp(filepath.Dir(path), ".as")
+	ln, err := ownersock.Listen(path)
 	if err != nil {
-		return nil, fmt.Errorf("adminapi: %w", err)
-	}
-	defer os.RemoveAll(tmp)
-	tmpSock := filepath.Join(tmp, "s")
-	ln, err := net.Listen("unix", tmpSock)
-	if err != nil {
-		return nil, fmt.Errorf("adminapi: %w", err)
-	}
-	// The listener must not unlink tmpSock on Close: after the rename it
-	// would remove nothing, but keep the behaviour explicit.
-	ln.(*net.UnixListener).SetUnlinkOnClose(false)
-	if err := os.Chmod(tmpSock, 0o600); err != nil {
-		ln.Close()
-		return nil, fmt.Errorf("adminapi: %w", err)
-	}
-	if err := os.Rename(tmpSock, path); err != nil {
-		ln.Close()
 		return nil, fmt.Errorf("adminapi: %w", err)
 	}
 	return ln, nil

@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"weft/internal/netcheck"
+	"weft/internal/ownersock"
 	"weft/internal/wire"
 )
 
@@ -354,30 +355,12 @@ func Listen(path string) (net.Listener, error) {
 	return listenPrivate(path)
 }
 
-// listenPrivate creates the socket owner-only before anyone can reach it:
-// in a fresh 0700 directory beside path, chmodded there, then renamed into
-// place (a socket made at path and chmodded afterwards is open to every
-// local user for a moment, whatever the umask). Close removes the socket
-// if it is still the one this listener made.
+// listenPrivate creates the socket owner-only before anyone can reach it
+// (ownersock.Listen). Close removes the socket if it is still the one
+// this listener made.
 func listenPrivate(path string) (net.Listener, error) {
-	// A short name: unix socket paths are limited to about 100 bytes.
-	tmp, err := os.MkdirTemp(filepath.Dir(path), ".ls")
+	ln, err := ownersock.Listen(path)
 	if err != nil {
-		return nil, fmt.Errorf("localapi: %w", err)
-	}
-	defer os.RemoveAll(tmp)
-	tmpSock := filepath.Join(tmp, "s")
-	ln, err := net.Listen("unix", tmpSock)
-	if err != nil {
-		return nil, fmt.Errorf("localapi: %w", err)
-	}
-	ln.(*net.UnixListener).SetUnlinkOnClose(false)
-	if err := os.Chmod(tmpSock, 0o600); err != nil {
-		ln.Close()
-		return nil, fmt.Errorf("localapi: %w", err)
-	}
-	if err := os.Rename(tmpSock, path); err != nil {
-		ln.Close()
 		return nil, fmt.Errorf("localapi: %w", err)
 	}
 	fi, err := os.Lstat(path)
