@@ -3,7 +3,9 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
+	"net"
 	"path/filepath"
 	"runtime/debug"
 	"time"
@@ -13,12 +15,15 @@ import (
 	"weft/internal/agent"
 	"weft/internal/controlclient"
 	"weft/internal/healthlog"
+	"weft/internal/httpproxy"
 	"weft/internal/localapi"
+	"weft/internal/netstack"
 	"weft/internal/node"
 	"weft/internal/nodestate"
 	"weft/internal/osnet"
 	"weft/internal/sampler"
 	"weft/internal/samples"
+	"weft/internal/socks5"
 	"weft/internal/speedtest"
 )
 
@@ -28,6 +33,7 @@ func newDaemonCmd(g *globals) *cobra.Command {
 	var verbose, noDataPlane bool
 	var hs healthSampling
 	var speedtestPort uint16
+	var socksAddr, httpProxyAddr string
 	cmd := &cobra.Command{
 		Use:   "daemon",
 		Short: "Run the node daemon (keeps this node in the tailnet)",
@@ -39,11 +45,14 @@ func newDaemonCmd(g *globals) *cobra.Command {
 			if hs.interval <= 0 || hs.retention <= 0 {
 				return usageError{errors.New("daemon: --health-interval and --health-retention must be more than 0")}
 			}
-			return runDaemon(cmd.Context(), g, daemonOptions{stateDir: stateDir, tun: tunName, port: port, verbose: verbose, noDataPlane: noDataPlane, health: hs, speedtestPort: speedtestPort})
+			return runDaemon(cmd.Context(), g, daemonOptions{stateDir: stateDir, tun: tunName, port: port, verbose: verbose, noDataPlane: noDataPlane, health: hs, speedtestPort: speedtestPort,
+				socks5: socksAddr, httpProxy: httpProxyAddr})
 		},
 	}
 	cmd.Flags().StringVar(&stateDir, "state-dir", "/var/lib/weft-node", "directory for the node's keys and state (created 0700)")
-	cmd.Flags().StringVar(&tunName, "tun", osnet.DefaultTUNName, "name of the TUN device the daemon creates")
+	cmd.Flags().StringVar(&tunName, "tun", osnet.DefaultTUNName, "name of the TUN device the daemon creates, or "+netstack.Name+" for a userspace network stack (no TUN, no root, no host changes)")
+	cmd.Flags().StringVar(&socksAddr, "socks5-server", "", "address (host:port, keep it on localhost) of a SOCKS5 server that reaches the tailnet through this node")
+	cmd.Flags().StringVar(&httpProxyAddr, "outbound-http-proxy-listen", "", "address (host:port, keep it on localhost) of an HTTP proxy that reaches the tailnet through this node")
 	cmd.Flags().Uint16Var(&port, "port", 0, "UDP port for WireGuard and discovery; 0 binds the port the last run used (kept in the state dir), or a random free one")
 	cmd.Flags().BoolVar(&verbose, "verbose", false, "log debug detail")
 	cmd.Flags().BoolVar(&noDataPlane, "no-data-plane", false, "run the control plane only: no TUN, no WireGuard, no host changes (tests, debugging)")
@@ -61,7 +70,16 @@ type daemonOptions struct {
 	noDataPlane   bool
 	health        healthSampling
 	speedtestPort uint16
+	// socks5 and httpProxy are the proxies' listen addresses ("" none).
+	socks5, httpProxy string
 }
+
+// userspace reports whether the daemon runs a userspace network stack
+// instead of a kernel TUN.
+func (o daemonOptions) userspace() bool { return o.tun == netstack.Name }
+
+// kernel reports whether the daemon changes the host's network.
+func (o daemonOptions) kernel() bool { return !o.noDataPlane && !o.userspace() }
 
 // healthSampling is how the daemon takes health samples.
 type healthSampling struct {
@@ -94,7 +112,8 @@ func runDaemon(ctx context.Context, g *globals, o daemonOptions) error {
 		return err
 	}
 	defer ln.Close()
-	newEngine, unclean, err := prepareDataPlane(o, st, log)
+	tunnel := &netstack.Dialer{}
+	newEngine, unclean, err := prepareDataPlane(o, st, tunnel, log)
 	if err != nil {
 		return err
 	}
@@ -108,7 +127,7 @@ func runDaemon(ctx context.Context, g *globals, o daemonOptions) error {
 				log.Warn("health history not recorded", "err", err)
 			}
 		}}
-	if !o.noDataPlane {
+	if o.kernel() {
 		// The control channel must bypass an exit node like all of
 		// weft's own traffic, or it would loop into the tunnel.
 		dcfg.Tune = func(co *controlclient.Options) { co.DialContext = osnet.Dialer(osnet.DefaultMark).DialContext }
@@ -123,9 +142,12 @@ func runDaemon(ctx context.Context, g *globals, o daemonOptions) error {
 		return err
 	}
 	d.Start()
+	if err := startProxies(ctx, o, tunnel, log); err != nil {
+		return err
+	}
 	if !o.noDataPlane {
 		go releaseMemory(ctx, memoryReleaseInterval)
-		if o.speedtestPort != 0 {
+		if o.speedtestPort != 0 && !o.userspace() {
 			go d.ServeSpeedtest(ctx, int(o.speedtestPort))
 		}
 		go d.RunExitFailover(ctx)
@@ -153,9 +175,12 @@ const (
 // prepareDataPlane removes what an earlier run left on the host and
 // returns the data plane's maker (nil with --no-data-plane) and whether
 // anything was left, which means the last run did not stop cleanly.
-func prepareDataPlane(o daemonOptions, st *nodestate.Dir, log *slog.Logger) (func(node.EngineParams) (node.Engine, error), bool, error) {
+func prepareDataPlane(o daemonOptions, st *nodestate.Dir, tunnel *netstack.Dialer, log *slog.Logger) (func(node.EngineParams) (node.Engine, error), bool, error) {
 	if o.noDataPlane {
 		return nil, false, nil
+	}
+	if o.userspace() {
+		return engineMaker(log, o, st, tunnel), false, nil // nothing on the host to clean
 	}
 	left, _ := osnet.Leftovers(osnet.Options{TUNName: o.tun})
 	// A daemon that crashed may have left policy rules, routes or
@@ -168,7 +193,7 @@ func prepareDataPlane(o daemonOptions, st *nodestate.Dir, log *slog.Logger) (fun
 	if err != nil {
 		log.Warn("cleaning up after an earlier run", "err", err)
 	}
-	return engineMaker(log, o, st), len(left) > 0, nil
+	return engineMaker(log, o, st, tunnel), len(left) > 0, nil
 }
 
 // recordRecovery measures how long the daemon, started again with the
@@ -208,7 +233,7 @@ func startSampler(o daemonOptions, d *node.Daemon, log *slog.Logger) (*samples.S
 		log.Warn("health samples: damaged records skipped", "records", n)
 	}
 	cfg := sampler.Config{Source: d, Store: store, Interval: o.health.interval, Probes: o.health.probes, Report: d.ReportHealth, Logger: log}
-	if !o.noDataPlane {
+	if o.kernel() {
 		cfg.Dial = osnet.Dialer(osnet.DefaultMark).DialContext
 	}
 	smp, err := sampler.New(cfg)
@@ -242,7 +267,10 @@ func (b daemonBackend) HealthHistory(context.Context) ([]localapi.HealthEvent, e
 // used (saved in the state dir), so that the NAT's mapping and the
 // endpoints peers cached for this node stay valid across a restart, and
 // falls back to a random port when that one is taken.
-func engineMaker(log *slog.Logger, o daemonOptions, st *nodestate.Dir) func(node.EngineParams) (node.Engine, error) {
+//
+// In userspace mode each data plane gets a fresh network stack, which
+// tunnel (the proxies' dialer) uses while it runs.
+func engineMaker(log *slog.Logger, o daemonOptions, st *nodestate.Dir, tunnel *netstack.Dialer) func(node.EngineParams) (node.Engine, error) {
 	return func(p node.EngineParams) (node.Engine, error) {
 		cfg := agent.Config{
 			Logger:    log.With("sub", "agent"),
@@ -256,11 +284,11 @@ func engineMaker(log *slog.Logger, o daemonOptions, st *nodestate.Dir) func(node
 		if cfg.Port == 0 {
 			cfg.Port = st.Port()
 		}
-		e, err := agent.New(cfg)
+		e, err := newAgent(cfg, o, log)
 		if err != nil && cfg.Port != o.port {
 			log.Info("the last run's UDP port did not bind; taking another", "port", cfg.Port, "err", err)
 			cfg.Port = o.port
-			e, err = agent.New(cfg)
+			e, err = newAgent(cfg, o, log)
 		}
 		if err != nil {
 			// Not a typed nil in the interface: the daemon checks
@@ -272,8 +300,61 @@ func engineMaker(log *slog.Logger, o daemonOptions, st *nodestate.Dir) func(node
 				log.Warn("saving the UDP port", "err", err)
 			}
 		}
+		if ns, ok := e.Router().(*netstack.Stack); ok {
+			tunnel.Set(ns)
+			return stackEngine{e, tunnel, ns}, nil
+		}
 		return e, nil
 	}
+}
+
+// newAgent starts a data plane; in userspace mode on a network stack of
+// its own, which it owns.
+func newAgent(cfg agent.Config, o daemonOptions, log *slog.Logger) (*agent.Engine, error) {
+	if o.userspace() {
+		ns, err := netstack.New(netstack.Options{Logger: log.With("sub", "netstack")})
+		if err != nil {
+			return nil, err
+		}
+		cfg.Router = ns
+	}
+	return agent.New(cfg)
+}
+
+// stackEngine is a userspace-mode data plane: closing it also takes its
+// stack away from the proxies.
+type stackEngine struct {
+	*agent.Engine
+	tunnel *netstack.Dialer
+	stack  *netstack.Stack
+}
+
+func (e stackEngine) Close() error {
+	e.tunnel.Clear(e.stack)
+	return e.Engine.Close()
+}
+
+// startProxies starts the SOCKS5 server and the HTTP proxy asked for;
+// they dial through tunnel until ctx ends.
+func startProxies(ctx context.Context, o daemonOptions, tunnel *netstack.Dialer, log *slog.Logger) error {
+	if o.socks5 != "" {
+		ln, err := net.Listen("tcp", o.socks5)
+		if err != nil {
+			return fmt.Errorf("daemon: SOCKS5 server: %w", err)
+		}
+		srv := &socks5.Server{Dial: tunnel.DialContext, Logger: log.With("sub", "socks5")}
+		go srv.Serve(ctx, ln)
+		log.Info("SOCKS5 server listening", "addr", ln.Addr())
+	}
+	if o.httpProxy != "" {
+		ln, err := net.Listen("tcp", o.httpProxy)
+		if err != nil {
+			return fmt.Errorf("daemon: HTTP proxy: %w", err)
+		}
+		go httpproxy.Serve(ctx, ln, tunnel.DialContext, log.With("sub", "httpproxy"))
+		log.Info("HTTP proxy listening", "addr", ln.Addr())
+	}
+	return nil
 }
 
 // memoryReleaseInterval is how often the daemon hands unused memory back.

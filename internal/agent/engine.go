@@ -22,12 +22,14 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/netip"
 	"slices"
 	"sync"
 	"time"
 
 	"golang.zx2c4.com/wireguard/device"
+	"golang.zx2c4.com/wireguard/tun"
 
 	"weft/internal/controlclient"
 	"weft/internal/filter"
@@ -54,6 +56,10 @@ type Config struct {
 	// NodeKey and DiscoKey are the node's keys; both are required.
 	NodeKey  key.NodePrivate
 	DiscoKey key.DiscoPrivate
+	// Router, if set, takes the place of the kernel TUN device and host
+	// network (userspace networking: a *netstack.Stack); the engine owns
+	// and closes it. Nil means osnet.New with TUNName.
+	Router Router
 	// TUNName is the TUN device's name; "" means osnet.DefaultTUNName.
 	TUNName string
 	// Port is the UDP port of the WireGuard/discovery socket; 0 picks a
@@ -86,7 +92,7 @@ var _ Publisher = (*controlclient.Client)(nil)
 type Engine struct {
 	cfg    Config
 	log    *slog.Logger
-	router *osnet.Router
+	router Router
 	conn   *magicsock.Conn
 	relays *relay.Manager
 	nc     *netcheck.Client
@@ -167,13 +173,23 @@ func New(cfg Config) (*Engine, error) {
 // On failure it closes what it opened.
 func (e *Engine) openNet() error {
 	cfg := e.cfg
-	router, err := osnet.New(osnet.Options{TUNName: cfg.TUNName, Logger: e.log.With("sub", "osnet")})
-	if err != nil {
-		return fmt.Errorf("agent: %w", err)
+	router := cfg.Router
+	if router == nil {
+		r, err := osnet.New(osnet.Options{TUNName: cfg.TUNName, Logger: e.log.With("sub", "osnet")})
+		if err != nil {
+			return fmt.Errorf("agent: %w", err)
+		}
+		router = r
 	}
 	e.router = router
 	e.net = hostNetwork{tun: router.Name(), tunneled: &e.rs.tunneled}
 	dialer := osnet.Dialer(router.Mark())
+	if router.Mark() == 0 {
+		// Nothing is routed by mark (userspace networking), and marking
+		// would need privileges.
+		dialer = &net.Dialer{}
+	}
+	var err error
 	e.relays, err = relay.NewManager(relay.ManagerOptions{
 		NodeKey: cfg.NodeKey,
 		Dialer:  dialer.DialContext,
@@ -224,7 +240,10 @@ func (e *Engine) startWireGuard() error {
 	e.filter = filter.New(filter.Options{})
 	e.guard = &destGuard{Device: filter.Wrap(e.router.TUN(), e.filter)}
 	e.dev = device.NewDevice(e.guard, e.conn, wgLogger(e.log.With("sub", "wireguard")))
-	base := fmt.Sprintf("private_key=%x\nlisten_port=%d\nfwmark=%d\n", e.cfg.NodeKey.Raw32(), e.cfg.Port, e.router.Mark())
+	base := fmt.Sprintf("private_key=%x\nlisten_port=%d\n", e.cfg.NodeKey.Raw32(), e.cfg.Port)
+	if m := e.router.Mark(); m != 0 {
+		base += fmt.Sprintf("fwmark=%d\n", m)
+	}
 	if err := e.dev.IpcSet(base); err != nil {
 		return fmt.Errorf("agent: configure WireGuard: %w", err)
 	}
@@ -236,6 +255,34 @@ func (e *Engine) startWireGuard() error {
 
 // Port returns the UDP port the data plane is bound to.
 func (e *Engine) Port() uint16 { return e.conn.Port() }
+
+// Router returns the data plane's host side.
+func (e *Engine) Router() Router { return e.router }
+
+// Router is the host side of the data plane: the packet device and the
+// host network it configures. *osnet.Router (a kernel TUN) and
+// *netstack.Stack (userspace networking) implement it.
+type Router interface {
+	// TUN is the packet device; wireguard-go's device closes it.
+	TUN() tun.Device
+	// Name names the device (a TUN's interface name).
+	Name() string
+	// Mark is the socket mark weft's own sockets need; 0 for none.
+	Mark() uint32
+	// Apply makes the host match cfg.
+	Apply(cfg osnet.Config) error
+	// Warnings are host problems the last Apply worked around.
+	Warnings() []string
+	// Changes notifies of host address and link changes (nil channel:
+	// none are announced).
+	Changes(ctx context.Context) (<-chan struct{}, error)
+	// IntoTunnelDrops counts packets a firewall kept out of the tunnel.
+	IntoTunnelDrops() (uint64, error)
+	// Close undoes what Apply did.
+	Close() error
+}
+
+var _ Router = (*osnet.Router)(nil)
 
 // wgLogger sends wireguard-go's errors to log and drops its verbose lines,
 // which are per packet.

@@ -40,6 +40,9 @@ type Options struct {
 	// ServerArgs and DaemonArgs are added to the server's and every
 	// daemon's command line.
 	ServerArgs, DaemonArgs []string
+	// DaemonArgv, if set, rewrites a host's daemon command line (extra
+	// flags, or a wrapper that drops privileges) just before it starts.
+	DaemonArgv func(host string, argv []string) []string
 	// UpArgs returns extra `weft up` arguments for a host; nil for none.
 	UpArgs func(host string) []string
 	// Logger receives progress; nil discards it.
@@ -245,6 +248,9 @@ func (tn *Tailnet) StartDaemon(ctx context.Context, host string) error {
 	argv := append([]string{tn.opts.Weft, "daemon",
 		"--state-dir", tn.StateDir(host),
 		"--socket", tn.Socket(host)}, tn.opts.DaemonArgs...)
+	if tn.opts.DaemonArgv != nil {
+		argv = tn.opts.DaemonArgv(host, argv)
+	}
 	p, err := n.Start(ctx, "daemon", argv...)
 	if err != nil {
 		return fmt.Errorf("scenario: start daemon on %s: %w", host, err)

@@ -1,0 +1,216 @@
+//go:build linux
+
+package main
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/net/proxy"
+
+	"weft/internal/netlab/labtest"
+	"weft/internal/scenario"
+)
+
+// The userspace node's proxies, on localhost in its namespace.
+const (
+	usSOCKS = "127.0.0.1:1055"
+	usHTTP  = "127.0.0.1:1056"
+)
+
+// startUserspaceLab is the seed tailnet with busan in userspace
+// networking mode (no TUN device, no capabilities at all: setpriv drops
+// the bounding set, so the daemon could create no TUN, set no socket mark
+// and touch no firewall even if it tried), offering itself as exit node.
+func startUserspaceLab(t *testing.T, ctx context.Context) *exitLab {
+	labtest.SkipUnlessRoot(t)
+	lab := labtest.Seed(t)
+	tn, err := scenario.Start(ctx, lab, scenario.Options{
+		Weft:  labtest.WeftBinary(t),
+		Hosts: []string{"busan", "mac", "pc"},
+		DaemonArgv: func(host string, argv []string) []string {
+			if host != "busan" {
+				return argv
+			}
+			argv = append(argv, "--tun=userspace-networking", "--socks5-server", usSOCKS, "--outbound-http-proxy-listen", usHTTP)
+			return append([]string{"setpriv", "--bounding-set=-all", "--inh-caps=-all", "--no-new-privs"}, argv...)
+		},
+		UpArgs: func(host string) []string {
+			if host == "busan" {
+				return []string{"--advertise-exit-node"}
+			}
+			return nil
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &exitLab{t: t, ctx: ctx, lab: lab, tn: tn}
+}
+
+// serveGreeting accepts on ln and writes each client a line naming the
+// address it came from.
+func serveGreeting(ln net.Listener) {
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		fmt.Fprintf(c, "hello %s\n", c.RemoteAddr().(*net.TCPAddr).AddrPort().Addr())
+		c.Close()
+	}
+}
+
+// TestLabUserspaceNode runs busan in userspace networking mode without any
+// capabilities: it reaches pc's TCP service through its SOCKS5 server and
+// its HTTP proxy, pc's connection to busan's tailnet address reaches a
+// localhost listener on busan, and busan is mac's exit node (web sees
+// busan's address).
+func TestLabUserspaceNode(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	l := startUserspaceLab(t, ctx)
+	busanTN, pcTN := l.tailnetAddr("busan"), l.tailnetAddr("pc")
+	busan := l.lab.Node("busan")
+
+	if caps := capEff(t, l.tn.Daemon("busan").PID); caps != "0000000000000000" {
+		t.Fatalf("busan's daemon runs with capabilities %s, want none", caps)
+	}
+	if err := busan.Do(func() error {
+		if _, err := net.InterfaceByName("weft0"); err == nil {
+			return fmt.Errorf("busan has a weft0 TUN device in userspace mode")
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+
+	t.Run("SOCKS5 reaches a peer's TCP service", func(t *testing.T) {
+		ln, err := l.lab.Node("pc").Listen("tcp4", net.JoinHostPort(pcTN.String(), "0"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		go serveGreeting(ln)
+		d, err := proxy.SOCKS5("tcp", usSOCKS, nil, nodeDialer{busan})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var line string
+		err = scenario.WaitFor(ctx, 30*time.Second, "busan reaches pc through SOCKS5", func() (bool, error) {
+			c, err := d.(proxy.ContextDialer).DialContext(ctx, "tcp", ln.Addr().String())
+			if err != nil {
+				return false, nil
+			}
+			defer c.Close()
+			c.SetDeadline(time.Now().Add(5 * time.Second))
+			line, err = bufio.NewReader(c).ReadString('\n')
+			return err == nil, nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := "hello " + busanTN.String() + "\n"; line != want {
+			t.Errorf("pc answered %q, want %q (the connection must come from busan's tailnet address)", line, want)
+		}
+	})
+
+	t.Run("HTTP proxy reaches a peer's web server", func(t *testing.T) {
+		ln, err := l.lab.Node("pc").Listen("tcp4", net.JoinHostPort(pcTN.String(), "0"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		go http.Serve(ln, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			fmt.Fprintf(w, "pc saw %s", r.RemoteAddr)
+		}))
+		purl, _ := url.Parse("http://" + usHTTP)
+		hc := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{Proxy: http.ProxyURL(purl), DialContext: busan.DialContext}}
+		resp, err := hc.Get("http://" + ln.Addr().String() + "/")
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if !strings.HasPrefix(string(body), "pc saw "+busanTN.String()+":") {
+			t.Errorf("through busan's HTTP proxy: %q", body)
+		}
+	})
+
+	t.Run("a peer reaches a localhost listener through the tailnet address", func(t *testing.T) {
+		ln, err := busan.Listen("tcp4", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		go serveGreeting(ln)
+		port := ln.Addr().(*net.TCPAddr).Port
+		c, err := l.lab.Node("pc").DialContext(ctx, "tcp4", net.JoinHostPort(busanTN.String(), fmt.Sprint(port)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		line, err := bufio.NewReader(c).ReadString('\n')
+		if err != nil || line != "hello 127.0.0.1\n" {
+			t.Errorf("pc to busan %s:%d got %q, %v; want the localhost listener's greeting", busanTN, port, line, err)
+		}
+	})
+
+	t.Run("busan in userspace mode is mac's exit node", func(t *testing.T) {
+		fukuoka, busanWAN := l.lab.Node("r-fukuoka").WANAddr, l.lab.Node("r-busan").WANAddr
+		l.awaitWhoami("mac", fukuoka, "web sees mac as r-fukuoka without an exit node")
+		l.admin("routes", "approve", "busan", "exit")
+		err := scenario.WaitFor(ctx, 30*time.Second, "mac lists busan as exit node", func() (bool, error) {
+			out, err := l.tn.CLI(ctx, "mac", "exit-node", "list")
+			return err == nil && strings.Contains(string(out), "busan"), nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		l.cli("mac", "set", "--exit-node", "busan")
+		l.awaitWhoami("mac", busanWAN, "web sees mac as r-busan through the userspace exit node")
+		l.cli("mac", "set", "--exit-node=")
+		l.awaitWhoami("mac", fukuoka, "web sees mac as r-fukuoka again")
+	})
+}
+
+// nodeDialer dials from inside a lab node's namespace, for x/net/proxy.
+type nodeDialer struct {
+	n interface {
+		DialContext(ctx context.Context, network, addr string) (net.Conn, error)
+	}
+}
+
+func (d nodeDialer) Dial(network, addr string) (net.Conn, error) {
+	return d.n.DialContext(context.Background(), network, addr)
+}
+
+func (d nodeDialer) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
+	return d.n.DialContext(ctx, network, addr)
+}
+
+// capEff is the effective capability set of process pid, in hex.
+func capEff(t *testing.T, pid int) string {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "CapEff:"); ok {
+			return strings.TrimSpace(v)
+		}
+	}
+	t.Fatal("no CapEff in /proc status")
+	return ""
+}

@@ -1,0 +1,278 @@
+package netstack
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/netip"
+	"sync"
+	"testing"
+	"time"
+
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/header"
+
+	"weft/internal/osnet"
+	"weft/internal/tailnet"
+)
+
+var (
+	addrA   = netip.MustParsePrefix("100.64.0.1/32")
+	addrB   = netip.MustParsePrefix("100.64.0.2/32")
+	webHost = netip.MustParseAddrPort("198.51.100.7:80")
+)
+
+func TestDecide(t *testing.T) {
+	own := []netip.Prefix{addrB, netip.MustParsePrefix("fd7a:1::2/128")}
+	tn := []netip.Prefix{tailnet.V4Range, netip.MustParsePrefix("fd7a:1::/48")}
+	lan := netip.MustParsePrefix("192.168.7.0/24")
+	cases := []struct {
+		name string
+		cfg  osnet.Config
+		dst  string
+		want verdict
+	}{
+		{"own v4", osnet.Config{Addresses: own}, "100.64.0.2", toLocalhost},
+		{"own v6", osnet.Config{Addresses: own}, "fd7a:1::2", toLocalhost},
+		{"internet, not an exit node", osnet.Config{Addresses: own, TailnetRoutes: tn}, "198.51.100.7", refuse},
+		{"internet, exit node", osnet.Config{Addresses: own, TailnetRoutes: tn, AdvertiseExitNode: true}, "198.51.100.7", toHost},
+		{"internet v6, exit node", osnet.Config{Addresses: own, TailnetRoutes: tn, AdvertiseExitNode: true}, "2001:db8::1", toHost},
+		{"another tailnet node, exit node", osnet.Config{Addresses: own, TailnetRoutes: tn, AdvertiseExitNode: true}, "100.64.0.9", refuse},
+		{"another tailnet v6, exit node", osnet.Config{Addresses: own, TailnetRoutes: tn, AdvertiseExitNode: true}, "fd7a:1::9", refuse},
+		{"loopback, exit node", osnet.Config{Addresses: own, AdvertiseExitNode: true}, "127.0.0.1", refuse},
+		{"link-local, exit node", osnet.Config{Addresses: own, AdvertiseExitNode: true}, "169.254.1.1", refuse},
+		{"multicast, exit node", osnet.Config{Addresses: own, AdvertiseExitNode: true}, "224.0.0.251", refuse},
+		{"broadcast, exit node", osnet.Config{Addresses: own, AdvertiseExitNode: true}, "255.255.255.255", refuse},
+		{"advertised subnet", osnet.Config{Addresses: own, AdvertiseRoutes: []netip.Prefix{lan}}, "192.168.7.5", toHost},
+		{"outside advertised subnet", osnet.Config{Addresses: own, AdvertiseRoutes: []netip.Prefix{lan}}, "192.168.8.5", refuse},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			if got := decide(&c.cfg, netip.MustParseAddr(c.dst)); got != c.want {
+				t.Errorf("decide(%s) = %d, want %d", c.dst, got, c.want)
+			}
+		})
+	}
+}
+
+// pair joins two stacks back to back, as WireGuard would between two
+// nodes, and returns them.
+func pair(t *testing.T, hostB HostDialer) (a, b *Stack) {
+	t.Helper()
+	var err error
+	if a, err = New(Options{}); err != nil {
+		t.Fatal(err)
+	}
+	if b, err = New(Options{HostDialer: hostB}); err != nil {
+		t.Fatal(err)
+	}
+	pump := func(from, to *Stack) {
+		bufs, sizes := [][]byte{make([]byte, 2000)}, []int{0}
+		for {
+			n, err := from.TUN().Read(bufs, sizes, 0)
+			if err != nil {
+				return
+			}
+			if n == 1 {
+				to.TUN().Write([][]byte{bufs[0][:sizes[0]]}, 0)
+			}
+		}
+	}
+	go pump(a, b)
+	go pump(b, a)
+	t.Cleanup(func() { a.TUN().Close(); b.TUN().Close() })
+	return a, b
+}
+
+func echoTCP(t *testing.T, ln net.Listener) {
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() { io.Copy(c, c); c.Close() }()
+		}
+	}()
+}
+
+func roundTrip(t *testing.T, c net.Conn, msg string) {
+	t.Helper()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := c.Write([]byte(msg)); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, len(msg))
+	if _, err := io.ReadFull(c, buf); err != nil {
+		t.Fatal(err)
+	}
+	if string(buf) != msg {
+		t.Fatalf("echo %q, want %q", buf, msg)
+	}
+}
+
+func TestInboundReachesLocalhost(t *testing.T) {
+	a, b := pair(t, nil)
+	tn := []netip.Prefix{tailnet.V4Range}
+	a.Apply(osnet.Config{Addresses: []netip.Prefix{addrA}, TailnetRoutes: tn})
+	b.Apply(osnet.Config{Addresses: []netip.Prefix{addrB}, TailnetRoutes: tn})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	echoTCP(t, ln)
+	port := ln.Addr().(*net.TCPAddr).Port
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := a.Dial(ctx, "tcp", netip.AddrPortFrom(addrB.Addr(), uint16(port)))
+	if err != nil {
+		t.Fatalf("dial B's tailnet address: %v", err)
+	}
+	defer c.Close()
+	roundTrip(t, c, "hello through the stack")
+
+	// A port nobody listens on is refused, not left hanging.
+	ln2, _ := net.Listen("tcp", "127.0.0.1:0")
+	closed := ln2.Addr().(*net.TCPAddr).Port
+	ln2.Close()
+	if _, err := a.Dial(ctx, "tcp", netip.AddrPortFrom(addrB.Addr(), uint16(closed))); err == nil {
+		t.Fatal("dial to a closed localhost port succeeded")
+	}
+}
+
+// redirectDialer stands in for the host's network: it records what the
+// exit node dials and connects it to a local listener instead.
+type redirectDialer struct {
+	mu     sync.Mutex
+	dialed []string
+	to     map[string]string // network -> local address
+}
+
+func (d *redirectDialer) DialContext(ctx context.Context, network, address string) (net.Conn, error) {
+	d.mu.Lock()
+	d.dialed = append(d.dialed, network+" "+address)
+	d.mu.Unlock()
+	var nd net.Dialer
+	return nd.DialContext(ctx, network, d.to[network])
+}
+
+func TestExitNodeReoriginatesFlows(t *testing.T) {
+	tln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tln.Close()
+	echoTCP(t, tln)
+	uc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer uc.Close()
+	go func() {
+		buf := make([]byte, 1500)
+		for {
+			n, from, err := uc.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			uc.WriteTo(buf[:n], from)
+		}
+	}()
+	host := &redirectDialer{to: map[string]string{"tcp": tln.Addr().String(), "udp": uc.LocalAddr().String()}}
+	a, b := pair(t, host)
+	tn := []netip.Prefix{tailnet.V4Range}
+	a.Apply(osnet.Config{Addresses: []netip.Prefix{addrA}, TailnetRoutes: tn, ExitNode: true})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+
+	// Not yet an exit node: refused.
+	b.Apply(osnet.Config{Addresses: []netip.Prefix{addrB}, TailnetRoutes: tn})
+	if _, err := a.Dial(ctx, "tcp", webHost); err == nil {
+		t.Fatal("a node that is not an exit node forwarded a TCP flow")
+	}
+
+	b.Apply(osnet.Config{Addresses: []netip.Prefix{addrB}, TailnetRoutes: tn, AdvertiseExitNode: true})
+	c, err := a.Dial(ctx, "tcp", webHost)
+	if err != nil {
+		t.Fatalf("TCP through the exit node: %v", err)
+	}
+	roundTrip(t, c, "tcp via exit")
+	c.Close()
+	u, err := a.Dial(ctx, "udp", webHost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	roundTrip(t, u, "udp via exit")
+	u.Close()
+	host.mu.Lock()
+	defer host.mu.Unlock()
+	want := []string{"tcp " + webHost.String(), "udp " + webHost.String()}
+	if len(host.dialed) != 2 || host.dialed[0] != want[0] || host.dialed[1] != want[1] {
+		t.Errorf("exit node dialed %q from the host, want %q", host.dialed, want)
+	}
+}
+
+func TestDialerSendsOnlyTunnelTrafficThroughTheStack(t *testing.T) {
+	host := &redirectDialer{to: map[string]string{}}
+	d := &Dialer{Host: host}
+	ctx := context.Background()
+	if _, err := d.DialContext(ctx, "tcp", "100.64.0.2:80"); !errors.Is(err, ErrDown) {
+		t.Errorf("tailnet dial while down: %v, want ErrDown", err)
+	}
+	s, err := New(Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.TUN().Close()
+	s.Apply(osnet.Config{Addresses: []netip.Prefix{addrA}, TailnetRoutes: []netip.Prefix{tailnet.V4Range}})
+	d.Set(s)
+	for _, c := range []struct {
+		dst    string
+		tunnel bool
+		exit   bool
+	}{
+		{"100.64.0.2", true, false},
+		{"198.51.100.7", false, false},
+		{"198.51.100.7", true, true},
+		{"127.0.0.1", false, true},
+	} {
+		cfg := *s.cfg.Load()
+		cfg.ExitNode = c.exit
+		s.Apply(cfg)
+		if got := s.viaTunnel(netip.MustParseAddr(c.dst)); got != c.tunnel {
+			t.Errorf("viaTunnel(%s) with exit node %v = %v, want %v", c.dst, c.exit, got, c.tunnel)
+		}
+	}
+}
+
+func TestEchoToOtherAddressesIsNotAnswered(t *testing.T) {
+	s, err := New(Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.TUN().Close()
+	s.Apply(osnet.Config{Addresses: []netip.Prefix{addrB}, AdvertiseExitNode: true})
+	echo := func(dst netip.Addr, typ header.ICMPv4Type) []byte {
+		pkt := make([]byte, header.IPv4MinimumSize+header.ICMPv4MinimumSize)
+		header.IPv4(pkt).Encode(&header.IPv4Fields{
+			TotalLength: uint16(len(pkt)), TTL: 64, Protocol: uint8(header.ICMPv4ProtocolNumber),
+			SrcAddr: tcpip.AddrFrom4(addrA.Addr().As4()), DstAddr: tcpip.AddrFrom4(dst.As4()),
+		})
+		header.ICMPv4(pkt[header.IPv4MinimumSize:]).SetType(typ)
+		return pkt
+	}
+	if !s.admit(echo(addrB.Addr(), header.ICMPv4Echo)) {
+		t.Error("echo to the node's own address dropped")
+	}
+	if s.admit(echo(webHost.Addr(), header.ICMPv4Echo)) {
+		t.Error("echo to an internet address admitted: the stack would answer for that host")
+	}
+	if !s.admit(echo(webHost.Addr(), header.ICMPv4EchoReply)) {
+		t.Error("a non-echo ICMP packet was dropped")
+	}
+	if s.admit([]byte{0x45, 0}) {
+		t.Error("a truncated packet was admitted")
+	}
+}
