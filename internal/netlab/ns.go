@@ -30,39 +30,40 @@ const netnsDir = "/run/netns"
 // (through os/exec, which forks from the calling thread) start in it.
 // Goroutines started by fn do not run in it.
 func inNS(name string, fn func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			errc <- fmt.Errorf("netlab: current namespace: %w", err)
-			return
-		}
-		defer orig.Close()
+	return onNSThread(func() error {
 		target, err := netns.GetFromPath(filepath.Join(netnsDir, name))
 		if err != nil {
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("netlab: namespace %s: %w", name, err)
-			return
+			return fmt.Errorf("netlab: namespace %s: %w", name, err)
 		}
 		err = netns.Set(target)
 		target.Close()
 		if err != nil {
-			errc <- fmt.Errorf("netlab: enter namespace %s: %w", name, err)
-			return
+			return fmt.Errorf("netlab: enter namespace %s: %w", name, err)
 		}
-		ferr := fn()
-		if err := netns.Set(orig); err == nil {
-			runtime.UnlockOSThread()
-		}
-		errc <- ferr
-	}()
-	return <-errc
+		return fn()
+	})
 }
 
 // createNS creates the named namespace, bind-mounted under netnsDir,
 // without moving the caller into it.
 func createNS(name string) error {
+	return onNSThread(func() error {
+		h, err := netns.NewNamed(name)
+		if err != nil {
+			return fmt.Errorf("netlab: create namespace %s: %w", name, err)
+		}
+		h.Close()
+		return nil
+	})
+}
+
+// onNSThread runs fn on a locked OS thread of its own, which fn may move
+// to another namespace, and then moves the thread back. The thread is
+// unlocked only if it is back in the namespace it started in; otherwise
+// it dies with its goroutine rather than returning to the scheduler in
+// the wrong namespace (netns.NewNamed, for one, may unshare before it
+// fails).
+func onNSThread(fn func() error) error {
 	errc := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread()
@@ -72,21 +73,11 @@ func createNS(name string) error {
 			return
 		}
 		defer orig.Close()
-		h, err := netns.NewNamed(name)
-		if err != nil {
-			// NewNamed may have unshared before failing; this thread
-			// is only safe to reuse if it is back where it started.
-			if netns.Set(orig) == nil {
-				runtime.UnlockOSThread()
-			}
-			errc <- fmt.Errorf("netlab: create namespace %s: %w", name, err)
-			return
-		}
-		h.Close()
+		ferr := fn()
 		if err := netns.Set(orig); err == nil {
 			runtime.UnlockOSThread()
 		}
-		errc <- nil
+		errc <- ferr
 	}()
 	return <-errc
 }
