@@ -77,6 +77,9 @@ type Config struct {
 	// Timers tune magicsock's path state machine; zero fields take its
 	// defaults.
 	Timers magicsock.Timers
+	// NoPortMapping stops the engine from asking the gateway (NAT-PMP)
+	// to map its UDP port.
+	NoPortMapping bool
 }
 
 // Publisher is the slice of the control client the engine needs.
@@ -165,6 +168,9 @@ func New(cfg Config) (*Engine, error) {
 	e.wg.Add(2)
 	go e.mapLoop()
 	go e.netcheckLoop()
+	if !cfg.NoPortMapping {
+		e.wg.Go(e.portMapLoop)
+	}
 	return e, nil
 }
 

@@ -915,3 +915,45 @@ func TestLabPathMTU(t *testing.T) {
 		})
 	}
 }
+
+// TestLabPortMapping: busan and mac both sit behind hard NATs, where no
+// punch can meet (TestLabHardHard stays on the relay), but Fukuoka's
+// router runs miniupnpd. mac's daemon maps its UDP port with NAT-PMP,
+// publishes the mapped address first, and busan reaches it there: the
+// path becomes direct. When mac goes down, the mapping is deleted.
+func TestLabPortMapping(t *testing.T) {
+	if err := netlab.MiniupnpdAvailable(); err != nil {
+		t.Skip(err)
+	}
+	n := startNet(t, 2*time.Minute, []string{"busan", "mac"},
+		setNAT("r-busan", netlab.NATHard), setNAT("r-fukuoka", netlab.NATHard),
+		func(topo *netlab.Topology) { topo.SetPortMap("r-fukuoka", true) })
+	n.pair("mac", "busan")
+	p := n.waitPath("busan", "mac", localapi.PathDirect, 30*time.Second)
+	if !strings.HasPrefix(p.Path.Endpoint, "203.0.113.22:") {
+		t.Errorf("busan's direct endpoint for mac %q is not on r-fukuoka's WAN address", p.Path.Endpoint)
+	}
+	if len(p.Endpoints) == 0 || p.Endpoints[0].String() != p.Path.Endpoint {
+		t.Errorf("mac's first published endpoint %v is not the mapped one busan uses (%s)", p.Endpoints, p.Path.Endpoint)
+	}
+	n.waitPath("mac", "busan", localapi.PathDirect, 30*time.Second)
+
+	// The mapping lives on the router while mac is up and goes with it.
+	mapped := func() string {
+		out, err := n.lab.Node("r-fukuoka").Exec(n.ctx, "nft", "list", "chain", "inet", "miniupnpd", "prerouting_miniupnpd")
+		if err != nil {
+			t.Fatalf("listing miniupnpd's rules: %v: %s", err, out)
+		}
+		return string(out)
+	}
+	port := p.Path.Endpoint[strings.LastIndex(p.Path.Endpoint, ":")+1:]
+	if rules := mapped(); !strings.Contains(rules, "dport "+port) || !strings.Contains(rules, "192.168.2.10") {
+		t.Fatalf("no mapping of port %s to mac on r-fukuoka:\n%s", port, rules)
+	}
+	if _, err := n.tn.CLI(n.ctx, "mac", "down"); err != nil {
+		t.Fatal(err)
+	}
+	if rules := mapped(); strings.Contains(rules, "dport "+port) {
+		t.Errorf("mac's mapping outlived its data plane:\n%s", rules)
+	}
+}

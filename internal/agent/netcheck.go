@@ -12,6 +12,7 @@ import (
 	"weft/internal/localapi"
 	"weft/internal/magicsock"
 	"weft/internal/netcheck"
+	"weft/internal/portmap"
 	"weft/internal/relay"
 	"weft/internal/wire"
 )
@@ -233,4 +234,14 @@ func (e *Engine) Netcheck(ctx context.Context) (*localapi.NetcheckResult, error)
 	}
 	e.useReport(r)
 	return &localapi.NetcheckResult{Report: r, RelayMap: rm}, nil
+}
+
+// portMapLoop keeps the data plane's UDP port mapped on the gateway, when
+// the gateway speaks NAT-PMP, and publishes the mapped address as our first
+// endpoint: behind a hard NAT it is what lets peers reach us directly.
+func (e *Engine) portMapLoop() {
+	m := &portmap.Mapper{Logger: e.log.With("sub", "portmap")}
+	m.Run(e.ctx, e.conn.Port, func(ap netip.AddrPort) {
+		e.conn.SetPortMapped(ap)
+	})
 }

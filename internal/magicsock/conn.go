@@ -163,6 +163,7 @@ type Conn struct {
 	report    NetReport
 	endpoints []netip.AddrPort // last published
 	observed  []netip.AddrPort // our address as peers' pongs saw it, newest last
+	mapped    netip.AddrPort   // our main socket's port mapping on the gateway, if any
 	lans      []netip.Prefix   // the host's own networks, if Network tells (localPrefixer)
 	rand      *rand.Rand
 	pending   []outPacket

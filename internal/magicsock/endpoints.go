@@ -23,6 +23,17 @@ func (c *Conn) SetNetReport(r NetReport) {
 	c.unlock()
 }
 
+// SetPortMapped gives the Conn the public address:port the gateway maps
+// to our main socket (UPnP, NAT-PMP or PCP), published first among our
+// endpoints; the zero value withdraws it. Behind a hard NAT it is the one
+// public endpoint every peer can reach.
+func (c *Conn) SetPortMapped(ap netip.AddrPort) {
+	c.mu.Lock()
+	c.mapped = ap
+	c.updateEndpointsLocked()
+	c.unlock()
+}
+
 // updateEndpointsLocked recomputes our endpoints and, if they changed,
 // queues the OnEndpoints callback.
 func (c *Conn) updateEndpointsLocked() {
@@ -35,6 +46,7 @@ func (c *Conn) updateEndpointsLocked() {
 			eps = append(eps, ap)
 		}
 	}
+	add(c.mapped)
 	add(c.report.GlobalV4)
 	add(c.report.GlobalV6)
 	for _, ap := range c.observed {

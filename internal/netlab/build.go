@@ -162,7 +162,7 @@ func (l *Lab) build(ctx context.Context, cfg Config, topo Topology) error {
 			}
 		}
 	}
-	return nil
+	return l.startPortMapping(ctx, cfg, h, topo)
 }
 
 // baseSetup brings up loopback and sets the namespace's forwarding: only

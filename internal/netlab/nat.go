@@ -26,8 +26,9 @@ const natTable = "weftlab"
 // installNAT writes the router's NAT and filter rules into its own
 // namespace's nftables:
 //
-//	postrouting: oifname "wan" masquerade [fully-random for hard]
+//	postrouting: iifname "lan" oifname "wan" masquerade [fully-random for hard]
 //	forward:     iifname "wan" ct state established,related accept
+//	             iifname "wan" ct status dnat accept
 //	             iifname "wan" drop
 //	             [udp-blocked: oifname "wan" meta l4proto udp drop]
 //	input:       meta l4proto udp socket transparent 0-1 accept
@@ -45,6 +46,12 @@ const natTable = "weftlab"
 // the conntrack entry it leaves behind clashes with the mapping our
 // outgoing packet needs, so masquerade picks another port and the punch
 // never meets. Dropped in input, the entry is never confirmed.
+//
+// Only traffic from the LAN is masqueraded: the router's own packets
+// already carry its WAN address and keep their ports, as a real router's
+// do (a port-mapping daemon on the router checks its own public address
+// with STUN). What a port mapping (miniupnpd) forwards in was DNATed, and
+// the "ct status dnat" rule lets it through.
 func installNAT(ns netns.NsHandle, kind NATKind, log *slog.Logger) error {
 	c, err := nftables.New(nftables.WithNetNSFd(int(ns)))
 	if err != nil {
@@ -56,6 +63,7 @@ func installNAT(ns netns.NsHandle, kind NATKind, log *slog.Logger) error {
 		Type: nftables.ChainTypeNAT, Hooknum: nftables.ChainHookPostrouting, Priority: nftables.ChainPriorityNATSource,
 	})
 	c.AddRule(&nftables.Rule{Table: t, Chain: post, Exprs: slices.Concat(
+		ifaceIs(expr.MetaKeyIIFNAME, routerLAN),
 		ifaceIs(expr.MetaKeyOIFNAME, routerWAN),
 		[]expr.Any{&expr.Masq{FullyRandom: kind == NATHard}},
 	)})
@@ -68,6 +76,11 @@ func installNAT(ns netns.NsHandle, kind NATKind, log *slog.Logger) error {
 	c.AddRule(&nftables.Rule{Table: t, Chain: fwd, Exprs: slices.Concat(
 		ifaceIs(expr.MetaKeyIIFNAME, routerWAN),
 		ctStateIn(expr.CtStateBitESTABLISHED|expr.CtStateBitRELATED),
+		verdict(expr.VerdictAccept),
+	)})
+	c.AddRule(&nftables.Rule{Table: t, Chain: fwd, Exprs: slices.Concat(
+		ifaceIs(expr.MetaKeyIIFNAME, routerWAN),
+		ctStatusDNAT(),
 		verdict(expr.VerdictAccept),
 	)})
 	c.AddRule(&nftables.Rule{Table: t, Chain: fwd, Exprs: slices.Concat(
@@ -137,6 +150,21 @@ func ctStateIn(bits uint32) []expr.Any {
 		&expr.Bitwise{
 			SourceRegister: 1, DestRegister: 1, Len: 4,
 			Mask: binaryutil.NativeEndian.PutUint32(bits),
+			Xor:  binaryutil.NativeEndian.PutUint32(0),
+		},
+		&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: binaryutil.NativeEndian.PutUint32(0)},
+	}
+}
+
+// ctStatusDNAT matches packets of connections whose destination was
+// translated (a port forwarding).
+func ctStatusDNAT() []expr.Any {
+	const ipsDstNAT = 1 << 5 // IPS_DST_NAT in linux/netfilter/nf_conntrack_common.h
+	return []expr.Any{
+		&expr.Ct{Register: 1, Key: expr.CtKeySTATUS},
+		&expr.Bitwise{
+			SourceRegister: 1, DestRegister: 1, Len: 4,
+			Mask: binaryutil.NativeEndian.PutUint32(ipsDstNAT),
 			Xor:  binaryutil.NativeEndian.PutUint32(0),
 		},
 		&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: binaryutil.NativeEndian.PutUint32(0)},

@@ -103,6 +103,10 @@ type Router struct {
 	// a packet too big for it with ICMP, as such a hop does. Zero means
 	// 1500.
 	MTU int
+	// PortMap runs miniupnpd on the router, so its hosts can ask for
+	// port mappings with UPnP IGD, NAT-PMP or PCP (needs Debian's
+	// miniupnpd-nftables).
+	PortMap bool
 	// Hosts are the names of the machines on the router's LAN.
 	Hosts []string
 }
@@ -275,6 +279,15 @@ func (t *Topology) SetRate(router string, mbit int) {
 		t.errs = append(t.errs, fmt.Errorf("netlab: rate %d Mbit/s for %s out of range [0, 100000]", mbit, router))
 	default:
 		r.RateMbit = mbit
+	}
+}
+
+// SetPortMap turns miniupnpd on router on or off (Router.PortMap).
+func (t *Topology) SetPortMap(router string, on bool) {
+	if r := t.router(router); r != nil {
+		r.PortMap = on
+	} else {
+		t.errs = append(t.errs, t.unknownRouter(router))
 	}
 }
 

@@ -1,6 +1,7 @@
-// Package portmap asks the local gateway which port-mapping protocols it
-// speaks: UPnP IGD, NAT-PMP and PCP. For now it only probes, for netcheck's
-// report; creating mappings comes later.
+// Package portmap talks to the local gateway's port-mapping protocols.
+// Prober asks which of UPnP IGD, NAT-PMP and PCP it speaks, for netcheck's
+// report; Mapper keeps the data plane's UDP port mapped with NAT-PMP, so a
+// node behind a hard NAT has one public endpoint every peer can reach.
 //
 // Every probe sends only to the default gateway (and, for UPnP, the SSDP
 // multicast group on the local link), with short timeouts inside the

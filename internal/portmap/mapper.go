@@ -1,0 +1,191 @@
+package portmap
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"time"
+
+	natpmp "github.com/jackpal/go-nat-pmp"
+)
+
+// Mapping lifetimes and retry pacing. RFC 6886 recommends two hours for a
+// mapping and renewing it at half its lifetime.
+const (
+	DefaultLifetime = 2 * time.Hour
+	minRetry        = 30 * time.Second
+	maxRetry        = 10 * time.Minute
+)
+
+// Mapper keeps a UDP port of this host mapped on the gateway with NAT-PMP,
+// so that a node behind a NAT whose mapping varies by destination (a hard
+// NAT) still has one public address:port that every peer can reach. It
+// renews the mapping before it lapses and deletes it when Run returns.
+type Mapper struct {
+	// Logger receives one line per mapping made, lost or deleted. Nil
+	// discards.
+	Logger *slog.Logger
+	// Gateway returns the gateway to ask. Nil means DefaultGateway.
+	Gateway func() (netip.Addr, error)
+	// Timeout bounds each request. Zero means DefaultTimeout.
+	Timeout time.Duration
+	// Lifetime is the mapping's requested lifetime. Zero means
+	// DefaultLifetime.
+	Lifetime time.Duration
+	// RetryAfter is the first wait after a failed request; it doubles up
+	// to maxRetry. Zero means 30 s.
+	RetryAfter time.Duration
+}
+
+// Run maps the port that localPort returns (asked again before every
+// renewal, since the socket may be rebound) until ctx is done, calling
+// onChange with the public address:port whenever it changes, and with the
+// zero value when the mapping is lost. When ctx ends, the mapping is
+// deleted on the gateway and Run returns.
+func (m *Mapper) Run(ctx context.Context, localPort func() uint16, onChange func(netip.AddrPort)) {
+	log := m.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	first := m.RetryAfter
+	if first <= 0 {
+		first = minRetry
+	}
+	retry := first
+	var (
+		cur    netip.AddrPort // what onChange last heard
+		mapped uint16         // the internal port mapped on gw, 0 if none
+		gw     netip.Addr
+	)
+	set := func(ap netip.AddrPort) {
+		if ap != cur {
+			cur = ap
+			onChange(ap)
+		}
+	}
+	defer func() {
+		if mapped != 0 {
+			err := m.unmap(gw, mapped)
+			log.Info("port mapping deleted", "gateway", gw, "port", mapped, "err", err)
+		}
+	}()
+	wait := time.Duration(0)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+		port := localPort()
+		g, err := m.gateway()
+		if err == nil && port == 0 {
+			err = errors.New("portmap: no local port to map yet")
+		}
+		var ap netip.AddrPort
+		var life time.Duration
+		if err == nil {
+			if mapped != 0 && (g != gw || mapped != port) {
+				m.unmap(gw, mapped)
+				mapped = 0
+			}
+			gw = g
+			ap, life, err = m.mapPort(ctx, gw, port)
+		}
+		if err != nil {
+			if cur.IsValid() {
+				log.Warn("port mapping lost", "gateway", gw, "err", err)
+			} else {
+				log.Debug("no port mapping", "err", err)
+			}
+			set(netip.AddrPort{})
+			mapped = 0
+			wait = retry
+			retry = min(2*retry, maxRetry)
+			continue
+		}
+		if !cur.IsValid() || ap != cur {
+			log.Info("port mapped", "gateway", gw, "local_port", port, "public", ap, "lifetime", life)
+		}
+		mapped = port
+		set(ap)
+		retry = first
+		wait = max(life/2, time.Second)
+	}
+}
+
+func (m *Mapper) gateway() (netip.Addr, error) {
+	if m.Gateway != nil {
+		return m.Gateway()
+	}
+	return DefaultGateway()
+}
+
+func (m *Mapper) client(gw netip.Addr) (*natpmp.Client, error) {
+	if !gw.Is4() {
+		return nil, errors.New("portmap: NAT-PMP needs an IPv4 gateway")
+	}
+	timeout := m.Timeout
+	if timeout <= 0 {
+		timeout = DefaultTimeout
+	}
+	return natpmp.NewClientWithTimeout(net.IP(gw.AsSlice()), timeout), nil
+}
+
+// mapPort asks gw to map UDP port to the same external port (the gateway
+// may give another) and returns the public address:port and the lifetime
+// granted.
+func (m *Mapper) mapPort(ctx context.Context, gw netip.Addr, port uint16) (netip.AddrPort, time.Duration, error) {
+	c, err := m.client(gw)
+	if err != nil {
+		return netip.AddrPort{}, 0, err
+	}
+	life := m.Lifetime
+	if life <= 0 {
+		life = DefaultLifetime
+	}
+	type answer struct {
+		ap   netip.AddrPort
+		life time.Duration
+		err  error
+	}
+	// The library blocks for at most its timeout (with its retries);
+	// ctx lets Run stop waiting sooner.
+	done := make(chan answer, 1)
+	go func() {
+		ext, err := c.GetExternalAddress()
+		if err != nil {
+			done <- answer{err: fmt.Errorf("portmap: NAT-PMP external address: %w", err)}
+			return
+		}
+		r, err := c.AddPortMapping("udp", int(port), int(port), int(life/time.Second))
+		if err != nil {
+			done <- answer{err: fmt.Errorf("portmap: NAT-PMP map UDP %d: %w", port, err)}
+			return
+		}
+		addr := netip.AddrFrom4(ext.ExternalIPAddress)
+		if !addr.IsGlobalUnicast() || r.MappedExternalPort == 0 || r.PortMappingLifetimeInSeconds == 0 {
+			done <- answer{err: fmt.Errorf("portmap: NAT-PMP gave an unusable mapping %v:%d for %ds", addr, r.MappedExternalPort, r.PortMappingLifetimeInSeconds)}
+			return
+		}
+		done <- answer{ap: netip.AddrPortFrom(addr, r.MappedExternalPort), life: time.Duration(r.PortMappingLifetimeInSeconds) * time.Second}
+	}()
+	select {
+	case a := <-done:
+		return a.ap, a.life, a.err
+	case <-ctx.Done():
+		return netip.AddrPort{}, 0, ctx.Err()
+	}
+}
+
+// unmap deletes the mapping of port on gw (NAT-PMP: lifetime 0).
+func (m *Mapper) unmap(gw netip.Addr, port uint16) error {
+	c, err := m.client(gw)
+	if err != nil {
+		return err
+	}
+	_, err = c.AddPortMapping("udp", int(port), 0, 0)
+	return err
+}
