@@ -22,6 +22,7 @@ import (
 // (the policy's rules on sources, protocols and ports) sits beside it.
 type destPolicy struct {
 	self   []netip.Addr   // the node's tailnet addresses
+	tail6  netip.Prefix   // the tailnet's IPv6 /48 (around self's IPv6 address); zero if none
 	routes []netip.Prefix // offered by this node and approved by control
 }
 
@@ -44,7 +45,7 @@ func (p *destPolicy) check(dst netip.Addr) string {
 	if slices.Contains(p.self, dst) {
 		return ""
 	}
-	if !dst.IsGlobalUnicast() || tailnet.V4Range.Contains(dst) || p.inTailnetV6(dst) {
+	if !dst.IsGlobalUnicast() || tailnet.V4Range.Contains(dst) || p.tail6.Contains(dst) {
 		return refusedNever
 	}
 	for _, r := range p.routes {
@@ -53,19 +54,6 @@ func (p *destPolicy) check(dst netip.Addr) string {
 		}
 	}
 	return refusedNotRouted
-}
-
-// inTailnetV6 reports whether dst is in the tailnet's IPv6 /48, the one
-// the node's own IPv6 address is in.
-func (p *destPolicy) inTailnetV6(dst netip.Addr) bool {
-	for _, a := range p.self {
-		if a.Is6() {
-			if pfx, err := a.Prefix(48); err == nil && pfx.Contains(dst) {
-				return true
-			}
-		}
-	}
-	return false
 }
 
 // newDestPolicy is the policy for nm under the node's preferences: the
@@ -80,6 +68,9 @@ func newDestPolicy(nm *controlclient.NetMap, rp node.RoutePrefs) *destPolicy {
 	}
 	for _, a := range nm.Self.Addresses {
 		p.self = append(p.self, a.Addr())
+		if a.Addr().Is6() {
+			p.tail6, _ = a.Addr().Prefix(48)
+		}
 	}
 	for _, r := range nm.Self.Routes {
 		offered := slices.Contains(rp.AdvertiseRoutes, r)
