@@ -37,7 +37,7 @@ type nodeEntry struct {
 	gone      *time.Timer // deletes an ephemeral node that stays away
 	expiry    *time.Timer // revokes the node when its key expires (expiry.go)
 	revoked   bool        // its key expired: in no map, no stream (expiry.go)
-	filterEnc []byte      // JSON of the packet filter last sent to the node
+	filterSent *wire.PacketFilter // the packet filter last sent to the node
 }
 
 // encoded returns n's JSON, computing it once per change: a full map for
@@ -228,7 +228,7 @@ func (m *mapper) connected(n *store.Node, sess *session) *wire.ErrorMessage {
 	w := n.Wire()
 	w.Online = true
 	m.noteFactsLocked(n.ID, prev, &w)
-	e.filterEnc = nil // the full map carries the filter
+	e.filterSent = nil // the full map carries the filter
 	c := chOnline | chRuntime
 	if !sameRecord(&old, &w) {
 		c |= chFull

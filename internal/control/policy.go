@@ -159,16 +159,24 @@ func (m *mapper) recompileLocked() map[wire.NodeID]*viewChange {
 	case m.s.cfg.Visible != nil:
 		// A test's hook decides who sees whom; it does not change.
 	case m.policyChanged:
-		for rid, r := range m.nodes {
-			if r.sess == nil {
-				continue
-			}
-			for xid, xe := range m.nodes {
-				if xid != rid {
-					note(rid, xid, xe)
+		ids := make([]wire.NodeID, 0, len(m.nodes))
+		for id := range m.nodes {
+			ids = append(ids, id)
+		}
+		policy.ViewChanges(old, m.compiled, ids, func(a, b wire.NodeID, visible bool) {
+			ea, eb := m.nodes[a], m.nodes[b]
+			for _, p := range [2][2]*nodeEntry{{ea, eb}, {eb, ea}} {
+				r, x := p[0], p[1]
+				if r.sess == nil || x.revoked {
+					continue
+				}
+				if visible {
+					get(r.n.ID).add = append(get(r.n.ID).add, x)
+				} else {
+					get(r.n.ID).remove = append(get(r.n.ID).remove, x.n.ID)
 				}
 			}
-		}
+		})
 	default:
 		for xid := range m.recompile {
 			xe := m.nodes[xid]
@@ -192,10 +200,9 @@ func (m *mapper) recompileLocked() map[wire.NodeID]*viewChange {
 		if r.sess == nil || r.revoked {
 			continue
 		}
-		enc := mustJSON(m.compiled.Filter(rid))
-		if !bytes.Equal(enc, r.filterEnc) {
-			r.filterEnc = enc
-			get(rid).filter = enc
+		if f := m.compiled.Filter(rid); !f.Equal(r.filterSent) {
+			r.filterSent = f
+			get(rid).filter = mustJSON(f)
 		}
 	}
 	m.policyChanged = false
@@ -203,9 +210,9 @@ func (m *mapper) recompileLocked() map[wire.NodeID]*viewChange {
 	return out
 }
 
-// filterFor returns the JSON of id's current filter and remembers it as
-// sent. m.mu is held.
+// filterForLocked returns the JSON of id's current filter and remembers
+// it as sent. m.mu is held.
 func (m *mapper) filterForLocked(id wire.NodeID, e *nodeEntry) []byte {
-	e.filterEnc = mustJSON(m.compiled.Filter(id))
-	return e.filterEnc
+	e.filterSent = m.compiled.Filter(id)
+	return mustJSON(e.filterSent)
 }

@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"strings"
 	"testing"
+	"time"
 
 	"weft/internal/wire"
 )
@@ -89,5 +90,50 @@ func BenchmarkCompile(b *testing.B) {
 			}
 			b.ReportMetric(float64(total)/100, "filter-bytes/node")
 		})
+	}
+}
+
+// BenchmarkOneRuleChange adds one rule to a 1,000-rule policy at 10,000
+// nodes and counts what the control server then sends: the new filter of
+// each node whose filter changed (its JSON) and a peer record (about
+// 0.5 KiB) to each end of each pair that came into view. The time is the
+// server's work: compiling and comparing views.
+func BenchmarkOneRuleChange(b *testing.B) {
+	const nodesN = 10000
+	nodes := bigTailnet(nodesN)
+	src := bigPolicy(1000)
+	oldP, err := Parse([]byte(src))
+	if err != nil {
+		b.Fatal(err)
+	}
+	newP, err := Parse([]byte(strings.Replace(src, `"acls": [`, `"acls": [{"action": "accept", "src": ["u5@"], "dst": ["tag:t10:9999"]},`, 1)))
+	if err != nil {
+		b.Fatal(err)
+	}
+	oldC := oldP.Compile(nodes)
+	for b.Loop() {
+		t0 := time.Now()
+		newC := newP.Compile(nodes)
+		compile := time.Since(t0)
+		changed, filterBytes, pairs := 0, 0, 0
+		for _, n := range nodes {
+			if nf := newC.Filter(n.ID); !nf.Equal(oldC.Filter(n.ID)) {
+				enc, _ := json.Marshal(nf)
+				changed++
+				filterBytes += len(enc)
+			}
+		}
+		ids := make([]wire.NodeID, len(nodes))
+		for i, n := range nodes {
+			ids[i] = n.ID
+		}
+		t1 := time.Now()
+		ViewChanges(oldC, newC, ids, func(a, b wire.NodeID, visible bool) { pairs++ })
+		b.ReportMetric(float64(compile.Milliseconds()), "compile-ms")
+		b.ReportMetric(float64(time.Since(t1).Milliseconds()), "views-ms")
+		b.ReportMetric(float64(changed), "filters-changed")
+		b.ReportMetric(float64(filterBytes), "filter-bytes")
+		b.ReportMetric(float64(pairs), "pairs-changed")
+		b.ReportMetric(float64(filterBytes+pairs*2*512), "bytes-sent")
 	}
 }

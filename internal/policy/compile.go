@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"encoding/binary"
 	"net/netip"
 
 	"weft/internal/wire"
@@ -12,6 +13,9 @@ import (
 type Compiled struct {
 	allowAll bool
 	nodes    map[wire.NodeID]*nodeView
+	// classes are the distinct (src, dst) rule bit sets; nodes that
+	// share one see exactly the same others.
+	classes []*nodeView
 }
 
 // nodeView is one node's share of the compiled policy.
@@ -20,6 +24,7 @@ type nodeView struct {
 	// src and dst hold a bit per rule: the node can send as the rule's
 	// source, or receive as its destination.
 	src, dst []uint64
+	class    int // index in Compiled.classes
 }
 
 // AllowAll is the Compiled of a tailnet with no policy: every node may
@@ -103,7 +108,93 @@ func (p *Policy) Compile(nodes []*wire.Node) *Compiled {
 		})
 		c.nodes[n.ID] = v
 	}
+	c.classify()
 	return c
+}
+
+// classify groups nodes by their rule bits.
+func (c *Compiled) classify() {
+	byKey := map[string]int{}
+	var key []byte
+	for _, v := range c.nodes {
+		key = key[:0]
+		for _, w := range append(v.src, v.dst...) {
+			key = binary.LittleEndian.AppendUint64(key, w)
+		}
+		i, ok := byKey[string(key)]
+		if !ok {
+			i = len(c.classes)
+			byKey[string(key)] = i
+			c.classes = append(c.classes, v)
+		}
+		v.class = i
+	}
+}
+
+// classSees is CanSee between two classes.
+func (c *Compiled) classSees(i, j int) bool {
+	a, b := c.classes[i], c.classes[j]
+	for w := range a.src {
+		if a.src[w]&b.dst[w] != 0 || b.src[w]&a.dst[w] != 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// ViewChanges calls fn for every pair of the nodes ids (each pair once,
+// in either order) that may see each other under one compilation and not
+// the other, with visible saying whether they may now. It compares classes
+// of nodes rather than every pair, so its cost grows with the pairs that
+// changed, not with the square of the tailnet. A node absent from a
+// compilation sees no one under it.
+func ViewChanges(old, cur *Compiled, ids []wire.NodeID, fn func(a, b wire.NodeID, visible bool)) {
+	type combo struct{ o, n int } // class under old and cur; -1 absent, -2 allow-all
+	classOf := func(c *Compiled, id wire.NodeID) int {
+		if c.allowAll {
+			return -2
+		}
+		if v := c.nodes[id]; v != nil {
+			return v.class
+		}
+		return -1
+	}
+	groups := map[combo][]wire.NodeID{}
+	var order []combo
+	for _, id := range ids {
+		k := combo{classOf(old, id), classOf(cur, id)}
+		if _, ok := groups[k]; !ok {
+			order = append(order, k)
+		}
+		groups[k] = append(groups[k], id)
+	}
+	sees := func(c *Compiled, i, j int) bool {
+		switch {
+		case i == -2 || j == -2:
+			return true
+		case i < 0 || j < 0:
+			return false
+		}
+		return c.classSees(i, j)
+	}
+	for x, kx := range order {
+		for _, ky := range order[x:] {
+			was, is := sees(old, kx.o, ky.o), sees(cur, kx.n, ky.n)
+			if was == is {
+				continue
+			}
+			gx, gy := groups[kx], groups[ky]
+			for i, a := range gx {
+				start := 0
+				if kx == ky {
+					start = i + 1
+				}
+				for _, b := range gy[start:] {
+					fn(a, b, is)
+				}
+			}
+		}
+	}
 }
 
 // Filter returns the packet filter of the node with id. A node the
@@ -129,12 +220,7 @@ func (c *Compiled) CanSee(a, b wire.NodeID) bool {
 	if va == nil || vb == nil {
 		return false
 	}
-	for i := range va.src {
-		if va.src[i]&vb.dst[i] != 0 || vb.src[i]&va.dst[i] != 0 {
-			return true
-		}
-	}
-	return false
+	return c.classSees(va.class, vb.class)
 }
 
 // Rules returns how many rules the node's filter holds, for status and

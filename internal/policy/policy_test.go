@@ -3,6 +3,7 @@ package policy
 import (
 	"errors"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 
@@ -366,6 +367,43 @@ func TestAggregate(t *testing.T) {
 		}
 		if strings.Join(got, " ") != tt.want {
 			t.Errorf("aggregate(%s) = %v, want %s", tt.in, got, tt.want)
+		}
+	}
+}
+
+// TestViewChanges checks the class-wise comparison against every pair.
+func TestViewChanges(t *testing.T) {
+	nodes := fixture()
+	extra := &wire.Node{ID: 9, Name: "late", User: "bob", Addresses: []netip.Prefix{netip.MustParsePrefix("100.64.0.9/32")}}
+	friendPolicy := strings.Replace(issuePolicy, `"acls": [`, `"acls": [
+		{"action": "accept", "src": ["bob@"], "dst": ["busan:443"]},`, 1)
+	comps := map[string]*Compiled{
+		"none":   (*Policy)(nil).Compile(nodes),
+		"issue":  mustParse(t, issuePolicy).Compile(nodes),
+		"friend": mustParse(t, friendPolicy).Compile(append(slices.Clone(nodes), extra)),
+	}
+	ids := []wire.NodeID{1, 2, 3, 4, 5, 6, 9}
+	for oldName, old := range comps {
+		for newName, cur := range comps {
+			got := map[[2]wire.NodeID]bool{}
+			ViewChanges(old, cur, ids, func(a, b wire.NodeID, visible bool) {
+				if a > b {
+					a, b = b, a
+				}
+				if _, dup := got[[2]wire.NodeID{a, b}]; dup {
+					t.Errorf("%s -> %s: pair %d-%d reported twice", oldName, newName, a, b)
+				}
+				got[[2]wire.NodeID{a, b}] = visible
+			})
+			for i, a := range ids {
+				for _, b := range ids[i+1:] {
+					was, is := old.CanSee(a, b), cur.CanSee(a, b)
+					v, reported := got[[2]wire.NodeID{a, b}]
+					if reported != (was != is) || reported && v != is {
+						t.Errorf("%s -> %s: pair %d-%d: was %v, is %v; reported %v (%v)", oldName, newName, a, b, was, is, reported, v)
+					}
+				}
+			}
 		}
 	}
 }

@@ -3,6 +3,7 @@ package wire
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 )
 
 // IP protocol numbers the packet filter names.
@@ -90,4 +91,23 @@ func (f *PacketFilter) Validate() error {
 		}
 	}
 	return nil
+}
+
+// Equal reports whether f and g let in the same packets by the same rules
+// (nil is equal only to nil). The server uses it to send a filter only
+// to the nodes whose filter changed, without encoding every one.
+func (f *PacketFilter) Equal(g *PacketFilter) bool {
+	if f == nil || g == nil {
+		return f == g
+	}
+	if f.AllowAll != g.AllowAll || len(f.Rules) != len(g.Rules) {
+		return false
+	}
+	for i := range f.Rules {
+		a, b := &f.Rules[i], &g.Rules[i]
+		if !slices.Equal(a.Srcs, b.Srcs) || !slices.Equal(a.Dsts, b.Dsts) || !slices.Equal(a.Protos, b.Protos) {
+			return false
+		}
+	}
+	return true
 }
