@@ -30,13 +30,13 @@ const (
 
 // nodeEntry is the server's in-memory view of one node.
 type nodeEntry struct {
-	n         wire.Node // Online is true while sess is set
-	ephemeral bool
-	enc       []byte      // cached JSON of n; nil when stale
-	sess      *session    // live map stream, or nil
-	gone      *time.Timer // deletes an ephemeral node that stays away
-	expiry    *time.Timer // revokes the node when its key expires (expiry.go)
-	revoked   bool        // its key expired: in no map, no stream (expiry.go)
+	n          wire.Node // Online is true while sess is set
+	ephemeral  bool
+	enc        []byte             // cached JSON of n; nil when stale
+	sess       *session           // live map stream, or nil
+	gone       *time.Timer        // deletes an ephemeral node that stays away
+	expiry     *time.Timer        // revokes the node when its key expires (expiry.go)
+	revoked    bool               // its key expired: in no map, no stream (expiry.go)
 	filterSent *wire.PacketFilter // the packet filter last sent to the node
 }
 
