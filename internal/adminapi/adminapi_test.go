@@ -274,7 +274,7 @@ func TestNodes(t *testing.T) {
 	if ns[0].Online == nil || !*ns[0].Online || *ns[1].Online {
 		t.Fatalf("online flags wrong: %v %v", ns[0].Online, ns[1].Online)
 	}
-	for _, ref := range []string{"busan", "1"} {
+	for _, ref := range []string{"busan", "1", "id:1"} {
 		n, err := e.c.GetNode(ctx, ref)
 		if err != nil || n.ID != busan.ID || n.IPv4 != busan.IPv4 {
 			t.Fatalf("GetNode(%q) = %+v, %v", ref, n, err)
@@ -284,6 +284,17 @@ func TestNodes(t *testing.T) {
 		t.Fatalf("GetNode(nope) = %v", err)
 	}
 
+	if _, err := e.c.GetNode(ctx, "id:99"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("GetNode(id:99) = %v", err)
+	}
+	// An all-digit name would shadow a node ID: `nodes delete 1` could
+	// delete the wrong node.
+	if _, err := e.c.RenameNode(ctx, "mac", "1"); err == nil || !strings.Contains(err.Error(), "all digits") {
+		t.Fatalf("rename mac to 1 = %v, want a refusal", err)
+	}
+	if n, err := e.c.GetNode(ctx, "1"); err != nil || n.ID != busan.ID {
+		t.Fatalf("GetNode(1) after the refused rename = %+v, %v", n, err)
+	}
 	n, err := e.c.RenameNode(ctx, "mac", "macbook")
 	if err != nil || n.Name != "macbook" {
 		t.Fatalf("rename = %+v, %v", n, err)

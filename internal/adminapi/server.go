@@ -11,7 +11,6 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -243,19 +242,43 @@ func decode(r *http.Request, v any) error {
 	return nil
 }
 
-// findNode resolves a node reference: a name, or failing that a numeric ID.
+// findNode resolves a node reference: "id:N" or all digits is a node ID
+// (no node name is all digits), anything else a name. A node named with
+// digits before such names were refused is still found by name when no
+// node has that ID, and a reference both could mean is refused.
 func (s *Server) findNode(r *http.Request) (store.Node, error) {
 	ref := r.PathValue("node")
-	n, err := s.Store.GetNodeByName(r.Context(), ref)
-	if err == nil || !errors.Is(err, store.ErrNotFound) {
+	id, isID := store.IsNodeIDRef(ref)
+	if !isID {
+		n, err := s.Store.GetNodeByName(r.Context(), ref)
+		if errors.Is(err, store.ErrNotFound) {
+			return n, fmt.Errorf("%w: no node named %q (`weft admin nodes list` shows them)", store.ErrNotFound, ref)
+		}
 		return n, err
 	}
-	if id, perr := strconv.ParseUint(ref, 10, 64); perr == nil {
-		if n, err := s.Store.GetNode(r.Context(), wire.NodeID(id)); err == nil || !errors.Is(err, store.ErrNotFound) {
-			return n, err
-		}
+	n, err := s.Store.GetNode(r.Context(), wire.NodeID(id))
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		return n, err
 	}
-	return store.Node{}, fmt.Errorf("%w: no node named %q or with that ID (`weft admin nodes list` shows them)", store.ErrNotFound, ref)
+	if strings.HasPrefix(ref, "id:") {
+		if err != nil {
+			return n, fmt.Errorf("%w: no node with ID %d (`weft admin nodes list` shows them)", store.ErrNotFound, id)
+		}
+		return n, nil
+	}
+	named, nerr := s.Store.GetNodeByName(r.Context(), ref)
+	switch {
+	case nerr == nil && err == nil && named.ID != n.ID:
+		return store.Node{}, fmt.Errorf("%w: %q is node %d's ID and node %d's name; say id:%d, and rename node %d (`weft admin nodes rename id:%d NEW-NAME`)",
+			store.ErrInvalid, ref, n.ID, named.ID, n.ID, named.ID, named.ID)
+	case err == nil:
+		return n, nil
+	case nerr == nil:
+		return named, nil
+	case !errors.Is(nerr, store.ErrNotFound):
+		return named, nerr
+	}
+	return store.Node{}, fmt.Errorf("%w: no node with ID %s (`weft admin nodes list` shows them)", store.ErrNotFound, ref)
 }
 
 func (s *Server) listUsers(w http.ResponseWriter, r *http.Request) {

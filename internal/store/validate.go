@@ -3,6 +3,7 @@ package store
 import (
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 )
 
@@ -108,13 +109,53 @@ func SanitizeHostname(h string) string {
 	if s == "" {
 		return "node"
 	}
+	if allDigits(s) {
+		// An all-digit name would read as a node ID.
+		s = "node-" + s
+		if len(s) > maxLabel {
+			s = s[:maxLabel]
+		}
+	}
 	return s
+}
+
+// allDigits reports whether s is non-empty and only 0-9: a node ID as the
+// admin CLI takes it, so never a node name.
+func allDigits(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+	}
+	return true
+}
+
+// IsNodeIDRef reports whether ref, as an administrator typed it, names a
+// node by ID ("id:7", or all digits as "7", which no node name can be)
+// and returns the ID.
+func IsNodeIDRef(ref string) (uint64, bool) {
+	digits, _ := strings.CutPrefix(ref, "id:")
+	if !allDigits(digits) {
+		return 0, false
+	}
+	id, err := strconv.ParseUint(digits, 10, 64)
+	if err != nil {
+		return 0, false
+	}
+	return id, true
 }
 
 // ValidateNodeName checks that name is already a DNS label as
 // SanitizeHostname would produce, for renames, where silently changing what
 // the administrator typed would surprise.
 func ValidateNodeName(name string) error {
+	if allDigits(name) {
+		return fmt.Errorf("%w: node name %q is all digits, which reads as a node ID (`nodes show 1` would not know which you mean); add a letter, for example %q",
+			ErrInvalid, name, "node-"+name)
+	}
 	if name == "" || SanitizeHostname(name) != name || strings.Contains(name, ".") {
 		return fmt.Errorf("%w: node name %q must be a DNS label: 1 to 63 characters of a-z, 0-9 and -, not starting or ending with - (try %q)",
 			ErrInvalid, name, SanitizeHostname(name))

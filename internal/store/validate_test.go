@@ -22,13 +22,48 @@ func TestSanitizeHostname(t *testing.T) {
 		{"DESKTOP-7F3K2", "desktop-7f3k2"},
 		{strings.Repeat("a", 70), strings.Repeat("a", 63)},
 		{strings.Repeat("a", 62) + "-b", strings.Repeat("a", 62)},
-		{"0", "0"},
+		{"0", "node-0"},
+		{"1234", "node-1234"},
+		{"12-34", "12-34"},
 	} {
 		t.Run(tt.in, func(t *testing.T) {
 			if got := SanitizeHostname(tt.in); got != tt.want {
 				t.Fatalf("SanitizeHostname(%q) = %q, want %q", tt.in, got, tt.want)
 			}
 		})
+	}
+}
+
+// TestNodeNamesAreNotIDs: no node name is all digits, so "7" and "id:7"
+// always mean node 7.
+func TestNodeNamesAreNotIDs(t *testing.T) {
+	for _, tt := range []struct {
+		ref    string
+		wantID uint64
+		isID   bool
+	}{
+		{"7", 7, true},
+		{"id:7", 7, true},
+		{"id:x", 0, false},
+		{"id:", 0, false},
+		{"busan", 0, false},
+		{"node-7", 0, false},
+		{"99999999999999999999999", 0, false},
+	} {
+		t.Run(tt.ref, func(t *testing.T) {
+			id, ok := IsNodeIDRef(tt.ref)
+			if id != tt.wantID || ok != tt.isID {
+				t.Fatalf("IsNodeIDRef(%q) = %d, %v; want %d, %v", tt.ref, id, ok, tt.wantID, tt.isID)
+			}
+		})
+	}
+	for _, name := range []string{"1", "007"} {
+		if err := ValidateNodeName(name); !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "node-"+name) {
+			t.Errorf("ValidateNodeName(%q) = %v, want a refusal suggesting node-%s", name, err, name)
+		}
+	}
+	if err := ValidateNodeName("pc1"); err != nil {
+		t.Errorf("ValidateNodeName(pc1) = %v", err)
 	}
 }
 
