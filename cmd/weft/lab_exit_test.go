@@ -91,6 +91,22 @@ func (l *exitLab) whoami(host string) (netip.Addr, error) {
 	return netip.ParseAddr(strings.TrimSpace(string(b)))
 }
 
+// useBusanExit approves busan as an exit node, waits until mac lists it,
+// selects it on mac, and waits until web sees mac as r-busan.
+func (l *exitLab) useBusanExit(t testing.TB) {
+	t.Helper()
+	l.admin("routes", "approve", "busan", "exit")
+	err := scenario.WaitFor(l.ctx, 30*time.Second, "busan listed as exit node on mac", func() (bool, error) {
+		out, err := l.tn.CLI(l.ctx, "mac", "exit-node", "list")
+		return err == nil && strings.Contains(string(out), "busan"), nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.cli("mac", "set", "--exit-node", "busan")
+	l.awaitWhoami("mac", l.lab.Node("r-busan").WANAddr, "web sees mac as r-busan through the exit node")
+}
+
 // awaitWhoami waits until web sees host as want.
 func (l *exitLab) awaitWhoami(host string, want netip.Addr, what string) {
 	l.t.Helper()
@@ -249,16 +265,7 @@ func TestLabExitNodeAndSubnetRoute(t *testing.T) {
 		l.cli("busan", "set", "--snat-subnet-routes=true")
 	})
 	t.Run("exit node: web sees r-busan", func(t *testing.T) {
-		l.admin("routes", "approve", "busan", "exit")
-		err := scenario.WaitFor(ctx, 30*time.Second, "busan listed as exit node on mac", func() (bool, error) {
-			out, err := l.tn.CLI(ctx, "mac", "exit-node", "list")
-			return err == nil && strings.Contains(string(out), "busan"), nil
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		l.cli("mac", "set", "--exit-node", "busan")
-		l.awaitWhoami("mac", busanWAN, "web sees mac as r-busan through the exit node")
+		l.useBusanExit(t)
 		out := l.cli("mac", "exit-node", "check", "--url", "http://"+l.lab.Node("web").WANAddr.String()+"/")
 		if !strings.Contains(out, fukuoka.String()) || !strings.Contains(out, busanWAN.String()) {
 			t.Errorf("exit-node check should show %v direct and %v through busan:\n%s", fukuoka, busanWAN, out)

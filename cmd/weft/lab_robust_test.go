@@ -30,16 +30,7 @@ func TestLabEverydayRobustness(t *testing.T) {
 	busanWAN := l.lab.Node("r-busan").WANAddr
 	web := l.lab.Node("web").WANAddr
 
-	l.admin("routes", "approve", "busan", "exit")
-	err := scenario.WaitFor(ctx, 30*time.Second, "busan listed as exit node on mac", func() (bool, error) {
-		out, err := l.tn.CLI(ctx, "mac", "exit-node", "list")
-		return err == nil && strings.Contains(string(out), "busan"), nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	l.cli("mac", "set", "--exit-node", "busan")
-	l.awaitWhoami("mac", busanWAN, "web sees mac as r-busan through the exit node")
+	l.useBusanExit(t)
 
 	// Each step's helpers fail that step, not the whole walk.
 	step := func(name string, fn func(t *testing.T, l *exitLab)) {

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
-	"strings"
 	"testing"
 	"time"
 
@@ -41,22 +40,13 @@ func TestLabExitNodeLANCannotEnterTailnet(t *testing.T) {
 	l := startExitLab(t, ctx)
 	busanWAN, busanLAN := l.lab.Node("r-busan").WANAddr, l.lab.Node("busan").LANAddr
 
-	l.admin("routes", "approve", "busan", "exit")
-	err := scenario.WaitFor(ctx, 30*time.Second, "busan listed as exit node on mac", func() (bool, error) {
-		out, err := l.tn.CLI(ctx, "mac", "exit-node", "list")
-		return err == nil && strings.Contains(string(out), "busan"), nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	l.cli("mac", "set", "--exit-node", "busan")
-	l.awaitWhoami("mac", busanWAN, "web sees mac as r-busan through the exit node")
+	l.useBusanExit(t)
 	macTailnet := l.tailnetAddr4("mac")
 	// mac reaches busan's LAN through the exit node: the way back
 	// (nas → busan → tunnel) is a reply and must pass.
 	l.awaitReach("mac", "nas", "mac reaches nas through the exit node")
 
-	err = l.lab.Node("nas").Do(func() error {
+	err := l.lab.Node("nas").Do(func() error {
 		return netlink.RouteAdd(&netlink.Route{Dst: netipNet(netip.MustParsePrefix("100.64.0.0/10")), Gw: busanLAN.AsSlice()})
 	})
 	if err != nil {
@@ -260,7 +250,7 @@ func TestLabExitNodeRefusesLocalDestinations(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
 	l := startExitLab(t, ctx)
-	busanWAN, nasLAN := l.lab.Node("r-busan").WANAddr, l.lab.Node("nas").LANAddr
+	nasLAN := l.lab.Node("nas").LANAddr
 	metadata := netip.AddrPortFrom(netip.MustParseAddr("169.254.169.254"), 80)
 
 	// The metadata service: an address on nas, routed to by busan.
@@ -313,16 +303,7 @@ func TestLabExitNodeRefusesLocalDestinations(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	l.admin("routes", "approve", "busan", "exit")
-	err = scenario.WaitFor(ctx, 30*time.Second, "busan listed as exit node on mac", func() (bool, error) {
-		out, err := l.tn.CLI(ctx, "mac", "exit-node", "list")
-		return err == nil && strings.Contains(string(out), "busan"), nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	l.cli("mac", "set", "--exit-node", "busan")
-	l.awaitWhoami("mac", busanWAN, "web sees mac as r-busan through the exit node")
+	l.useBusanExit(t)
 
 	t.Run("cloud metadata", func(t *testing.T) {
 		before := l.drops("busan").FromTunnel
