@@ -134,67 +134,14 @@ func (m *mapper) recompileLocked() map[wire.NodeID]*viewChange {
 		nodes = append(nodes, &e.n)
 	}
 	m.compiled = m.policy.Compile(nodes)
-	out := map[wire.NodeID]*viewChange{}
-	get := func(id wire.NodeID) *viewChange {
-		vc := out[id]
-		if vc == nil {
-			vc = &viewChange{}
-			out[id] = vc
-		}
-		return vc
-	}
-	// note records that r's view of x changed (r has a live stream).
-	note := func(r, x wire.NodeID, xe *nodeEntry) {
-		was, is := old.CanSee(r, x), m.compiled.CanSee(r, x)
-		switch {
-		case was == is, xe.revoked:
-			// A revoked node is in no map; expiry.go adds it back.
-		case is:
-			get(r).add = append(get(r).add, xe)
-		default:
-			get(r).remove = append(get(r).remove, x)
-		}
-	}
+	out := viewChanges{}
 	switch {
 	case m.s.cfg.Visible != nil:
 		// A test's hook decides who sees whom; it does not change.
 	case m.policyChanged:
-		ids := make([]wire.NodeID, 0, len(m.nodes))
-		for id := range m.nodes {
-			ids = append(ids, id)
-		}
-		policy.ViewChanges(old, m.compiled, ids, func(a, b wire.NodeID, visible bool) {
-			ea, eb := m.nodes[a], m.nodes[b]
-			for _, p := range [2][2]*nodeEntry{{ea, eb}, {eb, ea}} {
-				r, x := p[0], p[1]
-				if r.sess == nil || x.revoked {
-					continue
-				}
-				if visible {
-					get(r.n.ID).add = append(get(r.n.ID).add, x)
-				} else {
-					get(r.n.ID).remove = append(get(r.n.ID).remove, x.n.ID)
-				}
-			}
-		})
+		m.policyViewChangesLocked(old, out)
 	default:
-		for xid := range m.recompile {
-			xe := m.nodes[xid]
-			if xe == nil {
-				continue // removed: peers_removed tells everyone
-			}
-			for rid, r := range m.nodes {
-				if rid == xid {
-					continue
-				}
-				if r.sess != nil {
-					note(rid, xid, xe)
-				}
-				if xe.sess != nil {
-					note(xid, rid, r)
-				}
-			}
-		}
+		m.nodeViewChangesLocked(old, out)
 	}
 	for rid, r := range m.nodes {
 		if r.sess == nil || r.revoked {
@@ -202,12 +149,83 @@ func (m *mapper) recompileLocked() map[wire.NodeID]*viewChange {
 		}
 		if f := m.compiled.Filter(rid); !f.Equal(r.filterSent) {
 			r.filterSent = f
-			get(rid).filter = mustJSON(f)
+			out.get(rid).filter = mustJSON(f)
 		}
 	}
 	m.policyChanged = false
 	clear(m.recompile)
 	return out
+}
+
+// viewChanges is what changed for each receiver in one recompile.
+type viewChanges map[wire.NodeID]*viewChange
+
+// get returns id's change, made empty on first use.
+func (v viewChanges) get(id wire.NodeID) *viewChange {
+	vc := v[id]
+	if vc == nil {
+		vc = &viewChange{}
+		v[id] = vc
+	}
+	return vc
+}
+
+// policyViewChangesLocked adds to out every view the new policy changes,
+// compared by class of nodes (policy.ViewChanges). m.mu is held.
+func (m *mapper) policyViewChangesLocked(old *policy.Compiled, out viewChanges) {
+	ids := make([]wire.NodeID, 0, len(m.nodes))
+	for id := range m.nodes {
+		ids = append(ids, id)
+	}
+	policy.ViewChanges(old, m.compiled, ids, func(a, b wire.NodeID, visible bool) {
+		ea, eb := m.nodes[a], m.nodes[b]
+		for _, p := range [2][2]*nodeEntry{{ea, eb}, {eb, ea}} {
+			r, x := p[0], p[1]
+			if r.sess == nil || x.revoked {
+				continue
+			}
+			if visible {
+				out.get(r.n.ID).add = append(out.get(r.n.ID).add, x)
+			} else {
+				out.get(r.n.ID).remove = append(out.get(r.n.ID).remove, x.n.ID)
+			}
+		}
+	})
+}
+
+// nodeViewChangesLocked adds to out the views that changed because the
+// nodes in m.recompile changed: only pairs holding one of them are
+// compared. m.mu is held.
+func (m *mapper) nodeViewChangesLocked(old *policy.Compiled, out viewChanges) {
+	// note records that r's view of x changed (r has a live stream).
+	note := func(r, x wire.NodeID, xe *nodeEntry) {
+		was, is := old.CanSee(r, x), m.compiled.CanSee(r, x)
+		switch {
+		case was == is, xe.revoked:
+			// A revoked node is in no map; expiry.go adds it back.
+		case is:
+			out.get(r).add = append(out.get(r).add, xe)
+		default:
+			out.get(r).remove = append(out.get(r).remove, x)
+		}
+	}
+	for xid := range m.recompile {
+		xe := m.nodes[xid]
+		if xe == nil {
+			continue // removed: peers_removed tells everyone
+		}
+		for rid, r := range m.nodes {
+			if rid == xid {
+				continue
+			}
+			if r.sess != nil {
+				note(rid, xid, xe)
+			}
+			if xe.sess != nil {
+				note(xid, rid, r)
+			}
+		}
+	}
 }
 
 // filterForLocked returns the JSON of id's current filter and remembers
