@@ -18,6 +18,7 @@ import (
 	"weft/internal/httpproxy"
 	"weft/internal/localapi"
 	"weft/internal/netstack"
+	"weft/internal/metrics"
 	"weft/internal/node"
 	"weft/internal/nodestate"
 	"weft/internal/osnet"
@@ -34,6 +35,7 @@ func newDaemonCmd(g *globals) *cobra.Command {
 	var hs healthSampling
 	var speedtestPort uint16
 	var socksAddr, httpProxyAddr string
+	var metricsListen string
 	cmd := &cobra.Command{
 		Use:   "daemon",
 		Short: "Run the node daemon (keeps this node in the tailnet)",
@@ -46,7 +48,7 @@ func newDaemonCmd(g *globals) *cobra.Command {
 				return usageError{errors.New("daemon: --health-interval and --health-retention must be more than 0")}
 			}
 			return runDaemon(cmd.Context(), g, daemonOptions{stateDir: stateDir, tun: tunName, port: port, verbose: verbose, noDataPlane: noDataPlane, health: hs, speedtestPort: speedtestPort,
-				socks5: socksAddr, httpProxy: httpProxyAddr})
+				socks5: socksAddr, httpProxy: httpProxyAddr, metricsListen: metricsListen})
 		},
 	}
 	cmd.Flags().StringVar(&stateDir, "state-dir", "/var/lib/weft-node", "directory for the node's keys and state (created 0700)")
@@ -56,6 +58,7 @@ func newDaemonCmd(g *globals) *cobra.Command {
 	cmd.Flags().Uint16Var(&port, "port", 0, "UDP port for WireGuard and discovery; 0 binds the port the last run used (kept in the state dir), or a random free one")
 	cmd.Flags().BoolVar(&verbose, "verbose", false, "log debug detail")
 	cmd.Flags().BoolVar(&noDataPlane, "no-data-plane", false, "run the control plane only: no TUN, no WireGuard, no host changes (tests, debugging)")
+	cmd.Flags().StringVar(&metricsListen, "metrics-listen", "", "address such as 127.0.0.1:9543 to serve Prometheus metrics on (docs/metrics.md); off when empty")
 	cmd.Flags().Uint16Var(&speedtestPort, "speedtest-port", speedtest.DefaultPort, "TCP port on this node's tailnet address where peers run `weft speedtest`; 0 turns it off")
 	cmd.Flags().DurationVar(&hs.interval, "health-interval", sampler.DefaultInterval, "time between health samples (`weft health stats`)")
 	cmd.Flags().DurationVar(&hs.retention, "health-retention", samples.DefaultRetention, "how long health samples are kept")
@@ -72,6 +75,7 @@ type daemonOptions struct {
 	speedtestPort uint16
 	// socks5 and httpProxy are the proxies' listen addresses ("" none).
 	socks5, httpProxy string
+	metricsListen string
 }
 
 // userspace reports whether the daemon runs a userspace network stack
@@ -141,6 +145,9 @@ func runDaemon(ctx context.Context, g *globals, o daemonOptions) error {
 	if err != nil {
 		return err
 	}
+	if err := serveNodeMetrics(ctx, o.metricsListen, d, store, log); err != nil {
+		return err
+	}
 	d.Start()
 	if err := startProxies(ctx, o, tunnel, log); err != nil {
 		return err
@@ -208,6 +215,29 @@ func recordRecovery(ctx context.Context, d *node.Daemon, history *healthlog.Log,
 	if err := history.Add(ev); err != nil {
 		log.Warn("health history not recorded", "err", err)
 	}
+}
+
+// serveNodeMetrics serves the daemon's Prometheus metrics on addr until
+// ctx ends; an empty addr serves none.
+func serveNodeMetrics(ctx context.Context, addr string, d *node.Daemon, store *samples.Store, log *slog.Logger) error {
+	if addr == "" {
+		return nil
+	}
+	reg, err := metrics.NewRegistry(&metrics.Node{Status: d.Status, Latest: store.Latest})
+	if err != nil {
+		return err
+	}
+	ln, err := metrics.Listen(addr)
+	if err != nil {
+		return err
+	}
+	log.Info("serving metrics", "addr", ln.Addr().String())
+	go func() {
+		if err := metrics.Serve(ctx, ln, reg, log.With("sub", "metrics")); err != nil {
+			log.Warn("metrics server stopped", "err", err)
+		}
+	}()
+	return nil
 }
 
 // openHistory opens the health history in the state dir.

@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"strings"
 	"testing"
 	"time"
@@ -50,7 +51,7 @@ func TestLabHealthSamples(t *testing.T) {
 	tn, err := scenario.Start(ctx, lab, scenario.Options{
 		Weft:       labtest.WeftBinary(t),
 		Hosts:      []string{"busan", "mac"},
-		DaemonArgs: []string{"--health-interval", "1s"},
+		DaemonArgs: []string{"--health-interval", "1s", "--metrics-listen", "127.0.0.1:9543"},
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -108,6 +109,18 @@ func TestLabHealthSamples(t *testing.T) {
 	}
 	if out, err := tn.Admin(ctx, "nodes", "health", "mac", "--peer", "busan"); err != nil || !strings.Contains(string(out), "peer_rtt_ms:busan") {
 		t.Errorf("weft admin nodes health mac --peer busan: %v\n%s", err, out)
+	}
+
+	// Prometheus: mac's daemon on the address given, the server on its
+	// default.
+	for _, m := range []struct{ host, url, want string }{
+		{"mac", "http://127.0.0.1:9543/metrics", `weft_health_peer_rtt_ms{target="busan"}`},
+		{"mac", "http://127.0.0.1:9543/metrics", `weft_peer_online{peer="busan"} 1`},
+		{"ctrl", "http://127.0.0.1:9542/metrics", "weft_server_nodes_online 2"},
+	} {
+		if body := scrapeIn(t, lab.Node(m.host), m.url); !strings.Contains(body, m.want) {
+			t.Errorf("%s on %s lacks %q", m.url, m.host, m.want)
+		}
 	}
 
 	// A power cut: the samples taken so far are still there after the
@@ -268,4 +281,17 @@ func TestLabRebootRecovery(t *testing.T) {
 	}
 	t.Logf("control server SIGKILLed and started again: mac connected %v after it answered", time.Since(t1).Round(10*time.Millisecond))
 	l.cli("mac", "ping", "busan", "--until-direct", "-c", "10")
+}
+
+// scrapeIn GETs url from inside n's namespace.
+func scrapeIn(t *testing.T, n *netlab.Node, url string) string {
+	t.Helper()
+	resp, err := n.HTTPClient().Get(url)
+	if err != nil {
+		t.Errorf("GET %s on %s: %v", url, n.Name, err)
+		return ""
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return string(b)
 }

@@ -34,6 +34,7 @@ type serverOptions struct {
 	registerBurst                        int
 	maxConnsPerIP                        int
 	relayRateLimit                       int64
+	metricsListen                        string
 	verbose                              bool
 }
 
@@ -68,6 +69,7 @@ func newServerCmd(g *globals) *cobra.Command {
 	f.IntVar(&o.registerBurst, "register-burst", control.DefaultRegisterBurst, "registrations allowed at once from one source IP")
 	f.Int64Var(&o.relayRateLimit, "relay-rate-limit", DefaultEmbeddedRelayRate, "bytes per second each node may send through the embedded relay; 0 is no limit")
 	f.IntVar(&o.maxConnsPerIP, "max-conns-per-ip", connlimit.DefaultPerAddr, "connections one source IP may hold open (raise it behind a reverse proxy; 0: no cap)")
+	f.StringVar(&o.metricsListen, "metrics-listen", defaultServerMetrics, "address to serve Prometheus metrics on (docs/metrics.md); --metrics-listen= for none")
 	f.BoolVar(&o.verbose, "verbose", false, "log debug detail")
 	return cmd
 }
@@ -136,6 +138,7 @@ func runServer(ctx context.Context, g *globals, o serverOptions) error {
 	for _, addr := range o.stunListen {
 		goSTUN(sg, log.With("sub", "stun", "listen", addr), addr, "server: STUN on "+addr)
 	}
+	goServerMetrics(sg, o.metricsListen, st, ctrl, log)
 	log.Info("weft server running", "listen", ln.Addr().String(), "url", o.serverURL, "key", serverKey.Public().String(), "data", o.dataDir)
 	return sg.Wait(ctx, log, shutdownHTTP(hs), func(context.Context) { ctrl.Close() })
 }

@@ -249,3 +249,14 @@ func (s *Store) writeError(err error) error {
 	}
 	return fmt.Errorf("samples: writing %s: %w", s.path, err)
 }
+
+// Latest returns the newest kept sample, or nil when there is none.
+func (s *Store) Latest() *wire.HealthSample {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.samples) == 0 {
+		return nil
+	}
+	smp := s.samples[len(s.samples)-1]
+	return &smp
+}
