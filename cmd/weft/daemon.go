@@ -17,8 +17,8 @@ import (
 	"weft/internal/healthlog"
 	"weft/internal/httpproxy"
 	"weft/internal/localapi"
-	"weft/internal/netstack"
 	"weft/internal/metrics"
+	"weft/internal/netstack"
 	"weft/internal/node"
 	"weft/internal/nodestate"
 	"weft/internal/osnet"
@@ -75,7 +75,7 @@ type daemonOptions struct {
 	speedtestPort uint16
 	// socks5 and httpProxy are the proxies' listen addresses ("" none).
 	socks5, httpProxy string
-	metricsListen string
+	metricsListen     string
 }
 
 // userspace reports whether the daemon runs a userspace network stack
