@@ -957,3 +957,30 @@ func TestLabPortMapping(t *testing.T) {
 		t.Errorf("mac's mapping outlived its data plane:\n%s", rules)
 	}
 }
+
+// TestLabRoaming: mac is carried from Fukuoka to Busan's LAN in the
+// middle of a 50 MB transfer to busan. Its address and gateway change
+// under the daemon; the transfer completes intact (falling back to the
+// relay while no path is known), and the path ends direct over Busan's
+// LAN.
+func TestLabRoaming(t *testing.T) {
+	n := startNet(t, 3*time.Minute, []string{"busan", "mac"})
+	n.pair("mac", "busan")
+	n.waitPath("mac", "busan", localapi.PathDirect, 30*time.Second)
+	n.transfer("mac", "busan", 50<<20, func() {
+		if err := n.lab.MoveHost("mac", "r-busan"); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if got := n.lab.Node("mac").LANAddr; got != netip.MustParseAddr("192.168.1.11") {
+		t.Fatalf("mac's address on Busan's LAN is %v", got)
+	}
+	if err := n.lab.MoveHost("mac", "r-busan"); err == nil || !strings.Contains(err.Error(), "already") {
+		t.Errorf("moving mac to the LAN it is on: %v", err)
+	}
+	p := n.waitPath("mac", "busan", localapi.PathDirect, 30*time.Second)
+	if !strings.HasPrefix(p.Path.Endpoint, "192.168.1.10:") {
+		t.Errorf("mac's direct path to busan %q is not over Busan's LAN", p.Path.Endpoint)
+	}
+	n.echo("busan", "mac", addr4(n.peer("busan", "mac")))
+}
