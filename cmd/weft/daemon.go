@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
 	"path/filepath"
+	"runtime"
 	"runtime/debug"
 	"time"
 
@@ -24,6 +26,7 @@ import (
 	"weft/internal/osnet"
 	"weft/internal/sampler"
 	"weft/internal/samples"
+	"weft/internal/service"
 	"weft/internal/socks5"
 	"weft/internal/speedtest"
 )
@@ -51,7 +54,8 @@ func newDaemonCmd(g *globals) *cobra.Command {
 				socks5: socksAddr, httpProxy: httpProxyAddr, metricsListen: metricsListen})
 		},
 	}
-	cmd.Flags().StringVar(&stateDir, "state-dir", "/var/lib/weft-node", "directory for the node's keys and state (created 0700)")
+	defState, _ := service.Defaults(runtime.GOOS, os.Getenv)
+	cmd.Flags().StringVar(&stateDir, "state-dir", defState, "directory for the node's keys and state (created 0700)")
 	cmd.Flags().StringVar(&tunName, "tun", osnet.DefaultTUNName, "name of the TUN device the daemon creates, or "+netstack.Name+" for a userspace network stack (no TUN, no root, no host changes)")
 	cmd.Flags().StringVar(&socksAddr, "socks5-server", "", "address (host:port, keep it on localhost) of a SOCKS5 server that reaches the tailnet through this node")
 	cmd.Flags().StringVar(&httpProxyAddr, "outbound-http-proxy-listen", "", "address (host:port, keep it on localhost) of an HTTP proxy that reaches the tailnet through this node")

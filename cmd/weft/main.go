@@ -11,17 +11,49 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"path/filepath"
+	"runtime"
 	"strings"
 	"syscall"
+	"weft/internal/service"
 
 	"github.com/spf13/cobra"
 )
 
 func main() {
+	if service.IsService() {
+		os.Exit(runService(os.Args[1:]))
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()
 	os.Exit(code)
+}
+
+// runService runs weft under the Windows service manager, which stops it
+// through its own protocol rather than a signal; output goes to weft.log
+// in the default state dir.
+func runService(args []string) int {
+	state, _ := service.Defaults(runtime.GOOS, os.Getenv)
+	var out io.Writer = io.Discard
+	if err := os.MkdirAll(state, 0o700); err == nil {
+		if f, err := os.OpenFile(filepath.Join(state, "weft.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600); err == nil {
+			defer f.Close()
+			out = f
+		}
+	}
+	code := 0
+	err := service.RunService(func(ctx context.Context) error {
+		if code = run(ctx, args, out, out); code != 0 {
+			return exitError{code}
+		}
+		return nil
+	})
+	if err != nil {
+		fmt.Fprintf(out, "weft: service: %v\n", err)
+		return 1
+	}
+	return code
 }
 
 // usageError marks an error in how the command was called; it exits 2.
@@ -82,7 +114,7 @@ func newRootCmd(g *globals) *cobra.Command {
 	}
 	defSocket := os.Getenv("WEFT_SOCKET")
 	if defSocket == "" {
-		defSocket = "/run/weft/weft.sock"
+		_, defSocket = service.Defaults(runtime.GOOS, os.Getenv)
 	}
 	root.PersistentFlags().StringVar(&g.socket, "socket", defSocket, "path of the node daemon's local API socket (env WEFT_SOCKET)")
 	root.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error {
@@ -98,6 +130,7 @@ func newRootCmd(g *globals) *cobra.Command {
 		newSetCmd(g), newExitNodeCmd(g),
 		newPingCmd(g),
 		newSpeedtestCmd(g),
+		newServiceCmd(g),
 	)
 	root.AddCommand(osCommands(g)...)
 	return root
