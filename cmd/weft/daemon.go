@@ -56,7 +56,7 @@ func newDaemonCmd(g *globals) *cobra.Command {
 	}
 	defState, _ := service.Defaults(runtime.GOOS, os.Getenv)
 	cmd.Flags().StringVar(&stateDir, "state-dir", defState, "directory for the node's keys and state (created 0700)")
-	cmd.Flags().StringVar(&tunName, "tun", osnet.DefaultTUNName, "name of the TUN device the daemon creates, or "+netstack.Name+" for a userspace network stack (no TUN, no root, no host changes)")
+	cmd.Flags().StringVar(&tunName, "tun", defaultTUN(), "name of the TUN device the daemon creates, or "+netstack.Name+" for a userspace network stack (no TUN, no root, no host changes)")
 	cmd.Flags().StringVar(&socksAddr, "socks5-server", "", "address (host:port, keep it on localhost) of a SOCKS5 server that reaches the tailnet through this node")
 	cmd.Flags().StringVar(&httpProxyAddr, "outbound-http-proxy-listen", "", "address (host:port, keep it on localhost) of an HTTP proxy that reaches the tailnet through this node")
 	cmd.Flags().Uint16Var(&port, "port", 0, "UDP port for WireGuard and discovery; 0 binds the port the last run used (kept in the state dir), or a random free one")
@@ -80,6 +80,15 @@ type daemonOptions struct {
 	// socks5 and httpProxy are the proxies' listen addresses ("" none).
 	socks5, httpProxy string
 	metricsListen     string
+}
+
+// defaultTUN is the --tun default: a kernel TUN where weft has kernel
+// support (Linux), userspace networking elsewhere.
+func defaultTUN() string {
+	if runtime.GOOS == "linux" {
+		return osnet.DefaultTUNName
+	}
+	return netstack.Name
 }
 
 // userspace reports whether the daemon runs a userspace network stack

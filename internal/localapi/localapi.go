@@ -341,7 +341,13 @@ var ErrSocketInUse = errors.New("localapi: the socket is in use")
 // socket file left by a previous run. A socket that still answers belongs
 // to a running daemon: Listen refuses with ErrSocketInUse and leaves it
 // alone, since taking it over would cut that daemon off from the CLI.
+//
+// A path that names a Windows named pipe (\\.\pipe\NAME) is listened on
+// as one, open to SYSTEM and Administrators only (pipe_windows.go).
 func Listen(path string) (net.Listener, error) {
+	if IsPipe(path) {
+		return listenPipe(path)
+	}
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return nil, fmt.Errorf("localapi: %w", err)
 	}
@@ -399,6 +405,9 @@ type Client struct {
 func (c *Client) do(ctx context.Context, method, path string, in, out any) error {
 	hc := &http.Client{Transport: &http.Transport{
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			if IsPipe(c.Socket) {
+				return dialPipe(ctx, c.Socket)
+			}
 			return (&net.Dialer{}).DialContext(ctx, "unix", c.Socket)
 		},
 	}}
