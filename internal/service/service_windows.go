@@ -114,7 +114,9 @@ func RunService(fn func(ctx context.Context) error) error {
 	return svc.Run(Name, handler{fn})
 }
 
-type handler struct{ fn func(ctx context.Context) error }
+type handler struct {
+	fn func(ctx context.Context) error
+}
 
 func (h handler) Execute(args []string, req <-chan svc.ChangeRequest, status chan<- svc.Status) (bool, uint32) {
 	ctx, cancel := context.WithCancel(context.Background())
