@@ -10,8 +10,12 @@ import (
 )
 
 // hundredRules is a 100-rule filter in which only the last rule accepts
-// the benchmark's packet: the worst case of a linear match.
-func hundredRules() *wire.PacketFilter {
+// the benchmark's packet. With ownPorts false every rule is for port 22
+// (the index by port cannot help: the worst case); with it each rule
+// names a port of its own, as compiled policies mostly do.
+func hundredRules() *wire.PacketFilter { return rules100(false) }
+
+func rules100(ownPorts bool) *wire.PacketFilter {
 	pf := &wire.PacketFilter{}
 	for i := range 100 {
 		src := netip.AddrFrom4([4]byte{100, 65, byte(i), 1})
@@ -22,6 +26,9 @@ func hundredRules() *wire.PacketFilter {
 			Srcs: []netip.Prefix{pfx(src), netip.PrefixFrom(netip.AddrFrom4([4]byte{100, 66, byte(i), 0}), 24)},
 			Dsts: []wire.FilterDst{{Net: pfx(busan), Ports: wire.PortRange{First: 22, Last: 22}}},
 		})
+		if ownPorts && i < 99 {
+			pf.Rules[i].Dsts[0].Ports = wire.PortRange{First: uint16(6000 + i), Last: uint16(6000 + i)}
+		}
 	}
 	return pf
 }
@@ -62,6 +69,13 @@ func BenchmarkTUNWrite(b *testing.B) {
 		} {
 			f := New(Options{})
 			f.Set(hundredRules())
+			return Wrap(fakeDev{}, f)
+		}, in},
+		{"100_rules_own_ports", func() interface {
+			Write([][]byte, int) (int, error)
+		} {
+			f := New(Options{})
+			f.Set(rules100(true))
 			return Wrap(fakeDev{}, f)
 		}, in},
 		{"reply_tracked", func() interface {

@@ -63,6 +63,11 @@ func New(opts Options) *Filter {
 type ruleSet struct {
 	allowAll bool
 	rules    []rule
+	// byPort indexes the rules whose every destination names single
+	// ports, by port; wide are the others (ranges, "*"). A TCP or UDP
+	// packet is checked against byPort[its port] and wide only.
+	byPort map[uint16][]int
+	wide   []int
 }
 
 type rule struct {
@@ -149,6 +154,7 @@ func (f *Filter) Set(pf *wire.PacketFilter) {
 			rs.rules = append(rs.rules, cr)
 		}
 	}
+	rs.index()
 	f.rules.Store(rs)
 }
 
@@ -173,18 +179,17 @@ func (f *Filter) inbound(rs *ruleSet, b []byte) string {
 	if r := parse(b, &p); r != "" {
 		return r
 	}
-	now := f.now()
-	switch {
-	case p.inner > 0:
+	if p.inner > 0 {
 		// An ICMP error passes when it is about a flow this node sent.
 		var in packet
-		if parse(b[p.inner:], &in) != "" || !f.ct.seen(now, &in, false) {
+		if parse(b[p.inner:], &in) != "" || !f.ct.seen(f.now(), &in, false) {
 			return ReasonICMPError
 		}
 		return ""
-	case f.ct.seen(now, &p, true):
-		return "" // a reply to a flow this node opened
-	case rs.allows(&p):
+	}
+	// The rules first: they are indexed by port and cost less than a
+	// flow table lookup, which only replies need.
+	if rs.allows(&p) || f.ct.seen(f.now(), &p, true) {
 		return ""
 	}
 	return ReasonNoRule
@@ -203,18 +208,54 @@ func (f *Filter) Outbound(b []byte) {
 	f.ct.track(f.now(), &p)
 }
 
-// allows reports whether a rule accepts p.
-func (rs *ruleSet) allows(p *packet) bool {
-	for i := range rs.rules {
-		r := &rs.rules[i]
-		if !r.protos[p.proto] || !r.srcs.contains(p.src) {
+// index fills byPort and wide.
+func (rs *ruleSet) index() {
+	rs.byPort = map[uint16][]int{}
+	for i, r := range rs.rules {
+		single := true
+		for _, d := range r.dsts {
+			single = single && d.ports.First == d.ports.Last
+		}
+		if !single {
+			rs.wide = append(rs.wide, i)
 			continue
 		}
-		for j := range r.dsts {
-			d := &r.dsts[j]
-			if (!hasPorts(p.proto) || d.ports.Contains(p.dport)) && d.net.contains(p.dst) {
+		for _, d := range r.dsts {
+			if l := rs.byPort[d.ports.First]; len(l) == 0 || l[len(l)-1] != i {
+				rs.byPort[d.ports.First] = append(l, i)
+			}
+		}
+	}
+}
+
+// allows reports whether a rule accepts p.
+func (rs *ruleSet) allows(p *packet) bool {
+	if !hasPorts(p.proto) {
+		for i := range rs.rules {
+			if rs.rules[i].accepts(p) {
 				return true
 			}
+		}
+		return false
+	}
+	for _, l := range [2][]int{rs.byPort[p.dport], rs.wide} {
+		for _, i := range l {
+			if rs.rules[i].accepts(p) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func (r *rule) accepts(p *packet) bool {
+	if !r.protos[p.proto] || !r.srcs.contains(p.src) {
+		return false
+	}
+	for j := range r.dsts {
+		d := &r.dsts[j]
+		if (!hasPorts(p.proto) || d.ports.Contains(p.dport)) && d.net.contains(p.dst) {
+			return true
 		}
 	}
 	return false

@@ -259,3 +259,36 @@ func TestTUNWrapperDropsOnlyDenied(t *testing.T) {
 		t.Fatalf("a denied batch reached the OS")
 	}
 }
+
+// TestPortIndex mixes rules of single ports, several single ports and
+// ranges, which the filter indexes differently.
+func TestPortIndex(t *testing.T) {
+	one := func(p uint16) wire.PortRange { return wire.PortRange{First: p, Last: p} }
+	f := New(Options{})
+	f.Set(&wire.PacketFilter{Rules: []wire.FilterRule{
+		{Srcs: []netip.Prefix{pfx(mac)}, Dsts: []wire.FilterDst{{Net: pfx(busan), Ports: one(22)}}},
+		{Srcs: []netip.Prefix{pfx(pc)}, Dsts: []wire.FilterDst{{Net: pfx(busan), Ports: one(80)}, {Net: pfx(busan), Ports: one(443)}}},
+		{Srcs: []netip.Prefix{pfx(mac)}, Dsts: []wire.FilterDst{{Net: pfx(busan), Ports: wire.PortRange{First: 1000, Last: 2000}}}},
+	}})
+	tests := []struct {
+		name string
+		pkt  []byte
+		want string
+	}{
+		{"mac 22", tcp4(mac, busan, 1, 22, tcpSYN), ""},
+		{"mac 80", tcp4(mac, busan, 1, 80, tcpSYN), ReasonNoRule},
+		{"pc 443", tcp4(pc, busan, 1, 443, tcpSYN), ""},
+		{"pc 80 udp", udp4(pc, busan, 1, 80), ""},
+		{"pc 22", tcp4(pc, busan, 1, 22, tcpSYN), ReasonNoRule},
+		{"mac 1500", tcp4(mac, busan, 1, 1500, tcpSYN), ""},
+		{"pc 1500", tcp4(pc, busan, 1, 1500, tcpSYN), ReasonNoRule},
+		{"mac 2001", tcp4(mac, busan, 1, 2001, tcpSYN), ReasonNoRule},
+		{"ping from pc", echo4(pc, busan, 1, 8), ""},
+		{"ping from other", echo4(other, busan, 1, 8), ReasonNoRule},
+	}
+	for _, tt := range tests {
+		if got := f.Inbound(tt.pkt); got != tt.want {
+			t.Errorf("%s: Inbound = %q, want %q", tt.name, got, tt.want)
+		}
+	}
+}
