@@ -63,8 +63,8 @@ func newDaemonCmd(g *globals) *cobra.Command {
 	cmd.Flags().BoolVar(&verbose, "verbose", false, "log debug detail")
 	cmd.Flags().BoolVar(&noDataPlane, "no-data-plane", false, "run the control plane only: no TUN, no WireGuard, no host changes (tests, debugging)")
 	cmd.Flags().StringVar(&metricsListen, "metrics-listen", "", "address such as 127.0.0.1:9543 to serve Prometheus metrics on (docs/metrics.md); off when empty")
-	cmd.Flags().Uint16Var(&speedtestPort, "speedtest-port", speedtest.DefaultPort, "TCP port on this node's tailnet address where peers run `weft speedtest`; 0 turns it off")
-	cmd.Flags().DurationVar(&hs.interval, "health-interval", sampler.DefaultInterval, "time between health samples (`weft health stats`)")
+	cmd.Flags().Uint16Var(&speedtestPort, "speedtest-port", speedtest.DefaultPort, "TCP port on this node's tailnet address where peers run weft speedtest; 0 turns it off")
+	cmd.Flags().DurationVar(&hs.interval, "health-interval", sampler.DefaultInterval, "time between health samples (weft health stats)")
 	cmd.Flags().DurationVar(&hs.retention, "health-retention", samples.DefaultRetention, "how long health samples are kept")
 	cmd.Flags().StringSliceVar(&hs.probes, "health-probe", nil, "host:port whose TCP connection time each health sample measures, besides the control server (repeatable)")
 	return cmd

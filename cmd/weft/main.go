@@ -18,6 +18,8 @@ import (
 	"weft/internal/service"
 
 	"github.com/spf13/cobra"
+
+	"weft/internal/version"
 )
 
 func main() {
@@ -112,6 +114,10 @@ func newRootCmd(g *globals) *cobra.Command {
 			return cmd.Help()
 		},
 	}
+	// weft --version says what `weft version` says.
+	v := version.Get()
+	root.Version = v.Version
+	root.SetVersionTemplate(fmt.Sprintf("weft %s\ncommit %s\n%s\n", v.Version, v.Commit, v.Go))
 	defSocket := os.Getenv("WEFT_SOCKET")
 	if defSocket == "" {
 		_, defSocket = service.Defaults(runtime.GOOS, os.Getenv)

@@ -3,8 +3,12 @@ package main
 import (
 	"bytes"
 	"context"
+	"io"
 	"strings"
 	"testing"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 )
 
 func TestExitStatus(t *testing.T) {
@@ -16,6 +20,7 @@ func TestExitStatus(t *testing.T) {
 		wantErr  string
 	}{
 		{"version", []string{"version"}, 0, "weft ", ""},
+		{"--version", []string{"--version"}, 0, "weft ", ""},
 		{"help", []string{"--help"}, 0, "Usage:", ""},
 		{"unknown command", []string{"frobnicate"}, 2, "", `unknown command "frobnicate"`},
 		{"unknown flag", []string{"version", "--nope"}, 2, "", "unknown flag: --nope"},
@@ -36,4 +41,23 @@ func TestExitStatus(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestFlagPlaceholders: pflag takes the first `quoted` word of a flag's
+// usage as its placeholder, so a usage naming a command in backquotes
+// showed `--auth-key weft admin keys create` in up --help. Every
+// placeholder must be one word.
+func TestFlagPlaceholders(t *testing.T) {
+	var walk func(c *cobra.Command)
+	walk = func(c *cobra.Command) {
+		c.Flags().VisitAll(func(f *pflag.Flag) {
+			if name, _ := pflag.UnquoteUsage(f); strings.ContainsAny(name, " `") {
+				t.Errorf("weft %s --%s shows the placeholder %q", c.CommandPath(), f.Name, name)
+			}
+		})
+		for _, sub := range c.Commands() {
+			walk(sub)
+		}
+	}
+	walk(newRootCmd(&globals{stdout: io.Discard, stderr: io.Discard}))
 }

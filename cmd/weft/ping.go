@@ -28,8 +28,8 @@ func newPingCmd(g *globals) *cobra.Command {
 			"trip. Exits non-zero if no pong came back.",
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if o.count < 1 {
-				return usageError{errors.New("ping: -c must be at least 1")}
+			if err := o.check(); err != nil {
+				return usageError{err}
 			}
 			return runPing(cmd.Context(), g, args[0], o)
 		},
@@ -40,6 +40,19 @@ func newPingCmd(g *globals) *cobra.Command {
 	f.DurationVar(&o.timeout, "timeout", 5*time.Second, "how long to wait for each pong")
 	f.DurationVar(&o.interval, "interval", 500*time.Millisecond, "time between pings")
 	return cmd
+}
+
+// check refuses values that cannot mean anything.
+func (o pingOptions) check() error {
+	switch {
+	case o.count < 1:
+		return errors.New("ping: -c must be at least 1")
+	case o.interval < 0:
+		return fmt.Errorf("ping: --interval %v is negative; give the time between pings, like 500ms", o.interval)
+	case o.timeout <= 0:
+		return fmt.Errorf("ping: --timeout %v must be more than zero, like 5s", o.timeout)
+	}
+	return nil
 }
 
 func runPing(ctx context.Context, g *globals, peer string, o pingOptions) error {
@@ -58,7 +71,8 @@ func runPing(ctx context.Context, g *globals, peer string, o pingOptions) error 
 		res, err := c.Ping(pctx, localapi.PingRequest{Peer: peer})
 		cancel()
 		if err != nil {
-			if errors.Is(err, localapi.ErrDaemonNotRunning) {
+			if errors.Is(err, localapi.ErrDaemonNotRunning) || errors.Is(err, localapi.ErrPermanent) {
+				// Asking again would say the same: say it once.
 				return err
 			}
 			lastErr = err

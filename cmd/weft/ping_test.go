@@ -33,6 +33,9 @@ func (f *fakePinger) Ping(_ context.Context, req localapi.PingRequest) (*localap
 	defer f.mu.Unlock()
 	r := f.replies[min(f.calls, len(f.replies)-1)]
 	f.calls++
+	if req.Peer == "nosuch" {
+		return nil, localapi.Permanent(errors.New(`no peer "nosuch" in the tailnet: see weft status`))
+	}
 	if r.Path.Kind == "" {
 		return nil, errors.New("magicsock: ping: no pong")
 	}
@@ -93,9 +96,23 @@ func TestPing(t *testing.T) {
 			}
 		})
 	}
+	t.Run("an unknown peer is said once", func(t *testing.T) {
+		f := &fakePinger{replies: []localapi.PingResult{directPong}}
+		sock := serveFake(t, f)
+		out, errs, code := weft(t, "--socket", sock, "ping", "--interval", "1ms", "nosuch")
+		if code != 1 || out != "" || strings.Count(errs, "no peer") != 1 || f.calls != 1 {
+			t.Errorf("ping nosuch: exit %d, stdout %q, stderr %q, %d pings; want exit 1, the error once on stderr, one ping", code, out, errs, f.calls)
+		}
+	})
 	t.Run("usage", func(t *testing.T) {
-		if _, _, code := weft(t, "ping", "-c", "0", "mac"); code != 2 {
-			t.Errorf("ping -c 0 exited %d, want 2", code)
+		for _, args := range [][]string{
+			{"ping", "-c", "0", "mac"},
+			{"ping", "--interval", "-1s", "mac"},
+			{"ping", "--timeout", "0s", "mac"},
+		} {
+			if _, errs, code := weft(t, args...); code != 2 || !strings.Contains(errs, "ping:") {
+				t.Errorf("weft %s exited %d (%q), want 2 with what is wrong", strings.Join(args, " "), code, errs)
+			}
 		}
 		if _, _, code := weft(t, "ping"); code != 2 {
 			t.Errorf("ping without a peer exited %d, want 2", code)

@@ -53,7 +53,7 @@ func newUpCmd(g *globals) *cobra.Command {
 	}
 	f := cmd.Flags()
 	f.StringVar(&req.ServerURL, "server", "", "control server URL (default: the one from the last up)")
-	f.StringVar(&req.AuthKey, "auth-key", "", "pre-auth key from `weft admin keys create` (not needed once registered; other users see it in ps: prefer --auth-key-file or $"+authKeyEnv+")")
+	f.StringVar(&req.AuthKey, "auth-key", "", "pre-auth `KEY` from weft admin keys create (not needed once registered; other users see it in ps: prefer --auth-key-file or $"+authKeyEnv+")")
 	f.StringVar(&authKeyFile, "auth-key-file", "", "file holding the pre-auth key (- reads standard input)")
 	f.StringVar(&req.Hostname, "hostname", "", "name for this node (default: the OS hostname)")
 	f.BoolVar(&asJSON, "json", false, "print the resulting status as JSON")

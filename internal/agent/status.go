@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -188,9 +189,12 @@ func (e *Engine) Ping(ctx context.Context, req localapi.PingRequest) (*localapi.
 	}
 	n := findPeer(nm, req.Peer)
 	if n == nil {
-		return nil, fmt.Errorf("no peer %q in the tailnet: see `weft status` for names and addresses", req.Peer)
+		return nil, localapi.Permanent(fmt.Errorf("no peer %q in the tailnet: see `weft status` for names and addresses", req.Peer))
 	}
 	res, err := e.conn.Ping(ctx, n.NodeKey)
+	if errors.Is(err, magicsock.ErrNoPath) {
+		return nil, noPathError(n, time.Now())
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -201,6 +205,20 @@ func (e *Engine) Ping(ctx context.Context, req localapi.PingRequest) (*localapi.
 		}
 	}
 	return out, nil
+}
+
+// noPathError says in plain words why a ping could not even be sent to n:
+// no direct path and no relay region to reach it through, most often
+// because it is offline.
+func noPathError(n *wire.Node, now time.Time) error {
+	if !n.Online {
+		seen := ""
+		if !n.LastSeen.IsZero() {
+			seen = fmt.Sprintf(" (last seen %s ago)", now.Sub(n.LastSeen).Round(time.Second))
+		}
+		return fmt.Errorf("%s is offline%s: no direct path to it and no relay knows where it is; try again once it is back", n.Name, seen)
+	}
+	return fmt.Errorf("no way to reach %s yet: no direct path and no relay region for it; `weft status` and `weft netcheck` show why", n.Name)
 }
 
 // findPeer finds a peer by name or tailnet address.

@@ -2,6 +2,7 @@ package agent
 
 import (
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
@@ -153,6 +154,29 @@ func TestHealthKeyExpiry(t *testing.T) {
 				t.Errorf("health = %q, want nothing about the key", got)
 			case tt.want != "" && (len(got) != 1 || got[0] != tt.want):
 				t.Errorf("health = %q, want %q", got, tt.want)
+			}
+		})
+	}
+}
+
+// TestNoPathError: a ping that cannot even be sent says why in plain
+// words, not the path-finding socket's internal error.
+func TestNoPathError(t *testing.T) {
+	now := time.Date(2026, 12, 3, 10, 0, 0, 0, time.UTC)
+	tests := []struct {
+		name string
+		n    *wire.Node
+		want string
+	}{
+		{"offline, seen", &wire.Node{Name: "busan", LastSeen: now.Add(-90 * time.Second)}, "busan is offline (last seen 1m30s ago): no direct path"},
+		{"offline, never seen", &wire.Node{Name: "busan"}, "busan is offline: no direct path"},
+		{"online without a path", &wire.Node{Name: "busan", Online: true}, "no way to reach busan yet"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := noPathError(tt.n, now)
+			if !strings.Contains(err.Error(), tt.want) || strings.Contains(err.Error(), "magicsock") {
+				t.Fatalf("noPathError = %q, want it to say %q", err, tt.want)
 			}
 		})
 	}

@@ -262,9 +262,27 @@ type Backend interface {
 	Status(ctx context.Context) (*Status, error)
 }
 
-// errorBody is the JSON body of every failed request.
+// errorBody is the JSON body of every failed request. Code is
+// "permanent" for an error that asking again will not change.
 type errorBody struct {
 	Error string `json:"error"`
+	Code  string `json:"code,omitempty"`
+}
+
+// ErrPermanent marks an error that asking again will not change (a peer
+// that is not in the tailnet, a node that is down): `weft ping` stops at
+// once instead of trying again. It crosses the local API as the code
+// "permanent".
+var ErrPermanent = errors.New("localapi: permanent")
+
+// Permanent marks err with ErrPermanent; its message stays err's.
+func Permanent(err error) error { return permanentError{err} }
+
+type permanentError struct{ err error }
+
+func (e permanentError) Error() string { return e.err.Error() }
+func (e permanentError) Unwrap() []error {
+	return []error{e.err, ErrPermanent}
 }
 
 // Handler serves b's methods: POST /up, /down, /logout; GET /status;
@@ -279,7 +297,11 @@ func Handler(b Backend, log *slog.Logger) http.Handler {
 		w.Header().Set("Content-Type", "application/json")
 		if err != nil {
 			w.WriteHeader(http.StatusBadRequest)
-			json.NewEncoder(w).Encode(errorBody{Error: err.Error()})
+			eb := errorBody{Error: err.Error()}
+			if errors.Is(err, ErrPermanent) {
+				eb.Code = "permanent"
+			}
+			json.NewEncoder(w).Encode(eb)
 			return
 		}
 		json.NewEncoder(w).Encode(v)
@@ -436,6 +458,9 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 	if resp.StatusCode != http.StatusOK {
 		var eb errorBody
 		if json.NewDecoder(io.LimitReader(resp.Body, 64<<10)).Decode(&eb) == nil && eb.Error != "" {
+			if eb.Code == "permanent" {
+				return Permanent(errors.New(eb.Error))
+			}
 			return errors.New(eb.Error)
 		}
 		return fmt.Errorf("localapi: daemon answered %s", resp.Status)

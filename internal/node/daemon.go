@@ -619,7 +619,7 @@ func (d *Daemon) Ping(ctx context.Context, req localapi.PingRequest) (*localapi.
 	eng := d.engine
 	d.mu.Unlock()
 	if eng == nil {
-		return nil, errors.New("the node is down: run `weft up` first")
+		return nil, localapi.Permanent(errors.New("the node is down: run `weft up` first"))
 	}
 	return eng.Ping(ctx, req)
 }
