@@ -36,7 +36,7 @@ var nodeFieldCarry = map[string]string{
 	"Online":     "patch",
 	"LastSeen":   "patch",
 	"OS":         "record",
-	"Hostinfo":   "record",
+	"Hostinfo":   "patch",
 	"Routes":     "record",
 }
 
@@ -68,7 +68,7 @@ func TestWireNodeDrift(t *testing.T) {
 	t.Run("peerPatch", func(t *testing.T) {
 		var n wire.Node
 		tstest.Fill(&n)
-		pp := peerPatch(n.ID, &n, chOnline|chRuntime)
+		pp := peerPatch(n.ID, &n, chOnline|chRuntime|chHostinfo)
 		pv, nv := reflect.ValueOf(pp).Elem(), reflect.ValueOf(n)
 		var carried []string
 		for i := range pv.NumField() {
@@ -81,10 +81,18 @@ func TestWireNodeDrift(t *testing.T) {
 				t.Errorf("PeerPatch.%s carries a field nodeFieldCarry calls %q", name, nodeFieldCarry[name])
 				continue
 			}
+			// A patch field points at the node's value; a field that is
+			// a pointer in the node already (Hostinfo) is carried as is.
+			got := pv.Field(i)
 			if pv.Field(i).IsNil() {
 				t.Errorf("peerPatch leaves %s out", name)
-			} else if !reflect.DeepEqual(pv.Field(i).Elem().Interface(), nv.FieldByName(name).Interface()) {
-				t.Errorf("peerPatch's %s = %v, want the node's %v", name, pv.Field(i).Elem(), nv.FieldByName(name))
+				continue
+			}
+			if nv.FieldByName(name).Kind() != reflect.Pointer {
+				got = got.Elem()
+			}
+			if !reflect.DeepEqual(got.Interface(), nv.FieldByName(name).Interface()) {
+				t.Errorf("peerPatch's %s = %v, want the node's %v", name, got, nv.FieldByName(name))
 			}
 		}
 		for f, how := range nodeFieldCarry {

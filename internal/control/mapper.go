@@ -26,6 +26,7 @@ const (
 	chFull    change = 1 << iota // the record changed: send it whole
 	chOnline                     // online and last seen: a patch
 	chRuntime                    // endpoints, home region, disco key: a patch
+	chHostinfo                   // host facts: a patch of their own
 )
 
 // nodeEntry is the server's in-memory view of one node.
@@ -233,6 +234,9 @@ func (m *mapper) connected(n *store.Node, sess *session) *wire.ErrorMessage {
 	if !sameRecord(&old, &w) {
 		c |= chFull
 	}
+	if !reflect.DeepEqual(old.Hostinfo, w.Hostinfo) {
+		c |= chHostinfo
+	}
 	m.indexDiscoLocked(n.ID, e.n.DiscoKey, w.DiscoKey)
 	m.indexNodeKeyLocked(n.ID, e.n.NodeKey, w.NodeKey)
 	e.n, e.enc, e.sess, e.ephemeral = w, nil, sess, n.Ephemeral
@@ -257,6 +261,7 @@ func sameRecord(a, b *wire.Node) bool {
 	x, y := *a, *b
 	for _, n := range []*wire.Node{&x, &y} {
 		n.Online, n.LastSeen, n.Endpoints, n.HomeRegion, n.DiscoKey = false, time.Time{}, nil, 0, wire.Node{}.DiscoKey
+		n.Hostinfo = nil
 	}
 	return reflect.DeepEqual(x, y)
 }
@@ -320,22 +325,31 @@ func (m *mapper) update(id wire.NodeID, u *wire.Update) {
 	if e == nil {
 		return
 	}
-	c := chRuntime
-	if u.Endpoints != nil {
+	// Only what changed goes out: an update repeating what the server
+	// holds costs the peers nothing, and new host facts travel as a
+	// patch of their own rather than the whole record.
+	var c change
+	if u.Endpoints != nil && !slices.Equal(e.n.Endpoints, *u.Endpoints) {
 		e.n.Endpoints = *u.Endpoints
+		c |= chRuntime
 	}
-	if u.HomeRegion >= 0 {
+	if u.HomeRegion >= 0 && u.HomeRegion != e.n.HomeRegion {
 		e.n.HomeRegion = u.HomeRegion
+		c |= chRuntime
 	}
 	if h := m.discoHolderLocked(u.DiscoKey, id); h != 0 {
 		m.s.log.Warn("update names another node's disco key; key ignored", "node", id, "holder", h)
-	} else if !u.DiscoKey.IsZero() {
+	} else if !u.DiscoKey.IsZero() && u.DiscoKey != e.n.DiscoKey {
 		m.indexDiscoLocked(id, e.n.DiscoKey, u.DiscoKey)
 		e.n.DiscoKey = u.DiscoKey
+		c |= chRuntime
 	}
-	if u.Hostinfo != nil {
+	if u.Hostinfo != nil && !reflect.DeepEqual(e.n.Hostinfo, u.Hostinfo) {
 		e.n.Hostinfo = u.Hostinfo
-		c |= chFull
+		c |= chHostinfo
+	}
+	if c == 0 {
+		return
 	}
 	e.enc = nil
 	m.markLocked(id, c)
@@ -562,6 +576,9 @@ func peerPatch(id wire.NodeID, n *wire.Node, c change) *wire.PeerPatch {
 			eps = []netip.AddrPort{}
 		}
 		pp.Endpoints, pp.HomeRegion, pp.DiscoKey = &eps, &hr, &dk
+	}
+	if c&chHostinfo != 0 && n.Hostinfo != nil {
+		pp.Hostinfo = n.Hostinfo
 	}
 	return pp
 }

@@ -94,6 +94,11 @@ type Config struct {
 	Health HealthSink
 	// Visible filters maps; nil lets every node see every other.
 	Visible VisibleFunc
+	// UpdateRate and UpdateBurst limit the updates one node's changes
+	// cause (token bucket per stream; see updlimit.go). Zero means the
+	// defaults.
+	UpdateRate  float64
+	UpdateBurst int
 	// PreStreamTimeout bounds the time from a channel's handshake to its
 	// first real request (register, logout or map request); keepalives do
 	// not extend it, since anyone can complete the handshake with a key of
@@ -159,6 +164,12 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	}
 	if cfg.WriteTimeout == 0 {
 		cfg.WriteTimeout = DefaultWriteTimeout
+	}
+	if cfg.UpdateRate <= 0 {
+		cfg.UpdateRate = DefaultUpdateRate
+	}
+	if cfg.UpdateBurst <= 0 {
+		cfg.UpdateBurst = DefaultUpdateBurst
 	}
 	if cfg.PreStreamTimeout == 0 {
 		cfg.PreStreamTimeout = DefaultPreStreamTimeout
@@ -349,7 +360,8 @@ type channel struct {
 	conn *noiseconn.Conn
 	mk   key.MachinePublic
 	log  *slog.Logger
-	sess *session // set once the map stream has started
+	sess *session       // set once the map stream has started
+	lim  *updateLimiter // the stream's updates; set with sess
 	// until is when a channel without a stream must have made its next
 	// real request; keepalives leave it alone.
 	until time.Time
@@ -365,6 +377,9 @@ func (s *Server) serveConn(conn *noiseconn.Conn) {
 	stop := context.AfterFunc(s.ctx, func() { conn.Close() })
 	defer stop()
 	defer func() {
+		if c.lim != nil {
+			c.lim.stop()
+		}
 		if c.sess != nil {
 			s.m.disconnected(c.sess)
 		}
@@ -490,18 +505,31 @@ func (c *channel) handleUpdate(body []byte) bool {
 		c.log.Info("bad update; closing", "err", err)
 		return false
 	}
-	if u.AdvertisedRoutes != nil {
-		if err := c.s.updateAdvertised(c.s.ctx, c.sess.id, *u.AdvertisedRoutes); err != nil {
-			c.log.Warn("advertised routes not recorded", "err", err)
-		}
-	}
+	// Health samples are the node's own history, kept by the server
+	// and sent to nobody: they bypass the rate limit below, which is
+	// about what peers are sent.
 	if len(u.HealthSamples) > 0 && c.s.cfg.Health != nil {
 		if err := c.s.cfg.Health.Append(c.sess.id, u.HealthSamples); err != nil {
 			c.log.Warn("health samples not kept", "err", err)
 		}
 	}
-	c.s.m.update(c.sess.id, &u)
+	u.HealthSamples = nil
+	if c.lim == nil {
+		id := c.sess.id
+		c.lim = newUpdateLimiter(c.s.cfg.UpdateRate, c.s.cfg.UpdateBurst, c.s.cfg.Now, func(u *wire.Update) { c.applyUpdate(id, u) })
+	}
+	c.lim.offer(&u)
 	return true
+}
+
+// applyUpdate applies an Update of node id that passed its rate limit.
+func (c *channel) applyUpdate(id wire.NodeID, u *wire.Update) {
+	if u.AdvertisedRoutes != nil {
+		if err := c.s.updateAdvertised(c.s.ctx, id, *u.AdvertisedRoutes); err != nil {
+			c.log.Warn("advertised routes not recorded", "err", err)
+		}
+	}
+	c.s.m.update(id, u)
 }
 
 // logout disables the node of machine mk at its own request: its key is

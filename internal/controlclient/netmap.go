@@ -84,6 +84,9 @@ func (nm *NetMap) Apply(r *wire.MapResponse) {
 		if pp.DiscoKey != nil {
 			n.DiscoKey = *pp.DiscoKey
 		}
+		if pp.Hostinfo != nil {
+			n.Hostinfo = pp.Hostinfo
+		}
 		nm.Peers[pp.ID] = &n
 	}
 }

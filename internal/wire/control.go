@@ -272,6 +272,10 @@ type PeerPatch struct {
 	Endpoints  *[]netip.AddrPort `json:"endpoints,omitempty"`
 	HomeRegion *int              `json:"home_region,omitempty"`
 	DiscoKey   *key.DiscoPublic  `json:"disco_key,omitempty"`
+	// Hostinfo replaces the peer's host facts; it travels alone, so a
+	// node's new network report costs its peers a small patch, not its
+	// whole record.
+	Hostinfo *Hostinfo `json:"hostinfo,omitempty"`
 }
 
 // DNSConfig is the tailnet's DNS configuration for nodes, made from the
