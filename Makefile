@@ -5,7 +5,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 COMMIT  ?= $(shell git rev-parse HEAD 2>/dev/null)
 LDFLAGS := -X weft/internal/version.Version=$(VERSION) -X weft/internal/version.Commit=$(COMMIT)
 
-.PHONY: build test unit lab lint crossbuild bench dist
+.PHONY: build test unit lab lint crossbuild bench dist fuzz
 
 # Every target weft ships for; `make crossbuild` (part of `make test`) builds
 # each and vets the tree for every GOOS, so a Linux-only import in shared
@@ -20,6 +20,13 @@ build:
 # network namespaces) need root and skip with a message without it.
 test: lint crossbuild
 	$(GO) test -race -count=1 -timeout 15m ./...
+	$(MAKE) fuzz
+
+# Every fuzz target for FUZZTIME each (about two minutes in all); see
+# .ci/fuzz, and docs/security.md for fuzzing one target for longer.
+FUZZTIME ?= 2s
+fuzz:
+	GO=$(GO) FUZZTIME=$(FUZZTIME) .ci/fuzz
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
