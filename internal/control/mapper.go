@@ -23,10 +23,10 @@ import (
 type change uint8
 
 const (
-	chFull    change = 1 << iota // the record changed: send it whole
-	chOnline                     // online and last seen: a patch
-	chRuntime                    // endpoints, home region, disco key: a patch
-	chHostinfo                   // host facts: a patch of their own
+	chFull     change = 1 << iota // the record changed: send it whole
+	chOnline                      // online and last seen: a patch
+	chRuntime                     // endpoints, home region, disco key: a patch
+	chHostinfo                    // host facts: a patch of their own
 )
 
 // nodeEntry is the server's in-memory view of one node.
