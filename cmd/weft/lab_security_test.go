@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -238,6 +239,31 @@ func TestLabUnapprovedRouteDropped(t *testing.T) {
 		}
 		refused(t, toNAS, nas)
 		refused(t, toWeb, web)
+	})
+	t.Run("with a policy that lets everything else in", func(t *testing.T) {
+		// The policy accepts every address on every port but one of
+		// busan's, so it is seen to be in force when that port
+		// closes; nas stays out of reach all the same.
+		file := filepath.Join(t.TempDir(), "policy.hujson")
+		policy := `{"acls": [{"action": "accept", "src": ["*"], "dst": ["*:1-4448,4450-65535"]}]}`
+		if err := os.WriteFile(file, []byte(policy), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		l.admin("policy", "set", file)
+		closed := netip.AddrPortFrom(busan.Addr(), 4449)
+		toClosed := l.udpSink("busan", closed)
+		err := scenario.WaitFor(ctx, 30*time.Second, "the policy in force on busan (port 4449 closed)", func() (bool, error) {
+			for len(toClosed) > 0 {
+				<-toClosed
+			}
+			r.sendUDP(closed, "probe")
+			r.deliver(ctx, toBusan, busan)
+			return len(toClosed) == 0, nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		refused(t, toNAS, nas)
 	})
 }
 
