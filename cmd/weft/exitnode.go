@@ -134,14 +134,18 @@ func newExitNodeCheckCmd(g *globals) *cobra.Command {
 	var asJSON bool
 	var timeout time.Duration
 	cmd := &cobra.Command{
-		Use:   "check",
+		Use:   "check [URL]",
 		Short: "Show the public address the internet sees, directly and through the exit node",
 		Long: `weft exit-node check asks an address-echo URL twice: once from a socket that
 carries weft's own mark, which bypasses the exit node as weft's own traffic
 does (needs root), and once as any program would. With an exit node in use
-the second answer is the exit node's public address.`,
-		Args: cobra.NoArgs,
+the second answer is the exit node's public address. URL (or --url) is any
+service that answers with the caller's address, such as the lab's web host.`,
+		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if len(args) == 1 {
+				url = args[0]
+			}
 			res, err := checkExitNode(cmd.Context(), g, url, timeout)
 			if err != nil {
 				return err
@@ -176,8 +180,13 @@ func checkExitNode(ctx context.Context, g *globals, url string, timeout time.Dur
 	res := &checkResult{URL: url}
 	// The daemon is asked only for the name of the exit node in use; the
 	// check itself works without it.
-	if st, err := (&localapi.Client{Socket: g.socket}).Status(ctx); err == nil && st.Prefs != nil {
-		res.ExitNode = st.Prefs.ExitNode
+	if st, err := (&localapi.Client{Socket: g.socket}).Status(ctx); err == nil {
+		// The one in use (a failover list's current pick), else the
+		// one chosen, which traffic waits for.
+		res.ExitNode = st.ExitNode
+		if res.ExitNode == "" && st.Prefs != nil {
+			res.ExitNode = st.Prefs.ExitNode
+		}
 	}
 	direct, err := echo(ctx, osnet.Dialer(osnet.DefaultMark), url, timeout)
 	if err != nil {

@@ -112,6 +112,11 @@ func TestLabExitFailover(t *testing.T) {
 	took := l.awaitExit("mac", "busan2", 15*time.Second)
 	t.Logf("busan killed: mac moved to busan2 after %v", took.Round(100*time.Millisecond))
 	l.awaitWhoami("mac", busanWAN, "web sees mac as r-busan through busan2")
+	web := "http://" + lab.Node("web").WANAddr.String() + "/"
+	if out := l.cli("mac", "exit-node", "check", web); !strings.Contains(out, "through exit node busan2:     "+busanWAN.String()) ||
+		!strings.Contains(out, "Traffic leaves through busan2.") {
+		t.Errorf("exit-node check after the failover:\n%s", out)
+	}
 	if evs := l.healthEvents("mac"); !hasEvent(evs, localapi.EventExit, "exit node busan → busan2") {
 		t.Errorf("no health event for the failover: %+v", evs)
 	}
