@@ -41,9 +41,10 @@ const (
 // DefaultPreStreamTimeout is Config.PreStreamTimeout's default.
 const DefaultPreStreamTimeout = 15 * time.Second
 
-// VisibleFunc reports whether node a may see node b in its map. It is the
-// hook where access policy will plug in; it must be cheap and must not
-// block, since it runs under the server's lock for each affected pair.
+// VisibleFunc reports whether node a may see node b in its map. It
+// replaces the access policy's peer visibility (tests use it); it must be
+// cheap and must not block, since it runs under the server's lock for each
+// affected pair.
 type VisibleFunc func(a, b *wire.Node) bool
 
 // HealthSink keeps nodes' reported health samples (samples.Dir is one).
@@ -92,7 +93,8 @@ type Config struct {
 	PersistInterval time.Duration
 	// Health keeps the health samples nodes report; nil drops them.
 	Health HealthSink
-	// Visible filters maps; nil lets every node see every other.
+	// Visible, when set, decides who sees whom instead of the policy in
+	// the store (whose packet filters still apply); nil: the policy.
 	Visible VisibleFunc
 	// UpdateRate and UpdateBurst limit the updates one node's changes
 	// cause (token bucket per stream; see updlimit.go). Zero means the
