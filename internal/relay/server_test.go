@@ -130,6 +130,22 @@ func startSimpleRelay(t testing.TB, auth Authorizer) *testRelay {
 	return startRelay(t, ServerOptions{Authorizer: auth})
 }
 
+// bareConn is one handshake with the relay at url as priv, without the
+// client's reconnect loop; it is closed when the test ends.
+func bareConn(t testing.TB, url string, priv key.NodePrivate) *clientConn {
+	t.Helper()
+	c, err := NewClient(ClientOptions{URLs: []string{url}, NodeKey: priv})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cc, err := c.dial(context.Background(), c.urls[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cc.nc.Close() })
+	return cc
+}
+
 func connect(t testing.TB, url string, priv key.NodePrivate) *Client {
 	t.Helper()
 	c, err := NewClient(ClientOptions{URLs: []string{url}, NodeKey: priv, MinBackoff: 10 * time.Millisecond, MaxBackoff: 100 * time.Millisecond})
@@ -378,15 +394,7 @@ func TestNewerConnectionReplacesOlder(t *testing.T) {
 	r := startSimpleRelay(t, allow(a, b))
 	// The older connection is a bare handshake, without the client's
 	// reconnect loop, which would otherwise take the key straight back.
-	old, err := NewClient(ClientOptions{URLs: []string{r.url}, NodeKey: b})
-	if err != nil {
-		t.Fatal(err)
-	}
-	oldConn, err := old.dial(context.Background(), old.urls[0])
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer oldConn.nc.Close()
+	oldConn := bareConn(t, r.url, b)
 	newer := connect(t, r.url, b)
 	ca := connect(t, r.url, a)
 	oldConn.nc.SetReadDeadline(time.Now().Add(10 * time.Second))
@@ -580,15 +588,7 @@ func TestTLS(t *testing.T) {
 func TestServerSendsKeepalives(t *testing.T) {
 	a := key.NewNode()
 	r := startRelay(t, ServerOptions{Authorizer: allow(a), KeepAlive: 20 * time.Millisecond})
-	c, err := NewClient(ClientOptions{URLs: []string{r.url}, NodeKey: a})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cc, err := c.dial(context.Background(), c.urls[0])
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cc.nc.Close()
+	cc := bareConn(t, r.url, a)
 	if cc.info.KeepAliveMillis != 20 {
 		t.Fatalf("server-info keepalive %d ms, want 20", cc.info.KeepAliveMillis)
 	}
