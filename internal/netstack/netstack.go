@@ -116,6 +116,16 @@ func New(opts Options) (*Stack, error) {
 	if e := s.st.SetTransportProtocolOption(tcp.ProtocolNumber, &sack); e != nil {
 		return fail("enable TCP SACK", e)
 	}
+	// gVisor's default TCP buffers (1 MB at most) cap one stream well
+	// below what the tunnel carries; let them grow like Linux's do.
+	rx := tcpip.TCPReceiveBufferSizeRangeOption{Min: tcp.MinBufferSize, Default: tcp.DefaultReceiveBufferSize, Max: 8 << 20}
+	if e := s.st.SetTransportProtocolOption(tcp.ProtocolNumber, &rx); e != nil {
+		return fail("TCP receive buffer", e)
+	}
+	tx := tcpip.TCPSendBufferSizeRangeOption{Min: tcp.MinBufferSize, Default: tcp.DefaultSendBufferSize, Max: 6 << 20}
+	if e := s.st.SetTransportProtocolOption(tcp.ProtocolNumber, &tx); e != nil {
+		return fail("TCP send buffer", e)
+	}
 	if e := s.st.CreateNIC(nicID, s.ep); e != nil {
 		return fail("create interface", e)
 	}
