@@ -10,6 +10,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"weft/internal/localapi"
+	"weft/internal/tailnet"
 	"weft/internal/wire"
 )
 
@@ -36,24 +37,32 @@ func newStatusCmd(g *globals) *cobra.Command {
 }
 
 func printStatus(w io.Writer, st *localapi.Status, now time.Time) {
+	lastErr := st.LastError
 	switch st.BackendState {
 	case localapi.StateNeedsLogin:
+		if lastErr != "" && st.ServerURL != "" {
+			// Why this node must log in again (its key expired,
+			// the server deleted it) is the news, with what to run.
+			fmt.Fprintf(w, "Not logged in: %s\n", termText(lastErr))
+			lastErr = ""
+			break
+		}
 		fmt.Fprintln(w, "Logged out. Run `weft up --server URL --auth-key KEY` to join a tailnet.")
 	case localapi.StateStopped:
 		fmt.Fprintln(w, "Stopped. Run `weft up` to connect.")
 	case localapi.StateStarting:
 		fmt.Fprintf(w, "Connecting to %s...\n", st.ServerURL)
 	}
-	if st.LastError != "" {
-		fmt.Fprintf(w, "Last error: %s\n", termText(st.LastError))
+	if lastErr != "" {
+		fmt.Fprintf(w, "Last error: %s\n", termText(lastErr))
 	}
 	if st.Self == nil {
 		printHealth(w, st.Health)
 		return
 	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ADDRESS\tNAME\tOS\tSTATE\tPATH\tRTT\tRX\tTX\tHANDSHAKE")
-	fmt.Fprintf(tw, "%s\t%s\t%s\tself\t-\t-\t-\t-\t-\n", firstAddr(st.Self), termText(st.Self.Name), nodeOS(st.Self))
+	fmt.Fprintln(tw, "ADDRESS\tNAME\tOS\tSTATE\tPATH\tRTT\tRX\tTX\tHANDSHAKE\tOFFERS")
+	fmt.Fprintf(tw, "%s\t%s\t%s\tself\t-\t-\t-\t-\t-\t%s\n", firstAddr(st.Self), termText(st.Self.Name), nodeOS(st.Self), offers(st.Self))
 	for _, p := range st.Peers {
 		state := "offline"
 		if p.Online {
@@ -69,8 +78,8 @@ func printStatus(w io.Writer, st *localapi.Status, now time.Time) {
 		if !p.LastHandshake.IsZero() {
 			hs = now.Sub(p.LastHandshake).Round(time.Second).String() + " ago"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", firstAddr(p.Node), termText(p.Name), nodeOS(p.Node), state,
-			p.Path.String(), rtt, fmtBytes(p.RxBytes), fmtBytes(p.TxBytes), hs)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", firstAddr(p.Node), termText(p.Name), nodeOS(p.Node), state,
+			p.Path.String(), rtt, fmtBytes(p.RxBytes), fmtBytes(p.TxBytes), hs, offers(p.Node))
 	}
 	tw.Flush()
 	printExitInUse(w, st)
@@ -100,6 +109,24 @@ func printHealth(w io.Writer, health []string) {
 	for _, h := range health {
 		fmt.Fprintf(w, "Health: %s\n", termText(h))
 	}
+}
+
+// offers is what a node offers the tailnet, approved: "exit" for an exit
+// node and its subnet routes, "-" for nothing.
+func offers(n *wire.Node) string {
+	var out []string
+	if n.OffersExit() {
+		out = append(out, "exit")
+	}
+	for _, r := range n.Routes {
+		if !tailnet.IsExitRoute(r) {
+			out = append(out, r.String())
+		}
+	}
+	if len(out) == 0 {
+		return "-"
+	}
+	return strings.Join(out, ",")
 }
 
 // firstAddr is a node's IPv4 tailnet address, or its first one.

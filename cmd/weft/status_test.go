@@ -23,6 +23,7 @@ func TestPrintStatus(t *testing.T) {
 			{Node: node("busan", "100.64.0.1"), Path: localapi.Path{Kind: localapi.PathDirect, Endpoint: "203.0.113.21:41641"},
 				RTTMS: 1.25, RxBytes: 1258291, TxBytes: 3565158, LastHandshake: now.Add(-12 * time.Second)},
 			{Node: node("pc", "100.64.0.3"), Path: localapi.Path{Kind: localapi.PathRelay, RelayRegion: 1, RelayCode: "home"}, TxBytes: 148},
+			{Node: offering(node("nas", "100.64.0.4"), "0.0.0.0/0", "::/0", "192.168.1.0/24")},
 		},
 		Health: []string{"UDP is blocked on this network: every peer is reached through the relay, which is slower"},
 		Drops:  &localapi.Drops{IntoTunnel: 7, FromTunnel: 3},
@@ -34,6 +35,8 @@ func TestPrintStatus(t *testing.T) {
 		{"100.64.0.2", "mac", "linux", "self"},
 		{"100.64.0.1", "busan", "online", "direct 203.0.113.21:41641", "1.2ms", "1.2MB", "3.4MB", "12s ago"},
 		{"100.64.0.3", "pc", "relay home", "148B", "never"},
+		{"100.64.0.4", "nas", "exit,192.168.1.0/24"},
+		{"ADDRESS", "HANDSHAKE", "OFFERS"},
 		{"Health: UDP is blocked"},
 		{"Refused: 7 packets from this node's other networks"},
 		{"Refused: 3 packets from peers to destinations"},
@@ -49,5 +52,49 @@ func TestPrintStatus(t *testing.T) {
 		if !found {
 			t.Errorf("no line with %q in:\n%s", want, out)
 		}
+	}
+	for _, line := range strings.Split(out, "\n") {
+		if f := strings.Fields(line); strings.Contains(line, "100.64.0.3") && (len(f) < 2 || f[len(f)-2] != "never" || f[len(f)-1] != "-") {
+			t.Errorf("pc offers nothing, but its line ends %q", line)
+		}
+	}
+}
+
+// offering gives n approved routes.
+func offering(n *wire.Node, routes ...string) *wire.Node {
+	for _, r := range routes {
+		n.Routes = append(n.Routes, netip.MustParsePrefix(r))
+	}
+	return n
+}
+
+// TestPrintStatusNotLoggedIn: a node that must log in again says why
+// (its key expired at T) and what to run, not a bare "Logged out" with
+// the reason as an error below it.
+func TestPrintStatusNotLoggedIn(t *testing.T) {
+	expired := "this node's key expired at 2026-12-01T10:00:00Z; run `weft up --auth-key KEY` with a new pre-auth key"
+	tests := []struct {
+		name    string
+		st      *localapi.Status
+		want    string
+		notWant []string
+	}{
+		{"never joined", &localapi.Status{BackendState: localapi.StateNeedsLogin}, "Logged out. Run `weft up --server URL --auth-key KEY`", nil},
+		{"key expired", &localapi.Status{BackendState: localapi.StateNeedsLogin, ServerURL: "http://203.0.113.10:8080", LastError: expired},
+			"Not logged in: " + expired, []string{"Logged out", "Last error", "unreachable"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var b bytes.Buffer
+			printStatus(&b, tt.st, time.Now())
+			if !strings.Contains(b.String(), tt.want) {
+				t.Errorf("status:\n%s\nwant %q", b.String(), tt.want)
+			}
+			for _, nw := range tt.notWant {
+				if strings.Contains(b.String(), nw) {
+					t.Errorf("status says %q:\n%s", nw, b.String())
+				}
+			}
+		})
 	}
 }

@@ -15,6 +15,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"net/url"
 	"slices"
 	"strings"
 	"sync"
@@ -126,6 +127,42 @@ func New(opts Options) (*Client, error) {
 	return &Client{opts: opts, log: opts.Logger, serverKey: opts.ServerKey, hostinfo: opts.Hostinfo, routes: opts.AdvertisedRoutes}, nil
 }
 
+// CheckServerURL checks a control server URL as a user typed it, so that a
+// missing scheme or host is said plainly before anything is dialed.
+func CheckServerURL(s string) error {
+	if !strings.Contains(s, "://") {
+		return fmt.Errorf("server URL %q has no scheme: add http:// or https:// (for example http://%s)", s, s)
+	}
+	u, err := url.Parse(s)
+	if err != nil {
+		return fmt.Errorf("server URL %q: %w", s, err)
+	}
+	if u.Scheme != "http" && u.Scheme != "https" {
+		return fmt.Errorf("server URL %q: the scheme must be http:// or https://, not %s://", s, u.Scheme)
+	}
+	if u.Hostname() == "" {
+		return fmt.Errorf("server URL %q has no host: write it like http://ctrl.example:8080", s)
+	}
+	return nil
+}
+
+// unreachableError says why the server at serverURL could not be reached,
+// naming a host name that did not resolve as such (a DNS timeout would
+// otherwise read as a bare context deadline).
+func unreachableError(serverURL string, err error) error {
+	var de *net.DNSError
+	if errors.As(err, &de) {
+		why := de.Err
+		if de.IsNotFound {
+			why = "no such host"
+		} else if de.IsTimeout {
+			why = "the DNS lookup timed out"
+		}
+		return fmt.Errorf("%w: the server name %q did not resolve (%s); check the spelling of %s and this machine's DNS", ErrUnreachable, de.Name, why, serverURL)
+	}
+	return fmt.Errorf("%w: %v; check the URL and that the server runs", ErrUnreachable, err)
+}
+
 // KeyResponse is the body of the server's GET /key.
 type KeyResponse struct {
 	Version   int               `json:"version"`
@@ -141,7 +178,7 @@ func FetchServerKey(ctx context.Context, hc *http.Client, serverURL string) (Key
 	}
 	resp, err := hc.Do(req)
 	if err != nil {
-		return kr, fmt.Errorf("%w: %v; check the URL and that the server runs", ErrUnreachable, err)
+		return kr, unreachableError(serverURL, err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
@@ -194,7 +231,7 @@ func (c *Client) dial(ctx context.Context) (*noiseconn.Conn, error) {
 	if err != nil {
 		var ne net.Error
 		if errors.As(err, &ne) || errors.Is(err, net.ErrClosed) {
-			return nil, fmt.Errorf("%w: %v", ErrUnreachable, err)
+			return nil, unreachableError(c.opts.ServerURL, err)
 		}
 		return nil, err
 	}

@@ -284,6 +284,9 @@ func (d *Daemon) Up(ctx context.Context, req localapi.UpRequest) (*localapi.Stat
 func upPrefs(old nodestate.Prefs, nm *controlclient.NetMap, req localapi.UpRequest) (nodestate.Prefs, key.NodePublic, error) {
 	p := old
 	if req.ServerURL != "" && req.ServerURL != p.ServerURL {
+		if err := controlclient.CheckServerURL(req.ServerURL); err != nil {
+			return p, key.NodePublic{}, err
+		}
 		// A new server: new pin, new registration.
 		p = nodestate.Prefs{ServerURL: req.ServerURL, Hostname: p.Hostname}
 	}
@@ -594,7 +597,7 @@ func (d *Daemon) Status(ctx context.Context) (*localapi.Status, error) {
 			st.Peers = append(st.Peers, &localapi.PeerStatus{Node: n, Path: localapi.Path{Kind: localapi.PathNone}})
 		}
 	}
-	if p.WantUp && c != nil && !connected {
+	if p.WantUp && p.Registered && c != nil && !connected && expired == nil {
 		msg := "control server unreachable"
 		if lastErr != nil {
 			msg += ": " + lastErr.Error()

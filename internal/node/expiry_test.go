@@ -136,6 +136,11 @@ func TestExpiredNodeDroppedByPeersAndStopped(t *testing.T) {
 				!strings.Contains(st.LastError, "weft up --auth-key") {
 				t.Fatalf("expired node's status: %s, %q", st.BackendState, st.LastError)
 			}
+			for _, h := range st.Health {
+				if strings.Contains(h, "control server unreachable") {
+					t.Errorf("an expired node's status blames the control server: %q", h)
+				}
+			}
 			ps, _ := peer.Status(ctx)
 			for _, p := range ps.Peers {
 				if p.Name == "victim" {

@@ -111,3 +111,16 @@ func TestUpSaysWhatItDidNot(t *testing.T) {
 		t.Errorf("up with an untagged key on a tagged node: notices %q, want one naming the lost tag and the key to create", stat.Notices)
 	}
 }
+
+// TestUpServerURLWithoutScheme: a server given without http:// is refused
+// before anything is dialed, saying what to add.
+func TestUpServerURLWithoutScheme(t *testing.T) {
+	d, st, _, starts := countingDaemon(t)
+	_, err := d.Up(context.Background(), localapi.UpRequest{ServerURL: "203.0.113.10:8080", AuthKey: "k"})
+	if err == nil || !strings.Contains(err.Error(), "add http:// or https://") {
+		t.Fatalf("up --server 203.0.113.10:8080: %v, want advice to add the scheme", err)
+	}
+	if p, _ := st.LoadPrefs(); p.ServerURL != "" || starts.Load() != 0 {
+		t.Errorf("a refused up saved server %q and started %d data planes", p.ServerURL, starts.Load())
+	}
+}
