@@ -47,6 +47,32 @@ func startSTUN(t *testing.T) netip.AddrPort {
 // sees a different mapping.
 func startLyingSTUN(t *testing.T, mapped netip.AddrPort) netip.AddrPort {
 	t.Helper()
+	return serveLoopbackUDP(t, func(pc *net.UDPConn, pkt []byte, from netip.AddrPort) {
+		var req stun.Message
+		req.Raw = append([]byte(nil), pkt...)
+		if req.Decode() != nil {
+			return
+		}
+		resp, err := stun.Build(stun.NewTransactionIDSetter(req.TransactionID), stun.BindingSuccess,
+			&stun.XORMappedAddress{IP: mapped.Addr().AsSlice(), Port: int(mapped.Port())})
+		if err != nil {
+			return
+		}
+		pc.WriteToUDPAddrPort(resp.Raw, from)
+	})
+}
+
+// silentUDP returns a loopback UDP port that reads and never answers, like
+// a STUN server behind a firewall that drops UDP.
+func silentUDP(t *testing.T) netip.AddrPort {
+	t.Helper()
+	return serveLoopbackUDP(t, func(*net.UDPConn, []byte, netip.AddrPort) {})
+}
+
+// serveLoopbackUDP hands every datagram to a loopback UDP port to handle
+// until the test ends, and returns the port's address.
+func serveLoopbackUDP(t *testing.T, handle func(pc *net.UDPConn, pkt []byte, from netip.AddrPort)) netip.AddrPort {
+	t.Helper()
 	pc, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
 		t.Fatal(err)
@@ -59,37 +85,7 @@ func startLyingSTUN(t *testing.T, mapped netip.AddrPort) netip.AddrPort {
 			if err != nil {
 				return
 			}
-			var req stun.Message
-			req.Raw = append([]byte(nil), buf[:n]...)
-			if req.Decode() != nil {
-				continue
-			}
-			resp, err := stun.Build(stun.NewTransactionIDSetter(req.TransactionID), stun.BindingSuccess,
-				&stun.XORMappedAddress{IP: mapped.Addr().AsSlice(), Port: int(mapped.Port())})
-			if err != nil {
-				continue
-			}
-			pc.WriteToUDPAddrPort(resp.Raw, from)
-		}
-	}()
-	return pc.LocalAddr().(*net.UDPAddr).AddrPort()
-}
-
-// silentUDP returns a loopback UDP port that reads and never answers, like
-// a STUN server behind a firewall that drops UDP.
-func silentUDP(t *testing.T) netip.AddrPort {
-	t.Helper()
-	pc, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { pc.Close() })
-	go func() {
-		buf := make([]byte, 1500)
-		for {
-			if _, _, err := pc.ReadFrom(buf); err != nil {
-				return
-			}
+			handle(pc, buf[:n], from)
 		}
 	}()
 	return pc.LocalAddr().(*net.UDPAddr).AddrPort()
