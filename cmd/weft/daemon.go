@@ -278,6 +278,9 @@ func startSampler(o daemonOptions, d *node.Daemon, log *slog.Logger) (*samples.S
 	cfg := sampler.Config{Source: d, Store: store, Interval: o.health.interval, Probes: o.health.probes, Report: d.ReportHealth, Logger: log}
 	if o.kernel() {
 		cfg.Dial = osnet.Dialer(osnet.DefaultMark).DialContext
+		// Peers serve the speed test there (most on the default port);
+		// a refusal times the round trip as well.
+		cfg.TunnelPort = speedtest.DefaultPort
 	}
 	smp, err := sampler.New(cfg)
 	return store, smp, err

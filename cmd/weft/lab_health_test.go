@@ -75,6 +75,10 @@ func TestLabHealthSamples(t *testing.T) {
 	if m := rows["peer_rtt_ms:busan"]; m.Min < 20 {
 		t.Errorf("busan's round trip %+v is shorter than the lab's delay", m)
 	}
+	// The handshake with busan's speed test port crosses the tunnel.
+	if m := rows["peer_tunnel_rtt_ms:busan"]; m.Samples == 0 || m.Min < 20 {
+		t.Errorf("round trip through the tunnel: %+v", m)
+	}
 	if rows["peer_direct:busan"].Samples == 0 || rows["udp"].Max != 1 {
 		t.Errorf("no path or UDP rows: %+v", rows)
 	}

@@ -6,11 +6,15 @@ package sampler
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"net/url"
+	"strconv"
 	"sync"
+	"syscall"
 	"time"
 
 	"weft/internal/hostfacts"
@@ -53,6 +57,13 @@ type Config struct {
 	// daemon's dialer carries weft's socket mark, so an exit node does
 	// not carry the probes.
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
+	// TunnelPort is a TCP port on peers' tailnet addresses (the speed
+	// test's) whose handshake times a round trip through the tunnel,
+	// WireGuard included: peer_tunnel_rtt_ms. A refused connection
+	// times it as well. Zero measures none.
+	TunnelPort int
+	// TunnelDial makes those connections; nil uses a net.Dialer.
+	TunnelDial func(ctx context.Context, network, addr string) (net.Conn, error)
 	// HostFacts reads the host's facts; nil means hostfacts.Read.
 	HostFacts func() map[string]float64
 	// Report sends samples to the control server; nil reports none. It
@@ -96,6 +107,9 @@ func New(cfg Config) (*Sampler, error) {
 	}
 	if cfg.Dial == nil {
 		cfg.Dial = (&net.Dialer{}).DialContext
+	}
+	if cfg.TunnelDial == nil {
+		cfg.TunnelDial = (&net.Dialer{}).DialContext
 	}
 	if cfg.HostFacts == nil {
 		cfg.HostFacts = hostfacts.Read
@@ -157,10 +171,14 @@ func (s *Sampler) Take(ctx context.Context) wire.HealthSample {
 				continue
 			}
 			s.peerBytes(p, set)
-			wg.Add(1)
+			wg.Add(2)
 			go func() {
 				defer wg.Done()
 				s.pingPeer(ctx, p.Name, set)
+			}()
+			go func() {
+				defer wg.Done()
+				s.tunnelPing(ctx, p, set)
 			}()
 		}
 	}
@@ -220,6 +238,37 @@ func (s *Sampler) pingPeer(ctx context.Context, name string, set func(string, fl
 	}
 	set("peer_rtt_ms:"+name, res.RTTMS)
 	set("peer_direct:"+name, boolMetric(res.Path.Kind == localapi.PathDirect))
+}
+
+// tunnelPing times a TCP handshake with the peer's tailnet address:
+// through the TUN, WireGuard and back, as the peer's applications see it.
+// A refusal (a peer without the port open) is an answer too.
+func (s *Sampler) tunnelPing(ctx context.Context, p *localapi.PeerStatus, set func(string, float64)) {
+	if s.cfg.TunnelPort == 0 {
+		return
+	}
+	var addr netip.Addr
+	for _, a := range p.Addresses {
+		if a.Addr().Is4() {
+			addr = a.Addr()
+		}
+	}
+	if !addr.IsValid() {
+		return
+	}
+	pctx, cancel := context.WithTimeout(ctx, min(s.cfg.Interval, probeTimeout))
+	defer cancel()
+	start := time.Now()
+	c, err := s.cfg.TunnelDial(pctx, "tcp", net.JoinHostPort(addr.String(), strconv.Itoa(s.cfg.TunnelPort)))
+	rtt := time.Since(start)
+	switch {
+	case err == nil:
+		c.Close()
+	case !errors.Is(err, syscall.ECONNREFUSED):
+		s.log.Debug("health sample: tunnel ping", "peer", p.Name, "err", err)
+		return
+	}
+	set("peer_tunnel_rtt_ms:"+p.Name, float64(rtt.Microseconds())/1000)
 }
 
 // targets are the probe targets: the control server, then the configured

@@ -5,8 +5,10 @@ import (
 	"errors"
 	"maps"
 	"net"
+	"net/netip"
 	"path/filepath"
 	"slices"
+	"syscall"
 	"testing"
 	"time"
 
@@ -25,11 +27,12 @@ type fakeSource struct {
 }
 
 func (f *fakeSource) Status(context.Context) (*localapi.Status, error) {
-	peer := func(name string, online bool, rx int64) *localapi.PeerStatus {
-		return &localapi.PeerStatus{Node: &wire.Node{Name: name, Online: online}, RxBytes: rx, TxBytes: 2 * rx}
+	peer := func(name string, online bool, rx int64, addr string) *localapi.PeerStatus {
+		return &localapi.PeerStatus{Node: &wire.Node{Name: name, Online: online, Addresses: []netip.Prefix{netip.MustParsePrefix(addr)}},
+			RxBytes: rx, TxBytes: 2 * rx}
 	}
 	return &localapi.Status{BackendState: localapi.StateRunning, ServerURL: f.serverURL,
-		Peers: []*localapi.PeerStatus{peer("busan", true, f.rx), peer("pc", true, 0), peer("seoul", false, 0)}}, nil
+		Peers: []*localapi.PeerStatus{peer("busan", true, f.rx, "100.64.0.1/32"), peer("pc", true, 0, "100.64.0.3/32"), peer("seoul", false, 0, "100.64.0.4/32")}}, nil
 }
 
 func (f *fakeSource) Ping(_ context.Context, req localapi.PingRequest) (*localapi.PingResult, error) {
@@ -56,7 +59,18 @@ func TestTake(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := New(Config{Source: src, Store: store, Interval: time.Second, Probes: []string{"127.0.0.1:1"},
+	// The tunnel ping dials busan's tailnet address; here a dialer that
+	// answers at once for busan and refuses pc.
+	tunnelDial := func(ctx context.Context, network, addr string) (net.Conn, error) {
+		switch addr {
+		case "100.64.0.1:41643":
+			return net.Dial("tcp", ln.Addr().String())
+		case "100.64.0.3:41643":
+			return nil, &net.OpError{Op: "dial", Err: syscall.ECONNREFUSED}
+		}
+		return nil, errors.New("unreachable")
+	}
+	s, err := New(Config{Source: src, Store: store, Interval: time.Second, Probes: []string{"127.0.0.1:1"}, TunnelPort: 41643, TunnelDial: tunnelDial,
 		HostFacts: func() map[string]float64 { return map[string]float64{"load1": 0.5} }})
 	if err != nil {
 		t.Fatal(err)
@@ -66,7 +80,7 @@ func TestTake(t *testing.T) {
 	// No network report yet: no udp, no relay metric, no address.
 	first := s.Take(ctx)
 	want := []string{"load1", "peer_direct:busan", "peer_direct:pc", "peer_rtt_ms:busan", "peer_rtt_ms:pc",
-		"peer_rx_bytes:busan", "peer_rx_bytes:pc", "peer_tx_bytes:busan", "peer_tx_bytes:pc",
+		"peer_rx_bytes:busan", "peer_rx_bytes:pc", "peer_tunnel_rtt_ms:busan", "peer_tunnel_rtt_ms:pc", "peer_tx_bytes:busan", "peer_tx_bytes:pc",
 		"probe_rtt_ms:" + ln.Addr().String()}
 	if got := slices.Sorted(maps.Keys(first.Metrics)); !slices.Equal(got, want) {
 		t.Fatalf("metrics %v\nwant %v", got, want)

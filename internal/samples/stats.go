@@ -18,21 +18,22 @@ import (
 
 // Units maps a metric's base name (before any ":peer") to its unit.
 var units = map[string]string{
-	"peer_rtt_ms":     "ms",
-	"peer_direct":     "ratio",
-	"peer_rx_bytes":   "bytes",
-	"peer_tx_bytes":   "bytes",
-	"relay_rtt_ms":    "ms",
-	"probe_rtt_ms":    "ms",
-	"udp":             "ratio",
-	"battery_pct":     "%",
-	"on_ac":           "ratio",
-	"wifi_signal_dbm": "dBm",
-	"wifi_quality":    "%",
-	"load1":           "",
-	"mem_used_pct":    "%",
-	"mem_avail_bytes": "bytes",
-	"uptime_s":        "s",
+	"peer_rtt_ms":        "ms",
+	"peer_tunnel_rtt_ms": "ms",
+	"peer_direct":        "ratio",
+	"peer_rx_bytes":      "bytes",
+	"peer_tx_bytes":      "bytes",
+	"relay_rtt_ms":       "ms",
+	"probe_rtt_ms":       "ms",
+	"udp":                "ratio",
+	"battery_pct":        "%",
+	"on_ac":              "ratio",
+	"wifi_signal_dbm":    "dBm",
+	"wifi_quality":       "%",
+	"load1":              "",
+	"mem_used_pct":       "%",
+	"mem_avail_bytes":    "bytes",
+	"uptime_s":           "s",
 }
 
 // Unit is the unit of the metric name ("peer_rtt_ms:busan" is in ms); ""
