@@ -107,19 +107,25 @@ func NewDaemon(cfg DaemonConfig) (*Daemon, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	mk, err := cfg.State.MachineKey()
+	var damaged []error
+	mk, err := loadRecovering(cfg.State.MachineKey, &damaged, cfg.Logger)
 	if err != nil {
 		return nil, err
 	}
-	prefs, err := cfg.State.LoadPrefs()
+	newMachine := len(damaged) > 0
+	prefs, err := loadRecovering(cfg.State.LoadPrefs, &damaged, cfg.Logger)
 	if err != nil {
 		return nil, err
 	}
-	dk, err := cfg.State.DiscoKey()
+	if newMachine && prefs.Registered {
+		// A new machine key is a machine the server does not know.
+		prefs.Registered = false
+	}
+	dk, err := loadRecovering(cfg.State.DiscoKey, &damaged, cfg.Logger)
 	if err != nil {
 		return nil, err
 	}
-	d := &Daemon{cfg: cfg, st: cfg.State, log: cfg.Logger, machine: mk, disco: dk, prefs: prefs}
+	d := &Daemon{cfg: cfg, st: cfg.State, log: cfg.Logger, machine: mk, disco: dk, prefs: prefs, lastErr: errors.Join(damaged...)}
 	var nm controlclient.NetMap
 	if err := cfg.State.LoadNetMap(&nm); err == nil && nm.Self != nil {
 		d.nm = &nm

@@ -58,7 +58,7 @@ func (d *Dir) MachineKey() (key.MachinePrivate, error) {
 	b, err := os.ReadFile(p)
 	if err == nil {
 		if err := k.UnmarshalText([]byte(strings.TrimSpace(string(b)))); err != nil {
-			return k, fmt.Errorf("nodestate: %s: %w", p, err)
+			return k, &DamagedError{Path: p, Err: err}
 		}
 		return k, nil
 	}
@@ -83,7 +83,7 @@ func (d *Dir) DiscoKey() (key.DiscoPrivate, error) {
 	b, err := os.ReadFile(p)
 	if err == nil {
 		if err := k.UnmarshalText([]byte(strings.TrimSpace(string(b)))); err != nil {
-			return k, fmt.Errorf("nodestate: %s is damaged (%v); remove it to make a new one", p, err)
+			return k, &DamagedError{Path: p, Err: err}
 		}
 		return k, nil
 	}
@@ -192,6 +192,31 @@ func (d *Dir) LoadNetMap(v any) error { return d.loadJSON(netmapFile, v) }
 // SaveNetMap writes the last map atomically.
 func (d *Dir) SaveNetMap(v any) error { return d.saveJSON(netmapFile, v) }
 
+// DamagedError reports a state file that exists but cannot be read as
+// what it should hold (truncated by a crash, corrupted, edited by hand).
+type DamagedError struct {
+	Path string
+	Err  error
+}
+
+func (e *DamagedError) Error() string {
+	return fmt.Sprintf("nodestate: %s is damaged (%v)", e.Path, e.Err)
+}
+
+func (e *DamagedError) Unwrap() error { return e.Err }
+
+// SetAside moves the damaged file out of the way, to its path with
+// ".damaged" appended (replacing an older one), so that the next load
+// starts afresh and the bytes stay for a person to look at. It returns
+// the new path.
+func (e *DamagedError) SetAside() (string, error) {
+	aside := e.Path + ".damaged"
+	if err := os.Rename(e.Path, aside); err != nil {
+		return "", fmt.Errorf("nodestate: setting aside damaged %s: %w", e.Path, err)
+	}
+	return aside, syncDir(filepath.Dir(e.Path))
+}
+
 // Forget removes the preferences (with the pin and node key) and the last
 // map, keeping the machine key: the node logs out.
 func (d *Dir) Forget() error {
@@ -212,7 +237,7 @@ func (d *Dir) loadJSON(name string, v any) error {
 		return fmt.Errorf("nodestate: %w", err)
 	}
 	if err := json.Unmarshal(b, v); err != nil {
-		return fmt.Errorf("nodestate: %s is damaged (%v); remove it to start over", filepath.Join(d.path, name), err)
+		return &DamagedError{Path: filepath.Join(d.path, name), Err: err}
 	}
 	return nil
 }
