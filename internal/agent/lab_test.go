@@ -984,3 +984,41 @@ func TestLabRoaming(t *testing.T) {
 	}
 	n.echo("busan", "mac", addr4(n.peer("busan", "mac")))
 }
+
+// TestLabRenumber: mac's LAN address changes under a transfer, as when a
+// DHCP server hands out another lease: 192.168.2.10 goes, 192.168.2.60
+// comes with the default route. Every mapping on r-fukuoka for the old address is dead; the
+// transfer completes intact and the path is direct again.
+func TestLabRenumber(t *testing.T) {
+	n := startNet(t, 2*time.Minute, []string{"busan", "mac"})
+	n.pair("mac", "busan")
+	n.waitPath("mac", "busan", localapi.PathDirect, 30*time.Second)
+	n.transfer("mac", "busan", 20<<20, func() {
+		if err := renumber(n.lab.Node("mac"), "192.168.2.10/24", "192.168.2.60/24", "192.168.2.1"); err != nil {
+			t.Fatal(err)
+		}
+	})
+	n.waitPath("mac", "busan", localapi.PathDirect, 30*time.Second)
+	n.echo("busan", "mac", addr4(n.peer("busan", "mac")))
+}
+
+// renumber replaces address from with to on node's eth0 and puts the
+// default route through gw back, as a DHCP client does with a new lease
+// (deleting the old address takes the route with it).
+func renumber(node *netlab.Node, from, to, gw string) error {
+	return node.Do(func() error {
+		link, err := netlink.LinkByName("eth0")
+		if err != nil {
+			return err
+		}
+		add, _ := netlink.ParseAddr(to)
+		del, _ := netlink.ParseAddr(from)
+		if err := netlink.AddrDel(link, del); err != nil {
+			return err
+		}
+		if err := netlink.AddrAdd(link, add); err != nil {
+			return err
+		}
+		return netlink.RouteAdd(&netlink.Route{LinkIndex: link.Attrs().Index, Gw: net.ParseIP(gw)})
+	})
+}

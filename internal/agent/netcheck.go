@@ -55,8 +55,12 @@ func (e *Engine) netcheckLoop() {
 				continue
 			}
 			e.log.Info("local addresses changed", "from", lastAddrs, "to", addrs)
+			lost := slices.ContainsFunc(lastAddrs, func(a netip.Addr) bool { return !slices.Contains(addrs, a) })
 			lastAddrs = addrs
 			e.conn.Rebind("local addresses changed")
+			if lost {
+				e.redialTCP()
+			}
 		}
 		e.mu.Lock()
 		rm := e.relayMap
@@ -72,6 +76,17 @@ func (e *Engine) netcheckLoop() {
 			continue
 		}
 		e.useReport(r)
+	}
+}
+
+// redialTCP makes the relay and control connections connect again: after
+// a local address went away, a connection from it is dead, and its
+// keepalive would notice only minutes later.
+func (e *Engine) redialTCP() {
+	e.log.Info("a local address went away; reconnecting to relays and control")
+	e.relays.Redial()
+	if r, ok := e.cfg.Publisher.(interface{ Redial() }); ok {
+		r.Redial()
 	}
 }
 

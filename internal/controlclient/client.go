@@ -465,6 +465,19 @@ func (c *Client) Run(ctx context.Context) error {
 	}
 }
 
+// Redial drops the live map stream, if any; Run connects again after a
+// short wait. The node calls it when one of its local addresses goes away,
+// which leaves the stream's TCP connection dead but unnoticed until the
+// next keepalive deadline.
+func (c *Client) Redial() {
+	c.mu.Lock()
+	conn := c.conn
+	c.mu.Unlock()
+	if conn != nil {
+		conn.Close()
+	}
+}
+
 // stream runs one map stream until it fails.
 func (c *Client) stream(ctx context.Context) error {
 	dctx, cancel := context.WithTimeout(ctx, 30*time.Second)

@@ -430,6 +430,19 @@ func (c *Client) Close() error {
 	return nil
 }
 
+// Redial drops the current connection, if any, so the client connects
+// again at once. The node calls it when one of its local addresses goes
+// away: a TCP connection from that address is dead, but would only be
+// noticed at the next keepalive deadline, minutes later.
+func (c *Client) Redial() {
+	c.mu.Lock()
+	cc := c.cur
+	c.mu.Unlock()
+	if cc != nil {
+		cc.nc.Close()
+	}
+}
+
 // run is the client's one long-lived goroutine: connect, read until the
 // connection fails, back off, repeat, until Close.
 func (c *Client) run() {

@@ -199,6 +199,20 @@ func (m *Manager) Close() error {
 	return nil
 }
 
+// Redial drops every region's connection so each connects again at once
+// (see Client.Redial).
+func (m *Manager) Redial() {
+	m.mu.Lock()
+	clients := make([]*Client, 0, len(m.regions))
+	for _, rc := range m.regions {
+		clients = append(clients, rc.client)
+	}
+	m.mu.Unlock()
+	for _, c := range clients {
+		c.Redial()
+	}
+}
+
 // regionLocked returns region's connection, making it if needed. m.mu
 // must be held.
 func (m *Manager) regionLocked(region int) (*regionConn, error) {

@@ -598,3 +598,26 @@ func TestServerSendsKeepalives(t *testing.T) {
 		t.Fatalf("got %v %v, want a keepalive from an idle relay", ft, err)
 	}
 }
+
+// TestClientRedial: Redial drops the live connection and the client is
+// connected again on a new one, and carries packets there.
+func TestClientRedial(t *testing.T) {
+	a, b := key.NewNode(), key.NewNode()
+	r := startSimpleRelay(t, allow(a, b))
+	ca, cb := connect(t, r.url, a), connect(t, r.url, b)
+	ca.mu.Lock()
+	before := ca.cur
+	ca.mu.Unlock()
+	ca.Redial()
+	tstest.Eventually(t, "a new connection after Redial", func() bool {
+		ca.mu.Lock()
+		defer ca.mu.Unlock()
+		return ca.cur != nil && ca.cur != before
+	})
+	if err := ca.Send(b.Public(), []byte("after redial")); err != nil {
+		t.Fatal(err)
+	}
+	if p := recvPacket(t, cb); string(p.Data) != "after redial" || p.Src != a.Public() {
+		t.Fatalf("b got %+v", p)
+	}
+}
