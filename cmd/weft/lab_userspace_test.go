@@ -9,12 +9,15 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"os"
 	"strings"
 	"testing"
 	"time"
 
+	"golang.org/x/net/icmp"
+	"golang.org/x/net/ipv4"
 	"golang.org/x/net/proxy"
 
 	"weft/internal/netlab/labtest"
@@ -179,6 +182,22 @@ func TestLabUserspaceNode(t *testing.T) {
 		}
 		l.cli("mac", "set", "--exit-node", "busan")
 		l.awaitWhoami("mac", busanWAN, "web sees mac as r-busan through the userspace exit node")
+
+		// Pings are forwarded from busan's host through an unprivileged
+		// ICMP socket, which Linux allows to ping_group_range (no
+		// capability needed); a host that does not answer stays silent.
+		if err := busan.Do(func() error {
+			return os.WriteFile("/proc/sys/net/ipv4/ping_group_range", []byte("0 2147483647"), 0o644)
+		}); err != nil {
+			t.Fatal(err)
+		}
+		webAddr := l.lab.Node("web").WANAddr
+		if err := pingFrom(l.lab.Node("mac"), webAddr); err != nil {
+			t.Errorf("mac's ping to web through busan: %v", err)
+		}
+		if err := pingFrom(l.lab.Node("mac"), netip.MustParseAddr("203.0.113.250")); err == nil {
+			t.Error("a ping to an address nobody has was answered through busan")
+		}
 		l.cli("mac", "set", "--exit-node=")
 		l.awaitWhoami("mac", fukuoka, "web sees mac as r-fukuoka again")
 	})
@@ -197,6 +216,37 @@ func (d nodeDialer) Dial(network, addr string) (net.Conn, error) {
 
 func (d nodeDialer) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
 	return d.n.DialContext(ctx, network, addr)
+}
+
+// pingFrom sends one ICMP echo from node to dst (a raw socket: the test
+// runs as root) and waits up to 3 s for the reply.
+func pingFrom(node interface{ Do(func() error) error }, dst netip.Addr) error {
+	return node.Do(func() error {
+		c, err := icmp.ListenPacket("ip4:icmp", "0.0.0.0")
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		req, _ := (&icmp.Message{Type: ipv4.ICMPTypeEcho, Body: &icmp.Echo{ID: 4242, Seq: 1, Data: []byte("weft")}}).Marshal(nil)
+		if _, err := c.WriteTo(req, &net.IPAddr{IP: dst.AsSlice()}); err != nil {
+			return err
+		}
+		c.SetReadDeadline(time.Now().Add(3 * time.Second))
+		buf := make([]byte, 1500)
+		for {
+			n, from, err := c.ReadFrom(buf)
+			if err != nil {
+				return fmt.Errorf("no reply from %s: %w", dst, err)
+			}
+			m, err := icmp.ParseMessage(1, buf[:n])
+			if err != nil || m.Type != ipv4.ICMPTypeEchoReply || from.String() != dst.String() {
+				continue
+			}
+			if e, ok := m.Body.(*icmp.Echo); ok && e.ID == 4242 && string(e.Data) == "weft" {
+				return nil
+			}
+		}
+	})
 }
 
 // capEff is the effective capability set of process pid, in hex.

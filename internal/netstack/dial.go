@@ -120,9 +120,11 @@ func (s *Stack) Dial(ctx context.Context, network string, dst netip.AddrPort) (n
 }
 
 // admit decides whether a packet from the tunnel enters the stack. An
-// ICMP echo request to an address that is not the node's own is dropped:
-// the stack would otherwise answer it itself (promiscuous mode), telling
-// the peer that any host it pings through this exit node is up.
+// ICMP echo request to an address that is not the node's own never does:
+// the stack would answer it itself (promiscuous mode), telling the peer
+// that any host it pings is up. Where this node forwards (exit node,
+// subnet route) an IPv4 ping is forwarded from the host instead
+// (echo.go); other echo requests are dropped.
 func (s *Stack) admit(pkt []byte) bool {
 	var dst netip.Addr
 	var echo bool
@@ -150,7 +152,15 @@ func (s *Stack) admit(pkt []byte) bool {
 	if !echo {
 		return true
 	}
-	return decide(s.cfg.Load(), dst) == toLocalhost
+	switch decide(s.cfg.Load(), dst) {
+	case toLocalhost:
+		return true
+	case toHost:
+		if dst.Is4() {
+			s.forwardEcho(pkt)
+		}
+	}
+	return false
 }
 
 // Clear takes s away if it is the current stack.

@@ -56,6 +56,9 @@ type Options struct {
 	Logger *slog.Logger
 	// MTU is the stack's link MTU; 0 means osnet.DefaultMTU.
 	MTU int
+	// Pinger forwards an exit node's pings; nil pings from an
+	// unprivileged ICMP socket.
+	Pinger Pinger
 	// HostDialer opens the host sockets flows are re-originated from and
 	// the localhost connections inbound flows are handed to; nil means a
 	// plain net.Dialer.
@@ -65,12 +68,15 @@ type Options struct {
 // Stack is one userspace TCP/IP stack with its packet device. It plays
 // the part osnet.Router plays in kernel mode: Apply takes the same Config.
 type Stack struct {
-	log      *slog.Logger
-	mtu      int
-	st       *stack.Stack
-	ep       *channel.Endpoint
-	dev      *device
-	host     HostDialer
+	log  *slog.Logger
+	mtu  int
+	st   *stack.Stack
+	ep   *channel.Endpoint
+	dev  *device
+	host HostDialer
+	// pinger forwards pings; echoes bounds those in flight.
+	pinger   Pinger
+	echoes   chan struct{}
 	cfg      atomic.Pointer[osnet.Config] // last applied
 	udpFlows atomic.Int64                 // forwarded UDP flows open now
 
@@ -93,10 +99,15 @@ func New(opts Options) (*Stack, error) {
 	if opts.HostDialer == nil {
 		opts.HostDialer = plainDialer{}
 	}
+	if opts.Pinger == nil {
+		opts.Pinger = hostPinger{}
+	}
 	s := &Stack{
-		log:  opts.Logger,
-		mtu:  opts.MTU,
-		host: opts.HostDialer,
+		log:    opts.Logger,
+		mtu:    opts.MTU,
+		host:   opts.HostDialer,
+		pinger: opts.Pinger,
+		echoes: make(chan struct{}, maxEchoes),
 		st: stack.New(stack.Options{
 			NetworkProtocols:   []stack.NetworkProtocolFactory{ipv4.NewProtocol, ipv6.NewProtocol},
 			TransportProtocols: []stack.TransportProtocolFactory{tcp.NewProtocol, udp.NewProtocol, icmp.NewProtocol4, icmp.NewProtocol6},

@@ -247,29 +247,97 @@ func TestDialerSendsOnlyTunnelTrafficThroughTheStack(t *testing.T) {
 	}
 }
 
-func TestEchoToOtherAddressesIsNotAnswered(t *testing.T) {
-	s, err := New(Options{})
+// fakePinger answers pings to up and fails others, without any traffic.
+type fakePinger struct{ up netip.Addr }
+
+func (f fakePinger) Ping(_ context.Context, dst netip.Addr, _ uint16, data []byte) ([]byte, error) {
+	if dst != f.up {
+		return nil, errors.New("timeout")
+	}
+	return data, nil
+}
+
+func echoRequest(src, dst netip.Addr, id, seq uint16, payload string) []byte {
+	pkt := make([]byte, header.IPv4MinimumSize+header.ICMPv4MinimumSize+len(payload))
+	ip := header.IPv4(pkt)
+	ip.Encode(&header.IPv4Fields{
+		TotalLength: uint16(len(pkt)), TTL: 64, Protocol: uint8(header.ICMPv4ProtocolNumber),
+		SrcAddr: tcpip.AddrFrom4(src.As4()), DstAddr: tcpip.AddrFrom4(dst.As4()),
+	})
+	ip.SetChecksum(^ip.CalculateChecksum())
+	ic := header.ICMPv4(pkt[header.IPv4MinimumSize:])
+	ic.SetType(header.ICMPv4Echo)
+	ic.SetIdent(id)
+	ic.SetSequence(seq)
+	copy(ic.Payload(), payload)
+	ic.SetChecksum(^checksum(ic))
+	return pkt
+}
+
+// TestEchoThroughExitNode: an exit node in userspace mode answers a ping
+// to another host only when the host really answered it (the pinger), and
+// never answers one for a host it does not forward to.
+func TestEchoThroughExitNode(t *testing.T) {
+	down := netip.MustParseAddr("198.51.100.99")
+	s, err := New(Options{Pinger: fakePinger{up: webHost.Addr()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := make(chan []byte, 4)
+	go func() {
+		bufs, sizes := [][]byte{make([]byte, 2000)}, []int{0}
+		for {
+			if _, err := s.TUN().Read(bufs, sizes, 0); err != nil {
+				close(out)
+				return
+			}
+			out <- append([]byte(nil), bufs[0][:sizes[0]]...)
+		}
+	}()
+	s.Apply(osnet.Config{Addresses: []netip.Prefix{addrB}, TailnetRoutes: []netip.Prefix{tailnet.V4Range}})
+	s.TUN().Write([][]byte{echoRequest(addrA.Addr(), webHost.Addr(), 7, 1, "not an exit node")}, 0)
+	s.Apply(osnet.Config{Addresses: []netip.Prefix{addrB}, TailnetRoutes: []netip.Prefix{tailnet.V4Range}, AdvertiseExitNode: true})
+	s.TUN().Write([][]byte{echoRequest(addrA.Addr(), down, 7, 2, "to a host that is down")}, 0)
+	s.TUN().Write([][]byte{echoRequest(addrA.Addr(), webHost.Addr(), 7, 3, "hello web")}, 0)
+	select {
+	case pkt := <-out:
+		ip := header.IPv4(pkt)
+		ic := header.ICMPv4(pkt[ip.HeaderLength():])
+		src, _ := netip.AddrFromSlice(ip.SourceAddressSlice())
+		dst, _ := netip.AddrFromSlice(ip.DestinationAddressSlice())
+		if src != webHost.Addr() || dst != addrA.Addr() || ic.Type() != header.ICMPv4EchoReply || ic.Ident() != 7 || ic.Sequence() != 3 || string(ic.Payload()) != "hello web" {
+			t.Errorf("reply %s -> %s type %d id %d seq %d %q; want web's reply to seq 3", src, dst, ic.Type(), ic.Ident(), ic.Sequence(), ic.Payload())
+		}
+		if !ip.IsChecksumValid() || checksum(ic) != 0xffff {
+			t.Error("reply has a bad checksum")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no echo reply from the exit node")
+	}
+	select {
+	case pkt := <-out:
+		t.Errorf("a second packet came out: %x", pkt)
+	case <-time.After(300 * time.Millisecond):
+	}
+	s.TUN().Close()
+}
+
+func TestAdmit(t *testing.T) {
+	s, err := New(Options{Pinger: fakePinger{}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer s.TUN().Close()
 	s.Apply(osnet.Config{Addresses: []netip.Prefix{addrB}, AdvertiseExitNode: true})
-	echo := func(dst netip.Addr, typ header.ICMPv4Type) []byte {
-		pkt := make([]byte, header.IPv4MinimumSize+header.ICMPv4MinimumSize)
-		header.IPv4(pkt).Encode(&header.IPv4Fields{
-			TotalLength: uint16(len(pkt)), TTL: 64, Protocol: uint8(header.ICMPv4ProtocolNumber),
-			SrcAddr: tcpip.AddrFrom4(addrA.Addr().As4()), DstAddr: tcpip.AddrFrom4(dst.As4()),
-		})
-		header.ICMPv4(pkt[header.IPv4MinimumSize:]).SetType(typ)
-		return pkt
-	}
-	if !s.admit(echo(addrB.Addr(), header.ICMPv4Echo)) {
+	if !s.admit(echoRequest(addrA.Addr(), addrB.Addr(), 1, 1, "")) {
 		t.Error("echo to the node's own address dropped")
 	}
-	if s.admit(echo(webHost.Addr(), header.ICMPv4Echo)) {
-		t.Error("echo to an internet address admitted: the stack would answer for that host")
+	if s.admit(echoRequest(addrA.Addr(), webHost.Addr(), 1, 1, "")) {
+		t.Error("echo to an internet address entered the stack: it would answer for that host")
 	}
-	if !s.admit(echo(webHost.Addr(), header.ICMPv4EchoReply)) {
+	reply := echoRequest(addrA.Addr(), webHost.Addr(), 1, 1, "")
+	header.ICMPv4(reply[header.IPv4MinimumSize:]).SetType(header.ICMPv4EchoReply)
+	if !s.admit(reply) {
 		t.Error("a non-echo ICMP packet was dropped")
 	}
 	if s.admit([]byte{0x45, 0}) {

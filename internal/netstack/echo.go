@@ -1,0 +1,145 @@
+package netstack
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+	"net"
+	"net/netip"
+	"time"
+
+	"golang.org/x/net/icmp"
+	"golang.org/x/net/ipv4"
+	"gvisor.dev/gvisor/pkg/buffer"
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/header"
+	"gvisor.dev/gvisor/pkg/tcpip/stack"
+)
+
+// Pinger sends one ICMP echo request from the host and waits for its
+// reply, returning the reply's payload.
+type Pinger interface {
+	Ping(ctx context.Context, dst netip.Addr, seq uint16, data []byte) ([]byte, error)
+}
+
+// hostPinger pings from an unprivileged ICMP socket (Linux allows it to
+// the groups in net.ipv4.ping_group_range; macOS always): no raw socket,
+// so no privileges.
+type hostPinger struct{}
+
+func (hostPinger) Ping(ctx context.Context, dst netip.Addr, seq uint16, data []byte) ([]byte, error) {
+	c, err := icmp.ListenPacket("udp4", "0.0.0.0")
+	if err != nil {
+		return nil, fmt.Errorf("netstack: ICMP socket (is this group in net.ipv4.ping_group_range?): %w", err)
+	}
+	defer c.Close()
+	req, err := (&icmp.Message{Type: ipv4.ICMPTypeEcho, Body: &icmp.Echo{ID: 1, Seq: int(seq), Data: data}}).Marshal(nil)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := c.WriteTo(req, &net.UDPAddr{IP: dst.AsSlice()}); err != nil {
+		return nil, err
+	}
+	deadline, ok := ctx.Deadline()
+	if !ok {
+		deadline = time.Now().Add(echoTimeout)
+	}
+	c.SetReadDeadline(deadline)
+	buf := make([]byte, 1500)
+	for {
+		n, _, err := c.ReadFrom(buf)
+		if err != nil {
+			return nil, err
+		}
+		m, err := icmp.ParseMessage(1, buf[:n])
+		if err != nil {
+			continue
+		}
+		if e, ok := m.Body.(*icmp.Echo); ok && m.Type == ipv4.ICMPTypeEchoReply && e.Seq == int(seq) {
+			return e.Data, nil
+		}
+	}
+}
+
+const (
+	// echoTimeout is how long a forwarded ping waits for its reply.
+	echoTimeout = 5 * time.Second
+	// maxEchoes bounds the pings forwarded at once.
+	maxEchoes = 64
+)
+
+// forwardEcho answers an IPv4 echo request to another host by pinging
+// that host from this one: the peer gets a reply only if the host really
+// answered. pkt is the request as it came from the tunnel.
+func (s *Stack) forwardEcho(pkt []byte) {
+	h := header.IPv4(pkt)
+	hl := int(h.HeaderLength())
+	icmpHdr := header.ICMPv4(pkt[hl:])
+	if len(icmpHdr) < header.ICMPv4MinimumSize {
+		return
+	}
+	src, _ := netip.AddrFromSlice(h.SourceAddressSlice())
+	dst, _ := netip.AddrFromSlice(h.DestinationAddressSlice())
+	id, seq := icmpHdr.Ident(), icmpHdr.Sequence()
+	data := append([]byte(nil), icmpHdr[header.ICMPv4MinimumSize:]...)
+	select {
+	case s.echoes <- struct{}{}:
+	default:
+		return // too many in flight: dropped, as a busy router would
+	}
+	go func() {
+		defer func() { <-s.echoes }()
+		ctx, cancel := context.WithTimeout(s.ctx, echoTimeout)
+		defer cancel()
+		got, err := s.pinger.Ping(ctx, dst, seq, data)
+		if err != nil {
+			s.log.Debug("forwarded ping", "dst", dst, "err", err)
+			return
+		}
+		s.sendOut(echoReply(dst, src, id, seq, got))
+	}()
+}
+
+// echoReply builds the IPv4 echo reply from src to dst.
+func echoReply(src, dst netip.Addr, id, seq uint16, data []byte) []byte {
+	pkt := make([]byte, header.IPv4MinimumSize+header.ICMPv4MinimumSize+len(data))
+	ip := header.IPv4(pkt)
+	ip.Encode(&header.IPv4Fields{
+		TotalLength: uint16(len(pkt)), TTL: 64, Protocol: uint8(header.ICMPv4ProtocolNumber),
+		SrcAddr: tcpip.AddrFrom4(src.As4()), DstAddr: tcpip.AddrFrom4(dst.As4()),
+	})
+	ip.SetChecksum(^ip.CalculateChecksum())
+	ic := header.ICMPv4(pkt[header.IPv4MinimumSize:])
+	ic.SetType(header.ICMPv4EchoReply)
+	binary.BigEndian.PutUint16(ic[4:], id)
+	binary.BigEndian.PutUint16(ic[6:], seq)
+	copy(ic[header.ICMPv4MinimumSize:], data)
+	ic.SetChecksum(0)
+	ic.SetChecksum(^checksum(ic))
+	return pkt
+}
+
+// checksum is the Internet checksum's one's-complement sum of b.
+func checksum(b []byte) uint16 {
+	var sum uint32
+	for i := 0; i+1 < len(b); i += 2 {
+		sum += uint32(binary.BigEndian.Uint16(b[i:]))
+	}
+	if len(b)%2 == 1 {
+		sum += uint32(b[len(b)-1]) << 8
+	}
+	for sum > 0xffff {
+		sum = sum>>16 + sum&0xffff
+	}
+	return uint16(sum)
+}
+
+// sendOut queues a packet the stack did not make for the tunnel, as if
+// the stack had sent it.
+func (s *Stack) sendOut(pkt []byte) {
+	pb := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: buffer.MakeWithData(pkt)})
+	defer pb.DecRef()
+	var l stack.PacketBufferList
+	l.PushBack(pb)
+	s.ep.WritePackets(l)
+}
