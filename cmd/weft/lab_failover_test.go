@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -130,6 +131,24 @@ func TestLabExitFailover(t *testing.T) {
 	if evs := l.healthEvents("mac"); !hasEvent(evs, localapi.EventExit, "exit node busan2 → busan: busan is back") {
 		t.Errorf("no health event for the return: %+v", evs)
 	}
+
+	// Frozen, not dead: busan's daemon stops (SIGSTOP) while its control
+	// connection stays open, so the map still says online; the missed
+	// pings move mac all the same.
+	pid := tn.Daemon("busan").PID
+	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { syscall.Kill(pid, syscall.SIGCONT) })
+	took = l.awaitExit("mac", "busan2", 15*time.Second)
+	t.Logf("busan frozen: mac moved to busan2 after %v", took.Round(100*time.Millisecond))
+	if evs := l.healthEvents("mac"); !hasEvent(evs, localapi.EventExit, "busan stopped answering pings") {
+		t.Errorf("no health event naming the missed pings: %+v", evs)
+	}
+	if err := syscall.Kill(pid, syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	l.awaitExit("mac", "busan", time.Minute)
 
 	l.cli("mac", "set", "--exit-node=auto")
 	if use := l.exitInUse("mac"); use != "busan" && use != "busan2" {
