@@ -6,6 +6,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"weft/internal/localapi"
@@ -47,7 +48,13 @@ func (r *restarting) Ping(_ context.Context, req localapi.PingRequest) (*localap
 	return &localapi.PingResult{Name: req.Peer, Path: localapi.Path{Kind: kind}}, nil
 }
 
+// TestMeasureRecovery runs on synctest's fake clock: the poll count, not
+// the machine's load, decides the times measured.
 func TestMeasureRecovery(t *testing.T) {
+	synctest.Test(t, testMeasureRecovery)
+}
+
+func testMeasureRecovery(t *testing.T) {
 	src := &restarting{pings: map[string]int{}}
 	started := time.Now()
 	ev, ok := MeasureRecovery(context.Background(), src, started, true)
