@@ -186,7 +186,7 @@ udp-blocked. --delay adds MS in each direction of the router's WAN link, so
 				return fmt.Errorf("lab up: %w", err)
 			}
 			printLabStatus(g, l)
-			fmt.Fprintf(g.stdout, "\nlab %q is up. Try:\n  weft lab exec mac -- curl -s http://203.0.113.80/\n  weft lab ping busan ctrl\n  weft lab down\n", o.name)
+			fmt.Fprint(g.stdout, labHints(o.name))
 			return nil
 		},
 	}
@@ -195,6 +195,14 @@ udp-blocked. --delay adds MS in each direction of the router's WAN link, so
 	cmd.Flags().StringArrayVar(&f.rate, "rate", nil, "SITE=MBIT: rate cap on a router's WAN link, each way; repeatable")
 	cmd.Flags().StringArrayVar(&f.mtu, "mtu", nil, "SITE=BYTES: MTU of the site's access line (1280-1500; 1492 is PPPoE's); repeatable")
 	return cmd
+}
+
+// labHints are the commands `weft lab up` suggests, each naming the lab,
+// so that they reach this lab and not the default one. Lab names need no
+// quoting (labOpts.config checks them).
+func labHints(name string) string {
+	n := "--name " + name
+	return fmt.Sprintf("\nlab %q is up. Try:\n  weft lab %s exec mac -- curl -s http://203.0.113.80/\n  weft lab %s ping busan ctrl\n  weft lab %s down\n", name, n, n, n)
 }
 
 func newLabDownCmd(g *globals, o *labOpts) *cobra.Command {

@@ -52,3 +52,21 @@ func TestLabNotUp(t *testing.T) {
 		t.Errorf("exit %d, stderr %q; want 1 and a hint that the lab is not up", code, errb.String())
 	}
 }
+
+// TestLabHints: every command `weft lab up` suggests names the lab, so a
+// lab made with --name demo is the one they reach.
+func TestLabHints(t *testing.T) {
+	for _, name := range []string{"weft", "demo"} {
+		t.Run(name, func(t *testing.T) {
+			out := labHints(name)
+			for _, line := range strings.Split(out, "\n") {
+				if strings.HasPrefix(strings.TrimSpace(line), "weft lab ") && !strings.Contains(line, "weft lab --name "+name+" ") {
+					t.Errorf("hint %q does not name the lab %s", line, name)
+				}
+			}
+			if strings.Count(out, "--name "+name) != 3 {
+				t.Errorf("want 3 hints naming the lab:\n%s", out)
+			}
+		})
+	}
+}
