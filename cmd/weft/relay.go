@@ -120,7 +120,11 @@ func runRelay(ctx context.Context, g *globals, o relayOptions) error {
 	}
 	defer srv.Close()
 
-	if err := auth.Refresh(ctx); err != nil {
+	if err := auth.Refresh(ctx); errors.Is(err, relay.ErrSecretRefused) {
+		// A wrong secret does not heal by waiting: refuse to start
+		// rather than run a relay that refuses every node.
+		return err
+	} else if err != nil {
 		// Not fatal: the control server may come up after the relay.
 		log.Warn("cannot load the allow list yet; nodes are refused until it loads", "err", err)
 	}

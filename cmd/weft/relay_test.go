@@ -71,6 +71,25 @@ func (l keyList) AllowedNodeKeys(context.Context) ([]key.NodePublic, error) { re
 
 // TestRelayCommand runs weft relay against a stand-in control server and
 // sends a packet through it between two allowed nodes.
+// TestRelayWrongSecretRefusesToStart: a relay whose secret the control
+// server refuses (401) exits at once saying so, instead of running and
+// refusing every node.
+func TestRelayWrongSecretRefusesToStart(t *testing.T) {
+	ctrl := httptest.NewServer(relay.NewAllowListHandler(keyList{}, "s3cret"))
+	defer ctrl.Close()
+	secretFile := filepath.Join(t.TempDir(), "relay-secret")
+	if err := os.WriteFile(secretFile, []byte("wrong\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var errb bytes.Buffer
+	code := run(ctx, []string{"relay", "--listen", "127.0.0.1:0", "--server-url", ctrl.URL, "--relay-secret-file", secretFile, "--stun-listen", "127.0.0.1:0"}, io.Discard, &errb)
+	if code != 1 || !strings.Contains(errb.String(), "refused the relay secret") || !strings.Contains(errb.String(), "401") {
+		t.Fatalf("exit %d, stderr %q; want 1 and the refused secret named", code, errb.String())
+	}
+}
+
 func TestRelayCommand(t *testing.T) {
 	a, b, stranger := key.NewNode(), key.NewNode(), key.NewNode()
 	ctrl := httptest.NewServer(relay.NewAllowListHandler(keyList{a.Public(), b.Public()}, "s3cret"))

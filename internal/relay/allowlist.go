@@ -26,6 +26,11 @@ import (
 // poll into a 304, and a miss triggers an early (rate-limited) poll so that
 // a node registered a moment ago is let in without waiting for the next one.
 
+// ErrSecretRefused: the control server answered the allow list request
+// 401 or 403, so this relay's secret is wrong (or the server has none).
+// Unlike an unreachable server, waiting does not fix it.
+var ErrSecretRefused = errors.New("relay: the control server refused the relay secret")
+
 // AllowListPath is where the control server serves the allow list.
 const AllowListPath = "/relay/v1/nodes"
 
@@ -267,7 +272,7 @@ func (a *RemoteAuthorizer) fetch(ctx context.Context, etag string) (map[key.Node
 		return nil, etag, nil
 	case http.StatusUnauthorized, http.StatusForbidden:
 		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 200))
-		return nil, "", fmt.Errorf("relay: control server refused the relay secret (%s: %s): give weft relay the control server's relay secret (DATA-DIR/relay.secret, or its --relay-secret-file)", resp.Status, strings.TrimSpace(string(msg)))
+		return nil, "", fmt.Errorf("%w (%s: %s): give weft relay the control server's relay secret (DATA-DIR/relay.secret, or its --relay-secret-file)", ErrSecretRefused, resp.Status, strings.TrimSpace(string(msg)))
 	default:
 		return nil, "", fmt.Errorf("relay: allow list: control server answered %s", resp.Status)
 	}
