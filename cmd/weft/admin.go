@@ -28,7 +28,7 @@ func newAdminCmd(g *globals) *cobra.Command {
 	o := &adminOpts{g: g}
 	cmd := &cobra.Command{
 		Use:   "admin",
-		Short: "Administer a running control server: users, pre-auth keys, nodes, routes, policy",
+		Short: "Administer a running control server: users, pre-auth keys, nodes, routes, policy, API keys",
 		Long: "weft admin talks to the control server through the admin socket in its data\n" +
 			"directory (owner-only), so run it as the user that runs weft server.",
 		Args: cobra.NoArgs,
@@ -40,7 +40,8 @@ func newAdminCmd(g *globals) *cobra.Command {
 	}
 	cmd.PersistentFlags().StringVar(&o.dataDir, "data-dir", defDir, "data directory of the control server (env WEFT_DATA_DIR)")
 	cmd.PersistentFlags().BoolVar(&o.json, "json", false, "print JSON for scripts instead of tables")
-	cmd.AddCommand(newAdminUsersCmd(o), newAdminKeysCmd(o), newAdminNodesCmd(o), newAdminRoutesCmd(o), newAdminPolicyCmd(o), newAdminDNSCmd(o))
+	cmd.AddCommand(newAdminUsersCmd(o), newAdminKeysCmd(o), newAdminNodesCmd(o), newAdminRoutesCmd(o), newAdminPolicyCmd(o), newAdminDNSCmd(o),
+		newAdminAPIKeysCmd(o))
 	return cmd
 }
 

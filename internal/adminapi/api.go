@@ -25,6 +25,9 @@
 //	POST   /policy          {body}     check and apply a policy (refused: nothing changes)
 //	POST   /policy/check    {body}     check a policy without applying it
 //	GET    /policy/history             every accepted version
+//	GET    /apikeys                    list API keys of the REST API
+//	POST   /apikeys  APIKeyRequest     create one; the reply holds the secret, once
+//	POST   /apikeys/{prefix}/revoke    revoke one for good
 //
 // Errors come back as an ErrorReply with a status code; the Client turns
 // them into *Error values that unwrap to the store's sentinel errors.

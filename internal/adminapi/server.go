@@ -157,6 +157,9 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("GET /v1/policy/history", s.policyHistory)
 	mux.HandleFunc("GET /v1/dns", s.getDNS)
 	mux.HandleFunc("PUT /v1/dns", s.setDNS)
+	mux.HandleFunc("GET /v1/apikeys", s.listAPIKeys)
+	mux.HandleFunc("POST /v1/apikeys", s.createAPIKey)
+	mux.HandleFunc("POST /v1/apikeys/{prefix}/revoke", s.revokeAPIKey)
 	return mux
 }
 

@@ -140,6 +140,17 @@ var migrations = []string{
 		source     TEXT NOT NULL,
 		updated_at BIGINT NOT NULL
 	);`,
+	// 4: API keys of the REST API, stored as the SHA-256 of the whole
+	// key (see apikeys.go); revoked_at and last_used are 0 for "never".
+	`CREATE TABLE api_keys (
+		id         INTEGER PRIMARY KEY AUTOINCREMENT,
+		prefix     TEXT NOT NULL UNIQUE,
+		hash       TEXT NOT NULL,
+		created_at BIGINT NOT NULL,
+		expiry     BIGINT NOT NULL,
+		revoked_at BIGINT NOT NULL DEFAULT 0,
+		last_used  BIGINT NOT NULL DEFAULT 0
+	);`,
 }
 
 // init applies pending migrations and loads (or makes) the settings.

@@ -43,6 +43,8 @@ var (
 	ErrKeyExpired = errors.New("store: auth key expired")
 	// ErrKeyUsed: the one-off pre-auth key was already used.
 	ErrKeyUsed = errors.New("store: auth key already used")
+	// ErrAPIKeyInvalid: no live API key matches what the client presented.
+	ErrAPIKeyInvalid = errors.New("store: API key invalid, expired or revoked")
 )
 
 // DefaultNodeKeyLifetime is how long a node key registered by an untagged
@@ -263,6 +265,20 @@ type Store interface {
 	DNSSettings(ctx context.Context) (source []byte, updated time.Time, err error)
 	// SetDNSSettings replaces the DNS settings file.
 	SetDNSSettings(ctx context.Context, source []byte) error
+
+	// CreateAPIKey makes a new API key for the REST API and returns its
+	// secret, shown this once and never again. A zero expiry means never.
+	CreateAPIKey(ctx context.Context, expiry time.Time) (secret string, k APIKey, err error)
+	// ListAPIKeys lists every API key, revoked ones too, oldest first.
+	ListAPIKeys(ctx context.Context) ([]APIKey, error)
+	// RevokeAPIKey makes a key unusable for good. id is the key's Prefix
+	// or the full secret (ErrNotFound when no key matches).
+	RevokeAPIKey(ctx context.Context, id string) error
+	// CheckAPIKey returns the key whose secret is full, after recording
+	// now as its last use; ErrAPIKeyInvalid when no live key matches
+	// (unknown, wrong secret, expired or revoked: callers must not tell
+	// them apart to the client).
+	CheckAPIKey(ctx context.Context, full string) (APIKey, error)
 
 	// AddressPrefixes returns the tailnet's IPv4 and IPv6 prefixes:
 	// 100.64.0.0/10 and this store's ULA /48.
