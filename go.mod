@@ -4,6 +4,7 @@ go 1.26.8
 
 require (
 	github.com/flynn/noise v1.1.0
+	github.com/godbus/dbus/v5 v5.2.4
 	github.com/google/nftables v0.3.0
 	github.com/huin/goupnp v1.3.1
 	github.com/jackpal/go-nat-pmp v1.1.0

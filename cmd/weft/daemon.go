@@ -23,6 +23,7 @@ import (
 	"weft/internal/netstack"
 	"weft/internal/node"
 	"weft/internal/nodestate"
+	"weft/internal/osdns"
 	"weft/internal/osnet"
 	"weft/internal/sampler"
 	"weft/internal/samples"
@@ -200,7 +201,7 @@ func prepareDataPlane(o daemonOptions, st *nodestate.Dir, tunnel *netstack.Diale
 		return nil, false, nil
 	}
 	if o.userspace() {
-		return engineMaker(log, o, st, tunnel), false, nil // nothing on the host to clean
+		return engineMaker(log, o, st, tunnel, nil), false, nil // nothing on the host to clean
 	}
 	left, _ := osnet.Leftovers(osnet.Options{TUNName: o.tun})
 	// A daemon that crashed may have left policy rules, routes or
@@ -213,7 +214,26 @@ func prepareDataPlane(o daemonOptions, st *nodestate.Dir, tunnel *netstack.Diale
 	if err != nil {
 		log.Warn("cleaning up after an earlier run", "err", err)
 	}
-	return engineMaker(log, o, st, tunnel), len(left) > 0, nil
+	return engineMaker(log, o, st, tunnel, osDNS(o.stateDir, o.tun, log.With("sub", "dns"))), len(left) > 0, nil
+}
+
+// osDNS undoes what a daemon that did not exit cleanly left of its DNS
+// changes, then returns the manager that points the OS at weft's resolver
+// from now on; nil (the OS's DNS is left alone) when this machine's DNS
+// cannot be managed, which is logged.
+func osDNS(stateDir, tun string, log *slog.Logger) osdns.Manager {
+	if err := osdns.Recover(stateDir); err != nil {
+		log.Error("restoring DNS after an earlier run", "err", err)
+	}
+	if err := osdns.RemoveLoopback(); err != nil {
+		log.Warn("removing the resolver's address left by an earlier run", "err", err)
+	}
+	m, err := osdns.New(osdns.Options{StateDir: stateDir, Link: tun})
+	if err != nil {
+		log.Warn("MagicDNS will not change this machine's DNS settings", "err", err)
+		return nil
+	}
+	return m
 }
 
 // recordRecovery measures how long the daemon, started again with the
@@ -316,7 +336,10 @@ func (b daemonBackend) HealthHistory(context.Context) ([]localapi.HealthEvent, e
 //
 // In userspace mode each data plane gets a fresh network stack, which
 // tunnel (the proxies' dialer) uses while it runs.
-func engineMaker(log *slog.Logger, o daemonOptions, st *nodestate.Dir, tunnel *netstack.Dialer) func(node.EngineParams) (node.Engine, error) {
+//
+// dns points the OS's DNS at weft's resolver; nil leaves it alone (always
+// in userspace mode, which changes nothing on the host).
+func engineMaker(log *slog.Logger, o daemonOptions, st *nodestate.Dir, tunnel *netstack.Dialer, dns osdns.Manager) func(node.EngineParams) (node.Engine, error) {
 	return func(p node.EngineParams) (node.Engine, error) {
 		cfg := agent.Config{
 			Logger:    log.With("sub", "agent"),
@@ -326,6 +349,7 @@ func engineMaker(log *slog.Logger, o daemonOptions, st *nodestate.Dir, tunnel *n
 			Port:      o.port,
 			Hostinfo:  p.Hostinfo,
 			Publisher: p.Client,
+			DNS:       dns,
 		}
 		if cfg.Port == 0 {
 			cfg.Port = st.Port()

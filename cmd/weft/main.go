@@ -137,6 +137,7 @@ func newRootCmd(g *globals) *cobra.Command {
 		newPingCmd(g),
 		newSpeedtestCmd(g),
 		newServiceCmd(g),
+		newDNSCmd(g),
 	)
 	root.AddCommand(osCommands(g)...)
 	return root

@@ -23,6 +23,7 @@ type prefsFlags struct {
 	exitNode      string
 	allowLAN      bool
 	acceptRoutes  bool
+	acceptDNS     bool
 }
 
 func (pf *prefsFlags) register(f *pflag.FlagSet) {
@@ -32,6 +33,7 @@ func (pf *prefsFlags) register(f *pflag.FlagSet) {
 	f.StringVar(&pf.exitNode, "exit-node", "", "send internet traffic through this peer (name or tailnet address); a,b for a failover list in order; auto for the fastest; --exit-node= stops")
 	f.BoolVar(&pf.allowLAN, "exit-node-allow-lan-access", false, "keep the local LAN reachable directly while an exit node is in use")
 	f.BoolVar(&pf.acceptRoutes, "accept-routes", false, "use subnet routes other nodes offer")
+	f.BoolVar(&pf.acceptDNS, "accept-dns", true, "point this machine's DNS at weft's resolver (MagicDNS); false leaves the OS's DNS alone")
 }
 
 // edit turns the flags given in f into a PrefsEdit; nil when none was
@@ -60,6 +62,9 @@ func (pf *prefsFlags) edit(f *pflag.FlagSet) (*localapi.PrefsEdit, error) {
 	}
 	if f.Changed("accept-routes") {
 		e.AcceptRoutes = &pf.acceptRoutes
+	}
+	if f.Changed("accept-dns") {
+		e.AcceptDNS = &pf.acceptDNS
 	}
 	if e.IsEmpty() {
 		return nil, nil
@@ -154,6 +159,7 @@ func printPrefs(w io.Writer, p *localapi.Prefs) {
 		fmt.Fprintln(w, "                    (subnet traffic keeps tailnet source addresses)")
 	}
 	fmt.Fprintf(w, "uses peers' routes: %v\n", p.AcceptRoutes)
+	fmt.Fprintf(w, "uses tailnet DNS:   %v\n", p.AcceptDNS)
 }
 
 func orNone(s string) string {

@@ -36,6 +36,7 @@ import (
 	"weft/internal/key"
 	"weft/internal/magicsock"
 	"weft/internal/netcheck"
+	"weft/internal/osdns"
 	"weft/internal/osnet"
 	"weft/internal/relay"
 	"weft/internal/tailnet"
@@ -48,6 +49,10 @@ import (
 // when a NAT forgets a mapping, so a home node re-learns them in well under
 // a typical 30-60 s UDP mapping lifetime.
 const DefaultNetcheckInterval = 25 * time.Second
+
+// dnsCheckInterval is how often the engine looks whether something else
+// rewrote the OS's DNS configuration, and re-applies weft's.
+const dnsCheckInterval = 5 * time.Second
 
 // Config configures an Engine.
 type Config struct {
@@ -80,6 +85,10 @@ type Config struct {
 	// NoPortMapping stops the engine from asking the gateway (NAT-PMP)
 	// to map its UDP port.
 	NoPortMapping bool
+	// DNS points the OS's resolver at weft's (MagicDNS) while the node
+	// accepts DNS; nil leaves the OS's DNS alone (the resolver still
+	// runs on 100.100.100.100 when the tailnet has MagicDNS on).
+	DNS osdns.Manager
 }
 
 // Publisher is the slice of the control client the engine needs.
@@ -103,6 +112,7 @@ type Engine struct {
 	guard  *destGuard // the TUN as wireguard-go writes to it
 	net    hostNetwork
 	filter *filter.Filter // the packet filter on every packet from the tunnel
+	dns    *dnsState      // used by the map loop, and by Close after it stopped
 
 	ctx    context.Context // cancelled by Close
 	cancel context.CancelFunc
@@ -155,6 +165,9 @@ func New(cfg Config) (*Engine, error) {
 		recheck: make(chan struct{}, 1),
 	}
 	e.rs.kick = make(chan chan struct{}, 1)
+	// A data plane on a userspace stack changes nothing on the host: no
+	// resolver on the host's loopback either.
+	e.dns = newDNSState(e.log.With("sub", "dns"), cfg.DNS, cfg.Router == nil)
 	e.ctx, e.cancel = context.WithCancel(context.Background())
 
 	if err := e.openNet(); err != nil {
@@ -320,7 +333,8 @@ func (e *Engine) Close() error {
 	e.mu.Unlock()
 	e.cancel()
 	e.wg.Wait()
-	err := e.closeParts()
+	// DNS first: the OS must never point at a resolver that is gone.
+	err := errors.Join(e.dns.close(), e.closeParts())
 	e.log.Info("data plane down")
 	if err != nil {
 		return fmt.Errorf("agent: %w", err)
@@ -349,10 +363,14 @@ func (e *Engine) SetNetMap(nm *controlclient.NetMap) {
 
 func (e *Engine) mapLoop() {
 	defer e.wg.Done()
+	dnsCheck := time.NewTicker(dnsCheckInterval)
+	defer dnsCheck.Stop()
 	for {
 		select {
 		case <-e.ctx.Done():
 			return
+		case <-dnsCheck.C:
+			e.dns.check()
 		case nm := <-e.maps:
 			if err := e.apply(nm); err != nil {
 				e.log.Error("applying map", "err", err)
@@ -423,6 +441,8 @@ func (e *Engine) apply(nm *controlclient.NetMap) error {
 		osErr = e.router.Apply(oc)
 	}
 
+	dnsErr := e.dns.apply(e.ctx, nm, rp)
+
 	e.mu.Lock()
 	e.nm = nm
 	if wgErr == nil {
@@ -432,7 +452,7 @@ func (e *Engine) apply(nm *controlclient.NetMap) error {
 		e.osCfg = oc
 	}
 	e.mu.Unlock()
-	if err := errors.Join(wgErr, osErr); err != nil {
+	if err := errors.Join(wgErr, osErr, dnsErr); err != nil {
 		return fmt.Errorf("agent: %w", err)
 	}
 	return nil

@@ -122,7 +122,10 @@ func (e *Engine) FillStatus(st *localapi.Status) {
 	}
 	st.Health = append(st.Health, e.health(rm, report, home, nm, time.Now())...)
 	st.Health = append(st.Health, e.routeHealth(nm)...)
+	st.Health = append(st.Health, e.dns.health(time.Now())...)
 	st.Drops = e.drops()
+	ds := e.dns.Status()
+	st.DNS = &ds
 }
 
 // drops gathers the data plane's refusal counters.

@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
@@ -76,6 +77,43 @@ type Status struct {
 	// the user may not have meant (a tagged node registered with an
 	// untagged key lost its tags), with what to run instead.
 	Notices []string `json:"notices,omitempty"`
+	// DNS is the node's MagicDNS state; nil while the data plane is
+	// down.
+	DNS *DNSStatus `json:"dns,omitempty"`
+}
+
+// DNSStatus is what `weft dns status` shows of the node's DNS.
+type DNSStatus struct {
+	// MagicDNS: the tailnet has it on and the resolver runs.
+	MagicDNS bool `json:"magic_dns"`
+	// Mode is how the OS was pointed at the resolver: "resolved",
+	// "resolv.conf", or "off" (accept-dns false, MagicDNS off, or no
+	// OS integration).
+	Mode   string `json:"mode"`
+	Domain string `json:"domain,omitempty"`
+	// Listen are the resolver's addresses (port 53, UDP and TCP).
+	Listen []netip.Addr `json:"listen,omitempty"`
+	// Upstreams answer what is not the tailnet's: the tailnet's
+	// nameservers, or the OS's own from before weft.
+	Upstreams []netip.AddrPort            `json:"upstreams,omitempty"`
+	Routes    map[string][]netip.AddrPort `json:"routes,omitempty"`
+	Search    []string                    `json:"search_domains,omitempty"`
+	// Problem is why DNS is not as it should be; empty when all is well.
+	Problem string `json:"problem,omitempty"`
+	// Overwritten says when something else last rewrote the OS's DNS
+	// configuration (weft re-applied it); zero if never.
+	Overwritten time.Time `json:"overwritten,omitzero"`
+	Stats       DNSStats  `json:"stats"`
+}
+
+// DNSStats count the resolver's work since the node went up.
+type DNSStats struct {
+	Queries   uint64 `json:"queries"`
+	Local     uint64 `json:"local"`
+	Forwarded uint64 `json:"forwarded"`
+	Cached    uint64 `json:"cached"`
+	Failed    uint64 `json:"failed"`
+	Malformed uint64 `json:"malformed"`
 }
 
 // Drops counts, since the node went up, packets this node's data plane
@@ -145,6 +183,9 @@ type PeerStatus struct {
 	// LastHandshake is the last completed WireGuard handshake; zero if
 	// none yet.
 	LastHandshake time.Time `json:"last_handshake,omitzero"`
+	// DNSName is the peer's full name under the tailnet domain
+	// ("mac.weft.internal"); empty when the tailnet has no domain.
+	DNSName string `json:"dns_name,omitempty"`
 }
 
 // Path kinds, as Path.Kind reports them.

@@ -37,6 +37,8 @@ type Prefs struct {
 	ExitNodeAllowLAN bool `json:"exit_node_allow_lan"`
 	// AcceptRoutes uses peers' approved subnet routes.
 	AcceptRoutes bool `json:"accept_routes"`
+	// AcceptDNS points the OS's resolver at weft's (MagicDNS).
+	AcceptDNS bool `json:"accept_dns"`
 }
 
 // PrefsEdit changes some preferences: a nil field is left as it is, so
@@ -50,12 +52,13 @@ type PrefsEdit struct {
 	ExitNode          *string         `json:"exit_node,omitempty"`
 	ExitNodeAllowLAN  *bool           `json:"exit_node_allow_lan,omitempty"`
 	AcceptRoutes      *bool           `json:"accept_routes,omitempty"`
+	AcceptDNS         *bool           `json:"accept_dns,omitempty"`
 }
 
 // IsEmpty reports whether the edit changes nothing.
 func (e *PrefsEdit) IsEmpty() bool {
 	return e == nil || (e.AdvertiseExitNode == nil && e.AdvertiseRoutes == nil && e.SNATSubnetRoutes == nil &&
-		e.ExitNode == nil && e.ExitNodeAllowLAN == nil && e.AcceptRoutes == nil)
+		e.ExitNode == nil && e.ExitNodeAllowLAN == nil && e.AcceptRoutes == nil && e.AcceptDNS == nil)
 }
 
 // PrefsEditor is implemented by a Backend whose preferences can change

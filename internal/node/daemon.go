@@ -600,7 +600,7 @@ func (d *Daemon) Status(ctx context.Context) (*localapi.Status, error) {
 	if nm != nil {
 		st.Self = nm.Self
 		for _, n := range nm.SortedPeers() {
-			st.Peers = append(st.Peers, &localapi.PeerStatus{Node: n, Path: localapi.Path{Kind: localapi.PathNone}})
+			st.Peers = append(st.Peers, &localapi.PeerStatus{Node: n, Path: localapi.Path{Kind: localapi.PathNone}, DNSName: nm.DNS.FQDN(n.Name)})
 		}
 	}
 	if p.WantUp && p.Registered && c != nil && !connected && expired == nil {

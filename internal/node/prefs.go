@@ -29,6 +29,9 @@ type RoutePrefs struct {
 	ExitNode         string
 	ExitNodeAllowLAN bool
 	AcceptRoutes     bool
+	// AcceptDNS points the OS's resolver at weft's when the tailnet has
+	// MagicDNS on.
+	AcceptDNS bool
 }
 
 // PrefsEngine is implemented by an Engine that acts on routing
@@ -63,6 +66,7 @@ func routePrefs(p nodestate.Prefs) RoutePrefs {
 		ExitNode:           p.ExitNode,
 		ExitNodeAllowLAN:   p.ExitNodeAllowLAN,
 		AcceptRoutes:       p.AcceptRoutes,
+		AcceptDNS:          !p.NoAcceptDNS,
 	}
 }
 
@@ -77,6 +81,7 @@ func publicPrefs(p nodestate.Prefs) *localapi.Prefs {
 		ExitNodeAuto:      p.ExitNodeAuto,
 		ExitNodeAllowLAN:  p.ExitNodeAllowLAN,
 		AcceptRoutes:      p.AcceptRoutes,
+		AcceptDNS:         !p.NoAcceptDNS,
 	}
 }
 
@@ -127,6 +132,9 @@ func applyEdit(p *nodestate.Prefs, edit *localapi.PrefsEdit, nm *controlclient.N
 	}
 	if edit.AcceptRoutes != nil {
 		q.AcceptRoutes = *edit.AcceptRoutes
+	}
+	if edit.AcceptDNS != nil {
+		q.NoAcceptDNS = !*edit.AcceptDNS
 	}
 	if edit.ExitNode != nil {
 		if err := applyExitEdit(&q, *edit.ExitNode, nm); err != nil {

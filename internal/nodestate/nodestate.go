@@ -166,6 +166,10 @@ type Prefs struct {
 	ExitNodeAllowLAN bool `json:"exit_node_allow_lan,omitempty"`
 	// AcceptRoutes uses peers' approved subnet routes.
 	AcceptRoutes bool `json:"accept_routes,omitempty"`
+	// NoAcceptDNS leaves the OS's DNS alone (`weft up
+	// --accept-dns=false`); the zero value points the OS at weft's
+	// resolver when the tailnet has MagicDNS on.
+	NoAcceptDNS bool `json:"no_accept_dns,omitempty"`
 }
 
 // ExitCandidate is one exit node of a failover list: by node ID once a

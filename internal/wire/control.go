@@ -306,6 +306,15 @@ type DNSConfig struct {
 	ExtraRecords []DNSRecord `json:"extra_records,omitempty"`
 }
 
+// FQDN is node name's full name under the tailnet domain
+// ("mac.weft.internal"), or "" without a domain or name.
+func (c *DNSConfig) FQDN(name string) string {
+	if c == nil || c.Domain == "" || name == "" {
+		return ""
+	}
+	return name + "." + c.Domain
+}
+
 // DNSRecord is one extra record: Type is A, AAAA, CNAME or TXT, and Value
 // an address, a name or text accordingly.
 type DNSRecord struct {
