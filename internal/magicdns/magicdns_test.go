@@ -28,7 +28,7 @@ type upstream struct {
 	seen    chan string // names asked, if not nil
 }
 
-func startUpstream(t *testing.T) *upstream {
+func startUpstream(t testing.TB) *upstream {
 	t.Helper()
 	u := &upstream{release: make(chan struct{})}
 	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
