@@ -14,7 +14,7 @@ import (
 
 // errDiscoTaken is the refusal for a disco key another node holds.
 var errDiscoTaken = &wire.ErrorMessage{Code: wire.CodeBadRequest,
-	Message: "this disco key belongs to another node; restart the weft daemon, which makes a fresh one"}
+	Message: "this disco key belongs to another node; stop the weft daemon, remove disco.key from its state directory and start it again (it makes a fresh one)"}
 
 // discoHolderLocked returns the node other than id that holds dk, or 0.
 // m.mu is held.
