@@ -98,8 +98,12 @@ func (p *peer) maybeStartGuessLocked(c *Conn, now time.Time) {
 	}
 	// Waiting for the hard side's answer takes a relay round trip, so
 	// the easy side's round gets two windows.
+	// The cooldown starts when the hard side answers and probing begins
+	// (handleGuessLocked). A request the hard side refuses (its map may
+	// not list our endpoint yet) or never answers costs it nothing, so
+	// we ask again at the next discovery after this round's end rather
+	// than a whole cooldown later.
 	p.guess = &guessRound{deadline: now.Add(2 * b.Window), stop: make(chan struct{})}
-	p.guessNotAfter = now.Add(c.timers.Reprobe)
 	c.log.Info("port guessing: asking hard-NAT peer", "peer", p.key.ShortString(), "public", c.report.GlobalV4)
 	c.pending = append(c.pending, outPacket{pkt: pkt, relay: true, region: region, peer: p.key})
 }
@@ -142,6 +146,7 @@ func (p *peer) handleGuessLocked(c *Conn, m *disco.PortGuess, src source, now ti
 	}
 	r.probing = true
 	r.deadline = now.Add(b.Window)
+	p.guessNotAfter = now.Add(c.timers.Reprobe)
 	probes := min(int(m.Probes), b.Probes)
 	c.wg.Add(1)
 	go c.probe(p, r, target, probes, b.Window, c.closed)
