@@ -17,9 +17,10 @@ import (
 	"weft/internal/wire"
 )
 
-// defaultEchoURL answers a GET with the caller's public address as plain
-// text. Any such service (or `weft lab`'s whoami) works with --url.
-const defaultEchoURL = "https://icanhazip.com/"
+// whoamiPath is where a weft control server answers a GET with the
+// caller's address; `weft exit-node check` asks the node's own control
+// server there unless given a URL.
+const whoamiPath = "/whoami"
 
 func newExitNodeCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{
@@ -139,8 +140,10 @@ func newExitNodeCheckCmd(g *globals) *cobra.Command {
 		Long: `weft exit-node check asks an address-echo URL twice: once from a socket that
 carries weft's own mark, which bypasses the exit node as weft's own traffic
 does (needs root), and once as any program would. With an exit node in use
-the second answer is the exit node's public address. URL (or --url) is any
-service that answers with the caller's address, such as the lab's web host.`,
+the second answer is the exit node's public address. By default it asks the
+node's own control server (SERVER/whoami), which the tailnet runs and can
+reach also in a closed network; URL (or --url) is any service that answers
+with the caller's address, such as the lab's web host.`,
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if len(args) == 1 {
@@ -158,6 +161,7 @@ service that answers with the caller's address, such as the lab's web host.`,
 				via = "as other programs (no exit node)"
 			}
 			tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintf(g.stdout, "Asked %s:\n", res.URL)
 			fmt.Fprintf(tw, "direct (weft's own traffic):\t%s\n", res.Direct)
 			fmt.Fprintf(tw, "%s:\t%s\n", via, res.Tunnel)
 			tw.Flush()
@@ -170,7 +174,7 @@ service that answers with the caller's address, such as the lab's web host.`,
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&url, "url", defaultEchoURL, "URL that answers with the caller's public address")
+	cmd.Flags().StringVar(&url, "url", "", "`URL` that answers with the caller's public address (default: the control server's "+whoamiPath+")")
 	cmd.Flags().DurationVar(&timeout, "timeout", 10*time.Second, "how long each request may take")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the result as JSON")
 	return cmd
@@ -178,9 +182,11 @@ service that answers with the caller's address, such as the lab's web host.`,
 
 func checkExitNode(ctx context.Context, g *globals, url string, timeout time.Duration) (*checkResult, error) {
 	res := &checkResult{URL: url}
-	// The daemon is asked only for the name of the exit node in use; the
-	// check itself works without it.
-	if st, err := (&localapi.Client{Socket: g.socket}).Status(ctx); err == nil {
+	// The daemon is asked for the name of the exit node in use and its
+	// control server (the default URL); with a URL the check works
+	// without it.
+	st, stErr := (&localapi.Client{Socket: g.socket}).Status(ctx)
+	if stErr == nil {
 		// The one in use (a failover list's current pick), else the
 		// one chosen, which traffic waits for.
 		res.ExitNode = st.ExitNode
@@ -188,16 +194,31 @@ func checkExitNode(ctx context.Context, g *globals, url string, timeout time.Dur
 			res.ExitNode = st.Prefs.ExitNode
 		}
 	}
-	direct, err := echo(ctx, osnet.Dialer(osnet.DefaultMark), url, timeout)
-	if err != nil {
-		return nil, fmt.Errorf("asking %s directly: %w", url, err)
+	if res.URL == "" {
+		if stErr != nil || st.ServerURL == "" {
+			return nil, usageError{fmt.Errorf("exit-node check: no URL to ask: the node has no control server to ask (%v); pass --url with an address-echo service", orNoServer(stErr))}
+		}
+		res.URL = strings.TrimSuffix(st.ServerURL, "/") + whoamiPath
 	}
-	tunnel, err := echo(ctx, &net.Dialer{}, url, timeout)
+	direct, err := echo(ctx, osnet.Dialer(osnet.DefaultMark), res.URL, timeout)
 	if err != nil {
-		return nil, fmt.Errorf("asking %s through the exit node: %w", url, err)
+		return nil, fmt.Errorf("asked %s directly, as weft's own traffic goes: %w; pass --url to ask another address-echo service", res.URL, err)
+	}
+	tunnel, err := echo(ctx, &net.Dialer{}, res.URL, timeout)
+	if err != nil {
+		return nil, fmt.Errorf("asked %s as any program would (through the exit node, if one is in use): %w", res.URL, err)
 	}
 	res.Direct, res.Tunnel = direct, tunnel
 	return res, nil
+}
+
+// orNoServer is why there is no server URL to ask: the daemon's error, or
+// that it has none.
+func orNoServer(err error) string {
+	if err != nil {
+		return err.Error()
+	}
+	return "weft up has not been run"
 }
 
 // echo fetches url over connections from d and returns the answer's first

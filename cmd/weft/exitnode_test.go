@@ -1,13 +1,17 @@
 package main
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
+	"weft/internal/localapi"
 	"weft/internal/tstest"
 )
 
@@ -119,7 +123,38 @@ func TestExitNodeCheck(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, errs)
 	}
-	if strings.Count(out, "127.0.0.1") != 2 || !strings.Contains(out, "no exit node") {
+	if strings.Count(out, "127.0.0.1") != 3 || !strings.Contains(out, "no exit node") || !strings.Contains(out, "Asked "+echo.URL+":") {
 		t.Errorf("output:\n%s", out)
 	}
+	// Without a URL it asks the node's control server, and says so.
+	var asked []string
+	var mu sync.Mutex
+	ctrl := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		asked = append(asked, r.URL.Path)
+		mu.Unlock()
+		fmt.Fprintln(w, "127.0.0.1")
+	}))
+	defer ctrl.Close()
+	sock := serveFake(t, &statusBackend{st: &localapi.Status{BackendState: localapi.StateRunning, ServerURL: ctrl.URL}})
+	out, errs, code = weft(t, "--socket", sock, "exit-node", "check")
+	if code != 0 || !strings.Contains(out, "Asked "+ctrl.URL+"/whoami:") || len(asked) != 2 || asked[0] != "/whoami" {
+		t.Errorf("check without a URL: exit %d, asked %q, stderr %q, output:\n%s", code, asked, errs, out)
+	}
+	// With neither a URL nor a node that is up, it says what to pass.
+	if _, errs, code := weft(t, "--socket", filepath.Join(t.TempDir(), "none.sock"), "exit-node", "check"); code != 2 || !strings.Contains(errs, "pass --url") {
+		t.Errorf("check with nothing to ask: exit %d, stderr %q", code, errs)
+	}
+}
+
+// statusBackend is a daemon that only answers status.
+type statusBackend struct{ st *localapi.Status }
+
+func (b *statusBackend) Up(context.Context, localapi.UpRequest) (*localapi.Status, error) {
+	return nil, errors.New("not here")
+}
+func (b *statusBackend) Down(context.Context) error   { return nil }
+func (b *statusBackend) Logout(context.Context) error { return nil }
+func (b *statusBackend) Status(context.Context) (*localapi.Status, error) {
+	return b.st, nil
 }

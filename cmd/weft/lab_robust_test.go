@@ -53,6 +53,14 @@ func TestLabEverydayRobustness(t *testing.T) {
 		l.awaitWhoami("mac", busanWAN, "web sees mac as r-busan after the name came back")
 	})
 
+	step("exit-node check asks the tailnet's control server by default", func(t *testing.T, l *exitLab) {
+		fukuoka := l.lab.Node("r-fukuoka").WANAddr
+		out := l.cli("mac", "exit-node", "check")
+		if !strings.Contains(out, "/whoami") || !strings.Contains(out, fukuoka.String()) || !strings.Contains(out, busanWAN.String()) {
+			t.Errorf("exit-node check without --url should name the URL it asked and show %v direct, %v through busan:\n%s", fukuoka, busanWAN, out)
+		}
+	})
+
 	step("up with nothing changed loses no packet through the exit node", func(t *testing.T, l *exitLab) {
 		var wg sync.WaitGroup
 		var rtts []time.Duration

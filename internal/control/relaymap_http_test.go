@@ -2,6 +2,7 @@ package control
 
 import (
 	"encoding/json"
+	"io"
 	"net/http"
 	"testing"
 
@@ -24,5 +25,20 @@ func TestRelayMapServed(t *testing.T) {
 	}
 	if r := got.Regions[1]; r == nil || r.Code != "home" || len(r.Nodes) != 1 || r.Nodes[0].Host != "203.0.113.10" {
 		t.Errorf("relay map = %+v", got)
+	}
+}
+
+// TestWhoamiServed: GET /whoami answers with the caller's address, which
+// `weft exit-node check` asks by default.
+func TestWhoamiServed(t *testing.T) {
+	h := newHarness(t, nil)
+	resp, err := http.Get(h.url + "/whoami")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil || resp.StatusCode != http.StatusOK || string(b) != "127.0.0.1\n" {
+		t.Fatalf("GET /whoami: %s %q %v, want 127.0.0.1", resp.Status, b, err)
 	}
 }

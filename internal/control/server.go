@@ -217,7 +217,8 @@ type KeyResponse struct {
 	PublicKey key.MachinePublic `json:"public_key"`
 }
 
-// Handler returns the server's HTTP routes: /key, /healthz and the control
+// Handler returns the server's HTTP routes: /key, /healthz, /relaymap,
+// /whoami and the control
 // upgrade at noiseconn.Path. Mount it at the root of the listener; other
 // components (the relay, the console) add their own paths beside it.
 func (s *Server) Handler() http.Handler {
@@ -234,6 +235,17 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("GET /relaymap", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		w.Write(s.m.relay)
+	})
+	// The caller's address, as this server sees it: `weft exit-node
+	// check` asks it by default, since a tailnet's own control server is
+	// reachable where a public address-echo service may not be.
+	mux.HandleFunc("GET /whoami", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		host, _, err := net.SplitHostPort(r.RemoteAddr)
+		if err != nil {
+			host = r.RemoteAddr
+		}
+		io.WriteString(w, host+"\n")
 	})
 	mux.HandleFunc(noiseconn.Path, s.serveUpgrade)
 	return mux
