@@ -301,4 +301,27 @@ func TestLabMagicDNS(t *testing.T) {
 			t.Fatalf("after kill -9, restart and down: %q, want %q", got, original["busan"])
 		}
 	})
+
+	t.Run("an overwrite is noticed and re-applied", func(t *testing.T) {
+		cli("busan", "up")
+		awaitConf("busan", "busan up with MagicDNS", isWefts)
+		// A DHCP client rewrites the file behind weft's back.
+		dhcp := []byte("# from dhcp\nnameserver 192.0.2.99\n")
+		p, _ := lab.Node("busan").ResolvConf()
+		if err := os.WriteFile(p, dhcp, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		awaitConf("busan", "weft's settings re-applied", isWefts)
+		if h := cli("busan", "health"); !strings.Contains(h, "rewrote this machine's DNS configuration") {
+			t.Fatalf("weft health does not mention the overwrite:\n%s", h)
+		}
+		if d := status("busan").DNS; d == nil || d.Overwritten.IsZero() {
+			t.Fatalf("dns status: %+v", d)
+		}
+		// The other program's file is the one weft down puts back.
+		cli("busan", "down")
+		if got := conf("busan"); !bytes.Equal(got, dhcp) {
+			t.Fatalf("after down: %q, want the DHCP client's %q", got, dhcp)
+		}
+	})
 }
