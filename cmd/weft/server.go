@@ -20,6 +20,7 @@ import (
 	"weft/internal/control"
 	"weft/internal/key"
 	"weft/internal/relay"
+	"weft/internal/restapi"
 	"weft/internal/samples"
 	"weft/internal/store"
 	"weft/internal/wire"
@@ -125,10 +126,12 @@ func runServer(ctx context.Context, g *globals, o serverOptions) error {
 		ln.Close()
 		return fmt.Errorf("server: admin socket: %w", err)
 	}
+	admin := &adminapi.Server{Store: st, Notifier: ctrl, Online: ctrl.Online, Health: health, Logger: log.With("sub", "admin")}
+	// The REST API is the admin API behind API keys (docs/api.md).
+	mux.Handle("/api/", &restapi.Handler{Store: st, Admin: admin.Handler(), Logger: log.With("sub", "api")})
 	hs := newHTTPServer(mux, log)
 	sg := newServiceGroup(ctx)
 	sg.Go(func(context.Context) error { return hs.Serve(ln) })
-	admin := &adminapi.Server{Store: st, Notifier: ctrl, Online: ctrl.Online, Health: health, Logger: log.With("sub", "admin")}
 	sg.Go(func(ctx context.Context) error {
 		if err := admin.ServeListener(ctx, adminLn, adminPath); err != nil {
 			return fmt.Errorf("server: admin socket: %w", err)

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -141,7 +142,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("GET /v1/keys", s.listKeys)
 	mux.HandleFunc("POST /v1/keys", s.createKey)
 	mux.HandleFunc("POST /v1/keys/{prefix}/expire", s.expireKey)
-	mux.HandleFunc("GET /v1/nodes", s.listNodes)
+	mux.HandleFunc("GET /v1/nodes", s.listNodes) // ?user=U&limit=N&after=ID
 	mux.HandleFunc("GET /v1/nodes/{node}", s.getNode)
 	mux.HandleFunc("GET /v1/nodes/{node}/health", s.nodeHealth)
 	mux.HandleFunc("POST /v1/nodes/{node}/rename", s.renameNode)
@@ -363,13 +364,22 @@ func (s *Server) expireKey(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) listNodes(w http.ResponseWriter, r *http.Request) {
+	q, err := parseNodeQuery(r.URL.Query())
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
 	nodes, err := s.Store.ListNodes(r.Context())
 	if err != nil {
 		s.fail(w, r, err)
 		return
 	}
-	out := make([]Node, 0, len(nodes))
-	for _, n := range nodes {
+	page, next := q.page(nodes)
+	if next != 0 {
+		w.Header().Set(NextAfterHeader, strconv.FormatInt(int64(next), 10))
+	}
+	out := make([]Node, 0, len(page))
+	for _, n := range page {
 		out = append(out, s.node(n))
 	}
 	writeJSON(w, http.StatusOK, out)
