@@ -78,7 +78,7 @@ type Config struct {
 	// DefaultQueue.
 	Queue int
 	// LossPercent drops that share of the frames, chosen at random and
-	// independently, in each direction; zero drops none. It is the lab's
+	// independently, in each direction (ARP excepted); zero drops none. It is the lab's
 	// lossy link (the kernel's netem qdisc may be missing).
 	LossPercent int
 	// Logger receives start and stop lines; nil discards them.
@@ -148,6 +148,15 @@ func newLoss(percent int) func() bool {
 	return func() bool { return r.IntN(100) < percent }
 }
 
+// isARP reports whether frame (a virtio-net header, then Ethernet) is
+// ARP. Loss spares ARP: on a real line packets are lost on the way, not
+// in the neighbour lookup at either end, and a lost ARP exchange would
+// show up as "no route to host", which no lossy internet path causes.
+func isARP(frame []byte) bool {
+	const ethertype = 10 + 12 // after the virtio-net header and two MACs
+	return len(frame) >= ethertype+2 && frame[ethertype] == 0x08 && frame[ethertype+1] == 0x06
+}
+
 // read takes frames from f, stamps when they are due and queues them. A
 // full queue drops the frame, and so does lose.
 func read(ctx context.Context, f *os.File, q chan<- frame, delay time.Duration, lose func() bool) error {
@@ -160,7 +169,7 @@ func read(ctx context.Context, f *os.File, q chan<- frame, delay time.Duration, 
 			}
 			return fmt.Errorf("delayline: read %s: %w", f.Name(), err)
 		}
-		if lose() {
+		if !isARP(buf[:n]) && lose() {
 			continue
 		}
 		fr := frame{due: time.Now().Add(delay), b: append([]byte(nil), buf[:n]...)}

@@ -136,3 +136,10 @@ func TestLoss(t *testing.T) {
 		}
 	}
 }
+
+func TestIsARP(t *testing.T) {
+	frame := func(ethertype ...byte) []byte { return append(make([]byte, 10+12), ethertype...) }
+	if !isARP(frame(0x08, 0x06)) || isARP(frame(0x08, 0x00)) || isARP(frame(0x08)) {
+		t.Error("isARP misreads the ethertype after the virtio-net header")
+	}
+}
