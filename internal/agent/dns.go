@@ -104,10 +104,7 @@ func osConfig(c *wire.DNSConfig, listen []netip.Addr) osdns.Config {
 	if c.Domain != "" {
 		oc.MatchDomains = append(oc.MatchDomains, c.Domain)
 	}
-	for suffix := range c.Routes {
-		oc.MatchDomains = append(oc.MatchDomains, suffix)
-	}
-	slices.Sort(oc.MatchDomains[min(1, len(oc.MatchDomains)):])
+	oc.MatchDomains = append(oc.MatchDomains, slices.Sorted(maps.Keys(c.Routes))...)
 	return oc
 }
 
