@@ -1,6 +1,7 @@
-// Package nodestate keeps a node's state directory: its machine key, its
-// preferences (server, pinned server key, node key, whether it should be
-// up) and the last peer map. Every file is written atomically (temporary
+// Package nodestate keeps a node's state directory: its machine key and
+// disco key, its preferences (server, pinned server key, node key, whether
+// it should be up), the last peer map, the data plane's UDP port, and the
+// lock that keeps a second daemon off the directory. Every file is written atomically (temporary
 // file, fsync, rename, fsync of the directory) and readable by the owner
 // only, so a crash or power cut leaves either the old or the new file.
 package nodestate
