@@ -40,6 +40,7 @@ type attackRig struct {
 	sentTo map[netip.Addr][2]int   // address → packets, bytes sent there
 	socks  map[netip.AddrPort]bool // sockets of the node that sent anything
 	byDst  map[netip.AddrPort]int  // destination → bytes sent there
+	peer   magicsock.Peer          // the attacker as the node's map lists it
 }
 
 // newAttackRig makes the node (behind a hard NAT if hard, else an easy
@@ -75,6 +76,7 @@ func newAttackRig(t *testing.T, hard, attackerHard bool, attackerEps []netip.Add
 		Endpoints: attackerEps, HomeRegion: 1, HardNAT: attackerHard,
 	}})
 	r.shared = disco.NewSharedKey(attackerDisco, r.n.disco.Public())
+	r.peer = magicsock.Peer{NodeKey: r.node.Public(), DiscoKey: attackerDisco.Public(), Endpoints: attackerEps, HomeRegion: 1, HardNAT: attackerHard}
 	return r
 }
 
@@ -154,6 +156,24 @@ func TestDiscoGuessRequestChecked(t *testing.T) {
 			}
 		})
 	}
+	// A request can arrive through the relay before the map update that
+	// lists its endpoint (they travel different ways): it is held, and
+	// the round starts once the map lists the endpoint, not before.
+	t.Run("held until the map lists the endpoint", func(t *testing.T) {
+		moved := netip.MustParseAddrPort("203.0.113.1:42000")
+		r := newAttackRig(t, true, false, []netip.AddrPort{attackerPublic}, fastTimers)
+		r.send(&disco.PortGuess{Public: moved, Sockets: 256, Probes: 1024, WindowMS: 3000})
+		settle()
+		if pkts, _ := r.sent(moved.Addr()); pkts != 0 {
+			t.Fatalf("a request for an endpoint not in the map sent %d packets at once", pkts)
+		}
+		r.peer.Endpoints = []netip.AddrPort{moved}
+		r.n.conn.SetPeers([]magicsock.Peer{r.peer})
+		settle()
+		if pkts, _ := r.sent(moved.Addr()); pkts == 0 {
+			t.Fatal("the held request started no round once the map listed its endpoint")
+		}
+	})
 	t.Run("cooldown", func(t *testing.T) {
 		timers := fastTimers
 		timers.Reprobe = time.Hour // the cooldown cannot pass during the test

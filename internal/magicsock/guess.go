@@ -123,15 +123,12 @@ func (p *peer) handleGuessLocked(c *Conn, m *disco.PortGuess, src source, now ti
 	if !m.Hard {
 		// The easy side asks us, the hard side, to open sockets
 		// toward its public endpoint.
-		if !p.acceptGuessRequestLocked(c, m.Public, now) {
-			return
+		switch p.acceptGuessRequestLocked(c, m.Public, now) {
+		case guessAccept:
+			p.startHardRoundLocked(c, m.Public, int(m.Sockets), src.region, now)
+		case guessHold:
+			p.heldGuess = &heldGuess{public: m.Public, sockets: int(m.Sockets), region: src.region, until: now.Add(heldGuessFor)}
 		}
-		n := min(int(m.Sockets), b.Sockets)
-		r := &guessRound{hard: true, deadline: now.Add(b.Window), stop: make(chan struct{})}
-		p.guess = r
-		p.guessNotAfter = now.Add(c.timers.Reprobe)
-		c.wg.Add(1)
-		go c.openGuessSockets(p, r, m.Public, n, src.region)
 		return
 	}
 	// The hard side is ready: probe random ports on its address, but
@@ -152,6 +149,61 @@ func (p *peer) handleGuessLocked(c *Conn, m *disco.PortGuess, src source, now ti
 	go c.probe(p, r, target, probes, b.Window, c.closed)
 }
 
+// startHardRoundLocked takes the hard side of a round aimed at public.
+func (p *peer) startHardRoundLocked(c *Conn, public netip.AddrPort, sockets, region int, now time.Time) {
+	b := c.opts.Guess
+	n := min(sockets, b.Sockets)
+	r := &guessRound{hard: true, deadline: now.Add(b.Window), stop: make(chan struct{})}
+	p.guess = r
+	p.guessNotAfter = now.Add(c.timers.Reprobe)
+	c.wg.Add(1)
+	go c.openGuessSockets(p, r, public, n, region)
+}
+
+// heldGuessFor is how long a request for an endpoint the map does not list
+// yet waits for the map: a control delta takes a batch window or two.
+const heldGuessFor = 3 * time.Second
+
+// heldGuess is a port-guess request waiting for the map (peer.heldGuess).
+type heldGuess struct {
+	public  netip.AddrPort
+	sockets int
+	region  int
+	until   time.Time
+}
+
+// runHeldGuessLocked acts on a held request once the map lists its
+// endpoint, with every other check made again; a request held too long is
+// dropped.
+func (p *peer) runHeldGuessLocked(c *Conn, now time.Time) {
+	h := p.heldGuess
+	if h == nil {
+		return
+	}
+	if now.After(h.until) || p.trusted(c, p.best, now) {
+		// Too old, or a direct path formed meanwhile: no round needed.
+		p.heldGuess = nil
+		return
+	}
+	switch p.acceptGuessRequestLocked(c, h.public, now) {
+	case guessAccept:
+		p.heldGuess = nil
+		p.startHardRoundLocked(c, h.public, h.sockets, h.region, now)
+	case guessRefuse:
+		p.heldGuess = nil
+	}
+}
+
+// Answers of acceptGuessRequestLocked.
+type guessAnswer int
+
+const (
+	guessRefuse guessAnswer = iota
+	guessAccept
+	// guessHold: everything but the map's endpoint list allows it.
+	guessHold
+)
+
 // acceptGuessRequestLocked decides whether we, asked by the peer, take the
 // hard side of a round aimed at public: only while our NAT is hard (else
 // there is nothing to guess), no round runs and the cooldown since the
@@ -159,7 +211,7 @@ func (p *peer) handleGuessLocked(c *Conn, m *disco.PortGuess, src source, now ti
 // under maxHardRounds, and public is one of the peer's own endpoints from
 // the map and a usable target. A message alone never names where the
 // round's hundreds of pings go.
-func (p *peer) acceptGuessRequestLocked(c *Conn, public netip.AddrPort, now time.Time) bool {
+func (p *peer) acceptGuessRequestLocked(c *Conn, public netip.AddrPort, now time.Time) guessAnswer {
 	why := ""
 	switch {
 	case !c.report.MappingVariesByDestIP:
@@ -168,19 +220,20 @@ func (p *peer) acceptGuessRequestLocked(c *Conn, public netip.AddrPort, now time
 		why = "a round is running"
 	case now.Before(p.guessNotAfter):
 		why = "cooldown"
-	case !p.isMapEndpoint(public):
-		why = "not the peer's endpoint in the map"
 	case !c.usableTargetLocked(p, public):
 		why = "not a usable target"
 	case c.hardRoundsLocked() >= maxHardRounds:
 		// Each round holds hundreds of sockets; the easy side asks
 		// again after its cooldown.
 		why = "too many rounds at once"
+	case !p.isMapEndpoint(public):
+		c.log.Debug("port guessing: request held until the map lists its endpoint", "peer", p.key.ShortString(), "public", public)
+		return guessHold
 	default:
-		return true
+		return guessAccept
 	}
 	c.log.Debug("port guessing: request refused", "peer", p.key.ShortString(), "public", public, "why", why)
-	return false
+	return guessRefuse
 }
 
 // guessTargetLocked is the hard side's address the easy side probes:

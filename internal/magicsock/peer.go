@@ -64,6 +64,12 @@ type peer struct {
 	idleBackoff   time.Duration
 	guess         *guessRound
 	guessNotAfter time.Time    // no new round before this
+	// heldGuess is a request to take the hard side of a round aimed at
+	// an endpoint our map did not list yet (the peer's map update and
+	// its request race: one comes from control, the other through the
+	// relay). It is acted on if the next map lists the endpoint within
+	// heldGuessFor, and dropped otherwise.
+	heldGuess *heldGuess
 	socks         []*extraSock // extra sockets of this peer (guessing, then the winner)
 	// mapEps are the peer's endpoints as the last map gave them. Only
 	// these, not addresses from the peer's messages, may aim a
@@ -146,6 +152,7 @@ func (c *Conn) SetPeers(peers []Peer) {
 		p.homeRegion.Store(int64(np.HomeRegion))
 		p.hardNAT = np.HardNAT
 		p.mapEps = slices.Clone(np.Endpoints)
+		p.runHeldGuessLocked(c, time.Now())
 		// Map endpoints the peer no longer reports stop being
 		// candidates, unless one is the path in use (its pongs decide).
 		for a, cd := range p.cands {
