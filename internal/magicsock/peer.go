@@ -63,14 +63,14 @@ type peer struct {
 	idleProbeAt   time.Time
 	idleBackoff   time.Duration
 	guess         *guessRound
-	guessNotAfter time.Time    // no new round before this
+	guessNotAfter time.Time // no new round before this
 	// heldGuess is a request to take the hard side of a round aimed at
 	// an endpoint our map did not list yet (the peer's map update and
 	// its request race: one comes from control, the other through the
 	// relay). It is acted on if the next map lists the endpoint within
 	// heldGuessFor, and dropped otherwise.
 	heldGuess *heldGuess
-	socks         []*extraSock // extra sockets of this peer (guessing, then the winner)
+	socks     []*extraSock // extra sockets of this peer (guessing, then the winner)
 	// mapEps are the peer's endpoints as the last map gave them. Only
 	// these, not addresses from the peer's messages, may aim a
 	// port-guessing round or vouch for a target on our LAN.
