@@ -17,6 +17,7 @@ import (
 
 	"weft/internal/adminapi"
 	"weft/internal/connlimit"
+	"weft/internal/console"
 	"weft/internal/control"
 	"weft/internal/key"
 	"weft/internal/relay"
@@ -126,7 +127,12 @@ func runServer(ctx context.Context, g *globals, o serverOptions) error {
 		ln.Close()
 		return fmt.Errorf("server: admin socket: %w", err)
 	}
-	admin := &adminapi.Server{Store: st, Notifier: ctrl, Online: ctrl.Online, Health: health, Logger: log.With("sub", "admin")}
+	// The web console at /admin/ (docs/console.md); the root sends
+	// browsers there.
+	cons := &console.Server{Store: st, BaseURL: o.serverURL, Online: ctrl.Online, Logger: log.With("sub", "console")}
+	mux.Handle(console.Prefix, cons)
+	mux.HandleFunc("GET /{$}", console.RedirectRoot)
+	admin := &adminapi.Server{Store: st, Notifier: ctrl, Online: ctrl.Online, Health: health, Console: cons, Logger: log.With("sub", "admin")}
 	// The REST API is the admin API behind API keys (docs/api.md).
 	mux.Handle("/api/", &restapi.Handler{Store: st, Admin: admin.Handler(), Logger: log.With("sub", "api")})
 	hs := newHTTPServer(mux, log)

@@ -28,6 +28,7 @@
 //	GET    /apikeys                    list API keys of the REST API
 //	POST   /apikeys  APIKeyRequest     create one; the reply holds the secret, once
 //	POST   /apikeys/{prefix}/revoke    revoke one for good
+//	POST   /console-link               a one-time login link to the web console
 //
 // Errors come back as an ErrorReply with a status code; the Client turns
 // them into *Error values that unwrap to the store's sentinel errors.

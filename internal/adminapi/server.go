@@ -39,6 +39,9 @@ type Server struct {
 	// Health gives the health samples nodes reported; nil answers every
 	// node's health with an empty table.
 	Health HealthSource
+	// Console makes login links for the web console; nil answers
+	// console-link with not found.
+	Console ConsoleLinker
 	// Logger receives one line per failed request; nil discards.
 	Logger *slog.Logger
 
@@ -161,6 +164,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("GET /v1/apikeys", s.listAPIKeys)
 	mux.HandleFunc("POST /v1/apikeys", s.createAPIKey)
 	mux.HandleFunc("POST /v1/apikeys/{prefix}/revoke", s.revokeAPIKey)
+	mux.HandleFunc("POST /v1/console-link", s.consoleLink)
 	return mux
 }
 

@@ -54,10 +54,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if !h.authenticated(w, r) {
 		return
 	}
-	rest := strings.TrimPrefix(r.URL.Path, Prefix)
-	if rest == "apikeys" || strings.HasPrefix(rest, "apikeys/") {
+	if localOnly(strings.TrimPrefix(r.URL.Path, Prefix)) {
 		reply(w, http.StatusNotFound, adminapi.CodeNotFound,
-			"API keys are managed only on the server's machine: run `weft admin apikeys` there")
+			"API keys and console login links are made only on the server's machine: run `weft admin apikeys` or `weft admin console-link` there")
 		return
 	}
 	if r.ContentLength > MaxBody {
@@ -66,6 +65,17 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	r.Body = http.MaxBytesReader(w, r.Body, MaxBody)
 	http.StripPrefix("/api", h.Admin).ServeHTTP(w, r)
+}
+
+// localOnly reports whether path (below /api/v1/) is one of the admin
+// endpoints served only on the socket: minting credentials.
+func localOnly(rest string) bool {
+	for _, p := range []string{"apikeys", "console-link"} {
+		if rest == p || strings.HasPrefix(rest, p+"/") {
+			return true
+		}
+	}
+	return false
 }
 
 // authenticated checks the bearer key and answers 401 when it is missing

@@ -214,6 +214,9 @@ func TestAuthorization(t *testing.T) {
 	if code, body, _ := e.do("POST", "/api/v1/apikeys", e.live, `{}`); code != http.StatusNotFound || !strings.Contains(body, "weft admin apikeys") {
 		t.Fatalf("POST /api/v1/apikeys with a key: %d %s; want 404 pointing to weft admin apikeys", code, body)
 	}
+	if code, body, _ := e.do("POST", "/api/v1/console-link", e.live, ``); code != http.StatusNotFound {
+		t.Fatalf("POST /api/v1/console-link with a key: %d %s; want 404", code, body)
+	}
 	if aks2, _ := e.st.ListAPIKeys(ctx); len(aks2) != len(aks) {
 		t.Fatal("the REST API made an API key")
 	}
