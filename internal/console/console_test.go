@@ -10,35 +10,18 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"weft/internal/key"
 	"weft/internal/store"
+	"weft/internal/tstest"
 )
-
-type clock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-}
 
 type env struct {
 	t     *testing.T
 	s     *Server
-	clk   *clock
+	clk   *tstest.Clock
 	h     http.Handler
 	nodes []string
 }
@@ -54,7 +37,7 @@ func newEnv(t *testing.T) *env {
 	if _, err := st.CreateUser(ctx, "alice"); err != nil {
 		t.Fatal(err)
 	}
-	e := &env{t: t, clk: &clock{now: time.Now()}}
+	e := &env{t: t, clk: tstest.NewClock(time.Now())}
 	for i := 0; i < 3; i++ {
 		secret, _, err := st.CreateAuthKey(ctx, store.AuthKeyRequest{User: "alice"})
 		if err != nil {

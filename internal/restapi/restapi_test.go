@@ -10,31 +10,14 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"weft/internal/adminapi"
 	"weft/internal/key"
 	"weft/internal/store"
+	"weft/internal/tstest"
 )
-
-type clock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-}
 
 // env is a REST API over a real store with three nodes and four API keys:
 // live, expired, revoked, and one that never expires.
@@ -49,7 +32,7 @@ type env struct {
 func newEnv(t *testing.T) *env {
 	t.Helper()
 	ctx := context.Background()
-	clk := &clock{now: time.Now()}
+	clk := tstest.NewClock(time.Now())
 	st, err := store.Open(ctx, filepath.Join(t.TempDir(), "weft.db"), store.Options{Now: clk.Now})
 	if err != nil {
 		t.Fatal(err)
