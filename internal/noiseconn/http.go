@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"weft/internal/key"
+	"weft/internal/netutil"
 	"weft/internal/wire"
 )
 
@@ -174,16 +175,9 @@ func (d *Dialer) Dial(ctx context.Context, serverURL string) (*Conn, error) {
 
 func (d *Dialer) handshake(ctx context.Context, conn net.Conn, u *url.URL) (*Conn, error) {
 	if u.Scheme == "https" {
-		cfg := d.TLSConfig.Clone()
-		if cfg == nil {
-			cfg = &tls.Config{}
-		}
-		if cfg.ServerName == "" {
-			cfg.ServerName = u.Hostname()
-		}
-		tc := tls.Client(conn, cfg)
-		if err := tc.HandshakeContext(ctx); err != nil {
-			return nil, fmt.Errorf("noiseconn: TLS: %w", err)
+		tc, err := netutil.ClientTLS(ctx, conn, d.TLSConfig, u.Hostname())
+		if err != nil {
+			return nil, fmt.Errorf("noiseconn: %w", err)
 		}
 		conn = tc
 	}

@@ -3,7 +3,6 @@ package relay
 import (
 	"bufio"
 	"context"
-	"crypto/tls"
 	"fmt"
 	"io"
 	"net"
@@ -11,6 +10,7 @@ import (
 	"net/url"
 	"strings"
 	"time"
+	"weft/internal/netutil"
 )
 
 // dial connects to u, upgrades to the relay protocol and does the handshake.
@@ -45,16 +45,9 @@ func (c *Client) dial(ctx context.Context, u *url.URL) (*clientConn, error) {
 
 func (c *Client) handshake(ctx context.Context, nc net.Conn, u *url.URL) (*clientConn, error) {
 	if u.Scheme == "https" {
-		cfg := c.opts.TLSConfig.Clone()
-		if cfg == nil {
-			cfg = &tls.Config{}
-		}
-		if cfg.ServerName == "" {
-			cfg.ServerName = u.Hostname()
-		}
-		tc := tls.Client(nc, cfg)
-		if err := tc.HandshakeContext(ctx); err != nil {
-			return nil, fmt.Errorf("relay: TLS handshake with %s: %w", u.Host, err)
+		tc, err := netutil.ClientTLS(ctx, nc, c.opts.TLSConfig, u.Hostname())
+		if err != nil {
+			return nil, fmt.Errorf("relay: %w", err)
 		}
 		nc = tc
 	}

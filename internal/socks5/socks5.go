@@ -16,9 +16,9 @@ import (
 	"net"
 	"net/netip"
 	"strconv"
-	"sync"
 	"syscall"
 	"time"
+	"weft/internal/netutil"
 )
 
 // Protocol numbers from RFC 1928.
@@ -54,24 +54,10 @@ type Server struct {
 
 // Serve answers clients on ln until ctx ends or ln fails.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
-	stop := context.AfterFunc(ctx, func() { ln.Close() })
-	defer stop()
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	for {
-		c, err := ln.Accept()
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			return fmt.Errorf("socks5: accept: %w", err)
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			s.serveConn(ctx, c)
-		}()
+	if err := netutil.ServeConns(ctx, ln, s.serveConn); err != nil {
+		return fmt.Errorf("socks5: %w", err)
 	}
+	return nil
 }
 
 // errCommand and errAddrType are requests the server understands but does

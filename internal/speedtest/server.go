@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"sync"
 	"time"
+	"weft/internal/netutil"
 )
 
 // Server serves speed tests. Its zero value refuses everyone: set Allow.
@@ -28,24 +29,10 @@ type Server struct {
 // Serve accepts connections on ln until ctx ends or ln fails, and serves
 // one test on each. It closes ln when ctx ends.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
-	stop := context.AfterFunc(ctx, func() { ln.Close() })
-	defer stop()
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	for {
-		c, err := ln.Accept()
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			return fmt.Errorf("speedtest: %w", err)
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			s.serveConn(ctx, c)
-		}()
+	if err := netutil.ServeConns(ctx, ln, s.serveConn); err != nil {
+		return fmt.Errorf("speedtest: %w", err)
 	}
+	return nil
 }
 
 func (s *Server) log() *slog.Logger {
