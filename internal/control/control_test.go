@@ -333,17 +333,9 @@ func TestBadInputClosesOnlyThatChannel(t *testing.T) {
 
 func TestAdminChangesReachNodes(t *testing.T) {
 	h := newHarness(t, nil)
-	k := h.authKey(store.AuthKeyRequest{Reusable: true})
-	a, b := h.newSim("a"), h.newSim("b")
-	a.mustRegister(t, k)
-	b.mustRegister(t, k)
+	nodes := h.streamingNodes(t, "a", "b")
+	a, b := nodes[0], nodes[1]
 	ctx := context.Background()
-	for _, n := range []*simNode{a, b} {
-		if err := n.stream(ctx); err != nil {
-			t.Fatal(err)
-		}
-		defer n.close()
-	}
 	a.next(t)
 	b.next(t)
 	drain := func() {

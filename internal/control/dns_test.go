@@ -5,7 +5,6 @@ import (
 	"testing"
 
 	"weft/internal/dnsconf"
-	"weft/internal/store"
 )
 
 // TestDNSSettingsReachNodes: the full map carries the tailnet's DNS
@@ -13,16 +12,10 @@ import (
 // every connected node as a delta, without a reconnect.
 func TestDNSSettingsReachNodes(t *testing.T) {
 	h := newHarness(t, nil)
-	k := h.authKey(store.AuthKeyRequest{Reusable: true})
-	a, b := h.newSim("a"), h.newSim("b")
-	a.mustRegister(t, k)
-	b.mustRegister(t, k)
+	nodes := h.streamingNodes(t, "a", "b")
+	a, b := nodes[0], nodes[1]
 	ctx := context.Background()
-	for _, n := range []*simNode{a, b} {
-		if err := n.stream(ctx); err != nil {
-			t.Fatal(err)
-		}
-		defer n.close()
+	for _, n := range nodes {
 		r := n.next(t)
 		if !r.Full || r.DNS == nil || r.DNS.Domain != dnsconf.DefaultDomain || !r.DNS.MagicDNS {
 			t.Fatalf("full map DNS = %+v, want the defaults", r.DNS)
@@ -48,12 +41,7 @@ func TestDNSSettingsReachNodes(t *testing.T) {
 	// Telling the server again with nothing changed sends nothing.
 	h.srv.DNSChanged()
 	// A new stream's full map has the new settings.
-	c := h.newSim("c")
-	c.mustRegister(t, k)
-	if err := c.stream(ctx); err != nil {
-		t.Fatal(err)
-	}
-	defer c.close()
+	c := h.streamingNodes(t, "c")[0]
 	if r := c.next(t); r.DNS == nil || r.DNS.Domain != "corp.internal" {
 		t.Fatalf("new node's full map DNS = %+v", r.DNS)
 	}

@@ -119,6 +119,24 @@ func (h *harness) newSim(name string) *simNode {
 	return &simNode{h: h, machine: key.NewMachine(), node: key.NewNode(), disco: key.NewDisco(), name: name}
 }
 
+// streamingNodes registers one sim node per name with one reusable key
+// and starts each one's stream; the streams close when the test ends.
+func (h *harness) streamingNodes(t *testing.T, names ...string) []*simNode {
+	t.Helper()
+	k := h.authKey(store.AuthKeyRequest{Reusable: true})
+	nodes := make([]*simNode, len(names))
+	for i, name := range names {
+		n := h.newSim(name)
+		n.mustRegister(t, k)
+		if err := n.stream(context.Background()); err != nil {
+			t.Fatalf("%s: stream: %v", name, err)
+		}
+		t.Cleanup(n.close)
+		nodes[i] = n
+	}
+	return nodes
+}
+
 func (n *simNode) dial(ctx context.Context) (*noiseconn.Conn, error) {
 	d := &noiseconn.Dialer{MachineKey: n.machine, ServerKey: n.h.srv.PublicKey(), DialContext: n.h.dial}
 	return d.Dial(ctx, n.h.url)

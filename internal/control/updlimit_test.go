@@ -16,17 +16,8 @@ import (
 // that changes nothing sends nothing.
 func TestHostinfoChangeIsAPatch(t *testing.T) {
 	h := newHarness(t, nil)
-	k := h.authKey(store.AuthKeyRequest{Reusable: true})
-	a, b := h.newSim("a"), h.newSim("b")
-	a.mustRegister(t, k)
-	b.mustRegister(t, k)
-	ctx := context.Background()
-	for _, n := range []*simNode{a, b} {
-		if err := n.stream(ctx); err != nil {
-			t.Fatal(err)
-		}
-		defer n.close()
-	}
+	nodes := h.streamingNodes(t, "a", "b")
+	a, b := nodes[0], nodes[1]
 	var ms mapState
 	for ms.online[b.self.ID] != true {
 		ms.apply(t, a.next(t))
