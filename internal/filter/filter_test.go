@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"weft/internal/tstest"
 	"weft/internal/wire"
 )
 
@@ -103,10 +104,6 @@ func busanFilter() *wire.PacketFilter {
 	}}}
 }
 
-type clock struct{ t time.Time }
-
-func (c *clock) now() time.Time { return c.t }
-
 func TestInbound(t *testing.T) {
 	const syn, synack, ack, fin = tcpSYN, tcpSYN | tcpACK, tcpACK, tcpFIN | tcpACK
 	frag := func(b []byte, off uint16) []byte { binary.BigEndian.PutUint16(b[6:], off); return b }
@@ -199,13 +196,13 @@ func TestAllowAllAndNil(t *testing.T) {
 }
 
 func TestFlowTimeoutsAndBound(t *testing.T) {
-	c := &clock{t: time.Unix(1000, 0)}
-	f := New(Options{Now: c.now, MaxFlows: 3})
+	c := tstest.NewClock(time.Unix(1000, 0))
+	f := New(Options{Now: c.Now, MaxFlows: 3})
 	f.Set(&wire.PacketFilter{})
 	f.Outbound(udp4(busan, mac, 1, 53))
 	f.Outbound(tcp4(busan, mac, 2, 22, tcpSYN))
 	f.Outbound(echo4(busan, mac, 3, 8))
-	c.t = c.t.Add(udpTimeout + time.Second)
+	c.Advance(udpTimeout + time.Second)
 	if got := f.Inbound(udp4(mac, busan, 53, 1)); got != ReasonNoRule {
 		t.Errorf("udp reply after the timeout: %q", got)
 	}

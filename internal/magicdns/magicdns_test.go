@@ -5,13 +5,13 @@ import (
 	"net"
 	"net/netip"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/miekg/dns"
 
+	"weft/internal/tstest"
 	"weft/internal/wire"
 )
 
@@ -90,18 +90,6 @@ func (u *upstream) serve(w dns.ResponseWriter, q *dns.Msg) {
 			A: net.IPv4(203, 0, 113, byte(n))}}
 	}
 	w.WriteMsg(m)
-}
-
-type fakeClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *fakeClock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.now }
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.now = c.now.Add(d)
-	c.mu.Unlock()
 }
 
 var (
@@ -199,7 +187,7 @@ func TestLocalAnswers(t *testing.T) {
 
 func TestForwardAndCache(t *testing.T) {
 	u := startUpstream(t)
-	clk := &fakeClock{now: time.Unix(1000, 0)}
+	clk := tstest.NewClock(time.Unix(1000, 0))
 	r := New(Options{Now: clk.Now})
 	r.SetConfig(testConfig(u.addr))
 
