@@ -17,6 +17,8 @@
 //	POST   /nodes/{node}/rename {name} rename
 //	POST   /nodes/{node}/expire        expire the node key
 //	DELETE /nodes/{node}               delete
+//	GET    /nodes/{node}/health[?since=D&peer=P]  health table
+//	GET    /nodes/{node}/health/samples[?since=D] health samples, for plots
 //	GET    /routes                     list routes
 //	POST   /nodes/{node}/routes/approve {prefixes}
 //	POST   /nodes/{node}/routes/reject  {prefixes}

@@ -148,6 +148,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("GET /v1/nodes", s.listNodes) // ?user=U&limit=N&after=ID
 	mux.HandleFunc("GET /v1/nodes/{node}", s.getNode)
 	mux.HandleFunc("GET /v1/nodes/{node}/health", s.nodeHealth)
+	mux.HandleFunc("GET /v1/nodes/{node}/health/samples", s.nodeSamples)
 	mux.HandleFunc("POST /v1/nodes/{node}/rename", s.renameNode)
 	mux.HandleFunc("POST /v1/nodes/{node}/expire", s.expireNode)
 	mux.HandleFunc("DELETE /v1/nodes/{node}", s.deleteNode)
