@@ -126,17 +126,25 @@ func wireless(root fs.FS, out map[string]float64) {
 }
 
 func loadavg(root fs.FS, out map[string]float64) {
-	s, ok := readTrim(root, "proc/loadavg")
+	if v, ok := firstNumber(root, "proc/loadavg"); ok {
+		out[Load1] = v
+	}
+}
+
+// firstNumber reads the first whitespace-separated field of a /proc file
+// as a number, as /proc/loadavg and /proc/uptime start with the one
+// figure weft wants.
+func firstNumber(root fs.FS, name string) (float64, bool) {
+	s, ok := readTrim(root, name)
 	if !ok {
-		return
+		return 0, false
 	}
 	f := strings.Fields(s)
 	if len(f) == 0 {
-		return
+		return 0, false
 	}
-	if v, err := strconv.ParseFloat(f[0], 64); err == nil {
-		out[Load1] = v
-	}
+	v, err := strconv.ParseFloat(f[0], 64)
+	return v, err == nil
 }
 
 func meminfo(root fs.FS, out map[string]float64) {
@@ -173,15 +181,7 @@ func meminfo(root fs.FS, out map[string]float64) {
 }
 
 func uptime(root fs.FS, out map[string]float64) {
-	s, ok := readTrim(root, "proc/uptime")
-	if !ok {
-		return
-	}
-	f := strings.Fields(s)
-	if len(f) == 0 {
-		return
-	}
-	if v, err := strconv.ParseFloat(f[0], 64); err == nil {
+	if v, ok := firstNumber(root, "proc/uptime"); ok {
 		out[UptimeSeconds] = v
 	}
 }

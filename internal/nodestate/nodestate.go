@@ -54,24 +54,7 @@ func (d *Dir) Path() string { return d.path }
 // MachineKey returns the node's machine key, making and saving one on
 // first use. It is the node's identity toward the server and never changes.
 func (d *Dir) MachineKey() (key.MachinePrivate, error) {
-	var k key.MachinePrivate
-	p := filepath.Join(d.path, machineKeyFile)
-	b, err := os.ReadFile(p)
-	if err == nil {
-		if err := k.UnmarshalText([]byte(strings.TrimSpace(string(b)))); err != nil {
-			return k, &DamagedError{Path: p, Err: err}
-		}
-		return k, nil
-	}
-	if !errors.Is(err, fs.ErrNotExist) {
-		return k, fmt.Errorf("nodestate: %w", err)
-	}
-	k = key.NewMachine()
-	text, _ := k.MarshalText()
-	if err := WriteFileAtomic(p, append(text, '\n')); err != nil {
-		return k, err
-	}
-	return k, nil
+	return loadOrMakeKey(filepath.Join(d.path, machineKeyFile), key.NewMachine)
 }
 
 // DiscoKey returns the node's disco key, making and saving one on first
@@ -79,8 +62,15 @@ func (d *Dir) MachineKey() (key.MachinePrivate, error) {
 // control server may be down while this node restarts) still accept its
 // path discovery: a fresh key would reach them only through the server.
 func (d *Dir) DiscoKey() (key.DiscoPrivate, error) {
-	var k key.DiscoPrivate
-	p := filepath.Join(d.path, discoKeyFile)
+	return loadOrMakeKey(filepath.Join(d.path, discoKeyFile), key.NewDisco)
+}
+
+// loadOrMakeKey reads the private key saved at p, or makes one with
+// newKey and saves it atomically when p does not exist yet. A file that
+// exists but does not parse is a DamagedError, never silently replaced:
+// a new machine key would make the node a stranger to its server.
+func loadOrMakeKey[K key.Kind](p string, newKey func() key.Private[K]) (key.Private[K], error) {
+	var k key.Private[K]
 	b, err := os.ReadFile(p)
 	if err == nil {
 		if err := k.UnmarshalText([]byte(strings.TrimSpace(string(b)))); err != nil {
@@ -91,7 +81,7 @@ func (d *Dir) DiscoKey() (key.DiscoPrivate, error) {
 	if !errors.Is(err, fs.ErrNotExist) {
 		return k, fmt.Errorf("nodestate: %w", err)
 	}
-	k = key.NewDisco()
+	k = newKey()
 	text, err := k.MarshalText()
 	if err != nil {
 		return k, fmt.Errorf("nodestate: %w", err)

@@ -164,3 +164,36 @@ func TestDiscoKeyAndPortKeptAcrossRuns(t *testing.T) {
 		t.Errorf("port from a damaged file: %d, want 0 (any port)", p)
 	}
 }
+
+// TestDamagedKeyFileNotReplaced: a key file that does not parse is
+// reported as damaged and left as it was, so a person can look at it; it
+// is never silently replaced by a new key.
+func TestDamagedKeyFileNotReplaced(t *testing.T) {
+	tests := []struct {
+		file string
+		load func(*Dir) error
+	}{
+		{machineKeyFile, func(d *Dir) error { _, err := d.MachineKey(); return err }},
+		{discoKeyFile, func(d *Dir) error { _, err := d.DiscoKey(); return err }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.file, func(t *testing.T) {
+			d, err := Open(filepath.Join(t.TempDir(), "state"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			p := filepath.Join(d.Path(), tt.file)
+			junk := []byte("privmachine:not-hex\n")
+			if err := os.WriteFile(p, junk, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			var de *DamagedError
+			if err := tt.load(d); !errors.As(err, &de) || de.Path != p {
+				t.Fatalf("load = %v, want a DamagedError naming %s", err, p)
+			}
+			if b, _ := os.ReadFile(p); string(b) != string(junk) {
+				t.Fatalf("damaged file was rewritten to %q", b)
+			}
+		})
+	}
+}
