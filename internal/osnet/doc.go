@@ -1,4 +1,4 @@
-// Package osnet configures a Linux host's network for weft: the TUN device
+// Package osnet configures the host's network for weft. On Linux: the TUN device
 // with the node's tailnet addresses and routes, the policy routing that
 // sends all traffic through an exit node while weft's own marked sockets
 // bypass it, and, on an exit node or subnet router, IP forwarding with
@@ -14,7 +14,13 @@
 //
 // Files: config.go (Options and Config, shared by every OS); router.go,
 // routes.go, rules.go, nft.go, sysctl.go, mark.go, monitor.go and
-// cleanup.go are Linux's; router_other.go and mark_other.go stand in on
-// systems where weft has no kernel TUN support yet (the daemon runs in
-// userspace networking mode there).
+// cleanup.go are Linux's. plan.go turns a Config into the addresses and
+// routes a macOS or Windows TUN needs (split default routes for an exit
+// node; no forwarding: exit nodes and subnet routers there run in
+// userspace networking mode) and is tested on Linux; router_darwin.go
+// applies it with ifconfig/route on a utun device, router_windows.go with
+// IP Helper (winipcfg) on a wintun adapter plus WFP rules against leaks
+// around an exit node; mark_darwin.go and mark_windows.go bind weft's own
+// sockets to the default route's interface instead of marking them.
+// router_stub.go and mark_stub.go stand in on other systems.
 package osnet

@@ -27,6 +27,10 @@ func (m Manager) Install(ctx context.Context, spec Spec) error {
 		DisplayName:  "weft mesh VPN",
 		Description:  "Keeps this machine in its weft tailnet.",
 		ErrorControl: mgr.ErrorNormal,
+		// A service SID of its own lets the exit-node firewall (WFP)
+		// permit exactly this service's traffic and nothing else in
+		// the same executable.
+		SidType: windows.SERVICE_SID_TYPE_UNRESTRICTED,
 	}, append([]string{"daemon"}, spec.Args...)...)
 	if err != nil {
 		return fmt.Errorf("service: create: %w", err)
