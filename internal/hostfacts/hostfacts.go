@@ -4,9 +4,11 @@
 // from the result, never zero: a desktop has no battery, a wired machine
 // no Wi-Fi signal.
 //
-// The parsers read an fs.FS rooted at "/", so they are tested on any OS
-// against files written by the test; Read (hostfacts_linux.go) gives them
-// the real root on Linux and is empty elsewhere.
+// The Linux parsers read an fs.FS rooted at "/", so they are tested on
+// any OS against files written by the test; Read (hostfacts_linux.go)
+// gives them the real root. On macOS and Windows Read asks the OS
+// (hostfacts_darwin.go, hostfacts_windows.go) and hands what it says to
+// the parsers of power.go, which are tested on Linux too.
 package hostfacts
 
 import (
