@@ -41,7 +41,7 @@ func newAdminCmd(g *globals) *cobra.Command {
 	cmd.PersistentFlags().StringVar(&o.dataDir, "data-dir", defDir, "data directory of the control server (env WEFT_DATA_DIR)")
 	cmd.PersistentFlags().BoolVar(&o.json, "json", false, "print JSON for scripts instead of tables")
 	cmd.AddCommand(newAdminUsersCmd(o), newAdminKeysCmd(o), newAdminNodesCmd(o), newAdminRoutesCmd(o), newAdminPolicyCmd(o), newAdminDNSCmd(o),
-		newAdminAPIKeysCmd(o), newAdminConsoleLinkCmd(o))
+		newAdminAPIKeysCmd(o), newAdminConsoleLinkCmd(o), newAdminAuditCmd(o))
 	return cmd
 }
 

@@ -22,9 +22,9 @@ func newAdminAPIKeysCmd(o *adminOpts) *cobra.Command {
 }
 
 func newAdminAPIKeysCreateCmd(o *adminOpts) *cobra.Command {
-	var expiry string
+	var expiry, user string
 	create := &cobra.Command{
-		Use:   "create [--expiry 90d]",
+		Use:   "create [--expiry 90d] [--user NAME]",
 		Short: "Create an API key and print it alone on the last line (it is shown only this once)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -32,7 +32,7 @@ func newAdminAPIKeysCreateCmd(o *adminOpts) *cobra.Command {
 				return usageError{fmt.Errorf("--expiry: %s", strings.TrimPrefix(err.Error(), "store: invalid argument: "))}
 			}
 			return o.call(cmd.Context(), func(c *adminapi.Client) error {
-				k, err := c.CreateAPIKey(cmd.Context(), expiry)
+				k, err := c.CreateAPIKey(cmd.Context(), adminapi.APIKeyRequest{Expiry: expiry, User: user})
 				if err != nil {
 					return err
 				}
@@ -45,6 +45,7 @@ func newAdminAPIKeysCreateCmd(o *adminOpts) *cobra.Command {
 		},
 	}
 	create.Flags().StringVar(&expiry, "expiry", "90d", "how long the key works, such as 90d or 720h; 0 for never")
+	create.Flags().StringVar(&user, "user", "", "user the key acts for, with their role (default: the server's administrator)")
 	return create
 }
 
@@ -63,7 +64,7 @@ func newAdminAPIKeysListCmd(o *adminOpts) *cobra.Command {
 					return o.printJSON(ks)
 				}
 				now := time.Now()
-				tw := table(o.g.stdout, "PREFIX", "CREATED", "EXPIRES", "LAST USED", "STATE")
+				tw := table(o.g.stdout, "PREFIX", "CREATED", "EXPIRES", "LAST USED", "STATE", "USER")
 				for _, k := range ks {
 					state := "live"
 					switch {
@@ -72,8 +73,8 @@ func newAdminAPIKeysListCmd(o *adminOpts) *cobra.Command {
 					case !k.Live(now):
 						state = "expired"
 					}
-					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", k.Prefix, when(k.CreatedAt, "-"), when(k.Expiry, "never"),
-						when(k.LastUsed, "never"), state)
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", k.Prefix, when(k.CreatedAt, "-"), when(k.Expiry, "never"),
+						when(k.LastUsed, "never"), state, dashIfEmpty(k.User))
 				}
 				return tw.Flush()
 			})

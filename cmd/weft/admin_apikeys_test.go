@@ -69,3 +69,41 @@ func TestAdminAPIKeysCLI(t *testing.T) {
 		t.Fatalf("refused commands changed the keys: %+v", ks)
 	}
 }
+
+// TestAdminAuditAndRoles: changes made with weft admin are in `weft admin
+// audit` (newest first, made by the server's administrator through the
+// admin socket); `users role` makes an admin; `apikeys create --user`
+// makes a key that lists as that user's.
+func TestAdminAuditAndRoles(t *testing.T) {
+	e := startAdmin(t)
+	e.ok("users", "create", "alice")
+	if out := e.ok("users", "role", "alice", "admin"); !strings.Contains(out, "alice is now admin") {
+		t.Fatalf("users role: %q", out)
+	}
+	if code, _, errs := e.admin("users", "role", "alice", "root"); code != 2 || !strings.Contains(errs, "role") {
+		t.Fatalf("users role root: exit %d %q; want 2 with a message", code, errs)
+	}
+	if out := e.ok("users", "list"); !strings.Contains(out, "ROLE") || !strings.Contains(out, "admin") {
+		t.Fatalf("users list: %q", out)
+	}
+	key := lastLine(e.ok("apikeys", "create", "--user", "alice"))
+	prefix, _, _ := strings.Cut(key, "_")
+	if out := e.ok("apikeys", "list"); !strings.Contains(out, prefix) || !strings.Contains(out, "alice") {
+		t.Fatalf("apikeys list: %q", out)
+	}
+	out := e.ok("audit")
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if len(lines) != 4 || !strings.Contains(lines[1], "apikey.create") || !strings.Contains(lines[2], "user.role") ||
+		!strings.Contains(lines[3], "user.create") || !strings.Contains(lines[3], "admin socket") || strings.Contains(out, key) {
+		t.Fatalf("audit:\n%s", out)
+	}
+	var es []store.AuditEntry
+	if err := json.Unmarshal([]byte(e.ok("audit", "--json", "--limit", "1")), &es); err != nil || len(es) != 1 || es[0].Action != "apikey.create" {
+		t.Fatalf("audit --json --limit 1: %+v %v", es, err)
+	}
+}
+
+func lastLine(s string) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	return lines[len(lines)-1]
+}

@@ -9,7 +9,7 @@ import (
 )
 
 func newAdminUsersCmd(o *adminOpts) *cobra.Command {
-	cmd := &cobra.Command{Use: "users", Short: "Create, list and delete users", Args: cobra.NoArgs,
+	cmd := &cobra.Command{Use: "users", Short: "Create, list and delete users; set their role", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error { return cmd.Help() }}
 	cmd.AddCommand(
 		&cobra.Command{
@@ -43,11 +43,29 @@ func newAdminUsersCmd(o *adminOpts) *cobra.Command {
 					if o.json {
 						return o.printJSON(us)
 					}
-					tw := table(o.g.stdout, "ID", "NAME", "CREATED")
+					tw := table(o.g.stdout, "ID", "NAME", "CREATED", "ROLE")
 					for _, u := range us {
-						fmt.Fprintf(tw, "%d\t%s\t%s\n", u.ID, u.Name, when(u.CreatedAt, "-"))
+						fmt.Fprintf(tw, "%d\t%s\t%s\t%s\n", u.ID, u.Name, when(u.CreatedAt, "-"), u.Role)
 					}
 					return tw.Flush()
+				})
+			},
+		},
+		&cobra.Command{
+			Use:   "role NAME admin|member",
+			Short: "Make a user an admin (administers the tailnet) or a member (sees and changes only their own nodes)",
+			Args:  cobra.ExactArgs(2),
+			RunE: func(cmd *cobra.Command, args []string) error {
+				return o.call(cmd.Context(), func(c *adminapi.Client) error {
+					u, err := c.SetUserRole(cmd.Context(), args[0], args[1])
+					if err != nil {
+						return err
+					}
+					if o.json {
+						return o.printJSON(u)
+					}
+					fmt.Fprintf(o.g.stdout, "user %s is now %s\n", u.Name, u.Role)
+					return nil
 				})
 			},
 		},

@@ -134,7 +134,7 @@ func runServer(ctx context.Context, g *globals, o serverOptions) error {
 	mux.HandleFunc("GET /{$}", console.RedirectRoot)
 	admin := &adminapi.Server{Store: st, Notifier: ctrl, Online: ctrl.Online, Health: health, Console: cons, Logger: log.With("sub", "admin")}
 	// The REST API is the admin API behind API keys (docs/api.md).
-	mux.Handle("/api/", &restapi.Handler{Store: st, Admin: admin.Handler(), Logger: log.With("sub", "api")})
+	mux.Handle("/api/", &restapi.Handler{Store: st, Admin: admin.APIHandler(), Logger: log.With("sub", "api")})
 	hs := newHTTPServer(mux, log)
 	sg := newServiceGroup(ctx)
 	sg.Go(func(context.Context) error { return hs.Serve(ln) })

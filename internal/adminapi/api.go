@@ -27,10 +27,16 @@
 //	POST   /policy          {body}     check and apply a policy (refused: nothing changes)
 //	POST   /policy/check    {body}     check a policy without applying it
 //	GET    /policy/history             every accepted version
+//	POST   /users/{name}/role {role}  make a user an admin or a member
+//	POST   /keys/{prefix}/revoke       the same as expire
+//	GET    /audit[?limit=N&before=ID] the audit log, newest first
 //	GET    /apikeys                    list API keys of the REST API
 //	POST   /apikeys  APIKeyRequest     create one; the reply holds the secret, once
 //	POST   /apikeys/{prefix}/revoke    revoke one for good
 //	POST   /console-link               a one-time login link to the web console
+//
+// Routes in routes.go is the table of these endpoints, with who may call
+// each (see Actor) and the audit action each change records.
 //
 // Errors come back as an ErrorReply with a status code; the Client turns
 // them into *Error values that unwrap to the store's sentinel errors.
@@ -110,6 +116,10 @@ const (
 	CodeInvalid   = "invalid"
 	CodeUserInUse = "user_in_use"
 	CodeInternal  = "internal"
+	// CodeForbidden: the actor's role does not allow the request.
+	CodeForbidden = "forbidden"
+	// CodeUnauthorized: no signed-in actor (the REST API: no live key).
+	CodeUnauthorized = "unauthorized"
 )
 
 var codeErrors = []struct {
@@ -121,6 +131,7 @@ var codeErrors = []struct {
 	{CodeExists, store.ErrExists, 409},
 	{CodeUserInUse, store.ErrUserInUse, 409},
 	{CodeInvalid, store.ErrInvalid, 400},
+	{CodeForbidden, ErrForbidden, 403},
 }
 
 // Error is an error the server reported.

@@ -17,6 +17,9 @@ type APIKeyRequest struct {
 	// receives the request: a Go duration ("720h") or whole days ("90d");
 	// empty or "0" means the key never expires.
 	Expiry string `json:"expiry,omitempty"`
+	// User is the user the key acts for, with their role; empty: the
+	// server's administrator.
+	User string `json:"user,omitempty"`
 }
 
 // APIKeyReply is the reply to API key create: the only time the secret
@@ -72,7 +75,7 @@ func (s *Server) createAPIKey(w http.ResponseWriter, r *http.Request) {
 	if d > 0 {
 		expiry = time.Now().Add(d)
 	}
-	secret, info, err := s.Store.CreateAPIKey(r.Context(), expiry)
+	secret, info, err := s.Store.CreateAPIKey(r.Context(), store.APIKeyRequest{User: req.User, Expiry: expiry})
 	if err != nil {
 		s.fail(w, r, err)
 		return
@@ -90,9 +93,9 @@ func (s *Server) revokeAPIKey(w http.ResponseWriter, r *http.Request) {
 
 // CreateAPIKey makes an API key for the REST API; the reply holds the
 // secret, shown this once.
-func (c *Client) CreateAPIKey(ctx context.Context, expiry string) (APIKeyReply, error) {
+func (c *Client) CreateAPIKey(ctx context.Context, req APIKeyRequest) (APIKeyReply, error) {
 	var out APIKeyReply
-	err := c.do(ctx, http.MethodPost, "/v1/apikeys", APIKeyRequest{Expiry: expiry}, &out)
+	err := c.do(ctx, http.MethodPost, "/v1/apikeys", req, &out)
 	return out, err
 }
 

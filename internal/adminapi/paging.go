@@ -2,7 +2,9 @@ package adminapi
 
 import (
 	"net/url"
+	"slices"
 	"strconv"
+	"strings"
 
 	"weft/internal/store"
 	"weft/internal/wire"
@@ -22,20 +24,33 @@ const MaxPageSize = 1000
 // all, the form `weft admin nodes list` uses).
 type nodeQuery struct {
 	user  string
+	tag   string // only nodes carrying this tag
+	name  string // only nodes whose name contains this
 	after wire.NodeID
 	limit int
+	// wantOnline, when set, keeps only nodes whose presence (by online)
+	// matches it.
+	wantOnline *bool
+	online     func(wire.NodeID) bool
 }
 
 func parseNodeQuery(v url.Values) (nodeQuery, error) {
 	var q nodeQuery
 	for k := range v {
 		switch k {
-		case "user", "after", "limit":
+		case "user", "tag", "name", "online", "after", "limit":
 		default:
-			return q, badRequest("unknown query parameter %q: nodes take user, limit and after", k)
+			return q, badRequest("unknown query parameter %q: nodes take user, tag, name, online, limit and after", k)
 		}
 	}
-	q.user = v.Get("user")
+	q.user, q.tag, q.name = v.Get("user"), v.Get("tag"), v.Get("name")
+	if s := v.Get("online"); s != "" {
+		b, err := strconv.ParseBool(s)
+		if err != nil {
+			return q, badRequest("online %q: want true or false", s)
+		}
+		q.wantOnline = &b
+	}
 	if s := v.Get("limit"); s != "" {
 		n, err := strconv.Atoi(s)
 		if err != nil || n < 1 || n > MaxPageSize {
@@ -58,7 +73,7 @@ func parseNodeQuery(v url.Values) (nodeQuery, error) {
 func (q nodeQuery) page(nodes []store.Node) ([]store.Node, wire.NodeID) {
 	var out []store.Node
 	for _, n := range nodes {
-		if n.ID <= q.after || (q.user != "" && n.User != q.user) {
+		if n.ID <= q.after || !q.match(n) {
 			continue
 		}
 		if q.limit > 0 && len(out) == q.limit {
@@ -67,4 +82,20 @@ func (q nodeQuery) page(nodes []store.Node) ([]store.Node, wire.NodeID) {
 		out = append(out, n)
 	}
 	return out, 0
+}
+
+// match reports whether n passes the query's filters.
+func (q nodeQuery) match(n store.Node) bool {
+	switch {
+	case q.user != "" && n.User != q.user:
+		return false
+	case q.tag != "" && !slices.Contains(n.Tags, q.tag):
+		return false
+	case q.name != "" && !strings.Contains(n.Name, q.name):
+		return false
+	case q.wantOnline != nil:
+		on := q.online != nil && q.online(n.ID)
+		return on == *q.wantOnline
+	}
+	return true
 }

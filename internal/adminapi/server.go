@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -135,40 +136,6 @@ func listenPrivate(path string) (net.Listener, error) {
 	return ln, nil
 }
 
-// Handler returns the API's HTTP handler, for mounting elsewhere or for
-// tests.
-func (s *Server) Handler() http.Handler {
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /v1/users", s.listUsers)
-	mux.HandleFunc("POST /v1/users", s.createUser)
-	mux.HandleFunc("DELETE /v1/users/{name}", s.deleteUser)
-	mux.HandleFunc("GET /v1/keys", s.listKeys)
-	mux.HandleFunc("POST /v1/keys", s.createKey)
-	mux.HandleFunc("POST /v1/keys/{prefix}/expire", s.expireKey)
-	mux.HandleFunc("GET /v1/nodes", s.listNodes) // ?user=U&limit=N&after=ID
-	mux.HandleFunc("GET /v1/nodes/{node}", s.getNode)
-	mux.HandleFunc("GET /v1/nodes/{node}/health", s.nodeHealth)
-	mux.HandleFunc("GET /v1/nodes/{node}/health/samples", s.nodeSamples)
-	mux.HandleFunc("POST /v1/nodes/{node}/rename", s.renameNode)
-	mux.HandleFunc("POST /v1/nodes/{node}/expire", s.expireNode)
-	mux.HandleFunc("DELETE /v1/nodes/{node}", s.deleteNode)
-	mux.HandleFunc("GET /v1/routes", s.listRoutes)
-	mux.HandleFunc("POST /v1/nodes/{node}/routes/approve", s.approveRoutes)
-	mux.HandleFunc("POST /v1/nodes/{node}/routes/reject", s.rejectRoutes)
-	mux.HandleFunc("POST /v1/nodes/{node}/tags", s.tagNode)
-	mux.HandleFunc("GET /v1/policy", s.getPolicy)
-	mux.HandleFunc("POST /v1/policy", s.setPolicy)
-	mux.HandleFunc("POST /v1/policy/check", s.checkPolicy)
-	mux.HandleFunc("GET /v1/policy/history", s.policyHistory)
-	mux.HandleFunc("GET /v1/dns", s.getDNS)
-	mux.HandleFunc("PUT /v1/dns", s.setDNS)
-	mux.HandleFunc("GET /v1/apikeys", s.listAPIKeys)
-	mux.HandleFunc("POST /v1/apikeys", s.createAPIKey)
-	mux.HandleFunc("POST /v1/apikeys/{prefix}/revoke", s.revokeAPIKey)
-	mux.HandleFunc("POST /v1/console-link", s.consoleLink)
-	return mux
-}
-
 func (s *Server) logger() *slog.Logger {
 	if s.Logger == nil {
 		return slog.New(slog.DiscardHandler)
@@ -231,7 +198,7 @@ func humanMessage(err error) string {
 	for _, c := range codeErrors {
 		if errors.Is(err, c.err) {
 			if i := strings.Index(msg, c.err.Error()); i >= 0 {
-				return strings.TrimPrefix(msg[i:], "store: ")
+				return strings.TrimPrefix(strings.TrimPrefix(msg[i:], "store: "), "adminapi: ")
 			}
 		}
 	}
@@ -296,6 +263,9 @@ func (s *Server) listUsers(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
+	if a := actor(r); !a.Admin() {
+		users = slices.DeleteFunc(users, func(u store.User) bool { return u.Name != a.User })
+	}
 	writeJSON(w, http.StatusOK, nonNil(users))
 }
 
@@ -323,7 +293,12 @@ func (s *Server) deleteUser(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) listKeys(w http.ResponseWriter, r *http.Request) {
-	keys, err := s.Store.ListAuthKeys(r.Context(), r.URL.Query().Get("user"))
+	user, err := ownUser(actor(r), r.URL.Query().Get("user"))
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	keys, err := s.Store.ListAuthKeys(r.Context(), user)
 	if err != nil {
 		s.fail(w, r, err)
 		return
@@ -332,10 +307,17 @@ func (s *Server) listKeys(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) createKey(w http.ResponseWriter, r *http.Request) {
+	var err error
 	var req KeyRequest
 	if err := decode(r, &req); err != nil {
 		s.fail(w, r, err)
 		return
+	}
+	if a := actor(r); !a.Admin() {
+		if req.User, err = ownUser(a, req.User); err != nil || len(req.Tags) > 0 {
+			s.fail(w, r, forbidden("a pre-auth key with tags or for another user"))
+			return
+		}
 	}
 	var expiry time.Time
 	if req.Expiry != "" && req.Expiry != "0" {
@@ -361,6 +343,10 @@ func (s *Server) createKey(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) expireKey(w http.ResponseWriter, r *http.Request) {
+	if err := s.ownKey(r); err != nil {
+		s.fail(w, r, err)
+		return
+	}
 	if err := s.Store.ExpireAuthKey(r.Context(), r.PathValue("prefix")); err != nil {
 		s.fail(w, r, err)
 		return
@@ -374,6 +360,11 @@ func (s *Server) listNodes(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
+	if q.user, err = ownUser(actor(r), q.user); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	q.online = s.Online
 	nodes, err := s.Store.ListNodes(r.Context())
 	if err != nil {
 		s.fail(w, r, err)
@@ -453,6 +444,18 @@ func (s *Server) listRoutes(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
+	if a := actor(r); !a.Admin() {
+		nodes, err := s.Store.ListNodes(r.Context())
+		if err != nil {
+			s.fail(w, r, err)
+			return
+		}
+		mine := map[wire.NodeID]bool{}
+		for _, n := range nodes {
+			mine[n.ID] = a.owns(n.User)
+		}
+		rs = slices.DeleteFunc(rs, func(rt store.Route) bool { return !mine[rt.NodeID] })
+	}
 	writeJSON(w, http.StatusOK, nonNil(rs))
 }
 
@@ -499,4 +502,55 @@ func nonNil[T any](s []T) []T {
 		return []T{}
 	}
 	return s
+}
+
+// ownUser is the user a list or a new key is for: what was asked for an
+// admin; for a member, themselves (asking for another user is refused).
+func ownUser(a Actor, asked string) (string, error) {
+	if a.Admin() {
+		return asked, nil
+	}
+	if asked != "" && asked != a.User {
+		return "", forbidden("another user's nodes and keys")
+	}
+	return a.User, nil
+}
+
+// ownKey refuses a member's change to a pre-auth key that is not theirs,
+// as not found.
+func (s *Server) ownKey(r *http.Request) error {
+	a := actor(r)
+	if a.Admin() {
+		return nil
+	}
+	prefix, _, _ := strings.Cut(strings.TrimSpace(r.PathValue("prefix")), "_")
+	keys, err := s.Store.ListAuthKeys(r.Context(), a.User)
+	if err != nil {
+		return err
+	}
+	for _, k := range keys {
+		if k.Prefix == prefix {
+			return nil
+		}
+	}
+	return fmt.Errorf("%w: no pre-auth key %s of yours (`weft admin keys list`)", store.ErrNotFound, prefix)
+}
+
+// RoleRequest is the body of user role.
+type RoleRequest struct {
+	Role string `json:"role"`
+}
+
+func (s *Server) setUserRole(w http.ResponseWriter, r *http.Request) {
+	var req RoleRequest
+	if err := decode(r, &req); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	u, err := s.Store.SetUserRole(r.Context(), r.PathValue("name"), req.Role)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, u)
 }

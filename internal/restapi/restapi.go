@@ -28,7 +28,7 @@ const MaxBody = 1 << 20
 // CodeUnauthorized and CodeTooLarge are the ErrorReply codes this layer
 // adds to the admin API's.
 const (
-	CodeUnauthorized = "unauthorized"
+	CodeUnauthorized = adminapi.CodeUnauthorized
 	CodeTooLarge     = "too_large"
 )
 
@@ -37,8 +37,9 @@ const (
 type Handler struct {
 	// Store checks API keys; required.
 	Store store.Store
-	// Admin is the admin API's handler (adminapi.Server.Handler), which
-	// serves the paths below /v1/; required.
+	// Admin is the admin API's handler for signed-in actors
+	// (adminapi.Server.APIHandler), which serves the paths below /v1/;
+	// required.
 	Admin http.Handler
 	// Logger receives a line per refused key check that was not the
 	// client's fault; nil discards.
@@ -51,7 +52,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		reply(w, http.StatusNotFound, adminapi.CodeNotFound, "no such endpoint: the API is under "+Prefix+" (docs/api.md)")
 		return
 	}
-	if !h.authenticated(w, r) {
+	a, ok := h.authenticated(w, r)
+	if !ok {
 		return
 	}
 	if localOnly(strings.TrimPrefix(r.URL.Path, Prefix)) {
@@ -64,6 +66,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	r.Body = http.MaxBytesReader(w, r.Body, MaxBody)
+	r = r.WithContext(adminapi.WithActor(r.Context(), a))
 	http.StripPrefix("/api", h.Admin).ServeHTTP(w, r)
 }
 
@@ -80,24 +83,36 @@ func localOnly(rest string) bool {
 
 // authenticated checks the bearer key and answers 401 when it is missing
 // or not live. Which of unknown, wrong, expired or revoked it was is not
-// told to the client.
-func (h *Handler) authenticated(w http.ResponseWriter, r *http.Request) bool {
+// told to the client. A live key acts for its user with the user's role,
+// or for the server's administrator when it has no user.
+func (h *Handler) authenticated(w http.ResponseWriter, r *http.Request) (adminapi.Actor, bool) {
 	auth := r.Header.Get("Authorization")
 	scheme, tok, ok := strings.Cut(auth, " ")
 	if !ok || !strings.EqualFold(scheme, "Bearer") || strings.TrimSpace(tok) == "" {
 		unauthorized(w, "missing API key: send Authorization: Bearer KEY (make a key with `weft admin apikeys create`)")
-		return false
+		return adminapi.Actor{}, false
 	}
-	if _, err := h.Store.CheckAPIKey(r.Context(), tok); err != nil {
+	k, err := h.Store.CheckAPIKey(r.Context(), tok)
+	if err != nil {
 		if !errors.Is(err, store.ErrAPIKeyInvalid) {
 			h.logger().Error("checking API key", "err", err)
 			reply(w, http.StatusInternalServerError, adminapi.CodeInternal, "could not check the API key; see the server's log")
-			return false
+			return adminapi.Actor{}, false
 		}
 		unauthorized(w, "API key not valid: unknown, expired or revoked (`weft admin apikeys list` on the server shows keys)")
-		return false
+		return adminapi.Actor{}, false
 	}
-	return true
+	a := adminapi.Actor{User: k.User, Role: store.RoleAdmin, Credential: "API key " + k.Prefix, Remote: r.RemoteAddr}
+	if k.User != "" {
+		u, err := h.Store.GetUser(r.Context(), k.User)
+		if err != nil {
+			h.logger().Error("reading an API key's user", "key", k.Prefix, "err", err)
+			reply(w, http.StatusInternalServerError, adminapi.CodeInternal, "could not read the API key's user; see the server's log")
+			return adminapi.Actor{}, false
+		}
+		a.Role = u.Role
+	}
+	return a, true
 }
 
 func (h *Handler) logger() *slog.Logger {

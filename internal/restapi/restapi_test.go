@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -19,14 +20,19 @@ import (
 	"weft/internal/tstest"
 )
 
-// env is a REST API over a real store with three nodes and four API keys:
-// live, expired, revoked, and one that never expires.
+// env is a REST API over a real store. alice (a member) owns nodes 0
+// and 1, bob (a member) node 2; carol is an admin. Node 0 advertises
+// 10.0.0.0/24. API keys: live, never (the server administrator's),
+// expired, revoked, aliceKey (a member's) and carolKey (an admin user's).
 type env struct {
 	t                             *testing.T
 	st                            store.Store
 	srv                           *httptest.Server
 	live, expired, revoked, never string
+	aliceKey, carolKey            string
 	nodes                         []string
+	// aliceAuth and bobAuth are the prefixes of the users' pre-auth keys.
+	aliceAuth, bobAuth string
 }
 
 func newEnv(t *testing.T) *env {
@@ -39,41 +45,55 @@ func newEnv(t *testing.T) *env {
 	}
 	t.Cleanup(func() { st.Close() })
 	e := &env{t: t, st: st}
-	if _, err := st.CreateUser(ctx, "alice"); err != nil {
-		t.Fatal(err)
+	for _, u := range []string{"alice", "bob", "carol"} {
+		if _, err := st.CreateUser(ctx, u); err != nil {
+			t.Fatal(err)
+		}
 	}
-	if _, err := st.CreateUser(ctx, "bob"); err != nil {
+	if _, err := st.SetUserRole(ctx, "carol", store.RoleAdmin); err != nil {
 		t.Fatal(err)
 	}
 	for i, u := range []string{"alice", "alice", "bob"} {
-		secret, _, err := st.CreateAuthKey(ctx, store.AuthKeyRequest{User: u})
+		secret, k, err := st.CreateAuthKey(ctx, store.AuthKeyRequest{User: u})
 		if err != nil {
 			t.Fatal(err)
+		}
+		if u == "alice" {
+			e.aliceAuth = k.Prefix
+		} else {
+			e.bobAuth = k.Prefix
 		}
 		n, err := st.Register(ctx, store.RegisterRequest{AuthKey: secret, MachineKey: key.NewMachine().Public(),
 			NodeKey: key.NewNode().Public(), Hostname: fmt.Sprintf("node%d", i)})
 		if err != nil {
 			t.Fatal(err)
 		}
+		if i == 0 {
+			if _, err := st.SetAdvertisedRoutes(ctx, n.ID, []netip.Prefix{netip.MustParsePrefix("10.0.0.0/24")}); err != nil {
+				t.Fatal(err)
+			}
+		}
 		e.nodes = append(e.nodes, n.Name)
 	}
-	mk := func(exp time.Time) string {
-		s, _, err := st.CreateAPIKey(ctx, exp)
+	mk := func(user string, exp time.Time) string {
+		s, _, err := st.CreateAPIKey(ctx, store.APIKeyRequest{User: user, Expiry: exp})
 		if err != nil {
 			t.Fatal(err)
 		}
 		return s
 	}
-	e.live = mk(clk.Now().Add(90 * 24 * time.Hour))
-	e.expired = mk(clk.Now().Add(time.Hour))
-	e.revoked = mk(time.Time{})
-	e.never = mk(time.Time{})
+	e.live = mk("", clk.Now().Add(90*24*time.Hour))
+	e.expired = mk("", clk.Now().Add(time.Hour))
+	e.revoked = mk("", time.Time{})
+	e.never = mk("", time.Time{})
+	e.aliceKey = mk("alice", time.Time{})
+	e.carolKey = mk("carol", time.Time{})
 	if err := st.RevokeAPIKey(ctx, e.revoked); err != nil {
 		t.Fatal(err)
 	}
 	clk.Advance(2 * time.Hour)
 	mux := http.NewServeMux()
-	mux.Handle("/api/", &Handler{Store: st, Admin: (&adminapi.Server{Store: st}).Handler()})
+	mux.Handle("/api/", &Handler{Store: st, Admin: (&adminapi.Server{Store: st}).APIHandler()})
 	e.srv = httptest.NewServer(mux)
 	t.Cleanup(e.srv.Close)
 	return e
@@ -179,7 +199,7 @@ func TestAuthorization(t *testing.T) {
 	nodes, _ := e.st.ListNodes(ctx)
 	users, _ := e.st.ListUsers(ctx)
 	keysNow, _ := e.st.ListAuthKeys(ctx, "")
-	if len(nodes) != 3 || nodes[0].Name != e.nodes[0] || !nodes[0].KeyExpiry.After(time.Now()) || len(users) != 2 || len(keysNow) != 3 {
+	if len(nodes) != 3 || nodes[0].Name != e.nodes[0] || !nodes[0].KeyExpiry.After(time.Now()) || len(users) != 3 || len(keysNow) != 3 {
 		t.Fatalf("refused requests changed state: nodes %+v users %+v keys %d", nodes, users, len(keysNow))
 	}
 
@@ -249,7 +269,7 @@ func TestBadInput(t *testing.T) {
 	ctx := context.Background()
 	nodes, _ := e.st.ListNodes(ctx)
 	users, _ := e.st.ListUsers(ctx)
-	if len(nodes) != 3 || nodes[0].Name != e.nodes[0] || len(users) != 2 {
+	if len(nodes) != 3 || nodes[0].Name != e.nodes[0] || len(users) != 3 {
 		t.Fatalf("bad input changed state: %+v %+v", nodes, users)
 	}
 	if _, err := e.st.GetPolicy(ctx, 0); err == nil {

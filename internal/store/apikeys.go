@@ -25,7 +25,10 @@ const (
 // APIKey describes an API key of the REST API. The secret itself is never
 // stored or returned after creation.
 type APIKey struct {
-	Prefix    string    `json:"prefix"`
+	Prefix string `json:"prefix"`
+	// User is the user the key acts for, with that user's role; empty
+	// means the server's administrator (keys made without --user).
+	User      string    `json:"user,omitempty"`
 	CreatedAt time.Time `json:"created_at"`
 	Expiry    time.Time `json:"expiry,omitzero"`     // zero: never expires
 	RevokedAt time.Time `json:"revoked_at,omitzero"` // zero: not revoked
@@ -62,20 +65,37 @@ func newAPIKeySecret() (prefix, full string, err error) {
 	return prefix, prefix + "_" + hex.EncodeToString(b[keyPrefixBytes:]), nil
 }
 
-func (s *sqlStore) CreateAPIKey(ctx context.Context, expiry time.Time) (string, APIKey, error) {
+// APIKeyRequest describes an API key to create.
+type APIKeyRequest struct {
+	// User the key acts for; empty: the server's administrator.
+	User string
+	// Expiry is when the key stops working; zero means never.
+	Expiry time.Time
+}
+
+func (s *sqlStore) CreateAPIKey(ctx context.Context, req APIKeyRequest) (string, APIKey, error) {
+	expiry := req.Expiry
 	now := fromDB(toDB(s.now()))
 	if !expiry.IsZero() && !expiry.After(now) {
 		return "", APIKey{}, fmt.Errorf("store: CreateAPIKey: %w: expiry %v is not in the future", ErrInvalid, expiry)
 	}
-	k := APIKey{CreatedAt: now, Expiry: fromDB(toDB(expiry))}
+	k := APIKey{User: req.User, CreatedAt: now, Expiry: fromDB(toDB(expiry))}
 	prefix, full, err := newAPIKeySecret()
 	if err != nil {
 		return "", APIKey{}, fmt.Errorf("store: CreateAPIKey: %w", err)
 	}
 	k.Prefix = prefix
 	err = s.write(ctx, func(tx *sql.Tx) error {
-		_, err := tx.ExecContext(ctx, `INSERT INTO api_keys (prefix, hash, created_at, expiry) VALUES (?, ?, ?, ?)`,
-			k.Prefix, hashKey(full), toDB(k.CreatedAt), toDB(k.Expiry))
+		var uid sql.NullInt64
+		if req.User != "" {
+			id, err := userID(ctx, tx, req.User)
+			if err != nil {
+				return err
+			}
+			uid = sql.NullInt64{Int64: int64(id), Valid: true}
+		}
+		_, err := tx.ExecContext(ctx, `INSERT INTO api_keys (prefix, hash, user_id, created_at, expiry) VALUES (?, ?, ?, ?, ?)`,
+			k.Prefix, hashKey(full), uid, toDB(k.CreatedAt), toDB(k.Expiry))
 		return err
 	})
 	if err != nil {
@@ -84,13 +104,16 @@ func (s *sqlStore) CreateAPIKey(ctx context.Context, expiry time.Time) (string, 
 	return full, k, nil
 }
 
-const apiKeyColumns = `prefix, hash, created_at, expiry, revoked_at, last_used`
+// apiKeyColumns are read from api_keys k joined with users u.
+const apiKeyColumns = `k.prefix, k.hash, COALESCE(u.name, ''), k.created_at, k.expiry, k.revoked_at, k.last_used`
+
+const apiKeyFrom = ` FROM api_keys k LEFT JOIN users u ON u.id = k.user_id`
 
 func scanAPIKey(sc interface{ Scan(...any) error }) (APIKey, string, error) {
 	var k APIKey
 	var hash string
 	var created, expiry, revoked, used int64
-	if err := sc.Scan(&k.Prefix, &hash, &created, &expiry, &revoked, &used); err != nil {
+	if err := sc.Scan(&k.Prefix, &hash, &k.User, &created, &expiry, &revoked, &used); err != nil {
 		return APIKey{}, "", err
 	}
 	k.CreatedAt, k.Expiry, k.RevokedAt, k.LastUsed = fromDB(created), fromDB(expiry), fromDB(revoked), fromDB(used)
@@ -98,7 +121,7 @@ func scanAPIKey(sc interface{ Scan(...any) error }) (APIKey, string, error) {
 }
 
 func (s *sqlStore) ListAPIKeys(ctx context.Context) ([]APIKey, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT `+apiKeyColumns+` FROM api_keys ORDER BY id`)
+	rows, err := s.db.QueryContext(ctx, `SELECT `+apiKeyColumns+apiKeyFrom+` ORDER BY k.id`)
 	if err != nil {
 		return nil, fmt.Errorf("store: ListAPIKeys: %w", err)
 	}
@@ -149,7 +172,7 @@ func (s *sqlStore) CheckAPIKey(ctx context.Context, full string) (APIKey, error)
 	}
 	var k APIKey
 	err := s.write(ctx, func(tx *sql.Tx) error {
-		got, hash, err := scanAPIKey(tx.QueryRowContext(ctx, `SELECT `+apiKeyColumns+` FROM api_keys WHERE prefix = ?`, prefix))
+		got, hash, err := scanAPIKey(tx.QueryRowContext(ctx, `SELECT `+apiKeyColumns+apiKeyFrom+` WHERE k.prefix = ?`, prefix))
 		if errors.Is(err, sql.ErrNoRows) {
 			return ErrAPIKeyInvalid
 		}

@@ -11,18 +11,18 @@ import (
 func TestAPIKeys(t *testing.T) {
 	ctx := context.Background()
 	f := newFixture(t)
-	live, k, err := f.s.CreateAPIKey(ctx, f.clock.Now().Add(90*24*time.Hour))
+	live, k, err := f.s.CreateAPIKey(ctx, APIKeyRequest{Expiry: f.clock.Now().Add(90 * 24 * time.Hour)})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if !strings.HasPrefix(live, k.Prefix+"_") || len(live) != len(k.Prefix)+1+2*apiKeySecretBytes {
 		t.Fatalf("secret %q does not extend prefix %q", live, k.Prefix)
 	}
-	short, _, err := f.s.CreateAPIKey(ctx, f.clock.Now().Add(time.Hour))
+	short, _, err := f.s.CreateAPIKey(ctx, APIKeyRequest{Expiry: f.clock.Now().Add(time.Hour)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	revoked, rk, err := f.s.CreateAPIKey(ctx, time.Time{})
+	revoked, rk, err := f.s.CreateAPIKey(ctx, APIKeyRequest{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -85,7 +85,7 @@ func TestAPIKeys(t *testing.T) {
 	if err := f.s.RevokeAPIKey(ctx, "nonsense"); !errors.Is(err, ErrInvalid) {
 		t.Fatalf("revoke nonsense = %v, want ErrInvalid", err)
 	}
-	if _, _, err := f.s.CreateAPIKey(ctx, f.clock.Now().Add(-time.Second)); !errors.Is(err, ErrInvalid) {
+	if _, _, err := f.s.CreateAPIKey(ctx, APIKeyRequest{Expiry: f.clock.Now().Add(-time.Second)}); !errors.Is(err, ErrInvalid) {
 		t.Fatalf("past expiry = %v, want ErrInvalid", err)
 	}
 }

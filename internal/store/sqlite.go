@@ -151,6 +151,24 @@ var migrations = []string{
 		revoked_at BIGINT NOT NULL DEFAULT 0,
 		last_used  BIGINT NOT NULL DEFAULT 0
 	);`,
+	// 5: permission levels and the audit log. A user is an admin or a
+	// member (an ordinary user, who sees and changes only their own
+	// nodes); an API key acts for its user, or, with no user (keys made
+	// before version 5), for the server's administrator. audit_log keeps
+	// every change made through the admin API: who (user, or '' for the
+	// server's administrator), with which credential, from where, what.
+	`ALTER TABLE users ADD COLUMN role TEXT NOT NULL DEFAULT 'member';
+	ALTER TABLE api_keys ADD COLUMN user_id BIGINT REFERENCES users(id) ON DELETE CASCADE;
+	CREATE TABLE audit_log (
+		id         INTEGER PRIMARY KEY AUTOINCREMENT,
+		at         BIGINT NOT NULL,
+		actor      TEXT NOT NULL,
+		credential TEXT NOT NULL,
+		remote     TEXT NOT NULL,
+		action     TEXT NOT NULL,
+		target     TEXT NOT NULL,
+		detail     TEXT NOT NULL
+	);`,
 }
 
 // init applies pending migrations and loads (or makes) the settings.

@@ -56,10 +56,21 @@ type UserID int64
 
 // User is a person (or team) who owns nodes and pre-auth keys.
 type User struct {
-	ID        UserID    `json:"id"`
-	Name      string    `json:"name"`
+	ID   UserID `json:"id"`
+	Name string `json:"name"`
+	// Role is RoleAdmin or RoleMember; it decides what the user's API
+	// keys and console sessions may see and change.
+	Role      string    `json:"role"`
 	CreatedAt time.Time `json:"created_at"`
 }
+
+// Roles of users. An admin administers the whole tailnet; a member (an
+// ordinary user) sees and changes only their own nodes and pre-auth keys.
+// New users are members.
+const (
+	RoleAdmin  = "admin"
+	RoleMember = "member"
+)
 
 // AuthKey describes a pre-auth key. The secret itself is never stored or
 // returned after creation; only its SHA-256 and a public Prefix, which is
@@ -191,6 +202,11 @@ type Store interface {
 	// first. Tagged nodes registered with the user's keys belong to no
 	// user and are kept.
 	DeleteUser(ctx context.Context, name string) error
+	// GetUser returns one user by name (ErrNotFound).
+	GetUser(ctx context.Context, name string) (User, error)
+	// SetUserRole makes a user RoleAdmin or RoleMember (ErrInvalid for
+	// another role, ErrNotFound for an unknown user).
+	SetUserRole(ctx context.Context, name, role string) (User, error)
 
 	// CreateAuthKey makes a new pre-auth key and returns its secret, which
 	// is shown this once and never again.
@@ -267,8 +283,9 @@ type Store interface {
 	SetDNSSettings(ctx context.Context, source []byte) error
 
 	// CreateAPIKey makes a new API key for the REST API and returns its
-	// secret, shown this once and never again. A zero expiry means never.
-	CreateAPIKey(ctx context.Context, expiry time.Time) (secret string, k APIKey, err error)
+	// secret, shown this once and never again. The key acts for req.User
+	// (which must exist), or for the server's administrator when empty.
+	CreateAPIKey(ctx context.Context, req APIKeyRequest) (secret string, k APIKey, err error)
 	// ListAPIKeys lists every API key, revoked ones too, oldest first.
 	ListAPIKeys(ctx context.Context) ([]APIKey, error)
 	// RevokeAPIKey makes a key unusable for good. id is the key's Prefix
@@ -279,6 +296,12 @@ type Store interface {
 	// (unknown, wrong secret, expired or revoked: callers must not tell
 	// them apart to the client).
 	CheckAPIKey(ctx context.Context, full string) (APIKey, error)
+
+	// AppendAudit records one change in the audit log; At zero means now.
+	AppendAudit(ctx context.Context, e AuditEntry) (AuditEntry, error)
+	// ListAudit lists audit entries newest first, with IDs below
+	// q.Before (0: from the newest), at most q.Limit (0: all).
+	ListAudit(ctx context.Context, q AuditQuery) ([]AuditEntry, error)
 
 	// AddressPrefixes returns the tailnet's IPv4 and IPv6 prefixes:
 	// 100.64.0.0/10 and this store's ULA /48.

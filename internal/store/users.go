@@ -11,15 +11,15 @@ func (s *sqlStore) CreateUser(ctx context.Context, name string) (User, error) {
 	if err := ValidateUserName(name); err != nil {
 		return User{}, fmt.Errorf("store: CreateUser: %w", err)
 	}
-	u := User{Name: name, CreatedAt: fromDB(toDB(s.now()))}
+	u := User{Name: name, Role: RoleMember, CreatedAt: fromDB(toDB(s.now()))}
 	err := s.write(ctx, func(tx *sql.Tx) error {
 		if _, err := userID(ctx, tx, name); err == nil {
 			return fmt.Errorf("%w: user %q", ErrExists, name)
 		} else if !errors.Is(err, ErrNotFound) {
 			return err
 		}
-		return tx.QueryRowContext(ctx, `INSERT INTO users (name, created_at) VALUES (?, ?) RETURNING id`,
-			name, toDB(u.CreatedAt)).Scan(&u.ID)
+		return tx.QueryRowContext(ctx, `INSERT INTO users (name, role, created_at) VALUES (?, ?, ?) RETURNING id`,
+			name, u.Role, toDB(u.CreatedAt)).Scan(&u.ID)
 	})
 	if err != nil {
 		return User{}, fmt.Errorf("store: CreateUser: %w", err)
@@ -30,18 +30,16 @@ func (s *sqlStore) CreateUser(ctx context.Context, name string) (User, error) {
 func (s *sqlStore) ListUsers(ctx context.Context) ([]User, error) {
 	var users []User
 	err := s.read(ctx, func(tx *sql.Tx) error {
-		rows, err := tx.QueryContext(ctx, `SELECT id, name, created_at FROM users ORDER BY name`)
+		rows, err := tx.QueryContext(ctx, `SELECT `+userColumns+` FROM users ORDER BY name`)
 		if err != nil {
 			return err
 		}
 		defer rows.Close()
 		for rows.Next() {
-			var u User
-			var created int64
-			if err := rows.Scan(&u.ID, &u.Name, &created); err != nil {
+			u, err := scanUser(rows)
+			if err != nil {
 				return err
 			}
-			u.CreatedAt = fromDB(created)
 			users = append(users, u)
 		}
 		return rows.Err()
@@ -82,4 +80,49 @@ func userID(ctx context.Context, tx *sql.Tx, name string) (UserID, error) {
 		return 0, fmt.Errorf("%w: no user %q", ErrNotFound, name)
 	}
 	return id, err
+}
+
+const userColumns = `id, name, role, created_at`
+
+func scanUser(sc interface{ Scan(...any) error }) (User, error) {
+	var u User
+	var created int64
+	if err := sc.Scan(&u.ID, &u.Name, &u.Role, &created); err != nil {
+		return User{}, err
+	}
+	u.CreatedAt = fromDB(created)
+	return u, nil
+}
+
+func (s *sqlStore) GetUser(ctx context.Context, name string) (User, error) {
+	u, err := scanUser(s.db.QueryRowContext(ctx, `SELECT `+userColumns+` FROM users WHERE name = ?`, name))
+	if errors.Is(err, sql.ErrNoRows) {
+		return User{}, fmt.Errorf("store: GetUser: %w: no user %q", ErrNotFound, name)
+	}
+	if err != nil {
+		return User{}, fmt.Errorf("store: GetUser: %w", err)
+	}
+	return u, nil
+}
+
+func (s *sqlStore) SetUserRole(ctx context.Context, name, role string) (User, error) {
+	if role != RoleAdmin && role != RoleMember {
+		return User{}, fmt.Errorf("store: SetUserRole: %w: role %q: want %s or %s", ErrInvalid, role, RoleAdmin, RoleMember)
+	}
+	var u User
+	err := s.write(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `UPDATE users SET role = ? WHERE name = ?`, role, name)
+		if err != nil {
+			return err
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return fmt.Errorf("%w: no user %q", ErrNotFound, name)
+		}
+		u, err = scanUser(tx.QueryRowContext(ctx, `SELECT `+userColumns+` FROM users WHERE name = ?`, name))
+		return err
+	})
+	if err != nil {
+		return User{}, fmt.Errorf("store: SetUserRole: %w", err)
+	}
+	return u, nil
 }

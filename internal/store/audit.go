@@ -1,0 +1,100 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"time"
+)
+
+// AuditEntry is one change in the audit log: who made it, with which
+// credential, from where, when, and what.
+type AuditEntry struct {
+	ID int64     `json:"id"`
+	At time.Time `json:"at"`
+	// Actor is the user who made the change; empty means the server's
+	// administrator (the admin socket, or an API key made without a user).
+	Actor string `json:"actor,omitempty"`
+	// Credential says how the actor signed in: "admin socket",
+	// "API key wa…", "console session", "OIDC".
+	Credential string `json:"credential"`
+	// Remote is the client's address ("local" for the admin socket).
+	Remote string `json:"remote"`
+	// Action names the change, such as "node.rename" or "policy.set".
+	Action string `json:"action"`
+	// Target is what was changed, such as "node busan".
+	Target string `json:"target,omitempty"`
+	// Detail is the request, shortened; never a secret.
+	Detail string `json:"detail,omitempty"`
+}
+
+// AuditQuery pages through the audit log, newest first.
+type AuditQuery struct {
+	Before int64 // only entries with a smaller ID; 0: from the newest
+	Limit  int   // at most this many; 0: all
+}
+
+// maxAuditText bounds each text field of an entry, so a huge request
+// cannot grow the log without limit.
+const maxAuditText = 2048
+
+func clip(s string) string {
+	if len(s) <= maxAuditText {
+		return s
+	}
+	return s[:maxAuditText] + "…"
+}
+
+func (s *sqlStore) AppendAudit(ctx context.Context, e AuditEntry) (AuditEntry, error) {
+	if e.Action == "" {
+		return AuditEntry{}, fmt.Errorf("store: AppendAudit: %w: no action", ErrInvalid)
+	}
+	if e.At.IsZero() {
+		e.At = s.now()
+	}
+	e.At = fromDB(toDB(e.At))
+	e.Actor, e.Credential, e.Remote = clip(e.Actor), clip(e.Credential), clip(e.Remote)
+	e.Action, e.Target, e.Detail = clip(e.Action), clip(e.Target), clip(e.Detail)
+	err := s.write(ctx, func(tx *sql.Tx) error {
+		return tx.QueryRowContext(ctx, `INSERT INTO audit_log (at, actor, credential, remote, action, target, detail)
+			VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id`,
+			toDB(e.At), e.Actor, e.Credential, e.Remote, e.Action, e.Target, e.Detail).Scan(&e.ID)
+	})
+	if err != nil {
+		return AuditEntry{}, fmt.Errorf("store: AppendAudit: %w", err)
+	}
+	return e, nil
+}
+
+func (s *sqlStore) ListAudit(ctx context.Context, q AuditQuery) ([]AuditEntry, error) {
+	query := `SELECT id, at, actor, credential, remote, action, target, detail FROM audit_log`
+	var args []any
+	if q.Before > 0 {
+		query += ` WHERE id < ?`
+		args = append(args, q.Before)
+	}
+	query += ` ORDER BY id DESC`
+	if q.Limit > 0 {
+		query += ` LIMIT ?`
+		args = append(args, q.Limit)
+	}
+	rows, err := s.db.QueryContext(ctx, query, args...)
+	if err != nil {
+		return nil, fmt.Errorf("store: ListAudit: %w", err)
+	}
+	defer rows.Close()
+	var out []AuditEntry
+	for rows.Next() {
+		var e AuditEntry
+		var at int64
+		if err := rows.Scan(&e.ID, &at, &e.Actor, &e.Credential, &e.Remote, &e.Action, &e.Target, &e.Detail); err != nil {
+			return nil, fmt.Errorf("store: ListAudit: %w", err)
+		}
+		e.At = fromDB(at)
+		out = append(out, e)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("store: ListAudit: %w", err)
+	}
+	return out, nil
+}

@@ -1,0 +1,91 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestRolesAndKeyOwners: users start as members, can be made admins, and
+// an API key made for a user reads back as that user's after a reopen;
+// deleting the user deletes their keys.
+func TestRolesAndKeyOwners(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t)
+	f.user("alice")
+	u, err := f.s.GetUser(ctx, "alice")
+	if err != nil || u.Role != RoleMember {
+		t.Fatalf("new user: %+v %v; want a member", u, err)
+	}
+	if _, err := f.s.SetUserRole(ctx, "alice", "root"); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("role root: %v; want ErrInvalid", err)
+	}
+	if _, err := f.s.SetUserRole(ctx, "nobody", RoleAdmin); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("unknown user: %v; want ErrNotFound", err)
+	}
+	if u, err = f.s.SetUserRole(ctx, "alice", RoleAdmin); err != nil || u.Role != RoleAdmin {
+		t.Fatalf("SetUserRole: %+v %v", u, err)
+	}
+	if _, _, err := f.s.CreateAPIKey(ctx, APIKeyRequest{User: "nobody"}); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("key for an unknown user: %v; want ErrNotFound", err)
+	}
+	full, _, err := f.s.CreateAPIKey(ctx, APIKeyRequest{User: "alice"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	admin, _, err := f.s.CreateAPIKey(ctx, APIKeyRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.reopen()
+	if u, _ := f.s.GetUser(ctx, "alice"); u.Role != RoleAdmin {
+		t.Fatalf("role after reopen: %q", u.Role)
+	}
+	if k, err := f.s.CheckAPIKey(ctx, full); err != nil || k.User != "alice" {
+		t.Fatalf("alice's key: %+v %v", k, err)
+	}
+	if k, err := f.s.CheckAPIKey(ctx, admin); err != nil || k.User != "" {
+		t.Fatalf("administrator's key: %+v %v", k, err)
+	}
+	if err := f.s.DeleteUser(ctx, "alice"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.s.CheckAPIKey(ctx, full); !errors.Is(err, ErrAPIKeyInvalid) {
+		t.Fatalf("key of a deleted user: %v; want ErrAPIKeyInvalid", err)
+	}
+}
+
+// TestAuditLog: entries survive a reopen, list newest first, page with
+// Before and Limit, and oversized fields are clipped.
+func TestAuditLog(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t)
+	if _, err := f.s.AppendAudit(ctx, AuditEntry{}); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("entry without action: %v", err)
+	}
+	for i, a := range []string{"user.create", "node.rename", "policy.set"} {
+		e, err := f.s.AppendAudit(ctx, AuditEntry{Actor: "alice", Credential: "API key wa1", Remote: "192.0.2.1:5",
+			Action: a, Target: "x", Detail: strings.Repeat("d", 3000*i)})
+		if err != nil || e.ID == 0 || e.At.IsZero() {
+			t.Fatalf("append: %+v %v", e, err)
+		}
+		f.clock.Advance(time.Second)
+	}
+	f.reopen()
+	all, err := f.s.ListAudit(ctx, AuditQuery{})
+	if err != nil || len(all) != 3 || all[0].Action != "policy.set" || all[2].Action != "user.create" {
+		t.Fatalf("list: %+v %v", all, err)
+	}
+	if all[2].Actor != "alice" || all[2].Remote != "192.0.2.1:5" || all[2].Credential != "API key wa1" || !all[2].At.Before(all[0].At) {
+		t.Fatalf("fields lost: %+v", all[2])
+	}
+	if len(all[0].Detail) > maxAuditText+len("…") {
+		t.Fatalf("detail not clipped: %d bytes", len(all[0].Detail))
+	}
+	page, err := f.s.ListAudit(ctx, AuditQuery{Before: all[0].ID, Limit: 1})
+	if err != nil || len(page) != 1 || page[0].ID != all[1].ID {
+		t.Fatalf("page: %+v %v", page, err)
+	}
+}
