@@ -82,7 +82,7 @@ func TestOpenAPIMatchesRoutes(t *testing.T) {
 		"RoutesRequest": &adminapi.RoutesRequest{}, "TagsRequest": &adminapi.TagsRequest{},
 		"PolicyRequest": &adminapi.PolicyRequest{}, "PolicyReply": &adminapi.PolicyReply{},
 		"PolicyVersion": &store.PolicyVersion{}, "DNSRequest": &adminapi.DNSRequest{}, "DNSReply": &adminapi.DNSReply{},
-		"HealthReply": &adminapi.HealthReply{}, "AuditEntry": &store.AuditEntry{},
+		"HealthReply": &adminapi.HealthReply{}, "SamplesReply": &adminapi.SamplesReply{}, "AuditEntry": &store.AuditEntry{},
 	}
 	for name, v := range types {
 		s, ok := d.Components.Schemas[name]
