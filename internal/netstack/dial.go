@@ -123,8 +123,7 @@ func (s *Stack) Dial(ctx context.Context, network string, dst netip.AddrPort) (n
 // ICMP echo request to an address that is not the node's own never does:
 // the stack would answer it itself (promiscuous mode), telling the peer
 // that any host it pings is up. Where this node forwards (exit node,
-// subnet route) an IPv4 ping is forwarded from the host instead
-// (echo.go); other echo requests are dropped.
+// subnet route) a ping is forwarded from the host instead (echo.go).
 func (s *Stack) admit(pkt []byte) bool {
 	var dst netip.Addr
 	var echo bool
@@ -156,9 +155,7 @@ func (s *Stack) admit(pkt []byte) bool {
 	case toLocalhost:
 		return true
 	case toHost:
-		if dst.Is4() {
-			s.forwardEcho(pkt)
-		}
+		s.forwardEcho(pkt)
 	}
 	return false
 }

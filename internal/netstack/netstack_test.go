@@ -344,3 +344,73 @@ func TestAdmit(t *testing.T) {
 		t.Error("a truncated packet was admitted")
 	}
 }
+
+func echoRequest6(src, dst netip.Addr, id, seq uint16, payload string) []byte {
+	pkt := make([]byte, header.IPv6MinimumSize+header.ICMPv6EchoMinimumSize+len(payload))
+	s, d := tcpip.AddrFrom16(src.As16()), tcpip.AddrFrom16(dst.As16())
+	header.IPv6(pkt).Encode(&header.IPv6Fields{
+		PayloadLength:     uint16(len(pkt) - header.IPv6MinimumSize),
+		TransportProtocol: header.ICMPv6ProtocolNumber, HopLimit: 64, SrcAddr: s, DstAddr: d,
+	})
+	ic := header.ICMPv6(pkt[header.IPv6MinimumSize:])
+	ic.SetType(header.ICMPv6EchoRequest)
+	ic.SetIdent(id)
+	ic.SetSequence(seq)
+	copy(ic[header.ICMPv6EchoMinimumSize:], payload)
+	ic.SetChecksum(header.ICMPv6Checksum(header.ICMPv6ChecksumParams{Header: ic, Src: s, Dst: d}))
+	return pkt
+}
+
+// TestEcho6ThroughExitNode: an IPv6 ping through a userspace exit node is
+// answered only when the host really answered it, with a reply whose
+// ICMPv6 checksum (over the pseudo-header) is valid.
+func TestEcho6ThroughExitNode(t *testing.T) {
+	me6 := netip.MustParsePrefix("fd7a:115c:a1e0::2/128")
+	peer6 := netip.MustParseAddr("fd7a:115c:a1e0::1")
+	web6 := netip.MustParseAddr("2001:db8::7")
+	down6 := netip.MustParseAddr("2001:db8::99")
+	s, err := New(Options{Pinger: fakePinger{up: web6}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.TUN().Close()
+	out := make(chan []byte, 4)
+	go func() {
+		bufs, sizes := [][]byte{make([]byte, 2000)}, []int{0}
+		for {
+			if _, err := s.TUN().Read(bufs, sizes, 0); err != nil {
+				close(out)
+				return
+			}
+			out <- append([]byte(nil), bufs[0][:sizes[0]]...)
+		}
+	}()
+	s.Apply(osnet.Config{Addresses: []netip.Prefix{addrB, me6}, TailnetRoutes: []netip.Prefix{tailnet.V4Range, netip.MustParsePrefix("fd7a:115c:a1e0::/48")}, AdvertiseExitNode: true})
+	s.TUN().Write([][]byte{echoRequest6(peer6, down6, 9, 1, "to a host that is down")}, 0)
+	s.TUN().Write([][]byte{echoRequest6(peer6, web6, 9, 2, "hello web6")}, 0)
+	select {
+	case pkt, ok := <-out:
+		if !ok {
+			t.Fatal("TUN closed")
+		}
+		ip := header.IPv6(pkt)
+		ic := header.ICMPv6(ip.Payload())
+		src, _ := netip.AddrFromSlice(ip.SourceAddressSlice())
+		dst, _ := netip.AddrFromSlice(ip.DestinationAddressSlice())
+		if src != web6 || dst != peer6 || ic.Type() != header.ICMPv6EchoReply || ic.Ident() != 9 || ic.Sequence() != 2 ||
+			string(ic[header.ICMPv6EchoMinimumSize:]) != "hello web6" {
+			t.Errorf("reply %s -> %s type %d id %d seq %d %q; want web6's reply to seq 2", src, dst, ic.Type(), ic.Ident(), ic.Sequence(), ic[header.ICMPv6EchoMinimumSize:])
+		}
+		want := header.ICMPv6Checksum(header.ICMPv6ChecksumParams{Header: ic, Src: ip.SourceAddress(), Dst: ip.DestinationAddress()})
+		if ic.Checksum() != want {
+			t.Errorf("reply checksum %#x, want %#x", ic.Checksum(), want)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no IPv6 echo reply from the exit node")
+	}
+	select {
+	case pkt := <-out:
+		t.Errorf("a second packet came out: %x", pkt)
+	case <-time.After(300 * time.Millisecond):
+	}
+}
