@@ -128,11 +128,13 @@ func runServer(ctx context.Context, g *globals, o serverOptions) error {
 		return fmt.Errorf("server: admin socket: %w", err)
 	}
 	// The web console at /admin/ (docs/console.md); the root sends
-	// browsers there.
-	cons := &console.Server{Store: st, BaseURL: o.serverURL, Online: ctrl.Online, Logger: log.With("sub", "console")}
+	// browsers there. It reads and changes the tailnet through the
+	// admin API, called in process.
+	cons := &console.Server{BaseURL: o.serverURL, Logger: log.With("sub", "console")}
+	admin := &adminapi.Server{Store: st, Notifier: ctrl, Online: ctrl.Online, Health: health, Console: cons, Logger: log.With("sub", "admin")}
+	cons.API = admin.Handler()
 	mux.Handle(console.Prefix, cons)
 	mux.HandleFunc("GET /{$}", console.RedirectRoot)
-	admin := &adminapi.Server{Store: st, Notifier: ctrl, Online: ctrl.Online, Health: health, Console: cons, Logger: log.With("sub", "admin")}
 	// The REST API is the admin API behind API keys (docs/api.md).
 	mux.Handle("/api/", &restapi.Handler{Store: st, Admin: admin.APIHandler(), Logger: log.With("sub", "api")})
 	hs := newHTTPServer(mux, log)

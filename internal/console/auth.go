@@ -78,24 +78,47 @@ func (s *Server) NewLoginLink() (string, time.Time, error) {
 	return strings.TrimSuffix(s.BaseURL, "/") + Prefix + "login?token=" + url.QueryEscape(tok), exp, nil
 }
 
+// loginPage shows the sign-in button of a login link. Opening the link
+// does not spend it: mail and chat scanners fetch links ahead of people,
+// and a GET that signed in would let them burn the link (or, worse, a page
+// on another site could sign a browser in to someone else's session).
+// The button posts the token back from the console's own origin.
+func (s *Server) loginPage(w http.ResponseWriter, r *http.Request) {
+	tok := r.URL.Query().Get("token")
+	if tok == "" {
+		s.page(w, r, http.StatusUnauthorized, "message", &pageData{Title: "Sign in", Message: signInHint})
+		return
+	}
+	s.page(w, r, http.StatusOK, "login", &pageData{Title: "Sign in", Data: tok})
+}
+
+// signInHint is what a browser without a session is told.
+const signInHint = "Sign in with a one-time link: run `weft admin console-link` on the server's machine and open the link it prints."
+
 // login spends a login link and starts a session.
 func (s *Server) login(w http.ResponseWriter, r *http.Request) {
+	r.Body = http.MaxBytesReader(w, r.Body, 4096)
+	if !sameOrigin(r) {
+		s.page(w, r, http.StatusForbidden, "message", &pageData{Title: "Refused",
+			Message: "This sign-in did not come from the console's own page; nothing was changed."})
+		return
+	}
 	now := s.now()
-	h := hashToken(r.URL.Query().Get("token"))
+	h := hashToken(r.PostFormValue("token"))
 	a := &s.auth
 	a.mu.Lock()
 	exp, ok := a.links[h]
 	delete(a.links, h) // single use, also when expired
 	a.mu.Unlock()
 	if !ok || !now.Before(exp) {
-		s.page(w, r, http.StatusUnauthorized, "message", pageData{Title: "Link not valid",
+		s.page(w, r, http.StatusUnauthorized, "message", &pageData{Title: "Link not valid",
 			Message: "This login link is unknown, used or expired. Run `weft admin console-link` for a new one."})
 		return
 	}
 	tok, err1 := randomToken()
 	csrf, err2 := randomToken()
 	if err1 != nil || err2 != nil {
-		s.page(w, r, http.StatusInternalServerError, "message", pageData{Title: "Error", Message: "Could not start a session."})
+		s.page(w, r, http.StatusInternalServerError, "message", &pageData{Title: "Error", Message: "Could not start a session."})
 		return
 	}
 	a.mu.Lock()
@@ -109,9 +132,16 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 	}
 	a.sessions[hashToken(tok)] = session{expiry: now.Add(SessionLifetime), csrf: csrf}
 	a.mu.Unlock()
-	http.SetCookie(w, &http.Cookie{Name: cookieName, Value: tok, Path: Prefix, HttpOnly: true,
-		SameSite: http.SameSiteLaxMode, Secure: s.https(r), MaxAge: int(SessionLifetime / time.Second)})
+	http.SetCookie(w, s.cookie(r, tok, int(SessionLifetime/time.Second)))
 	http.Redirect(w, r, Prefix, http.StatusSeeOther)
+}
+
+// cookie is the session cookie: HttpOnly (no script reads it),
+// SameSite=Strict (no other site's page or link makes the browser send
+// it), scoped to the console, Secure over HTTPS. maxAge < 0 deletes it.
+func (s *Server) cookie(r *http.Request, value string, maxAge int) *http.Cookie {
+	return &http.Cookie{Name: cookieName, Value: value, Path: Prefix, HttpOnly: true,
+		SameSite: http.SameSiteStrictMode, Secure: s.https(r), MaxAge: maxAge}
 }
 
 // https reports whether the console is reached over HTTPS, directly or
@@ -136,41 +166,78 @@ func (s *Server) session(r *http.Request) (session, bool) {
 	return sess, true
 }
 
-// checkCSRF accepts a state-changing request only with the session's
-// CSRF token in the form, compared in constant time, and, when the
-// browser says where the request came from, only from this origin.
-func (s *Server) checkCSRF(r *http.Request, sess session) bool {
+// sameOrigin reports whether a state-changing request came from the
+// console's own pages: when the browser names the request's origin
+// (Origin, or Sec-Fetch-Site), it must be this host.
+func sameOrigin(r *http.Request) bool {
 	if o := r.Header.Get("Origin"); o != "" {
 		u, err := url.Parse(o)
 		if err != nil || u.Host != r.Host {
 			return false
 		}
 	}
-	if r.Header.Get("Sec-Fetch-Site") == "cross-site" {
+	switch r.Header.Get("Sec-Fetch-Site") {
+	case "", "same-origin", "none":
+		return true
+	}
+	return false
+}
+
+// checkCSRF accepts a state-changing request only from this origin and
+// with the session's CSRF token in the form, compared in constant time.
+func (s *Server) checkCSRF(r *http.Request, sess session) bool {
+	if !sameOrigin(r) {
 		return false
 	}
 	got := r.PostFormValue("csrf")
 	return got != "" && subtle.ConstantTimeCompare([]byte(got), []byte(sess.csrf)) == 1
 }
 
+// signedIn serves a page only to a live session; anyone else gets the
+// sign-in hint and nothing of the tailnet.
+func (s *Server) signedIn(h func(http.ResponseWriter, *http.Request, session)) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		sess, ok := s.session(r)
+		if !ok {
+			s.page(w, r, http.StatusUnauthorized, "message", &pageData{Title: "Sign in", Message: signInHint})
+			return
+		}
+		h(w, r, sess)
+	}
+}
+
+// maxForm bounds a console form: the largest is a policy or DNS file,
+// which the admin API bounds at 1 MiB too.
+const maxForm = 1 << 20
+
+// changes serves a state-changing POST only to a live session, with the
+// session's CSRF token, from the console's own origin; anything else is
+// refused with nothing changed.
+func (s *Server) changes(h func(http.ResponseWriter, *http.Request, session)) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		r.Body = http.MaxBytesReader(w, r.Body, maxForm)
+		sess, ok := s.session(r)
+		if !ok {
+			s.page(w, r, http.StatusUnauthorized, "message", &pageData{Title: "Sign in", Message: signInHint})
+			return
+		}
+		if !s.checkCSRF(r, sess) {
+			s.page(w, r, http.StatusForbidden, "message", &pageData{Title: "Refused", CSRF: sess.csrf,
+				Message: "This request did not come from the console's own form (CSRF check failed); nothing was changed."})
+			return
+		}
+		h(w, r, sess)
+	}
+}
+
 // logout ends the session (a state change: CSRF-checked).
 func (s *Server) logout(w http.ResponseWriter, r *http.Request) {
-	r.Body = http.MaxBytesReader(w, r.Body, 4096)
-	sess, ok := s.session(r)
-	if !ok {
+	s.changes(func(w http.ResponseWriter, r *http.Request, _ session) {
+		c, _ := r.Cookie(cookieName)
+		s.auth.mu.Lock()
+		delete(s.auth.sessions, hashToken(c.Value))
+		s.auth.mu.Unlock()
+		http.SetCookie(w, s.cookie(r, "", -1))
 		http.Redirect(w, r, Prefix, http.StatusSeeOther)
-		return
-	}
-	if !s.checkCSRF(r, sess) {
-		s.page(w, r, http.StatusForbidden, "message", pageData{Title: "Refused", CSRF: sess.csrf,
-			Message: "This request did not come from the console's own form (CSRF check failed); nothing was changed."})
-		return
-	}
-	c, _ := r.Cookie(cookieName)
-	s.auth.mu.Lock()
-	delete(s.auth.sessions, hashToken(c.Value))
-	s.auth.mu.Unlock()
-	http.SetCookie(w, &http.Cookie{Name: cookieName, Value: "", Path: Prefix, HttpOnly: true,
-		SameSite: http.SameSiteLaxMode, Secure: s.https(r), MaxAge: -1})
-	http.Redirect(w, r, Prefix, http.StatusSeeOther)
+	})(w, r)
 }

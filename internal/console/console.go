@@ -1,15 +1,20 @@
 // Package console is weft's web console, served by weft server at
 // /admin/ on its port: server-rendered pages (html/template, embedded with
-// go:embed, no scripts) behind a session that starts from a one-time login
-// link printed by `weft admin console-link`. It reads the store directly;
-// it changes nothing in the tailnet yet (see docs/console.md).
+// go:embed) behind a session that starts from a one-time login link
+// printed by `weft admin console-link`. Every page reads and changes the
+// tailnet through the admin API (internal/adminapi, called in process), so
+// the console can do nothing that `weft admin` and the REST API do not,
+// and passes the same checks. docs/console.md describes the pages.
 //
 // Every response, errors and redirects included, carries a strict
-// Content-Security-Policy and the other headers of secureHeaders.
+// Content-Security-Policy and the other headers of secureHeaders. The only
+// script is the node page's health plots: the vendored uPlot library and
+// console's own health.js, both served from /admin/static/.
 package console
 
 import (
 	"embed"
+	"errors"
 	"html/template"
 	"io/fs"
 	"log/slog"
@@ -17,18 +22,18 @@ import (
 	"sync"
 	"time"
 
-	"weft/internal/store"
-	"weft/internal/wire"
+	"weft/internal/adminapi"
 )
 
 // Prefix is where the console is mounted on the server's mux.
 const Prefix = "/admin/"
 
-// CSP is the Content-Security-Policy of every console response: nothing
-// but the console's own stylesheet and forms that post back to itself;
-// no scripts at all, no framing, no base-URI games.
-const CSP = "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; " +
-	"frame-ancestors 'none'; base-uri 'none'"
+// CSP is the Content-Security-Policy of every console response: the
+// console's own scripts, stylesheets and JSON only; no inline script or
+// style, forms that post back to the console alone, no framing, no
+// base-URI games.
+const CSP = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; " +
+	"form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
 
 //go:embed templates/*.html
 var templateFS embed.FS
@@ -38,13 +43,12 @@ var staticFS embed.FS
 
 // Server serves the console. Set the fields before the first request.
 type Server struct {
-	// Store is read for the pages; required.
-	Store store.Store
+	// API is the admin API's handler (adminapi.Server.Handler): the
+	// console reads and changes the tailnet only through it. Required.
+	API http.Handler
 	// BaseURL is the server's public URL (weft server --server-url), used
 	// to print login links; required for NewLoginLink.
 	BaseURL string
-	// Online reports whether a node is connected now; nil shows "-".
-	Online func(wire.NodeID) bool
 	// Now returns the current time; nil means time.Now.
 	Now func() time.Time
 	// Logger receives a line per failed page; nil discards.
@@ -53,20 +57,36 @@ type Server struct {
 	initOnce sync.Once
 	tmpl     *template.Template
 	mux      *http.ServeMux
+	api      *adminapi.Client
 	auth     sessions
 }
 
 func (s *Server) init() {
 	s.initOnce.Do(func() {
-		s.tmpl = template.Must(template.New("").Funcs(template.FuncMap{"when": when}).ParseFS(templateFS, "templates/*.html"))
+		s.tmpl = template.Must(template.New("").Funcs(funcs).ParseFS(templateFS, "templates/*.html"))
+		s.api = adminapi.NewHandlerClient(s.API)
 		static, _ := fs.Sub(staticFS, "static")
 		m := http.NewServeMux()
 		m.Handle("GET /admin/static/", http.StripPrefix("/admin/static/", http.FileServerFS(static)))
-		m.HandleFunc("GET /admin/{$}", s.nodesPage)
-		m.HandleFunc("GET /admin/login", s.login)
+		m.HandleFunc("GET /admin/login", s.loginPage)
+		m.HandleFunc("POST /admin/login", s.login)
 		m.HandleFunc("POST /admin/logout", s.logout)
+		m.HandleFunc("GET /admin/{$}", s.signedIn(s.nodesPage))
+		m.HandleFunc("GET /admin/nodes/{node}", s.signedIn(s.nodePage))
+		m.HandleFunc("GET /admin/nodes/{node}/health.json", s.signedIn(s.nodeHealthJSON))
+		m.HandleFunc("POST /admin/nodes/{node}/routes", s.changes(s.nodeRoutes))
+		m.HandleFunc("GET /admin/users", s.signedIn(s.usersPage))
+		m.HandleFunc("POST /admin/users", s.changes(s.createUser))
+		m.HandleFunc("POST /admin/users/{name}/delete", s.changes(s.deleteUser))
+		m.HandleFunc("GET /admin/keys", s.signedIn(s.keysPage))
+		m.HandleFunc("POST /admin/keys", s.changes(s.createKey))
+		m.HandleFunc("POST /admin/keys/{prefix}/expire", s.changes(s.expireKey))
+		m.HandleFunc("GET /admin/policy", s.signedIn(s.policyPage))
+		m.HandleFunc("POST /admin/policy", s.changes(s.savePolicy))
+		m.HandleFunc("GET /admin/dns", s.signedIn(s.dnsPage))
+		m.HandleFunc("POST /admin/dns", s.changes(s.saveDNS))
 		m.HandleFunc("/admin/", func(w http.ResponseWriter, r *http.Request) {
-			s.page(w, r, http.StatusNotFound, "message", pageData{Title: "Not found", Message: "There is no such console page."})
+			s.page(w, r, http.StatusNotFound, "message", &pageData{Title: "Not found", Message: "There is no such console page."})
 		})
 		s.mux = m
 	})
@@ -96,13 +116,14 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // secureHeaders are set on every console response before anything else
 // can write: a strict CSP, no sniffing, no framing, no referrer (so a
 // login link in a URL never leaks to another site), and no caching of
-// pages that show the tailnet.
+// pages that show the tailnet or a new key.
 func secureHeaders(h http.Header) {
 	h.Set("Content-Security-Policy", CSP)
 	h.Set("X-Content-Type-Options", "nosniff")
 	h.Set("X-Frame-Options", "DENY")
 	h.Set("Referrer-Policy", "no-referrer")
 	h.Set("Cache-Control", "no-store")
+	h.Set("Cross-Origin-Opener-Policy", "same-origin")
 }
 
 // RedirectRoot sends the server's root to the console, for people who
@@ -112,21 +133,20 @@ func RedirectRoot(w http.ResponseWriter, r *http.Request) {
 	http.Redirect(w, r, Prefix, http.StatusFound)
 }
 
-// pageData is what every template gets.
+// pageData is what every template gets: the layout's part here, the
+// page's own in Data.
 type pageData struct {
 	Title   string
-	Message string
+	Nav     string // which menu entry is current
+	Message string // a message page's text, or a notice above a page
+	Error   string // a refusal shown above a page
 	CSRF    string // the session's CSRF token; empty when signed out
-	Nodes   []nodeRow
+	Scripts []string
+	Data    any
 }
 
-// nodeRow is one line of the nodes page.
-type nodeRow struct {
-	Name, User, Tags, IPv4, IPv6, OS, Online, Routes string
-	LastSeen, KeyExpiry                              time.Time
-}
-
-func (s *Server) page(w http.ResponseWriter, r *http.Request, status int, name string, d pageData) {
+// page renders template name with d at status.
+func (s *Server) page(w http.ResponseWriter, r *http.Request, status int, name string, d *pageData) {
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	w.WriteHeader(status)
 	if err := s.tmpl.ExecuteTemplate(w, name+".html", d); err != nil {
@@ -134,9 +154,51 @@ func (s *Server) page(w http.ResponseWriter, r *http.Request, status int, name s
 	}
 }
 
+// apiFailure shows an error the admin API returned: its status and its
+// message for people when it refused the request, a pointer to the log
+// when it failed.
+func (s *Server) apiFailure(w http.ResponseWriter, r *http.Request, sess session, err error) {
+	status, msg := apiError(err)
+	if status >= 500 {
+		s.logger().Error("console: admin API", "path", r.URL.Path, "err", err)
+	}
+	s.page(w, r, status, "message", &pageData{Title: http.StatusText(status), CSRF: sess.csrf, Message: msg})
+}
+
+// apiError maps an admin API error to a status and a message to show.
+func apiError(err error) (int, string) {
+	var ae *adminapi.Error
+	if errors.As(err, &ae) && ae.Status >= 400 && ae.Status < 500 {
+		return ae.Status, ae.Message
+	}
+	return http.StatusInternalServerError, "The server failed; its log has the details."
+}
+
+var funcs = template.FuncMap{
+	"when": when,
+	"ago":  ago,
+}
+
 func when(t time.Time) string {
 	if t.IsZero() {
 		return "never"
 	}
 	return t.UTC().Format("2006-01-02 15:04 UTC")
+}
+
+// ago says how long before now t was, coarsely, for the nodes table.
+func ago(now, t time.Time) string {
+	if t.IsZero() {
+		return "never"
+	}
+	d := now.Sub(t)
+	switch {
+	case d < time.Minute:
+		return "just now"
+	case d < time.Hour:
+		return d.Truncate(time.Minute).String() + " ago"
+	case d < 48*time.Hour:
+		return d.Truncate(time.Hour).String() + " ago"
+	}
+	return when(t)
 }

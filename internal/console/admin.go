@@ -1,0 +1,242 @@
+package console
+
+import (
+	"net/http"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"weft/internal/adminapi"
+	"weft/internal/store"
+)
+
+// Notices shown after a change, by the ?done= of the redirect that
+// follows it. Only these fixed texts can appear: a link cannot make the
+// console say anything else.
+var notices = map[string]string{
+	"user-created": "User created.",
+	"user-deleted": "User deleted.",
+	"key-expired":  "Key revoked: it can no longer register a node.",
+	"policy-saved": "Policy saved: its checks and tests passed, and nodes receive it now.",
+	"dns-saved":    "DNS settings saved: nodes receive them now.",
+}
+
+// done redirects to page with the notice for what was done.
+func done(w http.ResponseWriter, r *http.Request, page, what string) {
+	http.Redirect(w, r, Prefix+page+"?done="+what, http.StatusSeeOther)
+}
+
+type usersView struct{ Users []store.User }
+
+func (s *Server) usersPage(w http.ResponseWriter, r *http.Request, sess session) {
+	s.renderUsers(w, r, sess, http.StatusOK, "")
+}
+
+func (s *Server) renderUsers(w http.ResponseWriter, r *http.Request, sess session, status int, refusal string) {
+	us, err := s.api.ListUsers(r.Context())
+	if err != nil {
+		s.apiFailure(w, r, sess, err)
+		return
+	}
+	s.page(w, r, status, "users", &pageData{Title: "Users", Nav: "users", CSRF: sess.csrf,
+		Message: notices[r.URL.Query().Get("done")], Error: refusal, Data: usersView{Users: us}})
+}
+
+func (s *Server) createUser(w http.ResponseWriter, r *http.Request, sess session) {
+	if _, err := s.api.CreateUser(r.Context(), strings.TrimSpace(r.PostFormValue("name"))); err != nil {
+		status, msg := apiError(err)
+		s.renderUsers(w, r, sess, status, msg)
+		return
+	}
+	done(w, r, "users", "user-created")
+}
+
+func (s *Server) deleteUser(w http.ResponseWriter, r *http.Request, sess session) {
+	if err := s.api.DeleteUser(r.Context(), r.PathValue("name")); err != nil {
+		status, msg := apiError(err)
+		s.renderUsers(w, r, sess, status, msg)
+		return
+	}
+	done(w, r, "users", "user-deleted")
+}
+
+// keysView is the pre-auth keys page. NewKey is set only in the reply to
+// the POST that made it: the one time the secret is shown.
+type keysView struct {
+	Now    time.Time
+	Keys   []store.AuthKey
+	Users  []store.User
+	NewKey *adminapi.KeyReply
+}
+
+func (s *Server) keysPage(w http.ResponseWriter, r *http.Request, sess session) {
+	s.renderKeys(w, r, sess, http.StatusOK, nil, "")
+}
+
+func (s *Server) renderKeys(w http.ResponseWriter, r *http.Request, sess session, status int, nk *adminapi.KeyReply, refusal string) {
+	ks, err := s.api.ListKeys(r.Context(), "")
+	if err != nil {
+		s.apiFailure(w, r, sess, err)
+		return
+	}
+	us, err := s.api.ListUsers(r.Context())
+	if err != nil {
+		s.apiFailure(w, r, sess, err)
+		return
+	}
+	s.page(w, r, status, "keys", &pageData{Title: "Pre-auth keys", Nav: "keys", CSRF: sess.csrf,
+		Message: notices[r.URL.Query().Get("done")], Error: refusal,
+		Data: keysView{Now: s.now(), Keys: ks, Users: us, NewKey: nk}})
+}
+
+// createKey makes a pre-auth key and shows its secret in this reply only:
+// the page is not cached (Cache-Control: no-store), the list shows only
+// prefixes, and reloading the page makes no second showing of it.
+func (s *Server) createKey(w http.ResponseWriter, r *http.Request, sess session) {
+	req := adminapi.KeyRequest{
+		User:      r.PostFormValue("user"),
+		Reusable:  r.PostFormValue("reusable") == "on",
+		Ephemeral: r.PostFormValue("ephemeral") == "on",
+		Expiry:    strings.TrimSpace(r.PostFormValue("expiry")),
+	}
+	for _, t := range strings.FieldsFunc(r.PostFormValue("tags"), func(c rune) bool { return c == ',' || c == ' ' }) {
+		req.Tags = append(req.Tags, t)
+	}
+	nk, err := s.api.CreateKey(r.Context(), req)
+	if err != nil {
+		status, msg := apiError(err)
+		s.renderKeys(w, r, sess, status, nil, msg)
+		return
+	}
+	s.renderKeys(w, r, sess, http.StatusCreated, &nk, "")
+}
+
+func (s *Server) expireKey(w http.ResponseWriter, r *http.Request, sess session) {
+	if err := s.api.ExpireKey(r.Context(), r.PathValue("prefix")); err != nil {
+		status, msg := apiError(err)
+		s.renderKeys(w, r, sess, status, nil, msg)
+		return
+	}
+	done(w, r, "keys", "key-expired")
+}
+
+// policyView is the policy editor: the text, its numbered lines with the
+// ones an error names marked, and the errors.
+type policyView struct {
+	Version int64
+	Body    string
+	Lines   []policyLine
+	Errors  []string
+	Checked bool // the text passed the checks (a check without saving)
+}
+
+type policyLine struct {
+	N    int
+	Text string
+	Bad  bool
+}
+
+func (s *Server) policyPage(w http.ResponseWriter, r *http.Request, sess session) {
+	pr, err := s.api.GetPolicy(r.Context(), 0)
+	if err != nil {
+		s.apiFailure(w, r, sess, err)
+		return
+	}
+	s.page(w, r, http.StatusOK, "policy", &pageData{Title: "Policy", Nav: "policy", CSRF: sess.csrf,
+		Message: notices[r.URL.Query().Get("done")], Data: policyView{Version: pr.Version, Body: pr.Body}})
+}
+
+// savePolicy checks the posted policy (its syntax, its references to
+// users and nodes, and its tests) and saves it when action=save and it
+// passes. A refused policy is shown again with the lines its errors name
+// marked; nothing changes.
+func (s *Server) savePolicy(w http.ResponseWriter, r *http.Request, sess session) {
+	body := strings.ReplaceAll(r.PostFormValue("body"), "\r\n", "\n")
+	save := r.PostFormValue("action") == "save"
+	var err error
+	if save {
+		_, err = s.api.SetPolicy(r.Context(), []byte(body))
+	} else {
+		err = s.api.CheckPolicy(r.Context(), []byte(body))
+	}
+	if err == nil && save {
+		done(w, r, "policy", "policy-saved")
+		return
+	}
+	v := policyView{Body: body, Checked: err == nil}
+	status := http.StatusOK
+	if err != nil {
+		var msg string
+		status, msg = apiError(err)
+		v.Errors = errorLines(msg)
+		v.Lines = numberLines(body, badLines(msg))
+	}
+	if pr, gerr := s.api.GetPolicy(r.Context(), 0); gerr == nil {
+		v.Version = pr.Version
+	}
+	s.page(w, r, status, "policy", &pageData{Title: "Policy", Nav: "policy", CSRF: sess.csrf, Data: v})
+}
+
+// lineRef finds "line L, column C" in the policy's error messages.
+var lineRef = regexp.MustCompile(`line (\d+), column (\d+)`)
+
+// badLines are the lines the error message names.
+func badLines(msg string) map[int]bool {
+	bad := map[int]bool{}
+	for _, m := range lineRef.FindAllStringSubmatch(msg, -1) {
+		if n, err := strconv.Atoi(m[1]); err == nil {
+			bad[n] = true
+		}
+	}
+	return bad
+}
+
+func errorLines(msg string) []string {
+	var out []string
+	for _, l := range strings.Split(msg, "\n") {
+		if l = strings.TrimSpace(l); l != "" {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
+func numberLines(body string, bad map[int]bool) []policyLine {
+	lines := strings.Split(body, "\n")
+	out := make([]policyLine, len(lines))
+	for i, l := range lines {
+		out[i] = policyLine{N: i + 1, Text: l, Bad: bad[i+1]}
+	}
+	return out
+}
+
+type dnsView struct {
+	DNS    adminapi.DNSReply
+	Source string // the text in the editor
+}
+
+func (s *Server) dnsPage(w http.ResponseWriter, r *http.Request, sess session) {
+	d, err := s.api.DNS(r.Context())
+	if err != nil {
+		s.apiFailure(w, r, sess, err)
+		return
+	}
+	s.page(w, r, http.StatusOK, "dns", &pageData{Title: "DNS", Nav: "dns", CSRF: sess.csrf,
+		Message: notices[r.URL.Query().Get("done")], Data: dnsView{DNS: d, Source: d.Source}})
+}
+
+// saveDNS sets the DNS settings file; the admin API refuses one that does
+// not validate and keeps the old settings, and the editor shows the
+// posted text again with the reason.
+func (s *Server) saveDNS(w http.ResponseWriter, r *http.Request, sess session) {
+	src := strings.ReplaceAll(r.PostFormValue("source"), "\r\n", "\n")
+	if _, err := s.api.SetDNS(r.Context(), []byte(src)); err != nil {
+		status, msg := apiError(err)
+		d, _ := s.api.DNS(r.Context())
+		s.page(w, r, status, "dns", &pageData{Title: "DNS", Nav: "dns", CSRF: sess.csrf, Error: msg,
+			Data: dnsView{DNS: d, Source: src}})
+		return
+	}
+	done(w, r, "dns", "dns-saved")
+}

@@ -1,0 +1,290 @@
+package console
+
+import (
+	"cmp"
+	"fmt"
+	"net/http"
+	"net/netip"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"weft/internal/adminapi"
+	"weft/internal/tailnet"
+)
+
+// PageSize is how many nodes one page of the nodes table shows. The
+// table is cut server-side, so a 10,000-node tailnet renders as fast as
+// a small one.
+const PageSize = 100
+
+// nodeRow is one line of the nodes table.
+type nodeRow struct {
+	ID                                   string
+	Name, Owner, IPv4, IPv6, OS, Version string
+	Online                               string // "online", "offline" or "-"
+	Path                                 string // how the node reaches the tailnet
+	Exit                                 bool   // an approved exit node
+	Routes                               string // subnet routes in effect
+	Pending                              int    // advertised routes awaiting approval
+	LastSeen, KeyExpiry                  time.Time
+	Expired                              bool
+}
+
+// nodesView is the nodes page: one page of the filtered, sorted table.
+type nodesView struct {
+	Now              time.Time
+	Query, Sort      string
+	Desc             bool
+	Rows             []nodeRow
+	Total, Matched   int
+	Page, Pages      int
+	PrevURL, NextURL string
+	SortURLs         map[string]string
+}
+
+// sortKeys are the columns the nodes table sorts by.
+var sortKeys = map[string]func(a, b *nodeRow) int{
+	"name":      func(a, b *nodeRow) int { return strings.Compare(a.Name, b.Name) },
+	"owner":     func(a, b *nodeRow) int { return strings.Compare(a.Owner, b.Owner) },
+	"state":     func(a, b *nodeRow) int { return strings.Compare(a.Online, b.Online) },
+	"os":        func(a, b *nodeRow) int { return strings.Compare(a.OS, b.OS) },
+	"version":   func(a, b *nodeRow) int { return strings.Compare(a.Version, b.Version) },
+	"lastseen":  func(a, b *nodeRow) int { return a.LastSeen.Compare(b.LastSeen) },
+	"keyexpiry": func(a, b *nodeRow) int { return a.KeyExpiry.Compare(b.KeyExpiry) },
+}
+
+// nodesPage is the console's home: the nodes table, searched by ?q=
+// (a substring of name, owner, address, OS or version), sorted by ?sort=
+// (&desc=1), one PageSize page at ?page=.
+func (s *Server) nodesPage(w http.ResponseWriter, r *http.Request, sess session) {
+	nodes, err := s.api.ListNodes(r.Context())
+	if err != nil {
+		s.apiFailure(w, r, sess, err)
+		return
+	}
+	q := r.URL.Query()
+	v := nodesView{Now: s.now(), Query: strings.TrimSpace(q.Get("q")), Sort: q.Get("sort"), Desc: q.Get("desc") == "1", Total: len(nodes)}
+	if sortKeys[v.Sort] == nil {
+		v.Sort = "name"
+	}
+	rows := make([]nodeRow, 0, len(nodes))
+	needle := strings.ToLower(v.Query)
+	for i := range nodes {
+		row := makeNodeRow(&nodes[i], v.Now)
+		if needle == "" || row.matches(needle) {
+			rows = append(rows, row)
+		}
+	}
+	by := sortKeys[v.Sort]
+	slices.SortStableFunc(rows, func(a, b nodeRow) int {
+		c := by(&a, &b)
+		if v.Desc {
+			c = -c
+		}
+		return cmp.Or(c, strings.Compare(a.Name, b.Name))
+	})
+	v.Matched = len(rows)
+	v.Pages = max(1, (len(rows)+PageSize-1)/PageSize)
+	v.Page, _ = strconv.Atoi(q.Get("page"))
+	v.Page = min(max(v.Page, 1), v.Pages)
+	lo := (v.Page - 1) * PageSize
+	v.Rows = rows[lo:min(lo+PageSize, len(rows))]
+	v.links()
+	s.page(w, r, http.StatusOK, "nodes", &pageData{Title: "Nodes", Nav: "nodes", CSRF: sess.csrf, Data: v})
+}
+
+// links fills the URLs of the pager and the column headers, keeping the
+// search.
+func (v *nodesView) links() {
+	u := func(sort string, desc bool, page int) string {
+		q := url.Values{}
+		if v.Query != "" {
+			q.Set("q", v.Query)
+		}
+		if sort != "name" {
+			q.Set("sort", sort)
+		}
+		if desc {
+			q.Set("desc", "1")
+		}
+		if page > 1 {
+			q.Set("page", strconv.Itoa(page))
+		}
+		if len(q) == 0 {
+			return Prefix
+		}
+		return Prefix + "?" + q.Encode()
+	}
+	if v.Page > 1 {
+		v.PrevURL = u(v.Sort, v.Desc, v.Page-1)
+	}
+	if v.Page < v.Pages {
+		v.NextURL = u(v.Sort, v.Desc, v.Page+1)
+	}
+	v.SortURLs = map[string]string{}
+	for k := range sortKeys {
+		v.SortURLs[k] = u(k, k == v.Sort && !v.Desc, 1)
+	}
+}
+
+func makeNodeRow(n *adminapi.Node, now time.Time) nodeRow {
+	row := nodeRow{ID: strconv.FormatInt(int64(n.ID), 10), Name: n.Name, Owner: n.User, OS: n.OS,
+		LastSeen: n.LastSeen, KeyExpiry: n.KeyExpiry, Expired: n.KeyExpired(now), Online: "-", Path: pathSummary(n)}
+	if row.Owner == "" {
+		row.Owner = strings.Join(n.Tags, ", ")
+	}
+	if n.IPv4.IsValid() {
+		row.IPv4 = n.IPv4.String()
+	}
+	if n.IPv6.IsValid() {
+		row.IPv6 = n.IPv6.String()
+	}
+	if n.Hostinfo != nil {
+		row.Version = n.Hostinfo.Version
+	}
+	if n.Online != nil {
+		row.Online = map[bool]string{true: "online", false: "offline"}[*n.Online]
+	}
+	var subnets []string
+	for _, p := range n.EnabledRoutes() {
+		if tailnet.IsExitRoute(p) {
+			row.Exit = true
+		} else {
+			subnets = append(subnets, p.String())
+		}
+	}
+	row.Routes = strings.Join(subnets, ", ")
+	exitPending := false
+	for _, p := range n.AdvertisedRoutes {
+		if slices.Contains(n.ApprovedRoutes, p) {
+			continue
+		}
+		if tailnet.IsExitRoute(p) {
+			exitPending = true // the two exit routes are one request
+		} else {
+			row.Pending++
+		}
+	}
+	if exitPending {
+		row.Pending++
+	}
+	return row
+}
+
+func (row *nodeRow) matches(needle string) bool {
+	for _, f := range []string{row.Name, row.Owner, row.IPv4, row.IPv6, row.OS, row.Version} {
+		if strings.Contains(strings.ToLower(f), needle) {
+			return true
+		}
+	}
+	return false
+}
+
+// pathSummary says in a few words how the node reaches the tailnet, from
+// its last network report: whether UDP works (direct paths possible),
+// whether its NAT maps per destination (direct paths hard), and its home
+// relay region.
+func pathSummary(n *adminapi.Node) string {
+	if n.Hostinfo == nil || n.Hostinfo.NetInfo == nil {
+		return "-"
+	}
+	ni := n.Hostinfo.NetInfo
+	var parts []string
+	switch {
+	case !ni.UDP:
+		parts = append(parts, "no UDP: relay only")
+	case ni.MappingVariesByDestIP:
+		parts = append(parts, "UDP, hard NAT")
+	default:
+		parts = append(parts, "UDP, direct")
+	}
+	if ni.PreferredRegion != 0 {
+		r := fmt.Sprintf("relay %d", ni.PreferredRegion)
+		if ms, ok := ni.RegionLatencyMS[ni.PreferredRegion]; ok {
+			r += fmt.Sprintf(" (%d ms)", ms)
+		}
+		parts = append(parts, r)
+	}
+	return strings.Join(parts, "; ")
+}
+
+// routeRow is one route on the node page.
+type routeRow struct {
+	Prefix                     string
+	Exit, Advertised, Approved bool
+	AutoApprovedBy             string
+}
+
+// nodeView is the node page.
+type nodeView struct {
+	Row       nodeRow
+	Node      adminapi.Node
+	Routes    []routeRow
+	Endpoints []string
+}
+
+// nodePage shows one node: its addresses, its routes with approve and
+// reject buttons, and the health plots (drawn by health.js from
+// health.json).
+func (s *Server) nodePage(w http.ResponseWriter, r *http.Request, sess session) {
+	s.renderNode(w, r, sess, http.StatusOK, "", "")
+}
+
+func (s *Server) renderNode(w http.ResponseWriter, r *http.Request, sess session, status int, notice, refusal string) {
+	n, err := s.api.GetNode(r.Context(), r.PathValue("node"))
+	if err != nil {
+		s.apiFailure(w, r, sess, err)
+		return
+	}
+	v := nodeView{Row: makeNodeRow(&n, s.now()), Node: n}
+	for _, e := range n.Endpoints {
+		v.Endpoints = append(v.Endpoints, e.String())
+	}
+	routes, err := s.api.ListRoutes(r.Context())
+	if err != nil {
+		s.apiFailure(w, r, sess, err)
+		return
+	}
+	for _, rt := range routes {
+		if rt.NodeID == n.ID {
+			v.Routes = append(v.Routes, routeRow{Prefix: rt.Prefix.String(), Exit: tailnet.IsExitRoute(rt.Prefix),
+				Advertised: rt.Advertised, Approved: rt.Approved, AutoApprovedBy: rt.AutoApprovedBy})
+		}
+	}
+	s.page(w, r, status, "node", &pageData{Title: n.Name, Nav: "nodes", CSRF: sess.csrf, Message: notice, Error: refusal,
+		Scripts: []string{"vendor/uplot/uPlot.iife.min.js", "health.js"}, Data: v})
+}
+
+// nodeRoutes approves or rejects one route (or both exit routes, for
+// prefix "exit") of the node: POST prefix=P&action=approve|reject.
+func (s *Server) nodeRoutes(w http.ResponseWriter, r *http.Request, sess session) {
+	ref := r.PathValue("node")
+	var prefixes []netip.Prefix
+	if p := r.PostFormValue("prefix"); p == "exit" {
+		prefixes = tailnet.ExitRoutes()
+	} else if pfx, err := netip.ParsePrefix(p); err == nil {
+		prefixes = []netip.Prefix{pfx}
+	} else {
+		s.renderNode(w, r, sess, http.StatusBadRequest, "", fmt.Sprintf("%q is not a route: give a prefix such as 10.0.0.0/24", p))
+		return
+	}
+	var err error
+	switch r.PostFormValue("action") {
+	case "approve":
+		_, err = s.api.ApproveRoutes(r.Context(), ref, prefixes)
+	case "reject":
+		_, err = s.api.RejectRoutes(r.Context(), ref, prefixes)
+	default:
+		s.renderNode(w, r, sess, http.StatusBadRequest, "", "action must be approve or reject")
+		return
+	}
+	if err != nil {
+		status, msg := apiError(err)
+		s.renderNode(w, r, sess, status, "", msg)
+		return
+	}
+	http.Redirect(w, r, Prefix+"nodes/"+url.PathEscape(ref), http.StatusSeeOther)
+}
