@@ -215,7 +215,11 @@ func (e *Engine) openNet() error {
 		OnRecv: func(region int, src key.NodePublic, data []byte) {
 			e.conn.InjectRelayed(region, src, data)
 		},
-		Logger: e.log.With("sub", "relay"),
+		// The home relay went away: measure now, so the node moves to
+		// another region in seconds rather than at the next periodic
+		// check, and peers learn the new home from control.
+		OnHomeLost: func(int) { e.kickNetcheck() },
+		Logger:     e.log.With("sub", "relay"),
 	})
 	if err != nil {
 		router.TUN().Close()

@@ -74,6 +74,9 @@ type ClientOptions struct {
 	// relay; only this package sets them.
 	meshKey    string
 	watchConns bool
+	// onLost, set by the Manager, hears that a working connection was
+	// lost (not that an attempt failed), from the run loop.
+	onLost func()
 }
 
 // Client is one node's connection to one relay (or region). It connects in
@@ -477,6 +480,9 @@ func (c *Client) run() {
 			return
 		}
 		c.log.Debug("relay connection lost", "url", u.String(), "err", err)
+		if c.opts.onLost != nil {
+			c.opts.onLost()
+		}
 		if time.Since(connectedAt) > 10*time.Second {
 			backoff = c.opts.MinBackoff // it was a working connection
 		}

@@ -34,6 +34,13 @@ type ManagerOptions struct {
 	OnRecv func(region int, src key.NodePublic, data []byte)
 	// OnPeerGone, optional, hears that a region cannot reach a peer.
 	OnPeerGone func(region int, peer key.NodePublic, reason PeerGoneReason)
+	// OnHomeLost, optional, hears that the connection to the home region
+	// was lost (the relay went away or restarted). The agent measures the
+	// regions again at once instead of at its next periodic check, so a
+	// node whose home relay died moves to another region in seconds. It
+	// is called from the region's connection goroutine and must not
+	// block.
+	OnHomeLost func(region int)
 	// IdleTimeout closes a non-home region's connection after this long
 	// without traffic; 0 means 60s.
 	IdleTimeout time.Duration
@@ -237,6 +244,7 @@ func (m *Manager) regionLocked(region int) (*regionConn, error) {
 		TLSConfig: m.opts.TLSConfig,
 		Preferred: region == m.home,
 		Logger:    m.log.With("region", region),
+		onLost:    func() { m.lost(region) },
 	})
 	if err != nil {
 		return nil, err
@@ -250,6 +258,18 @@ func (m *Manager) regionLocked(region int) (*regionConn, error) {
 		m.receive(rc)
 	}()
 	return rc, nil
+}
+
+// lost runs when region's connection was lost; it tells OnHomeLost if
+// region is the home.
+func (m *Manager) lost(region int) {
+	m.mu.Lock()
+	home := m.home == region && m.ctx.Err() == nil
+	m.mu.Unlock()
+	if home && m.opts.OnHomeLost != nil {
+		m.log.Info("lost the home relay region", "region", region)
+		m.opts.OnHomeLost(region)
+	}
 }
 
 // receive delivers what region rc receives until its client is closed.

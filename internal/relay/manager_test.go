@@ -200,3 +200,52 @@ func TestRelayNodeURL(t *testing.T) {
 		})
 	}
 }
+
+// TestManagerTellsWhenHomeLost: losing the home region's connection is
+// reported (so the agent can measure and move at once); losing a
+// non-home region's is not.
+func TestManagerTellsWhenHomeLost(t *testing.T) {
+	a, b := key.NewNode(), key.NewNode()
+	r1, r2 := startSimpleRelay(t, allow(a, b)), startSimpleRelay(t, allow(a, b))
+	lost := make(chan int, 8)
+	m, err := NewManager(ManagerOptions{
+		NodeKey: a,
+		RelayMap: &wire.RelayMap{Regions: map[int]*wire.RelayRegion{
+			1: {ID: 1, Nodes: []*wire.RelayNode{relayNode(t, 1, r1.url)}},
+			2: {ID: 2, Nodes: []*wire.RelayNode{relayNode(t, 2, r2.url)}},
+		}},
+		OnRecv:     func(int, key.NodePublic, []byte) {},
+		OnHomeLost: func(region int) { lost <- region },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	if err := m.SetHome(1); err != nil {
+		t.Fatal(err)
+	}
+	cb := connect(t, r2.url, b)
+	if err := m.Send(2, b.Public(), []byte("open region 2")); err != nil {
+		t.Fatal(err)
+	}
+	recvPacket(t, cb)
+	tstest.Eventually(t, "a connected to its home", func() bool { return r1.srv.Stats().Clients == 1 })
+	r2.close()
+	r1.close()
+	select {
+	case region := <-lost:
+		if region != 1 {
+			t.Fatalf("OnHomeLost(%d), want 1 (region 2 is not the home)", region)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no OnHomeLost after the home relay went away")
+	}
+	m.Close()
+	select {
+	case region := <-lost:
+		if region != 1 {
+			t.Fatalf("OnHomeLost(%d) after the home's", region)
+		}
+	default:
+	}
+}
