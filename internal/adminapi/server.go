@@ -185,6 +185,9 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
 		// too, as there is nothing secret in it and it helps a report.
 		s.logger().Error("admin request failed", "method", r.Method, "path", r.URL.Path, "err", err)
 		msg = err.Error()
+		if store.Full(err) {
+			msg = "the server's disk is full, so nothing was saved; free space in its data directory and try again (" + msg + ")"
+		}
 	}
 	writeJSON(w, status, ErrorReply{Code: code, Message: msg})
 }

@@ -59,6 +59,10 @@ func (s *Server) register(ctx context.Context, mk key.MachinePublic, ip string, 
 		return refuse(wire.CodeBadRequest, "this node key belongs to another node; run `weft logout` and `weft up` again")
 	case errors.Is(err, store.ErrInvalid):
 		return refuse(wire.CodeBadRequest, "registration refused: "+err.Error())
+	case store.Full(err):
+		log.Error("registration failed: the disk is full", "err", err)
+		return refuse(wire.CodeInternal, "the control server's disk is full, so it could not save this node (nothing was saved); "+
+			"its administrator must free space there, then run weft up again")
 	default:
 		log.Error("registration failed", "err", err)
 		return refuse(wire.CodeInternal, "the server failed to register this node; try again later")
