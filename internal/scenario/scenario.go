@@ -8,6 +8,7 @@
 package scenario
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -37,6 +38,11 @@ type Options struct {
 	Hosts []string
 	// User owns the nodes; "alice" if empty.
 	User string
+	// ServerDataDir is the control server's data directory; <lab
+	// dir>/server if empty. A directory given here is the caller's:
+	// Start neither empties nor removes it (a test may have mounted a
+	// small filesystem there).
+	ServerDataDir string
 	// ServerArgs and DaemonArgs are added to the server's and every
 	// daemon's command line.
 	ServerArgs, DaemonArgs []string
@@ -93,14 +99,17 @@ func Start(ctx context.Context, lab *netlab.Lab, opts Options) (*Tailnet, error)
 		Lab:       lab,
 		ServerURL: fmt.Sprintf("http://%s:%d", srv.Addr(), opts.Port),
 		opts:      opts,
-		dataDir:   filepath.Join(lab.Dir(), "server"),
+		dataDir:   cmp.Or(opts.ServerDataDir, filepath.Join(lab.Dir(), "server")),
 		log:       log,
 		daemons:   map[string]*netlab.Process{},
 	}
 	// A new tailnet: state left in the lab's directory by an earlier run
 	// of the same lab name would make the server refuse to create the
 	// user again and the daemons rejoin as the old nodes.
-	stale := []string{tn.dataDir}
+	var stale []string
+	if opts.ServerDataDir == "" {
+		stale = append(stale, tn.dataDir)
+	}
 	for _, h := range opts.Hosts {
 		stale = append(stale, tn.StateDir(h))
 	}
