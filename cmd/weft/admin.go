@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -22,6 +24,9 @@ type adminOpts struct {
 	g       *globals
 	dataDir string
 	json    bool
+	// server, apiKeyFile and caFile, when server is set, administer a
+	// remote server through its REST API instead of the local socket.
+	server, apiKeyFile, caFile string
 }
 
 func newAdminCmd(g *globals) *cobra.Command {
@@ -30,7 +35,9 @@ func newAdminCmd(g *globals) *cobra.Command {
 		Use:   "admin",
 		Short: "Administer a running control server: users, pre-auth keys, nodes, routes, policy, API keys",
 		Long: "weft admin talks to the control server through the admin socket in its data\n" +
-			"directory (owner-only), so run it as the user that runs weft server.",
+			"directory (owner-only), so run it as the user that runs weft server. With\n" +
+			"--server URL --api-key-file F it administers a server from another machine\n" +
+			"through the REST API, with the permissions of the key's user.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error { return cmd.Help() },
 	}
@@ -40,6 +47,9 @@ func newAdminCmd(g *globals) *cobra.Command {
 	}
 	cmd.PersistentFlags().StringVar(&o.dataDir, "data-dir", defDir, "data directory of the control server (env WEFT_DATA_DIR)")
 	cmd.PersistentFlags().BoolVar(&o.json, "json", false, "print JSON for scripts instead of tables")
+	cmd.PersistentFlags().StringVar(&o.server, "server", "", "administer the server at this URL through its REST API instead of the local socket")
+	cmd.PersistentFlags().StringVar(&o.apiKeyFile, "api-key-file", "", "file holding the API key for --server (from `weft admin apikeys create`)")
+	cmd.PersistentFlags().StringVar(&o.caFile, "ca-file", "", "PEM certificates to trust for an https --server (default: the system's)")
 	cmd.AddCommand(newAdminUsersCmd(o), newAdminKeysCmd(o), newAdminNodesCmd(o), newAdminRoutesCmd(o), newAdminPolicyCmd(o), newAdminDNSCmd(o),
 		newAdminAPIKeysCmd(o), newAdminConsoleLinkCmd(o), newAdminAuditCmd(o))
 	return cmd
@@ -48,6 +58,9 @@ func newAdminCmd(g *globals) *cobra.Command {
 // call runs fn with a client for the server's admin socket and turns a
 // missing server into advice.
 func (o *adminOpts) call(ctx context.Context, fn func(c *adminapi.Client) error) error {
+	if o.server != "" {
+		return o.callRemote(fn)
+	}
 	sock := adminapi.SocketPath(o.dataDir)
 	c := adminapi.NewClient(sock)
 	defer c.Close()
@@ -55,6 +68,56 @@ func (o *adminOpts) call(ctx context.Context, fn func(c *adminapi.Client) error)
 	if errors.Is(err, adminapi.ErrServerNotRunning) {
 		return fmt.Errorf("cannot reach the control server at %s: is `weft server --data-dir %s` running?", sock, o.dataDir)
 	}
+	return adminError(err)
+}
+
+// callRemote runs fn with a client for the REST API of --server.
+func (o *adminOpts) callRemote(fn func(c *adminapi.Client) error) error {
+	if o.apiKeyFile == "" {
+		return usageError{errors.New("--server needs --api-key-file FILE with an API key (`weft admin apikeys create` on the server's machine)")}
+	}
+	k, err := readSecret(o.apiKeyFile, "")
+	if err != nil {
+		return usageError{fmt.Errorf("--api-key-file: %w", err)}
+	}
+	if k == "" {
+		return usageError{fmt.Errorf("--api-key-file %s is empty", o.apiKeyFile)}
+	}
+	tc, err := clientTLS(o.caFile)
+	if err != nil {
+		return usageError{err}
+	}
+	c, err := adminapi.NewRemoteClient(o.server, k, tc)
+	if err != nil {
+		return usageError{err}
+	}
+	defer c.Close()
+	err = fn(c)
+	if errors.Is(err, adminapi.ErrServerNotRunning) {
+		return fmt.Errorf("cannot reach the control server at %s: is it running, and is the URL right?", o.server)
+	}
+	return adminError(err)
+}
+
+// clientTLS trusts the PEM certificates in caFile, or the system's roots
+// when caFile is empty (nil config).
+func clientTLS(caFile string) (*tls.Config, error) {
+	if caFile == "" {
+		return nil, nil
+	}
+	b, err := os.ReadFile(caFile)
+	if err != nil {
+		return nil, fmt.Errorf("--ca-file: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(b) {
+		return nil, fmt.Errorf("--ca-file %s holds no PEM certificate", caFile)
+	}
+	return &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}, nil
+}
+
+// adminError makes input the server refused a usage error (exit 2).
+func adminError(err error) error {
 	if errors.Is(err, store.ErrInvalid) {
 		// The server refused what was typed: a usage error, exit 2.
 		return usageError{err}

@@ -2,6 +2,7 @@ package adminapi
 
 import (
 	"bytes"
+	"crypto/tls"
 	"context"
 	"encoding/json"
 	"errors"
@@ -11,7 +12,9 @@ import (
 	"net/http"
 	"net/netip"
 	"net/url"
+	"strings"
 	"syscall"
+	"time"
 
 	"weft/internal/store"
 )
@@ -23,6 +26,12 @@ import (
 type Client struct {
 	path string
 	hc   *http.Client
+	// base is where paths are sent: "http://weft-admin" for the socket
+	// (the host is ignored, the transport dials the socket), or a remote
+	// server's URL + "/api" for NewRemoteClient.
+	base string
+	// apiKey is sent as a bearer token when set (remote clients).
+	apiKey string
 }
 
 // NewClient returns a client for the admin socket at path (see SocketPath).
@@ -33,7 +42,23 @@ func NewClient(path string) *Client {
 			return d.DialContext(ctx, "unix", path)
 		},
 	}
-	return &Client{path: path, hc: &http.Client{Transport: tr}}
+	return &Client{path: path, hc: &http.Client{Transport: tr}, base: "http://weft-admin"}
+}
+
+// NewRemoteClient returns a client for the REST API of the server at
+// serverURL (http or https), authenticated with apiKey: the same methods
+// as on the socket, answered by the key's user's permissions. tlsConfig
+// (nil: the system's roots) is used for https. Endpoints served only on
+// the socket (API keys, console links) answer not found.
+func NewRemoteClient(serverURL, apiKey string, tlsConfig *tls.Config) (*Client, error) {
+	u, err := url.Parse(serverURL)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, fmt.Errorf("adminapi: server URL %q: want http://HOST[:PORT] or https://HOST[:PORT]", serverURL)
+	}
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.TLSClientConfig = tlsConfig
+	base := strings.TrimSuffix(u.Scheme+"://"+u.Host+u.Path, "/") + "/api"
+	return &Client{path: serverURL, hc: &http.Client{Transport: tr, Timeout: time.Minute}, base: base, apiKey: strings.TrimSpace(apiKey)}, nil
 }
 
 // Close releases idle connections.
@@ -50,10 +75,12 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 		}
 		body = bytes.NewReader(b)
 	}
-	// The host is ignored: the transport always dials the socket.
-	req, err := http.NewRequestWithContext(ctx, method, "http://weft-admin"+path, body)
+	req, err := http.NewRequestWithContext(ctx, method, c.base+path, body)
 	if err != nil {
 		return fmt.Errorf("adminapi: %w", err)
+	}
+	if c.apiKey != "" {
+		req.Header.Set("Authorization", "Bearer "+c.apiKey)
 	}
 	if in != nil {
 		req.Header.Set("Content-Type", "application/json")

@@ -14,7 +14,7 @@ import (
 // request's context reaches the handler unchanged, so values the caller
 // put there (who is acting) are seen by it.
 func NewHandlerClient(h http.Handler) *Client {
-	return &Client{path: "(in process)", hc: &http.Client{Transport: handlerTransport{h}}}
+	return &Client{path: "(in process)", hc: &http.Client{Transport: handlerTransport{h}}, base: "http://weft-admin"}
 }
 
 // handlerTransport runs each request through a handler and returns what it
