@@ -38,6 +38,7 @@ type serverOptions struct {
 	relayRateLimit                       int64
 	metricsListen                        string
 	verbose                              bool
+	tls                                  tlsOptions
 }
 
 func newServerCmd(g *globals) *cobra.Command {
@@ -72,6 +73,11 @@ func newServerCmd(g *globals) *cobra.Command {
 	f.Int64Var(&o.relayRateLimit, "relay-rate-limit", DefaultEmbeddedRelayRate, "bytes per second each node may send through the embedded relay; 0 is no limit")
 	f.IntVar(&o.maxConnsPerIP, "max-conns-per-ip", connlimit.DefaultPerAddr, "connections one source IP may hold open (raise it behind a reverse proxy; 0: no cap)")
 	f.StringVar(&o.metricsListen, "metrics-listen", defaultServerMetrics, "address to serve Prometheus metrics on (docs/metrics.md); --metrics-listen= for none")
+	f.StringVar(&o.tls.certFile, "tls-cert", "", "serve HTTPS with this PEM certificate (chain) file; needs --tls-key")
+	f.StringVar(&o.tls.keyFile, "tls-key", "", "PEM private key of --tls-cert")
+	f.StringSliceVar(&o.tls.acmeDomains, "acme-domain", nil, "serve HTTPS with certificates from Let's Encrypt for this public name (the --listen port must be its port 443)")
+	f.StringVar(&o.tls.acmeEmail, "acme-email", "", "contact address given to the ACME CA")
+	f.StringVar(&o.tls.acmeDirectory, "acme-directory", "", "ACME directory URL (default: Let's Encrypt)")
 	f.BoolVar(&o.verbose, "verbose", false, "log debug detail")
 	return cmd
 }
@@ -79,6 +85,10 @@ func newServerCmd(g *globals) *cobra.Command {
 func runServer(ctx context.Context, g *globals, o serverOptions) error {
 	log := newLogger(g.stderr, o.verbose)
 	serverKey, relayMap, err := loadServerSetup(o)
+	if err != nil {
+		return err
+	}
+	tlsCfg, err := serverTLS(o.tls, o.dataDir)
 	if err != nil {
 		return err
 	}
@@ -138,8 +148,14 @@ func runServer(ctx context.Context, g *globals, o serverOptions) error {
 	// The REST API is the admin API behind API keys (docs/api.md).
 	mux.Handle("/api/", &restapi.Handler{Store: st, Admin: admin.APIHandler(), Logger: log.With("sub", "api")})
 	hs := newHTTPServer(mux, log)
+	hs.TLSConfig = tlsCfg
 	sg := newServiceGroup(ctx)
-	sg.Go(func(context.Context) error { return hs.Serve(ln) })
+	sg.Go(func(context.Context) error {
+		if tlsCfg != nil {
+			return hs.ServeTLS(ln, "", "")
+		}
+		return hs.Serve(ln)
+	})
 	sg.Go(func(ctx context.Context) error {
 		if err := admin.ServeListener(ctx, adminLn, adminPath); err != nil {
 			return fmt.Errorf("server: admin socket: %w", err)
