@@ -142,7 +142,7 @@ func runServer(ctx context.Context, g *globals, o serverOptions) error {
 	// admin API, called in process.
 	cons := &console.Server{BaseURL: o.serverURL, Logger: log.With("sub", "console")}
 	admin := &adminapi.Server{Store: st, Notifier: ctrl, Online: ctrl.Online, Health: health, Console: cons, Logger: log.With("sub", "admin")}
-	cons.API = admin.Handler()
+	cons.API = admin.APIHandler()
 	mux.Handle(console.Prefix, cons)
 	mux.HandleFunc("GET /{$}", console.RedirectRoot)
 	// The REST API is the admin API behind API keys (docs/api.md).

@@ -240,3 +240,37 @@ func (s *Server) saveDNS(w http.ResponseWriter, r *http.Request, sess session) {
 	}
 	done(w, r, "dns", "dns-saved")
 }
+
+// AuditPageSize is how many audit log entries one page shows.
+const AuditPageSize = 100
+
+type auditView struct {
+	Entries []store.AuditEntry
+	NextURL string
+}
+
+// auditPage shows the admin API's audit log, newest first: who changed
+// what, when, how they signed in and from where. Older entries are on
+// the pages after (?before=ID).
+func (s *Server) auditPage(w http.ResponseWriter, r *http.Request, sess session) {
+	var before int64
+	if v := r.URL.Query().Get("before"); v != "" {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || n < 1 {
+			s.page(w, r, http.StatusBadRequest, "message", &pageData{Title: "Bad Request", CSRF: sess.csrf,
+				Message: "before: want an entry number from the link at the foot of the audit log."})
+			return
+		}
+		before = n
+	}
+	es, err := s.api.Audit(r.Context(), AuditPageSize, before)
+	if err != nil {
+		s.apiFailure(w, r, sess, err)
+		return
+	}
+	v := auditView{Entries: es}
+	if len(es) == AuditPageSize {
+		v.NextURL = Prefix + "audit?before=" + strconv.FormatInt(es[len(es)-1].ID, 10)
+	}
+	s.page(w, r, http.StatusOK, "audit", &pageData{Title: "Audit log", Nav: "audit", CSRF: sess.csrf, Data: v})
+}

@@ -1,6 +1,9 @@
 package console
 
 import (
+	"weft/internal/adminapi"
+	"weft/internal/store"
+
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
@@ -36,6 +39,14 @@ type sessions struct {
 type session struct {
 	expiry time.Time
 	csrf   string // shown in forms, checked on every POST
+	user   string // who signed in; empty for the server's administrator
+	role   string // store.RoleAdmin or store.RoleMember
+}
+
+// actor is who the admin API sees making the session's requests: it
+// decides what they may see and change, and the audit log names it.
+func (sess session) actor(r *http.Request) adminapi.Actor {
+	return adminapi.Actor{User: sess.user, Role: sess.role, Credential: "console session", Remote: r.RemoteAddr}
 }
 
 func randomToken() (string, error) {
@@ -115,13 +126,32 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 			Message: "This login link is unknown, used or expired. Run `weft admin console-link` for a new one."})
 		return
 	}
-	tok, err1 := randomToken()
-	csrf, err2 := randomToken()
-	if err1 != nil || err2 != nil {
+	tok, err := s.startSession("", store.RoleAdmin)
+	if err != nil {
 		s.page(w, r, http.StatusInternalServerError, "message", &pageData{Title: "Error", Message: "Could not start a session."})
 		return
 	}
+	http.SetCookie(w, s.cookie(r, tok, int(SessionLifetime/time.Second)))
+	http.Redirect(w, r, Prefix, http.StatusSeeOther)
+}
+
+// startSession starts a session for user with role and returns its
+// token, the cookie's value. A session from a login link is the server's
+// administrator's (user empty): only the server's owner can print one.
+// Sign-in with an identity provider starts sessions for its users.
+func (s *Server) startSession(user, role string) (string, error) {
+	tok, err := randomToken()
+	if err != nil {
+		return "", err
+	}
+	csrf, err := randomToken()
+	if err != nil {
+		return "", err
+	}
+	now := s.now()
+	a := &s.auth
 	a.mu.Lock()
+	defer a.mu.Unlock()
 	if a.sessions == nil {
 		a.sessions = map[string]session{}
 	}
@@ -130,10 +160,8 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 			delete(a.sessions, k)
 		}
 	}
-	a.sessions[hashToken(tok)] = session{expiry: now.Add(SessionLifetime), csrf: csrf}
-	a.mu.Unlock()
-	http.SetCookie(w, s.cookie(r, tok, int(SessionLifetime/time.Second)))
-	http.Redirect(w, r, Prefix, http.StatusSeeOther)
+	a.sessions[hashToken(tok)] = session{expiry: now.Add(SessionLifetime), csrf: csrf, user: user, role: role}
+	return tok, nil
 }
 
 // cookie is the session cookie: HttpOnly (no script reads it),
@@ -202,7 +230,7 @@ func (s *Server) signedIn(h func(http.ResponseWriter, *http.Request, session)) h
 			s.page(w, r, http.StatusUnauthorized, "message", &pageData{Title: "Sign in", Message: signInHint})
 			return
 		}
-		h(w, r, sess)
+		h(w, r.WithContext(adminapi.WithActor(r.Context(), sess.actor(r))), sess)
 	}
 }
 
@@ -226,7 +254,7 @@ func (s *Server) changes(h func(http.ResponseWriter, *http.Request, session)) ht
 				Message: "This request did not come from the console's own form (CSRF check failed); nothing was changed."})
 			return
 		}
-		h(w, r, sess)
+		h(w, r.WithContext(adminapi.WithActor(r.Context(), sess.actor(r))), sess)
 	}
 }
 

@@ -85,6 +85,7 @@ func (s *Server) init() {
 		m.HandleFunc("POST /admin/policy", s.changes(s.savePolicy))
 		m.HandleFunc("GET /admin/dns", s.signedIn(s.dnsPage))
 		m.HandleFunc("POST /admin/dns", s.changes(s.saveDNS))
+		m.HandleFunc("GET /admin/audit", s.signedIn(s.auditPage))
 		m.HandleFunc("/admin/", func(w http.ResponseWriter, r *http.Request) {
 			s.page(w, r, http.StatusNotFound, "message", &pageData{Title: "Not found", Message: "There is no such console page."})
 		})
@@ -141,12 +142,16 @@ type pageData struct {
 	Message string // a message page's text, or a notice above a page
 	Error   string // a refusal shown above a page
 	CSRF    string // the session's CSRF token; empty when signed out
+	Admin   bool   // the signed-in actor administers the tailnet (set by page)
 	Scripts []string
 	Data    any
 }
 
 // page renders template name with d at status.
 func (s *Server) page(w http.ResponseWriter, r *http.Request, status int, name string, d *pageData) {
+	if a, ok := adminapi.ActorFrom(r.Context()); ok {
+		d.Admin = a.Admin()
+	}
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	w.WriteHeader(status)
 	if err := s.tmpl.ExecuteTemplate(w, name+".html", d); err != nil {

@@ -71,7 +71,7 @@ func newEnv(t *testing.T, n int) *env {
 		{Time: time.Unix(1300, 0), Metrics: map[string]float64{"peer_rtt_ms:busan": 20, "peer_direct:busan": 1, "peer_rx_bytes:busan": 3000, "relay_rtt_ms:1": 12}},
 	}
 	api := &adminapi.Server{Store: st, Online: func(id wire.NodeID) bool { return id == 1 }, Health: health}
-	e.s = &Server{API: api.Handler(), BaseURL: "http://weft.test", Now: e.clk.Now}
+	e.s = &Server{API: api.APIHandler(), BaseURL: "http://weft.test", Now: e.clk.Now}
 	mux := http.NewServeMux()
 	mux.Handle(Prefix, e.s)
 	mux.HandleFunc("GET /{$}", RedirectRoot)
@@ -183,7 +183,7 @@ func (e *env) post(cookie *http.Cookie, target string, form url.Values) *http.Re
 // pages are the console's pages, each of which must be refused without a
 // session.
 var pages = []string{"/admin/", "/admin/nodes/id:1", "/admin/nodes/id:1/health.json", "/admin/users",
-	"/admin/keys", "/admin/policy", "/admin/dns", "/admin/?q=secret"}
+	"/admin/keys", "/admin/policy", "/admin/dns", "/admin/audit", "/admin/?q=secret"}
 
 // TestUnauthenticatedSeesNothing: without a live session no console
 // response names a node, a user or a key; with one, every page answers.
