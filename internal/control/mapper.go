@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"weft/internal/changefeed"
 	"weft/internal/key"
 	"weft/internal/policy"
 	"weft/internal/store"
@@ -39,7 +40,13 @@ type nodeEntry struct {
 	expiry     *time.Timer        // revokes the node when its key expires (expiry.go)
 	revoked    bool               // its key expired: in no map, no stream (expiry.go)
 	filterSent *wire.PacketFilter // the packet filter last sent to the node
+	// remoteAt is the change-feed origin of the server that last said
+	// the node's stream started there; "" when none (feed.go).
+	remoteAt string
 }
+
+// online reports whether the node streams here or at another server.
+func (e *nodeEntry) online() bool { return e.sess != nil || e.remoteAt != "" }
 
 // encoded returns n's JSON, computing it once per change: a full map for
 // one node and a delta for thousands reuse the same bytes.
@@ -154,6 +161,11 @@ func (m *mapper) scheduleLocked() {
 func (m *mapper) upsert(n *store.Node) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	m.upsertLocked(n)
+}
+
+// upsertLocked is upsert with m.mu held.
+func (m *mapper) upsertLocked(n *store.Node) {
 	e := m.nodes[n.ID]
 	w := n.Wire()
 	var old *wire.Node
@@ -165,7 +177,7 @@ func (m *mapper) upsert(n *store.Node) {
 		old = &o
 	}
 	m.noteFactsLocked(n.ID, old, &w)
-	w.Online = e.sess != nil
+	w.Online = e.online()
 	if e.sess != nil {
 		// A live stream's runtime facts are newer than the store's,
 		// which are written behind.
@@ -240,8 +252,12 @@ func (m *mapper) connected(n *store.Node, sess *session) *wire.ErrorMessage {
 	m.indexDiscoLocked(n.ID, e.n.DiscoKey, w.DiscoKey)
 	m.indexNodeKeyLocked(n.ID, e.n.NodeKey, w.NodeKey)
 	e.n, e.enc, e.sess, e.ephemeral = w, nil, sess, n.Ephemeral
+	// A node streams from one server at a time: whatever another said
+	// before is past.
+	e.remoteAt = ""
 	m.markLocked(n.ID, c)
 	m.persist[n.ID] = struct{}{}
+	m.s.out.setOnline(n.ID, true)
 	// The full map is only marked here and built by the stream's writer
 	// when it gets to it: a reconnect storm then holds a few full maps in
 	// memory at a time, not one per node.
@@ -277,14 +293,10 @@ func (m *mapper) disconnected(sess *session) {
 		m.mu.Unlock()
 		return
 	}
-	now := m.s.cfg.Now().UTC()
-	e.sess, e.enc = nil, nil
-	e.n.Online, e.n.LastSeen = false, now
-	m.markLocked(sess.id, chOnline)
-	if e.ephemeral {
-		m.scheduleGoneLocked(sess.id, e)
-	}
+	e.sess = nil
+	m.setOnlineLocked(sess.id, e)
 	m.persist[sess.id] = struct{}{}
+	m.s.out.setOnline(sess.id, false)
 	m.mu.Unlock()
 }
 
@@ -299,7 +311,7 @@ func (m *mapper) scheduleGoneLocked(id wire.NodeID, e *nodeEntry) {
 func (m *mapper) expireEphemeral(id wire.NodeID) {
 	m.mu.Lock()
 	e := m.nodes[id]
-	stillAway := e != nil && e.sess == nil && !m.closed
+	stillAway := e != nil && !e.online() && !m.closed
 	if e != nil {
 		e.gone = nil
 	}
@@ -309,11 +321,15 @@ func (m *mapper) expireEphemeral(id wire.NodeID) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if err := m.s.cfg.Store.DeleteNode(ctx, id); err != nil {
+	// Every server of a tailnet arms this timer for a node it sees
+	// offline; the first deletes, the others find it gone.
+	if err := m.s.cfg.Store.DeleteNode(ctx, id); err != nil && !errors.Is(err, store.ErrNotFound) {
 		m.s.log.Error("deleting ephemeral node", "node", id, "err", err)
 		return
+	} else if err == nil {
+		m.s.log.Info("ephemeral node removed after disconnect", "node", id)
+		m.s.out.nodes(changefeed.KindRemoved, id)
 	}
-	m.s.log.Info("ephemeral node removed after disconnect", "node", id)
 	m.remove(id, "this ephemeral node was removed after being disconnected")
 }
 
@@ -396,11 +412,29 @@ func (m *mapper) persistNow() {
 	m.mu.Unlock()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
+	var saved, failed []wire.NodeID
 	for _, r := range todo {
 		_, err := m.s.cfg.Store.UpdateNodeRuntime(ctx, r.id, func(cur *store.NodeRuntime) { *cur = r.NodeRuntime })
-		if err != nil && !errors.Is(err, store.ErrNotFound) {
+		switch {
+		case err == nil:
+			saved = append(saved, r.id)
+		case !errors.Is(err, store.ErrNotFound):
 			m.s.log.Warn("saving node runtime", "node", r.id, "err", err)
+			failed = append(failed, r.id)
 		}
+	}
+	// The other servers read the facts from the store, so they hear of
+	// them only once written; what failed (the database is down) is
+	// tried again on the next tick, unless the node left meanwhile.
+	m.s.out.nodes(changefeed.KindRuntime, saved...)
+	if len(failed) > 0 {
+		m.mu.Lock()
+		for _, id := range failed {
+			if m.nodes[id] != nil {
+				m.persist[id] = struct{}{}
+			}
+		}
+		m.mu.Unlock()
 	}
 }
 

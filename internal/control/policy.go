@@ -8,6 +8,7 @@ import (
 	"slices"
 	"time"
 
+	"weft/internal/changefeed"
 	"weft/internal/policy"
 	"weft/internal/store"
 	"weft/internal/wire"
@@ -36,6 +37,7 @@ func loadPolicy(ctx context.Context, st store.Store) (*policy.Policy, error) {
 // delta.
 func (s *Server) PolicyChanged(p *policy.Policy) {
 	s.m.setPolicy(p)
+	s.out.tailnetChanged(changefeed.KindPolicy)
 	ctx, cancel := context.WithTimeout(s.ctx, time.Minute)
 	defer cancel()
 	nodes, err := s.cfg.Store.ListNodes(ctx)
@@ -75,6 +77,7 @@ func (s *Server) autoApprove(ctx context.Context, p *policy.Policy, n *store.Nod
 	}
 	if changed {
 		s.m.upsert(n)
+		s.out.nodes(changefeed.KindNode, n.ID)
 	}
 	return changed
 }

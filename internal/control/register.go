@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"weft/internal/changefeed"
 	"weft/internal/key"
 	"weft/internal/store"
 	"weft/internal/wire"
@@ -65,9 +66,13 @@ func (s *Server) register(ctx context.Context, mk key.MachinePublic, ip string, 
 			"its administrator must free space there, then run weft up again")
 	default:
 		log.Error("registration failed", "err", err)
+		if herr := s.Healthy(ctx); herr != nil {
+			return refuse(wire.CodeInternal, "the control server cannot register nodes now ("+herr.Error()+"); try again later, or through another control server")
+		}
 		return refuse(wire.CodeInternal, "the server failed to register this node; try again later")
 	}
 	s.m.upsert(&n)
+	s.out.nodes(changefeed.KindNode, n.ID)
 	w := s.m.wireNode(n.ID)
 	log.Info("node registered", "node", n.ID, "name", n.Name)
 	return &wire.RegisterResponse{Node: w}

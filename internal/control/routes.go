@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"slices"
 
+	"weft/internal/changefeed"
 	"weft/internal/store"
 	"weft/internal/wire"
 )
@@ -39,6 +40,7 @@ func (s *Server) setAdvertised(ctx context.Context, n store.Node, routes []netip
 	if err != nil {
 		return n, false, fmt.Errorf("control: recording advertised routes of node %d: %w", n.ID, err)
 	}
+	s.out.nodes(changefeed.KindNode, n.ID)
 	s.autoApprove(ctx, s.m.currentPolicy(), &updated)
 	s.log.Info("node advertises routes", "node", n.ID, "name", n.Name, "routes", routes, "enabled", updated.EnabledRoutes())
 	return updated, true, nil

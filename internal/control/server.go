@@ -20,6 +20,7 @@ import (
 	"sync"
 	"time"
 
+	"weft/internal/changefeed"
 	"weft/internal/dnsconf"
 	"weft/internal/key"
 	"weft/internal/noiseconn"
@@ -108,6 +109,10 @@ type Config struct {
 	PreStreamTimeout time.Duration
 	// Now returns the time; nil means time.Now.
 	Now func() time.Time
+	// Feed carries change events between the servers sharing Store
+	// (feed.go); nil means a feed of the server's own with nobody else
+	// on it, right for one server.
+	Feed changefeed.Feed
 }
 
 // Server is the control server. Create it with New, serve Handler, and stop
@@ -118,6 +123,7 @@ type Server struct {
 	noise   *noiseconn.Server
 	limiter *rateLimiter
 	m       *mapper
+	out     *outbox // change events for the other servers
 
 	ctx    context.Context // cancelled by Close; parent of per-conn work
 	cancel context.CancelFunc
@@ -185,11 +191,15 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if cfg.RelayMap == nil {
 		cfg.RelayMap = &wire.RelayMap{Regions: map[int]*wire.RelayRegion{}}
 	}
+	if cfg.Feed == nil {
+		cfg.Feed = changefeed.NewHub().Feed()
+	}
 	s := &Server{
 		cfg:     cfg,
 		log:     cfg.Logger,
 		noise:   &noiseconn.Server{Key: cfg.Key},
 		limiter: newRateLimiter(cfg.RegisterRate, cfg.RegisterBurst, cfg.Now),
+		out:     newOutbox(cfg.Feed),
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	m, err := newMapper(ctx, s)
@@ -198,6 +208,10 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	}
 	s.m = m
 	s.spawn(func() { m.keepAliveLoop(s.ctx) })
+	s.spawn(func() { s.out.run(s.ctx, s.log.With("sub", "changefeed")) })
+	// The other servers say which nodes stream at theirs.
+	s.out.tailnetChanged(changefeed.KindHello)
+	s.spawn(func() { cfg.Feed.Run(s.ctx, s.applyEvent) })
 	pctx, stopPersist := context.WithCancel(context.Background())
 	s.persistDone = make(chan struct{})
 	s.stopPersist = stopPersist
@@ -228,6 +242,12 @@ func (s *Server) Handler() http.Handler {
 		json.NewEncoder(w).Encode(KeyResponse{Version: wire.ProtocolVersion, PublicKey: s.PublicKey()})
 	})
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		if err := s.Healthy(r.Context()); err != nil {
+			w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+			w.WriteHeader(http.StatusServiceUnavailable)
+			io.WriteString(w, "unhealthy: "+err.Error()+"\n")
+			return
+		}
 		io.WriteString(w, "ok\n")
 	})
 	// The relay map is what every node gets in its map anyway; serving
@@ -305,35 +325,60 @@ func (s *Server) Close() error {
 
 // NodeChanged tells the server that a node's stored record changed behind
 // its back (an administrator renamed or expired it, approved a route): it
-// is reloaded and the change sent to the nodes that see it.
+// is reloaded and the change sent to the nodes that see it, here and, by
+// the change feed, at the other servers. An expired key revokes the node
+// everywhere (expiry.go).
 func (s *Server) NodeChanged(id wire.NodeID) {
 	ctx, cancel := context.WithTimeout(s.ctx, 10*time.Second)
 	defer cancel()
-	n, err := s.cfg.Store.GetNode(ctx, id)
-	if errors.Is(err, store.ErrNotFound) {
-		s.m.remove(id, "deleted by an administrator")
-		return
-	}
-	if err != nil {
-		s.log.Error("reloading changed node", "node", id, "err", err)
-		return
-	}
-	// An expired key revokes the node everywhere (expiry.go).
-	s.m.upsert(&n)
+	s.reloadNode(ctx, id)
+	s.out.nodes(changefeed.KindNode, id)
 }
 
 // DNSChanged tells the server the tailnet's DNS settings changed in the
 // store: it reloads them and sends every connected node the new
-// configuration.
+// configuration, here and at the other servers.
 func (s *Server) DNSChanged() {
 	ctx, cancel := context.WithTimeout(s.ctx, 10*time.Second)
 	defer cancel()
+	s.reloadDNS(ctx)
+	s.out.tailnetChanged(changefeed.KindDNS)
+}
+
+// reloadDNS reads the DNS settings and sends them to this server's nodes.
+func (s *Server) reloadDNS(ctx context.Context) {
 	cfg, err := loadDNS(ctx, s)
 	if err != nil {
 		s.log.Error("reloading DNS settings", "err", err)
 		return
 	}
 	s.m.setDNS(&cfg)
+}
+
+// Healthy reports why the server cannot change the tailnet now: its store
+// does not answer, or its change feed is not receiving the other servers'
+// changes. Nil means healthy. Streams already up keep their last good
+// maps either way.
+func (s *Server) Healthy(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	if err := pingStore(ctx, s.cfg.Store); err != nil {
+		return fmt.Errorf("database unreachable: %w", err)
+	}
+	if err := s.cfg.Feed.Err(); err != nil {
+		return fmt.Errorf("change feed down: %w", err)
+	}
+	return nil
+}
+
+// pingStore checks that st answers: by its Ping when it has one, else by
+// the cheapest read there is.
+func pingStore(ctx context.Context, st store.Store) error {
+	if p, ok := st.(interface{ Ping(context.Context) error }); ok {
+		return p.Ping(ctx)
+	}
+	_, _, err := st.DNSSettings(ctx)
+	return err
 }
 
 // loadDNS reads the DNS settings from the store. A stored file that no
@@ -356,6 +401,7 @@ func loadDNS(ctx context.Context, s *Server) (wire.DNSConfig, error) {
 // its own stream is closed.
 func (s *Server) NodeRemoved(id wire.NodeID) {
 	s.m.remove(id, "this node was deleted by an administrator; run `weft up` with a pre-auth key to join again")
+	s.out.nodes(changefeed.KindRemoved, id)
 }
 
 // remoteIP returns the IP of a connection's peer, for rate limiting.

@@ -92,10 +92,11 @@ func loadOrCreate(path string, create func() []byte) ([]byte, error) {
 	return text, nil
 }
 
-// Online reports whether the node has a live map stream now.
+// Online reports whether the node has a live map stream now, on this
+// server or, as far as the change feed says, on another.
 func (s *Server) Online(id wire.NodeID) bool {
 	s.m.mu.Lock()
 	defer s.m.mu.Unlock()
 	e := s.m.nodes[id]
-	return e != nil && e.sess != nil
+	return e != nil && e.online()
 }

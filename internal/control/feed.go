@@ -1,0 +1,364 @@
+package control
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"maps"
+	"reflect"
+	"slices"
+	"sync"
+	"time"
+
+	"weft/internal/changefeed"
+	"weft/internal/store"
+	"weft/internal/wire"
+)
+
+// Several servers, one tailnet. Every path that changes the store
+// (registration, route changes, runtime facts, administrators' changes,
+// ephemeral expiry) and every stream that starts or ends puts an event in
+// the server's outbox; one goroutine publishes it on the change feed
+// (changefeed.Feed). Every server applies the other servers' events by
+// re-reading the rows they name and sending its own streams the deltas, as
+// it would for a change of its own (docs/changefeed.md, docs/ha.md).
+
+// outbox gathers the events not yet published, coalesced: a node changed
+// ten times before the publisher ran is named once.
+type outbox struct {
+	feed changefeed.Feed
+	wake chan struct{} // signalled when something was added
+
+	mu      sync.Mutex // guards the fields below
+	ids     map[changefeed.Kind]map[wire.NodeID]struct{}
+	online  map[wire.NodeID]bool // last stream state of each node
+	tailnet map[changefeed.Kind]bool
+}
+
+func newOutbox(f changefeed.Feed) *outbox {
+	return &outbox{feed: f, wake: make(chan struct{}, 1),
+		ids: map[changefeed.Kind]map[wire.NodeID]struct{}{}, online: map[wire.NodeID]bool{},
+		tailnet: map[changefeed.Kind]bool{}}
+}
+
+func (o *outbox) signal() {
+	select {
+	case o.wake <- struct{}{}:
+	default:
+	}
+}
+
+// nodes queues an event of kind (node, runtime or removed) for ids.
+func (o *outbox) nodes(kind changefeed.Kind, ids ...wire.NodeID) {
+	if len(ids) == 0 {
+		return
+	}
+	o.mu.Lock()
+	set := o.ids[kind]
+	if set == nil {
+		set = map[wire.NodeID]struct{}{}
+		o.ids[kind] = set
+	}
+	for _, id := range ids {
+		set[id] = struct{}{}
+	}
+	o.mu.Unlock()
+	o.signal()
+}
+
+// setOnline queues that id's stream here started (on) or ended.
+func (o *outbox) setOnline(id wire.NodeID, on bool) {
+	o.mu.Lock()
+	o.online[id] = on
+	o.mu.Unlock()
+	o.signal()
+}
+
+// tailnetChanged queues an event of a kind without nodes (policy, dns).
+func (o *outbox) tailnetChanged(kind changefeed.Kind) {
+	o.mu.Lock()
+	o.tailnet[kind] = true
+	o.mu.Unlock()
+	o.signal()
+}
+
+// take empties the outbox into the events to publish, in an order that
+// lets a receiver apply each as it comes.
+func (o *outbox) take() []changefeed.Event {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	origin := o.feed.Origin()
+	var evs []changefeed.Event
+	for _, k := range []changefeed.Kind{changefeed.KindRemoved, changefeed.KindNode, changefeed.KindRuntime} {
+		ids := slices.Sorted(maps.Keys(o.ids[k]))
+		evs = append(evs, changefeed.Split(origin, k, ids)...)
+	}
+	var on, off []wire.NodeID
+	for id, v := range o.online {
+		if v {
+			on = append(on, id)
+		} else {
+			off = append(off, id)
+		}
+	}
+	slices.Sort(on)
+	slices.Sort(off)
+	evs = append(evs, changefeed.Split(origin, changefeed.KindOffline, off)...)
+	evs = append(evs, changefeed.Split(origin, changefeed.KindOnline, on)...)
+	for _, k := range []changefeed.Kind{changefeed.KindPolicy, changefeed.KindDNS, changefeed.KindHello} {
+		if o.tailnet[k] {
+			evs = append(evs, changefeed.Split(origin, k, nil)...)
+		}
+	}
+	clear(o.ids)
+	clear(o.online)
+	clear(o.tailnet)
+	return evs
+}
+
+// putBack returns events that failed to publish to the outbox; what was
+// queued since is newer and wins.
+func (o *outbox) putBack(evs []changefeed.Event) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	for _, ev := range evs {
+		switch ev.Kind {
+		case changefeed.KindOnline, changefeed.KindOffline:
+			for _, id := range ev.Nodes {
+				if _, newer := o.online[id]; !newer {
+					o.online[id] = ev.Kind == changefeed.KindOnline
+				}
+			}
+		case changefeed.KindPolicy, changefeed.KindDNS, changefeed.KindHello:
+			o.tailnet[ev.Kind] = true
+		default:
+			set := o.ids[ev.Kind]
+			if set == nil {
+				set = map[wire.NodeID]struct{}{}
+				o.ids[ev.Kind] = set
+			}
+			for _, id := range ev.Nodes {
+				set[id] = struct{}{}
+			}
+		}
+	}
+}
+
+// run publishes what the outbox gathers until ctx ends. While the feed
+// fails (the database is down) the events wait and are retried with a
+// growing pause; the other servers resync anyway when their own
+// connection comes back.
+func (o *outbox) run(ctx context.Context, log *slog.Logger) {
+	const firstPause = 100 * time.Millisecond
+	pause := firstPause
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-o.wake:
+		}
+		evs := o.take()
+		failed := -1
+		for i, ev := range evs {
+			pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			err := o.feed.Publish(pctx, ev)
+			cancel()
+			if err != nil {
+				log.Warn("change event not published; retrying", "kind", ev.Kind, "err", err, "in", pause)
+				failed = i
+				break
+			}
+		}
+		if failed < 0 {
+			pause = firstPause
+			continue
+		}
+		o.putBack(evs[failed:])
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(pause):
+		}
+		pause = min(2*pause, 5*time.Second)
+		o.signal()
+	}
+}
+
+// applyEvent applies another server's event; the feed's goroutine calls
+// it, one event at a time.
+func (s *Server) applyEvent(ev changefeed.Event) {
+	ctx, cancel := context.WithTimeout(s.ctx, time.Minute)
+	defer cancel()
+	switch ev.Kind {
+	case changefeed.KindNode, changefeed.KindRuntime:
+		for _, id := range ev.Nodes {
+			s.reloadNode(ctx, id)
+		}
+	case changefeed.KindRemoved:
+		for _, id := range ev.Nodes {
+			s.m.remove(id, "this node was deleted; run `weft up` with a pre-auth key to join again")
+		}
+	case changefeed.KindOnline, changefeed.KindOffline:
+		for _, id := range ev.Nodes {
+			s.m.remoteOnline(id, ev.Origin, ev.Kind == changefeed.KindOnline)
+		}
+	case changefeed.KindPolicy:
+		p, err := loadPolicy(ctx, s.cfg.Store)
+		if err != nil {
+			s.log.Error("reloading the policy another server put in force", "err", err)
+			return
+		}
+		s.m.setPolicy(p)
+	case changefeed.KindDNS:
+		s.reloadDNS(ctx)
+	case changefeed.KindHello:
+		for _, id := range s.m.streaming() {
+			s.out.setOnline(id, true)
+		}
+	case changefeed.KindResync:
+		s.resync(ctx)
+	}
+}
+
+// resync re-reads everything another server may have changed while this
+// one missed the events, and tells the others which nodes stream here.
+func (s *Server) resync(ctx context.Context) {
+	all, err := s.cfg.Store.ListNodes(ctx)
+	if err != nil {
+		s.log.Error("resync after the change feed came back: loading nodes", "err", err)
+		return
+	}
+	seen := make(map[wire.NodeID]bool, len(all))
+	for i := range all {
+		seen[all[i].ID] = true
+		s.m.refresh(&all[i])
+	}
+	for _, id := range s.m.ids() {
+		if !seen[id] {
+			s.m.remove(id, "this node was deleted; run `weft up` with a pre-auth key to join again")
+		}
+	}
+	if p, err := loadPolicy(ctx, s.cfg.Store); err != nil {
+		s.log.Error("resync: loading the policy", "err", err)
+	} else {
+		s.m.setPolicy(p)
+	}
+	s.reloadDNS(ctx)
+	// Which nodes stream where is in no table: this server says which
+	// stream here, and asks the others to say theirs.
+	for _, id := range s.m.streaming() {
+		s.out.setOnline(id, true)
+	}
+	s.out.tailnetChanged(changefeed.KindHello)
+	s.log.Info("resynced with the store", "nodes", len(all))
+}
+
+// reloadNode re-reads node id and applies it: changed, or removed.
+func (s *Server) reloadNode(ctx context.Context, id wire.NodeID) {
+	n, err := s.cfg.Store.GetNode(ctx, id)
+	if errors.Is(err, store.ErrNotFound) {
+		s.m.remove(id, "this node was deleted by an administrator; run `weft up` with a pre-auth key to join again")
+		return
+	}
+	if err != nil {
+		s.log.Error("reloading changed node", "node", id, "err", err)
+		return
+	}
+	s.m.refresh(&n)
+}
+
+// ids lists every node the mapper holds.
+func (m *mapper) ids() []wire.NodeID {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return slices.Collect(maps.Keys(m.nodes))
+}
+
+// streaming lists the nodes with a stream on this server.
+func (m *mapper) streaming() []wire.NodeID {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var out []wire.NodeID
+	for id, e := range m.nodes {
+		if e.sess != nil {
+			out = append(out, id)
+		}
+	}
+	return out
+}
+
+// refresh applies a node's stored record after another server changed it:
+// nothing when nothing differs, a patch when only runtime facts do (taken
+// from the store unless the node streams here, whose are newer), the whole
+// record otherwise.
+func (m *mapper) refresh(n *store.Node) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	e := m.nodes[n.ID]
+	w := n.Wire()
+	if e == nil || !sameRecord(&e.n, &w) || e.ephemeral != n.Ephemeral {
+		m.upsertLocked(n)
+		return
+	}
+	if e.sess != nil {
+		return
+	}
+	var c change
+	if !slices.Equal(e.n.Endpoints, w.Endpoints) || e.n.HomeRegion != w.HomeRegion || e.n.DiscoKey != w.DiscoKey {
+		m.indexDiscoLocked(n.ID, e.n.DiscoKey, w.DiscoKey)
+		e.n.Endpoints, e.n.HomeRegion, e.n.DiscoKey = w.Endpoints, w.HomeRegion, w.DiscoKey
+		c |= chRuntime
+	}
+	if !reflect.DeepEqual(e.n.Hostinfo, w.Hostinfo) {
+		e.n.Hostinfo = w.Hostinfo
+		c |= chHostinfo
+	}
+	if c != 0 {
+		e.enc = nil
+		m.markLocked(n.ID, c)
+	}
+}
+
+// remoteOnline records that node id's stream started (on) or ended at the
+// server origin. A node streams from one server at a time, so the latest
+// server to say it started holds it; an end reported by any other is old
+// news.
+func (m *mapper) remoteOnline(id wire.NodeID, origin string, on bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	e := m.nodes[id]
+	if e == nil || m.closed {
+		return
+	}
+	switch {
+	case on:
+		e.remoteAt = origin
+	case e.remoteAt == origin:
+		e.remoteAt = ""
+	default:
+		return
+	}
+	m.setOnlineLocked(id, e)
+}
+
+// setOnlineLocked brings e's online flag in line with its streams here
+// and elsewhere, and arms or stops an ephemeral node's deletion. m.mu is
+// held.
+func (m *mapper) setOnlineLocked(id wire.NodeID, e *nodeEntry) {
+	on := e.online()
+	if on != e.n.Online {
+		e.n.Online = on
+		if !on {
+			e.n.LastSeen = m.s.cfg.Now().UTC()
+		}
+		e.enc = nil
+		m.markLocked(id, chOnline)
+	}
+	switch {
+	case on && e.gone != nil:
+		e.gone.Stop()
+		e.gone = nil
+	case !on && e.ephemeral:
+		m.scheduleGoneLocked(id, e)
+	}
+}
