@@ -328,7 +328,8 @@ func (e permanentError) Unwrap() []error {
 
 // Handler serves b's methods: POST /up, /down, /logout; GET /status;
 // POST /ping if b is a Pinger; GET /health-history if b is a
-// HistoryKeeper; and GET /health-stats if b is a StatsKeeper.
+// HistoryKeeper; GET /health-stats if b is a StatsKeeper; and the
+// runtime profiles under GET /debug/pprof/ (debug.go).
 func Handler(b Backend, log *slog.Logger) http.Handler {
 	if log == nil {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -394,6 +395,7 @@ func Handler(b Backend, log *slog.Logger) http.Handler {
 	}
 	handlePrefs(mux, b, reply)
 	handleHealthStats(mux, b, reply)
+	handleDebug(mux, reply)
 	return mux
 }
 
@@ -506,10 +508,17 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 		}
 		return fmt.Errorf("localapi: daemon answered %s", resp.Status)
 	}
-	if out == nil {
+	switch out := out.(type) {
+	case nil:
 		return nil
+	case io.Writer: // a raw body (profiles)
+		if _, err := io.Copy(out, resp.Body); err != nil {
+			return fmt.Errorf("localapi: %w", err)
+		}
+		return nil
+	default:
+		return json.NewDecoder(resp.Body).Decode(out)
 	}
-	return json.NewDecoder(resp.Body).Decode(out)
 }
 
 // Up asks the daemon to join and connect; the error is the daemon's (or

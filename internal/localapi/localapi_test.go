@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -151,4 +152,38 @@ func FuzzUpRequestBody(f *testing.F) {
 			t.Fatalf("status %d", w.Code)
 		}
 	})
+}
+
+func TestDebugProfiles(t *testing.T) {
+	c := serve(t, &fakeBackend{})
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name    string
+		query   url.Values
+		wantErr string
+	}{
+		{name: "heap", query: url.Values{"gc": {"1"}}},
+		{name: "goroutine"},
+		{name: "profile", query: url.Values{"seconds": {"1"}}},
+		{name: "nosuch", wantErr: `no profile "nosuch"`},
+		{name: "profile", query: url.Values{"seconds": {"3600"}}, wantErr: "bad seconds"},
+	} {
+		t.Run(tc.name+tc.query.Encode(), func(t *testing.T) {
+			var buf bytes.Buffer
+			err := c.Profile(ctx, &buf, tc.name, tc.query)
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("Profile = %v, want an error with %q", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			// pprof's format is gzipped protobuf.
+			if b := buf.Bytes(); len(b) < 2 || b[0] != 0x1f || b[1] != 0x8b {
+				t.Fatalf("profile is not gzip: % x", b[:min(len(b), 8)])
+			}
+		})
+	}
 }
