@@ -33,6 +33,7 @@ import (
 
 	"weft/internal/controlclient"
 	"weft/internal/filter"
+	"weft/internal/inflight"
 	"weft/internal/key"
 	"weft/internal/magicsock"
 	"weft/internal/netcheck"
@@ -89,6 +90,10 @@ type Config struct {
 	// accepts DNS; nil leaves the OS's DNS alone (the resolver still
 	// runs on 100.100.100.100 when the tailnet has MagicDNS on).
 	DNS osdns.Manager
+	// InFlight is how many packets each direction of the WireGuard
+	// device may hold before its readers wait (package inflight); zero
+	// means inflight.DefaultMax. Each costs a 64 KiB buffer.
+	InFlight int
 }
 
 // Publisher is the slice of the control client the engine needs.
@@ -109,7 +114,8 @@ type Engine struct {
 	relays *relay.Manager
 	nc     *netcheck.Client
 	dev    *device.Device
-	guard  *destGuard // the TUN as wireguard-go writes to it
+	guard  *destGuard      // the TUN as wireguard-go writes to it
+	bound  *inflight.Bound // the packets the WireGuard device may hold
 	net    hostNetwork
 	filter *filter.Filter // the packet filter on every packet from the tunnel
 	dns    *dnsState      // used by the map loop, and by Close after it stopped
@@ -262,7 +268,10 @@ func (e *Engine) startWireGuard() error {
 	// filter).
 	e.filter = filter.New(filter.Options{})
 	e.guard = &destGuard{Device: filter.Wrap(e.router.TUN(), e.filter)}
-	e.dev = device.NewDevice(e.guard, e.conn, wgLogger(e.log.With("sub", "wireguard")))
+	// The bound wraps the TUN and the socket outermost, so that it sees
+	// every packet the device reads and hands on.
+	e.bound = inflight.New(inflight.Options{Max: e.cfg.InFlight})
+	e.dev = device.NewDevice(inflight.TUN(e.guard, e.bound), inflight.Bind(e.conn, e.bound), wgLogger(e.log.With("sub", "wireguard")))
 	base := fmt.Sprintf("private_key=%x\nlisten_port=%d\n", e.cfg.NodeKey.Raw32(), e.cfg.Port)
 	if m := e.router.Mark(); m != 0 {
 		base += fmt.Sprintf("fwmark=%d\n", m)
@@ -317,8 +326,12 @@ func wgLogger(log *slog.Logger) *device.Logger {
 }
 
 // closeParts closes the device (and with it the TUN and magicsock), the
-// relays and the router, in that order.
+// relays and the router, in that order. The bound goes first, so that no
+// device reader waits for room while the device closes.
 func (e *Engine) closeParts() error {
+	if e.bound != nil {
+		e.bound.Close()
+	}
 	e.dev.Close()
 	e.relays.Close()
 	return e.router.Close()
