@@ -39,7 +39,7 @@ func newDaemonCmd(g *globals) *cobra.Command {
 	var hs healthSampling
 	var speedtestPort uint16
 	var socksAddr, httpProxyAddr string
-	var metricsListen string
+	var metricsListen, memoryLimit string
 	cmd := &cobra.Command{
 		Use:   "daemon",
 		Short: "Run the node daemon (keeps this node in the tailnet)",
@@ -51,8 +51,12 @@ func newDaemonCmd(g *globals) *cobra.Command {
 			if hs.interval <= 0 || hs.retention <= 0 {
 				return usageError{errors.New("daemon: --health-interval and --health-retention must be more than 0")}
 			}
+			mem, err := parseMemoryLimit(memoryLimit, os.Getenv)
+			if err != nil {
+				return usageError{err}
+			}
 			return runDaemon(cmd.Context(), g, daemonOptions{stateDir: stateDir, tun: tunName, port: port, verbose: verbose, noDataPlane: noDataPlane, health: hs, speedtestPort: speedtestPort,
-				socks5: socksAddr, httpProxy: httpProxyAddr, metricsListen: metricsListen})
+				socks5: socksAddr, httpProxy: httpProxyAddr, metricsListen: metricsListen, memory: mem})
 		},
 	}
 	defState, _ := service.Defaults(runtime.GOOS, os.Getenv)
@@ -63,6 +67,7 @@ func newDaemonCmd(g *globals) *cobra.Command {
 	cmd.Flags().Uint16Var(&port, "port", 0, "UDP port for WireGuard and discovery; 0 binds the port the last run used (kept in the state dir), or a random free one")
 	cmd.Flags().BoolVar(&verbose, "verbose", false, "log debug detail")
 	cmd.Flags().BoolVar(&noDataPlane, "no-data-plane", false, "run the control plane only: no TUN, no WireGuard, no host changes (tests, debugging)")
+	cmd.Flags().StringVar(&memoryLimit, "memory-limit", "", "the daemon's memory limit, such as 48MiB, for small machines: the Go heap is kept under it and the WireGuard device holds fewer packets in flight, which costs throughput (docs/benchmarks.md); default "+sizeString(agent.DefaultMemoryLimit)+", or $GOMEMLIMIT")
 	cmd.Flags().StringVar(&metricsListen, "metrics-listen", "", "address such as 127.0.0.1:9543 to serve Prometheus metrics on (docs/metrics.md); off when empty")
 	cmd.Flags().Uint16Var(&speedtestPort, "speedtest-port", speedtest.DefaultPort, "TCP port on this node's tailnet address where peers run weft speedtest; 0 turns it off")
 	cmd.Flags().DurationVar(&hs.interval, "health-interval", sampler.DefaultInterval, "time between health samples (weft health stats)")
@@ -81,6 +86,8 @@ type daemonOptions struct {
 	// socks5 and httpProxy are the proxies' listen addresses ("" none).
 	socks5, httpProxy string
 	metricsListen     string
+	// memory is the memory limit and the in-flight bound it buys.
+	memory memoryPlan
 }
 
 // defaultTUN is the --tun default: a kernel TUN where weft has kernel
@@ -108,6 +115,7 @@ type healthSampling struct {
 func runDaemon(ctx context.Context, g *globals, o daemonOptions) error {
 	started := time.Now()
 	stateDir := o.stateDir
+	o.memory.apply()
 	level := slog.LevelInfo
 	if o.verbose {
 		level = slog.LevelDebug
@@ -350,6 +358,7 @@ func engineMaker(log *slog.Logger, o daemonOptions, st *nodestate.Dir, tunnel *n
 			Hostinfo:  p.Hostinfo,
 			Publisher: p.Client,
 			DNS:       dns,
+			InFlight:  o.memory.inFlight,
 		}
 		if cfg.Port == 0 {
 			cfg.Port = st.Port()
@@ -427,15 +436,18 @@ func startProxies(ctx context.Context, o daemonOptions, tunnel *netstack.Dialer,
 	return nil
 }
 
-// memoryReleaseInterval is how often the daemon hands unused memory back.
-const memoryReleaseInterval = 30 * time.Second
+// memoryReleaseInterval is how often the daemon hands unused memory back:
+// pooled buffers survive one collection, so two must pass after traffic
+// stops before the memory can go, and at this interval they do within
+// 30 s (docs/benchmarks.md, "Memory under load").
+const memoryReleaseInterval = 10 * time.Second
 
 // releaseMemory returns unused heap to the system every interval until ctx
-// ends. wireguard-go keeps every queued packet in a 64 KiB pooled buffer,
-// so a burst of traffic grows the heap by hundreds of MB; an idle daemon
-// then allocates too little for the collector to run and empty the pools,
-// and the memory would stay with it indefinitely. A forced collection of
-// an idle daemon's small heap costs a few milliseconds.
+// ends. wireguard-go keeps every queued packet in a 64 KiB pooled buffer;
+// an idle daemon allocates too little for the collector to run and empty
+// the pools, and the memory would stay with it indefinitely. A forced
+// collection of the daemon's heap, whose buffers hold no pointers, costs
+// a few milliseconds.
 func releaseMemory(ctx context.Context, interval time.Duration) {
 	t := time.NewTicker(interval)
 	defer t.Stop()

@@ -52,10 +52,11 @@ func (d Dir) String() string {
 
 // Defaults for Options.
 const (
-	// DefaultMax is the packets a direction may hold: two of
-	// wireguard-go's Linux batches (128), so that one batch is sealed
-	// or sent while the next is read.
-	DefaultMax = 256
+	// DefaultMax is the packets a direction may hold before its
+	// readers wait: one of wireguard-go's Linux batches (128), so that
+	// a batch is read while the one before is sealed and sent. A
+	// direction then holds at most two batches per reader.
+	DefaultMax = 128
 	// DefaultStallAfter is how long a reader waits, with nothing handed
 	// on, before packets read longer ago count as dropped.
 	DefaultStallAfter = 250 * time.Millisecond

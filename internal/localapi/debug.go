@@ -19,7 +19,9 @@ const maxCPUProfile = 60 * time.Second
 // memory and CPU go under load (docs/benchmarks.md):
 //
 //	GET /debug/pprof/{name}     a named profile (heap, allocs, goroutine, ...)
-//	                            in pprof's format; ?gc=1 collects first
+//	                            in pprof's format; ?gc=1 collects first,
+//	                            ?debug=1 writes text with the runtime's
+//	                            memory statistics
 //	GET /debug/pprof/profile    a CPU profile over ?seconds= (default 10)
 //
 // They are on the local API only, whose socket is the owner's alone: a
@@ -57,8 +59,12 @@ func handleDebug(mux *http.ServeMux, reply func(http.ResponseWriter, any, error)
 		if r.URL.Query().Get("gc") == "1" {
 			runtime.GC()
 		}
+		debug := 0
+		if r.URL.Query().Get("debug") == "1" {
+			debug = 1 // text, with the runtime's memory statistics
+		}
 		w.Header().Set("Content-Type", "application/octet-stream")
-		p.WriteTo(w, 0)
+		p.WriteTo(w, debug)
 	})
 }
 

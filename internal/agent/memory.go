@@ -1,0 +1,60 @@
+package agent
+
+import (
+	"fmt"
+
+	"golang.zx2c4.com/wireguard/conn"
+	"golang.zx2c4.com/wireguard/device"
+
+	"weft/internal/inflight"
+)
+
+// The data plane's memory, for the daemon's Go memory limit
+// (docs/benchmarks.md, "Memory under load"). wireguard-go keeps each
+// packet in a buffer of device.MaxMessageSize (the allocator rounds it to
+// 64 KiB), and its readers each hold one batch of them at all times: the
+// TUN reader, the socket's IPv4 and IPv6 readers and magicsock's reader
+// of relayed packets. What the device holds on top of that is the
+// in-flight bound, in each direction.
+const (
+	bufferBytes   = (device.MaxMessageSize + 1023) / 1024 * 1024
+	readerBuffers = 4 * conn.IdealBatchSize
+	// baseMemory is what the daemon uses besides the packet buffers:
+	// the rest of its heap, goroutine stacks and the runtime's own.
+	baseMemory = 16 << 20
+	// MinInFlight is the smallest in-flight bound a memory limit can
+	// buy: below it the device's readers wait for almost every batch.
+	MinInFlight = 16
+)
+
+// DefaultMemoryLimit is the daemon's Go memory limit with the default
+// in-flight bound (inflight.DefaultMax): 64 MiB.
+var DefaultMemoryLimit = MemoryLimit(inflight.DefaultMax)
+
+// MemoryLimit is the Go memory limit that keeps the daemon's heap near
+// its working set with an in-flight bound of inFlight packets per
+// direction: the base, the readers' batches and both directions' bound.
+// Above the working set the collector would let the heap double before
+// it runs (GOGC=100), and buffers freed into wireguard-go's pools would
+// sit there.
+func MemoryLimit(inFlight int) int64 {
+	return baseMemory + int64(readerBuffers+2*inFlight)*bufferBytes
+}
+
+// MinMemoryLimit is the smallest memory limit the daemon accepts: its
+// base and the device's readers' batches, which it holds even when idle
+// (most of those pages are never touched, so its resident memory is less).
+const MinMemoryLimit = 32 << 20
+
+// InFlightFor returns the in-flight bound per direction that a Go memory
+// limit of limit bytes leaves room for: at most inflight.DefaultMax, at
+// least MinInFlight (a limit below MemoryLimit(MinInFlight) only makes the
+// collector run more often). It fails for a limit below MinMemoryLimit.
+func InFlightFor(limit int64) (int, error) {
+	if limit < MinMemoryLimit {
+		return 0, fmt.Errorf("agent: a memory limit of %d MiB is below the %d MiB the daemon needs at rest; give it at least %d MiB (%d MiB keep %d packets in flight each way)",
+			limit>>20, MinMemoryLimit>>20, MinMemoryLimit>>20, MemoryLimit(inflight.DefaultMax)>>20, inflight.DefaultMax)
+	}
+	n := (limit - MemoryLimit(0)) / (2 * bufferBytes)
+	return int(min(max(n, MinInFlight), inflight.DefaultMax)), nil
+}
