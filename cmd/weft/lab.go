@@ -83,7 +83,7 @@ the root namespace's links, routes, DNS or firewall. See docs/lab.md.`,
 
 // labUpFlags are the per-site flags of `weft lab up`.
 type labUpFlags struct {
-	nat, delay, rate, mtu []string
+	nat, delay, rate, mtu, udpTimeout []string
 }
 
 // topology builds the named topology and applies the per-site flags to it.
@@ -142,6 +142,16 @@ func (f *labUpFlags) topology(name string) (netlab.Topology, error) {
 			t.SetMTU(site, mtu)
 		}
 	}
+	for _, v := range f.udpTimeout {
+		if site, val, ok := split("udp-timeout", v); ok {
+			d, err := time.ParseDuration(val)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("--udp-timeout %q: want a duration such as 30s", v))
+				continue
+			}
+			t.SetUDPTimeout(site, d)
+		}
+	}
 	errs = append(errs, t.Validate())
 	if err := errors.Join(errs...); err != nil {
 		return t, usageError{err}
@@ -194,6 +204,7 @@ udp-blocked. --delay adds MS in each direction of the router's WAN link, so
 	cmd.Flags().StringArrayVar(&f.delay, "delay", nil, "SITE=MS: one-way delay on a router's WAN link; repeatable")
 	cmd.Flags().StringArrayVar(&f.rate, "rate", nil, "SITE=MBIT: rate cap on a router's WAN link, each way; repeatable")
 	cmd.Flags().StringArrayVar(&f.mtu, "mtu", nil, "SITE=BYTES: MTU of the site's access line (1280-1500; 1492 is PPPoE's); repeatable")
+	cmd.Flags().StringArrayVar(&f.udpTimeout, "udp-timeout", nil, "SITE=DURATION: how long a router keeps an idle UDP mapping (e.g. 30s); repeatable")
 	return cmd
 }
 

@@ -28,6 +28,8 @@ func TestLabUsageErrors(t *testing.T) {
 		{"negative rate", []string{"lab", "up", "seed", "--rate", "busan=-1"}, "rate -1"},
 		{"MTU too small", []string{"lab", "up", "seed", "--mtu", "fukuoka=576"}, "MTU 576 for fukuoka out of range [1280, 1500]"},
 		{"MTU not a number", []string{"lab", "up", "seed", "--mtu", "fukuoka=big"}, "MTU is whole bytes"},
+		{"UDP timeout not a duration", []string{"lab", "up", "seed", "--udp-timeout", "r-busan=30"}, "want a duration such as 30s"},
+		{"UDP timeout below a second", []string{"lab", "up", "seed", "--udp-timeout", "r-busan=500ms"}, "below conntrack's 1 s resolution"},
 		{"two mistakes", []string{"lab", "up", "seed", "--nat", "x=easy", "--delay", "r-busan=-1"}, `unknown site "x"`},
 		{"bad lab name", []string{"lab", "--name", "My-Lab", "status"}, `lab name "My-Lab"`},
 		{"exec without command", []string{"lab", "exec", "mac"}, "requires at least 2 arg"},

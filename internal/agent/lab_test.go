@@ -958,6 +958,35 @@ func TestLabPortMapping(t *testing.T) {
 	}
 }
 
+// TestLabShortNATTimeout: both home routers forget an idle UDP mapping
+// after 5 s, as many home and carrier routers do within 30 s. busan and
+// mac find their direct path, then exchange nothing for 30 s (six
+// timeouts); afterwards a connection between them goes through at once
+// and the path is direct again, whether weft's keepalives held the
+// mappings open or the path was found anew.
+func TestLabShortNATTimeout(t *testing.T) {
+	short := func(topo *netlab.Topology) {
+		topo.SetUDPTimeout("r-busan", 5*time.Second)
+		topo.SetUDPTimeout("r-fukuoka", 5*time.Second)
+	}
+	n := startNet(t, 3*time.Minute, []string{"busan", "mac"}, short)
+	out, err := n.lab.Node("r-fukuoka").Exec(n.ctx, "sysctl", "-n", "net.netfilter.nf_conntrack_udp_timeout_stream")
+	if err != nil || strings.TrimSpace(string(out)) != "5" {
+		t.Fatalf("r-fukuoka's UDP stream timeout: %q, %v; want 5", out, err)
+	}
+	n.pair("mac", "busan")
+	n.waitPath("mac", "busan", localapi.PathDirect, 30*time.Second)
+	select {
+	case <-n.ctx.Done():
+		t.Fatal(n.ctx.Err())
+	case <-time.After(30 * time.Second):
+	}
+	n.echo("mac", "busan", addr4(n.peer("mac", "busan")))
+	n.echo("busan", "mac", addr4(n.peer("busan", "mac")))
+	n.waitPath("mac", "busan", localapi.PathDirect, 30*time.Second)
+	n.waitPath("busan", "mac", localapi.PathDirect, 30*time.Second)
+}
+
 // TestLabRoaming: mac is carried from Fukuoka to Busan's LAN in the
 // middle of a 50 MB transfer to busan. Its address and gateway change
 // under the daemon; the transfer completes intact (falling back to the

@@ -305,6 +305,16 @@ func (l *Lab) buildRouter(ctx context.Context, cfg Config, h *nsHandles, r Route
 	if err := installNAT(h.ns[r.Name], r.NAT, l.log); err != nil {
 		return fmt.Errorf("netlab: %s: %w", r.Name, err)
 	}
+	if r.UDPTimeout != 0 {
+		secs := fmt.Sprint(int(r.UDPTimeout.Seconds()))
+		err := l.Node(r.Name).Do(func() error {
+			return errors.Join(writeSysctl("net.netfilter.nf_conntrack_udp_timeout", secs),
+				writeSysctl("net.netfilter.nf_conntrack_udp_timeout_stream", secs))
+		})
+		if err != nil {
+			return fmt.Errorf("netlab: %s: UDP timeout: %w", r.Name, err)
+		}
+	}
 	for i, host := range r.Hosts {
 		if err := attachHost(h, r, lan, i, host); err != nil {
 			return err

@@ -107,6 +107,12 @@ type Router struct {
 	// port mappings with UPnP IGD, NAT-PMP or PCP (needs Debian's
 	// miniupnpd-nftables).
 	PortMap bool
+	// UDPTimeout is how long the router keeps an idle UDP mapping, as
+	// conntrack's UDP timeouts (both the unreplied and the "stream"
+	// one) in its namespace. Many home and carrier routers forget a
+	// mapping after 30 s or less. Zero keeps the kernel's defaults (30 s
+	// unreplied, 120 s for a flow that has seen both directions).
+	UDPTimeout time.Duration
 	// Hosts are the names of the machines on the router's LAN.
 	Hosts []string
 }
@@ -288,6 +294,20 @@ func (t *Topology) SetPortMap(router string, on bool) {
 		r.PortMap = on
 	} else {
 		t.errs = append(t.errs, t.unknownRouter(router))
+	}
+}
+
+// SetUDPTimeout sets how long router keeps an idle UDP mapping
+// (Router.UDPTimeout); 0 restores the kernel's defaults.
+func (t *Topology) SetUDPTimeout(router string, d time.Duration) {
+	r := t.router(router)
+	switch {
+	case r == nil:
+		t.errs = append(t.errs, t.unknownRouter(router))
+	case d != 0 && d < time.Second:
+		t.errs = append(t.errs, fmt.Errorf("netlab: UDP timeout %v for %s is below conntrack's 1 s resolution", d, router))
+	default:
+		r.UDPTimeout = d
 	}
 }
 
