@@ -57,7 +57,7 @@ func newDNSCmd(g *globals) *cobra.Command {
 	}
 	query.Flags().StringVar(&server, "server", netip.AddrPortFrom(tailnet.ResolverV4, 53).String(), "resolver to ask (IP:port)")
 	query.Flags().BoolVar(&tcp, "tcp", false, "ask over TCP")
-	cmd.AddCommand(status, query)
+	cmd.AddCommand(status, query, newDNSRestoreCmd(g))
 	return cmd
 }
 

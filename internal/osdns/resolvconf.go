@@ -251,9 +251,13 @@ func writeBackup(path string, b backup) error {
 	return nil
 }
 
+// BackupPath is where, in stateDir, the record of what weft changed is
+// kept; it exists only while a change is in force.
+func BackupPath(stateDir string) string { return filepath.Join(stateDir, BackupFile) }
+
 // Recover undoes what a daemon that did not exit cleanly left behind: the
 // backup in stateDir says what to restore. The daemon calls it at start,
 // before it changes anything.
 func Recover(stateDir string) error {
-	return restoreResolvConf(filepath.Join(stateDir, BackupFile))
+	return restoreResolvConf(BackupPath(stateDir))
 }

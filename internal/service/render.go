@@ -9,7 +9,9 @@ import (
 )
 
 // SystemdUnit is the node unit shipped in dist/systemd with its ExecStart
-// set to spec's command line.
+// set to spec's command line, and its ExecStopPost (which restores DNS
+// after the daemon stopped, however it stopped) to the same binary and
+// state dir.
 func SystemdUnit(shipped string, spec Spec) (string, error) {
 	re := regexp.MustCompile(`(?m)^ExecStart=.*$`)
 	if !re.MatchString(shipped) {
@@ -19,7 +21,26 @@ func SystemdUnit(shipped string, spec Spec) (string, error) {
 	for _, a := range spec.Args {
 		line += " " + systemdQuote(a)
 	}
-	return re.ReplaceAllLiteralString(shipped, line), nil
+	unit := re.ReplaceAllLiteralString(shipped, line)
+	post := regexp.MustCompile(`(?m)^ExecStopPost=.*$`)
+	restore := "ExecStopPost=" + systemdQuote(spec.Binary) + " dns restore"
+	if dir, ok := stateDirArg(spec.Args); ok {
+		restore += " --state-dir " + systemdQuote(dir)
+	}
+	return post.ReplaceAllLiteralString(unit, restore), nil
+}
+
+// stateDirArg is the value of the last --state-dir in a daemon command
+// line, in either form (--state-dir DIR, --state-dir=DIR).
+func stateDirArg(args []string) (dir string, ok bool) {
+	for i, a := range args {
+		if v, found := strings.CutPrefix(a, "--state-dir="); found {
+			dir, ok = v, true
+		} else if a == "--state-dir" && i+1 < len(args) {
+			dir, ok = args[i+1], true
+		}
+	}
+	return dir, ok
 }
 
 // systemdQuote quotes a word for an ExecStart line when it needs it.

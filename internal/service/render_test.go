@@ -27,6 +27,14 @@ func TestSystemdUnitKeepsTheShippedUnit(t *testing.T) {
 	if !strings.Contains(got, "\n"+want) || strings.Count(got, "ExecStart=") != 1 {
 		t.Errorf("unit does not have the one line %q:\n%s", want, got)
 	}
+	got, err = SystemdUnit(dist.SystemdNode, Spec{Binary: "/opt/weft dir/weft", Args: []string{"--state-dir", "/a", "--state-dir=/srv/weft state"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want = `ExecStopPost="/opt/weft dir/weft" dns restore --state-dir "/srv/weft state"` + "\n"
+	if !strings.Contains(got, "\n"+want) || strings.Count(got, "ExecStopPost=") != 1 {
+		t.Errorf("unit does not restore DNS with the daemon's binary and state dir, %q:\n%s", want, got)
+	}
 	if _, err := SystemdUnit("[Service]\n", Spec{}); err == nil {
 		t.Error("a unit without ExecStart was accepted")
 	}
