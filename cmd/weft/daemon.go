@@ -380,6 +380,9 @@ func engineMaker(log *slog.Logger, o daemonOptions, st *nodestate.Dir, tunnel *n
 			}
 		}
 		if ns, ok := e.Router().(*netstack.Stack); ok {
+			// No resolver listens in userspace mode: the proxies
+			// resolve MagicDNS names from the engine's map.
+			ns.SetNames(e.LookupName)
 			tunnel.Set(ns)
 			return stackEngine{e, tunnel, ns}, nil
 		}

@@ -136,7 +136,11 @@ func printDNSStatus(w io.Writer, st *localapi.Status) {
 		"off":         "not applied: the OS's DNS is left alone (--accept-dns=false, or not supported here)",
 	}[d.Mode]
 	fmt.Fprintf(w, "MagicDNS:   on, domain %s\n", d.Domain)
-	fmt.Fprintf(w, "resolver:   %s (port 53, UDP and TCP)\n", joinAny(d.Listen))
+	if len(d.Listen) > 0 {
+		fmt.Fprintf(w, "resolver:   %s (port 53, UDP and TCP)\n", joinAny(d.Listen))
+	} else {
+		fmt.Fprintln(w, "resolver:   none listening (in userspace networking mode the SOCKS5 and HTTP proxies resolve tailnet names)")
+	}
 	fmt.Fprintf(w, "applied by: %s\n", how)
 	up := "none (tailnet names only)"
 	if len(d.Upstreams) > 0 {

@@ -5,6 +5,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -20,6 +21,7 @@ import (
 	"golang.org/x/net/ipv4"
 	"golang.org/x/net/proxy"
 
+	"weft/internal/localapi"
 	"weft/internal/netlab/labtest"
 	"weft/internal/scenario"
 )
@@ -146,6 +148,64 @@ func TestLabUserspaceNode(t *testing.T) {
 		resp.Body.Close()
 		if !strings.HasPrefix(string(body), "pc saw "+busanTN.String()+":") {
 			t.Errorf("through busan's HTTP proxy: %q", body)
+		}
+	})
+
+	t.Run("the proxies resolve MagicDNS names", func(t *testing.T) {
+		ln, err := l.lab.Node("pc").Listen("tcp4", net.JoinHostPort(pcTN.String(), "0"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		go http.Serve(ln, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			fmt.Fprintf(w, "pc saw %s", r.RemoteAddr)
+		}))
+		_, port, _ := net.SplitHostPort(ln.Addr().String())
+		var full string
+		var st localapi.Status
+		if err := json.Unmarshal([]byte(l.cli("busan", "status", "--json")), &st); err != nil {
+			t.Fatal(err)
+		}
+		for _, p := range st.Peers {
+			if p.Name == "pc" {
+				full = p.DNSName
+			}
+		}
+		if !strings.HasPrefix(full, "pc.") {
+			t.Fatalf("busan's status gives pc no full name: %q", full)
+		}
+		d, err := proxy.SOCKS5("tcp", usSOCKS, nil, nodeDialer{busan})
+		if err != nil {
+			t.Fatal(err)
+		}
+		purl, _ := url.Parse("http://" + usHTTP)
+		viaHTTP := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{Proxy: http.ProxyURL(purl), DialContext: busan.DialContext}}
+		viaSOCKS := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DialContext: d.(proxy.ContextDialer).DialContext}}
+		for _, name := range []string{"pc", full, strings.ToUpper(full) + "."} {
+			for proxyName, hc := range map[string]*http.Client{"SOCKS5": viaSOCKS, "HTTP proxy": viaHTTP} {
+				resp, err := hc.Get("http://" + net.JoinHostPort(name, port) + "/")
+				if err != nil {
+					t.Errorf("%s to %s: %v", proxyName, name, err)
+					continue
+				}
+				body, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if !strings.HasPrefix(string(body), "pc saw "+busanTN.String()+":") {
+					t.Errorf("%s to %s: %q", proxyName, name, body)
+				}
+			}
+		}
+		// A name under the tailnet's domain that no node has is not
+		// asked of the host's resolver: it fails, and says why.
+		resp, err := viaHTTP.Get("http://" + net.JoinHostPort("nobody."+strings.TrimPrefix(full, "pc."), port) + "/")
+		if err == nil {
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				t.Errorf("an unknown tailnet name reached something through the HTTP proxy: %q", body)
+			} else if !strings.Contains(string(body), "no such name in the tailnet") {
+				t.Errorf("an unknown tailnet name through the HTTP proxy: %s %q", resp.Status, body)
+			}
 		}
 	})
 

@@ -51,12 +51,22 @@ func newDNSState(log *slog.Logger, m osdns.Manager, host bool) *dnsState {
 	return &dnsState{log: log, os: m, host: host, res: magicdns.New(magicdns.Options{Logger: log})}
 }
 
-// apply makes DNS match the map and preferences.
+// apply makes DNS match the map and preferences. Without a host network
+// (userspace mode) nothing listens and the OS is left alone, but the
+// resolver still knows the tailnet's names, for the proxies (Lookup).
 func (d *dnsState) apply(ctx context.Context, nm *controlclient.NetMap, rp node.RoutePrefs) error {
-	on := nm.DNS != nil && nm.DNS.MagicDNS && d.host
-	if !on {
+	magic := nm.DNS != nil && nm.DNS.MagicDNS
+	if !magic {
+		d.res.SetConfig(magicdns.Config{})
+	}
+	if !magic || !d.host {
 		err := errors.Join(d.restoreOS(), d.stopServing())
-		d.setStatus(localapi.DNSStatus{Mode: osdns.ModeOff, Problem: errString(err)})
+		st := localapi.DNSStatus{Mode: osdns.ModeOff, Problem: errString(err)}
+		if magic {
+			d.res.SetConfig(magicdns.ConfigFor(nm.DNS, nm.Self, slices.Collect(maps.Values(nm.Peers)), nil))
+			st.MagicDNS, st.Domain, st.Search = true, nm.DNS.Domain, nm.DNS.SearchDomains
+		}
+		d.setStatus(st)
 		return err
 	}
 	var fallback []netip.AddrPort
@@ -245,6 +255,13 @@ func (d *dnsState) setStatus(s localapi.DNSStatus) {
 	d.mu.Lock()
 	d.status = s
 	d.mu.Unlock()
+}
+
+// Lookup resolves name from the tailnet's own names and records
+// (MagicDNS), as the resolver would answer it; ok is false when name is
+// not the tailnet's to answer. See magicdns.Resolver.LookupLocal.
+func (d *dnsState) Lookup(name string) (addrs []netip.Addr, ok bool) {
+	return d.res.LookupLocal(name)
 }
 
 // Status returns the DNS state with the resolver's counters.

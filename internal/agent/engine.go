@@ -291,6 +291,12 @@ func (e *Engine) Port() uint16 { return e.conn.Port() }
 // Router returns the data plane's host side.
 func (e *Engine) Router() Router { return e.router }
 
+// LookupName resolves a MagicDNS name ("busan", "busan.<domain>", an
+// extra record) from the current map; ok is false when the name is not
+// the tailnet's (MagicDNS off, or another domain). The userspace proxies
+// use it, as no resolver listens in that mode.
+func (e *Engine) LookupName(name string) (addrs []netip.Addr, ok bool) { return e.dns.Lookup(name) }
+
 // Router is the host side of the data plane: the packet device and the
 // host network it configures. *osnet.Router (a kernel TUN) and
 // *netstack.Stack (userspace networking) implement it.

@@ -84,7 +84,9 @@ type Status struct {
 
 // DNSStatus is what `weft dns status` shows of the node's DNS.
 type DNSStatus struct {
-	// MagicDNS: the tailnet has it on and the resolver runs.
+	// MagicDNS: the tailnet has it on and the node answers its names
+	// (the resolver, or in userspace mode the proxies; Listen is then
+	// empty).
 	MagicDNS bool `json:"magic_dns"`
 	// Mode is how the OS was pointed at the resolver: "resolved",
 	// "resolv.conf", or "off" (accept-dns false, MagicDNS off, or no

@@ -2,6 +2,7 @@ package magicdns
 
 import (
 	"context"
+	"net/netip"
 
 	"github.com/miekg/dns"
 )
@@ -113,4 +114,37 @@ func servfail(q *dns.Msg) *dns.Msg {
 	m := new(dns.Msg)
 	m.SetRcode(q, dns.RcodeServerFailure)
 	return m
+}
+
+// LookupLocal resolves name (a node's name, "node.<domain>", or an extra
+// record's name, with or without a trailing dot) to addresses from the
+// tailnet's own names and records, A then AAAA, following a CNAME to a
+// tailnet name. ok is false when the name is not the tailnet's to answer,
+// so the caller resolves it elsewhere; an unknown name under the tailnet
+// domain gives ok true and no addresses (NXDOMAIN). It is how the
+// userspace proxies resolve MagicDNS names without a resolver listening.
+func (r *Resolver) LookupLocal(name string) (addrs []netip.Addr, ok bool) {
+	c := r.cfg.Load()
+	cname := canonical(name)
+	for _, qtype := range []uint16{dns.TypeA, dns.TypeAAAA} {
+		q := new(dns.Msg)
+		q.SetQuestion(dns.Fqdn(cname), qtype)
+		m := c.local(q, cname, qtype)
+		if m == nil {
+			return nil, false
+		}
+		for _, rr := range m.Answer {
+			switch rr := rr.(type) {
+			case *dns.A:
+				if a, ok := netip.AddrFromSlice(rr.A); ok {
+					addrs = append(addrs, a.Unmap())
+				}
+			case *dns.AAAA:
+				if a, ok := netip.AddrFromSlice(rr.AAAA); ok {
+					addrs = append(addrs, a)
+				}
+			}
+		}
+	}
+	return addrs, true
 }

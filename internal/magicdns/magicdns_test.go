@@ -397,3 +397,46 @@ func mustReverse(a netip.Addr) string {
 	}
 	return s
 }
+
+// TestLookupLocal: what the userspace proxies get for a name, without a
+// query on the wire.
+func TestLookupLocal(t *testing.T) {
+	r := New(Options{})
+	r.SetConfig(testConfig())
+	for _, tt := range []struct {
+		name string
+		want string // addresses, or "-" for not the tailnet's
+	}{
+		{"mac", "100.64.0.2 fd12:3456:789a::6440:2"},
+		{"MAC.weft.internal.", "100.64.0.2 fd12:3456:789a::6440:2"},
+		{"busan.weft.internal", "100.64.0.1"},
+		{"db.weft.internal", "100.64.0.9"},
+		{"www.weft.internal", "100.64.0.2 fd12:3456:789a::6440:2"}, // CNAME to mac
+		{"nobody.weft.internal", ""},
+		{"example.com", "-"},
+		{"note.example.com", ""}, // a TXT record only
+		{"mac.example.com", "-"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			addrs, ok := r.LookupLocal(tt.name)
+			got := "-"
+			if ok {
+				var s []string
+				for _, a := range addrs {
+					s = append(s, a.String())
+				}
+				got = strings.Join(s, " ")
+			}
+			if got != tt.want {
+				t.Fatalf("LookupLocal(%q) = %q, want %q", tt.name, got, tt.want)
+			}
+		})
+	}
+	if s := r.Stats(); s.Queries != 0 || s.Forwarded != 0 {
+		t.Errorf("LookupLocal counted as queries: %+v", s)
+	}
+	r.SetConfig(Config{})
+	if _, ok := r.LookupLocal("mac"); ok {
+		t.Error("with MagicDNS off (an empty config) mac is still the tailnet's")
+	}
+}

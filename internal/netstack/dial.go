@@ -53,21 +53,15 @@ func (d *Dialer) DialContext(ctx context.Context, network, address string) (net.
 	if err != nil {
 		return nil, fmt.Errorf("netstack: dial %s: bad port %q", address, portStr)
 	}
+	s := d.cur.Load()
 	ip, err := netip.ParseAddr(host)
 	if err != nil {
-		r := d.Resolver
-		if r == nil {
-			r = net.DefaultResolver
+		if ip, err = d.resolve(ctx, s, host); err != nil {
+			return nil, err
 		}
-		ips, lerr := r.LookupNetIP(ctx, "ip", host)
-		if lerr != nil || len(ips) == 0 {
-			return nil, fmt.Errorf("netstack: resolve %s: %w", host, lerr)
-		}
-		ip = ips[0]
 	}
 	ip = ip.Unmap()
 	dst := netip.AddrPortFrom(ip, uint16(port))
-	s := d.cur.Load()
 	if s == nil {
 		if tailnet.V4Range.Contains(ip) {
 			return nil, ErrDown
@@ -80,6 +74,48 @@ func (d *Dialer) DialContext(ctx context.Context, network, address string) (net.
 		h = plainDialer{}
 	}
 	return h.DialContext(ctx, network, dst.String())
+}
+
+// resolve finds host's address: from the tailnet's names (MagicDNS)
+// while s is up and knows them, else from the host's resolver. An IPv4
+// address is preferred, as the tunnel always has one.
+func (d *Dialer) resolve(ctx context.Context, s *Stack, host string) (netip.Addr, error) {
+	if s != nil {
+		if names := s.names.Load(); names != nil {
+			if addrs, ok := (*names)(host); ok {
+				if len(addrs) == 0 {
+					return netip.Addr{}, fmt.Errorf("netstack: resolve %s: no such name in the tailnet (MagicDNS); `weft status` lists the nodes", host)
+				}
+				if i := slices.IndexFunc(addrs, netip.Addr.Is4); i >= 0 {
+					return addrs[i], nil
+				}
+				return addrs[0], nil
+			}
+		}
+	}
+	r := d.Resolver
+	if r == nil {
+		r = net.DefaultResolver
+	}
+	ips, err := r.LookupNetIP(ctx, "ip", host)
+	if err != nil || len(ips) == 0 {
+		return netip.Addr{}, fmt.Errorf("netstack: resolve %s: %w", host, err)
+	}
+	return ips[0], nil
+}
+
+// NamesFunc resolves a tailnet name to its addresses; ok is false when
+// the name is not the tailnet's (see agent.Engine.LookupName).
+type NamesFunc func(name string) (addrs []netip.Addr, ok bool)
+
+// SetNames gives the stack the tailnet's names, which Dialer resolves
+// first while this stack is current; nil removes them.
+func (s *Stack) SetNames(f NamesFunc) {
+	if f == nil {
+		s.names.Store(nil)
+		return
+	}
+	s.names.Store(&f)
 }
 
 // viaTunnel reports whether traffic to dst belongs in the tunnel.

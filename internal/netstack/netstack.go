@@ -79,6 +79,7 @@ type Stack struct {
 	echoes   chan struct{}
 	cfg      atomic.Pointer[osnet.Config] // last applied
 	udpFlows atomic.Int64                 // forwarded UDP flows open now
+	names    atomic.Pointer[NamesFunc]    // the tailnet's names (SetNames); nil: none
 
 	ctx    context.Context // cancelled by Close; ends forwarded flows
 	cancel context.CancelFunc

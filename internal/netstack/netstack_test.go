@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -412,5 +413,64 @@ func TestEcho6ThroughExitNode(t *testing.T) {
 	case pkt := <-out:
 		t.Errorf("a second packet came out: %x", pkt)
 	case <-time.After(300 * time.Millisecond):
+	}
+}
+
+// TestDialerResolvesTailnetNames: while a stack with the tailnet's names
+// is current, the Dialer takes a name's address from them (IPv4 first),
+// refuses an unknown tailnet name without asking the host's resolver, and
+// leaves other names to the host's resolver.
+func TestDialerResolvesTailnetNames(t *testing.T) {
+	v4, v6 := netip.MustParseAddr("100.64.0.2"), netip.MustParseAddr("fd7a::2")
+	names := func(name string) ([]netip.Addr, bool) {
+		switch strings.TrimSuffix(strings.ToLower(name), ".") {
+		case "mac", "mac.weft.internal":
+			return []netip.Addr{v6, v4}, true
+		case "v6only":
+			return []netip.Addr{v6}, true
+		case "nobody.weft.internal":
+			return nil, true
+		}
+		return nil, false
+	}
+	// The host's resolver: a server that answers nothing, so a name
+	// that reaches it fails with its own error.
+	hostRes := &net.Resolver{PreferGo: true, Dial: func(context.Context, string, string) (net.Conn, error) {
+		return nil, errors.New("host resolver asked")
+	}}
+	d := &Dialer{Resolver: hostRes}
+	ctx := context.Background()
+	if _, err := d.resolve(ctx, nil, "mac"); err == nil || !strings.Contains(err.Error(), "host resolver asked") {
+		t.Errorf("with no stack, mac went elsewhere than the host's resolver: %v", err)
+	}
+	s, err := New(Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.TUN().Close()
+	s.SetNames(names)
+	for _, tt := range []struct {
+		name, want, err string
+	}{
+		{"mac", "100.64.0.2", ""},
+		{"MAC.weft.internal.", "100.64.0.2", ""},
+		{"v6only", "fd7a::2", ""},
+		{"nobody.weft.internal", "", "no such name in the tailnet"},
+		{"example.com", "", "host resolver asked"},
+	} {
+		got, err := d.resolve(ctx, s, tt.name)
+		if tt.err != "" {
+			if err == nil || !strings.Contains(err.Error(), tt.err) {
+				t.Errorf("resolve(%q) = %v, %v; want an error with %q", tt.name, got, err, tt.err)
+			}
+			continue
+		}
+		if err != nil || got.String() != tt.want {
+			t.Errorf("resolve(%q) = %v, %v; want %s", tt.name, got, err, tt.want)
+		}
+	}
+	s.SetNames(nil)
+	if _, err := d.resolve(ctx, s, "mac"); err == nil || !strings.Contains(err.Error(), "host resolver asked") {
+		t.Errorf("after SetNames(nil) mac did not go to the host's resolver: %v", err)
 	}
 }
