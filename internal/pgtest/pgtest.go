@@ -267,16 +267,17 @@ func (s *Server) Start() error {
 		close(exited)
 	}()
 	s.cmd, s.exited = cmd, exited
-	if err := s.waitReadyLocked(exited); err != nil {
+	if err := s.waitReadyLocked(cmd.Process.Pid, exited); err != nil {
 		s.stopLocked(syscall.SIGKILL)
 		return err
 	}
 	return nil
 }
 
-// waitReadyLocked polls postmaster.pid until the server says "ready", which
-// is after recovery, so the first connection succeeds.
-func (s *Server) waitReadyLocked(exited <-chan struct{}) error {
+// waitReadyLocked polls postmaster.pid until the server with this PID says
+// "ready", which is after recovery, so the first connection succeeds. (A
+// killed server leaves its own file behind, ready and all.)
+func (s *Server) waitReadyLocked(pid int, exited <-chan struct{}) error {
 	deadline := time.Now().Add(60 * time.Second)
 	for time.Now().Before(deadline) {
 		select {
@@ -289,7 +290,7 @@ func (s *Server) waitReadyLocked(exited <-chan struct{}) error {
 			continue
 		}
 		lines := strings.Split(string(b), "\n")
-		if len(lines) > 7 && strings.TrimSpace(lines[7]) == "ready" {
+		if len(lines) > 7 && strings.TrimSpace(lines[0]) == strconv.Itoa(pid) && strings.TrimSpace(lines[7]) == "ready" {
 			return nil
 		}
 	}
