@@ -124,7 +124,10 @@ func Parse(src []byte) (*Policy, error) {
 	if len(src) > maxPolicySize {
 		return nil, &Error{Msg: fmt.Sprintf("the file is %d bytes, limit %d", len(src), maxPolicySize)}
 	}
-	v, err := hujson.Parse(src)
+	// hujson's Value shares the bytes it parsed, and Standardize blanks
+	// comments in place: parse a copy, so the caller's file (which the
+	// store keeps as the policy's source) keeps its comments.
+	v, err := hujson.Parse(bytes.Clone(src))
 	if err != nil {
 		return nil, syntaxError(src, err)
 	}

@@ -407,3 +407,17 @@ func TestViewChanges(t *testing.T) {
 		}
 	}
 }
+
+// TestParseLeavesSourceAlone: parsing does not blank the comments of the
+// caller's file (the store keeps that file as the policy's source).
+func TestParseLeavesSourceAlone(t *testing.T) {
+	src := []byte("{\n  // who may reach what\n  \"acls\": [], /* none */\n}")
+	orig := string(src)
+	p, err := Parse(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(src) != orig || string(p.Source()) != orig {
+		t.Fatalf("after Parse the file is %q and Source %q, want %q", src, p.Source(), orig)
+	}
+}
