@@ -115,14 +115,16 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 // secureHeaders are set on every console response before anything else
-// can write: a strict CSP, no sniffing, no framing, no referrer (so a
-// login link in a URL never leaks to another site), and no caching of
-// pages that show the tailnet or a new key.
+// can write: a strict CSP, no sniffing, no framing, a referrer only to
+// the console itself (so a login link in a URL never leaks to another
+// site; "no-referrer" would also make browsers send "Origin: null" on the
+// console's own forms, which the CSRF check must refuse), and no caching
+// of pages that show the tailnet or a new key.
 func secureHeaders(h http.Header) {
 	h.Set("Content-Security-Policy", CSP)
 	h.Set("X-Content-Type-Options", "nosniff")
 	h.Set("X-Frame-Options", "DENY")
-	h.Set("Referrer-Policy", "no-referrer")
+	h.Set("Referrer-Policy", "same-origin")
 	h.Set("Cache-Control", "no-store")
 	h.Set("Cross-Origin-Opener-Policy", "same-origin")
 }

@@ -1,0 +1,255 @@
+//go:build linux
+
+package browsertest
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/chromedp/cdproto/network"
+	"github.com/chromedp/chromedp"
+
+	"weft/internal/netlab/labtest"
+)
+
+// chromiumPath finds Debian's chromium, or skips the test saying how to
+// get it.
+func chromiumPath(t testing.TB) string {
+	t.Helper()
+	for _, name := range []string{"chromium", "chromium-browser", "google-chrome"} {
+		if p, err := exec.LookPath(name); err == nil {
+			return p
+		}
+	}
+	t.Skip("browser test: no Chromium on PATH; install it with `apt-get install -y chromium` (CI does, in .ci/run)")
+	return ""
+}
+
+// newBrowser starts a headless Chromium of its own (a fresh profile, so
+// no cookie is shared with another test) and returns a tab's context.
+// Chromium is stopped when the test ends.
+func newBrowser(t testing.TB) context.Context {
+	t.Helper()
+	opts := append(chromedp.DefaultExecAllocatorOptions[:],
+		chromedp.ExecPath(chromiumPath(t)),
+		chromedp.NoSandbox, // tests run as root in CI; the sandbox refuses root
+		chromedp.WindowSize(1280, 900),
+		chromedp.Flag("disable-gpu", true),
+		chromedp.Flag("disable-dev-shm-usage", true),
+		chromedp.UserDataDir(t.TempDir()),
+	)
+	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
+	ctx, cancel := chromedp.NewContext(actx)
+	t.Cleanup(func() { cancel(); cancelAlloc() })
+	if err := chromedp.Do(ctx); err != nil { // starts the browser, without a time limit
+		t.Fatalf("starting Chromium: %v", err)
+	}
+	return ctx
+}
+
+// do runs browser steps with a time limit, failing the test with what
+// was being done.
+func do(t testing.TB, ctx context.Context, what string, steps ...chromedp.Action[chromedp.Void]) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if err := chromedp.Do(ctx, steps...); err != nil {
+		t.Fatalf("browser: %s: %v", what, err)
+	}
+}
+
+// get runs one browser action that returns a value, with a time limit.
+func get[T any](t testing.TB, ctx context.Context, what string, a chromedp.Action[T]) T {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	v, err := chromedp.Run(ctx, a)
+	if err != nil {
+		t.Fatalf("browser: %s: %v", what, err)
+	}
+	return v
+}
+
+// open navigates to url and returns the HTTP status of the page.
+func open(t testing.TB, ctx context.Context, url string) int {
+	t.Helper()
+	tctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	resp, err := chromedp.Run(tctx, chromedp.NavigateResponse(url))
+	if err != nil {
+		t.Fatalf("browser: open %s: %v", url, err)
+	}
+	return int(resp.Status)
+}
+
+// html is the page's markup as the browser has it now.
+func html(t testing.TB, ctx context.Context) string {
+	t.Helper()
+	return get(t, ctx, "read the page", chromedp.OuterHTML(chromedp.CSS("html")))
+}
+
+// screenshotDir is where screenshots go: WEFT_SCREENSHOTS, or the
+// module's docs/console/; "" when they are not wanted.
+func screenshotDir(t testing.TB) string {
+	t.Helper()
+	if d := os.Getenv("WEFT_SCREENSHOTS"); d != "" {
+		if d == "-" {
+			return ""
+		}
+		return d
+	}
+	out, err := exec.Command(goTool(), "env", "GOMOD").Output()
+	mod := strings.TrimSpace(string(out))
+	if err != nil || mod == "" || mod == os.DevNull {
+		t.Logf("no module root found (%v): screenshots not saved", err)
+		return ""
+	}
+	return filepath.Join(filepath.Dir(mod), "docs", "console")
+}
+
+func goTool() string {
+	if p, err := exec.LookPath("go"); err == nil {
+		return p
+	}
+	return "/usr/local/go/bin/go"
+}
+
+// screenshot saves the whole page as NAME.png in the screenshot
+// directory.
+func screenshot(t testing.TB, ctx context.Context, name string) {
+	t.Helper()
+	dir := screenshotDir(t)
+	if dir == "" {
+		return
+	}
+	png := get(t, ctx, "screenshot "+name, chromedp.FullScreenshot(100))
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, name+".png"), png, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// cookies are the browser's cookies for url.
+func cookies(t testing.TB, ctx context.Context, url string) []*network.Cookie {
+	t.Helper()
+	res, err := chromedp.Call(ctx, network.GetCookies, network.GetCookiesParams{URLs: []string{url}})
+	if err != nil {
+		t.Fatalf("browser: read cookies: %v", err)
+	}
+	return res.Cookies
+}
+
+// server is a real `weft server` process on a loopback port, with its
+// own data directory.
+type server struct {
+	t       testing.TB
+	weft    string
+	dataDir string
+	URL     string
+	cmd     *exec.Cmd
+	logs    *bytes.Buffer
+}
+
+// startServer runs `weft server` on 127.0.0.1 (no STUN, no metrics
+// listener: nothing but loopback HTTP) and waits for /healthz.
+func startServer(t testing.TB) *server {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	s := &server{t: t, weft: labtest.WeftBinary(t), dataDir: t.TempDir(), URL: "http://" + addr, logs: &bytes.Buffer{}}
+	s.cmd = exec.Command(s.weft, "server", "--listen", addr, "--data-dir", s.dataDir, "--server-url", s.URL,
+		"--stun-listen=", "--metrics-listen=")
+	s.cmd.Stdout, s.cmd.Stderr = &lockedWriter{w: s.logs}, &lockedWriter{w: s.logs}
+	if err := s.cmd.Start(); err != nil {
+		t.Fatalf("start weft server: %v", err)
+	}
+	t.Cleanup(func() {
+		s.cmd.Process.Kill()
+		s.cmd.Wait()
+		if t.Failed() {
+			t.Logf("weft server's log:\n%s", s.logs)
+		}
+	})
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		resp, err := http.Get(s.URL + "/healthz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				return s
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("weft server did not answer /healthz in 20s: %v\n%s", err, s.logs)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// admin runs `weft admin --data-dir D args...` and returns its output.
+func (s *server) admin(args ...string) string {
+	s.t.Helper()
+	out, err := exec.Command(s.weft, append([]string{"admin", "--data-dir", s.dataDir}, args...)...).CombinedOutput()
+	if err != nil {
+		s.t.Fatalf("weft admin %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
+
+// lockedWriter lets the server's stdout and stderr share one buffer.
+type lockedWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
+}
+
+// signIn opens a fresh console link (its origin replaced by base, the
+// address the browser reaches the server at) and presses Sign in; it
+// checks the session cookie's flags.
+func signIn(t testing.TB, ctx context.Context, link, base string) {
+	t.Helper()
+	link = strings.TrimSpace(link)
+	i := strings.Index(link, "/admin/login?")
+	if i < 0 {
+		t.Fatalf("console-link printed %q, not a login link", link)
+	}
+	do(t, ctx, "sign in",
+		chromedp.Navigate(base+link[i:]),
+		chromedp.WaitVisible(chromedp.ID("signin")),
+		chromedp.Click(chromedp.ID("signin")),
+		chromedp.WaitVisible(chromedp.ID("nodes")),
+	)
+	var found bool
+	for _, c := range cookies(t, ctx, base+"/admin/") {
+		if c.Name == "weft_session" {
+			found = true
+			if !c.HTTPOnly || c.SameSite != network.CookieSameSiteStrict || c.Path != "/admin/" {
+				t.Fatalf("session cookie %+v: want HttpOnly, SameSite=Strict, Path=/admin/", c)
+			}
+		}
+	}
+	if !found {
+		t.Fatal("signed in, but the browser holds no weft_session cookie")
+	}
+}
