@@ -20,6 +20,7 @@ import (
 	"weft/internal/console"
 	"weft/internal/control"
 	"weft/internal/key"
+	"weft/internal/nodelogin"
 	"weft/internal/relay"
 	"weft/internal/restapi"
 	"weft/internal/samples"
@@ -141,7 +142,10 @@ func runServer(ctx context.Context, g *globals, o serverOptions) error {
 	// browsers there. It reads and changes the tailnet through the
 	// admin API, called in process.
 	cons := &console.Server{BaseURL: o.serverURL, Logger: log.With("sub", "console")}
-	admin := &adminapi.Server{Store: st, Notifier: ctrl, Online: ctrl.Online, Health: health, Console: cons, Logger: log.With("sub", "admin")}
+	// Interactive node login: weft up without a pre-auth key.
+	logins := nodelogin.New(nil)
+	(&nodelogin.Handler{Logins: logins, BaseURL: o.serverURL, Logger: log.With("sub", "login")}).Register(mux)
+	admin := &adminapi.Server{Store: st, Notifier: ctrl, Online: ctrl.Online, Health: health, Console: cons, Logins: logins, Logger: log.With("sub", "admin")}
 	cons.API = admin.APIHandler()
 	mux.Handle(console.Prefix, cons)
 	mux.HandleFunc("GET /{$}", console.RedirectRoot)

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"os"
 	"strings"
@@ -8,6 +10,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"weft/internal/localapi"
+	"weft/internal/nodelogin"
 	"weft/internal/wire"
 )
 
@@ -18,7 +21,7 @@ func newUpCmd(g *globals) *cobra.Command {
 	var pf prefsFlags // routing flags, shared with weft set (set.go)
 	cmd := &cobra.Command{
 		Use:   "up",
-		Short: "Join the tailnet (register with a pre-auth key) and connect",
+		Short: "Join the tailnet (register with a pre-auth key, or sign in at a URL it prints) and connect",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			edit, err := pf.edit(cmd.Flags())
@@ -30,6 +33,11 @@ func newUpCmd(g *globals) *cobra.Command {
 				return err
 			}
 			c := &localapi.Client{Socket: g.socket}
+			if req.AuthKey == "" {
+				if req.AuthKey, err = interactiveLogin(cmd.Context(), g, c, req); err != nil {
+					return err
+				}
+			}
 			st, err := c.Up(cmd.Context(), req)
 			if err != nil {
 				return err
@@ -95,4 +103,43 @@ func addrList(n *wire.Node) string {
 		out = append(out, p.Addr().String())
 	}
 	return strings.Join(out, ", ")
+}
+
+// interactiveLogin is weft up without a pre-auth key on a node that is
+// not registered: it asks the server for a login, prints the URL for a
+// person to open (sign in, or have an administrator approve it) and waits
+// for the one-off pre-auth key the server hands out on approval. A
+// registered node needs no key and gets "" back.
+func interactiveLogin(ctx context.Context, g *globals, c *localapi.Client, req localapi.UpRequest) (string, error) {
+	st, err := c.Status(ctx)
+	if err != nil {
+		return "", err
+	}
+	if st.BackendState != localapi.StateNeedsLogin {
+		return "", nil
+	}
+	server := req.ServerURL
+	if server == "" {
+		server = st.ServerURL
+	}
+	if server == "" {
+		return "", usageError{errors.New("up: give --server URL (and --auth-key KEY, or sign in at the URL weft up prints)")}
+	}
+	host := req.Hostname
+	if host == "" {
+		host, _ = os.Hostname()
+	}
+	lc := &nodelogin.Client{}
+	start, err := lc.Start(ctx, server, host)
+	if err != nil {
+		return "", err
+	}
+	fmt.Fprintf(g.stdout, "To join the tailnet, open this URL and sign in (without an identity provider, an administrator approves it):\n\n\t%s\n\nWaiting until %s...\n",
+		start.URL, start.Expires.Local().Format("15:04:05"))
+	grant, err := lc.Wait(ctx, server, start)
+	if err != nil {
+		return "", err
+	}
+	fmt.Fprintf(g.stdout, "Approved: joining as %s\n", termText(grant.User))
+	return grant.AuthKey, nil
 }

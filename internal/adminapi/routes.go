@@ -50,6 +50,8 @@ var routes = []Route{
 	{Method: "GET", Path: "/v1/dns", h: (*Server).getDNS},
 	{Method: "PUT", Path: "/v1/dns", Action: "dns.set", h: (*Server).setDNS},
 	{Method: "GET", Path: "/v1/audit", h: (*Server).listAudit},
+	{Method: "GET", Path: "/v1/logins", h: (*Server).listLogins},
+	{Method: "POST", Path: "/v1/logins/{code}/approve", Action: "login.approve", h: (*Server).approveLogin},
 	{Method: "GET", Path: "/v1/apikeys", Local: true, h: (*Server).listAPIKeys},
 	{Method: "POST", Path: "/v1/apikeys", Local: true, Action: "apikey.create", h: (*Server).createAPIKey},
 	{Method: "POST", Path: "/v1/apikeys/{prefix}/revoke", Local: true, Action: "apikey.revoke", h: (*Server).revokeAPIKey},

@@ -17,6 +17,7 @@ import (
 	"sync"
 	"time"
 
+	"weft/internal/nodelogin"
 	"weft/internal/ownersock"
 	"weft/internal/store"
 	"weft/internal/wire"
@@ -43,6 +44,9 @@ type Server struct {
 	// Console makes login links for the web console; nil answers
 	// console-link with not found.
 	Console ConsoleLinker
+	// Logins are the interactive node logins waiting for approval; nil
+	// answers the login endpoints with not found.
+	Logins *nodelogin.Manager
 	// Logger receives one line per failed request; nil discards.
 	Logger *slog.Logger
 

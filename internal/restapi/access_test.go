@@ -105,6 +105,8 @@ var accessCases = []accessCase{
 	{"GET /v1/dns", "GET", "/dns", "", 200, 403},
 	{"PUT /v1/dns", "PUT", "/dns", `{"source":"{}"}`, 200, 403},
 	{"GET /v1/audit", "GET", "/audit", "", 200, 403},
+	{"GET /v1/logins", "GET", "/logins", "", 200, 403},
+	{"POST /v1/logins/{code}/approve", "POST", "/logins/nosuch/approve", `{"user":"alice"}`, 404, 403},
 }
 
 func (e *env) fill(s string) string {

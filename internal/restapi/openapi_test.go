@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"weft/internal/adminapi"
+	"weft/internal/nodelogin"
 	"weft/internal/store"
 	"weft/internal/tstest"
 )
@@ -68,7 +69,7 @@ func TestOpenAPIMatchesRoutes(t *testing.T) {
 			t.Errorf("%s is in docs/openapi.json but not served", p)
 		}
 		method, path, _ := strings.Cut(p, " ")
-		path = strings.NewReplacer("{node}", e.nodes[2], "{name}", "nosuch", "{prefix}", e.bobAuth).Replace(path)
+		path = strings.NewReplacer("{node}", e.nodes[2], "{name}", "nosuch", "{prefix}", e.bobAuth, "{code}", "nosuch").Replace(path)
 		code, body, _ := e.do(method, "/api"+path, e.live, "{}")
 		if code == 404 && strings.Contains(body, "no such endpoint") {
 			t.Errorf("%s documented but answers %d %s", p, code, body)
@@ -83,6 +84,7 @@ func TestOpenAPIMatchesRoutes(t *testing.T) {
 		"PolicyRequest": &adminapi.PolicyRequest{}, "PolicyReply": &adminapi.PolicyReply{},
 		"PolicyVersion": &store.PolicyVersion{}, "DNSRequest": &adminapi.DNSRequest{}, "DNSReply": &adminapi.DNSReply{},
 		"HealthReply": &adminapi.HealthReply{}, "SamplesReply": &adminapi.SamplesReply{}, "AuditEntry": &store.AuditEntry{},
+		"Login": &nodelogin.Login{}, "ApproveRequest": &adminapi.ApproveRequest{},
 	}
 	for name, v := range types {
 		s, ok := d.Components.Schemas[name]
