@@ -187,7 +187,7 @@ func (c *Conn) replyLocked(p *peer, m disco.Message, src source) {
 }
 
 func (c *Conn) handlePingLocked(p *peer, m *disco.Ping, src source, now time.Time) {
-	if m.NodeKey != p.key {
+	if m.NodeKey != p.key || (src.sock != nil && src.sock.closed) {
 		return
 	}
 	c.replyLocked(p, &disco.Pong{TxID: m.TxID, Src: src.addr}, src)
@@ -224,7 +224,7 @@ func (c *Conn) handlePingLocked(p *peer, m *disco.Ping, src source, now time.Tim
 
 func (c *Conn) handlePongLocked(p *peer, m *disco.Pong, src source, now time.Time) {
 	sp := p.pings[m.TxID]
-	if sp == nil {
+	if sp == nil || (src.sock != nil && src.sock.closed) {
 		return
 	}
 	if sp.relay != src.relay || (!src.relay && (sp.to != src.addr || sp.sock != src.sock)) {

@@ -68,6 +68,10 @@ type guessRound struct {
 type extraSock struct {
 	pc PacketConn
 	p  *peer
+	// closed is set, under Conn.mu, when pc is closed. A packet its
+	// reader took before the close may still be handled after it, and
+	// must not make the socket a path again.
+	closed bool
 }
 
 // maybeStartGuessLocked starts a round from the easy side when the peer is

@@ -124,14 +124,6 @@ func TestSimPaths(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.a.String()+"/"+tt.b.String(), func(t *testing.T) {
-			if tt.a == public && tt.b == hard {
-				// Known defect, open: in about one run in five under
-				// -race, both ends report a direct path yet one
-				// direction's packets all go through the relay ("50 of
-				// 100"). Seen before and after the 2026-12-03 disco
-				// changes; the lab's easy/hard tests do not show it.
-				t.Skip("public/hard: known intermittent defect (one direction stays on the relay while its path reads direct); see the closing note of 2026-12-03")
-			}
 			sp := newSimPair(t, tt.a, tt.b, 1)
 			// Until the direct path can open, packets go through
 			// the relay at once: nobody waits for a punch.

@@ -420,6 +420,13 @@ func (p *peer) noteDirectPongLocked(c *Conn, sp *sentPing, now time.Time) {
 		}
 		c.rebuildAddrsLocked()
 	}
+	if cd == p.best && p.trusted(c, cd, now) && cd.sock != sp.sock {
+		// The pong came back through another of our sockets (on a
+		// hard-NAT node each guessing socket pings the same address).
+		// The path keeps the socket it has: moving it would leave it
+		// on a socket the round is about to close.
+		return
+	}
 	cd.sock = sp.sock
 	cd.lastPong = now
 	cd.unanswered = time.Time{}
@@ -485,6 +492,14 @@ func (p *peer) closeSocketsLocked(c *Conn, keep *extraSock) {
 			continue
 		}
 		s.pc.Close()
+		s.closed = true
+		// A pong already read from s must not bring it back as a
+		// path: its ping is forgotten.
+		for tx, sp := range p.pings {
+			if sp.sock == s {
+				delete(p.pings, tx)
+			}
+		}
 		for _, cd := range p.cands {
 			if cd.sock == s {
 				cd.sock = nil
