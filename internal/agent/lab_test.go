@@ -63,6 +63,13 @@ func startNetTB(t testing.TB, timeout time.Duration, hosts []string, mods ...fun
 // serverArgs may refer to the lab's directory, so it is called with it.
 func startNetServerArgs(t testing.TB, timeout time.Duration, hosts []string, serverArgs func(labDir string) []string, mods ...func(*netlab.Topology)) *labNet {
 	t.Helper()
+	return startNetArgs(t, timeout, hosts, serverArgs, nil, mods...)
+}
+
+// startNetArgs is startNet with extra `weft server` arguments and extra
+// arguments for every daemon (after --verbose).
+func startNetArgs(t testing.TB, timeout time.Duration, hosts []string, serverArgs func(labDir string) []string, daemonArgs []string, mods ...func(*netlab.Topology)) *labNet {
+	t.Helper()
 	labtest.SkipUnlessRoot(t)
 	lab := labtest.Seed(t, mods...)
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
@@ -76,7 +83,7 @@ func startNetServerArgs(t testing.TB, timeout time.Duration, hosts []string, ser
 		Weft:       bin,
 		Hosts:      hosts,
 		ServerArgs: sargs,
-		DaemonArgs: []string{"--verbose"},
+		DaemonArgs: append([]string{"--verbose"}, daemonArgs...),
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -536,6 +543,54 @@ func TestLabEasyHard(t *testing.T) {
 	}
 	n.waitPath("mac", "busan", localapi.PathDirect, 45*time.Second)
 	n.echo("mac", "busan", addr4(n.peer("mac", "busan")))
+}
+
+// TestLabEasyHardHardStarts: busan, behind the hard NAT, is the only side
+// that uses the peer (mac sends it nothing: no TCP, no ping), and its
+// weft ping --until-direct still ends with a direct pong. Only the easy
+// side may start a port-guessing round; busan's call-me-maybe through the
+// relay is what makes mac start one.
+func TestLabEasyHardHardStarts(t *testing.T) {
+	// Health sampling pings peers and connects through the tunnel, which
+	// would make mac use the peer too (and start the round for its own
+	// sake). With an hour between samples only the first one, 30 s after
+	// the daemon starts, would: wait for it, then start both nodes afresh.
+	n := startNetArgs(t, 3*time.Minute, []string{"busan", "mac"}, nil, []string{"--health-interval", "1h"}, setNAT("r-busan", netlab.NATHard))
+	for _, h := range []string{"busan", "mac"} {
+		err := scenario.WaitFor(n.ctx, 60*time.Second, h+"'s first health sample", func() (bool, error) {
+			out, err := n.tn.CLI(n.ctx, h, "health", "stats", "--json")
+			if err != nil {
+				return false, nil
+			}
+			var st localapi.HealthStats
+			if err := json.Unmarshal(out, &st); err != nil {
+				return false, fmt.Errorf("health stats --json: %w: %s", err, out)
+			}
+			return len(st.Metrics) > 0, nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, args := range [][]string{{"busan", "down"}, {"mac", "down"}, {"mac", "up"}, {"busan", "up"}} {
+		if out, err := n.tn.CLI(n.ctx, args[0], args[1]); err != nil {
+			t.Fatalf("weft %s on %s: %v\n%s", args[1], args[0], err, out)
+		}
+	}
+	n.peer("busan", "mac")
+	err := scenario.WaitFor(n.ctx, 30*time.Second, "mac to learn that busan's NAT is hard", func() (bool, error) {
+		p := n.peer("mac", "busan")
+		return p.Hostinfo != nil && p.Hostinfo.NetInfo != nil && p.Hostinfo.NetInfo.MappingVariesByDestIP, nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// 300 pings 100 ms apart: 30 s.
+	out, err := n.tn.CLI(n.ctx, "busan", "ping", "--until-direct", "-c", "300", "--interval", "100ms", "--timeout", "2s", "mac")
+	if err != nil {
+		t.Fatalf("busan's pings to mac never came back direct: %v\n%s", err, tailLines(string(out), 5))
+	}
+	n.waitPath("busan", "mac", localapi.PathDirect, 30*time.Second)
 }
 
 // TestLabFullMesh: three nodes, each reaches the other two.

@@ -193,6 +193,42 @@ func TestDiscoGuessRequestChecked(t *testing.T) {
 	})
 }
 
+// TestDiscoHardPeerCallStartsOneRound: a call-me-maybe from a peer the map
+// says is behind a hard NAT makes the node, behind an easy one, start a
+// round itself (a hard side that starts a connection has no other way to
+// get one). The round stays the node's own: the peer's answer is acted
+// on inside it, once per cooldown, however many calls and answers follow,
+// and its probes go only to the peer's address from the map.
+func TestDiscoHardPeerCallStartsOneRound(t *testing.T) {
+	attackerPublic := netip.MustParseAddrPort("203.0.113.1:41000")
+	timers := fastTimers
+	timers.Reprobe = time.Hour // the cooldown cannot pass during the test
+	r := newAttackRig(t, false, true, []netip.AddrPort{attackerPublic}, timers)
+	ready := func(a netip.Addr) *disco.PortGuess {
+		return &disco.PortGuess{Hard: true, Public: netip.AddrPortFrom(a, 0), Sockets: 256, Probes: 1024, WindowMS: 3000}
+	}
+	r.send(&disco.CallMeMaybe{})
+	time.Sleep(5 * fastTimers.Tick) // the round starts on the call
+	r.send(ready(attackerPublic.Addr()))
+	settle()
+	first, _ := r.sent(attackerPublic.Addr())
+	if first == 0 {
+		t.Fatal("a hard peer's call-me-maybe started no round: nothing to check")
+	}
+	for range 50 {
+		r.send(&disco.CallMeMaybe{})
+		r.send(ready(attackerPublic.Addr()))
+		r.send(ready(victim))
+	}
+	settle()
+	if all, _ := r.sent(attackerPublic.Addr()); all != first {
+		t.Fatalf("50 more calls and answers within the cooldown sent %d more probes (the round sent %d)", all-first, first)
+	}
+	if pkts, _ := r.sent(victim); pkts != 0 {
+		t.Fatalf("an answer naming an address outside the map made the node send %d packets there", pkts)
+	}
+}
+
 // TestDiscoCallMeMaybeThrottled: a call-me-maybe makes the node ping the
 // endpoints it names (simultaneous open). A flood of them must not turn
 // into a flood of pings: only the named endpoints are pinged, and the

@@ -111,6 +111,10 @@ func (c *Conn) handleDisco(pkt []byte, src source) {
 		c.handlePongLocked(p, m, src, now)
 	case *disco.CallMeMaybe:
 		c.handleCallMeMaybeLocked(p, m, now)
+		if src.relay {
+			p.calledAt = now
+			p.answerCallLocked(c, now)
+		}
 	case *disco.PortGuess:
 		p.handleGuessLocked(c, m, src, now)
 	}

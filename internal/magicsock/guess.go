@@ -76,9 +76,9 @@ type extraSock struct {
 
 // maybeStartGuessLocked starts a round from the easy side when the peer is
 // behind a hard NAT and we are not. The easy side always starts: it knows
-// the one public endpoint the hard side must aim its sockets at. A hard
-// node asks for nothing; its call-me-maybe makes the easy side run
-// discovery, which lands here.
+// the one public endpoint the hard side must aim its sockets at. It comes
+// here from its own discovery (it sends to the peer) and when the hard
+// peer calls (answerCallLocked).
 func (p *peer) maybeStartGuessLocked(c *Conn, now time.Time) {
 	region := int(p.homeRegion.Load())
 	if c.opts.Relay == nil || region == 0 || p.guess != nil || now.Before(p.guessNotAfter) {
@@ -110,6 +110,26 @@ func (p *peer) maybeStartGuessLocked(c *Conn, now time.Time) {
 	p.guess = &guessRound{deadline: now.Add(2 * b.Window), stop: make(chan struct{})}
 	c.log.Info("port guessing: asking hard-NAT peer", "peer", p.key.ShortString(), "public", c.report.GlobalV4)
 	c.pending = append(c.pending, outPacket{pkt: pkt, relay: true, region: region, peer: p.key})
+}
+
+// answerCallLocked starts a round, as the easy side, for a hard-NAT peer
+// that called (a call-me-maybe through the relay, within the last
+// Timers.Discovery) while we have no trusted direct path to it. A hard
+// node that starts a connection has nothing to aim at: the easy side's
+// filter drops its pings, and only the easy side may start a round (it
+// names the endpoint the hard side's sockets aim at). Without this the
+// easy side started one only once it sent to the peer itself, so a hard
+// side whose traffic was answered only at the disco level (weft ping), or
+// not yet, stayed on the relay. It is called on the call and on each tick
+// after it, since our netcheck or the map's word that the peer is hard
+// may come a moment after the call. The round is still ours, with every
+// check of maybeStartGuessLocked and the cooldown; a call costs the peer
+// one relay message and buys at most one relay message back per round.
+func (p *peer) answerCallLocked(c *Conn, now time.Time) {
+	if p.calledAt.IsZero() || now.Sub(p.calledAt) >= c.timers.Discovery || p.trusted(c, p.best, now) {
+		return
+	}
+	p.maybeStartGuessLocked(c, now)
 }
 
 // handleGuessLocked takes a port-guess message from the peer (through the

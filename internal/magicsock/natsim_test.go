@@ -286,6 +286,48 @@ func TestSimPing(t *testing.T) {
 	}
 }
 
+// TestSimGuessEitherStarter: between an easy and a hard NAT, only one side
+// uses the peer (weft ping --until-direct: disco pings, no WireGuard
+// traffic the other side would answer), and its pings come back direct
+// whichever side it is. Only the easy side may start a port-guessing
+// round; when the hard side is the one in use, its call-me-maybe through
+// the relay is what makes the easy side start it.
+func TestSimGuessEitherStarter(t *testing.T) {
+	for _, starter := range []siteKind{hard, easy} {
+		t.Run("starter="+starter.String(), func(t *testing.T) {
+			// a is behind the hard NAT, b behind the easy one.
+			sp := newSimPair(t, hard, easy, 6)
+			from, to := sp.a, sp.b
+			if starter == easy {
+				from, to = sp.b, sp.a
+			}
+			ctx := context.Background()
+			deadline := time.Now().Add(15 * time.Second)
+			for {
+				res, err := from.conn.Ping(ctx, to.node.Public())
+				if err == nil && res.Path.Kind == magicsock.PathDirect {
+					if res.Path.Endpoint.Addr() != to.globalAddr(sp) {
+						t.Fatalf("direct pong via %v; want an address of %v", res.Path.Endpoint, to.globalAddr(sp))
+					}
+					return
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("the %s side's pings never came back direct (last: %v, %v)", starter, res.Path, err)
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+		})
+	}
+}
+
+// globalAddr is n's public address in sp.
+func (n *tnode) globalAddr(sp *simPair) netip.Addr {
+	if n == sp.a {
+		return sp.globA.Addr()
+	}
+	return sp.globB.Addr()
+}
+
 func TestLocalEndpointsCallback(t *testing.T) {
 	sim := natsim.New(1)
 	got := make(chan []netip.AddrPort, 4)

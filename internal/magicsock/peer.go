@@ -70,7 +70,11 @@ type peer struct {
 	// relay). It is acted on if the next map lists the endpoint within
 	// heldGuessFor, and dropped otherwise.
 	heldGuess *heldGuess
-	socks     []*extraSock // extra sockets of this peer (guessing, then the winner)
+	// calledAt is when the peer's last call-me-maybe came through the
+	// relay: a hard-NAT peer that calls wants a round we, the easy side,
+	// must start (answerCallLocked).
+	calledAt time.Time
+	socks    []*extraSock // extra sockets of this peer (guessing, then the winner)
 	// mapEps are the peer's endpoints as the last map gave them. Only
 	// these, not addresses from the peer's messages, may aim a
 	// port-guessing round or vouch for a target on our LAN.
@@ -307,6 +311,7 @@ func (p *peer) maintainLocked(c *Conn, now time.Time) {
 	if p.shared == nil {
 		return
 	}
+	p.answerCallLocked(c, now)
 	if !p.active(c, now) {
 		if p.best == nil && c.noRelay.Load() {
 			p.probeIdleLocked(c, now)
