@@ -12,6 +12,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"weft/internal/controlclient"
 	"weft/internal/localapi"
 	"weft/internal/osnet"
 	"weft/internal/wire"
@@ -195,10 +196,14 @@ func checkExitNode(ctx context.Context, g *globals, url string, timeout time.Dur
 		}
 	}
 	if res.URL == "" {
-		if stErr != nil || st.ServerURL == "" {
+		var urls []string
+		if stErr == nil {
+			urls = controlclient.ServerURLs(st.ServerURL)
+		}
+		if len(urls) == 0 {
 			return nil, usageError{fmt.Errorf("exit-node check: no URL to ask: the node has no control server to ask (%v); pass --url with an address-echo service", orNoServer(stErr))}
 		}
-		res.URL = strings.TrimSuffix(st.ServerURL, "/") + whoamiPath
+		res.URL = urls[0] + whoamiPath
 	}
 	direct, err := echo(ctx, osnet.Dialer(osnet.DefaultMark), res.URL, timeout)
 	if err != nil {

@@ -16,6 +16,7 @@ import (
 
 func newUpCmd(g *globals) *cobra.Command {
 	var req localapi.UpRequest
+	var servers []string
 	var authKeyFile string
 	var asJSON bool
 	var pf prefsFlags // routing flags, shared with weft set (set.go)
@@ -29,6 +30,7 @@ func newUpCmd(g *globals) *cobra.Command {
 				return err
 			}
 			req.Prefs = edit
+			req.ServerURL = strings.Join(servers, ",")
 			if req.AuthKey, err = upAuthKey(req.AuthKey, authKeyFile, os.Getenv); err != nil {
 				return err
 			}
@@ -60,7 +62,8 @@ func newUpCmd(g *globals) *cobra.Command {
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&req.ServerURL, "server", "", "control server URL (default: the one from the last up)")
+	f.StringSliceVar(&servers, "server", nil, "control server `URL` (default: the one from the last up); several servers of one tailnet\n"+
+		"as a comma list or a repeated flag, tried in turn whenever the connection fails (docs/ha.md)")
 	f.StringVar(&req.AuthKey, "auth-key", "", "pre-auth `KEY` from weft admin keys create (not needed once registered; other users see it in ps: prefer --auth-key-file or $"+authKeyEnv+")")
 	f.StringVar(&authKeyFile, "auth-key-file", "", "file holding the pre-auth key (- reads standard input)")
 	f.StringVar(&req.Hostname, "hostname", "", "name for this node (default: the OS hostname)")

@@ -44,7 +44,10 @@ const (
 
 // Options configures a Client.
 type Options struct {
-	// ServerURL is the control server's base URL. Required.
+	// ServerURL is the control server's base URL, or several servers of
+	// one tailnet separated by commas (see ServerURLs): the client uses
+	// one at a time and moves to the next whenever a connection fails.
+	// Every one must present the same (pinned) server key. Required.
 	ServerURL string
 	// MachineKey is the node's long-term key. Required.
 	MachineKey key.MachinePrivate
@@ -82,12 +85,14 @@ type Options struct {
 	DialContext func(ctx context.Context, network, addr string) (net.Conn, error)
 }
 
-// Client talks to one control server for one node.
+// Client talks to the control server for one node.
 type Client struct {
 	opts Options
 	log  *slog.Logger
+	urls []string // the servers, from opts.ServerURL
 
 	mu         sync.Mutex // guards the fields below
+	cur        int        // index in urls of the server in use
 	serverKey  key.MachinePublic
 	endpoints  []netip.AddrPort
 	homeRegion int
@@ -107,7 +112,10 @@ func New(opts Options) (*Client, error) {
 	if opts.MachineKey.IsZero() || opts.NodeKey.IsZero() {
 		return nil, errors.New("controlclient: machine and node keys are required")
 	}
-	opts.ServerURL = strings.TrimSuffix(opts.ServerURL, "/")
+	urls := ServerURLs(opts.ServerURL)
+	if len(urls) == 0 {
+		return nil, errors.New("controlclient: no server URL")
+	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
@@ -124,12 +132,93 @@ func New(opts Options) (*Client, error) {
 		tr := &http.Transport{DialContext: opts.DialContext}
 		opts.HTTPClient = &http.Client{Timeout: 10 * time.Second, Transport: tr}
 	}
-	return &Client{opts: opts, log: opts.Logger, serverKey: opts.ServerKey, hostinfo: opts.Hostinfo, routes: opts.AdvertisedRoutes}, nil
+	return &Client{opts: opts, log: opts.Logger, urls: urls, serverKey: opts.ServerKey, hostinfo: opts.Hostinfo, routes: opts.AdvertisedRoutes}, nil
 }
 
-// CheckServerURL checks a control server URL as a user typed it, so that a
-// missing scheme or host is said plainly before anything is dialed.
+// ServerURLs splits a list of control server URLs separated by commas
+// (one URL is a list of one), trimming spaces and trailing slashes and
+// dropping empty entries and repeats.
+func ServerURLs(s string) []string {
+	var out []string
+	for _, u := range strings.Split(s, ",") {
+		u = strings.TrimSuffix(strings.TrimSpace(u), "/")
+		if u != "" && !slices.Contains(out, u) {
+			out = append(out, u)
+		}
+	}
+	return out
+}
+
+// SameTailnet reports whether two server lists name a server in common:
+// then they are one tailnet's servers, and a node moving from one list to
+// the other keeps its registration and pinned key.
+func SameTailnet(a, b string) bool {
+	bs := ServerURLs(b)
+	for _, u := range ServerURLs(a) {
+		if slices.Contains(bs, u) {
+			return true
+		}
+	}
+	return false
+}
+
+// Server returns the URL of the server in use (of the list in
+// Options.ServerURL, the one the last connection went to).
+func (c *Client) Server() string { return c.serverURL() }
+
+// serverURL is the server in use.
+func (c *Client) serverURL() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.urls[c.cur]
+}
+
+// nextServer moves to the next server of the list, after a failure.
+func (c *Client) nextServer() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.urls) > 1 {
+		c.cur = (c.cur + 1) % len(c.urls)
+		c.log.Info("trying the next control server", "server", c.urls[c.cur])
+	}
+}
+
+// eachServer runs f with servers of the list, starting with the one in
+// use, until f returns nil or an error other than ErrUnreachable (a
+// server's refusal is final: the others share its database). The server
+// that answered stays in use.
+func (c *Client) eachServer(f func() error) error {
+	var err error
+	for range c.urls {
+		if err = f(); err == nil || !errors.Is(err, ErrUnreachable) {
+			return err
+		}
+		c.nextServer()
+	}
+	return err
+}
+
+// CheckServerURL checks a control server URL, or a comma-separated list
+// of them, as a user typed it, so that a missing scheme or host is said
+// plainly before anything is dialed.
 func CheckServerURL(s string) error {
+	n := 0
+	for _, u := range strings.Split(s, ",") {
+		if u = strings.TrimSpace(u); u == "" {
+			continue
+		}
+		n++
+		if err := checkOneServerURL(u); err != nil {
+			return err
+		}
+	}
+	if n == 0 {
+		return fmt.Errorf("server URL %q names no server", s)
+	}
+	return nil
+}
+
+func checkOneServerURL(s string) error {
 	if !strings.Contains(s, "://") {
 		return fmt.Errorf("server URL %q has no scheme: add http:// or https:// (for example http://%s)", s, s)
 	}
@@ -193,7 +282,8 @@ func FetchServerKey(ctx context.Context, hc *http.Client, serverURL string) (Key
 // checkServer fetches the server's key and checks it against the pin,
 // pinning it on first contact.
 func (c *Client) checkServer(ctx context.Context) (key.MachinePublic, error) {
-	kr, err := FetchServerKey(ctx, c.opts.HTTPClient, c.opts.ServerURL)
+	serverURL := c.serverURL()
+	kr, err := FetchServerKey(ctx, c.opts.HTTPClient, serverURL)
 	if err != nil {
 		return key.MachinePublic{}, err
 	}
@@ -216,7 +306,8 @@ func (c *Client) checkServer(ctx context.Context) (key.MachinePublic, error) {
 		return kr.PublicKey, nil
 	}
 	if pinned != kr.PublicKey {
-		return key.MachinePublic{}, fmt.Errorf("%w: %s presents %s but this node pinned %s on first contact; if the server was reinstalled on purpose, run `weft logout` (which forgets the pin) and `weft up` again", ErrServerKeyChanged, c.opts.ServerURL, kr.PublicKey, pinned)
+		return key.MachinePublic{}, fmt.Errorf("%w: %s presents %s but this node pinned %s on first contact; if the server was reinstalled on purpose, run `weft logout` (which forgets the pin) and `weft up` again "+
+			"(several servers of one tailnet must share one key: docs/ha.md)", ErrServerKeyChanged, serverURL, kr.PublicKey, pinned)
 	}
 	return pinned, nil
 }
@@ -227,11 +318,12 @@ func (c *Client) dial(ctx context.Context) (*noiseconn.Conn, error) {
 		return nil, err
 	}
 	d := &noiseconn.Dialer{MachineKey: c.opts.MachineKey, ServerKey: sk, DialContext: c.opts.DialContext}
-	conn, err := d.Dial(ctx, c.opts.ServerURL)
+	serverURL := c.serverURL()
+	conn, err := d.Dial(ctx, serverURL)
 	if err != nil {
 		var ne net.Error
 		if errors.As(err, &ne) || errors.Is(err, net.ErrClosed) {
-			return nil, unreachableError(c.opts.ServerURL, err)
+			return nil, unreachableError(serverURL, err)
 		}
 		return nil, err
 	}
@@ -242,6 +334,16 @@ func (c *Client) dial(ctx context.Context) (*noiseconn.Conn, error) {
 // re-registering or rotating its node key) and returns its record. A
 // refusal by the server is a *wire.ErrorMessage.
 func (c *Client) Register(ctx context.Context, authKey string, oldNodeKey key.NodePublic) (*wire.Node, error) {
+	var n *wire.Node
+	err := c.eachServer(func() (err error) {
+		n, err = c.registerOnce(ctx, authKey, oldNodeKey)
+		return err
+	})
+	return n, err
+}
+
+// registerOnce is Register at the server in use.
+func (c *Client) registerOnce(ctx context.Context, authKey string, oldNodeKey key.NodePublic) (*wire.Node, error) {
 	conn, err := c.dial(ctx)
 	if err != nil {
 		return nil, err
@@ -293,6 +395,11 @@ func (c *Client) Register(ctx context.Context, authKey string, oldNodeKey key.No
 // server that does not know the message closes the channel, which comes
 // back as ErrUnreachable.
 func (c *Client) Logout(ctx context.Context) error {
+	return c.eachServer(func() error { return c.logoutOnce(ctx) })
+}
+
+// logoutOnce is Logout at the server in use.
+func (c *Client) logoutOnce(ctx context.Context) error {
 	conn, err := c.dial(ctx)
 	if err != nil {
 		return err
@@ -452,6 +559,9 @@ func (c *Client) Run(ctx context.Context) error {
 		if time.Since(start) > 2*c.opts.MaxBackoff {
 			backoff = c.opts.MinBackoff // the stream was up a good while
 		}
+		// With several servers, the next one is tried: the one that
+		// failed may be down for good (docs/ha.md).
+		c.nextServer()
 		// Full jitter: a server restart must not bring every node back
 		// in the same instant.
 		wait := time.Duration(rand.Int64N(int64(backoff))) + c.opts.MinBackoff/2

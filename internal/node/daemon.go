@@ -293,8 +293,14 @@ func upPrefs(old nodestate.Prefs, nm *controlclient.NetMap, req localapi.UpReque
 		if err := controlclient.CheckServerURL(req.ServerURL); err != nil {
 			return p, key.NodePublic{}, err
 		}
-		// A new server: new pin, new registration.
-		p = nodestate.Prefs{ServerURL: req.ServerURL, Hostname: p.Hostname}
+		if controlclient.SameTailnet(req.ServerURL, p.ServerURL) {
+			// Servers added to or dropped from one tailnet's list:
+			// same pin, same registration.
+			p.ServerURL = req.ServerURL
+		} else {
+			// A new server: new pin, new registration.
+			p = nodestate.Prefs{ServerURL: req.ServerURL, Hostname: p.Hostname}
+		}
 	}
 	if p.ServerURL == "" {
 		return p, key.NodePublic{}, errors.New("no control server given: pass --server URL")
