@@ -980,9 +980,24 @@ func TestLabPortMapping(t *testing.T) {
 	if err := netlab.MiniupnpdAvailable(); err != nil {
 		t.Skip(err)
 	}
-	n := startNet(t, 2*time.Minute, []string{"busan", "mac"},
-		setNAT("r-busan", netlab.NATHard), setNAT("r-fukuoka", netlab.NATHard),
-		func(topo *netlab.Topology) { topo.SetPortMap("r-fukuoka", true) })
+	for _, tc := range []struct {
+		name   string
+		router func(*netlab.Topology)
+		via    string // the protocol mac's daemon logs for its mapping
+	}{
+		{"nat-pmp", func(topo *netlab.Topology) { topo.SetPortMap("r-fukuoka", true) }, "via=nat-pmp"},
+		// A router that speaks only UPnP IGD, as many consumer routers do.
+		{"upnp-only", func(topo *netlab.Topology) { topo.SetUPnPOnly("r-fukuoka") }, "via=upnp"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			n := startNet(t, 2*time.Minute, []string{"busan", "mac"},
+				setNAT("r-busan", netlab.NATHard), setNAT("r-fukuoka", netlab.NATHard), tc.router)
+			testPortMapping(t, n, tc.via)
+		})
+	}
+}
+
+func testPortMapping(t *testing.T, n *labNet, via string) {
 	n.pair("mac", "busan")
 	p := n.waitPath("busan", "mac", localapi.PathDirect, 30*time.Second)
 	if !strings.HasPrefix(p.Path.Endpoint, "203.0.113.22:") {
@@ -992,6 +1007,9 @@ func TestLabPortMapping(t *testing.T) {
 		t.Errorf("mac's first published endpoint %v is not the mapped one busan uses (%s)", p.Endpoints, p.Path.Endpoint)
 	}
 	n.waitPath("mac", "busan", localapi.PathDirect, 30*time.Second)
+	if logs := n.tn.Daemon("mac").Logs(); !strings.Contains(logs, "port mapped") || !strings.Contains(logs, via) {
+		t.Errorf("mac's daemon did not log its mapping %s:\n%s", via, tailLines(logs, 40))
+	}
 
 	// The mapping lives on the router while mac is up and goes with it.
 	mapped := func() string {

@@ -107,6 +107,9 @@ type Router struct {
 	// port mappings with UPnP IGD, NAT-PMP or PCP (needs Debian's
 	// miniupnpd-nftables).
 	PortMap bool
+	// UPnPOnly makes that miniupnpd answer UPnP IGD only, with NAT-PMP
+	// and PCP off, as many consumer routers are.
+	UPnPOnly bool
 	// UDPTimeout is how long the router keeps an idle UDP mapping, as
 	// conntrack's UDP timeouts (both the unreplied and the "stream"
 	// one) in its namespace. Many home and carrier routers forget a
@@ -308,6 +311,16 @@ func (t *Topology) SetUDPTimeout(router string, d time.Duration) {
 		t.errs = append(t.errs, fmt.Errorf("netlab: UDP timeout %v for %s is below conntrack's 1 s resolution", d, router))
 	default:
 		r.UDPTimeout = d
+	}
+}
+
+// SetUPnPOnly runs miniupnpd on router with UPnP IGD only (Router.PortMap
+// and Router.UPnPOnly).
+func (t *Topology) SetUPnPOnly(router string) {
+	if r := t.router(router); r != nil {
+		r.PortMap, r.UPnPOnly = true, true
+	} else {
+		t.errs = append(t.errs, t.unknownRouter(router))
 	}
 }
 

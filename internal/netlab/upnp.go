@@ -73,7 +73,11 @@ func (l *Lab) startPortMapping(ctx context.Context, cfg Config, h *nsHandles, to
 		if _, err := l.start(ctx, n, "miniupnpd", []string{MiniupnpdPath, "-d", "-f", conf, "-P", pid}, nil); err != nil {
 			return err
 		}
-		if err := waitUDP(ctx, n, netip.AddrPortFrom(gatewayAddr(r.LAN), 5351)); err != nil {
+		err := waitTCP(ctx, n, netip.AddrPortFrom(gatewayAddr(r.LAN), upnpHTTPPort))
+		if err == nil && !r.UPnPOnly {
+			err = waitUDP(ctx, n, netip.AddrPortFrom(gatewayAddr(r.LAN), 5351))
+		}
+		if err != nil {
 			return fmt.Errorf("netlab: %s: miniupnpd: %w", r.Name, err)
 		}
 	}
@@ -84,10 +88,15 @@ func (l *Lab) startPortMapping(ctx context.Context, cfg Config, h *nsHandles, to
 // and UPnP IGD on the LAN, mappings only for a host's own address, and
 // the nftables table and chains installUPnPChains made.
 func miniupnpdConf(r Router, stunAddr netip.AddrPort) string {
+	natpmp := "yes"
+	if r.UPnPOnly {
+		natpmp = "no"
+	}
 	return fmt.Sprintf(`# written by weft's network lab
 ext_ifname=%s
 listening_ip=%s
-enable_natpmp=yes
+http_port=%d
+enable_natpmp=%s
 enable_upnp=yes
 secure_mode=yes
 ext_perform_stun=yes
@@ -101,7 +110,7 @@ upnp_nat_postrouting_chain=postrouting_miniupnpd
 uuid=7f1c8a52-4d1e-4b3c-9a57-000000000000
 allow 1024-65535 %s 1024-65535
 deny 0-65535 0.0.0.0/0 0-65535
-`, routerWAN, routerLAN, stunAddr.Addr(), stunAddr.Port(), upnpTable, upnpTable, r.LAN)
+`, routerWAN, routerLAN, upnpHTTPPort, natpmp, stunAddr.Addr(), stunAddr.Port(), upnpTable, upnpTable, r.LAN)
 }
 
 // installUPnPChains makes the table miniupnpd adds its rules to: a filter
@@ -145,6 +154,31 @@ func waitSTUN(ctx context.Context, n *Node, addr netip.AddrPort) error {
 
 // waitUDP waits until something listens on the UDP port addr, as seen
 // from node n: a NAT-PMP external-address request gets an answer.
+// upnpHTTPPort is where the lab's miniupnpd serves UPnP's description
+// and SOAP requests.
+const upnpHTTPPort = 5000
+
+// waitTCP connects to addr from inside n's namespace every 100 ms until
+// a connection succeeds, for at most 10 s.
+func waitTCP(ctx context.Context, n *Node, addr netip.AddrPort) error {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	for {
+		dctx, dcancel := context.WithTimeout(ctx, time.Second)
+		c, err := n.DialContext(dctx, "tcp", addr.String())
+		dcancel()
+		if err == nil {
+			c.Close()
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("nothing listens on %s/tcp: %w", addr, err)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
 func waitUDP(ctx context.Context, n *Node, addr netip.AddrPort) error {
 	return pollUDP(ctx, n, addr, []byte{0, 0}, func(b []byte) bool { return len(b) >= 2 })
 }

@@ -21,9 +21,11 @@ const (
 )
 
 // Mapper keeps a UDP port of this host mapped on the gateway with NAT-PMP,
-// so that a node behind a NAT whose mapping varies by destination (a hard
-// NAT) still has one public address:port that every peer can reach. It
-// renews the mapping before it lapses and deletes it when Run returns.
+// or with UPnP IGD where the gateway does not speak NAT-PMP (many
+// consumer routers speak only UPnP), so that a node behind a NAT whose
+// mapping varies by destination (a hard NAT) still has one public
+// address:port that every peer can reach. It renews the mapping before it
+// lapses and deletes it when Run returns.
 type Mapper struct {
 	// Logger receives one line per mapping made, lost or deleted. Nil
 	// discards.
@@ -38,7 +40,15 @@ type Mapper struct {
 	// RetryAfter is the first wait after a failed request; it doubles up
 	// to maxRetry. Zero means 30 s.
 	RetryAfter time.Duration
+	// NoNATPMP skips NAT-PMP and asks UPnP IGD only; for tests.
+	NoNATPMP bool
 }
+
+// Protocols a mapping was made with, as Run's log lines name them.
+const (
+	viaNATPMP = "nat-pmp"
+	viaUPnP   = "upnp"
+)
 
 // Run maps the port that localPort returns (asked again before every
 // renewal, since the socket may be rebound) until ctx is done, calling
@@ -58,7 +68,9 @@ func (m *Mapper) Run(ctx context.Context, localPort func() uint16, onChange func
 	var (
 		cur    netip.AddrPort // what onChange last heard
 		mapped uint16         // the internal port mapped on gw, 0 if none
+		via    string         // the protocol of the mapping
 		gw     netip.Addr
+		igd    upnpIGD
 	)
 	set := func(ap netip.AddrPort) {
 		if ap != cur {
@@ -66,10 +78,18 @@ func (m *Mapper) Run(ctx context.Context, localPort func() uint16, onChange func
 			onChange(ap)
 		}
 	}
+	unmap := func() error {
+		if via == viaUPnP {
+			ctx, cancel := context.WithTimeout(context.Background(), m.timeout())
+			defer cancel()
+			return igd.unmap(ctx, mapped)
+		}
+		return m.unmap(gw, mapped)
+	}
 	defer func() {
 		if mapped != 0 {
-			err := m.unmap(gw, mapped)
-			log.Info("port mapping deleted", "gateway", gw, "port", mapped, "err", err)
+			err := unmap()
+			log.Info("port mapping deleted", "gateway", gw, "port", mapped, "via", via, "err", err)
 		}
 	}()
 	wait := time.Duration(0)
@@ -88,11 +108,11 @@ func (m *Mapper) Run(ctx context.Context, localPort func() uint16, onChange func
 		var life time.Duration
 		if err == nil {
 			if mapped != 0 && (g != gw || mapped != port) {
-				m.unmap(gw, mapped)
+				unmap()
 				mapped = 0
 			}
 			gw = g
-			ap, life, err = m.mapPort(ctx, gw, port)
+			ap, life, via, err = m.mapAny(ctx, &igd, gw, port)
 		}
 		if err != nil {
 			if cur.IsValid() {
@@ -107,13 +127,47 @@ func (m *Mapper) Run(ctx context.Context, localPort func() uint16, onChange func
 			continue
 		}
 		if !cur.IsValid() || ap != cur {
-			log.Info("port mapped", "gateway", gw, "local_port", port, "public", ap, "lifetime", life)
+			log.Info("port mapped", "gateway", gw, "local_port", port, "public", ap, "lifetime", life, "via", via)
 		}
 		mapped = port
 		set(ap)
 		retry = first
 		wait = max(life/2, time.Second)
 	}
+}
+
+// mapAny maps port with NAT-PMP, or failing that with UPnP IGD, and says
+// which one did it.
+func (m *Mapper) mapAny(ctx context.Context, igd *upnpIGD, gw netip.Addr, port uint16) (netip.AddrPort, time.Duration, string, error) {
+	var pmpErr error
+	if !m.NoNATPMP {
+		ap, life, err := m.mapPort(ctx, gw, port)
+		if err == nil {
+			return ap, life, viaNATPMP, nil
+		}
+		pmpErr = err
+	}
+	uctx, cancel := context.WithTimeout(ctx, m.timeout()+minUPnPWait)
+	defer cancel()
+	ap, life, err := igd.mapPort(uctx, gw, port, m.lifetime())
+	if err != nil {
+		return ap, life, "", errors.Join(pmpErr, err)
+	}
+	return ap, life, viaUPnP, nil
+}
+
+func (m *Mapper) timeout() time.Duration {
+	if m.Timeout <= 0 {
+		return DefaultTimeout
+	}
+	return m.Timeout
+}
+
+func (m *Mapper) lifetime() time.Duration {
+	if m.Lifetime <= 0 {
+		return DefaultLifetime
+	}
+	return m.Lifetime
 }
 
 func (m *Mapper) gateway() (netip.Addr, error) {
@@ -127,11 +181,7 @@ func (m *Mapper) client(gw netip.Addr) (*natpmp.Client, error) {
 	if !gw.Is4() {
 		return nil, errors.New("portmap: NAT-PMP needs an IPv4 gateway")
 	}
-	timeout := m.Timeout
-	if timeout <= 0 {
-		timeout = DefaultTimeout
-	}
-	return natpmp.NewClientWithTimeout(net.IP(gw.AsSlice()), timeout), nil
+	return natpmp.NewClientWithTimeout(net.IP(gw.AsSlice()), m.timeout()), nil
 }
 
 // mapPort asks gw to map UDP port to the same external port (the gateway
@@ -142,10 +192,7 @@ func (m *Mapper) mapPort(ctx context.Context, gw netip.Addr, port uint16) (netip
 	if err != nil {
 		return netip.AddrPort{}, 0, err
 	}
-	life := m.Lifetime
-	if life <= 0 {
-		life = DefaultLifetime
-	}
+	life := m.lifetime()
 	type answer struct {
 		ap   netip.AddrPort
 		life time.Duration

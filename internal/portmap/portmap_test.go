@@ -4,12 +4,15 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"net"
 	"net/netip"
+	"net/url"
 	"runtime"
 	"testing"
 	"time"
 
+	"github.com/huin/goupnp/soap"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 )
@@ -253,5 +256,41 @@ func TestDefaultGateway(t *testing.T) {
 	}
 	if want := netip.MustParseAddr("192.168.77.1"); got != want {
 		t.Fatalf("DefaultGateway = %v, want %v (lowest metric)", got, want)
+	}
+}
+
+// TestUPnPDeviceMustBeTheGateway: a UPnP device description served from
+// any address but the default gateway's is not used, since any LAN host
+// can answer an SSDP search.
+func TestUPnPDeviceMustBeTheGateway(t *testing.T) {
+	gw := netip.MustParseAddr("192.168.2.1")
+	for _, tc := range []struct {
+		loc  string
+		want bool
+	}{
+		{"http://192.168.2.1:5000/rootDesc.xml", true},
+		{"http://192.168.2.1/desc", true},
+		{"http://192.168.2.77:5000/rootDesc.xml", false},
+		{"http://router.lan:5000/rootDesc.xml", false},
+		{"http://[::ffff:192.168.2.1]:5000/x", true},
+	} {
+		u, err := url.Parse(tc.loc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := fromGateway(u, gw); got != tc.want {
+			t.Errorf("fromGateway(%s) = %v, want %v", tc.loc, got, tc.want)
+		}
+	}
+}
+
+func TestIsUPnPError(t *testing.T) {
+	fe := &soap.SOAPFaultError{}
+	fe.Detail.UPnPError.Errorcode = upnpErrOnlyPermanentLeases
+	if !isUPnPError(fmt.Errorf("wrapped: %w", fe), upnpErrOnlyPermanentLeases) {
+		t.Error("wrapped fault 725 not recognised")
+	}
+	if isUPnPError(fe, 718) || isUPnPError(errors.New("plain"), upnpErrOnlyPermanentLeases) {
+		t.Error("another error taken for fault 725")
 	}
 }
