@@ -32,8 +32,9 @@ const rssBoundMB = 60
 
 // startMemLab is the seed tailnet (busan, mac) without delay lines, so
 // that the tunnel runs at what the machine can carry, with busan an
-// approved exit node; extra goes on every daemon's command line.
-func startMemLab(t testing.TB, ctx context.Context, extra ...string) *exitLab {
+// approved exit node; argv, if not nil, rewrites each daemon's command
+// line (scenario.Options.DaemonArgv).
+func startMemLab(t testing.TB, ctx context.Context, argv func(host string, argv []string) []string) *exitLab {
 	labtest.SkipUnlessRoot(t)
 	lab := labtest.Seed(t, func(tp *netlab.Topology) {
 		tp.SetDelay("r-busan", 0)
@@ -42,7 +43,7 @@ func startMemLab(t testing.TB, ctx context.Context, extra ...string) *exitLab {
 	tn, err := scenario.Start(ctx, lab, scenario.Options{
 		Weft:       labtest.WeftBinary(t),
 		Hosts:      []string{"busan", "mac"},
-		DaemonArgs: extra,
+		DaemonArgv: argv,
 		UpArgs: func(host string) []string {
 			if host == "busan" {
 				return []string{"--advertise-exit-node"}
@@ -55,13 +56,8 @@ func startMemLab(t testing.TB, ctx context.Context, extra ...string) *exitLab {
 	}
 	l := &exitLab{t: t, ctx: ctx, lab: lab, tn: tn}
 	l.admin("routes", "approve", "busan", "exit")
-	for range 4 {
-		if _, err := tn.CLI(ctx, "mac", "ping", "--until-direct", "-c", "20", "busan"); err == nil {
-			return l
-		}
-	}
-	t.Fatal("mac found no direct path to busan")
-	return nil
+	l.awaitDirect("mac", "busan", 30*time.Second)
+	return l
 }
 
 // rssWatch samples the daemons' resident memory (VmRSS) until stopped
@@ -203,6 +199,8 @@ func runMemBurst(t testing.TB, l *exitLab, burst time.Duration, profileDir strin
 	busanTailnet := firstAddr(st.Self)
 	web, mac, busan := l.lab.Node("web"), l.lab.Node("mac"), l.lab.Node("busan")
 	webAddr := web.WANAddr.String()
+	l.cli("mac", "set", "--exit-node=")
+	l.awaitWhoami("mac", l.lab.Node("r-fukuoka").WANAddr, "traffic straight out")
 	w := watchRSS(pids)
 	for _, ph := range memPhases {
 		if ph == "tunnel" {
@@ -271,7 +269,7 @@ func saveHeapProfile(t testing.TB, l *exitLab, host, path string, q url.Values) 
 func TestLabMemoryBound(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	l := startMemLab(t, ctx)
+	l := startMemLab(t, ctx, nil)
 	r := runMemBurst(t, l, 4*time.Second, os.Getenv("WEFT_MEM_PROFILES"))
 	for _, host := range []string{"busan", "mac"} {
 		t.Logf("%s: RSS idle %.1f MB, peak %.1f MB, high-water %.1f MB", host, mb(r.idle[host]), mb(r.peak[host]), mb(r.hw[host]))
@@ -288,3 +286,55 @@ func TestLabMemoryBound(t *testing.T) {
 
 // mb converts KiB to MB (10^6 bytes), as docs/benchmarks.md reports RSS.
 func mb(kib int64) float64 { return float64(kib) * 1024 / 1e6 }
+
+// BenchmarkLabMemory measures, in one lab run, each daemon's resident
+// memory before, at the peak of and 30 s after a bounded burst (the
+// phases of TestLabMemoryBound, 4 s each), with the burst's throughput as
+// a ratio to raw veth measured in the same burst: first with the default
+// memory limit, then with the daemons restarted with --memory-limit
+// 48MiB. busan is the exit node, mac the tunnel's client. Run it with
+//
+//	go test -run '^$' -bench LabMemory -benchtime 1x ./cmd/weft
+func BenchmarkLabMemory(b *testing.B) {
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
+	defer cancel()
+	var extra []string // the daemons' extra flags, for the next start
+	l := startMemLab(b, ctx, func(_ string, argv []string) []string { return append(argv, extra...) })
+	for _, cfg := range []struct {
+		name  string
+		flags []string
+	}{{"default", nil}, {"limit-48MiB", []string{"--memory-limit", "48MiB"}}} {
+		if cfg.flags != nil || extra != nil {
+			extra = cfg.flags
+			for _, host := range []string{"busan", "mac"} {
+				if err := l.tn.KillDaemon(host); err != nil {
+					b.Fatal(err)
+				}
+				if err := l.tn.StartDaemon(ctx, host); err != nil {
+					b.Fatal(err)
+				}
+			}
+			l.awaitDirect("mac", "busan", 30*time.Second)
+		}
+		time.Sleep(5 * time.Second) // settle: the first map, netcheck
+		for range b.N {
+			r := runMemBurst(b, l, 4*time.Second, "")
+			time.Sleep(30 * time.Second)
+			for _, host := range []string{"busan", "mac"} {
+				after, err := procStatusKB(l.tn.Daemon(host).PID, "VmRSS")
+				if err != nil {
+					b.Fatal(err)
+				}
+				b.ReportMetric(mb(r.idle[host]), cfg.name+"-"+host+"-rss-idle-MB")
+				b.ReportMetric(mb(max(r.peak[host], r.hw[host])), cfg.name+"-"+host+"-rss-peak-MB")
+				b.ReportMetric(mb(after), cfg.name+"-"+host+"-rss-30s-MB")
+			}
+			for _, ph := range memPhases {
+				b.ReportMetric(r.mbit[ph], cfg.name+"-"+ph+"-Mbit/s")
+				if ph != "raw" {
+					b.ReportMetric(r.mbit[ph]/r.mbit["raw"], cfg.name+"-"+ph+"/raw")
+				}
+			}
+		}
+	}
+}

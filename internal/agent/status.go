@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"weft/internal/controlclient"
+	"weft/internal/inflight"
 	"weft/internal/key"
 	"weft/internal/localapi"
 	"weft/internal/magicsock"
@@ -124,6 +125,7 @@ func (e *Engine) FillStatus(st *localapi.Status) {
 	st.Health = append(st.Health, e.routeHealth(nm)...)
 	st.Health = append(st.Health, e.dns.health(time.Now())...)
 	st.Drops = e.drops()
+	st.Buffers = e.buffers()
 	ds := e.dns.Status()
 	st.DNS = &ds
 }
@@ -139,6 +141,21 @@ func (e *Engine) drops() *localapi.Drops {
 	d.FromTunnel = e.guard.drops.Load()
 	d.Filter = e.filter.Drops()
 	return d
+}
+
+// buffers reports the in-flight bound's counters.
+func (e *Engine) buffers() *localapi.BufferStats {
+	s := e.bound.Stats()
+	return &localapi.BufferStats{
+		Max:          s.Max,
+		InFlightOut:  s.InFlight[inflight.Out],
+		InFlightIn:   s.InFlight[inflight.In],
+		WaitsOut:     s.Waits[inflight.Out],
+		WaitsIn:      s.Waits[inflight.In],
+		ForgottenOut: s.Forgotten[inflight.Out],
+		ForgottenIn:  s.Forgotten[inflight.In],
+		RelayedDrops: e.conn.InjectDrops(),
+	}
 }
 
 // health lists the data plane's problems in plain words.

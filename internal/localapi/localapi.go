@@ -70,6 +70,9 @@ type Status struct {
 	// blocked, control unreachable, key expiring soon); empty when all
 	// is well.
 	Health []string `json:"health,omitempty"`
+	// Buffers is the WireGuard device's in-flight bound and what it
+	// did; nil while the data plane is down.
+	Buffers *BufferStats `json:"buffers,omitempty"`
 	// Drops counts packets the data plane refused to carry; nil while
 	// the data plane is down.
 	Drops *Drops `json:"drops,omitempty"`
@@ -116,6 +119,27 @@ type DNSStats struct {
 	Cached    uint64 `json:"cached"`
 	Failed    uint64 `json:"failed"`
 	Malformed uint64 `json:"malformed"`
+}
+
+// BufferStats are the WireGuard device's in-flight bound (docs/metrics.md):
+// how many packets each direction may hold, holds now, and how often the
+// bound made a reader wait; Out is TUN → peers, In peers → TUN. Counters
+// run since the node went up.
+type BufferStats struct {
+	Max         int `json:"max"`
+	InFlightOut int `json:"in_flight_out"`
+	InFlightIn  int `json:"in_flight_in"`
+	// Waits are reads that waited for room (back-pressure: the TUN's
+	// or the socket's queue then drops what does not fit).
+	WaitsOut uint64 `json:"waits_out"`
+	WaitsIn  uint64 `json:"waits_in"`
+	// Forgotten are packets the device dropped inside, taken out of
+	// the count after a stall.
+	ForgottenOut uint64 `json:"forgotten_out"`
+	ForgottenIn  uint64 `json:"forgotten_in"`
+	// RelayedDrops are packets from the relay dropped because the
+	// device did not take them fast enough.
+	RelayedDrops uint64 `json:"relayed_drops"`
 }
 
 // Drops counts, since the node went up, packets this node's data plane

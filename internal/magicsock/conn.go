@@ -144,6 +144,9 @@ type Conn struct {
 	// noRelay is set by the maintenance loop while the Relay reports no
 	// region reachable; idle peers are then probed (probeIdleLocked).
 	noRelay atomic.Bool
+	// injectDrops counts relayed packets dropped because injected was
+	// full (wireguard-go did not keep up).
+	injectDrops atomic.Uint64
 	// byAddr maps a direct source address to its peer, for the receive
 	// path. Copy-on-write under mu; read without a lock.
 	byAddr atomic.Pointer[map[netip.AddrPort]*peer]

@@ -258,3 +258,23 @@ func TestIdlePeerProbedWhileNoRelay(t *testing.T) {
 		})
 	}
 }
+
+// TestInjectedQueueBoundedAndCounted: relayed packets wait in a queue of
+// fixed size for wireguard-go; what does not fit is dropped and counted,
+// never queued beyond it.
+func TestInjectedQueueBoundedAndCounted(t *testing.T) {
+	c, err := New(Options{DiscoKey: key.NewDisco(), NodeKey: key.NewNode().Public()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.mu.Lock()
+	p := c.peerLocked(key.NewNode().Public())
+	c.mu.Unlock()
+	size := cap(c.injected)
+	for range size + 10 {
+		c.inject(p, []byte{4, 0, 0, 0})
+	}
+	if len(c.injected) != size || c.InjectDrops() != 10 {
+		t.Errorf("queued %d, dropped %d; want %d queued and 10 dropped", len(c.injected), c.InjectDrops(), size)
+	}
+}

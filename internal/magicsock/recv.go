@@ -110,8 +110,14 @@ func (c *Conn) inject(p *peer, pkt []byte) {
 	case c.injected <- inbound{pkt: append([]byte(nil), pkt...), p: p}:
 	default:
 		// Full: drop, as a congested socket would.
+		c.injectDrops.Add(1)
 	}
 }
+
+// InjectDrops counts the packets from the relay and extra sockets dropped
+// because wireguard-go did not take them fast enough (the queue holds
+// 1,024).
+func (c *Conn) InjectDrops() uint64 { return c.injectDrops.Load() }
 
 // source says where a disco packet came from.
 type source struct {

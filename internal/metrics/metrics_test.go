@@ -15,6 +15,7 @@ import (
 
 func TestNodeAndServerMetrics(t *testing.T) {
 	st := &localapi.Status{BackendState: localapi.StateRunning, ExitNode: "busan", Health: []string{"UDP is blocked"},
+		Buffers: &localapi.BufferStats{Max: 128, InFlightOut: 7, InFlightIn: 3, WaitsOut: 11, WaitsIn: 5, ForgottenIn: 2, RelayedDrops: 9},
 		Peers: []*localapi.PeerStatus{
 			{Node: &wire.Node{Name: "busan", Online: true}, Path: localapi.Path{Kind: localapi.PathDirect}, RxBytes: 1000, TxBytes: 2000},
 			{Node: &wire.Node{Name: "pc"}, Path: localapi.Path{Kind: localapi.PathNone}},
@@ -59,6 +60,13 @@ func TestNodeAndServerMetrics(t *testing.T) {
 		`weft_peer_rx_bytes_total{peer="busan"} 1000`,
 		`weft_peer_tx_bytes_total{peer="busan"} 2000`,
 		`weft_exit_node_in_use{exit_node="busan"} 1`,
+		"weft_dataplane_in_flight_max 128",
+		`weft_dataplane_in_flight_packets{dir="out"} 7`,
+		`weft_dataplane_in_flight_packets{dir="in"} 3`,
+		`weft_dataplane_backpressure_waits_total{dir="out"} 11`,
+		`weft_dataplane_backpressure_waits_total{dir="in"} 5`,
+		`weft_dataplane_forgotten_packets_total{dir="in"} 2`,
+		"weft_dataplane_relayed_drops_total 9",
 		`weft_health_peer_rtt_ms{target="busan"} 29.5`,
 		"weft_health_udp 1",
 		"weft_health_battery_pct 85",

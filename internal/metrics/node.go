@@ -32,6 +32,11 @@ var (
 	peerRx       = prometheus.NewDesc("weft_peer_rx_bytes_total", "WireGuard bytes received from the peer since the node went up.", []string{"peer"}, nil)
 	peerTx       = prometheus.NewDesc("weft_peer_tx_bytes_total", "WireGuard bytes sent to the peer since the node went up.", []string{"peer"}, nil)
 	exitInUse    = prometheus.NewDesc("weft_exit_node_in_use", "1 for the exit node internet traffic goes through now.", []string{"exit_node"}, nil)
+	inFlight     = prometheus.NewDesc("weft_dataplane_in_flight_packets", "Packets the WireGuard device holds now, by direction (out: TUN to peers, in: peers to TUN).", []string{"dir"}, nil)
+	inFlightMax  = prometheus.NewDesc("weft_dataplane_in_flight_max", "How many packets each direction may hold before its readers wait.", nil, nil)
+	bpWaits      = prometheus.NewDesc("weft_dataplane_backpressure_waits_total", "Reads of the TUN (out) or the socket (in) that waited for room in the in-flight bound; the kernel's queue drops what does not fit meanwhile.", []string{"dir"}, nil)
+	forgotten    = prometheus.NewDesc("weft_dataplane_forgotten_packets_total", "Packets the WireGuard device dropped inside, taken out of the in-flight count after a stall.", []string{"dir"}, nil)
+	relayedDrops = prometheus.NewDesc("weft_dataplane_relayed_drops_total", "Packets from the relay dropped because the WireGuard device did not take them fast enough.", nil, nil)
 	sampleTime   = prometheus.NewDesc("weft_health_sample_timestamp_seconds", "When the latest health sample was taken.", nil, nil)
 )
 
@@ -73,6 +78,19 @@ func collectStatus(ch chan<- prometheus.Metric, st *localapi.Status) {
 	}
 	if st.ExitNode != "" {
 		gauge(ch, exitInUse, 1, st.ExitNode)
+	}
+	if b := st.Buffers; b != nil {
+		gauge(ch, inFlightMax, float64(b.Max))
+		gauge(ch, inFlight, float64(b.InFlightOut), "out")
+		gauge(ch, inFlight, float64(b.InFlightIn), "in")
+		counter := func(d *prometheus.Desc, v uint64, labels ...string) {
+			ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
+		}
+		counter(bpWaits, b.WaitsOut, "out")
+		counter(bpWaits, b.WaitsIn, "in")
+		counter(forgotten, b.ForgottenOut, "out")
+		counter(forgotten, b.ForgottenIn, "in")
+		counter(relayedDrops, b.RelayedDrops)
 	}
 }
 
