@@ -1,8 +1,8 @@
 // health.js draws the node page's health plots with uPlot from the
 // node's health.json (see internal/console/health.go). No inline script:
 // the page names the data's URL in data-src; when done, the container's
-// data-charts says how many charts were drawn (the browser tests wait on
-// it).
+// data-charts says how many charts were drawn and data-samples over how
+// many samples (the browser tests wait on them).
 (function () {
 	"use strict";
 	var box = document.getElementById("health");
@@ -13,6 +13,7 @@
 
 	function draw(d) {
 		box.textContent = "";
+		box.dataset.samples = String(d.times.length);
 		if (!d.charts.length || !d.times.length) {
 			var p = document.createElement("p");
 			p.textContent = "No health samples in this window yet: a node reports them every --health-interval (5 minutes by default).";
@@ -39,7 +40,11 @@
 				series.push(o);
 				data.push(s.values);
 			});
-			var opts = {width: width, height: 180, series: series, scales: {x: {time: true}},
+			var x = {time: true};
+			if (d.times.length === 1) { // one sample: a ten-minute window around it, not years
+				x.range = [d.times[0] - 300, d.times[0] + 300];
+			}
+			var opts = {width: width, height: 180, series: series, scales: {x: x},
 				axes: [{}, {size: 60}]};
 			if (c.steps) {
 				opts.scales.y = {range: [-0.1, 1.1]};
