@@ -244,6 +244,7 @@ func (e *Engine) openNet() error {
 		Relay:       e.relays,
 		OnSTUN:      e.nc.ReceiveSTUNPacket,
 		OnEndpoints: e.onEndpoints,
+		OnTunnelMTU: e.setTunnelMTU,
 		Timers:      cfg.Timers,
 		Network:     e.net,
 	})
@@ -321,6 +322,30 @@ type Router interface {
 }
 
 var _ Router = (*osnet.Router)(nil)
+
+// mtuSetter is implemented by a Router whose device MTU can follow path
+// MTU discovery (*osnet.Router); userspace networking keeps its MTU.
+type mtuSetter interface {
+	SetMTU(mtu int) error
+}
+
+var _ mtuSetter = (*osnet.Router)(nil)
+
+// setTunnelMTU sets the TUN device's MTU to what the peers' direct paths
+// carry (magicsock's path MTU discovery). Local TCP follows a lowered MTU
+// at its next send; forwarded traffic gets the kernel's "fragmentation
+// needed" answers and the MSS clamp (docs/os-networking.md).
+func (e *Engine) setTunnelMTU(mtu int) {
+	ms, ok := e.router.(mtuSetter)
+	if !ok {
+		return
+	}
+	if err := ms.SetMTU(mtu); err != nil {
+		e.log.Warn("cannot set the tunnel MTU", "mtu", mtu, "err", err)
+		return
+	}
+	e.log.Info("tunnel MTU", "mtu", mtu)
+}
 
 // wgLogger sends wireguard-go's errors to log and drops its verbose lines,
 // which are per packet.

@@ -940,35 +940,70 @@ func TestLabMultiHomedServer(t *testing.T) {
 	}
 }
 
-// TestLabPathMTU: with Fukuoka's access line narrower than Ethernet
-// (PPPoE's 1492, or 1280 as on a tunnelled line), the tunnel between mac
-// and busan still carries full-size TCP: a 50 MB transfer each way
-// arrives intact over the direct path.
+// TestLabPathMTU: path MTU discovery on the direct path between mac and
+// busan, with Fukuoka's access line at Ethernet's 1500 bytes, PPPoE's 1492
+// or a tunnelled line's 1280. Each side probes the path with padded disco
+// pings (Don't Fragment set) and sets its tunnel MTU to what the path
+// carries: 1420 and 1412 (the line less the tunnel's 80 bytes), and 1280
+// where no probe fits. Then 50 MB each way arrive intact (SHA-256) over
+// the direct path, full-size TCP at that MTU.
 func TestLabPathMTU(t *testing.T) {
-	for _, mtu := range []int{1492, 1280} {
-		t.Run(fmt.Sprint(mtu), func(t *testing.T) {
-			n := startNet(t, 3*time.Minute, []string{"busan", "mac"}, func(topo *netlab.Topology) { topo.SetMTU("r-fukuoka", mtu) })
-			// The narrow hop is really there.
-			var gotMTU int
-			err := n.lab.Node("mac").Do(func() error {
-				l, err := netlink.LinkByName("eth0")
-				if err == nil {
-					gotMTU = l.Attrs().MTU
+	for _, tc := range []struct{ line, tunnel int }{{1500, 1420}, {1492, 1412}, {1280, 1280}} {
+		t.Run(fmt.Sprint(tc.line), func(t *testing.T) {
+			n := startNet(t, 3*time.Minute, []string{"busan", "mac"}, func(topo *netlab.Topology) {
+				if tc.line != 1500 {
+					topo.SetMTU("r-fukuoka", tc.line)
 				}
-				return err
 			})
-			if err != nil || gotMTU != mtu {
-				t.Fatalf("mac's eth0 MTU %d (%v), want %d", gotMTU, err, mtu)
+			// The narrow hop is really there.
+			if got := linkMTU(t, n.lab.Node("mac"), "eth0"); got != tc.line {
+				t.Fatalf("mac's eth0 MTU %d, want %d", got, tc.line)
 			}
 			n.pair("mac", "busan")
 			n.waitPath("mac", "busan", localapi.PathDirect, 30*time.Second)
+			n.waitPath("busan", "mac", localapi.PathDirect, 30*time.Second)
+			for _, side := range [][2]string{{"mac", "busan"}, {"busan", "mac"}} {
+				host, peer := side[0], side[1]
+				var path localapi.Path
+				var dev int
+				err := scenario.WaitFor(n.ctx, 20*time.Second, host+"'s tunnel MTU", func() (bool, error) {
+					p := n.peer(host, peer)
+					path, dev = p.Path, linkMTU(t, n.lab.Node(host), "weft0")
+					return path.Kind == localapi.PathDirect && path.MTU == tc.tunnel && dev == tc.tunnel, nil
+				})
+				if err != nil {
+					t.Fatalf("%v: %s's path to %s %+v, weft0 MTU %d; want %d on both", err, host, peer, path, dev, tc.tunnel)
+				}
+			}
 			n.transfer("mac", "busan", 50<<20, nil)
 			n.transfer("busan", "mac", 50<<20, nil)
+			for _, h := range []string{"mac", "busan"} {
+				if got := linkMTU(t, n.lab.Node(h), "weft0"); got != tc.tunnel {
+					t.Errorf("%s's weft0 MTU after the transfers %d, want %d", h, got, tc.tunnel)
+				}
+			}
 			if p := n.waitPath("mac", "busan", localapi.PathDirect, 10*time.Second); p == nil {
 				t.Fatal("no direct path after the transfers")
 			}
 		})
 	}
+}
+
+// linkMTU is the MTU of node's interface name.
+func linkMTU(t testing.TB, node *netlab.Node, name string) int {
+	t.Helper()
+	var mtu int
+	err := node.Do(func() error {
+		l, err := netlink.LinkByName(name)
+		if err == nil {
+			mtu = l.Attrs().MTU
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatalf("%s on %s: %v", name, node.Name, err)
+	}
+	return mtu
 }
 
 // TestLabPortMapping: busan and mac both sit behind hard NATs, where no

@@ -78,6 +78,7 @@ func path(pi magicsock.PathInfo, rm *wire.RelayMap) localapi.Path {
 	switch pi.Kind {
 	case magicsock.PathDirect:
 		p.Endpoint = pi.Endpoint.String()
+		p.MTU = pi.MTU
 	case magicsock.PathRelay:
 		p.RelayRegion = pi.RelayRegion
 		p.RelayCode = relayCode(rm, pi.RelayRegion)

@@ -85,6 +85,24 @@ type Message interface {
 type Ping struct {
 	TxID    TxID
 	NodeKey key.NodePublic
+	// Padding is the number of zero bytes after the fields, so that the
+	// sealed ping fills a datagram of the size a path MTU probe tests
+	// (PaddingFor). A receiver ignores them; the pong stays small.
+	Padding int
+}
+
+// MaxPadding bounds Ping.Padding: a padded ping still fits a 9000-byte
+// jumbo frame's datagram.
+const MaxPadding = 9000
+
+// pingLen is the plaintext length of an unpadded ping.
+const pingLen = 2 + 12 + keyLen
+
+// PaddingFor returns the Ping.Padding that makes a sealed ping exactly
+// payload bytes long (the UDP payload), or 0 if payload is no larger than
+// an unpadded sealed ping.
+func PaddingFor(payload int) int {
+	return min(max(payload-Overhead-pingLen, 0), MaxPadding)
 }
 
 // Pong answers a Ping. Src is the address the ping came from as the
@@ -143,7 +161,8 @@ func (m *Ping) AppendMarshal(b []byte) []byte {
 	b = header(b, TypePing)
 	b = append(b, m.TxID[:]...)
 	k := m.NodeKey.Raw32()
-	return append(b, k[:]...)
+	b = append(b, k[:]...)
+	return append(b, make([]byte, min(max(m.Padding, 0), MaxPadding))...)
 }
 
 // AppendMarshal implements Message.
@@ -195,6 +214,9 @@ func Parse(b []byte) (Message, error) {
 		}
 		m := &Ping{NodeKey: key.PublicFromRaw32[key.NodeKind]([32]byte(body[12 : 12+keyLen]))}
 		copy(m.TxID[:], body)
+		// Whatever follows is padding, whatever its bytes (a later
+		// version may put fields there).
+		m.Padding = min(len(body)-12-keyLen, MaxPadding)
 		return m, nil
 	case TypePong:
 		if len(body) < 12+addrPortLen {

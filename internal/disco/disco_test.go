@@ -18,6 +18,7 @@ func TestRoundTrip(t *testing.T) {
 		msg  Message
 	}{
 		{"ping", &Ping{TxID: NewTxID(), NodeKey: key.NewNode().Public()}},
+		{"padded ping", &Ping{TxID: NewTxID(), NodeKey: key.NewNode().Public(), Padding: PaddingFor(1472)}},
 		{"pong v4", &Pong{TxID: NewTxID(), Src: netip.MustParseAddrPort("203.0.113.7:41641")}},
 		{"pong v6", &Pong{TxID: NewTxID(), Src: netip.MustParseAddrPort("[2001:db8::1]:9")}},
 		{"pong zero src", &Pong{TxID: NewTxID()}},
@@ -128,5 +129,25 @@ func TestCallMeMaybeBounded(t *testing.T) {
 	}
 	if n := len(m.(*CallMeMaybe).Endpoints); n != MaxEndpoints {
 		t.Fatalf("got %d endpoints, want %d", n, MaxEndpoints)
+	}
+}
+
+// TestPaddingFor: a ping padded with PaddingFor(n) seals to exactly n bytes,
+// the UDP payload a path MTU probe needs; sizes below an unpadded ping get
+// no padding.
+func TestPaddingFor(t *testing.T) {
+	a, b := key.NewDisco(), key.NewDisco()
+	ab := NewSharedKey(a, b.Public())
+	plain := len(ab.Seal(&Ping{TxID: NewTxID()}))
+	for _, payload := range []int{1200, 1252, 1372, 1412, 1432, 1452, 1464, 1472} {
+		if got := len(ab.Seal(&Ping{TxID: NewTxID(), Padding: PaddingFor(payload)})); got != payload {
+			t.Errorf("ping padded for %d bytes seals to %d", payload, got)
+		}
+	}
+	if p := PaddingFor(plain - 1); p != 0 {
+		t.Errorf("PaddingFor(%d) = %d, want 0", plain-1, p)
+	}
+	if p := PaddingFor(1 << 20); p != MaxPadding {
+		t.Errorf("PaddingFor(1 MiB) = %d, want MaxPadding", p)
 	}
 }

@@ -12,6 +12,7 @@ import (
 // re-encodes to something it parses to the same message.
 func FuzzParse(f *testing.F) {
 	f.Add((&Ping{TxID: NewTxID()}).AppendMarshal(nil))
+	f.Add((&Ping{TxID: NewTxID(), Padding: 1400}).AppendMarshal(nil))
 	f.Add((&Pong{Src: netip.MustParseAddrPort("1.2.3.4:5")}).AppendMarshal(nil))
 	f.Add((&CallMeMaybe{Endpoints: []netip.AddrPort{netip.MustParseAddrPort("[::1]:2")}}).AppendMarshal(nil))
 	f.Add((&PortGuess{Hard: true, Sockets: 1}).AppendMarshal(nil))
@@ -19,6 +20,9 @@ func FuzzParse(f *testing.F) {
 		m, err := Parse(b)
 		if err != nil {
 			return
+		}
+		if p, ok := m.(*Ping); ok && (p.Padding < 0 || p.Padding > MaxPadding) {
+			t.Fatalf("ping padding %d out of [0, %d]", p.Padding, MaxPadding)
 		}
 		again, err := Parse(m.AppendMarshal(nil))
 		if err != nil {
@@ -37,6 +41,7 @@ func FuzzOpen(f *testing.F) {
 	ab, ba := NewSharedKey(a, b.Public()), NewSharedKey(b, a.Public())
 	good := ab.Seal(&Ping{TxID: NewTxID()})
 	f.Add(good)
+	f.Add(ab.Seal(&Ping{TxID: NewTxID(), Padding: 1392}))
 	f.Add([]byte(Magic))
 	f.Add(append([]byte(Magic), make([]byte, 100)...))
 	f.Fuzz(func(t *testing.T, pkt []byte) {

@@ -231,6 +231,10 @@ type Path struct {
 	// RelayCode its short name.
 	RelayRegion int    `json:"relay_region,omitempty"`
 	RelayCode   string `json:"relay_code,omitempty"`
+	// MTU is the tunnel MTU the direct path carries, as path MTU
+	// discovery confirmed it (1280 until a larger probe is answered);
+	// 0 on the relay.
+	MTU int `json:"mtu,omitempty"`
 }
 
 // String is the path as people read it: "direct IP:PORT", "relay CODE",

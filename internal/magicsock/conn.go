@@ -74,6 +74,10 @@ type Options struct {
 	Timers Timers
 	// Guess is the port-guessing budget; zero fields take defaults.
 	Guess GuessBudget
+	// OnTunnelMTU is called, outside any lock, with the tunnel MTU the
+	// peers' direct paths allow whenever it changes (path MTU discovery,
+	// pmtu.go); it starts at MinTunnelMTU. May be nil.
+	OnTunnelMTU func(mtu int)
 	// Rand picks the ports probed while guessing. If nil, a random seed.
 	// Tests pass a seeded source for a repeatable round.
 	Rand *rand.Rand
@@ -169,6 +173,7 @@ type Conn struct {
 	mapped    netip.AddrPort   // our main socket's port mapping on the gateway, if any
 	lans      []netip.Prefix   // the host's own networks, if Network tells (localPrefixer)
 	rand      *rand.Rand
+	tunnelMTU int // last told to OnTunnelMTU
 	pending   []outPacket
 	callbacks []func()
 	wg        sync.WaitGroup // goroutines of the current open
@@ -212,6 +217,8 @@ func New(opts Options) (*Conn, error) {
 		retired:  make(map[key.NodePublic]*peer),
 		byDisco:  make(map[key.DiscoPublic][]*peer),
 		rand:     opts.Rand,
+
+		tunnelMTU: MinTunnelMTU,
 	}
 	if c.log == nil {
 		c.log = slog.New(slog.DiscardHandler)
@@ -450,6 +457,7 @@ func (c *Conn) maintain(closed chan struct{}) {
 		for _, p := range c.peers {
 			p.maintainLocked(c, now)
 		}
+		c.noteTunnelMTULocked()
 		c.unlock()
 	}
 }

@@ -239,6 +239,9 @@ func (c *Conn) handlePongLocked(p *peer, m *disco.Pong, src source, now time.Tim
 	rtt := now.Sub(sp.at)
 	if !src.relay {
 		p.noteDirectPongLocked(c, sp, now)
+		if sp.probe > 0 {
+			p.noteProbePongLocked(c, sp)
+		}
 		if sp.sock == nil {
 			c.noteObservedLocked(m.Src)
 		}

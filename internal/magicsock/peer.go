@@ -103,6 +103,7 @@ type candidate struct {
 	// zero while every ping has been answered.
 	unanswered time.Time
 	rtt        time.Duration
+	probe      probe // path MTU discovery (pmtu.go)
 }
 
 // sentPing is a ping awaiting its pong.
@@ -113,6 +114,7 @@ type sentPing struct {
 	region int
 	at     time.Time
 	waiter chan PingResult // from Conn.Ping; nil for path pings
+	probe  int             // a path MTU probe of this IP packet size; 0 if not
 }
 
 // maxCandidates bounds a peer's candidate set; learned addresses beyond it
@@ -338,6 +340,7 @@ func (p *peer) maintainLocked(c *Conn, now time.Time) {
 		if now.Sub(p.best.lastPing) >= c.timers.Heartbeat {
 			p.pingLocked(c, p.best, now)
 		}
+		p.probeLocked(c, p.best, now)
 		if now.Sub(p.lastDiscovery) >= c.timers.Reprobe {
 			p.discoverLocked(c, now)
 		}

@@ -27,6 +27,9 @@ type PathInfo struct {
 	Kind        PathKind       `json:"kind"`
 	Endpoint    netip.AddrPort `json:"endpoint,omitzero"`
 	RelayRegion int            `json:"relay_region,omitempty"`
+	// MTU is the tunnel MTU a direct path carries (path MTU discovery);
+	// zero on the relay.
+	MTU int `json:"mtu,omitempty"`
 }
 
 func (pi PathInfo) String() string {
@@ -60,7 +63,11 @@ type PingResult struct {
 
 func (p *peer) pathInfo(c *Conn) PathInfo {
 	if pa := p.path.Load(); pa != nil {
-		return PathInfo{Kind: PathDirect, Endpoint: pa.addr}
+		pi := PathInfo{Kind: PathDirect, Endpoint: pa.addr, MTU: MinTunnelMTU}
+		if cd := p.cands[pa.addr]; cd != nil {
+			pi.MTU = tunnelMTUFor(cd.probe.size)
+		}
+		return pi
 	}
 	if r := int(p.homeRegion.Load()); r != 0 && c.opts.Relay != nil {
 		return PathInfo{Kind: PathRelay, RelayRegion: r}

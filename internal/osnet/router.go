@@ -120,6 +120,26 @@ func New(opts Options) (*Router, error) {
 	return r, nil
 }
 
+// SetMTU sets the TUN device's MTU (path MTU discovery picks it; the
+// device starts at Options.MTU). Values below 1280 are refused: the
+// tailnet carries IPv6.
+func (r *Router) SetMTU(mtu int) error {
+	if mtu < 1280 {
+		return fmt.Errorf("osnet: MTU %d is below 1280, the least IPv6 needs", mtu)
+	}
+	link, err := r.h.LinkByIndex(r.link)
+	if err != nil {
+		return fmt.Errorf("osnet: find TUN %s: %w", r.opts.TUNName, err)
+	}
+	if link.Attrs().MTU == mtu {
+		return nil
+	}
+	if err := r.h.LinkSetMTU(link, mtu); err != nil {
+		return fmt.Errorf("osnet: set %s MTU to %d: %w", r.opts.TUNName, mtu, err)
+	}
+	return nil
+}
+
 // TUN returns the device for wireguard-go.
 func (r *Router) TUN() tun.Device { return r.dev }
 

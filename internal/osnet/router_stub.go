@@ -32,6 +32,9 @@ func (r *Router) Name() string { return r.opts.TUNName }
 // Mark returns the configured socket mark.
 func (r *Router) Mark() uint32 { return r.opts.Mark }
 
+// SetMTU reports ErrUnsupported.
+func (r *Router) SetMTU(int) error { return ErrUnsupported }
+
 // Warnings returns nothing.
 func (r *Router) Warnings() []string { return nil }
 
