@@ -24,7 +24,6 @@ import (
 
 	"weft/internal/key"
 	"weft/internal/netlab"
-	"weft/internal/osnet"
 	"weft/internal/scenario"
 )
 
@@ -51,7 +50,8 @@ type plainWGPeer struct {
 }
 
 // startPlainWG runs wireguard-go as it comes, in its own process on node:
-// a kernel TUN "wgplain" with addr (at weft's MTU), the library's own
+// a kernel TUN "wgplain" with addr (at 1420, wg-quick's default and the
+// MTU weft's path MTU discovery picks on the lab's 1500-byte paths), the library's own
 // StdNetBind listening on port (0: any) and one peer. It is the same-run
 // baseline that shows what weft's path-finding Bind and engine add to the
 // library on the same path: one process per node, as weft runs one daemon
@@ -80,6 +80,9 @@ func startPlainWG(ctx context.Context, node *netlab.Node, bin string, priv key.N
 	return p, nil
 }
 
+// plainWGMTU is the plain baseline's tunnel MTU.
+const plainWGMTU = 1420
+
 // runPlainWG is the helper process: PRIVATE-HEX ADDR/BITS PORT PEER-HEX
 // PEER-ADDR [PEER-ENDPOINT]. It prints "ready" once up and runs until
 // SIGTERM or SIGINT.
@@ -91,7 +94,7 @@ func runPlainWG(args []string) error {
 	if err != nil {
 		return err
 	}
-	dev, err := tun.CreateTUN("wgplain", osnet.DefaultMTU)
+	dev, err := tun.CreateTUN("wgplain", plainWGMTU)
 	if err != nil {
 		return err
 	}
