@@ -85,7 +85,7 @@ func (s *sqlStore) CreateAPIKey(ctx context.Context, req APIKeyRequest) (string,
 		return "", APIKey{}, fmt.Errorf("store: CreateAPIKey: %w", err)
 	}
 	k.Prefix = prefix
-	err = s.write(ctx, func(tx *sql.Tx) error {
+	err = s.write(ctx, func(tx *dbTx) error {
 		var uid sql.NullInt64
 		if req.User != "" {
 			id, err := userID(ctx, tx, req.User)
@@ -121,7 +121,7 @@ func scanAPIKey(sc interface{ Scan(...any) error }) (APIKey, string, error) {
 }
 
 func (s *sqlStore) ListAPIKeys(ctx context.Context) ([]APIKey, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT `+apiKeyColumns+apiKeyFrom+` ORDER BY k.id`)
+	rows, err := s.direct().QueryContext(ctx, `SELECT `+apiKeyColumns+apiKeyFrom+` ORDER BY k.id`)
 	if err != nil {
 		return nil, fmt.Errorf("store: ListAPIKeys: %w", err)
 	}
@@ -145,7 +145,7 @@ func (s *sqlStore) RevokeAPIKey(ctx context.Context, id string) error {
 	if !ok {
 		return fmt.Errorf("store: RevokeAPIKey: %w: %q is not an API key or key prefix (wa + 12 hex digits; `weft admin apikeys list` shows them)", ErrInvalid, id)
 	}
-	err := s.write(ctx, func(tx *sql.Tx) error {
+	err := s.write(ctx, func(tx *dbTx) error {
 		res, err := tx.ExecContext(ctx, `UPDATE api_keys SET revoked_at = ? WHERE prefix = ? AND revoked_at = 0`, toDB(s.now()), prefix)
 		if err != nil {
 			return err
@@ -171,7 +171,7 @@ func (s *sqlStore) CheckAPIKey(ctx context.Context, full string) (APIKey, error)
 		return APIKey{}, ErrAPIKeyInvalid
 	}
 	var k APIKey
-	err := s.write(ctx, func(tx *sql.Tx) error {
+	err := s.write(ctx, func(tx *dbTx) error {
 		got, hash, err := scanAPIKey(tx.QueryRowContext(ctx, `SELECT `+apiKeyColumns+apiKeyFrom+` WHERE k.prefix = ?`, prefix))
 		if errors.Is(err, sql.ErrNoRows) {
 			return ErrAPIKeyInvalid

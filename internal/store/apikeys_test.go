@@ -8,9 +8,10 @@ import (
 	"time"
 )
 
-func TestAPIKeys(t *testing.T) {
+func TestAPIKeys(t *testing.T) { forEachStore(t, testAPIKeys) }
+
+func testAPIKeys(t *testing.T, f *fixture) {
 	ctx := context.Background()
-	f := newFixture(t)
 	live, k, err := f.s.CreateAPIKey(ctx, APIKeyRequest{Expiry: f.clock.Now().Add(90 * 24 * time.Hour)})
 	if err != nil {
 		t.Fatal(err)

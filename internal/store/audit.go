@@ -2,7 +2,6 @@ package store
 
 import (
 	"context"
-	"database/sql"
 	"fmt"
 	"time"
 )
@@ -55,7 +54,7 @@ func (s *sqlStore) AppendAudit(ctx context.Context, e AuditEntry) (AuditEntry, e
 	e.At = fromDB(toDB(e.At))
 	e.Actor, e.Credential, e.Remote = clip(e.Actor), clip(e.Credential), clip(e.Remote)
 	e.Action, e.Target, e.Detail = clip(e.Action), clip(e.Target), clip(e.Detail)
-	err := s.write(ctx, func(tx *sql.Tx) error {
+	err := s.write(ctx, func(tx *dbTx) error {
 		return tx.QueryRowContext(ctx, `INSERT INTO audit_log (at, actor, credential, remote, action, target, detail)
 			VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id`,
 			toDB(e.At), e.Actor, e.Credential, e.Remote, e.Action, e.Target, e.Detail).Scan(&e.ID)
@@ -78,7 +77,7 @@ func (s *sqlStore) ListAudit(ctx context.Context, q AuditQuery) ([]AuditEntry, e
 		query += ` LIMIT ?`
 		args = append(args, q.Limit)
 	}
-	rows, err := s.db.QueryContext(ctx, query, args...)
+	rows, err := s.direct().QueryContext(ctx, query, args...)
 	if err != nil {
 		return nil, fmt.Errorf("store: ListAudit: %w", err)
 	}

@@ -11,9 +11,10 @@ import (
 // TestRolesAndKeyOwners: users start as members, can be made admins, and
 // an API key made for a user reads back as that user's after a reopen;
 // deleting the user deletes their keys.
-func TestRolesAndKeyOwners(t *testing.T) {
+func TestRolesAndKeyOwners(t *testing.T) { forEachStore(t, testRolesAndKeyOwners) }
+
+func testRolesAndKeyOwners(t *testing.T, f *fixture) {
 	ctx := context.Background()
-	f := newFixture(t)
 	f.user("alice")
 	u, err := f.s.GetUser(ctx, "alice")
 	if err != nil || u.Role != RoleMember {
@@ -59,9 +60,10 @@ func TestRolesAndKeyOwners(t *testing.T) {
 
 // TestAuditLog: entries survive a reopen, list newest first, page with
 // Before and Limit, and oversized fields are clipped.
-func TestAuditLog(t *testing.T) {
+func TestAuditLog(t *testing.T) { forEachStore(t, testAuditLog) }
+
+func testAuditLog(t *testing.T, f *fixture) {
 	ctx := context.Background()
-	f := newFixture(t)
 	if _, err := f.s.AppendAudit(ctx, AuditEntry{}); !errors.Is(err, ErrInvalid) {
 		t.Fatalf("entry without action: %v", err)
 	}

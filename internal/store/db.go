@@ -4,42 +4,92 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"math/rand/v2"
 	"net/netip"
 	"time"
+
 	"weft/internal/tailnet"
 )
 
-// sqlStore implements Store over database/sql. Its queries use only SQL
-// PostgreSQL shares (with "?" placeholders, which a PostgreSQL driver
-// would need rewritten to $n); the SQLite specifics (DSN, pragmas, DDL)
-// sit in sqlite.go.
+// sqlStore implements Store over database/sql, on SQLite (sqlite.go) or
+// PostgreSQL (postgres.go). Its queries use only SQL both share, written
+// with "?" placeholders that the dialect rewrites in one place (dbTx).
 type sqlStore struct {
 	db  *sql.DB
+	d   *dialect
 	now func() time.Time
 	ula netip.Prefix // the tailnet's IPv6 /48, set once by init
 }
 
 var _ Store = (*sqlStore)(nil)
 
+// querier is what *sql.DB and *sql.Tx share and the queries use.
+type querier interface {
+	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
+	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+}
+
+// dbTx runs the store's queries in a transaction (or directly on the pool,
+// see direct), rewriting their placeholders for the dialect.
+type dbTx struct {
+	q querier
+	d *dialect
+}
+
+func (t *dbTx) ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error) {
+	return t.q.ExecContext(ctx, t.d.rebind(query), args...)
+}
+
+func (t *dbTx) QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
+	return t.q.QueryContext(ctx, t.d.rebind(query), args...)
+}
+
+func (t *dbTx) QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row {
+	return t.q.QueryRowContext(ctx, t.d.rebind(query), args...)
+}
+
+// direct runs single queries outside a transaction.
+func (s *sqlStore) direct() *dbTx { return &dbTx{q: s.db, d: s.d} }
+
+// maxWriteTries bounds how often write runs a transaction that failed
+// with a retryable error (see dialect.retryable).
+const maxWriteTries = 20
+
 // write runs fn in a transaction and commits it if fn returns nil. On
-// SQLite the transaction takes the write lock at BEGIN (see Open).
-func (s *sqlStore) write(ctx context.Context, fn func(tx *sql.Tx) error) error {
-	return s.tx(ctx, nil, fn)
+// SQLite the transaction takes the write lock at BEGIN (see Open); on
+// PostgreSQL a transaction that lost a race to another writer (a
+// serialization failure, a deadlock or a unique violation) runs again, so
+// fn must only write through tx and set results it can set again.
+func (s *sqlStore) write(ctx context.Context, fn func(tx *dbTx) error) error {
+	for try := 1; ; try++ {
+		err := s.tx(ctx, s.d.writeTx, fn)
+		if err == nil || s.d.retryable == nil || !s.d.retryable(err) || try == maxWriteTries {
+			return err
+		}
+		// A short random pause spreads out writers that collided.
+		pause := time.Duration(rand.Int64N(int64(try) * int64(2*time.Millisecond)))
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(pause):
+		}
+	}
 }
 
 // read runs fn in a read-only transaction, for a consistent snapshot across
 // several queries (a node and its routes). On SQLite in WAL mode it neither
-// waits for nor blocks the writer.
-func (s *sqlStore) read(ctx context.Context, fn func(tx *sql.Tx) error) error {
-	return s.tx(ctx, &sql.TxOptions{ReadOnly: true}, fn)
+// waits for nor blocks the writer; on PostgreSQL it is REPEATABLE READ.
+func (s *sqlStore) read(ctx context.Context, fn func(tx *dbTx) error) error {
+	return s.tx(ctx, s.d.readTx, fn)
 }
 
-func (s *sqlStore) tx(ctx context.Context, opts *sql.TxOptions, fn func(tx *sql.Tx) error) error {
+func (s *sqlStore) tx(ctx context.Context, opts *sql.TxOptions, fn func(tx *dbTx) error) error {
 	tx, err := s.db.BeginTx(ctx, opts)
 	if err != nil {
 		return fmt.Errorf("begin: %w", err)
 	}
-	if err := fn(tx); err != nil {
+	if err := fn(&dbTx{q: tx, d: s.d}); err != nil {
 		tx.Rollback()
 		return err
 	}

@@ -11,7 +11,7 @@ import (
 func (s *sqlStore) DNSSettings(ctx context.Context) ([]byte, time.Time, error) {
 	var src string
 	var at int64
-	err := s.db.QueryRowContext(ctx, `SELECT source, updated_at FROM dns_settings WHERE id = 1`).Scan(&src, &at)
+	err := s.direct().QueryRowContext(ctx, `SELECT source, updated_at FROM dns_settings WHERE id = 1`).Scan(&src, &at)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, time.Time{}, nil
 	}
@@ -22,7 +22,7 @@ func (s *sqlStore) DNSSettings(ctx context.Context) ([]byte, time.Time, error) {
 }
 
 func (s *sqlStore) SetDNSSettings(ctx context.Context, source []byte) error {
-	err := s.write(ctx, func(tx *sql.Tx) error {
+	err := s.write(ctx, func(tx *dbTx) error {
 		_, err := tx.ExecContext(ctx, `INSERT INTO dns_settings (id, source, updated_at) VALUES (1, ?, ?)
 			ON CONFLICT (id) DO UPDATE SET source = excluded.source, updated_at = excluded.updated_at`,
 			string(source), toDB(s.now()))

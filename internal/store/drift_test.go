@@ -31,9 +31,10 @@ func TestWireCarriesEveryNodeField(t *testing.T) {
 // runtime facts and an approved route and read back has no field at its
 // zero value but Tags (an untagged node has none); tagged, it reads its
 // tags back.
-func TestNodeColumnsCarryEveryField(t *testing.T) {
+func TestNodeColumnsCarryEveryField(t *testing.T) { forEachStore(t, testNodeColumnsCarryEveryField) }
+
+func testNodeColumnsCarryEveryField(t *testing.T, f *fixture) {
 	ctx := context.Background()
-	f := newFixture(t)
 	f.user("alice")
 	k := f.key(AuthKeyRequest{User: "alice", Reusable: true, Ephemeral: true})
 	n := f.register(k, "busan")

@@ -85,7 +85,7 @@ func (s *sqlStore) CreateAuthKey(ctx context.Context, req AuthKeyRequest) (strin
 		Expiry:    fromDB(toDB(req.Expiry)),
 	}
 	var full string
-	err := s.write(ctx, func(tx *sql.Tx) error {
+	err := s.write(ctx, func(tx *dbTx) error {
 		uid, err := userID(ctx, tx, req.User)
 		if err != nil {
 			return err
@@ -139,7 +139,7 @@ func splitTags(s string) []string {
 
 func (s *sqlStore) ListAuthKeys(ctx context.Context, user string) ([]AuthKey, error) {
 	var keys []AuthKey
-	err := s.read(ctx, func(tx *sql.Tx) error {
+	err := s.read(ctx, func(tx *dbTx) error {
 		q := `SELECT ` + authKeyColumns + ` FROM auth_keys k JOIN users u ON u.id = k.user_id`
 		var args []any
 		if user != "" {
@@ -175,7 +175,7 @@ func (s *sqlStore) ExpireAuthKey(ctx context.Context, id string) error {
 		return fmt.Errorf("store: ExpireAuthKey: %w: %q is not a key or key prefix (like wk3f9a0c1d2e4b)", ErrInvalid, id)
 	}
 	now := toDB(s.now())
-	err := s.write(ctx, func(tx *sql.Tx) error {
+	err := s.write(ctx, func(tx *dbTx) error {
 		// An already expired key keeps its earlier expiry.
 		res, err := tx.ExecContext(ctx, `UPDATE auth_keys SET expiry = ? WHERE prefix = ? AND (expiry = 0 OR expiry > ?)`, now, prefix, now)
 		if err != nil {
@@ -196,7 +196,7 @@ func (s *sqlStore) ExpireAuthKey(ctx context.Context, id string) error {
 }
 
 // lookupAuthKey finds the key a node presented, checking the secret.
-func lookupAuthKey(ctx context.Context, tx *sql.Tx, secret string) (authKeyRow, error) {
+func lookupAuthKey(ctx context.Context, tx *dbTx, secret string) (authKeyRow, error) {
 	secret = strings.TrimSpace(secret)
 	prefix, full, ok := splitAuthKey(secret)
 	if !ok || !full {

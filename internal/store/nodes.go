@@ -58,7 +58,7 @@ func scanNode(sc interface{ Scan(...any) error }) (Node, error) {
 
 // getNodeWhere loads the one node matching cond (a condition on n) with its
 // routes.
-func getNodeWhere(ctx context.Context, tx *sql.Tx, cond string, arg any) (Node, error) {
+func getNodeWhere(ctx context.Context, tx *dbTx, cond string, arg any) (Node, error) {
 	n, err := scanNode(tx.QueryRowContext(ctx, `SELECT `+nodeColumns+` WHERE `+cond, arg))
 	if errors.Is(err, sql.ErrNoRows) {
 		return Node{}, ErrNotFound
@@ -74,7 +74,7 @@ func getNodeWhere(ctx context.Context, tx *sql.Tx, cond string, arg any) (Node, 
 	return n, nil
 }
 
-func getNode(ctx context.Context, tx *sql.Tx, id wire.NodeID) (Node, error) {
+func getNode(ctx context.Context, tx *dbTx, id wire.NodeID) (Node, error) {
 	n, err := getNodeWhere(ctx, tx, `n.id = ?`, id)
 	if errors.Is(err, ErrNotFound) {
 		return n, fmt.Errorf("%w: no node with ID %d", ErrNotFound, id)
@@ -84,7 +84,7 @@ func getNode(ctx context.Context, tx *sql.Tx, id wire.NodeID) (Node, error) {
 
 func (s *sqlStore) getBy(ctx context.Context, op, cond string, arg any, what string) (Node, error) {
 	var n Node
-	err := s.read(ctx, func(tx *sql.Tx) error {
+	err := s.read(ctx, func(tx *dbTx) error {
 		var err error
 		n, err = getNodeWhere(ctx, tx, cond, arg)
 		if errors.Is(err, ErrNotFound) {
@@ -116,7 +116,7 @@ func (s *sqlStore) GetNodeByNodeKey(ctx context.Context, nk key.NodePublic) (Nod
 
 func (s *sqlStore) ListNodes(ctx context.Context) ([]Node, error) {
 	var nodes []Node
-	err := s.read(ctx, func(tx *sql.Tx) error {
+	err := s.read(ctx, func(tx *dbTx) error {
 		rows, err := tx.QueryContext(ctx, `SELECT `+nodeColumns+` ORDER BY n.id`)
 		if err != nil {
 			return err
@@ -157,7 +157,7 @@ func (s *sqlStore) Register(ctx context.Context, req RegisterRequest) (Node, err
 		return Node{}, fmt.Errorf("store: Register: %w", err)
 	}
 	var n Node
-	err = s.write(ctx, func(tx *sql.Tx) error {
+	err = s.write(ctx, func(tx *dbTx) error {
 		k, existing, known, err := r.useAuthKey(ctx, tx)
 		if err != nil {
 			return err
@@ -224,7 +224,7 @@ func (s *sqlStore) newRegistration(req RegisterRequest) (*registration, error) {
 
 // useAuthKey checks the pre-auth key and counts this use of it. It also
 // returns the node this machine already has, if any (known).
-func (r *registration) useAuthKey(ctx context.Context, tx *sql.Tx) (k authKeyRow, existing Node, known bool, err error) {
+func (r *registration) useAuthKey(ctx context.Context, tx *dbTx) (k authKeyRow, existing Node, known bool, err error) {
 	k, err = lookupAuthKey(ctx, tx, r.req.AuthKey)
 	if err != nil {
 		return k, existing, false, err
@@ -262,7 +262,7 @@ func (r *registration) useAuthKey(ctx context.Context, tx *sql.Tx) (k authKeyRow
 }
 
 // checkNodeKeyFree refuses a node key that another machine holds.
-func (r *registration) checkNodeKeyFree(ctx context.Context, tx *sql.Tx) error {
+func (r *registration) checkNodeKeyFree(ctx context.Context, tx *dbTx) error {
 	var other wire.NodeID
 	err := tx.QueryRowContext(ctx, `SELECT id FROM nodes WHERE node_key = ? AND machine_key <> ?`,
 		r.req.NodeKey.String(), r.req.MachineKey.String()).Scan(&other)
@@ -277,7 +277,7 @@ func (r *registration) checkNodeKeyFree(ctx context.Context, tx *sql.Tx) error {
 // owner returns the node's user and key expiry under key k. A tagged node
 // belongs to no user and its key never expires (key_expiry 0); an
 // untagged one belongs to the key's user.
-func (r *registration) owner(ctx context.Context, tx *sql.Tx, k authKeyRow) (sql.NullInt64, int64, error) {
+func (r *registration) owner(ctx context.Context, tx *dbTx, k authKeyRow) (sql.NullInt64, int64, error) {
 	if len(k.Tags) > 0 {
 		return sql.NullInt64{}, 0, nil
 	}
@@ -290,7 +290,7 @@ func (r *registration) owner(ctx context.Context, tx *sql.Tx, k authKeyRow) (sql
 
 // update re-registers the known node id under key k, keeping its name and
 // addresses.
-func (r *registration) update(ctx context.Context, tx *sql.Tx, k authKeyRow, id wire.NodeID) error {
+func (r *registration) update(ctx context.Context, tx *dbTx, k authKeyRow, id wire.NodeID) error {
 	uid, expiryDB, err := r.owner(ctx, tx, k)
 	if err != nil {
 		return err
@@ -305,9 +305,12 @@ func (r *registration) update(ctx context.Context, tx *sql.Tx, k authKeyRow, id 
 
 // insertRegistered adds a new node under key k with a free name and fresh
 // addresses, and returns its ID.
-func (s *sqlStore) insertRegistered(ctx context.Context, tx *sql.Tx, r *registration, k authKeyRow) (wire.NodeID, error) {
+func (s *sqlStore) insertRegistered(ctx context.Context, tx *dbTx, r *registration, k authKeyRow) (wire.NodeID, error) {
 	uid, expiryDB, err := r.owner(ctx, tx, k)
 	if err != nil {
+		return 0, err
+	}
+	if err := lockAllocation(ctx, tx); err != nil {
 		return 0, err
 	}
 	name, err := freeName(ctx, tx, SanitizeHostname(r.hostname))
@@ -329,8 +332,23 @@ func (s *sqlStore) insertRegistered(ctx context.Context, tx *sql.Tx, r *registra
 	return id, err
 }
 
+// lockAllocation makes new nodes' name and address choices one at a time
+// across every store sharing the database. It writes the allocation
+// cursor's row, which on PostgreSQL holds that row's lock until commit:
+// a concurrent registration waits here and then, at READ COMMITTED, sees
+// the committed node of the one before it, so it picks another name and
+// address instead of failing on a unique constraint. (On SQLite the
+// transaction holds the database's write lock already.) The constraints
+// stay the guarantee; this only makes races rare and cheap.
+func lockAllocation(ctx context.Context, tx *dbTx) error {
+	if _, err := tx.ExecContext(ctx, `UPDATE settings SET value = value WHERE name = 'next_v4_index'`); err != nil {
+		return fmt.Errorf("lock address allocation: %w", err)
+	}
+	return nil
+}
+
 // freeName returns base or the first of base-2, base-3, ... no node uses.
-func freeName(ctx context.Context, tx *sql.Tx, base string) (string, error) {
+func freeName(ctx context.Context, tx *dbTx, base string) (string, error) {
 	var one int
 	err := tx.QueryRowContext(ctx, `SELECT 1 FROM nodes WHERE name = ?`, base).Scan(&one)
 	if errors.Is(err, sql.ErrNoRows) {
@@ -374,7 +392,7 @@ func trimForSuffix(base string) string {
 // from the last allocation (rather than taking the lowest free address)
 // means a deleted node's address is reused only after the rest of the
 // space has been used once.
-func (s *sqlStore) allocate(ctx context.Context, tx *sql.Tx) (netip.Addr, netip.Addr, error) {
+func (s *sqlStore) allocate(ctx context.Context, tx *dbTx) (netip.Addr, netip.Addr, error) {
 	next := uint32(1)
 	if v, err := getSetting(ctx, tx, "next_v4_index"); err == nil {
 		var n uint32
@@ -424,9 +442,9 @@ func marshalOpt(v any) (string, error) {
 
 // updateNode loads node id, lets fn write its changes in the same
 // transaction, and returns the node as stored afterwards.
-func (s *sqlStore) updateNode(ctx context.Context, op string, id wire.NodeID, fn func(tx *sql.Tx, n *Node) error) (Node, error) {
+func (s *sqlStore) updateNode(ctx context.Context, op string, id wire.NodeID, fn func(tx *dbTx, n *Node) error) (Node, error) {
 	var n Node
-	err := s.write(ctx, func(tx *sql.Tx) error {
+	err := s.write(ctx, func(tx *dbTx) error {
 		cur, err := getNode(ctx, tx, id)
 		if err != nil {
 			return err
@@ -447,7 +465,7 @@ func (s *sqlStore) RotateNodeKey(ctx context.Context, id wire.NodeID, nk key.Nod
 	if nk.IsZero() {
 		return Node{}, fmt.Errorf("store: RotateNodeKey: %w: zero node key", ErrInvalid)
 	}
-	return s.updateNode(ctx, "RotateNodeKey", id, func(tx *sql.Tx, n *Node) error {
+	return s.updateNode(ctx, "RotateNodeKey", id, func(tx *dbTx, n *Node) error {
 		var other wire.NodeID
 		err := tx.QueryRowContext(ctx, `SELECT id FROM nodes WHERE node_key = ? AND id <> ?`, nk.String(), id).Scan(&other)
 		if err == nil {
@@ -461,7 +479,7 @@ func (s *sqlStore) RotateNodeKey(ctx context.Context, id wire.NodeID, nk key.Nod
 }
 
 func (s *sqlStore) UpdateNodeRuntime(ctx context.Context, id wire.NodeID, fn func(*NodeRuntime)) (Node, error) {
-	return s.updateNode(ctx, "UpdateNodeRuntime", id, func(tx *sql.Tx, n *Node) error {
+	return s.updateNode(ctx, "UpdateNodeRuntime", id, func(tx *dbTx, n *Node) error {
 		rt := n.NodeRuntime
 		rt.Endpoints = append([]netip.AddrPort(nil), rt.Endpoints...)
 		fn(&rt)
@@ -488,7 +506,7 @@ func (s *sqlStore) RenameNode(ctx context.Context, id wire.NodeID, name string) 
 	if err := ValidateNodeName(name); err != nil {
 		return Node{}, fmt.Errorf("store: RenameNode: %w", err)
 	}
-	return s.updateNode(ctx, "RenameNode", id, func(tx *sql.Tx, n *Node) error {
+	return s.updateNode(ctx, "RenameNode", id, func(tx *dbTx, n *Node) error {
 		var other wire.NodeID
 		err := tx.QueryRowContext(ctx, `SELECT id FROM nodes WHERE name = ? AND id <> ?`, name, id).Scan(&other)
 		if err == nil {
@@ -503,7 +521,7 @@ func (s *sqlStore) RenameNode(ctx context.Context, id wire.NodeID, name string) 
 
 func (s *sqlStore) ExpireNode(ctx context.Context, id wire.NodeID) (Node, error) {
 	now := toDB(s.now())
-	return s.updateNode(ctx, "ExpireNode", id, func(tx *sql.Tx, n *Node) error {
+	return s.updateNode(ctx, "ExpireNode", id, func(tx *dbTx, n *Node) error {
 		if !n.KeyExpiry.IsZero() && toDB(n.KeyExpiry) <= now {
 			return nil // already expired; keep the earlier time
 		}
@@ -513,7 +531,7 @@ func (s *sqlStore) ExpireNode(ctx context.Context, id wire.NodeID) (Node, error)
 }
 
 func (s *sqlStore) DeleteNode(ctx context.Context, id wire.NodeID) error {
-	err := s.write(ctx, func(tx *sql.Tx) error {
+	err := s.write(ctx, func(tx *dbTx) error {
 		res, err := tx.ExecContext(ctx, `DELETE FROM nodes WHERE id = ?`, id)
 		if err != nil {
 			return err

@@ -12,9 +12,10 @@ import (
 	"weft/internal/wire"
 )
 
-func TestNodeNames(t *testing.T) {
+func TestNodeNames(t *testing.T) { forEachStore(t, testNodeNames) }
+
+func testNodeNames(t *testing.T, f *fixture) {
 	ctx := context.Background()
-	f := newFixture(t)
 	f.user("alice")
 	k := f.key(AuthKeyRequest{User: "alice", Reusable: true})
 	long := "abcdefghij-abcdefghij-abcdefghij-abcdefghij-abcdefghij-abcdefghi" // sanitises to 63 characters
@@ -61,9 +62,10 @@ func TestNodeNames(t *testing.T) {
 	})
 }
 
-func TestAllocation(t *testing.T) {
+func TestAllocation(t *testing.T) { forEachStore(t, testAllocation) }
+
+func testAllocation(t *testing.T, f *fixture) {
 	ctx := context.Background()
-	f := newFixture(t)
 	f.user("alice")
 	k := f.key(AuthKeyRequest{User: "alice", Reusable: true})
 	v4p, v6p := f.s.AddressPrefixes()
@@ -144,9 +146,10 @@ func TestAddressSkips(t *testing.T) {
 	}
 }
 
-func TestReRegistration(t *testing.T) {
+func TestReRegistration(t *testing.T) { forEachStore(t, testReRegistration) }
+
+func testReRegistration(t *testing.T, f *fixture) {
 	ctx := context.Background()
-	f := newFixture(t)
 	f.user("alice")
 	f.user("bob")
 	m := newMachine()
@@ -206,9 +209,10 @@ func TestReRegistration(t *testing.T) {
 	})
 }
 
-func TestRotateNodeKey(t *testing.T) {
+func TestRotateNodeKey(t *testing.T) { forEachStore(t, testRotateNodeKey) }
+
+func testRotateNodeKey(t *testing.T, f *fixture) {
 	ctx := context.Background()
-	f := newFixture(t)
 	f.user("alice")
 	n := f.register(f.key(AuthKeyRequest{User: "alice"}), "busan")
 	other := f.register(f.key(AuthKeyRequest{User: "alice"}), "pc")
@@ -231,9 +235,10 @@ func TestRotateNodeKey(t *testing.T) {
 	}
 }
 
-func TestExpireNode(t *testing.T) {
+func TestExpireNode(t *testing.T) { forEachStore(t, testExpireNode) }
+
+func testExpireNode(t *testing.T, f *fixture) {
 	ctx := context.Background()
-	f := newFixture(t)
 	f.user("alice")
 	n := f.register(f.key(AuthKeyRequest{User: "alice"}), "busan")
 	if n.KeyExpired(f.clock.Now()) {
@@ -250,9 +255,10 @@ func TestExpireNode(t *testing.T) {
 	}
 }
 
-func TestUpdateNodeRuntime(t *testing.T) {
+func TestUpdateNodeRuntime(t *testing.T) { forEachStore(t, testUpdateNodeRuntime) }
+
+func testUpdateNodeRuntime(t *testing.T, f *fixture) {
 	ctx := context.Background()
-	f := newFixture(t)
 	f.user("alice")
 	n := f.register(f.key(AuthKeyRequest{User: "alice"}), "busan")
 	dk := key.NewDisco().Public()
@@ -295,9 +301,10 @@ func TestUpdateNodeRuntime(t *testing.T) {
 	}
 }
 
-func TestRegisterIsAtomic(t *testing.T) {
+func TestRegisterIsAtomic(t *testing.T) { forEachStore(t, testRegisterIsAtomic) }
+
+func testRegisterIsAtomic(t *testing.T, f *fixture) {
 	ctx := context.Background()
-	f := newFixture(t)
 	f.user("alice")
 	first := f.register(f.key(AuthKeyRequest{User: "alice"}), "busan")
 	k := f.key(AuthKeyRequest{User: "alice"})
@@ -316,9 +323,10 @@ func TestRegisterIsAtomic(t *testing.T) {
 	f.register(k, "honest") // the key still works
 }
 
-func TestNodeIDsNotReused(t *testing.T) {
+func TestNodeIDsNotReused(t *testing.T) { forEachStore(t, testNodeIDsNotReused) }
+
+func testNodeIDsNotReused(t *testing.T, f *fixture) {
 	ctx := context.Background()
-	f := newFixture(t)
 	f.user("alice")
 	k := f.key(AuthKeyRequest{User: "alice", Reusable: true})
 	n := f.register(k, "a")

@@ -24,7 +24,7 @@ type PolicyVersion struct {
 
 func (s *sqlStore) AddPolicy(ctx context.Context, body []byte) (PolicyVersion, error) {
 	pv := PolicyVersion{Body: slices.Clone(body), Size: len(body), CreatedAt: s.now().UTC()}
-	err := s.write(ctx, func(tx *sql.Tx) error {
+	err := s.write(ctx, func(tx *dbTx) error {
 		return tx.QueryRowContext(ctx, `INSERT INTO policies (body, created_at) VALUES (?, ?) RETURNING version`,
 			string(body), toDB(pv.CreatedAt)).Scan(&pv.Version)
 	})
@@ -44,7 +44,7 @@ func (s *sqlStore) GetPolicy(ctx context.Context, version int64) (PolicyVersion,
 	var pv PolicyVersion
 	var body string
 	var at int64
-	err := s.db.QueryRowContext(ctx, q, args...).Scan(&pv.Version, &body, &at)
+	err := s.direct().QueryRowContext(ctx, q, args...).Scan(&pv.Version, &body, &at)
 	pv.CreatedAt = fromDB(at)
 	if errors.Is(err, sql.ErrNoRows) {
 		if version > 0 {
@@ -59,7 +59,7 @@ func (s *sqlStore) GetPolicy(ctx context.Context, version int64) (PolicyVersion,
 }
 
 func (s *sqlStore) ListPolicies(ctx context.Context) ([]PolicyVersion, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT version, LENGTH(body), created_at FROM policies ORDER BY version`)
+	rows, err := s.direct().QueryContext(ctx, `SELECT version, LENGTH(body), created_at FROM policies ORDER BY version`)
 	if err != nil {
 		return nil, fmt.Errorf("store: ListPolicies: %w", err)
 	}
@@ -90,7 +90,7 @@ func (s *sqlStore) SetNodeTags(ctx context.Context, id wire.NodeID, tags []strin
 		}
 	}
 	tags = slices.Compact(slices.Sorted(slices.Values(tags)))
-	return s.updateNode(ctx, "SetNodeTags", id, func(tx *sql.Tx, n *Node) error {
+	return s.updateNode(ctx, "SetNodeTags", id, func(tx *dbTx, n *Node) error {
 		// A tagged node belongs to no user and its key does not expire.
 		_, err := tx.ExecContext(ctx, `UPDATE nodes SET user_id = NULL, tags = ?, key_expiry = 0 WHERE id = ?`,
 			strings.Join(tags, ","), id)
@@ -102,7 +102,7 @@ func (s *sqlStore) AutoApproveRoute(ctx context.Context, id wire.NodeID, p netip
 	if err := ValidatePrefix(p); err != nil {
 		return Node{}, fmt.Errorf("store: AutoApproveRoute: %w", err)
 	}
-	return s.updateNode(ctx, "AutoApproveRoute", id, func(tx *sql.Tx, n *Node) error {
+	return s.updateNode(ctx, "AutoApproveRoute", id, func(tx *dbTx, n *Node) error {
 		if !slices.Contains(n.AdvertisedRoutes, p) {
 			return fmt.Errorf("%w: node %q does not advertise %v", ErrNotFound, n.Name, p)
 		}

@@ -7,9 +7,10 @@ import (
 	"testing"
 )
 
-func TestPolicyVersions(t *testing.T) {
+func TestPolicyVersions(t *testing.T) { forEachStore(t, testPolicyVersions) }
+
+func testPolicyVersions(t *testing.T, f *fixture) {
 	ctx := context.Background()
-	f := newFixture(t)
 	if _, err := f.s.GetPolicy(ctx, 0); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("GetPolicy with none = %v, want ErrNotFound", err)
 	}
@@ -38,9 +39,10 @@ func TestPolicyVersions(t *testing.T) {
 	}
 }
 
-func TestTagsAndAutoApproval(t *testing.T) {
+func TestTagsAndAutoApproval(t *testing.T) { forEachStore(t, testTagsAndAutoApproval) }
+
+func testTagsAndAutoApproval(t *testing.T, f *fixture) {
 	ctx := context.Background()
-	f := newFixture(t)
 	f.user("alice")
 	n := f.register(f.key(AuthKeyRequest{User: "alice"}), "busan")
 	if n.KeyExpiry.IsZero() || n.User != "alice" {

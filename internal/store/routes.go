@@ -3,7 +3,6 @@ package store
 import (
 	"cmp"
 	"context"
-	"database/sql"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -24,7 +23,7 @@ func ValidatePrefix(p netip.Prefix) error {
 
 // loadRoutes returns the routes of node id, or of all nodes when id is 0,
 // ordered by node ID and prefix.
-func loadRoutes(ctx context.Context, tx *sql.Tx, id wire.NodeID) ([]Route, error) {
+func loadRoutes(ctx context.Context, tx *dbTx, id wire.NodeID) ([]Route, error) {
 	q := `SELECT r.node_id, n.name, r.prefix, r.advertised, r.approved, r.auto_approved_by FROM routes r JOIN nodes n ON n.id = r.node_id`
 	var args []any
 	if id != 0 {
@@ -88,7 +87,7 @@ func (s *sqlStore) SetAdvertisedRoutes(ctx context.Context, id wire.NodeID, pref
 			return Node{}, fmt.Errorf("store: SetAdvertisedRoutes: %w", err)
 		}
 	}
-	return s.updateNode(ctx, "SetAdvertisedRoutes", id, func(tx *sql.Tx, n *Node) error {
+	return s.updateNode(ctx, "SetAdvertisedRoutes", id, func(tx *dbTx, n *Node) error {
 		if _, err := tx.ExecContext(ctx, `UPDATE routes SET advertised = FALSE WHERE node_id = ?`, id); err != nil {
 			return err
 		}
@@ -108,7 +107,7 @@ func (s *sqlStore) ApproveRoute(ctx context.Context, id wire.NodeID, p netip.Pre
 	if err := ValidatePrefix(p); err != nil {
 		return Node{}, fmt.Errorf("store: ApproveRoute: %w", err)
 	}
-	return s.updateNode(ctx, "ApproveRoute", id, func(tx *sql.Tx, n *Node) error {
+	return s.updateNode(ctx, "ApproveRoute", id, func(tx *dbTx, n *Node) error {
 		if !slices.Contains(n.AdvertisedRoutes, p) {
 			return fmt.Errorf("%w: node %q does not advertise %v", ErrNotFound, n.Name, p)
 		}
@@ -121,7 +120,7 @@ func (s *sqlStore) RejectRoute(ctx context.Context, id wire.NodeID, p netip.Pref
 	if err := ValidatePrefix(p); err != nil {
 		return Node{}, fmt.Errorf("store: RejectRoute: %w", err)
 	}
-	return s.updateNode(ctx, "RejectRoute", id, func(tx *sql.Tx, n *Node) error {
+	return s.updateNode(ctx, "RejectRoute", id, func(tx *dbTx, n *Node) error {
 		if !slices.Contains(n.AdvertisedRoutes, p) && !slices.Contains(n.ApprovedRoutes, p) {
 			return fmt.Errorf("%w: node %q neither advertises nor has approved %v", ErrNotFound, n.Name, p)
 		}
@@ -135,7 +134,7 @@ func (s *sqlStore) RejectRoute(ctx context.Context, id wire.NodeID, p netip.Pref
 
 func (s *sqlStore) ListRoutes(ctx context.Context) ([]Route, error) {
 	var rs []Route
-	err := s.read(ctx, func(tx *sql.Tx) error {
+	err := s.read(ctx, func(tx *dbTx) error {
 		var err error
 		rs, err = loadRoutes(ctx, tx, 0)
 		return err

@@ -8,9 +8,10 @@ import (
 	"testing"
 )
 
-func TestRoutes(t *testing.T) {
+func TestRoutes(t *testing.T) { forEachStore(t, testRoutes) }
+
+func testRoutes(t *testing.T, f *fixture) {
 	ctx := context.Background()
-	f := newFixture(t)
 	f.user("alice")
 	n := f.register(f.key(AuthKeyRequest{User: "alice"}), "busan")
 	v4all, v6all := netip.MustParsePrefix("0.0.0.0/0"), netip.MustParsePrefix("::/0")

@@ -2,10 +2,12 @@
 // keys, nodes with their keys and tailnet addresses, and subnet/exit routes.
 //
 // Store is the interface the control server and the admin API program
-// against; Open returns the SQLite implementation. The queries use only SQL
-// that PostgreSQL shares (RETURNING, ON CONFLICT, BOOLEAN, BIGINT), so a
-// PostgreSQL implementation can reuse them with its own DDL and "?"
-// placeholders rewritten to $n, without touching callers.
+// against. It has two implementations sharing one set of queries and one
+// migration list (sqlStore): Open returns the SQLite one, the default, a
+// file in the server's data directory; OpenPostgres the PostgreSQL one,
+// which several servers may share (docs/postgres.md). The queries use only
+// SQL both accept (RETURNING, ON CONFLICT, BOOLEAN, BIGINT) with "?"
+// placeholders that the dialect rewrites to $n in one place (dialect.go).
 //
 // Every mutating method runs in one database transaction and has committed
 // (durably, see Open) when it returns nil. What is NOT stored: whether a node

@@ -3,7 +3,6 @@ package store
 import (
 	"context"
 	"crypto/rand"
-	"database/sql"
 	"errors"
 	"os"
 	"path/filepath"
@@ -31,34 +30,6 @@ func (c *clock) Advance(d time.Duration) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.now = c.now.Add(d)
-}
-
-type fixture struct {
-	t     testing.TB
-	path  string
-	clock *clock
-	s     Store
-}
-
-func newFixture(t testing.TB) *fixture {
-	t.Helper()
-	f := &fixture{
-		t:     t,
-		path:  filepath.Join(t.TempDir(), "weft.db"),
-		clock: &clock{now: time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)},
-	}
-	f.open()
-	t.Cleanup(func() { f.s.Close() })
-	return f
-}
-
-func (f *fixture) open() {
-	f.t.Helper()
-	s, err := Open(context.Background(), f.path, Options{Now: f.clock.Now})
-	if err != nil {
-		f.t.Fatal(err)
-	}
-	f.s = s
 }
 
 func (f *fixture) reopen() {
@@ -122,9 +93,10 @@ func (f *fixture) register(authKey, hostname string) Node {
 	return n
 }
 
-func TestUsers(t *testing.T) {
+func TestUsers(t *testing.T) { forEachStore(t, testUsers) }
+
+func testUsers(t *testing.T, f *fixture) {
 	ctx := context.Background()
-	f := newFixture(t)
 	for _, tt := range []struct {
 		name    string
 		wantErr error
@@ -180,9 +152,10 @@ func TestUsers(t *testing.T) {
 	}
 }
 
-func TestAuthKeys(t *testing.T) {
+func TestAuthKeys(t *testing.T) { forEachStore(t, testAuthKeys) }
+
+func testAuthKeys(t *testing.T, f *fixture) {
 	ctx := context.Background()
-	f := newFixture(t)
 	f.user("alice")
 
 	t.Run("one-off", func(t *testing.T) {
@@ -283,9 +256,10 @@ func TestAuthKeys(t *testing.T) {
 
 // TestConcurrentOneOff races registrations on one one-off key through
 // separate connections to a real database file: exactly one may win.
-func TestConcurrentOneOff(t *testing.T) {
+func TestConcurrentOneOff(t *testing.T) { forEachStore(t, testConcurrentOneOff) }
+
+func testConcurrentOneOff(t *testing.T, f *fixture) {
 	ctx := context.Background()
-	f := newFixture(t)
 	f.user("alice")
 	const racers = 8
 	for round := range 5 {
@@ -319,39 +293,6 @@ func TestConcurrentOneOff(t *testing.T) {
 	if len(nodes) != 5 {
 		t.Fatalf("%d nodes, want 5", len(nodes))
 	}
-}
-
-func TestMigrationsIdempotent(t *testing.T) {
-	ctx := context.Background()
-	f := newFixture(t)
-	f.user("alice")
-	for range 3 {
-		f.reopen()
-	}
-	if users, err := f.s.ListUsers(ctx); err != nil || len(users) != 1 {
-		t.Fatalf("after reopens: %v, %v", users, err)
-	}
-	s := f.s.(*sqlStore)
-	var n, max int
-	if err := s.db.QueryRowContext(ctx, `SELECT COUNT(*), MAX(version) FROM schema_migrations`).Scan(&n, &max); err != nil {
-		t.Fatal(err)
-	}
-	if n != len(migrations) || max != len(migrations) {
-		t.Fatalf("schema_migrations has %d rows up to %d, want %d", n, max, len(migrations))
-	}
-
-	t.Run("newer schema refused", func(t *testing.T) {
-		if _, err := s.db.ExecContext(ctx, `INSERT INTO schema_migrations (version, applied_at) VALUES (?, 0)`, len(migrations)+1); err != nil {
-			t.Fatal(err)
-		}
-		f.s.Close()
-		_, err := Open(ctx, f.path, Options{})
-		if err == nil {
-			t.Fatal("opened a database from a newer weft")
-		}
-		t.Log(err)
-		f.s, _ = openSQLite(ctx, filepath.Join(t.TempDir(), "x.db"), Options{}) // for the cleanup
-	})
 }
 
 // TestPragmas checks that every pooled connection runs with the settings
@@ -391,11 +332,12 @@ func TestPragmas(t *testing.T) {
 // TestReadDoesNotBlockWriter: a write commits while a read transaction is
 // open (it would wait out the busy timeout and fail if reads took the
 // write lock).
-func TestReadDoesNotBlockWriter(t *testing.T) {
+func TestReadDoesNotBlockWriter(t *testing.T) { forEachStore(t, testReadDoesNotBlockWriter) }
+
+func testReadDoesNotBlockWriter(t *testing.T, f *fixture) {
 	ctx := context.Background()
-	f := newFixture(t)
 	s := f.s.(*sqlStore)
-	err := s.read(ctx, func(tx *sql.Tx) error {
+	err := s.read(ctx, func(tx *dbTx) error {
 		var n int
 		if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM users`).Scan(&n); err != nil {
 			return err
@@ -408,48 +350,16 @@ func TestReadDoesNotBlockWriter(t *testing.T) {
 	}
 }
 
-// TestConcurrentOpen opens one new database from several handles at once,
-// as two server processes started together would: all succeed, the
-// migrations run once and everyone sees the same ULA prefix.
-func TestConcurrentOpen(t *testing.T) {
-	ctx := context.Background()
-	path := filepath.Join(t.TempDir(), "weft.db")
-	const n = 6
-	stores := make([]Store, n)
-	errs := make([]error, n)
-	var wg sync.WaitGroup
-	for i := range n {
-		wg.Go(func() { stores[i], errs[i] = Open(ctx, path, Options{}) })
-	}
-	wg.Wait()
-	for i := range n {
-		if errs[i] != nil {
-			t.Fatalf("open %d: %v", i, errs[i])
-		}
-		defer stores[i].Close()
-	}
-	_, want := stores[0].AddressPrefixes()
-	for i, s := range stores {
-		if _, got := s.AddressPrefixes(); got != want {
-			t.Fatalf("store %d has ULA %v, store 0 %v", i, got, want)
-		}
-	}
-	var rows int
-	if err := stores[0].(*sqlStore).db.QueryRowContext(ctx, `SELECT COUNT(*) FROM schema_migrations`).Scan(&rows); err != nil || rows != len(migrations) {
-		t.Fatalf("schema_migrations rows = %d, %v", rows, err)
-	}
-}
-
 func TestFilesOwnerOnly(t *testing.T) {
 	f := newFixture(t)
 	f.user("alice") // makes sure the WAL exists
 	for _, suffix := range []string{"", "-wal", "-shm"} {
-		fi, err := os.Stat(f.path + suffix)
+		fi, err := os.Stat(f.where + suffix)
 		if err != nil {
 			t.Fatal(err)
 		}
 		if fi.Mode().Perm() != 0o600 {
-			t.Errorf("%s has mode %v, want 0600", filepath.Base(f.path+suffix), fi.Mode().Perm())
+			t.Errorf("%s has mode %v, want 0600", filepath.Base(f.where+suffix), fi.Mode().Perm())
 		}
 	}
 }
@@ -460,9 +370,10 @@ func TestFilesOwnerOnly(t *testing.T) {
 // TestNodeIDsNotReused: deleting the newest node does not hand its ID to
 // the next one, which peers could otherwise confuse with the old node.
 
-func TestDNSSettings(t *testing.T) {
+func TestDNSSettings(t *testing.T) { forEachStore(t, testDNSSettings) }
+
+func testDNSSettings(t *testing.T, f *fixture) {
 	ctx := context.Background()
-	f := newFixture(t)
 	src, at, err := f.s.DNSSettings(ctx)
 	if err != nil || src != nil || !at.IsZero() {
 		t.Fatalf("fresh store: %q %v %v, want nothing", src, at, err)

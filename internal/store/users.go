@@ -12,7 +12,7 @@ func (s *sqlStore) CreateUser(ctx context.Context, name string) (User, error) {
 		return User{}, fmt.Errorf("store: CreateUser: %w", err)
 	}
 	u := User{Name: name, Role: RoleMember, CreatedAt: fromDB(toDB(s.now()))}
-	err := s.write(ctx, func(tx *sql.Tx) error {
+	err := s.write(ctx, func(tx *dbTx) error {
 		if _, err := userID(ctx, tx, name); err == nil {
 			return fmt.Errorf("%w: user %q", ErrExists, name)
 		} else if !errors.Is(err, ErrNotFound) {
@@ -29,7 +29,7 @@ func (s *sqlStore) CreateUser(ctx context.Context, name string) (User, error) {
 
 func (s *sqlStore) ListUsers(ctx context.Context) ([]User, error) {
 	var users []User
-	err := s.read(ctx, func(tx *sql.Tx) error {
+	err := s.read(ctx, func(tx *dbTx) error {
 		rows, err := tx.QueryContext(ctx, `SELECT `+userColumns+` FROM users ORDER BY name`)
 		if err != nil {
 			return err
@@ -51,7 +51,7 @@ func (s *sqlStore) ListUsers(ctx context.Context) ([]User, error) {
 }
 
 func (s *sqlStore) DeleteUser(ctx context.Context, name string) error {
-	err := s.write(ctx, func(tx *sql.Tx) error {
+	err := s.write(ctx, func(tx *dbTx) error {
 		id, err := userID(ctx, tx, name)
 		if err != nil {
 			return err
@@ -73,7 +73,7 @@ func (s *sqlStore) DeleteUser(ctx context.Context, name string) error {
 }
 
 // userID looks up a user by name.
-func userID(ctx context.Context, tx *sql.Tx, name string) (UserID, error) {
+func userID(ctx context.Context, tx *dbTx, name string) (UserID, error) {
 	var id UserID
 	err := tx.QueryRowContext(ctx, `SELECT id FROM users WHERE name = ?`, name).Scan(&id)
 	if errors.Is(err, sql.ErrNoRows) {
@@ -95,7 +95,7 @@ func scanUser(sc interface{ Scan(...any) error }) (User, error) {
 }
 
 func (s *sqlStore) GetUser(ctx context.Context, name string) (User, error) {
-	u, err := scanUser(s.db.QueryRowContext(ctx, `SELECT `+userColumns+` FROM users WHERE name = ?`, name))
+	u, err := scanUser(s.direct().QueryRowContext(ctx, `SELECT `+userColumns+` FROM users WHERE name = ?`, name))
 	if errors.Is(err, sql.ErrNoRows) {
 		return User{}, fmt.Errorf("store: GetUser: %w: no user %q", ErrNotFound, name)
 	}
@@ -110,7 +110,7 @@ func (s *sqlStore) SetUserRole(ctx context.Context, name, role string) (User, er
 		return User{}, fmt.Errorf("store: SetUserRole: %w: role %q: want %s or %s", ErrInvalid, role, RoleAdmin, RoleMember)
 	}
 	var u User
-	err := s.write(ctx, func(tx *sql.Tx) error {
+	err := s.write(ctx, func(tx *dbTx) error {
 		res, err := tx.ExecContext(ctx, `UPDATE users SET role = ? WHERE name = ?`, role, name)
 		if err != nil {
 			return err
