@@ -209,7 +209,15 @@ func prepareDataPlane(o daemonOptions, st *nodestate.Dir, tunnel *netstack.Diale
 		return nil, false, nil
 	}
 	if o.userspace() {
-		return engineMaker(log, o, st, tunnel, nil), false, nil // nothing on the host to clean
+		// Userspace mode changes nothing on the host, but a kernel-mode
+		// run on this state dir that was killed may have left
+		// resolv.conf pointing at a resolver that is gone: put it back.
+		// (A leftover address on lo is harmless once nothing points at
+		// it; the next kernel-mode start removes it.)
+		if err := osdns.Recover(o.stateDir); err != nil {
+			log.Error("restoring DNS after an earlier run", "sub", "dns", "err", err)
+		}
+		return engineMaker(log, o, st, tunnel, nil), false, nil
 	}
 	left, _ := osnet.Leftovers(osnet.Options{TUNName: o.tun})
 	// A daemon that crashed may have left policy rules, routes or
