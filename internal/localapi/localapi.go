@@ -55,6 +55,9 @@ const (
 type Status struct {
 	BackendState string `json:"backend_state"`
 	ServerURL    string `json:"server_url,omitempty"`
+	// ControlServer is the server of ServerURL's list the node uses now
+	// (several servers of one tailnet: docs/ha.md); empty when down.
+	ControlServer string `json:"control_server,omitempty"`
 	// Prefs are the routing preferences in force (weft up, weft set).
 	Prefs *Prefs `json:"prefs,omitempty"`
 	// ExitNode is the name of the exit node this node's internet

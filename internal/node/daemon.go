@@ -584,6 +584,9 @@ func (d *Daemon) Status(ctx context.Context) (*localapi.Status, error) {
 		if cerr != nil {
 			lastErr = cerr
 		}
+		if connected {
+			st.ControlServer = c.Server()
+		}
 	}
 	st.Prefs = publicPrefs(p)
 	st.ExitNode = exitInUse(p, nm)

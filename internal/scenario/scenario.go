@@ -234,6 +234,10 @@ func (tn *Tailnet) Daemon(host string) *netlab.Process {
 	return tn.daemons[host]
 }
 
+// DataDir is the control server's data directory (its key, admin socket
+// and, without --db, its database).
+func (tn *Tailnet) DataDir() string { return tn.dataDir }
+
 // StateDir is the daemon's state directory on host.
 func (tn *Tailnet) StateDir(host string) string {
 	return filepath.Join(tn.Lab.Dir(), "nodes", host)
