@@ -163,10 +163,13 @@ func newLabUpCmd(g *globals, o *labOpts) *cobra.Command {
 	f := &labUpFlags{}
 	cmd := &cobra.Command{
 		Use:   "up TOPOLOGY",
-		Short: "Build a lab (topology: seed), replacing an earlier one of the same name",
+		Short: "Build a lab (topology: seed, multihomed or double-nat), replacing an earlier one of the same name",
 		Long: `Build a lab. Topology "seed": router r-busan (easy NAT) with host busan, router
 r-fukuoka (easy NAT) with hosts mac and pc, public hosts ctrl (203.0.113.10) and
-web (203.0.113.80, answering GET / with the caller's IP).
+web (203.0.113.80, answering GET / with the caller's IP). "multihomed": the
+seed with r-fukuoka on 198.51.100.22 and ctrl on both public subnets.
+"double-nat": the seed with r-fukuoka behind a carrier's CGNAT router isp
+(203.0.113.40; LAN 100.64.22.0/24, r-fukuoka's WAN 100.64.22.10).
 
 A SITE is a router name (r-busan) or its site (busan). NAT kinds: easy, hard,
 udp-blocked. --delay adds MS in each direction of the router's WAN link, so

@@ -18,7 +18,7 @@ func TestLabUsageErrors(t *testing.T) {
 		args    []string
 		wantErr string
 	}{
-		{"unknown topology", []string{"lab", "up", "moon"}, `unknown topology "moon" (known: multihomed, seed)`},
+		{"unknown topology", []string{"lab", "up", "moon"}, `unknown topology "moon" (known: double-nat, multihomed, seed)`},
 		{"no topology", []string{"lab", "up"}, "accepts 1 arg"},
 		{"unknown site", []string{"lab", "up", "seed", "--nat", "r-seoul=easy"}, `unknown site "r-seoul"`},
 		{"unknown NAT kind", []string{"lab", "up", "seed", "--nat", "r-busan=cone"}, `unknown NAT kind "cone"`},

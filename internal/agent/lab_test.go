@@ -1066,6 +1066,24 @@ func testPortMapping(t *testing.T, n *labNet, via string) {
 	}
 }
 
+// TestLabDoubleNAT: Fukuoka's home router sits behind a carrier's CGNAT
+// (router isp, shared address space on its LAN), so mac is translated
+// twice. mac and busan still find a direct path, and busan reaches mac at
+// the CGNAT's public address, the only one the internet sees.
+func TestLabDoubleNAT(t *testing.T) {
+	n := startNet(t, 2*time.Minute, []string{"busan", "mac"}, netlab.DoubleNAT)
+	if got := n.lab.Node("r-fukuoka").WANAddr; got != netip.MustParseAddr("100.64.22.10") {
+		t.Fatalf("r-fukuoka's WAN address %v, want 100.64.22.10 on the CGNAT's LAN", got)
+	}
+	n.pair("mac", "busan")
+	p := n.waitPath("busan", "mac", localapi.PathDirect, 30*time.Second)
+	if !strings.HasPrefix(p.Path.Endpoint, "203.0.113.40:") {
+		t.Errorf("busan's direct endpoint for mac %q is not on the CGNAT's public address", p.Path.Endpoint)
+	}
+	n.waitPath("mac", "busan", localapi.PathDirect, 30*time.Second)
+	n.echo("busan", "mac", addr4(n.peer("busan", "mac")))
+}
+
 // TestLabShortNATTimeout: both home routers forget an idle UDP mapping
 // after 5 s, as many home and carrier routers do within 30 s. busan and
 // mac find their direct path, then exchange nothing for 30 s (six

@@ -147,12 +147,19 @@ func (l *Lab) build(ctx context.Context, cfg Config, topo Topology) error {
 			return err
 		}
 	}
-	for _, r := range topo.Routers {
-		if err := ctx.Err(); err != nil {
-			return fmt.Errorf("netlab: up: %w", err)
-		}
-		if err := l.buildRouter(ctx, cfg, h, r); err != nil {
-			return err
+	// Routers on the internet first: a router behind another one hangs
+	// its WAN on that one's LAN bridge.
+	for _, nested := range []bool{false, true} {
+		for _, r := range topo.Routers {
+			if err := ctx.Err(); err != nil {
+				return fmt.Errorf("netlab: up: %w", err)
+			}
+			if (r.Upstream != "") != nested {
+				continue
+			}
+			if err := l.buildRouter(ctx, cfg, h, topo, r); err != nil {
+				return err
+			}
 		}
 	}
 	for _, p := range topo.Public {
@@ -287,8 +294,12 @@ func (l *Lab) enslave(inet *netlink.Handle, port netlink.Link) error {
 
 // buildRouter makes router r: its WAN link to the internet (through a
 // delay line and shaped, if asked), its LAN bridge with NAT, and its hosts.
-func (l *Lab) buildRouter(ctx context.Context, cfg Config, h *nsHandles, r Router) error {
-	if err := l.buildRouterWAN(ctx, cfg, h, r); err != nil {
+func (l *Lab) buildRouter(ctx context.Context, cfg Config, h *nsHandles, topo Topology, r Router) error {
+	if r.Upstream != "" {
+		if err := buildNestedWAN(h, topo.router(r.Upstream), r); err != nil {
+			return err
+		}
+	} else if err := l.buildRouterWAN(ctx, cfg, h, r); err != nil {
 		return err
 	}
 	rh := h.nl[r.Name]
@@ -360,6 +371,34 @@ func (l *Lab) buildRouterWAN(ctx context.Context, cfg Config, h *nsHandles, r Ro
 		if err := rateLimit(inet, wport, r.RateMbit); err != nil {
 			return fmt.Errorf("netlab: %s: %w", r.Name, err)
 		}
+	}
+	return nil
+}
+
+// buildNestedWAN links router r's WAN to the LAN bridge of its upstream
+// router upr, as a host of that LAN: its address there and a default
+// route through upr.
+func buildNestedWAN(h *nsHandles, upr *Router, r Router) error {
+	rh, uh := h.nl[r.Name], h.nl[upr.Name]
+	wan, port, err := veth(rh, routerWAN, uh, h.ns[upr.Name], hostPortPfx+r.Name)
+	if err != nil {
+		return err
+	}
+	lan, err := uh.LinkByName(routerLAN)
+	if err == nil {
+		err = uh.LinkSetMaster(port, lan)
+	}
+	if err != nil {
+		return fmt.Errorf("netlab: %s: attach %s: %w", upr.Name, r.Name, err)
+	}
+	if err := addAddr(rh, wan, r.WAN, upr.LAN.Bits()); err != nil {
+		return err
+	}
+	if err := errors.Join(up(uh, port), up(rh, wan)); err != nil {
+		return err
+	}
+	if err := rh.RouteAdd(&netlink.Route{LinkIndex: wan.Attrs().Index, Gw: gatewayAddr(upr.LAN).AsSlice()}); err != nil {
+		return fmt.Errorf("netlab: %s: default route: %w", r.Name, err)
 	}
 	return nil
 }

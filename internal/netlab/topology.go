@@ -116,6 +116,13 @@ type Router struct {
 	// mapping after 30 s or less. Zero keeps the kernel's defaults (30 s
 	// unreplied, 120 s for a flow that has seen both directions).
 	UDPTimeout time.Duration
+	// Upstream names the router whose LAN this router's WAN sits on, as
+	// a home router behind a carrier's CGNAT does: its WAN address is a
+	// host address on that LAN, and the upstream router's NAT translates
+	// its traffic a second time. Empty: the WAN is on the internet. One
+	// level only; a router with an upstream has no delay, loss, rate or
+	// port mapping of its own on its WAN.
+	Upstream string
 	// Hosts are the names of the machines on the router's LAN.
 	Hosts []string
 }
@@ -187,10 +194,38 @@ func MultiHomed(t *Topology) {
 	t.AddPublicAddr("ctrl", netip.MustParseAddr("198.51.100.10"))
 }
 
+// DoubleNATTopology is the seed's network with Fukuoka's home router
+// behind a carrier's CGNAT: router isp (easy NAT, WAN 203.0.113.40) has
+// the shared address space 100.64.22.0/24 (RFC 6598) as its LAN, and
+// r-fukuoka's WAN is 100.64.22.10 on it, so mac and pc are translated
+// twice on their way out.
+func DoubleNATTopology() Topology {
+	t := SeedTopology()
+	t.Name = "double-nat"
+	DoubleNAT(&t)
+	return t
+}
+
+// DoubleNAT changes a seed-shaped topology as DoubleNATTopology
+// describes; tests pass it as a modifier.
+func DoubleNAT(t *Topology) {
+	t.Routers = append(t.Routers, Router{Name: "isp", NAT: NATEasy, WAN: netip.MustParseAddr("203.0.113.40"),
+		LAN: netip.MustParsePrefix("100.64.22.0/24")})
+	if r := t.router("r-fukuoka"); r != nil {
+		r.Upstream, r.WAN = "isp", netip.Addr{}
+	} else {
+		t.errs = append(t.errs, t.unknownRouter("r-fukuoka"))
+	}
+}
+
 // Topologies returns the named topologies the CLI offers.
 func Topologies() map[string]func() Topology {
-	return map[string]func() Topology{"seed": SeedTopology, "multihomed": MultiHomedTopology}
+	return map[string]func() Topology{"seed": SeedTopology, "multihomed": MultiHomedTopology, "double-nat": DoubleNATTopology}
 }
+
+// sharedSpace is RFC 6598's shared address space, the LAN side of
+// carriers' CGNAT routers.
+var sharedSpace = netip.MustParsePrefix("100.64.0.0/10")
 
 // SetWAN sets router's WAN address (in either public subnet).
 func (t *Topology) SetWAN(router string, a netip.Addr) {
@@ -378,15 +413,18 @@ func (t *Topology) Validate() error {
 		if !r.NAT.Valid() {
 			errs = append(errs, fmt.Errorf("netlab: %s: unknown NAT kind %q (kinds: %v)", r.Name, r.NAT, NATKinds))
 		}
-		if !r.WAN.IsValid() {
-			r.WAN = netip.AddrFrom4([4]byte{203, 0, 113, byte(21 + i)})
+		if r.Upstream == "" {
+			if !r.WAN.IsValid() {
+				r.WAN = netip.AddrFrom4([4]byte{203, 0, 113, byte(21 + i)})
+			}
+			addr(r.Name, r.WAN)
 		}
-		addr(r.Name, r.WAN)
 		if !r.LAN.IsValid() {
 			r.LAN = netip.PrefixFrom(netip.AddrFrom4([4]byte{192, 168, byte(i + 1), 0}), 24)
 		}
-		if !r.LAN.Addr().Is4() || r.LAN.Bits() > 24 || r.LAN.Bits() < 8 || !r.LAN.Addr().IsPrivate() || r.LAN != r.LAN.Masked() {
-			errs = append(errs, fmt.Errorf("netlab: %s: LAN %v must be a private IPv4 network of /8 to /24", r.Name, r.LAN))
+		lanOK := r.LAN.Addr().IsPrivate() || sharedSpace.Contains(r.LAN.Addr())
+		if !r.LAN.Addr().Is4() || r.LAN.Bits() > 24 || r.LAN.Bits() < 8 || !lanOK || r.LAN != r.LAN.Masked() {
+			errs = append(errs, fmt.Errorf("netlab: %s: LAN %v must be a private (or RFC 6598 shared) IPv4 network of /8 to /24", r.Name, r.LAN))
 		}
 		for p, o := range lans {
 			if p.Overlaps(r.LAN) {
@@ -413,6 +451,7 @@ func (t *Topology) Validate() error {
 			name(h)
 		}
 	}
+	errs = append(errs, t.validateUpstreams()...)
 	for _, p := range t.Public {
 		name(p.Name)
 		addr(p.Name, p.Addr)
@@ -421,6 +460,39 @@ func (t *Topology) Validate() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// validateUpstreams checks routers behind another router and gives each
+// its WAN address on the upstream's LAN (after the upstream's hosts)
+// unless one was set.
+func (t *Topology) validateUpstreams() []error {
+	var errs []error
+	behind := map[string]int{} // upstream → routers placed on its LAN so far
+	for i := range t.Routers {
+		r := &t.Routers[i]
+		if r.Upstream == "" {
+			continue
+		}
+		up := t.router(r.Upstream)
+		switch {
+		case up == nil:
+			errs = append(errs, fmt.Errorf("netlab: %s: upstream %q is not a router of the topology", r.Name, r.Upstream))
+			continue
+		case up.Upstream != "" || up == r:
+			errs = append(errs, fmt.Errorf("netlab: %s: upstream %s must sit on the internet (one level of nesting)", r.Name, up.Name))
+			continue
+		case r.Delay != 0 || r.LossPercent != 0 || r.RateMbit != 0 || r.PortMap:
+			errs = append(errs, fmt.Errorf("netlab: %s: delay, loss, rate and port mapping are not supported behind an upstream router", r.Name))
+		}
+		if !r.WAN.IsValid() {
+			r.WAN = hostAddr(up.LAN, len(up.Hosts)+behind[up.Name])
+		}
+		behind[up.Name]++
+		if !up.LAN.Contains(r.WAN) || r.WAN == gatewayAddr(up.LAN) {
+			errs = append(errs, fmt.Errorf("netlab: %s: WAN %v is not a host address on %s's LAN %v", r.Name, r.WAN, up.Name, up.LAN))
+		}
+	}
+	return errs
 }
 
 // hostAddr is the LAN address of the i-th host of a router.

@@ -36,6 +36,21 @@ func TestTopologyValidate(t *testing.T) {
 		{"address twice", func(tp *Topology) { tp.Public[0].Addr = tp.Routers[0].WAN }, "both have address"},
 		{"overlapping LANs", func(tp *Topology) { tp.Routers[1].LAN = tp.Routers[0].LAN }, "overlap"},
 		{"public LAN", func(tp *Topology) { tp.Routers[0].LAN = netip.MustParsePrefix("8.8.8.0/24") }, "private"},
+		{"double NAT", DoubleNAT, ""},
+		{"UDP timeout below a second", func(tp *Topology) { tp.SetUDPTimeout("r-busan", time.Millisecond) }, "1 s resolution"},
+		{"unknown upstream", func(tp *Topology) { tp.Routers[1].Upstream = "isp" }, `upstream "isp" is not a router`},
+		{"two levels of nesting", func(tp *Topology) {
+			DoubleNAT(tp)
+			tp.Routers[0].Upstream = "r-fukuoka"
+		}, "one level of nesting"},
+		{"delay behind an upstream", func(tp *Topology) {
+			DoubleNAT(tp)
+			tp.SetDelay("r-fukuoka", 10)
+		}, "not supported behind an upstream"},
+		{"WAN outside the upstream's LAN", func(tp *Topology) {
+			DoubleNAT(tp)
+			tp.Routers[1].WAN = netip.MustParseAddr("100.64.23.10")
+		}, "not a host address on isp's LAN"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			tp := SeedTopology()
@@ -66,6 +81,21 @@ func TestTopologyDefaults(t *testing.T) {
 	tp.SetDelay("r-a", 7)
 	if tp.Routers[0].Delay != 7*time.Millisecond {
 		t.Errorf("delay = %v", tp.Routers[0].Delay)
+	}
+}
+
+// TestDoubleNATDefaults: a router behind another gets the first free
+// host address on its upstream's LAN as its WAN address.
+func TestDoubleNATDefaults(t *testing.T) {
+	tp := DoubleNATTopology()
+	if err := tp.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if r := tp.router("r-fukuoka"); r.WAN != netip.MustParseAddr("100.64.22.10") || r.Upstream != "isp" {
+		t.Errorf("r-fukuoka behind isp: %+v", r)
+	}
+	if _, ok := Topologies()["double-nat"]; !ok {
+		t.Error("the CLI does not offer the double-nat topology")
 	}
 }
 
