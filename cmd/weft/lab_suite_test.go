@@ -628,3 +628,55 @@ func TestLabServerDiskFull(t *testing.T) {
 	pc := s.awaitPeer("mac", "pc")
 	s.awaitPing("mac", pc, "mac pings pc, registered after the disk had room again")
 }
+
+// TestLabControlDownLongNodeRestarted: the control server (and with it
+// the only relay) is stopped and stays down for two and a half minutes,
+// longer than the routers keep an idle UDP mapping (120 s) and than a
+// WireGuard session lives without a new handshake (120 s); then mac's
+// daemon is restarted. It starts from the map it saved, with no control
+// server and no relay to ask, and reaches busan directly again.
+func TestLabControlDownLongNodeRestarted(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
+	defer cancel()
+	s := startSuite(t, ctx, nil)
+	s.join("busan", "")
+	s.join("mac", "")
+	busan := s.awaitPeer("mac", "busan")
+	s.awaitPing("mac", busan, "mac pings busan")
+	l := &exitLab{t: t, ctx: ctx, lab: s.lab, tn: s.tn}
+	l.awaitDirect("mac", "busan", 30*time.Second)
+	l.awaitSavedMap("mac", "busan")
+	if err := s.tn.KillServer(); err != nil {
+		t.Fatal(err)
+	}
+	const outage = 150 * time.Second
+	t.Logf("control and relay down; waiting %v", outage)
+	select {
+	case <-time.After(outage):
+	case <-ctx.Done():
+		t.Fatal(ctx.Err())
+	}
+	if err := s.tn.KillDaemon("mac"); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(s.tn.Socket("mac")); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.tn.StartDaemon(ctx, "mac"); err != nil {
+		t.Fatal(err)
+	}
+	s.awaitPing("mac", busan, "mac, restarted with control down, pings busan")
+	l.awaitDirect("mac", "busan", 30*time.Second)
+	l.awaitDirect("busan", "mac", 30*time.Second)
+	st, err := s.status("mac")
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, h := range st.Health {
+		found = found || strings.HasPrefix(h, "control server unreachable")
+	}
+	if !found {
+		t.Errorf("mac's health does not say control is unreachable: %q", st.Health)
+	}
+}
