@@ -24,12 +24,12 @@ import (
 	"weft/internal/relay"
 	"weft/internal/restapi"
 	"weft/internal/samples"
-	"weft/internal/store"
 	"weft/internal/wire"
 )
 
 type serverOptions struct {
 	listen, dataDir, serverURL, relayMap string
+	db                                   string // --db; "" falls back to $WEFT_DB, then SQLite
 	relaySecretFile, relaySecretEnv      string
 	stunListen                           []string
 	ephemeralTimeout, nodeKeyLifetime    time.Duration
@@ -48,19 +48,24 @@ func newServerCmd(g *globals) *cobra.Command {
 		Use:   "server",
 		Short: "Run the control server (coordination, key distribution, peer maps)",
 		Long: "Run the weft control server. It keeps users, pre-auth keys and nodes in an\n" +
-			"SQLite database in --data-dir, hands each node its peers' keys and endpoints,\n" +
-			"and never sees tailnet traffic. Administer it with `weft admin --data-dir DIR`.",
+			"SQLite database in --data-dir (or in PostgreSQL with --db postgres://...),\n" +
+			"hands each node its peers' keys and endpoints, and never sees tailnet traffic.\n" +
+			"Administer it with `weft admin --data-dir DIR`.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if o.dataDir == "" || o.serverURL == "" {
 				return usageError{errors.New("server: --data-dir and --server-url are required")}
+			}
+			if err := checkDBURL(serverDBURL(o.db)); err != nil {
+				return err
 			}
 			return runServer(cmd.Context(), g, o)
 		},
 	}
 	f := cmd.Flags()
 	f.StringVar(&o.listen, "listen", ":8080", "TCP address for HTTP (control, /key, /healthz, relay)")
-	f.StringVar(&o.dataDir, "data-dir", "", "directory for the database, the server key and the admin socket (created 0700)")
+	f.StringVar(&o.dataDir, "data-dir", "", "directory for the SQLite database, the server key and the admin socket (created 0700)")
+	f.StringVar(&o.db, "db", "", "PostgreSQL database instead of SQLite in --data-dir, as a libpq URL: postgres://USER@HOST/DB or postgres:///DB?host=/run/postgresql (env "+dbEnv+"; docs/postgres.md)")
 	f.StringVar(&o.serverURL, "server-url", "", "URL nodes use to reach this server, such as http://ctrl.example:8080")
 	f.StringVar(&o.relayMap, "relay-map", "", "relay map file (JSON or HuJSON); default: this server's own relay as region 1 \"home\"")
 	f.StringSliceVar(&o.stunListen, "stun-listen", []string{":3478", ":3479"},
@@ -93,7 +98,8 @@ func runServer(ctx context.Context, g *globals, o serverOptions) error {
 	if err != nil {
 		return err
 	}
-	st, err := store.Open(ctx, filepath.Join(o.dataDir, "weft.db"), store.Options{})
+	dbURL := serverDBURL(o.db)
+	st, err := openServerStore(ctx, dbURL, o.dataDir)
 	if err != nil {
 		return err
 	}
@@ -170,7 +176,8 @@ func runServer(ctx context.Context, g *globals, o serverOptions) error {
 		goSTUN(sg, log.With("sub", "stun", "listen", addr), addr, "server: STUN on "+addr)
 	}
 	goServerMetrics(sg, o.metricsListen, st, ctrl, log)
-	log.Info("weft server running", "listen", ln.Addr().String(), "url", o.serverURL, "key", serverKey.Public().String(), "data", o.dataDir)
+	log.Info("weft server running", "listen", ln.Addr().String(), "url", o.serverURL, "key", serverKey.Public().String(), "data", o.dataDir,
+		"db", describeDB(dbURL, o.dataDir))
 	return sg.Wait(ctx, log, shutdownHTTP(hs), func(context.Context) { ctrl.Close() })
 }
 
