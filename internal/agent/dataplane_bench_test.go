@@ -45,7 +45,16 @@ func BenchmarkLabDataPlane(b *testing.B) {
 		b.Fatal(err)
 	}
 	macPID, busanPID := n.tn.Daemon("mac").PID, n.tn.Daemon("busan").PID
-	mtu := tunnelMTU(b, n.lab.Node("mac"))
+	// Path MTU discovery lifts both tunnels from 1280 once the direct
+	// path's probes are answered; measure at the MTU the path allows.
+	var mtu int
+	err := scenario.WaitFor(n.ctx, 20*time.Second, "path MTU discovery", func() (bool, error) {
+		mtu = tunnelMTU(b, n.lab.Node("mac"))
+		return mtu > 1280 && tunnelMTU(b, n.lab.Node("busan")) == mtu, nil
+	})
+	if err != nil {
+		b.Fatalf("%v: mac's weft0 MTU %d, busan's %d", err, mtu, tunnelMTU(b, n.lab.Node("busan")))
+	}
 	var raw, plain, tun, up, down, cpuTun, cpuUp float64
 	b.ResetTimer()
 	for range b.N {
@@ -79,7 +88,9 @@ func BenchmarkLabDataPlane(b *testing.B) {
 		stop()
 		up += u
 		cpuUp += u * 1e6 / 8 * el.Seconds() / (c1 - c0).Seconds()
+		stop = perfRecord(b, "exit-down", macPID, busanPID)
 		down += must(b, "exit download")(pullThroughput(n.ctx, n.lab, "mac", "web", netip.AddrPortFrom(web, 5305)))
+		stop()
 	}
 	b.StopTimer()
 	k := float64(b.N)
@@ -266,6 +277,7 @@ func perfRecord(b *testing.B, row string, pids ...int) (stop func()) {
 		b.Fatalf("perf: %v", err)
 	}
 	b.Logf("perf record %s: daemons' pids %v", out.Name(), pids)
+	time.Sleep(2 * time.Second) // perf's own start-up, on a loaded machine
 	return func() {
 		cmd.Process.Signal(os.Interrupt)
 		cmd.Wait()
