@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -254,4 +255,79 @@ func processCPU(b *testing.B) time.Duration {
 		b.Fatal(err)
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// BenchmarkRelayLatencyUnderFlood measures what a flooding client does to
+// the others' latency: a sends to b through the relay and b echoes it,
+// b.N round trips with nobody else busy, then b.N more while a third
+// client pushes 1,400-byte packets at a fourth as fast as it can, under
+// the embedded relay's default per-client rate limit. It reports both
+// round trips and their ratio (the standing suite's "others' latency
+// holds", as a figure rather than a test threshold).
+func BenchmarkRelayLatencyUnderFlood(b *testing.B) {
+	const rate = 16 << 20 // weft server's default --relay-rate-limit
+	ka, kb, flooder, sink := key.NewNode(), key.NewNode(), key.NewNode(), key.NewNode()
+	r := startRelay(b, ServerOptions{Authorizer: allow(ka, kb, flooder, sink), RateLimit: rate})
+	ca, cb := connect(b, r.url, ka), connect(b, r.url, kb)
+	connect(b, r.url, sink) // never reads: the relay drops what does not fit its queue
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		for {
+			m, err := cb.Recv(ctx)
+			if err != nil {
+				return
+			}
+			if p, ok := m.(ReceivedPacket); ok {
+				cb.Send(p.Src, p.Data)
+			}
+		}
+	}()
+	pkt := make([]byte, benchFrame)
+	rounds := func() time.Duration {
+		var total time.Duration
+		for range b.N {
+			t0 := time.Now()
+			if err := ca.Send(kb.Public(), pkt); err != nil {
+				b.Fatal(err)
+			}
+			if _, err := ca.Recv(ctx); err != nil {
+				b.Fatal(err)
+			}
+			total += time.Since(t0)
+		}
+		return total / time.Duration(b.N)
+	}
+	b.ResetTimer()
+	quiet := rounds()
+
+	fc, err := NewClient(ClientOptions{URLs: []string{r.url}, NodeKey: flooder})
+	if err != nil {
+		b.Fatal(err)
+	}
+	cc, err := fc.dial(ctx, fc.urls[0])
+	if err != nil {
+		b.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		dst := sink.Public().Raw32()
+		for ctx.Err() == nil {
+			cc.nc.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
+			if err := writeFrame(cc.bw, FrameSendPacket, dst[:], pkt); err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
+				return
+			}
+			cc.bw.Flush()
+		}
+	}()
+	flooded := rounds()
+	b.StopTimer()
+	cancel()
+	cc.nc.Close()
+	wg.Wait()
+	b.ReportMetric(float64(quiet.Microseconds()), "quiet-rt-us")
+	b.ReportMetric(float64(flooded.Microseconds()), "flood-rt-us")
+	b.ReportMetric(flooded.Seconds()/quiet.Seconds(), "ratio")
 }
