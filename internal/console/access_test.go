@@ -75,3 +75,33 @@ func TestAuditLogPage(t *testing.T) {
 		t.Fatalf("bad before: %d", resp.StatusCode)
 	}
 }
+
+// TestApproveWaitingMachine: a machine waiting in `weft up` without a key
+// is listed, and the console's Approve makes the admin API grant it a
+// one-off key of the chosen user; a second approval of the code fails.
+func TestApproveWaitingMachine(t *testing.T) {
+	e := newEnv(t, 0)
+	ctx := context.Background()
+	cookie := e.signIn()
+	l, _, err := e.logins.Start("laptop", "198.51.100.7:40000")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := bodyOf(t, e.do("GET", "/admin/logins", cookie, nil, nil))
+	if !strings.Contains(body, `data-code="`+l.Code+`"`) || !strings.Contains(body, "laptop") {
+		t.Fatalf("waiting machine not listed:\n%s", body)
+	}
+	keysBefore, _ := e.st.ListAuthKeys(ctx, "alice")
+	if resp := e.post(cookie, "/admin/logins/"+l.Code+"/approve", url.Values{"user": {"alice"}}); resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("approve: %d\n%s", resp.StatusCode, bodyOf(t, resp))
+	}
+	if keysAfter, _ := e.st.ListAuthKeys(ctx, "alice"); len(keysAfter) != len(keysBefore)+1 {
+		t.Fatalf("alice has %d keys after the approval, want %d", len(keysAfter), len(keysBefore)+1)
+	}
+	if len(e.logins.Pending()) != 0 {
+		t.Fatalf("still pending: %+v", e.logins.Pending())
+	}
+	if resp := e.post(cookie, "/admin/logins/"+l.Code+"/approve", url.Values{"user": {"alice"}}); resp.StatusCode != http.StatusNotFound {
+		t.Fatalf("second approval: %d, want 404", resp.StatusCode)
+	}
+}

@@ -15,11 +15,12 @@ import (
 // follows it. Only these fixed texts can appear: a link cannot make the
 // console say anything else.
 var notices = map[string]string{
-	"user-created": "User created.",
-	"user-deleted": "User deleted.",
-	"key-expired":  "Key revoked: it can no longer register a node.",
-	"policy-saved": "Policy saved: its checks and tests passed, and nodes receive it now.",
-	"dns-saved":    "DNS settings saved: nodes receive them now.",
+	"user-created":   "User created.",
+	"user-deleted":   "User deleted.",
+	"key-expired":    "Key revoked: it can no longer register a node.",
+	"policy-saved":   "Policy saved: its checks and tests passed, and nodes receive it now.",
+	"dns-saved":      "DNS settings saved: nodes receive them now.",
+	"login-approved": "Approved: the machine joins as that user as soon as its weft up asks again (within seconds).",
 }
 
 // done redirects to page with the notice for what was done.

@@ -86,6 +86,8 @@ func (s *Server) init() {
 		m.HandleFunc("GET /admin/dns", s.signedIn(s.dnsPage))
 		m.HandleFunc("POST /admin/dns", s.changes(s.saveDNS))
 		m.HandleFunc("GET /admin/audit", s.signedIn(s.auditPage))
+		m.HandleFunc("GET /admin/logins", s.signedIn(s.loginsPage))
+		m.HandleFunc("POST /admin/logins/{code}/approve", s.changes(s.approveLogin))
 		m.HandleFunc("/admin/", func(w http.ResponseWriter, r *http.Request) {
 			s.page(w, r, http.StatusNotFound, "message", &pageData{Title: "Not found", Message: "There is no such console page."})
 		})

@@ -16,18 +16,21 @@ import (
 
 	"weft/internal/adminapi"
 	"weft/internal/key"
+	"weft/internal/nodelogin"
 	"weft/internal/store"
 	"weft/internal/tstest"
 	"weft/internal/wire"
 )
 
 type env struct {
-	t     *testing.T
+	t     testing.TB
 	st    store.Store
 	s     *Server
 	clk   *tstest.Clock
 	h     http.Handler
 	nodes []string
+	// logins are the interactive node logins the admin API approves.
+	logins *nodelogin.Manager
 }
 
 // fixedHealth gives every node the same samples.
@@ -37,7 +40,7 @@ func (f fixedHealth) Since(wire.NodeID, time.Time) ([]wire.HealthSample, error) 
 
 // newEnv is a console over a fresh store with user alice and n nodes of
 // hers named secretnode0…, the first one advertising an exit node.
-func newEnv(t *testing.T, n int) *env {
+func newEnv(t testing.TB, n int) *env {
 	t.Helper()
 	ctx := context.Background()
 	st, err := store.Open(ctx, filepath.Join(t.TempDir(), "weft.db"), store.Options{})
@@ -70,7 +73,8 @@ func newEnv(t *testing.T, n int) *env {
 		{Time: time.Unix(1000, 0), Metrics: map[string]float64{"peer_rtt_ms:busan": 30, "peer_direct:busan": 0, "battery_pct": 90}},
 		{Time: time.Unix(1300, 0), Metrics: map[string]float64{"peer_rtt_ms:busan": 20, "peer_direct:busan": 1, "peer_rx_bytes:busan": 3000, "relay_rtt_ms:1": 12}},
 	}
-	api := &adminapi.Server{Store: st, Online: func(id wire.NodeID) bool { return id == 1 }, Health: health}
+	e.logins = nodelogin.New(e.clk.Now)
+	api := &adminapi.Server{Store: st, Online: func(id wire.NodeID) bool { return id == 1 }, Health: health, Logins: e.logins}
 	e.s = &Server{API: api.APIHandler(), BaseURL: "http://weft.test", Now: e.clk.Now}
 	mux := http.NewServeMux()
 	mux.Handle(Prefix, e.s)
@@ -112,7 +116,7 @@ func (e *env) do(method, target string, cookie *http.Cookie, form url.Values, hd
 	return resp
 }
 
-func bodyOf(t *testing.T, r *http.Response) string {
+func bodyOf(t testing.TB, r *http.Response) string {
 	t.Helper()
 	b, err := io.ReadAll(r.Body)
 	if err != nil {
@@ -183,7 +187,7 @@ func (e *env) post(cookie *http.Cookie, target string, form url.Values) *http.Re
 // pages are the console's pages, each of which must be refused without a
 // session.
 var pages = []string{"/admin/", "/admin/nodes/id:1", "/admin/nodes/id:1/health.json", "/admin/users",
-	"/admin/keys", "/admin/policy", "/admin/dns", "/admin/audit", "/admin/?q=secret"}
+	"/admin/keys", "/admin/policy", "/admin/dns", "/admin/audit", "/admin/logins", "/admin/?q=secret"}
 
 // TestUnauthenticatedSeesNothing: without a live session no console
 // response names a node, a user or a key; with one, every page answers.
@@ -266,6 +270,7 @@ func TestCSRF(t *testing.T) {
 		{"/admin/keys", url.Values{"user": {"alice"}}},
 		{"/admin/policy", url.Values{"action": {"save"}, "body": {`{"acls": []}`}}},
 		{"/admin/dns", url.Values{"source": {`{"magic_dns": false}`}}},
+		{"/admin/logins/nosuch/approve", url.Values{"user": {"alice"}}},
 	}
 	attempts := []struct {
 		name string

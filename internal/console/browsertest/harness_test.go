@@ -166,13 +166,19 @@ type server struct {
 // listener: nothing but loopback HTTP) and waits for /healthz.
 func startServer(t testing.TB) *server {
 	t.Helper()
+	return startServerIn(t, t.TempDir())
+}
+
+// startServerIn is startServer with the data directory dataDir.
+func startServerIn(t testing.TB, dataDir string) *server {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	addr := ln.Addr().String()
 	ln.Close()
-	s := &server{t: t, weft: labtest.WeftBinary(t), dataDir: t.TempDir(), URL: "http://" + addr, logs: &bytes.Buffer{}}
+	s := &server{t: t, weft: labtest.WeftBinary(t), dataDir: dataDir, URL: "http://" + addr, logs: &bytes.Buffer{}}
 	s.cmd = exec.Command(s.weft, "server", "--listen", addr, "--data-dir", s.dataDir, "--server-url", s.URL,
 		"--stun-listen=", "--metrics-listen=")
 	s.cmd.Stdout, s.cmd.Stderr = &lockedWriter{w: s.logs}, &lockedWriter{w: s.logs}
