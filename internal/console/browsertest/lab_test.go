@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/url"
+	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -66,11 +67,12 @@ func forward(t testing.TB, node *netlab.Node, addr string) string {
 }
 
 // TestBrowserLabExitNode runs the seed tailnet in a lab (busan offering
-// itself as exit node, mac and pc), signs in to its console in Chromium,
-// sees the three nodes online, sees busan's health plots drawn from the
-// samples it reported, approves busan as exit node with the console's
-// button, and sees the change reach mac: its `weft status --json` lists
-// busan's exit routes.
+// itself as exit node and mac, both joined with a pre-auth key), signs in
+// to its console in Chromium, approves pc, which waits in an interactive
+// `weft up` without a key, so that pc joins; sees the three nodes online,
+// sees busan's health plots drawn from the samples it reported, approves
+// busan as exit node with the console's button, and sees the change reach
+// mac: its `weft status --json` lists busan's exit routes.
 func TestBrowserLabExitNode(t *testing.T) {
 	chromiumPath(t)
 	labtest.SkipUnlessRoot(t)
@@ -79,7 +81,7 @@ func TestBrowserLabExitNode(t *testing.T) {
 	lab := labtest.Seed(t)
 	tn, err := scenario.Start(ctx, lab, scenario.Options{
 		Weft:       labtest.WeftBinary(t),
-		Hosts:      []string{"busan", "mac", "pc"},
+		Hosts:      []string{"busan", "mac"},
 		DaemonArgs: []string{"--health-interval", "1s"},
 		UpArgs: func(host string) []string {
 			if host == "busan" {
@@ -102,6 +104,47 @@ func TestBrowserLabExitNode(t *testing.T) {
 	}
 	b := newBrowser(t)
 	signIn(t, b, string(link), base)
+
+	step(t, "interactive weft up approved in the console", func(t *testing.T) {
+		if err := tn.StartDaemon(ctx, "pc"); err != nil {
+			t.Fatal(err)
+		}
+		up, err := lab.Node("pc").Start(ctx, "up", labtest.WeftBinary(t), "--socket", tn.Socket("pc"),
+			"up", "--server", tn.ServerURL, "--hostname", "pc")
+		if err != nil {
+			t.Fatal(err)
+		}
+		codeRE := regexp.MustCompile(`/login/node/([A-Za-z0-9]+)`)
+		var code string
+		err = scenario.WaitFor(ctx, 20*time.Second, "weft up on pc to print its login URL", func() (bool, error) {
+			if m := codeRE.FindStringSubmatch(up.Logs()); m != nil {
+				code = m[1]
+				return true, nil
+			}
+			return false, nil
+		})
+		if err != nil {
+			t.Fatalf("%v\n%s", err, up.Logs())
+		}
+		row := `#logins tr[data-code="` + code + `"]`
+		do(t, b, "approve pc's login",
+			chromedp.Navigate(base+"/admin/logins"),
+			chromedp.WaitVisible(chromedp.CSS(row)),
+		)
+		if got := get(t, b, "read the machine", chromedp.Text(chromedp.CSS(row+" td.name"))); got != "pc" {
+			t.Fatalf("the waiting machine with pc's code is %q", got)
+		}
+		screenshot(t, b, "logins")
+		do(t, b, "press Approve",
+			chromedp.SetValue(chromedp.CSS(row+" select"), "alice"),
+			chromedp.Click(chromedp.CSS(row+" button.approve")),
+			chromedp.WaitVisible(chromedp.ID("notice")),
+		)
+		err = scenario.WaitFor(ctx, 30*time.Second, "weft up on pc to finish", func() (bool, error) { return up.Exited(), nil })
+		if err != nil || up.Wait() != nil || !strings.Contains(up.Logs(), "joining as alice") {
+			t.Fatalf("weft up on pc after the approval: %v\n%s", err, up.Logs())
+		}
+	})
 
 	step(t, "three nodes online", func(t *testing.T) {
 		var online []string
