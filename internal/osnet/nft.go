@@ -24,6 +24,9 @@ const (
 	chainForward     = "forward"     // filter, mangle: TCP MSS clamp
 	chainPrerouting  = "prerouting"  // filter, mangle: restore weft's mark on replies
 	chainOutput      = "output"      // filter, mangle: remember weft's mark in conntrack
+	// flowtableName is the flow table forwarded tailnet connections are
+	// offloaded to.
+	flowtableName = "offload"
 )
 
 // natSpec is the whole desired content of weft's nftables table; the table
@@ -40,6 +43,12 @@ type natSpec struct {
 	// NoSNAT are destinations (advertised subnet routes) that keep the
 	// tailnet source address.
 	NoSNAT []netip.Prefix
+	// Offload are the devices of the flow table (the TUN and the host's
+	// other interfaces): forwarded tailnet connections, once established,
+	// are then forwarded by the kernel's flow table, past the forward
+	// and postrouting hooks, with their NAT applied. Empty: no flow table
+	// (the kernel has none, or the node does not forward).
+	Offload []string
 	// MarkReplies is set while an exit node is in use: replies to weft's
 	// marked sockets get the mark back from conntrack so strict
 	// reverse-path filtering accepts them.
@@ -51,7 +60,7 @@ func (s natSpec) empty() bool { return !s.Forward && !s.MarkReplies }
 
 func (s natSpec) equal(o natSpec) bool {
 	return s.Forward == o.Forward && s.TUN == o.TUN &&
-		slices.Equal(s.Tailnet, o.Tailnet) && slices.Equal(s.NoSNAT, o.NoSNAT) &&
+		slices.Equal(s.Tailnet, o.Tailnet) && slices.Equal(s.NoSNAT, o.NoSNAT) && slices.Equal(s.Offload, o.Offload) &&
 		s.MarkReplies == o.MarkReplies && s.Mark == o.Mark && s.MarkMask == o.MarkMask
 }
 
@@ -179,6 +188,33 @@ func addForwardChains(c *nftables.Conn, t *nftables.Table, s natSpec) {
 					&expr.Byteorder{SourceRegister: 1, DestRegister: 1, Op: expr.ByteorderHton, Len: 2, Size: 2},
 					&expr.Exthdr{SourceRegister: 1, Type: 2, Offset: 2, Len: 2, Op: expr.ExthdrOpTcpopt},
 				},
+			)})
+		}
+	}
+	addOffload(c, t, fwd, s)
+}
+
+// addOffload adds the flow table and, at the end of the forward chain,
+// "flow add @offload" for traffic from and to the tailnet. The kernel
+// offloads a connection only once conntrack has seen it established (so
+// SYNs still get their MSS clamped, and a connection from the LAN into the
+// tunnel, dropped at its first packet, never gets there) and only TCP and
+// UDP; the flow table then forwards its packets with their NAT, past
+// netfilter's hooks, instead of each packet walking conntrack, the chains
+// and the masquerade.
+func addOffload(c *nftables.Conn, t *nftables.Table, fwd *nftables.Chain, s natSpec) {
+	if len(s.Offload) == 0 {
+		return
+	}
+	c.AddFlowtable(&nftables.Flowtable{
+		Table: t, Name: flowtableName, Devices: s.Offload,
+		Hooknum: nftables.FlowtableHookIngress, Priority: nftables.FlowtablePriorityFilter,
+	})
+	for _, p := range s.Tailnet {
+		for _, src := range []bool{true, false} {
+			c.AddRule(&nftables.Rule{Table: t, Chain: fwd, Exprs: slices.Concat(
+				matchPrefix(p, src),
+				[]expr.Any{&expr.FlowOffload{Name: flowtableName}},
 			)})
 		}
 	}

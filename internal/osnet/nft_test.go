@@ -194,6 +194,7 @@ func TestExitServerTable(t *testing.T) {
 	if n, err := r.IntoTunnelDrops(); n != 0 || err != nil {
 		t.Errorf("IntoTunnelDrops = %d, %v on a fresh table; want 0, nil", n, err)
 	}
+	checkOffload(t, r, chains[chainForward])
 	if _, ok := chains[chainPrerouting]; ok {
 		t.Error("mark-restore chains present without an exit node in use")
 	}
@@ -533,4 +534,45 @@ func leftovers(t *testing.T) []string {
 		t.Fatalf("Leftovers: %v", err)
 	}
 	return got
+}
+
+// checkOffload: where the kernel has flow tables, weft's table has one
+// holding the TUN and the forward chain offloads tailnet traffic to it
+// (one rule per tailnet prefix and direction); where it has none, the
+// Router noted that once and the table is complete without it.
+func checkOffload(t *testing.T, r *Router, forward []expr.Any) {
+	t.Helper()
+	offloads := countExprs[*expr.FlowOffload](forward)
+	if !kernelHasFlowtables(t, r.opts.TUNName) {
+		t.Logf("this kernel has no nftables flow tables: checking the fallback")
+		if !r.noOffload || offloads != 0 {
+			t.Errorf("kernel without flow tables: noOffload = %v, %d flow offload rules; want true, 0", r.noOffload, offloads)
+		}
+		return
+	}
+	if r.noOffload || offloads != 4 {
+		t.Errorf("kernel with flow tables: noOffload = %v, %d flow offload rules; want false, 4", r.noOffload, offloads)
+	}
+	fts, err := nftConn(t).ListFlowtables(weftTable())
+	if err != nil || len(fts) != 1 || !slices.Contains(fts[0].Devices, r.opts.TUNName) {
+		t.Errorf("weft's flow tables %+v (%v): want one holding %s", fts, err, r.opts.TUNName)
+	}
+}
+
+// kernelHasFlowtables reports whether a flow table over dev can be made
+// in the current namespace, in a scratch table removed again.
+func kernelHasFlowtables(t *testing.T, dev string) bool {
+	t.Helper()
+	c := nftConn(t)
+	tb := c.AddTable(&nftables.Table{Name: "weftprobe", Family: nftables.TableFamilyINet})
+	c.AddFlowtable(&nftables.Flowtable{Table: tb, Name: "probe", Devices: []string{dev},
+		Hooknum: nftables.FlowtableHookIngress, Priority: nftables.FlowtablePriorityFilter})
+	if err := c.Flush(); err != nil {
+		return false
+	}
+	c.DelTable(tb)
+	if err := c.Flush(); err != nil {
+		t.Fatalf("removing the scratch table: %v", err)
+	}
+	return true
 }

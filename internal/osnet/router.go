@@ -5,6 +5,7 @@ package osnet
 import (
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"runtime"
@@ -55,6 +56,9 @@ type Router struct {
 	closed   bool
 	saved    savedSysctls
 	nftState natSpec // what weft's nftables table holds now
+	// noOffload is set once the kernel refused weft's flow table (no
+	// nf_flow_table support): forwarding goes on without it, said once.
+	noOffload bool
 	// intoTunnelBase is what earlier builds of weft's table counted in
 	// the into-tunnel rule; rebuilding the table resets the rule's own
 	// counter.
@@ -307,11 +311,23 @@ func (r *Router) applyFirewallLocked(cfg Config, pr *problems) {
 			spec.NoSNAT = cfg.AdvertiseRoutes
 		}
 	}
+	if spec.Forward && !r.noOffload {
+		spec.Offload = r.offloadDevices()
+	}
 	if spec.equal(r.nftState) {
 		return
 	}
 	r.keepIntoTunnelCountLocked()
-	switch err := applyNFT(r.nft, spec); {
+	err := applyNFT(r.nft, spec)
+	if err != nil && len(spec.Offload) > 0 {
+		// The table goes in as one batch, so nothing of it is in place:
+		// try again without the flow table, and stop asking for one.
+		r.noOffload = true
+		spec.Offload = nil
+		r.opts.Logger.Info("nftables flow offload unavailable; forwarded traffic takes the kernel's normal path", "err", err)
+		err = applyNFT(r.nft, spec)
+	}
+	switch {
 	case err != nil && !spec.Forward && !spec.empty():
 		// Only the reply-mark chains were wanted: the exit node still
 		// works wherever reverse-path filtering is loose or off.
@@ -322,6 +338,28 @@ func (r *Router) applyFirewallLocked(cfg Config, pr *problems) {
 		r.nftState = spec
 		r.opts.Logger.Info("nftables table updated", "table", "inet "+NFTableName, "forward", spec.Forward, "mark_replies", spec.MarkReplies)
 	}
+}
+
+// offloadDevices lists the devices for weft's flow table: the TUN and
+// every other interface that is up, neither loopback nor a bridge's or
+// bond's port (a flow through a bridge is offloaded on the bridge), sorted.
+// An interface that appears later is not in the table until the next
+// Apply that rebuilds it; its flows take the normal path meanwhile.
+func (r *Router) offloadDevices() []string {
+	links, err := r.h.LinkList()
+	if err != nil {
+		return nil
+	}
+	var out []string
+	for _, l := range links {
+		a := l.Attrs()
+		if a.Flags&net.FlagLoopback != 0 || a.Flags&net.FlagUp == 0 || a.MasterIndex != 0 {
+			continue
+		}
+		out = append(out, a.Name)
+	}
+	slices.Sort(out)
+	return out
 }
 
 // IntoTunnelDrops returns how many packets from this node's other
