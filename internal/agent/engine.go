@@ -324,12 +324,11 @@ type Router interface {
 var _ Router = (*osnet.Router)(nil)
 
 // mtuSetter is implemented by a Router whose device MTU can follow path
-// MTU discovery (*osnet.Router); userspace networking keeps its MTU.
+// MTU discovery (*osnet.Router on Linux, mtu_linux.go); userspace
+// networking, and the macOS and Windows routers for now, keep their MTU.
 type mtuSetter interface {
 	SetMTU(mtu int) error
 }
-
-var _ mtuSetter = (*osnet.Router)(nil)
 
 // setTunnelMTU sets the TUN device's MTU to what the peers' direct paths
 // carry (magicsock's path MTU discovery). Local TCP follows a lowered MTU
