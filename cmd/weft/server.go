@@ -21,9 +21,11 @@ import (
 	"weft/internal/control"
 	"weft/internal/key"
 	"weft/internal/nodelogin"
+	"weft/internal/oidclogin"
 	"weft/internal/relay"
 	"weft/internal/restapi"
 	"weft/internal/samples"
+	"weft/internal/store"
 	"weft/internal/wire"
 )
 
@@ -40,6 +42,7 @@ type serverOptions struct {
 	metricsListen                        string
 	verbose                              bool
 	tls                                  tlsOptions
+	oidc                                 oidcOptions
 }
 
 func newServerCmd(g *globals) *cobra.Command {
@@ -84,6 +87,13 @@ func newServerCmd(g *globals) *cobra.Command {
 	f.StringSliceVar(&o.tls.acmeDomains, "acme-domain", nil, "serve HTTPS with certificates from Let's Encrypt for this public name (the --listen port must be its port 443)")
 	f.StringVar(&o.tls.acmeEmail, "acme-email", "", "contact address given to the ACME CA")
 	f.StringVar(&o.tls.acmeDirectory, "acme-directory", "", "ACME directory URL (default: Let's Encrypt)")
+	f.StringVar(&o.oidc.issuer, "oidc-issuer", "", "OpenID Connect provider's issuer URL: people sign in to the console and approve node logins with it")
+	f.StringVar(&o.oidc.clientID, "oidc-client-id", "", "client ID of this server at the provider")
+	f.StringVar(&o.oidc.clientSecretFile, "oidc-client-secret-file", "", "file holding the client secret")
+	f.StringSliceVar(&o.oidc.allowedDomains, "oidc-allowed-domains", nil, "let in only people with a verified email at these domains (or listed in the other --oidc-allowed-*)")
+	f.StringSliceVar(&o.oidc.allowedUsers, "oidc-allowed-users", nil, "let in only these verified emails (or the other --oidc-allowed-*)")
+	f.StringSliceVar(&o.oidc.allowedGroups, "oidc-allowed-groups", nil, "let in only members of these provider groups (or the other --oidc-allowed-*)")
+	f.StringVar(&o.oidc.groupsClaim, "oidc-groups-claim", "groups", "ID token claim listing the person's groups")
 	f.BoolVar(&o.verbose, "verbose", false, "log debug detail")
 	return cmd
 }
@@ -95,6 +105,10 @@ func runServer(ctx context.Context, g *globals, o serverOptions) error {
 		return err
 	}
 	tlsCfg, err := serverTLS(o.tls, o.dataDir)
+	if err != nil {
+		return err
+	}
+	oidcLogin, err := newSignIn(ctx, o.oidc, o.serverURL)
 	if err != nil {
 		return err
 	}
@@ -130,7 +144,6 @@ func runServer(ctx context.Context, g *globals, o serverOptions) error {
 		return err
 	}
 	defer rel.Close()
-
 	raw, err := net.Listen("tcp", o.listen)
 	if err != nil {
 		return fmt.Errorf("server: %w", err)
@@ -144,19 +157,7 @@ func runServer(ctx context.Context, g *globals, o serverOptions) error {
 		ln.Close()
 		return fmt.Errorf("server: admin socket: %w", err)
 	}
-	// The web console at /admin/ (docs/console.md); the root sends
-	// browsers there. It reads and changes the tailnet through the
-	// admin API, called in process.
-	cons := &console.Server{BaseURL: o.serverURL, Logger: log.With("sub", "console")}
-	// Interactive node login: weft up without a pre-auth key.
-	logins := nodelogin.New(nil)
-	(&nodelogin.Handler{Logins: logins, BaseURL: o.serverURL, Logger: log.With("sub", "login")}).Register(mux)
-	admin := &adminapi.Server{Store: st, Notifier: ctrl, Online: ctrl.Online, Health: health, Console: cons, Logins: logins, Logger: log.With("sub", "admin")}
-	cons.API = admin.APIHandler()
-	mux.Handle(console.Prefix, cons)
-	mux.HandleFunc("GET /{$}", console.RedirectRoot)
-	// The REST API is the admin API behind API keys (docs/api.md).
-	mux.Handle("/api/", &restapi.Handler{Store: st, Admin: admin.APIHandler(), Logger: log.With("sub", "api")})
+	admin := mountWeb(mux, o, st, ctrl, health, oidcLogin, log)
 	hs := newHTTPServer(mux, log)
 	hs.TLSConfig = tlsCfg
 	sg := newServiceGroup(ctx)
@@ -179,6 +180,35 @@ func runServer(ctx context.Context, g *globals, o serverOptions) error {
 	log.Info("weft server running", "listen", ln.Addr().String(), "url", o.serverURL, "key", serverKey.Public().String(), "data", o.dataDir,
 		"db", describeDB(dbURL, o.dataDir))
 	return sg.Wait(ctx, log, shutdownHTTP(hs), func(context.Context) { ctrl.Close() })
+}
+
+// mountWeb mounts on the server's port what people and scripts use: the
+// web console, interactive node login (through the identity provider when
+// one is set) and the REST API. It returns the admin API, which the admin
+// socket serves too.
+func mountWeb(mux *http.ServeMux, o serverOptions, st store.Store, ctrl *control.Server, health *samples.Dir,
+	oidcLogin *oidclogin.Login, log *slog.Logger) *adminapi.Server {
+	// The web console at /admin/ (docs/console.md); the root sends
+	// browsers there. It reads and changes the tailnet through the
+	// admin API, called in process.
+	cons := &console.Server{BaseURL: o.serverURL, Logger: log.With("sub", "console")}
+	// Interactive node login: weft up without a pre-auth key.
+	logins := nodelogin.New(nil)
+	loginPages := &nodelogin.Handler{Logins: logins, BaseURL: o.serverURL, Logger: log.With("sub", "login")}
+	if oidcLogin != nil {
+		// Sign-in with the identity provider (docs/admin.md#sign-in-with-openid-connect).
+		si := &signIn{login: oidcLogin, st: st, logins: logins, cons: cons, log: log.With("sub", "oidc")}
+		si.register(mux)
+		loginPages.SignIn = si.beginNode
+	}
+	loginPages.Register(mux)
+	admin := &adminapi.Server{Store: st, Notifier: ctrl, Online: ctrl.Online, Health: health, Console: cons, Logins: logins, Logger: log.With("sub", "admin")}
+	cons.API = admin.APIHandler()
+	mux.Handle(console.Prefix, cons)
+	mux.HandleFunc("GET /{$}", console.RedirectRoot)
+	// The REST API is the admin API behind API keys (docs/api.md).
+	mux.Handle("/api/", &restapi.Handler{Store: st, Admin: admin.APIHandler(), Logger: log.With("sub", "api")})
+	return admin
 }
 
 // loadServerSetup makes the data directory (0700) and loads what the

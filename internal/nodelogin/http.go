@@ -161,6 +161,15 @@ func (h *Handler) page(w http.ResponseWriter, r *http.Request) {
 		"weft admin nodes approve "+l.Code+" --user USER")
 }
 
+// Page writes a plain page with the login pages' headers, for the sign-in
+// callback's answers.
+func Page(w http.ResponseWriter, status int, title, msg string) {
+	w.Header().Set("Content-Security-Policy", pageCSP)
+	w.Header().Set("Referrer-Policy", "no-referrer")
+	w.Header().Set("Cache-Control", "no-store")
+	render(w, status, title, msg, "")
+}
+
 func render(w http.ResponseWriter, status int, title, msg, cmd string) {
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	w.WriteHeader(status)

@@ -111,6 +111,14 @@ var migrations = []string{
 		target     TEXT NOT NULL,
 		detail     TEXT NOT NULL
 	);`,
+	// 6: users who sign in with the tailnet's identity provider (OIDC),
+	// found by the provider's stable subject within its issuer, never by
+	// email; their email and groups as of their last sign-in.
+	`ALTER TABLE users ADD COLUMN oidc_issuer TEXT NOT NULL DEFAULT '';
+	ALTER TABLE users ADD COLUMN oidc_subject TEXT NOT NULL DEFAULT '';
+	ALTER TABLE users ADD COLUMN email TEXT NOT NULL DEFAULT '';
+	ALTER TABLE users ADD COLUMN groups TEXT NOT NULL DEFAULT '';
+	CREATE UNIQUE INDEX users_oidc ON users(oidc_issuer, oidc_subject) WHERE oidc_subject <> '';`,
 }
 
 // init applies pending migrations and loads (or makes) the settings.

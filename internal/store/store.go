@@ -64,6 +64,13 @@ type User struct {
 	// keys and console sessions may see and change.
 	Role      string    `json:"role"`
 	CreatedAt time.Time `json:"created_at"`
+	// Issuer is the identity provider the user signs in with; empty for
+	// users made with `weft admin users create`.
+	Issuer string `json:"issuer,omitempty"`
+	// Email and Groups are what the provider said at the last sign-in.
+	// Email is shown, never used to find the user.
+	Email  string   `json:"email,omitempty"`
+	Groups []string `json:"groups,omitempty"`
 }
 
 // Roles of users. An admin administers the whole tailnet; a member (an
@@ -209,6 +216,13 @@ type Store interface {
 	// SetUserRole makes a user RoleAdmin or RoleMember (ErrInvalid for
 	// another role, ErrNotFound for an unknown user).
 	SetUserRole(ctx context.Context, name, role string) (User, error)
+	// OIDCUser returns the user who signs in as id.Subject at id.Issuer,
+	// recording the email and groups of this sign-in, or makes a new
+	// member for a subject seen for the first time, named after the
+	// email's local part (or id.Name) with -2, -3... when taken. A user
+	// is never found by email or name: a new subject is always a new
+	// user.
+	OIDCUser(ctx context.Context, id OIDCIdentity) (User, error)
 
 	// CreateAuthKey makes a new pre-auth key and returns its secret, which
 	// is shown this once and never again.

@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"errors"
 	"fmt"
 )
@@ -82,15 +83,21 @@ func userID(ctx context.Context, tx *dbTx, name string) (UserID, error) {
 	return id, err
 }
 
-const userColumns = `id, name, role, created_at`
+const userColumns = `id, name, role, created_at, oidc_issuer, email, groups`
 
 func scanUser(sc interface{ Scan(...any) error }) (User, error) {
 	var u User
 	var created int64
-	if err := sc.Scan(&u.ID, &u.Name, &u.Role, &created); err != nil {
+	var groups string
+	if err := sc.Scan(&u.ID, &u.Name, &u.Role, &created, &u.Issuer, &u.Email, &groups); err != nil {
 		return User{}, err
 	}
 	u.CreatedAt = fromDB(created)
+	if groups != "" {
+		if err := json.Unmarshal([]byte(groups), &u.Groups); err != nil {
+			return User{}, fmt.Errorf("user %s: groups: %w", u.Name, err)
+		}
+	}
 	return u, nil
 }
 

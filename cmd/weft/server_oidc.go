@@ -1,0 +1,111 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strings"
+
+	"weft/internal/adminapi"
+	"weft/internal/console"
+	"weft/internal/nodelogin"
+	"weft/internal/oidclogin"
+	"weft/internal/store"
+)
+
+// oidcOptions are weft server's identity provider flags.
+type oidcOptions struct {
+	issuer, clientID, clientSecretFile          string
+	allowedDomains, allowedUsers, allowedGroups []string
+	groupsClaim                                 string
+}
+
+// signIn joins the identity provider to the server: it starts sign-ins
+// for the console and for node logins, and finishes them at the callback.
+type signIn struct {
+	login  *oidclogin.Login
+	st     store.Store
+	logins *nodelogin.Manager
+	cons   *console.Server
+	// groupsChanged is told when a sign-in changed a user's groups, so
+	// the policy's group: members follow; nil: nobody is told.
+	groupsChanged func()
+	log           *slog.Logger
+}
+
+// newSignIn discovers the provider; nil when no --oidc-issuer is given.
+func newSignIn(ctx context.Context, o oidcOptions, serverURL string) (*oidclogin.Login, error) {
+	if o.issuer == "" {
+		if o.clientID != "" || o.clientSecretFile != "" {
+			return nil, usageError{errors.New("server: --oidc-client-id and --oidc-client-secret-file need --oidc-issuer")}
+		}
+		return nil, nil
+	}
+	if o.clientID == "" || o.clientSecretFile == "" {
+		return nil, usageError{errors.New("server: --oidc-issuer needs --oidc-client-id and --oidc-client-secret-file")}
+	}
+	secret, err := readSecret(o.clientSecretFile, "")
+	if err != nil || secret == "" {
+		return nil, usageError{fmt.Errorf("server: --oidc-client-secret-file %s: empty or unreadable (%v)", o.clientSecretFile, err)}
+	}
+	return oidclogin.New(ctx, oidclogin.Config{
+		Issuer: o.issuer, ClientID: o.clientID, ClientSecret: secret,
+		RedirectURL:    strings.TrimSuffix(serverURL, "/") + oidclogin.CallbackPath,
+		AllowedDomains: o.allowedDomains, AllowedUsers: o.allowedUsers, AllowedGroups: o.allowedGroups,
+		GroupsClaim: o.groupsClaim,
+	})
+}
+
+// ConsolePath starts a console sign-in with the identity provider.
+const oidcConsolePath = "/oidc/console"
+
+func (s *signIn) register(mux *http.ServeMux) {
+	mux.HandleFunc("GET "+oidcConsolePath, func(w http.ResponseWriter, r *http.Request) { s.login.Begin(w, r, "console", "") })
+	mux.HandleFunc("GET "+oidclogin.CallbackPath, s.callback)
+}
+
+// beginNode sends the person who opened a node login URL to the provider.
+func (s *signIn) beginNode(w http.ResponseWriter, r *http.Request, code string) {
+	s.login.Begin(w, r, "node", code)
+}
+
+func (s *signIn) callback(w http.ResponseWriter, r *http.Request) {
+	id, purpose, data, err := s.login.Finish(r)
+	if err != nil {
+		s.log.Info("sign-in refused", "sub", id.Subject, "err", err)
+		nodelogin.Page(w, http.StatusForbidden, "Sign-in refused", strings.TrimPrefix(err.Error(), "oidclogin: "))
+		return
+	}
+	u, err := s.st.OIDCUser(r.Context(), store.OIDCIdentity{Issuer: id.Issuer, Subject: id.Subject, Email: id.Email, Name: id.Name, Groups: id.Groups})
+	if err != nil {
+		s.log.Error("sign-in: user", "sub", id.Subject, "err", err)
+		nodelogin.Page(w, http.StatusInternalServerError, "Error", "Could not record the sign-in; see the server's log.")
+		return
+	}
+	if s.groupsChanged != nil {
+		s.groupsChanged() // the groups may differ from the last sign-in's
+	}
+	switch purpose {
+	case "console":
+		s.cons.SignIn(w, r, u.Name, u.Role)
+	case "node":
+		l, err := s.logins.Approve(data, u.Name, adminapi.MintLoginKey(r.Context(), s.st))
+		if err != nil {
+			nodelogin.Page(w, http.StatusNotFound, "Login link not valid", "This machine's login is unknown, already used or expired. Run weft up again.")
+			return
+		}
+		s.audit(r, u.Name, "login.approve", "login "+l.Code, fmt.Sprintf(`{"hostname":%q}`, l.Hostname))
+		nodelogin.Page(w, http.StatusOK, "Signed in", fmt.Sprintf("Signed in as %s: the machine %q joins the tailnet as %s now. You can close this page.", u.Name, l.Hostname, u.Name))
+	default:
+		nodelogin.Page(w, http.StatusBadRequest, "Sign-in refused", "This sign-in was for nothing weft knows.")
+	}
+}
+
+func (s *signIn) audit(r *http.Request, user, action, target, detail string) {
+	e := store.AuditEntry{Actor: user, Credential: "OIDC sign-in", Remote: r.RemoteAddr, Action: action, Target: target, Detail: detail}
+	if _, err := s.st.AppendAudit(r.Context(), e); err != nil {
+		s.log.Error("audit log", "action", action, "err", err)
+	}
+}

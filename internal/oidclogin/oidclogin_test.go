@@ -1,0 +1,168 @@
+package oidclogin
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/cookiejar"
+	"net/http/httptest"
+	"slices"
+	"strings"
+	"testing"
+
+	"weft/internal/oidctest"
+)
+
+// rp is a relying party on a loopback port: /start begins a sign-in,
+// the callback answers with what Finish returned as JSON.
+type rp struct {
+	url       string
+	login     *Login
+	callbacks []string // callback URLs the browser was sent to
+}
+
+type result struct {
+	Identity Identity
+	Purpose  string
+	Data     string
+	Err      string
+}
+
+func startRP(t *testing.T, cfgFn func(*Config), users ...oidctest.User) (*rp, *oidctest.Provider) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := "http://" + ln.Addr().String()
+	p := oidctest.Start(t, base+CallbackPath, users...)
+	r := &rp{url: base}
+	cfg := Config{Issuer: p.Issuer, ClientID: p.ClientID, ClientSecret: p.ClientSecret, RedirectURL: base + CallbackPath}
+	if cfgFn != nil {
+		cfgFn(&cfg)
+	}
+	if r.login, err = New(context.Background(), cfg); err != nil {
+		t.Fatal(err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/start", func(w http.ResponseWriter, req *http.Request) { r.login.Begin(w, req, "node", "code123") })
+	mux.HandleFunc(CallbackPath, func(w http.ResponseWriter, req *http.Request) {
+		id, purpose, data, err := r.login.Finish(req)
+		res := result{Identity: id, Purpose: purpose, Data: data}
+		if err != nil {
+			res.Err = err.Error()
+		}
+		json.NewEncoder(w).Encode(res)
+	})
+	srv := &httptest.Server{Listener: ln, Config: &http.Server{Handler: mux}}
+	srv.Start()
+	t.Cleanup(srv.Close)
+	return r, p
+}
+
+func (r *rp) browser(t *testing.T) *http.Client {
+	jar, _ := cookiejar.New(nil)
+	return &http.Client{Jar: jar, CheckRedirect: func(req *http.Request, via []*http.Request) error {
+		if strings.HasPrefix(req.URL.String(), r.url+CallbackPath) {
+			r.callbacks = append(r.callbacks, req.URL.String())
+		}
+		return nil
+	}}
+}
+
+func (r *rp) signIn(t *testing.T, p *oidctest.Provider, c *http.Client, user string) result {
+	t.Helper()
+	code, body, err := p.SignIn(c, r.url+"/start", user, "secret")
+	if err != nil || code != 200 {
+		t.Fatalf("sign-in as %s: %d %v %s", user, code, err, body)
+	}
+	var res result
+	if err := json.Unmarshal([]byte(body), &res); err != nil {
+		t.Fatalf("callback reply %q: %v", body, err)
+	}
+	return res
+}
+
+var users = []oidctest.User{
+	{ID: "sub-alice", Username: "alice", Password: "secret", Email: "alice@example.com", EmailVerified: true, Groups: []string{"eng"}},
+	{ID: "sub-bob", Username: "bob", Password: "secret", Email: "bob@other.org", EmailVerified: true, Groups: []string{"ops"}},
+	{ID: "sub-eve", Username: "eve", Password: "secret", Email: "eve@example.com", EmailVerified: false},
+}
+
+// TestSignIn signs in through a real provider and gets the provider's
+// issuer and subject, the email (from userinfo: the provider keeps it
+// out of the ID token) and the groups claim, with Begin's purpose and
+// data; the callback cannot be replayed or used from another browser.
+func TestSignIn(t *testing.T) {
+	r, p := startRP(t, nil, users...)
+	c := r.browser(t)
+	res := r.signIn(t, p, c, "alice")
+	want := Identity{Issuer: p.Issuer, Subject: "sub-alice", Email: "alice@example.com", EmailVerified: true, Name: "alice", Groups: []string{"eng"}}
+	if res.Err != "" || fmt.Sprint(res.Identity) != fmt.Sprint(want) || res.Purpose != "node" || res.Data != "code123" {
+		t.Fatalf("sign-in: %+v; want %+v", res, want)
+	}
+	if len(r.callbacks) != 1 {
+		t.Fatalf("callbacks seen: %v", r.callbacks)
+	}
+	for _, who := range []struct {
+		name string
+		c    *http.Client
+		want string
+	}{
+		{"replay in the same browser", c, "expired or was already used"},
+		{"another browser", r.browser(t), "not started in this browser"},
+	} {
+		resp, err := who.c.Get(r.callbacks[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got result
+		json.NewDecoder(resp.Body).Decode(&got)
+		resp.Body.Close()
+		if !strings.Contains(got.Err, who.want) || got.Identity.Subject != "" {
+			t.Errorf("%s: %+v; want an error with %q", who.name, got, who.want)
+		}
+	}
+}
+
+// TestAllowed: the allowed domains, users and groups let in exactly whom
+// they name; an unverified email counts for nothing.
+func TestAllowed(t *testing.T) {
+	for _, c := range []struct {
+		name    string
+		cfg     func(*Config)
+		allowed []string
+	}{
+		{"everyone", nil, []string{"alice", "bob", "eve"}},
+		{"domain", func(c *Config) { c.AllowedDomains = []string{"example.com"} }, []string{"alice"}},
+		{"user", func(c *Config) { c.AllowedUsers = []string{"bob@other.org", "eve@example.com"} }, []string{"bob"}},
+		{"group", func(c *Config) { c.AllowedGroups = []string{"ops"} }, []string{"bob"}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			r, p := startRP(t, c.cfg, users...)
+			for _, u := range users {
+				res := r.signIn(t, p, r.browser(t), u.Username)
+				in := res.Err == ""
+				if in != slices.Contains(c.allowed, u.Username) {
+					t.Errorf("%s: signed in %v (%s); want %v", u.Username, in, res.Err, !in)
+				}
+				if !in && !strings.Contains(res.Err, "not allowed") {
+					t.Errorf("%s refused with %q", u.Username, res.Err)
+				}
+			}
+		})
+	}
+}
+
+func TestNewNeedsProvider(t *testing.T) {
+	_, err := New(context.Background(), Config{Issuer: "http://127.0.0.1:1", ClientID: "x", RedirectURL: "http://x/cb"})
+	if err == nil || !strings.Contains(err.Error(), "discovering") {
+		t.Fatalf("unreachable issuer: %v", err)
+	}
+	if _, err := New(context.Background(), Config{}); err == nil || errors.Is(err, nil) {
+		t.Fatal("empty config accepted")
+	}
+}
