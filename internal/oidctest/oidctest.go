@@ -75,7 +75,9 @@ func (s *groupsStorage) GetClientByClientID(ctx context.Context, id string) (op.
 
 type groupsClient struct{ op.Client }
 
-func (c groupsClient) IsScopeAllowed(s string) bool { return s == "groups" || c.Client.IsScopeAllowed(s) }
+func (c groupsClient) IsScopeAllowed(s string) bool {
+	return s == "groups" || c.Client.IsScopeAllowed(s)
+}
 
 // Start runs a provider until the test ends, with one web client whose
 // callback is redirectURL, and users.
