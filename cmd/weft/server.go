@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -104,11 +105,7 @@ func runServer(ctx context.Context, g *globals, o serverOptions) error {
 	if err != nil {
 		return err
 	}
-	tlsCfg, err := serverTLS(o.tls, o.dataDir)
-	if err != nil {
-		return err
-	}
-	oidcLogin, err := newSignIn(ctx, o.oidc, o.serverURL)
+	tlsCfg, oidcLogin, err := serverFrontDoor(ctx, o)
 	if err != nil {
 		return err
 	}
@@ -180,6 +177,17 @@ func runServer(ctx context.Context, g *globals, o serverOptions) error {
 	log.Info("weft server running", "listen", ln.Addr().String(), "url", o.serverURL, "key", serverKey.Public().String(), "data", o.dataDir,
 		"db", describeDB(dbURL, o.dataDir))
 	return sg.Wait(ctx, log, shutdownHTTP(hs), func(context.Context) { ctrl.Close() })
+}
+
+// serverFrontDoor is how people reach the server: its TLS configuration
+// (nil: plain HTTP) and its identity provider (nil: none).
+func serverFrontDoor(ctx context.Context, o serverOptions) (*tls.Config, *oidclogin.Login, error) {
+	tlsCfg, err := serverTLS(o.tls, o.dataDir)
+	if err != nil {
+		return nil, nil, err
+	}
+	oidcLogin, err := newSignIn(ctx, o.oidc, o.serverURL)
+	return tlsCfg, oidcLogin, err
 }
 
 // mountWeb mounts on the server's port what people and scripts use: the
