@@ -99,35 +99,36 @@ func testAuditLog(t *testing.T, f *fixture) {
 // existing one (no account takeover by email), and a name already taken
 // by a local user gets a suffix.
 func TestOIDCUsers(t *testing.T) {
-	ctx := context.Background()
-	f := newFixture(t)
-	f.user("alice") // made by an administrator, no provider
-	a, err := f.s.OIDCUser(ctx, OIDCIdentity{Issuer: "https://idp", Subject: "s1", Email: "alice@example.com", Groups: []string{"eng", "eng", "ops"}})
-	if err != nil || a.Name != "alice-2" || a.Role != RoleMember || a.Email != "alice@example.com" || !slices.Equal(a.Groups, []string{"eng", "ops"}) || a.Issuer != "https://idp" {
-		t.Fatalf("first sign-in: %+v %v", a, err)
-	}
-	again, err := f.s.OIDCUser(ctx, OIDCIdentity{Issuer: "https://idp", Subject: "s1", Email: "new@example.com", Groups: []string{"ops"}})
-	if err != nil || again.ID != a.ID || again.Email != "new@example.com" || !slices.Equal(again.Groups, []string{"ops"}) {
-		t.Fatalf("second sign-in: %+v %v", again, err)
-	}
-	other, err := f.s.OIDCUser(ctx, OIDCIdentity{Issuer: "https://idp", Subject: "s2", Email: "new@example.com"})
-	if err != nil || other.ID == a.ID || other.Name != "new" {
-		t.Fatalf("same email, other subject: %+v %v (first user %+v)", other, err, a)
-	}
-	elsewhere, err := f.s.OIDCUser(ctx, OIDCIdentity{Issuer: "https://other", Subject: "s1", Email: "alice@example.com"})
-	if err != nil || elsewhere.ID == a.ID {
-		t.Fatalf("same subject at another issuer: %+v %v", elsewhere, err)
-	}
-	odd, err := f.s.OIDCUser(ctx, OIDCIdentity{Issuer: "https://idp", Subject: "s3", Name: "Ünïcode Person!"})
-	if err != nil || ValidateUserName(odd.Name) != nil {
-		t.Fatalf("name from an odd display name: %+v %v", odd, err)
-	}
-	if _, err := f.s.OIDCUser(ctx, OIDCIdentity{Issuer: "https://idp"}); !errors.Is(err, ErrInvalid) {
-		t.Fatalf("no subject: %v", err)
-	}
-	f.reopen()
-	u, err := f.s.GetUser(ctx, "alice-2")
-	if err != nil || !slices.Equal(u.Groups, []string{"ops"}) {
-		t.Fatalf("after reopen: %+v %v", u, err)
-	}
+	forEachStore(t, func(t *testing.T, f *fixture) {
+		ctx := context.Background()
+		f.user("alice") // made by an administrator, no provider
+		a, err := f.s.OIDCUser(ctx, OIDCIdentity{Issuer: "https://idp", Subject: "s1", Email: "alice@example.com", Groups: []string{"eng", "eng", "ops"}})
+		if err != nil || a.Name != "alice-2" || a.Role != RoleMember || a.Email != "alice@example.com" || !slices.Equal(a.Groups, []string{"eng", "ops"}) || a.Issuer != "https://idp" {
+			t.Fatalf("first sign-in: %+v %v", a, err)
+		}
+		again, err := f.s.OIDCUser(ctx, OIDCIdentity{Issuer: "https://idp", Subject: "s1", Email: "new@example.com", Groups: []string{"ops"}})
+		if err != nil || again.ID != a.ID || again.Email != "new@example.com" || !slices.Equal(again.Groups, []string{"ops"}) {
+			t.Fatalf("second sign-in: %+v %v", again, err)
+		}
+		other, err := f.s.OIDCUser(ctx, OIDCIdentity{Issuer: "https://idp", Subject: "s2", Email: "new@example.com"})
+		if err != nil || other.ID == a.ID || other.Name != "new" {
+			t.Fatalf("same email, other subject: %+v %v (first user %+v)", other, err, a)
+		}
+		elsewhere, err := f.s.OIDCUser(ctx, OIDCIdentity{Issuer: "https://other", Subject: "s1", Email: "alice@example.com"})
+		if err != nil || elsewhere.ID == a.ID {
+			t.Fatalf("same subject at another issuer: %+v %v", elsewhere, err)
+		}
+		odd, err := f.s.OIDCUser(ctx, OIDCIdentity{Issuer: "https://idp", Subject: "s3", Name: "Ünïcode Person!"})
+		if err != nil || ValidateUserName(odd.Name) != nil {
+			t.Fatalf("name from an odd display name: %+v %v", odd, err)
+		}
+		if _, err := f.s.OIDCUser(ctx, OIDCIdentity{Issuer: "https://idp"}); !errors.Is(err, ErrInvalid) {
+			t.Fatalf("no subject: %v", err)
+		}
+		f.reopen()
+		u, err := f.s.GetUser(ctx, "alice-2")
+		if err != nil || !slices.Equal(u.Groups, []string{"ops"}) {
+			t.Fatalf("after reopen: %+v %v", u, err)
+		}
+	})
 }
