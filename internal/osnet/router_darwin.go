@@ -51,6 +51,15 @@ func New(opts Options) (*Router, error) {
 	return &Router{opts: opts, dev: dev, name: real}, nil
 }
 
+// SetMTU sets the utun device's MTU (path MTU discovery picks it).
+// Values below 1280 are refused: the tailnet carries IPv6.
+func (r *Router) SetMTU(mtu int) error {
+	if mtu < 1280 {
+		return fmt.Errorf("osnet: MTU %d is below 1280, the least IPv6 needs", mtu)
+	}
+	return r.run([][]string{{"/sbin/ifconfig", r.name, "mtu", fmt.Sprint(mtu)}})
+}
+
 // TUN returns the utun device, for wireguard-go.
 func (r *Router) TUN() tun.Device { return r.dev }
 

@@ -23,6 +23,9 @@ type Router struct{ opts Options }
 // New reports ErrUnsupported.
 func New(opts Options) (*Router, error) { return nil, ErrUnsupported }
 
+// SetMTU reports ErrUnsupported.
+func (r *Router) SetMTU(int) error { return ErrUnsupported }
+
 // TUN returns nil: there is no device.
 func (r *Router) TUN() tun.Device { return nil }
 
@@ -31,9 +34,6 @@ func (r *Router) Name() string { return r.opts.TUNName }
 
 // Mark returns the configured socket mark.
 func (r *Router) Mark() uint32 { return r.opts.Mark }
-
-// SetMTU reports ErrUnsupported.
-func (r *Router) SetMTU(int) error { return ErrUnsupported }
 
 // Warnings returns nothing.
 func (r *Router) Warnings() []string { return nil }

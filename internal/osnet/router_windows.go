@@ -56,7 +56,9 @@ func New(opts Options) (*Router, error) {
 	return r, nil
 }
 
-func (r *Router) setMTU(fam winipcfg.AddressFamily) error {
+func (r *Router) setMTU(fam winipcfg.AddressFamily) error { return r.setFamilyMTU(fam, r.opts.MTU) }
+
+func (r *Router) setFamilyMTU(fam winipcfg.AddressFamily, mtu int) error {
 	row, err := r.luid.IPInterface(fam)
 	if err != nil {
 		if fam == windows.AF_INET6 && errors.Is(err, windows.ERROR_NOT_FOUND) {
@@ -64,11 +66,23 @@ func (r *Router) setMTU(fam winipcfg.AddressFamily) error {
 		}
 		return fmt.Errorf("osnet: reading the adapter's IP interface: %w", err)
 	}
-	row.NLMTU = uint32(r.opts.MTU)
+	if row.NLMTU == uint32(mtu) {
+		return nil
+	}
+	row.NLMTU = uint32(mtu)
 	if err := row.Set(); err != nil {
-		return fmt.Errorf("osnet: setting the adapter's MTU to %d: %w", r.opts.MTU, err)
+		return fmt.Errorf("osnet: setting the adapter's MTU to %d: %w", mtu, err)
 	}
 	return nil
+}
+
+// SetMTU sets the adapter's MTU for both families (path MTU discovery
+// picks it). Values below 1280 are refused: the tailnet carries IPv6.
+func (r *Router) SetMTU(mtu int) error {
+	if mtu < 1280 {
+		return fmt.Errorf("osnet: MTU %d is below 1280, the least IPv6 needs", mtu)
+	}
+	return errors.Join(r.setFamilyMTU(windows.AF_INET, mtu), r.setFamilyMTU(windows.AF_INET6, mtu))
 }
 
 // TUN returns the wintun device, for wireguard-go.
