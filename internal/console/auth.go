@@ -131,8 +131,19 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 		s.page(w, r, http.StatusInternalServerError, "message", &pageData{Title: "Error", Message: "Could not start a session."})
 		return
 	}
+	s.enter(w, r, tok)
+}
+
+// enter sets the new session's cookie and sends the browser on to the
+// console from a page of the console's own: a SameSite=Strict cookie is
+// not sent on a redirect whose navigation another site started (the
+// identity provider's redirect back, a link in a mail), so a plain
+// redirect would land on the sign-in hint. The page's meta refresh is a
+// navigation the console's own page starts, which carries the cookie; a
+// link stands by for browsers that do not follow it.
+func (s *Server) enter(w http.ResponseWriter, r *http.Request, tok string) {
 	http.SetCookie(w, s.cookie(r, tok, int(SessionLifetime/time.Second)))
-	http.Redirect(w, r, Prefix, http.StatusSeeOther)
+	s.page(w, r, http.StatusOK, "entered", &pageData{Title: "Signed in"})
 }
 
 // startSession starts a session for user with role and returns its
