@@ -51,7 +51,7 @@ func newAdminCmd(g *globals) *cobra.Command {
 	cmd.PersistentFlags().StringVar(&o.apiKeyFile, "api-key-file", "", "file holding the API key for --server (from `weft admin apikeys create`)")
 	cmd.PersistentFlags().StringVar(&o.caFile, "ca-file", "", "PEM certificates to trust for an https --server (default: the system's)")
 	cmd.AddCommand(newAdminUsersCmd(o), newAdminKeysCmd(o), newAdminNodesCmd(o), newAdminRoutesCmd(o), newAdminPolicyCmd(o), newAdminDNSCmd(o),
-		newAdminAPIKeysCmd(o), newAdminConsoleLinkCmd(o), newAdminAuditCmd(o))
+		newAdminAPIKeysCmd(o), newAdminDBCmd(o), newAdminConsoleLinkCmd(o), newAdminAuditCmd(o))
 	return cmd
 }
 

@@ -59,6 +59,9 @@ type fixture struct {
 	where   string // the database's file path or URL
 	clock   *clock
 	s       Store
+
+	// Secrets noted by buildTailnet.
+	reusable, usedOneOff, apiKey string
 }
 
 // newFixture returns a fixture on SQLite, for the tests and benchmarks
