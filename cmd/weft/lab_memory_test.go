@@ -291,8 +291,10 @@ func mb(kib int64) float64 { return float64(kib) * 1024 / 1e6 }
 // memory before, at the peak of and 30 s after a bounded burst (the
 // phases of TestLabMemoryBound, 4 s each), with the burst's throughput as
 // a ratio to raw veth measured in the same burst: first with the default
-// memory limit, then with the daemons restarted with --memory-limit
-// 48MiB. busan is the exit node, mac the tunnel's client. Run it with
+// memory limit (56 MiB), then with the daemons restarted with
+// --memory-limit 64MiB and 48MiB. busan is the exit node, mac the tunnel's client. With
+// $WEFT_MEM_PROFILES set to a directory, the daemons' heap profiles 30 s
+// after each burst are saved there. Run it with
 //
 //	go test -run '^$' -bench LabMemory -benchtime 1x ./cmd/weft
 func BenchmarkLabMemory(b *testing.B) {
@@ -303,7 +305,7 @@ func BenchmarkLabMemory(b *testing.B) {
 	for _, cfg := range []struct {
 		name  string
 		flags []string
-	}{{"default", nil}, {"limit-48MiB", []string{"--memory-limit", "48MiB"}}} {
+	}{{"default", nil}, {"limit-64MiB", []string{"--memory-limit", "64MiB"}}, {"limit-48MiB", []string{"--memory-limit", "48MiB"}}} {
 		if cfg.flags != nil || extra != nil {
 			extra = cfg.flags
 			for _, host := range []string{"busan", "mac"} {
@@ -318,8 +320,14 @@ func BenchmarkLabMemory(b *testing.B) {
 		}
 		time.Sleep(5 * time.Second) // settle: the first map, netcheck
 		for range b.N {
+			dir := os.Getenv("WEFT_MEM_PROFILES")
 			r := runMemBurst(b, l, 4*time.Second, "")
 			time.Sleep(30 * time.Second)
+			if dir != "" {
+				for _, host := range []string{"busan", "mac"} {
+					saveHeapProfile(b, l, host, filepath.Join(dir, cfg.name+"-"+host+"-30s.heap.txt"), url.Values{"debug": {"1"}})
+				}
+			}
 			for _, host := range []string{"busan", "mac"} {
 				after, err := procStatusKB(l.tn.Daemon(host).PID, "VmRSS")
 				if err != nil {

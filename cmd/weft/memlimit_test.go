@@ -16,10 +16,10 @@ func TestParseMemoryLimit(t *testing.T) {
 	}{
 		{name: "default", want: memoryPlan{limit: agent.DefaultMemoryLimit}},
 		{name: "GOMEMLIMIT off", env: "off", want: memoryPlan{limit: agent.DefaultMemoryLimit}},
-		{name: "flag", flag: "48MiB", want: memoryPlan{limit: 48 << 20, inFlight: agent.MinInFlight}},
+		{name: "flag", flag: "48MiB", want: memoryPlan{limit: 48 << 20, inFlight: 85}},
 		{name: "flag in MB", flag: "100MB", want: memoryPlan{limit: 100e6, inFlight: inflight.DefaultMax}},
-		{name: "flag wins over env", flag: "48MiB", env: "1GiB", want: memoryPlan{limit: 48 << 20, inFlight: agent.MinInFlight}},
-		{name: "env keeps the runtime's limit", env: "48MiB", want: memoryPlan{inFlight: agent.MinInFlight}},
+		{name: "flag wins over env", flag: "48MiB", env: "1GiB", want: memoryPlan{limit: 48 << 20, inFlight: 85}},
+		{name: "env keeps the runtime's limit", env: "44MiB", want: memoryPlan{inFlight: 64}},
 		{name: "bad size", flag: "lots", wantErr: `"lots" is not a size`},
 		{name: "negative", flag: "-5MiB", wantErr: "is not a size"},
 		{name: "too small", flag: "8MiB", wantErr: "below the 32 MiB"},

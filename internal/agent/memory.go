@@ -19,16 +19,19 @@ import (
 const (
 	bufferBytes   = (device.MaxMessageSize + 1023) / 1024 * 1024
 	readerBuffers = 4 * conn.IdealBatchSize
-	// baseMemory is what the daemon uses besides the packet buffers:
-	// the rest of its heap, goroutine stacks and the runtime's own.
-	baseMemory = 16 << 20
+	// baseMemory is what the limit leaves the daemon besides the packet
+	// buffers. The rest of its heap is about 10 MB; a little less here
+	// makes the collector run a few times a second under load rather
+	// than let pooled buffers pile up to the limit, which a lab burst
+	// showed as 52 MB of RSS at the peak instead of 60 (docs/benchmarks.md).
+	baseMemory = 8 << 20
 	// MinInFlight is the smallest in-flight bound a memory limit can
 	// buy: below it the device's readers wait for almost every batch.
 	MinInFlight = 16
 )
 
 // DefaultMemoryLimit is the daemon's Go memory limit with the default
-// in-flight bound (inflight.DefaultMax): 64 MiB.
+// in-flight bound (inflight.DefaultMax): 56 MiB.
 var DefaultMemoryLimit = MemoryLimit(inflight.DefaultMax)
 
 // MemoryLimit is the Go memory limit that keeps the daemon's heap near
@@ -46,15 +49,21 @@ func MemoryLimit(inFlight int) int64 {
 // (most of those pages are never touched, so its resident memory is less).
 const MinMemoryLimit = 32 << 20
 
-// InFlightFor returns the in-flight bound per direction that a Go memory
-// limit of limit bytes leaves room for: at most inflight.DefaultMax, at
-// least MinInFlight (a limit below MemoryLimit(MinInFlight) only makes the
-// collector run more often). It fails for a limit below MinMemoryLimit.
+// InFlightFor returns the in-flight bound per direction for a Go memory
+// limit of limit bytes: inflight.DefaultMax from DefaultMemoryLimit up,
+// falling in a straight line to MinInFlight toward MinMemoryLimit. Below
+// the default it is the collector, run more often, that keeps the heap
+// down; the bound shrinks with the limit so that the buffers stay bounded
+// at that size too, but not as fast as the arithmetic of MemoryLimit
+// would have it: with 16 packets in flight the device's readers wait for
+// almost every batch, and a lab run at 48 MiB peaked at the same RSS with
+// 16 and with 128 (docs/benchmarks.md, "Memory under load"). It fails for
+// a limit below MinMemoryLimit.
 func InFlightFor(limit int64) (int, error) {
 	if limit < MinMemoryLimit {
 		return 0, fmt.Errorf("agent: a memory limit of %d MiB is below the %d MiB the daemon needs at rest; give it at least %d MiB (%d MiB keep %d packets in flight each way)",
-			limit>>20, MinMemoryLimit>>20, MinMemoryLimit>>20, MemoryLimit(inflight.DefaultMax)>>20, inflight.DefaultMax)
+			limit>>20, MinMemoryLimit>>20, MinMemoryLimit>>20, DefaultMemoryLimit>>20, inflight.DefaultMax)
 	}
-	n := (limit - MemoryLimit(0)) / (2 * bufferBytes)
+	n := int64(inflight.DefaultMax) * (limit - MinMemoryLimit) / (DefaultMemoryLimit - MinMemoryLimit)
 	return int(min(max(n, MinInFlight), inflight.DefaultMax)), nil
 }

@@ -16,8 +16,9 @@ func TestInFlightFor(t *testing.T) {
 	}{
 		{name: "default limit keeps the default bound", limit: DefaultMemoryLimit, want: inflight.DefaultMax},
 		{name: "more buys no more than the default", limit: 1 << 30, want: inflight.DefaultMax},
-		{name: "48MiB", limit: 48 << 20, want: MinInFlight},
-		{name: "between", limit: MemoryLimit(64), want: 64},
+		{name: "44MiB: half way", limit: 44 << 20, want: 64},
+		{name: "48MiB", limit: 48 << 20, want: 85},
+		{name: "near the floor", limit: 33 << 20, want: MinInFlight},
 		{name: "too small", limit: 16 << 20, wantErr: "below the 32 MiB"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -33,7 +34,7 @@ func TestInFlightFor(t *testing.T) {
 			}
 		})
 	}
-	if DefaultMemoryLimit != 64<<20 {
-		t.Errorf("DefaultMemoryLimit = %d MiB; docs/benchmarks.md and --help say 64 MiB", DefaultMemoryLimit>>20)
+	if DefaultMemoryLimit != 56<<20 {
+		t.Errorf("DefaultMemoryLimit = %d MiB; docs/benchmarks.md says 56 MiB", DefaultMemoryLimit>>20)
 	}
 }
