@@ -9,7 +9,8 @@
 // Files: conn.go (the Bind and its lifecycle), recv.go (the receive path),
 // peer.go (one peer's path state), discoio.go (disco messages), guess.go
 // (port guessing), endpoints.go (our own endpoints), status.go (status and
-// ping for the CLI), network.go (the host network seam).
+// ping for the CLI), network.go (the host network seam), pmtu.go (path MTU
+// discovery and the tunnel MTU).
 package magicsock
 
 import (
