@@ -205,7 +205,7 @@ func mountWeb(mux *http.ServeMux, o serverOptions, st store.Store, ctrl *control
 	loginPages := &nodelogin.Handler{Logins: logins, BaseURL: o.serverURL, Logger: log.With("sub", "login")}
 	if oidcLogin != nil {
 		// Sign-in with the identity provider (docs/admin.md#sign-in-with-openid-connect).
-		si := &signIn{login: oidcLogin, st: st, logins: logins, cons: cons, log: log.With("sub", "oidc")}
+		si := &signIn{login: oidcLogin, st: st, logins: logins, cons: cons, groupsChanged: ctrl.UserGroupsChanged, log: log.With("sub", "oidc")}
 		si.register(mux)
 		loginPages.SignIn = si.beginNode
 	}

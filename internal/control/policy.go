@@ -28,7 +28,40 @@ func loadPolicy(ctx context.Context, st store.Store) (*policy.Policy, error) {
 	if err != nil {
 		return nil, fmt.Errorf("control: policy version %d in the store does not parse (%w); a weft build that wrote it must run, or remove that row", pv.Version, err)
 	}
-	return p, nil
+	return withUserGroups(ctx, st, p)
+}
+
+// withUserGroups gives p the group members the identity provider gives:
+// the users' groups as of their last sign-in (see policy.WithGroups).
+func withUserGroups(ctx context.Context, st store.Store, p *policy.Policy) (*policy.Policy, error) {
+	if p == nil {
+		return nil, nil
+	}
+	users, err := st.ListUsers(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("control: loading users' groups for the policy: %w", err)
+	}
+	groups := map[string][]string{}
+	for _, u := range users {
+		if len(u.Groups) > 0 {
+			groups[u.Name] = u.Groups
+		}
+	}
+	return p.WithGroups(groups), nil
+}
+
+// UserGroupsChanged puts the stored policy in force again with the
+// users' groups as they are now: someone signed in with the identity
+// provider, whose groups may have changed.
+func (s *Server) UserGroupsChanged() {
+	ctx, cancel := context.WithTimeout(s.ctx, time.Minute)
+	defer cancel()
+	p, err := loadPolicy(ctx, s.cfg.Store)
+	if err != nil {
+		s.log.Error("reloading the policy after a sign-in", "err", err)
+		return
+	}
+	s.PolicyChanged(p)
 }
 
 // PolicyChanged puts a new policy in force (adminapi.PolicyNotifier):
@@ -36,6 +69,11 @@ func loadPolicy(ctx context.Context, st store.Store) (*policy.Policy, error) {
 // are recompiled, and only the nodes whose filter or peers changed get a
 // delta.
 func (s *Server) PolicyChanged(p *policy.Policy) {
+	if pg, err := withUserGroups(s.ctx, s.cfg.Store, p); err != nil {
+		s.log.Error("policy: the users' provider groups are left out", "err", err)
+	} else {
+		p = pg
+	}
 	s.m.setPolicy(p)
 	s.out.tailnetChanged(changefeed.KindPolicy)
 	ctx, cancel := context.WithTimeout(s.ctx, time.Minute)

@@ -205,3 +205,48 @@ func TestPolicyCompiledIntoMaps(t *testing.T) {
 		}
 	}
 }
+
+// TestPolicyGroupsFromIdentityProvider: a group the policy defines empty
+// takes its members from the identity provider's groups, as the store
+// has them from the users' last sign-in; when a sign-in changes them
+// (UserGroupsChanged), the maps follow.
+func TestPolicyGroupsFromIdentityProvider(t *testing.T) {
+	pn := startPolicyNet(t)
+	ctx := context.Background()
+	signIn := func(groups ...string) {
+		t.Helper()
+		if _, err := pn.h.st.OIDCUser(ctx, store.OIDCIdentity{Issuer: "https://idp", Subject: "sub-carol", Email: "carol@example.com", Groups: groups}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	signIn()
+	k := pn.h.authKey(store.AuthKeyRequest{User: "carol"})
+	n := pn.h.newSim("laptop")
+	n.mustRegister(t, k)
+	if err := n.stream(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(n.close)
+	pn.nodes["laptop"], pn.maps["laptop"] = n, &controlclient.NetMap{}
+	pn.settle()
+	pn.setPolicy(`{
+		"groups": {"group:eng": []},
+		"acls": [{"action": "accept", "src": ["group:eng"], "dst": ["busan:22"]}],
+	}`)
+	pn.settle()
+	if got := pn.peers("laptop"); len(got) != 0 {
+		t.Fatalf("carol in no provider group: laptop sees %v", got)
+	}
+	signIn("eng")
+	pn.h.srv.UserGroupsChanged()
+	pn.settle()
+	if got := pn.peers("laptop"); !slices.Equal(got, []string{"busan"}) {
+		t.Fatalf("carol in eng: laptop sees %v, want [busan]", got)
+	}
+	signIn("sales")
+	pn.h.srv.UserGroupsChanged()
+	pn.settle()
+	if got := pn.peers("laptop"); len(got) != 0 {
+		t.Fatalf("carol out of eng again: laptop sees %v", got)
+	}
+}

@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 
 	"github.com/tailscale/hujson"
@@ -231,3 +232,69 @@ func lineCol(b []byte, n int) (int, int) {
 	col := 1 + n - (bytes.LastIndexByte(b[:n], '\n') + 1)
 	return line, col
 }
+
+// WithGroups returns the policy with the group members the tailnet's
+// identity provider gives: each group the file defines also holds every
+// user whose provider groups (userGroups: user → group names as the
+// provider spells them) include the group's name without "group:", as
+// group:eng holds the users the provider puts in "eng". A group must
+// still be defined in the file (an empty list is enough), so a typo in a
+// rule is still an error. p is not changed; a nil p stays nil.
+func (p *Policy) WithGroups(userGroups map[string][]string) *Policy {
+	if p == nil {
+		return nil
+	}
+	extra := map[string][]string{}
+	for u, gs := range userGroups {
+		for _, g := range gs {
+			if name := "group:" + g; hasKey(p.groups, name) {
+				extra[name] = append(extra[name], u)
+			}
+		}
+	}
+	if len(extra) == 0 {
+		return p
+	}
+	fix := func(a alias) alias {
+		if a.kind != kGroup || len(extra[a.name]) == 0 {
+			return a
+		}
+		a.users = append(slices.Clone(a.users), extra[a.name]...)
+		slices.Sort(a.users)
+		a.users = slices.Compact(a.users)
+		return a
+	}
+	fixAll := func(as []alias) []alias {
+		out := make([]alias, len(as))
+		for i, a := range as {
+			out[i] = fix(a)
+		}
+		return out
+	}
+	fixDst := func(ds []dstAlias) []dstAlias {
+		out := make([]dstAlias, len(ds))
+		for i, d := range ds {
+			out[i] = dstAlias{alias: fix(d.alias), ports: d.ports}
+		}
+		return out
+	}
+	q := *p
+	q.rules = make([]rule, len(p.rules))
+	for i, r := range p.rules {
+		r.src, r.dst = fixAll(r.src), fixDst(r.dst)
+		q.rules[i] = r
+	}
+	q.exitNode = fixAll(p.exitNode)
+	q.routes = make([]routeApprover, len(p.routes))
+	for i, r := range p.routes {
+		q.routes[i] = routeApprover{prefix: r.prefix, approvers: fixAll(r.approvers)}
+	}
+	q.tests = make([]test, len(p.tests))
+	for i, t := range p.tests {
+		t.src, t.accept, t.deny = fix(t.src), fixDst(t.accept), fixDst(t.deny)
+		q.tests[i] = t
+	}
+	return &q
+}
+
+func hasKey[V any](m map[string]V, k string) bool { _, ok := m[k]; return ok }

@@ -421,3 +421,44 @@ func TestParseLeavesSourceAlone(t *testing.T) {
 		t.Fatalf("after Parse the file is %q and Source %q, want %q", src, p.Source(), orig)
 	}
 }
+
+// TestWithGroups: a group the file defines empty takes its members from
+// the identity provider's groups; other groups and the original policy
+// are unchanged, and a provider group the file does not define adds
+// nothing.
+func TestWithGroups(t *testing.T) {
+	nodes := fixture()
+	id := func(name string) wire.NodeID { return byName(nodes, name).ID }
+	p := mustParse(t, `{
+		"groups": {"group:eng": [], "group:fukuoka": ["mac"]},
+		"tagOwners": {"tag:server": ["alice@"]},
+		"acls": [
+			{"action": "accept", "src": ["group:eng"], "dst": ["tag:server:22"]},
+			{"action": "accept", "src": ["group:fukuoka"], "dst": ["busan:22"]},
+		],
+	}`)
+	withBob := p.WithGroups(map[string][]string{"bob": {"eng", "unknown"}, "alice": {"ops"}})
+	for _, c := range []struct {
+		pol        *Policy
+		a, b       string
+		want       bool
+		whatPolicy string
+	}{
+		{p, "friend", "server", false, "file only"},
+		{withBob, "friend", "server", true, "bob in eng"},
+		{withBob, "mac", "server", false, "alice not in eng"},
+		{withBob, "mac", "busan", true, "file members kept"},
+		{withBob, "pc", "busan", false, "file members only"},
+	} {
+		if got := c.pol.Compile(nodes).CanSee(id(c.a), id(c.b)); got != c.want {
+			t.Errorf("%s: CanSee(%s, %s) = %v, want %v", c.whatPolicy, c.a, c.b, got, c.want)
+		}
+	}
+	if p.WithGroups(map[string][]string{"bob": {"nosuch"}}) != p {
+		t.Error("provider groups the file does not define made a new policy")
+	}
+	var nilP *Policy
+	if nilP.WithGroups(map[string][]string{"bob": {"eng"}}) != nil {
+		t.Error("nil policy")
+	}
+}
