@@ -208,6 +208,7 @@ func mountWeb(mux *http.ServeMux, o serverOptions, st store.Store, ctrl *control
 		si := &signIn{login: oidcLogin, st: st, logins: logins, cons: cons, groupsChanged: ctrl.UserGroupsChanged, log: log.With("sub", "oidc")}
 		si.register(mux)
 		loginPages.SignIn = si.beginNode
+		cons.SignInURL = oidcConsolePath
 	}
 	loginPages.Register(mux)
 	admin := &adminapi.Server{Store: st, Notifier: ctrl, Online: ctrl.Online, Health: health, Console: cons, Logins: logins, Logger: log.With("sub", "admin")}

@@ -97,11 +97,20 @@ func (s *Server) NewLoginLink() (string, time.Time, error) {
 func (s *Server) loginPage(w http.ResponseWriter, r *http.Request) {
 	tok := r.URL.Query().Get("token")
 	if tok == "" {
-		s.page(w, r, http.StatusUnauthorized, "message", &pageData{Title: "Sign in", Message: signInHint})
+		s.page(w, r, http.StatusUnauthorized, "message", s.signInPage())
 		return
 	}
 	s.page(w, r, http.StatusOK, "login", &pageData{Title: "Sign in", Data: tok})
 }
+
+// signInPage is what a browser without a session is shown: the identity
+// provider's sign-in when the server has one, and the login link hint.
+func (s *Server) signInPage() *pageData {
+	return &pageData{Title: "Sign in", Message: signInHint, Data: signInView{URL: s.SignInURL}}
+}
+
+// signInView is the sign-in page's own part.
+type signInView struct{ URL string }
 
 // signInHint is what a browser without a session is told.
 const signInHint = "Sign in with a one-time link: run `weft admin console-link` on the server's machine and open the link it prints."
@@ -238,7 +247,7 @@ func (s *Server) signedIn(h func(http.ResponseWriter, *http.Request, session)) h
 	return func(w http.ResponseWriter, r *http.Request) {
 		sess, ok := s.session(r)
 		if !ok {
-			s.page(w, r, http.StatusUnauthorized, "message", &pageData{Title: "Sign in", Message: signInHint})
+			s.page(w, r, http.StatusUnauthorized, "message", s.signInPage())
 			return
 		}
 		h(w, r.WithContext(adminapi.WithActor(r.Context(), sess.actor(r))), sess)
@@ -257,7 +266,7 @@ func (s *Server) changes(h func(http.ResponseWriter, *http.Request, session)) ht
 		r.Body = http.MaxBytesReader(w, r.Body, maxForm)
 		sess, ok := s.session(r)
 		if !ok {
-			s.page(w, r, http.StatusUnauthorized, "message", &pageData{Title: "Sign in", Message: signInHint})
+			s.page(w, r, http.StatusUnauthorized, "message", s.signInPage())
 			return
 		}
 		if !s.checkCSRF(r, sess) {

@@ -49,6 +49,10 @@ type Server struct {
 	// BaseURL is the server's public URL (weft server --server-url), used
 	// to print login links; required for NewLoginLink.
 	BaseURL string
+	// SignInURL is where a person signs in with the tailnet's identity
+	// provider (the server's OIDC start, which ends in SignIn); empty
+	// when the server has none, and only login links sign in.
+	SignInURL string
 	// Now returns the current time; nil means time.Now.
 	Now func() time.Time
 	// Logger receives a line per failed page; nil discards.

@@ -1,13 +1,12 @@
 package console
 
-import (
-	"net/http"
-	"time"
-)
+import "net/http"
 
 // SignIn starts a console session for user with role, who signed in with
 // the tailnet's identity provider (the server checked who they are), and
-// sends the browser to the console.
+// sends the browser to the console (through the "Signed in" page: the
+// provider's redirect back is another site's navigation, on whose
+// redirects the SameSite=Strict cookie would not be sent).
 func (s *Server) SignIn(w http.ResponseWriter, r *http.Request, user, role string) {
 	s.init()
 	secureHeaders(w.Header())
@@ -16,6 +15,5 @@ func (s *Server) SignIn(w http.ResponseWriter, r *http.Request, user, role strin
 		s.page(w, r, http.StatusInternalServerError, "message", &pageData{Title: "Error", Message: "Could not start a session."})
 		return
 	}
-	http.SetCookie(w, s.cookie(r, tok, int(SessionLifetime/time.Second)))
-	http.Redirect(w, r, Prefix, http.StatusSeeOther)
+	s.enter(w, r, tok)
 }

@@ -172,15 +172,28 @@ func startServer(t testing.TB) *server {
 // startServerIn is startServer with the data directory dataDir.
 func startServerIn(t testing.TB, dataDir string) *server {
 	t.Helper()
+	addr := freeAddr(t)
+	return startServerAt(t, dataDir, addr, "http://"+addr)
+}
+
+// freeAddr is a loopback address with a port free now.
+func freeAddr(t testing.TB) string {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	addr := ln.Addr().String()
-	ln.Close()
-	s := &server{t: t, weft: labtest.WeftBinary(t), dataDir: dataDir, URL: "http://" + addr, logs: &bytes.Buffer{}}
-	s.cmd = exec.Command(s.weft, "server", "--listen", addr, "--data-dir", s.dataDir, "--server-url", s.URL,
-		"--stun-listen=", "--metrics-listen=")
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// startServerAt runs `weft server` listening on addr, known to browsers
+// as serverURL, with more flags in extra.
+func startServerAt(t testing.TB, dataDir, addr, serverURL string, extra ...string) *server {
+	t.Helper()
+	s := &server{t: t, weft: labtest.WeftBinary(t), dataDir: dataDir, URL: serverURL, logs: &bytes.Buffer{}}
+	s.cmd = exec.Command(s.weft, append([]string{"server", "--listen", addr, "--data-dir", s.dataDir, "--server-url", s.URL,
+		"--stun-listen=", "--metrics-listen="}, extra...)...)
 	s.cmd.Stdout, s.cmd.Stderr = &lockedWriter{w: s.logs}, &lockedWriter{w: s.logs}
 	if err := s.cmd.Start(); err != nil {
 		t.Fatalf("start weft server: %v", err)
@@ -194,7 +207,7 @@ func startServerIn(t testing.TB, dataDir string) *server {
 	})
 	deadline := time.Now().Add(20 * time.Second)
 	for {
-		resp, err := http.Get(s.URL + "/healthz")
+		resp, err := http.Get("http://" + addr + "/healthz")
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == 200 {
