@@ -115,6 +115,13 @@ func runServer(ctx context.Context, g *globals, o serverOptions) error {
 		return err
 	}
 	defer st.Close()
+	// Servers sharing a PostgreSQL tell each other what they change
+	// (docs/ha.md).
+	feed, persist, closeFeed, err := serverFeed(dbURL, log.With("sub", "changefeed"))
+	if err != nil {
+		return err
+	}
+	defer closeFeed()
 	// Nodes' reported health samples, a file per node, for `weft admin
 	// nodes health` (docs/health.md).
 	health, err := samples.OpenDir(filepath.Join(o.dataDir, "health"), samples.Options{})
@@ -131,6 +138,8 @@ func runServer(ctx context.Context, g *globals, o serverOptions) error {
 		NodeKeyLifetime:  o.nodeKeyLifetime,
 		RegisterRate:     o.registerRate,
 		RegisterBurst:    o.registerBurst,
+		Feed:             feed,
+		PersistInterval:  persist,
 	})
 	if err != nil {
 		return err
