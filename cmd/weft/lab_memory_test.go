@@ -278,6 +278,12 @@ func TestLabMemoryBound(t *testing.T) {
 		t.Logf("%s: %.0f Mbit/s", ph, r.mbit[ph])
 	}
 	for _, host := range []string{"busan", "mac"} {
+		var st localapi.Status
+		if err := json.Unmarshal([]byte(l.cli(host, "status", "--json")), &st); err == nil && st.Buffers != nil {
+			t.Logf("%s's in-flight bound: %+v", host, *st.Buffers)
+		}
+	}
+	for _, host := range []string{"busan", "mac"} {
 		if got := mb(max(r.peak[host], r.hw[host])); got > rssBoundMB {
 			t.Errorf("%s's daemon reached %.1f MB RSS carrying the burst, want at most %d MB", host, got, rssBoundMB)
 		}
