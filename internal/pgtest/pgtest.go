@@ -46,6 +46,12 @@ type Options struct {
 	// TCP also listens on 127.0.0.1 at a free port (the same port across
 	// Restart), for clients that cannot use a unix socket.
 	TCP bool
+	// Durable keeps PostgreSQL's defaults: every commit waits for its WAL
+	// to be flushed to disk (fsync, synchronous_commit, full_page_writes
+	// on). Off, the server skips those to start and commit fast, which
+	// tests want; benchmarks that compare commit costs with SQLite (which
+	// weft runs with synchronous=FULL) want them on.
+	Durable bool
 }
 
 // Server is one running (or stopped) PostgreSQL cluster owned by a test.
@@ -58,6 +64,7 @@ type Server struct {
 	logPath string
 	port    int
 	tcp     bool
+	durable bool
 	cred    *owner // nil: run as the current user
 
 	// mu guards cmd, exited and dbSeq.
@@ -138,7 +145,7 @@ func New(opts Options) (*Server, error) {
 		return nil, fmt.Errorf("pgtest: temp dir: %w", err)
 	}
 	s := &Server{
-		binDir: bin, baseDir: base, cred: cred, tcp: opts.TCP, port: 5432,
+		binDir: bin, baseDir: base, cred: cred, tcp: opts.TCP, durable: opts.Durable, port: 5432,
 		dataDir: filepath.Join(base, "data"),
 		sockDir: filepath.Join(base, "sock"),
 		logPath: filepath.Join(base, "postgres.log"),
@@ -245,13 +252,14 @@ func (s *Server) Start() error {
 	if s.tcp {
 		listen = "127.0.0.1"
 	}
-	cmd := exec.Command(filepath.Join(s.binDir, "postgres"),
-		"-D", s.dataDir, "-k", s.sockDir, "-p", strconv.Itoa(s.port),
-		"-c", "listen_addresses="+listen,
+	args := []string{"-D", s.dataDir, "-k", s.sockDir, "-p", strconv.Itoa(s.port),
+		"-c", "listen_addresses=" + listen, "-c", "max_connections=300", "-c", "shared_buffers=32MB"}
+	if !s.durable {
 		// A test cluster need not survive a machine crash; these make
 		// it start and commit fast.
-		"-c", "fsync=off", "-c", "full_page_writes=off", "-c", "synchronous_commit=off",
-		"-c", "max_connections=300", "-c", "shared_buffers=32MB")
+		args = append(args, "-c", "fsync=off", "-c", "full_page_writes=off", "-c", "synchronous_commit=off")
+	}
+	cmd := exec.Command(filepath.Join(s.binDir, "postgres"), args...)
 	cmd.Dir = s.baseDir
 	cmd.Env = s.env()
 	cmd.Stdout, cmd.Stderr = logf, logf
