@@ -53,6 +53,16 @@ func (s *Server) createUser(w http.ResponseWriter, r *http.Request, sess session
 	done(w, r, "users", "user-created")
 }
 
+// setUserRole makes a user an admin or a member (role=admin|member).
+func (s *Server) setUserRole(w http.ResponseWriter, r *http.Request, sess session) {
+	if _, err := s.api.SetUserRole(r.Context(), r.PathValue("name"), r.PostFormValue("role")); err != nil {
+		status, msg := apiError(err)
+		s.renderUsers(w, r, sess, status, msg)
+		return
+	}
+	done(w, r, "users", "role-set")
+}
+
 func (s *Server) deleteUser(w http.ResponseWriter, r *http.Request, sess session) {
 	if err := s.api.DeleteUser(r.Context(), r.PathValue("name")); err != nil {
 		status, msg := apiError(err)

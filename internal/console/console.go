@@ -82,6 +82,7 @@ func (s *Server) init() {
 		m.HandleFunc("GET /admin/users", s.signedIn(s.usersPage))
 		m.HandleFunc("POST /admin/users", s.changes(s.createUser))
 		m.HandleFunc("POST /admin/users/{name}/delete", s.changes(s.deleteUser))
+		m.HandleFunc("POST /admin/users/{name}/role", s.changes(s.setUserRole))
 		m.HandleFunc("GET /admin/keys", s.signedIn(s.keysPage))
 		m.HandleFunc("POST /admin/keys", s.changes(s.createKey))
 		m.HandleFunc("POST /admin/keys/{prefix}/expire", s.changes(s.expireKey))

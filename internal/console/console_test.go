@@ -267,6 +267,7 @@ func TestCSRF(t *testing.T) {
 		{"/admin/nodes/id:1/routes", url.Values{"prefix": {"exit"}, "action": {"approve"}}},
 		{"/admin/users", url.Values{"name": {"mallory"}}},
 		{"/admin/users/alice/delete", url.Values{}},
+		{"/admin/users/alice/role", url.Values{"role": {"admin"}}},
 		{"/admin/keys", url.Values{"user": {"alice"}}},
 		{"/admin/policy", url.Values{"action": {"save"}, "body": {`{"acls": []}`}}},
 		{"/admin/dns", url.Values{"source": {`{"magic_dns": false}`}}},
@@ -328,7 +329,11 @@ func (e *env) snapshot(ctx context.Context) string {
 			e.t.Fatal(err)
 		}
 	}
-	return fmt.Sprintf("users %d keys %d routes %+v dns %q policies %d", len(users), len(keys), routes, dns, len(pols))
+	var us []string
+	for _, u := range users {
+		us = append(us, u.Name+"="+u.Role)
+	}
+	return fmt.Sprintf("users %v keys %d routes %+v dns %q policies %d", us, len(keys), routes, dns, len(pols))
 }
 
 // TestHeadersOnEveryResponse: scripts, stylesheets, redirects, errors and

@@ -218,6 +218,15 @@ func TestUsersAndDNS(t *testing.T) {
 	if resp := e.post(cookie, "/admin/users", url.Values{"name": {"bob"}}); resp.StatusCode != http.StatusConflict {
 		t.Fatalf("add bob again: %d", resp.StatusCode)
 	}
+	if resp := e.post(cookie, "/admin/users/bob/role", url.Values{"role": {"admin"}}); resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("make bob admin: %d", resp.StatusCode)
+	}
+	if u, err := e.st.GetUser(ctx, "bob"); err != nil || u.Role != "admin" {
+		t.Fatalf("bob after make admin: %+v %v", u, err)
+	}
+	if resp := e.post(cookie, "/admin/users/bob/role", url.Values{"role": {"king"}}); resp.StatusCode != http.StatusBadRequest {
+		t.Fatalf("role king: %d, want 400", resp.StatusCode)
+	}
 	if resp := e.post(cookie, "/admin/users/bob/delete", url.Values{}); resp.StatusCode != http.StatusSeeOther {
 		t.Fatalf("delete bob: %d", resp.StatusCode)
 	}
