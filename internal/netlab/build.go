@@ -362,6 +362,17 @@ func (l *Lab) buildRouterWAN(ctx context.Context, cfg Config, h *nsHandles, r Ro
 	} else if err := l.buildDelayPort(ctx, cfg, h, r, wport); err != nil {
 		return err
 	}
+	if r.LossPercent > 0 {
+		// A lossy line drops frames; an offload super-frame (TSO,
+		// UDP GSO: up to 64 KiB) carries dozens of packets, which
+		// would then be lost together, a burst no real line makes.
+		// One segment per frame leaving the router makes the loss
+		// per packet, as LossPercent says (buildDelayPort does the
+		// same for the other direction).
+		if err := rh.LinkSetGSOMaxSegs(wan, 1); err != nil {
+			return fmt.Errorf("netlab: %s: one segment per frame on the WAN: %w", r.Name, err)
+		}
+	}
 	if r.RateMbit > 0 {
 		// Upload is shaped leaving the router, download leaving the
 		// internet's side of the WAN link (after the delay line).
@@ -413,6 +424,13 @@ func (l *Lab) buildDelayPort(ctx context.Context, cfg Config, h *nsHandles, r Ro
 	}
 	if err := l.enslave(inet, bport); err != nil {
 		return err
+	}
+	if r.LossPercent > 0 {
+		// Frames from the bridge toward the router: one packet each
+		// (see buildRouterWAN).
+		if err := inet.LinkSetGSOMaxSegs(bport, 1); err != nil {
+			return fmt.Errorf("netlab: %s: one segment per frame toward the router: %w", r.Name, err)
+		}
 	}
 	// The delay line reads every frame on its two ports, whatever their
 	// destination MAC.

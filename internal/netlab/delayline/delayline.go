@@ -20,6 +20,7 @@ import (
 	"net"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -81,8 +82,40 @@ type Config struct {
 	// independently, in each direction (ARP excepted); zero drops none. It is the lab's
 	// lossy link (the kernel's netem qdisc may be missing).
 	LossPercent int
-	// Logger receives start and stop lines; nil discards them.
+	// Logger receives start and stop lines, and every StatsEvery the
+	// counters of each direction while they change; nil discards them.
 	Logger *slog.Logger
+	// StatsEvery is how often the counters are logged; zero means
+	// DefaultStatsEvery.
+	StatsEvery time.Duration
+}
+
+// DefaultStatsEvery is how often Run logs its counters when
+// Config.StatsEvery is zero.
+const DefaultStatsEvery = 5 * time.Second
+
+// Stats counts one direction's frames. Lost frames are the ones
+// Config.LossPercent chose; every other drop (a full queue, a frame the
+// far side would not take, a frame the kernel dropped before the line
+// read it) is not meant to happen, and shows that the line itself could
+// not keep up (an overloaded machine), so a lossy link then loses more
+// than its LossPercent.
+type Stats struct {
+	Frames       uint64 // read from the near side
+	Lost         uint64 // dropped by LossPercent
+	QueueFull    uint64 // dropped because Queue frames were waiting
+	WriteDropped uint64 // the far side refused them
+	KernelDrops  uint64 // dropped by the kernel before the line read them (packet sockets only)
+}
+
+// counters are a direction's Stats as they run.
+type counters struct {
+	frames, lost, queueFull, writeDropped, kernelDrops atomic.Uint64
+}
+
+func (c *counters) stats() Stats {
+	return Stats{Frames: c.frames.Load(), Lost: c.lost.Load(), QueueFull: c.queueFull.Load(),
+		WriteDropped: c.writeDropped.Load(), KernelDrops: c.kernelDrops.Load()}
 }
 
 type frame struct {
@@ -109,33 +142,79 @@ func Run(ctx context.Context, cfg Config) error {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	if cfg.StatsEvery <= 0 {
+		cfg.StatsEvery = DefaultStatsEvery
+	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	errc := make(chan error, 4)
 	var wg sync.WaitGroup
-	for _, d := range []struct {
+	type direction struct {
 		name     string
 		from, to *os.File
-	}{{"a->b", cfg.A, cfg.B}, {"b->a", cfg.B, cfg.A}} {
+		c        counters
+	}
+	dirs := []*direction{{name: "a->b", from: cfg.A, to: cfg.B}, {name: "b->a", from: cfg.B, to: cfg.A}}
+	for _, d := range dirs {
 		q := make(chan frame, cfg.Queue)
 		wg.Add(2)
 		lose := newLoss(cfg.LossPercent)
-		go func() { defer wg.Done(); errc <- read(ctx, d.from, q, cfg.Delay, lose) }()
-		go func() { defer wg.Done(); errc <- write(ctx, d.to, q) }()
+		go func() { defer wg.Done(); errc <- read(ctx, d.from, q, cfg.Delay, lose, &d.c) }()
+		go func() { defer wg.Done(); errc <- write(ctx, d.to, q, &d.c) }()
 	}
 	log.Info("delay line running", "delay", cfg.Delay, "loss_percent", cfg.LossPercent)
+	logStats := func(final bool) {
+		for _, d := range dirs {
+			d.c.kernelDrops.Add(kernelDrops(d.from))
+			st := d.c.stats()
+			log.Info("delay line stats", "dir", d.name, "final", final, "frames", st.Frames, "lost", st.Lost,
+				"queue_full", st.QueueFull, "write_dropped", st.WriteDropped, "kernel_drops", st.KernelDrops)
+		}
+	}
+	tick := time.NewTicker(cfg.StatsEvery)
+	defer tick.Stop()
 	var err error
-	select {
-	case <-ctx.Done():
-	case err = <-errc:
+	var last [2]Stats
+wait:
+	for {
+		select {
+		case <-ctx.Done():
+			break wait
+		case err = <-errc:
+			break wait
+		case <-tick.C:
+			now := [2]Stats{dirs[0].c.stats(), dirs[1].c.stats()}
+			if now != last {
+				logStats(false)
+				last = [2]Stats{dirs[0].c.stats(), dirs[1].c.stats()}
+			}
+		}
 	}
 	cancel()
+	logStats(true)
 	// Closing the sockets unblocks the readers; the writers see ctx.
 	cfg.A.Close()
 	cfg.B.Close()
 	wg.Wait()
 	log.Info("delay line stopped", "err", err)
 	return err
+}
+
+// kernelDrops returns the frames the kernel dropped on packet socket f
+// since the last call (PACKET_STATISTICS resets on read); 0 for any other
+// socket.
+func kernelDrops(f *os.File) uint64 {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return 0
+	}
+	var n uint64
+	rc.Control(func(fd uintptr) {
+		if st, err := unix.GetsockoptTpacketStats(int(fd), unix.SOL_PACKET, unix.PACKET_STATISTICS); err == nil {
+			n = uint64(st.Drops)
+		}
+	})
+	return n
 }
 
 // newLoss returns a function that says, for each frame, whether to drop
@@ -159,7 +238,7 @@ func isARP(frame []byte) bool {
 
 // read takes frames from f, stamps when they are due and queues them. A
 // full queue drops the frame, and so does lose.
-func read(ctx context.Context, f *os.File, q chan<- frame, delay time.Duration, lose func() bool) error {
+func read(ctx context.Context, f *os.File, q chan<- frame, delay time.Duration, lose func() bool, c *counters) error {
 	buf := make([]byte, maxFrame)
 	for {
 		n, err := f.Read(buf)
@@ -169,20 +248,23 @@ func read(ctx context.Context, f *os.File, q chan<- frame, delay time.Duration, 
 			}
 			return fmt.Errorf("delayline: read %s: %w", f.Name(), err)
 		}
+		c.frames.Add(1)
 		if !isARP(buf[:n]) && lose() {
+			c.lost.Add(1)
 			continue
 		}
 		fr := frame{due: time.Now().Add(delay), b: append([]byte(nil), buf[:n]...)}
 		select {
 		case q <- fr:
 		default:
+			c.queueFull.Add(1)
 		}
 	}
 }
 
 // write sends each queued frame to f once it is due. The delay is the same
 // for every frame, so the queue is already in due order.
-func write(ctx context.Context, f *os.File, q <-chan frame) error {
+func write(ctx context.Context, f *os.File, q <-chan frame, c *counters) error {
 	t := time.NewTimer(0)
 	defer t.Stop()
 	for {
@@ -207,6 +289,7 @@ func write(ctx context.Context, f *os.File, q <-chan frame) error {
 			// A frame the other side cannot take (its link is down,
 			// its qdisc is full) is lost, as on a wire.
 			if errors.Is(err, unix.ENOBUFS) || errors.Is(err, unix.ENETDOWN) || errors.Is(err, unix.ENXIO) || errors.Is(err, unix.EMSGSIZE) {
+				c.writeDropped.Add(1)
 				continue
 			}
 			return fmt.Errorf("delayline: write %s: %w", f.Name(), err)
