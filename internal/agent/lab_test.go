@@ -616,6 +616,17 @@ func TestLabFullMesh(t *testing.T) {
 // calls during once, after a third of the data.
 func (n *labNet) transfer(from, to string, size int, during func()) {
 	n.t.Helper()
+	n.transferRTO(from, to, size, during, 0)
+}
+
+// transferRTO is transfer with the retransmission timeout of both TCP
+// sockets capped at rtoMax (TCP_RTO_MAX_MS; zero leaves the kernel's
+// 120 s). Over a lossy link TCP doubles its timeout with each lost
+// retransmission, so by chance alone it can sit silent for minutes;
+// capped, a stall long enough to miss the deadline means the tunnel
+// stopped carrying packets.
+func (n *labNet) transferRTO(from, to string, size int, during func(), rtoMax time.Duration) {
+	n.t.Helper()
 	toAddr := addr4(n.peer(from, to))
 	ln, err := n.lab.Node(to).Listen("tcp4", netip.AddrPortFrom(toAddr, 0).String())
 	if err != nil {
@@ -635,6 +646,10 @@ func (n *labNet) transfer(from, to string, size int, during func()) {
 			return
 		}
 		defer c.Close()
+		if err := capRTO(c, rtoMax); err != nil {
+			res <- result{err: err}
+			return
+		}
 		c.SetDeadline(time.Now().Add(90 * time.Second))
 		h := sha256.New()
 		nb, err := io.Copy(h, c)
@@ -644,6 +659,9 @@ func (n *labNet) transfer(from, to string, size int, during func()) {
 	}()
 	c, err := n.lab.Node(from).DialContext(n.ctx, "tcp4", ln.Addr().String())
 	if err != nil {
+		n.t.Fatal(err)
+	}
+	if err := capRTO(c, rtoMax); err != nil {
 		n.t.Fatal(err)
 	}
 	c.SetDeadline(time.Now().Add(90 * time.Second))
@@ -671,6 +689,27 @@ func (n *labNet) transfer(from, to string, size int, during func()) {
 		n.t.Fatalf("received %d bytes with sha256 %x, sent %d with %x", r.n, r.sum, size, want)
 	}
 	n.t.Logf("%d MB %s → %s intact in %v", size>>20, from, to, time.Since(start).Round(time.Millisecond))
+}
+
+// capRTO caps c's TCP retransmission timeout at max (none if max is 0).
+func capRTO(c net.Conn, max time.Duration) error {
+	if max == 0 {
+		return nil
+	}
+	rc, err := c.(*net.TCPConn).SyscallConn()
+	if err != nil {
+		return err
+	}
+	var serr error
+	if err := rc.Control(func(fd uintptr) {
+		serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_RTO_MAX_MS, int(max.Milliseconds()))
+	}); err != nil {
+		return err
+	}
+	if serr != nil {
+		return fmt.Errorf("TCP_RTO_MAX_MS (Linux 6.15 or later): %w", serr)
+	}
+	return nil
 }
 
 // TestLabTransfer50MB: 50 MB over the tunnel arrive intact.
