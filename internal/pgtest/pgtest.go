@@ -82,18 +82,17 @@ type owner struct{ uid, gid int }
 var ErrNoBinaries = errors.New("pgtest: PostgreSQL server binaries not found in /usr/lib/postgresql/*/bin: install Debian's postgresql package (apt-get install postgresql)")
 
 // BinDir returns the directory of the newest installed PostgreSQL server
-// binaries, or ErrNoBinaries.
+// binaries, or ErrNoBinaries. $WEFT_PGTEST_BINDIR, when set, is the only
+// directory looked at (for PostgreSQL installed elsewhere).
 func BinDir() (string, error) {
-	if d := os.Getenv("WEFT_PGTEST_BINDIR"); d != "" {
-		return d, nil
-	}
 	dirs, _ := filepath.Glob("/usr/lib/postgresql/*/bin")
+	if d := os.Getenv("WEFT_PGTEST_BINDIR"); d != "" {
+		dirs = []string{d}
+	}
 	var found []string
 	for _, d := range dirs {
-		if _, err := os.Stat(filepath.Join(d, "postgres")); err == nil {
-			if _, err := os.Stat(filepath.Join(d, "initdb")); err == nil {
-				found = append(found, d)
-			}
+		if hasServerBinaries(d) {
+			found = append(found, d)
 		}
 	}
 	if len(found) == 0 {
@@ -101,6 +100,16 @@ func BinDir() (string, error) {
 	}
 	sort.Slice(found, func(i, j int) bool { return versionOf(found[i]) < versionOf(found[j]) })
 	return found[len(found)-1], nil
+}
+
+// hasServerBinaries reports whether dir holds initdb, postgres and psql.
+func hasServerBinaries(dir string) bool {
+	for _, b := range []string{"initdb", "postgres", "psql"} {
+		if _, err := os.Stat(filepath.Join(dir, b)); err != nil {
+			return false
+		}
+	}
+	return true
 }
 
 // versionOf returns N of /usr/lib/postgresql/N/bin (0 if it is no number).

@@ -129,3 +129,26 @@ func TestNewDBShared(t *testing.T) {
 		t.Errorf("NewDB = %q and %q; want two databases on one server", a, b)
 	}
 }
+
+// TestSkipsWithoutBinaries: with no PostgreSQL binaries, Start skips the
+// test (it does not fail it) with a message naming the package. (NewDB
+// without Main is Start; under Main it skips the same way unless the
+// package's server already runs, as it does here.)
+func TestSkipsWithoutBinaries(t *testing.T) {
+	t.Setenv("WEFT_PGTEST_BINDIR", t.TempDir())
+	if _, err := BinDir(); err != ErrNoBinaries {
+		t.Fatalf("BinDir in an empty directory: %v, want ErrNoBinaries", err)
+	}
+	if !strings.Contains(ErrNoBinaries.Error(), "apt-get install postgresql") {
+		t.Errorf("message %q does not name the package", ErrNoBinaries)
+	}
+	var sub *testing.T
+	t.Run("Start", func(t *testing.T) {
+		sub = t
+		Start(t, Options{})
+		t.Error("did not skip")
+	})
+	if !sub.Skipped() {
+		t.Error("Start without binaries: not skipped")
+	}
+}

@@ -15,7 +15,7 @@ var shared struct {
 	mu      sync.Mutex
 	enabled bool // Main is running the package's tests
 	srv     *Server
-	err     error // why the shared server could not start, sticky
+	err     error // why the shared server could not start (kept, except ErrNoBinaries)
 }
 
 // Main runs a test package's tests (call it from TestMain) and lets NewDB
@@ -54,6 +54,9 @@ func NewDB(t testing.TB) string {
 		shared.srv, shared.err = New(Options{})
 	}
 	srv, err := shared.srv, shared.err
+	if errors.Is(err, ErrNoBinaries) {
+		shared.err = nil // looked for again by the next test
+	}
 	shared.mu.Unlock()
 	if errors.Is(err, ErrNoBinaries) {
 		t.Skip(err.Error())
