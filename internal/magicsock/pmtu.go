@@ -97,7 +97,13 @@ func (p *peer) probeLocked(c *Conn, cd *candidate, now time.Time) {
 	pr.at, pr.best = now, 0
 	if err != nil {
 		c.log.Debug("path MTU of route unknown; not probing", "addr", cd.addr, "err", err)
-		return
+		limit = 0
+	}
+	if limit < probeSizes[len(probeSizes)-1] && pr.size != 0 {
+		// No probe fits what the host lets out whole: nothing
+		// larger than the minimum is confirmed any more.
+		c.log.Info("path MTU", "peer", p.key.ShortString(), "addr", cd.addr, "size", 0, "was", pr.size, "route_mtu", limit)
+		pr.size = 0
 	}
 	for _, size := range probeSizes {
 		if size > limit {

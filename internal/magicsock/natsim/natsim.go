@@ -57,6 +57,8 @@ type Network struct {
 	// tap, if set, sees every packet sent, before any routing.
 	tap   func(src, dst netip.AddrPort, size int)
 	delay time.Duration
+	// maxPayload, if not zero, drops packets with a larger payload.
+	maxPayload int
 
 	Stats Stats
 }
@@ -105,6 +107,15 @@ func (n *Network) SetDrop(f func(src, dst netip.AddrPort) bool) {
 func (n *Network) SetTap(f func(src, dst netip.AddrPort, size int)) {
 	n.mu.Lock()
 	n.tap = f
+	n.mu.Unlock()
+}
+
+// SetMaxPayload makes the network drop every later packet whose UDP
+// payload is larger than n bytes, as a hop with a small MTU drops a
+// packet with Don't Fragment set; 0 lifts the limit.
+func (n *Network) SetMaxPayload(size int) {
+	n.mu.Lock()
+	n.maxPayload = size
 	n.mu.Unlock()
 }
 
@@ -365,7 +376,7 @@ func (n *Network) send(s *socket, dst netip.AddrPort, b []byte) {
 		n.mu.Unlock()
 		return
 	}
-	if n.drop != nil && n.drop(src, dst) {
+	if (n.drop != nil && n.drop(src, dst)) || (n.maxPayload > 0 && len(b) > n.maxPayload) {
 		n.Stats.Dropped++
 		n.mu.Unlock()
 		return
