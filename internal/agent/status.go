@@ -148,14 +148,15 @@ func (e *Engine) drops() *localapi.Drops {
 func (e *Engine) buffers() *localapi.BufferStats {
 	s := e.bound.Stats()
 	return &localapi.BufferStats{
-		Max:          s.Max,
-		InFlightOut:  s.InFlight[inflight.Out],
-		InFlightIn:   s.InFlight[inflight.In],
-		WaitsOut:     s.Waits[inflight.Out],
-		WaitsIn:      s.Waits[inflight.In],
-		ForgottenOut: s.Forgotten[inflight.Out],
-		ForgottenIn:  s.Forgotten[inflight.In],
-		RelayedDrops: e.conn.InjectDrops(),
+		Max:            s.Max,
+		InFlightOut:    s.InFlight[inflight.Out],
+		InFlightIn:     s.InFlight[inflight.In],
+		WaitsOut:       s.Waits[inflight.Out],
+		WaitsIn:        s.Waits[inflight.In],
+		ForgottenOut:   s.Forgotten[inflight.Out],
+		ForgottenIn:    s.Forgotten[inflight.In],
+		RelayedDrops:   e.conn.InjectDrops(),
+		RelaySendDrops: e.relays.SendDrops(),
 	}
 }
 

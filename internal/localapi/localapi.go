@@ -143,6 +143,9 @@ type BufferStats struct {
 	// RelayedDrops are packets from the relay dropped because the
 	// device did not take them fast enough.
 	RelayedDrops uint64 `json:"relayed_drops"`
+	// RelaySendDrops are packets for the relay dropped because its
+	// send queue was full.
+	RelaySendDrops uint64 `json:"relay_send_drops"`
 }
 
 // Drops counts, since the node went up, packets this node's data plane

@@ -37,6 +37,7 @@ var (
 	bpWaits      = prometheus.NewDesc("weft_dataplane_backpressure_waits_total", "Reads of the TUN (out) or the socket (in) that waited for room in the in-flight bound; the kernel's queue drops what does not fit meanwhile.", []string{"dir"}, nil)
 	forgotten    = prometheus.NewDesc("weft_dataplane_forgotten_packets_total", "Packets the WireGuard device dropped inside, taken out of the in-flight count after a stall.", []string{"dir"}, nil)
 	relayedDrops = prometheus.NewDesc("weft_dataplane_relayed_drops_total", "Packets from the relay dropped because the WireGuard device did not take them fast enough.", nil, nil)
+	relaySend    = prometheus.NewDesc("weft_dataplane_relay_send_drops_total", "Packets for the relay dropped because a region's send queue (512) was full.", nil, nil)
 	sampleTime   = prometheus.NewDesc("weft_health_sample_timestamp_seconds", "When the latest health sample was taken.", nil, nil)
 )
 
@@ -91,6 +92,7 @@ func collectStatus(ch chan<- prometheus.Metric, st *localapi.Status) {
 		counter(forgotten, b.ForgottenOut, "out")
 		counter(forgotten, b.ForgottenIn, "in")
 		counter(relayedDrops, b.RelayedDrops)
+		counter(relaySend, b.RelaySendDrops)
 	}
 }
 

@@ -58,6 +58,10 @@ type Manager struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup // the idle reaper and each region's receiver
 
+	// sendDrops counts packets Send dropped because a region's send
+	// queue was full.
+	sendDrops atomic.Uint64
+
 	mu       sync.Mutex
 	relayMap *wire.RelayMap
 	home     int // 0: none yet
@@ -171,8 +175,16 @@ func (m *Manager) Send(region int, dst key.NodePublic, pkt []byte) error {
 		return err
 	}
 	rc.lastUsed.Store(time.Now().UnixNano())
-	return rc.client.Send(dst, pkt)
+	err = rc.client.Send(dst, pkt)
+	if errors.Is(err, ErrQueueFull) {
+		m.sendDrops.Add(1)
+	}
+	return err
 }
+
+// SendDrops counts the packets Send dropped because a region's send queue
+// (512 packets, also while connecting) was full.
+func (m *Manager) SendDrops() uint64 { return m.sendDrops.Load() }
 
 // Ping measures the round trip to region's relay, connecting first if
 // needed (connecting is not counted). It is how the agent measures regions

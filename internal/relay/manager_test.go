@@ -249,3 +249,37 @@ func TestManagerTellsWhenHomeLost(t *testing.T) {
 	default:
 	}
 }
+
+// TestManagerSendQueueBoundedAndCounted: while a region's relay cannot be
+// reached, packets wait in its send queue up to its bound; the rest are
+// dropped and counted, never queued beyond it.
+func TestManagerSendQueueBoundedAndCounted(t *testing.T) {
+	unreachable := func(ctx context.Context, network, addr string) (net.Conn, error) {
+		<-ctx.Done()
+		return nil, ctx.Err()
+	}
+	m, err := NewManager(ManagerOptions{
+		NodeKey: key.NewNode(),
+		Dialer:  unreachable,
+		RelayMap: &wire.RelayMap{Regions: map[int]*wire.RelayRegion{
+			1: {ID: 1, Nodes: []*wire.RelayNode{relayNode(t, 1, "http://relay.test:80")}},
+		}},
+		OnRecv: func(int, key.NodePublic, []byte) {},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	dst := key.NewNode().Public()
+	full := 0
+	for range sendQueueLen + 5 {
+		if err := m.Send(1, dst, []byte("packet")); errors.Is(err, ErrQueueFull) {
+			full++
+		} else if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if full != 5 || m.SendDrops() != 5 {
+		t.Errorf("%d sends refused, %d drops counted; want 5 and 5 past a queue of %d", full, m.SendDrops(), sendQueueLen)
+	}
+}
