@@ -207,7 +207,15 @@ func endpointFilter(nm *controlclient.NetMap, rp node.RoutePrefs, local []netip.
 // reachableFilter is endpointFilter for the engine's host; it also tells
 // guardedBind which destinations to refuse, since a peer can still name
 // such an endpoint in a call-me-maybe.
+//
+// On Linux nothing is filtered: accepted subnet routes live in weft's own
+// routing table, which weft's marked sockets skip (osnet.OwnSubnetTable),
+// so such an endpoint is reached over the physical network like any other.
 func (e *Engine) reachableFilter(nm *controlclient.NetMap, rp node.RoutePrefs) func(*wire.Node) *wire.Node {
+	if osnet.OwnSubnetTable {
+		e.rs.tunneled.Store(nil)
+		return func(n *wire.Node) *wire.Node { return n }
+	}
 	local := localPrefixes(e.router.Name())
 	routes := tunneledRoutes(nm, rp, local)
 	e.rs.tunneled.Store(&routes)

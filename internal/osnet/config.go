@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"runtime"
 	"slices"
 
 	"weft/internal/tailnet"
@@ -24,14 +25,22 @@ const (
 	// DefaultMarkMask are compared, so other software may use the rest.
 	DefaultMark     uint32 = 0x57000000
 	DefaultMarkMask uint32 = 0xff000000
-	// DefaultTable is weft's routing table (0x5746, "WF"); it only holds
-	// the exit node's default routes.
+	// DefaultTable is weft's routing table (0x5746, "WF"); it holds the
+	// exit node's default routes and the accepted subnet routes, behind
+	// the mark rule that keeps weft's own sockets out of it.
 	DefaultTable = 22342
 	// DefaultRulePriority is the priority of weft's first policy rule; the
 	// second is DefaultRulePriority+1. Both sit well before the main table
 	// (32766) and apart from the ranges other VPN software commonly uses.
 	DefaultRulePriority = 5740
 )
+
+// OwnSubnetTable reports whether accepted subnet routes live in weft's
+// own routing table behind the mark rule (Linux), so that weft's marked
+// sockets reach a relay, a STUN server or a peer's endpoint inside an
+// accepted subnet over the physical network. Elsewhere they are routes on
+// the TUN that weft's own sockets would follow into the tunnel.
+const OwnSubnetTable = runtime.GOOS == "linux"
 
 // Options fix a Router's device and numbers for its whole life. The zero
 // value uses the defaults above.

@@ -216,9 +216,9 @@ func (r *Router) Apply(cfg Config) error {
 	}
 	var pr problems
 	r.applyLinkLocked(link, cfg, &pr)
-	r.applyExitClientLocked(link, cfg, &pr)
+	policyOn := r.applyPolicyLocked(link, cfg, &pr)
 	r.applyForwardingLocked(cfg, &pr)
-	r.applyFirewallLocked(cfg, &pr)
+	r.applyFirewallLocked(cfg, policyOn, &pr)
 	if !cfg.forwards() {
 		pr.err(r.inNS(func() error { return r.saved.restore(r.sys, sysctlIPv4Forward, sysctlIPv6Forward) }))
 	}
@@ -251,35 +251,79 @@ func (p *problems) warn(e error) {
 	}
 }
 
-// applyLinkLocked puts the node's addresses on the TUN and the tailnet and
-// subnet routes in the main table. r.mu is held.
+// applyLinkLocked puts the node's addresses on the TUN and the tailnet
+// routes in the main table. r.mu is held.
 func (r *Router) applyLinkLocked(link netlink.Link, cfg Config, pr *problems) {
 	pr.err(syncAddrs(r.opts.Logger, r.h, link, r.families(cfg.Addresses)))
-	mainRoutes := slices.Concat(cfg.TailnetRoutes, cfg.SubnetRoutes)
-	conflicts, err := syncLinkRoutes(r.opts.Logger, r.h, link, tableMain, r.families(normPrefixes(mainRoutes, true)))
+	_, err := syncLinkRoutes(r.opts.Logger, r.h, link, tableMain, r.families(cfg.TailnetRoutes))
 	pr.err(err)
-	for _, p := range conflicts {
-		pr.warn(fmt.Errorf("route %s from the tailnet is not used because this host already has a route for it (the local network wins); ask the route's owner to advertise a different range", p))
-	}
 }
 
-// applyExitClientLocked sets up or tears down the exit-node client: the
-// default routes in weft's table, the rules that lead there, and
-// src_valid_mark. Routes go in before the rules that lead to them and come
-// out after, so no packet is sent to an empty table. r.mu is held.
-func (r *Router) applyExitClientLocked(link netlink.Link, cfg Config, pr *problems) {
+// applyPolicyLocked sets up or tears down what lives in weft's own
+// routing table: the exit node's default routes and the accepted subnet
+// routes, the rules that lead there, and src_valid_mark. Both sit behind
+// the mark rule, so weft's own sockets never follow them and reach a
+// relay, a STUN server or a peer's endpoint inside an accepted subnet over
+// the physical network. Routes go in before the rules that lead to them
+// and come out after, so no packet is sent to an empty table. It reports
+// whether the rules are in place. r.mu is held.
+func (r *Router) applyPolicyLocked(link netlink.Link, cfg Config, pr *problems) bool {
+	subnets, shadowed := r.unshadowed(link, r.families(cfg.SubnetRoutes))
+	for _, p := range shadowed {
+		pr.warn(fmt.Errorf("route %s from the tailnet is not used because this host already has a route for it (the local network wins); ask the route's owner to advertise a different range", p))
+	}
+	want := subnets
 	if cfg.ExitNode {
-		_, err := syncLinkRoutes(r.opts.Logger, r.h, link, r.pol.table, r.families(tailnet.ExitRoutes()))
+		want = normPrefixes(slices.Concat(want, r.families(tailnet.ExitRoutes())), true)
+	}
+	if len(want) > 0 {
+		_, err := syncLinkRoutes(r.opts.Logger, r.h, link, r.pol.table, want)
 		pr.err(err)
-		pr.err(r.syncAllRules(true, cfg.ExitNodeAllowLAN))
+		// Without an exit node (or with LAN access) the main table is
+		// asked first for all but its default route, so the LAN and every
+		// other route of the host win over an accepted subnet, as they
+		// did when subnet routes lived in the main table.
+		pr.err(r.syncAllRules(true, !cfg.ExitNode || cfg.ExitNodeAllowLAN))
 		if err := r.inNS(func() error { return r.saved.turnOn(r.sys, sysctlSrcValidMark) }); err != nil {
 			pr.warn(fmt.Errorf("replies to weft's own traffic may be dropped by strict reverse-path filtering: %w", err))
 		}
-		return
+		return true
 	}
 	pr.err(r.syncAllRules(false, false))
 	pr.err(flushTable(r.opts.Logger, r.h, r.pol.table))
 	pr.err(r.inNS(func() error { return r.saved.restore(r.sys, sysctlSrcValidMark) }))
+	return false
+}
+
+// unshadowed splits accepted subnet routes into those weft routes into
+// the TUN and those the host already has a main-table route for, on
+// another interface (a peer advertises the local LAN's range): there the
+// host's own route wins and weft leaves the prefix alone.
+func (r *Router) unshadowed(link netlink.Link, subnets []netip.Prefix) (use, shadowed []netip.Prefix) {
+	if len(subnets) == 0 {
+		return nil, nil
+	}
+	routes, err := r.h.RouteListFiltered(unix.AF_UNSPEC, &netlink.Route{Table: tableMain}, netlink.RT_FILTER_TABLE)
+	if err != nil {
+		return subnets, nil // the rules still let the host's routes win
+	}
+	host := map[netip.Prefix]bool{}
+	for _, rt := range routes {
+		if rt.LinkIndex == link.Attrs().Index {
+			continue
+		}
+		if p, ok := routeDst(rt); ok {
+			host[p] = true
+		}
+	}
+	for _, p := range subnets {
+		if host[p] {
+			shadowed = append(shadowed, p)
+		} else {
+			use = append(use, p)
+		}
+	}
+	return use, shadowed
 }
 
 // applyForwardingLocked turns IP forwarding on for an exit node or subnet
@@ -302,9 +346,11 @@ func (r *Router) applyForwardingLocked(cfg Config, pr *problems) {
 }
 
 // applyFirewallLocked brings weft's nftables table to what cfg needs, if
-// it differs from what was last applied. r.mu is held.
-func (r *Router) applyFirewallLocked(cfg Config, pr *problems) {
-	spec := natSpec{MarkReplies: cfg.ExitNode, Mark: r.pol.mark, MarkMask: r.pol.mask}
+// it differs from what was last applied; markReplies asks for the chains
+// that give replies to weft's marked sockets the mark back (needed while
+// weft's policy rules are in place). r.mu is held.
+func (r *Router) applyFirewallLocked(cfg Config, markReplies bool, pr *problems) {
+	spec := natSpec{MarkReplies: markReplies, Mark: r.pol.mark, MarkMask: r.pol.mask}
 	if cfg.forwards() {
 		spec.Forward, spec.TUN, spec.Tailnet = true, r.opts.TUNName, cfg.TailnetRoutes
 		if cfg.NoSNATSubnetRoutes {
