@@ -2,11 +2,16 @@ package store
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
+	"net/netip"
 	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"weft/internal/wire"
 )
 
 // TestRolesAndKeyOwners: users start as members, can be made admins, and
@@ -129,6 +134,61 @@ func TestOIDCUsers(t *testing.T) {
 		u, err := f.s.GetUser(ctx, "alice-2")
 		if err != nil || !slices.Equal(u.Groups, []string{"ops"}) {
 			t.Fatalf("after reopen: %+v %v", u, err)
+		}
+	})
+}
+
+// TestListNodesPage: walking the pages gives exactly ListNodes (routes
+// included), also filtered by user, on every backend.
+func TestListNodesPage(t *testing.T) {
+	forEachStore(t, func(t *testing.T, f *fixture) {
+		ctx := context.Background()
+		f.user("alice")
+		f.user("bob")
+		ka, kb := f.key(AuthKeyRequest{User: "alice", Reusable: true}), f.key(AuthKeyRequest{User: "bob", Reusable: true})
+		for i := range 7 {
+			k := ka
+			if i%3 == 0 {
+				k = kb
+			}
+			n := f.register(k, fmt.Sprintf("n%d", i))
+			if i == 4 {
+				if _, err := f.s.SetAdvertisedRoutes(ctx, n.ID, []netip.Prefix{netip.MustParsePrefix("10.0.0.0/24")}); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		all, err := f.s.ListNodes(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, user := range []string{"", "bob"} {
+			var want, got []Node
+			for _, n := range all {
+				if user == "" || n.User == user {
+					want = append(want, n)
+				}
+			}
+			after := wire.NodeID(0)
+			for {
+				page, err := f.s.ListNodesPage(ctx, NodePage{After: after, User: user, Limit: 2})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if len(page) == 0 {
+					break
+				}
+				got = append(got, page...)
+				after = page[len(page)-1].ID
+			}
+			gj, _ := json.Marshal(got)
+			wj, _ := json.Marshal(want)
+			if len(got) == 0 || string(gj) != string(wj) {
+				t.Fatalf("user %q: pages\n%v\nwant\n%v", user, got, want)
+			}
+		}
+		if _, err := f.s.ListNodesPage(ctx, NodePage{}); !errors.Is(err, ErrInvalid) {
+			t.Fatalf("limit 0: %v", err)
 		}
 	})
 }

@@ -151,6 +151,61 @@ func (s *sqlStore) ListNodes(ctx context.Context) ([]Node, error) {
 	return nodes, nil
 }
 
+// NodePage selects a page of nodes in ID order for ListNodesPage.
+type NodePage struct {
+	After wire.NodeID // only nodes with a larger ID
+	User  string      // only this user's nodes; "" for all
+	Limit int         // at most this many; must be positive
+}
+
+func (s *sqlStore) ListNodesPage(ctx context.Context, q NodePage) ([]Node, error) {
+	if q.Limit <= 0 {
+		return nil, fmt.Errorf("store: ListNodesPage: %w: limit %d", ErrInvalid, q.Limit)
+	}
+	query := `SELECT ` + nodeColumns + ` WHERE n.id > ?`
+	args := []any{q.After}
+	if q.User != "" {
+		query += ` AND u.name = ?`
+		args = append(args, q.User)
+	}
+	query += ` ORDER BY n.id LIMIT ?`
+	args = append(args, q.Limit)
+	var nodes []Node
+	err := s.read(ctx, func(tx *dbTx) error {
+		rows, err := tx.QueryContext(ctx, query, args...)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			n, err := scanNode(rows)
+			if err != nil {
+				return err
+			}
+			nodes = append(nodes, n)
+		}
+		if err := rows.Err(); err != nil || len(nodes) == 0 {
+			return err
+		}
+		rs, err := loadRouteRange(ctx, tx, nodes[0].ID, nodes[len(nodes)-1].ID)
+		if err != nil {
+			return err
+		}
+		byNode := make(map[wire.NodeID][]Route)
+		for _, r := range rs {
+			byNode[r.NodeID] = append(byNode[r.NodeID], r)
+		}
+		for i := range nodes {
+			nodes[i].setRoutes(byNode[nodes[i].ID])
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("store: ListNodesPage: %w", err)
+	}
+	return nodes, nil
+}
+
 func (s *sqlStore) Register(ctx context.Context, req RegisterRequest) (Node, error) {
 	r, err := s.newRegistration(req)
 	if err != nil {

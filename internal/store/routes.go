@@ -24,12 +24,20 @@ func ValidatePrefix(p netip.Prefix) error {
 // loadRoutes returns the routes of node id, or of all nodes when id is 0,
 // ordered by node ID and prefix.
 func loadRoutes(ctx context.Context, tx *dbTx, id wire.NodeID) ([]Route, error) {
-	q := `SELECT r.node_id, n.name, r.prefix, r.advertised, r.approved, r.auto_approved_by FROM routes r JOIN nodes n ON n.id = r.node_id`
-	var args []any
 	if id != 0 {
-		q += ` WHERE r.node_id = ?`
-		args = append(args, id)
+		return queryRoutes(ctx, tx, ` WHERE r.node_id = ?`, id)
 	}
+	return queryRoutes(ctx, tx, "")
+}
+
+// loadRouteRange returns the routes of the nodes with IDs from first to
+// last.
+func loadRouteRange(ctx context.Context, tx *dbTx, first, last wire.NodeID) ([]Route, error) {
+	return queryRoutes(ctx, tx, ` WHERE r.node_id >= ? AND r.node_id <= ?`, first, last)
+}
+
+func queryRoutes(ctx context.Context, tx *dbTx, where string, args ...any) ([]Route, error) {
+	q := `SELECT r.node_id, n.name, r.prefix, r.advertised, r.approved, r.auto_approved_by FROM routes r JOIN nodes n ON n.id = r.node_id` + where
 	rows, err := tx.QueryContext(ctx, q, args...)
 	if err != nil {
 		return nil, err

@@ -244,6 +244,10 @@ type Store interface {
 	GetNodeByMachineKey(ctx context.Context, mk key.MachinePublic) (Node, error)
 	GetNodeByNodeKey(ctx context.Context, nk key.NodePublic) (Node, error)
 	ListNodes(ctx context.Context) ([]Node, error)
+	// ListNodesPage lists one page of nodes in ID order (q.Limit > 0,
+	// else ErrInvalid), reading only that page: the REST API's paging of
+	// a large tailnet.
+	ListNodesPage(ctx context.Context, q NodePage) ([]Node, error)
 	// RotateNodeKey replaces the node key of a node, keeping its ID, name,
 	// addresses and key expiry. The new key must not belong to another
 	// node (ErrExists).
