@@ -67,7 +67,7 @@ func newDaemonCmd(g *globals) *cobra.Command {
 	cmd.Flags().Uint16Var(&port, "port", 0, "UDP port for WireGuard and discovery; 0 binds the port the last run used (kept in the state dir), or a random free one")
 	cmd.Flags().BoolVar(&verbose, "verbose", false, "log debug detail")
 	cmd.Flags().BoolVar(&noDataPlane, "no-data-plane", false, "run the control plane only: no TUN, no WireGuard, no host changes (tests, debugging)")
-	cmd.Flags().StringVar(&memoryLimit, "memory-limit", "", "the daemon's memory limit, such as 48MiB, for small machines: the Go heap is kept under it and the WireGuard device holds fewer packets in flight, which costs throughput (docs/benchmarks.md); default "+sizeString(agent.DefaultMemoryLimit)+", or $GOMEMLIMIT")
+	cmd.Flags().StringVar(&memoryLimit, "memory-limit", "", "the daemon's memory limit, such as 48MiB, for small machines: the Go heap is kept under it and the WireGuard device holds fewer packets in flight, which costs throughput (docs/benchmarks.md); default "+sizeString(agent.DefaultMemoryLimit)+" with a kernel TUN, or $GOMEMLIMIT")
 	cmd.Flags().StringVar(&metricsListen, "metrics-listen", "", "address such as 127.0.0.1:9543 to serve Prometheus metrics on (docs/metrics.md); off when empty")
 	cmd.Flags().Uint16Var(&speedtestPort, "speedtest-port", speedtest.DefaultPort, "TCP port on this node's tailnet address where peers run weft speedtest; 0 turns it off")
 	cmd.Flags().DurationVar(&hs.interval, "health-interval", sampler.DefaultInterval, "time between health samples (weft health stats)")
@@ -115,7 +115,7 @@ type healthSampling struct {
 func runDaemon(ctx context.Context, g *globals, o daemonOptions) error {
 	started := time.Now()
 	stateDir := o.stateDir
-	o.memory.apply()
+	o.memory.apply(o.kernel())
 	level := slog.LevelInfo
 	if o.verbose {
 		level = slog.LevelDebug

@@ -15,6 +15,9 @@ import (
 type memoryPlan struct {
 	limit    int64 // 0: leave the runtime's ($GOMEMLIMIT) alone
 	inFlight int
+	// byDefault is set when neither --memory-limit nor $GOMEMLIMIT
+	// chose the limit.
+	byDefault bool
 }
 
 // parseMemoryLimit reads --memory-limit. Empty means the default: the
@@ -24,7 +27,7 @@ func parseMemoryLimit(s string, getenv func(string) string) (memoryPlan, error) 
 	if s == "" {
 		env := getenv("GOMEMLIMIT")
 		if env == "" || env == "off" {
-			return memoryPlan{limit: agent.DefaultMemoryLimit, inFlight: 0}, nil
+			return memoryPlan{limit: agent.DefaultMemoryLimit, byDefault: true}, nil
 		}
 		n, err := parseSize(env)
 		if err != nil {
@@ -47,9 +50,13 @@ func parseMemoryLimit(s string, getenv func(string) string) (memoryPlan, error) 
 	return memoryPlan{limit: n, inFlight: inFlight}, nil
 }
 
-// apply sets the process's Go memory limit.
-func (p memoryPlan) apply() {
-	if p.limit > 0 {
+// apply sets the process's Go memory limit. The default limit is sized
+// for the kernel data plane's buffers; a userspace network stack keeps
+// TCP buffers of several MB per connection beside them, which it does not
+// count, so there (and with no data plane) only a limit that was asked
+// for is set.
+func (p memoryPlan) apply(kernel bool) {
+	if p.limit > 0 && (kernel || !p.byDefault) {
 		debug.SetMemoryLimit(p.limit)
 	}
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"runtime/debug"
 	"strings"
 	"testing"
 
@@ -14,8 +15,8 @@ func TestParseMemoryLimit(t *testing.T) {
 		want            memoryPlan
 		wantErr         string
 	}{
-		{name: "default", want: memoryPlan{limit: agent.DefaultMemoryLimit}},
-		{name: "GOMEMLIMIT off", env: "off", want: memoryPlan{limit: agent.DefaultMemoryLimit}},
+		{name: "default", want: memoryPlan{limit: agent.DefaultMemoryLimit, byDefault: true}},
+		{name: "GOMEMLIMIT off", env: "off", want: memoryPlan{limit: agent.DefaultMemoryLimit, byDefault: true}},
 		{name: "flag", flag: "48MiB", want: memoryPlan{limit: 48 << 20, inFlight: 85}},
 		{name: "flag in MB", flag: "100MB", want: memoryPlan{limit: 100e6, inFlight: inflight.DefaultMax}},
 		{name: "flag wins over env", flag: "48MiB", env: "1GiB", want: memoryPlan{limit: 48 << 20, inFlight: 85}},
@@ -52,5 +53,31 @@ func TestParseSize(t *testing.T) {
 		if err != nil || got != tc.want {
 			t.Errorf("parseSize(%q) = %d, %v; want %d", tc.in, got, err, tc.want)
 		}
+	}
+}
+
+// TestMemoryPlanApply: the default limit is set only with a kernel TUN; a
+// limit that was asked for is set always.
+func TestMemoryPlanApply(t *testing.T) {
+	before := debug.SetMemoryLimit(-1)
+	t.Cleanup(func() { debug.SetMemoryLimit(before) })
+	for _, tc := range []struct {
+		name   string
+		plan   memoryPlan
+		kernel bool
+		want   int64
+	}{
+		{"default, kernel", memoryPlan{limit: 56 << 20, byDefault: true}, true, 56 << 20},
+		{"default, userspace", memoryPlan{limit: 56 << 20, byDefault: true}, false, before},
+		{"asked for, userspace", memoryPlan{limit: 48 << 20}, false, 48 << 20},
+		{"from $GOMEMLIMIT", memoryPlan{inFlight: 64}, true, before},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			debug.SetMemoryLimit(before)
+			tc.plan.apply(tc.kernel)
+			if got := debug.SetMemoryLimit(-1); got != tc.want {
+				t.Errorf("memory limit %d, want %d", got, tc.want)
+			}
+		})
 	}
 }
