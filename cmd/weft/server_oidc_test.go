@@ -78,6 +78,15 @@ func TestServerOIDCLogin(t *testing.T) {
 		}
 	}()
 	browser := func() *http.Client { jar, _ := cookiejar.New(nil); return &http.Client{Jar: jar} }
+	get := func(u string) (int, string) {
+		resp, err := http.Get(u)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
 	code, body, err := p.SignIn(browser(), loginURL, "alice", "pw")
 	if err != nil || code != 200 || !strings.Contains(body, "Signed in as alice") {
 		t.Fatalf("alice signs in for the node: %d %v %s", code, err, body)
@@ -110,8 +119,21 @@ func TestServerOIDCLogin(t *testing.T) {
 
 	// Same email, another subject: another user, signed in to the
 	// console as a member who sees none of alice's nodes.
-	if code, body, err := p.SignIn(browser(), url+"/oidc/console", "mallory", "pw"); err != nil || code != 200 || !strings.Contains(body, `id="signout"`) || strings.Contains(body, "jeju") {
+	if code, body := get(url + "/admin/"); code != http.StatusUnauthorized || !strings.Contains(body, `href="/oidc/console"`) {
+		t.Fatalf("console sign-in page without the identity provider button: %d %s", code, body)
+	}
+	mb := browser()
+	if code, body, err := p.SignIn(mb, url+"/oidc/console", "mallory", "pw"); err != nil || code != 200 || !strings.Contains(body, "/admin/") {
 		t.Fatalf("mallory signs in to the console: %d %v %s", code, err, body)
+	}
+	resp, err := mb.Get(url + "/admin/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	page, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !strings.Contains(string(page), `id="signout"`) || strings.Contains(string(page), "jeju") {
+		t.Fatalf("mallory's console: %d %s", resp.StatusCode, page)
 	}
 	var us []store.User
 	json.Unmarshal([]byte(admin("users", "list", "--json")), &us)

@@ -244,3 +244,44 @@ func TestMemberSeesOwnNodes(t *testing.T) {
 		}
 	}
 }
+
+// TestBadBodyEveryEndpoint: every endpoint that takes a body refuses, with
+// a 4xx and a message, a body of the wrong JSON type, an unknown field,
+// a field of the wrong type, JSON cut short and a body over 1 MiB, and
+// changes nothing (not even the audit log).
+func TestBadBodyEveryEndpoint(t *testing.T) {
+	e := newEnv(t)
+	before := e.state()
+	bodies := []struct {
+		name, body string
+		status     int
+	}{
+		{"array", `[]`, 400},
+		{"unknown field", `{"bogus":1}`, 400},
+		{"number for a string", `{"name":1,"user":1,"role":1,"body":1,"source":1,"prefixes":1,"tags":1}`, 400},
+		{"cut short", `{"name":`, 400},
+		{"over 1 MiB", `{"name":"` + strings.Repeat("x", MaxBody) + `"}`, 413},
+	}
+	seen := map[string]bool{}
+	for _, c := range accessCases {
+		if c.body == "" || c.admin/100 != 2 || seen[c.pattern] {
+			continue
+		}
+		seen[c.pattern] = true
+		for _, b := range bodies {
+			t.Run(c.pattern+"/"+b.name, func(t *testing.T) {
+				code, body, _ := e.do(c.method, "/api/v1"+e.fill(c.path), e.live, b.body)
+				var er adminapi.ErrorReply
+				if code != b.status || json.Unmarshal([]byte(body), &er) != nil || er.Message == "" {
+					t.Fatalf("status %d %.200s; want %d with a message", code, body, b.status)
+				}
+			})
+		}
+	}
+	if len(seen) < 8 {
+		t.Fatalf("only %d endpoints with bodies checked", len(seen))
+	}
+	if after := e.state(); before.json(t) != after.json(t) {
+		t.Fatalf("bad bodies changed state:\nbefore %s\nafter  %s", before.json(t), after.json(t))
+	}
+}
