@@ -361,8 +361,16 @@ func TestLabExitNodeAndSubnetRoute(t *testing.T) {
 		if err := l.tn.StartDaemon(ctx, "busan"); err != nil {
 			t.Fatal(err)
 		}
-		if found := l.leftovers("busan"); len(found) != 0 {
-			t.Errorf("after a restart busan still has: %q", found)
+		// The daemon takes its socket first (one daemon per socket) and
+		// cleans up right after, so the socket may accept before the
+		// cleanup is done: wait for it, but not forever.
+		var found []string
+		err = scenario.WaitFor(ctx, 20*time.Second, "busan's leftovers cleaned by the restarted daemon", func() (bool, error) {
+			found = l.leftovers("busan")
+			return len(found) == 0, nil
+		})
+		if err != nil {
+			t.Errorf("after a restart busan still has: %q (%v)", found, err)
 		}
 	})
 }
