@@ -368,10 +368,19 @@ func TestDiscoAmplification(t *testing.T) {
 		r.in = 0
 		r.mu.Unlock()
 		r.send(&disco.PortGuess{Public: attackerEP, Sockets: 65535, Probes: 65535, WindowMS: 65535})
+		// Opening 256 sockets takes a while on a loaded machine under
+		// -race: wait for the first ping (all go out together), then
+		// for the round to end.
+		sent := func() bool {
+			r.mu.Lock()
+			defer r.mu.Unlock()
+			return r.byDst[attackerEP] > 0
+		}
+		for deadline := time.Now().Add(10 * time.Second); !sent() && time.Now().Before(deadline); {
+			time.Sleep(10 * time.Millisecond)
+		}
 		settle()
-		r.mu.Lock()
-		defer r.mu.Unlock()
-		return r.byDst[attackerEP] > 0
+		return sent()
 	}, true, false, netip.AddrPort{})
 	measure("port-guess ready (easy side, own round, once per cooldown)", 1220, func(r *attackRig) bool {
 		// A packet to the peer makes it in use; discovery then starts

@@ -59,6 +59,10 @@ type guessRound struct {
 	hard     bool // we are the hard side (we open the sockets)
 	deadline time.Time
 	probing  bool          // easy side: the prober runs
+	// opening: hard side, the sockets are still being opened; the
+	// window starts once they are, so a slow machine does not spend
+	// it before the first ping.
+	opening bool
 	stop     chan struct{} // closed when the round ends
 	sent     int           // packets sent in the round
 }
@@ -177,7 +181,7 @@ func (p *peer) handleGuessLocked(c *Conn, m *disco.PortGuess, src source, now ti
 func (p *peer) startHardRoundLocked(c *Conn, public netip.AddrPort, sockets, region int, now time.Time) {
 	b := c.opts.Guess
 	n := min(sockets, b.Sockets)
-	r := &guessRound{hard: true, deadline: now.Add(b.Window), stop: make(chan struct{})}
+	r := &guessRound{hard: true, opening: true, deadline: now.Add(b.Window), stop: make(chan struct{})}
 	p.guess = r
 	p.guessNotAfter = now.Add(c.timers.Reprobe)
 	c.wg.Add(1)
@@ -309,6 +313,8 @@ func (c *Conn) openGuessSockets(p *peer, r *guessRound, target netip.AddrPort, n
 		return
 	}
 	now := time.Now()
+	r.opening = false
+	r.deadline = now.Add(c.opts.Guess.Window)
 	p.addCandidateLocked(target, nil, "guess")
 	c.rebuildAddrsLocked()
 	for _, pc := range socks {

@@ -301,7 +301,7 @@ func (p *peer) maintainLocked(c *Conn, now time.Time) {
 			delete(p.pings, tx)
 		}
 	}
-	if p.guess != nil && now.After(p.guess.deadline) {
+	if p.guess != nil && !p.guess.opening && now.After(p.guess.deadline) {
 		p.endGuessLocked(c, "window over")
 	}
 	if p.best != nil && !p.trusted(c, p.best, now) {
