@@ -58,13 +58,13 @@ func (c *Conn) roundsLocked(hard bool) int {
 type guessRound struct {
 	hard     bool // we are the hard side (we open the sockets)
 	deadline time.Time
-	probing  bool          // easy side: the prober runs
+	probing  bool // easy side: the prober runs
 	// opening: hard side, the sockets are still being opened; the
 	// window starts once they are, so a slow machine does not spend
 	// it before the first ping.
 	opening bool
-	stop     chan struct{} // closed when the round ends
-	sent     int           // packets sent in the round
+	stop    chan struct{} // closed when the round ends
+	sent    int           // packets sent in the round
 }
 
 // extraSock is an extra UDP socket owned by one peer: a guessing socket,
