@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"weft/internal/key"
 	"weft/internal/store"
@@ -64,9 +65,9 @@ func healthz(t *testing.T, url string) (int, string) {
 }
 
 // TestDatabaseLoss: while the database is down /healthz says so (503 with
-// the reason), registrations are refused in words that say why, and the
-// streams already up keep getting changes from memory; once it is back
-// the server is healthy again by itself.
+// the reason), registrations and new streams are refused in words that
+// say why, and the streams already up keep getting changes from memory;
+// once it is back the server is healthy again by itself.
 func TestDatabaseLoss(t *testing.T) {
 	var ds *downStore
 	h := newHarness(t, func(c *Config) {
@@ -93,6 +94,18 @@ func TestDatabaseLoss(t *testing.T) {
 	}
 	if resp.Error == nil || !strings.Contains(resp.Error.Message, "cannot register nodes now") {
 		t.Fatalf("registration with the database down: %+v, want a refusal saying why", resp.Error)
+	}
+	if err := c.stream(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-c.errc:
+		var em *wire.ErrorMessage
+		if !errors.As(err, &em) || !strings.Contains(em.Message, "cannot start map streams now") {
+			t.Fatalf("a new stream with the database down ended with %v, want a refusal saying why", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("a new stream with the database down was neither served nor refused")
 	}
 	eps := []netip.AddrPort{netip.MustParseAddrPort("203.0.113.9:41641")}
 	if err := b.sendUpdate(&wire.Update{Endpoints: &eps, HomeRegion: -1}); err != nil {

@@ -641,6 +641,9 @@ func (s *Server) startStream(ctx context.Context, conn *noiseconn.Conn, mk key.M
 	}
 	if err != nil {
 		log.Error("loading node", "err", err)
+		if herr := s.Healthy(ctx); herr != nil {
+			return nil, &wire.ErrorMessage{Code: wire.CodeInternal, Message: "the control server cannot start map streams now (" + herr.Error() + "); try again later, or another control server"}
+		}
 		return nil, &wire.ErrorMessage{Code: wire.CodeInternal, Message: "server error; try again later"}
 	}
 	if n.NodeKey != req.NodeKey {
