@@ -2,10 +2,12 @@ package magicdns
 
 import (
 	"context"
+	"errors"
 	"net"
 	"net/netip"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -28,17 +30,33 @@ type upstream struct {
 	seen    chan string // names asked, if not nil
 }
 
+// listenUDPAndTCP opens a UDP and a TCP socket on one loopback port, as a
+// DNS server has. The UDP port is the kernel's pick, which another test's
+// TCP socket may hold: then it tries another.
+func listenUDPAndTCP(t testing.TB) (net.PacketConn, net.Listener) {
+	t.Helper()
+	for range 50 {
+		pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		ln, err := net.Listen("tcp", pc.LocalAddr().String())
+		if err == nil {
+			return pc, ln
+		}
+		pc.Close()
+		if !errors.Is(err, syscall.EADDRINUSE) {
+			t.Fatal(err)
+		}
+	}
+	t.Fatal("no loopback port free for both UDP and TCP after 50 tries")
+	return nil, nil
+}
+
 func startUpstream(t testing.TB) *upstream {
 	t.Helper()
 	u := &upstream{release: make(chan struct{})}
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", pc.LocalAddr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
+	pc, ln := listenUDPAndTCP(t)
 	u.addr = netip.MustParseAddrPort(pc.LocalAddr().String())
 	h := dns.HandlerFunc(u.serve)
 	us := &dns.Server{PacketConn: pc, Handler: h}
@@ -347,14 +365,7 @@ func TestMalformed(t *testing.T) {
 func TestServe(t *testing.T) {
 	r := New(Options{})
 	r.SetConfig(testConfig())
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", pc.LocalAddr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
+	pc, ln := listenUDPAndTCP(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	var allowed atomic.Bool
 	allowed.Store(true)
