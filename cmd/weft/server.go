@@ -128,19 +128,9 @@ func runServer(ctx context.Context, g *globals, o serverOptions) error {
 	if err != nil {
 		return err
 	}
-	ctrl, err := control.New(ctx, control.Config{
-		Health:           health,
-		Store:            st,
-		Key:              serverKey,
-		RelayMap:         relayMap,
-		Logger:           log.With("sub", "control"),
-		EphemeralTimeout: o.ephemeralTimeout,
-		NodeKeyLifetime:  o.nodeKeyLifetime,
-		RegisterRate:     o.registerRate,
-		RegisterBurst:    o.registerBurst,
-		Feed:             feed,
-		PersistInterval:  persist,
-	})
+	ccfg := controlConfig(o, log)
+	ccfg.Store, ccfg.Key, ccfg.RelayMap, ccfg.Health, ccfg.Feed, ccfg.PersistInterval = st, serverKey, relayMap, health, feed, persist
+	ctrl, err := control.New(ctx, ccfg)
 	if err != nil {
 		return err
 	}
@@ -186,6 +176,18 @@ func runServer(ctx context.Context, g *globals, o serverOptions) error {
 	log.Info("weft server running", "listen", ln.Addr().String(), "url", o.serverURL, "key", serverKey.Public().String(), "data", o.dataDir,
 		"db", describeDB(dbURL, o.dataDir))
 	return sg.Wait(ctx, log, shutdownHTTP(hs), func(context.Context) { ctrl.Close() })
+}
+
+// controlConfig is the part of the control server's configuration that
+// comes from the flags; runServer adds what it opened.
+func controlConfig(o serverOptions, log *slog.Logger) control.Config {
+	return control.Config{
+		Logger:           log.With("sub", "control"),
+		EphemeralTimeout: o.ephemeralTimeout,
+		NodeKeyLifetime:  o.nodeKeyLifetime,
+		RegisterRate:     o.registerRate,
+		RegisterBurst:    o.registerBurst,
+	}
 }
 
 // serverFrontDoor is how people reach the server: its TLS configuration
