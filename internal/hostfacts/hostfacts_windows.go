@@ -108,7 +108,7 @@ type wlanConnectionAttributes struct {
 
 const (
 	wlanStateConnected         = 1
-	wlanOpcodeCurrentConection = 7
+	wlanOpcodeCurrentConnection = 7
 )
 
 // wifi reads the signal of the first connected Wi-Fi interface.
@@ -135,7 +135,7 @@ func wifi(facts map[string]float64) {
 		var size uint32
 		var attrs *wlanConnectionAttributes
 		r, _, _ := procWlanQueryInterface.Call(uintptr(h), uintptr(unsafe.Pointer(&ifaces[i].InterfaceGUID)),
-			wlanOpcodeCurrentConection, 0, uintptr(unsafe.Pointer(&size)), uintptr(unsafe.Pointer(&attrs)), 0)
+			wlanOpcodeCurrentConnection, 0, uintptr(unsafe.Pointer(&size)), uintptr(unsafe.Pointer(&attrs)), 0)
 		if r != 0 || attrs == nil {
 			continue
 		}

@@ -11,7 +11,6 @@ import (
 	"regexp"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -19,6 +18,7 @@ import (
 
 	"weft/internal/netlab"
 	"weft/internal/netlab/labtest"
+	"weft/internal/netutil"
 	"weft/internal/scenario"
 )
 
@@ -35,33 +35,24 @@ func forward(t testing.TB, node *netlab.Node, addr string) string {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	t.Cleanup(func() { cancel(); ln.Close(); wg.Wait() })
-	wg.Add(1)
+	done := make(chan struct{})
+	t.Cleanup(func() { cancel(); <-done })
 	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
+		defer close(done)
+		netutil.ServeConns(ctx, ln, func(ctx context.Context, c net.Conn) {
+			defer c.Close()
+			up, err := node.DialContext(ctx, "tcp", addr)
 			if err != nil {
 				return
 			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer c.Close()
-				up, err := node.DialContext(ctx, "tcp", addr)
-				if err != nil {
-					return
-				}
-				defer up.Close()
-				stop := context.AfterFunc(ctx, func() { c.Close(); up.Close() })
-				defer stop()
-				done := make(chan struct{})
-				go func() { io.Copy(up, c); up.(*net.TCPConn).CloseWrite(); close(done) }()
-				io.Copy(c, up)
-				<-done
-			}()
-		}
+			defer up.Close()
+			stop := context.AfterFunc(ctx, func() { c.Close(); up.Close() })
+			defer stop()
+			copied := make(chan struct{})
+			go func() { io.Copy(up, c); up.(*net.TCPConn).CloseWrite(); close(copied) }()
+			io.Copy(c, up)
+			<-copied
+		})
 	}()
 	return ln.Addr().String()
 }
