@@ -107,7 +107,7 @@ type wlanConnectionAttributes struct {
 }
 
 const (
-	wlanStateConnected         = 1
+	wlanStateConnected          = 1
 	wlanOpcodeCurrentConnection = 7
 )
 
