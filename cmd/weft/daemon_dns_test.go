@@ -48,10 +48,21 @@ func TestUserspaceDaemonRestoresDNSLeftByKernelRun(t *testing.T) {
 			t.Fatalf("the daemon's socket: %v", err)
 		}
 	}
-	if b, _ := os.ReadFile(conf); !bytes.Equal(b, original) {
+	// The daemon takes its socket before it repairs DNS, so the socket
+	// may accept first: wait for the repair, but not forever.
+	var b []byte
+	var statErr error
+	for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		b, _ = os.ReadFile(conf)
+		_, statErr = os.Stat(osdns.BackupPath(state))
+		if (bytes.Equal(b, original) && os.IsNotExist(statErr)) || time.Now().After(deadline) {
+			break
+		}
+	}
+	if !bytes.Equal(b, original) {
 		t.Fatalf("after a userspace daemon's start the file is %q, want the original %q", b, original)
 	}
-	if _, err := os.Stat(osdns.BackupPath(state)); !os.IsNotExist(err) {
-		t.Errorf("the backup outlived the restore: %v", err)
+	if !os.IsNotExist(statErr) {
+		t.Errorf("the backup outlived the restore: %v", statErr)
 	}
 }
