@@ -124,13 +124,17 @@ func newAdminPolicyHistoryCmd(o *adminOpts) *cobra.Command {
 					fmt.Fprintln(o.g.stdout, noPolicyMessage)
 					return nil
 				}
-				tw := table(o.g.stdout, "VERSION", "SET AT", "BYTES", "")
+				tw := table(o.g.stdout, "VERSION", "SET AT", "SET BY", "BYTES", "")
 				for i, pv := range pvs {
 					mark := ""
 					if i == len(pvs)-1 {
 						mark = "in force"
 					}
-					fmt.Fprintf(tw, "%d\t%s\t%d\t%s\n", pv.Version, when(pv.CreatedAt, "-"), pv.Size, mark)
+					by := pv.SetBy()
+					if by == "" {
+						by = "-"
+					}
+					fmt.Fprintf(tw, "%d\t%s\t%s\t%d\t%s\n", pv.Version, when(pv.CreatedAt, "-"), by, pv.Size, mark)
 				}
 				return tw.Flush()
 			})

@@ -86,7 +86,8 @@ func TestAdminPolicy(t *testing.T) {
 	second := strings.Replace(good, "busan:22", "busan:22,2222", 1)
 	e.ok("policy", "set", writePolicy(t, second))
 	out := e.ok("policy", "history")
-	if lines := strings.Split(strings.TrimSpace(out), "\n"); len(lines) != 3 || !strings.Contains(lines[2], "in force") || strings.Contains(lines[1], "in force") {
+	if lines := strings.Split(strings.TrimSpace(out), "\n"); len(lines) != 3 || !strings.Contains(lines[2], "in force") || strings.Contains(lines[1], "in force") ||
+		!strings.Contains(lines[2], "server administrator (admin socket)") {
 		t.Fatalf("history:\n%s", out)
 	}
 	if out := e.ok("policy", "get", "--version", "1"); out != good+"\n" {

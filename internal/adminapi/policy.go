@@ -77,13 +77,15 @@ func (d directory) HasUser(n string) bool { return d.users[n] }
 func (d directory) HasNode(n string) bool { return d.nodes[n] }
 
 // SetPolicy checks body as CheckPolicy does and, if it passes, keeps it
-// as the new version in force. A refused policy changes nothing.
+// as the new version in force, set by the context's Actor (the policy's
+// history names them). A refused policy changes nothing.
 func SetPolicy(ctx context.Context, st store.Store, body []byte) (*policy.Policy, store.PolicyVersion, error) {
 	p, err := CheckPolicy(ctx, st, body)
 	if err != nil {
 		return nil, store.PolicyVersion{}, err
 	}
-	pv, err := st.AddPolicy(ctx, body)
+	a, _ := ActorFrom(ctx)
+	pv, err := st.AddPolicy(ctx, store.PolicyVersion{Body: body, Author: a.User, Credential: a.Credential})
 	if err != nil {
 		return nil, store.PolicyVersion{}, err
 	}

@@ -77,7 +77,7 @@ func (pn *policyNet) setPolicy(src string) {
 	if err != nil {
 		pn.t.Fatal(err)
 	}
-	if _, err := pn.h.st.AddPolicy(context.Background(), []byte(src)); err != nil {
+	if _, err := pn.h.st.AddPolicy(context.Background(), store.PolicyVersion{Body: []byte(src)}); err != nil {
 		pn.t.Fatal(err)
 	}
 	pn.h.srv.PolicyChanged(p)

@@ -114,7 +114,7 @@ func buildTailnet(t *testing.T, f *fixture) (deleted int64) {
 	if err := f.s.DeleteNode(ctx, last.ID); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := f.s.AddPolicy(ctx, []byte(`{"acls": []}`)); err != nil {
+	if _, err := f.s.AddPolicy(ctx, PolicyVersion{Body: []byte(`{"acls": []}`)}); err != nil {
 		t.Fatal(err)
 	}
 	if err := f.s.SetDNSSettings(ctx, []byte(`{"domain": "corp.internal"}`)); err != nil {

@@ -119,6 +119,11 @@ var migrations = []string{
 	ALTER TABLE users ADD COLUMN email TEXT NOT NULL DEFAULT '';
 	ALTER TABLE users ADD COLUMN groups TEXT NOT NULL DEFAULT '';
 	CREATE UNIQUE INDEX users_oidc ON users(oidc_issuer, oidc_subject) WHERE oidc_subject <> '';`,
+	// 7: who set each policy version (a user, or '' for the server's
+	// administrator) and with which credential, for the policy's
+	// history; versions set before this are by nobody known.
+	`ALTER TABLE policies ADD COLUMN author TEXT NOT NULL DEFAULT '';
+	ALTER TABLE policies ADD COLUMN credential TEXT NOT NULL DEFAULT '';`,
 }
 
 // init applies pending migrations and loads (or makes) the settings.

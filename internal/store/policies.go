@@ -20,13 +20,37 @@ type PolicyVersion struct {
 	Body      []byte    `json:"body,omitempty"`
 	Size      int       `json:"size"`
 	CreatedAt time.Time `json:"created_at"`
+	// Author is the user who set this version, "" for the server's
+	// administrator; Credential is how they signed in ("console
+	// session", "API key wa…", "admin socket"), as in the audit log.
+	// Both are empty for versions set before weft kept them.
+	Author     string `json:"author,omitempty"`
+	Credential string `json:"credential,omitempty"`
 }
 
-func (s *sqlStore) AddPolicy(ctx context.Context, body []byte) (PolicyVersion, error) {
-	pv := PolicyVersion{Body: slices.Clone(body), Size: len(body), CreatedAt: s.now().UTC()}
+// SetBy says who set the version and how, for people: "alice (console
+// session)", "server administrator (admin socket)", or "" when not known
+// (set before weft kept it).
+func (pv PolicyVersion) SetBy() string {
+	if pv.Author == "" && pv.Credential == "" {
+		return ""
+	}
+	who := pv.Author
+	if who == "" {
+		who = "server administrator"
+	}
+	if pv.Credential == "" {
+		return who
+	}
+	return who + " (" + pv.Credential + ")"
+}
+
+func (s *sqlStore) AddPolicy(ctx context.Context, in PolicyVersion) (PolicyVersion, error) {
+	pv := PolicyVersion{Body: slices.Clone(in.Body), Size: len(in.Body), CreatedAt: s.now().UTC(),
+		Author: in.Author, Credential: in.Credential}
 	err := s.write(ctx, func(tx *dbTx) error {
-		return tx.QueryRowContext(ctx, `INSERT INTO policies (body, created_at) VALUES (?, ?) RETURNING version`,
-			string(body), toDB(pv.CreatedAt)).Scan(&pv.Version)
+		return tx.QueryRowContext(ctx, `INSERT INTO policies (body, created_at, author, credential) VALUES (?, ?, ?, ?) RETURNING version`,
+			string(pv.Body), toDB(pv.CreatedAt), pv.Author, pv.Credential).Scan(&pv.Version)
 	})
 	if err != nil {
 		return PolicyVersion{}, fmt.Errorf("store: AddPolicy: %w", err)
@@ -35,16 +59,16 @@ func (s *sqlStore) AddPolicy(ctx context.Context, body []byte) (PolicyVersion, e
 }
 
 func (s *sqlStore) GetPolicy(ctx context.Context, version int64) (PolicyVersion, error) {
-	q := `SELECT version, body, created_at FROM policies ORDER BY version DESC LIMIT 1`
+	q := `SELECT version, body, created_at, author, credential FROM policies ORDER BY version DESC LIMIT 1`
 	var args []any
 	if version > 0 {
-		q = `SELECT version, body, created_at FROM policies WHERE version = ?`
+		q = `SELECT version, body, created_at, author, credential FROM policies WHERE version = ?`
 		args = append(args, version)
 	}
 	var pv PolicyVersion
 	var body string
 	var at int64
-	err := s.direct().QueryRowContext(ctx, q, args...).Scan(&pv.Version, &body, &at)
+	err := s.direct().QueryRowContext(ctx, q, args...).Scan(&pv.Version, &body, &at, &pv.Author, &pv.Credential)
 	pv.CreatedAt = fromDB(at)
 	if errors.Is(err, sql.ErrNoRows) {
 		if version > 0 {
@@ -59,7 +83,7 @@ func (s *sqlStore) GetPolicy(ctx context.Context, version int64) (PolicyVersion,
 }
 
 func (s *sqlStore) ListPolicies(ctx context.Context) ([]PolicyVersion, error) {
-	rows, err := s.direct().QueryContext(ctx, `SELECT version, LENGTH(body), created_at FROM policies ORDER BY version`)
+	rows, err := s.direct().QueryContext(ctx, `SELECT version, LENGTH(body), created_at, author, credential FROM policies ORDER BY version`)
 	if err != nil {
 		return nil, fmt.Errorf("store: ListPolicies: %w", err)
 	}
@@ -68,7 +92,7 @@ func (s *sqlStore) ListPolicies(ctx context.Context) ([]PolicyVersion, error) {
 	for rows.Next() {
 		var pv PolicyVersion
 		var at int64
-		if err := rows.Scan(&pv.Version, &pv.Size, &at); err != nil {
+		if err := rows.Scan(&pv.Version, &pv.Size, &at, &pv.Author, &pv.Credential); err != nil {
 			return nil, fmt.Errorf("store: ListPolicies: %w", err)
 		}
 		pv.CreatedAt = fromDB(at)

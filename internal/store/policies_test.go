@@ -17,25 +17,42 @@ func testPolicyVersions(t *testing.T, f *fixture) {
 	if l, err := f.s.ListPolicies(ctx); err != nil || len(l) != 0 {
 		t.Fatalf("ListPolicies = %v, %v", l, err)
 	}
-	for _, body := range []string{`{"acls": []}`, `{"groups": {}}`} {
-		if _, err := f.s.AddPolicy(ctx, []byte(body)); err != nil {
+	for _, pv := range []PolicyVersion{
+		{Body: []byte(`{"acls": []}`)},
+		{Body: []byte(`{"groups": {}}`), Author: "alice", Credential: "console session"},
+	} {
+		if _, err := f.s.AddPolicy(ctx, pv); err != nil {
 			t.Fatal(err)
 		}
 	}
 	cur, err := f.s.GetPolicy(ctx, 0)
-	if err != nil || cur.Version != 2 || string(cur.Body) != `{"groups": {}}` || cur.CreatedAt.IsZero() {
+	if err != nil || cur.Version != 2 || string(cur.Body) != `{"groups": {}}` || cur.CreatedAt.IsZero() ||
+		cur.Author != "alice" || cur.Credential != "console session" {
 		t.Fatalf("in force: %+v, %v", cur, err)
 	}
 	old, err := f.s.GetPolicy(ctx, 1)
-	if err != nil || string(old.Body) != `{"acls": []}` {
+	if err != nil || string(old.Body) != `{"acls": []}` || old.Author != "" || old.Credential != "" {
 		t.Fatalf("version 1: %+v, %v", old, err)
 	}
 	if _, err := f.s.GetPolicy(ctx, 3); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("version 3 = %v", err)
 	}
 	l, err := f.s.ListPolicies(ctx)
-	if err != nil || len(l) != 2 || l[0].Version != 1 || l[1].Size != len(`{"groups": {}}`) || l[1].Body != nil {
+	if err != nil || len(l) != 2 || l[0].Version != 1 || l[1].Size != len(`{"groups": {}}`) || l[1].Body != nil ||
+		l[1].Author != "alice" || l[1].Credential != "console session" {
 		t.Fatalf("history %+v, %v", l, err)
+	}
+	for _, c := range []struct {
+		pv   PolicyVersion
+		want string
+	}{
+		{l[0], ""},
+		{l[1], "alice (console session)"},
+		{PolicyVersion{Credential: "admin socket"}, "server administrator (admin socket)"},
+	} {
+		if got := c.pv.SetBy(); got != c.want {
+			t.Errorf("SetBy of %+v = %q, want %q", c.pv, got, c.want)
+		}
 	}
 }
 

@@ -286,9 +286,10 @@ type Store interface {
 	// tag:server) instead of a user; its key then never expires.
 	SetNodeTags(ctx context.Context, id wire.NodeID, tags []string) (Node, error)
 
-	// AddPolicy keeps a new policy version (already checked by the
-	// caller) and returns it; it is the policy in force from now on.
-	AddPolicy(ctx context.Context, body []byte) (PolicyVersion, error)
+	// AddPolicy keeps pv's Body (already checked by the caller) as a new
+	// policy version, set by pv's Author with pv's Credential, and returns
+	// it; it is the policy in force from now on.
+	AddPolicy(ctx context.Context, pv PolicyVersion) (PolicyVersion, error)
 	// GetPolicy returns a policy version, or the one in force when
 	// version is 0 (ErrNotFound when none was ever set).
 	GetPolicy(ctx context.Context, version int64) (PolicyVersion, error)
