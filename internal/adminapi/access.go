@@ -113,7 +113,11 @@ func (s *Server) guard(rt Route, h http.HandlerFunc) http.HandlerFunc {
 	}
 }
 
-// audited runs h and, when it succeeds, appends an entry to the audit log.
+// audited runs h with the audit entry of the request in its context, so
+// that the store records it in the transaction of the change
+// (store.WithAudit): a change that fails leaves no entry, and an entry
+// that cannot be written undoes the change. A change h makes outside the
+// store (a console link) is recorded after it, on its own.
 func (s *Server) audited(w http.ResponseWriter, r *http.Request, rt Route, a Actor, h http.HandlerFunc) {
 	body, err := io.ReadAll(io.LimitReader(r.Body, maxBody+1))
 	if err != nil {
@@ -121,13 +125,14 @@ func (s *Server) audited(w http.ResponseWriter, r *http.Request, rt Route, a Act
 		return
 	}
 	r.Body = io.NopCloser(bytes.NewReader(body))
-	sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
-	h(sw, r)
-	if sw.status/100 != 2 {
-		return
-	}
 	e := store.AuditEntry{Actor: a.User, Credential: a.Credential, Remote: a.Remote,
 		Action: rt.Action, Target: auditTarget(r), Detail: auditDetail(rt.Action, body)}
+	ctx := store.WithAudit(r.Context(), e)
+	sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
+	h(sw, r.WithContext(ctx))
+	if sw.status/100 != 2 || store.AuditRecorded(ctx) {
+		return
+	}
 	if _, err := s.Store.AppendAudit(r.Context(), e); err != nil {
 		s.logger().Error("audit log", "action", rt.Action, "err", err)
 	}

@@ -55,6 +55,7 @@ func (r *recorder) take() (changed, removed []wire.NodeID) {
 
 type env struct {
 	st   store.Store
+	db   string // the SQLite file of st
 	rec  *recorder
 	c    *Client
 	sock string
@@ -84,7 +85,7 @@ func start(t *testing.T) *env {
 		st.Close()
 	})
 	waitListening(t, sock, done)
-	return &env{st: st, rec: rec, c: c, sock: sock}
+	return &env{st: st, db: filepath.Join(dir, "weft.db"), rec: rec, c: c, sock: sock}
 }
 
 // waitListening blocks until the socket accepts a connection; Serve

@@ -495,11 +495,10 @@ func (s *Server) rejectRoutes(w http.ResponseWriter, r *http.Request) {
 	s.routeAction(w, r, s.Store.RejectRoute)
 }
 
-// routeAction applies op to each prefix of the request. Each prefix is
-// its own transaction; on an error, those before it stay applied, and the
-// node is reported changed either way.
+// routeAction applies op to the request's prefixes, all or none, in one
+// transaction.
 func (s *Server) routeAction(w http.ResponseWriter, r *http.Request,
-	op func(context.Context, wire.NodeID, netip.Prefix) (store.Node, error)) {
+	op func(context.Context, wire.NodeID, ...netip.Prefix) (store.Node, error)) {
 	var req RoutesRequest
 	if err := decode(r, &req); err != nil {
 		s.fail(w, r, err)
@@ -510,17 +509,7 @@ func (s *Server) routeAction(w http.ResponseWriter, r *http.Request,
 		return
 	}
 	s.nodeAction(w, r, func(n store.Node) (store.Node, error) {
-		for i, p := range req.Prefixes {
-			got, err := op(r.Context(), n.ID, p)
-			if err != nil {
-				if i > 0 {
-					s.changed(n.ID)
-				}
-				return n, err
-			}
-			n = got
-		}
-		return n, nil
+		return op(r.Context(), n.ID, req.Prefixes...)
 	})
 }
 

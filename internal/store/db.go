@@ -61,9 +61,32 @@ const maxWriteTries = 20
 // PostgreSQL a transaction that lost a race to another writer (a
 // serialization failure, a deadlock or a unique violation) runs again, so
 // fn must only write through tx and set results it can set again.
+//
+// When ctx carries an audit entry (WithAudit) not yet recorded, write
+// records it in the same transaction, after fn: the change and its audit
+// row commit together or not at all.
 func (s *sqlStore) write(ctx context.Context, fn func(tx *dbTx) error) error {
+	slot := auditSlotFrom(ctx)
+	if slot != nil {
+		inner := fn
+		fn = func(tx *dbTx) error {
+			if err := inner(tx); err != nil {
+				return err
+			}
+			return slot.insert(ctx, tx, s.now())
+		}
+	}
+	return s.writeTx(ctx, fn, slot)
+}
+
+// writeTx runs fn in a write transaction, again after a retryable
+// failure, and marks slot (nil: none) recorded once it committed.
+func (s *sqlStore) writeTx(ctx context.Context, fn func(tx *dbTx) error, slot *auditSlot) error {
 	for try := 1; ; try++ {
 		err := s.tx(ctx, s.d.writeTx, fn)
+		if err == nil && slot != nil {
+			slot.done.Store(true)
+		}
 		if err == nil || s.d.retryable == nil || !s.d.retryable(err) || try == maxWriteTries {
 			return err
 		}

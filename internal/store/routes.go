@@ -111,33 +111,52 @@ func (s *sqlStore) SetAdvertisedRoutes(ctx context.Context, id wire.NodeID, pref
 	})
 }
 
-func (s *sqlStore) ApproveRoute(ctx context.Context, id wire.NodeID, p netip.Prefix) (Node, error) {
-	if err := ValidatePrefix(p); err != nil {
+func (s *sqlStore) ApproveRoute(ctx context.Context, id wire.NodeID, ps ...netip.Prefix) (Node, error) {
+	if err := validatePrefixes(ps); err != nil {
 		return Node{}, fmt.Errorf("store: ApproveRoute: %w", err)
 	}
 	return s.updateNode(ctx, "ApproveRoute", id, func(tx *dbTx, n *Node) error {
-		if !slices.Contains(n.AdvertisedRoutes, p) {
-			return fmt.Errorf("%w: node %q does not advertise %v", ErrNotFound, n.Name, p)
+		for _, p := range ps {
+			if !slices.Contains(n.AdvertisedRoutes, p) {
+				return fmt.Errorf("%w: node %q does not advertise %v", ErrNotFound, n.Name, p)
+			}
+			if _, err := tx.ExecContext(ctx, `UPDATE routes SET approved = TRUE, auto_approved_by = '' WHERE node_id = ? AND prefix = ?`, id, p.String()); err != nil {
+				return err
+			}
 		}
-		_, err := tx.ExecContext(ctx, `UPDATE routes SET approved = TRUE, auto_approved_by = '' WHERE node_id = ? AND prefix = ?`, id, p.String())
-		return err
+		return nil
 	})
 }
 
-func (s *sqlStore) RejectRoute(ctx context.Context, id wire.NodeID, p netip.Prefix) (Node, error) {
-	if err := ValidatePrefix(p); err != nil {
+func (s *sqlStore) RejectRoute(ctx context.Context, id wire.NodeID, ps ...netip.Prefix) (Node, error) {
+	if err := validatePrefixes(ps); err != nil {
 		return Node{}, fmt.Errorf("store: RejectRoute: %w", err)
 	}
 	return s.updateNode(ctx, "RejectRoute", id, func(tx *dbTx, n *Node) error {
-		if !slices.Contains(n.AdvertisedRoutes, p) && !slices.Contains(n.ApprovedRoutes, p) {
-			return fmt.Errorf("%w: node %q neither advertises nor has approved %v", ErrNotFound, n.Name, p)
-		}
-		if _, err := tx.ExecContext(ctx, `UPDATE routes SET approved = FALSE, auto_approved_by = '' WHERE node_id = ? AND prefix = ?`, id, p.String()); err != nil {
-			return err
+		for _, p := range ps {
+			if !slices.Contains(n.AdvertisedRoutes, p) && !slices.Contains(n.ApprovedRoutes, p) {
+				return fmt.Errorf("%w: node %q neither advertises nor has approved %v", ErrNotFound, n.Name, p)
+			}
+			if _, err := tx.ExecContext(ctx, `UPDATE routes SET approved = FALSE, auto_approved_by = '' WHERE node_id = ? AND prefix = ?`, id, p.String()); err != nil {
+				return err
+			}
 		}
 		_, err := tx.ExecContext(ctx, `DELETE FROM routes WHERE node_id = ? AND NOT advertised AND NOT approved`, id)
 		return err
 	})
+}
+
+// validatePrefixes checks each of ps; none at all is invalid.
+func validatePrefixes(ps []netip.Prefix) error {
+	if len(ps) == 0 {
+		return fmt.Errorf("%w: no prefix given", ErrInvalid)
+	}
+	for _, p := range ps {
+		if err := ValidatePrefix(p); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func (s *sqlStore) ListRoutes(ctx context.Context) ([]Route, error) {

@@ -10,7 +10,8 @@
 // placeholders that the dialect rewrites to $n in one place (dialect.go).
 //
 // Every mutating method runs in one database transaction and has committed
-// (durably, see Open) when it returns nil. What is NOT stored: whether a node
+// (durably, see Open) when it returns nil. A context made by WithAudit
+// makes the first such transaction also record an audit log entry. What is NOT stored: whether a node
 // is online (the control server keeps that in memory) and any change feed
 // (the control server knows what it changed; admin actions tell it through
 // adminapi.Notifier).
@@ -269,12 +270,13 @@ type Store interface {
 	// Approvals of prefixes it stops advertising are remembered, so an
 	// exit node that is switched off and on again stays approved.
 	SetAdvertisedRoutes(ctx context.Context, id wire.NodeID, prefixes []netip.Prefix) (Node, error)
-	// ApproveRoute approves an advertised prefix (ErrNotFound if the node
-	// does not advertise it).
-	ApproveRoute(ctx context.Context, id wire.NodeID, p netip.Prefix) (Node, error)
-	// RejectRoute withdraws approval of a prefix (ErrNotFound if it was
-	// neither advertised nor approved).
-	RejectRoute(ctx context.Context, id wire.NodeID, p netip.Prefix) (Node, error)
+	// ApproveRoute approves advertised prefixes, all or none, in one
+	// transaction (ErrNotFound if the node does not advertise one).
+	ApproveRoute(ctx context.Context, id wire.NodeID, ps ...netip.Prefix) (Node, error)
+	// RejectRoute withdraws approval of prefixes, all or none, in one
+	// transaction (ErrNotFound if one was neither advertised nor
+	// approved).
+	RejectRoute(ctx context.Context, id wire.NodeID, ps ...netip.Prefix) (Node, error)
 	// ListRoutes lists all routes of all nodes, ordered by node and prefix.
 	ListRoutes(ctx context.Context) ([]Route, error)
 	// AutoApproveRoute approves an advertised prefix on the word of a
