@@ -125,6 +125,22 @@ func adminError(err error) error {
 	return err
 }
 
+// callShow runs get with a client for the server and prints what it
+// returns: indented JSON with --json, else human's text for people. Every
+// admin command that answers with a record or a list prints this way.
+func callShow[T any](ctx context.Context, o *adminOpts, get func(c *adminapi.Client, ctx context.Context) (T, error), human func(w io.Writer, v T) error) error {
+	return o.call(ctx, func(c *adminapi.Client) error {
+		v, err := get(c, ctx)
+		if err != nil {
+			return err
+		}
+		if o.json {
+			return o.printJSON(v)
+		}
+		return human(o.g.stdout, v)
+	})
+}
+
 // printJSON writes v indented, for --json.
 func (o *adminOpts) printJSON(v any) error { return writeJSON(o.g.stdout, v) }
 

@@ -1,7 +1,9 @@
 package main
 
 import (
+	"context"
 	"fmt"
+	"io"
 	"strings"
 	"time"
 
@@ -33,15 +35,10 @@ func newAdminKeysCreateCmd(o *adminOpts) *cobra.Command {
 			if req.Tags, err = store.ParseTags(tags); err != nil {
 				return usageError{fmt.Errorf("--tags: %s", strings.TrimPrefix(err.Error(), "store: "))}
 			}
-			return o.call(cmd.Context(), func(c *adminapi.Client) error {
-				k, err := c.CreateKey(cmd.Context(), req)
-				if err != nil {
-					return err
-				}
-				if o.json {
-					return o.printJSON(k)
-				}
-				fmt.Fprintln(o.g.stdout, k.Key)
+			return callShow(cmd.Context(), o, func(c *adminapi.Client, ctx context.Context) (adminapi.KeyReply, error) {
+				return c.CreateKey(ctx, req)
+			}, func(w io.Writer, k adminapi.KeyReply) error {
+				fmt.Fprintln(w, k.Key)
 				return nil
 			})
 		},
@@ -61,51 +58,33 @@ func newAdminKeysListCmd(o *adminOpts) *cobra.Command {
 		Short: "List pre-auth keys (without their secrets)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return o.call(cmd.Context(), func(c *adminapi.Client) error {
-				ks, err := c.ListKeys(cmd.Context(), listUser)
-				if err != nil {
-					return err
-				}
-				if o.json {
-					return o.printJSON(ks)
-				}
-				now := time.Now()
-				tw := table(o.g.stdout, "PREFIX", "USER", "REUSABLE", "EPHEMERAL", "TAGS", "USES", "EXPIRES", "STATE")
-				for _, k := range ks {
-					state := "usable"
-					switch {
-					case k.Expired(now):
-						state = "expired"
-					case !k.Usable(now):
-						state = "used"
-					}
-					fmt.Fprintf(tw, "%s\t%s\t%v\t%v\t%s\t%d\t%s\t%s\n", k.Prefix, k.User, k.Reusable, k.Ephemeral,
-						dashIfEmpty(strings.Join(k.Tags, ",")), k.Uses, when(k.Expiry, "never"), state)
-				}
-				return tw.Flush()
-			})
+			return callShow(cmd.Context(), o, func(c *adminapi.Client, ctx context.Context) ([]store.AuthKey, error) {
+				return c.ListKeys(ctx, listUser)
+			}, printAuthKeys)
 		},
 	}
 	list.Flags().StringVar(&listUser, "user", "", "only this user's keys")
 	return list
 }
 
-func newAdminKeysExpireCmd(o *adminOpts) *cobra.Command {
-	return &cobra.Command{
-		Use:   "expire PREFIX",
-		Short: "Make a pre-auth key unusable from now on (nodes it registered stay)",
-		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			return o.call(cmd.Context(), func(c *adminapi.Client) error {
-				if err := c.ExpireKey(cmd.Context(), args[0]); err != nil {
-					return err
-				}
-				if !o.json {
-					prefix, _, _ := strings.Cut(args[0], "_") // never echo a secret
-					fmt.Fprintf(o.g.stdout, "expired key %s\n", prefix)
-				}
-				return nil
-			})
-		},
+func printAuthKeys(w io.Writer, ks []store.AuthKey) error {
+	now := time.Now()
+	tw := table(w, "PREFIX", "USER", "REUSABLE", "EPHEMERAL", "TAGS", "USES", "EXPIRES", "STATE")
+	for _, k := range ks {
+		state := "usable"
+		switch {
+		case k.Expired(now):
+			state = "expired"
+		case !k.Usable(now):
+			state = "used"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%v\t%v\t%s\t%d\t%s\t%s\n", k.Prefix, k.User, k.Reusable, k.Ephemeral,
+			dashIfEmpty(strings.Join(k.Tags, ",")), k.Uses, when(k.Expiry, "never"), state)
 	}
+	return tw.Flush()
+}
+
+func newAdminKeysExpireCmd(o *adminOpts) *cobra.Command {
+	return o.keyEndCmd("expire PREFIX", "Make a pre-auth key unusable from now on (nodes it registered stay)",
+		"expired key %s\n", (*adminapi.Client).ExpireKey)
 }
