@@ -18,10 +18,8 @@ import (
 // the REST API itself cannot mint or revoke them, so a leaked key cannot
 // make itself more keys.
 func newAdminAPIKeysCmd(o *adminOpts) *cobra.Command {
-	cmd := &cobra.Command{Use: "apikeys", Short: "Create, list and revoke API keys of the REST API", Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, args []string) error { return cmd.Help() }}
-	cmd.AddCommand(newAdminAPIKeysCreateCmd(o), newAdminAPIKeysListCmd(o), newAdminAPIKeysRevokeCmd(o))
-	return cmd
+	return groupCmd("apikeys", "Create, list and revoke API keys of the REST API",
+		newAdminAPIKeysCreateCmd(o), newAdminAPIKeysListCmd(o), newAdminAPIKeysRevokeCmd(o))
 }
 
 func newAdminAPIKeysCreateCmd(o *adminOpts) *cobra.Command {

@@ -12,8 +12,7 @@ import (
 // newAdminDBCmd is `weft admin db`: work on the server's database itself
 // rather than through a running server (docs/postgres.md).
 func newAdminDBCmd(o *adminOpts) *cobra.Command {
-	cmd := &cobra.Command{Use: "db", Short: "Work on the control server's database: move a tailnet from SQLite to PostgreSQL", Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, args []string) error { return cmd.Help() }}
+	cmd := groupCmd("db", "Work on the control server's database: move a tailnet from SQLite to PostgreSQL")
 	var dbURL string
 	var replace bool
 	mig := &cobra.Command{

@@ -28,8 +28,7 @@ const defaultDNSFile = `// weft DNS settings (HuJSON: comments and trailing comm
 `
 
 func newAdminDNSCmd(o *adminOpts) *cobra.Command {
-	cmd := &cobra.Command{Use: "dns", Short: "Show or set the tailnet's DNS settings (MagicDNS, nameservers, split DNS)", Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, args []string) error { return cmd.Help() }}
+	cmd := groupCmd("dns", "Show or set the tailnet's DNS settings (MagicDNS, nameservers, split DNS)")
 	get := &cobra.Command{
 		Use:   "get",
 		Short: "Print the DNS settings file in effect (the defaults if never set)",

@@ -14,10 +14,8 @@ import (
 )
 
 func newAdminKeysCmd(o *adminOpts) *cobra.Command {
-	cmd := &cobra.Command{Use: "keys", Short: "Create, list and expire pre-auth keys", Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, args []string) error { return cmd.Help() }}
-	cmd.AddCommand(newAdminKeysCreateCmd(o), newAdminKeysListCmd(o), newAdminKeysExpireCmd(o))
-	return cmd
+	return groupCmd("keys", "Create, list and expire pre-auth keys",
+		newAdminKeysCreateCmd(o), newAdminKeysListCmd(o), newAdminKeysExpireCmd(o))
 }
 
 func newAdminKeysCreateCmd(o *adminOpts) *cobra.Command {

@@ -12,9 +12,8 @@ import (
 )
 
 func newAdminNodesCmd(o *adminOpts) *cobra.Command {
-	cmd := &cobra.Command{Use: "nodes", Short: "List, show, rename, tag, expire and delete nodes", Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, args []string) error { return cmd.Help() }}
-	cmd.AddCommand(newAdminNodesListCmd(o), newAdminNodesShowCmd(o), newAdminNodesHealthCmd(o), newAdminNodesPendingCmd(o), newAdminNodesApproveCmd(o))
+	cmd := groupCmd("nodes", "List, show, rename, tag, expire and delete nodes",
+		newAdminNodesListCmd(o), newAdminNodesShowCmd(o), newAdminNodesHealthCmd(o), newAdminNodesPendingCmd(o), newAdminNodesApproveCmd(o))
 	addAdminNodeActions(cmd, o)
 	return cmd
 }

@@ -17,10 +17,8 @@ import (
 const noPolicyMessage = "no policy is set: every node may reach every other node on every port (see docs/acl.md, then weft admin policy set FILE)"
 
 func newAdminPolicyCmd(o *adminOpts) *cobra.Command {
-	cmd := &cobra.Command{Use: "policy", Short: "Show, check, set and list the tailnet's access policy (HuJSON, see docs/acl.md)",
-		Args: cobra.NoArgs, RunE: func(cmd *cobra.Command, args []string) error { return cmd.Help() }}
-	cmd.AddCommand(newAdminPolicyGetCmd(o), newAdminPolicySetCmd(o), newAdminPolicyCheckCmd(o), newAdminPolicyHistoryCmd(o))
-	return cmd
+	return groupCmd("policy", "Show, check, set and list the tailnet's access policy (HuJSON, see docs/acl.md)",
+		newAdminPolicyGetCmd(o), newAdminPolicySetCmd(o), newAdminPolicyCheckCmd(o), newAdminPolicyHistoryCmd(o))
 }
 
 func newAdminPolicyGetCmd(o *adminOpts) *cobra.Command {

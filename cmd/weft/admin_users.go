@@ -9,9 +9,7 @@ import (
 )
 
 func newAdminUsersCmd(o *adminOpts) *cobra.Command {
-	cmd := &cobra.Command{Use: "users", Short: "Create, list and delete users; set their role", Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, args []string) error { return cmd.Help() }}
-	cmd.AddCommand(
+	return groupCmd("users", "Create, list and delete users; set their role",
 		&cobra.Command{
 			Use:   "create NAME",
 			Short: "Create a user (a-z 0-9 . _ @ -)",
@@ -86,5 +84,4 @@ func newAdminUsersCmd(o *adminOpts) *cobra.Command {
 			},
 		},
 	)
-	return cmd
 }

@@ -19,8 +19,7 @@ import (
 )
 
 func newDNSCmd(g *globals) *cobra.Command {
-	cmd := &cobra.Command{Use: "dns", Short: "Show this node's MagicDNS state, or ask its resolver", Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, args []string) error { return cmd.Help() }}
+	cmd := groupCmd("dns", "Show this node's MagicDNS state, or ask its resolver")
 	var asJSON bool
 	status := &cobra.Command{
 		Use:   "status",

@@ -24,14 +24,8 @@ import (
 const whoamiPath = "/whoami"
 
 func newExitNodeCmd(g *globals) *cobra.Command {
-	cmd := &cobra.Command{
-		Use:   "exit-node",
-		Short: "List the tailnet's exit nodes, or check where traffic leaves",
-		Args:  cobra.NoArgs,
-		RunE:  func(cmd *cobra.Command, args []string) error { return cmd.Help() },
-	}
-	cmd.AddCommand(newExitNodeListCmd(g), newExitNodeCheckCmd(g))
-	return cmd
+	return groupCmd("exit-node", "List the tailnet's exit nodes, or check where traffic leaves",
+		newExitNodeListCmd(g), newExitNodeCheckCmd(g))
 }
 
 // exitNodeRow is one line of `weft exit-node list`.

@@ -101,6 +101,16 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	return 1
 }
 
+// groupCmd makes a command that only holds subcommands: run alone it
+// prints its help, and it takes no arguments of its own (so a mistyped
+// subcommand is an error).
+func groupCmd(use, short string, subs ...*cobra.Command) *cobra.Command {
+	cmd := &cobra.Command{Use: use, Short: short, Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error { return cmd.Help() }}
+	cmd.AddCommand(subs...)
+	return cmd
+}
+
 func newRootCmd(g *globals) *cobra.Command {
 	root := &cobra.Command{
 		Use:           "weft",
