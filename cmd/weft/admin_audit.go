@@ -1,11 +1,14 @@
 package main
 
 import (
+	"context"
 	"fmt"
+	"io"
 
 	"github.com/spf13/cobra"
 
 	"weft/internal/adminapi"
+	"weft/internal/store"
 )
 
 // newAdminAuditCmd prints the audit log: every change made through the
@@ -20,15 +23,10 @@ func newAdminAuditCmd(o *adminOpts) *cobra.Command {
 			if limit < 0 || limit > adminapi.MaxPageSize {
 				return usageError{fmt.Errorf("--limit %d: want 0 (all) to %d", limit, adminapi.MaxPageSize)}
 			}
-			return o.call(cmd.Context(), func(c *adminapi.Client) error {
-				es, err := c.Audit(cmd.Context(), limit, 0)
-				if err != nil {
-					return err
-				}
-				if o.json {
-					return o.printJSON(es)
-				}
-				tw := table(o.g.stdout, "ID", "TIME", "WHO", "VIA", "FROM", "ACTION", "TARGET", "DETAIL")
+			return callShow(cmd.Context(), o, func(c *adminapi.Client, ctx context.Context) ([]store.AuditEntry, error) {
+				return c.Audit(ctx, limit, 0)
+			}, func(w io.Writer, es []store.AuditEntry) error {
+				tw := table(w, "ID", "TIME", "WHO", "VIA", "FROM", "ACTION", "TARGET", "DETAIL")
 				for _, e := range es {
 					fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", e.ID, e.At.Local().Format("2006-01-02 15:04:05"),
 						termText(dashIfEmpty(e.Actor)), termText(e.Credential), termText(e.Remote), e.Action,

@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"io"
 
 	"github.com/spf13/cobra"
 
@@ -14,15 +15,8 @@ func newAdminConsoleLinkCmd(o *adminOpts) *cobra.Command {
 		Short: "Print a one-time login link to the web console (works once, for 10 minutes)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return o.call(cmd.Context(), func(c *adminapi.Client) error {
-				l, err := c.ConsoleLink(cmd.Context())
-				if err != nil {
-					return err
-				}
-				if o.json {
-					return o.printJSON(l)
-				}
-				fmt.Fprintln(o.g.stdout, l.URL)
+			return callShow(cmd.Context(), o, (*adminapi.Client).ConsoleLink, func(w io.Writer, l adminapi.ConsoleLinkReply) error {
+				fmt.Fprintln(w, l.URL)
 				return nil
 			})
 		},

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"os"
@@ -34,21 +35,14 @@ func newAdminDNSCmd(o *adminOpts) *cobra.Command {
 		Short: "Print the DNS settings file in effect (the defaults if never set)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return o.call(cmd.Context(), func(c *adminapi.Client) error {
-				rep, err := c.DNS(cmd.Context())
-				if err != nil {
-					return err
-				}
-				if o.json {
-					return o.printJSON(rep)
-				}
+			return callShow(cmd.Context(), o, (*adminapi.Client).DNS, func(w io.Writer, rep adminapi.DNSReply) error {
 				src := rep.Source
 				if strings.TrimSpace(src) == "" {
 					src = defaultDNSFile
 				}
-				fmt.Fprint(o.g.stdout, src)
+				fmt.Fprint(w, src)
 				if !strings.HasSuffix(src, "\n") {
-					fmt.Fprintln(o.g.stdout)
+					fmt.Fprintln(w)
 				}
 				return nil
 			})
@@ -68,15 +62,10 @@ func newAdminDNSCmd(o *adminOpts) *cobra.Command {
 				return usageError{fmt.Errorf("%s: %s; the DNS settings were not changed",
 					args[0], strings.TrimPrefix(err.Error(), "dnsconf: "))}
 			}
-			return o.call(cmd.Context(), func(c *adminapi.Client) error {
-				rep, err := c.SetDNS(cmd.Context(), src)
-				if err != nil {
-					return err
-				}
-				if o.json {
-					return o.printJSON(rep)
-				}
-				fmt.Fprintf(o.g.stdout, "DNS settings set: %s\n", describeDNS(rep.Config))
+			return callShow(cmd.Context(), o, func(c *adminapi.Client, ctx context.Context) (adminapi.DNSReply, error) {
+				return c.SetDNS(ctx, src)
+			}, func(w io.Writer, rep adminapi.DNSReply) error {
+				fmt.Fprintf(w, "DNS settings set: %s\n", describeDNS(rep.Config))
 				return nil
 			})
 		},

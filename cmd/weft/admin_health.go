@@ -1,6 +1,8 @@
 package main
 
 import (
+	"context"
+	"io"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -25,15 +27,10 @@ func newAdminNodesHealthCmd(o *adminOpts) *cobra.Command {
 					return usageError{err}
 				}
 			}
-			return o.call(cmd.Context(), func(c *adminapi.Client) error {
-				rep, err := c.NodeHealth(cmd.Context(), args[0], d, peer)
-				if err != nil {
-					return err
-				}
-				if o.json {
-					return o.printJSON(rep)
-				}
-				printHealthStats(o.g.stdout, rep.Metrics)
+			return callShow(cmd.Context(), o, func(c *adminapi.Client, ctx context.Context) (adminapi.HealthReply, error) {
+				return c.NodeHealth(ctx, args[0], d, peer)
+			}, func(w io.Writer, rep adminapi.HealthReply) error {
+				printHealthStats(w, rep.Metrics)
 				return nil
 			})
 		},

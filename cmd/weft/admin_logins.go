@@ -1,12 +1,15 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"io"
 
 	"github.com/spf13/cobra"
 
 	"weft/internal/adminapi"
+	"weft/internal/nodelogin"
 )
 
 // newAdminNodesPendingCmd lists interactive logins (weft up without a
@@ -17,15 +20,8 @@ func newAdminNodesPendingCmd(o *adminOpts) *cobra.Command {
 		Short: "List machines waiting for approval to join (weft up without a pre-auth key)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return o.call(cmd.Context(), func(c *adminapi.Client) error {
-				ls, err := c.PendingLogins(cmd.Context())
-				if err != nil {
-					return err
-				}
-				if o.json {
-					return o.printJSON(ls)
-				}
-				tw := table(o.g.stdout, "CODE", "HOSTNAME", "FROM", "ASKED", "EXPIRES")
+			return callShow(cmd.Context(), o, (*adminapi.Client).PendingLogins, func(w io.Writer, ls []nodelogin.Login) error {
+				tw := table(w, "CODE", "HOSTNAME", "FROM", "ASKED", "EXPIRES")
 				for _, l := range ls {
 					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", l.Code, termText(dashIfEmpty(l.Hostname)), termText(l.Remote),
 						when(l.Created, "-"), when(l.Expires, "-"))
@@ -48,15 +44,10 @@ func newAdminNodesApproveCmd(o *adminOpts) *cobra.Command {
 			if user == "" {
 				return usageError{errors.New("nodes approve: --user NAME is required: the user the machine joins as")}
 			}
-			return o.call(cmd.Context(), func(c *adminapi.Client) error {
-				l, err := c.ApproveLogin(cmd.Context(), args[0], user)
-				if err != nil {
-					return err
-				}
-				if o.json {
-					return o.printJSON(l)
-				}
-				fmt.Fprintf(o.g.stdout, "approved %s (code %s) as %s: its weft up joins now\n", termText(dashIfEmpty(l.Hostname)), l.Code, user)
+			return callShow(cmd.Context(), o, func(c *adminapi.Client, ctx context.Context) (nodelogin.Login, error) {
+				return c.ApproveLogin(ctx, args[0], user)
+			}, func(w io.Writer, l nodelogin.Login) error {
+				fmt.Fprintf(w, "approved %s (code %s) as %s: its weft up joins now\n", termText(dashIfEmpty(l.Hostname)), l.Code, user)
 				return nil
 			})
 		},

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"strings"
@@ -24,15 +25,8 @@ func newAdminNodesListCmd(o *adminOpts) *cobra.Command {
 		Short: "List nodes",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return o.call(cmd.Context(), func(c *adminapi.Client) error {
-				ns, err := c.ListNodes(cmd.Context())
-				if err != nil {
-					return err
-				}
-				if o.json {
-					return o.printJSON(ns)
-				}
-				return printNodeList(o.g.stdout, ns, time.Now())
+			return callShow(cmd.Context(), o, (*adminapi.Client).ListNodes, func(w io.Writer, ns []adminapi.Node) error {
+				return printNodeList(w, ns, time.Now())
 			})
 		},
 	}
@@ -44,16 +38,9 @@ func newAdminNodesShowCmd(o *adminOpts) *cobra.Command {
 		Short: "Show one node, by name or ID",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return o.call(cmd.Context(), func(c *adminapi.Client) error {
-				n, err := c.GetNode(cmd.Context(), args[0])
-				if err != nil {
-					return err
-				}
-				if o.json {
-					return o.printJSON(n)
-				}
-				return showNode(o.g.stdout, n)
-			})
+			return callShow(cmd.Context(), o, func(c *adminapi.Client, ctx context.Context) (adminapi.Node, error) {
+				return c.GetNode(ctx, args[0])
+			}, showNode)
 		},
 	}
 }

@@ -1,8 +1,10 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"strings"
 
@@ -28,21 +30,16 @@ func newAdminPolicyGetCmd(o *adminOpts) *cobra.Command {
 		Short: "Print the policy in force, or an old version with --version",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return o.call(cmd.Context(), func(c *adminapi.Client) error {
-				p, err := c.GetPolicy(cmd.Context(), version)
-				if err != nil {
-					return err
-				}
-				if o.json {
-					return o.printJSON(p)
-				}
+			return callShow(cmd.Context(), o, func(c *adminapi.Client, ctx context.Context) (adminapi.PolicyReply, error) {
+				return c.GetPolicy(ctx, version)
+			}, func(w io.Writer, p adminapi.PolicyReply) error {
 				if p.None {
-					fmt.Fprintln(o.g.stdout, noPolicyMessage)
+					fmt.Fprintln(w, noPolicyMessage)
 					return nil
 				}
-				fmt.Fprint(o.g.stdout, p.Body)
+				fmt.Fprint(w, p.Body)
 				if !strings.HasSuffix(p.Body, "\n") {
-					fmt.Fprintln(o.g.stdout)
+					fmt.Fprintln(w)
 				}
 				return nil
 			})
@@ -110,19 +107,12 @@ func newAdminPolicyHistoryCmd(o *adminOpts) *cobra.Command {
 		Short: "List every policy version that was put in force",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return o.call(cmd.Context(), func(c *adminapi.Client) error {
-				pvs, err := c.PolicyHistory(cmd.Context())
-				if err != nil {
-					return err
-				}
-				if o.json {
-					return o.printJSON(pvs)
-				}
+			return callShow(cmd.Context(), o, (*adminapi.Client).PolicyHistory, func(w io.Writer, pvs []store.PolicyVersion) error {
 				if len(pvs) == 0 {
-					fmt.Fprintln(o.g.stdout, noPolicyMessage)
+					fmt.Fprintln(w, noPolicyMessage)
 					return nil
 				}
-				tw := table(o.g.stdout, "VERSION", "SET AT", "SET BY", "BYTES", "")
+				tw := table(w, "VERSION", "SET AT", "SET BY", "BYTES", "")
 				for i, pv := range pvs {
 					mark := ""
 					if i == len(pvs)-1 {

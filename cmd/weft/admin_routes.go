@@ -3,12 +3,14 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 	"net/netip"
 	"strings"
 
 	"github.com/spf13/cobra"
 
 	"weft/internal/adminapi"
+	"weft/internal/store"
 	"weft/internal/tailnet"
 )
 
@@ -20,15 +22,8 @@ func newAdminRoutesCmd(o *adminOpts) *cobra.Command {
 		Short: "List the routes nodes advertise and which are approved",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return o.call(cmd.Context(), func(c *adminapi.Client) error {
-				rs, err := c.ListRoutes(cmd.Context())
-				if err != nil {
-					return err
-				}
-				if o.json {
-					return o.printJSON(rs)
-				}
-				tw := table(o.g.stdout, "NODE", "PREFIX", "ADVERTISED", "APPROVED", "ENABLED", "APPROVED BY")
+			return callShow(cmd.Context(), o, (*adminapi.Client).ListRoutes, func(w io.Writer, rs []store.Route) error {
+				tw := table(w, "NODE", "PREFIX", "ADVERTISED", "APPROVED", "ENABLED", "APPROVED BY")
 				for _, r := range rs {
 					by := "-"
 					switch {
@@ -55,15 +50,10 @@ func newAdminRoutesCmd(o *adminOpts) *cobra.Command {
 				if err != nil {
 					return usageError{fmt.Errorf("%s", strings.TrimPrefix(err.Error(), "store: invalid argument: "))}
 				}
-				return o.call(cmd.Context(), func(c *adminapi.Client) error {
-					n, err := op(c, cmd.Context(), args[0], prefixes)
-					if err != nil {
-						return err
-					}
-					if o.json {
-						return o.printJSON(n)
-					}
-					fmt.Fprintf(o.g.stdout, "%s: routes in effect: %s\n", termText(n.Name), dashIfEmpty(joinAny(n.EnabledRoutes())))
+				return callShow(cmd.Context(), o, func(c *adminapi.Client, ctx context.Context) (adminapi.Node, error) {
+					return op(c, ctx, args[0], prefixes)
+				}, func(w io.Writer, n adminapi.Node) error {
+					fmt.Fprintf(w, "%s: routes in effect: %s\n", termText(n.Name), dashIfEmpty(joinAny(n.EnabledRoutes())))
 					return nil
 				})
 			},

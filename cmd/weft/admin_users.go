@@ -1,11 +1,14 @@
 package main
 
 import (
+	"context"
 	"fmt"
+	"io"
 
 	"github.com/spf13/cobra"
 
 	"weft/internal/adminapi"
+	"weft/internal/store"
 )
 
 func newAdminUsersCmd(o *adminOpts) *cobra.Command {
@@ -15,15 +18,10 @@ func newAdminUsersCmd(o *adminOpts) *cobra.Command {
 			Short: "Create a user (a-z 0-9 . _ @ -)",
 			Args:  cobra.ExactArgs(1),
 			RunE: func(cmd *cobra.Command, args []string) error {
-				return o.call(cmd.Context(), func(c *adminapi.Client) error {
-					u, err := c.CreateUser(cmd.Context(), args[0])
-					if err != nil {
-						return err
-					}
-					if o.json {
-						return o.printJSON(u)
-					}
-					fmt.Fprintf(o.g.stdout, "created user %s\n", u.Name)
+				return callShow(cmd.Context(), o, func(c *adminapi.Client, ctx context.Context) (store.User, error) {
+					return c.CreateUser(ctx, args[0])
+				}, func(w io.Writer, u store.User) error {
+					fmt.Fprintf(w, "created user %s\n", u.Name)
 					return nil
 				})
 			},
@@ -33,15 +31,8 @@ func newAdminUsersCmd(o *adminOpts) *cobra.Command {
 			Short: "List users",
 			Args:  cobra.NoArgs,
 			RunE: func(cmd *cobra.Command, args []string) error {
-				return o.call(cmd.Context(), func(c *adminapi.Client) error {
-					us, err := c.ListUsers(cmd.Context())
-					if err != nil {
-						return err
-					}
-					if o.json {
-						return o.printJSON(us)
-					}
-					tw := table(o.g.stdout, "ID", "NAME", "CREATED", "ROLE")
+				return callShow(cmd.Context(), o, (*adminapi.Client).ListUsers, func(w io.Writer, us []store.User) error {
+					tw := table(w, "ID", "NAME", "CREATED", "ROLE")
 					for _, u := range us {
 						fmt.Fprintf(tw, "%d\t%s\t%s\t%s\n", u.ID, u.Name, when(u.CreatedAt, "-"), u.Role)
 					}
@@ -54,15 +45,10 @@ func newAdminUsersCmd(o *adminOpts) *cobra.Command {
 			Short: "Make a user an admin (administers the tailnet) or a member (sees and changes only their own nodes)",
 			Args:  cobra.ExactArgs(2),
 			RunE: func(cmd *cobra.Command, args []string) error {
-				return o.call(cmd.Context(), func(c *adminapi.Client) error {
-					u, err := c.SetUserRole(cmd.Context(), args[0], args[1])
-					if err != nil {
-						return err
-					}
-					if o.json {
-						return o.printJSON(u)
-					}
-					fmt.Fprintf(o.g.stdout, "user %s is now %s\n", u.Name, u.Role)
+				return callShow(cmd.Context(), o, func(c *adminapi.Client, ctx context.Context) (store.User, error) {
+					return c.SetUserRole(ctx, args[0], args[1])
+				}, func(w io.Writer, u store.User) error {
+					fmt.Fprintf(w, "user %s is now %s\n", u.Name, u.Role)
 					return nil
 				})
 			},
