@@ -3,6 +3,7 @@
 package main
 
 import (
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -83,7 +84,7 @@ the root namespace's links, routes, DNS or firewall. See docs/lab.md.`,
 
 // labUpFlags are the per-site flags of `weft lab up`.
 type labUpFlags struct {
-	nat, delay, rate, mtu, udpTimeout []string
+	nat, delay, rate, mtu, udpTimeout, ipv6 []string
 }
 
 // topology builds the named topology and applies the per-site flags to it.
@@ -152,6 +153,16 @@ func (f *labUpFlags) topology(name string) (netlab.Topology, error) {
 			t.SetUDPTimeout(site, d)
 		}
 	}
+	for _, v := range f.ipv6 {
+		if site, val, ok := split("ipv6", v); ok {
+			m, err := netlab.ParseIPv6Mode(val)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("--ipv6 %q: %w", v, err))
+				continue
+			}
+			t.SetIPv6(site, m)
+		}
+	}
 	errs = append(errs, t.Validate())
 	if err := errors.Join(errs...); err != nil {
 		return t, usageError{err}
@@ -207,6 +218,7 @@ udp-blocked. --delay adds MS in each direction of the router's WAN link, so
 	cmd.Flags().StringArrayVar(&f.delay, "delay", nil, "SITE=MS: one-way delay on a router's WAN link; repeatable")
 	cmd.Flags().StringArrayVar(&f.rate, "rate", nil, "SITE=MBIT: rate cap on a router's WAN link, each way; repeatable")
 	cmd.Flags().StringArrayVar(&f.mtu, "mtu", nil, "SITE=BYTES: MTU of the site's access line (1280-1500; 1492 is PPPoE's); repeatable")
+	cmd.Flags().StringArrayVar(&f.ipv6, "ipv6", nil, "SITE=MODE: the site's IPv6: none, dual (dual stack) or only (no IPv4); repeatable")
 	cmd.Flags().StringArrayVar(&f.udpTimeout, "udp-timeout", nil, "SITE=DURATION: how long a router keeps an idle UDP mapping (e.g. 30s); repeatable")
 	return cmd
 }
@@ -276,13 +288,20 @@ func printLabStatus(g *globals, l *netlab.Lab) {
 	tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "NODE\tKIND\tNAMESPACE\tLAN\tWAN\tLINK")
 	for _, n := range l.Nodes() {
-		lan, wan, link := "-", "-", ""
+		var lans, wans []string
 		if n.LANAddr.IsValid() {
-			lan = netip.PrefixFrom(n.LANAddr, n.LAN.Bits()).String()
+			lans = append(lans, netip.PrefixFrom(n.LANAddr, n.LAN.Bits()).String())
+		}
+		if n.LANAddr6.IsValid() {
+			lans = append(lans, netip.PrefixFrom(n.LANAddr6, n.LAN6.Bits()).String())
 		}
 		if n.WANAddr.IsValid() {
-			wan = n.WANAddr.String()
+			wans = append(wans, n.WANAddr.String())
 		}
+		if n.WANAddr6.IsValid() {
+			wans = append(wans, n.WANAddr6.String())
+		}
+		lan, wan, link := cmp.Or(strings.Join(lans, ","), "-"), cmp.Or(strings.Join(wans, ","), "-"), ""
 		switch n.Kind {
 		case netlab.KindRouter:
 			link = "nat=" + string(n.NAT)

@@ -18,7 +18,7 @@ func TestLabUsageErrors(t *testing.T) {
 		args    []string
 		wantErr string
 	}{
-		{"unknown topology", []string{"lab", "up", "moon"}, `unknown topology "moon" (known: double-nat, multihomed, seed)`},
+		{"unknown topology", []string{"lab", "up", "moon"}, `unknown topology "moon" (known: double-nat, dual-stack, multihomed, seed, v6-only)`},
 		{"no topology", []string{"lab", "up"}, "accepts 1 arg"},
 		{"unknown site", []string{"lab", "up", "seed", "--nat", "r-seoul=easy"}, `unknown site "r-seoul"`},
 		{"unknown NAT kind", []string{"lab", "up", "seed", "--nat", "r-busan=cone"}, `unknown NAT kind "cone"`},
@@ -30,6 +30,8 @@ func TestLabUsageErrors(t *testing.T) {
 		{"MTU not a number", []string{"lab", "up", "seed", "--mtu", "fukuoka=big"}, "MTU is whole bytes"},
 		{"UDP timeout not a duration", []string{"lab", "up", "seed", "--udp-timeout", "r-busan=30"}, "want a duration such as 30s"},
 		{"UDP timeout below a second", []string{"lab", "up", "seed", "--udp-timeout", "r-busan=500ms"}, "below conntrack's 1 s resolution"},
+		{"unknown IPv6 mode", []string{"lab", "up", "seed", "--ipv6", "r-busan=v6"}, `unknown IPv6 mode "v6"`},
+		{"IPv6 behind an upstream", []string{"lab", "up", "double-nat", "--ipv6", "fukuoka=dual"}, "IPv6 is not supported behind an upstream"},
 		{"two mistakes", []string{"lab", "up", "seed", "--nat", "x=easy", "--delay", "r-busan=-1"}, `unknown site "x"`},
 		{"bad lab name", []string{"lab", "--name", "My-Lab", "status"}, `lab name "My-Lab"`},
 		{"exec without command", []string{"lab", "exec", "mac"}, "requires at least 2 arg"},

@@ -81,14 +81,28 @@ func (l *Lab) plan(topo Topology) {
 	}
 	add(&Node{Name: internetName, Kind: KindInternet})
 	for _, r := range topo.Routers {
-		add(&Node{Name: r.Name, Kind: KindRouter, LANAddr: gatewayAddr(r.LAN), LAN: r.LAN, WANAddr: r.WAN,
-			NAT: r.NAT, DelayMS: r.Delay.Milliseconds(), RateMbit: r.RateMbit})
+		rn := &Node{Name: r.Name, Kind: KindRouter, LANAddr: gatewayAddr(r.LAN), LAN: r.LAN, WANAddr: r.WAN,
+			NAT: r.NAT, DelayMS: r.Delay.Milliseconds(), RateMbit: r.RateMbit}
+		if r.IPv6 != IPv6None {
+			rn.LANAddr6, rn.LAN6, rn.WANAddr6 = gatewayAddr6(r.LAN6), r.LAN6, r.WAN6
+		}
+		if r.IPv6 == IPv6Only {
+			rn.LANAddr, rn.LAN = netip.Addr{}, netip.Prefix{}
+		}
+		add(rn)
 		for i, h := range r.Hosts {
-			add(&Node{Name: h, Kind: KindHost, LANAddr: hostAddr(r.LAN, i), LAN: r.LAN, Router: r.Name})
+			hn := &Node{Name: h, Kind: KindHost, LANAddr: hostAddr(r.LAN, i), LAN: r.LAN, Router: r.Name}
+			if r.IPv6 != IPv6None {
+				hn.LANAddr6, hn.LAN6 = hostAddr6(r.LAN6, i), r.LAN6
+			}
+			if r.IPv6 == IPv6Only {
+				hn.LANAddr, hn.LAN = netip.Addr{}, netip.Prefix{}
+			}
+			add(hn)
 		}
 	}
 	for _, p := range topo.Public {
-		add(&Node{Name: p.Name, Kind: KindPublic, WANAddr: p.Addr})
+		add(&Node{Name: p.Name, Kind: KindPublic, WANAddr: p.Addr, WANAddr6: p.Addr6})
 	}
 }
 
@@ -143,7 +157,7 @@ func (l *Lab) build(ctx context.Context, cfg Config, topo Topology) error {
 		if err := ctx.Err(); err != nil {
 			return fmt.Errorf("netlab: up: %w", err)
 		}
-		if err := l.buildPublic(h, p); err != nil {
+		if err := l.buildPublic(h, topo, p); err != nil {
 			return err
 		}
 	}
@@ -173,7 +187,7 @@ func (l *Lab) build(ctx context.Context, cfg Config, topo Topology) error {
 }
 
 // baseSetup brings up loopback and sets the namespace's forwarding: only
-// routers forward. The internet namespace has no IPv6 at all, so its
+// routers forward (IPv6 only on sites that have it: setupRouter6). The internet namespace has no IPv6 at all, so its
 // stack stays silent on the links it only carries frames over.
 func (l *Lab) baseSetup(n *Node, nh *netlink.Handle) error {
 	lo, err := nh.LinkByName("lo")
@@ -190,6 +204,15 @@ func (l *Lab) baseSetup(n *Node, nh *netlink.Handle) error {
 		}
 		if err := writeSysctl("net.ipv4.ip_forward", fwd); err != nil {
 			return err
+		}
+		// No duplicate address detection: the lab hands out every
+		// address once, and DAD keeps a fresh link-local address (the
+		// source of neighbour discovery) unusable for a second or two
+		// after the build, which delayed a site's first IPv6 packets.
+		for _, k := range []string{"net.ipv6.conf.all.accept_dad", "net.ipv6.conf.default.accept_dad"} {
+			if err := writeSysctl(k, "0"); err != nil {
+				return err
+			}
 		}
 		if n.Kind == KindInternet {
 			for _, k := range []string{"net.ipv6.conf.all.disable_ipv6", "net.ipv6.conf.default.disable_ipv6"} {
@@ -257,7 +280,7 @@ func addAddr(nh *netlink.Handle, ln netlink.Link, a netip.Addr, bits int) error 
 	return nil
 }
 
-func (l *Lab) buildPublic(h *nsHandles, p PublicHost) error {
+func (l *Lab) buildPublic(h *nsHandles, topo Topology, p PublicHost) error {
 	inet := h.nl[internetName]
 	nh := h.nl[p.Name]
 	eth, port, err := veth(nh, nodeIf, inet, h.ns[internetName], pubPortPfx+p.Name)
@@ -277,6 +300,14 @@ func (l *Lab) buildPublic(h *nsHandles, p PublicHost) error {
 	}
 	if err := addDefaultOnLink(nh, eth); err != nil {
 		return fmt.Errorf("netlab: %s: default route: %w", p.Name, err)
+	}
+	if p.Addr6.IsValid() {
+		if err := addAddr6(nh, eth, p.Addr6, InternetPrefix6.Bits()); err != nil {
+			return err
+		}
+		if err := addSiteRoutes6(nh, eth, topo, ""); err != nil {
+			return fmt.Errorf("netlab: %s: %w", p.Name, err)
+		}
 	}
 	return nil
 }
@@ -299,7 +330,7 @@ func (l *Lab) buildRouter(ctx context.Context, cfg Config, h *nsHandles, topo To
 		if err := buildNestedWAN(h, topo.router(r.Upstream), r); err != nil {
 			return err
 		}
-	} else if err := l.buildRouterWAN(ctx, cfg, h, r); err != nil {
+	} else if err := l.buildRouterWAN(ctx, cfg, h, topo, r); err != nil {
 		return err
 	}
 	rh := h.nl[r.Name]
@@ -307,14 +338,23 @@ func (l *Lab) buildRouter(ctx context.Context, cfg Config, h *nsHandles, topo To
 	if err := rh.LinkAdd(lan); err != nil {
 		return fmt.Errorf("netlab: %s: LAN bridge: %w", r.Name, err)
 	}
-	if err := addAddr(rh, lan, gatewayAddr(r.LAN), r.LAN.Bits()); err != nil {
-		return err
+	if r.IPv6 != IPv6Only {
+		if err := addAddr(rh, lan, gatewayAddr(r.LAN), r.LAN.Bits()); err != nil {
+			return err
+		}
 	}
 	if err := up(rh, lan); err != nil {
 		return err
 	}
-	if err := installNAT(h.ns[r.Name], r.NAT, l.log); err != nil {
-		return fmt.Errorf("netlab: %s: %w", r.Name, err)
+	if r.IPv6 != IPv6Only {
+		if err := installNAT(h.ns[r.Name], r.NAT, l.log); err != nil {
+			return fmt.Errorf("netlab: %s: %w", r.Name, err)
+		}
+	}
+	if r.IPv6 != IPv6None {
+		if err := l.setupRouter6(h, r, lan); err != nil {
+			return err
+		}
 	}
 	if r.UDPTimeout != 0 {
 		secs := fmt.Sprint(int(r.UDPTimeout.Seconds()))
@@ -336,21 +376,30 @@ func (l *Lab) buildRouter(ctx context.Context, cfg Config, h *nsHandles, topo To
 
 // buildRouterWAN links router r to the internet bridge, directly or
 // through a delay line, and shapes the link if r asks for a rate.
-func (l *Lab) buildRouterWAN(ctx context.Context, cfg Config, h *nsHandles, r Router) error {
+func (l *Lab) buildRouterWAN(ctx context.Context, cfg Config, h *nsHandles, topo Topology, r Router) error {
 	inet := h.nl[internetName]
 	rh := h.nl[r.Name]
 	wan, wport, err := veth(rh, routerWAN, inet, h.ns[internetName], wanPortPfx+r.Name)
 	if err != nil {
 		return err
 	}
-	if err := addPublicAddr(rh, wan, r.WAN); err != nil {
-		return err
+	if r.IPv6 != IPv6Only {
+		if err := addPublicAddr(rh, wan, r.WAN); err != nil {
+			return err
+		}
 	}
 	if err := up(rh, wan); err != nil {
 		return err
 	}
-	if err := addDefaultOnLink(rh, wan); err != nil {
-		return fmt.Errorf("netlab: %s: default route: %w", r.Name, err)
+	if r.IPv6 != IPv6Only {
+		if err := addDefaultOnLink(rh, wan); err != nil {
+			return fmt.Errorf("netlab: %s: default route: %w", r.Name, err)
+		}
+	}
+	if r.IPv6 != IPv6None {
+		if err := errors.Join(addAddr6(rh, wan, r.WAN6, InternetPrefix6.Bits()), addSiteRoutes6(rh, wan, topo, r.Name)); err != nil {
+			return fmt.Errorf("netlab: %s: %w", r.Name, err)
+		}
 	}
 	if r.Delay == 0 && r.LossPercent == 0 {
 		if err := l.enslave(inet, wport); err != nil {
@@ -464,15 +513,30 @@ func attachHost(h *nsHandles, r Router, lan netlink.Link, i int, host string) er
 	if err := rh.LinkSetMaster(port, lan); err != nil {
 		return fmt.Errorf("netlab: %s: attach %s: %w", r.Name, host, err)
 	}
-	if err := addAddr(hh, eth, hostAddr(r.LAN, i), r.LAN.Bits()); err != nil {
-		return err
+	if r.IPv6 != IPv6Only {
+		if err := addAddr(hh, eth, hostAddr(r.LAN, i), r.LAN.Bits()); err != nil {
+			return err
+		}
+	}
+	if r.IPv6 != IPv6None {
+		if err := addAddr6(hh, eth, hostAddr6(r.LAN6, i), r.LAN6.Bits()); err != nil {
+			return err
+		}
 	}
 	if err := errors.Join(up(rh, port), up(hh, eth)); err != nil {
 		return err
 	}
-	gw := gatewayAddr(r.LAN)
-	if err := hh.RouteAdd(&netlink.Route{LinkIndex: eth.Attrs().Index, Gw: gw.AsSlice()}); err != nil {
-		return fmt.Errorf("netlab: %s: default route: %w", host, err)
+	if r.IPv6 != IPv6Only {
+		gw := gatewayAddr(r.LAN)
+		if err := hh.RouteAdd(&netlink.Route{LinkIndex: eth.Attrs().Index, Gw: gw.AsSlice()}); err != nil {
+			return fmt.Errorf("netlab: %s: default route: %w", host, err)
+		}
+	}
+	if r.IPv6 != IPv6None {
+		gw := gatewayAddr6(r.LAN6)
+		if err := hh.RouteAdd(&netlink.Route{LinkIndex: eth.Attrs().Index, Gw: gw.AsSlice()}); err != nil {
+			return fmt.Errorf("netlab: %s: default IPv6 route: %w", host, err)
+		}
 	}
 	return nil
 }

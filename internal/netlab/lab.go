@@ -56,6 +56,11 @@ type Node struct {
 	LAN netip.Prefix `json:"lan,omitzero"`
 	// WANAddr is a router's or public host's address on the internet.
 	WANAddr netip.Addr `json:"wan_addr,omitzero"`
+	// LANAddr6, LAN6 and WANAddr6 are the same for IPv6, on sites and
+	// public hosts that have it (ipv6.go).
+	LANAddr6 netip.Addr   `json:"lan_addr6,omitzero"`
+	LAN6     netip.Prefix `json:"lan6,omitzero"`
+	WANAddr6 netip.Addr   `json:"wan_addr6,omitzero"`
 	// Router is the router a host sits behind.
 	Router string `json:"router,omitempty"`
 	// NAT, Delay and RateMbit describe a router's WAN link.
@@ -67,12 +72,26 @@ type Node struct {
 }
 
 // Addr is the address other nodes reach this node at from its side of any
-// NAT: a host's LAN address, a router's or public host's WAN address.
+// NAT: a host's LAN address, a router's or public host's WAN address. On
+// an IPv6-only site, which has no IPv4, it is the IPv6 one (Addr6).
 func (n *Node) Addr() netip.Addr {
+	a := n.WANAddr
 	if n.Kind == KindHost {
-		return n.LANAddr
+		a = n.LANAddr
 	}
-	return n.WANAddr
+	if !a.IsValid() {
+		return n.Addr6()
+	}
+	return a
+}
+
+// Addr6 is the node's global IPv6 address: a host's on its LAN, a
+// router's or public host's on the internet. Zero if it has none.
+func (n *Node) Addr6() netip.Addr {
+	if n.Kind == KindHost {
+		return n.LANAddr6
+	}
+	return n.WANAddr6
 }
 
 // Do runs fn on an OS thread switched into the node's namespace and back.

@@ -123,6 +123,17 @@ type Router struct {
 	// level only; a router with an upstream has no delay, loss, rate or
 	// port mapping of its own on its WAN.
 	Upstream string
+	// IPv6 is which address families the site has (ipv6.go): IPv4 only
+	// (the zero value), dual stack, or IPv6 only.
+	IPv6 IPv6Mode
+	// WAN6 is the router's IPv6 address on the internet, in
+	// InternetPrefix6. If zero on a site with IPv6, Validate assigns
+	// 2001:db8::21 + the router's index (written like the IPv4 default).
+	WAN6 netip.Addr
+	// LAN6 is the site's global IPv6 /64; the router is ::1 and its hosts
+	// ::10 up. If zero on a site with IPv6, Validate assigns
+	// 2001:db8:(index+1)::/64.
+	LAN6 netip.Prefix
 	// Hosts are the names of the machines on the router's LAN.
 	Hosts []string
 }
@@ -140,6 +151,9 @@ type PublicHost struct {
 	// Extra are more public addresses on the same interface: a
 	// multi-homed host.
 	Extra []netip.Addr
+	// Addr6 is the host's IPv6 address on the internet, in
+	// InternetPrefix6; zero: the host has no IPv6.
+	Addr6 netip.Addr
 	// Whoami makes the host serve HTTP on port 80, answering GET / with
 	// the caller's source IP as plain text.
 	Whoami bool
@@ -220,7 +234,8 @@ func DoubleNAT(t *Topology) {
 
 // Topologies returns the named topologies the CLI offers.
 func Topologies() map[string]func() Topology {
-	return map[string]func() Topology{"seed": SeedTopology, "multihomed": MultiHomedTopology, "double-nat": DoubleNATTopology}
+	return map[string]func() Topology{"seed": SeedTopology, "multihomed": MultiHomedTopology, "double-nat": DoubleNATTopology,
+		"dual-stack": DualStackTopology, "v6-only": V6OnlyTopology}
 }
 
 // sharedSpace is RFC 6598's shared address space, the LAN side of
@@ -413,7 +428,7 @@ func (t *Topology) Validate() error {
 		if !r.NAT.Valid() {
 			errs = append(errs, fmt.Errorf("netlab: %s: unknown NAT kind %q (kinds: %v)", r.Name, r.NAT, NATKinds))
 		}
-		if r.Upstream == "" {
+		if r.Upstream == "" && r.IPv6 != IPv6Only {
 			if !r.WAN.IsValid() {
 				r.WAN = netip.AddrFrom4([4]byte{203, 0, 113, byte(21 + i)})
 			}
@@ -452,6 +467,7 @@ func (t *Topology) Validate() error {
 		}
 	}
 	errs = append(errs, t.validateUpstreams()...)
+	errs = append(errs, t.validateIPv6()...)
 	for _, p := range t.Public {
 		name(p.Name)
 		addr(p.Name, p.Addr)
@@ -483,6 +499,8 @@ func (t *Topology) validateUpstreams() []error {
 			continue
 		case r.Delay != 0 || r.LossPercent != 0 || r.RateMbit != 0 || r.PortMap:
 			errs = append(errs, fmt.Errorf("netlab: %s: delay, loss, rate and port mapping are not supported behind an upstream router", r.Name))
+		case r.IPv6 != IPv6None || up.IPv6 != IPv6None:
+			errs = append(errs, fmt.Errorf("netlab: %s: IPv6 is not supported behind an upstream router, nor on the upstream", r.Name))
 		}
 		if !r.WAN.IsValid() {
 			r.WAN = hostAddr(up.LAN, len(up.Hosts)+behind[up.Name])

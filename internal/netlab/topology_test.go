@@ -47,6 +47,40 @@ func TestTopologyValidate(t *testing.T) {
 			DoubleNAT(tp)
 			tp.SetDelay("r-fukuoka", 10)
 		}, "not supported behind an upstream"},
+		{"dual stack", DualStack, ""},
+		{"IPv6 only", V6Only, ""},
+		{"unknown IPv6 mode", func(tp *Topology) { tp.SetIPv6("r-busan", "triple") }, `unknown IPv6 mode "triple"`},
+		{"IPv6 behind an upstream", func(tp *Topology) {
+			DoubleNAT(tp)
+			tp.SetIPv6("r-fukuoka", IPv6Dual)
+		}, "IPv6 is not supported behind an upstream"},
+		{"public IPv6 outside the internet", func(tp *Topology) {
+			DualStack(tp)
+			tp.SetPublicV6("ctrl", netip.MustParseAddr("2001:db8:5::1"))
+		}, "is not a host in 2001:db8::/64"},
+		{"public IPv6 twice", func(tp *Topology) {
+			DualStack(tp)
+			tp.SetPublicV6("web", netip.MustParseAddr("2001:db8::10"))
+		}, "both have address 2001:db8::10"},
+		{"IPv6 LAN not a /64", func(tp *Topology) {
+			DualStack(tp)
+			tp.Routers[0].LAN6 = netip.MustParsePrefix("2001:db8:1::/48")
+		}, "must be a /64"},
+		{"IPv6 LAN outside the documentation prefix", func(tp *Topology) {
+			DualStack(tp)
+			tp.Routers[0].LAN6 = netip.MustParsePrefix("2001:db9:1::/64")
+		}, "must be a /64"},
+		{"IPv6 LANs overlap", func(tp *Topology) {
+			DualStack(tp)
+			tp.Routers[0].LAN6 = netip.MustParsePrefix("2001:db8:2::/64")
+		}, "IPv6 LANs of r-busan and r-fukuoka overlap"},
+		{"IPv6 address on an IPv4-only site", func(tp *Topology) {
+			tp.Routers[0].WAN6 = netip.MustParseAddr("2001:db8::21")
+		}, "IPv6 addresses on a site without IPv6"},
+		{"port mapping on an IPv6-only site", func(tp *Topology) {
+			V6Only(tp)
+			tp.SetPortMap("r-fukuoka", true)
+		}, "no port mapping"},
 		{"WAN outside the upstream's LAN", func(tp *Topology) {
 			DoubleNAT(tp)
 			tp.Routers[1].WAN = netip.MustParseAddr("100.64.23.10")
@@ -139,5 +173,43 @@ func TestSetMTU(t *testing.T) {
 	topo.SetMTU("r-nowhere", 1280)
 	if topo.Validate() == nil {
 		t.Error("SetMTU on an unknown router was accepted")
+	}
+}
+
+func TestIPv6Defaults(t *testing.T) {
+	tp := DualStackTopology()
+	if err := tp.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct{ got, want string }{
+		{tp.Routers[0].WAN6.String(), "2001:db8::21"},
+		{tp.Routers[1].WAN6.String(), "2001:db8::22"},
+		{tp.Routers[0].LAN6.String(), "2001:db8:1::/64"},
+		{tp.Routers[1].LAN6.String(), "2001:db8:2::/64"},
+		{hostAddr6(tp.Routers[1].LAN6, 1).String(), "2001:db8:2::11"},
+		{gatewayAddr6(tp.Routers[1].LAN6).String(), "2001:db8:2::1"},
+		{tp.Public[0].Addr6.String(), "2001:db8::10"},
+		{tp.Public[1].Addr6.String(), "2001:db8::80"},
+	} {
+		if tc.got != tc.want {
+			t.Errorf("got %s, want %s", tc.got, tc.want)
+		}
+	}
+	v6 := V6OnlyTopology()
+	if err := v6.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if r := v6.router("r-fukuoka"); r.WAN.IsValid() || r.IPv6 != IPv6Only {
+		t.Errorf("v6-only r-fukuoka: WAN %v, IPv6 %q", r.WAN, r.IPv6)
+	}
+	for _, tc := range []struct {
+		in   string
+		want IPv6Mode
+		err  bool
+	}{{"none", IPv6None, false}, {"dual", IPv6Dual, false}, {"only", IPv6Only, false}, {"", IPv6None, true}, {"v6", IPv6None, true}} {
+		got, err := ParseIPv6Mode(tc.in)
+		if got != tc.want || (err != nil) != tc.err {
+			t.Errorf("ParseIPv6Mode(%q) = %q, %v", tc.in, got, err)
+		}
 	}
 }
