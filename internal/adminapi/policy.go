@@ -33,6 +33,10 @@ type PolicyReply struct {
 	Version   int64     `json:"version,omitempty"`
 	CreatedAt time.Time `json:"created_at,omitzero"`
 	Body      string    `json:"body,omitempty"`
+	// Author and Credential say who set the version (see
+	// store.PolicyVersion); absent when not known.
+	Author     string `json:"author,omitempty"`
+	Credential string `json:"credential,omitempty"`
 }
 
 // CheckPolicy parses a policy file and checks it against the tailnet in
@@ -127,7 +131,8 @@ func (s *Server) getPolicy(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, PolicyReply{Version: pv.Version, CreatedAt: pv.CreatedAt, Body: string(pv.Body)})
+	writeJSON(w, http.StatusOK, PolicyReply{Version: pv.Version, CreatedAt: pv.CreatedAt, Body: string(pv.Body),
+		Author: pv.Author, Credential: pv.Credential})
 }
 
 func (s *Server) setPolicy(w http.ResponseWriter, r *http.Request) {

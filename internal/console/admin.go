@@ -1,6 +1,7 @@
 package console
 
 import (
+	"fmt"
 	"net/http"
 	"regexp"
 	"strconv"
@@ -16,6 +17,13 @@ import (
 // console say anything else.
 var notices = map[string]string{
 	"user-created":   "User created.",
+	"role-set":       "Role changed.",
+	"node-renamed":   "Node renamed: its peers see the new name within seconds.",
+	"node-expired":   "Node key expired: the node must sign in again (weft up) to rejoin, and its peers drop it now.",
+	"node-tagged":    "Tags set: the node now belongs to its tags, not a user, and its key does not expire.",
+	"node-deleted":   "Node deleted: it can rejoin only with a new pre-auth key or login.",
+	"routes-approve": "Approved: the node's peers receive the route within seconds.",
+	"routes-reject":  "Approval withdrawn: the node's peers stop using the route within seconds.",
 	"user-deleted":   "User deleted.",
 	"key-expired":    "Key revoked: it can no longer register a node.",
 	"policy-saved":   "Policy saved: its checks and tests passed, and nodes receive it now.",
@@ -23,7 +31,8 @@ var notices = map[string]string{
 	"login-approved": "Approved: the machine joins as that user as soon as its weft up asks again (within seconds).",
 }
 
-// done redirects to page with the notice for what was done.
+// done redirects to page ("" for the nodes page) with the notice for
+// what was done.
 func done(w http.ResponseWriter, r *http.Request, page, what string) {
 	http.Redirect(w, r, Prefix+page+"?done="+what, http.StatusSeeOther)
 }
@@ -139,7 +148,8 @@ type policyView struct {
 	Body    string
 	Lines   []policyLine
 	Errors  []string
-	Checked bool // the text passed the checks (a check without saving)
+	Checked bool  // the text passed the checks (a check without saving)
+	From    int64 // the earlier version loaded into the editor, to restore
 }
 
 type policyLine struct {
@@ -148,14 +158,31 @@ type policyLine struct {
 	Bad  bool
 }
 
+// policyPage is the policy editor holding the policy in force, or with
+// ?from=N an earlier version to restore (put in force again by Save,
+// through the usual checks).
 func (s *Server) policyPage(w http.ResponseWriter, r *http.Request, sess session) {
 	pr, err := s.api.GetPolicy(r.Context(), 0)
 	if err != nil {
 		s.apiFailure(w, r, sess, err)
 		return
 	}
-	s.page(w, r, http.StatusOK, "policy", &pageData{Title: "Policy", Nav: "policy", CSRF: sess.csrf,
-		Message: notices[r.URL.Query().Get("done")], Data: policyView{Version: pr.Version, Body: pr.Body}})
+	v := policyView{Version: pr.Version, Body: pr.Body}
+	msg := notices[r.URL.Query().Get("done")]
+	if from := r.URL.Query().Get("from"); from != "" {
+		n, ok := s.policyVersionParam(w, r, sess, from)
+		if !ok {
+			return
+		}
+		old, err := s.api.GetPolicy(r.Context(), n)
+		if err != nil {
+			s.apiFailure(w, r, sess, err)
+			return
+		}
+		v.Body, v.From = old.Body, n
+		msg = fmt.Sprintf("Version %d is loaded into the editor. Nothing has changed yet: Save checks it, runs its tests and puts it in force as a new version.", n)
+	}
+	s.page(w, r, http.StatusOK, "policy", &pageData{Title: "Policy", Nav: "policy", CSRF: sess.csrf, Message: msg, Data: v})
 }
 
 // savePolicy checks the posted policy (its syntax, its references to

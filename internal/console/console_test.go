@@ -187,7 +187,7 @@ func (e *env) post(cookie *http.Cookie, target string, form url.Values) *http.Re
 // pages are the console's pages, each of which must be refused without a
 // session.
 var pages = []string{"/admin/", "/admin/nodes/id:1", "/admin/nodes/id:1/health.json", "/admin/users",
-	"/admin/keys", "/admin/policy", "/admin/dns", "/admin/audit", "/admin/logins", "/admin/?q=secret"}
+	"/admin/keys", "/admin/policy", "/admin/policy/history", "/admin/dns", "/admin/audit", "/admin/logins", "/admin/?q=secret"}
 
 // TestUnauthenticatedSeesNothing: without a live session no console
 // response names a node, a user or a key; with one, every page answers.
@@ -265,6 +265,10 @@ func TestCSRF(t *testing.T) {
 	}{
 		{"/admin/logout", url.Values{}},
 		{"/admin/nodes/id:1/routes", url.Values{"prefix": {"exit"}, "action": {"approve"}}},
+		{"/admin/nodes/id:1/rename", url.Values{"name": {"renamed"}}},
+		{"/admin/nodes/id:1/tags", url.Values{"tags": {"tag:web"}}},
+		{"/admin/nodes/id:1/expire", url.Values{}},
+		{"/admin/nodes/id:2/delete", url.Values{"confirm": {"yes"}}},
 		{"/admin/users", url.Values{"name": {"mallory"}}},
 		{"/admin/users/alice/delete", url.Values{}},
 		{"/admin/users/alice/role", url.Values{"role": {"admin"}}},
@@ -324,7 +328,8 @@ func (e *env) snapshot(ctx context.Context) string {
 	routes, err3 := e.st.ListRoutes(ctx)
 	dns, _, err4 := e.st.DNSSettings(ctx)
 	pols, err5 := e.st.ListPolicies(ctx)
-	for _, err := range []error{err1, err2, err3, err4, err5} {
+	nodes, err6 := e.st.ListNodes(ctx)
+	for _, err := range []error{err1, err2, err3, err4, err5, err6} {
 		if err != nil {
 			e.t.Fatal(err)
 		}
@@ -333,7 +338,11 @@ func (e *env) snapshot(ctx context.Context) string {
 	for _, u := range users {
 		us = append(us, u.Name+"="+u.Role)
 	}
-	return fmt.Sprintf("users %v keys %d routes %+v dns %q policies %d", us, len(keys), routes, dns, len(pols))
+	var ns []string
+	for _, n := range nodes {
+		ns = append(ns, fmt.Sprintf("%d=%s/%s/%v/%d", n.ID, n.Name, n.User, n.Tags, n.KeyExpiry.UnixNano()))
+	}
+	return fmt.Sprintf("users %v keys %d nodes %v routes %+v dns %q policies %d", us, len(keys), ns, routes, dns, len(pols))
 }
 
 // TestHeadersOnEveryResponse: scripts, stylesheets, redirects, errors and

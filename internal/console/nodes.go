@@ -93,7 +93,8 @@ func (s *Server) nodesPage(w http.ResponseWriter, r *http.Request, sess session)
 	lo := (v.Page - 1) * PageSize
 	v.Rows = rows[lo:min(lo+PageSize, len(rows))]
 	v.links()
-	s.page(w, r, http.StatusOK, "nodes", &pageData{Title: "Nodes", Nav: "nodes", CSRF: sess.csrf, Data: v})
+	s.page(w, r, http.StatusOK, "nodes", &pageData{Title: "Nodes", Nav: "nodes", CSRF: sess.csrf,
+		Message: notices[r.URL.Query().Get("done")], Data: v})
 }
 
 // links fills the URLs of the pager and the column headers, keeping the
@@ -224,22 +225,35 @@ type nodeView struct {
 	Node      adminapi.Node
 	Routes    []routeRow
 	Endpoints []string
+	Form      nodeForm
 }
 
 // nodePage shows one node: its addresses, its routes with approve and
-// reject buttons, and the health plots (drawn by health.js from
-// health.json).
+// reject buttons, the forms that rename, tag, expire and delete it, and
+// the health plots (drawn by health.js from health.json).
 func (s *Server) nodePage(w http.ResponseWriter, r *http.Request, sess session) {
-	s.renderNode(w, r, sess, http.StatusOK, "", "")
+	s.renderNode(w, r, sess, http.StatusOK, "", nil)
 }
 
-func (s *Server) renderNode(w http.ResponseWriter, r *http.Request, sess session, status int, notice, refusal string) {
+// renderNode shows the node page at status: with refusal above it and
+// the forms holding f when a change was refused, or the node's own
+// values (f nil).
+func (s *Server) renderNode(w http.ResponseWriter, r *http.Request, sess session, status int, refusal string, f *nodeForm) {
 	n, err := s.api.GetNode(r.Context(), r.PathValue("node"))
 	if err != nil {
 		s.apiFailure(w, r, sess, err)
 		return
 	}
-	v := nodeView{Row: makeNodeRow(&n, s.now()), Node: n}
+	v := nodeView{Row: makeNodeRow(&n, s.now()), Node: n, Form: nodeForm{Name: n.Name, Tags: strings.Join(n.Tags, ", ")}}
+	if f != nil {
+		v.Form.Refused = f.Refused
+		switch f.Refused {
+		case "rename":
+			v.Form.Name = f.Name
+		case "tags":
+			v.Form.Tags = f.Tags
+		}
+	}
 	for _, e := range n.Endpoints {
 		v.Endpoints = append(v.Endpoints, e.String())
 	}
@@ -253,6 +267,10 @@ func (s *Server) renderNode(w http.ResponseWriter, r *http.Request, sess session
 			v.Routes = append(v.Routes, routeRow{Prefix: rt.Prefix.String(), Exit: tailnet.IsExitRoute(rt.Prefix),
 				Advertised: rt.Advertised, Approved: rt.Approved, AutoApprovedBy: rt.AutoApprovedBy})
 		}
+	}
+	notice := ""
+	if f == nil {
+		notice = notices[r.URL.Query().Get("done")]
 	}
 	s.page(w, r, status, "node", &pageData{Title: n.Name, Nav: "nodes", CSRF: sess.csrf, Message: notice, Error: refusal,
 		Scripts: []string{"vendor/uplot/uPlot.iife.min.js", "health.js"}, Data: v})
@@ -268,23 +286,23 @@ func (s *Server) nodeRoutes(w http.ResponseWriter, r *http.Request, sess session
 	} else if pfx, err := netip.ParsePrefix(p); err == nil {
 		prefixes = []netip.Prefix{pfx}
 	} else {
-		s.renderNode(w, r, sess, http.StatusBadRequest, "", fmt.Sprintf("%q is not a route: give a prefix such as 10.0.0.0/24", p))
+		s.renderNode(w, r, sess, http.StatusBadRequest, fmt.Sprintf("%q is not a route: give a prefix such as 10.0.0.0/24", p), &nodeForm{})
 		return
 	}
 	var err error
-	switch r.PostFormValue("action") {
+	action := r.PostFormValue("action")
+	switch action {
 	case "approve":
 		_, err = s.api.ApproveRoutes(r.Context(), ref, prefixes)
 	case "reject":
 		_, err = s.api.RejectRoutes(r.Context(), ref, prefixes)
 	default:
-		s.renderNode(w, r, sess, http.StatusBadRequest, "", "action must be approve or reject")
+		s.renderNode(w, r, sess, http.StatusBadRequest, "action must be approve or reject", &nodeForm{})
 		return
 	}
 	if err != nil {
-		status, msg := apiError(err)
-		s.renderNode(w, r, sess, status, "", msg)
+		s.refuseNode(w, r, sess, err, nodeForm{})
 		return
 	}
-	http.Redirect(w, r, Prefix+"nodes/"+url.PathEscape(ref), http.StatusSeeOther)
+	http.Redirect(w, r, Prefix+"nodes/"+url.PathEscape(ref)+"?done=routes-"+action, http.StatusSeeOther)
 }
