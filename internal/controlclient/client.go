@@ -102,6 +102,13 @@ type Client struct {
 	nm         *NetMap
 	lastErr    error
 	connected  bool
+	// cancelStream ends the stream Run holds or is dialling; nil
+	// outside Run.
+	cancelStream context.CancelFunc
+
+	// redial, of capacity one, carries Redial's request to Run: connect
+	// again now, from MinBackoff.
+	redial chan struct{}
 }
 
 // New returns a Client; it does not connect until Register or Run.
@@ -132,7 +139,8 @@ func New(opts Options) (*Client, error) {
 		tr := &http.Transport{DialContext: opts.DialContext}
 		opts.HTTPClient = &http.Client{Timeout: 10 * time.Second, Transport: tr}
 	}
-	return &Client{opts: opts, log: opts.Logger, urls: urls, serverKey: opts.ServerKey, hostinfo: opts.Hostinfo, routes: opts.AdvertisedRoutes}, nil
+	return &Client{opts: opts, log: opts.Logger, urls: urls, serverKey: opts.ServerKey, hostinfo: opts.Hostinfo,
+		routes: opts.AdvertisedRoutes, redial: make(chan struct{}, 1)}, nil
 }
 
 // ServerURLs splits a list of control server URLs separated by commas
@@ -545,9 +553,14 @@ func (c *Client) Run(ctx context.Context) error {
 	backoff := c.opts.MinBackoff
 	for {
 		start := time.Now()
-		err := c.stream(ctx)
+		sctx, cancel := context.WithCancel(ctx)
 		c.mu.Lock()
-		c.connected, c.conn, c.lastErr = false, nil, err
+		c.cancelStream = cancel
+		c.mu.Unlock()
+		err := c.stream(sctx)
+		cancel()
+		c.mu.Lock()
+		c.connected, c.conn, c.lastErr, c.cancelStream = false, nil, err, nil
 		c.mu.Unlock()
 		if ctx.Err() != nil {
 			return ctx.Err()
@@ -562,27 +575,59 @@ func (c *Client) Run(ctx context.Context) error {
 		// With several servers, the next one is tried: the one that
 		// failed may be down for good (docs/ha.md).
 		c.nextServer()
-		// Full jitter: a server restart must not bring every node back
-		// in the same instant.
-		wait := time.Duration(rand.Int64N(int64(backoff))) + c.opts.MinBackoff/2
-		c.log.Info("map stream ended; reconnecting", "err", err, "in", wait.Round(time.Millisecond))
-		select {
-		case <-ctx.Done():
+		if !c.backOff(ctx, &backoff, err) {
 			return ctx.Err()
-		case <-time.After(wait):
 		}
-		backoff = min(2*backoff, c.opts.MaxBackoff)
 	}
 }
 
-// Redial drops the live map stream, if any; Run connects again after a
-// short wait. The node calls it when one of its local addresses goes away,
-// which leaves the stream's TCP connection dead but unnoticed until the
-// next keepalive deadline.
+// backOff waits before Run's next attempt: a jittered *backoff, which
+// then doubles up to MaxBackoff. A Redial, before or during the wait,
+// ends it at once and puts *backoff back to MinBackoff. It returns false
+// if ctx ended.
+func (c *Client) backOff(ctx context.Context, backoff *time.Duration, err error) bool {
+	select {
+	case <-c.redial:
+		c.log.Info("map stream ended for a redial; reconnecting now", "err", err)
+		*backoff = c.opts.MinBackoff
+		return true
+	default:
+	}
+	// Full jitter: a server restart must not bring every node back in
+	// the same instant.
+	wait := time.Duration(rand.Int64N(int64(*backoff))) + c.opts.MinBackoff/2
+	c.log.Info("map stream ended; reconnecting", "err", err, "in", wait.Round(time.Millisecond))
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		*backoff = min(2**backoff, c.opts.MaxBackoff)
+	case <-c.redial:
+		*backoff = c.opts.MinBackoff
+	}
+	return true
+}
+
+// Redial drops the live map stream, or abandons the dial in progress, and
+// makes Run connect again at once, its backoff back at MinBackoff (a wait
+// between attempts is cut short). The node calls it when one of its local
+// addresses goes away, which leaves the stream's TCP connection dead but
+// unnoticed until the next keepalive deadline. Address changes can come
+// seconds apart, and each must reconnect as fast as the first: the
+// backoff is for a server that fails, not for a network that changed.
 func (c *Client) Redial() {
+	select {
+	case c.redial <- struct{}{}:
+	default: // already asked
+	}
 	c.mu.Lock()
-	conn := c.conn
+	conn, cancel := c.conn, c.cancelStream
 	c.mu.Unlock()
+	if cancel != nil {
+		cancel()
+	}
 	if conn != nil {
 		conn.Close()
 	}

@@ -101,6 +101,12 @@ type Client struct {
 	lastErr   error         // of the last failed attempt
 	pings     map[[pingLen]byte]chan struct{}
 	preferred bool
+	// attempt cancels the dial in progress; nil between dials.
+	attempt context.CancelFunc
+
+	// redial, of capacity one, carries Redial's request to the run loop:
+	// connect again now, from MinBackoff.
+	redial chan struct{}
 }
 
 // sendQueueLen bounds the packets waiting to be written, also while the
@@ -170,6 +176,7 @@ func NewClient(opts ClientOptions) (*Client, error) {
 		tried:     make(chan struct{}),
 		pings:     make(map[[pingLen]byte]chan struct{}),
 		preferred: opts.Preferred,
+		redial:    make(chan struct{}, 1),
 	}, nil
 }
 
@@ -433,14 +440,26 @@ func (c *Client) Close() error {
 	return nil
 }
 
-// Redial drops the current connection, if any, so the client connects
-// again at once. The node calls it when one of its local addresses goes
-// away: a TCP connection from that address is dead, but would only be
-// noticed at the next keepalive deadline, minutes later.
+// Redial drops the current connection, if any, and makes the client
+// connect again at once, its backoff back at MinBackoff; a dial in
+// progress is abandoned and a wait between attempts cut short. The node
+// calls it when one of its local addresses goes away: a TCP connection
+// from that address is dead, but would only be noticed at the next
+// keepalive deadline, minutes later. Address changes can come seconds
+// apart (a renumbering, then another), and each must reconnect as fast
+// as the first: the backoff is for a relay that fails, not for a network
+// that changed.
 func (c *Client) Redial() {
+	select {
+	case c.redial <- struct{}{}:
+	default: // already asked
+	}
 	c.mu.Lock()
-	cc := c.cur
+	cc, attempt := c.cur, c.attempt
 	c.mu.Unlock()
+	if attempt != nil {
+		attempt()
+	}
 	if cc != nil {
 		cc.nc.Close()
 	}
@@ -454,10 +473,20 @@ func (c *Client) run() {
 	urlIdx := 0
 	for c.ctx.Err() == nil {
 		u := c.urls[urlIdx%len(c.urls)]
-		cc, err := c.dial(c.ctx, u)
+		cc, err := c.attemptDial(u)
 		if err != nil {
 			if c.ctx.Err() != nil {
 				return
+			}
+			if errors.Is(err, errRedialed) {
+				// Redial abandoned the attempt: the next goes now, and
+				// its request is used up.
+				select {
+				case <-c.redial:
+				default:
+				}
+				backoff = c.opts.MinBackoff
+				continue
 			}
 			c.log.Debug("relay connect failed", "url", u.String(), "err", err, "retry_in", backoff)
 			c.mu.Lock()
@@ -466,10 +495,9 @@ func (c *Client) run() {
 			c.tried = make(chan struct{})
 			c.mu.Unlock()
 			urlIdx++
-			if !c.sleep(jitter(backoff)) {
+			if !c.backOff(&backoff) {
 				return
 			}
-			backoff = min(2*backoff, c.opts.MaxBackoff)
 			continue
 		}
 		connectedAt := time.Now()
@@ -486,10 +514,54 @@ func (c *Client) run() {
 		if time.Since(connectedAt) > 10*time.Second {
 			backoff = c.opts.MinBackoff // it was a working connection
 		}
-		if !c.sleep(jitter(backoff)) {
+		if !c.backOff(&backoff) {
 			return
 		}
-		backoff = min(2*backoff, c.opts.MaxBackoff)
+	}
+}
+
+// errRedialed is attemptDial's error when Redial cancelled the dial.
+var errRedialed = errors.New("relay: dial abandoned for a redial")
+
+// attemptDial dials u under a context Redial can cancel.
+func (c *Client) attemptDial(u *url.URL) (*clientConn, error) {
+	ctx, cancel := context.WithCancel(c.ctx)
+	defer cancel()
+	c.mu.Lock()
+	c.attempt = cancel
+	c.mu.Unlock()
+	cc, err := c.dial(ctx, u)
+	c.mu.Lock()
+	c.attempt = nil
+	c.mu.Unlock()
+	if err != nil && ctx.Err() != nil && c.ctx.Err() == nil {
+		return nil, errRedialed
+	}
+	return cc, err
+}
+
+// backOff waits before the next attempt: a jittered *backoff, which then
+// doubles up to MaxBackoff. A Redial, before or during the wait, ends it
+// at once and puts *backoff back to MinBackoff. It returns false if the
+// client was closed.
+func (c *Client) backOff(backoff *time.Duration) bool {
+	select {
+	case <-c.redial:
+		*backoff = c.opts.MinBackoff
+		return c.ctx.Err() == nil
+	default:
+	}
+	t := time.NewTimer(jitter(*backoff))
+	defer t.Stop()
+	select {
+	case <-t.C:
+		*backoff = min(2**backoff, c.opts.MaxBackoff)
+		return true
+	case <-c.redial:
+		*backoff = c.opts.MinBackoff
+		return true
+	case <-c.ctx.Done():
+		return false
 	}
 }
 
@@ -504,17 +576,6 @@ func jitter(d time.Duration) time.Duration {
 		return d
 	}
 	return d/2 + time.Duration(n.Int64())
-}
-
-func (c *Client) sleep(d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-c.ctx.Done():
-		return false
-	}
 }
 
 // install makes cc the live connection.
