@@ -117,36 +117,45 @@ func (s *sqlStore) GetNodeByNodeKey(ctx context.Context, nk key.NodePublic) (Nod
 func (s *sqlStore) ListNodes(ctx context.Context) ([]Node, error) {
 	var nodes []Node
 	err := s.read(ctx, func(tx *dbTx) error {
-		rows, err := tx.QueryContext(ctx, `SELECT `+nodeColumns+` ORDER BY n.id`)
-		if err != nil {
-			return err
-		}
-		defer rows.Close()
-		for rows.Next() {
-			n, err := scanNode(rows)
-			if err != nil {
-				return err
-			}
-			nodes = append(nodes, n)
-		}
-		if err := rows.Err(); err != nil {
-			return err
-		}
-		rs, err := loadRoutes(ctx, tx, 0)
-		if err != nil {
-			return err
-		}
-		byNode := make(map[wire.NodeID][]Route)
-		for _, r := range rs {
-			byNode[r.NodeID] = append(byNode[r.NodeID], r)
-		}
-		for i := range nodes {
-			nodes[i].setRoutes(byNode[nodes[i].ID])
-		}
-		return nil
+		var err error
+		nodes, err = queryNodes(ctx, tx, ` ORDER BY n.id`)
+		return err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("store: ListNodes: %w", err)
+	}
+	return nodes, nil
+}
+
+// queryNodes returns the nodes that SELECT nodeColumns + tail finds, in
+// ID order (tail must order by n.id), each with its routes.
+func queryNodes(ctx context.Context, tx *dbTx, tail string, args ...any) ([]Node, error) {
+	rows, err := tx.QueryContext(ctx, `SELECT `+nodeColumns+tail, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var nodes []Node
+	for rows.Next() {
+		n, err := scanNode(rows)
+		if err != nil {
+			return nil, err
+		}
+		nodes = append(nodes, n)
+	}
+	if err := rows.Err(); err != nil || len(nodes) == 0 {
+		return nodes, err
+	}
+	rs, err := loadRouteRange(ctx, tx, nodes[0].ID, nodes[len(nodes)-1].ID)
+	if err != nil {
+		return nil, err
+	}
+	byNode := make(map[wire.NodeID][]Route)
+	for _, r := range rs {
+		byNode[r.NodeID] = append(byNode[r.NodeID], r)
+	}
+	for i := range nodes {
+		nodes[i].setRoutes(byNode[nodes[i].ID])
 	}
 	return nodes, nil
 }
@@ -162,43 +171,19 @@ func (s *sqlStore) ListNodesPage(ctx context.Context, q NodePage) ([]Node, error
 	if q.Limit <= 0 {
 		return nil, fmt.Errorf("store: ListNodesPage: %w: limit %d", ErrInvalid, q.Limit)
 	}
-	query := `SELECT ` + nodeColumns + ` WHERE n.id > ?`
+	tail := ` WHERE n.id > ?`
 	args := []any{q.After}
 	if q.User != "" {
-		query += ` AND u.name = ?`
+		tail += ` AND u.name = ?`
 		args = append(args, q.User)
 	}
-	query += ` ORDER BY n.id LIMIT ?`
+	tail += ` ORDER BY n.id LIMIT ?`
 	args = append(args, q.Limit)
 	var nodes []Node
 	err := s.read(ctx, func(tx *dbTx) error {
-		rows, err := tx.QueryContext(ctx, query, args...)
-		if err != nil {
-			return err
-		}
-		defer rows.Close()
-		for rows.Next() {
-			n, err := scanNode(rows)
-			if err != nil {
-				return err
-			}
-			nodes = append(nodes, n)
-		}
-		if err := rows.Err(); err != nil || len(nodes) == 0 {
-			return err
-		}
-		rs, err := loadRouteRange(ctx, tx, nodes[0].ID, nodes[len(nodes)-1].ID)
-		if err != nil {
-			return err
-		}
-		byNode := make(map[wire.NodeID][]Route)
-		for _, r := range rs {
-			byNode[r.NodeID] = append(byNode[r.NodeID], r)
-		}
-		for i := range nodes {
-			nodes[i].setRoutes(byNode[nodes[i].ID])
-		}
-		return nil
+		var err error
+		nodes, err = queryNodes(ctx, tx, tail, args...)
+		return err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("store: ListNodesPage: %w", err)
