@@ -16,6 +16,7 @@ import (
 	"weft/internal/localapi"
 	"weft/internal/magicsock"
 	"weft/internal/netcheck"
+	"weft/internal/netstack"
 	"weft/internal/wire"
 )
 
@@ -127,6 +128,7 @@ func (e *Engine) FillStatus(st *localapi.Status) {
 	st.Health = append(st.Health, e.dns.health(time.Now())...)
 	st.Drops = e.drops()
 	st.Buffers = e.buffers()
+	st.Netstack = e.netstackStats()
 	ds := e.dns.Status()
 	st.DNS = &ds
 }
@@ -254,4 +256,22 @@ func findPeer(nm *controlclient.NetMap, s string) *wire.Node {
 		}
 	}
 	return nil
+}
+
+// netstackStats reports a userspace stack's counters; nil in kernel mode.
+func (e *Engine) netstackStats() *localapi.NetstackStats {
+	ns, ok := e.router.(*netstack.Stack)
+	if !ok {
+		return nil
+	}
+	s := ns.Stats()
+	return &localapi.NetstackStats{
+		LinkHanded:         s.LinkHanded,
+		LinkRead:           s.LinkRead,
+		LinkDrops:          s.LinkDrops,
+		LinkWaits:          s.LinkWaits,
+		TCPRetransmits:     s.TCPRetransmits,
+		TCPTimeouts:        s.TCPTimeouts,
+		TCPFastRetransmits: s.TCPFastRetransmits,
+	}
 }

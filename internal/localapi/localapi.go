@@ -86,6 +86,27 @@ type Status struct {
 	// DNS is the node's MagicDNS state; nil while the data plane is
 	// down.
 	DNS *DNSStatus `json:"dns,omitempty"`
+	// Netstack is the userspace network stack's counters; nil in kernel
+	// mode and while the data plane is down.
+	Netstack *NetstackStats `json:"netstack,omitempty"`
+}
+
+// NetstackStats are a userspace node's stack counters since the node
+// went up (docs/userspace.md).
+type NetstackStats struct {
+	// LinkHanded are packets the stack sent toward the tunnel, LinkRead
+	// those WireGuard read of them.
+	LinkHanded uint64 `json:"link_handed"`
+	LinkRead   uint64 `json:"link_read"`
+	// LinkDrops are packets the stack sent that never reached
+	// WireGuard; LinkWaits the sends that found its queue full.
+	LinkDrops uint64 `json:"link_drops"`
+	LinkWaits uint64 `json:"link_waits"`
+	// TCP counters of the stack's own connections: segments sent
+	// again, retransmit timeouts, fast retransmits.
+	TCPRetransmits     uint64 `json:"tcp_retransmits"`
+	TCPTimeouts        uint64 `json:"tcp_timeouts"`
+	TCPFastRetransmits uint64 `json:"tcp_fast_retransmits"`
 }
 
 // DNSStatus is what `weft dns status` shows of the node's DNS.

@@ -27,11 +27,11 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"golang.zx2c4.com/wireguard/conn"
 	"golang.zx2c4.com/wireguard/tun"
 	"gvisor.dev/gvisor/pkg/buffer"
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
-	"gvisor.dev/gvisor/pkg/tcpip/link/channel"
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv6"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
@@ -71,7 +71,7 @@ type Stack struct {
 	log  *slog.Logger
 	mtu  int
 	st   *stack.Stack
-	ep   *channel.Endpoint
+	ep   *link
 	dev  *device
 	host HostDialer
 	// pinger forwards pings; echoes bounds those in flight.
@@ -116,9 +116,9 @@ func New(opts Options) (*Stack, error) {
 			// address would count as the stack's own and be dropped.
 			HandleLocal: false,
 		}),
-		ep: channel.New(1024, uint32(opts.MTU), ""),
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
+	s.ep = newLink(opts.MTU, s.ctx.Done())
 	s.cfg.Store(&osnet.Config{})
 	fail := func(what string, e tcpip.Error) (*Stack, error) {
 		s.st.Close()
@@ -250,23 +250,43 @@ func (d *device) File() *os.File           { return nil }
 func (d *device) Name() (string, error)    { return Name, nil }
 func (d *device) MTU() (int, error)        { return d.s.mtu, nil }
 func (d *device) Events() <-chan tun.Event { return d.events }
-func (d *device) BatchSize() int           { return 1 }
+func (d *device) BatchSize() int           { return conn.IdealBatchSize }
 
-// Read returns one packet the stack sends, waiting for it.
+// Read waits for a packet the stack sends and returns it with as many
+// more as are queued and fit in bufs, so that wireguard-go seals and
+// sends them as one batch.
 func (d *device) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
-	pkt := d.s.ep.ReadContext(d.s.ctx)
-	if pkt == nil {
-		return 0, os.ErrClosed
+	l := d.s.ep
+	n := 0
+	for n == 0 {
+		var pkt *stack.PacketBuffer
+		select {
+		case pkt = <-l.out:
+		case <-d.s.ctx.Done():
+			return 0, os.ErrClosed
+		}
+		for pkt != nil {
+			if m := copyPacket(pkt, bufs[n][offset:]); m >= 0 {
+				sizes[n] = m
+				n++
+			} else {
+				// Larger than wireguard-go's buffer: the stack
+				// sends nothing over its MTU, so this cannot
+				// happen; drop it.
+				l.drops.Add(1)
+			}
+			pkt.DecRef()
+			pkt = nil
+			if n < len(bufs) {
+				select {
+				case pkt = <-l.out:
+				default:
+				}
+			}
+		}
 	}
-	defer pkt.DecRef()
-	v := pkt.ToView()
-	defer v.Release()
-	n, err := v.Read(bufs[0][offset:])
-	if err != nil {
-		return 0, err
-	}
-	sizes[0] = n
-	return 1, nil
+	l.read.Add(uint64(n))
+	return n, nil
 }
 
 // Write hands packets from the tunnel to the stack.
@@ -300,7 +320,37 @@ func (d *device) Close() error {
 	d.closeOnce.Do(func() {
 		d.s.Close()
 		d.s.ep.Close()
+		d.s.ep.drain()
 		close(d.events)
 	})
 	return nil
+}
+
+// Stats are a stack's counters since it was made.
+type Stats struct {
+	// LinkHanded is the packets the stack sent toward the tunnel, and
+	// LinkRead those wireguard-go read of them; the difference is
+	// queued or dropped.
+	LinkHanded, LinkRead uint64
+	// LinkDrops is the packets the stack sent that never reached
+	// wireguard-go; LinkWaits the writes that found the queue full.
+	LinkDrops, LinkWaits uint64
+	// TCPRetransmits, TCPTimeouts and TCPFastRetransmits are gVisor's
+	// TCP counters for all connections: segments sent again, retransmit
+	// timer expiries, and fast retransmits.
+	TCPRetransmits, TCPTimeouts, TCPFastRetransmits uint64
+}
+
+// Stats returns the stack's counters.
+func (s *Stack) Stats() Stats {
+	tcp := s.st.Stats().TCP
+	return Stats{
+		LinkHanded:         s.ep.handed.Load(),
+		LinkRead:           s.ep.read.Load(),
+		LinkDrops:          s.ep.drops.Load(),
+		LinkWaits:          s.ep.waits.Load(),
+		TCPRetransmits:     tcp.Retransmits.Value(),
+		TCPTimeouts:        tcp.Timeouts.Value(),
+		TCPFastRetransmits: tcp.FastRetransmit.Value(),
+	}
 }

@@ -68,22 +68,34 @@ func pair(t *testing.T, hostB HostDialer) (a, b *Stack) {
 	if b, err = New(Options{HostDialer: hostB}); err != nil {
 		t.Fatal(err)
 	}
-	pump := func(from, to *Stack) {
-		bufs, sizes := [][]byte{make([]byte, 2000)}, []int{0}
-		for {
-			n, err := from.TUN().Read(bufs, sizes, 0)
-			if err != nil {
-				return
-			}
-			if n == 1 {
-				to.TUN().Write([][]byte{bufs[0][:sizes[0]]}, 0)
-			}
-		}
-	}
-	go pump(a, b)
-	go pump(b, a)
+	go pump(a, b, nil)
+	go pump(b, a, nil)
 	t.Cleanup(func() { a.TUN().Close(); b.TUN().Close() })
 	return a, b
+}
+
+// pump carries packets from one stack's device to the other's, in
+// batches as wireguard-go does, once start is closed (nil: at once),
+// until the device closes.
+func pump(from, to *Stack, start <-chan struct{}) {
+	if start != nil {
+		<-start
+	}
+	bufs, sizes := make([][]byte, from.TUN().BatchSize()), make([]int, from.TUN().BatchSize())
+	for i := range bufs {
+		bufs[i] = make([]byte, 2000)
+	}
+	for {
+		n, err := from.TUN().Read(bufs, sizes, 0)
+		if err != nil {
+			return
+		}
+		out := make([][]byte, n)
+		for i := range n {
+			out[i] = bufs[i][:sizes[i]]
+		}
+		to.TUN().Write(out, 0)
+	}
 }
 
 func echoTCP(t *testing.T, ln net.Listener) {
