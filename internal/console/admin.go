@@ -1,7 +1,6 @@
 package console
 
 import (
-	"fmt"
 	"net/http"
 	"regexp"
 	"strconv"
@@ -168,7 +167,6 @@ func (s *Server) policyPage(w http.ResponseWriter, r *http.Request, sess session
 		return
 	}
 	v := policyView{Version: pr.Version, Body: pr.Body}
-	msg := notices[r.URL.Query().Get("done")]
 	if from := r.URL.Query().Get("from"); from != "" {
 		n, ok := s.policyVersionParam(w, r, sess, from)
 		if !ok {
@@ -180,9 +178,9 @@ func (s *Server) policyPage(w http.ResponseWriter, r *http.Request, sess session
 			return
 		}
 		v.Body, v.From = old.Body, n
-		msg = fmt.Sprintf("Version %d is loaded into the editor. Nothing has changed yet: Save checks it, runs its tests and puts it in force as a new version.", n)
 	}
-	s.page(w, r, http.StatusOK, "policy", &pageData{Title: "Policy", Nav: "policy", CSRF: sess.csrf, Message: msg, Data: v})
+	s.page(w, r, http.StatusOK, "policy", &pageData{Title: "Policy", Nav: "policy", CSRF: sess.csrf,
+		Message: notices[r.URL.Query().Get("done")], Data: v})
 }
 
 // savePolicy checks the posted policy (its syntax, its references to

@@ -63,7 +63,8 @@ func forward(t testing.TB, node *netlab.Node, addr string) string {
 // `weft up` without a key, so that pc joins; sees the three nodes online,
 // sees busan's health plots drawn from the samples it reported, approves
 // busan as exit node with the console's button, and sees the change reach
-// mac: its `weft status --json` lists busan's exit routes.
+// mac: its `weft status --json` lists busan's exit routes; renames mac in
+// the console and sees busan's `weft status --json` name the peer anew.
 func TestBrowserLabExitNode(t *testing.T) {
 	chromiumPath(t)
 	labtest.SkipUnlessRoot(t)
@@ -212,6 +213,42 @@ func TestBrowserLabExitNode(t *testing.T) {
 		out, err := tn.Admin(ctx, "audit")
 		if err != nil || !strings.Contains(string(out), "routes.approve") || !strings.Contains(string(out), "console session") {
 			t.Fatalf("weft admin audit does not show the console's approval: %v\n%s", err, out)
+		}
+	})
+
+	step(t, "rename a node", func(t *testing.T) {
+		do(t, b, "rename mac to studio",
+			chromedp.Navigate(base+"/admin/nodes/mac"),
+			chromedp.WaitVisible(chromedp.ID("renameform")),
+			chromedp.SetValue(chromedp.ID("newname"), "studio"),
+			chromedp.Click(chromedp.ID("rename")),
+			chromedp.WaitVisible(chromedp.ID("notice")),
+		)
+		if h := get(t, b, "read the title", chromedp.Text(chromedp.CSS("h1"))); h != "studio" {
+			t.Fatalf("after the rename the node page is titled %q", h)
+		}
+		var peers []string
+		err := scenario.WaitFor(ctx, 30*time.Second, "busan's weft status to name its peer studio", func() (bool, error) {
+			out, err := tn.CLI(ctx, "busan", "status", "--json")
+			if err != nil {
+				return false, err
+			}
+			var st struct {
+				Peers []struct {
+					Name string `json:"name"`
+				} `json:"peers"`
+			}
+			if err := json.Unmarshal(out, &st); err != nil {
+				return false, err
+			}
+			peers = peers[:0]
+			for _, p := range st.Peers {
+				peers = append(peers, p.Name)
+			}
+			return slices.Contains(peers, "studio") && !slices.Contains(peers, "mac"), nil
+		})
+		if err != nil {
+			t.Fatalf("%v; busan's peers: %v", err, peers)
 		}
 	})
 }
