@@ -29,24 +29,13 @@ func TestLabControlPlane(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	status := func(host string) (*localapi.Status, error) {
-		out, err := tn.CLI(ctx, host, "status", "--json")
-		if err != nil {
-			return nil, err
-		}
-		var st localapi.Status
-		if err := json.Unmarshal(out, &st); err != nil {
-			return nil, fmt.Errorf("status --json on %s: %w: %s", host, err, out)
-		}
-		return &st, nil
-	}
 	// allSeeAll waits until every host runs and lists the other two
 	// online, and returns each host's own addresses.
 	allSeeAll := func(what string) map[string]string {
 		addrs := map[string]string{}
 		err := scenario.WaitFor(ctx, 90*time.Second, what, func() (bool, error) {
 			for _, h := range hosts {
-				st, err := status(h)
+				st, err := tn.Status(ctx, h)
 				if err != nil {
 					return false, err
 				}

@@ -173,15 +173,11 @@ func (h *haLab) waitHealth(url string, code int, want string) {
 
 func (h *haLab) status(host string) *localapi.Status {
 	h.t.Helper()
-	out, err := h.tn.CLI(h.ctx, host, "status", "--json")
+	st, err := h.tn.Status(h.ctx, host)
 	if err != nil {
 		h.t.Fatal(err)
 	}
-	var st localapi.Status
-	if err := json.Unmarshal(out, &st); err != nil {
-		h.t.Fatalf("status --json on %s: %v: %s", host, err, out)
-	}
-	return &st
+	return st
 }
 
 func (h *haLab) peer(st *localapi.Status, name string) *localapi.PeerStatus {

@@ -101,17 +101,7 @@ func (s *suiteNet) key(extra ...string) string {
 	return strings.TrimSpace(string(out))
 }
 
-func (s *suiteNet) status(host string) (*localapi.Status, error) {
-	out, err := s.tn.CLI(s.ctx, host, "status", "--json")
-	if err != nil {
-		return nil, err
-	}
-	var st localapi.Status
-	if err := json.Unmarshal(out, &st); err != nil {
-		return nil, fmt.Errorf("status --json on %s: %w: %s", host, err, out)
-	}
-	return &st, nil
-}
+func (s *suiteNet) status(host string) (*localapi.Status, error) { return s.tn.Status(s.ctx, host) }
 
 // peer is host's view of peer, nil if host's status does not list it.
 func (s *suiteNet) peer(host, peer string) *localapi.PeerStatus {

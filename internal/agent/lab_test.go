@@ -109,17 +109,7 @@ func tailLines(s string, n int) string {
 	return strings.Join(lines, "\n")
 }
 
-func (n *labNet) status(host string) (*localapi.Status, error) {
-	out, err := n.tn.CLI(n.ctx, host, "status", "--json")
-	if err != nil {
-		return nil, err
-	}
-	var st localapi.Status
-	if err := json.Unmarshal(out, &st); err != nil {
-		return nil, fmt.Errorf("status --json on %s: %w: %s", host, err, out)
-	}
-	return &st, nil
-}
+func (n *labNet) status(host string) (*localapi.Status, error) { return n.tn.Status(n.ctx, host) }
 
 // peer returns host's view of peer, waiting until peer is in its map with
 // addresses.

@@ -10,6 +10,7 @@ package scenario
 import (
 	"cmp"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -22,6 +23,7 @@ import (
 	"syscall"
 	"time"
 
+	"weft/internal/localapi"
 	"weft/internal/netlab"
 )
 
@@ -313,6 +315,19 @@ func (tn *Tailnet) CLI(ctx context.Context, host string, args ...string) ([]byte
 		return out, fmt.Errorf("scenario: weft %s on %s: %w: %s", strings.Join(args, " "), host, err, strings.TrimSpace(string(out)))
 	}
 	return out, nil
+}
+
+// Status runs `weft status --json` on host and decodes what it prints.
+func (tn *Tailnet) Status(ctx context.Context, host string) (*localapi.Status, error) {
+	out, err := tn.CLI(ctx, host, "status", "--json")
+	if err != nil {
+		return nil, err
+	}
+	var st localapi.Status
+	if err := json.Unmarshal(out, &st); err != nil {
+		return nil, fmt.Errorf("status --json on %s: %w: %s", host, err, out)
+	}
+	return &st, nil
 }
 
 // Admin runs `weft admin --data-dir <server data> args...` on the server's
