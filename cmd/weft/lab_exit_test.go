@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -77,18 +76,9 @@ func (l *exitLab) admin(args ...string) {
 
 // whoami is the address web sees host's HTTP request come from.
 func (l *exitLab) whoami(host string) (netip.Addr, error) {
-	hc := l.lab.Node(host).HTTPClient()
-	hc.Timeout = 3 * time.Second
-	resp, err := hc.Get("http://" + l.lab.Node("web").WANAddr.String() + "/")
-	if err != nil {
-		return netip.Addr{}, err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(resp.Body, 256))
-	if err != nil {
-		return netip.Addr{}, err
-	}
-	return netip.ParseAddr(strings.TrimSpace(string(b)))
+	ctx, cancel := context.WithTimeout(l.ctx, 3*time.Second)
+	defer cancel()
+	return scenario.Whoami(ctx, l.lab, host)
 }
 
 // useBusanExit approves busan as an exit node, waits until mac lists it,

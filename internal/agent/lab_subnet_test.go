@@ -3,7 +3,7 @@
 package agent_test
 
 import (
-	"io"
+	"context"
 	"net/netip"
 	"strings"
 	"testing"
@@ -69,18 +69,9 @@ func TestLabSubnetRouteCoversEndpoints(t *testing.T) {
 
 // whoami is the address web sees host's HTTP request come from.
 func (n *labNet) whoami(host string) (netip.Addr, error) {
-	hc := n.lab.Node(host).HTTPClient()
-	hc.Timeout = 3 * time.Second
-	resp, err := hc.Get("http://" + n.lab.Node("web").WANAddr.String() + "/")
-	if err != nil {
-		return netip.Addr{}, err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(resp.Body, 256))
-	if err != nil {
-		return netip.Addr{}, err
-	}
-	return netip.ParseAddr(strings.TrimSpace(string(b)))
+	ctx, cancel := context.WithTimeout(n.ctx, 3*time.Second)
+	defer cancel()
+	return scenario.Whoami(ctx, n.lab, host)
 }
 
 // awaitWhoami waits until web sees host as want.

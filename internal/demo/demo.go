@@ -297,21 +297,8 @@ func (r *runner) netcheck(ctx context.Context) error {
 	return nil
 }
 
-func (r *runner) whoami(ctx context.Context, host string) (netip.Addr, error) {
-	resp, err := r.lab.Node(host).HTTPClient().Get("http://" + r.lab.Node("web").WANAddr.String() + "/")
-	if err != nil {
-		return netip.Addr{}, err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(resp.Body, 256))
-	if err != nil {
-		return netip.Addr{}, err
-	}
-	return netip.ParseAddr(strings.TrimSpace(string(b)))
-}
-
 func (r *runner) egress(ctx context.Context) error {
-	before, err := r.whoami(ctx, "mac")
+	before, err := scenario.Whoami(ctx, r.lab, "mac")
 	if err != nil {
 		return fmt.Errorf("asking web without exit node: %w", err)
 	}
@@ -325,7 +312,7 @@ func (r *runner) egress(ctx context.Context) error {
 	}
 	var after netip.Addr
 	err = scenario.WaitFor(ctx, 20*time.Second, "traffic to leave through busan", func() (bool, error) {
-		a, err := r.whoami(ctx, "mac")
+		a, err := scenario.Whoami(ctx, r.lab, "mac")
 		if err != nil {
 			return false, nil
 		}
@@ -339,7 +326,7 @@ func (r *runner) egress(ctx context.Context) error {
 	if _, err := r.tn.CLI(ctx, "mac", "set", "--exit-node="); err != nil {
 		return err
 	}
-	back, err := r.whoami(ctx, "mac")
+	back, err := scenario.Whoami(ctx, r.lab, "mac")
 	if err != nil {
 		return fmt.Errorf("asking web after clearing the exit node: %w", err)
 	}

@@ -13,9 +13,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -343,6 +345,26 @@ func (tn *Tailnet) Admin(ctx context.Context, args ...string) ([]byte, error) {
 		return out, fmt.Errorf("scenario: weft admin %s: %w: %s", strings.Join(args, " "), err, strings.TrimSpace(string(out)))
 	}
 	return out, nil
+}
+
+// Whoami asks the seed topology's web host, from host, which address its
+// request came from: the public address host's traffic leaves by (its
+// router's WAN, or an exit node's). ctx bounds the request.
+func Whoami(ctx context.Context, lab *netlab.Lab, host string) (netip.Addr, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+lab.Node("web").WANAddr.String()+"/", nil)
+	if err != nil {
+		return netip.Addr{}, err
+	}
+	resp, err := lab.Node(host).HTTPClient().Do(req)
+	if err != nil {
+		return netip.Addr{}, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 256))
+	if err != nil {
+		return netip.Addr{}, err
+	}
+	return netip.ParseAddr(strings.TrimSpace(string(b)))
 }
 
 // WaitFor polls cond every 100ms until it reports true, returns an error,
