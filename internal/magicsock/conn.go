@@ -44,6 +44,16 @@ type relayReacher interface {
 	Reachable() bool
 }
 
+// relayChecker is implemented by a Relay that can check that its
+// connection to a region still carries packets, and reconnect if not.
+// The Conn asks when a direct path stopped answering and traffic falls
+// back to the relay: whatever broke the path (a NAT that forgot its
+// mappings, a router reboot) may have broken the relay's TCP connection
+// too, silently until its keepalive.
+type relayChecker interface {
+	CheckRelay(region int)
+}
+
 // ErrNoPath is returned by Send when a peer has neither a direct path nor
 // a relay region to reach it through.
 var ErrNoPath = errors.New("magicsock: no path to peer")
@@ -472,7 +482,8 @@ func (c *Conn) relayUnreachable() bool {
 // Rebind tells the Conn the local network changed (an interface came or
 // went, the default route moved). It republishes our endpoints and starts
 // discovery toward every peer in use at once, since old paths may be dead;
-// a path that is in fact dead falls to the relay when its trust runs out.
+// a path that is in fact dead stops answering and traffic falls back to
+// the relay until a pong brings a direct path back.
 func (c *Conn) Rebind(reason string) {
 	c.mu.Lock()
 	c.log.Info("rebind", "reason", reason)

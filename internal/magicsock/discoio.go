@@ -221,7 +221,10 @@ func (c *Conn) handlePingLocked(p *peer, m *disco.Ping, src source, now time.Tim
 	// ping opened it, and waiting for the next discovery round would
 	// leave our side on the relay for seconds. One ping back per ping
 	// received (at most one per pingBackGap) cannot grow into a storm.
-	if !p.trusted(c, cd, now) && (moved || now.Sub(cd.lastPing) >= pingBackGap) && p.takeAnswerPingLocked(c, now) {
+	// On the relay (no best path) a trusted address is pinged back too:
+	// the path there just stopped answering, and the peer's ping says
+	// it may work again.
+	if (p.best == nil || !p.trusted(c, cd, now)) && (moved || now.Sub(cd.lastPing) >= pingBackGap) && p.takeAnswerPingLocked(c, now) {
 		p.pingLocked(c, cd, now)
 	}
 }

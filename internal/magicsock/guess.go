@@ -424,6 +424,9 @@ func (c *Conn) readExtra(s *extraSock) {
 		case isSTUN(pkt):
 		default:
 			if (*c.byAddr.Load())[src] == s.p && !s.p.removed.Load() {
+				if pa := s.p.path.Load(); pa != nil && pa.sock == s && pa.addr == src {
+					s.p.heard.Store(time.Now().UnixNano())
+				}
 				c.inject(s.p, pkt)
 			}
 		}

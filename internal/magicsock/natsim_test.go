@@ -524,3 +524,23 @@ func TestSimThreeNodeMesh(t *testing.T) {
 		return true
 	})
 }
+
+// TestSimDeadPathFallsBackToRelay: a direct path that stops carrying
+// anything under traffic sends that traffic through the relay, packets
+// keep arriving meanwhile, and the path turns direct again when the
+// network does. The trust window is far longer than the test: before a
+// doubtful path with no other candidate fell back, traffic went into the
+// dead path until its trust ran out.
+func TestSimDeadPathFallsBackToRelay(t *testing.T) {
+	timers := fastTimers
+	timers.TrustWindow = time.Hour
+	sp := newSimPairTimers(t, easy, easy, 6, timers)
+	traffic(t, sp.a, sp.b)
+	tstest.EventuallyWithin(t, 10*time.Second, "direct", sp.bothDirect)
+	sp.sim.SetDrop(func(src, dst netip.AddrPort) bool { return true })
+	tstest.EventuallyWithin(t, 10*time.Second, "both on the relay", sp.bothRelay)
+	sp.flowing(t, 20, "traffic through the relay while the direct path is dead")
+	sp.sim.SetDrop(nil)
+	tstest.EventuallyWithin(t, 10*time.Second, "direct again", sp.bothDirect)
+	sp.flowing(t, 20, "traffic after the path came back")
+}

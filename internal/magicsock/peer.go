@@ -44,9 +44,17 @@ type peer struct {
 	key key.NodePublic
 	ep  *peerEndpoint
 
-	path          atomic.Pointer[path] // nil: relay
-	homeRegion    atomic.Int64
-	lastSend      atomic.Int64 // unix nanos of the last WireGuard send
+	path       atomic.Pointer[path] // nil: relay
+	homeRegion atomic.Int64
+	lastSend   atomic.Int64 // unix nanos of the last WireGuard send
+	// heard is when a WireGuard packet last came in from the path's
+	// address (unix nanos): a path we keep sending on without hearing
+	// from is probed at once (silentLocked).
+	heard atomic.Int64
+	// relayedIn is when a WireGuard packet last came from the peer
+	// through a relay while we had a direct path (unix nanos): the peer
+	// fell back, so our path may be dead too and is probed at once.
+	relayedIn     atomic.Int64
 	nextDiscovery atomic.Int64 // unix nanos; a send past it wakes the loop
 	removed       atomic.Bool
 
@@ -74,6 +82,9 @@ type peer struct {
 	// relay: a hard-NAT peer that calls wants a round we, the easy side,
 	// must start (answerCallLocked).
 	calledAt time.Time
+	// fellBack is when traffic last fell back to the relay because the
+	// direct path stopped answering.
+	fellBack time.Time
 	socks    []*extraSock // extra sockets of this peer (guessing, then the winner)
 	// mapEps are the peer's endpoints as the last map gave them. Only
 	// these, not addresses from the peer's messages, may aim a
@@ -327,17 +338,41 @@ func (p *peer) maintainLocked(c *Conn, now time.Time) {
 		// down). Move to another path that answered lately if there
 		// is one; else look for the peer everywhere now instead of
 		// waiting out the trust window.
+		// With none, and a relay to carry the traffic meanwhile, the
+		// packets in flight go by the relay until a pong brings a
+		// direct path back, instead of into a path that may be dead
+		// until its trust runs out.
 		if alt := p.bestOtherLocked(c, now, p.best); alt != nil {
 			c.log.Info("direct path not answering, moving", "peer", p.key.ShortString(), "from", p.best.addr, "to", alt.addr)
 			p.best = alt
 			p.setPathLocked(c)
 			c.rebuildAddrsLocked()
+		} else if p.relayUsable(c) {
+			c.log.Info("direct path not answering, using relay meanwhile", "peer", p.key.ShortString(), "addr", p.best.addr)
+			p.best = nil
+			p.fellBack = now
+			p.setPathLocked(c)
+			p.discoverLocked(c, now)
+			// Ping again what discovery skipped as pinged lately: those
+			// pings may have left before the network settled (a new
+			// address before its route).
+			for _, cd := range p.cands {
+				if now.Sub(cd.lastPing) >= minDoubt {
+					p.pingLocked(c, cd, now)
+				}
+			}
+			if rc, ok := c.opts.Relay.(relayChecker); ok {
+				region := int(p.homeRegion.Load())
+				c.callbacks = append(c.callbacks, func() { rc.CheckRelay(region) })
+			}
 		} else if now.Sub(p.lastDiscovery) >= c.timers.Heartbeat {
 			p.discoverLocked(c, now)
 		}
 	}
 	if p.best != nil {
-		if now.Sub(p.best.lastPing) >= c.timers.Heartbeat {
+		if now.Sub(p.best.lastPing) >= c.timers.Heartbeat ||
+			(p.silentLocked(now) && now.Sub(p.best.lastPing) >= silenceAfter) ||
+			(p.relayedIn.Load() > p.best.lastPing.UnixNano() && now.Sub(p.best.lastPing) >= minDoubt) {
 			p.pingLocked(c, p.best, now)
 		}
 		p.probeLocked(c, p.best, now)
@@ -346,9 +381,41 @@ func (p *peer) maintainLocked(c *Conn, now time.Time) {
 		}
 		return
 	}
-	if now.Sub(p.lastDiscovery) >= c.timers.Discovery {
+	// A path that died under traffic is looked for again every
+	// heartbeat for a while, not every discovery interval: it worked a
+	// moment ago and most likely comes back soon.
+	every := c.timers.Discovery
+	if now.Sub(p.fellBack) < c.timers.Reprobe {
+		every = min(every, c.timers.Heartbeat)
+	}
+	if now.Sub(p.lastDiscovery) >= every {
 		p.discoverLocked(c, now)
 	}
+}
+
+// silenceAfter is how long we may send on a direct path without hearing
+// from it (a WireGuard packet or a pong) before it is probed; with a
+// heartbeat alone, a path that died under traffic (a NAT rebinding, a
+// renumbered LAN) would go unnoticed for up to a heartbeat. A peer we
+// send to but that sends nothing back is probed this often instead of
+// every heartbeat.
+const silenceAfter = 500 * time.Millisecond
+
+// silentLocked reports whether we are sending to the peer and have been
+// for over silenceAfter since the best path last brought anything back.
+func (p *peer) silentLocked(now time.Time) bool {
+	last := p.heard.Load()
+	if pong := p.best.lastPong; !pong.IsZero() {
+		last = max(last, pong.UnixNano())
+	}
+	sent := p.lastSend.Load()
+	return now.UnixNano()-sent < int64(silenceAfter) && sent-last > int64(silenceAfter)
+}
+
+// relayUsable reports whether packets to the peer can go by a relay: it
+// has a home region and some relay accepts us.
+func (p *peer) relayUsable(c *Conn) bool {
+	return c.opts.Relay != nil && p.homeRegion.Load() != 0 && !c.noRelay.Load()
 }
 
 // maxIdleBackoff bounds the interval between probes of an idle peer while

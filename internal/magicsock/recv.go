@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"net"
 	"net/netip"
+	"time"
 
 	"golang.zx2c4.com/wireguard/conn"
 
@@ -25,6 +26,7 @@ func (c *Conn) wrapReceive(fn conn.ReceiveFunc) conn.ReceiveFunc {
 			}
 			addrs := *c.byAddr.Load()
 			kept := 0
+			var now int64 // read once per batch, when first needed
 			for i := range n {
 				if sizes[i] == 0 {
 					continue
@@ -51,6 +53,12 @@ func (c *Conn) wrapReceive(fn conn.ReceiveFunc) conn.ReceiveFunc {
 					}
 					eps[i] = p.ep
 					kept++
+					if pa := p.path.Load(); pa != nil && pa.sock == nil && pa.addr == src {
+						if now == 0 {
+							now = time.Now().UnixNano()
+						}
+						p.heard.Store(now)
+					}
 				}
 			}
 			// All of the batch was disco, STUN or strangers: read
@@ -101,6 +109,9 @@ func (c *Conn) InjectRelayed(region int, src key.NodePublic, pkt []byte) {
 	c.mu.Unlock()
 	if p == nil {
 		return
+	}
+	if p.path.Load() != nil {
+		p.relayedIn.Store(time.Now().UnixNano())
 	}
 	c.inject(p, pkt)
 }

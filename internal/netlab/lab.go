@@ -16,6 +16,7 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 )
 
 // Node kinds.
@@ -300,8 +301,22 @@ func Remove(dir, prefix string) error {
 func ListNamespaces(prefix string) ([]string, error) { return listNS(prefix) }
 
 // FlushConntrack forgets every connection the router tracks, its NAT
-// mappings among them, as a router reboot or a NAT timeout would.
+// mappings among them, as a router reboot would: TCP connections through
+// it die too.
 func (l *Lab) FlushConntrack(router string) error {
+	return l.flushConntrack(router, 0)
+}
+
+// ForgetUDP forgets the router's UDP flows only (IPv4 and IPv6), as a
+// NAT does when its UDP mappings time out while TCP connections, whose
+// timeouts are far longer, live on.
+func (l *Lab) ForgetUDP(router string) error {
+	return l.flushConntrack(router, unix.IPPROTO_UDP)
+}
+
+// flushConntrack forgets the router's flows of protocol proto, or all of
+// them for 0.
+func (l *Lab) flushConntrack(router string, proto uint8) error {
 	n := l.Node(router)
 	if n == nil || n.Kind != KindRouter {
 		return fmt.Errorf("netlab: flush conntrack: %q is not a router of this lab", router)
@@ -316,8 +331,20 @@ func (l *Lab) FlushConntrack(router string) error {
 		return fmt.Errorf("netlab: flush conntrack on %s: %w", router, err)
 	}
 	defer nh.Close()
-	if err := nh.ConntrackTableFlush(netlink.ConntrackTable); err != nil {
+	if proto == 0 {
+		if err := nh.ConntrackTableFlush(netlink.ConntrackTable); err != nil {
+			return fmt.Errorf("netlab: flush conntrack on %s: %w", router, err)
+		}
+		return nil
+	}
+	f := &netlink.ConntrackFilter{}
+	if err := f.AddProtocol(proto); err != nil {
 		return fmt.Errorf("netlab: flush conntrack on %s: %w", router, err)
+	}
+	for _, fam := range []netlink.InetFamily{unix.AF_INET, unix.AF_INET6} {
+		if _, err := nh.ConntrackDeleteFilters(netlink.ConntrackTable, fam, f); err != nil {
+			return fmt.Errorf("netlab: forgetting UDP flows on %s: %w", router, err)
+		}
 	}
 	return nil
 }

@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/url"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"weft/internal/key"
@@ -107,6 +108,9 @@ type Client struct {
 	// redial, of capacity one, carries Redial's request to the run loop:
 	// connect again now, from MinBackoff.
 	redial chan struct{}
+
+	checking atomic.Bool    // a Check is running
+	checks   sync.WaitGroup // Check's goroutines, waited for by Close
 }
 
 // sendQueueLen bounds the packets waiting to be written, also while the
@@ -424,6 +428,39 @@ func (c *Client) Ping(ctx context.Context) (time.Duration, error) {
 	}
 }
 
+// CheckTimeout is how long Check waits for the relay's pong before it
+// takes the connection for dead.
+const CheckTimeout = 2 * time.Second
+
+// Check makes sure the connection still carries frames: it pings the
+// relay in the background and, if no pong comes within CheckTimeout,
+// redials. A connected client whose NAT forgot its mapping (a router
+// reboot, a conntrack flush) otherwise writes into a dead TCP
+// connection until its keepalive notices, minutes later. The node calls
+// it when a direct path stopped answering and its traffic falls back to
+// the relay. A Check while one runs does nothing; a client not
+// connected is left to its reconnect loop.
+func (c *Client) Check() {
+	// Under c.mu, so that Close, which cancels c.ctx before it takes
+	// c.mu, waits for any check added here.
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.cur == nil || c.ctx.Err() != nil || !c.checking.CompareAndSwap(false, true) {
+		return
+	}
+	c.checks.Add(1)
+	go func() {
+		defer c.checks.Done()
+		defer c.checking.Store(false)
+		ctx, cancel := context.WithTimeout(c.ctx, CheckTimeout)
+		defer cancel()
+		if _, err := c.Ping(ctx); err != nil && c.ctx.Err() == nil {
+			c.log.Info("relay did not answer a ping; reconnecting", "err", err)
+			c.Redial()
+		}
+	}()
+}
+
 // Close ends the connection and the run loop. Recv, Send and Ping return
 // ErrClosed afterwards.
 func (c *Client) Close() error {
@@ -437,6 +474,7 @@ func (c *Client) Close() error {
 	if started {
 		<-c.done
 	}
+	c.checks.Wait()
 	return nil
 }
 

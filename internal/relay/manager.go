@@ -232,6 +232,17 @@ func (m *Manager) Redial() {
 	}
 }
 
+// CheckRelay checks that region's connection, if there is one, still
+// carries frames, and reconnects it if not (see Client.Check).
+func (m *Manager) CheckRelay(region int) {
+	m.mu.Lock()
+	rc := m.regions[region]
+	m.mu.Unlock()
+	if rc != nil {
+		rc.client.Check()
+	}
+}
+
 // regionLocked returns region's connection, making it if needed. m.mu
 // must be held.
 func (m *Manager) regionLocked(region int) (*regionConn, error) {
