@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"syscall"
@@ -77,7 +78,8 @@ func startHA(t *testing.T, hosts []string, upArgs func(string) []string) *haLab 
 	lab := labtest.Seed(t, func(tp *netlab.Topology) {
 		tp.Public = append(tp.Public,
 			netlab.PublicHost{Name: "lb", Addr: netip.MustParseAddr("203.0.113.30")},
-			netlab.PublicHost{Name: "kiosk", Addr: netip.MustParseAddr("203.0.113.31")})
+			netlab.PublicHost{Name: "kiosk", Addr: netip.MustParseAddr("203.0.113.31")},
+			netlab.PublicHost{Name: "desk", Addr: netip.MustParseAddr("203.0.113.32")})
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
 	t.Cleanup(cancel)
@@ -203,9 +205,54 @@ func (h *haLab) await(bound time.Duration, what string, cond func() bool) {
 	}
 }
 
+// interactiveLoginAcrossServers runs `weft up` without a key on desk
+// against server A only, approves the login with `weft admin` on server
+// B, and waits for desk to join as alice and be seen online by mac (on
+// B): the login lives in the database and the approval reaches A
+// through the change feed.
+func (h *haLab) interactiveLoginAcrossServers() {
+	t := h.t
+	if err := h.tn.StartDaemon(h.ctx, "desk"); err != nil {
+		t.Fatal(err)
+	}
+	up, err := h.lab.Node("desk").Start(h.ctx, "up-desk", labtest.WeftBinary(t), "--socket", h.tn.Socket("desk"),
+		"up", "--server", h.urlA, "--hostname", "desk")
+	if err != nil {
+		t.Fatal(err)
+	}
+	codeRE := regexp.MustCompile(`/login/node/([A-Za-z0-9]+)`)
+	var code string
+	h.await(30*time.Second, "weft up on desk printing its login URL", func() bool {
+		if m := codeRE.FindStringSubmatch(up.Logs()); m != nil && strings.Contains(up.Logs(), h.urlA+"/login/node/") {
+			code = m[1]
+			return true
+		}
+		return false
+	})
+	if out, err := h.adminB("nodes", "pending"); err != nil || !strings.Contains(string(out), code) {
+		t.Fatalf("server B does not list the login begun at A (code %s): %v\n%s", code, err, out)
+	}
+	if out, err := h.adminB("nodes", "approve", code, "--user", "alice"); err != nil {
+		t.Fatalf("approving at B: %v: %s", err, out)
+	}
+	h.await(60*time.Second, "weft up on desk finishing", up.Exited)
+	if err := up.Wait(); err != nil || !strings.Contains(up.Logs(), "joining as alice") {
+		t.Fatalf("weft up on desk: %v\n%s", err, up.Logs())
+	}
+	h.await(60*time.Second, "desk running on A and mac (on B) seeing it online", func() bool {
+		st := h.status("desk")
+		p := h.peer(h.status("mac"), "desk")
+		return st.BackendState == localapi.StateRunning && st.ControlServer == h.urlA && p != nil && p.Online
+	})
+	if out, err := h.tn.Admin(h.ctx, "audit"); err != nil || !strings.Contains(string(out), "login.approve") {
+		t.Fatalf("the approval is not in the audit log read at A: %v\n%s", err, out)
+	}
+}
+
 // TestLabHA runs two servers on one PostgreSQL with busan streaming from
 // A and mac and pc from B, and checks, in order: each node sees the others
 // online across the servers; a route approved on A reaches mac through B;
+// an interactive login begun at A is approved at B and the node comes up;
 // one single-use key raced by 100 registrations through both servers
 // registers exactly one node; a PostgreSQL restart is survived with no
 // restart of the servers, and a change made afterwards reaches the nodes;
@@ -268,6 +315,10 @@ func TestLabHA(t *testing.T) {
 			p := h.peer(h.status("mac"), "busan")
 			return p != nil && len(p.Routes) == 1 && p.Routes[0].String() == route
 		})
+	})
+
+	t.Run("an interactive login begun through server A and approved on server B: the node comes up", func(t *testing.T) {
+		h.interactiveLoginAcrossServers()
 	})
 
 	t.Run("100 concurrent registrations through both servers with one single-use key: exactly one succeeds", func(t *testing.T) {

@@ -130,6 +130,8 @@ func runServer(ctx context.Context, g *globals, o serverOptions) error {
 	}
 	ccfg := controlConfig(o, log)
 	ccfg.Store, ccfg.Key, ccfg.RelayMap, ccfg.Health, ccfg.Feed, ccfg.PersistInterval = st, serverKey, relayMap, health, feed, persist
+	logins := nodelogin.New(st) // interactive node logins, in the store: shared by every server on it
+	ccfg.LoginsChanged = logins.Wake
 	ctrl, err := control.New(ctx, ccfg)
 	if err != nil {
 		return err
@@ -153,7 +155,7 @@ func runServer(ctx context.Context, g *globals, o serverOptions) error {
 		ln.Close()
 		return fmt.Errorf("server: admin socket: %w", err)
 	}
-	admin := mountWeb(mux, o, st, ctrl, health, oidcLogin, log)
+	admin := mountWeb(mux, o, st, ctrl, health, oidcLogin, logins, log)
 	hs := newHTTPServer(mux, log)
 	hs.TLSConfig = tlsCfg
 	sg := newServiceGroup(ctx)
@@ -206,13 +208,15 @@ func serverFrontDoor(ctx context.Context, o serverOptions) (*tls.Config, *oidclo
 // one is set) and the REST API. It returns the admin API, which the admin
 // socket serves too.
 func mountWeb(mux *http.ServeMux, o serverOptions, st store.Store, ctrl *control.Server, health *samples.Dir,
-	oidcLogin *oidclogin.Login, log *slog.Logger) *adminapi.Server {
+	oidcLogin *oidclogin.Login, logins *nodelogin.Manager, log *slog.Logger) *adminapi.Server {
 	// The web console at /admin/ (docs/console.md); the root sends
 	// browsers there. It reads and changes the tailnet through the
 	// admin API, called in process.
 	cons := &console.Server{BaseURL: o.serverURL, Logger: log.With("sub", "console")}
-	// Interactive node login: weft up without a pre-auth key.
-	logins := nodelogin.New(nil)
+	// Interactive node login: weft up without a pre-auth key. An
+	// approval here reaches a node waiting at another server through
+	// the change feed.
+	logins.Announce = ctrl.AnnounceLogin
 	loginPages := &nodelogin.Handler{Logins: logins, BaseURL: o.serverURL, Logger: log.With("sub", "login")}
 	if oidcLogin != nil {
 		// Sign-in with the identity provider (docs/admin.md#sign-in-with-openid-connect).

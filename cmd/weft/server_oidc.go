@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"strings"
 
-	"weft/internal/adminapi"
 	"weft/internal/console"
 	"weft/internal/nodelogin"
 	"weft/internal/oidclogin"
@@ -91,21 +90,23 @@ func (s *signIn) callback(w http.ResponseWriter, r *http.Request) {
 	case "console":
 		s.cons.SignIn(w, r, u.Name, u.Role)
 	case "node":
-		l, err := s.logins.Approve(data, u.Name, adminapi.MintLoginKey(r.Context(), s.st))
+		// The approval and its audit entry are one transaction.
+		var detail string
+		if l, err := s.logins.Lookup(r.Context(), data); err == nil {
+			detail = fmt.Sprintf(`{"hostname":%q}`, l.Hostname)
+		}
+		ctx := store.WithAudit(r.Context(), store.AuditEntry{Actor: u.Name, Credential: "OIDC sign-in", Remote: r.RemoteAddr,
+			Action: "login.approve", Target: "login " + data, Detail: detail})
+		l, err := s.logins.Approve(ctx, data, u.Name)
 		if err != nil {
+			if !errors.Is(err, nodelogin.ErrUnknown) {
+				s.log.Error("sign-in: approving a node login", "err", err)
+			}
 			nodelogin.Page(w, http.StatusNotFound, "Login link not valid", "This machine's login is unknown, already used or expired. Run weft up again.")
 			return
 		}
-		s.audit(r, u.Name, "login.approve", "login "+l.Code, fmt.Sprintf(`{"hostname":%q}`, l.Hostname))
 		nodelogin.Page(w, http.StatusOK, "Signed in", fmt.Sprintf("Signed in as %s: the machine %q joins the tailnet as %s now. You can close this page.", u.Name, l.Hostname, u.Name))
 	default:
 		nodelogin.Page(w, http.StatusBadRequest, "Sign-in refused", "This sign-in was for nothing weft knows.")
-	}
-}
-
-func (s *signIn) audit(r *http.Request, user, action, target, detail string) {
-	e := store.AuditEntry{Actor: user, Credential: "OIDC sign-in", Remote: r.RemoteAddr, Action: action, Target: target, Detail: detail}
-	if _, err := s.st.AppendAudit(r.Context(), e); err != nil {
-		s.log.Error("audit log", "action", action, "err", err)
 	}
 }

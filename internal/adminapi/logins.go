@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
-	"time"
 
 	"weft/internal/nodelogin"
 	"weft/internal/store"
@@ -31,11 +30,18 @@ func (s *Server) listLogins(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, nonNil(m.Pending()))
+	ls, err := m.Pending(r.Context())
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, nonNil(ls))
 }
 
-// approveLogin serves POST /v1/logins/{code}/approve: the waiting node
-// receives a one-off pre-auth key of the user and joins as them.
+// approveLogin serves POST /v1/logins/{code}/approve: the waiting node,
+// at whichever server it waits, receives a one-off pre-auth key of the
+// user and joins as them. The approval and its audit entry are one
+// transaction.
 func (s *Server) approveLogin(w http.ResponseWriter, r *http.Request) {
 	m, err := s.logins()
 	if err != nil {
@@ -51,7 +57,7 @@ func (s *Server) approveLogin(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, badRequest("no user: say which user the node joins as (--user NAME)"))
 		return
 	}
-	l, err := m.Approve(r.PathValue("code"), req.User, MintLoginKey(r.Context(), s.Store))
+	l, err := m.Approve(r.Context(), r.PathValue("code"), req.User)
 	if errors.Is(err, nodelogin.ErrUnknown) {
 		err = fmt.Errorf("%w: no login waiting with code %s: unknown, already approved or expired (`weft admin nodes pending` lists them)", store.ErrNotFound, r.PathValue("code"))
 	}
@@ -60,15 +66,6 @@ func (s *Server) approveLogin(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, l)
-}
-
-// MintLoginKey returns the function interactive logins mint their
-// pre-auth key with: one-off, for user, expiring at expiry.
-func MintLoginKey(ctx context.Context, st store.Store) func(user string, expiry time.Time) (string, error) {
-	return func(user string, expiry time.Time) (string, error) {
-		secret, _, err := st.CreateAuthKey(ctx, store.AuthKeyRequest{User: user, Expiry: expiry})
-		return secret, err
-	}
 }
 
 // PendingLogins lists interactive logins waiting for approval.

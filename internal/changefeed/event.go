@@ -52,6 +52,10 @@ const (
 	KindPolicy Kind = "policy"
 	// KindDNS: the tailnet's DNS settings changed: re-read them.
 	KindDNS Kind = "dns"
+	// KindLogin: an interactive node login was approved: every server
+	// wakes the logins waiting at it, which read their rows again. Added
+	// within version 1: a server that predates it resyncs instead.
+	KindLogin Kind = "login"
 	// KindHello: the publishing server (re)joined the feed; every
 	// other server answers with KindOnline for the nodes it streams.
 	KindHello Kind = "hello"
@@ -71,7 +75,7 @@ func (k Kind) nodeKind() bool {
 }
 
 func (k Kind) known() bool {
-	return k.nodeKind() || k == KindPolicy || k == KindDNS || k == KindHello
+	return k.nodeKind() || k == KindPolicy || k == KindDNS || k == KindLogin || k == KindHello
 }
 
 // Limits of one event. A PostgreSQL NOTIFY payload must stay under 8000

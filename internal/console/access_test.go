@@ -83,7 +83,7 @@ func TestApproveWaitingMachine(t *testing.T) {
 	e := newEnv(t, 0)
 	ctx := context.Background()
 	cookie := e.signIn()
-	l, _, err := e.logins.Start("laptop", "198.51.100.7:40000")
+	l, poll, err := e.logins.Start(ctx, "laptop", "198.51.100.7:40000")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -95,11 +95,15 @@ func TestApproveWaitingMachine(t *testing.T) {
 	if resp := e.post(cookie, "/admin/logins/"+l.Code+"/approve", url.Values{"user": {"alice"}}); resp.StatusCode != http.StatusSeeOther {
 		t.Fatalf("approve: %d\n%s", resp.StatusCode, bodyOf(t, resp))
 	}
+	if ls, _ := e.logins.Pending(ctx); len(ls) != 0 {
+		t.Fatalf("still pending: %+v", ls)
+	}
+	// The waiting machine takes its key.
+	if g, err := e.logins.Wait(ctx, poll); err != nil || g.User != "alice" {
+		t.Fatalf("the waiting machine got %+v, %v", g, err)
+	}
 	if keysAfter, _ := e.st.ListAuthKeys(ctx, "alice"); len(keysAfter) != len(keysBefore)+1 {
 		t.Fatalf("alice has %d keys after the approval, want %d", len(keysAfter), len(keysBefore)+1)
-	}
-	if len(e.logins.Pending()) != 0 {
-		t.Fatalf("still pending: %+v", e.logins.Pending())
 	}
 	if resp := e.post(cookie, "/admin/logins/"+l.Code+"/approve", url.Values{"user": {"alice"}}); resp.StatusCode != http.StatusNotFound {
 		t.Fatalf("second approval: %d, want 404", resp.StatusCode)

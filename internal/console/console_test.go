@@ -73,7 +73,8 @@ func newEnv(t testing.TB, n int) *env {
 		{Time: time.Unix(1000, 0), Metrics: map[string]float64{"peer_rtt_ms:busan": 30, "peer_direct:busan": 0, "battery_pct": 90}},
 		{Time: time.Unix(1300, 0), Metrics: map[string]float64{"peer_rtt_ms:busan": 20, "peer_direct:busan": 1, "peer_rx_bytes:busan": 3000, "relay_rtt_ms:1": 12}},
 	}
-	e.logins = nodelogin.New(e.clk.Now)
+	e.logins = nodelogin.New(st)
+	e.logins.Now = e.clk.Now
 	api := &adminapi.Server{Store: st, Online: func(id wire.NodeID) bool { return id == 1 }, Health: health, Logins: e.logins}
 	e.s = &Server{API: api.APIHandler(), BaseURL: "http://weft.test", Now: e.clk.Now}
 	mux := http.NewServeMux()

@@ -105,7 +105,7 @@ func (o *outbox) take() []changefeed.Event {
 	slices.Sort(off)
 	evs = append(evs, changefeed.Split(origin, changefeed.KindOffline, off)...)
 	evs = append(evs, changefeed.Split(origin, changefeed.KindOnline, on)...)
-	for _, k := range []changefeed.Kind{changefeed.KindPolicy, changefeed.KindDNS, changefeed.KindHello} {
+	for _, k := range []changefeed.Kind{changefeed.KindPolicy, changefeed.KindDNS, changefeed.KindLogin, changefeed.KindHello} {
 		if o.tailnet[k] {
 			evs = append(evs, changefeed.Split(origin, k, nil)...)
 		}
@@ -129,7 +129,7 @@ func (o *outbox) putBack(evs []changefeed.Event) {
 					o.online[id] = ev.Kind == changefeed.KindOnline
 				}
 			}
-		case changefeed.KindPolicy, changefeed.KindDNS, changefeed.KindHello:
+		case changefeed.KindPolicy, changefeed.KindDNS, changefeed.KindLogin, changefeed.KindHello:
 			o.tailnet[ev.Kind] = true
 		default:
 			set := o.ids[ev.Kind]
@@ -211,6 +211,8 @@ func (s *Server) applyEvent(ev changefeed.Event) {
 		s.m.setPolicy(p)
 	case changefeed.KindDNS:
 		s.reloadDNS(ctx)
+	case changefeed.KindLogin:
+		s.loginsChanged()
 	case changefeed.KindHello:
 		for _, id := range s.m.streaming() {
 			s.out.setOnline(id, true)
@@ -244,6 +246,7 @@ func (s *Server) resync(ctx context.Context) {
 		s.m.setPolicy(p)
 	}
 	s.reloadDNS(ctx)
+	s.loginsChanged()
 	// Which nodes stream where is in no table: this server says which
 	// stream here, and asks the others to say theirs.
 	for _, id := range s.m.streaming() {
@@ -251,6 +254,13 @@ func (s *Server) resync(ctx context.Context) {
 	}
 	s.out.tailnetChanged(changefeed.KindHello)
 	s.log.Info("resynced with the store", "nodes", len(all))
+}
+
+// loginsChanged tells the waiting interactive logins to read their rows.
+func (s *Server) loginsChanged() {
+	if s.cfg.LoginsChanged != nil {
+		s.cfg.LoginsChanged()
+	}
 }
 
 // reloadNode re-reads node id and applies it: changed, or removed.

@@ -225,3 +225,30 @@ func TestServerJoiningLearnsWhoIsOnline(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// TestLoginApprovalReachesOtherServer: an interactive login approved at
+// one server (AnnounceLogin) wakes the logins waiting at the other
+// (Config.LoginsChanged), through the change feed.
+func TestLoginApprovalReachesOtherServer(t *testing.T) {
+	hub := changefeed.NewHub()
+	sk := key.NewMachine()
+	woken := make(chan struct{}, 1)
+	a := newHarness(t, func(c *Config) { c.Key, c.Feed = sk, hub.Feed() })
+	b, err := New(context.Background(), Config{Store: a.st, Key: sk, Feed: hub.Feed(), RegisterRate: -1,
+		LoginsChanged: func() {
+			select {
+			case woken <- struct{}{}:
+			default:
+			}
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Close() })
+	a.srv.AnnounceLogin()
+	select {
+	case <-woken:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the other server was not told of the approval")
+	}
+}

@@ -113,6 +113,11 @@ type Config struct {
 	// (feed.go); nil means a feed of the server's own with nobody else
 	// on it, right for one server.
 	Feed changefeed.Feed
+	// LoginsChanged is called when another server says an interactive
+	// node login was approved, or after a resync (events may have been
+	// missed): the waiting logins read their rows again
+	// (nodelogin.Manager.Wake). nil: nobody is told.
+	LoginsChanged func()
 }
 
 // Server is the control server. Create it with New, serve Handler, and stop
@@ -343,6 +348,13 @@ func (s *Server) DNSChanged() {
 	defer cancel()
 	s.reloadDNS(ctx)
 	s.out.tailnetChanged(changefeed.KindDNS)
+}
+
+// AnnounceLogin tells the other servers that an interactive node login
+// was approved here, so that the node waiting at one of them gets its key
+// (docs/changefeed.md, kind "login").
+func (s *Server) AnnounceLogin() {
+	s.out.tailnetChanged(changefeed.KindLogin)
 }
 
 // reloadDNS reads the DNS settings and sends them to this server's nodes.

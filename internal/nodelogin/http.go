@@ -100,7 +100,7 @@ func (h *Handler) start(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		host = r.RemoteAddr
 	}
-	l, poll, err := h.Logins.Start(req.Hostname, host)
+	l, poll, err := h.Logins.Start(r.Context(), req.Hostname, host)
 	if errors.Is(err, ErrTooMany) {
 		writeJSON(w, http.StatusTooManyRequests, errorReply{"rate_limited", err.Error()})
 		return
@@ -126,10 +126,17 @@ func (h *Handler) wait(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, g)
 	case errors.Is(err, ErrUnknown):
 		writeJSON(w, http.StatusGone, errorReply{"gone", "the login expired or is unknown; run weft up again"})
-	default:
+	case ctx.Err() != nil:
 		writeJSON(w, http.StatusAccepted, struct {
 			Pending bool `json:"pending"`
 		}{true})
+	default:
+		// The store failed (the database is down): the node waits a
+		// little before it asks again, rather than at once.
+		if h.Logger != nil {
+			h.Logger.Warn("waiting login", "err", err)
+		}
+		writeJSON(w, http.StatusServiceUnavailable, errorReply{"unavailable", "the server cannot read the login now; retrying"})
 	}
 }
 
@@ -147,7 +154,7 @@ func (h *Handler) page(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Referrer-Policy", "no-referrer")
 	w.Header().Set("Cache-Control", "no-store")
 	w.Header().Set("X-Frame-Options", "DENY")
-	l, err := h.Logins.Lookup(code)
+	l, err := h.Logins.Lookup(r.Context(), code)
 	if err != nil {
 		render(w, http.StatusNotFound, "Login link not valid", "This login link is unknown, already used or expired. Run weft up again for a new one.", "")
 		return

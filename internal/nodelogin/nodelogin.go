@@ -9,8 +9,17 @@
 // administrator see, and the poll token, which only the waiting `weft up`
 // holds; the key goes only to the poll token's holder, so someone who sees
 // the URL cannot take the node's place. A code is good for one approval
-// within Lifetime. Logins are kept in the server's memory: a restart
-// forgets pending ones, and `weft up` says to run it again.
+// within Lifetime.
+//
+// Logins are kept in the store (store.NodeLogin), so that every server on
+// one database shares them: a login started at server A can be approved
+// at server B (the console, `weft admin`, the identity provider's
+// callback), and the node waiting at A — or at C, after its connection
+// moved — receives its key. An approval wakes the waiters of its own
+// server at once and, through Announce (the change feed's "login"
+// event), those of the other servers, which then re-read their logins'
+// rows. Without the event a waiting node still learns of it at its next
+// wait request, at most WaitTimeout later.
 package nodelogin
 
 import (
@@ -21,10 +30,11 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"slices"
 	"strings"
 	"sync"
 	"time"
+
+	"weft/internal/store"
 )
 
 // Lifetime is how long a login URL can be approved.
@@ -55,34 +65,50 @@ type Login struct {
 	Expires  time.Time `json:"expires"`
 }
 
+func fromStore(l store.NodeLogin) Login {
+	return Login{Code: l.Code, Hostname: l.Hostname, Remote: l.Remote, Created: l.Created, Expires: l.Expires}
+}
+
 // Grant is what the waiting node receives once its login is approved.
 type Grant struct {
 	AuthKey string `json:"auth_key"` // a one-off pre-auth key, short-lived
 	User    string `json:"user"`
 }
 
-// Manager keeps pending logins. The zero value is not usable: use New.
+// Store is the part of store.Store logins live in.
+type Store interface {
+	StartNodeLogin(ctx context.Context, req store.NodeLoginStart) (store.NodeLogin, error)
+	PendingNodeLogins(ctx context.Context) ([]store.NodeLogin, error)
+	GetNodeLogin(ctx context.Context, code string) (store.NodeLogin, error)
+	ApproveNodeLogin(ctx context.Context, code, user string) (store.NodeLogin, error)
+	TakeNodeLogin(ctx context.Context, pollHash string, keyExpiry time.Time) (store.NodeLoginGrant, error)
+}
+
+// Manager starts, approves and waits for logins kept in a Store. Make it
+// with New; set Now and Announce before its first use.
 type Manager struct {
-	now func() time.Time
+	st Store
+	// Now returns the current time; nil means time.Now.
+	Now func() time.Time
+	// Announce tells the other servers on the database that a login was
+	// approved (control.Server.AnnounceLogin); nil tells nobody, and
+	// their waiting nodes learn of it at their next wait request.
+	Announce func()
 
-	mu     sync.Mutex
-	byCode map[string]*entry // code → login
-	byPoll map[string]*entry // SHA-256 of poll token → login
+	mu      sync.Mutex               // guards waiters
+	waiters map[chan struct{}]struct{} // each Wait's wake-up channel
 }
 
-type entry struct {
-	Login
-	poll  string        // hash of the poll token
-	grant *Grant        // set once approved
-	done  chan struct{} // closed when approved
+// New returns a Manager whose logins live in st.
+func New(st Store) *Manager {
+	return &Manager{st: st, waiters: map[chan struct{}]struct{}{}}
 }
 
-// New returns a Manager; now nil means time.Now.
-func New(now func() time.Time) *Manager {
-	if now == nil {
-		now = time.Now
+func (m *Manager) now() time.Time {
+	if m.Now == nil {
+		return time.Now()
 	}
-	return &Manager{now: now, byCode: map[string]*entry{}, byPoll: map[string]*entry{}}
+	return m.Now()
 }
 
 func random(n int) (string, error) {
@@ -101,7 +127,7 @@ func hash(s string) string {
 // Start begins a login for a node that calls itself hostname, asking
 // from remote (its address without port), and returns the login and its
 // poll token.
-func (m *Manager) Start(hostname, remote string) (Login, string, error) {
+func (m *Manager) Start(ctx context.Context, hostname, remote string) (Login, string, error) {
 	code, err := random(15) // 120 bits: not guessable within Lifetime
 	if err != nil {
 		return Login{}, "", err
@@ -110,120 +136,120 @@ func (m *Manager) Start(hostname, remote string) (Login, string, error) {
 	if err != nil {
 		return Login{}, "", err
 	}
-	now := m.now()
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	m.pruneLocked(now)
-	n := 0
-	for _, e := range m.byCode {
-		if e.Remote == remote {
-			n++
-		}
-	}
-	if len(m.byCode) >= MaxPending || n >= MaxPendingPerAddr {
+	l, err := m.st.StartNodeLogin(ctx, store.NodeLoginStart{Code: code, PollHash: hash(poll), Hostname: hostname,
+		Remote: remote, Expires: m.now().Add(Lifetime), MaxPending: MaxPending, MaxPerRemote: MaxPendingPerAddr})
+	if errors.Is(err, store.ErrTooManyLogins) {
 		return Login{}, "", ErrTooMany
 	}
-	e := &entry{Login: Login{Code: code, Hostname: hostname, Remote: remote, Created: now, Expires: now.Add(Lifetime)},
-		poll: hash(poll), done: make(chan struct{})}
-	m.byCode[code] = e
-	m.byPoll[e.poll] = e
-	return e.Login, poll, nil
-}
-
-// pruneLocked drops expired logins and those whose grant was fetched.
-func (m *Manager) pruneLocked(now time.Time) {
-	for code, e := range m.byCode {
-		if !now.Before(e.Expires) {
-			delete(m.byCode, code)
-			delete(m.byPoll, e.poll)
-		}
+	if err != nil {
+		return Login{}, "", fmt.Errorf("nodelogin: %w", err)
 	}
+	return fromStore(l), poll, nil
 }
 
 // Pending lists logins waiting for approval, oldest first.
-func (m *Manager) Pending() []Login {
-	now := m.now()
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	m.pruneLocked(now)
-	var out []Login
-	for _, e := range m.byCode {
-		if e.grant == nil {
-			out = append(out, e.Login)
-		}
+func (m *Manager) Pending(ctx context.Context) ([]Login, error) {
+	ls, err := m.st.PendingNodeLogins(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("nodelogin: %w", err)
 	}
-	slices.SortFunc(out, func(a, b Login) int { return a.Created.Compare(b.Created) })
-	return out
+	out := make([]Login, 0, len(ls))
+	for _, l := range ls {
+		out = append(out, fromStore(l))
+	}
+	return out, nil
 }
 
 // Lookup returns the pending login with this code.
-func (m *Manager) Lookup(code string) (Login, error) {
-	now := m.now()
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	m.pruneLocked(now)
-	e, ok := m.byCode[code]
-	if !ok || e.grant != nil {
+func (m *Manager) Lookup(ctx context.Context, code string) (Login, error) {
+	l, err := m.st.GetNodeLogin(ctx, code)
+	if errors.Is(err, store.ErrNotFound) {
 		return Login{}, ErrUnknown
 	}
-	return e.Login, nil
+	if err != nil {
+		return Login{}, fmt.Errorf("nodelogin: %w", err)
+	}
+	return fromStore(l), nil
 }
 
-// Approve approves the login with this code for user: mint makes the
-// pre-auth key it will receive. A code is approved at most once; a
-// second approval, or one after expiry, is ErrUnknown.
-func (m *Manager) Approve(code, user string, mint func(user string, expiry time.Time) (string, error)) (Login, error) {
-	now := m.now()
-	m.mu.Lock()
-	m.pruneLocked(now)
-	e, ok := m.byCode[code]
-	if !ok || e.grant != nil {
-		m.mu.Unlock()
-		return Login{}, ErrUnknown
+// Approve lets the login with this code join as user: its waiting node
+// receives a one-off pre-auth key of user. A code is approved at most
+// once; a second approval, or one after expiry, is ErrUnknown; an unknown
+// user is the store's ErrNotFound. An audit entry in ctx
+// (store.WithAudit) is recorded in the approval's transaction.
+func (m *Manager) Approve(ctx context.Context, code, user string) (Login, error) {
+	l, err := m.st.ApproveNodeLogin(ctx, code, user)
+	if err != nil {
+		// An unknown user and an unknown code are both ErrNotFound:
+		// tell them apart by asking for the code.
+		if _, lerr := m.st.GetNodeLogin(ctx, code); errors.Is(lerr, store.ErrNotFound) {
+			return Login{}, ErrUnknown
+		}
+		return Login{}, fmt.Errorf("nodelogin: %w", err)
 	}
-	e.grant = &Grant{User: user} // claimed: a racing approval gets ErrUnknown
-	m.mu.Unlock()
+	m.Wake()
+	if m.Announce != nil {
+		m.Announce()
+	}
+	return fromStore(l), nil
+}
 
-	// The key only needs to outlive the node's next poll and up.
-	k, err := mint(user, now.Add(Lifetime))
+// Wake makes every Wait of this Manager read its login again: a login
+// was approved here or, as the change feed says, at another server.
+func (m *Manager) Wake() {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if err != nil {
-		e.grant = nil
-		return Login{}, err
+	for ch := range m.waiters {
+		select {
+		case ch <- struct{}{}:
+		default:
+		}
 	}
-	e.grant.AuthKey = k
-	close(e.done)
-	return e.Login, nil
+}
+
+// Waiting reports how many Waits are in progress.
+func (m *Manager) Waiting() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return len(m.waiters)
 }
 
 // Wait blocks until the login of this poll token is approved, ctx ends
-// (ctx's error), or the login is unknown or expires (ErrUnknown). A
-// grant is handed out once: the login is forgotten after it.
+// (ctx's error), or the login is unknown or expires (ErrUnknown). It reads
+// the login's row once, and again each time Wake says a login was
+// approved; never in a loop of its own. A grant is handed out once: the
+// login is gone after it.
 func (m *Manager) Wait(ctx context.Context, poll string) (Grant, error) {
 	h := hash(poll)
+	wake := make(chan struct{}, 1)
 	m.mu.Lock()
-	m.pruneLocked(m.now())
-	e, ok := m.byPoll[h]
+	m.waiters[wake] = struct{}{} // before the first read: an approval after it wakes us
 	m.mu.Unlock()
-	if !ok {
-		return Grant{}, ErrUnknown
+	defer func() {
+		m.mu.Lock()
+		delete(m.waiters, wake)
+		m.mu.Unlock()
+	}()
+	for {
+		g, err := m.st.TakeNodeLogin(ctx, h, m.now().Add(Lifetime))
+		switch {
+		case errors.Is(err, store.ErrNotFound):
+			return Grant{}, ErrUnknown
+		case err != nil && ctx.Err() != nil:
+			return Grant{}, ctx.Err()
+		case err != nil:
+			return Grant{}, fmt.Errorf("nodelogin: %w", err)
+		case g.AuthKey != "":
+			return Grant{AuthKey: g.AuthKey, User: g.Login.User}, nil
+		}
+		t := time.NewTimer(g.Login.Expires.Sub(m.now()))
+		select {
+		case <-wake:
+		case <-t.C: // read once more: the store says it expired
+		case <-ctx.Done():
+			t.Stop()
+			return Grant{}, ctx.Err()
+		}
+		t.Stop()
 	}
-	t := time.NewTimer(e.Expires.Sub(m.now()))
-	defer t.Stop()
-	select {
-	case <-e.done:
-	case <-t.C:
-		return Grant{}, ErrUnknown
-	case <-ctx.Done():
-		return Grant{}, ctx.Err()
-	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if _, ok := m.byPoll[h]; !ok {
-		return Grant{}, ErrUnknown // another poll took it
-	}
-	delete(m.byPoll, h)
-	delete(m.byCode, e.Code)
-	return *e.grant, nil
 }

@@ -94,7 +94,7 @@ func newEnv(t *testing.T) *env {
 	}
 	clk.Advance(2 * time.Hour)
 	mux := http.NewServeMux()
-	mux.Handle("/api/", &Handler{Store: st, Admin: (&adminapi.Server{Store: st, Logins: nodelogin.New(nil)}).APIHandler()})
+	mux.Handle("/api/", &Handler{Store: st, Admin: (&adminapi.Server{Store: st, Logins: nodelogin.New(st)}).APIHandler()})
 	e.srv = httptest.NewServer(mux)
 	t.Cleanup(e.srv.Close)
 	return e

@@ -31,6 +31,7 @@ var copyTables = []copyTableSpec{
 	{"dns_settings", ""},
 	{"api_keys", "id"},
 	{"audit_log", "id"},
+	{"node_logins", ""},
 }
 
 // CopyOptions tunes CopySQLiteToPostgres.

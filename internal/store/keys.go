@@ -90,22 +90,29 @@ func (s *sqlStore) CreateAuthKey(ctx context.Context, req AuthKeyRequest) (strin
 		if err != nil {
 			return err
 		}
-		prefix, secret, err := newAuthKeySecret()
-		if err != nil {
-			return err
-		}
-		k.Prefix, full = prefix, secret
-		_, err = tx.ExecContext(ctx, `INSERT INTO auth_keys
-			(prefix, hash, user_id, reusable, ephemeral, tags, created_at, expiry)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
-			k.Prefix, hashKey(full), uid, k.Reusable, k.Ephemeral, strings.Join(tags, ","),
-			toDB(k.CreatedAt), toDB(k.Expiry))
+		full, err = insertAuthKey(ctx, tx, uid, &k)
 		return err
 	})
 	if err != nil {
 		return "", AuthKey{}, fmt.Errorf("store: CreateAuthKey: %w", err)
 	}
 	return full, k, nil
+}
+
+// insertAuthKey adds k for user uid in tx with a new secret, which it
+// returns; it sets k.Prefix.
+func insertAuthKey(ctx context.Context, tx *dbTx, uid UserID, k *AuthKey) (string, error) {
+	prefix, full, err := newAuthKeySecret()
+	if err != nil {
+		return "", err
+	}
+	k.Prefix = prefix
+	_, err = tx.ExecContext(ctx, `INSERT INTO auth_keys
+		(prefix, hash, user_id, reusable, ephemeral, tags, created_at, expiry)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
+		k.Prefix, hashKey(full), uid, k.Reusable, k.Ephemeral, strings.Join(k.Tags, ","),
+		toDB(k.CreatedAt), toDB(k.Expiry))
+	return full, err
 }
 
 const authKeyColumns = `k.id, k.prefix, k.hash, u.name, k.reusable, k.ephemeral, k.tags, k.created_at, k.expiry, k.uses, k.last_used`

@@ -124,6 +124,22 @@ var migrations = []string{
 	// history; versions set before this are by nobody known.
 	`ALTER TABLE policies ADD COLUMN author TEXT NOT NULL DEFAULT '';
 	ALTER TABLE policies ADD COLUMN credential TEXT NOT NULL DEFAULT '';`,
+	// 8: interactive node logins waiting for approval, shared by every
+	// server on the database: a login started at one server can be
+	// approved at another. code is what the person and administrators
+	// see; poll_hash the SHA-256 of the token only the waiting node
+	// holds. user_id is set by the approval; the row is deleted when the
+	// node takes its pre-auth key, and is void after expires.
+	`CREATE TABLE node_logins (
+		code       TEXT PRIMARY KEY,
+		poll_hash  TEXT NOT NULL UNIQUE,
+		hostname   TEXT NOT NULL,
+		remote     TEXT NOT NULL,
+		created_at BIGINT NOT NULL,
+		expires    BIGINT NOT NULL,
+		user_id    BIGINT REFERENCES users(id) ON DELETE CASCADE
+	);
+	CREATE INDEX node_logins_remote ON node_logins(remote);`,
 }
 
 // init applies pending migrations and loads (or makes) the settings.

@@ -326,6 +326,25 @@ type Store interface {
 	// q.Before (0: from the newest), at most q.Limit (0: all).
 	ListAudit(ctx context.Context, q AuditQuery) ([]AuditEntry, error)
 
+	// StartNodeLogin records an interactive node login waiting for
+	// approval, after dropping expired ones (ErrTooManyLogins past the
+	// request's bounds).
+	StartNodeLogin(ctx context.Context, req NodeLoginStart) (NodeLogin, error)
+	// PendingNodeLogins lists the logins waiting, oldest first.
+	PendingNodeLogins(ctx context.Context) ([]NodeLogin, error)
+	// GetNodeLogin returns a waiting login by its code (ErrNotFound when
+	// unknown, approved or expired).
+	GetNodeLogin(ctx context.Context, code string) (NodeLogin, error)
+	// ApproveNodeLogin lets a waiting login join as user, once
+	// (ErrNotFound for an unknown, approved or expired code, or an
+	// unknown user).
+	ApproveNodeLogin(ctx context.Context, code, user string) (NodeLogin, error)
+	// TakeNodeLogin answers the waiting node: its login while it waits;
+	// once approved, the login is gone and a one-off pre-auth key of the
+	// user is made, in one transaction (ErrNotFound when no live login
+	// has the poll hash).
+	TakeNodeLogin(ctx context.Context, pollHash string, keyExpiry time.Time) (NodeLoginGrant, error)
+
 	// AddressPrefixes returns the tailnet's IPv4 and IPv6 prefixes:
 	// 100.64.0.0/10 and this store's ULA /48.
 	AddressPrefixes() (v4, v6 netip.Prefix)
