@@ -95,7 +95,7 @@ type Manager struct {
 	// their waiting nodes learn of it at their next wait request.
 	Announce func()
 
-	mu      sync.Mutex               // guards waiters
+	mu      sync.Mutex                 // guards waiters
 	waiters map[chan struct{}]struct{} // each Wait's wake-up channel
 }
 
