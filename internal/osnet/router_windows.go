@@ -7,6 +7,9 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"os"
+	"path/filepath"
+	"runtime"
 	"sync"
 
 	"golang.org/x/sys/windows"
@@ -38,6 +41,11 @@ func New(opts Options) (*Router, error) {
 	opts = opts.withDefaults()
 	dev, err := tun.CreateTUN(opts.TUNName, opts.MTU)
 	if err != nil {
+		if exe, e := os.Executable(); e == nil {
+			if e := missingWintun(filepath.Dir(exe), runtime.GOARCH); e != nil {
+				return nil, fmt.Errorf("%w (creating wintun adapter %q: %v)", e, opts.TUNName, err)
+			}
+		}
 		return nil, fmt.Errorf("osnet: creating wintun adapter %q (is wintun.dll beside weft.exe, and weft running as Administrator or SYSTEM?): %w", opts.TUNName, err)
 	}
 	nt, ok := dev.(*tun.NativeTun)
