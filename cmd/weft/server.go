@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -35,6 +36,7 @@ type serverOptions struct {
 	db                                   string // --db; "" falls back to $WEFT_DB, then SQLite
 	relaySecretFile, relaySecretEnv      string
 	stunListen                           []string
+	relayAddrs                           []net.IP // --relay-addrs
 	ephemeralTimeout, nodeKeyLifetime    time.Duration
 	registerRate                         float64
 	registerBurst                        int
@@ -74,6 +76,8 @@ func newServerCmd(g *globals) *cobra.Command {
 	f.StringVar(&o.relayMap, "relay-map", "", "relay map file (JSON or HuJSON); default: this server's own relay as region 1 \"home\"")
 	f.StringSliceVar(&o.stunListen, "stun-listen", []string{":3478", ":3479"},
 		"UDP addresses for the STUN server (two, so netcheck can spot a hard NAT); --stun-listen= for none")
+	f.IPSliceVar(&o.relayAddrs, "relay-addrs", nil,
+		"this host's public addresses besides the --server-url host, one per family (say its IPv6 address), listed in the default relay map so nodes reach its relay and STUN over that family")
 	f.StringVar(&o.relaySecretFile, "relay-secret-file", "", "file with the secret standalone relays present to fetch the allow list; default: DATA-DIR/relay.secret, made on first start")
 	f.StringVar(&o.relaySecretEnv, "relay-secret-env", "WEFT_RELAY_SECRET", "environment variable with the relay secret, used when set and no file is given")
 	f.DurationVar(&o.ephemeralTimeout, "ephemeral-timeout", control.DefaultEphemeralTimeout, "how long an ephemeral node may be disconnected before it is deleted")
@@ -249,6 +253,9 @@ func loadServerSetup(o serverOptions) (key.MachinePrivate, *wire.RelayMap, error
 		return key.MachinePrivate{}, nil, err
 	}
 	var relayMap *wire.RelayMap
+	if o.relayMap != "" && len(o.relayAddrs) > 0 {
+		return key.MachinePrivate{}, nil, usageError{errors.New(`server: --relay-addrs fills in the default relay map; with --relay-map, give each node's "ipv4" and "ipv6" in the map file`)}
+	}
 	if o.relayMap != "" {
 		relayMap, err = control.LoadRelayMap(o.relayMap)
 	} else {
@@ -256,6 +263,14 @@ func loadServerSetup(o serverOptions) (key.MachinePrivate, *wire.RelayMap, error
 		ports, err = stunPorts(o.stunListen)
 		if err == nil {
 			relayMap, err = control.DefaultRelayMap(o.serverURL, ports...)
+		}
+		if err == nil && len(o.relayAddrs) > 0 {
+			var addrs []netip.Addr
+			for _, ip := range o.relayAddrs {
+				a, _ := netip.AddrFromSlice(ip)
+				addrs = append(addrs, a.Unmap())
+			}
+			err = control.AddRelayAddrs(relayMap, addrs)
 		}
 	}
 	if err != nil {

@@ -4,8 +4,11 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"net"
 	"net/http/httptest"
+	"net/netip"
 	"path/filepath"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -125,5 +128,27 @@ func TestServerRelayRateLimitDefault(t *testing.T) {
 	f := cmd.Flags().Lookup("relay-rate-limit")
 	if f == nil || f.DefValue == "0" {
 		t.Fatalf("--relay-rate-limit default %v: the embedded relay must limit each client by default", f)
+	}
+}
+
+// TestServerRelayAddrs: --relay-addrs puts the server's IPv6 address on
+// every node of the default relay map, and is refused beside --relay-map.
+func TestServerRelayAddrs(t *testing.T) {
+	o := serverOptions{dataDir: t.TempDir(), serverURL: "http://203.0.113.10:8080", stunListen: []string{":3478", ":3479"},
+		relayAddrs: []net.IP{net.ParseIP("2001:db8::10")}}
+	_, m, err := loadServerSetup(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range m.Regions[1].Nodes {
+		if n.Host != "203.0.113.10" || n.IPv6 != netip.MustParseAddr("2001:db8::10") || n.IPv4.IsValid() {
+			t.Errorf("relay node %s: host %s ipv4 %v ipv6 %v", n.Name, n.Host, n.IPv4, n.IPv6)
+		}
+	}
+	o.relayMap = filepath.Join(t.TempDir(), "relaymap.json")
+	_, _, err = loadServerSetup(o)
+	var ue usageError
+	if !errors.As(err, &ue) || !strings.Contains(err.Error(), "--relay-addrs fills in the default relay map") {
+		t.Errorf("--relay-addrs with --relay-map: %v, want a usage error", err)
 	}
 }

@@ -3,6 +3,7 @@ package control
 import (
 	"fmt"
 	"net"
+	"net/netip"
 	"net/url"
 	"os"
 	"strconv"
@@ -52,6 +53,9 @@ func ParseRelayMap(b []byte) (*wire.RelayMap, error) {
 			if n.RegionID != id {
 				return nil, fmt.Errorf("control: relay map: node %q is in region %d but says %d", n.Name, id, n.RegionID)
 			}
+			if (n.IPv4.IsValid() && !n.IPv4.Is4()) || (n.IPv6.IsValid() && (!n.IPv6.Is6() || n.IPv6.Is4In6())) {
+				return nil, fmt.Errorf("control: relay map: node %q: \"ipv4\" must be an IPv4 address and \"ipv6\" an IPv6 one", n.Name)
+			}
 		}
 	}
 	return &m, nil
@@ -99,4 +103,45 @@ func DefaultRelayMap(serverURL string, stunPorts ...int) (*wire.RelayMap, error)
 		})
 	}
 	return &wire.RelayMap{Regions: map[int]*wire.RelayRegion{1: region}}, nil
+}
+
+// AddRelayAddrs lists addrs, the control host's own public addresses
+// besides the one its URL names (one per family at most), on every relay
+// node of the default relay map m, as their IPv4 or IPv6 address: a
+// server whose URL is an IPv4 literal then tells dual-stack and IPv6-only
+// nodes where its relay and STUN answer over IPv6. An address of the
+// family the URL's literal already names must be that same address.
+func AddRelayAddrs(m *wire.RelayMap, addrs []netip.Addr) error {
+	var v4, v6 netip.Addr
+	for _, a := range addrs {
+		a = a.Unmap()
+		p := &v6
+		if a.Is4() {
+			p = &v4
+		}
+		if p.IsValid() && *p != a {
+			return fmt.Errorf("control: relay addresses %v and %v are of one family; give at most one IPv4 and one IPv6 address", *p, a)
+		}
+		*p = a
+	}
+	for _, r := range m.Regions {
+		for _, n := range r.Nodes {
+			if host, err := netip.ParseAddr(n.Host); err == nil {
+				host = host.Unmap()
+				if (host.Is4() && v4.IsValid() && v4 != host) || (host.Is6() && v6.IsValid() && v6 != host) {
+					return fmt.Errorf("control: relay address %v: the server URL already names %v for that family", ofFamily(host, v4, v6), host)
+				}
+			}
+			n.IPv4, n.IPv6 = v4, v6
+		}
+	}
+	return nil
+}
+
+// ofFamily returns whichever of v4 and v6 has host's family.
+func ofFamily(host, v4, v6 netip.Addr) netip.Addr {
+	if host.Is4() {
+		return v4
+	}
+	return v6
 }

@@ -3,6 +3,7 @@ package control
 import (
 	"context"
 	"encoding/json"
+	"net/netip"
 	"os"
 	"strings"
 	"testing"
@@ -68,6 +69,10 @@ func TestRelayMapParsing(t *testing.T) {
 		{"no nodes", `{"regions": {"1": {"id": 1, "nodes": []}}}`, false},
 		{"no host", `{"regions": {"1": {"id": 1, "nodes": [{"name": "a"}]}}}`, false},
 		{"empty", `{}`, false},
+		{"ipv4 and ipv6", `{"regions": {"1": {"id": 1, "nodes": [{"host": "relay.example", "ipv4": "203.0.113.10", "ipv6": "2001:db8::10"}]}}}`, true},
+		{"ipv6 given an IPv4 address", `{"regions": {"1": {"id": 1, "nodes": [{"host": "x", "ipv6": "203.0.113.10"}]}}}`, false},
+		{"ipv4 given an IPv6 address", `{"regions": {"1": {"id": 1, "nodes": [{"host": "x", "ipv4": "2001:db8::10"}]}}}`, false},
+		{"ipv4 not an address", `{"regions": {"1": {"id": 1, "nodes": [{"host": "x", "ipv4": "relay.example"}]}}}`, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -191,5 +196,46 @@ func TestRelaySecretFile(t *testing.T) {
 	}
 	if _, err := LoadOrCreateRelaySecret(p); err == nil || !strings.Contains(err.Error(), "shorter") {
 		t.Errorf("short secret: err = %v", err)
+	}
+}
+
+func TestAddRelayAddrs(t *testing.T) {
+	v4, v6 := netip.MustParseAddr("203.0.113.10"), netip.MustParseAddr("2001:db8::10")
+	for _, tc := range []struct {
+		name, url    string
+		addrs        []netip.Addr
+		want4, want6 netip.Addr
+		wantErr      string
+	}{
+		{"IPv6 beside an IPv4 URL", "http://203.0.113.10:8080", []netip.Addr{v6}, netip.Addr{}, v6, ""},
+		{"URL's own address repeated", "http://203.0.113.10:8080", []netip.Addr{v4, v6}, v4, v6, ""},
+		{"both beside a name", "https://ctrl.example", []netip.Addr{v4, v6}, v4, v6, ""},
+		{"another IPv4 than the URL's", "http://203.0.113.10:8080", []netip.Addr{netip.MustParseAddr("198.51.100.10")}, netip.Addr{}, netip.Addr{}, "already names 203.0.113.10"},
+		{"two IPv6", "https://ctrl.example", []netip.Addr{v6, netip.MustParseAddr("2001:db8::11")}, netip.Addr{}, netip.Addr{}, "of one family"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m, err := DefaultRelayMap(tc.url, 3478, 3479)
+			if err != nil {
+				t.Fatal(err)
+			}
+			err = AddRelayAddrs(m, tc.addrs)
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("err %v, want %q", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, n := range m.Regions[1].Nodes {
+				if n.IPv4 != tc.want4 || n.IPv6 != tc.want6 {
+					t.Errorf("node %s: ipv4 %v ipv6 %v, want %v %v", n.Name, n.IPv4, n.IPv6, tc.want4, tc.want6)
+				}
+			}
+			if _, err := ParseRelayMap(relayMapJSON(t, m)); err != nil {
+				t.Errorf("the map does not parse back: %v", err)
+			}
+		})
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -590,5 +591,38 @@ func TestReportJSONRoundTrip(t *testing.T) {
 	}
 	if err := json.Unmarshal([]byte(`{"region_latency_ms":{"1":"x"}}`), &got); err == nil {
 		t.Error("a bad latency was accepted")
+	}
+}
+
+// TestResolveTargetsRelayAddrs: a relay node's ipv4 and ipv6 are probed
+// beside an IP-literal host, and stand in for resolving a DNS name.
+func TestResolveTargetsRelayAddrs(t *testing.T) {
+	v4, v6 := netip.MustParseAddr("203.0.113.10"), netip.MustParseAddr("2001:db8::10")
+	for _, tc := range []struct {
+		name string
+		node wire.RelayNode
+		want []string
+	}{
+		{"IPv4 literal alone", wire.RelayNode{Host: "203.0.113.10"}, []string{"203.0.113.10:3478"}},
+		{"IPv4 literal and ipv6", wire.RelayNode{Host: "203.0.113.10", IPv6: v6}, []string{"203.0.113.10:3478", "[2001:db8::10]:3478"}},
+		{"IPv6 literal and ipv4", wire.RelayNode{Host: "2001:db8::10", IPv4: v4, STUNPort: 3479}, []string{"[2001:db8::10]:3479", "203.0.113.10:3479"}},
+		{"literal repeated in ipv4", wire.RelayNode{Host: "203.0.113.10", IPv4: v4}, []string{"203.0.113.10:3478"}},
+		// .invalid never resolves (RFC 6761): the addresses must come
+		// from the map alone.
+		{"name with both families given", wire.RelayNode{Host: "relay.invalid", IPv4: v4, IPv6: v6}, []string{"203.0.113.10:3478", "[2001:db8::10]:3478"}},
+		{"no STUN", wire.RelayNode{Host: "203.0.113.10", IPv6: v6, STUNPort: -1}, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			n := tc.node
+			n.Name, n.RegionID = "1a", 1
+			rm := &wire.RelayMap{Regions: map[int]*wire.RelayRegion{1: {ID: 1, Nodes: []*wire.RelayNode{&n}}}}
+			var got []string
+			for _, tg := range resolveTargets(t.Context(), slog.New(slog.DiscardHandler), rm) {
+				got = append(got, tg.addr.String())
+			}
+			if !slices.Equal(got, tc.want) {
+				t.Errorf("targets = %v, want %v", got, tc.want)
+			}
+		})
 	}
 }

@@ -54,7 +54,10 @@ type stunTx struct {
 }
 
 // resolveTargets lists the STUN servers of rm, resolving DNS names (one
-// IPv4 and one IPv6 address each) concurrently with a short timeout.
+// IPv4 and one IPv6 address each, unless the node's ipv4 or ipv6 gives
+// that family) concurrently with a short timeout. A node whose Host is an
+// IP literal is probed there and at its other family's address, if the
+// map gives one.
 // Duplicate addresses are probed once, for the first region listing them.
 func resolveTargets(ctx context.Context, log *slog.Logger, rm *wire.RelayMap) []target {
 	type job struct {
@@ -77,8 +80,11 @@ func resolveTargets(ctx context.Context, log *slog.Logger, rm *wire.RelayMap) []
 	}
 	var wg sync.WaitGroup
 	for _, j := range jobs {
-		if ip, err := netip.ParseAddr(j.node.Host); err == nil {
-			j.addrs = []netip.Addr{ip.Unmap()}
+		// Addresses the map gives (Host as an IP literal, the node's
+		// IPv4 and IPv6) are used as they are; a DNS name is resolved
+		// only for a family the map does not give.
+		j.addrs = j.node.Addrs()
+		if _, err := netip.ParseAddr(j.node.Host); err == nil || (j.node.IPv4.IsValid() && j.node.IPv6.IsValid()) {
 			continue
 		}
 		wg.Go(func() {
@@ -89,7 +95,7 @@ func resolveTargets(ctx context.Context, log *slog.Logger, rm *wire.RelayMap) []
 				log.Debug("netcheck: resolve relay", "host", j.node.Host, "err", err)
 				return
 			}
-			var has4, has6 bool
+			has4, has6 := j.node.IPv4.IsValid(), j.node.IPv6.IsValid()
 			for _, ip := range ips {
 				ip = ip.Unmap()
 				if ip.Is4() && !has4 {

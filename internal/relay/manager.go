@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/url"
 	"slices"
 	"strconv"
 	"sync"
@@ -260,10 +261,15 @@ func (m *Manager) regionLocked(region int) (*regionConn, error) {
 	for _, n := range r.Nodes {
 		urls = append(urls, RelayNodeURL(n))
 	}
+	dial := m.opts.Dialer
+	if dial == nil {
+		var d net.Dialer
+		dial = d.DialContext
+	}
 	c, err := NewClient(ClientOptions{
 		URLs:      urls,
 		NodeKey:   m.opts.NodeKey,
-		Dialer:    m.opts.Dialer,
+		Dialer:    altAddrDialer(dial, r.Nodes),
 		TLSConfig: m.opts.TLSConfig,
 		Preferred: region == m.home,
 		Logger:    m.log.With("region", region),
@@ -408,6 +414,47 @@ func RelayNodeURL(n *wire.RelayNode) string {
 		port = n.Port
 	}
 	return scheme + "://" + net.JoinHostPort(n.Host, strconv.Itoa(port))
+}
+
+// altAddrDialer wraps dial so that a relay whose map entry gives more
+// addresses than its URL names (RelayNode.Addrs: an IP-literal Host plus
+// the node's ipv4 and ipv6) is dialed at those, in order, when the
+// URL's address fails: an IPv6-only node cannot reach a relay whose Host
+// is an IPv4 literal, but reaches its ipv6 at once. The URL's address
+// goes first, so a dual-stack node keeps using what it used before; a
+// dial that hangs rather than fails uses up the caller's deadline before
+// the next address is tried.
+func altAddrDialer(dial func(ctx context.Context, network, addr string) (net.Conn, error), nodes []*wire.RelayNode) func(ctx context.Context, network, addr string) (net.Conn, error) {
+	alts := map[string][]string{} // the URL's host:port → the other addresses with that port
+	for _, n := range nodes {
+		u, err := url.Parse(RelayNodeURL(n))
+		if err != nil {
+			continue
+		}
+		for _, a := range n.Addrs() {
+			if alt := net.JoinHostPort(a.String(), u.Port()); alt != u.Host && !slices.Contains(alts[u.Host], alt) {
+				alts[u.Host] = append(alts[u.Host], alt)
+			}
+		}
+	}
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := dial(ctx, network, addr)
+		if err == nil || len(alts[addr]) == 0 {
+			return c, err
+		}
+		errs := []error{err}
+		for _, alt := range alts[addr] {
+			if ctx.Err() != nil {
+				break
+			}
+			c, err := dial(ctx, network, alt)
+			if err == nil {
+				return c, nil
+			}
+			errs = append(errs, err)
+		}
+		return nil, errors.Join(errs...)
+	}
 }
 
 // HomeSwitchRatio is how much better another region must be before

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"net/netip"
 	"net/url"
 	"slices"
 	"strconv"
@@ -281,5 +282,52 @@ func TestManagerSendQueueBoundedAndCounted(t *testing.T) {
 	}
 	if full != 5 || m.SendDrops() != 5 {
 		t.Errorf("%d sends refused, %d drops counted; want 5 and 5 past a queue of %d", full, m.SendDrops(), sendQueueLen)
+	}
+}
+
+// TestAltAddrDialer: a relay whose map entry gives an ipv6 besides its
+// IPv4-literal host is dialed there when the host fails (an IPv6-only
+// node), and only then.
+func TestAltAddrDialer(t *testing.T) {
+	nodes := []*wire.RelayNode{
+		{Name: "1a", RegionID: 1, Host: "203.0.113.10", Port: 8080, InsecureHTTP: true, IPv6: netip.MustParseAddr("2001:db8::10")},
+		{Name: "1b", RegionID: 1, Host: "relay.example", IPv4: netip.MustParseAddr("198.51.100.7")},
+	}
+	errUnreach := errors.New("network is unreachable")
+	for _, tc := range []struct {
+		name      string
+		addr      string
+		reachable map[string]bool
+		wantTried []string
+		wantErr   bool
+	}{
+		{"URL's address works", "203.0.113.10:8080", map[string]bool{"203.0.113.10:8080": true, "[2001:db8::10]:8080": true},
+			[]string{"203.0.113.10:8080"}, false},
+		{"IPv6-only node", "203.0.113.10:8080", map[string]bool{"[2001:db8::10]:8080": true},
+			[]string{"203.0.113.10:8080", "[2001:db8::10]:8080"}, false},
+		{"nothing reachable", "203.0.113.10:8080", nil,
+			[]string{"203.0.113.10:8080", "[2001:db8::10]:8080"}, true},
+		{"name with an ipv4", "relay.example:443", map[string]bool{"198.51.100.7:443": true},
+			[]string{"relay.example:443", "198.51.100.7:443"}, false},
+		{"address without alternates", "192.0.2.1:80", nil, []string{"192.0.2.1:80"}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var tried []string
+			dial := altAddrDialer(func(_ context.Context, _, addr string) (net.Conn, error) {
+				tried = append(tried, addr)
+				if tc.reachable[addr] {
+					c, _ := net.Pipe()
+					return c, nil
+				}
+				return nil, errUnreach
+			}, nodes)
+			c, err := dial(t.Context(), "tcp", tc.addr)
+			if c != nil {
+				c.Close()
+			}
+			if (err != nil) != tc.wantErr || !slices.Equal(tried, tc.wantTried) {
+				t.Errorf("err %v, tried %v; want error %v, tried %v", err, tried, tc.wantErr, tc.wantTried)
+			}
+		})
 	}
 }

@@ -20,6 +20,8 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -64,7 +66,10 @@ type Options struct {
 type Tailnet struct {
 	Lab       *netlab.Lab
 	ServerURL string
-	AuthKey   string // reusable key of Options.User
+	// ServerURL6 is the server's URL at its IPv6 address, when its host
+	// has one; IPv6-only hosts come up with it (ServerURLFor).
+	ServerURL6 string
+	AuthKey    string // reusable key of Options.User
 
 	opts    Options
 	dataDir string
@@ -106,6 +111,9 @@ func Start(ctx context.Context, lab *netlab.Lab, opts Options) (*Tailnet, error)
 		dataDir:   cmp.Or(opts.ServerDataDir, filepath.Join(lab.Dir(), "server")),
 		log:       log,
 		daemons:   map[string]*netlab.Process{},
+	}
+	if a := srv.Addr6(); a.IsValid() {
+		tn.ServerURL6 = fmt.Sprintf("http://%s", net.JoinHostPort(a.String(), strconv.Itoa(opts.Port)))
 	}
 	// A new tailnet: state left in the lab's directory by an earlier run
 	// of the same lab name would make the server refuse to create the
@@ -169,6 +177,12 @@ func (tn *Tailnet) StartServer(ctx context.Context) error {
 		"--listen", fmt.Sprintf(":%d", tn.opts.Port),
 		"--data-dir", tn.dataDir,
 		"--server-url", tn.ServerURL}, tn.opts.ServerArgs...)
+	if a := srv.Addr6(); a.IsValid() && !slices.ContainsFunc(tn.opts.ServerArgs, func(s string) bool { return strings.HasPrefix(s, "--relay-map") }) {
+		// The default relay map names the server's IPv4 address; its
+		// IPv6 one goes beside it so dual-stack and IPv6-only nodes
+		// reach the relay and STUN over IPv6.
+		argv = append(argv, "--relay-addrs", a.String())
+	}
 	p, err := srv.Start(ctx, "server", argv...)
 	if err != nil {
 		return fmt.Errorf("scenario: start server: %w", err)
@@ -294,9 +308,18 @@ func (tn *Tailnet) StartDaemon(ctx context.Context, host string) error {
 	return nil
 }
 
+// ServerURLFor is the server URL host uses: ServerURL6 on a host without
+// IPv4 (an IPv6-only site), ServerURL otherwise.
+func (tn *Tailnet) ServerURLFor(host string) string {
+	if n := tn.Lab.Node(host); n != nil && n.Addr().Is6() && tn.ServerURL6 != "" {
+		return tn.ServerURL6
+	}
+	return tn.ServerURL
+}
+
 // Up runs `weft up` on host with the tailnet's server and key.
 func (tn *Tailnet) Up(ctx context.Context, host string, extra ...string) error {
-	args := append([]string{"up", "--server", tn.ServerURL, "--auth-key", tn.AuthKey, "--hostname", host}, extra...)
+	args := append([]string{"up", "--server", tn.ServerURLFor(host), "--auth-key", tn.AuthKey, "--hostname", host}, extra...)
 	if _, err := tn.CLI(ctx, host, args...); err != nil {
 		return err
 	}

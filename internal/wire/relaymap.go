@@ -1,5 +1,10 @@
 package wire
 
+import (
+	"net/netip"
+	"slices"
+)
+
 // RelayMap lists the relay regions a node may use. It is configured on the
 // control server and sent to nodes in the peer map.
 type RelayMap struct {
@@ -21,6 +26,13 @@ type RelayNode struct {
 	RegionID int    `json:"region_id"`
 	// Host is a DNS name or IP literal.
 	Host string `json:"host"`
+	// IPv4 and IPv6 are addresses of the relay to use for that family
+	// instead of resolving Host (or besides Host, when Host is an IP
+	// literal of the other family): a relay whose Host names one address
+	// lists its other family here, so that IPv6-only and dual-stack nodes
+	// reach its STUN and relay over IPv6. Zero: Host alone says.
+	IPv4 netip.Addr `json:"ipv4,omitzero"`
+	IPv6 netip.Addr `json:"ipv6,omitzero"`
 	// Port is the relay's HTTP(S) port; 0 means 443 with TLS, 80 without.
 	Port int `json:"port,omitempty"`
 	// STUNPort is the UDP STUN port; 0 means 3478, -1 means none.
@@ -29,4 +41,22 @@ type RelayNode struct {
 	// behind a TLS-terminating proxy). Relay frames are still sealed end to
 	// end by WireGuard; only the relay handshake is unprotected by TLS.
 	InsecureHTTP bool `json:"insecure_http,omitempty"`
+}
+
+// Addrs returns the IP addresses n names for itself: Host if it is an IP
+// literal, then IPv4 and IPv6, without repeats. Empty when Host is a DNS
+// name and neither IPv4 nor IPv6 is set: then Host must be resolved.
+func (n *RelayNode) Addrs() []netip.Addr {
+	var out []netip.Addr
+	add := func(a netip.Addr) {
+		if a.IsValid() && !slices.Contains(out, a) {
+			out = append(out, a)
+		}
+	}
+	if ip, err := netip.ParseAddr(n.Host); err == nil {
+		add(ip.Unmap())
+	}
+	add(n.IPv4)
+	add(n.IPv6)
+	return out
 }
