@@ -12,6 +12,7 @@ import (
 	"golang.zx2c4.com/wireguard/conn"
 
 	"weft/internal/controlclient"
+	"weft/internal/magicsock"
 	"weft/internal/node"
 	"weft/internal/osnet"
 	"weft/internal/tailnet"
@@ -256,6 +257,15 @@ func (b guardedBind) Send(bufs [][]byte, ep conn.Endpoint) error {
 		}
 	}
 	return b.Bind.Send(bufs, ep)
+}
+
+// Port6 implements magicsock.IPv6Porter for an inner bind that does; 0
+// otherwise (the Conn then takes Open's port for IPv6 too).
+func (b guardedBind) Port6() uint16 {
+	if pp, ok := b.Bind.(magicsock.IPv6Porter); ok {
+		return pp.Port6()
+	}
+	return 0
 }
 
 // NewBind implements magicsock.Network with guardedBind around the host's

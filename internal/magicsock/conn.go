@@ -6,7 +6,8 @@
 // pair, a port-guessing round). docs/disco.md describes the state machine,
 // timers and packet budget.
 //
-// Files: conn.go (the Bind and its lifecycle), recv.go (the receive path),
+// Files: conn.go (the Bind and its lifecycle), bind.go (the host's main
+// sockets, one bind per family), recv.go (the receive path),
 // peer.go (one peer's path state), discoio.go (disco messages), guess.go
 // (port guessing), endpoints.go (our own endpoints), status.go (status and
 // ping for the CLI), network.go (the host network seam), pmtu.go (path MTU
@@ -174,6 +175,7 @@ type Conn struct {
 	open      bool
 	closed    chan struct{} // closed by Close; made by Open
 	port      uint16
+	port6     uint16 // the IPv6 socket's port: port, unless the bind is an IPv6Porter
 	mark      uint32 // SO_MARK for extra sockets
 	peers     map[key.NodePublic]*peer
 	retired   map[key.NodePublic]*peer    // removed from the map; kept for their endpoints
@@ -306,7 +308,10 @@ func (c *Conn) Open(port uint16) ([]conn.ReceiveFunc, uint16, error) {
 		return nil, 0, fmt.Errorf("magicsock: open: %w", err)
 	}
 	c.open = true
-	c.port = actual
+	c.port, c.port6 = actual, actual
+	if pp, ok := c.inner.(IPv6Porter); ok && pp.Port6() != 0 {
+		c.port6 = pp.Port6()
+	}
 	closed := make(chan struct{})
 	c.closed = closed
 	out := make([]conn.ReceiveFunc, 0, len(fns)+1)
@@ -496,11 +501,19 @@ func (c *Conn) Rebind(reason string) {
 	c.wake()
 }
 
-// Port returns the bound port of the main socket, 0 if not open.
+// Port returns the bound port of the main IPv4 socket, 0 if not open.
 func (c *Conn) Port() uint16 {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.port
+}
+
+// Port6 returns the bound port of the main IPv6 socket, 0 if not open.
+// It differs from Port on the host's network (familyBind says why).
+func (c *Conn) Port6() uint16 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.port6
 }
 
 // errClosedNet reports whether err means a socket was closed.

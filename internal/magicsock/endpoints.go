@@ -64,7 +64,11 @@ func (c *Conn) updateEndpointsLocked() {
 		c.lans = lans
 	}
 	for _, a := range addrs {
-		add(netip.AddrPortFrom(a, c.port))
+		port := c.port
+		if a.Is6() && !a.Is4In6() {
+			port = c.port6
+		}
+		add(netip.AddrPortFrom(a, port))
 	}
 	if slices.Equal(eps, c.endpoints) {
 		return

@@ -51,8 +51,11 @@ type HostNetwork struct{}
 
 var _ Network = HostNetwork{}
 
-// NewBind implements Network.
-func (HostNetwork) NewBind() conn.Bind { return conn.NewStdNetBind() }
+// NewBind implements Network: a StdNetBind for each family (familyBind,
+// which says why).
+func (HostNetwork) NewBind() conn.Bind {
+	return newFamilyBind(conn.NewStdNetBind(), conn.NewStdNetBind())
+}
 
 // ListenUDP4 implements Network.
 func (HostNetwork) ListenUDP4(mark uint32) (PacketConn, error) {

@@ -54,6 +54,49 @@ func TestBestPathHysteresis(t *testing.T) {
 	}
 }
 
+// pong is a pong from an address after a round trip.
+type pong struct {
+	to  netip.AddrPort
+	rtt time.Duration
+}
+
+// TestBestPathAcrossFamilies: between a peer's IPv4 and IPv6 addresses
+// the measured pong latency decides, with the same margin as within one
+// family; neither family is preferred for itself.
+func TestBestPathAcrossFamilies(t *testing.T) {
+	c, err := New(Options{DiscoKey: key.NewDisco(), NodeKey: key.NewNode().Public()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	v4 := netip.MustParseAddrPort("203.0.113.21:41641")
+	v6 := netip.MustParseAddrPort("[2001:db8:1::10]:50000")
+	t0 := time.Now()
+	ms := time.Millisecond
+	for _, tc := range []struct {
+		name  string
+		pongs []pong
+		want  netip.AddrPort
+	}{
+		{"IPv6 clearly faster replaces IPv4", []pong{{v4, 20 * ms}, {v6, 10 * ms}}, v6},
+		{"IPv4 clearly faster replaces IPv6", []pong{{v6, 20 * ms}, {v4, 10 * ms}}, v4},
+		{"IPv6 about as fast keeps IPv4", []pong{{v4, 10 * ms}, {v6, 9 * ms}}, v4},
+		{"IPv4 about as fast keeps IPv6", []pong{{v6, 10 * ms}, {v4, 9 * ms}}, v6},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c.mu.Lock()
+			defer c.mu.Unlock()
+			p := newPeer(key.NewNode().Public())
+			for i, pg := range tc.pongs {
+				now := t0.Add(time.Duration(i) * 100 * ms)
+				p.noteDirectPongLocked(c, &sentPing{to: pg.to, at: now.Add(-pg.rtt)}, now)
+			}
+			if pa := p.path.Load(); p.best == nil || p.best.addr != tc.want || pa == nil || pa.addr != tc.want {
+				t.Errorf("best = %+v, path %+v; want %v", p.best, pa, tc.want)
+			}
+		})
+	}
+}
+
 // TestPingHandling seals pings as a peer would and checks what the Conn
 // sends back: a pong (and, from a new address, a ping of its own) for a
 // genuine ping, nothing for one naming another node or relayed by the

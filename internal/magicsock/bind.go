@@ -1,0 +1,99 @@
+package magicsock
+
+import (
+	"errors"
+	"sync"
+
+	"golang.zx2c4.com/wireguard/conn"
+)
+
+// IPv6Porter is implemented by a bind whose IPv6 socket has a port of its
+// own (HostNetwork's familyBind). Port6 returns that port while the bind
+// is open, 0 otherwise. A Conn whose bind does not implement it takes
+// Open's port for both families.
+type IPv6Porter interface {
+	Port6() uint16
+}
+
+// familyBind is the host's main-socket bind: two wireguard-go StdNetBinds,
+// one that sends only IPv4 and one that sends only IPv6.
+//
+// One StdNetBind cannot send both: its Send takes the destination's
+// net.UDPAddr from a pool shared by both families and copies the address
+// into it before setting its length, so after an IPv4 send the next IPv6
+// destination gets only its first four bytes written and keeps twelve
+// stale ones (wireguard-go at the version weft uses; seen in the lab as
+// disco and STUN for 2001:db8:1::10 and 2001:db8::10 leaving for
+// 2001:db8::). With one family per bind, no pooled address ever changes
+// length. Each StdNetBind opens a socket of each family; the two that
+// never send (the IPv4 bind's IPv6 one and the other way round) stay idle
+// and their ReceiveFuncs block. The IPv6 socket that is used therefore
+// has a port of its own, Port6, published with the IPv6 endpoints; Open's
+// port (the one asked for, if any) stays IPv4's, which port forwards and
+// port mappings are made for.
+type familyBind struct {
+	v4, v6 conn.Bind
+
+	mu    sync.Mutex
+	port6 uint16 // guarded by mu; 0 while closed
+}
+
+var (
+	_ conn.Bind  = (*familyBind)(nil)
+	_ IPv6Porter = (*familyBind)(nil)
+)
+
+func newFamilyBind(v4, v6 conn.Bind) *familyBind { return &familyBind{v4: v4, v6: v6} }
+
+// Open implements conn.Bind: the IPv4 bind on port, the IPv6 one on a
+// port of the kernel's choosing.
+func (b *familyBind) Open(port uint16) ([]conn.ReceiveFunc, uint16, error) {
+	fns4, p4, err := b.v4.Open(port)
+	if err != nil {
+		return nil, 0, err
+	}
+	fns6, p6, err := b.v6.Open(0)
+	if err != nil {
+		b.v4.Close()
+		return nil, 0, err
+	}
+	b.mu.Lock()
+	b.port6 = p6
+	b.mu.Unlock()
+	return append(fns4, fns6...), p4, nil
+}
+
+// Close implements conn.Bind.
+func (b *familyBind) Close() error {
+	b.mu.Lock()
+	b.port6 = 0
+	b.mu.Unlock()
+	return errors.Join(b.v4.Close(), b.v6.Close())
+}
+
+// Port6 implements IPv6Porter.
+func (b *familyBind) Port6() uint16 {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.port6
+}
+
+// SetMark implements conn.Bind.
+func (b *familyBind) SetMark(mark uint32) error {
+	return errors.Join(b.v4.SetMark(mark), b.v6.SetMark(mark))
+}
+
+// Send implements conn.Bind: by the destination's family.
+func (b *familyBind) Send(bufs [][]byte, ep conn.Endpoint) error {
+	if ep.DstIP().Is6() {
+		return b.v6.Send(bufs, ep)
+	}
+	return b.v4.Send(bufs, ep)
+}
+
+// ParseEndpoint implements conn.Bind. Both binds are StdNetBinds, whose
+// endpoints either one sends to.
+func (b *familyBind) ParseEndpoint(s string) (conn.Endpoint, error) { return b.v4.ParseEndpoint(s) }
+
+// BatchSize implements conn.Bind.
+func (b *familyBind) BatchSize() int { return min(b.v4.BatchSize(), b.v6.BatchSize()) }
