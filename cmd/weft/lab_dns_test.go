@@ -74,6 +74,46 @@ func (s *labDNSServer) sources(name string) []netip.Addr {
 	return append([]netip.Addr(nil), s.seen[dns.Fqdn(name)]...)
 }
 
+// guardHostResolvConf skips the test when the host has no
+// /etc/resolv.conf, and otherwise fails it if the file has changed when
+// the test's cleanups run. Call it before the lab comes up: cleanups run
+// last first, so the check then runs after the lab is gone.
+func guardHostResolvConf(t *testing.T) {
+	t.Helper()
+	hostConf, err := os.ReadFile("/etc/resolv.conf")
+	if err != nil {
+		t.Skipf("the host has no /etc/resolv.conf to guard: %v", err)
+	}
+	t.Cleanup(func() {
+		if now, _ := os.ReadFile("/etc/resolv.conf"); !bytes.Equal(now, hostConf) {
+			t.Errorf("the host's /etc/resolv.conf changed: %q, was %q", now, hostConf)
+		}
+	})
+}
+
+// writePreWeftResolvConf gives host the resolv.conf it has before weft,
+// naming the lab's public DNS server on web, and returns what it wrote.
+func writePreWeftResolvConf(t *testing.T, lab *netlab.Lab, host string) []byte {
+	t.Helper()
+	p, err := lab.Node(host).ResolvConf()
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := []byte(fmt.Sprintf("# %s before weft\nnameserver %s\noptions edns0\n", host, lab.Node("web").WANAddr))
+	if err := os.WriteFile(p, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// readResolvConf returns host's resolv.conf as it is now; nil if it
+// cannot be read.
+func readResolvConf(lab *netlab.Lab, host string) []byte {
+	p, _ := lab.Node(host).ResolvConf()
+	b, _ := os.ReadFile(p)
+	return b
+}
+
 // TestLabMagicDNS runs the seed tailnet with MagicDNS: names, PTR and
 // NXDOMAIN on busan over UDP and TCP, `ping mac` by name, a public name
 // through the lab's DNS server (from busan's side with busan as exit
@@ -83,16 +123,7 @@ func (s *labDNSServer) sources(name string) []netip.Addr {
 // untouched throughout.
 func TestLabMagicDNS(t *testing.T) {
 	labtest.SkipUnlessRoot(t)
-	hostConf, err := os.ReadFile("/etc/resolv.conf")
-	if err != nil {
-		t.Skipf("the host has no /etc/resolv.conf to guard: %v", err)
-	}
-	// Registered first, so it runs last, after the lab is gone.
-	t.Cleanup(func() {
-		if now, _ := os.ReadFile("/etc/resolv.conf"); !bytes.Equal(now, hostConf) {
-			t.Errorf("the host's /etc/resolv.conf changed: %q, was %q", now, hostConf)
-		}
-	})
+	guardHostResolvConf(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
 	lab := labtest.Seed(t)
@@ -103,20 +134,9 @@ func TestLabMagicDNS(t *testing.T) {
 	// Each node's resolv.conf before weft: the lab's public DNS server.
 	original := map[string][]byte{}
 	for _, h := range []string{"busan", "mac", "pc"} {
-		p, err := lab.Node(h).ResolvConf()
-		if err != nil {
-			t.Fatal(err)
-		}
-		original[h] = []byte(fmt.Sprintf("# %s before weft\nnameserver %s\noptions edns0\n", h, web.WANAddr))
-		if err := os.WriteFile(p, original[h], 0o644); err != nil {
-			t.Fatal(err)
-		}
+		original[h] = writePreWeftResolvConf(t, lab, h)
 	}
-	conf := func(h string) []byte {
-		p, _ := lab.Node(h).ResolvConf()
-		b, _ := os.ReadFile(p)
-		return b
-	}
+	conf := func(h string) []byte { return readResolvConf(lab, h) }
 	tn, err := scenario.Start(ctx, lab, scenario.Options{
 		Weft:  labtest.WeftBinary(t),
 		Hosts: []string{"busan", "mac", "pc"},

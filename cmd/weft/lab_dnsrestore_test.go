@@ -7,7 +7,6 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -29,33 +28,18 @@ import (
 // daemon runs. The host's /etc/resolv.conf is untouched throughout.
 func TestLabDNSRestoreAfterKill9(t *testing.T) {
 	labtest.SkipUnlessRoot(t)
-	hostConf, err := os.ReadFile("/etc/resolv.conf")
-	if err != nil {
-		t.Skipf("the host has no /etc/resolv.conf to guard: %v", err)
-	}
-	t.Cleanup(func() {
-		if now, _ := os.ReadFile("/etc/resolv.conf"); !bytes.Equal(now, hostConf) {
-			t.Errorf("the host's /etc/resolv.conf changed: %q, was %q", now, hostConf)
-		}
-	})
+	guardHostResolvConf(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	lab := labtest.Seed(t)
 	web, busan := lab.Node("web"), lab.Node("busan")
 	public := startLabDNS(t, web, netip.MustParseAddr("198.51.100.7"))
-	conf, err := busan.ResolvConf()
-	if err != nil {
-		t.Fatal(err)
-	}
-	original := []byte(fmt.Sprintf("# busan before weft\nnameserver %s\noptions edns0\n", web.WANAddr))
-	if err := os.WriteFile(conf, original, 0o644); err != nil {
-		t.Fatal(err)
-	}
+	original := writePreWeftResolvConf(t, lab, "busan")
 	tn, err := scenario.Start(ctx, lab, scenario.Options{Weft: labtest.WeftBinary(t), Hosts: []string{"busan"}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	read := func() []byte { b, _ := os.ReadFile(conf); return b }
+	read := func() []byte { return readResolvConf(lab, "busan") }
 	err = scenario.WaitFor(ctx, 20*time.Second, "busan's resolv.conf pointing at weft", func() (bool, error) {
 		return bytes.Contains(read(), []byte("nameserver 100.100.100.100\n")), nil
 	})
