@@ -14,6 +14,7 @@ import (
 	"weft/internal/localapi/localapitest"
 	"weft/internal/node"
 	"weft/internal/nodestate"
+	"weft/internal/store"
 	"weft/internal/tailnet"
 	"weft/internal/tstest"
 	"weft/internal/tstest/controltest"
@@ -102,12 +103,7 @@ func TestDaemonRoutePrefs(t *testing.T) {
 	if _, err := set(mac, localapi.PrefsEdit{ExitNode: ptr("busan")}); err == nil || !strings.Contains(err.Error(), "weft admin routes approve busan exit") {
 		t.Fatalf("choosing an unapproved exit node: %v, want advice to approve it", err)
 	}
-	for _, p := range tailnet.ExitRoutes() {
-		if _, err := e.Store.ApproveRoute(ctx, stored.ID, p); err != nil {
-			t.Fatal(err)
-		}
-	}
-	e.Server.NodeChanged(stored.ID)
+	approveExitRoutes(t, e, stored.ID)
 	macSees("busan's approved exit routes", func(b *wire.Node) bool { return slices.Contains(b.Routes, tailnet.ExitRoutes()[0]) })
 	busanAddr := ""
 	if st, _ := mac.lc.Status(ctx); st != nil {
@@ -199,13 +195,26 @@ func TestDaemonRoutePrefs(t *testing.T) {
 	}
 }
 
-// TestExitNodeFollowsRename: the exit node is kept by its node ID, so an
-// administrator renaming it changes only the name mac shows.
-func TestExitNodeFollowsRename(t *testing.T) {
-	e := controltest.New(t)
+// approveExitRoutes approves node id's exit routes as an administrator
+// would and tells the server, so that peers learn them.
+func approveExitRoutes(t *testing.T, e *controltest.Env, id wire.NodeID) {
+	t.Helper()
+	for _, p := range tailnet.ExitRoutes() {
+		if _, err := e.Store.ApproveRoute(context.Background(), id, p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e.Server.NodeChanged(id)
+}
+
+// startExitPair brings up busan offering itself as exit node, approves
+// its exit routes, and brings up mac using it. It returns both daemons
+// and busan as the server stores it.
+func startExitPair(t *testing.T, e *controltest.Env) (busan, mac *daemonNode, stored store.Node) {
+	t.Helper()
 	ctx := context.Background()
 	k := e.AuthKey(true)
-	busan, mac := startDaemon(t), startDaemon(t)
+	busan, mac = startDaemon(t), startDaemon(t)
 	if _, err := busan.lc.Up(ctx, localapi.UpRequest{ServerURL: e.URL, AuthKey: k, Hostname: "busan",
 		Prefs: &localapi.PrefsEdit{AdvertiseExitNode: ptr(true)}}); err != nil {
 		t.Fatal(err)
@@ -214,16 +223,20 @@ func TestExitNodeFollowsRename(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, p := range tailnet.ExitRoutes() {
-		if _, err := e.Store.ApproveRoute(ctx, stored.ID, p); err != nil {
-			t.Fatal(err)
-		}
-	}
-	e.Server.NodeChanged(stored.ID)
+	approveExitRoutes(t, e, stored.ID)
 	if _, err := mac.lc.Up(ctx, localapi.UpRequest{ServerURL: e.URL, AuthKey: k, Hostname: "mac",
 		Prefs: &localapi.PrefsEdit{ExitNode: ptr("busan")}}); err != nil {
 		t.Fatal(err)
 	}
+	return busan, mac, stored
+}
+
+// TestExitNodeFollowsRename: the exit node is kept by its node ID, so an
+// administrator renaming it changes only the name mac shows.
+func TestExitNodeFollowsRename(t *testing.T) {
+	e := controltest.New(t)
+	ctx := context.Background()
+	_, mac, stored := startExitPair(t, e)
 	if p, _ := mac.st.LoadPrefs(); p.ExitNodeID != stored.ID {
 		t.Fatalf("up --exit-node busan saved exit node %q id %d, want busan's id %d", p.ExitNode, p.ExitNodeID, stored.ID)
 	}
@@ -246,26 +259,7 @@ func TestExitNodeFollowsRename(t *testing.T) {
 func TestOfflineExitNodeIsAHealthLine(t *testing.T) {
 	e := controltest.New(t)
 	ctx := context.Background()
-	k := e.AuthKey(true)
-	busan, mac := startDaemon(t), startDaemon(t)
-	up := localapi.UpRequest{ServerURL: e.URL, AuthKey: k, Hostname: "busan", Prefs: &localapi.PrefsEdit{AdvertiseExitNode: ptr(true)}}
-	if _, err := busan.lc.Up(ctx, up); err != nil {
-		t.Fatal(err)
-	}
-	stored, err := e.Store.GetNodeByName(ctx, "busan")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, p := range tailnet.ExitRoutes() {
-		if _, err := e.Store.ApproveRoute(ctx, stored.ID, p); err != nil {
-			t.Fatal(err)
-		}
-	}
-	e.Server.NodeChanged(stored.ID)
-	if _, err := mac.lc.Up(ctx, localapi.UpRequest{ServerURL: e.URL, AuthKey: k, Hostname: "mac",
-		Prefs: &localapi.PrefsEdit{ExitNode: ptr("busan")}}); err != nil {
-		t.Fatal(err)
-	}
+	busan, mac, _ := startExitPair(t, e)
 	offline := func() bool {
 		st, err := mac.lc.Status(ctx)
 		return err == nil && slices.ContainsFunc(st.Health, func(h string) bool {
