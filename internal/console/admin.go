@@ -36,12 +36,19 @@ func done(w http.ResponseWriter, r *http.Request, page, what string) {
 	http.Redirect(w, r, Prefix+page+"?done="+what, http.StatusSeeOther)
 }
 
-type usersView struct{ Users []store.User }
+// usersView is the users page; Name is what was typed in the add form
+// when adding was refused.
+type usersView struct {
+	Users []store.User
+	Name  string
+}
 
 func (s *Server) usersPage(w http.ResponseWriter, r *http.Request, sess session) {
 	s.renderUsers(w, r, sess, http.StatusOK, "")
 }
 
+// renderUsers shows the users page at status, with refusal above it and
+// the add form holding the name that was posted, if any.
 func (s *Server) renderUsers(w http.ResponseWriter, r *http.Request, sess session, status int, refusal string) {
 	us, err := s.api.ListUsers(r.Context())
 	if err != nil {
@@ -49,7 +56,7 @@ func (s *Server) renderUsers(w http.ResponseWriter, r *http.Request, sess sessio
 		return
 	}
 	s.page(w, r, status, "users", &pageData{Title: "Users", Nav: "users", CSRF: sess.csrf,
-		Message: notices[r.URL.Query().Get("done")], Error: refusal, Data: usersView{Users: us}})
+		Message: notices[r.URL.Query().Get("done")], Error: refusal, Data: usersView{Users: us, Name: r.PostFormValue("name")}})
 }
 
 func (s *Server) createUser(w http.ResponseWriter, r *http.Request, sess session) {
@@ -87,6 +94,8 @@ type keysView struct {
 	Keys   []store.AuthKey
 	Users  []store.User
 	NewKey *adminapi.KeyReply
+	Form   adminapi.KeyRequest // the create form's values: as posted when refused
+	Tags   string              // the form's tags as typed
 }
 
 func (s *Server) keysPage(w http.ResponseWriter, r *http.Request, sess session) {
@@ -104,15 +113,29 @@ func (s *Server) renderKeys(w http.ResponseWriter, r *http.Request, sess session
 		s.apiFailure(w, r, sess, err)
 		return
 	}
+	v := keysView{Now: s.now(), Keys: ks, Users: us, NewKey: nk, Form: adminapi.KeyRequest{Expiry: "24h"}}
+	if refusal != "" && r.Method == http.MethodPost && r.PathValue("prefix") == "" {
+		v.Form, v.Tags = keyRequest(r), r.PostFormValue("tags")
+	}
 	s.page(w, r, status, "keys", &pageData{Title: "Pre-auth keys", Nav: "keys", CSRF: sess.csrf,
-		Message: notices[r.URL.Query().Get("done")], Error: refusal,
-		Data: keysView{Now: s.now(), Keys: ks, Users: us, NewKey: nk}})
+		Message: notices[r.URL.Query().Get("done")], Error: refusal, Data: v})
 }
 
 // createKey makes a pre-auth key and shows its secret in this reply only:
 // the page is not cached (Cache-Control: no-store), the list shows only
 // prefixes, and reloading the page makes no second showing of it.
 func (s *Server) createKey(w http.ResponseWriter, r *http.Request, sess session) {
+	nk, err := s.api.CreateKey(r.Context(), keyRequest(r))
+	if err != nil {
+		status, msg := apiError(err)
+		s.renderKeys(w, r, sess, status, nil, msg)
+		return
+	}
+	s.renderKeys(w, r, sess, http.StatusCreated, &nk, "")
+}
+
+// keyRequest is the pre-auth key form as posted.
+func keyRequest(r *http.Request) adminapi.KeyRequest {
 	req := adminapi.KeyRequest{
 		User:      r.PostFormValue("user"),
 		Reusable:  r.PostFormValue("reusable") == "on",
@@ -122,13 +145,7 @@ func (s *Server) createKey(w http.ResponseWriter, r *http.Request, sess session)
 	for _, t := range strings.FieldsFunc(r.PostFormValue("tags"), func(c rune) bool { return c == ',' || c == ' ' }) {
 		req.Tags = append(req.Tags, t)
 	}
-	nk, err := s.api.CreateKey(r.Context(), req)
-	if err != nil {
-		status, msg := apiError(err)
-		s.renderKeys(w, r, sess, status, nil, msg)
-		return
-	}
-	s.renderKeys(w, r, sess, http.StatusCreated, &nk, "")
+	return req
 }
 
 func (s *Server) expireKey(w http.ResponseWriter, r *http.Request, sess session) {

@@ -300,3 +300,41 @@ func regexpAll(re, s string) []string {
 	}
 	return out
 }
+
+// TestRefusedFormsKeepInput: a refused user or pre-auth key form is shown
+// again with the reason and what was typed, and nothing is made.
+func TestRefusedFormsKeepInput(t *testing.T) {
+	e := newEnv(t, 0)
+	ctx := context.Background()
+	cookie := e.signIn()
+	if _, err := e.st.CreateUser(ctx, "bob"); err != nil {
+		t.Fatal(err)
+	}
+	before := e.snapshot(ctx)
+	for _, c := range []struct {
+		name, target string
+		form         url.Values
+		shows        []string
+	}{
+		{"user name", "/admin/users", url.Values{"name": {"Not A Name"}},
+			[]string{`id="error"`, `id="username" placeholder="name" required value="Not A Name"`}},
+		{"key expiry", "/admin/keys", url.Values{"user": {"bob"}, "expiry": {"soon"}, "tags": {"tag:web"}, "reusable": {"on"}},
+			[]string{`id="error"`, `<option selected>bob</option>`, `id="keyexpiry" value="soon"`, `id="keytags" value="tag:web"`, `name="reusable" checked`}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			resp := e.post(cookie, c.target, c.form)
+			body := bodyOf(t, resp)
+			if resp.StatusCode != http.StatusBadRequest {
+				t.Fatalf("status %d, want 400\n%s", resp.StatusCode, body)
+			}
+			for _, s := range c.shows {
+				if !strings.Contains(body, s) {
+					t.Errorf("reply lacks %s\n%s", s, body)
+				}
+			}
+		})
+	}
+	if after := e.snapshot(ctx); after != before {
+		t.Fatalf("refused forms changed the tailnet:\nbefore %s\nafter  %s", before, after)
+	}
+}
