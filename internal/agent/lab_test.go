@@ -1037,7 +1037,8 @@ func linkMTU(t testing.TB, node *netlab.Node, name string) int {
 
 // TestLabPortMapping: busan and mac both sit behind hard NATs, where no
 // punch can meet (TestLabHardHard stays on the relay), but Fukuoka's
-// router runs miniupnpd. mac's daemon maps its UDP port with NAT-PMP,
+// router runs miniupnpd. mac's daemon maps its UDP port with PCP (or
+// NAT-PMP where PCP is dropped, or UPnP IGD where only that answers),
 // publishes the mapped address first, and busan reaches it there: the
 // path becomes direct. When mac goes down, the mapping is deleted.
 func TestLabPortMapping(t *testing.T) {
@@ -1049,7 +1050,10 @@ func TestLabPortMapping(t *testing.T) {
 		router func(*netlab.Topology)
 		via    string // the protocol mac's daemon logs for its mapping
 	}{
-		{"nat-pmp", func(topo *netlab.Topology) { topo.SetPortMap("r-fukuoka", true) }, "via=nat-pmp"},
+		// miniupnpd answers PCP, which weft asks first.
+		{"pcp", func(topo *netlab.Topology) { topo.SetPortMap("r-fukuoka", true) }, "via=pcp"},
+		// The same daemon with PCP dropped: weft falls back to NAT-PMP.
+		{"nat-pmp", func(topo *netlab.Topology) { topo.SetNoPCP("r-fukuoka") }, "via=nat-pmp"},
 		// A router that speaks only UPnP IGD, as many consumer routers do.
 		{"upnp-only", func(topo *netlab.Topology) { topo.SetUPnPOnly("r-fukuoka") }, "via=upnp"},
 	} {

@@ -110,6 +110,11 @@ type Router struct {
 	// UPnPOnly makes that miniupnpd answer UPnP IGD only, with NAT-PMP
 	// and PCP off, as many consumer routers are.
 	UPnPOnly bool
+	// NoPCP makes that miniupnpd answer NAT-PMP and UPnP IGD but not PCP,
+	// as a router whose firmware predates PCP does. miniupnpd serves
+	// NAT-PMP and PCP on one port behind one switch, so the router drops
+	// the datagrams to that port that carry PCP's version (2).
+	NoPCP bool
 	// UDPTimeout is how long the router keeps an idle UDP mapping, as
 	// conntrack's UDP timeouts (both the unreplied and the "stream"
 	// one) in its namespace. Many home and carrier routers forget a
@@ -361,6 +366,16 @@ func (t *Topology) SetUDPTimeout(router string, d time.Duration) {
 		t.errs = append(t.errs, fmt.Errorf("netlab: UDP timeout %v for %s is below conntrack's 1 s resolution", d, router))
 	default:
 		r.UDPTimeout = d
+	}
+}
+
+// SetNoPCP runs miniupnpd on router with NAT-PMP and UPnP IGD but no PCP
+// (Router.PortMap and Router.NoPCP).
+func (t *Topology) SetNoPCP(router string) {
+	if r := t.router(router); r != nil {
+		r.PortMap, r.NoPCP = true, true
+	} else {
+		t.errs = append(t.errs, t.unknownRouter(router))
 	}
 }
 

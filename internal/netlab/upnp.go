@@ -4,6 +4,7 @@ package netlab
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"net"
@@ -17,6 +18,7 @@ import (
 	"github.com/google/nftables/expr"
 	"github.com/pion/stun/v3"
 	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 )
 
 // MiniupnpdPath is where Debian's miniupnpd-nftables package installs the
@@ -64,6 +66,11 @@ func (l *Lab) startPortMapping(ctx context.Context, cfg Config, h *nsHandles, to
 		}
 		if err := installUPnPChains(h.ns[r.Name]); err != nil {
 			return fmt.Errorf("netlab: %s: %w", r.Name, err)
+		}
+		if r.NoPCP {
+			if err := dropPCP(h.ns[r.Name]); err != nil {
+				return fmt.Errorf("netlab: %s: %w", r.Name, err)
+			}
 		}
 		conf := filepath.Join(l.dir, r.Name+".miniupnpd.conf")
 		if err := os.WriteFile(conf, []byte(miniupnpdConf(r, stunAddr)), 0o644); err != nil {
@@ -141,6 +148,33 @@ func installUPnPChains(ns netns.NsHandle) error {
 	}
 	if err := c.Flush(); err != nil {
 		return fmt.Errorf("miniupnpd's nftables chains: %w", err)
+	}
+	return nil
+}
+
+// dropPCP makes the router drop the UDP datagrams to the NAT-PMP/PCP port
+// whose first byte is PCP's version, 2 (NAT-PMP's is 0), in a table of
+// its own (Router.NoPCP).
+func dropPCP(ns netns.NsHandle) error {
+	c, err := nftables.New(nftables.WithNetNSFd(int(ns)))
+	if err != nil {
+		return fmt.Errorf("nftables: %w", err)
+	}
+	t := c.AddTable(&nftables.Table{Family: nftables.TableFamilyINet, Name: "weftlab_nopcp"})
+	accept := nftables.ChainPolicyAccept
+	in := c.AddChain(&nftables.Chain{Name: "input", Table: t, Type: nftables.ChainTypeFilter,
+		Hooknum: nftables.ChainHookInput, Priority: nftables.ChainPriorityFilter, Policy: &accept})
+	c.AddRule(&nftables.Rule{Table: t, Chain: in, Exprs: []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.IPPROTO_UDP}},
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binary.BigEndian.AppendUint16(nil, 5351)},
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 8, Len: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{2}},
+		&expr.Verdict{Kind: expr.VerdictDrop},
+	}})
+	if err := c.Flush(); err != nil {
+		return fmt.Errorf("dropping PCP: %w", err)
 	}
 	return nil
 }

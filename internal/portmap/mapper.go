@@ -20,9 +20,9 @@ const (
 	maxRetry        = 10 * time.Minute
 )
 
-// Mapper keeps a UDP port of this host mapped on the gateway with NAT-PMP,
-// or with UPnP IGD where the gateway does not speak NAT-PMP (many
-// consumer routers speak only UPnP), so that a node behind a NAT whose
+// Mapper keeps a UDP port of this host mapped on the gateway with PCP,
+// or NAT-PMP where the gateway does not answer PCP, or UPnP IGD where it
+// speaks neither (many consumer routers speak only UPnP), so that a node behind a NAT whose
 // mapping varies by destination (a hard NAT) still has one public
 // address:port that every peer can reach. It renews the mapping before it
 // lapses and deletes it when Run returns.
@@ -40,15 +40,23 @@ type Mapper struct {
 	// RetryAfter is the first wait after a failed request; it doubles up
 	// to maxRetry. Zero means 30 s.
 	RetryAfter time.Duration
-	// NoNATPMP skips NAT-PMP and asks UPnP IGD only; for tests.
-	NoNATPMP bool
+	// NoPCP and NoNATPMP skip PCP and NAT-PMP; for tests.
+	NoPCP, NoNATPMP bool
 }
 
 // Protocols a mapping was made with, as Run's log lines name them.
 const (
+	viaPCP    = "pcp"
 	viaNATPMP = "nat-pmp"
 	viaUPnP   = "upnp"
 )
+
+// mapState is what Run keeps between requests: the UPnP device found and
+// the PCP nonce, which renewals and the deletion must repeat.
+type mapState struct {
+	igd   upnpIGD
+	nonce pcpNonce
+}
 
 // Run maps the port that localPort returns (asked again before every
 // renewal, since the socket may be rebound) until ctx is done, calling
@@ -70,7 +78,7 @@ func (m *Mapper) Run(ctx context.Context, localPort func() uint16, onChange func
 		mapped uint16         // the internal port mapped on gw, 0 if none
 		via    string         // the protocol of the mapping
 		gw     netip.Addr
-		igd    upnpIGD
+		st     = mapState{nonce: newPCPNonce()}
 	)
 	set := func(ap netip.AddrPort) {
 		if ap != cur {
@@ -79,10 +87,14 @@ func (m *Mapper) Run(ctx context.Context, localPort func() uint16, onChange func
 		}
 	}
 	unmap := func() error {
-		if via == viaUPnP {
-			ctx, cancel := context.WithTimeout(context.Background(), m.timeout())
-			defer cancel()
-			return igd.unmap(ctx, mapped)
+		ctx, cancel := context.WithTimeout(context.Background(), m.timeout())
+		defer cancel()
+		switch via {
+		case viaUPnP:
+			return st.igd.unmap(ctx, mapped)
+		case viaPCP:
+			_, err := pcpMap(ctx, netip.AddrPortFrom(gw, Port), pcpMapRequest{Nonce: st.nonce, Port: mapped})
+			return err
 		}
 		return m.unmap(gw, mapped)
 	}
@@ -112,7 +124,7 @@ func (m *Mapper) Run(ctx context.Context, localPort func() uint16, onChange func
 				mapped = 0
 			}
 			gw = g
-			ap, life, via, err = m.mapAny(ctx, &igd, gw, port)
+			ap, life, via, err = m.mapAny(ctx, &st, gw, port)
 		}
 		if err != nil {
 			if cur.IsValid() {
@@ -136,24 +148,53 @@ func (m *Mapper) Run(ctx context.Context, localPort func() uint16, onChange func
 	}
 }
 
-// mapAny maps port with NAT-PMP, or failing that with UPnP IGD, and says
-// which one did it.
-func (m *Mapper) mapAny(ctx context.Context, igd *upnpIGD, gw netip.Addr, port uint16) (netip.AddrPort, time.Duration, string, error) {
-	var pmpErr error
+// mapAny maps port with PCP, or failing that NAT-PMP, or failing that
+// UPnP IGD, and says which one did it. PCP goes first: it is NAT-PMP's
+// successor (RFC 6887), and a mapping it makes is tied to our nonce, so
+// no other host can delete or take it over.
+func (m *Mapper) mapAny(ctx context.Context, st *mapState, gw netip.Addr, port uint16) (netip.AddrPort, time.Duration, string, error) {
+	var errs []error
+	if !m.NoPCP {
+		ap, life, err := m.mapPCP(ctx, st.nonce, gw, port)
+		if err == nil {
+			return ap, life, viaPCP, nil
+		}
+		errs = append(errs, err)
+	}
 	if !m.NoNATPMP {
 		ap, life, err := m.mapPort(ctx, gw, port)
 		if err == nil {
 			return ap, life, viaNATPMP, nil
 		}
-		pmpErr = err
+		errs = append(errs, err)
 	}
 	uctx, cancel := context.WithTimeout(ctx, m.timeout()+minUPnPWait)
 	defer cancel()
-	ap, life, err := igd.mapPort(uctx, gw, port, m.lifetime())
+	ap, life, err := st.igd.mapPort(uctx, gw, port, m.lifetime())
 	if err != nil {
-		return ap, life, "", errors.Join(pmpErr, err)
+		return ap, life, "", errors.Join(append(errs, err)...)
 	}
 	return ap, life, viaUPnP, nil
+}
+
+// mapPCP asks gw with PCP MAP to forward UDP port (suggesting the same
+// external port) and returns the public address:port and the lifetime
+// granted.
+func (m *Mapper) mapPCP(ctx context.Context, nonce pcpNonce, gw netip.Addr, port uint16) (netip.AddrPort, time.Duration, error) {
+	if !gw.Is4() {
+		return netip.AddrPort{}, 0, errors.New("portmap: PCP here maps IPv4 only")
+	}
+	ctx, cancel := context.WithTimeout(ctx, m.timeout())
+	defer cancel()
+	life := uint32(m.lifetime() / time.Second)
+	r, err := pcpMap(ctx, netip.AddrPortFrom(gw, Port), pcpMapRequest{Nonce: nonce, Port: port, Suggest: port, Lifetime: life})
+	if err != nil {
+		return netip.AddrPort{}, 0, err
+	}
+	if !r.External.Addr().Is4() || !r.External.Addr().IsGlobalUnicast() || r.External.Port() == 0 || r.Lifetime == 0 {
+		return netip.AddrPort{}, 0, fmt.Errorf("portmap: PCP gave an unusable mapping %v for %ds", r.External, r.Lifetime)
+	}
+	return r.External, time.Duration(r.Lifetime) * time.Second, nil
 }
 
 func (m *Mapper) timeout() time.Duration {

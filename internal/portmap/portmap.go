@@ -1,8 +1,8 @@
 // Package portmap talks to the local gateway's port-mapping protocols.
 // Prober asks which of UPnP IGD, NAT-PMP and PCP it speaks, for netcheck's
-// report; Mapper keeps the data plane's UDP port mapped with NAT-PMP (or
-// UPnP IGD where NAT-PMP gets no answer), so a node behind a hard NAT has
-// one public endpoint every peer can reach.
+// report; Mapper keeps the data plane's UDP port mapped with PCP (or
+// NAT-PMP, or UPnP IGD, where the ones before get no answer), so a node
+// behind a hard NAT has one public endpoint every peer can reach.
 //
 // Every probe sends only to the default gateway (and, for UPnP, the SSDP
 // multicast group on the local link), with short timeouts inside the
