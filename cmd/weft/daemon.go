@@ -21,6 +21,7 @@ import (
 	"weft/internal/localapi"
 	"weft/internal/metrics"
 	"weft/internal/netstack"
+	"weft/internal/netutil"
 	"weft/internal/node"
 	"weft/internal/nodestate"
 	"weft/internal/osdns"
@@ -39,7 +40,7 @@ func newDaemonCmd(g *globals) *cobra.Command {
 	var hs healthSampling
 	var speedtestPort uint16
 	var socksAddr, httpProxyAddr string
-	var metricsListen, memoryLimit string
+	var metricsListen, memoryLimit, caFile string
 	cmd := &cobra.Command{
 		Use:   "daemon",
 		Short: "Run the node daemon (keeps this node in the tailnet)",
@@ -56,7 +57,7 @@ func newDaemonCmd(g *globals) *cobra.Command {
 				return usageError{err}
 			}
 			return runDaemon(cmd.Context(), g, daemonOptions{stateDir: stateDir, tun: tunName, port: port, verbose: verbose, noDataPlane: noDataPlane, health: hs, speedtestPort: speedtestPort,
-				socks5: socksAddr, httpProxy: httpProxyAddr, metricsListen: metricsListen, memory: mem})
+				socks5: socksAddr, httpProxy: httpProxyAddr, metricsListen: metricsListen, memory: mem, caFile: caFile})
 		},
 	}
 	defState, _ := service.Defaults(runtime.GOOS, os.Getenv)
@@ -66,6 +67,7 @@ func newDaemonCmd(g *globals) *cobra.Command {
 	cmd.Flags().StringVar(&httpProxyAddr, "outbound-http-proxy-listen", "", "address (host:port, keep it on localhost) of an HTTP proxy that reaches the tailnet through this node")
 	cmd.Flags().Uint16Var(&port, "port", 0, "UDP port for WireGuard and discovery; 0 binds the port the last run used (kept in the state dir), or a random free one")
 	cmd.Flags().BoolVar(&verbose, "verbose", false, "log debug detail")
+	cmd.Flags().StringVar(&caFile, "ca-file", os.Getenv(caFileEnv), "PEM certificates to trust for control servers' and relays' TLS besides the system's (a private CA); env "+caFileEnv)
 	cmd.Flags().BoolVar(&noDataPlane, "no-data-plane", false, "run the control plane only: no TUN, no WireGuard, no host changes (tests, debugging)")
 	cmd.Flags().StringVar(&memoryLimit, "memory-limit", "", "the daemon's memory limit, such as 48MiB, for small machines: the Go heap is kept under it and the WireGuard device holds fewer packets in flight, which costs throughput (docs/benchmarks.md); default "+sizeString(agent.DefaultMemoryLimit)+" with a kernel TUN, or $GOMEMLIMIT")
 	cmd.Flags().StringVar(&metricsListen, "metrics-listen", "", "address such as 127.0.0.1:9543 to serve Prometheus metrics on (docs/metrics.md); off when empty")
@@ -88,6 +90,27 @@ type daemonOptions struct {
 	metricsListen     string
 	// memory is the memory limit and the in-flight bound it buys.
 	memory memoryPlan
+	// caFile holds PEM certificates to trust besides the system's ("" none).
+	caFile string
+}
+
+// caFileEnv names the environment variable that gives weft daemon's
+// --ca-file a default.
+const caFileEnv = "WEFT_CA_FILE"
+
+// readCAFile reads and checks a --ca-file; "" reads nothing.
+func readCAFile(path string) ([]byte, error) {
+	if path == "" {
+		return nil, nil
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, usageError{fmt.Errorf("--ca-file: %w", err)}
+	}
+	if _, err := netutil.TrustTLS(b); err != nil {
+		return nil, usageError{fmt.Errorf("--ca-file %s: %w", path, err)}
+	}
+	return b, nil
 }
 
 // defaultTUN is the --tun default: a kernel TUN where weft has kernel
@@ -147,7 +170,11 @@ func runDaemon(ctx context.Context, g *globals, o daemonOptions) error {
 	if err != nil {
 		return err
 	}
-	dcfg := node.DaemonConfig{State: st, Logger: log.With("sub", "control"), NewEngine: newEngine,
+	caPEM, err := readCAFile(o.caFile)
+	if err != nil {
+		return err
+	}
+	dcfg := node.DaemonConfig{State: st, Logger: log.With("sub", "control"), NewEngine: newEngine, CAPEM: caPEM,
 		OnHealthEvent: func(ev localapi.HealthEvent) {
 			if err := history.Add(ev); err != nil {
 				log.Warn("health history not recorded", "err", err)
@@ -367,6 +394,7 @@ func engineMaker(log *slog.Logger, o daemonOptions, st *nodestate.Dir, tunnel *n
 			Publisher: p.Client,
 			DNS:       dns,
 			InFlight:  o.memory.inFlight,
+			TLSConfig: p.TLSConfig,
 		}
 		if cfg.Port == 0 {
 			cfg.Port = st.Port()

@@ -4,12 +4,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"os"
 	"strings"
 
 	"github.com/spf13/cobra"
 
+	"weft/internal/controlclient"
 	"weft/internal/localapi"
+	"weft/internal/netutil"
 	"weft/internal/nodelogin"
 	"weft/internal/wire"
 )
@@ -17,7 +20,7 @@ import (
 func newUpCmd(g *globals) *cobra.Command {
 	var req localapi.UpRequest
 	var servers []string
-	var authKeyFile string
+	var authKeyFile, caFile string
 	var asJSON bool
 	var pf prefsFlags // routing flags, shared with weft set (set.go)
 	cmd := &cobra.Command{
@@ -34,6 +37,11 @@ func newUpCmd(g *globals) *cobra.Command {
 			if req.AuthKey, err = upAuthKey(req.AuthKey, authKeyFile, os.Getenv); err != nil {
 				return err
 			}
+			ca, err := readCAFile(caFile)
+			if err != nil {
+				return err
+			}
+			req.ServerCA = string(ca)
 			c := &localapi.Client{Socket: g.socket}
 			if req.AuthKey == "" {
 				if req.AuthKey, err = interactiveLogin(cmd.Context(), g, c, req); err != nil {
@@ -67,6 +75,7 @@ func newUpCmd(g *globals) *cobra.Command {
 	f.StringVar(&req.AuthKey, "auth-key", "", "pre-auth `KEY` from weft admin keys create (not needed once registered; other users see it in ps: prefer --auth-key-file or $"+authKeyEnv+")")
 	f.StringVar(&authKeyFile, "auth-key-file", "", "file holding the pre-auth key (- reads standard input)")
 	f.StringVar(&req.Hostname, "hostname", "", "name for this node (default: the OS hostname)")
+	f.StringVar(&caFile, "ca-file", "", "PEM certificates to trust for the server's TLS besides the system's (a private CA); the node keeps them with the server")
 	f.BoolVar(&asJSON, "json", false, "print the resulting status as JSON")
 	f.BoolVar(&req.RotateKey, "rotate-key", false, "replace this node's WireGuard key with a new one, keeping its name and addresses")
 	pf.register(f)
@@ -132,10 +141,14 @@ func interactiveLogin(ctx context.Context, g *globals, c *localapi.Client, req l
 	if host == "" {
 		host, _ = os.Hostname()
 	}
-	lc := &nodelogin.Client{}
-	start, err := lc.Start(ctx, server, host)
+	tc, err := netutil.TrustTLS([]byte(req.ServerCA))
 	if err != nil {
 		return "", err
+	}
+	lc := &nodelogin.Client{HTTP: &http.Client{Transport: &http.Transport{TLSClientConfig: tc, Proxy: http.ProxyFromEnvironment}}}
+	start, err := lc.Start(ctx, server, host)
+	if err != nil {
+		return "", netutil.UntrustedCertHint(err, controlclient.CAFileHint)
 	}
 	fmt.Fprintf(g.stdout, "To join the tailnet, open this URL and sign in (without an identity provider, an administrator approves it):\n\n\t%s\n\nWaiting until %s...\n",
 		start.URL, start.Expires.Local().Format("15:04:05"))

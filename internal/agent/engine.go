@@ -19,6 +19,7 @@ package agent
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -94,6 +95,9 @@ type Config struct {
 	// device may hold before its readers wait (package inflight); zero
 	// means inflight.DefaultMax. Each costs a 64 KiB buffer.
 	InFlight int
+	// TLSConfig is for relays reached over https; nil trusts the
+	// system's roots.
+	TLSConfig *tls.Config
 }
 
 // Publisher is the slice of the control client the engine needs.
@@ -216,8 +220,9 @@ func (e *Engine) openNet() error {
 	}
 	var err error
 	e.relays, err = relay.NewManager(relay.ManagerOptions{
-		NodeKey: cfg.NodeKey,
-		Dialer:  dialer.DialContext,
+		NodeKey:   cfg.NodeKey,
+		Dialer:    dialer.DialContext,
+		TLSConfig: cfg.TLSConfig,
 		OnRecv: func(region int, src key.NodePublic, data []byte) {
 			e.conn.InjectRelayed(region, src, data)
 		},

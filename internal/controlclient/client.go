@@ -6,6 +6,7 @@ package controlclient
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -22,6 +23,7 @@ import (
 	"time"
 
 	"weft/internal/key"
+	"weft/internal/netutil"
 	"weft/internal/noiseconn"
 	"weft/internal/wire"
 )
@@ -83,6 +85,10 @@ type Options struct {
 	HTTPClient *http.Client
 	// DialContext dials the server; nil means a net.Dialer.
 	DialContext func(ctx context.Context, network, addr string) (net.Conn, error)
+	// TLSConfig is used for https server URLs (the /key fetch when
+	// HTTPClient is nil, and the control channel); nil trusts the
+	// system's roots (see netutil.TrustTLS for a private CA).
+	TLSConfig *tls.Config
 }
 
 // Client talks to the control server for one node.
@@ -136,7 +142,7 @@ func New(opts Options) (*Client, error) {
 		opts.MaxBackoff = DefaultMaxBackoff
 	}
 	if opts.HTTPClient == nil {
-		tr := &http.Transport{DialContext: opts.DialContext}
+		tr := &http.Transport{DialContext: opts.DialContext, TLSClientConfig: opts.TLSConfig}
 		opts.HTTPClient = &http.Client{Timeout: 10 * time.Second, Transport: tr}
 	}
 	return &Client{opts: opts, log: opts.Logger, urls: urls, serverKey: opts.ServerKey, hostinfo: opts.Hostinfo,
@@ -247,6 +253,9 @@ func checkOneServerURL(s string) error {
 // naming a host name that did not resolve as such (a DNS timeout would
 // otherwise read as a bare context deadline).
 func unreachableError(serverURL string, err error) error {
+	if h := netutil.UntrustedCertHint(err, CAFileHint); h != err {
+		return fmt.Errorf("%w: %w", ErrUnreachable, h)
+	}
 	var de *net.DNSError
 	if errors.As(err, &de) {
 		why := de.Err
@@ -259,6 +268,10 @@ func unreachableError(serverURL string, err error) error {
 	}
 	return fmt.Errorf("%w: %v; check the URL and that the server runs", ErrUnreachable, err)
 }
+
+// CAFileHint says how a node comes to trust a server whose certificate
+// is from a private CA.
+const CAFileHint = "if the server's certificate is from a private CA, run `weft up --ca-file CA.pem` (or start the daemon with --ca-file or $WEFT_CA_FILE)"
 
 // KeyResponse is the body of the server's GET /key.
 type KeyResponse struct {
@@ -325,10 +338,13 @@ func (c *Client) dial(ctx context.Context) (*noiseconn.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	d := &noiseconn.Dialer{MachineKey: c.opts.MachineKey, ServerKey: sk, DialContext: c.opts.DialContext}
+	d := &noiseconn.Dialer{MachineKey: c.opts.MachineKey, ServerKey: sk, DialContext: c.opts.DialContext, TLSConfig: c.opts.TLSConfig}
 	serverURL := c.serverURL()
 	conn, err := d.Dial(ctx, serverURL)
 	if err != nil {
+		if h := netutil.UntrustedCertHint(err, CAFileHint); h != err {
+			return nil, fmt.Errorf("%w: %w", ErrUnreachable, h)
+		}
 		var ne net.Error
 		if errors.As(err, &ne) || errors.Is(err, net.ErrClosed) {
 			return nil, unreachableError(serverURL, err)

@@ -40,6 +40,11 @@ type UpRequest struct {
 	// node keeps its identity, name and addresses. It needs a node that
 	// is registered (and whose key has not expired) or an AuthKey.
 	RotateKey bool `json:"rotate_key,omitempty"`
+	// ServerCA is PEM certificates the node trusts for the server's TLS
+	// (and its relays'), besides the system's roots: a private CA's, for
+	// a server whose certificate it signed (`weft up --ca-file`). The
+	// daemon keeps it with the server URL; empty keeps what it had.
+	ServerCA string `json:"server_ca,omitempty"`
 }
 
 // Backend states, as Status.BackendState reports them.

@@ -7,6 +7,8 @@ package netutil
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
+	"errors"
 	"fmt"
 	"net"
 	"sync"
@@ -50,4 +52,42 @@ func ClientTLS(ctx context.Context, conn net.Conn, cfg *tls.Config, host string)
 		return nil, fmt.Errorf("TLS handshake with %s: %w", host, err)
 	}
 	return tc, nil
+}
+
+// TrustTLS returns a TLS client configuration that trusts the system's
+// roots and the PEM certificates in each of pems (a private CA's, or a
+// self-signed server certificate), or nil — the system's roots alone —
+// when every pem is empty. A pem that is not empty but holds no
+// certificate is an error.
+func TrustTLS(pems ...[]byte) (*tls.Config, error) {
+	var pool *x509.CertPool
+	for _, pem := range pems {
+		if len(pem) == 0 {
+			continue
+		}
+		if pool == nil {
+			var err error
+			if pool, err = x509.SystemCertPool(); err != nil || pool == nil {
+				pool = x509.NewCertPool()
+			}
+		}
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, errors.New("no PEM certificate in the CA file")
+		}
+	}
+	if pool == nil {
+		return nil, nil
+	}
+	return &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}, nil
+}
+
+// UntrustedCertHint adds to err, when a TLS peer's certificate was
+// signed by an authority not trusted, what to do about it; other errors
+// come back as they were.
+func UntrustedCertHint(err error, hint string) error {
+	var ua x509.UnknownAuthorityError
+	if err == nil || !errors.As(err, &ua) {
+		return err
+	}
+	return fmt.Errorf("%w: the server's TLS certificate is signed by an authority this machine does not trust; %s", err, hint)
 }

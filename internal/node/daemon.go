@@ -6,6 +6,7 @@ package node
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -20,6 +21,7 @@ import (
 	"weft/internal/controlclient"
 	"weft/internal/key"
 	"weft/internal/localapi"
+	"weft/internal/netutil"
 	"weft/internal/nodestate"
 	"weft/internal/version"
 	"weft/internal/wire"
@@ -37,6 +39,10 @@ type DaemonConfig struct {
 	// OnHealthEvent, if set, receives events the daemon itself decides
 	// on (an exit node failover), for the health history.
 	OnHealthEvent func(localapi.HealthEvent)
+	// CAPEM is PEM certificates trusted for every server's TLS besides
+	// the system's roots and the node's own (weft daemon --ca-file);
+	// nil for none.
+	CAPEM []byte
 	// NewEngine, if set, starts the data plane (internal/agent) each time
 	// the node goes up; the daemon hands it every new map and closes it on
 	// down, logout and Close. Nil runs the control plane alone.
@@ -51,6 +57,9 @@ type EngineParams struct {
 	Client *controlclient.Client
 	// Hostinfo is the node's host facts without NetInfo.
 	Hostinfo *wire.Hostinfo
+	// TLSConfig is for relays reached over https; nil trusts the
+	// system's roots.
+	TLSConfig *tls.Config
 }
 
 // Engine is the data plane as the daemon drives it.
@@ -197,7 +206,12 @@ func (d *Daemon) newClient(p nodestate.Prefs, onPin func(key.MachinePublic) erro
 			return d.st.SavePrefs(d.prefs)
 		}
 	}
+	tc, err := d.trust(p)
+	if err != nil {
+		return nil, err
+	}
 	opts := controlclient.Options{
+		TLSConfig:  tc,
 		ServerURL:  p.ServerURL,
 		MachineKey: d.machine,
 		NodeKey:    p.NodeKey,
@@ -213,6 +227,16 @@ func (d *Daemon) newClient(p nodestate.Prefs, onPin func(key.MachinePublic) erro
 		d.cfg.Tune(&opts)
 	}
 	return controlclient.New(opts)
+}
+
+// trust is the TLS client configuration for p's server and relays: the
+// system's roots, the daemon's --ca-file and the node's weft up --ca-file.
+func (d *Daemon) trust(p nodestate.Prefs) (*tls.Config, error) {
+	tc, err := netutil.TrustTLS(d.cfg.CAPEM, []byte(p.ServerCA))
+	if err != nil {
+		return nil, fmt.Errorf("the certificates to trust for %s: %w", p.ServerURL, err)
+	}
+	return tc, nil
 }
 
 func (d *Daemon) setErr(err error) {
@@ -312,6 +336,12 @@ func upPrefs(old nodestate.Prefs, nm *controlclient.NetMap, req localapi.UpReque
 	if req.Hostname != "" {
 		p.Hostname = req.Hostname
 	}
+	if req.ServerCA != "" {
+		if _, err := netutil.TrustTLS([]byte(req.ServerCA)); err != nil {
+			return p, key.NodePublic{}, fmt.Errorf("--ca-file: %w", err)
+		}
+		p.ServerCA = req.ServerCA
+	}
 	// An exit node is checked once the first map is in (checkExitAfterUp).
 	if err := applyEdit(&p, req.Prefs, nil); err != nil {
 		return p, key.NodePublic{}, err
@@ -397,7 +427,8 @@ func (d *Daemon) run(c *controlclient.Client, fromCache bool) {
 		d.mu.Lock()
 		p := d.prefs
 		d.mu.Unlock()
-		eng, engErr = d.cfg.NewEngine(EngineParams{NodeKey: p.NodeKey, DiscoKey: d.disco, Client: c, Hostinfo: d.hostinfo(p)})
+		tc, _ := d.trust(p) // checked when the client was made
+		eng, engErr = d.cfg.NewEngine(EngineParams{NodeKey: p.NodeKey, DiscoKey: d.disco, Client: c, Hostinfo: d.hostinfo(p), TLSConfig: tc})
 		if engErr != nil {
 			d.log.Error("data plane did not start", "err", engErr)
 			eng = nil // a failed maker may return a typed nil

@@ -114,6 +114,9 @@ func (d *Dir) SavePort(port uint16) error {
 type Prefs struct {
 	// ServerURL is the control server's URL; empty before the first up.
 	ServerURL string `json:"server_url,omitempty"`
+	// ServerCA is PEM certificates trusted for the server's TLS besides
+	// the system's roots (weft up --ca-file); empty for none.
+	ServerCA string `json:"server_ca,omitempty"`
 	// ServerKey is the server key pinned on first contact.
 	ServerKey key.MachinePublic `json:"server_key,omitzero"`
 	// Hostname is the name the user asked for.
