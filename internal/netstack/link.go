@@ -1,11 +1,13 @@
 package netstack
 
 import (
+	"sync"
 	"sync/atomic"
 
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/link/channel"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
+	"gvisor.dev/gvisor/pkg/tcpip/stack/gro"
 )
 
 // outQueue is how many packets the stack may have sent that wireguard-go
@@ -30,6 +32,11 @@ type link struct {
 	out  chan *stack.PacketBuffer
 	done <-chan struct{} // closed with the stack
 
+	// dispatcher is the stack's receive path, set by Attach; gros
+	// holds *gro.GRO for the device's Write.
+	dispatcher atomic.Pointer[stack.NetworkDispatcher]
+	gros       sync.Pool
+
 	handed atomic.Uint64 // packets the stack handed to the link
 	read   atomic.Uint64 // packets the device's Read returned
 	waits  atomic.Uint64 // writes that found out full
@@ -39,12 +46,51 @@ type link struct {
 var _ stack.LinkEndpoint = (*link)(nil)
 
 func newLink(mtu int, done <-chan struct{}) *link {
+	// The channel endpoint's own outbound queue is never used.
+	ep := channel.New(1, uint32(mtu), "")
+	// Checksums of packets from the tunnel count as checked: WireGuard
+	// authenticated each packet, so nothing on the path can have
+	// altered it, and receive offload checks the TCP segments it joins
+	// itself (the IPv4 header checksum of a joined segment is stale by
+	// design, and the stack would reject it if it checked).
+	ep.LinkEPCapabilities = stack.CapabilityRXChecksumOffload
 	return &link{
-		// The channel endpoint's own outbound queue is never used.
-		Endpoint: channel.New(1, uint32(mtu), ""),
+		Endpoint: ep,
 		out:      make(chan *stack.PacketBuffer, outQueue),
 		done:     done,
 	}
+}
+
+// Attach implements stack.LinkEndpoint: the stack hands the link its
+// receive path (nil when the interface goes away).
+func (l *link) Attach(d stack.NetworkDispatcher) {
+	l.Endpoint.Attach(d)
+	if d == nil {
+		l.dispatcher.Store(nil)
+		return
+	}
+	l.dispatcher.Store(&d)
+}
+
+// gro returns a receive offload engine delivering to the stack, or nil
+// when the link is not attached; putGRO gives it back after Flush.
+func (l *link) gro() *gro.GRO {
+	d := l.dispatcher.Load()
+	if d == nil {
+		return nil
+	}
+	g, _ := l.gros.Get().(*gro.GRO)
+	if g == nil {
+		g = new(gro.GRO)
+		g.Init(true)
+	}
+	g.Dispatcher = *d
+	return g
+}
+
+func (l *link) putGRO(g *gro.GRO) {
+	g.Dispatcher = nil
+	l.gros.Put(g)
 }
 
 // WritePackets queues the stack's packets for the device. While the queue

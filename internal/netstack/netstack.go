@@ -289,8 +289,17 @@ func (d *device) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 	return n, nil
 }
 
-// Write hands packets from the tunnel to the stack.
+// Write hands packets from the tunnel to the stack. The packets of one
+// call (one batch wireguard-go opened) pass through generic receive
+// offload: consecutive segments of a TCP stream are joined into one
+// before the stack sees them, so its TCP processes and acknowledges a
+// batch at a time, as a kernel's does after GRO.
 func (d *device) Write(bufs [][]byte, offset int) (int, error) {
+	g := d.s.ep.gro()
+	if g == nil {
+		return len(bufs), nil // not attached: the stack is closing
+	}
+	defer d.s.ep.putGRO(g)
 	for _, b := range bufs {
 		pkt := b[offset:]
 		if len(pkt) == 0 {
@@ -309,9 +318,11 @@ func (d *device) Write(bufs [][]byte, offset int) (int, error) {
 			continue
 		}
 		pb := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: buffer.MakeWithData(pkt)})
-		d.s.ep.InjectInbound(proto, pb)
+		pb.NetworkProtocolNumber = proto
+		g.Enqueue(pb)
 		pb.DecRef()
 	}
+	g.Flush()
 	return len(bufs), nil
 }
 
