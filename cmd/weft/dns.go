@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"maps"
@@ -31,9 +30,7 @@ func newDNSCmd(g *globals) *cobra.Command {
 				return err
 			}
 			if asJSON {
-				enc := json.NewEncoder(g.stdout)
-				enc.SetIndent("", "  ")
-				return enc.Encode(st.DNS)
+				return writeJSON(g.stdout, st.DNS)
 			}
 			printDNSStatus(g.stdout, st)
 			return nil

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -41,13 +40,11 @@ func newHealthCmd(g *globals) *cobra.Command {
 				evs = evs[len(evs)-last:]
 			}
 			if asJSON {
-				enc := json.NewEncoder(g.stdout)
-				enc.SetIndent("", "  ")
 				health := st.Health
 				if health == nil {
 					health = []string{}
 				}
-				return enc.Encode(struct {
+				return writeJSON(g.stdout, struct {
 					Health  []string               `json:"health"`
 					Drops   *localapi.Drops        `json:"drops,omitempty"`
 					History []localapi.HealthEvent `json:"history"`

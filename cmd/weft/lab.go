@@ -4,7 +4,6 @@ package main
 
 import (
 	"cmp"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -267,9 +266,7 @@ func newLabStatusCmd(g *globals, o *labOpts) *cobra.Command {
 				return err
 			}
 			if asJSON {
-				enc := json.NewEncoder(g.stdout)
-				enc.SetIndent("", "  ")
-				return enc.Encode(struct {
+				return writeJSON(g.stdout, struct {
 					Name      string            `json:"name"`
 					Dir       string            `json:"dir"`
 					Nodes     []*netlab.Node    `json:"nodes"`
