@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net/http"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -13,7 +12,6 @@ import (
 	"weft/internal/key"
 	"weft/internal/pgtest"
 	"weft/internal/store"
-	"weft/internal/tstest"
 )
 
 // TestAdminDBMigrateFromSQLite moves a tailnet with `weft admin db
@@ -60,13 +58,7 @@ func TestAdminDBMigrateFromSQLite(t *testing.T) {
 	httpURL := fmt.Sprintf("http://127.0.0.1:%d", freePort(t))
 	background(t, "server", "--listen", strings.TrimPrefix(httpURL, "http://"), "--data-dir", dataDir,
 		"--server-url", httpURL, "--stun-listen=", "--metrics-listen=", "--db", pgURL)
-	tstest.Eventually(t, "server /healthz", func() bool {
-		resp, err := http.Get(httpURL + "/healthz")
-		if err == nil {
-			resp.Body.Close()
-		}
-		return err == nil && resp.StatusCode == 200
-	})
+	awaitHealthz(t, httpURL)
 	out, errs, code = weft(t, "admin", "--data-dir", dataDir, "nodes", "list", "--json")
 	var got []adminapi.Node
 	if code != 0 || json.Unmarshal([]byte(out), &got) != nil {

@@ -10,7 +10,6 @@ import (
 	"testing"
 
 	"weft/internal/adminapi"
-	"weft/internal/tstest"
 )
 
 // TestServerRESTAPI runs weft server in-process and checks the REST API
@@ -21,21 +20,8 @@ func TestServerRESTAPI(t *testing.T) {
 	dataDir := filepath.Join(t.TempDir(), "server")
 	url := fmt.Sprintf("http://127.0.0.1:%d", freePort(t))
 	background(t, "server", "--listen", strings.TrimPrefix(url, "http://"), "--data-dir", dataDir, "--server-url", url, "--stun-listen=")
-	tstest.Eventually(t, "server /healthz", func() bool {
-		resp, err := http.Get(url + "/healthz")
-		if err == nil {
-			resp.Body.Close()
-		}
-		return err == nil && resp.StatusCode == 200
-	})
-	admin := func(args ...string) string {
-		t.Helper()
-		out, errs, code := weft(t, append([]string{"admin", "--data-dir", dataDir}, args...)...)
-		if code != 0 {
-			t.Fatalf("weft admin %v: exit %d: %s", args, code, errs)
-		}
-		return out
-	}
+	awaitHealthz(t, url)
+	admin := adminCLI(t, dataDir)
 	out := admin("apikeys", "create", "--expiry", "90d")
 	lines := strings.Split(strings.TrimRight(out, "\n"), "\n")
 	apiKey := lines[len(lines)-1]

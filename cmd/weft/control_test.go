@@ -59,6 +59,33 @@ func weft(t *testing.T, args ...string) (stdout, stderr string, code int) {
 	return out.String(), errb.String(), code
 }
 
+// awaitHealthz waits until the server at url answers GET /healthz with
+// 200 OK.
+func awaitHealthz(t *testing.T, url string) {
+	t.Helper()
+	tstest.Eventually(t, "server /healthz at "+url, func() bool {
+		resp, err := http.Get(url + "/healthz")
+		if err == nil {
+			resp.Body.Close()
+		}
+		return err == nil && resp.StatusCode == 200
+	})
+}
+
+// adminCLI returns a function that runs `weft admin --data-dir dataDir
+// args...` in-process and returns its standard output without the
+// surrounding space; a non-zero exit fails the test.
+func adminCLI(t *testing.T, dataDir string) func(args ...string) string {
+	return func(args ...string) string {
+		t.Helper()
+		out, errs, code := weft(t, append([]string{"admin", "--data-dir", dataDir}, args...)...)
+		if code != 0 {
+			t.Fatalf("weft admin %v: exit %d: %s", args, code, errs)
+		}
+		return strings.TrimSpace(out)
+	}
+}
+
 // TestControlPlaneVerticalSlice runs a server and two daemons in-process,
 // brings both up with pre-auth keys, and checks what the CLI shows and
 // which errors reach `weft up`.
@@ -67,27 +94,14 @@ func TestControlPlaneVerticalSlice(t *testing.T) {
 	dataDir := filepath.Join(dir, "server")
 	url := fmt.Sprintf("http://127.0.0.1:%d", freePort(t))
 	stopServer := background(t, "server", "--listen", strings.TrimPrefix(url, "http://"), "--data-dir", dataDir, "--server-url", url, "--stun-listen=")
-	tstest.Eventually(t, "server /healthz", func() bool {
-		resp, err := http.Get(url + "/healthz")
-		if err == nil {
-			resp.Body.Close()
-		}
-		return err == nil && resp.StatusCode == 200
-	})
+	awaitHealthz(t, url)
 	st, err := os.Stat(filepath.Join(dataDir, "server.key"))
 	if err != nil || st.Mode().Perm() != 0o600 {
 		t.Fatalf("server.key: %v %v", err, st)
 	}
 
 	// Keys come from `weft admin`, through the server's admin socket.
-	admin := func(args ...string) string {
-		t.Helper()
-		out, errs, code := weft(t, append([]string{"admin", "--data-dir", dataDir}, args...)...)
-		if code != 0 {
-			t.Fatalf("weft admin %v: exit %d: %s", args, code, errs)
-		}
-		return strings.TrimSpace(out)
-	}
+	admin := adminCLI(t, dataDir)
 	admin("users", "create", "alice")
 	reusable := admin("keys", "create", "--user", "alice", "--reusable")
 	oneOff := admin("keys", "create", "--user", "alice")

@@ -24,24 +24,11 @@ func TestSetAndExitNodeCLI(t *testing.T) {
 	dataDir := filepath.Join(dir, "server")
 	url := fmt.Sprintf("http://127.0.0.1:%d", freePort(t))
 	background(t, "server", "--listen", strings.TrimPrefix(url, "http://"), "--data-dir", dataDir, "--server-url", url, "--stun-listen=")
-	tstest.Eventually(t, "server /healthz", func() bool {
-		resp, err := http.Get(url + "/healthz")
-		if err == nil {
-			resp.Body.Close()
-		}
-		return err == nil && resp.StatusCode == 200
-	})
+	awaitHealthz(t, url)
 	tstest.Eventually(t, "admin socket", func() bool { _, err := os.Stat(filepath.Join(dataDir, "admin.sock")); return err == nil })
-	admin := func(args ...string) string {
-		t.Helper()
-		out, errs, code := weft(t, append([]string{"admin", "--data-dir", dataDir}, args...)...)
-		if code != 0 {
-			t.Fatalf("weft admin %v: exit %d: %s", args, code, errs)
-		}
-		return out
-	}
+	admin := adminCLI(t, dataDir)
 	admin("users", "create", "alice")
-	key := strings.TrimSpace(admin("keys", "create", "--user", "alice", "--reusable"))
+	key := admin("keys", "create", "--user", "alice", "--reusable")
 	sock := map[string]string{}
 	for _, host := range []string{"busan", "mac"} {
 		sock[host] = filepath.Join(dir, host+".sock")

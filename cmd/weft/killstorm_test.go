@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -57,23 +56,9 @@ func TestControlServerKill9DuringRegistrationStorm(t *testing.T) {
 	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	url := "http://" + addr
 	serverArgs := []string{"server", "--listen", addr, "--data-dir", dataDir, "--server-url", url, "--stun-listen=", "--register-rate", "-1"}
-	healthy := func() bool {
-		resp, err := http.Get(url + "/healthz")
-		if err == nil {
-			resp.Body.Close()
-		}
-		return err == nil && resp.StatusCode == 200
-	}
 	srv := startWeftProcess(t, serverArgs...)
-	tstest.Eventually(t, "server up", healthy)
-	admin := func(args ...string) string {
-		t.Helper()
-		out, errs, code := weft(t, append([]string{"admin", "--data-dir", dataDir}, args...)...)
-		if code != 0 {
-			t.Fatalf("weft admin %v: exit %d: %s", args, code, errs)
-		}
-		return strings.TrimSpace(out)
-	}
+	awaitHealthz(t, url)
+	admin := adminCLI(t, dataDir)
 	admin("users", "create", "alice")
 	authKey := admin("keys", "create", "--user", "alice", "--reusable")
 
@@ -120,7 +105,7 @@ func TestControlServerKill9DuringRegistrationStorm(t *testing.T) {
 	t.Logf("%d of %d registrations confirmed before the kill", before, storm)
 
 	startWeftProcess(t, serverArgs...)
-	tstest.Eventually(t, "server up again", healthy)
+	awaitHealthz(t, url)
 	// The registrations cut off by the kill are simply tried again, as
 	// `weft up` would be.
 	for i := range machines {

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -11,7 +10,6 @@ import (
 	"testing"
 
 	"weft/internal/pgtest"
-	"weft/internal/tstest"
 )
 
 // TestServerDB runs weft server on a real PostgreSQL, named by --db and by
@@ -36,13 +34,7 @@ func TestServerDB(t *testing.T) {
 				t.Setenv(dbEnv, dbURL)
 			}
 			stop := background(t, args...)
-			tstest.Eventually(t, "server /healthz", func() bool {
-				resp, err := http.Get(httpURL + "/healthz")
-				if err == nil {
-					resp.Body.Close()
-				}
-				return err == nil && resp.StatusCode == 200
-			})
+			awaitHealthz(t, httpURL)
 			if out, errs, code := weft(t, "admin", "--data-dir", dataDir, "users", "create", "alice"); code != 0 {
 				t.Fatalf("weft admin users create: exit %d: %s%s", code, out, errs)
 			}

@@ -41,13 +41,7 @@ func TestServerOIDCLogin(t *testing.T) {
 	background(t, "server", "--listen", addr, "--data-dir", dataDir, "--server-url", url, "--stun-listen=", "--metrics-listen=",
 		"--oidc-issuer", p.Issuer, "--oidc-client-id", p.ClientID, "--oidc-client-secret-file", secretFile,
 		"--oidc-allowed-domains", "example.com")
-	tstest.Eventually(t, "server /healthz", func() bool {
-		resp, err := http.Get(url + "/healthz")
-		if err == nil {
-			resp.Body.Close()
-		}
-		return err == nil && resp.StatusCode == 200
-	})
+	awaitHealthz(t, url)
 	sock := filepath.Join(dir, "node.sock")
 	background(t, "--socket", sock, "daemon", "--no-data-plane", "--state-dir", filepath.Join(dir, "node"))
 	tstest.Eventually(t, "daemon socket", func() bool { _, err := os.Stat(sock); return err == nil })
@@ -99,14 +93,7 @@ func TestServerOIDCLogin(t *testing.T) {
 	case <-time.After(time.Minute):
 		t.Fatal("weft up did not finish after the sign-in")
 	}
-	admin := func(args ...string) string {
-		t.Helper()
-		o, errs, c := weft(t, append([]string{"admin", "--data-dir", dataDir}, args...)...)
-		if c != 0 {
-			t.Fatalf("weft admin %v: exit %d %s", args, c, errs)
-		}
-		return o
-	}
+	admin := adminCLI(t, dataDir)
 	var ns []adminapi.Node
 	json.Unmarshal([]byte(admin("nodes", "list", "--json")), &ns)
 	if len(ns) != 1 || ns[0].Name != "jeju" || ns[0].User != "alice" {

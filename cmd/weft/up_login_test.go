@@ -30,13 +30,7 @@ func TestUpInteractiveLoginApprovedByAdmin(t *testing.T) {
 	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	url := "http://" + addr
 	startWeftProcess(t, "server", "--listen", addr, "--data-dir", dataDir, "--server-url", url, "--stun-listen=", "--metrics-listen=")
-	tstest.Eventually(t, "server /healthz", func() bool {
-		resp, err := http.Get(url + "/healthz")
-		if err == nil {
-			resp.Body.Close()
-		}
-		return err == nil && resp.StatusCode == 200
-	})
+	awaitHealthz(t, url)
 	admin := func(args ...string) (string, string, int) {
 		return weft(t, append([]string{"admin", "--data-dir", dataDir}, args...)...)
 	}
