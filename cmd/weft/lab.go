@@ -420,10 +420,10 @@ func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond)
 // internet namespace with two inherited packet sockets.
 func newLabWireCmd(g *globals) *cobra.Command {
 	var fdA, fdB int
-	var delay time.Duration
+	var delay, extra4, extra6 time.Duration
 	var loss int
 	cmd := &cobra.Command{
-		Use:    "wire --fd-a N --fd-b N --delay D [--loss PERCENT]",
+		Use:    "wire --fd-a N --fd-b N --delay D [--loss PERCENT] [--extra-ipv4 D] [--extra-ipv6 D]",
 		Short:  "Delay line between two inherited packet sockets (started by lab up)",
 		Hidden: true,
 		Args:   cobra.NoArgs,
@@ -439,13 +439,16 @@ func newLabWireCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return delayline.Run(cmd.Context(), delayline.Config{A: a, B: b, Delay: delay, LossPercent: loss, Logger: labLogger(g)})
+			return delayline.Run(cmd.Context(), delayline.Config{A: a, B: b, Delay: delay, ExtraIPv4: extra4, ExtraIPv6: extra6,
+				LossPercent: loss, Logger: labLogger(g)})
 		},
 	}
 	cmd.Flags().IntVar(&fdA, "fd-a", 0, "descriptor of one side's packet socket")
 	cmd.Flags().IntVar(&fdB, "fd-b", 0, "descriptor of the other side's packet socket")
 	cmd.Flags().DurationVar(&delay, "delay", 0, "how long to hold each frame")
 	cmd.Flags().IntVar(&loss, "loss", 0, "percent of frames to drop at random, each way")
+	cmd.Flags().DurationVar(&extra4, "extra-ipv4", 0, "how much longer to hold IPv4 frames")
+	cmd.Flags().DurationVar(&extra6, "extra-ipv6", 0, "how much longer to hold IPv6 frames")
 	return cmd
 }
 

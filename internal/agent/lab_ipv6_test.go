@@ -12,6 +12,7 @@ import (
 
 	"weft/internal/localapi"
 	"weft/internal/netlab"
+	"weft/internal/scenario"
 )
 
 // netcheckReport is the part of `weft netcheck --json` the IPv6 tests read.
@@ -131,5 +132,55 @@ func TestLabIPv6OnlyToIPv4Only(t *testing.T) {
 	rep, raw = n.netcheck("busan")
 	if !rep.UDP || !rep.IPv4 || rep.IPv6 || rep.GlobalV6 != "" {
 		t.Errorf("netcheck on IPv4-only busan: %s (want ipv6 false, global_v6 empty)", raw)
+	}
+}
+
+// TestLabIPv6LatencyDecides: two dual-stack sites behind easy NATs can
+// punch both families; r-busan's line holds one family's packets 40 ms
+// longer each way. The path in use is the other family's: the disco pong
+// latency decides between IPv4 and IPv6, not the family itself.
+func TestLabIPv6LatencyDecides(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		slow     func(*netlab.Router)
+		wantIPv6 bool
+	}{
+		{"IPv6 slower", func(r *netlab.Router) { r.DelayIPv6 = 40 * time.Millisecond }, false},
+		{"IPv4 slower", func(r *netlab.Router) { r.DelayIPv4 = 40 * time.Millisecond }, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			n := startNet(t, 3*time.Minute, []string{"busan", "mac"}, netlab.DualStack, func(tp *netlab.Topology) {
+				for i := range tp.Routers {
+					if tp.Routers[i].Name == "r-busan" {
+						tc.slow(&tp.Routers[i])
+					}
+				}
+			})
+			n.pair("mac", "busan")
+			want := n.lab.Node("r-busan").WANAddr
+			if tc.wantIPv6 {
+				want = n.lab.Node("busan").Addr6()
+			}
+			// The faster path may be found only at a re-probe (30 s)
+			// if its first pings died in a NAT not yet open.
+			var last string
+			err := scenario.WaitFor(n.ctx, 60*time.Second, "mac's path to busan at "+want.String(), func() (bool, error) {
+				st, err := n.status("mac")
+				if err != nil {
+					return false, err
+				}
+				for _, p := range st.Peers {
+					if p.Name == "busan" {
+						last = p.Path.Kind + " " + p.Path.Endpoint
+						return p.Path.Kind == localapi.PathDirect && endpointAddr(p) == want, nil
+					}
+				}
+				return false, nil
+			})
+			if err != nil {
+				t.Fatalf("%v (last: %s)", err, last)
+			}
+			t.Logf("mac's path to busan: %s", last)
+		})
 	}
 }

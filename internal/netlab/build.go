@@ -401,7 +401,7 @@ func (l *Lab) buildRouterWAN(ctx context.Context, cfg Config, h *nsHandles, topo
 			return fmt.Errorf("netlab: %s: %w", r.Name, err)
 		}
 	}
-	if r.Delay == 0 && r.LossPercent == 0 {
+	if r.Delay == 0 && r.DelayIPv4 == 0 && r.DelayIPv6 == 0 && r.LossPercent == 0 {
 		if err := l.enslave(inet, wport); err != nil {
 			return err
 		}
@@ -590,6 +590,9 @@ func (l *Lab) startDelayLine(ctx context.Context, cfg Config, r Router, a, b str
 	}
 	argv := append(append([]string(nil), cfg.Helper...), "wire", "--fd-a", "3", "--fd-b", "4", "--delay", r.Delay.String(),
 		"--loss", strconv.Itoa(r.LossPercent))
+	if r.DelayIPv4 != 0 || r.DelayIPv6 != 0 {
+		argv = append(argv, "--extra-ipv4", r.DelayIPv4.String(), "--extra-ipv6", r.DelayIPv6.String())
+	}
 	_, err = l.start(ctx, inet, "wire-"+r.Name, argv, []*os.File{fa, fb})
 	return err
 }

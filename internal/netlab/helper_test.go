@@ -48,6 +48,8 @@ func runHelper(args []string) int {
 	fd := fs.Int("fd", 0, "")
 	delay := fs.Duration("delay", 0, "")
 	loss := fs.Int("loss", 0, "")
+	extra4 := fs.Duration("extra-ipv4", 0, "")
+	extra6 := fs.Duration("extra-ipv6", 0, "")
 	if err := fs.Parse(args[1:]); err != nil {
 		return 2
 	}
@@ -57,7 +59,7 @@ func runHelper(args []string) int {
 		var a, b *os.File
 		if a, err = delayline.FromFD(*fdA, "a"); err == nil {
 			if b, err = delayline.FromFD(*fdB, "b"); err == nil {
-				err = delayline.Run(ctx, delayline.Config{A: a, B: b, Delay: *delay, LossPercent: *loss, Logger: log})
+				err = delayline.Run(ctx, delayline.Config{A: a, B: b, Delay: *delay, ExtraIPv4: *extra4, ExtraIPv6: *extra6, LossPercent: *loss, Logger: log})
 			}
 		}
 	case "whoami":

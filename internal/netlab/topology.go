@@ -90,6 +90,11 @@ type Router struct {
 	// a round trip through this router grows by twice Delay. Zero means
 	// no delay line at all.
 	Delay time.Duration
+	// DelayIPv4 and DelayIPv6 are added to Delay for that family's frames
+	// only (the delay line holds them longer), so that a path's latency
+	// differs by address family, as when one family is tunnelled. Zero:
+	// none.
+	DelayIPv4, DelayIPv6 time.Duration
 	// RateMbit caps the WAN link in each direction (token bucket); zero
 	// means uncapped.
 	RateMbit int
@@ -462,8 +467,10 @@ func (t *Topology) Validate() error {
 			}
 		}
 		lans[r.LAN] = r.Name
-		if r.Delay < 0 || r.Delay > MaxDelay {
-			errs = append(errs, fmt.Errorf("netlab: %s: delay %v out of range [0, %v]", r.Name, r.Delay, MaxDelay))
+		for _, d := range []time.Duration{r.Delay, r.DelayIPv4, r.DelayIPv6} {
+			if d < 0 || d > MaxDelay {
+				errs = append(errs, fmt.Errorf("netlab: %s: delay %v out of range [0, %v]", r.Name, d, MaxDelay))
+			}
 		}
 		if r.LossPercent < 0 || r.LossPercent >= 100 {
 			errs = append(errs, fmt.Errorf("netlab: %s: loss %d%% out of range [0, 100)", r.Name, r.LossPercent))
@@ -512,7 +519,7 @@ func (t *Topology) validateUpstreams() []error {
 		case up.Upstream != "" || up == r:
 			errs = append(errs, fmt.Errorf("netlab: %s: upstream %s must sit on the internet (one level of nesting)", r.Name, up.Name))
 			continue
-		case r.Delay != 0 || r.LossPercent != 0 || r.RateMbit != 0 || r.PortMap:
+		case r.Delay != 0 || r.DelayIPv4 != 0 || r.DelayIPv6 != 0 || r.LossPercent != 0 || r.RateMbit != 0 || r.PortMap:
 			errs = append(errs, fmt.Errorf("netlab: %s: delay, loss, rate and port mapping are not supported behind an upstream router", r.Name))
 		case r.IPv6 != IPv6None || up.IPv6 != IPv6None:
 			errs = append(errs, fmt.Errorf("netlab: %s: IPv6 is not supported behind an upstream router, nor on the upstream", r.Name))

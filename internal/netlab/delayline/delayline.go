@@ -78,6 +78,10 @@ type Config struct {
 	// Queue bounds the frames held per direction; zero means
 	// DefaultQueue.
 	Queue int
+	// ExtraIPv4 and ExtraIPv6 hold IPv4 or IPv6 frames that much longer
+	// than Delay, so that a path's latency differs by address family
+	// (one family tunnelled, or routed the long way). Zero: no extra.
+	ExtraIPv4, ExtraIPv6 time.Duration
 	// LossPercent drops that share of the frames, chosen at random and
 	// independently, in each direction (ARP excepted); zero drops none. It is the lab's
 	// lossy link (the kernel's netem qdisc may be missing).
@@ -129,8 +133,8 @@ func Run(ctx context.Context, cfg Config) error {
 	if cfg.A == nil || cfg.B == nil {
 		return errors.New("delayline: both sockets are required")
 	}
-	if cfg.Delay < 0 {
-		return fmt.Errorf("delayline: negative delay %v", cfg.Delay)
+	if cfg.Delay < 0 || cfg.ExtraIPv4 < 0 || cfg.ExtraIPv6 < 0 {
+		return fmt.Errorf("delayline: negative delay %v (IPv4 extra %v, IPv6 extra %v)", cfg.Delay, cfg.ExtraIPv4, cfg.ExtraIPv6)
 	}
 	if cfg.LossPercent < 0 || cfg.LossPercent >= 100 {
 		return fmt.Errorf("delayline: loss %d%% out of range [0, 100)", cfg.LossPercent)
@@ -147,7 +151,7 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	errc := make(chan error, 4)
+	errc := make(chan error, 2+2*numClasses)
 	var wg sync.WaitGroup
 	type direction struct {
 		name     string
@@ -155,14 +159,21 @@ func Run(ctx context.Context, cfg Config) error {
 		c        counters
 	}
 	dirs := []*direction{{name: "a->b", from: cfg.A, to: cfg.B}, {name: "b->a", from: cfg.B, to: cfg.A}}
+	delays := [numClasses]time.Duration{cfg.Delay, cfg.Delay + cfg.ExtraIPv4, cfg.Delay + cfg.ExtraIPv6}
 	for _, d := range dirs {
-		q := make(chan frame, cfg.Queue)
-		wg.Add(2)
+		// A queue per class of frame: frames of one class share a
+		// delay, so each queue stays in due order.
+		var qs [numClasses]chan frame
+		for i := range qs {
+			qs[i] = make(chan frame, cfg.Queue)
+			wg.Add(1)
+			go func() { defer wg.Done(); errc <- write(ctx, d.to, qs[i], &d.c) }()
+		}
+		wg.Add(1)
 		lose := newLoss(cfg.LossPercent)
-		go func() { defer wg.Done(); errc <- read(ctx, d.from, q, cfg.Delay, lose, &d.c) }()
-		go func() { defer wg.Done(); errc <- write(ctx, d.to, q, &d.c) }()
+		go func() { defer wg.Done(); errc <- read(ctx, d.from, qs, delays, lose, &d.c) }()
 	}
-	log.Info("delay line running", "delay", cfg.Delay, "loss_percent", cfg.LossPercent)
+	log.Info("delay line running", "delay", cfg.Delay, "extra_ipv4", cfg.ExtraIPv4, "extra_ipv6", cfg.ExtraIPv6, "loss_percent", cfg.LossPercent)
 	logStats := func(final bool) {
 		for _, d := range dirs {
 			d.c.kernelDrops.Add(kernelDrops(d.from))
@@ -236,9 +247,33 @@ func isARP(frame []byte) bool {
 	return len(frame) >= ethertype+2 && frame[ethertype] == 0x08 && frame[ethertype+1] == 0x06
 }
 
-// read takes frames from f, stamps when they are due and queues them. A
-// full queue drops the frame, and so does lose.
-func read(ctx context.Context, f *os.File, q chan<- frame, delay time.Duration, lose func() bool, c *counters) error {
+// Classes of frames, each with its own delay and queue.
+const (
+	classOther = iota // ARP and the rest
+	classIPv4
+	classIPv6
+	numClasses
+)
+
+// classOf returns frame's class by its ethertype.
+func classOf(frame []byte) int {
+	const ethertype = 10 + 12 // after the virtio-net header and two MACs
+	if len(frame) < ethertype+2 {
+		return classOther
+	}
+	switch uint16(frame[ethertype])<<8 | uint16(frame[ethertype+1]) {
+	case 0x0800:
+		return classIPv4
+	case 0x86dd:
+		return classIPv6
+	}
+	return classOther
+}
+
+// read takes frames from f, stamps when they are due (delays by class)
+// and queues them on their class's queue. A full queue drops the frame,
+// and so does lose.
+func read(ctx context.Context, f *os.File, qs [numClasses]chan frame, delays [numClasses]time.Duration, lose func() bool, c *counters) error {
 	buf := make([]byte, maxFrame)
 	for {
 		n, err := f.Read(buf)
@@ -253,9 +288,10 @@ func read(ctx context.Context, f *os.File, q chan<- frame, delay time.Duration, 
 			c.lost.Add(1)
 			continue
 		}
-		fr := frame{due: time.Now().Add(delay), b: append([]byte(nil), buf[:n]...)}
+		class := classOf(buf[:n])
+		fr := frame{due: time.Now().Add(delays[class]), b: append([]byte(nil), buf[:n]...)}
 		select {
-		case q <- fr:
+		case qs[class] <- fr:
 		default:
 			c.queueFull.Add(1)
 		}
@@ -263,7 +299,7 @@ func read(ctx context.Context, f *os.File, q chan<- frame, delay time.Duration, 
 }
 
 // write sends each queued frame to f once it is due. The delay is the same
-// for every frame, so the queue is already in due order.
+// for every frame of a queue, so the queue is already in due order.
 func write(ctx context.Context, f *os.File, q <-chan frame, c *counters) error {
 	t := time.NewTimer(0)
 	defer t.Stop()

@@ -200,3 +200,57 @@ func (l lockedWriter) Write(b []byte) (int, error) {
 	defer l.mu.Unlock()
 	return l.w.Write(b)
 }
+
+func TestClassOf(t *testing.T) {
+	frame := func(ethertype ...byte) []byte { return append(make([]byte, 10+12), ethertype...) }
+	for _, tc := range []struct {
+		name  string
+		frame []byte
+		want  int
+	}{
+		{"IPv4", frame(0x08, 0x00), classIPv4},
+		{"IPv6", frame(0x86, 0xdd), classIPv6},
+		{"ARP", frame(0x08, 0x06), classOther},
+		{"short", frame(0x86), classOther},
+	} {
+		if got := classOf(tc.frame); got != tc.want {
+			t.Errorf("%s: class %d, want %d", tc.name, got, tc.want)
+		}
+	}
+}
+
+// TestRunExtraDelayByFamily: with IPv6 held longer than IPv4, an IPv4
+// frame sent after IPv6 ones overtakes them, and each family keeps its
+// own order.
+func TestRunExtraDelayByFamily(t *testing.T) {
+	a, aw := pair(t, "a")
+	b, bw := pair(t, "b")
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- Run(ctx, Config{A: a, B: b, ExtraIPv6: 300 * time.Millisecond}) }()
+	frame := func(hi, lo byte, tag string) []byte {
+		return append(append(make([]byte, 10+12), hi, lo), tag...)
+	}
+	for _, f := range [][]byte{frame(0x86, 0xdd, "v6 one"), frame(0x86, 0xdd, "v6 two"), frame(0x08, 0x00, "v4")} {
+		if _, err := aw.Write(f); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var got []string
+	buf := make([]byte, 100)
+	bw.SetReadDeadline(time.Now().Add(5 * time.Second))
+	for range 3 {
+		n, err := bw.Read(buf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, string(buf[10+14:n]))
+	}
+	if want := []string{"v4", "v6 one", "v6 two"}; strings.Join(got, ",") != strings.Join(want, ",") {
+		t.Errorf("arrived %q, want %q", got, want)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Errorf("Run: %v", err)
+	}
+}
