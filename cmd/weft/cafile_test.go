@@ -22,11 +22,14 @@ import (
 )
 
 // privateCA writes to dir a CA certificate (ca.pem) and a server
-// certificate for 127.0.0.1 that it signed (cert.pem, key.pem), as a
-// tailnet with its own certificate authority has, and returns the paths
-// and a pool trusting the CA.
-func privateCA(t *testing.T, dir string) (caFile, certFile, keyFile string, pool *x509.CertPool) {
+// certificate for ips (none: 127.0.0.1) that it signed (cert.pem,
+// key.pem), as a tailnet with its own certificate authority has, and
+// returns the paths and a pool trusting the CA.
+func privateCA(t *testing.T, dir string, ips ...net.IP) (caFile, certFile, keyFile string, pool *x509.CertPool) {
 	t.Helper()
+	if len(ips) == 0 {
+		ips = []net.IP{net.IPv4(127, 0, 0, 1)}
+	}
 	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
@@ -45,7 +48,7 @@ func privateCA(t *testing.T, dir string) (caFile, certFile, keyFile string, pool
 	}
 	srvTmpl := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "weft test server"},
 		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}, KeyUsage: x509.KeyUsageDigitalSignature,
+		IPAddresses: ips, KeyUsage: x509.KeyUsageDigitalSignature,
 		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
 	srvDER, err := x509.CreateCertificate(rand.Reader, srvTmpl, ca, &srvKey.PublicKey, caKey)
 	if err != nil {

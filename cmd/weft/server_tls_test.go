@@ -114,10 +114,10 @@ func TestServerTLS(t *testing.T) {
 }
 
 // TestServerTLSFlags checks the wiring of weft server's HTTPS flags
-// without a network: ACME cannot be reached from the test machine, so
-// only the configuration autocert is given is checked (it answers the
+// without a network: the configuration autocert is given (it answers the
 // tls-alpn-01 challenge, takes certificates only for the named domain and
-// caches in DATA-DIR/acme, owner-only), not that a certificate arrives.
+// caches in DATA-DIR/acme, owner-only). TestLabACME gets a certificate
+// from a real ACME server.
 func TestServerTLSFlags(t *testing.T) {
 	dir := t.TempDir()
 	certFile, keyFile, _ := selfSigned(t, dir)
