@@ -302,7 +302,7 @@ func newStoresFixture(b *testing.B, backend string, n int) *storesFixture {
 	sk := key.NewMachine()
 	var urls []string
 	for _, st := range f.stores {
-		cfg := Config{Store: st, Key: sk, KeepAlive: time.Hour, RegisterRate: -1, WriteTimeout: time.Hour}
+		cfg := Config{Store: st, Key: sk, KeepAlive: time.Hour, RegisterRate: -1, WriteTimeout: time.Hour, PreStreamTimeout: time.Hour}
 		if url != "" {
 			feed, err := changefeed.NewPostgres(url, nil)
 			if err != nil {
@@ -314,6 +314,7 @@ func newStoresFixture(b *testing.B, backend string, n int) *storesFixture {
 		if err != nil {
 			b.Fatal(err)
 		}
+		srv.noise.HandshakeTimeout = time.Hour // see newBenchFixture
 		hs := httptest.NewServer(srv.Handler())
 		f.srvs, f.hss = append(f.srvs, srv), append(f.hss, hs)
 		urls = append(urls, hs.URL)

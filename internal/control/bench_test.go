@@ -132,11 +132,15 @@ func newBenchFixture(b *testing.B, n int) *benchFixture {
 	f.srv, err = New(ctx, Config{Store: f.st, Key: key.NewMachine(), KeepAlive: time.Hour, RegisterRate: -1,
 		// One child process reads every node's stream, so during the
 		// connect storm a stream can wait far longer than a real node
-		// would; don't count that as a dead node.
-		WriteTimeout: time.Hour})
+		// would; don't count that as a dead node. Nor a handshake or
+		// first request that waits behind thousands of others on a
+		// loaded machine (the defaults, 10 and 15 s, failed a 10,000-node
+		// run at a load average of 20).
+		WriteTimeout: time.Hour, PreStreamTimeout: time.Hour})
 	if err != nil {
 		b.Fatal(err)
 	}
+	f.srv.noise.HandshakeTimeout = time.Hour
 	f.hs = httptest.NewServer(f.srv.Handler())
 	exe, err := os.Executable()
 	if err != nil {
