@@ -34,6 +34,11 @@ var copyTables = []copyTableSpec{
 	{"node_logins", ""},
 }
 
+// notCopied are tables that hold the running servers' state rather than
+// the tailnet's, which a copy leaves behind: the servers' liveness rows
+// name processes of the SQLite server, not of the PostgreSQL ones.
+var notCopied = []string{"control_servers"}
+
 // CopyOptions tunes CopySQLiteToPostgres.
 type CopyOptions struct {
 	// Replace deletes whatever tailnet the target holds before copying.
@@ -157,7 +162,7 @@ func checkKnownTables(ctx context.Context, src *sqlStore) error {
 }
 
 // sqliteTables lists the tailnet's tables in an SQLite database: all but
-// SQLite's own and the migration history.
+// SQLite's own, the migration history and notCopied.
 func sqliteTables(ctx context.Context, db *sql.DB) ([]string, error) {
 	rows, err := db.QueryContext(ctx, `SELECT name FROM sqlite_master WHERE type = 'table'
 		AND name NOT LIKE 'sqlite_%' AND name <> 'schema_migrations' ORDER BY name`)
@@ -171,7 +176,9 @@ func sqliteTables(ctx context.Context, db *sql.DB) ([]string, error) {
 		if err := rows.Scan(&n); err != nil {
 			return nil, err
 		}
-		names = append(names, n)
+		if !slices.Contains(notCopied, n) {
+			names = append(names, n)
+		}
 	}
 	return names, rows.Err()
 }

@@ -182,6 +182,6 @@ func TestCopyTablesCoverSchema(t *testing.T) {
 	}
 	slices.Sort(want)
 	if !slices.Equal(got, want) {
-		t.Fatalf("schema tables %v, copyTables %v: add the new table to copyTables (in foreign-key order)", got, want)
+		t.Fatalf("schema tables %v, copyTables %v: add the new table to copyTables (in foreign-key order), or to notCopied if it is no part of the tailnet", got, want)
 	}
 }

@@ -140,6 +140,14 @@ var migrations = []string{
 		user_id    BIGINT REFERENCES users(id) ON DELETE CASCADE
 	);
 	CREATE INDEX node_logins_remote ON node_logins(remote);`,
+	// 9: the liveness rows of the control servers sharing the database
+	// (servers.go): each server's change-feed origin and heartbeat
+	// counter. Runtime state, not the tailnet's: never copied.
+	`CREATE TABLE control_servers (
+		origin  TEXT PRIMARY KEY,
+		beat    BIGINT NOT NULL,
+		beat_at BIGINT NOT NULL
+	);`,
 }
 
 // init applies pending migrations and loads (or makes) the settings.

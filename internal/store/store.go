@@ -345,6 +345,23 @@ type Store interface {
 	// has the poll hash).
 	TakeNodeLogin(ctx context.Context, pollHash string, keyExpiry time.Time) (NodeLoginGrant, error)
 
+	// Heartbeat records that the control server origin (its change-feed
+	// origin) is alive, setting its liveness row's counter to beat. It
+	// reports whether the row was there: false at the server's first
+	// beat, or when the other servers took it for dead and removed it
+	// (servers.go).
+	Heartbeat(ctx context.Context, origin string, beat int64) (known bool, err error)
+	// ListServers lists the servers' liveness rows, by origin.
+	ListServers(ctx context.Context) ([]ServerBeat, error)
+	// ClaimDeadServer removes origin's liveness row if its counter is
+	// still beat, in one transaction, and reports whether it did: of
+	// several servers claiming the same silent server, exactly one wins
+	// and announces it gone.
+	ClaimDeadServer(ctx context.Context, origin string, beat int64) (claimed bool, err error)
+	// RemoveServer removes origin's liveness row: the server stops
+	// cleanly, having said its streams ended.
+	RemoveServer(ctx context.Context, origin string) error
+
 	// AddressPrefixes returns the tailnet's IPv4 and IPv6 prefixes:
 	// 100.64.0.0/10 and this store's ULA /48.
 	AddressPrefixes() (v4, v6 netip.Prefix)
