@@ -59,6 +59,12 @@ const (
 	// KindHello: the publishing server (re)joined the feed; every
 	// other server answers with KindOnline for the nodes it streams.
 	KindHello Kind = "hello"
+	// KindGone: the server named in Event.Server died without saying
+	// its streams ended (its liveness row in the database stopped; the
+	// publisher claimed it). Every server marks offline the nodes it
+	// last heard stream there. Added 2026-12-03; a server that does not
+	// know it resyncs, as for any unknown kind.
+	KindGone Kind = "gone"
 	// KindResync is never sent: a Feed delivers it when events may have
 	// been missed (its connection was lost and is back), and the server
 	// then re-reads everything.
@@ -75,7 +81,7 @@ func (k Kind) nodeKind() bool {
 }
 
 func (k Kind) known() bool {
-	return k.nodeKind() || k == KindPolicy || k == KindDNS || k == KindLogin || k == KindHello
+	return k.nodeKind() || k == KindPolicy || k == KindDNS || k == KindLogin || k == KindHello || k == KindGone
 }
 
 // Limits of one event. A PostgreSQL NOTIFY payload must stay under 8000
@@ -92,6 +98,9 @@ type Event struct {
 	Origin  string        `json:"origin"`
 	Kind    Kind          `json:"kind"`
 	Nodes   []wire.NodeID `json:"nodes,omitempty"`
+	// Server is the dead server's origin in a KindGone event, and empty
+	// in every other.
+	Server string `json:"server,omitempty"`
 }
 
 // Errors of Parse.
@@ -136,6 +145,9 @@ func (ev *Event) Check() error {
 	}
 	if ev.Kind.nodeKind() != (len(ev.Nodes) > 0) {
 		return fmt.Errorf("%w: kind %q with %d nodes", ErrInvalid, ev.Kind, len(ev.Nodes))
+	}
+	if (ev.Kind == KindGone) != (ev.Server != "") || ev.Server != "" && !validOrigin(ev.Server) {
+		return fmt.Errorf("%w: kind %q with server %q", ErrInvalid, ev.Kind, ev.Server)
 	}
 	if len(ev.Nodes) > MaxNodes {
 		return fmt.Errorf("%w: %d nodes, at most %d", ErrInvalid, len(ev.Nodes), MaxNodes)

@@ -18,6 +18,11 @@ func TestParse(t *testing.T) {
 	}{
 		{"node", `{"v":1,"origin":"a1","kind":"node","nodes":[3,4]}`, nil},
 		{"policy", `{"v":1,"origin":"a1","kind":"policy"}`, nil},
+		{"gone", `{"v":1,"origin":"a1","kind":"gone","server":"b2"}`, nil},
+		{"gone without server", `{"v":1,"origin":"a1","kind":"gone"}`, ErrInvalid},
+		{"gone with bad server", `{"v":1,"origin":"a1","kind":"gone","server":"b 2"}`, ErrInvalid},
+		{"gone with nodes", `{"v":1,"origin":"a1","kind":"gone","server":"b2","nodes":[1]}`, ErrInvalid},
+		{"server on another kind", `{"v":1,"origin":"a1","kind":"offline","server":"b2","nodes":[1]}`, ErrInvalid},
 		{"unknown field ignored", `{"v":1,"origin":"a1","kind":"dns","later":true}`, nil},
 		{"newer version", `{"v":2,"origin":"a1","kind":"dns"}`, ErrVersion},
 		{"no version", `{"origin":"a1","kind":"dns"}`, ErrVersion},
@@ -87,6 +92,7 @@ func FuzzParse(f *testing.F) {
 	f.Add([]byte(`{"v":1,"origin":"a1","kind":"node","nodes":[3,4]}`))
 	f.Add([]byte(`{"v":1,"origin":"a1","kind":"policy"}`))
 	f.Add([]byte(`{"v":1,"origin":"x","kind":"online","nodes":[9223372036854775807]}`))
+	f.Add([]byte(`{"v":1,"origin":"a1","kind":"gone","server":"b2"}`))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		ev, err := Parse(b)
 		if err != nil {
@@ -101,7 +107,7 @@ func FuzzParse(f *testing.F) {
 		if err != nil {
 			t.Fatalf("re-encoded event does not parse: %v", err)
 		}
-		if again.Kind != ev.Kind || again.Origin != ev.Origin || len(again.Nodes) != len(ev.Nodes) {
+		if again.Kind != ev.Kind || again.Origin != ev.Origin || len(again.Nodes) != len(ev.Nodes) || again.Server != ev.Server {
 			t.Fatalf("round trip changed the event: %+v -> %+v", ev, again)
 		}
 	})

@@ -33,12 +33,13 @@ type outbox struct {
 	ids     map[changefeed.Kind]map[wire.NodeID]struct{}
 	online  map[wire.NodeID]bool // last stream state of each node
 	tailnet map[changefeed.Kind]bool
+	gone    map[string]bool // servers claimed dead (liveness.go)
 }
 
 func newOutbox(f changefeed.Feed) *outbox {
 	return &outbox{feed: f, wake: make(chan struct{}, 1),
 		ids: map[changefeed.Kind]map[wire.NodeID]struct{}{}, online: map[wire.NodeID]bool{},
-		tailnet: map[changefeed.Kind]bool{}}
+		tailnet: map[changefeed.Kind]bool{}, gone: map[string]bool{}}
 }
 
 func (o *outbox) signal() {
@@ -74,6 +75,14 @@ func (o *outbox) setOnline(id wire.NodeID, on bool) {
 	o.signal()
 }
 
+// serverGone queues that the server origin died and this one claimed it.
+func (o *outbox) serverGone(origin string) {
+	o.mu.Lock()
+	o.gone[origin] = true
+	o.mu.Unlock()
+	o.signal()
+}
+
 // tailnetChanged queues an event of a kind without nodes (policy, dns).
 func (o *outbox) tailnetChanged(kind changefeed.Kind) {
 	o.mu.Lock()
@@ -105,6 +114,9 @@ func (o *outbox) take() []changefeed.Event {
 	slices.Sort(off)
 	evs = append(evs, changefeed.Split(origin, changefeed.KindOffline, off)...)
 	evs = append(evs, changefeed.Split(origin, changefeed.KindOnline, on)...)
+	for _, dead := range slices.Sorted(maps.Keys(o.gone)) {
+		evs = append(evs, changefeed.Event{Version: changefeed.Version, Origin: origin, Kind: changefeed.KindGone, Server: dead})
+	}
 	for _, k := range []changefeed.Kind{changefeed.KindPolicy, changefeed.KindDNS, changefeed.KindLogin, changefeed.KindHello} {
 		if o.tailnet[k] {
 			evs = append(evs, changefeed.Split(origin, k, nil)...)
@@ -113,6 +125,7 @@ func (o *outbox) take() []changefeed.Event {
 	clear(o.ids)
 	clear(o.online)
 	clear(o.tailnet)
+	clear(o.gone)
 	return evs
 }
 
@@ -131,6 +144,8 @@ func (o *outbox) putBack(evs []changefeed.Event) {
 			}
 		case changefeed.KindPolicy, changefeed.KindDNS, changefeed.KindLogin, changefeed.KindHello:
 			o.tailnet[ev.Kind] = true
+		case changefeed.KindGone:
+			o.gone[ev.Server] = true
 		default:
 			set := o.ids[ev.Kind]
 			if set == nil {
@@ -217,6 +232,18 @@ func (s *Server) applyEvent(ev changefeed.Event) {
 		for _, id := range s.m.streaming() {
 			s.out.setOnline(id, true)
 		}
+	case changefeed.KindGone:
+		if ev.Server == s.cfg.Feed.Origin() {
+			// Taken for dead while alive (cut from the store for the
+			// server timeout): the others just marked this server's
+			// nodes offline, and hear this after that.
+			s.log.Warn("liveness: the other servers took this server for dead; announcing its streams again", "by", ev.Origin)
+			for _, id := range s.m.streaming() {
+				s.out.setOnline(id, true)
+			}
+			return
+		}
+		s.serverGone(ev.Server)
 	case changefeed.KindResync:
 		s.resync(ctx)
 	}

@@ -111,13 +111,21 @@ type Config struct {
 	Now func() time.Time
 	// Feed carries change events between the servers sharing Store
 	// (feed.go); nil means a feed of the server's own with nobody else
-	// on it, right for one server.
+	// on it, right for one server. With a Feed the server also keeps a
+	// liveness row in Store and watches the other servers' (liveness.go).
 	Feed changefeed.Feed
 	// LoginsChanged is called when another server says an interactive
 	// node login was approved, or after a resync (events may have been
 	// missed): the waiting logins read their rows again
 	// (nodelogin.Manager.Wake). nil: nobody is told.
 	LoginsChanged func()
+	// HeartbeatInterval is how often the server bumps its liveness row
+	// and reads the others'; zero means DefaultHeartbeatInterval.
+	// ServerTimeout is how long another server's row may stand still
+	// before it is taken for dead and its nodes are marked offline; zero
+	// means DefaultServerTimeout. Both apply only with a Feed.
+	HeartbeatInterval time.Duration
+	ServerTimeout     time.Duration
 }
 
 // Server is the control server. Create it with New, serve Handler, and stop
@@ -129,6 +137,7 @@ type Server struct {
 	limiter *rateLimiter
 	m       *mapper
 	out     *outbox // change events for the other servers
+	shared  bool    // Config.Feed was given: other servers may share Store
 
 	ctx    context.Context // cancelled by Close; parent of per-conn work
 	cancel context.CancelFunc
@@ -154,6 +163,46 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if cfg.Key.IsZero() {
 		return nil, errors.New("control: Config.Key is zero")
 	}
+	cfg.setDefaults()
+	shared := cfg.Feed != nil
+	if !shared {
+		cfg.Feed = changefeed.NewHub().Feed()
+	}
+	s := &Server{
+		cfg:     cfg,
+		log:     cfg.Logger,
+		noise:   &noiseconn.Server{Key: cfg.Key},
+		limiter: newRateLimiter(cfg.RegisterRate, cfg.RegisterBurst, cfg.Now),
+		out:     newOutbox(cfg.Feed),
+		shared:  shared,
+	}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+	m, err := newMapper(ctx, s)
+	if err != nil {
+		return nil, err
+	}
+	s.m = m
+	s.spawn(func() { m.keepAliveLoop(s.ctx) })
+	s.spawn(func() { s.out.run(s.ctx, s.log.With("sub", "changefeed")) })
+	// The other servers say which nodes stream at theirs.
+	s.out.tailnetChanged(changefeed.KindHello)
+	s.spawn(func() { cfg.Feed.Run(s.ctx, s.applyEvent) })
+	if shared {
+		s.spawn(func() { s.livenessLoop(s.ctx) })
+	}
+	pctx, stopPersist := context.WithCancel(context.Background())
+	s.persistDone = make(chan struct{})
+	s.stopPersist = stopPersist
+	go func() {
+		defer close(s.persistDone)
+		m.persistLoop(pctx, cfg.PersistInterval)
+	}()
+	return s, nil
+}
+
+// setDefaults fills in the zero fields of cfg that have defaults (all
+// but Feed, which New handles).
+func (cfg *Config) setDefaults() {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
@@ -196,35 +245,12 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if cfg.RelayMap == nil {
 		cfg.RelayMap = &wire.RelayMap{Regions: map[int]*wire.RelayRegion{}}
 	}
-	if cfg.Feed == nil {
-		cfg.Feed = changefeed.NewHub().Feed()
+	if cfg.HeartbeatInterval <= 0 {
+		cfg.HeartbeatInterval = DefaultHeartbeatInterval
 	}
-	s := &Server{
-		cfg:     cfg,
-		log:     cfg.Logger,
-		noise:   &noiseconn.Server{Key: cfg.Key},
-		limiter: newRateLimiter(cfg.RegisterRate, cfg.RegisterBurst, cfg.Now),
-		out:     newOutbox(cfg.Feed),
+	if cfg.ServerTimeout <= 0 {
+		cfg.ServerTimeout = DefaultServerTimeout
 	}
-	s.ctx, s.cancel = context.WithCancel(context.Background())
-	m, err := newMapper(ctx, s)
-	if err != nil {
-		return nil, err
-	}
-	s.m = m
-	s.spawn(func() { m.keepAliveLoop(s.ctx) })
-	s.spawn(func() { s.out.run(s.ctx, s.log.With("sub", "changefeed")) })
-	// The other servers say which nodes stream at theirs.
-	s.out.tailnetChanged(changefeed.KindHello)
-	s.spawn(func() { cfg.Feed.Run(s.ctx, s.applyEvent) })
-	pctx, stopPersist := context.WithCancel(context.Background())
-	s.persistDone = make(chan struct{})
-	s.stopPersist = stopPersist
-	go func() {
-		defer close(s.persistDone)
-		m.persistLoop(pctx, cfg.PersistInterval)
-	}()
-	return s, nil
 }
 
 // PublicKey returns the server's public Noise key, which nodes pin.
@@ -324,6 +350,9 @@ func (s *Server) Close() error {
 		// last runtime facts are written.
 		s.stopPersist()
 		<-s.persistDone
+		if s.shared {
+			s.leave()
+		}
 	})
 	return nil
 }
