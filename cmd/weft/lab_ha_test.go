@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"weft/internal/control"
 	"weft/internal/controlclient"
 	"weft/internal/key"
 	"weft/internal/localapi"
@@ -74,12 +75,14 @@ func startHA(t *testing.T, hosts []string, upArgs func(string) []string) *haLab 
 	pg := pgtest.Start(t, pgtest.Options{})
 	db := pg.CreateDB(t)
 	// lb runs HAProxy in front of both servers; kiosk is a node that
-	// knows the tailnet only by the load balancer's URL.
+	// knows the tailnet only by the load balancer's URL; desk joins by
+	// an interactive login; solo knows only server A's URL.
 	lab := labtest.Seed(t, func(tp *netlab.Topology) {
 		tp.Public = append(tp.Public,
 			netlab.PublicHost{Name: "lb", Addr: netip.MustParseAddr("203.0.113.30")},
 			netlab.PublicHost{Name: "kiosk", Addr: netip.MustParseAddr("203.0.113.31")},
-			netlab.PublicHost{Name: "desk", Addr: netip.MustParseAddr("203.0.113.32")})
+			netlab.PublicHost{Name: "desk", Addr: netip.MustParseAddr("203.0.113.32")},
+			netlab.PublicHost{Name: "solo", Addr: netip.MustParseAddr("203.0.113.33")})
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
 	t.Cleanup(cancel)
@@ -197,6 +200,29 @@ func (h *haLab) adminB(args ...string) ([]byte, error) {
 	return h.lab.Node("ctrl").Exec(h.ctx, argv...)
 }
 
+// onlineAtB says whether server B counts the node name online, as
+// `weft admin nodes list --json` shows it: "true", "false", or what went
+// wrong.
+func (h *haLab) onlineAtB(name string) string {
+	out, err := h.adminB("nodes", "list", "--json")
+	if err != nil {
+		return fmt.Sprintf("admin: %v: %s", err, out)
+	}
+	var nodes []struct {
+		Name   string `json:"name"`
+		Online *bool  `json:"online"`
+	}
+	if err := json.Unmarshal(out, &nodes); err != nil {
+		return fmt.Sprintf("nodes list --json: %v", err)
+	}
+	for _, n := range nodes {
+		if n.Name == name && n.Online != nil {
+			return fmt.Sprint(*n.Online)
+		}
+	}
+	return "not listed"
+}
+
 // await waits up to bound for cond, failing the test with what.
 func (h *haLab) await(bound time.Duration, what string, cond func() bool) {
 	h.t.Helper()
@@ -257,7 +283,9 @@ func (h *haLab) interactiveLoginAcrossServers() {
 // registers exactly one node; a PostgreSQL restart is survived with no
 // restart of the servers, and a change made afterwards reaches the nodes;
 // after kill -9 of A, busan streams from B within 10 s while a ping from
-// busan to mac, running throughout, loses no reply.
+// busan to mac, running throughout, loses no reply, and solo, a node that
+// knows only A and so never reconnects, is shown offline by B within the
+// liveness bound (docs/ha.md).
 func TestLabHA(t *testing.T) {
 	hosts := []string{"busan", "mac", "pc"}
 	route := "10.77.0.0/24"
@@ -304,6 +332,19 @@ func TestLabHA(t *testing.T) {
 		h.await(60*time.Second, "mac seeing kiosk online", func() bool {
 			p := h.peer(h.status("mac"), "kiosk")
 			return p != nil && p.Online && h.status("kiosk").ControlServer == lbURL
+		})
+	})
+
+	t.Run("a node knowing only server A's URL streams from A", func(t *testing.T) {
+		if err := h.tn.StartDaemon(h.ctx, "solo"); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := h.tn.CLI(h.ctx, "solo", "up", "--server", h.urlA, "--auth-key", h.tn.AuthKey, "--hostname", "solo"); err != nil {
+			t.Fatal(err)
+		}
+		h.await(60*time.Second, "solo streaming from A and mac (on B) seeing it online", func() bool {
+			p := h.peer(h.status("mac"), "solo")
+			return p != nil && p.Online && h.status("solo").ControlServer == h.urlA
 		})
 	})
 
@@ -411,6 +452,16 @@ func TestLabHA(t *testing.T) {
 			return st.ControlServer == h.urlB && st.BackendState == localapi.StateRunning
 		})
 		t.Logf("busan streams from B %v after A was killed", time.Since(killed).Round(time.Millisecond))
+		// solo knows only A: it never reconnects, and A could not say its
+		// stream ended. B finds A's liveness row standing still and marks
+		// A's remaining nodes offline: within the server timeout and two
+		// heartbeats of A's last beat, plus time for the status polls.
+		bound := control.DefaultServerTimeout + 2*control.DefaultHeartbeatInterval + 10*time.Second
+		h.await(bound-time.Since(killed), "mac (on B) and server B showing solo offline", func() bool {
+			p := h.peer(h.status("mac"), "solo")
+			return p != nil && !p.Online && h.onlineAtB("solo") == "false"
+		})
+		t.Logf("solo shown offline %v after A was killed", time.Since(killed).Round(time.Millisecond))
 		// kiosk knows only the load balancer: whichever server it had, it
 		// streams again through HAProxy, which now sends everyone to B.
 		h.await(60*time.Second, "kiosk streaming through HAProxy and mac seeing it online", func() bool {

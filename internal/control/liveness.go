@@ -40,13 +40,25 @@ func (s *Server) livenessLoop(ctx context.Context) {
 	t := time.NewTicker(s.cfg.HeartbeatInterval)
 	defer t.Stop()
 	seen := map[string]seenBeat{}
+	failing := false
 	for beat := int64(1); ; beat++ {
-		if !s.heartbeat(ctx, beat) {
+		err := s.heartbeat(ctx, beat)
+		switch {
+		case err != nil && ctx.Err() == nil:
+			if !failing {
+				s.log.Warn("liveness: heartbeat not written; the other servers take this one for dead after the server timeout",
+					"err", err, "timeout", s.cfg.ServerTimeout)
+			}
+			failing = true
 			// Unable to reach the store, this server cannot tell a
 			// silent peer from its own outage: it starts timing
 			// afresh once it reaches the store again.
 			clear(seen)
-		} else {
+		case err == nil:
+			if failing {
+				s.log.Info("liveness: heartbeat written again")
+			}
+			failing = false
 			s.watchPeers(ctx, seen, time.Now())
 		}
 		select {
@@ -57,20 +69,16 @@ func (s *Server) livenessLoop(ctx context.Context) {
 	}
 }
 
-// heartbeat writes this server's beat and reports whether it could. When
-// the row was gone, the others took this server for dead (it could not
-// reach the store for ServerTimeout) and marked its nodes offline: it
-// says again which nodes stream here.
-func (s *Server) heartbeat(ctx context.Context, beat int64) bool {
+// heartbeat writes this server's beat. When the row was gone, the others
+// took this server for dead (it could not reach the store for
+// ServerTimeout) and marked its nodes offline: it says again which nodes
+// stream here (as it does when it hears the gone event about itself).
+func (s *Server) heartbeat(ctx context.Context, beat int64) error {
 	bctx, cancel := context.WithTimeout(ctx, s.cfg.HeartbeatInterval)
 	defer cancel()
 	known, err := s.cfg.Store.Heartbeat(bctx, s.cfg.Feed.Origin(), beat)
 	if err != nil {
-		if ctx.Err() == nil {
-			s.log.Warn("liveness: heartbeat not written; the other servers take this one for dead after the server timeout",
-				"err", err, "timeout", s.cfg.ServerTimeout)
-		}
-		return false
+		return err
 	}
 	if !known && beat > 1 {
 		s.log.Warn("liveness: the other servers took this server for dead; announcing its streams again")
@@ -78,7 +86,7 @@ func (s *Server) heartbeat(ctx context.Context, beat int64) bool {
 			s.out.setOnline(id, true)
 		}
 	}
-	return true
+	return nil
 }
 
 // watchPeers reads the other servers' counters at now and claims those
