@@ -78,14 +78,9 @@ func TestLabExitFailover(t *testing.T) {
 		tp.Routers[0].Hosts = append(tp.Routers[0].Hosts, "busan2")
 	})
 	tn, err := scenario.Start(ctx, lab, scenario.Options{
-		Weft:  labtest.WeftBinary(t),
-		Hosts: []string{"busan", "busan2", "mac"},
-		UpArgs: func(host string) []string {
-			if strings.HasPrefix(host, "busan") {
-				return []string{"--advertise-exit-node"}
-			}
-			return nil
-		},
+		Weft:   labtest.WeftBinary(t),
+		Hosts:  []string{"busan", "busan2", "mac"},
+		UpArgs: scenario.ExitNodes("busan", "busan2"),
 	})
 	if err != nil {
 		t.Fatal(err)

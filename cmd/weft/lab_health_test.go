@@ -211,12 +211,7 @@ func TestLabRebootRecovery(t *testing.T) {
 	defer cancel()
 	lab := labtest.Seed(t)
 	tn, err := scenario.Start(ctx, lab, scenario.Options{Weft: labtest.WeftBinary(t), Hosts: []string{"busan", "mac"},
-		UpArgs: func(host string) []string {
-			if host == "busan" {
-				return []string{"--advertise-exit-node"}
-			}
-			return nil
-		}})
+		UpArgs: scenario.ExitNodes("busan")})
 	if err != nil {
 		t.Fatal(err)
 	}

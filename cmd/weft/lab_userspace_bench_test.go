@@ -47,12 +47,7 @@ func BenchmarkLabUserspace(b *testing.B) {
 			argv = append(argv, "--tun=userspace-networking", "--socks5-server", usSOCKS)
 			return append([]string{"setpriv", "--bounding-set=-all", "--inh-caps=-all", "--no-new-privs"}, argv...)
 		},
-		UpArgs: func(host string) []string {
-			if host != "mac" {
-				return []string{"--advertise-exit-node"}
-			}
-			return nil
-		},
+		UpArgs: scenario.ExitNodes("busan", "seoul"),
 	})
 	if err != nil {
 		b.Fatal(err)

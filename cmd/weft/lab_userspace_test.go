@@ -49,12 +49,7 @@ func startUserspaceLab(t *testing.T, ctx context.Context) *exitLab {
 			argv = append(argv, "--tun=userspace-networking", "--socks5-server", usSOCKS, "--outbound-http-proxy-listen", usHTTP)
 			return append([]string{"setpriv", "--bounding-set=-all", "--inh-caps=-all", "--no-new-privs"}, argv...)
 		},
-		UpArgs: func(host string) []string {
-			if host == "busan" {
-				return []string{"--advertise-exit-node"}
-			}
-			return nil
-		},
+		UpArgs: scenario.ExitNodes("busan"),
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -140,12 +140,7 @@ func startDataPlaneLab(b *testing.B) (*labNet, netip.Addr) {
 		Weft:       labtest.WeftBinary(b),
 		Hosts:      []string{"busan", "mac"},
 		DaemonArgs: []string{"--verbose"},
-		UpArgs: func(host string) []string {
-			if host == "busan" {
-				return []string{"--advertise-exit-node"}
-			}
-			return nil
-		},
+		UpArgs:     scenario.ExitNodes("busan"),
 	})
 	if err != nil {
 		b.Fatal(err)

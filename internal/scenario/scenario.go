@@ -61,6 +61,18 @@ type Options struct {
 	Logger *slog.Logger
 }
 
+// ExitNodes is an Options.UpArgs under which the hosts named offer
+// themselves as exit nodes (weft up --advertise-exit-node) and the
+// others add nothing.
+func ExitNodes(hosts ...string) func(host string) []string {
+	return func(host string) []string {
+		if slices.Contains(hosts, host) {
+			return []string{"--advertise-exit-node"}
+		}
+		return nil
+	}
+}
+
 // Tailnet is a running tailnet in a lab. Its methods are safe for
 // concurrent use.
 type Tailnet struct {
