@@ -9,7 +9,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -152,5 +151,3 @@ func indexPEM(b []byte) int {
 	}
 	return -1
 }
-
-var _ net.Conn = (*tls.Conn)(nil)
