@@ -146,7 +146,15 @@ func interactiveLogin(ctx context.Context, g *globals, c *localapi.Client, req l
 		return "", err
 	}
 	lc := &nodelogin.Client{HTTP: &http.Client{Transport: &http.Transport{TLSClientConfig: tc, Proxy: http.ProxyFromEnvironment}}}
-	start, err := lc.Start(ctx, server, host)
+	// Several servers of one tailnet (docs/ha.md): the login starts at
+	// the first that answers, and waits there; any of them can approve it.
+	var start nodelogin.StartReply
+	for _, u := range controlclient.ServerURLs(server) {
+		if start, err = lc.Start(ctx, u, host); err == nil {
+			server = u
+			break
+		}
+	}
 	if err != nil {
 		return "", netutil.UntrustedCertHint(err, controlclient.CAFileHint)
 	}

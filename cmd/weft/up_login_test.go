@@ -23,7 +23,8 @@ import (
 // admin nodes pending` lists the machine; `weft admin nodes approve CODE
 // --user alice` lets it in, and up finishes with the node registered as
 // alice's. The URL is single-use: afterwards its page and a second
-// approval are refused.
+// approval are refused. up is given two servers, the first unreachable:
+// the login starts at the one that answers.
 func TestUpInteractiveLoginApprovedByAdmin(t *testing.T) {
 	dir := t.TempDir()
 	dataDir := filepath.Join(dir, "server")
@@ -42,7 +43,7 @@ func TestUpInteractiveLoginApprovedByAdmin(t *testing.T) {
 	tstest.Eventually(t, "daemon socket", func() bool { _, err := os.Stat(sock); return err == nil })
 
 	up := exec.Command(os.Args[0], "-test.run=^TestHelperWeftProcess$")
-	up.Env = append(os.Environ(), "WEFT_HELPER_ARGS="+strings.Join([]string{"--socket", sock, "up", "--server", url, "--hostname", "jeju"}, "\x1f"))
+	up.Env = append(os.Environ(), "WEFT_HELPER_ARGS="+strings.Join([]string{"--socket", sock, "up", "--server", "http://127.0.0.1:1," + url, "--hostname", "jeju"}, "\x1f"))
 	stdout, err := up.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
