@@ -359,6 +359,49 @@ func newStoresFixture(b *testing.B, backend string, n int) *storesFixture {
 		f.close()
 		b.Fatal(err)
 	}
+	if len(f.srvs) > 1 {
+		f.awaitFeed(b)
+	}
 	f.setup = time.Since(start)
 	return f
+}
+
+// awaitFeed waits until every server counts every node online with the
+// endpoints it sent: the child's "ready" only says the nodes' own streams
+// fell quiet, while a server may still be applying the other's change
+// feed (one store read per node named), which a change would queue
+// behind.
+func (f *storesFixture) awaitFeed(b *testing.B) {
+	start := time.Now()
+	for {
+		var counts []int
+		done := true
+		for _, srv := range f.srvs {
+			k := srv.m.benchSettled()
+			counts = append(counts, k)
+			done = done && k == f.n
+		}
+		if done {
+			b.Logf("the servers applied each other's change feed %v after the nodes were ready", time.Since(start).Round(time.Millisecond))
+			return
+		}
+		if time.Since(start) > 30*time.Minute {
+			f.close()
+			b.Fatalf("after 30 minutes the servers count %v of %d nodes online with their endpoints", counts, f.n)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+}
+
+// benchSettled counts the nodes online with endpoints in m's view.
+func (m *mapper) benchSettled() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	k := 0
+	for _, e := range m.nodes {
+		if e.n.Online && len(e.n.Endpoints) > 0 {
+			k++
+		}
+	}
+	return k
 }
