@@ -15,7 +15,8 @@ import (
 
 func TestNodeAndServerMetrics(t *testing.T) {
 	st := &localapi.Status{BackendState: localapi.StateRunning, ExitNode: "busan", Health: []string{"UDP is blocked"},
-		Buffers: &localapi.BufferStats{Max: 128, InFlightOut: 7, InFlightIn: 3, WaitsOut: 11, WaitsIn: 5, ForgottenIn: 2, RelayedDrops: 9, RelaySendDrops: 4},
+		Buffers:  &localapi.BufferStats{Max: 128, InFlightOut: 7, InFlightIn: 3, WaitsOut: 11, WaitsIn: 5, ForgottenIn: 2, RelayedDrops: 9, RelaySendDrops: 4},
+		Netstack: &localapi.NetstackStats{LinkDrops: 0, LinkWaits: 6, TCPRetransmits: 12},
 		Peers: []*localapi.PeerStatus{
 			{Node: &wire.Node{Name: "busan", Online: true}, Path: localapi.Path{Kind: localapi.PathDirect}, RxBytes: 1000, TxBytes: 2000},
 			{Node: &wire.Node{Name: "pc"}, Path: localapi.Path{Kind: localapi.PathNone}},
@@ -68,6 +69,9 @@ func TestNodeAndServerMetrics(t *testing.T) {
 		`weft_dataplane_forgotten_packets_total{dir="in"} 2`,
 		"weft_dataplane_relayed_drops_total 9",
 		"weft_dataplane_relay_send_drops_total 4",
+		"weft_netstack_link_drops_total 0",
+		"weft_netstack_link_waits_total 6",
+		"weft_netstack_tcp_retransmits_total 12",
 		`weft_health_peer_rtt_ms{target="busan"} 29.5`,
 		"weft_health_udp 1",
 		"weft_health_battery_pct 85",

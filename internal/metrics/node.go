@@ -38,6 +38,9 @@ var (
 	forgotten    = prometheus.NewDesc("weft_dataplane_forgotten_packets_total", "Packets the WireGuard device dropped inside, taken out of the in-flight count after a stall.", []string{"dir"}, nil)
 	relayedDrops = prometheus.NewDesc("weft_dataplane_relayed_drops_total", "Packets from the relay dropped because the WireGuard device did not take them fast enough.", nil, nil)
 	relaySend    = prometheus.NewDesc("weft_dataplane_relay_send_drops_total", "Packets for the relay dropped because a region's send queue (512) was full.", nil, nil)
+	linkDrops    = prometheus.NewDesc("weft_netstack_link_drops_total", "Userspace mode: packets the stack sent that never reached WireGuard (0 while the node runs; its sender waits for room instead).", nil, nil)
+	linkWaits    = prometheus.NewDesc("weft_netstack_link_waits_total", "Userspace mode: sends of the stack that found the queue toward WireGuard full and waited.", nil, nil)
+	nsRetrans    = prometheus.NewDesc("weft_netstack_tcp_retransmits_total", "Userspace mode: TCP segments the stack sent again, all connections.", nil, nil)
 	sampleTime   = prometheus.NewDesc("weft_health_sample_timestamp_seconds", "When the latest health sample was taken.", nil, nil)
 )
 
@@ -93,6 +96,11 @@ func collectStatus(ch chan<- prometheus.Metric, st *localapi.Status) {
 		counter(forgotten, b.ForgottenIn, "in")
 		counter(relayedDrops, b.RelayedDrops)
 		counter(relaySend, b.RelaySendDrops)
+	}
+	if ns := st.Netstack; ns != nil {
+		ch <- prometheus.MustNewConstMetric(linkDrops, prometheus.CounterValue, float64(ns.LinkDrops))
+		ch <- prometheus.MustNewConstMetric(linkWaits, prometheus.CounterValue, float64(ns.LinkWaits))
+		ch <- prometheus.MustNewConstMetric(nsRetrans, prometheus.CounterValue, float64(ns.TCPRetransmits))
 	}
 }
 
