@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 )
 
 // netnsDir is where named namespaces are bind-mounted, the same place the
@@ -47,6 +48,9 @@ func inNS(name string, fn func() error) error {
 // createNS creates the named namespace, bind-mounted under netnsDir,
 // without moving the caller into it.
 func createNS(name string) error {
+	if err := prepareNetnsDir(); err != nil {
+		return err
+	}
 	return onNSThread(func() error {
 		h, err := netns.NewNamed(name)
 		if err != nil {
@@ -55,6 +59,38 @@ func createNS(name string) error {
 		h.Close()
 		return nil
 	})
+}
+
+// prepareNetnsDir makes netnsDir a shared mount point of its own, as the
+// ip tool does before its first `ip netns add`. Namespace files mounted
+// on a plain directory are hidden when something later makes it a mount
+// point (an `ip netns add` run by hand does): they can then be neither
+// unmounted nor removed by name, and the lab's namespaces outlive it.
+// The check and the bind run under a lock on the directory, so two labs
+// starting at once do not stack two binds.
+func prepareNetnsDir() error {
+	if err := os.MkdirAll(netnsDir, 0o755); err != nil {
+		return fmt.Errorf("netlab: %w", err)
+	}
+	dir, err := os.Open(netnsDir)
+	if err != nil {
+		return fmt.Errorf("netlab: %w", err)
+	}
+	defer dir.Close()
+	if err := unix.Flock(int(dir.Fd()), unix.LOCK_EX); err != nil {
+		return fmt.Errorf("netlab: lock %s: %w", netnsDir, err)
+	}
+	defer unix.Flock(int(dir.Fd()), unix.LOCK_UN)
+	err = unix.Mount("", netnsDir, "none", unix.MS_SHARED|unix.MS_REC, "")
+	if errors.Is(err, unix.EINVAL) { // not a mount point yet
+		if err = unix.Mount(netnsDir, netnsDir, "none", unix.MS_BIND|unix.MS_REC, ""); err == nil {
+			err = unix.Mount("", netnsDir, "none", unix.MS_SHARED|unix.MS_REC, "")
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("netlab: make %s a shared mount point: %w", netnsDir, err)
+	}
+	return nil
 }
 
 // onNSThread runs fn on a locked OS thread of its own, which fn may move
