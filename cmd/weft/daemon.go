@@ -9,7 +9,6 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
-	"runtime/debug"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -18,6 +17,7 @@ import (
 	"weft/internal/controlclient"
 	"weft/internal/healthlog"
 	"weft/internal/httpproxy"
+	"weft/internal/idlemem"
 	"weft/internal/localapi"
 	"weft/internal/metrics"
 	"weft/internal/netstack"
@@ -202,7 +202,6 @@ func runDaemon(ctx context.Context, g *globals, o daemonOptions) error {
 		return err
 	}
 	if !o.noDataPlane {
-		go releaseMemory(ctx, memoryReleaseInterval)
 		if o.speedtestPort != 0 && !o.userspace() {
 			go d.ServeSpeedtest(ctx, int(o.speedtestPort))
 		}
@@ -395,6 +394,7 @@ func engineMaker(log *slog.Logger, o daemonOptions, st *nodestate.Dir, tunnel *n
 			DNS:       dns,
 			InFlight:  o.memory.inFlight,
 			TLSConfig: p.TLSConfig,
+			Collector: idlemem.Runtime{},
 		}
 		if cfg.Port == 0 {
 			cfg.Port = st.Port()
@@ -473,29 +473,4 @@ func startProxies(ctx context.Context, o daemonOptions, tunnel *netstack.Dialer,
 		log.Info("HTTP proxy listening", "addr", ln.Addr())
 	}
 	return nil
-}
-
-// memoryReleaseInterval is how often the daemon hands unused memory back:
-// pooled buffers survive one collection, so two must pass after traffic
-// stops before the memory can go, and at this interval they do within
-// 30 s (docs/benchmarks.md, "Memory under load").
-const memoryReleaseInterval = 10 * time.Second
-
-// releaseMemory returns unused heap to the system every interval until ctx
-// ends. wireguard-go keeps every queued packet in a 64 KiB pooled buffer;
-// an idle daemon allocates too little for the collector to run and empty
-// the pools, and the memory would stay with it indefinitely. A forced
-// collection of the daemon's heap, whose buffers hold no pointers, costs
-// a few milliseconds.
-func releaseMemory(ctx context.Context, interval time.Duration) {
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			debug.FreeOSMemory()
-		}
-	}
 }

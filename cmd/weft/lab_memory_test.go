@@ -30,6 +30,17 @@ import (
 // load").
 const rssBoundMB = 60
 
+// idleSlackMB is how far above its idle RSS (measured before the burst)
+// a daemon may stay once the traffic has stopped, and idleWait how long
+// the test waits for that: the data plane gives its memory back 5-10 s
+// after a burst (package idlemem), the issue asks for 30 s, and the wait
+// is longer so that a loaded machine does not fail it; it is not a timing
+// check.
+const (
+	idleSlackMB = 5
+	idleWait    = 90 * time.Second
+)
+
 // startMemLab is the seed tailnet (busan, mac) without delay lines, so
 // that the tunnel runs at what the machine can carry, with busan an
 // approved exit node; argv, if not nil, rewrites each daemon's command
@@ -265,7 +276,8 @@ func saveHeapProfile(t testing.TB, l *exitLab, host, path string, q url.Values) 
 // tunnel, exit node up and down) through two daemons and fails if either
 // daemon's resident memory passes rssBoundMB at any sample or in its
 // high-water mark (VmHWM, which the kernel keeps: no peak between samples
-// escapes it).
+// escapes it), or if, once the traffic stopped, a daemon's RSS does not
+// come back to within idleSlackMB of what it was before the burst.
 func TestLabMemoryBound(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
@@ -286,6 +298,47 @@ func TestLabMemoryBound(t *testing.T) {
 	for _, host := range []string{"busan", "mac"} {
 		if got := mb(max(r.peak[host], r.hw[host])); got > rssBoundMB {
 			t.Errorf("%s's daemon reached %.1f MB RSS carrying the burst, want at most %d MB", host, got, rssBoundMB)
+		}
+	}
+	checkBackToIdle(t, l, r.idle)
+}
+
+// checkBackToIdle waits, up to idleWait after the burst, until every
+// daemon's VmRSS is within idleSlackMB of its idle figure, and fails with
+// the last figures if one never gets there.
+func checkBackToIdle(t *testing.T, l *exitLab, idle map[string]int64) {
+	t.Helper()
+	start := time.Now()
+	last := map[string]int64{}
+	back := func() bool {
+		ok := true
+		for host, before := range idle {
+			v, err := procStatusKB(l.tn.Daemon(host).PID, "VmRSS")
+			if err != nil {
+				t.Fatal(err)
+			}
+			last[host] = v
+			ok = ok && mb(v) <= mb(before)+idleSlackMB
+		}
+		return ok
+	}
+	for !back() && time.Since(start) < idleWait {
+		select {
+		case <-l.ctx.Done():
+			t.Fatal(l.ctx.Err())
+		case <-time.After(time.Second):
+		}
+	}
+	for host, before := range idle {
+		var st localapi.Status
+		releases := uint64(0)
+		if err := json.Unmarshal([]byte(l.cli(host, "status", "--json")), &st); err == nil && st.Buffers != nil {
+			releases = st.Buffers.IdleReleases
+		}
+		t.Logf("%s: RSS %.1f MB %v after the burst (idle %.1f MB), %d idle releases", host, mb(last[host]), time.Since(start).Round(time.Second), mb(before), releases)
+		if mb(last[host]) > mb(before)+idleSlackMB {
+			t.Errorf("%s's daemon stayed at %.1f MB RSS %v after the burst, more than %d MB above its idle %.1f MB",
+				host, mb(last[host]), idleWait, idleSlackMB, mb(before))
 		}
 	}
 }

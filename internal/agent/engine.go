@@ -25,6 +25,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"os"
 	"slices"
 	"sync"
 	"time"
@@ -34,6 +35,7 @@ import (
 
 	"weft/internal/controlclient"
 	"weft/internal/filter"
+	"weft/internal/idlemem"
 	"weft/internal/inflight"
 	"weft/internal/key"
 	"weft/internal/magicsock"
@@ -98,6 +100,12 @@ type Config struct {
 	// TLSConfig is for relays reached over https; nil trusts the
 	// system's roots.
 	TLSConfig *tls.Config
+	// Collector is the garbage collector the data plane drives to give
+	// memory back after a burst and to keep the idle heap small
+	// (package idlemem); nil leaves the collector alone and only gives
+	// back the device's readers' pages. The daemon passes
+	// idlemem.Runtime{}.
+	Collector idlemem.Collector
 }
 
 // Publisher is the slice of the control client the engine needs.
@@ -118,8 +126,9 @@ type Engine struct {
 	relays *relay.Manager
 	nc     *netcheck.Client
 	dev    *device.Device
-	guard  *destGuard      // the TUN as wireguard-go writes to it
-	bound  *inflight.Bound // the packets the WireGuard device may hold
+	guard  *destGuard        // the TUN as wireguard-go writes to it
+	bound  *inflight.Bound   // the packets the WireGuard device may hold
+	idle   *idlemem.Releaser // gives the readers' memory back after a burst
 	net    hostNetwork
 	filter *filter.Filter // the packet filter on every packet from the tunnel
 	dns    *dnsState      // used by the map loop, and by Close after it stopped
@@ -274,10 +283,19 @@ func (e *Engine) startWireGuard() error {
 	// filter).
 	e.filter = filter.New(filter.Options{})
 	e.guard = &destGuard{Device: filter.Wrap(e.router.TUN(), e.filter)}
-	// The bound wraps the TUN and the socket outermost, so that it sees
-	// every packet the device reads and hands on.
+	// The bound wraps the TUN and the socket, so that it sees every
+	// packet the device reads and hands on; the idle release wraps them
+	// outermost, so that it sees what the device's readers hold.
 	e.bound = inflight.New(inflight.Options{Max: e.cfg.InFlight})
-	e.dev = device.NewDevice(inflight.TUN(e.guard, e.bound), inflight.Bind(e.conn, e.bound), wgLogger(e.log.With("sub", "wireguard")))
+	e.idle = idlemem.New(idlemem.Options{Logger: e.log.With("sub", "idlemem"), Collector: e.cfg.Collector})
+	var tunFile idlemem.DeadlineFile
+	if f, ok := e.router.TUN().(interface{ File() *os.File }); ok && f.File() != nil {
+		tunFile = f.File()
+	}
+	e.dev = device.NewDevice(
+		e.idle.TUN(inflight.TUN(e.guard, e.bound), tunFile),
+		e.idle.Bind(inflight.Bind(e.conn, e.bound), e.conn.WakeReceivers),
+		wgLogger(e.log.With("sub", "wireguard")))
 	base := fmt.Sprintf("private_key=%x\nlisten_port=%d\n", e.cfg.NodeKey.Raw32(), e.cfg.Port)
 	if m := e.router.Mark(); m != 0 {
 		base += fmt.Sprintf("fwmark=%d\n", m)
@@ -366,6 +384,9 @@ func wgLogger(log *slog.Logger) *device.Logger {
 func (e *Engine) closeParts() error {
 	if e.bound != nil {
 		e.bound.Close()
+	}
+	if e.idle != nil {
+		e.idle.Close()
 	}
 	e.dev.Close()
 	e.relays.Close()

@@ -159,6 +159,7 @@ func (e *Engine) buffers() *localapi.BufferStats {
 		ForgottenIn:    s.Forgotten[inflight.In],
 		RelayedDrops:   e.conn.InjectDrops(),
 		RelaySendDrops: e.relays.SendDrops(),
+		IdleReleases:   e.idle.Stats().Releases,
 	}
 }
 

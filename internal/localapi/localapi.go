@@ -172,6 +172,10 @@ type BufferStats struct {
 	// RelaySendDrops are packets for the relay dropped because its
 	// send queue was full.
 	RelaySendDrops uint64 `json:"relay_send_drops"`
+	// IdleReleases counts the times the data plane gave the memory its
+	// readers touched back to the system after a burst (package
+	// idlemem).
+	IdleReleases uint64 `json:"idle_releases"`
 }
 
 // Drops counts, since the node went up, packets this node's data plane

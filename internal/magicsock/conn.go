@@ -157,6 +157,11 @@ type Conn struct {
 	injected chan inbound
 	// kick wakes the maintenance loop early (first send to a peer).
 	kick chan struct{}
+	// wakeInjected makes the extra ReceiveFunc return an empty batch
+	// (WakeReceivers); wakeToken is the datagram that does it for the
+	// main sockets'.
+	wakeInjected chan struct{}
+	wakeToken    []byte
 	// noRelay is set by the maintenance loop while the Relay reports no
 	// region reachable; idle peers are then probed (probeIdleLocked).
 	noRelay atomic.Bool
@@ -219,17 +224,19 @@ func New(opts Options) (*Conn, error) {
 		return nil, errors.New("magicsock: Options.NodeKey is required")
 	}
 	c := &Conn{
-		log:      opts.Logger,
-		opts:     opts,
-		timers:   opts.Timers.withDefaults(),
-		network:  opts.Network,
-		self:     opts.DiscoKey.Public(),
-		injected: make(chan inbound, 1024),
-		kick:     make(chan struct{}, 1),
-		peers:    make(map[key.NodePublic]*peer),
-		retired:  make(map[key.NodePublic]*peer),
-		byDisco:  make(map[key.DiscoPublic][]*peer),
-		rand:     opts.Rand,
+		log:          opts.Logger,
+		opts:         opts,
+		timers:       opts.Timers.withDefaults(),
+		network:      opts.Network,
+		self:         opts.DiscoKey.Public(),
+		injected:     make(chan inbound, 1024),
+		kick:         make(chan struct{}, 1),
+		peers:        make(map[key.NodePublic]*peer),
+		retired:      make(map[key.NodePublic]*peer),
+		byDisco:      make(map[key.DiscoPublic][]*peer),
+		rand:         opts.Rand,
+		wakeInjected: make(chan struct{}, 1),
+		wakeToken:    newWakeToken(),
 
 		tunnelMTU: MinTunnelMTU,
 	}

@@ -25,7 +25,7 @@ func (c *Conn) wrapReceive(fn conn.ReceiveFunc) conn.ReceiveFunc {
 				return n, err
 			}
 			addrs := *c.byAddr.Load()
-			kept := 0
+			kept, woke := 0, false
 			var now int64 // read once per batch, when first needed
 			for i := range n {
 				if sizes[i] == 0 {
@@ -37,6 +37,9 @@ func (c *Conn) wrapReceive(fn conn.ReceiveFunc) conn.ReceiveFunc {
 					src = netip.AddrPortFrom(se.Addr().Unmap(), se.Port())
 				}
 				switch {
+				case c.isWake(pkt, src):
+					sizes[i] = 0
+					woke = true
 				case disco.LooksLikeDisco(pkt):
 					c.handleDisco(pkt, source{addr: src})
 					sizes[i] = 0
@@ -62,8 +65,9 @@ func (c *Conn) wrapReceive(fn conn.ReceiveFunc) conn.ReceiveFunc {
 				}
 			}
 			// All of the batch was disco, STUN or strangers: read
-			// again rather than wake wireguard-go for nothing.
-			if kept > 0 || n == 0 {
+			// again rather than wake wireguard-go for nothing, unless
+			// WakeReceivers asked for the empty batch.
+			if kept > 0 || n == 0 || woke {
 				return n, nil
 			}
 		}
@@ -78,6 +82,8 @@ func (c *Conn) receiveInjected(closed chan struct{}) conn.ReceiveFunc {
 		select {
 		case <-closed:
 			return 0, net.ErrClosed
+		case <-c.wakeInjected:
+			return 0, nil
 		case in = <-c.injected:
 		}
 		n := 0

@@ -15,7 +15,7 @@ import (
 
 func TestNodeAndServerMetrics(t *testing.T) {
 	st := &localapi.Status{BackendState: localapi.StateRunning, ExitNode: "busan", Health: []string{"UDP is blocked"},
-		Buffers:  &localapi.BufferStats{Max: 128, InFlightOut: 7, InFlightIn: 3, WaitsOut: 11, WaitsIn: 5, ForgottenIn: 2, RelayedDrops: 9, RelaySendDrops: 4},
+		Buffers:  &localapi.BufferStats{Max: 128, InFlightOut: 7, InFlightIn: 3, WaitsOut: 11, WaitsIn: 5, ForgottenIn: 2, RelayedDrops: 9, RelaySendDrops: 4, IdleReleases: 2},
 		Netstack: &localapi.NetstackStats{LinkDrops: 0, LinkWaits: 6, TCPRetransmits: 12},
 		Peers: []*localapi.PeerStatus{
 			{Node: &wire.Node{Name: "busan", Online: true}, Path: localapi.Path{Kind: localapi.PathDirect}, RxBytes: 1000, TxBytes: 2000},
@@ -72,6 +72,7 @@ func TestNodeAndServerMetrics(t *testing.T) {
 		"weft_netstack_link_drops_total 0",
 		"weft_netstack_link_waits_total 6",
 		"weft_netstack_tcp_retransmits_total 12",
+		"weft_dataplane_idle_releases_total 2",
 		`weft_health_peer_rtt_ms{target="busan"} 29.5`,
 		"weft_health_udp 1",
 		"weft_health_battery_pct 85",

@@ -41,6 +41,7 @@ var (
 	linkDrops    = prometheus.NewDesc("weft_netstack_link_drops_total", "Userspace mode: packets the stack sent that never reached WireGuard (0 while the node runs; its sender waits for room instead).", nil, nil)
 	linkWaits    = prometheus.NewDesc("weft_netstack_link_waits_total", "Userspace mode: sends of the stack that found the queue toward WireGuard full and waited.", nil, nil)
 	nsRetrans    = prometheus.NewDesc("weft_netstack_tcp_retransmits_total", "Userspace mode: TCP segments the stack sent again, all connections.", nil, nil)
+	idleReleases = prometheus.NewDesc("weft_dataplane_idle_releases_total", "Times the data plane gave the memory its readers touched back to the system after a burst.", nil, nil)
 	sampleTime   = prometheus.NewDesc("weft_health_sample_timestamp_seconds", "When the latest health sample was taken.", nil, nil)
 )
 
@@ -96,6 +97,7 @@ func collectStatus(ch chan<- prometheus.Metric, st *localapi.Status) {
 		counter(forgotten, b.ForgottenIn, "in")
 		counter(relayedDrops, b.RelayedDrops)
 		counter(relaySend, b.RelaySendDrops)
+		counter(idleReleases, b.IdleReleases)
 	}
 	if ns := st.Netstack; ns != nil {
 		ch <- prometheus.MustNewConstMetric(linkDrops, prometheus.CounterValue, float64(ns.LinkDrops))
