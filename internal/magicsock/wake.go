@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"crypto/rand"
 	"net/netip"
-	"slices"
 )
 
 // wakePrefix starts the datagram WakeReceivers sends to the Conn's own
@@ -38,15 +37,12 @@ func (c *Conn) WakeReceivers() {
 	case c.wakeInjected <- struct{}{}:
 	default:
 	}
-	// Each port may have a socket of each family (with a familyBind,
-	// the IPv4 bind's idle IPv6 socket and the other way round), so
-	// every family goes to every port.
-	for _, lo := range []netip.Addr{netip.AddrFrom4([4]byte{127, 0, 0, 1}), netip.IPv6Loopback()} {
-		for _, p := range slices.Compact([]uint16{port, port6}) {
-			dst := netip.AddrPortFrom(lo, p)
-			if err := c.sendDirect([][]byte{c.wakeToken}, dst, nil); err != nil {
-				c.log.Debug("wake receiver", "dst", dst, "err", err)
-			}
+	for _, dst := range []netip.AddrPort{
+		netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 0, 1}), port),
+		netip.AddrPortFrom(netip.IPv6Loopback(), port6),
+	} {
+		if err := c.sendDirect([][]byte{c.wakeToken}, dst, nil); err != nil {
+			c.log.Debug("wake receiver", "dst", dst, "err", err)
 		}
 	}
 }

@@ -85,3 +85,23 @@ func TestWakeReceivers(t *testing.T) {
 	case <-time.After(200 * time.Millisecond):
 	}
 }
+
+// TestHostBindReadsOneSocketPerFamily: the host's bind hands wireguard-go
+// one receive function per family that carries traffic (the IPv4 bind's
+// IPv4 socket, the IPv6 bind's IPv6 one), not the two idle sockets, each
+// of whose readers would hold 8 MiB of buffers.
+func TestHostBindReadsOneSocketPerFamily(t *testing.T) {
+	b := HostNetwork{}.NewBind()
+	fns, _, err := b.Open(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	var names []string
+	for _, fn := range fns {
+		names = append(names, fn.PrettyName())
+	}
+	if len(fns) > 2 || len(fns) == 0 || names[0] != "v4" || (len(fns) == 2 && names[1] != "v6") {
+		t.Errorf("receive functions %v, want one IPv4 and (with IPv6) one IPv6", names)
+	}
+}
