@@ -170,22 +170,7 @@ func runDaemon(ctx context.Context, g *globals, o daemonOptions) error {
 	if err != nil {
 		return err
 	}
-	caPEM, err := readCAFile(o.caFile)
-	if err != nil {
-		return err
-	}
-	dcfg := node.DaemonConfig{State: st, Logger: log.With("sub", "control"), NewEngine: newEngine, CAPEM: caPEM,
-		OnHealthEvent: func(ev localapi.HealthEvent) {
-			if err := history.Add(ev); err != nil {
-				log.Warn("health history not recorded", "err", err)
-			}
-		}}
-	if o.kernel() {
-		// The control channel must bypass an exit node like all of
-		// weft's own traffic, or it would loop into the tunnel.
-		dcfg.Tune = func(co *controlclient.Options) { co.DialContext = osnet.Dialer(osnet.DefaultMark).DialContext }
-	}
-	d, err := node.NewDaemon(dcfg)
+	d, err := newNodeDaemon(o, st, newEngine, history, log)
 	if err != nil {
 		return err
 	}
@@ -216,6 +201,27 @@ func runDaemon(ctx context.Context, g *globals, o daemonOptions) error {
 	err = localapi.Serve(ctx, ln, localapi.Handler(daemonBackend{d, history, store}, log.With("sub", "localapi")))
 	log.Info("daemon stopping")
 	return err
+}
+
+// newNodeDaemon makes the node daemon on st, recording its health events
+// in history.
+func newNodeDaemon(o daemonOptions, st *nodestate.Dir, newEngine func(node.EngineParams) (node.Engine, error), history *healthlog.Log, log *slog.Logger) (*node.Daemon, error) {
+	caPEM, err := readCAFile(o.caFile)
+	if err != nil {
+		return nil, err
+	}
+	dcfg := node.DaemonConfig{State: st, Logger: log.With("sub", "control"), NewEngine: newEngine, CAPEM: caPEM,
+		OnHealthEvent: func(ev localapi.HealthEvent) {
+			if err := history.Add(ev); err != nil {
+				log.Warn("health history not recorded", "err", err)
+			}
+		}}
+	if o.kernel() {
+		// The control channel must bypass an exit node like all of
+		// weft's own traffic, or it would loop into the tunnel.
+		dcfg.Tune = func(co *controlclient.Options) { co.DialContext = osnet.Dialer(osnet.DefaultMark).DialContext }
+	}
+	return node.NewDaemon(dcfg)
 }
 
 // healthFile is the health history's file in the state dir, and

@@ -467,23 +467,7 @@ func (t *Topology) Validate() error {
 			}
 		}
 		lans[r.LAN] = r.Name
-		for _, d := range []time.Duration{r.Delay, r.DelayIPv4, r.DelayIPv6} {
-			if d < 0 || d > MaxDelay {
-				errs = append(errs, fmt.Errorf("netlab: %s: delay %v out of range [0, %v]", r.Name, d, MaxDelay))
-			}
-		}
-		if r.LossPercent < 0 || r.LossPercent >= 100 {
-			errs = append(errs, fmt.Errorf("netlab: %s: loss %d%% out of range [0, 100)", r.Name, r.LossPercent))
-		}
-		if r.MTU != 0 && (r.MTU < MinMTU || r.MTU > MaxMTU) {
-			errs = append(errs, fmt.Errorf("netlab: %s: MTU %d out of range [%d, %d]", r.Name, r.MTU, MinMTU, MaxMTU))
-		}
-		if r.RateMbit < 0 {
-			errs = append(errs, fmt.Errorf("netlab: %s: negative rate %d", r.Name, r.RateMbit))
-		}
-		if len(r.Hosts) > 200 {
-			errs = append(errs, fmt.Errorf("netlab: %s: %d hosts, at most 200", r.Name, len(r.Hosts)))
-		}
+		errs = append(errs, r.checkLink()...)
 		for _, h := range r.Hosts {
 			name(h)
 		}
@@ -498,6 +482,29 @@ func (t *Topology) Validate() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// checkLink checks the router's WAN link settings and its host count.
+func (r *Router) checkLink() []error {
+	var errs []error
+	for _, d := range []time.Duration{r.Delay, r.DelayIPv4, r.DelayIPv6} {
+		if d < 0 || d > MaxDelay {
+			errs = append(errs, fmt.Errorf("netlab: %s: delay %v out of range [0, %v]", r.Name, d, MaxDelay))
+		}
+	}
+	if r.LossPercent < 0 || r.LossPercent >= 100 {
+		errs = append(errs, fmt.Errorf("netlab: %s: loss %d%% out of range [0, 100)", r.Name, r.LossPercent))
+	}
+	if r.MTU != 0 && (r.MTU < MinMTU || r.MTU > MaxMTU) {
+		errs = append(errs, fmt.Errorf("netlab: %s: MTU %d out of range [%d, %d]", r.Name, r.MTU, MinMTU, MaxMTU))
+	}
+	if r.RateMbit < 0 {
+		errs = append(errs, fmt.Errorf("netlab: %s: negative rate %d", r.Name, r.RateMbit))
+	}
+	if len(r.Hosts) > 200 {
+		errs = append(errs, fmt.Errorf("netlab: %s: %d hosts, at most 200", r.Name, len(r.Hosts)))
+	}
+	return errs
 }
 
 // validateUpstreams checks routers behind another router and gives each

@@ -130,25 +130,10 @@ type frame struct {
 // Run forwards frames A→B and B→A, each held for cfg.Delay, until ctx is
 // done or a socket fails. Frames leave in the order they arrived.
 func Run(ctx context.Context, cfg Config) error {
-	if cfg.A == nil || cfg.B == nil {
-		return errors.New("delayline: both sockets are required")
-	}
-	if cfg.Delay < 0 || cfg.ExtraIPv4 < 0 || cfg.ExtraIPv6 < 0 {
-		return fmt.Errorf("delayline: negative delay %v (IPv4 extra %v, IPv6 extra %v)", cfg.Delay, cfg.ExtraIPv4, cfg.ExtraIPv6)
-	}
-	if cfg.LossPercent < 0 || cfg.LossPercent >= 100 {
-		return fmt.Errorf("delayline: loss %d%% out of range [0, 100)", cfg.LossPercent)
-	}
-	if cfg.Queue <= 0 {
-		cfg.Queue = DefaultQueue
+	if err := cfg.check(); err != nil {
+		return err
 	}
 	log := cfg.Logger
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
-	if cfg.StatsEvery <= 0 {
-		cfg.StatsEvery = DefaultStatsEvery
-	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	errc := make(chan error, 2+2*numClasses)
@@ -209,6 +194,29 @@ wait:
 	wg.Wait()
 	log.Info("delay line stopped", "err", err)
 	return err
+}
+
+// check refuses a config Run cannot run and fills in the defaults.
+func (cfg *Config) check() error {
+	if cfg.A == nil || cfg.B == nil {
+		return errors.New("delayline: both sockets are required")
+	}
+	if cfg.Delay < 0 || cfg.ExtraIPv4 < 0 || cfg.ExtraIPv6 < 0 {
+		return fmt.Errorf("delayline: negative delay %v (IPv4 extra %v, IPv6 extra %v)", cfg.Delay, cfg.ExtraIPv4, cfg.ExtraIPv6)
+	}
+	if cfg.LossPercent < 0 || cfg.LossPercent >= 100 {
+		return fmt.Errorf("delayline: loss %d%% out of range [0, 100)", cfg.LossPercent)
+	}
+	if cfg.Queue <= 0 {
+		cfg.Queue = DefaultQueue
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.StatsEvery <= 0 {
+		cfg.StatsEvery = DefaultStatsEvery
+	}
+	return nil
 }
 
 // kernelDrops returns the frames the kernel dropped on packet socket f
