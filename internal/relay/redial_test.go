@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"sync"
@@ -21,11 +22,26 @@ import (
 type pipeRelay struct {
 	srv *Server
 
-	mu     sync.Mutex
-	dials  []time.Time // when each dial began
-	down   bool
-	hang   bool
+	mu    sync.Mutex
+	dials []time.Time // when each dial began
+	down  bool
+	hang  bool
+	// deaf makes every connection swallow what the client writes, as a
+	// TCP connection whose NAT mapping is gone does, silently.
+	deaf   bool
 	served sync.WaitGroup
+}
+
+func (p *pipeRelay) setDeaf(deaf bool) {
+	p.mu.Lock()
+	p.deaf = deaf
+	p.mu.Unlock()
+}
+
+func (p *pipeRelay) isDeaf() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.deaf
 }
 
 func newPipeRelay(t *testing.T) *pipeRelay {
@@ -60,8 +76,30 @@ func (p *pipeRelay) dial(ctx context.Context, network, addr string) (net.Conn, e
 	if down {
 		return nil, errors.New("network is unreachable")
 	}
-	client, server := net.Pipe()
-	p.served.Add(1)
+	client, mid := net.Pipe()
+	server, back := net.Pipe()
+	p.served.Add(3)
+	go func() { // client to server, unless deaf
+		defer p.served.Done()
+		defer back.Close()
+		buf := make([]byte, 4096)
+		for {
+			n, err := mid.Read(buf)
+			if err != nil {
+				return
+			}
+			if !p.isDeaf() {
+				if _, err := back.Write(buf[:n]); err != nil {
+					return
+				}
+			}
+		}
+	}()
+	go func() { // server to client
+		defer p.served.Done()
+		defer mid.Close()
+		io.Copy(mid, back)
+	}()
 	go func() {
 		defer p.served.Done()
 		br := bufio.NewReader(server)
@@ -152,4 +190,45 @@ func TestRedialReconnectsAtOnce(t *testing.T) {
 			})
 		})
 	}
+}
+
+// TestCheckRedialsADeafRelay: Check pings the relay and, when no pong
+// comes within CheckTimeout (the connection swallows what we write, as
+// one through a NAT that forgot its mapping does), dials again; a relay
+// that answers is left alone.
+func TestCheckRedialsADeafRelay(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		p := newPipeRelay(t)
+		defer p.close()
+		c, err := NewClient(ClientOptions{URLs: []string{"http://relay.test"}, NodeKey: key.NewNode(),
+			Dialer: p.dial, MinBackoff: time.Second, MaxBackoff: time.Minute})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		if err := c.Connect(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+		c.Check()
+		time.Sleep(2 * CheckTimeout)
+		if n := len(p.dialTimes()); n != 1 {
+			t.Fatalf("a relay that answers was dialled %d times after Check, want once", n)
+		}
+		p.setDeaf(true)
+		c.Check()
+		time.Sleep(CheckTimeout / 2)
+		synctest.Wait()
+		if n := len(p.dialTimes()); n != 1 {
+			t.Fatalf("dialled again %v into the check, before its timeout", CheckTimeout/2)
+		}
+		p.setDeaf(false) // the next connection answers
+		time.Sleep(CheckTimeout)
+		synctest.Wait()
+		if n := len(p.dialTimes()); n != 2 {
+			t.Fatalf("%d dials after a check the relay did not answer, want 2", n)
+		}
+		if _, err := c.waitUp(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+	})
 }
