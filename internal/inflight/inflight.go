@@ -24,6 +24,11 @@
 // The bound: a reader reads only while its direction holds fewer than Max
 // packets, and a read adds at most one batch, so a direction never holds
 // more than Max plus one batch per reader.
+//
+// The cost: each batch takes one mutex three times (the read, the
+// hand-on, the next read's admission), and each packet takes three probes
+// of a small hash table; a Reader looks at the positions of its batch it
+// read into last, not at the whole batch (BenchmarkBoundCost).
 package inflight
 
 import (
@@ -87,17 +92,18 @@ type Stats struct {
 }
 
 // Bound counts the packets in flight in each direction and makes readers
-// wait while a direction holds its Max. Its methods are safe for
-// concurrent use; make one with New.
+// wait while a direction holds its Max. Its methods, and its Readers',
+// are safe for concurrent use; make one with New.
 type Bound struct {
 	max        int
 	stallAfter time.Duration
+	epoch      time.Time // entry.at counts from here
 
 	waits     [2]atomic.Uint64
 	forgotten [2]atomic.Uint64
 
 	mu     sync.Mutex // guards the fields below
-	held   map[uintptr]entry
+	held   table
 	n      [2]int
 	peak   [2]int
 	last   [2]time.Time  // when a packet of the direction was last handed on
@@ -105,10 +111,11 @@ type Bound struct {
 	closed bool
 }
 
-// entry is a packet in flight: its direction and when it was read.
+// entry is a packet in flight: its direction and when it was read
+// (nanoseconds since the Bound's epoch).
 type entry struct {
 	dir Dir
-	at  time.Time
+	at  int64
 }
 
 // New makes a Bound.
@@ -119,7 +126,7 @@ func New(o Options) *Bound {
 	if o.StallAfter <= 0 {
 		o.StallAfter = DefaultStallAfter
 	}
-	return &Bound{max: o.Max, stallAfter: o.StallAfter, held: make(map[uintptr]entry, 2*o.Max)}
+	return &Bound{max: o.Max, stallAfter: o.StallAfter, epoch: time.Now(), held: newTable(2 * o.Max)}
 }
 
 // addr identifies a packet by its buffer's first byte.
@@ -130,14 +137,51 @@ func addr(b []byte) uintptr {
 	return uintptr(unsafe.Pointer(unsafe.SliceData(b)))
 }
 
-// Admit is called by a reader of direction dir before it reads into bufs.
-// The buffers bufs holds are the reader's, so none of them is in flight
-// any longer; then Admit waits while dir holds Max packets or more. It
-// returns at once after Close.
-func (b *Bound) Admit(dir Dir, bufs [][]byte) {
+// Reader is one of the device's readers of a direction (the TUN's, or
+// one socket receive function): Admit before each read, Read after it.
+// It remembers how many of its batch's positions its last read filled:
+// wireguard-go replaces the buffers of the packets it takes and leaves
+// the rest of the batch as it was, so only those positions can hold a
+// buffer that is in flight or that came back from flight, and Admit looks
+// at those alone. A Reader is used by one goroutine at a time.
+type Reader struct {
+	b    *Bound
+	dir  Dir
+	used int // positions the last Read filled; -1 before the first
+}
+
+// Reader makes a Reader of direction dir.
+func (b *Bound) Reader(dir Dir) *Reader { return &Reader{b: b, dir: dir, used: -1} }
+
+// Admit is called before the reader reads into bufs. The buffers bufs
+// holds are the reader's, so none of them is in flight any longer; then
+// Admit waits while the direction holds Max packets or more. It returns
+// at once after Close.
+func (r *Reader) Admit(bufs [][]byte) {
+	look := bufs
+	if r.used >= 0 && r.used < len(bufs) {
+		look = bufs[:r.used]
+	}
+	r.b.admit(r.dir, look)
+}
+
+// Read records what the reader read: of bufs[:n], the packets whose size
+// is not zero and which counts accepts (nil accepts all) are in flight
+// from now on. offset is where the reader's packets start in their
+// buffers.
+func (r *Reader) Read(bufs [][]byte, sizes []int, n, offset int, counts func(pkt []byte) bool) {
+	r.used = n
+	r.b.read(r.dir, bufs, sizes, n, offset, counts)
+}
+
+func (b *Bound) admit(dir Dir, bufs [][]byte) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	b.returnLocked(bufs)
+	for _, buf := range bufs {
+		if e, ok := b.held.take(addr(buf)); ok {
+			b.n[e.dir]--
+		}
+	}
 	if b.n[dir] < b.max || b.closed {
 		return
 	}
@@ -162,12 +206,8 @@ func (b *Bound) Admit(dir Dir, bufs [][]byte) {
 	}
 }
 
-// Read records what a reader of direction dir read: of bufs[:n], the
-// packets whose size is not zero and which counts accepts (nil accepts
-// all) are in flight from now on. offset is where the reader's packets
-// start in their buffers.
-func (b *Bound) Read(dir Dir, bufs [][]byte, sizes []int, n, offset int, counts func(pkt []byte) bool) {
-	now := time.Now()
+func (b *Bound) read(dir Dir, bufs [][]byte, sizes []int, n, offset int, counts func(pkt []byte) bool) {
+	at := int64(time.Since(b.epoch))
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.closed {
@@ -180,11 +220,9 @@ func (b *Bound) Read(dir Dir, bufs [][]byte, sizes []int, n, offset int, counts 
 		if counts != nil && !counts(bufs[i][offset:offset+sizes[i]]) {
 			continue
 		}
-		a := addr(bufs[i])
-		if e, ok := b.held[a]; ok {
-			b.n[e.dir]--
+		if old, was := b.held.put(addr(bufs[i]), entry{dir: dir, at: at}); was {
+			b.n[old.dir]--
 		}
-		b.held[a] = entry{dir: dir, at: now}
 		b.n[dir]++
 	}
 	b.peak[dir] = max(b.peak[dir], b.n[dir])
@@ -198,12 +236,10 @@ func (b *Bound) Done(bufs [][]byte) {
 	defer b.mu.Unlock()
 	var now time.Time
 	for _, buf := range bufs {
-		a := addr(buf)
-		e, ok := b.held[a]
+		e, ok := b.held.take(addr(buf))
 		if !ok {
 			continue
 		}
-		delete(b.held, a)
 		b.n[e.dir]--
 		if now.IsZero() {
 			now = time.Now()
@@ -213,29 +249,12 @@ func (b *Bound) Done(bufs [][]byte) {
 	b.wakeLocked()
 }
 
-// returnLocked takes bufs, which a reader holds, out of flight.
-func (b *Bound) returnLocked(bufs [][]byte) {
-	if len(b.held) == 0 {
-		return
-	}
-	for _, buf := range bufs {
-		a := addr(buf)
-		if e, ok := b.held[a]; ok {
-			delete(b.held, a)
-			b.n[e.dir]--
-		}
-	}
-}
-
 // forgetLocked takes dir's packets read at or before cutoff as dropped.
 func (b *Bound) forgetLocked(dir Dir, cutoff time.Time) {
-	for a, e := range b.held {
-		if e.dir == dir && !e.at.After(cutoff) {
-			delete(b.held, a)
-			b.n[dir]--
-			b.forgotten[dir].Add(1)
-		}
-	}
+	at := int64(cutoff.Sub(b.epoch))
+	n := b.held.drop(func(e entry) bool { return e.dir == dir && e.at <= at })
+	b.n[dir] -= n
+	b.forgotten[dir].Add(uint64(n))
 }
 
 // wakeLocked lets waiters look again.
@@ -252,7 +271,7 @@ func (b *Bound) Close() {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.closed = true
-	clear(b.held)
+	b.held.clear()
 	b.n = [2]int{}
 	b.wakeLocked()
 }

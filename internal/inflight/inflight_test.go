@@ -37,6 +37,7 @@ func (p *pool) put(b []byte) {
 type reader struct {
 	bufs  [][]byte
 	sizes []int
+	rd    *Reader // made by the first read, for its Bound and direction
 }
 
 func newReader(p *pool, batch int) *reader {
@@ -50,12 +51,15 @@ func newReader(p *pool, batch int) *reader {
 // read reads n packets of dir under b and returns them, replacing their
 // buffers from p, as the device does with what it consumes.
 func (r *reader) read(b *Bound, p *pool, dir Dir, n int) [][]byte {
-	b.Admit(dir, r.bufs)
+	if r.rd == nil {
+		r.rd = b.Reader(dir)
+	}
+	r.rd.Admit(r.bufs)
 	for i := range n {
 		r.sizes[i] = 40
 		r.bufs[i][0] = 4 // a WireGuard data packet's type
 	}
-	b.Read(dir, r.bufs, r.sizes, n, 0, nil)
+	r.rd.Read(r.bufs, r.sizes, n, 0, nil)
 	out := make([][]byte, n)
 	for i := range n {
 		out[i] = r.bufs[i]
@@ -132,8 +136,8 @@ func TestBoundHonouredUnderConcurrentProducers(t *testing.T) {
 			if st.Waits[dir] == 0 {
 				t.Error("no reader ever waited: no back-pressure happened")
 			}
-			if st.InFlight != [2]int{} || len(b.held) != 0 {
-				t.Errorf("after everything was handed on: in flight %v, %d buffers held", st.InFlight, len(b.held))
+			if st.InFlight != [2]int{} || b.held.n != 0 {
+				t.Errorf("after everything was handed on: in flight %v, %d buffers held", st.InFlight, b.held.n)
 			}
 		})
 	}
@@ -150,17 +154,18 @@ func TestBufferBackInAReaderIsNotInFlight(t *testing.T) {
 	// The device drops one packet (never handed on) and its buffer
 	// comes back to the reader through the pool.
 	r.bufs[0] = pkts[0]
-	b.Admit(Out, r.bufs)
+	r.rd.Admit(r.bufs)
 	if got := b.Stats().InFlight[Out]; got != 2 {
 		t.Fatalf("in flight %d after a dropped packet's buffer came back to a reader, want 2", got)
 	}
 	// A packet the reader read but did not consume (no peer for it)
 	// stays in its buffer: the next read takes it out of flight.
 	r2 := newReader(p, 4)
-	b.Admit(In, r2.bufs)
+	rd2 := b.Reader(In)
+	rd2.Admit(r2.bufs)
 	r2.sizes[0] = 40
-	b.Read(In, r2.bufs, r2.sizes, 1, 0, nil)
-	b.Admit(In, r2.bufs)
+	rd2.Read(r2.bufs, r2.sizes, 1, 0, nil)
+	rd2.Admit(r2.bufs)
 	if got := b.Stats().InFlight[In]; got != 0 {
 		t.Fatalf("in flight %d after the unconsumed packet's reader read again, want 0", got)
 	}
@@ -189,7 +194,7 @@ func TestCountsFiltersWhatIsInFlight(t *testing.T) {
 			b := New(Options{})
 			buf := make([]byte, 256)
 			copy(buf, tc.pkt)
-			b.Read(In, [][]byte{buf}, []int{len(tc.pkt)}, 1, 0, isTransportData)
+			b.Reader(In).Read([][]byte{buf}, []int{len(tc.pkt)}, 1, 0, isTransportData)
 			if got := b.Stats().InFlight[In] == 1; got != tc.want {
 				t.Errorf("counted = %v, want %v", got, tc.want)
 			}
@@ -208,7 +213,7 @@ func TestStallForgetsDroppedPackets(t *testing.T) {
 		r.read(b, p, Out, 4) // all four dropped inside the device
 		passed := make(chan struct{})
 		go func() {
-			b.Admit(Out, r.bufs)
+			r.rd.Admit(r.bufs)
 			close(passed)
 		}()
 		synctest.Wait()
@@ -241,13 +246,13 @@ func TestCloseReleasesWaitersAndHoldsNothing(t *testing.T) {
 		r.read(b, p, In, 2)
 		var wg sync.WaitGroup
 		for range 3 {
-			wg.Go(func() { b.Admit(In, newReader(p, 2).bufs) })
+			wg.Go(func() { b.Reader(In).Admit(newReader(p, 2).bufs) })
 		}
 		synctest.Wait() // all three wait
 		b.Close()
 		wg.Wait()
-		if st := b.Stats(); st.InFlight != [2]int{} || len(b.held) != 0 {
-			t.Errorf("after Close: in flight %v, %d buffers held", st.InFlight, len(b.held))
+		if st := b.Stats(); st.InFlight != [2]int{} || b.held.n != 0 {
+			t.Errorf("after Close: in flight %v, %d buffers held", st.InFlight, b.held.n)
 		}
 		// Reads after Close are not counted and never wait.
 		r.read(b, p, In, 2)

@@ -11,17 +11,20 @@ import (
 // room in Out and puts the packets read in flight; a write takes them out
 // of flight in In. Hand the wrapper to device.NewDevice as its TUN,
 // outside any other wrapper, so it sees every packet.
-func TUN(dev tun.Device, b *Bound) tun.Device { return &boundTUN{Device: dev, b: b} }
+func TUN(dev tun.Device, b *Bound) tun.Device {
+	return &boundTUN{Device: dev, b: b, r: b.Reader(Out)}
+}
 
 type boundTUN struct {
 	tun.Device
 	b *Bound
+	r *Reader // the TUN has one reader (wireguard-go's)
 }
 
 func (t *boundTUN) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
-	t.b.Admit(Out, bufs)
+	t.r.Admit(bufs)
 	n, err := t.Device.Read(bufs, sizes, offset)
-	t.b.Read(Out, bufs, sizes, n, offset, nil)
+	t.r.Read(bufs, sizes, n, offset, nil)
 	return n, err
 }
 
@@ -48,10 +51,11 @@ func (w *boundBind) Open(port uint16) ([]conn.ReceiveFunc, uint16, error) {
 	}
 	out := make([]conn.ReceiveFunc, len(fns))
 	for i, fn := range fns {
+		r := w.b.Reader(In)
 		out[i] = func(bufs [][]byte, sizes []int, eps []conn.Endpoint) (int, error) {
-			w.b.Admit(In, bufs)
+			r.Admit(bufs)
 			n, err := fn(bufs, sizes, eps)
-			w.b.Read(In, bufs, sizes, n, 0, isTransportData)
+			r.Read(bufs, sizes, n, 0, isTransportData)
 			return n, err
 		}
 	}
