@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/http/httptest"
 	"net/netip"
+	"slices"
 	"testing"
 	"time"
 
@@ -160,11 +161,21 @@ func TestTwoServersShareChanges(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer nc.close()
+		// stream returns once its request is written; the move is made
+		// when B holds the stream, which is what a node sees as its
+		// first map from B.
+		deadline := time.Now().Add(20 * time.Second)
+		for !slices.Contains(b.srv.m.streaming(), idC) {
+			if time.Now().After(deadline) {
+				t.Fatal("B never took nc's stream")
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
 		old.Close()
 		// Once A saw the old stream end, it says nc went offline there,
 		// and then (a marker) that the DNS settings changed: when nb, on
 		// B, gets the DNS change, B has handled A's word about nc too.
-		deadline := time.Now().Add(20 * time.Second)
+		deadline = time.Now().Add(20 * time.Second)
 		for len(a.srv.m.streaming()) > 1 { // na alone streams at A
 			if time.Now().After(deadline) {
 				t.Fatal("A never saw nc's old stream end")
