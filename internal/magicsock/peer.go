@@ -334,40 +334,7 @@ func (p *peer) maintainLocked(c *Conn, now time.Time) {
 		return
 	}
 	if p.best != nil && p.doubtful(p.best, now) {
-		// The path stopped answering (a NAT rebinding, a link going
-		// down). Move to another path that answered lately if there
-		// is one; else look for the peer everywhere now instead of
-		// waiting out the trust window.
-		// With none, and a relay to carry the traffic meanwhile, the
-		// packets in flight go by the relay until a pong brings a
-		// direct path back, instead of into a path that may be dead
-		// until its trust runs out.
-		if alt := p.bestOtherLocked(c, now, p.best); alt != nil {
-			c.log.Info("direct path not answering, moving", "peer", p.key.ShortString(), "from", p.best.addr, "to", alt.addr)
-			p.best = alt
-			p.setPathLocked(c)
-			c.rebuildAddrsLocked()
-		} else if p.relayUsable(c) {
-			c.log.Info("direct path not answering, using relay meanwhile", "peer", p.key.ShortString(), "addr", p.best.addr)
-			p.best = nil
-			p.fellBack = now
-			p.setPathLocked(c)
-			p.discoverLocked(c, now)
-			// Ping again what discovery skipped as pinged lately: those
-			// pings may have left before the network settled (a new
-			// address before its route).
-			for _, cd := range p.cands {
-				if now.Sub(cd.lastPing) >= minDoubt {
-					p.pingLocked(c, cd, now)
-				}
-			}
-			if rc, ok := c.opts.Relay.(relayChecker); ok {
-				region := int(p.homeRegion.Load())
-				c.callbacks = append(c.callbacks, func() { rc.CheckRelay(region) })
-			}
-		} else if now.Sub(p.lastDiscovery) >= c.timers.Heartbeat {
-			p.discoverLocked(c, now)
-		}
+		p.handleDoubtLocked(c, now)
 	}
 	if p.best != nil {
 		if now.Sub(p.best.lastPing) >= c.timers.Heartbeat ||
@@ -389,6 +356,44 @@ func (p *peer) maintainLocked(c *Conn, now time.Time) {
 		every = min(every, c.timers.Heartbeat)
 	}
 	if now.Sub(p.lastDiscovery) >= every {
+		p.discoverLocked(c, now)
+	}
+}
+
+// handleDoubtLocked deals with a best path that stopped answering.
+func (p *peer) handleDoubtLocked(c *Conn, now time.Time) {
+	// The path stopped answering (a NAT rebinding, a link going
+	// down). Move to another path that answered lately if there
+	// is one; else look for the peer everywhere now instead of
+	// waiting out the trust window.
+	// With none, and a relay to carry the traffic meanwhile, the
+	// packets in flight go by the relay until a pong brings a
+	// direct path back, instead of into a path that may be dead
+	// until its trust runs out.
+	if alt := p.bestOtherLocked(c, now, p.best); alt != nil {
+		c.log.Info("direct path not answering, moving", "peer", p.key.ShortString(), "from", p.best.addr, "to", alt.addr)
+		p.best = alt
+		p.setPathLocked(c)
+		c.rebuildAddrsLocked()
+	} else if p.relayUsable(c) {
+		c.log.Info("direct path not answering, using relay meanwhile", "peer", p.key.ShortString(), "addr", p.best.addr)
+		p.best = nil
+		p.fellBack = now
+		p.setPathLocked(c)
+		p.discoverLocked(c, now)
+		// Ping again what discovery skipped as pinged lately: those
+		// pings may have left before the network settled (a new
+		// address before its route).
+		for _, cd := range p.cands {
+			if now.Sub(cd.lastPing) >= minDoubt {
+				p.pingLocked(c, cd, now)
+			}
+		}
+		if rc, ok := c.opts.Relay.(relayChecker); ok {
+			region := int(p.homeRegion.Load())
+			c.callbacks = append(c.callbacks, func() { rc.CheckRelay(region) })
+		}
+	} else if now.Sub(p.lastDiscovery) >= c.timers.Heartbeat {
 		p.discoverLocked(c, now)
 	}
 }

@@ -56,6 +56,24 @@ const (
 type mapState struct {
 	igd   upnpIGD
 	nonce pcpNonce
+
+	gw     netip.Addr
+	mapped uint16 // the internal port mapped on gw, 0 if none
+	via    string // the protocol of the mapping
+}
+
+// unmap deletes st's mapping on its gateway, by the protocol that made it.
+func (m *Mapper) unmap(st *mapState) error {
+	ctx, cancel := context.WithTimeout(context.Background(), m.timeout())
+	defer cancel()
+	switch st.via {
+	case viaUPnP:
+		return st.igd.unmap(ctx, st.mapped)
+	case viaPCP:
+		_, err := pcpMap(ctx, netip.AddrPortFrom(st.gw, Port), pcpMapRequest{Nonce: st.nonce, Port: st.mapped})
+		return err
+	}
+	return m.unmapPMP(st.gw, st.mapped)
 }
 
 // Run maps the port that localPort returns (asked again before every
@@ -73,35 +91,18 @@ func (m *Mapper) Run(ctx context.Context, localPort func() uint16, onChange func
 		first = minRetry
 	}
 	retry := first
-	var (
-		cur    netip.AddrPort // what onChange last heard
-		mapped uint16         // the internal port mapped on gw, 0 if none
-		via    string         // the protocol of the mapping
-		gw     netip.Addr
-		st     = mapState{nonce: newPCPNonce()}
-	)
+	var cur netip.AddrPort // what onChange last heard
+	st := mapState{nonce: newPCPNonce()}
 	set := func(ap netip.AddrPort) {
 		if ap != cur {
 			cur = ap
 			onChange(ap)
 		}
 	}
-	unmap := func() error {
-		ctx, cancel := context.WithTimeout(context.Background(), m.timeout())
-		defer cancel()
-		switch via {
-		case viaUPnP:
-			return st.igd.unmap(ctx, mapped)
-		case viaPCP:
-			_, err := pcpMap(ctx, netip.AddrPortFrom(gw, Port), pcpMapRequest{Nonce: st.nonce, Port: mapped})
-			return err
-		}
-		return m.unmap(gw, mapped)
-	}
 	defer func() {
-		if mapped != 0 {
-			err := unmap()
-			log.Info("port mapping deleted", "gateway", gw, "port", mapped, "via", via, "err", err)
+		if st.mapped != 0 {
+			err := m.unmap(&st)
+			log.Info("port mapping deleted", "gateway", st.gw, "port", st.mapped, "via", st.via, "err", err)
 		}
 	}()
 	wait := time.Duration(0)
@@ -119,29 +120,29 @@ func (m *Mapper) Run(ctx context.Context, localPort func() uint16, onChange func
 		var ap netip.AddrPort
 		var life time.Duration
 		if err == nil {
-			if mapped != 0 && (g != gw || mapped != port) {
-				unmap()
-				mapped = 0
+			if st.mapped != 0 && (g != st.gw || st.mapped != port) {
+				m.unmap(&st)
+				st.mapped = 0
 			}
-			gw = g
-			ap, life, via, err = m.mapAny(ctx, &st, gw, port)
+			st.gw = g
+			ap, life, st.via, err = m.mapAny(ctx, &st, st.gw, port)
 		}
 		if err != nil {
 			if cur.IsValid() {
-				log.Warn("port mapping lost", "gateway", gw, "err", err)
+				log.Warn("port mapping lost", "gateway", st.gw, "err", err)
 			} else {
 				log.Debug("no port mapping", "err", err)
 			}
 			set(netip.AddrPort{})
-			mapped = 0
+			st.mapped = 0
 			wait = retry
 			retry = min(2*retry, maxRetry)
 			continue
 		}
 		if !cur.IsValid() || ap != cur {
-			log.Info("port mapped", "gateway", gw, "local_port", port, "public", ap, "lifetime", life, "via", via)
+			log.Info("port mapped", "gateway", st.gw, "local_port", port, "public", ap, "lifetime", life, "via", st.via)
 		}
-		mapped = port
+		st.mapped = port
 		set(ap)
 		retry = first
 		wait = max(life/2, time.Second)
@@ -268,8 +269,8 @@ func (m *Mapper) mapPort(ctx context.Context, gw netip.Addr, port uint16) (netip
 	}
 }
 
-// unmap deletes the mapping of port on gw (NAT-PMP: lifetime 0).
-func (m *Mapper) unmap(gw netip.Addr, port uint16) error {
+// unmapPMP deletes the NAT-PMP mapping of port on gw (lifetime 0).
+func (m *Mapper) unmapPMP(gw netip.Addr, port uint16) error {
 	c, err := m.client(gw)
 	if err != nil {
 		return err
