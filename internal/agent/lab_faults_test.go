@@ -26,22 +26,30 @@ import (
 // carrying packets. The line's own counters are logged, so a reader can
 // tell the loss it applied from any drop of its own (an overloaded
 // machine).
-func TestLabLoss20Percent(t *testing.T) {
+func TestLabLoss20Percent(t *testing.T) { testLabLoss(t, 20, 40) }
+
+// TestLabLoss5Percent is the same at 5%, a poor but common line.
+func TestLabLoss5Percent(t *testing.T) { testLabLoss(t, 5, 100) }
+
+// testLabLoss runs the loss test at percent, checking first with pings
+// pings from busan to ctrl that the loss is in place.
+func testLabLoss(t *testing.T, percent, pings int) {
 	n := startNet(t, 4*time.Minute, []string{"busan", "mac"}, func(tp *netlab.Topology) {
-		tp.SetLoss("r-busan", 20)
+		tp.SetLoss("r-busan", percent)
 	})
 	t.Cleanup(func() { t.Logf("busan's line: %s", lineStats(n.lab, "r-busan")) })
-	// The link does lose: of 40 pings from busan to ctrl (through the
-	// lossy link both ways, so ~36% lost) some go unanswered. All 40
-	// answered would happen by chance once in 10^8 runs. A reply gets
-	// 2 s, so that on a busy machine a late one is not counted lost.
+	// The link does lose: of the pings from busan to ctrl (through the
+	// lossy link both ways: ~36% lost at 20%, ~10% at 5%) some go
+	// unanswered. All answered would happen by chance once in 10^8
+	// runs at 20% with 40 pings, once in 30,000 at 5% with 100. A reply
+	// gets 2 s, so that on a busy machine a late one is not counted lost.
 	lost := 0
-	for range 40 {
+	for range pings {
 		if _, err := n.lab.Node("busan").Ping(n.ctx, netip.MustParseAddr(ctrlAddr), 1, 0, 2*time.Second); err != nil {
 			lost++
 		}
 	}
-	t.Logf("%d of 40 pings across busan's link lost", lost)
+	t.Logf("%d of %d pings across busan's link lost", lost, pings)
 	if lost == 0 {
 		t.Fatal("no ping across busan's lossy link was lost: the loss is not in place")
 	}
