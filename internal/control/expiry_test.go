@@ -63,10 +63,20 @@ func TestExpiredNodeRevokedEverywhere(t *testing.T) {
 			for ms.online[victim.self.ID] != true {
 				ms.apply(t, watcher.next(t))
 			}
+			// The watcher may still have frames in flight that were
+			// built while the victim's key was valid: under load, the
+			// flush announcing the victim's registration can run after
+			// the watcher's full map already showed it online, and that
+			// frame rightly carries it as changed. Flushing what is
+			// pending now (rather than when the batch window ends)
+			// gives every frame built before the revocation a seq of
+			// at most before; only later frames are held to "never as
+			// changed".
+			before := h.srv.m.flushNow()
 			tt.revoke(h, victim)
 			for {
 				r := watcher.next(t)
-				if slices.ContainsFunc(r.PeersChanged, func(p *wire.Node) bool { return p.ID == victim.self.ID }) {
+				if r.Seq > before && slices.ContainsFunc(r.PeersChanged, func(p *wire.Node) bool { return p.ID == victim.self.ID }) {
 					t.Fatalf("peer got the revoked node as changed (it would keep it as a WireGuard peer): %+v", r)
 				}
 				if slices.Contains(r.PeersRemoved, victim.self.ID) {
@@ -160,4 +170,15 @@ func TestFullMapCarriesServerTime(t *testing.T) {
 	if r := n.next(t); !r.ServerTime.Equal(at) {
 		t.Fatalf("full map server time %v, want %v", r.ServerTime, at)
 	}
+}
+
+// flushNow sends what the batch window holds at once and returns the seq
+// of the last frame built so far: every frame built before the call has
+// a seq of at most that. (The scheduled flush that follows finds nothing
+// to send and builds no frame.)
+func (m *mapper) flushNow() uint64 {
+	m.flush()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.seq
 }
