@@ -56,14 +56,7 @@ const (
 var IPv6Modes = []IPv6Mode{IPv6None, IPv6Dual, IPv6Only}
 
 // Valid reports whether m is one of IPv6Modes.
-func (m IPv6Mode) Valid() bool {
-	for _, v := range IPv6Modes {
-		if m == v {
-			return true
-		}
-	}
-	return false
-}
+func (m IPv6Mode) Valid() bool { return slices.Contains(IPv6Modes, m) }
 
 // ParseIPv6Mode reads a mode as flags write it: "none", "dual" or "only".
 func ParseIPv6Mode(s string) (IPv6Mode, error) {
@@ -307,17 +300,7 @@ func installFirewall6(ns netns.NsHandle, kind NATKind) error {
 		return fmt.Errorf("netlab: nftables: %w", err)
 	}
 	t := c.AddTable(&nftables.Table{Family: nftables.TableFamilyIPv6, Name: firewall6Table})
-	accept := nftables.ChainPolicyAccept
-	fwd := c.AddChain(&nftables.Chain{
-		Name: "forward", Table: t,
-		Type: nftables.ChainTypeFilter, Hooknum: nftables.ChainHookForward, Priority: nftables.ChainPriorityFilter,
-		Policy: &accept,
-	})
-	c.AddRule(&nftables.Rule{Table: t, Chain: fwd, Exprs: slices.Concat(
-		ifaceIs(expr.MetaKeyIIFNAME, routerWAN),
-		ctStateIn(expr.CtStateBitESTABLISHED|expr.CtStateBitRELATED),
-		verdict(expr.VerdictAccept),
-	)})
+	fwd := addForwardFromWAN(c, t)
 	c.AddRule(&nftables.Rule{Table: t, Chain: fwd, Exprs: slices.Concat(
 		ifaceIs(expr.MetaKeyIIFNAME, routerWAN),
 		verdict(expr.VerdictDrop),

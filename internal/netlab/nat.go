@@ -47,6 +47,24 @@ const natTable = "weftlab"
 // outgoing packet needs, so masquerade picks another port and the punch
 // never meets. Dropped in input, the entry is never confirmed.
 //
+// addForwardFromWAN adds t's forward chain (policy accept) with its first
+// rule, which lets in from the WAN what answers a flow the LAN opened:
+// the IPv4 NAT and the IPv6 firewall both start so.
+func addForwardFromWAN(c *nftables.Conn, t *nftables.Table) *nftables.Chain {
+	accept := nftables.ChainPolicyAccept
+	fwd := c.AddChain(&nftables.Chain{
+		Name: "forward", Table: t,
+		Type: nftables.ChainTypeFilter, Hooknum: nftables.ChainHookForward, Priority: nftables.ChainPriorityFilter,
+		Policy: &accept,
+	})
+	c.AddRule(&nftables.Rule{Table: t, Chain: fwd, Exprs: slices.Concat(
+		ifaceIs(expr.MetaKeyIIFNAME, routerWAN),
+		ctStateIn(expr.CtStateBitESTABLISHED|expr.CtStateBitRELATED),
+		verdict(expr.VerdictAccept),
+	)})
+	return fwd
+}
+
 // Only traffic from the LAN is masqueraded: the router's own packets
 // already carry its WAN address and keep their ports, as a real router's
 // do (a port-mapping daemon on the router checks its own public address
@@ -67,17 +85,7 @@ func installNAT(ns netns.NsHandle, kind NATKind, log *slog.Logger) error {
 		ifaceIs(expr.MetaKeyOIFNAME, routerWAN),
 		[]expr.Any{&expr.Masq{FullyRandom: kind == NATHard}},
 	)})
-	accept := nftables.ChainPolicyAccept
-	fwd := c.AddChain(&nftables.Chain{
-		Name: "forward", Table: t,
-		Type: nftables.ChainTypeFilter, Hooknum: nftables.ChainHookForward, Priority: nftables.ChainPriorityFilter,
-		Policy: &accept,
-	})
-	c.AddRule(&nftables.Rule{Table: t, Chain: fwd, Exprs: slices.Concat(
-		ifaceIs(expr.MetaKeyIIFNAME, routerWAN),
-		ctStateIn(expr.CtStateBitESTABLISHED|expr.CtStateBitRELATED),
-		verdict(expr.VerdictAccept),
-	)})
+	fwd := addForwardFromWAN(c, t)
 	c.AddRule(&nftables.Rule{Table: t, Chain: fwd, Exprs: slices.Concat(
 		ifaceIs(expr.MetaKeyIIFNAME, routerWAN),
 		ctStatusDNAT(),
@@ -87,6 +95,7 @@ func installNAT(ns netns.NsHandle, kind NATKind, log *slog.Logger) error {
 		ifaceIs(expr.MetaKeyIIFNAME, routerWAN),
 		verdict(expr.VerdictDrop),
 	)})
+	accept := nftables.ChainPolicyAccept
 	in := c.AddChain(&nftables.Chain{
 		Name: "input", Table: t,
 		Type: nftables.ChainTypeFilter, Hooknum: nftables.ChainHookInput, Priority: nftables.ChainPriorityFilter,

@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"net/netip"
 	"regexp"
+	"slices"
 	"time"
 )
 
@@ -41,14 +42,7 @@ const (
 var NATKinds = []NATKind{NATEasy, NATHard, NATUDPBlocked}
 
 // Valid reports whether k is one of NATKinds.
-func (k NATKind) Valid() bool {
-	for _, v := range NATKinds {
-		if k == v {
-			return true
-		}
-	}
-	return false
-}
+func (k NATKind) Valid() bool { return slices.Contains(NATKinds, k) }
 
 // The internet of every lab is one link carrying two public /24s. Every
 // public address is on-link for every other, as if the ISPs' routers were
