@@ -19,6 +19,8 @@ import (
 	"regexp"
 	"slices"
 	"time"
+
+	"weft/internal/tailnet"
 )
 
 // NATKind is the behaviour of a router's NAT.
@@ -243,8 +245,9 @@ func Topologies() map[string]func() Topology {
 }
 
 // sharedSpace is RFC 6598's shared address space, the LAN side of
-// carriers' CGNAT routers.
-var sharedSpace = netip.MustParsePrefix("100.64.0.0/10")
+// carriers' CGNAT routers. It is the range the tailnet's addresses come
+// from too, so it is written once, in package tailnet.
+var sharedSpace = tailnet.V4Range
 
 // SetWAN sets router's WAN address (in either public subnet).
 func (t *Topology) SetWAN(router string, a netip.Addr) {
