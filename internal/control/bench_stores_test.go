@@ -3,13 +3,10 @@
 package control
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"net/http/httptest"
 	"os"
-	"os/exec"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -22,6 +19,8 @@ import (
 	"weft/internal/pgtest"
 	"weft/internal/store"
 	"weft/internal/wire"
+
+	"golang.org/x/sync/errgroup"
 )
 
 // BenchmarkMapFanoutStores is BenchmarkMapFanout on three backends in one
@@ -40,26 +39,7 @@ func BenchmarkMapFanoutStores(b *testing.B) {
 		key := fmt.Sprintf("%s/%d", backend, n)
 		b.Run(backend, func(b *testing.B) {
 			f := storesFixtureFor(b, backend, n)
-			var total time.Duration
-			cpu0 := cpuTime()
-			b.ResetTimer()
-			for i := 0; i < b.N; i++ {
-				f.changes++ // each change new, across Go's calls
-				if _, err := fmt.Fprintf(f.stdin, "change %d\n", f.changes); err != nil {
-					b.Fatal(err)
-				}
-				fields, err := f.expect("done")
-				if err != nil {
-					b.Fatal(err)
-				}
-				ns, _ := strconv.ParseInt(fields[0], 10, 64)
-				total += time.Duration(ns)
-			}
-			b.StopTimer()
-			cpu := cpuTime() - cpu0
-			b.ReportMetric(float64(n), "nodes")
-			b.ReportMetric(float64(total.Microseconds())/1000/float64(b.N), "ms-to-all/change")
-			b.ReportMetric(float64(cpu.Microseconds())/1000/float64(b.N), "server-cpu-ms/change")
+			f.measureChanges(b)
 			b.ReportMetric(f.regsPerSec, "registrations/s")
 		})
 		// b.Run has made all of Go's calls for this backend: close its
@@ -264,16 +244,11 @@ func registerAll(b *testing.B, sts []store.Store, n int) float64 {
 		b.Fatal(err)
 	}
 	start := time.Now()
-	var wg sync.WaitGroup
 	var busy atomic.Int64
-	errc := make(chan error, n)
-	sem := make(chan struct{}, 8)
+	var g errgroup.Group
+	g.SetLimit(8)
 	for i := range n {
-		wg.Add(1)
-		sem <- struct{}{}
-		go func() {
-			defer wg.Done()
-			defer func() { <-sem }()
+		g.Go(func() error {
 			mk, nk := benchKeys(i)
 			name := fmt.Sprintf("node%d", i)
 			req := store.RegisterRequest{AuthKey: secret, MachineKey: mk.Public(), NodeKey: nk.Public(),
@@ -288,16 +263,11 @@ func registerAll(b *testing.B, sts []store.Store, n int) float64 {
 					busy.Add(1)
 					continue
 				}
-				if err != nil {
-					errc <- err
-				}
-				break
+				return err
 			}
-		}()
+		})
 	}
-	wg.Wait()
-	close(errc)
-	if err := <-errc; err != nil {
+	if err := g.Wait(); err != nil {
 		b.Fatal(err)
 	}
 	if busy.Load() > 0 {
@@ -319,7 +289,7 @@ func newStoresFixture(b *testing.B, backend string, n int) *storesFixture {
 	sk := key.NewMachine()
 	var urls []string
 	for _, st := range f.stores {
-		cfg := Config{Store: st, Key: sk, KeepAlive: time.Hour, RegisterRate: -1, WriteTimeout: time.Hour, PreStreamTimeout: time.Hour}
+		cfg := benchServerConfig(st, sk)
 		if url != "" {
 			feed, err := changefeed.NewPostgres(url, nil)
 			if err != nil {
@@ -327,38 +297,11 @@ func newStoresFixture(b *testing.B, backend string, n int) *storesFixture {
 			}
 			cfg.Feed, cfg.PersistInterval = feed, 50*time.Millisecond // as weft server on PostgreSQL
 		}
-		srv, err := New(context.Background(), cfg)
-		if err != nil {
-			b.Fatal(err)
-		}
-		srv.noise.HandshakeTimeout = time.Hour // see newBenchFixture
-		hs := httptest.NewServer(srv.Handler())
+		srv, hs := newBenchServer(b, cfg)
 		f.srvs, f.hss = append(f.srvs, srv), append(f.hss, hs)
 		urls = append(urls, hs.URL)
 	}
-	exe, err := os.Executable()
-	if err != nil {
-		b.Fatal(err)
-	}
-	f.child = exec.Command(exe, "-test.run=^TestBenchNodesHelper$", "-test.timeout=0")
-	f.child.Env = append(os.Environ(), "WEFT_BENCH_HELPER=1", "WEFT_BENCH_NODES="+strconv.Itoa(n),
-		"WEFT_BENCH_URL="+strings.Join(urls, ","), "WEFT_BENCH_KEY="+sk.Public().String())
-	f.child.Stderr = os.Stderr
-	if f.stdin, err = f.child.StdinPipe(); err != nil {
-		b.Fatal(err)
-	}
-	out, err := f.child.StdoutPipe()
-	if err != nil {
-		b.Fatal(err)
-	}
-	if err := f.child.Start(); err != nil {
-		b.Fatal(err)
-	}
-	f.lines = bufio.NewScanner(out)
-	if _, err := f.expect("ready"); err != nil {
-		f.close()
-		b.Fatal(err)
-	}
+	f.startChild(b, urls, sk.Public())
 	if len(f.srvs) > 1 {
 		f.awaitFeed(b)
 	}

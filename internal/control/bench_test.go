@@ -28,6 +28,8 @@ import (
 	"weft/internal/noiseconn"
 	"weft/internal/store"
 	"weft/internal/wire"
+
+	"golang.org/x/sync/errgroup"
 )
 
 // The fan-out benchmark puts the control server in the benchmark process
@@ -114,42 +116,51 @@ func newBenchFixture(b *testing.B, n int) *benchFixture {
 	if err != nil {
 		b.Fatal(err)
 	}
-	if _, err := f.st.CreateUser(ctx, "bench"); err != nil {
-		b.Fatal(err)
-	}
-	secret, _, err := f.st.CreateAuthKey(ctx, store.AuthKeyRequest{User: "bench", Reusable: true})
-	if err != nil {
-		b.Fatal(err)
-	}
-	for i := range n {
-		mk, nk := benchKeys(i)
-		if _, err := f.st.Register(ctx, store.RegisterRequest{AuthKey: secret, MachineKey: mk.Public(), NodeKey: nk.Public(),
-			Hostname: fmt.Sprintf("node%d", i), Hostinfo: &wire.Hostinfo{Hostname: fmt.Sprintf("node%d", i), OS: "linux", Version: "bench"}}); err != nil {
-			b.Fatal(err)
-		}
-	}
+	registerAll(b, []store.Store{f.st}, n)
 	base := memInUse()
 	baseG := runtime.NumGoroutine()
-	f.srv, err = New(ctx, Config{Store: f.st, Key: key.NewMachine(), KeepAlive: time.Hour, RegisterRate: -1,
-		// One child process reads every node's stream, so during the
-		// connect storm a stream can wait far longer than a real node
-		// would; don't count that as a dead node. Nor a handshake or
-		// first request that waits behind thousands of others on a
-		// loaded machine (the defaults, 10 and 15 s, failed a 10,000-node
-		// run at a load average of 20).
-		WriteTimeout: time.Hour, PreStreamTimeout: time.Hour})
+	sk := key.NewMachine()
+	f.srv, f.hs = newBenchServer(b, benchServerConfig(f.st, sk))
+	f.startChild(b, []string{f.hs.URL}, sk.Public())
+	f.bytesPerN = float64(memInUse()-base) / float64(n)
+	f.goroutines = float64(runtime.NumGoroutine()-baseG) / float64(n)
+	f.setup = time.Since(start)
+	return f
+}
+
+// benchServerConfig is the server configuration of the fan-out
+// benchmarks. One child process reads every node's stream, so during the
+// connect storm a stream can wait far longer than a real node would;
+// don't count that as a dead node. Nor a handshake or first request that
+// waits behind thousands of others on a loaded machine (the defaults, 10
+// and 15 s, failed a 10,000-node run at a load average of 20).
+func benchServerConfig(st store.Store, sk key.MachinePrivate) Config {
+	return Config{Store: st, Key: sk, KeepAlive: time.Hour, RegisterRate: -1,
+		WriteTimeout: time.Hour, PreStreamTimeout: time.Hour}
+}
+
+// newBenchServer starts a control server with cfg (and no handshake
+// timeout, see benchServerConfig) behind an HTTP test server.
+func newBenchServer(b *testing.B, cfg Config) (*Server, *httptest.Server) {
+	srv, err := New(context.Background(), cfg)
 	if err != nil {
 		b.Fatal(err)
 	}
-	f.srv.noise.HandshakeTimeout = time.Hour
-	f.hs = httptest.NewServer(f.srv.Handler())
+	srv.noise.HandshakeTimeout = time.Hour
+	return srv, httptest.NewServer(srv.Handler())
+}
+
+// startChild starts the child of f.n simulated nodes, which spreads them
+// over the servers at urls (all with the key serverKey), and waits until
+// it says they are ready.
+func (f *benchFixture) startChild(b *testing.B, urls []string, serverKey key.MachinePublic) {
 	exe, err := os.Executable()
 	if err != nil {
 		b.Fatal(err)
 	}
 	f.child = exec.Command(exe, "-test.run=^TestBenchNodesHelper$", "-test.timeout=0")
-	f.child.Env = append(os.Environ(), "WEFT_BENCH_HELPER=1", "WEFT_BENCH_NODES="+strconv.Itoa(n),
-		"WEFT_BENCH_URL="+f.hs.URL, "WEFT_BENCH_KEY="+f.srv.PublicKey().String())
+	f.child.Env = append(os.Environ(), "WEFT_BENCH_HELPER=1", "WEFT_BENCH_NODES="+strconv.Itoa(f.n),
+		"WEFT_BENCH_URL="+strings.Join(urls, ","), "WEFT_BENCH_KEY="+serverKey.String())
 	f.child.Stderr = os.Stderr
 	if f.stdin, err = f.child.StdinPipe(); err != nil {
 		b.Fatal(err)
@@ -166,10 +177,6 @@ func newBenchFixture(b *testing.B, n int) *benchFixture {
 		f.close()
 		b.Fatal(err)
 	}
-	f.bytesPerN = float64(memInUse()-base) / float64(n)
-	f.goroutines = float64(runtime.NumGoroutine()-baseG) / float64(n)
-	f.setup = time.Since(start)
-	return f
 }
 
 // expect reads the child's protocol lines until one starting with "BENCH
@@ -232,6 +239,19 @@ func BenchmarkMapFanout(b *testing.B) {
 	}
 	fixturesMu.Unlock()
 
+	f.measureChanges(b)
+	b.ReportMetric(f.bytesPerN/1024, "server-KiB/node")
+	b.ReportMetric(f.goroutines, "server-goroutines/node")
+	var ru syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	b.ReportMetric(float64(ru.Maxrss)/1024, "server-peak-RSS-MiB")
+}
+
+// measureChanges is the timed part of both fan-out benchmarks: b.N
+// changes, each sent to the child and timed until every node has read
+// it. It reports the node count, the time to all nodes and the server
+// CPU per change.
+func (f *benchFixture) measureChanges(b *testing.B) {
 	var total time.Duration
 	cpu0 := cpuTime()
 	b.ResetTimer()
@@ -251,14 +271,9 @@ func BenchmarkMapFanout(b *testing.B) {
 	}
 	b.StopTimer()
 	cpu := cpuTime() - cpu0
-	b.ReportMetric(float64(n), "nodes")
+	b.ReportMetric(float64(f.n), "nodes")
 	b.ReportMetric(float64(total.Microseconds())/1000/float64(b.N), "ms-to-all/change")
 	b.ReportMetric(float64(cpu.Microseconds())/1000/float64(b.N), "server-cpu-ms/change")
-	b.ReportMetric(f.bytesPerN/1024, "server-KiB/node")
-	b.ReportMetric(f.goroutines, "server-goroutines/node")
-	var ru syscall.Rusage
-	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
-	b.ReportMetric(float64(ru.Maxrss)/1024, "server-peak-RSS-MiB")
 }
 
 // TestBenchNodesHelper is BenchmarkMapFanout's child: it connects the
@@ -347,37 +362,29 @@ func benchChild() error {
 		}
 	}
 	nodes := make([]*benchNode, n)
-	sem := make(chan struct{}, 32)
-	errc := make(chan error, n)
-	var wg sync.WaitGroup
+	var g errgroup.Group
+	g.SetLimit(32)
 	for i := range n {
-		wg.Add(1)
-		sem <- struct{}{}
-		go func() {
-			defer wg.Done()
-			defer func() { <-sem }()
+		g.Go(func() error {
 			mk, nk := benchKeys(i)
 			d := &noiseconn.Dialer{MachineKey: mk, ServerKey: serverKey}
 			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 			defer cancel()
 			c, err := d.Dial(ctx, urls[i%len(urls)])
 			if err != nil {
-				errc <- err
-				return
+				return err
 			}
 			ep := netip.AddrPortFrom(netip.AddrFrom4([4]byte{192, 0, 2, byte(1 + i%250)}), uint16(1024+i))
 			req := &wire.MapRequest{NodeKey: nk.Public(), DiscoKey: key.NewDisco().Public(), Endpoints: []netip.AddrPort{ep}, HomeRegion: 1}
 			if err := wire.WriteMessage(c, wire.MsgMapRequest, req); err != nil {
-				errc <- err
-				return
+				return err
 			}
 			nodes[i] = &benchNode{conn: c}
 			go reader(c)
-		}()
+			return nil
+		})
 	}
-	wg.Wait()
-	close(errc)
-	if err := <-errc; err != nil {
+	if err := g.Wait(); err != nil {
 		return fmt.Errorf("connecting: %w", err)
 	}
 	// Settled: every node has its full map and the online deltas of the
