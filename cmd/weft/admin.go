@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -16,6 +14,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"weft/internal/adminapi"
+	"weft/internal/netutil"
 	"weft/internal/store"
 )
 
@@ -83,7 +82,12 @@ func (o *adminOpts) callRemote(fn func(c *adminapi.Client) error) error {
 	if k == "" {
 		return usageError{fmt.Errorf("--api-key-file %s is empty", o.apiKeyFile)}
 	}
-	tc, err := clientTLS(o.caFile)
+	// The same trust as a node's: the system's roots and the CA.
+	ca, err := readCAFile(o.caFile)
+	if err != nil {
+		return err
+	}
+	tc, err := netutil.TrustTLS(ca)
 	if err != nil {
 		return usageError{err}
 	}
@@ -97,23 +101,6 @@ func (o *adminOpts) callRemote(fn func(c *adminapi.Client) error) error {
 		return fmt.Errorf("cannot reach the control server at %s: is it running, and is the URL right?", o.server)
 	}
 	return adminError(err)
-}
-
-// clientTLS trusts the PEM certificates in caFile, or the system's roots
-// when caFile is empty (nil config).
-func clientTLS(caFile string) (*tls.Config, error) {
-	if caFile == "" {
-		return nil, nil
-	}
-	b, err := os.ReadFile(caFile)
-	if err != nil {
-		return nil, fmt.Errorf("--ca-file: %w", err)
-	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(b) {
-		return nil, fmt.Errorf("--ca-file %s holds no PEM certificate", caFile)
-	}
-	return &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}, nil
 }
 
 // adminError makes input the server refused a usage error (exit 2).

@@ -97,7 +97,8 @@ type Config struct {
 	// device may hold before its readers wait (package inflight); zero
 	// means inflight.DefaultMax. Each costs a 64 KiB buffer.
 	InFlight int
-	// TLSConfig is for relays reached over https; nil trusts the
+	// TLSConfig is for relays reached over https, by the relay
+	// connections and netcheck's HTTPS probes alike; nil trusts the
 	// system's roots.
 	TLSConfig *tls.Config
 	// Collector is the garbage collector the data plane drives to give
@@ -250,6 +251,7 @@ func (e *Engine) openNet() error {
 		Logger:      e.log.With("sub", "netcheck"),
 		SendPacket:  func(pkt []byte, dst netip.AddrPort) error { return e.conn.SendPacket(pkt, dst) },
 		DialContext: dialer.DialContext,
+		TLSConfig:   cfg.TLSConfig,
 	}
 	e.conn, err = magicsock.New(magicsock.Options{
 		Logger:      e.log.With("sub", "magicsock"),

@@ -3,6 +3,7 @@ package netcheck
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"io"
 	"log/slog"
 	"net"
@@ -29,7 +30,7 @@ type dialFunc func(ctx context.Context, network, addr string) (net.Conn, error)
 
 // measureHTTP measures each region concurrently and returns the best
 // latency per region that answered before ctx is done.
-func measureHTTP(ctx context.Context, log *slog.Logger, dial dialFunc, regions []*wire.RelayRegion) map[int]time.Duration {
+func measureHTTP(ctx context.Context, log *slog.Logger, dial dialFunc, tc *tls.Config, regions []*wire.RelayRegion) map[int]time.Duration {
 	var mu sync.Mutex
 	out := map[int]time.Duration{}
 	var wg sync.WaitGroup
@@ -41,7 +42,7 @@ func measureHTTP(ctx context.Context, log *slog.Logger, dial dialFunc, regions [
 				if n == nil || n.Host == "" {
 					continue
 				}
-				d, err := httpLatency(ctx, dial, n)
+				d, err := httpLatency(ctx, dial, tc, n)
 				if err != nil {
 					log.Debug("netcheck: HTTP latency", "region", reg.ID, "node", n.Name, "err", err)
 					continue
@@ -76,13 +77,19 @@ func relayURL(n *wire.RelayNode) string {
 // durations of up to httpRequests requests on the same connection after
 // the first. The TCP handshake is one round trip; a request on an open
 // connection is one round trip plus the server's (tiny) work. The first
-// request, which pays for TLS, is not counted.
-func httpLatency(ctx context.Context, dial dialFunc, n *wire.RelayNode) (time.Duration, error) {
+// request, which pays for TLS, is not counted. An https relay is trusted
+// by tc (nil: the system's roots) with n.Host as the name to verify.
+func httpLatency(ctx context.Context, dial dialFunc, tc *tls.Config, n *wire.RelayNode) (time.Duration, error) {
+	tc = tc.Clone()
+	if tc == nil {
+		tc = &tls.Config{MinVersion: tls.VersionTLS12}
+	}
+	tc.ServerName = n.Host
 	tr := &http.Transport{
 		DialContext:         dial, // nil: net.Dialer's
 		Proxy:               nil,  // the latency to the relay, not to a proxy
 		MaxIdleConnsPerHost: 1,
-		TLSClientConfig:     &tls.Config{ServerName: n.Host},
+		TLSClientConfig:     tc,
 		ForceAttemptHTTP2:   false,
 	}
 	defer tr.CloseIdleConnections()
@@ -124,7 +131,10 @@ func httpLatency(ctx context.Context, dial dialFunc, n *wire.RelayNode) (time.Du
 			record(time.Since(start))
 		}
 	}
-	if best == 0 {
+	var untrusted *tls.CertificateVerificationError
+	if best == 0 || errors.As(firstErr, &untrusted) {
+		// A relay whose certificate this node does not trust cannot
+		// carry its traffic: its TCP connect time does not count.
 		if firstErr == nil {
 			firstErr = context.DeadlineExceeded
 		}

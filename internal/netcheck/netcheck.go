@@ -12,6 +12,7 @@ package netcheck
 import (
 	"cmp"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -148,6 +149,12 @@ type Client struct {
 	// tunnel (an exit node would otherwise carry them). Nil uses
 	// net.Dialer.
 	DialContext func(ctx context.Context, network, addr string) (net.Conn, error)
+	// TLSConfig is whom the HTTPS latency probes trust: the node's trust
+	// (the system's roots and a private CA given with --ca-file, built by
+	// netutil.TrustTLS), so a relay with a private CA's certificate is
+	// measured, not refused. Nil trusts the system's roots. On a Client in
+	// use, change it with SetTLSConfig.
+	TLSConfig *tls.Config
 	// PortMapper, when set, is run alongside the STUN probes. Nil skips
 	// the port-mapping probe (its fields in the report stay false).
 	PortMapper PortMapper
@@ -161,6 +168,14 @@ type Client struct {
 	mu            sync.Mutex
 	inflight      map[txID]*stunTx // guarded by mu
 	lastPreferred int              // guarded by mu
+}
+
+// SetTLSConfig replaces TLSConfig on a Client that may be in use: the next
+// report's HTTPS probes trust tc (`weft up --ca-file` on a running node).
+func (c *Client) SetTLSConfig(tc *tls.Config) {
+	c.mu.Lock()
+	c.TLSConfig = tc
+	c.mu.Unlock()
 }
 
 // Errors returned by GetReport.
@@ -273,7 +288,10 @@ func (c *Client) measureMissingOverHTTP(ctx context.Context, log *slog.Logger, r
 	if len(missing) == 0 {
 		return
 	}
-	for id, d := range measureHTTP(ctx, log, c.DialContext, missing) {
+	c.mu.Lock()
+	tc := c.TLSConfig
+	c.mu.Unlock()
+	for id, d := range measureHTTP(ctx, log, c.DialContext, tc, missing) {
 		r.setLatency(id, d, "http")
 	}
 }

@@ -2,6 +2,7 @@ package netcheck
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"log/slog"
@@ -18,8 +19,10 @@ import (
 
 	"github.com/pion/stun/v3"
 
+	"weft/internal/netutil"
 	"weft/internal/portmap"
 	"weft/internal/stunserver"
+	"weft/internal/tstest"
 	"weft/internal/wire"
 )
 
@@ -624,5 +627,56 @@ func TestResolveTargetsRelayAddrs(t *testing.T) {
 				t.Errorf("targets = %v, want %v", got, tc.want)
 			}
 		})
+	}
+}
+
+// TestGetReportHTTPSPrivateCA measures, with UDP blocked, a region whose
+// relay answers HTTPS with a certificate from a private CA. Without the
+// CA in the Client's TLSConfig the relay is not trusted and the region
+// gets no latency (its TCP connect time must not count: the node could
+// not use that relay); with the trust netutil.TrustTLS builds from the
+// CA's PEM (the node's --ca-file), it is measured over HTTP.
+func TestGetReportHTTPSPrivateCA(t *testing.T) {
+	ca := tstest.NewCA(t, "netcheck test CA")
+	hs := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Write([]byte("ok\n"))
+	}))
+	hs.TLS = ca.ServerTLS(t, "127.0.0.1")
+	hs.StartTLS()
+	defer hs.Close()
+	reg := region(1, silentUDP(t), hs.Listener.Addr().(*net.TCPAddr).Port)
+	reg.Nodes[0].InsecureHTTP = false
+	trusted, err := netutil.TrustTLS(ca.PEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		name string
+		tc   *tls.Config
+		want bool
+	}{
+		{"system roots alone", nil, false},
+		{"with the private CA", trusted, true},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			nc := &Client{STUNTimeout: 200 * time.Millisecond, TLSConfig: c.tc}
+			r, err := nc.GetReport(t.Context(), relayMap(reg))
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, got := r.RegionLatency[1]
+			if got != c.want || (got && r.RegionLatencyVia[1] != "http") {
+				t.Fatalf("region 1 measured: %v via %q, want measured %v over http", got, r.RegionLatencyVia[1], c.want)
+			}
+		})
+	}
+	// SetTLSConfig on a Client in use: the next report trusts the CA.
+	nc := &Client{STUNTimeout: 200 * time.Millisecond}
+	if r, _ := nc.GetReport(t.Context(), relayMap(reg)); r.RegionLatency[1] != 0 {
+		t.Fatal("measured an untrusted relay")
+	}
+	nc.SetTLSConfig(trusted)
+	if r, _ := nc.GetReport(t.Context(), relayMap(reg)); r.RegionLatency[1] == 0 {
+		t.Fatal("not measured after SetTLSConfig with the CA")
 	}
 }

@@ -1,6 +1,7 @@
 // Package tstest holds helpers shared by weft's tests: waiting for a
 // condition, a buffer that several goroutines may write, and filling a
-// struct's every field for drift guards.
+// struct's every field for drift guards, and a private certificate
+// authority for TLS tests.
 package tstest
 
 import (
