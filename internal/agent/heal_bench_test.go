@@ -150,44 +150,13 @@ func reportSpread(b *testing.B, name string, ds []time.Duration) {
 // returns how long after start the first pong over a direct path came
 // back.
 func pingDirect(n *labNet, start time.Time, limit time.Duration) (time.Duration, error) {
-	c := &localapi.Client{Socket: n.tn.Socket("mac")}
 	ctx, cancel := context.WithTimeout(n.ctx, limit)
 	defer cancel()
-	got := make(chan time.Duration, 1)
-	sem := make(chan struct{}, 40)
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	defer cancel()
-	tick := time.NewTicker(25 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		select {
-		case d := <-got:
-			return d, nil
-		case <-ctx.Done():
-			return 0, fmt.Errorf("no direct pong from busan within %v", limit)
-		case <-tick.C:
-		}
-		select {
-		case sem <- struct{}{}:
-		default:
-			continue // 40 in flight: wait for the next tick
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			defer func() { <-sem }()
-			pctx, pcancel := context.WithTimeout(ctx, time.Second)
-			defer pcancel()
-			res, err := c.Ping(pctx, localapi.PingRequest{Peer: "busan"})
-			if err == nil && res.Path.Kind == localapi.PathDirect {
-				select {
-				case got <- time.Since(start):
-				default:
-				}
-			}
-		}()
+	d, err := pingUntilDirect(ctx, &localapi.Client{Socket: n.tn.Socket("mac")}, "busan", start)
+	if err != nil {
+		return 0, fmt.Errorf("no direct pong from busan within %v", limit)
 	}
+	return d, nil
 }
 
 // stream sends a UDP datagram from mac's tailnet address to busan's every
@@ -204,13 +173,8 @@ type stream struct {
 type arrival struct{ sent, recv time.Time }
 
 func startStream(n *labNet, from netip.Addr, to netip.AddrPort) (*stream, error) {
-	rx, err := n.lab.Node("busan").ListenUDP(to)
+	tx, rx, err := listenUDPPair(n, "mac", from, "busan", to)
 	if err != nil {
-		return nil, err
-	}
-	tx, err := n.lab.Node("mac").ListenUDP(netip.AddrPortFrom(from, 0))
-	if err != nil {
-		rx.Close()
 		return nil, err
 	}
 	ctx, cancel := context.WithCancel(n.ctx)
@@ -236,19 +200,12 @@ func startStream(n *labNet, from netip.Addr, to netip.AddrPort) (*stream, error)
 	}()
 	go func() {
 		defer s.wg.Done()
-		tick := time.NewTicker(10 * time.Millisecond)
-		defer tick.Stop()
 		dst := net.UDPAddrFromAddrPort(to)
 		var msg [8]byte
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-tick.C:
-			}
+		every(ctx, 10*time.Millisecond, func() {
 			binary.BigEndian.PutUint64(msg[:], uint64(time.Now().UnixNano()))
 			tx.WriteTo(msg[:], dst) // a send error is a lost datagram, as on a real network
-		}
+		})
 	}()
 	return s, nil
 }

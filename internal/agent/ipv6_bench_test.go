@@ -112,47 +112,15 @@ func firstDirect(n *labNet, from, to string, toAddr netip.Addr) (time.Duration, 
 		return 0, err
 	}
 	defer tx.Close()
-	c := &localapi.Client{Socket: n.tn.Socket(from)}
-	got := make(chan time.Duration, 1)
-	sem := make(chan struct{}, 40)
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	defer cancel()
-	send := time.NewTicker(10 * time.Millisecond)
-	defer send.Stop()
-	ping := time.NewTicker(25 * time.Millisecond)
-	defer ping.Stop()
 	start := time.Now()
 	tx.Write([]byte("first"))
-	for {
-		select {
-		case d := <-got:
-			return d, nil
-		case <-ctx.Done():
-			return 0, fmt.Errorf("no direct pong from %s within 60 s", to)
-		case <-send.C:
-			tx.Write([]byte("more"))
-			continue
-		case <-ping.C:
-		}
-		select {
-		case sem <- struct{}{}:
-		default:
-			continue
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			defer func() { <-sem }()
-			pctx, pcancel := context.WithTimeout(ctx, time.Second)
-			defer pcancel()
-			res, err := c.Ping(pctx, localapi.PingRequest{Peer: to})
-			if err == nil && res.Path.Kind == localapi.PathDirect {
-				select {
-				case got <- time.Since(start):
-				default:
-				}
-			}
-		}()
+	wg.Go(func() { every(ctx, 10*time.Millisecond, func() { tx.Write([]byte("more")) }) })
+	d, err := pingUntilDirect(ctx, &localapi.Client{Socket: n.tn.Socket(from)}, to, start)
+	if err != nil {
+		return 0, fmt.Errorf("no direct pong from %s within 60 s", to)
 	}
+	return d, nil
 }

@@ -34,13 +34,8 @@ type echoFlow struct {
 // startEchoFlow starts an echo server on to (a tailnet address of host
 // toHost) and a sender on fromHost.
 func startEchoFlow(n *labNet, fromHost string, from netip.Addr, toHost string, to netip.AddrPort, interval time.Duration) (*echoFlow, error) {
-	rx, err := n.lab.Node(toHost).ListenUDP(to)
+	tx, rx, err := listenUDPPair(n, fromHost, from, toHost, to)
 	if err != nil {
-		return nil, err
-	}
-	tx, err := n.lab.Node(fromHost).ListenUDP(netip.AddrPortFrom(from, 0))
-	if err != nil {
-		rx.Close()
 		return nil, err
 	}
 	ctx, cancel := context.WithCancel(n.ctx)
@@ -76,23 +71,16 @@ func startEchoFlow(n *labNet, fromHost string, from netip.Addr, toHost string, t
 	}()
 	go func() { // the sender
 		defer f.wg.Done()
-		tick := time.NewTicker(interval)
-		defer tick.Stop()
 		dst := net.UDPAddrFromAddrPort(to)
 		var msg [4]byte
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-tick.C:
-			}
+		every(ctx, interval, func() {
 			f.mu.Lock()
 			seq := uint32(len(f.sent))
 			f.sent = append(f.sent, time.Now())
 			f.mu.Unlock()
 			binary.BigEndian.PutUint32(msg[:], seq)
 			tx.WriteTo(msg[:], dst) // an error is a lost datagram, counted below
-		}
+		})
 	}()
 	return f, nil
 }
@@ -194,19 +182,12 @@ func watchPath(ctx context.Context, n *labNet, host, peer string, wg *sync.WaitG
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		tick := time.NewTicker(20 * time.Millisecond)
-		defer tick.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-tick.C:
-			}
+		every(ctx, 20*time.Millisecond, func() {
 			sctx, cancel := context.WithTimeout(ctx, time.Second)
 			st, err := c.Status(sctx)
 			cancel()
 			if err != nil {
-				continue
+				return
 			}
 			for _, p := range st.Peers {
 				if p.Name != peer {
@@ -218,7 +199,7 @@ func watchPath(ctx context.Context, n *labNet, host, peer string, wg *sync.WaitG
 				}
 				l.mu.Unlock()
 			}
-		}
+		})
 	}()
 	return l
 }
