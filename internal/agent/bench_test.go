@@ -23,7 +23,6 @@ import (
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
-	"weft/internal/key"
 	"weft/internal/localapi"
 	"weft/internal/netlab"
 	"weft/internal/netlab/labtest"
@@ -228,43 +227,17 @@ func blockUDP(lab *netlab.Lab, router string, on bool) error {
 func BenchmarkLab(b *testing.B) {
 	labtest.SkipUnlessRoot(b)
 	b.Run("easy-easy", func(b *testing.B) {
-		// busan-wg and mac-wg sit beside busan and mac, behind the same
-		// routers, and run the plain wireguard-go baseline: in hosts of
-		// their own, so that weft never sees the baseline's tunnel as a
-		// local interface (and a possible path).
-		n := startNetB(b, []string{"busan", "mac", "pc", "web"}, func(tp *netlab.Topology) {
-			for i := range tp.Routers {
-				switch tp.Routers[i].Name {
-				case "r-busan":
-					tp.Routers[i].Hosts = append(tp.Routers[i].Hosts, "busan-wg")
-				case "r-fukuoka":
-					tp.Routers[i].Hosts = append(tp.Routers[i].Hosts, "mac-wg")
-				}
-			}
-		})
+		// busan-wg and mac-wg run the plain wireguard-go baseline (see
+		// plainWGHosts).
+		n := startNetB(b, []string{"busan", "mac", "pc", "web"}, plainWGHosts)
 		busan := netip.MustParseAddr("192.168.1.10")
 		if err := forwardPort(n.lab, "r-busan", unix.IPPROTO_TCP, 5201, busan); err != nil {
 			b.Fatal(err)
 		}
 		// Plain wireguard-go between mac-wg and busan-wg over the same
 		// NATs, busan-wg's port forwarded like the raw baseline's.
-		const plainPort = 51999
-		busanWG := n.lab.Node("busan-wg").LANAddr
-		if err := forwardPort(n.lab, "r-busan", unix.IPPROTO_UDP, plainPort, busanWG); err != nil {
-			b.Fatal(err)
-		}
-		self, err := os.Executable()
+		plainBusan, err := startPlainWGPair(n.ctx, n.lab)
 		if err != nil {
-			b.Fatal(err)
-		}
-		macKey, busanKey := key.NewNode(), key.NewNode()
-		plainMac, plainBusan := netip.MustParseAddr("10.77.0.1"), netip.MustParseAddr("10.77.0.2")
-		if _, err := startPlainWG(n.ctx, n.lab.Node("busan-wg"), self, busanKey, netip.PrefixFrom(plainBusan, 24), plainPort,
-			plainWGPeer{pub: macKey.Public(), addr: plainMac}); err != nil {
-			b.Fatal(err)
-		}
-		if _, err := startPlainWG(n.ctx, n.lab.Node("mac-wg"), self, macKey, netip.PrefixFrom(plainMac, 24), 0,
-			plainWGPeer{pub: busanKey.Public(), addr: plainBusan, endpoint: netip.MustParseAddrPort(fmt.Sprintf("203.0.113.21:%d", plainPort))}); err != nil {
 			b.Fatal(err)
 		}
 		tunAddr := addr4(n.pair("mac", "busan"))

@@ -17,7 +17,6 @@ import (
 	"golang.org/x/crypto/chacha20poly1305"
 	"golang.org/x/sys/unix"
 
-	"weft/internal/key"
 	"weft/internal/localapi"
 	"weft/internal/netlab"
 	"weft/internal/netlab/labtest"
@@ -124,16 +123,7 @@ func BenchmarkLabDataPlane(b *testing.B) {
 // address.
 func startDataPlaneLab(b *testing.B) (*labNet, netip.Addr) {
 	labtest.SkipUnlessRoot(b)
-	lab := labtest.Seed(b, func(tp *netlab.Topology) {
-		for i := range tp.Routers {
-			switch tp.Routers[i].Name {
-			case "r-busan":
-				tp.Routers[i].Hosts = append(tp.Routers[i].Hosts, "busan-wg")
-			case "r-fukuoka":
-				tp.Routers[i].Hosts = append(tp.Routers[i].Hosts, "mac-wg")
-			}
-		}
-	})
+	lab := labtest.Seed(b, plainWGHosts)
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
 	b.Cleanup(cancel)
 	tn, err := scenario.Start(ctx, lab, scenario.Options{
@@ -151,22 +141,8 @@ func startDataPlaneLab(b *testing.B) (*labNet, netip.Addr) {
 			b.Fatal(err)
 		}
 	}
-	const plainPort = 51999
-	if err := forwardPort(lab, "r-busan", unix.IPPROTO_UDP, plainPort, lab.Node("busan-wg").LANAddr); err != nil {
-		b.Fatal(err)
-	}
-	self, err := os.Executable()
+	plainBusan, err := startPlainWGPair(ctx, lab)
 	if err != nil {
-		b.Fatal(err)
-	}
-	macKey, busanKey := key.NewNode(), key.NewNode()
-	plainMac, plainBusan := netip.MustParseAddr("10.77.0.1"), netip.MustParseAddr("10.77.0.2")
-	if _, err := startPlainWG(ctx, lab.Node("busan-wg"), self, busanKey, netip.PrefixFrom(plainBusan, 24), plainPort,
-		plainWGPeer{pub: macKey.Public(), addr: plainMac}); err != nil {
-		b.Fatal(err)
-	}
-	if _, err := startPlainWG(ctx, lab.Node("mac-wg"), self, macKey, netip.PrefixFrom(plainMac, 24), 0,
-		plainWGPeer{pub: busanKey.Public(), addr: plainBusan, endpoint: netip.AddrPortFrom(lab.Node("r-busan").WANAddr, plainPort)}); err != nil {
 		b.Fatal(err)
 	}
 	return n, plainBusan

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 	"golang.zx2c4.com/wireguard/conn"
 	"golang.zx2c4.com/wireguard/device"
 	"golang.zx2c4.com/wireguard/tun"
@@ -78,6 +79,47 @@ func startPlainWG(ctx context.Context, node *netlab.Node, bin string, priv key.N
 		return nil, err
 	}
 	return p, nil
+}
+
+// plainWGHosts adds the plain baseline's hosts to the seed topology:
+// busan-wg and mac-wg beside busan and mac, behind the same routers, in
+// hosts of their own so that weft never sees the baseline's tunnel as a
+// local interface (and a possible path).
+func plainWGHosts(tp *netlab.Topology) {
+	for i := range tp.Routers {
+		switch tp.Routers[i].Name {
+		case "r-busan":
+			tp.Routers[i].Hosts = append(tp.Routers[i].Hosts, "busan-wg")
+		case "r-fukuoka":
+			tp.Routers[i].Hosts = append(tp.Routers[i].Hosts, "mac-wg")
+		}
+	}
+}
+
+// startPlainWGPair runs the plain wireguard-go baseline between hosts
+// mac-wg and busan-wg (behind r-fukuoka and r-busan in the seed lab):
+// busan-wg's port is forwarded on r-busan as the raw baseline's, and
+// mac-wg sends to it there. It returns busan-wg's tunnel address.
+func startPlainWGPair(ctx context.Context, lab *netlab.Lab) (netip.Addr, error) {
+	const plainPort = 51999
+	if err := forwardPort(lab, "r-busan", unix.IPPROTO_UDP, plainPort, lab.Node("busan-wg").LANAddr); err != nil {
+		return netip.Addr{}, err
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return netip.Addr{}, err
+	}
+	macKey, busanKey := key.NewNode(), key.NewNode()
+	plainMac, plainBusan := netip.MustParseAddr("10.77.0.1"), netip.MustParseAddr("10.77.0.2")
+	if _, err := startPlainWG(ctx, lab.Node("busan-wg"), self, busanKey, netip.PrefixFrom(plainBusan, 24), plainPort,
+		plainWGPeer{pub: macKey.Public(), addr: plainMac}); err != nil {
+		return netip.Addr{}, err
+	}
+	if _, err := startPlainWG(ctx, lab.Node("mac-wg"), self, macKey, netip.PrefixFrom(plainMac, 24), 0,
+		plainWGPeer{pub: busanKey.Public(), addr: plainBusan, endpoint: netip.AddrPortFrom(lab.Node("r-busan").WANAddr, plainPort)}); err != nil {
+		return netip.Addr{}, err
+	}
+	return plainBusan, nil
 }
 
 // plainWGMTU is the plain baseline's tunnel MTU.
