@@ -236,10 +236,11 @@ func BenchmarkLab(b *testing.B) {
 		}
 		// Plain wireguard-go between mac-wg and busan-wg over the same
 		// NATs, busan-wg's port forwarded like the raw baseline's.
-		plainBusan, err := startPlainWGPair(n.ctx, n.lab)
+		plain, err := startPlainWGPair(n.ctx, n.lab)
 		if err != nil {
 			b.Fatal(err)
 		}
+		plainBusan := plain.addr
 		tunAddr := addr4(n.pair("mac", "busan"))
 		pid := n.tn.Daemon("mac").PID
 		b.Run("daemon-3-peers-idle", func(b *testing.B) {

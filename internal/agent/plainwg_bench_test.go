@@ -96,30 +96,39 @@ func plainWGHosts(tp *netlab.Topology) {
 	}
 }
 
+// plainPair is the plain wireguard-go baseline: busan-wg's tunnel address
+// and the two processes' PIDs (mac-wg's, busan-wg's).
+type plainPair struct {
+	addr netip.Addr
+	pids []int
+}
+
 // startPlainWGPair runs the plain wireguard-go baseline between hosts
 // mac-wg and busan-wg (behind r-fukuoka and r-busan in the seed lab):
 // busan-wg's port is forwarded on r-busan as the raw baseline's, and
-// mac-wg sends to it there. It returns busan-wg's tunnel address.
-func startPlainWGPair(ctx context.Context, lab *netlab.Lab) (netip.Addr, error) {
+// mac-wg sends to it there.
+func startPlainWGPair(ctx context.Context, lab *netlab.Lab) (plainPair, error) {
 	const plainPort = 51999
 	if err := forwardPort(lab, "r-busan", unix.IPPROTO_UDP, plainPort, lab.Node("busan-wg").LANAddr); err != nil {
-		return netip.Addr{}, err
+		return plainPair{}, err
 	}
 	self, err := os.Executable()
 	if err != nil {
-		return netip.Addr{}, err
+		return plainPair{}, err
 	}
 	macKey, busanKey := key.NewNode(), key.NewNode()
 	plainMac, plainBusan := netip.MustParseAddr("10.77.0.1"), netip.MustParseAddr("10.77.0.2")
-	if _, err := startPlainWG(ctx, lab.Node("busan-wg"), self, busanKey, netip.PrefixFrom(plainBusan, 24), plainPort,
-		plainWGPeer{pub: macKey.Public(), addr: plainMac}); err != nil {
-		return netip.Addr{}, err
+	pb, err := startPlainWG(ctx, lab.Node("busan-wg"), self, busanKey, netip.PrefixFrom(plainBusan, 24), plainPort,
+		plainWGPeer{pub: macKey.Public(), addr: plainMac})
+	if err != nil {
+		return plainPair{}, err
 	}
-	if _, err := startPlainWG(ctx, lab.Node("mac-wg"), self, macKey, netip.PrefixFrom(plainMac, 24), 0,
-		plainWGPeer{pub: busanKey.Public(), addr: plainBusan, endpoint: netip.AddrPortFrom(lab.Node("r-busan").WANAddr, plainPort)}); err != nil {
-		return netip.Addr{}, err
+	pm, err := startPlainWG(ctx, lab.Node("mac-wg"), self, macKey, netip.PrefixFrom(plainMac, 24), 0,
+		plainWGPeer{pub: busanKey.Public(), addr: plainBusan, endpoint: netip.AddrPortFrom(lab.Node("r-busan").WANAddr, plainPort)})
+	if err != nil {
+		return plainPair{}, err
 	}
-	return plainBusan, nil
+	return plainPair{addr: plainBusan, pids: []int{pm.PID, pb.PID}}, nil
 }
 
 // plainWGMTU is the plain baseline's tunnel MTU.
