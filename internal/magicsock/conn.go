@@ -432,6 +432,11 @@ func (c *Conn) sendPath(bufs [][]byte, pa *path) error {
 		return nil
 	}
 	err := c.inner.Send(bufs, pa.innerEP)
+	if err == nil {
+		// Before errors.As, whose target escapes: one allocation
+		// per batch otherwise (BenchmarkBindPath).
+		return nil
+	}
 	var gso conn.ErrUDPGSODisabled
 	if errors.As(err, &gso) && gso.RetryErr == nil {
 		// The kernel refused segmentation offload; StdNetBind
