@@ -13,6 +13,7 @@ import (
 	"runtime"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -400,10 +401,13 @@ func startDataPlaneLab(b *testing.B) (*labNet, plainPair) {
 	lab := labtest.Seed(b, plainWGHosts)
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
 	b.Cleanup(cancel)
+	// $WEFT_BENCH_DAEMON_ARGS adds flags to both daemons, for comparing
+	// settings (--memory-limit) against the same-run baselines.
+	daemonArgs := append([]string{"--verbose"}, strings.Fields(os.Getenv("WEFT_BENCH_DAEMON_ARGS"))...)
 	tn, err := scenario.Start(ctx, lab, scenario.Options{
 		Weft:       labtest.WeftBinary(b),
 		Hosts:      []string{"busan", "mac"},
-		DaemonArgs: []string{"--verbose"},
+		DaemonArgs: daemonArgs,
 		UpArgs:     scenario.ExitNodes("busan"),
 	})
 	if err != nil {
