@@ -138,8 +138,15 @@ func (s *Stack) forwardEcho(pkt []byte) {
 // echoReply builds the echo reply from src to dst, IPv4 or IPv6 as the
 // addresses are.
 func echoReply(src, dst netip.Addr, id, seq uint16, data []byte) []byte {
+	return echoPacket(true, src, dst, id, seq, data)
+}
+
+// echoPacket builds an ICMP echo reply (reply) or request from src to
+// dst, IPv4 or IPv6 as the addresses are. The tests make their requests
+// with it too.
+func echoPacket(reply bool, src, dst netip.Addr, id, seq uint16, data []byte) []byte {
 	if src.Is6() {
-		return echoReply6(src, dst, id, seq, data)
+		return echoPacket6(reply, src, dst, id, seq, data)
 	}
 	pkt := make([]byte, header.IPv4MinimumSize+header.ICMPv4MinimumSize+len(data))
 	ip := header.IPv4(pkt)
@@ -149,16 +156,19 @@ func echoReply(src, dst netip.Addr, id, seq uint16, data []byte) []byte {
 	})
 	ip.SetChecksum(^ip.CalculateChecksum())
 	ic := header.ICMPv4(pkt[header.IPv4MinimumSize:])
-	ic.SetType(header.ICMPv4EchoReply)
-	binary.BigEndian.PutUint16(ic[4:], id)
-	binary.BigEndian.PutUint16(ic[6:], seq)
+	ic.SetType(header.ICMPv4Echo)
+	if reply {
+		ic.SetType(header.ICMPv4EchoReply)
+	}
+	ic.SetIdent(id)
+	ic.SetSequence(seq)
 	copy(ic[header.ICMPv4MinimumSize:], data)
 	ic.SetChecksum(0)
 	ic.SetChecksum(^checksum(ic))
 	return pkt
 }
 
-func echoReply6(src, dst netip.Addr, id, seq uint16, data []byte) []byte {
+func echoPacket6(reply bool, src, dst netip.Addr, id, seq uint16, data []byte) []byte {
 	pkt := make([]byte, header.IPv6MinimumSize+header.ICMPv6EchoMinimumSize+len(data))
 	s, d := tcpip.AddrFrom16(src.As16()), tcpip.AddrFrom16(dst.As16())
 	header.IPv6(pkt).Encode(&header.IPv6Fields{
@@ -166,7 +176,10 @@ func echoReply6(src, dst netip.Addr, id, seq uint16, data []byte) []byte {
 		TransportProtocol: header.ICMPv6ProtocolNumber, HopLimit: 64, SrcAddr: s, DstAddr: d,
 	})
 	ic := header.ICMPv6(pkt[header.IPv6MinimumSize:])
-	ic.SetType(header.ICMPv6EchoReply)
+	ic.SetType(header.ICMPv6EchoRequest)
+	if reply {
+		ic.SetType(header.ICMPv6EchoReply)
+	}
 	ic.SetIdent(id)
 	ic.SetSequence(seq)
 	copy(ic[header.ICMPv6EchoMinimumSize:], data)

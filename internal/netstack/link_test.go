@@ -14,9 +14,6 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
-
-	"weft/internal/osnet"
-	"weft/internal/tailnet"
 )
 
 // TestBurstWaitsInsteadOfDropping sends a burst of datagrams larger than
@@ -26,21 +23,8 @@ import (
 // not fit its queue lost a third of this burst and stalled TCP streams
 // through the SOCKS5 proxy (docs/benchmarks.md).
 func TestBurstWaitsInsteadOfDropping(t *testing.T) {
-	a, err := New(Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := New(Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { a.TUN().Close(); b.TUN().Close() })
-	tn := []netip.Prefix{tailnet.V4Range}
-	a.Apply(osnet.Config{Addresses: []netip.Prefix{addrA}, TailnetRoutes: tn})
-	b.Apply(osnet.Config{Addresses: []netip.Prefix{addrB}, TailnetRoutes: tn})
 	start := make(chan struct{})
-	go pump(a, b, start)
-	go pump(b, a, nil)
+	a, b := tailnetPair(t, start)
 
 	const burst = outQueue + outQueue/2
 	dst := tcpip.FullAddress{NIC: nicID, Addr: tcpip.AddrFromSlice(addrB.Addr().AsSlice()), Port: 5353}
@@ -105,10 +89,7 @@ func TestBurstWaitsInsteadOfDropping(t *testing.T) {
 // (receive offload joins the segments of each batch), and checks it
 // arrives byte for byte with nothing dropped at either link.
 func TestBulkTCPIntact(t *testing.T) {
-	a, b := pair(t, nil)
-	tn := []netip.Prefix{tailnet.V4Range}
-	a.Apply(osnet.Config{Addresses: []netip.Prefix{addrA}, TailnetRoutes: tn})
-	b.Apply(osnet.Config{Addresses: []netip.Prefix{addrB}, TailnetRoutes: tn})
+	a, b := tailnetPair(t, nil)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

@@ -11,7 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 
 	"weft/internal/osnet"
@@ -60,6 +59,12 @@ func TestDecide(t *testing.T) {
 // pair joins two stacks back to back, as WireGuard would between two
 // nodes, and returns them.
 func pair(t *testing.T, hostB HostDialer) (a, b *Stack) {
+	return pumpedPair(t, hostB, nil)
+}
+
+// pumpedPair is pair with a's packets held until start is closed (nil:
+// at once).
+func pumpedPair(t *testing.T, hostB HostDialer, start <-chan struct{}) (a, b *Stack) {
 	t.Helper()
 	var err error
 	if a, err = New(Options{}); err != nil {
@@ -68,9 +73,20 @@ func pair(t *testing.T, hostB HostDialer) (a, b *Stack) {
 	if b, err = New(Options{HostDialer: hostB}); err != nil {
 		t.Fatal(err)
 	}
-	go pump(a, b, nil)
+	go pump(a, b, start)
 	go pump(b, a, nil)
 	t.Cleanup(func() { a.TUN().Close(); b.TUN().Close() })
+	return a, b
+}
+
+// tailnetPair is pumpedPair with a at addrA and b at addrB on the IPv4
+// tailnet range.
+func tailnetPair(t *testing.T, start <-chan struct{}) (a, b *Stack) {
+	t.Helper()
+	a, b = pumpedPair(t, nil, start)
+	tn := []netip.Prefix{tailnet.V4Range}
+	a.Apply(osnet.Config{Addresses: []netip.Prefix{addrA}, TailnetRoutes: tn})
+	b.Apply(osnet.Config{Addresses: []netip.Prefix{addrB}, TailnetRoutes: tn})
 	return a, b
 }
 
@@ -126,10 +142,7 @@ func roundTrip(t *testing.T, c net.Conn, msg string) {
 }
 
 func TestInboundReachesLocalhost(t *testing.T) {
-	a, b := pair(t, nil)
-	tn := []netip.Prefix{tailnet.V4Range}
-	a.Apply(osnet.Config{Addresses: []netip.Prefix{addrA}, TailnetRoutes: tn})
-	b.Apply(osnet.Config{Addresses: []netip.Prefix{addrB}, TailnetRoutes: tn})
+	a, _ := tailnetPair(t, nil)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -270,32 +283,15 @@ func (f fakePinger) Ping(_ context.Context, dst netip.Addr, _ uint16, data []byt
 	return data, nil
 }
 
+// echoRequest builds an ICMP echo request from src to dst, IPv4 or IPv6
+// as the addresses are.
 func echoRequest(src, dst netip.Addr, id, seq uint16, payload string) []byte {
-	pkt := make([]byte, header.IPv4MinimumSize+header.ICMPv4MinimumSize+len(payload))
-	ip := header.IPv4(pkt)
-	ip.Encode(&header.IPv4Fields{
-		TotalLength: uint16(len(pkt)), TTL: 64, Protocol: uint8(header.ICMPv4ProtocolNumber),
-		SrcAddr: tcpip.AddrFrom4(src.As4()), DstAddr: tcpip.AddrFrom4(dst.As4()),
-	})
-	ip.SetChecksum(^ip.CalculateChecksum())
-	ic := header.ICMPv4(pkt[header.IPv4MinimumSize:])
-	ic.SetType(header.ICMPv4Echo)
-	ic.SetIdent(id)
-	ic.SetSequence(seq)
-	copy(ic.Payload(), payload)
-	ic.SetChecksum(^checksum(ic))
-	return pkt
+	return echoPacket(false, src, dst, id, seq, []byte(payload))
 }
 
-// TestEchoThroughExitNode: an exit node in userspace mode answers a ping
-// to another host only when the host really answered it (the pinger), and
-// never answers one for a host it does not forward to.
-func TestEchoThroughExitNode(t *testing.T) {
-	down := netip.MustParseAddr("198.51.100.99")
-	s, err := New(Options{Pinger: fakePinger{up: webHost.Addr()}})
-	if err != nil {
-		t.Fatal(err)
-	}
+// readTUN sends each packet s's device gives out on the channel it
+// returns, which it closes when the device closes.
+func readTUN(s *Stack) <-chan []byte {
 	out := make(chan []byte, 4)
 	go func() {
 		bufs, sizes := [][]byte{make([]byte, 2000)}, []int{0}
@@ -307,6 +303,19 @@ func TestEchoThroughExitNode(t *testing.T) {
 			out <- append([]byte(nil), bufs[0][:sizes[0]]...)
 		}
 	}()
+	return out
+}
+
+// TestEchoThroughExitNode: an exit node in userspace mode answers a ping
+// to another host only when the host really answered it (the pinger), and
+// never answers one for a host it does not forward to.
+func TestEchoThroughExitNode(t *testing.T) {
+	down := netip.MustParseAddr("198.51.100.99")
+	s, err := New(Options{Pinger: fakePinger{up: webHost.Addr()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := readTUN(s)
 	s.Apply(osnet.Config{Addresses: []netip.Prefix{addrB}, TailnetRoutes: []netip.Prefix{tailnet.V4Range}})
 	s.TUN().Write([][]byte{echoRequest(addrA.Addr(), webHost.Addr(), 7, 1, "not an exit node")}, 0)
 	s.Apply(osnet.Config{Addresses: []netip.Prefix{addrB}, TailnetRoutes: []netip.Prefix{tailnet.V4Range}, AdvertiseExitNode: true})
@@ -358,22 +367,6 @@ func TestAdmit(t *testing.T) {
 	}
 }
 
-func echoRequest6(src, dst netip.Addr, id, seq uint16, payload string) []byte {
-	pkt := make([]byte, header.IPv6MinimumSize+header.ICMPv6EchoMinimumSize+len(payload))
-	s, d := tcpip.AddrFrom16(src.As16()), tcpip.AddrFrom16(dst.As16())
-	header.IPv6(pkt).Encode(&header.IPv6Fields{
-		PayloadLength:     uint16(len(pkt) - header.IPv6MinimumSize),
-		TransportProtocol: header.ICMPv6ProtocolNumber, HopLimit: 64, SrcAddr: s, DstAddr: d,
-	})
-	ic := header.ICMPv6(pkt[header.IPv6MinimumSize:])
-	ic.SetType(header.ICMPv6EchoRequest)
-	ic.SetIdent(id)
-	ic.SetSequence(seq)
-	copy(ic[header.ICMPv6EchoMinimumSize:], payload)
-	ic.SetChecksum(header.ICMPv6Checksum(header.ICMPv6ChecksumParams{Header: ic, Src: s, Dst: d}))
-	return pkt
-}
-
 // TestEcho6ThroughExitNode: an IPv6 ping through a userspace exit node is
 // answered only when the host really answered it, with a reply whose
 // ICMPv6 checksum (over the pseudo-header) is valid.
@@ -387,20 +380,10 @@ func TestEcho6ThroughExitNode(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.TUN().Close()
-	out := make(chan []byte, 4)
-	go func() {
-		bufs, sizes := [][]byte{make([]byte, 2000)}, []int{0}
-		for {
-			if _, err := s.TUN().Read(bufs, sizes, 0); err != nil {
-				close(out)
-				return
-			}
-			out <- append([]byte(nil), bufs[0][:sizes[0]]...)
-		}
-	}()
+	out := readTUN(s)
 	s.Apply(osnet.Config{Addresses: []netip.Prefix{addrB, me6}, TailnetRoutes: []netip.Prefix{tailnet.V4Range, netip.MustParsePrefix("fd7a:115c:a1e0::/48")}, AdvertiseExitNode: true})
-	s.TUN().Write([][]byte{echoRequest6(peer6, down6, 9, 1, "to a host that is down")}, 0)
-	s.TUN().Write([][]byte{echoRequest6(peer6, web6, 9, 2, "hello web6")}, 0)
+	s.TUN().Write([][]byte{echoRequest(peer6, down6, 9, 1, "to a host that is down")}, 0)
+	s.TUN().Write([][]byte{echoRequest(peer6, web6, 9, 2, "hello web6")}, 0)
 	select {
 	case pkt, ok := <-out:
 		if !ok {
