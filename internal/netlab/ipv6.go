@@ -10,7 +10,6 @@ import (
 	"strconv"
 
 	"github.com/google/nftables"
-	"github.com/google/nftables/expr"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
@@ -300,18 +299,7 @@ func installFirewall6(ns netns.NsHandle, kind NATKind) error {
 		return fmt.Errorf("netlab: nftables: %w", err)
 	}
 	t := c.AddTable(&nftables.Table{Family: nftables.TableFamilyIPv6, Name: firewall6Table})
-	fwd := addForwardFromWAN(c, t)
-	c.AddRule(&nftables.Rule{Table: t, Chain: fwd, Exprs: slices.Concat(
-		ifaceIs(expr.MetaKeyIIFNAME, routerWAN),
-		verdict(expr.VerdictDrop),
-	)})
-	if kind == NATUDPBlocked {
-		c.AddRule(&nftables.Rule{Table: t, Chain: fwd, Exprs: slices.Concat(
-			ifaceIs(expr.MetaKeyOIFNAME, routerWAN),
-			isUDP(),
-			verdict(expr.VerdictDrop),
-		)})
-	}
+	addForward(c, t, kind)
 	if err := c.Flush(); err != nil {
 		return fmt.Errorf("netlab: install the IPv6 firewall: %w", err)
 	}

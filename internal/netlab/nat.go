@@ -47,24 +47,6 @@ const natTable = "weftlab"
 // outgoing packet needs, so masquerade picks another port and the punch
 // never meets. Dropped in input, the entry is never confirmed.
 //
-// addForwardFromWAN adds t's forward chain (policy accept) with its first
-// rule, which lets in from the WAN what answers a flow the LAN opened:
-// the IPv4 NAT and the IPv6 firewall both start so.
-func addForwardFromWAN(c *nftables.Conn, t *nftables.Table) *nftables.Chain {
-	accept := nftables.ChainPolicyAccept
-	fwd := c.AddChain(&nftables.Chain{
-		Name: "forward", Table: t,
-		Type: nftables.ChainTypeFilter, Hooknum: nftables.ChainHookForward, Priority: nftables.ChainPriorityFilter,
-		Policy: &accept,
-	})
-	c.AddRule(&nftables.Rule{Table: t, Chain: fwd, Exprs: slices.Concat(
-		ifaceIs(expr.MetaKeyIIFNAME, routerWAN),
-		ctStateIn(expr.CtStateBitESTABLISHED|expr.CtStateBitRELATED),
-		verdict(expr.VerdictAccept),
-	)})
-	return fwd
-}
-
 // Only traffic from the LAN is masqueraded: the router's own packets
 // already carry its WAN address and keep their ports, as a real router's
 // do (a port-mapping daemon on the router checks its own public address
@@ -85,16 +67,7 @@ func installNAT(ns netns.NsHandle, kind NATKind, log *slog.Logger) error {
 		ifaceIs(expr.MetaKeyOIFNAME, routerWAN),
 		[]expr.Any{&expr.Masq{FullyRandom: kind == NATHard}},
 	)})
-	fwd := addForwardFromWAN(c, t)
-	c.AddRule(&nftables.Rule{Table: t, Chain: fwd, Exprs: slices.Concat(
-		ifaceIs(expr.MetaKeyIIFNAME, routerWAN),
-		ctStatusDNAT(),
-		verdict(expr.VerdictAccept),
-	)})
-	c.AddRule(&nftables.Rule{Table: t, Chain: fwd, Exprs: slices.Concat(
-		ifaceIs(expr.MetaKeyIIFNAME, routerWAN),
-		verdict(expr.VerdictDrop),
-	)})
+	addForward(c, t, kind, ctStatusDNAT())
 	accept := nftables.ChainPolicyAccept
 	in := c.AddChain(&nftables.Chain{
 		Name: "input", Table: t,
@@ -107,13 +80,6 @@ func installNAT(ns netns.NsHandle, kind NATKind, log *slog.Logger) error {
 		ctStateIn(expr.CtStateBitNEW),
 		verdict(expr.VerdictDrop),
 	)})
-	if kind == NATUDPBlocked {
-		c.AddRule(&nftables.Rule{Table: t, Chain: fwd, Exprs: slices.Concat(
-			ifaceIs(expr.MetaKeyOIFNAME, routerWAN),
-			isUDP(),
-			verdict(expr.VerdictDrop),
-		)})
-	}
 	if err := c.Flush(); err != nil {
 		return fmt.Errorf("netlab: install %s NAT: %w", kind, err)
 	}
@@ -191,4 +157,36 @@ func ifname(n string) []byte {
 	b := make([]byte, unix.IFNAMSIZ)
 	copy(b, n)
 	return b
+}
+
+// addForward adds t's forward chain (policy accept), as the IPv4 NAT and
+// the IPv6 firewall both filter: from the WAN, what answers a flow the
+// LAN opened passes, then what matches one of alsoFromWAN, and nothing
+// else; a udp-blocked router (kind) also drops all UDP to the WAN.
+func addForward(c *nftables.Conn, t *nftables.Table, kind NATKind, alsoFromWAN ...[]expr.Any) {
+	accept := nftables.ChainPolicyAccept
+	fwd := c.AddChain(&nftables.Chain{
+		Name: "forward", Table: t,
+		Type: nftables.ChainTypeFilter, Hooknum: nftables.ChainHookForward, Priority: nftables.ChainPriorityFilter,
+		Policy: &accept,
+	})
+	fromWAN := append([][]expr.Any{ctStateIn(expr.CtStateBitESTABLISHED | expr.CtStateBitRELATED)}, alsoFromWAN...)
+	for _, match := range fromWAN {
+		c.AddRule(&nftables.Rule{Table: t, Chain: fwd, Exprs: slices.Concat(
+			ifaceIs(expr.MetaKeyIIFNAME, routerWAN),
+			match,
+			verdict(expr.VerdictAccept),
+		)})
+	}
+	c.AddRule(&nftables.Rule{Table: t, Chain: fwd, Exprs: slices.Concat(
+		ifaceIs(expr.MetaKeyIIFNAME, routerWAN),
+		verdict(expr.VerdictDrop),
+	)})
+	if kind == NATUDPBlocked {
+		c.AddRule(&nftables.Rule{Table: t, Chain: fwd, Exprs: slices.Concat(
+			ifaceIs(expr.MetaKeyOIFNAME, routerWAN),
+			isUDP(),
+			verdict(expr.VerdictDrop),
+		)})
+	}
 }
