@@ -40,6 +40,7 @@ import (
 	"weft/internal/key"
 	"weft/internal/magicsock"
 	"weft/internal/netcheck"
+	"weft/internal/node"
 	"weft/internal/osdns"
 	"weft/internal/osnet"
 	"weft/internal/relay"
@@ -414,6 +415,21 @@ func (e *Engine) Close() error {
 	if err != nil {
 		return fmt.Errorf("agent: %w", err)
 	}
+	return nil
+}
+
+var _ node.TrustEngine = (*Engine)(nil)
+
+// SetTLSConfig implements node.TrustEngine. It makes the relay connections and the network checks' HTTPS
+// probes trust tc from now on (`weft up --ca-file` on a node that is up):
+// the relay connections made with the old trust close, the home region's
+// connects again at once, and the network is measured again with tc.
+func (e *Engine) SetTLSConfig(tc *tls.Config) error {
+	e.nc.SetTLSConfig(tc)
+	if err := e.relays.SetTLSConfig(tc); err != nil {
+		return fmt.Errorf("agent: relays: %w", err)
+	}
+	e.kickNetcheck()
 	return nil
 }
 

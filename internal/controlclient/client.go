@@ -88,6 +88,7 @@ type Options struct {
 	// TLSConfig is used for https server URLs (the /key fetch when
 	// HTTPClient is nil, and the control channel); nil trusts the
 	// system's roots (see netutil.TrustTLS for a private CA).
+	// SetTLSConfig changes it on a running Client.
 	TLSConfig *tls.Config
 }
 
@@ -111,6 +112,12 @@ type Client struct {
 	// cancelStream ends the stream Run holds or is dialling; nil
 	// outside Run.
 	cancelStream context.CancelFunc
+	// tlsConfig and hc are the trust and the /key client in use, from
+	// opts until SetTLSConfig; ownHTTP says hc was made here (from
+	// TLSConfig), not given in opts.
+	tlsConfig *tls.Config
+	hc        *http.Client
+	ownHTTP   bool
 
 	// redial, of capacity one, carries Redial's request to Run: connect
 	// again now, from MinBackoff.
@@ -141,12 +148,43 @@ func New(opts Options) (*Client, error) {
 	if opts.MaxBackoff == 0 {
 		opts.MaxBackoff = DefaultMaxBackoff
 	}
-	if opts.HTTPClient == nil {
-		tr := &http.Transport{DialContext: opts.DialContext, TLSClientConfig: opts.TLSConfig}
-		opts.HTTPClient = &http.Client{Timeout: 10 * time.Second, Transport: tr}
+	c := &Client{opts: opts, log: opts.Logger, urls: urls, serverKey: opts.ServerKey, hostinfo: opts.Hostinfo,
+		routes: opts.AdvertisedRoutes, redial: make(chan struct{}, 1), tlsConfig: opts.TLSConfig, hc: opts.HTTPClient}
+	if c.hc == nil {
+		c.hc, c.ownHTTP = c.newHTTPClient(opts.TLSConfig), true
 	}
-	return &Client{opts: opts, log: opts.Logger, urls: urls, serverKey: opts.ServerKey, hostinfo: opts.Hostinfo,
-		routes: opts.AdvertisedRoutes, redial: make(chan struct{}, 1)}, nil
+	return c, nil
+}
+
+// newHTTPClient is the /key client for trust tc.
+func (c *Client) newHTTPClient(tc *tls.Config) *http.Client {
+	tr := &http.Transport{DialContext: c.opts.DialContext, TLSClientConfig: tc}
+	return &http.Client{Timeout: 10 * time.Second, Transport: tr}
+}
+
+// SetTLSConfig makes the Client trust tc for the server's TLS from now on
+// (`weft up --ca-file` on a running node) and redials: the live map
+// stream, made with the old trust, is dropped and Run connects again at
+// once with tc. A Client given Options.HTTPClient keeps that for /key.
+func (c *Client) SetTLSConfig(tc *tls.Config) {
+	c.mu.Lock()
+	c.tlsConfig = tc
+	var old *http.Client
+	if c.ownHTTP {
+		old, c.hc = c.hc, c.newHTTPClient(tc)
+	}
+	c.mu.Unlock()
+	if old != nil {
+		old.CloseIdleConnections()
+	}
+	c.Redial()
+}
+
+// trust returns the /key client and the TLS configuration in use.
+func (c *Client) trust() (*http.Client, *tls.Config) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.hc, c.tlsConfig
 }
 
 // ServerURLs splits a list of control server URLs separated by commas
@@ -210,6 +248,18 @@ func (c *Client) eachServer(f func() error) error {
 		c.nextServer()
 	}
 	return err
+}
+
+// CheckTrust fetches the server's key with the Client's trust from the
+// servers of the list in turn until one answers, and checks it against
+// the pin. A node runs it before it takes new trust (`weft up --ca-file`)
+// so that certificates that do not verify the server are refused before
+// anything changes: the error then wraps the TLS verification error.
+func (c *Client) CheckTrust(ctx context.Context) error {
+	return c.eachServer(func() error {
+		_, err := c.checkServer(ctx)
+		return err
+	})
 }
 
 // CheckServerURL checks a control server URL, or a comma-separated list
@@ -304,7 +354,8 @@ func FetchServerKey(ctx context.Context, hc *http.Client, serverURL string) (Key
 // pinning it on first contact.
 func (c *Client) checkServer(ctx context.Context) (key.MachinePublic, error) {
 	serverURL := c.serverURL()
-	kr, err := FetchServerKey(ctx, c.opts.HTTPClient, serverURL)
+	hc, _ := c.trust()
+	kr, err := FetchServerKey(ctx, hc, serverURL)
 	if err != nil {
 		return key.MachinePublic{}, err
 	}
@@ -338,7 +389,8 @@ func (c *Client) dial(ctx context.Context) (*noiseconn.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	d := &noiseconn.Dialer{MachineKey: c.opts.MachineKey, ServerKey: sk, DialContext: c.opts.DialContext, TLSConfig: c.opts.TLSConfig}
+	_, tc := c.trust()
+	d := &noiseconn.Dialer{MachineKey: c.opts.MachineKey, ServerKey: sk, DialContext: c.opts.DialContext, TLSConfig: tc}
 	serverURL := c.serverURL()
 	conn, err := d.Dial(ctx, serverURL)
 	if err != nil {

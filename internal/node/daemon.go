@@ -229,16 +229,6 @@ func (d *Daemon) newClient(p nodestate.Prefs, onPin func(key.MachinePublic) erro
 	return controlclient.New(opts)
 }
 
-// trust is the TLS client configuration for p's server and relays: the
-// system's roots, the daemon's --ca-file and the node's weft up --ca-file.
-func (d *Daemon) trust(p nodestate.Prefs) (*tls.Config, error) {
-	tc, err := netutil.TrustTLS(d.cfg.CAPEM, []byte(p.ServerCA))
-	if err != nil {
-		return nil, fmt.Errorf("the certificates to trust for %s: %w", p.ServerURL, err)
-	}
-	return tc, nil
-}
-
 func (d *Daemon) setErr(err error) {
 	d.mu.Lock()
 	d.lastErr = err
@@ -288,9 +278,25 @@ func (d *Daemon) Up(ctx context.Context, req localapi.UpRequest) (*localapi.Stat
 	p.Registered, p.WantUp = true, true
 	inPlace := c != nil && old.Registered && old.WantUp && old.ServerURL == p.ServerURL &&
 		old.NodeKey.Public() == p.NodeKey.Public()
+	newCA := p.ServerCA != old.ServerCA
+	if inPlace && newCA {
+		// New certificates to trust on a node that is up: checked
+		// against the server first, then its live connections are
+		// made again with them (a data plane that cannot take them in
+		// place starts again).
+		if err := d.checkTrust(ctx, p); err != nil {
+			return nil, err
+		}
+		inPlace = d.canRetrust()
+	}
 	if inPlace {
 		if err := d.setPrefs(p); err != nil {
 			return nil, err
+		}
+		if newCA {
+			if err := d.retrust(c, p); err != nil {
+				return nil, err
+			}
 		}
 	} else if c, err = d.restart(ctx, p); err != nil {
 		return nil, err

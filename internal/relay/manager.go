@@ -233,6 +233,34 @@ func (m *Manager) Redial() {
 	}
 }
 
+// SetTLSConfig makes the Manager trust tc for https relays from now on
+// (`weft up --ca-file` on a running node): every region's connection,
+// made with the old trust, is closed; the home region connects again at
+// once with tc, the others when next used.
+func (m *Manager) SetTLSConfig(tc *tls.Config) error {
+	m.mu.Lock()
+	if m.ctx.Err() != nil {
+		m.mu.Unlock()
+		return ErrClosed
+	}
+	m.opts.TLSConfig = tc
+	old := m.regions
+	m.regions = make(map[int]*regionConn)
+	var err error
+	if m.home != 0 {
+		var rc *regionConn
+		if rc, err = m.regionLocked(m.home); err == nil {
+			rc.client.NotePreferred(true)
+			rc.client.start()
+		}
+	}
+	m.mu.Unlock()
+	for _, rc := range old {
+		rc.client.Close()
+	}
+	return err
+}
+
 // CheckRelay checks that region's connection, if there is one, still
 // carries frames, and reconnects it if not (see Client.Check).
 func (m *Manager) CheckRelay(region int) {

@@ -8,10 +8,12 @@ import (
 	"net/url"
 	"slices"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
 	"weft/internal/key"
+	"weft/internal/netutil"
 	"weft/internal/tstest"
 	"weft/internal/wire"
 )
@@ -329,5 +331,71 @@ func TestAltAddrDialer(t *testing.T) {
 				t.Errorf("err %v, tried %v; want error %v, tried %v", err, tried, tc.wantErr, tc.wantTried)
 			}
 		})
+	}
+}
+
+// TestManagerPrivateCA runs the home relay over TLS with a certificate
+// from a private CA. A Manager trusting the system's roots alone is
+// refused by the certificate and stays unconnected, saying why; after
+// SetTLSConfig with the trust netutil.TrustTLS builds from the CA (the
+// node's --ca-file, changed on a running node), the home connects again
+// at once and carries a peer's packet.
+func TestManagerPrivateCA(t *testing.T) {
+	a, b := key.NewNode(), key.NewNode()
+	ca := tstest.NewCA(t, "relay test CA")
+	hs, _ := reserveRelay()
+	mountRelay(t, hs, ServerOptions{Authorizer: allow(a, b)})
+	hs.TLS = ca.ServerTLS(t, "127.0.0.1")
+	hs.StartTLS()
+	trusted, err := netutil.TrustTLS(ca.PEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := relayNode(t, 1, hs.URL)
+	n.InsecureHTTP = false
+	got := make(chan received, 4)
+	m, err := NewManager(ManagerOptions{
+		NodeKey:  a,
+		RelayMap: &wire.RelayMap{Regions: map[int]*wire.RelayRegion{1: {ID: 1, Code: "one", Nodes: []*wire.RelayNode{n}}}},
+		OnRecv:   func(region int, src key.NodePublic, data []byte) { got <- received{region, src, string(data)} },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	if err := m.SetHome(1); err != nil {
+		t.Fatal(err)
+	}
+	tstest.Eventually(t, "the home relay refused for its certificate", func() bool {
+		st := m.Status()
+		return len(st) == 1 && !st[0].Connected && strings.Contains(st[0].LastError, "certificate")
+	})
+	if err := m.SetTLSConfig(trusted); err != nil {
+		t.Fatal(err)
+	}
+	tstest.Eventually(t, "the home relay connected with the CA", func() bool {
+		st := m.Status()
+		return len(st) == 1 && st[0].Connected && st[0].Home
+	})
+	cb, err := NewClient(ClientOptions{URLs: []string{hs.URL}, NodeKey: b, TLSConfig: trusted})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cb.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := cb.Connect(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := cb.Send(a.Public(), []byte("over the private CA")); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case r := <-got:
+		if r != (received{1, b.Public(), "over the private CA"}) {
+			t.Fatalf("got %+v", r)
+		}
+	case <-ctx.Done():
+		t.Fatal("nothing received through the relay")
 	}
 }

@@ -4,6 +4,9 @@ package controltest
 
 import (
 	"context"
+	"crypto/tls"
+	"io"
+	"log"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
@@ -109,3 +112,34 @@ func (e *Env) Client(name string, pin key.MachinePublic, onMap func(*controlclie
 	}
 	return c
 }
+
+// TLSServer serves an Env's control server over TLS, at a URL of its own,
+// with a certificate SetCert replaces (the server given a new one).
+type TLSServer struct {
+	URL  string
+	cert atomic.Pointer[tls.Certificate]
+}
+
+// StartTLS serves the Env over TLS with cert until the test ends.
+func (e *Env) StartTLS(cert tls.Certificate) *TLSServer {
+	s := &TLSServer{}
+	s.cert.Store(&cert)
+	hs := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		(*e.handler.Load()).ServeHTTP(w, r)
+	}))
+	// The certificate is chosen per connection: a client without a
+	// server name would otherwise get the Config's first certificate.
+	hs.TLS = &tls.Config{GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) {
+		return &tls.Config{Certificates: []tls.Certificate{*s.cert.Load()}}, nil
+	}}
+	// Handshakes refused by clients that do not trust cert are what the
+	// tests make happen, not news.
+	hs.Config.ErrorLog = log.New(io.Discard, "", 0)
+	hs.StartTLS()
+	s.URL = hs.URL
+	e.t.Cleanup(hs.Close)
+	return s
+}
+
+// SetCert makes new connections get cert; live ones keep theirs.
+func (s *TLSServer) SetCert(cert tls.Certificate) { s.cert.Store(&cert) }
