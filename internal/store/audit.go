@@ -46,7 +46,7 @@ func clip(s string) string {
 }
 
 // AppendAudit records e on its own, ignoring any entry WithAudit put in
-// ctx: for changes that are not in the store (a console link).
+// ctx: for changes that are not in the store.
 func (s *sqlStore) AppendAudit(ctx context.Context, e AuditEntry) (AuditEntry, error) {
 	if e.Action == "" {
 		return AuditEntry{}, fmt.Errorf("store: AppendAudit: %w: no action", ErrInvalid)

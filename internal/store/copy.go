@@ -36,8 +36,9 @@ var copyTables = []copyTableSpec{
 
 // notCopied are tables that hold the running servers' state rather than
 // the tailnet's, which a copy leaves behind: the servers' liveness rows
-// name processes of the SQLite server, not of the PostgreSQL ones.
-var notCopied = []string{"control_servers"}
+// name processes of the SQLite server, not of the PostgreSQL ones; console
+// sign-ins are short-lived, and people sign in again on the new database.
+var notCopied = []string{"control_servers", "console_links", "console_sessions", "oidc_flows"}
 
 // CopyOptions tunes CopySQLiteToPostgres.
 type CopyOptions struct {

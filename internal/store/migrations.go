@@ -148,6 +148,35 @@ var migrations = []string{
 		beat    BIGINT NOT NULL,
 		beat_at BIGINT NOT NULL
 	);`,
+	// 10: the web console's one-time login links and sessions, and the
+	// sign-ins in progress at the identity provider, shared by every
+	// server on the database: a link printed at one server signs in at
+	// another, a session made at one is good at all of them, and the
+	// provider's redirect back may reach any. hash is the SHA-256 of the
+	// link's or the session cookie's token, state_hash that of the
+	// sign-in's OAuth state; the tokens themselves are never stored. A
+	// session's user_id is NULL for the server's administrator (a login
+	// link); a user's sessions end with the user. Rows are void after
+	// expires and swept when new ones are made.
+	`CREATE TABLE console_links (
+		hash       TEXT PRIMARY KEY,
+		created_at BIGINT NOT NULL,
+		expires    BIGINT NOT NULL
+	);
+	CREATE TABLE console_sessions (
+		hash       TEXT PRIMARY KEY,
+		user_id    BIGINT REFERENCES users(id) ON DELETE CASCADE,
+		created_at BIGINT NOT NULL,
+		last_seen  BIGINT NOT NULL,
+		expires    BIGINT NOT NULL
+	);
+	CREATE INDEX console_sessions_user ON console_sessions(user_id);
+	CREATE TABLE oidc_flows (
+		state_hash TEXT PRIMARY KEY,
+		purpose    TEXT NOT NULL,
+		data       TEXT NOT NULL,
+		expires    BIGINT NOT NULL
+	);`,
 }
 
 // init applies pending migrations and loads (or makes) the settings.

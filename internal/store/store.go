@@ -345,6 +345,30 @@ type Store interface {
 	// has the poll hash).
 	TakeNodeLogin(ctx context.Context, pollHash string, keyExpiry time.Time) (NodeLoginGrant, error)
 
+	// CreateConsoleLink records a web console login link by the SHA-256
+	// of its token, good until expires (console.go).
+	CreateConsoleLink(ctx context.Context, hash string, expires time.Time) error
+	// UseConsoleLink spends a live login link and starts the session st
+	// in one transaction; a link is spent once, whichever servers present
+	// it at once (ErrNotFound for an unknown, used or expired link).
+	UseConsoleLink(ctx context.Context, linkHash string, st ConsoleSessionStart) (ConsoleSession, error)
+	// StartConsoleSession starts a console session (a sign-in with the
+	// identity provider; ErrNotFound for an unknown user).
+	StartConsoleSession(ctx context.Context, st ConsoleSessionStart) (ConsoleSession, error)
+	// CheckConsoleSession returns the live session with the token hash
+	// (ErrNotFound when unknown, ended or expired).
+	CheckConsoleSession(ctx context.Context, hash string) (ConsoleSession, error)
+	// EndConsoleSession ends a session: a sign-out (ErrNotFound when it
+	// had ended already).
+	EndConsoleSession(ctx context.Context, hash string) error
+
+	// StartOIDCFlow records a sign-in in progress at the identity
+	// provider (ErrTooManyFlows when max are in progress already; 0: no
+	// bound); TakeOIDCFlow finishes it once, at any server (ErrNotFound
+	// when unknown, finished or expired).
+	StartOIDCFlow(ctx context.Context, f OIDCFlow, max int) error
+	TakeOIDCFlow(ctx context.Context, stateHash string) (OIDCFlow, error)
+
 	// Heartbeat records that the control server origin (its change-feed
 	// origin) is alive, setting its liveness row's counter to beat. It
 	// reports whether the row was there: false at the server's first
