@@ -109,16 +109,16 @@ func runServer(ctx context.Context, g *globals, o serverOptions) error {
 	if err != nil {
 		return err
 	}
-	tlsCfg, oidcLogin, err := serverFrontDoor(ctx, o)
-	if err != nil {
-		return err
-	}
 	dbURL := serverDBURL(o.db)
 	st, err := openServerStore(ctx, dbURL, o.dataDir)
 	if err != nil {
 		return err
 	}
 	defer st.Close()
+	tlsCfg, oidcLogin, err := serverFrontDoor(ctx, o, st)
+	if err != nil {
+		return err
+	}
 	// Servers sharing a PostgreSQL tell each other what they change
 	// (docs/ha.md).
 	feed, persist, closeFeed, err := serverFeed(dbURL, log.With("sub", "changefeed"))
@@ -197,13 +197,14 @@ func controlConfig(o serverOptions, log *slog.Logger) control.Config {
 }
 
 // serverFrontDoor is how people reach the server: its TLS configuration
-// (nil: plain HTTP) and its identity provider (nil: none).
-func serverFrontDoor(ctx context.Context, o serverOptions) (*tls.Config, *oidclogin.Login, error) {
+// (nil: plain HTTP) and its identity provider (nil: none), whose
+// sign-ins in progress are kept in st.
+func serverFrontDoor(ctx context.Context, o serverOptions, st store.Store) (*tls.Config, *oidclogin.Login, error) {
 	tlsCfg, err := serverTLS(o.tls, o.dataDir)
 	if err != nil {
 		return nil, nil, err
 	}
-	oidcLogin, err := newSignIn(ctx, o.oidc, o.serverURL)
+	oidcLogin, err := newSignIn(ctx, o.oidc, o.serverURL, st)
 	return tlsCfg, oidcLogin, err
 }
 
@@ -216,7 +217,7 @@ func mountWeb(mux *http.ServeMux, o serverOptions, st store.Store, ctrl *control
 	// The web console at /admin/ (docs/console.md); the root sends
 	// browsers there. It reads and changes the tailnet through the
 	// admin API, called in process.
-	cons := &console.Server{BaseURL: o.serverURL, Logger: log.With("sub", "console")}
+	cons := &console.Server{Sessions: st, BaseURL: o.serverURL, Logger: log.With("sub", "console")}
 	// Interactive node login: weft up without a pre-auth key. An
 	// approval here reaches a node waiting at another server through
 	// the change feed.

@@ -35,7 +35,9 @@ type signIn struct {
 }
 
 // newSignIn discovers the provider; nil when no --oidc-issuer is given.
-func newSignIn(ctx context.Context, o oidcOptions, serverURL string) (*oidclogin.Login, error) {
+// Sign-ins in progress are kept in st, so the provider's redirect back
+// may reach any server sharing the database.
+func newSignIn(ctx context.Context, o oidcOptions, serverURL string, st store.Store) (*oidclogin.Login, error) {
 	if o.issuer == "" {
 		if o.clientID != "" || o.clientSecretFile != "" {
 			return nil, usageError{errors.New("server: --oidc-client-id and --oidc-client-secret-file need --oidc-issuer")}
@@ -53,7 +55,7 @@ func newSignIn(ctx context.Context, o oidcOptions, serverURL string) (*oidclogin
 		Issuer: o.issuer, ClientID: o.clientID, ClientSecret: secret,
 		RedirectURL:    strings.TrimSuffix(serverURL, "/") + oidclogin.CallbackPath,
 		AllowedDomains: o.allowedDomains, AllowedUsers: o.allowedUsers, AllowedGroups: o.allowedGroups,
-		GroupsClaim: o.groupsClaim,
+		GroupsClaim: o.groupsClaim, Flows: st,
 	})
 }
 
@@ -88,7 +90,7 @@ func (s *signIn) callback(w http.ResponseWriter, r *http.Request) {
 	}
 	switch purpose {
 	case "console":
-		s.cons.SignIn(w, r, u.Name, u.Role)
+		s.cons.SignIn(w, r, u.Name)
 	case "node":
 		// The approval and its audit entry are one transaction.
 		var detail string

@@ -117,7 +117,8 @@ func (s *Server) guard(rt Route, h http.HandlerFunc) http.HandlerFunc {
 // that the store records it in the transaction of the change
 // (store.WithAudit): a change that fails leaves no entry, and an entry
 // that cannot be written undoes the change. A change h makes outside the
-// store (a console link) is recorded after it, on its own.
+// store (none today: console links are rows too) is recorded after it,
+// on its own.
 func (s *Server) audited(w http.ResponseWriter, r *http.Request, rt Route, a Actor, h http.HandlerFunc) {
 	body, err := io.ReadAll(io.LimitReader(r.Body, maxBody+1))
 	if err != nil {

@@ -10,9 +10,11 @@ import (
 )
 
 // ConsoleLinker makes one-time login links for the web console; the
-// console (internal/console) implements it.
+// console (internal/console) implements it. The link is recorded in the
+// store with ctx, which carries the request's audit entry (console.link),
+// so the two are one transaction.
 type ConsoleLinker interface {
-	NewLoginLink() (link string, expires time.Time, err error)
+	NewLoginLink(ctx context.Context) (link string, expires time.Time, err error)
 }
 
 // ConsoleLinkReply is the reply to console-link.
@@ -26,7 +28,7 @@ func (s *Server) consoleLink(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, fmt.Errorf("%w: this server runs no web console", store.ErrNotFound))
 		return
 	}
-	link, exp, err := s.Console.NewLoginLink()
+	link, exp, err := s.Console.NewLoginLink(r.Context())
 	if err != nil {
 		s.fail(w, r, err)
 		return

@@ -20,7 +20,7 @@ func TestMemberSeesOwnNodesOnly(t *testing.T) {
 	if _, err := e.st.CreateUser(ctx, "bob"); err != nil {
 		t.Fatal(err)
 	}
-	tok, err := e.s.startSession("bob", store.RoleMember)
+	tok, err := e.s.startSession(ctx, "bob")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -64,8 +64,9 @@ func TestAuditLogPage(t *testing.T) {
 		t.Fatalf("approve: %d", resp.StatusCode)
 	}
 	es, err := e.st.ListAudit(context.Background(), store.AuditQuery{})
-	if err != nil || len(es) != 1 || es[0].Action != "routes.approve" || es[0].Credential != "console session" {
-		t.Fatalf("audit log %+v, %v", es, err)
+	if err != nil || len(es) != 2 || es[0].Action != "routes.approve" || es[0].Credential != "console session" ||
+		es[1].Action != "console.signin" || es[1].Credential != "login link" {
+		t.Fatalf("audit log %+v, %v; want the sign-in and the approval", es, err)
 	}
 	body := bodyOf(t, e.do("GET", "/admin/audit", cookie, nil, nil))
 	if !strings.Contains(body, `data-action="routes.approve"`) || !strings.Contains(body, "console session") {

@@ -1,19 +1,21 @@
 package console
 
 import (
-	"weft/internal/adminapi"
-	"weft/internal/store"
-
+	"context"
+	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
 	"strings"
-	"sync"
 	"time"
+
+	"weft/internal/adminapi"
+	"weft/internal/store"
 )
 
 // Lifetimes of what the console hands out.
@@ -27,20 +29,28 @@ const (
 // cookieName is the session cookie, scoped to the console's path.
 const cookieName = "weft_session"
 
-// sessions holds login links and sessions in memory, by the SHA-256 of
-// their random tokens: a restart signs everyone out, which is acceptable
-// for an administrator's console and keeps secrets out of the database.
-type sessions struct {
-	mu       sync.Mutex
-	links    map[string]time.Time // hash of link token → expiry
-	sessions map[string]session   // hash of session token → session
+// Sessions is where the console keeps its login links and sessions: the
+// store (store.Store implements it), so that every server sharing the
+// database honours them. A link printed at one server signs in at
+// another, a session is good at every server, signing out at one ends it
+// at all, and a restart signs nobody out. Only the SHA-256 of each token
+// is handed over; the tokens stay in the link and the cookie.
+type Sessions interface {
+	CreateConsoleLink(ctx context.Context, hash string, expires time.Time) error
+	UseConsoleLink(ctx context.Context, linkHash string, st store.ConsoleSessionStart) (store.ConsoleSession, error)
+	StartConsoleSession(ctx context.Context, st store.ConsoleSessionStart) (store.ConsoleSession, error)
+	CheckConsoleSession(ctx context.Context, hash string) (store.ConsoleSession, error)
+	EndConsoleSession(ctx context.Context, hash string) error
 }
 
+var _ Sessions = store.Store(nil)
+
+// session is a request's live session.
 type session struct {
-	expiry time.Time
-	csrf   string // shown in forms, checked on every POST
-	user   string // who signed in; empty for the server's administrator
-	role   string // store.RoleAdmin or store.RoleMember
+	hash string // the store's name for it: the SHA-256 of the cookie's token
+	csrf string // shown in forms, checked on every POST; see csrfToken
+	user string // who signed in; empty for the server's administrator
+	role string // store.RoleAdmin or store.RoleMember
 }
 
 // actor is who the admin API sees making the session's requests: it
@@ -62,9 +72,22 @@ func hashToken(t string) string {
 	return hex.EncodeToString(h[:])
 }
 
+// csrfToken is a session's CSRF token, derived from the session's token
+// (an HMAC keyed with it), so that no server stores it and every server
+// derives the same one. It reveals nothing of the session token, and the
+// store's hash of that token reveals nothing of it.
+func csrfToken(sessionToken string) string {
+	m := hmac.New(sha256.New, []byte(sessionToken))
+	m.Write([]byte("weft console CSRF token"))
+	return hex.EncodeToString(m.Sum(nil))
+}
+
 // NewLoginLink makes a one-time login link, valid for LoginLinkLifetime,
 // and returns it with its expiry. `weft admin console-link` prints it.
-func (s *Server) NewLoginLink() (string, time.Time, error) {
+// The link is recorded in the store with ctx, so the admin API's audit
+// entry of the request (console.link) is written in the same
+// transaction.
+func (s *Server) NewLoginLink(ctx context.Context) (string, time.Time, error) {
 	if s.BaseURL == "" {
 		return "", time.Time{}, fmt.Errorf("console: the server has no --server-url to make a link with")
 	}
@@ -72,20 +95,10 @@ func (s *Server) NewLoginLink() (string, time.Time, error) {
 	if err != nil {
 		return "", time.Time{}, err
 	}
-	now := s.now()
-	exp := now.Add(LoginLinkLifetime)
-	a := &s.auth
-	a.mu.Lock()
-	if a.links == nil {
-		a.links = map[string]time.Time{}
+	exp := s.now().Add(LoginLinkLifetime)
+	if err := s.Sessions.CreateConsoleLink(ctx, hashToken(tok), exp); err != nil {
+		return "", time.Time{}, fmt.Errorf("console: recording the login link: %w", err)
 	}
-	for h, e := range a.links { // drop dead links, so the map stays small
-		if !now.Before(e) {
-			delete(a.links, h)
-		}
-	}
-	a.links[hashToken(tok)] = exp
-	a.mu.Unlock()
 	return strings.TrimSuffix(s.BaseURL, "/") + Prefix + "login?token=" + url.QueryEscape(tok), exp, nil
 }
 
@@ -115,7 +128,9 @@ type signInView struct{ URL string }
 // signInHint is what a browser without a session is told.
 const signInHint = "Sign in with a one-time link: run `weft admin console-link` on the server's machine and open the link it prints."
 
-// login spends a login link and starts a session.
+// login spends a login link and starts a session, and writes its audit
+// entry (console.signin), in one transaction: of several servers given
+// the same link at once, the database lets exactly one spend it.
 func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 	r.Body = http.MaxBytesReader(w, r.Body, 4096)
 	if !sameOrigin(r) {
@@ -123,24 +138,31 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 			Message: "This sign-in did not come from the console's own page; nothing was changed."})
 		return
 	}
-	now := s.now()
-	h := hashToken(r.PostFormValue("token"))
-	a := &s.auth
-	a.mu.Lock()
-	exp, ok := a.links[h]
-	delete(a.links, h) // single use, also when expired
-	a.mu.Unlock()
-	if !ok || !now.Before(exp) {
+	tok, err := randomToken()
+	if err != nil {
+		s.sessionFailure(w, r, err)
+		return
+	}
+	ctx := store.WithAudit(r.Context(), store.AuditEntry{Credential: "login link", Remote: r.RemoteAddr, Action: "console.signin"})
+	_, err = s.Sessions.UseConsoleLink(ctx, hashToken(r.PostFormValue("token")),
+		store.ConsoleSessionStart{Hash: hashToken(tok), Expires: s.now().Add(SessionLifetime)})
+	if errors.Is(err, store.ErrNotFound) {
 		s.page(w, r, http.StatusUnauthorized, "message", &pageData{Title: "Link not valid",
 			Message: "This login link is unknown, used or expired. Run `weft admin console-link` for a new one."})
 		return
 	}
-	tok, err := s.startSession("", store.RoleAdmin)
 	if err != nil {
-		s.page(w, r, http.StatusInternalServerError, "message", &pageData{Title: "Error", Message: "Could not start a session."})
+		s.sessionFailure(w, r, err)
 		return
 	}
 	s.enter(w, r, tok)
+}
+
+// sessionFailure answers a sign-in the store could not record.
+func (s *Server) sessionFailure(w http.ResponseWriter, r *http.Request, err error) {
+	s.logger().Error("console: session", "path", r.URL.Path, "err", err)
+	s.page(w, r, http.StatusInternalServerError, "message", &pageData{Title: "Error",
+		Message: "Could not start a session; the server's log has the details."})
 }
 
 // enter sets the new session's cookie and sends the browser on to the
@@ -155,32 +177,21 @@ func (s *Server) enter(w http.ResponseWriter, r *http.Request, tok string) {
 	s.page(w, r, http.StatusOK, "entered", &pageData{Title: "Signed in"})
 }
 
-// startSession starts a session for user with role and returns its
-// token, the cookie's value. A session from a login link is the server's
-// administrator's (user empty): only the server's owner can print one.
-// Sign-in with an identity provider starts sessions for its users.
-func (s *Server) startSession(user, role string) (string, error) {
+// startSession starts a session for user (who must exist) and returns
+// its token, the cookie's value; ctx may carry the sign-in's audit
+// entry, written with the session. Sessions of the server's
+// administrator (user empty) start only from login links, which only
+// the server's owner can print.
+func (s *Server) startSession(ctx context.Context, user string) (string, error) {
 	tok, err := randomToken()
 	if err != nil {
 		return "", err
 	}
-	csrf, err := randomToken()
+	_, err = s.Sessions.StartConsoleSession(ctx, store.ConsoleSessionStart{Hash: hashToken(tok), User: user,
+		Expires: s.now().Add(SessionLifetime)})
 	if err != nil {
-		return "", err
+		return "", fmt.Errorf("console: recording the session: %w", err)
 	}
-	now := s.now()
-	a := &s.auth
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if a.sessions == nil {
-		a.sessions = map[string]session{}
-	}
-	for k, v := range a.sessions {
-		if !now.Before(v.expiry) {
-			delete(a.sessions, k)
-		}
-	}
-	a.sessions[hashToken(tok)] = session{expiry: now.Add(SessionLifetime), csrf: csrf, user: user, role: role}
 	return tok, nil
 }
 
@@ -198,20 +209,26 @@ func (s *Server) https(r *http.Request) bool {
 	return r.TLS != nil || strings.HasPrefix(s.BaseURL, "https://")
 }
 
-// session returns the request's live session.
+// session returns the request's live session, as the store has it:
+// started at whichever server, not ended at any, not expired. A store
+// that fails is logged and counts as no session.
 func (s *Server) session(r *http.Request) (session, bool) {
 	c, err := r.Cookie(cookieName)
 	if err != nil || c.Value == "" {
 		return session{}, false
 	}
-	a := &s.auth
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	sess, ok := a.sessions[hashToken(c.Value)]
-	if !ok || !s.now().Before(sess.expiry) {
+	h := hashToken(c.Value)
+	cs, err := s.Sessions.CheckConsoleSession(r.Context(), h)
+	if err != nil {
+		if !errors.Is(err, store.ErrNotFound) {
+			s.logger().Error("console: reading the session", "err", err)
+		}
 		return session{}, false
 	}
-	return sess, true
+	if !s.now().Before(cs.Expires) {
+		return session{}, false
+	}
+	return session{hash: h, csrf: csrfToken(c.Value), user: cs.User, role: cs.Role}, true
 }
 
 // sameOrigin reports whether a state-changing request came from the
@@ -278,13 +295,20 @@ func (s *Server) changes(h func(http.ResponseWriter, *http.Request, session)) ht
 	}
 }
 
-// logout ends the session (a state change: CSRF-checked).
+// logout ends the session (a state change: CSRF-checked) at every
+// server, and writes its audit entry (console.signout) in the same
+// transaction. A session ended meanwhile (at another server) is gone
+// all the same: the cookie is cleared and nothing is recorded.
 func (s *Server) logout(w http.ResponseWriter, r *http.Request) {
-	s.changes(func(w http.ResponseWriter, r *http.Request, _ session) {
-		c, _ := r.Cookie(cookieName)
-		s.auth.mu.Lock()
-		delete(s.auth.sessions, hashToken(c.Value))
-		s.auth.mu.Unlock()
+	s.changes(func(w http.ResponseWriter, r *http.Request, sess session) {
+		ctx := store.WithAudit(r.Context(), store.AuditEntry{Actor: sess.user, Credential: "console session",
+			Remote: r.RemoteAddr, Action: "console.signout"})
+		if err := s.Sessions.EndConsoleSession(ctx, sess.hash); err != nil && !errors.Is(err, store.ErrNotFound) {
+			s.logger().Error("console: ending the session", "err", err)
+			s.page(w, r, http.StatusInternalServerError, "message", &pageData{Title: "Error", CSRF: sess.csrf,
+				Message: "Could not sign out; the server's log has the details. Try again."})
+			return
+		}
 		http.SetCookie(w, s.cookie(r, "", -1))
 		http.Redirect(w, r, Prefix, http.StatusSeeOther)
 	})(w, r)

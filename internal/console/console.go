@@ -1,10 +1,13 @@
 // Package console is weft's web console, served by weft server at
 // /admin/ on its port: server-rendered pages (html/template, embedded with
 // go:embed) behind a session that starts from a one-time login link
-// printed by `weft admin console-link`. Every page reads and changes the
-// tailnet through the admin API (internal/adminapi, called in process), so
-// the console can do nothing that `weft admin` and the REST API do not,
-// and passes the same checks. docs/console.md describes the pages.
+// printed by `weft admin console-link`, or from a sign-in with the
+// tailnet's identity provider. Links and sessions are kept in the store
+// (Sessions), so they work at every server sharing its database. Every
+// page reads and changes the tailnet through the admin API
+// (internal/adminapi, called in process), so the console can do nothing
+// that `weft admin` and the REST API do not, and passes the same checks.
+// docs/console.md describes the pages.
 //
 // Every response, errors and redirects included, carries a strict
 // Content-Security-Policy and the other headers of secureHeaders. The only
@@ -46,6 +49,9 @@ type Server struct {
 	// API is the admin API's handler (adminapi.Server.Handler): the
 	// console reads and changes the tailnet only through it. Required.
 	API http.Handler
+	// Sessions keeps the console's login links and sessions: the
+	// server's store, shared by every server on its database. Required.
+	Sessions Sessions
 	// BaseURL is the server's public URL (weft server --server-url), used
 	// to print login links; required for NewLoginLink.
 	BaseURL string
@@ -62,7 +68,6 @@ type Server struct {
 	tmpl     *template.Template
 	mux      *http.ServeMux
 	api      *adminapi.Client
-	auth     sessions
 }
 
 func (s *Server) init() {

@@ -25,6 +25,7 @@ import (
 type env struct {
 	t     testing.TB
 	st    store.Store
+	db    string // the store's file
 	s     *Server
 	clk   *tstest.Clock
 	h     http.Handler
@@ -43,7 +44,9 @@ func (f fixedHealth) Since(wire.NodeID, time.Time) ([]wire.HealthSample, error) 
 func newEnv(t testing.TB, n int) *env {
 	t.Helper()
 	ctx := context.Background()
-	st, err := store.Open(ctx, filepath.Join(t.TempDir(), "weft.db"), store.Options{})
+	clk := tstest.NewClock(time.Now())
+	db := filepath.Join(t.TempDir(), "weft.db")
+	st, err := store.Open(ctx, db, store.Options{Now: clk.Now})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -51,7 +54,7 @@ func newEnv(t testing.TB, n int) *env {
 	if _, err := st.CreateUser(ctx, "alice"); err != nil {
 		t.Fatal(err)
 	}
-	e := &env{t: t, st: st, clk: tstest.NewClock(time.Now())}
+	e := &env{t: t, st: st, clk: clk, db: db}
 	secret, _, err := st.CreateAuthKey(ctx, store.AuthKeyRequest{User: "alice", Reusable: true})
 	if err != nil {
 		t.Fatal(err)
@@ -69,19 +72,38 @@ func newEnv(t testing.TB, n int) *env {
 			t.Fatal(err)
 		}
 	}
+	e.mount()
+	return e
+}
+
+// mount serves a console (and its admin API) over e.st at e.h.
+func (e *env) mount() {
 	health := fixedHealth{
 		{Time: time.Unix(1000, 0), Metrics: map[string]float64{"peer_rtt_ms:busan": 30, "peer_direct:busan": 0, "battery_pct": 90}},
 		{Time: time.Unix(1300, 0), Metrics: map[string]float64{"peer_rtt_ms:busan": 20, "peer_direct:busan": 1, "peer_rx_bytes:busan": 3000, "relay_rtt_ms:1": 12}},
 	}
-	e.logins = nodelogin.New(st)
+	e.logins = nodelogin.New(e.st)
 	e.logins.Now = e.clk.Now
-	api := &adminapi.Server{Store: st, Online: func(id wire.NodeID) bool { return id == 1 }, Health: health, Logins: e.logins}
-	e.s = &Server{API: api.APIHandler(), BaseURL: "http://weft.test", Now: e.clk.Now}
+	api := &adminapi.Server{Store: e.st, Online: func(id wire.NodeID) bool { return id == 1 }, Health: health, Logins: e.logins}
+	e.s = &Server{API: api.APIHandler(), Sessions: e.st, BaseURL: "http://weft.test", Now: e.clk.Now}
 	mux := http.NewServeMux()
 	mux.Handle(Prefix, e.s)
 	mux.HandleFunc("GET /{$}", RedirectRoot)
 	e.h = mux
-	return e
+}
+
+// another is a second console on e's database, through a store handle
+// of its own: another server sharing the database.
+func (e *env) another() *env {
+	e.t.Helper()
+	st, err := store.Open(context.Background(), e.db, store.Options{Now: e.clk.Now})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	e.t.Cleanup(func() { st.Close() })
+	b := &env{t: e.t, st: st, clk: e.clk, db: e.db, nodes: e.nodes}
+	b.mount()
+	return b
 }
 
 // do runs one request through the handler and checks the security
@@ -129,7 +151,7 @@ func bodyOf(t testing.TB, r *http.Response) string {
 // token makes a login link and returns its token.
 func (e *env) token() string {
 	e.t.Helper()
-	l, exp, err := e.s.NewLoginLink()
+	l, exp, err := e.s.NewLoginLink(context.Background())
 	if err != nil || !exp.After(e.clk.Now()) {
 		e.t.Fatalf("NewLoginLink = %q, %v, %v", l, exp, err)
 	}

@@ -159,7 +159,7 @@ func TestNodeFormsMember(t *testing.T) {
 	if _, err := e.st.SetAdvertisedRoutes(ctx, bobs.ID, []netip.Prefix{netip.MustParsePrefix("10.9.0.0/24")}); err != nil {
 		t.Fatal(err)
 	}
-	tok, err := e.s.startSession("bob", store.RoleMember)
+	tok, err := e.s.startSession(ctx, "bob")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -280,7 +280,7 @@ func TestPolicyHistory(t *testing.T) {
 	if _, err := e.st.CreateUser(ctx, "bob"); err != nil {
 		t.Fatal(err)
 	}
-	tok, err := e.s.startSession("bob", store.RoleMember)
+	tok, err := e.s.startSession(ctx, "bob")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,7 +1,9 @@
 // Package oidclogin signs people in with the tailnet's OpenID Connect
 // identity provider, for the web console and for interactive node login
 // (authorization code flow with PKCE, state bound to the browser by a
-// cookie, nonce checked in the ID token). It returns who signed in as the
+// cookie, nonce checked in the ID token). A sign-in in progress is kept
+// in the store (Config.Flows), so the provider's redirect back may reach
+// any server sharing the database. It returns who signed in as the
 // provider's issuer and stable subject: callers find users by those, never
 // by email (an email can change hands or be unverified; matching on it
 // lets one person take over another's account).
@@ -9,7 +11,9 @@ package oidclogin
 
 import (
 	"context"
+	"crypto/hmac"
 	"crypto/rand"
+	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/hex"
 	"errors"
@@ -17,11 +21,12 @@ import (
 	"net/http"
 	"slices"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/coreos/go-oidc/v3/oidc"
 	"golang.org/x/oauth2"
+
+	"weft/internal/store"
 )
 
 // Config is the provider and who may sign in.
@@ -41,6 +46,9 @@ type Config struct {
 	// GroupsClaim names the ID token claim listing groups; default
 	// "groups". The "groups" scope is asked for as well.
 	GroupsClaim string
+	// Flows keeps the sign-ins in progress: the server's store, shared
+	// by every server on its database. Required.
+	Flows Flows
 	// HTTPClient talks to the provider; nil means http.DefaultClient.
 	HTTPClient *http.Client
 	// Now returns the current time; nil means time.Now.
@@ -55,6 +63,15 @@ const (
 	stateCookie  = "weft_oidc_state"
 	maxFlows     = 10000
 )
+
+// Flows is where sign-ins in progress wait for the provider's redirect
+// back; store.Store implements it.
+type Flows interface {
+	StartOIDCFlow(ctx context.Context, f store.OIDCFlow, max int) error
+	TakeOIDCFlow(ctx context.Context, stateHash string) (store.OIDCFlow, error)
+}
+
+var _ Flows = store.Store(nil)
 
 // Identity is who signed in.
 type Identity struct {
@@ -75,21 +92,12 @@ type Login struct {
 	provider *oidc.Provider
 	verifier *oidc.IDTokenVerifier
 	oauth    oauth2.Config
-
-	mu    sync.Mutex
-	flows map[string]flow // state → flow
-}
-
-type flow struct {
-	nonce, verifier string
-	purpose, data   string
-	expiry          time.Time
 }
 
 // New discovers the provider and returns a Login.
 func New(ctx context.Context, cfg Config) (*Login, error) {
-	if cfg.Issuer == "" || cfg.ClientID == "" || cfg.RedirectURL == "" {
-		return nil, errors.New("oidclogin: issuer, client ID and redirect URL are required")
+	if cfg.Issuer == "" || cfg.ClientID == "" || cfg.RedirectURL == "" || cfg.Flows == nil {
+		return nil, errors.New("oidclogin: issuer, client ID, redirect URL and a store for sign-ins are required")
 	}
 	if cfg.GroupsClaim == "" {
 		cfg.GroupsClaim = "groups"
@@ -104,7 +112,7 @@ func New(ctx context.Context, cfg Config) (*Login, error) {
 	if err != nil {
 		return nil, fmt.Errorf("oidclogin: discovering %s: %w (is --oidc-issuer right and reachable?)", cfg.Issuer, err)
 	}
-	l := &Login{cfg: cfg, provider: p, flows: map[string]flow{},
+	l := &Login{cfg: cfg, provider: p,
 		verifier: p.Verifier(&oidc.Config{ClientID: cfg.ClientID, Now: cfg.Now}),
 		oauth: oauth2.Config{ClientID: cfg.ClientID, ClientSecret: cfg.ClientSecret, Endpoint: p.Endpoint(),
 			RedirectURL: cfg.RedirectURL, Scopes: []string{oidc.ScopeOpenID, "profile", "email", "groups"}}}
@@ -119,37 +127,53 @@ func random() (string, error) {
 	return hex.EncodeToString(b[:]), nil
 }
 
+// secrets are one sign-in's OAuth state, OIDC nonce and PKCE verifier,
+// each derived (HMAC-SHA256) from the random secret the state cookie
+// holds: the browser keeps the one secret, the store only the state's
+// hash, and any server can finish the sign-in. The state is public (it
+// is in the provider's redirect) and tells nothing of the others.
+type secrets struct{ state, nonce, verifier string }
+
+func derive(cookie string) secrets {
+	d := func(label string) string {
+		m := hmac.New(sha256.New, []byte(cookie))
+		m.Write([]byte("weft oidc " + label))
+		return hex.EncodeToString(m.Sum(nil)) // 64 characters: a valid PKCE verifier too
+	}
+	return secrets{state: d("state"), nonce: d("nonce"), verifier: d("pkce verifier")}
+}
+
+func hashState(state string) string {
+	h := sha256.Sum256([]byte(state))
+	return hex.EncodeToString(h[:])
+}
+
 // Begin sends the browser to the provider. purpose and data come back
 // from Finish: what the sign-in is for ("console", "node" with the login
 // code).
 func (l *Login) Begin(w http.ResponseWriter, r *http.Request, purpose, data string) {
-	state, err1 := random()
-	nonce, err2 := random()
-	if err1 != nil || err2 != nil {
+	secret, err := random()
+	if err != nil {
 		http.Error(w, "could not start the sign-in", http.StatusInternalServerError)
 		return
 	}
-	verifier := oauth2.GenerateVerifier()
-	now := l.cfg.Now()
-	l.mu.Lock()
-	for k, f := range l.flows {
-		if !now.Before(f.expiry) {
-			delete(l.flows, k)
-		}
-	}
-	if len(l.flows) >= maxFlows {
-		l.mu.Unlock()
+	sec := derive(secret)
+	err = l.cfg.Flows.StartOIDCFlow(r.Context(), store.OIDCFlow{StateHash: hashState(sec.state), Purpose: purpose, Data: data,
+		Expires: l.cfg.Now().Add(flowLifetime)}, maxFlows)
+	if errors.Is(err, store.ErrTooManyFlows) {
 		http.Error(w, "too many sign-ins in progress; try again in a few minutes", http.StatusTooManyRequests)
 		return
 	}
-	l.flows[state] = flow{nonce: nonce, verifier: verifier, purpose: purpose, data: data, expiry: now.Add(flowLifetime)}
-	l.mu.Unlock()
+	if err != nil {
+		http.Error(w, "could not start the sign-in: the database did not record it; try again", http.StatusInternalServerError)
+		return
+	}
 	// The state cookie ties the callback to this browser: a callback
 	// URL made elsewhere (login CSRF) does not carry it. Lax, as the
 	// callback is a top-level navigation from the provider.
-	http.SetCookie(w, &http.Cookie{Name: stateCookie, Value: state, Path: CallbackPath, HttpOnly: true,
+	http.SetCookie(w, &http.Cookie{Name: stateCookie, Value: secret, Path: CallbackPath, HttpOnly: true,
 		SameSite: http.SameSiteLaxMode, Secure: strings.HasPrefix(l.cfg.RedirectURL, "https://"), MaxAge: int(flowLifetime / time.Second)})
-	u := l.oauth.AuthCodeURL(state, oidc.Nonce(nonce), oauth2.S256ChallengeOption(verifier))
+	u := l.oauth.AuthCodeURL(sec.state, oidc.Nonce(sec.nonce), oauth2.S256ChallengeOption(sec.verifier))
 	http.Redirect(w, r, u, http.StatusFound)
 }
 
@@ -168,17 +192,21 @@ func (l *Login) Finish(r *http.Request) (Identity, string, string, error) {
 	}
 	state := q.Get("state")
 	c, err := r.Cookie(stateCookie)
-	if err != nil || state == "" || subtle.ConstantTimeCompare([]byte(c.Value), []byte(state)) != 1 {
+	var sec secrets
+	if err == nil && c.Value != "" {
+		sec = derive(c.Value)
+	}
+	if state == "" || sec.state == "" || subtle.ConstantTimeCompare([]byte(sec.state), []byte(state)) != 1 {
 		return Identity{}, "", "", errors.New("oidclogin: this sign-in was not started in this browser (state mismatch); start again")
 	}
-	l.mu.Lock()
-	f, ok := l.flows[state]
-	delete(l.flows, state)
-	l.mu.Unlock()
-	if !ok || !l.cfg.Now().Before(f.expiry) {
+	f, err := l.cfg.Flows.TakeOIDCFlow(ctx, hashState(state))
+	if errors.Is(err, store.ErrNotFound) {
 		return Identity{}, "", "", errors.New("oidclogin: this sign-in expired or was already used; start again")
 	}
-	tok, err := l.oauth.Exchange(ctx, q.Get("code"), oauth2.VerifierOption(f.verifier))
+	if err != nil {
+		return Identity{}, "", "", fmt.Errorf("oidclogin: reading the sign-in: %w", err)
+	}
+	tok, err := l.oauth.Exchange(ctx, q.Get("code"), oauth2.VerifierOption(sec.verifier))
 	if err != nil {
 		return Identity{}, "", "", fmt.Errorf("oidclogin: exchanging the code: %w", err)
 	}
@@ -190,7 +218,7 @@ func (l *Login) Finish(r *http.Request) (Identity, string, string, error) {
 	if err != nil {
 		return Identity{}, "", "", fmt.Errorf("oidclogin: ID token: %w", err)
 	}
-	if subtle.ConstantTimeCompare([]byte(idt.Nonce), []byte(f.nonce)) != 1 {
+	if subtle.ConstantTimeCompare([]byte(idt.Nonce), []byte(sec.nonce)) != 1 {
 		return Identity{}, "", "", errors.New("oidclogin: ID token nonce mismatch")
 	}
 	id, err := l.identity(ctx, idt, tok)
@@ -200,7 +228,7 @@ func (l *Login) Finish(r *http.Request) (Identity, string, string, error) {
 	if !l.allowed(id) {
 		return id, "", "", fmt.Errorf("%w: %s (%s) is not in the server's allowed domains, users or groups", ErrNotAllowed, id.Email, id.Subject)
 	}
-	return id, f.purpose, f.data, nil
+	return id, f.Purpose, f.Data, nil
 }
 
 // claims are the ID token and userinfo claims weft reads.

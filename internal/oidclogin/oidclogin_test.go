@@ -9,18 +9,25 @@ import (
 	"net/http"
 	"net/http/cookiejar"
 	"net/http/httptest"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 
 	"weft/internal/oidctest"
+	"weft/internal/store"
 )
 
 // rp is a relying party on a loopback port: /start begins a sign-in,
 // the callback answers with what Finish returned as JSON.
 type rp struct {
-	url       string
-	login     *Login
+	url   string
+	login *Login
+	// finisher finishes sign-ins at the callback: login, or another
+	// server's Login on the same database.
+	finisher  *Login
+	cfg       Config
+	db        string   // the store's file
 	callbacks []string // callback URLs the browser was sent to
 }
 
@@ -39,18 +46,17 @@ func startRP(t *testing.T, cfgFn func(*Config), users ...oidctest.User) (*rp, *o
 	}
 	base := "http://" + ln.Addr().String()
 	p := oidctest.Start(t, base+CallbackPath, users...)
-	r := &rp{url: base}
-	cfg := Config{Issuer: p.Issuer, ClientID: p.ClientID, ClientSecret: p.ClientSecret, RedirectURL: base + CallbackPath}
+	r := &rp{url: base, db: filepath.Join(t.TempDir(), "weft.db")}
+	r.cfg = Config{Issuer: p.Issuer, ClientID: p.ClientID, ClientSecret: p.ClientSecret, RedirectURL: base + CallbackPath}
 	if cfgFn != nil {
-		cfgFn(&cfg)
+		cfgFn(&r.cfg)
 	}
-	if r.login, err = New(context.Background(), cfg); err != nil {
-		t.Fatal(err)
-	}
+	r.login = r.newLogin(t)
+	r.finisher = r.login
 	mux := http.NewServeMux()
 	mux.HandleFunc("/start", func(w http.ResponseWriter, req *http.Request) { r.login.Begin(w, req, "node", "code123") })
 	mux.HandleFunc(CallbackPath, func(w http.ResponseWriter, req *http.Request) {
-		id, purpose, data, err := r.login.Finish(req)
+		id, purpose, data, err := r.finisher.Finish(req)
 		res := result{Identity: id, Purpose: purpose, Data: data}
 		if err != nil {
 			res.Err = err.Error()
@@ -61,6 +67,24 @@ func startRP(t *testing.T, cfgFn func(*Config), users ...oidctest.User) (*rp, *o
 	srv.Start()
 	t.Cleanup(srv.Close)
 	return r, p
+}
+
+// newLogin is a Login with the rp's configuration over a store handle of
+// its own on the rp's database: another server's.
+func (r *rp) newLogin(t *testing.T) *Login {
+	t.Helper()
+	st, err := store.Open(context.Background(), r.db, store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	cfg := r.cfg
+	cfg.Flows = st
+	l, err := New(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l
 }
 
 func (r *rp) browser(t *testing.T) *http.Client {
@@ -128,6 +152,30 @@ func TestSignIn(t *testing.T) {
 	}
 }
 
+// TestSignInFinishedAtAnotherServer: a sign-in begun at one server is
+// finished at another on the same database (the provider's redirect
+// went through the load balancer to another server), once.
+func TestSignInFinishedAtAnotherServer(t *testing.T) {
+	r, p := startRP(t, nil, users...)
+	r.finisher = r.newLogin(t)
+	c := r.browser(t)
+	res := r.signIn(t, p, c, "bob")
+	if res.Err != "" || res.Identity.Subject != "sub-bob" || res.Purpose != "node" || res.Data != "code123" {
+		t.Fatalf("sign-in finished at the other server: %+v", res)
+	}
+	r.finisher = r.login
+	resp, err := c.Get(r.callbacks[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var again result
+	json.NewDecoder(resp.Body).Decode(&again)
+	if !strings.Contains(again.Err, "expired or was already used") || again.Identity.Subject != "" {
+		t.Fatalf("the callback again at the first server: %+v", again)
+	}
+}
+
 // TestAllowed: the allowed domains, users and groups let in exactly whom
 // they name; an unverified email counts for nothing.
 func TestAllowed(t *testing.T) {
@@ -158,7 +206,12 @@ func TestAllowed(t *testing.T) {
 }
 
 func TestNewNeedsProvider(t *testing.T) {
-	_, err := New(context.Background(), Config{Issuer: "http://127.0.0.1:1", ClientID: "x", RedirectURL: "http://x/cb"})
+	st, err := store.Open(context.Background(), filepath.Join(t.TempDir(), "weft.db"), store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	_, err = New(context.Background(), Config{Issuer: "http://127.0.0.1:1", ClientID: "x", RedirectURL: "http://x/cb", Flows: st})
 	if err == nil || !strings.Contains(err.Error(), "discovering") {
 		t.Fatalf("unreachable issuer: %v", err)
 	}
