@@ -11,7 +11,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -19,6 +18,7 @@ import (
 
 	"weft/internal/key"
 	"weft/internal/relay"
+	"weft/internal/tstest"
 )
 
 func TestRelayUsageErrors(t *testing.T) {
@@ -43,25 +43,6 @@ func TestRelayUsageErrors(t *testing.T) {
 			}
 		})
 	}
-}
-
-// relayLog is a bytes.Buffer safe for the relay's logger and the test to
-// use at once.
-type relayLog struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (l *relayLog) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
-
-func (l *relayLog) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.String()
 }
 
 // keyList is a fixed allow list, standing in for the control server's store.
@@ -113,7 +94,7 @@ func TestRelayCommand(t *testing.T) {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	var errb relayLog
+	var errb tstest.Buffer
 	code := make(chan int, 1)
 	go func() {
 		code <- run(ctx, []string{"relay", "--listen", addr, "--server-url", ctrl.URL, "--relay-secret-file", secretFile, "--stun-listen", stunAddr}, io.Discard, &errb)
