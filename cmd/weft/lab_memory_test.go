@@ -55,12 +55,7 @@ func startMemLab(t testing.TB, ctx context.Context, argv func(host string, argv 
 		Weft:       labtest.WeftBinary(t),
 		Hosts:      []string{"busan", "mac"},
 		DaemonArgv: argv,
-		UpArgs: func(host string) []string {
-			if host == "busan" {
-				return []string{"--advertise-exit-node"}
-			}
-			return nil
-		},
+		UpArgs:     scenario.ExitNodes("busan"),
 	})
 	if err != nil {
 		t.Fatal(err)

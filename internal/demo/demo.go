@@ -187,12 +187,7 @@ func (r *runner) startTailnet(ctx context.Context) error {
 		Weft:   r.opts.Weft,
 		Hosts:  []string{"busan", "mac", "pc"},
 		Logger: r.opts.Logger,
-		UpArgs: func(host string) []string {
-			if host == "busan" {
-				return []string{"--advertise-exit-node"}
-			}
-			return nil
-		},
+		UpArgs: scenario.ExitNodes("busan"),
 	})
 	if tn != nil {
 		r.tn = tn

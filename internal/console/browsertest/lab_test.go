@@ -75,12 +75,7 @@ func TestBrowserLabExitNode(t *testing.T) {
 		Weft:       labtest.WeftBinary(t),
 		Hosts:      []string{"busan", "mac"},
 		DaemonArgs: []string{"--health-interval", "1s"},
-		UpArgs: func(host string) []string {
-			if host == "busan" {
-				return []string{"--advertise-exit-node"}
-			}
-			return nil
-		},
+		UpArgs:     scenario.ExitNodes("busan"),
 	})
 	if err != nil {
 		t.Fatal(err)
