@@ -52,27 +52,11 @@ func startSuite(t *testing.T, ctx context.Context, serverArgs []string, mods ...
 	}
 	s := &suiteNet{t: t, ctx: ctx, lab: lab, tn: tn}
 	t.Cleanup(func() {
-		if !t.Failed() {
-			return
-		}
-		for _, n := range lab.Nodes() {
-			if p := tn.Daemon(n.Name); p != nil {
-				t.Logf("daemon on %s:\n%s", n.Name, tailLog(p.Logs(), 40))
-			}
-		}
-		if p := tn.Server(); p != nil {
-			t.Logf("server:\n%s", tailLog(p.Logs(), 40))
+		if t.Failed() {
+			t.Log(tn.LogTails(40))
 		}
 	})
 	return s
-}
-
-func tailLog(s string, n int) string {
-	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
 }
 
 // join starts host's daemon and brings it up with authKey ("" for the
@@ -396,11 +380,7 @@ func TestLabHomeRelayRegionKilled(t *testing.T) {
 	}
 	t.Cleanup(func() {
 		if t.Failed() {
-			for _, h := range []string{"busan", "mac"} {
-				if p := tn.Daemon(h); p != nil {
-					t.Logf("daemon on %s:\n%s", h, tailLog(p.Logs(), 60))
-				}
-			}
+			t.Log(tn.LogTails(60))
 		}
 	})
 	s.join("busan", "")
@@ -516,7 +496,7 @@ func TestLabServerDiskFull(t *testing.T) {
 	s := &suiteNet{t: t, ctx: ctx, lab: lab, tn: tn}
 	t.Cleanup(func() {
 		if t.Failed() {
-			t.Logf("server:\n%s", tailLog(tn.Server().Logs(), 60))
+			t.Logf("server:\n%s", scenario.Tail(tn.Server().Logs(), 60))
 		}
 	})
 	s.join("busan", "")

@@ -91,22 +91,10 @@ func startNetArgs(t testing.TB, timeout time.Duration, hosts []string, serverArg
 	ln := &labNet{t: t, ctx: ctx, lab: lab, tn: tn}
 	t.Cleanup(func() {
 		if t.Failed() {
-			for _, h := range hosts {
-				if p := tn.Daemon(h); p != nil {
-					t.Logf("daemon on %s:\n%s", h, tailLines(p.Logs(), 60))
-				}
-			}
+			t.Log(tn.LogTails(60))
 		}
 	})
 	return ln
-}
-
-func tailLines(s string, n int) string {
-	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
 }
 
 func (n *labNet) status(host string) (*localapi.Status, error) { return n.tn.Status(n.ctx, host) }
@@ -500,7 +488,7 @@ func TestLabStandaloneRelay(t *testing.T) {
 	}
 	t.Cleanup(func() {
 		if t.Failed() {
-			t.Logf("relay on web:\n%s", tailLines(p.Logs(), 40))
+			t.Logf("relay on web:\n%s", scenario.Tail(p.Logs(), 40))
 		}
 	})
 	n.pair("busan", "mac")
@@ -578,7 +566,7 @@ func TestLabEasyHardHardStarts(t *testing.T) {
 	// 300 pings 100 ms apart: 30 s.
 	out, err := n.tn.CLI(n.ctx, "busan", "ping", "--until-direct", "-c", "300", "--interval", "100ms", "--timeout", "2s", "mac")
 	if err != nil {
-		t.Fatalf("busan's pings to mac never came back direct: %v\n%s", err, tailLines(string(out), 5))
+		t.Fatalf("busan's pings to mac never came back direct: %v\n%s", err, scenario.Tail(string(out), 5))
 	}
 	n.waitPath("busan", "mac", localapi.PathDirect, 30*time.Second)
 }
@@ -1076,7 +1064,7 @@ func testPortMapping(t *testing.T, n *labNet, via string) {
 	}
 	n.waitPath("mac", "busan", localapi.PathDirect, 30*time.Second)
 	if logs := n.tn.Daemon("mac").Logs(); !strings.Contains(logs, "port mapped") || !strings.Contains(logs, via) {
-		t.Errorf("mac's daemon did not log its mapping %s:\n%s", via, tailLines(logs, 40))
+		t.Errorf("mac's daemon did not log its mapping %s:\n%s", via, scenario.Tail(logs, 40))
 	}
 
 	// The mapping lives on the router while mac is up and goes with it.

@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"net/netip"
@@ -205,7 +206,7 @@ func (tn *Tailnet) StartServer(ctx context.Context) error {
 	client := srv.HTTPClient()
 	err = WaitFor(ctx, 20*time.Second, "control server /healthz", func() (bool, error) {
 		if p.Exited() {
-			return false, fmt.Errorf("server exited: %s", tail(p.Logs()))
+			return false, fmt.Errorf("server exited: %s", Tail(p.Logs(), 15))
 		}
 		resp, err := client.Get(tn.ServerURL + "/healthz")
 		if err != nil {
@@ -305,7 +306,7 @@ func (tn *Tailnet) StartDaemon(ctx context.Context, host string) error {
 	// with SIGKILL leaves its socket file behind.
 	err = WaitFor(ctx, 15*time.Second, "daemon socket on "+host, func() (bool, error) {
 		if p.Exited() {
-			return false, fmt.Errorf("daemon on %s exited: %s", host, tail(p.Logs()))
+			return false, fmt.Errorf("daemon on %s exited: %s", host, Tail(p.Logs(), 15))
 		}
 		c, err := net.DialTimeout("unix", tn.Socket(host), time.Second)
 		if err != nil {
@@ -425,11 +426,28 @@ func WaitFor(ctx context.Context, timeout time.Duration, what string, cond func(
 	}
 }
 
-// tail returns the last lines of a log, for error messages.
-func tail(s string) string {
+// Tail returns the last n lines of a log, for error messages and for
+// what a failed test prints.
+func Tail(s string, n int) string {
 	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
-	if len(lines) > 15 {
-		lines = lines[len(lines)-15:]
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
 	}
 	return strings.Join(lines, "\n")
+}
+
+// LogTails returns the last n lines of the server's log and of each
+// daemon's, hosts in name order, for a test to print when it failed.
+func (tn *Tailnet) LogTails(n int) string {
+	tn.mu.Lock()
+	server, daemons := tn.server, maps.Clone(tn.daemons)
+	tn.mu.Unlock()
+	var b strings.Builder
+	if server != nil {
+		fmt.Fprintf(&b, "server:\n%s\n", Tail(server.Logs(), n))
+	}
+	for _, h := range slices.Sorted(maps.Keys(daemons)) {
+		fmt.Fprintf(&b, "daemon on %s:\n%s\n", h, Tail(daemons[h].Logs(), n))
+	}
+	return b.String()
 }
