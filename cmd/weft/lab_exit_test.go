@@ -265,13 +265,7 @@ func TestLabExitNodeAndSubnetRoute(t *testing.T) {
 		}
 	})
 	t.Run("the exit node survives a daemon crash and restart", func(t *testing.T) {
-		if err := l.tn.KillDaemon("mac"); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.Remove(l.tn.Socket("mac")); err != nil {
-			t.Fatal(err)
-		}
-		if err := l.tn.StartDaemon(ctx, "mac"); err != nil {
+		if err := l.tn.RestartDaemonAfterKill(ctx, "mac"); err != nil {
 			t.Fatal(err)
 		}
 		l.awaitWhoami("mac", busanWAN, "web sees mac as r-busan after mac's daemon restarted")

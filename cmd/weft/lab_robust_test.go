@@ -5,7 +5,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -160,13 +159,7 @@ func TestLabEverydayRobustness(t *testing.T) {
 		if err := l.tn.KillServer(); err != nil {
 			t.Fatal(err)
 		}
-		if err := l.tn.KillDaemon("mac"); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.Remove(l.tn.Socket("mac")); err != nil {
-			t.Fatal(err)
-		}
-		if err := l.tn.StartDaemon(ctx, "mac"); err != nil {
+		if err := l.tn.RestartDaemonAfterKill(ctx, "mac"); err != nil {
 			t.Fatal(err)
 		}
 		l.awaitDirect("mac", "busan", 10*time.Second)

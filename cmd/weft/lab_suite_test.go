@@ -628,13 +628,7 @@ func TestLabControlDownLongNodeRestarted(t *testing.T) {
 	case <-ctx.Done():
 		t.Fatal(ctx.Err())
 	}
-	if err := s.tn.KillDaemon("mac"); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Remove(s.tn.Socket("mac")); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.tn.StartDaemon(ctx, "mac"); err != nil {
+	if err := s.tn.RestartDaemonAfterKill(ctx, "mac"); err != nil {
 		t.Fatal(err)
 	}
 	s.awaitPing("mac", busan, "mac, restarted with control down, pings busan")

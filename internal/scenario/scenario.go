@@ -251,6 +251,16 @@ func (tn *Tailnet) KillDaemon(host string) error {
 	return nil
 }
 
+// RestartDaemonAfterKill kills host's daemon with SIGKILL and starts it
+// again over what the crash left (its state and its stale socket), as a
+// node that lost power and booted again would.
+func (tn *Tailnet) RestartDaemonAfterKill(ctx context.Context, host string) error {
+	if err := tn.KillDaemon(host); err != nil {
+		return err
+	}
+	return tn.StartDaemon(ctx, host)
+}
+
 // Server returns the control server's process.
 func (tn *Tailnet) Server() *netlab.Process {
 	tn.mu.Lock()
