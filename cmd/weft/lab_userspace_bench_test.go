@@ -4,21 +4,20 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/netip"
-	"os"
 	"slices"
 	"testing"
 	"time"
 
 	"golang.org/x/net/proxy"
 
+	"weft/internal/demo"
 	"weft/internal/netlab"
 	"weft/internal/netlab/labtest"
 	"weft/internal/scenario"
+	"weft/internal/tstest"
 )
 
 // BenchmarkLabUserspace measures userspace networking against kernel mode
@@ -125,41 +124,11 @@ type dialFunc func(ctx context.Context, network, addr string) (net.Conn, error)
 // dialled as dst:port through dial, and returns the bytes received.
 func stream(ctx context.Context, b *testing.B, srv *netlab.Node, listenAddr string, dst netip.Addr, dial dialFunc, d time.Duration) (int64, time.Duration) {
 	b.Helper()
-	ln, err := srv.Listen("tcp4", net.JoinHostPort(listenAddr, "0"))
+	n, took, err := demo.MeasureTCPDial(ctx, srv, listenAddr, dst.String(), dial, d)
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer ln.Close()
-	got := make(chan int64, 1)
-	go func() {
-		c, err := ln.Accept()
-		if err != nil {
-			got <- 0
-			return
-		}
-		defer c.Close()
-		n, _ := io.Copy(io.Discard, c)
-		got <- n
-	}()
-	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	c, err := dial(dctx, "tcp4", net.JoinHostPort(dst.String(), fmt.Sprint(ln.Addr().(*net.TCPAddr).Port)))
-	cancel()
-	if err != nil {
-		b.Fatal(err)
-	}
-	buf := make([]byte, 128<<10)
-	start := time.Now()
-	c.SetWriteDeadline(start.Add(d))
-	for time.Since(start) < d {
-		if _, err := c.Write(buf); err != nil {
-			if errors.Is(err, os.ErrDeadlineExceeded) {
-				break
-			}
-			b.Fatal(err)
-		}
-	}
-	c.Close()
-	return <-got, time.Since(start)
+	return n, took
 }
 
 // connectTime is 20 TCP connect times from cli to dst (a listener on srv
@@ -171,15 +140,7 @@ func connectTime(ctx context.Context, b *testing.B, srv *netlab.Node, listenAddr
 		b.Fatal(err)
 	}
 	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	}()
+	tstest.ServeConns(ln, nil)
 	addr := net.JoinHostPort(dst.String(), fmt.Sprint(ln.Addr().(*net.TCPAddr).Port))
 	var out []time.Duration
 	for range 20 {

@@ -18,6 +18,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -354,7 +355,16 @@ func (r *runner) throughput(ctx context.Context) error {
 // client to server's address dst and returns the bytes the server
 // received and the time taken.
 func MeasureTCP(ctx context.Context, server, client *netlab.Node, dst string, d time.Duration) (int64, time.Duration, error) {
-	ln, err := server.Listen("tcp4", net.JoinHostPort(dst, "0"))
+	return MeasureTCPDial(ctx, server, dst, dst, client.DialContext, d)
+}
+
+// MeasureTCPDial is MeasureTCP for a listener on server at listenAddr
+// that the sender reaches as dstHost, on the listener's port, through
+// dial: a SOCKS proxy, or a node that maps dstHost to the server's
+// loopback.
+func MeasureTCPDial(ctx context.Context, server *netlab.Node, listenAddr, dstHost string,
+	dial func(ctx context.Context, network, addr string) (net.Conn, error), d time.Duration) (int64, time.Duration, error) {
+	ln, err := server.Listen("tcp4", net.JoinHostPort(listenAddr, "0"))
 	if err != nil {
 		return 0, 0, err
 	}
@@ -371,7 +381,7 @@ func MeasureTCP(ctx context.Context, server, client *netlab.Node, dst string, d 
 		got <- n
 	}()
 	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	c, err := client.DialContext(dctx, "tcp4", ln.Addr().String())
+	c, err := dial(dctx, "tcp4", net.JoinHostPort(dstHost, strconv.Itoa(ln.Addr().(*net.TCPAddr).Port)))
 	cancel()
 	if err != nil {
 		return 0, 0, err
