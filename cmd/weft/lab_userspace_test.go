@@ -22,6 +22,7 @@ import (
 	"golang.org/x/net/proxy"
 
 	"weft/internal/localapi"
+	"weft/internal/netlab"
 	"weft/internal/netlab/labtest"
 	"weft/internal/scenario"
 )
@@ -70,6 +71,32 @@ func serveGreeting(ln net.Listener) {
 	}
 }
 
+// listenTCP listens on n at addr, on a free port, until the test ends.
+func listenTCP(t *testing.T, n *netlab.Node, addr netip.Addr) net.Listener {
+	t.Helper()
+	ln, err := n.Listen("tcp4", netip.AddrPortFrom(addr, 0).String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	return ln
+}
+
+// sawHandler answers every request with "NAME saw SRC:PORT", the address
+// the request came from.
+func sawHandler(name string) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "%s saw %s", name, r.RemoteAddr)
+	})
+}
+
+// httpProxyClient is an HTTP client on n that goes through the userspace
+// node's HTTP proxy (usHTTP, on n's localhost).
+func httpProxyClient(n *netlab.Node) *http.Client {
+	purl := &url.URL{Scheme: "http", Host: usHTTP}
+	return &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{Proxy: http.ProxyURL(purl), DialContext: n.DialContext}}
+}
+
 // TestLabUserspaceNode runs busan in userspace networking mode without any
 // capabilities: it reaches pc's TCP service through its SOCKS5 server and
 // its HTTP proxy, pc's connection to busan's tailnet address reaches a
@@ -95,11 +122,7 @@ func TestLabUserspaceNode(t *testing.T) {
 	}
 
 	t.Run("SOCKS5 reaches a peer's TCP service", func(t *testing.T) {
-		ln, err := l.lab.Node("pc").Listen("tcp4", net.JoinHostPort(pcTN.String(), "0"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer ln.Close()
+		ln := listenTCP(t, l.lab.Node("pc"), pcTN)
 		go serveGreeting(ln)
 		d, err := proxy.SOCKS5("tcp", usSOCKS, nil, nodeDialer{busan})
 		if err != nil {
@@ -125,16 +148,9 @@ func TestLabUserspaceNode(t *testing.T) {
 	})
 
 	t.Run("HTTP proxy reaches a peer's web server", func(t *testing.T) {
-		ln, err := l.lab.Node("pc").Listen("tcp4", net.JoinHostPort(pcTN.String(), "0"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer ln.Close()
-		go http.Serve(ln, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			fmt.Fprintf(w, "pc saw %s", r.RemoteAddr)
-		}))
-		purl, _ := url.Parse("http://" + usHTTP)
-		hc := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{Proxy: http.ProxyURL(purl), DialContext: busan.DialContext}}
+		ln := listenTCP(t, l.lab.Node("pc"), pcTN)
+		go http.Serve(ln, sawHandler("pc"))
+		hc := httpProxyClient(busan)
 		resp, err := hc.Get("http://" + ln.Addr().String() + "/")
 		if err != nil {
 			t.Fatal(err)
@@ -147,14 +163,8 @@ func TestLabUserspaceNode(t *testing.T) {
 	})
 
 	t.Run("the proxies resolve MagicDNS names", func(t *testing.T) {
-		ln, err := l.lab.Node("pc").Listen("tcp4", net.JoinHostPort(pcTN.String(), "0"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer ln.Close()
-		go http.Serve(ln, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			fmt.Fprintf(w, "pc saw %s", r.RemoteAddr)
-		}))
+		ln := listenTCP(t, l.lab.Node("pc"), pcTN)
+		go http.Serve(ln, sawHandler("pc"))
 		_, port, _ := net.SplitHostPort(ln.Addr().String())
 		var full string
 		var st localapi.Status
@@ -173,8 +183,7 @@ func TestLabUserspaceNode(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		purl, _ := url.Parse("http://" + usHTTP)
-		viaHTTP := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{Proxy: http.ProxyURL(purl), DialContext: busan.DialContext}}
+		viaHTTP := httpProxyClient(busan)
 		viaSOCKS := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DialContext: d.(proxy.ContextDialer).DialContext}}
 		for _, name := range []string{"pc", full, strings.ToUpper(full) + "."} {
 			for proxyName, hc := range map[string]*http.Client{"SOCKS5": viaSOCKS, "HTTP proxy": viaHTTP} {
@@ -205,11 +214,7 @@ func TestLabUserspaceNode(t *testing.T) {
 	})
 
 	t.Run("a peer reaches a localhost listener through the tailnet address", func(t *testing.T) {
-		ln, err := busan.Listen("tcp4", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer ln.Close()
+		ln := listenTCP(t, busan, netip.MustParseAddr("127.0.0.1"))
 		go serveGreeting(ln)
 		port := ln.Addr().(*net.TCPAddr).Port
 		c, err := l.lab.Node("pc").DialContext(ctx, "tcp4", net.JoinHostPort(busanTN.String(), fmt.Sprint(port)))
