@@ -66,30 +66,41 @@ func hasEvent(evs []localapi.HealthEvent, kind, text string) bool {
 	return false
 }
 
-// TestLabExitFailover gives mac two Busan-side exit nodes in order, busan
-// then busan2: killing busan's daemon moves mac's egress to busan2 within
-// the 15 s the issue allows, restarting it moves it back, each switch is a
-// health event, and auto picks one of them.
-func TestLabExitFailover(t *testing.T) {
+// startTwoExitLab is the seed lab with a second host, second, on busan's
+// LAN behind r-busan; busan, second and mac join, busan and second as exit
+// nodes that the administrator approves. argv, if not nil, rewrites a
+// host's daemon command line (scenario.Options.DaemonArgv).
+func startTwoExitLab(t testing.TB, ctx context.Context, second string, argv func(host string, argv []string) []string) *exitLab {
 	labtest.SkipUnlessRoot(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
-	defer cancel()
 	lab := labtest.Seed(t, func(tp *netlab.Topology) {
-		tp.Routers[0].Hosts = append(tp.Routers[0].Hosts, "busan2")
+		tp.Routers[0].Hosts = append(tp.Routers[0].Hosts, second)
 	})
 	tn, err := scenario.Start(ctx, lab, scenario.Options{
-		Weft:   labtest.WeftBinary(t),
-		Hosts:  []string{"busan", "busan2", "mac"},
-		UpArgs: scenario.ExitNodes("busan", "busan2"),
+		Weft:       labtest.WeftBinary(t),
+		Hosts:      []string{"busan", second, "mac"},
+		DaemonArgv: argv,
+		UpArgs:     scenario.ExitNodes("busan", second),
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	l := &exitLab{t: t, ctx: ctx, lab: lab, tn: tn}
 	l.admin("routes", "approve", "busan", "exit")
-	l.admin("routes", "approve", "busan2", "exit")
+	l.admin("routes", "approve", second, "exit")
+	return l
+}
+
+// TestLabExitFailover gives mac two Busan-side exit nodes in order, busan
+// then busan2: killing busan's daemon moves mac's egress to busan2 within
+// the 15 s the issue allows, restarting it moves it back, each switch is a
+// health event, and auto picks one of them.
+func TestLabExitFailover(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	l := startTwoExitLab(t, ctx, "busan2", nil)
+	lab, tn := l.lab, l.tn
 	busanWAN := lab.Node("r-busan").WANAddr
-	err = scenario.WaitFor(ctx, 30*time.Second, "mac to accept busan,busan2 as exit nodes", func() (bool, error) {
+	err := scenario.WaitFor(ctx, 30*time.Second, "mac to accept busan,busan2 as exit nodes", func() (bool, error) {
 		_, err := tn.CLI(ctx, "mac", "set", "--exit-node=busan,busan2")
 		return err == nil, nil
 	})

@@ -15,8 +15,6 @@ import (
 
 	"weft/internal/demo"
 	"weft/internal/netlab"
-	"weft/internal/netlab/labtest"
-	"weft/internal/scenario"
 	"weft/internal/tstest"
 )
 
@@ -30,30 +28,10 @@ import (
 //
 //	go test -run '^$' -bench LabUserspace -benchtime 3x ./cmd/weft
 func BenchmarkLabUserspace(b *testing.B) {
-	labtest.SkipUnlessRoot(b)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
-	lab := labtest.Seed(b, func(tp *netlab.Topology) {
-		tp.Routers[0].Hosts = append(tp.Routers[0].Hosts, "seoul")
-	})
-	tn, err := scenario.Start(ctx, lab, scenario.Options{
-		Weft:  labtest.WeftBinary(b),
-		Hosts: []string{"busan", "seoul", "mac"},
-		DaemonArgv: func(host string, argv []string) []string {
-			if host != "busan" {
-				return argv
-			}
-			argv = append(argv, "--tun=userspace-networking", "--socks5-server", usSOCKS)
-			return append([]string{"setpriv", "--bounding-set=-all", "--inh-caps=-all", "--no-new-privs"}, argv...)
-		},
-		UpArgs: scenario.ExitNodes("busan", "seoul"),
-	})
-	if err != nil {
-		b.Fatal(err)
-	}
-	l := &exitLab{t: b, ctx: ctx, lab: lab, tn: tn}
-	l.admin("routes", "approve", "busan", "exit")
-	l.admin("routes", "approve", "seoul", "exit")
+	l := startTwoExitLab(b, ctx, "seoul", userspaceBusan())
+	lab, tn := l.lab, l.tn
 	for _, peer := range []string{"busan", "seoul"} {
 		path := "relay"
 		for range 4 {

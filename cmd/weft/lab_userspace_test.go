@@ -41,21 +41,30 @@ func startUserspaceLab(t *testing.T, ctx context.Context) *exitLab {
 	labtest.SkipUnlessRoot(t)
 	lab := labtest.Seed(t)
 	tn, err := scenario.Start(ctx, lab, scenario.Options{
-		Weft:  labtest.WeftBinary(t),
-		Hosts: []string{"busan", "mac", "pc"},
-		DaemonArgv: func(host string, argv []string) []string {
-			if host != "busan" {
-				return argv
-			}
-			argv = append(argv, "--tun=userspace-networking", "--socks5-server", usSOCKS, "--outbound-http-proxy-listen", usHTTP)
-			return append([]string{"setpriv", "--bounding-set=-all", "--inh-caps=-all", "--no-new-privs"}, argv...)
-		},
-		UpArgs: scenario.ExitNodes("busan"),
+		Weft:       labtest.WeftBinary(t),
+		Hosts:      []string{"busan", "mac", "pc"},
+		DaemonArgv: userspaceBusan("--outbound-http-proxy-listen", usHTTP),
+		UpArgs:     scenario.ExitNodes("busan"),
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	return &exitLab{t: t, ctx: ctx, lab: lab, tn: tn}
+}
+
+// userspaceBusan is a scenario.Options.DaemonArgv that runs busan's
+// daemon in userspace networking mode with its SOCKS5 server on usSOCKS,
+// extra flags added, and without any capabilities (setpriv drops the
+// bounding set); other hosts' daemons run as they are.
+func userspaceBusan(extra ...string) func(host string, argv []string) []string {
+	return func(host string, argv []string) []string {
+		if host != "busan" {
+			return argv
+		}
+		argv = append(argv, "--tun=userspace-networking", "--socks5-server", usSOCKS)
+		argv = append(argv, extra...)
+		return append([]string{"setpriv", "--bounding-set=-all", "--inh-caps=-all", "--no-new-privs"}, argv...)
+	}
 }
 
 // serveGreeting accepts on ln and writes each client a line naming the
