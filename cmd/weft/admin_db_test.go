@@ -55,10 +55,7 @@ func TestAdminDBMigrateFromSQLite(t *testing.T) {
 	}
 
 	dataDir := filepath.Join(t.TempDir(), "server")
-	httpURL := fmt.Sprintf("http://127.0.0.1:%d", freePort(t))
-	background(t, "server", "--listen", strings.TrimPrefix(httpURL, "http://"), "--data-dir", dataDir,
-		"--server-url", httpURL, "--stun-listen=", "--metrics-listen=", "--db", pgURL)
-	awaitHealthz(t, httpURL)
+	startServer(t, freeURL(t), dataDir, "--db", pgURL)
 	out, errs, code = weft(t, "admin", "--data-dir", dataDir, "nodes", "list", "--json")
 	var got []adminapi.Node
 	if code != 0 || json.Unmarshal([]byte(out), &got) != nil {

@@ -2,7 +2,6 @@ package main
 
 import (
 	"encoding/json"
-	"fmt"
 	"io"
 	"net/http"
 	"path/filepath"
@@ -18,9 +17,8 @@ import (
 // a revoked key get 401.
 func TestServerRESTAPI(t *testing.T) {
 	dataDir := filepath.Join(t.TempDir(), "server")
-	url := fmt.Sprintf("http://127.0.0.1:%d", freePort(t))
-	background(t, "server", "--listen", strings.TrimPrefix(url, "http://"), "--data-dir", dataDir, "--server-url", url, "--stun-listen=")
-	awaitHealthz(t, url)
+	url := freeURL(t)
+	startServer(t, url, dataDir)
 	admin := adminCLI(t, dataDir)
 	out := admin("apikeys", "create", "--expiry", "90d")
 	lines := strings.Split(strings.TrimRight(out, "\n"), "\n")

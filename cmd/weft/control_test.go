@@ -52,6 +52,35 @@ func freePort(t *testing.T) int {
 	return ln.Addr().(*net.TCPAddr).Port
 }
 
+// freeURL is http://127.0.0.1:PORT on a port free at the time.
+func freeURL(t *testing.T) string {
+	return fmt.Sprintf("http://127.0.0.1:%d", freePort(t))
+}
+
+// startServer runs `weft server` in-process at url (from freeURL) with
+// its data in dataDir, without STUN or metrics listeners and with extra
+// flags, and waits until it answers /healthz. stop ends it; the test's
+// end does too.
+func startServer(t *testing.T, url, dataDir string, extra ...string) (stop func()) {
+	t.Helper()
+	stop = background(t, append([]string{"server", "--listen", strings.TrimPrefix(url, "http://"), "--data-dir", dataDir,
+		"--server-url", url, "--stun-listen=", "--metrics-listen="}, extra...)...)
+	awaitHealthz(t, url)
+	return stop
+}
+
+// startDaemon runs a control-plane-only daemon (weft daemon
+// --no-data-plane) in-process with its state in dir/name, its socket at
+// dir/name.sock and extra flags, waits for the socket, and returns its
+// path and stop.
+func startDaemon(t *testing.T, dir, name string, extra ...string) (sock string, stop func()) {
+	t.Helper()
+	sock = filepath.Join(dir, name+".sock")
+	stop = background(t, append([]string{"--socket", sock, "daemon", "--no-data-plane", "--state-dir", filepath.Join(dir, name)}, extra...)...)
+	tstest.Eventually(t, name+" socket", func() bool { _, err := os.Stat(sock); return err == nil })
+	return sock, stop
+}
+
 func weft(t *testing.T, args ...string) (stdout, stderr string, code int) {
 	t.Helper()
 	var out, errb bytes.Buffer
@@ -92,9 +121,8 @@ func adminCLI(t *testing.T, dataDir string) func(args ...string) string {
 func TestControlPlaneVerticalSlice(t *testing.T) {
 	dir := t.TempDir()
 	dataDir := filepath.Join(dir, "server")
-	url := fmt.Sprintf("http://127.0.0.1:%d", freePort(t))
-	stopServer := background(t, "server", "--listen", strings.TrimPrefix(url, "http://"), "--data-dir", dataDir, "--server-url", url, "--stun-listen=")
-	awaitHealthz(t, url)
+	url := freeURL(t)
+	stopServer := startServer(t, url, dataDir)
 	st, err := os.Stat(filepath.Join(dataDir, "server.key"))
 	if err != nil || st.Mode().Perm() != 0o600 {
 		t.Fatalf("server.key: %v %v", err, st)
@@ -109,9 +137,7 @@ func TestControlPlaneVerticalSlice(t *testing.T) {
 	sockets := map[string]string{}
 	stops := map[string]func(){}
 	for _, host := range []string{"busan", "mac"} {
-		sockets[host] = filepath.Join(dir, host+".sock")
-		stops[host] = background(t, "--socket", sockets[host], "daemon", "--no-data-plane", "--state-dir", filepath.Join(dir, host))
-		tstest.Eventually(t, host+" socket", func() bool { _, err := os.Stat(sockets[host]); return err == nil })
+		sockets[host], stops[host] = startDaemon(t, dir, host)
 	}
 
 	if out, errs, code := weft(t, "--socket", sockets["busan"], "up", "--server", url, "--auth-key", oneOff, "--hostname", "busan"); code != 0 {
@@ -170,12 +196,12 @@ func TestControlPlaneVerticalSlice(t *testing.T) {
 	// A daemon restart reconnects by itself.
 	stops["mac"]()
 	tstest.Eventually(t, "busan sees mac offline", func() bool { return !seesOnline("busan", "mac") })
-	background(t, "--socket", sockets["mac"], "daemon", "--no-data-plane", "--state-dir", filepath.Join(dir, "mac"))
+	startDaemon(t, dir, "mac")
 	tstest.Eventually(t, "mac back after daemon restart", func() bool { return seesOnline("busan", "mac") })
 
 	// A server restart: both come back with the same addresses.
 	stopServer()
-	background(t, "server", "--listen", strings.TrimPrefix(url, "http://"), "--data-dir", dataDir, "--server-url", url, "--stun-listen=")
+	startServer(t, url, dataDir)
 	tstest.Eventually(t, "mac reconnects after server restart", func() bool {
 		st := status("mac")
 		return st.BackendState == localapi.StateRunning && seesOnline("mac", "busan")

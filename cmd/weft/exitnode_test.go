@@ -22,18 +22,15 @@ import (
 func TestSetAndExitNodeCLI(t *testing.T) {
 	dir := t.TempDir()
 	dataDir := filepath.Join(dir, "server")
-	url := fmt.Sprintf("http://127.0.0.1:%d", freePort(t))
-	background(t, "server", "--listen", strings.TrimPrefix(url, "http://"), "--data-dir", dataDir, "--server-url", url, "--stun-listen=")
-	awaitHealthz(t, url)
+	url := freeURL(t)
+	startServer(t, url, dataDir)
 	tstest.Eventually(t, "admin socket", func() bool { _, err := os.Stat(filepath.Join(dataDir, "admin.sock")); return err == nil })
 	admin := adminCLI(t, dataDir)
 	admin("users", "create", "alice")
 	key := admin("keys", "create", "--user", "alice", "--reusable")
 	sock := map[string]string{}
 	for _, host := range []string{"busan", "mac"} {
-		sock[host] = filepath.Join(dir, host+".sock")
-		background(t, "--socket", sock[host], "daemon", "--no-data-plane", "--state-dir", filepath.Join(dir, host))
-		tstest.Eventually(t, host+" socket", func() bool { _, err := os.Stat(sock[host]); return err == nil })
+		sock[host], _ = startDaemon(t, dir, host)
 	}
 	cli := func(host string, args ...string) (string, string, int) {
 		return weft(t, append([]string{"--socket", sock[host]}, args...)...)

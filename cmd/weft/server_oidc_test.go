@@ -17,7 +17,6 @@ import (
 	"weft/internal/adminapi"
 	"weft/internal/oidctest"
 	"weft/internal/store"
-	"weft/internal/tstest"
 )
 
 // TestServerOIDCLogin runs weft server with a real OpenID provider
@@ -30,21 +29,16 @@ import (
 func TestServerOIDCLogin(t *testing.T) {
 	dir := t.TempDir()
 	dataDir := filepath.Join(dir, "server")
-	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
-	url := "http://" + addr
+	url := freeURL(t)
 	p := oidctest.Start(t, url+"/oidc/callback",
 		oidctest.User{ID: "sub-alice", Username: "alice", Password: "pw", Email: "alice@example.com", EmailVerified: true, Groups: []string{"eng"}},
 		oidctest.User{ID: "sub-mallory", Username: "mallory", Password: "pw", Email: "alice@example.com", EmailVerified: true},
 		oidctest.User{ID: "sub-bob", Username: "bob", Password: "pw", Email: "bob@other.org", EmailVerified: true})
 	secretFile := filepath.Join(dir, "oidc.secret")
 	os.WriteFile(secretFile, []byte(p.ClientSecret+"\n"), 0o600)
-	background(t, "server", "--listen", addr, "--data-dir", dataDir, "--server-url", url, "--stun-listen=", "--metrics-listen=",
-		"--oidc-issuer", p.Issuer, "--oidc-client-id", p.ClientID, "--oidc-client-secret-file", secretFile,
+	startServer(t, url, dataDir, "--oidc-issuer", p.Issuer, "--oidc-client-id", p.ClientID, "--oidc-client-secret-file", secretFile,
 		"--oidc-allowed-domains", "example.com")
-	awaitHealthz(t, url)
-	sock := filepath.Join(dir, "node.sock")
-	background(t, "--socket", sock, "daemon", "--no-data-plane", "--state-dir", filepath.Join(dir, "node"))
-	tstest.Eventually(t, "daemon socket", func() bool { _, err := os.Stat(sock); return err == nil })
+	sock, _ := startDaemon(t, dir, "node")
 
 	// weft up without a key, its output read as it comes.
 	pr, pw := io.Pipe()
