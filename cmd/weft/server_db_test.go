@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"fmt"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -25,16 +24,13 @@ func TestServerDB(t *testing.T) {
 				t.Fatalf("pgtest URL %q is not the unix-socket form", dbURL)
 			}
 			dataDir := filepath.Join(t.TempDir(), "server")
-			httpURL := fmt.Sprintf("http://127.0.0.1:%d", freePort(t))
-			args := []string{"server", "--listen", strings.TrimPrefix(httpURL, "http://"), "--data-dir", dataDir,
-				"--server-url", httpURL, "--stun-listen=", "--metrics-listen="}
+			var extra []string
 			if how == "flag" {
-				args = append(args, "--db", dbURL)
+				extra = []string{"--db", dbURL}
 			} else {
 				t.Setenv(dbEnv, dbURL)
 			}
-			stop := background(t, args...)
-			awaitHealthz(t, httpURL)
+			stop := startServer(t, freeURL(t), dataDir, extra...)
 			if out, errs, code := weft(t, "admin", "--data-dir", dataDir, "users", "create", "alice"); code != 0 {
 				t.Fatalf("weft admin users create: exit %d: %s%s", code, out, errs)
 			}
