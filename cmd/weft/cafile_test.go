@@ -1,77 +1,12 @@
 package main
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
-	"fmt"
-	"math/big"
-	"net"
-	"net/http"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"weft/internal/tstest"
 )
-
-// privateCA writes to dir a CA certificate (ca.pem) and a server
-// certificate for ips (none: 127.0.0.1) that it signed (cert.pem,
-// key.pem), as a tailnet with its own certificate authority has, and
-// returns the paths and a pool trusting the CA.
-func privateCA(t *testing.T, dir string, ips ...net.IP) (caFile, certFile, keyFile string, pool *x509.CertPool) {
-	t.Helper()
-	if len(ips) == 0 {
-		ips = []net.IP{net.IPv4(127, 0, 0, 1)}
-	}
-	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "weft test CA"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		KeyUsage: x509.KeyUsageCertSign, BasicConstraintsValid: true, IsCA: true}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ca, _ := x509.ParseCertificate(caDER)
-	srvKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srvTmpl := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "weft test server"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IPAddresses: ips, KeyUsage: x509.KeyUsageDigitalSignature,
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
-	srvDER, err := x509.CreateCertificate(rand.Reader, srvTmpl, ca, &srvKey.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kb, err := x509.MarshalECPrivateKey(srvKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	caFile, certFile, keyFile = filepath.Join(dir, "ca.pem"), filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
-	for path, block := range map[string]*pem.Block{
-		caFile:   {Type: "CERTIFICATE", Bytes: caDER},
-		certFile: {Type: "CERTIFICATE", Bytes: srvDER},
-		keyFile:  {Type: "EC PRIVATE KEY", Bytes: kb},
-	} {
-		if err := os.WriteFile(path, pem.EncodeToMemory(block), 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
-	pool = x509.NewCertPool()
-	pool.AddCert(ca)
-	return caFile, certFile, keyFile, pool
-}
 
 // TestUpCAFile runs weft server with a certificate from a private CA and
 // nodes that reach it over HTTPS: without the CA a node's `weft up`
@@ -82,38 +17,12 @@ func privateCA(t *testing.T, dir string, ips ...net.IP) (caFile, certFile, keyFi
 // refused.
 func TestUpCAFile(t *testing.T) {
 	dir := t.TempDir()
-	caFile, certFile, keyFile, pool := privateCA(t, dir)
-	dataDir := filepath.Join(dir, "server")
-	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
-	url := "https://" + addr
-	background(t, "server", "--listen", addr, "--data-dir", dataDir, "--server-url", url, "--stun-listen=",
-		"--metrics-listen=", "--tls-cert", certFile, "--tls-key", keyFile)
-	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
-	tstest.Eventually(t, "server /healthz over HTTPS", func() bool {
-		resp, err := hc.Get(url + "/healthz")
-		if err == nil {
-			resp.Body.Close()
-		}
-		return err == nil && resp.StatusCode == 200
-	})
-	admin := func(args ...string) string {
-		t.Helper()
-		out, errs, code := weft(t, append([]string{"admin", "--data-dir", dataDir}, args...)...)
-		if code != 0 {
-			t.Fatalf("weft admin %v: exit %d: %s", args, code, errs)
-		}
-		return strings.TrimSpace(out)
-	}
+	s := startTLSServer(t, dir)
+	url, dataDir, caFile := s.url, s.dataDir, s.caFile
+	admin := adminCLI(t, dataDir)
 	admin("users", "create", "alice")
 	authKey := admin("keys", "create", "--user", "alice", "--reusable")
-	daemon := func(name string, extra ...string) string {
-		sock := filepath.Join(dir, name+".sock")
-		background(t, append([]string{"--socket", sock, "daemon", "--no-data-plane", "--state-dir", filepath.Join(dir, name)}, extra...)...)
-		tstest.Eventually(t, name+" socket", func() bool { _, err := os.Stat(sock); return err == nil })
-		return sock
-	}
-
-	busan := daemon("busan")
+	busan, _ := startDaemon(t, dir, "busan")
 	_, errs, code := weft(t, "--socket", busan, "up", "--server", url, "--auth-key", authKey, "--hostname", "busan")
 	if code == 0 || !strings.Contains(errs, "certificate") || !strings.Contains(errs, "--ca-file") {
 		t.Fatalf("up without the CA: exit %d, stderr %q; want a refusal naming the certificate and --ca-file", code, errs)
@@ -137,7 +46,7 @@ func TestUpCAFile(t *testing.T) {
 		t.Fatalf("up --ca-file with a file holding no certificate: exit %d %q; want a usage error", code, errs)
 	}
 
-	mac := daemon("mac", "--ca-file", caFile)
+	mac, _ := startDaemon(t, dir, "mac", "--ca-file", caFile)
 	if out, errs, code := weft(t, "--socket", mac, "up", "--server", url, "--auth-key", authKey, "--hostname", "mac"); code != 0 {
 		t.Fatalf("up at a daemon started with --ca-file: exit %d: %s %s", code, out, errs)
 	}
@@ -151,12 +60,7 @@ func TestUpCAFile(t *testing.T) {
 		return true
 	})
 
-	out, errs, code := weft(t, "admin", "--data-dir", dataDir, "apikeys", "create")
-	if code != 0 {
-		t.Fatal(errs)
-	}
-	keyPath := filepath.Join(dir, "api.key")
-	os.WriteFile(keyPath, []byte(lastLine(out)), 0o600)
+	keyPath := s.apiKeyFile(t)
 	if out, errs, code := weft(t, "admin", "--server", url, "--api-key-file", keyPath, "--ca-file", caFile, "nodes", "list"); code != 0 || !strings.Contains(out, "mac") {
 		t.Fatalf("remote admin with the CA: exit %d %q %q", code, out, errs)
 	}

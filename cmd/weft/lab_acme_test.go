@@ -19,6 +19,7 @@ import (
 	"weft/internal/netlab"
 	"weft/internal/netlab/labtest"
 	"weft/internal/scenario"
+	"weft/internal/tstest"
 )
 
 // TestLabACME runs `weft server --acme-domain` against pebble, a real
@@ -46,7 +47,9 @@ func TestLabACME(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	dir := t.TempDir()
-	caFile, certFile, keyFile, caPool := privateCA(t, dir, acmeAddr.AsSlice())
+	ca := tstest.NewCA(t, "weft test CA")
+	caFile, certFile, keyFile := ca.WriteFiles(t, dir, acmeAddr.String())
+	caPool := ca.Pool()
 	cfg, err := json.Marshal(map[string]any{"pebble": map[string]any{
 		"listenAddress": acmeAddr.String() + ":14000", "managementListenAddress": acmeAddr.String() + ":15000",
 		"certificate": certFile, "privateKey": keyFile,

@@ -2,16 +2,9 @@ package main
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"fmt"
-	"math/big"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -26,66 +19,64 @@ import (
 	"weft/internal/tstest"
 )
 
-// selfSigned writes a self-signed certificate for 127.0.0.1 and its key
-// to dir and returns the two paths and a pool trusting the certificate.
-func selfSigned(t *testing.T, dir string) (certFile, keyFile string, pool *x509.CertPool) {
-	t.Helper()
-	priv, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "weft test"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}, KeyUsage: x509.KeyUsageDigitalSignature,
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}, BasicConstraintsValid: true, IsCA: true,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &priv.PublicKey, priv)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kb, err := x509.MarshalECPrivateKey(priv)
-	if err != nil {
-		t.Fatal(err)
-	}
-	certFile, keyFile = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
-	os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600)
-	os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb}), 0o600)
-	cert, _ := x509.ParseCertificate(der)
-	pool = x509.NewCertPool()
-	pool.AddCert(cert)
-	return certFile, keyFile, pool
+// tlsServer is an in-process weft server over HTTPS on a free loopback
+// port, its certificate signed by a private test CA.
+type tlsServer struct {
+	url, dataDir string
+	caFile       string         // the CA's certificate, for --ca-file
+	pool         *x509.CertPool // trusts the CA
+	dir          string
 }
 
-// TestServerTLS runs weft server with --tls-cert/--tls-key (a self-signed
-// certificate) and reaches it over HTTPS as an admin client that trusts
-// the certificate (--ca-file) and as a node's control transport (the
-// Noise upgrade inside TLS, the server key pinned); a client that does
-// not trust the certificate is refused by the TLS check.
-func TestServerTLS(t *testing.T) {
-	dir := t.TempDir()
-	certFile, keyFile, pool := selfSigned(t, dir)
-	dataDir := filepath.Join(dir, "server")
+// startTLSServer runs weft server with --tls-cert/--tls-key (a
+// certificate for 127.0.0.1 from a new private CA, in dir), its data in
+// dir/server, and waits until it answers /healthz over HTTPS to a client
+// that trusts the CA.
+func startTLSServer(t *testing.T, dir string) *tlsServer {
+	t.Helper()
+	ca := tstest.NewCA(t, "weft test CA")
+	caFile, certFile, keyFile := ca.WriteFiles(t, dir, "127.0.0.1")
 	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
-	url := "https://" + addr
-	background(t, "server", "--listen", addr, "--data-dir", dataDir, "--server-url", url, "--stun-listen=",
+	s := &tlsServer{url: "https://" + addr, dataDir: filepath.Join(dir, "server"), caFile: caFile, pool: ca.Pool(), dir: dir}
+	background(t, "server", "--listen", addr, "--data-dir", s.dataDir, "--server-url", s.url, "--stun-listen=",
 		"--metrics-listen=", "--tls-cert", certFile, "--tls-key", keyFile)
-	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: s.pool}}}
 	tstest.Eventually(t, "server /healthz over HTTPS", func() bool {
-		resp, err := hc.Get(url + "/healthz")
+		resp, err := hc.Get(s.url + "/healthz")
 		if err == nil {
 			resp.Body.Close()
 		}
 		return err == nil && resp.StatusCode == 200
 	})
+	return s
+}
 
-	out, errs, code := weft(t, "admin", "--data-dir", dataDir, "apikeys", "create")
+// apiKeyFile creates an API key with `weft admin apikeys create` on the
+// server's machine and returns the path of a file holding it, for
+// --api-key-file.
+func (s *tlsServer) apiKeyFile(t *testing.T) string {
+	t.Helper()
+	out, errs, code := weft(t, "admin", "--data-dir", s.dataDir, "apikeys", "create")
 	if code != 0 {
 		t.Fatal(errs)
 	}
-	keyPath := filepath.Join(dir, "api.key")
-	os.WriteFile(keyPath, []byte(lastLine(out)), 0o600)
-	if out, errs, code := weft(t, "admin", "--server", url, "--api-key-file", keyPath, "--ca-file", certFile, "users", "list"); code != 0 || !strings.Contains(out, "NAME") {
+	path := filepath.Join(s.dir, "api.key")
+	if err := os.WriteFile(path, []byte(lastLine(out)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// TestServerTLS runs weft server with --tls-cert/--tls-key (a certificate
+// from a private CA) and reaches it over HTTPS as an admin client that
+// trusts the CA (--ca-file) and as a node's control transport (the Noise
+// upgrade inside TLS, the server key pinned); a client that does not
+// trust the CA is refused by the TLS check.
+func TestServerTLS(t *testing.T) {
+	s := startTLSServer(t, t.TempDir())
+	url, dataDir, pool := s.url, s.dataDir, s.pool
+	keyPath := s.apiKeyFile(t)
+	if out, errs, code := weft(t, "admin", "--server", url, "--api-key-file", keyPath, "--ca-file", s.caFile, "users", "list"); code != 0 || !strings.Contains(out, "NAME") {
 		t.Fatalf("remote admin over HTTPS with --ca-file: exit %d %q %q", code, out, errs)
 	}
 	if _, errs, code := weft(t, "admin", "--server", url, "--api-key-file", keyPath, "users", "list"); code == 0 || !strings.Contains(errs, "certificate") {
@@ -120,7 +111,7 @@ func TestServerTLS(t *testing.T) {
 // from a real ACME server.
 func TestServerTLSFlags(t *testing.T) {
 	dir := t.TempDir()
-	certFile, keyFile, _ := selfSigned(t, dir)
+	_, certFile, keyFile := tstest.NewCA(t, "weft test CA").WriteFiles(t, dir, "127.0.0.1")
 	for _, c := range []struct {
 		name    string
 		o       tlsOptions

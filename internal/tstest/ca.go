@@ -10,6 +10,8 @@ import (
 	"encoding/pem"
 	"math/big"
 	"net"
+	"os"
+	"path/filepath"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -83,4 +85,35 @@ func (ca *CA) Issue(t testing.TB, hosts ...string) tls.Certificate {
 func (ca *CA) ServerTLS(t testing.TB, hosts ...string) *tls.Config {
 	t.Helper()
 	return &tls.Config{Certificates: []tls.Certificate{ca.Issue(t, hosts...)}, MinVersion: tls.VersionTLS12}
+}
+
+// Pool returns a certificate pool that trusts the CA alone.
+func (ca *CA) Pool() *x509.CertPool {
+	pool := x509.NewCertPool()
+	pool.AddCert(ca.cert)
+	return pool
+}
+
+// WriteFiles writes to dir the CA's certificate (ca.pem) and a server
+// certificate it signed for hosts with that certificate's key (cert.pem,
+// key.pem), the files a client's --ca-file and a server's --tls-cert and
+// --tls-key take, and returns their paths.
+func (ca *CA) WriteFiles(t testing.TB, dir string, hosts ...string) (caFile, certFile, keyFile string) {
+	t.Helper()
+	cert := ca.Issue(t, hosts...)
+	kb, err := x509.MarshalECPrivateKey(cert.PrivateKey.(*ecdsa.PrivateKey))
+	if err != nil {
+		t.Fatal(err)
+	}
+	caFile, certFile, keyFile = filepath.Join(dir, "ca.pem"), filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	for path, b := range map[string][]byte{
+		caFile:   ca.PEM,
+		certFile: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Certificate[0]}),
+		keyFile:  pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb}),
+	} {
+		if err := os.WriteFile(path, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return caFile, certFile, keyFile
 }
