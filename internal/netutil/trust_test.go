@@ -1,43 +1,22 @@
 package netutil
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"math/big"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strings"
 	"testing"
-	"time"
+	"weft/internal/tstest"
 )
 
-func testCA(t *testing.T) ([]byte, *x509.Certificate) {
-	t.Helper()
-	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test CA"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		KeyUsage: x509.KeyUsageCertSign, BasicConstraintsValid: true, IsCA: true}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &k.PublicKey, k)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, _ := x509.ParseCertificate(der)
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), c
-}
-
 func TestTrustTLS(t *testing.T) {
-	caPEM, ca := testCA(t)
+	ca := tstest.NewCA(t, "test CA")
+	caPEM := ca.PEM
 	for _, c := range []struct {
 		name     string
 		pems     [][]byte
@@ -59,7 +38,7 @@ func TestTrustTLS(t *testing.T) {
 			if cfg == nil {
 				return
 			}
-			_, verr := ca.Verify(x509.VerifyOptions{Roots: cfg.RootCAs})
+			_, verr := ca.Cert().Verify(x509.VerifyOptions{Roots: cfg.RootCAs})
 			if (verr == nil) != c.trustsCA {
 				t.Fatalf("the CA verifies against the pool: %v", verr)
 			}
@@ -95,8 +74,7 @@ func TestTrustTLSKeepsSystemRoots(t *testing.T) {
 		return
 	}
 	dir := t.TempDir()
-	sysPEM, _ := testCA(t)
-	privPEM, _ := testCA(t)
+	sysPEM, privPEM := tstest.NewCA(t, "system CA").PEM, tstest.NewCA(t, "private CA").PEM
 	sysFile, privFile := filepath.Join(dir, "system.pem"), filepath.Join(dir, "private.pem")
 	for f, b := range map[string][]byte{sysFile: sysPEM, privFile: privPEM} {
 		if err := os.WriteFile(f, b, 0o600); err != nil {
