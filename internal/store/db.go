@@ -19,6 +19,20 @@ type sqlStore struct {
 	d   *dialect
 	now func() time.Time
 	ula netip.Prefix // the tailnet's IPv6 /48, set once by init
+
+	// writeTurn, when not nil (SQLite), lets one write transaction of
+	// this handle run at a time; the others wait their turn here, in
+	// order and for as long as their context allows. SQLite has one
+	// writer per database anyway, but its own wait is a poll that
+	// sleeps up to 100 ms between tries and gives up after the busy
+	// timeout: with a hundred writers polling, a late one kept losing
+	// to newcomers and failed with SQLITE_BUSY after 10 s under a slow
+	// disk. Queued here, only one connection per handle contends for
+	// SQLite's lock, with the other processes on the same file.
+	writeTurn chan struct{}
+	// retrying, when not nil, is called with the error of each write
+	// transaction that is about to run again (tests watch for it).
+	retrying func(error)
 }
 
 var _ Store = (*sqlStore)(nil)
@@ -53,14 +67,18 @@ func (t *dbTx) QueryRowContext(ctx context.Context, query string, args ...any) *
 func (s *sqlStore) direct() *dbTx { return &dbTx{q: s.db, d: s.d} }
 
 // maxWriteTries bounds how often write runs a transaction that failed
-// with a retryable error (see dialect.retryable).
+// with a retryable error (see dialect.retryable). On SQLite each try
+// waits up to the busy timeout for another process's write lock.
 const maxWriteTries = 20
 
 // write runs fn in a transaction and commits it if fn returns nil. On
-// SQLite the transaction takes the write lock at BEGIN (see Open); on
-// PostgreSQL a transaction that lost a race to another writer (a
-// serialization failure, a deadlock or a unique violation) runs again, so
-// fn must only write through tx and set results it can set again.
+// SQLite the transaction waits for this handle's write turn (writeTurn)
+// and takes the write lock at BEGIN (see Open); one that found the
+// database locked past the busy timeout, by another process on the same
+// file, runs again. On PostgreSQL a transaction that lost a race to
+// another writer (a serialization failure, a deadlock or a unique
+// violation) runs again. So fn must only write through tx and set
+// results it can set again.
 //
 // When ctx carries an audit entry (WithAudit) not yet recorded, write
 // records it in the same transaction, after fn: the change and its audit
@@ -83,12 +101,15 @@ func (s *sqlStore) write(ctx context.Context, fn func(tx *dbTx) error) error {
 // failure, and marks slot (nil: none) recorded once it committed.
 func (s *sqlStore) writeTx(ctx context.Context, fn func(tx *dbTx) error, slot *auditSlot) error {
 	for try := 1; ; try++ {
-		err := s.tx(ctx, s.d.writeTx, fn)
+		err := s.txInTurn(ctx, fn)
 		if err == nil && slot != nil {
 			slot.done.Store(true)
 		}
 		if err == nil || s.d.retryable == nil || !s.d.retryable(err) || try == maxWriteTries {
 			return err
+		}
+		if s.retrying != nil {
+			s.retrying(err)
 		}
 		// A short random pause spreads out writers that collided.
 		pause := time.Duration(rand.Int64N(int64(try) * int64(2*time.Millisecond)))
@@ -98,6 +119,20 @@ func (s *sqlStore) writeTx(ctx context.Context, fn func(tx *dbTx) error, slot *a
 		case <-time.After(pause):
 		}
 	}
+}
+
+// txInTurn runs fn in one write transaction, in this handle's write turn
+// when it has one.
+func (s *sqlStore) txInTurn(ctx context.Context, fn func(tx *dbTx) error) error {
+	if s.writeTurn != nil {
+		select {
+		case s.writeTurn <- struct{}{}:
+			defer func() { <-s.writeTurn }()
+		case <-ctx.Done():
+			return fmt.Errorf("waiting for the other writes to the database: %w", ctx.Err())
+		}
+	}
+	return s.tx(ctx, s.d.writeTx, fn)
 }
 
 // read runs fn in a read-only transaction, for a consistent snapshot across

@@ -2,6 +2,7 @@ package store
 
 import (
 	"database/sql"
+	"errors"
 	"strconv"
 	"strings"
 	"sync"
@@ -55,14 +56,40 @@ var (
 )
 
 // newSQLiteDialect describes SQLite: "?" placeholders, transactions that
-// take the write lock at BEGIN (see Open), so writers never conflict.
+// take the write lock at BEGIN (see Open), so writers never conflict; a
+// transaction that could not take it within the busy timeout (another
+// process held it) is retried.
 func newSQLiteDialect() *dialect {
 	return &dialect{
-		name:    "SQLite",
-		types:   sqliteTypes,
-		readTx:  &sql.TxOptions{ReadOnly: true},
-		writeTx: nil,
+		name:      "SQLite",
+		types:     sqliteTypes,
+		readTx:    &sql.TxOptions{ReadOnly: true},
+		writeTx:   nil,
+		retryable: sqliteRetryable,
 	}
+}
+
+// SQLite's primary result codes for a lock another connection holds.
+const (
+	sqliteBusy   = 5 // SQLITE_BUSY: another connection or process
+	sqliteLocked = 6 // SQLITE_LOCKED: another connection of the same cache
+)
+
+// sqliteRetryable reports whether err is SQLite's "database is locked"
+// (SQLITE_BUSY or SQLITE_LOCKED, with any extended code): the transaction
+// waited out the busy timeout for the write lock and did nothing, so it
+// can run again. It reads the driver's error through its Code method,
+// like Full.
+func sqliteRetryable(err error) bool {
+	var coded interface{ Code() int }
+	if !errors.As(err, &coded) {
+		return false
+	}
+	switch coded.Code() & 0xff {
+	case sqliteBusy, sqliteLocked:
+		return true
+	}
+	return false
 }
 
 // newPostgresDialect describes PostgreSQL: $n placeholders; reads in a

@@ -26,6 +26,11 @@ import (
 //     BEGIN: a deferred transaction that reads and then writes can fail
 //     with SQLITE_BUSY when another writer got there first, which the busy
 //     timeout does not retry.
+//
+// Write transactions of one Store take turns in the process (so its
+// writers queue rather than poll SQLite's lock), and one that still found
+// the database locked past the busy timeout, by another process on the
+// same file, runs again.
 func Open(ctx context.Context, path string, opts Options) (Store, error) {
 	return openSQLite(ctx, path, opts)
 }
@@ -43,7 +48,11 @@ func openSQLite(ctx context.Context, path string, opts Options) (*sqlStore, erro
 	q := url.Values{}
 	// busy_timeout goes first so that the pragmas after it, which may need
 	// a lock on a database another process is opening too, wait for it.
-	q.Add("_pragma", "busy_timeout(10000)")
+	busy := 10 * time.Second
+	if opts.busyTimeout > 0 {
+		busy = opts.busyTimeout
+	}
+	q.Add("_pragma", fmt.Sprintf("busy_timeout(%d)", busy.Milliseconds()))
 	q.Add("_pragma", "journal_mode(WAL)")
 	q.Add("_pragma", "synchronous(FULL)")
 	q.Add("_pragma", "foreign_keys(1)")
@@ -53,7 +62,7 @@ func openSQLite(ctx context.Context, path string, opts Options) (*sqlStore, erro
 	if err != nil {
 		return nil, fmt.Errorf("store: opening %s: %w", path, err)
 	}
-	s := &sqlStore{db: db, d: newSQLiteDialect(), now: opts.Now}
+	s := &sqlStore{db: db, d: newSQLiteDialect(), now: opts.Now, writeTurn: make(chan struct{}, 1)}
 	if s.now == nil {
 		s.now = time.Now
 	}

@@ -196,6 +196,10 @@ type Options struct {
 	// Now returns the current time; nil means time.Now. Tests inject a
 	// clock to check expiry without sleeping.
 	Now func() time.Time
+
+	// busyTimeout, when not zero, replaces SQLite's busy timeout (10 s),
+	// for tests of what happens past it.
+	busyTimeout time.Duration
 }
 
 // Store is the control server's durable state. All methods are safe for
