@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"weft/internal/disco"
@@ -109,8 +110,22 @@ func (r *attackRig) factor(a netip.Addr) float64 {
 }
 
 // settle waits out a port-guessing round (the node's window and then
-// some), so whatever a round would send has been sent.
-func settle() { time.Sleep(3 * attackWindow) }
+// some), so whatever a round would send has been sent. It runs in a
+// synctest bubble (bubbled): the window passes on the bubble's fake
+// clock, and Wait returns once every goroutine of the node is idle. On
+// the wall clock a loaded machine could take longer than the window just
+// to open a round's 256 sockets and send their pings, and a count taken
+// after a fixed sleep saw half a round (the other half then looked like
+// a second round the cooldown should have refused).
+func settle() {
+	time.Sleep(3 * attackWindow)
+	synctest.Wait()
+}
+
+// bubbled runs a test in its own synctest bubble, for tests that settle.
+func bubbled(f func(t *testing.T)) func(t *testing.T) {
+	return func(t *testing.T) { synctest.Test(t, f) }
+}
 
 // TestDiscoUnsolicitedHardGuessIgnored: a port-guess from the "hard side"
 // makes the easy side probe up to 1,024 ports of the address it names.
@@ -119,7 +134,7 @@ func settle() { time.Sleep(3 * attackWindow) }
 func TestDiscoUnsolicitedHardGuessIgnored(t *testing.T) {
 	attackerPublic := netip.MustParseAddrPort("203.0.113.1:41000")
 	for _, target := range []netip.Addr{victim, attackerPublic.Addr()} {
-		t.Run(target.String(), func(t *testing.T) {
+		t.Run(target.String(), bubbled(func(t *testing.T) {
 			r := newAttackRig(t, false, true, []netip.AddrPort{attackerPublic}, fastTimers)
 			r.send(&disco.PortGuess{Hard: true, Public: netip.AddrPortFrom(target, 0), Sockets: 256, Probes: 1024, WindowMS: 3000})
 			settle()
@@ -127,7 +142,7 @@ func TestDiscoUnsolicitedHardGuessIgnored(t *testing.T) {
 				t.Fatalf("an unsolicited hard-side port-guess made the node send %d packets (%d bytes, %.0f× the message) to %v",
 					pkts, bytes, r.factor(target), target)
 			}
-		})
+		}))
 	}
 }
 
@@ -147,19 +162,19 @@ func TestDiscoGuessRequestChecked(t *testing.T) {
 		{"loopback", true, netip.MustParseAddrPort("127.0.0.1:1234")},
 		{"node not behind a hard NAT", false, attackerPublic},
 	} {
-		t.Run(tt.name, func(t *testing.T) {
+		t.Run(tt.name, bubbled(func(t *testing.T) {
 			r := newAttackRig(t, tt.hard, false, []netip.AddrPort{attackerPublic}, fastTimers)
 			r.send(&disco.PortGuess{Public: tt.public, Sockets: 256, Probes: 1024, WindowMS: 3000})
 			settle()
 			if pkts, _ := r.sent(tt.public.Addr()); pkts != 0 {
 				t.Fatalf("the port-guess request made the node send %d packets to %v (%.0f× the message)", pkts, tt.public, r.factor(tt.public.Addr()))
 			}
-		})
+		}))
 	}
 	// A request can arrive through the relay before the map update that
 	// lists its endpoint (they travel different ways): it is held, and
 	// the round starts once the map lists the endpoint, not before.
-	t.Run("held until the map lists the endpoint", func(t *testing.T) {
+	t.Run("held until the map lists the endpoint", bubbled(func(t *testing.T) {
 		moved := netip.MustParseAddrPort("203.0.113.1:42000")
 		r := newAttackRig(t, true, false, []netip.AddrPort{attackerPublic}, fastTimers)
 		r.send(&disco.PortGuess{Public: moved, Sockets: 256, Probes: 1024, WindowMS: 3000})
@@ -173,8 +188,8 @@ func TestDiscoGuessRequestChecked(t *testing.T) {
 		if pkts, _ := r.sent(moved.Addr()); pkts == 0 {
 			t.Fatal("the held request started no round once the map listed its endpoint")
 		}
-	})
-	t.Run("cooldown", func(t *testing.T) {
+	}))
+	t.Run("cooldown", bubbled(func(t *testing.T) {
 		timers := fastTimers
 		timers.Reprobe = time.Hour // the cooldown cannot pass during the test
 		r := newAttackRig(t, true, false, []netip.AddrPort{attackerPublic}, timers)
@@ -190,7 +205,7 @@ func TestDiscoGuessRequestChecked(t *testing.T) {
 		if all, _ := r.sent(attackerPublic.Addr()); all != first {
 			t.Fatalf("a second request within the cooldown sent %d more packets (the first round sent %d)", all-first, first)
 		}
-	})
+	}))
 }
 
 // TestDiscoHardPeerCallStartsOneRound: a call-me-maybe from a peer the map
@@ -200,6 +215,10 @@ func TestDiscoGuessRequestChecked(t *testing.T) {
 // on inside it, once per cooldown, however many calls and answers follow,
 // and its probes go only to the peer's address from the map.
 func TestDiscoHardPeerCallStartsOneRound(t *testing.T) {
+	synctest.Test(t, testDiscoHardPeerCallStartsOneRound)
+}
+
+func testDiscoHardPeerCallStartsOneRound(t *testing.T) {
 	attackerPublic := netip.MustParseAddrPort("203.0.113.1:41000")
 	timers := fastTimers
 	timers.Reprobe = time.Hour // the cooldown cannot pass during the test
@@ -319,7 +338,9 @@ func TestDiscoTargetsMustBeGlobalUnicast(t *testing.T) {
 // docs/disco.md quotes the figures; the bounds here are those figures,
 // so a change to the budgets that raises them fails until the doc is
 // updated.
-func TestDiscoAmplification(t *testing.T) {
+func TestDiscoAmplification(t *testing.T) { synctest.Test(t, testDiscoAmplification) }
+
+func testDiscoAmplification(t *testing.T) {
 	attackerEP := netip.AddrPortFrom(victim, 41000)
 	type result struct {
 		name   string
@@ -368,19 +389,10 @@ func TestDiscoAmplification(t *testing.T) {
 		r.in = 0
 		r.mu.Unlock()
 		r.send(&disco.PortGuess{Public: attackerEP, Sockets: 65535, Probes: 65535, WindowMS: 65535})
-		// Opening 256 sockets takes a while on a loaded machine under
-		// -race: wait for the first ping (all go out together), then
-		// for the round to end.
-		sent := func() bool {
-			r.mu.Lock()
-			defer r.mu.Unlock()
-			return r.byDst[attackerEP] > 0
-		}
-		for deadline := time.Now().Add(10 * time.Second); !sent() && time.Now().Before(deadline); {
-			time.Sleep(10 * time.Millisecond)
-		}
 		settle()
-		return sent()
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		return r.byDst[attackerEP] > 0
 	}, true, false, netip.AddrPort{})
 	measure("port-guess ready (easy side, own round, once per cooldown)", 1220, func(r *attackRig) bool {
 		// A packet to the peer makes it in use; discovery then starts
