@@ -155,17 +155,7 @@ func BenchmarkRelayLatency(b *testing.B) {
 	ca, cb := connect(b, r.url, ka), connect(b, r.url, kb)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	go func() { // b echoes whatever it receives
-		for {
-			m, err := cb.Recv(ctx)
-			if err != nil {
-				return
-			}
-			if p, ok := m.(ReceivedPacket); ok {
-				cb.Send(p.Src, p.Data)
-			}
-		}
-	}()
+	go echoBack(ctx, cb) // b echoes whatever it receives
 
 	echo := startTCPEcho(b)
 	dc, err := net.Dial("tcp", echo)
@@ -272,17 +262,7 @@ func BenchmarkRelayLatencyUnderFlood(b *testing.B) {
 	connect(b, r.url, sink) // never reads: the relay drops what does not fit its queue
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	go func() {
-		for {
-			m, err := cb.Recv(ctx)
-			if err != nil {
-				return
-			}
-			if p, ok := m.(ReceivedPacket); ok {
-				cb.Send(p.Src, p.Data)
-			}
-		}
-	}()
+	go echoBack(ctx, cb)
 	pkt := make([]byte, benchFrame)
 	rounds := func() time.Duration {
 		var total time.Duration
@@ -330,4 +310,18 @@ func BenchmarkRelayLatencyUnderFlood(b *testing.B) {
 	b.ReportMetric(float64(quiet.Microseconds()), "quiet-rt-us")
 	b.ReportMetric(float64(flooded.Microseconds()), "flood-rt-us")
 	b.ReportMetric(flooded.Seconds()/quiet.Seconds(), "ratio")
+}
+
+// echoBack sends every packet c receives back to its sender until ctx
+// ends.
+func echoBack(ctx context.Context, c *Client) {
+	for {
+		m, err := c.Recv(ctx)
+		if err != nil {
+			return
+		}
+		if p, ok := m.(ReceivedPacket); ok {
+			c.Send(p.Src, p.Data)
+		}
+	}
 }

@@ -127,30 +127,40 @@ func TestManager(t *testing.T) {
 	})
 }
 
-func TestManagerClosesIdleRegions(t *testing.T) {
+// homeAndOther starts the relays of regions 1 and 2 and a manager (opts
+// with its node key, relay map and a no-op OnRecv filled in) homed on
+// region 1 that has opened region 2 too, by sending a packet to a peer
+// connected there. The manager is closed when the test ends.
+func homeAndOther(t *testing.T, opts ManagerOptions) (m *Manager, r1, r2 *testRelay) {
+	t.Helper()
 	a, b := key.NewNode(), key.NewNode()
-	r1, r2 := startSimpleRelay(t, allow(a, b)), startSimpleRelay(t, allow(a, b))
-	m, err := NewManager(ManagerOptions{
-		NodeKey: a,
-		RelayMap: &wire.RelayMap{Regions: map[int]*wire.RelayRegion{
-			1: {ID: 1, Nodes: []*wire.RelayNode{relayNode(t, 1, r1.url)}},
-			2: {ID: 2, Nodes: []*wire.RelayNode{relayNode(t, 2, r2.url)}},
-		}},
-		OnRecv:      func(int, key.NodePublic, []byte) {},
-		IdleTimeout: time.Second, // far above a loopback connect, so only idleness closes it
-	})
+	r1, r2 = startSimpleRelay(t, allow(a, b)), startSimpleRelay(t, allow(a, b))
+	opts.NodeKey = a
+	opts.RelayMap = &wire.RelayMap{Regions: map[int]*wire.RelayRegion{
+		1: {ID: 1, Nodes: []*wire.RelayNode{relayNode(t, 1, r1.url)}},
+		2: {ID: 2, Nodes: []*wire.RelayNode{relayNode(t, 2, r2.url)}},
+	}}
+	opts.OnRecv = func(int, key.NodePublic, []byte) {}
+	m, err := NewManager(opts)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer m.Close()
+	t.Cleanup(func() { m.Close() })
 	if err := m.SetHome(1); err != nil {
 		t.Fatal(err)
 	}
 	cb := connect(t, r2.url, b)
-	if err := m.Send(2, b.Public(), []byte("once")); err != nil {
+	if err := m.Send(2, b.Public(), []byte("open region 2")); err != nil {
 		t.Fatal(err)
 	}
 	recvPacket(t, cb)
+	return m, r1, r2
+}
+
+func TestManagerClosesIdleRegions(t *testing.T) {
+	m, r1, r2 := homeAndOther(t, ManagerOptions{
+		IdleTimeout: time.Second, // far above a loopback connect, so only idleness closes it
+	})
 	tstest.Eventually(t, "idle region 2 closed", func() bool {
 		return slices.Equal(m.connectedRegions(), []int{1}) && r2.srv.Stats().Clients == 1 && r1.srv.Stats().Clients == 1
 	})
@@ -208,30 +218,8 @@ func TestRelayNodeURL(t *testing.T) {
 // reported (so the agent can measure and move at once); losing a
 // non-home region's is not.
 func TestManagerTellsWhenHomeLost(t *testing.T) {
-	a, b := key.NewNode(), key.NewNode()
-	r1, r2 := startSimpleRelay(t, allow(a, b)), startSimpleRelay(t, allow(a, b))
 	lost := make(chan int, 8)
-	m, err := NewManager(ManagerOptions{
-		NodeKey: a,
-		RelayMap: &wire.RelayMap{Regions: map[int]*wire.RelayRegion{
-			1: {ID: 1, Nodes: []*wire.RelayNode{relayNode(t, 1, r1.url)}},
-			2: {ID: 2, Nodes: []*wire.RelayNode{relayNode(t, 2, r2.url)}},
-		}},
-		OnRecv:     func(int, key.NodePublic, []byte) {},
-		OnHomeLost: func(region int) { lost <- region },
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer m.Close()
-	if err := m.SetHome(1); err != nil {
-		t.Fatal(err)
-	}
-	cb := connect(t, r2.url, b)
-	if err := m.Send(2, b.Public(), []byte("open region 2")); err != nil {
-		t.Fatal(err)
-	}
-	recvPacket(t, cb)
+	m, r1, r2 := homeAndOther(t, ManagerOptions{OnHomeLost: func(region int) { lost <- region }})
 	tstest.Eventually(t, "a connected to its home", func() bool { return r1.srv.Stats().Clients == 1 })
 	r2.close()
 	r1.close()

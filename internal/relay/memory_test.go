@@ -1,7 +1,6 @@
 package relay
 
 import (
-	"context"
 	"runtime"
 	"testing"
 	"time"
@@ -37,23 +36,11 @@ func TestStalledReceiversBoundMemory(t *testing.T) {
 	r := startRelay(t, ServerOptions{Authorizer: allow(keys...), QueueBytes: perClient, MaxQueuedBytes: total, WriteTimeout: time.Hour})
 	// Bare connections: nothing reads for the stalled receivers, and the
 	// sender writes frames itself, so no client-side queue holds memory.
-	bare := func(k key.NodePrivate) *clientConn {
-		c, err := NewClient(ClientOptions{URLs: []string{r.url}, NodeKey: k})
-		if err != nil {
-			t.Fatal(err)
-		}
-		cc, err := c.dial(context.Background(), c.urls[0])
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { cc.nc.Close() })
-		return cc
-	}
 	for _, k := range keys[1:] {
-		bare(k)
+		bareConn(t, r.url, k)
 	}
 	tstest.Eventually(t, "receivers connected", func() bool { return r.srv.Stats().Clients == receivers })
-	snd := bare(sender)
+	snd := bareConn(t, r.url, sender)
 	before := heapInUse()
 	pkt := make([]byte, MaxPacketSize)
 	sent := uint64(0)
