@@ -109,7 +109,7 @@ const apiKeyColumns = `k.prefix, k.hash, COALESCE(u.name, ''), k.created_at, k.e
 
 const apiKeyFrom = ` FROM api_keys k LEFT JOIN users u ON u.id = k.user_id`
 
-func scanAPIKey(sc interface{ Scan(...any) error }) (APIKey, string, error) {
+func scanAPIKey(sc rowScanner) (APIKey, string, error) {
 	var k APIKey
 	var hash string
 	var created, expiry, revoked, used int64
@@ -121,23 +121,14 @@ func scanAPIKey(sc interface{ Scan(...any) error }) (APIKey, string, error) {
 }
 
 func (s *sqlStore) ListAPIKeys(ctx context.Context) ([]APIKey, error) {
-	rows, err := s.direct().QueryContext(ctx, `SELECT `+apiKeyColumns+apiKeyFrom+` ORDER BY k.id`)
+	keys, err := queryAll(ctx, s.direct(), func(sc rowScanner) (APIKey, error) {
+		k, _, err := scanAPIKey(sc)
+		return k, err
+	}, `SELECT `+apiKeyColumns+apiKeyFrom+` ORDER BY k.id`)
 	if err != nil {
 		return nil, fmt.Errorf("store: ListAPIKeys: %w", err)
 	}
-	defer rows.Close()
-	var out []APIKey
-	for rows.Next() {
-		k, _, err := scanAPIKey(rows)
-		if err != nil {
-			return nil, fmt.Errorf("store: ListAPIKeys: %w", err)
-		}
-		out = append(out, k)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("store: ListAPIKeys: %w", err)
-	}
-	return out, nil
+	return keys, nil
 }
 
 func (s *sqlStore) RevokeAPIKey(ctx context.Context, id string) error {
@@ -146,17 +137,9 @@ func (s *sqlStore) RevokeAPIKey(ctx context.Context, id string) error {
 		return fmt.Errorf("store: RevokeAPIKey: %w: %q is not an API key or key prefix (wa + 12 hex digits; `weft admin apikeys list` shows them)", ErrInvalid, id)
 	}
 	err := s.write(ctx, func(tx *dbTx) error {
-		res, err := tx.ExecContext(ctx, `UPDATE api_keys SET revoked_at = ? WHERE prefix = ? AND revoked_at = 0`, toDB(s.now()), prefix)
-		if err != nil {
-			return err
-		}
-		if n, _ := res.RowsAffected(); n == 0 {
-			var one int
-			if err := tx.QueryRowContext(ctx, `SELECT 1 FROM api_keys WHERE prefix = ?`, prefix).Scan(&one); errors.Is(err, sql.ErrNoRows) {
-				return fmt.Errorf("%w: no API key %s", ErrNotFound, prefix)
-			}
-		}
-		return nil // revoking a revoked key again changes nothing
+		// Revoking a revoked key again changes nothing.
+		return updateKey(ctx, tx, "api_keys", prefix, fmt.Errorf("%w: no API key %s", ErrNotFound, prefix),
+			`UPDATE api_keys SET revoked_at = ? WHERE prefix = ? AND revoked_at = 0`, toDB(s.now()), prefix)
 	})
 	if err != nil {
 		return fmt.Errorf("store: RevokeAPIKey: %w", err)

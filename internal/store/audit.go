@@ -132,22 +132,14 @@ func (s *sqlStore) ListAudit(ctx context.Context, q AuditQuery) ([]AuditEntry, e
 		query += ` LIMIT ?`
 		args = append(args, q.Limit)
 	}
-	rows, err := s.direct().QueryContext(ctx, query, args...)
-	if err != nil {
-		return nil, fmt.Errorf("store: ListAudit: %w", err)
-	}
-	defer rows.Close()
-	var out []AuditEntry
-	for rows.Next() {
+	out, err := queryAll(ctx, s.direct(), func(sc rowScanner) (AuditEntry, error) {
 		var e AuditEntry
 		var at int64
-		if err := rows.Scan(&e.ID, &at, &e.Actor, &e.Credential, &e.Remote, &e.Action, &e.Target, &e.Detail); err != nil {
-			return nil, fmt.Errorf("store: ListAudit: %w", err)
-		}
+		err := sc.Scan(&e.ID, &at, &e.Actor, &e.Credential, &e.Remote, &e.Action, &e.Target, &e.Detail)
 		e.At = fromDB(at)
-		out = append(out, e)
-	}
-	if err := rows.Err(); err != nil {
+		return e, err
+	}, query, args...)
+	if err != nil {
 		return nil, fmt.Errorf("store: ListAudit: %w", err)
 	}
 	return out, nil

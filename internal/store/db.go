@@ -44,6 +44,32 @@ type querier interface {
 	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
 }
 
+// rowScanner is what a scan function reads one row from: *sql.Row or
+// *sql.Rows.
+type rowScanner interface{ Scan(...any) error }
+
+// queryAll runs query in tx and returns each row it finds as scan reads
+// it, in the query's order.
+func queryAll[T any](ctx context.Context, tx *dbTx, scan func(rowScanner) (T, error), query string, args ...any) ([]T, error) {
+	rows, err := tx.QueryContext(ctx, query, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []T
+	for rows.Next() {
+		v, err := scan(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, v)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // dbTx runs the store's queries in a transaction (or directly on the pool,
 // see direct), rewriting their placeholders for the dialect.
 type dbTx struct {

@@ -124,7 +124,7 @@ type authKeyRow struct {
 	hash string
 }
 
-func scanAuthKey(sc interface{ Scan(...any) error }) (authKeyRow, error) {
+func scanAuthKey(sc rowScanner) (authKeyRow, error) {
 	var r authKeyRow
 	var tags string
 	var created, expiry, lastUsed int64
@@ -156,19 +156,12 @@ func (s *sqlStore) ListAuthKeys(ctx context.Context, user string) ([]AuthKey, er
 			q += ` WHERE u.name = ?`
 			args = append(args, user)
 		}
-		rows, err := tx.QueryContext(ctx, q+` ORDER BY k.created_at, k.id`, args...)
-		if err != nil {
-			return err
-		}
-		defer rows.Close()
-		for rows.Next() {
-			r, err := scanAuthKey(rows)
-			if err != nil {
-				return err
-			}
-			keys = append(keys, r.AuthKey)
-		}
-		return rows.Err()
+		var err error
+		keys, err = queryAll(ctx, tx, func(sc rowScanner) (AuthKey, error) {
+			r, err := scanAuthKey(sc)
+			return r.AuthKey, err
+		}, q+` ORDER BY k.created_at, k.id`, args...)
+		return err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("store: ListAuthKeys: %w", err)
@@ -184,17 +177,8 @@ func (s *sqlStore) ExpireAuthKey(ctx context.Context, id string) error {
 	now := toDB(s.now())
 	err := s.write(ctx, func(tx *dbTx) error {
 		// An already expired key keeps its earlier expiry.
-		res, err := tx.ExecContext(ctx, `UPDATE auth_keys SET expiry = ? WHERE prefix = ? AND (expiry = 0 OR expiry > ?)`, now, prefix, now)
-		if err != nil {
-			return err
-		}
-		if n, _ := res.RowsAffected(); n == 0 {
-			var one int
-			if err := tx.QueryRowContext(ctx, `SELECT 1 FROM auth_keys WHERE prefix = ?`, prefix).Scan(&one); errors.Is(err, sql.ErrNoRows) {
-				return fmt.Errorf("%w: no key %q", ErrNotFound, prefix)
-			}
-		}
-		return nil
+		return updateKey(ctx, tx, "auth_keys", prefix, fmt.Errorf("%w: no key %q", ErrNotFound, prefix),
+			`UPDATE auth_keys SET expiry = ? WHERE prefix = ? AND (expiry = 0 OR expiry > ?)`, now, prefix, now)
 	})
 	if err != nil {
 		return fmt.Errorf("store: ExpireAuthKey: %w", err)
@@ -221,4 +205,21 @@ func lookupAuthKey(ctx context.Context, tx *dbTx, secret string) (authKeyRow, er
 		return authKeyRow{}, ErrKeyInvalid
 	}
 	return r, nil
+}
+
+// updateKey runs update, which changes the key with prefix in table (API
+// or auth keys) unless it is already so. A key that update leaves as it
+// was is fine; one that does not exist is notFound.
+func updateKey(ctx context.Context, tx *dbTx, table, prefix string, notFound error, update string, args ...any) error {
+	res, err := tx.ExecContext(ctx, update, args...)
+	if err != nil {
+		return err
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		var one int
+		if err := tx.QueryRowContext(ctx, `SELECT 1 FROM `+table+` WHERE prefix = ?`, prefix).Scan(&one); errors.Is(err, sql.ErrNoRows) {
+			return notFound
+		}
+	}
+	return nil
 }

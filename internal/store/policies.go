@@ -83,22 +83,14 @@ func (s *sqlStore) GetPolicy(ctx context.Context, version int64) (PolicyVersion,
 }
 
 func (s *sqlStore) ListPolicies(ctx context.Context) ([]PolicyVersion, error) {
-	rows, err := s.direct().QueryContext(ctx, `SELECT version, LENGTH(body), created_at, author, credential FROM policies ORDER BY version`)
-	if err != nil {
-		return nil, fmt.Errorf("store: ListPolicies: %w", err)
-	}
-	defer rows.Close()
-	var out []PolicyVersion
-	for rows.Next() {
+	out, err := queryAll(ctx, s.direct(), func(sc rowScanner) (PolicyVersion, error) {
 		var pv PolicyVersion
 		var at int64
-		if err := rows.Scan(&pv.Version, &pv.Size, &at, &pv.Author, &pv.Credential); err != nil {
-			return nil, fmt.Errorf("store: ListPolicies: %w", err)
-		}
+		err := sc.Scan(&pv.Version, &pv.Size, &at, &pv.Author, &pv.Credential)
 		pv.CreatedAt = fromDB(at)
-		out = append(out, pv)
-	}
-	if err := rows.Err(); err != nil {
+		return pv, err
+	}, `SELECT version, LENGTH(body), created_at, author, credential FROM policies ORDER BY version`)
+	if err != nil {
 		return nil, fmt.Errorf("store: ListPolicies: %w", err)
 	}
 	return out, nil

@@ -31,19 +31,9 @@ func (s *sqlStore) CreateUser(ctx context.Context, name string) (User, error) {
 func (s *sqlStore) ListUsers(ctx context.Context) ([]User, error) {
 	var users []User
 	err := s.read(ctx, func(tx *dbTx) error {
-		rows, err := tx.QueryContext(ctx, `SELECT `+userColumns+` FROM users ORDER BY name`)
-		if err != nil {
-			return err
-		}
-		defer rows.Close()
-		for rows.Next() {
-			u, err := scanUser(rows)
-			if err != nil {
-				return err
-			}
-			users = append(users, u)
-		}
-		return rows.Err()
+		var err error
+		users, err = queryAll(ctx, tx, scanUser, `SELECT `+userColumns+` FROM users ORDER BY name`)
+		return err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("store: ListUsers: %w", err)
@@ -85,7 +75,7 @@ func userID(ctx context.Context, tx *dbTx, name string) (UserID, error) {
 
 const userColumns = `id, name, role, created_at, oidc_issuer, email, groups`
 
-func scanUser(sc interface{ Scan(...any) error }) (User, error) {
+func scanUser(sc rowScanner) (User, error) {
 	var u User
 	var created int64
 	var groups string
