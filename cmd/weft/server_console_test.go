@@ -13,6 +13,7 @@ import (
 	"strings"
 	"testing"
 
+	"weft/internal/oidctest"
 	"weft/internal/pgtest"
 )
 
@@ -140,4 +141,100 @@ func sessionCookieOf(t *testing.T, jar http.CookieJar, u string) string {
 		}
 	}
 	return ""
+}
+
+// lbTransport is a browser's view of a load balancer in front of several
+// servers: requests to the load balancer's host go to the backend route
+// picks for their path, with the Host header kept.
+type lbTransport struct {
+	host  string
+	route func(path string) string // host:port of the backend
+}
+
+func (l lbTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	if req.URL.Host != l.host {
+		return http.DefaultTransport.RoundTrip(req)
+	}
+	r := req.Clone(req.Context())
+	r.URL.Host, r.Host = l.route(req.URL.Path), l.host
+	return http.DefaultTransport.RoundTrip(r)
+}
+
+// TestServerOIDCAcrossServers: two `weft server` processes on one
+// PostgreSQL behind one URL (a load balancer, played by the browser's
+// transport) with a real OpenID provider. The console sign-in begins at
+// server A, the provider's redirect back lands on server B, which
+// finishes it; the session then works at A. The callback replayed at A
+// is refused: the sign-in was finished once.
+func TestServerOIDCAcrossServers(t *testing.T) {
+	db := pgtest.Start(t, pgtest.Options{}).CreateDB(t)
+	const lbHost = "weft-lb.test"
+	lb := "http://" + lbHost
+	p := oidctest.Start(t, lb+"/oidc/callback",
+		oidctest.User{ID: "sub-alice", Username: "alice", Password: "pw", Email: "alice@example.com", EmailVerified: true})
+	dir := t.TempDir()
+	secretFile := filepath.Join(dir, "oidc.secret")
+	if err := os.WriteFile(secretFile, []byte(p.ClientSecret+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	addrA := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	addrB := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	start := func(dataDir, addr string) {
+		startWeftProcess(t, "server", "--listen", addr, "--data-dir", dataDir, "--server-url", lb, "--db", db,
+			"--stun-listen=", "--metrics-listen=",
+			"--oidc-issuer", p.Issuer, "--oidc-client-id", p.ClientID, "--oidc-client-secret-file", secretFile)
+		awaitHealthz(t, "http://"+addr)
+	}
+	start(filepath.Join(dir, "a"), addrA)
+	k, err := os.ReadFile(filepath.Join(dir, "a", "server.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.MkdirAll(filepath.Join(dir, "b"), 0o700)
+	if err := os.WriteFile(filepath.Join(dir, "b", "server.key"), k, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	start(filepath.Join(dir, "b"), addrB)
+
+	var callbacks []string
+	toB := false // where /oidc/callback goes
+	jar, _ := cookiejar.New(nil)
+	browser := &http.Client{Jar: jar, Transport: lbTransport{host: lbHost, route: func(path string) string {
+		if path == "/oidc/callback" && toB {
+			return addrB
+		}
+		return addrA
+	}}, CheckRedirect: func(req *http.Request, _ []*http.Request) error {
+		if req.URL.Path == "/oidc/callback" {
+			callbacks = append(callbacks, req.URL.String())
+		}
+		return nil
+	}}
+	toB = true
+	code, body, err := p.SignIn(browser, lb+"/oidc/console", "alice", "pw")
+	if err != nil || code != 200 || !strings.Contains(body, "Signed in") || len(callbacks) != 1 {
+		t.Fatalf("sign-in begun at A, finished at B: %d %v (callbacks %q)\n%s", code, err, callbacks, body)
+	}
+	resp, err := browser.Get(lb + "/admin/") // routed to A
+	if err != nil {
+		t.Fatal(err)
+	}
+	page, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !strings.Contains(string(page), `id="signout"`) {
+		t.Fatalf("the session made at B, at A: %d\n%s", resp.StatusCode, page)
+	}
+	toB = false
+	resp, err = browser.Get(callbacks[0]) // the same callback, at A
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusForbidden || !strings.Contains(string(again), "already used") {
+		t.Fatalf("the callback replayed at A: %d\n%s", resp.StatusCode, again)
+	}
+	if audit := adminCLI(t, filepath.Join(dir, "a"))("audit"); !strings.Contains(audit, "console.signin") || !strings.Contains(audit, "OIDC sign-in") {
+		t.Fatalf("weft admin audit at A:\n%s", audit)
+	}
 }
