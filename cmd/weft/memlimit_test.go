@@ -17,10 +17,10 @@ func TestParseMemoryLimit(t *testing.T) {
 	}{
 		{name: "default", want: memoryPlan{limit: agent.DefaultMemoryLimit, byDefault: true}},
 		{name: "GOMEMLIMIT off", env: "off", want: memoryPlan{limit: agent.DefaultMemoryLimit, byDefault: true}},
-		{name: "flag", flag: "48MiB", want: memoryPlan{limit: 48 << 20, inFlight: 85}},
+		{name: "flag", flag: "48MiB", want: memoryPlan{limit: 48 << 20, inFlight: 42}},
 		{name: "flag in MB", flag: "100MB", want: memoryPlan{limit: 100e6, inFlight: inflight.DefaultMax}},
-		{name: "flag wins over env", flag: "48MiB", env: "1GiB", want: memoryPlan{limit: 48 << 20, inFlight: 85}},
-		{name: "env keeps the runtime's limit", env: "44MiB", want: memoryPlan{inFlight: 64}},
+		{name: "flag wins over env", flag: "48MiB", env: "1GiB", want: memoryPlan{limit: 48 << 20, inFlight: 42}},
+		{name: "env keeps the runtime's limit", env: "44MiB", want: memoryPlan{inFlight: 32}},
 		{name: "bad size", flag: "lots", wantErr: `"lots" is not a size`},
 		{name: "negative", flag: "-5MiB", wantErr: "is not a size"},
 		{name: "too small", flag: "8MiB", wantErr: "below the 32 MiB"},
@@ -70,7 +70,7 @@ func TestMemoryPlanApply(t *testing.T) {
 		{"default, kernel", memoryPlan{limit: 56 << 20, byDefault: true}, true, 56 << 20},
 		{"default, userspace", memoryPlan{limit: 56 << 20, byDefault: true}, false, before},
 		{"asked for, userspace", memoryPlan{limit: 48 << 20}, false, 48 << 20},
-		{"from $GOMEMLIMIT", memoryPlan{inFlight: 64}, true, before},
+		{"from $GOMEMLIMIT", memoryPlan{inFlight: 32}, true, before},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			debug.SetMemoryLimit(before)

@@ -25,23 +25,32 @@ const (
 	// than let pooled buffers pile up to the limit, which a lab burst
 	// showed as 52 MB of RSS at the peak instead of 60 (docs/benchmarks.md).
 	baseMemory = 8 << 20
+	// gcRoom is what the limit leaves above the buffers the device may
+	// hold, so that under load the collector finds garbage to free and
+	// runs a few times a second. Without it (the default limit of 56
+	// MiB with 128 packets in flight) the live heap reached the limit's
+	// heap goal (46 MB of 46) and the collector ran back to back, 6-16
+	// times a second, for 10-16 % of the daemons' CPU
+	// (docs/benchmarks.md, "Data plane side by side").
+	gcRoom = 8 << 20
 	// MinInFlight is the smallest in-flight bound a memory limit can
 	// buy: below it the device's readers wait for almost every batch.
 	MinInFlight = 16
 )
 
 // DefaultMemoryLimit is the daemon's Go memory limit with the default
-// in-flight bound (inflight.DefaultMax): 56 MiB.
+// in-flight bound (inflight.DefaultMax, 64): 56 MiB.
 var DefaultMemoryLimit = MemoryLimit(inflight.DefaultMax)
 
 // MemoryLimit is the Go memory limit that keeps the daemon's heap near
 // its working set with an in-flight bound of inFlight packets per
-// direction: the base, the readers' batches and both directions' bound.
+// direction: the base, room for the collector, the readers' batches and
+// both directions' bound.
 // Above the working set the collector would let the heap double before
 // it runs (GOGC=100), and buffers freed into wireguard-go's pools would
 // sit there.
 func MemoryLimit(inFlight int) int64 {
-	return baseMemory + int64(readerBuffers+2*inFlight)*bufferBytes
+	return baseMemory + gcRoom + int64(readerBuffers+2*inFlight)*bufferBytes
 }
 
 // MinMemoryLimit is the smallest memory limit the daemon accepts: its

@@ -16,8 +16,8 @@ func TestInFlightFor(t *testing.T) {
 	}{
 		{name: "default limit keeps the default bound", limit: DefaultMemoryLimit, want: inflight.DefaultMax},
 		{name: "more buys no more than the default", limit: 1 << 30, want: inflight.DefaultMax},
-		{name: "44MiB: half way", limit: 44 << 20, want: 64},
-		{name: "48MiB", limit: 48 << 20, want: 85},
+		{name: "44MiB: half way", limit: 44 << 20, want: 32},
+		{name: "48MiB", limit: 48 << 20, want: 42},
 		{name: "near the floor", limit: 33 << 20, want: MinInFlight},
 		{name: "too small", limit: 16 << 20, wantErr: "below the 32 MiB"},
 	} {

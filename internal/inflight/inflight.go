@@ -58,10 +58,16 @@ func (d Dir) String() string {
 // Defaults for Options.
 const (
 	// DefaultMax is the packets a direction may hold before its
-	// readers wait: one of wireguard-go's Linux batches (128), so that
-	// a batch is read while the one before is sealed and sent. A
-	// direction then holds at most two batches per reader.
-	DefaultMax = 128
+	// readers wait: half of one of wireguard-go's Linux batches, more
+	// than one TUN read (a 64 KiB segmentation-offload packet is about
+	// 46 packets at MTU 1420), so a read goes on while the one before
+	// is sealed and sent. A direction then holds at most DefaultMax
+	// plus one batch per reader. With a whole batch (128) the buffers
+	// in flight, on top of the readers' own batches, filled the
+	// daemon's default memory limit under load, and the collector ran
+	// 6-16 times a second for 10-16 % of the daemons' CPU
+	// (docs/benchmarks.md, "Data plane side by side").
+	DefaultMax = 64
 	// DefaultStallAfter is how long a reader waits, with nothing handed
 	// on, before packets read longer ago count as dropped.
 	DefaultStallAfter = 250 * time.Millisecond
