@@ -30,6 +30,7 @@ import (
 
 	"weft/internal/localapi"
 	"weft/internal/netlab"
+	"weft/internal/netutil"
 )
 
 // Options configure Start. Weft is required; the rest have defaults.
@@ -58,6 +59,15 @@ type Options struct {
 	DaemonArgv func(host string, argv []string) []string
 	// UpArgs returns extra `weft up` arguments for a host; nil for none.
 	UpArgs func(host string) []string
+	// TLSCert and TLSKey, when set, make the server serve HTTPS with
+	// them (weft server --tls-cert/--tls-key): ServerURL is https://,
+	// and the default relay map names the server's embedded relay on
+	// that TLS port. CAFile is the private CA that signed the
+	// certificate: StartServer's health check trusts it, and every Up
+	// passes --ca-file CAFile. Each is read when used, so a test may
+	// replace the files and restart the server with another
+	// certificate.
+	TLSCert, TLSKey, CAFile string
 	// Logger receives progress; nil discards it.
 	Logger *slog.Logger
 }
@@ -117,16 +127,20 @@ func Start(ctx context.Context, lab *netlab.Lab, opts Options) (*Tailnet, error)
 	if srv == nil {
 		return nil, fmt.Errorf("scenario: the lab has no host %q for the server", opts.Server)
 	}
+	scheme := "http"
+	if opts.TLSCert != "" {
+		scheme = "https"
+	}
 	tn := &Tailnet{
 		Lab:       lab,
-		ServerURL: fmt.Sprintf("http://%s:%d", srv.Addr(), opts.Port),
+		ServerURL: fmt.Sprintf("%s://%s:%d", scheme, srv.Addr(), opts.Port),
 		opts:      opts,
 		dataDir:   cmp.Or(opts.ServerDataDir, filepath.Join(lab.Dir(), "server")),
 		log:       log,
 		daemons:   map[string]*netlab.Process{},
 	}
 	if a := srv.Addr6(); a.IsValid() {
-		tn.ServerURL6 = fmt.Sprintf("http://%s", net.JoinHostPort(a.String(), strconv.Itoa(opts.Port)))
+		tn.ServerURL6 = fmt.Sprintf("%s://%s", scheme, net.JoinHostPort(a.String(), strconv.Itoa(opts.Port)))
 	}
 	// A new tailnet: state left in the lab's directory by an earlier run
 	// of the same lab name would make the server refuse to create the
@@ -190,6 +204,9 @@ func (tn *Tailnet) StartServer(ctx context.Context) error {
 		"--listen", fmt.Sprintf(":%d", tn.opts.Port),
 		"--data-dir", tn.dataDir,
 		"--server-url", tn.ServerURL}, tn.opts.ServerArgs...)
+	if tn.opts.TLSCert != "" {
+		argv = append(argv, "--tls-cert", tn.opts.TLSCert, "--tls-key", tn.opts.TLSKey)
+	}
 	if a := srv.Addr6(); a.IsValid() && !slices.ContainsFunc(tn.opts.ServerArgs, func(s string) bool { return strings.HasPrefix(s, "--relay-map") }) {
 		// The default relay map names the server's IPv4 address; its
 		// IPv6 one goes beside it so dual-stack and IPv6-only nodes
@@ -203,7 +220,10 @@ func (tn *Tailnet) StartServer(ctx context.Context) error {
 	tn.mu.Lock()
 	tn.server = p
 	tn.mu.Unlock()
-	client := srv.HTTPClient()
+	client, err := tn.healthClient(srv)
+	if err != nil {
+		return err
+	}
 	err = WaitFor(ctx, 20*time.Second, "control server /healthz", func() (bool, error) {
 		if p.Exited() {
 			return false, fmt.Errorf("server exited: %s", Tail(p.Logs(), 15))
@@ -220,6 +240,25 @@ func (tn *Tailnet) StartServer(ctx context.Context) error {
 	}
 	tn.log.Info("control server up", "url", tn.ServerURL)
 	return nil
+}
+
+// healthClient is StartServer's client for /healthz on srv: it trusts
+// Options.CAFile, as read now, besides the system's roots.
+func (tn *Tailnet) healthClient(srv *netlab.Node) (*http.Client, error) {
+	client := srv.HTTPClient()
+	if tn.opts.CAFile == "" {
+		return client, nil
+	}
+	ca, err := os.ReadFile(tn.opts.CAFile)
+	if err != nil {
+		return nil, fmt.Errorf("scenario: %w", err)
+	}
+	tc, err := netutil.TrustTLS(ca)
+	if err != nil {
+		return nil, fmt.Errorf("scenario: %s: %w", tn.opts.CAFile, err)
+	}
+	client.Transport.(*http.Transport).TLSClientConfig = tc
+	return client, nil
 }
 
 // KillServer stops the control server with SIGKILL, as a crash would.
@@ -342,7 +381,11 @@ func (tn *Tailnet) ServerURLFor(host string) string {
 
 // Up runs `weft up` on host with the tailnet's server and key.
 func (tn *Tailnet) Up(ctx context.Context, host string, extra ...string) error {
-	args := append([]string{"up", "--server", tn.ServerURLFor(host), "--auth-key", tn.AuthKey, "--hostname", host}, extra...)
+	args := []string{"up", "--server", tn.ServerURLFor(host), "--auth-key", tn.AuthKey, "--hostname", host}
+	if tn.opts.CAFile != "" {
+		args = append(args, "--ca-file", tn.opts.CAFile)
+	}
+	args = append(args, extra...)
 	if _, err := tn.CLI(ctx, host, args...); err != nil {
 		return err
 	}
