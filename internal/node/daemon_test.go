@@ -8,8 +8,10 @@ import (
 	"path/filepath"
 	"reflect"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
+	"weft/internal/controlclient"
 	"weft/internal/localapi"
 	"weft/internal/localapi/localapitest"
 	"weft/internal/node"
@@ -21,16 +23,7 @@ import (
 
 func TestDaemonLocalAPIRoundTrip(t *testing.T) {
 	e := controltest.New(t)
-	stateDir := filepath.Join(t.TempDir(), "state")
-	st, err := nodestate.Open(stateDir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	d, err := node.NewDaemon(node.DaemonConfig{State: st})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer d.Close()
+	d, st := newDaemon(t)
 	sock, stop := localapitest.Serve(t, d)
 	defer stop()
 	ctx := context.Background()
@@ -104,16 +97,51 @@ func TestDaemonLocalAPIRoundTrip(t *testing.T) {
 // closed at the end of the test.
 func newDaemon(t *testing.T) (*node.Daemon, *nodestate.Dir) {
 	t.Helper()
+	return newDaemonWith(t, node.DaemonConfig{})
+}
+
+// newDaemonWith is a daemon made with cfg on a fresh state dir; it is
+// closed at the end of the test.
+func newDaemonWith(t *testing.T, cfg node.DaemonConfig) (*node.Daemon, *nodestate.Dir) {
+	t.Helper()
 	st, err := nodestate.Open(filepath.Join(t.TempDir(), "state"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	d, err := node.NewDaemon(node.DaemonConfig{State: st})
+	cfg.State = st
+	d, err := node.NewDaemon(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { d.Close() })
+	t.Cleanup(d.Close)
 	return d, st
+}
+
+// fastRetry is the tests' DaemonConfig.Tune: the control client retries
+// within 200 ms, so a test that breaks a connection need not wait.
+func fastRetry(o *controlclient.Options) {
+	o.MinBackoff, o.MaxBackoff = 20*time.Millisecond, 200*time.Millisecond
+}
+
+// dataPlaneDaemon is a daemon whose data plane is always eng; starts
+// (when not nil) counts how many times one was started.
+func dataPlaneDaemon(t *testing.T, eng node.Engine, starts *atomic.Int32) (*node.Daemon, *nodestate.Dir) {
+	t.Helper()
+	return newDaemonWith(t, node.DaemonConfig{Tune: fastRetry,
+		NewEngine: func(node.EngineParams) (node.Engine, error) {
+			if starts != nil {
+				starts.Add(1)
+			}
+			return eng, nil
+		}})
+}
+
+// engineDaemon is a daemon whose data plane is a recEngine.
+func engineDaemon(t *testing.T) (*node.Daemon, *recEngine) {
+	t.Helper()
+	eng := &recEngine{}
+	d, _ := dataPlaneDaemon(t, eng, nil)
+	return d, eng
 }
 
 // TestDaemonRotateKey: `weft up --rotate-key` gives a running node a new

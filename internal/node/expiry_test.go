@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"net/http"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -13,8 +12,6 @@ import (
 	"weft/internal/control"
 	"weft/internal/controlclient"
 	"weft/internal/localapi"
-	"weft/internal/node"
-	"weft/internal/nodestate"
 	"weft/internal/store"
 	"weft/internal/tstest"
 	"weft/internal/tstest/controltest"
@@ -65,23 +62,6 @@ func (e *recEngine) isClosed() bool {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	return e.closed
-}
-
-// engineDaemon is a daemon whose data plane is a recEngine.
-func engineDaemon(t *testing.T) (*node.Daemon, *recEngine) {
-	t.Helper()
-	st, err := nodestate.Open(filepath.Join(t.TempDir(), "state"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	eng := &recEngine{}
-	d, err := node.NewDaemon(node.DaemonConfig{State: st, NewEngine: func(node.EngineParams) (node.Engine, error) { return eng, nil },
-		Tune: func(o *controlclient.Options) { o.MinBackoff, o.MaxBackoff = 20*time.Millisecond, 200*time.Millisecond }})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(d.Close)
-	return d, eng
 }
 
 // TestExpiredNodeDroppedByPeersAndStopped: when a node's key expires, its

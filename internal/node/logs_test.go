@@ -4,13 +4,11 @@ import (
 	"context"
 	"encoding/hex"
 	"log/slog"
-	"path/filepath"
 	"strings"
 	"testing"
 
 	"weft/internal/localapi"
 	"weft/internal/node"
-	"weft/internal/nodestate"
 	"weft/internal/tstest"
 	"weft/internal/tstest/controltest"
 )
@@ -21,16 +19,8 @@ import (
 // never writes the pre-auth key or its private keys.
 func TestDaemonLogsHoldNoKeysOrTokens(t *testing.T) {
 	e := controltest.New(t)
-	st, err := nodestate.Open(filepath.Join(t.TempDir(), "state"))
-	if err != nil {
-		t.Fatal(err)
-	}
 	var logs tstest.Buffer
-	d, err := node.NewDaemon(node.DaemonConfig{State: st, Logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer d.Close()
+	d, st := newDaemonWith(t, node.DaemonConfig{Logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
 	ctx := context.Background()
 	authKey := e.AuthKey(false)
 	if _, err := d.Up(ctx, localapi.UpRequest{ServerURL: e.URL, AuthKey: authKey + "-wrong", Hostname: "pc"}); err == nil {

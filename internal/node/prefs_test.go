@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"net/netip"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -31,14 +30,7 @@ type daemonNode struct {
 
 func startDaemon(t *testing.T) *daemonNode {
 	t.Helper()
-	st, err := nodestate.Open(filepath.Join(t.TempDir(), "state"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	d, err := node.NewDaemon(node.DaemonConfig{State: st})
-	if err != nil {
-		t.Fatal(err)
-	}
+	d, st := newDaemon(t)
 	sock, stop := localapitest.Serve(t, d)
 	n := &daemonNode{d: d, st: st, lc: &localapi.Client{Socket: sock}, close: func() {
 		stop()

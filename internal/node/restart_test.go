@@ -5,9 +5,7 @@ import (
 	"net/http"
 	"path/filepath"
 	"testing"
-	"time"
 
-	"weft/internal/controlclient"
 	"weft/internal/key"
 	"weft/internal/localapi"
 	"weft/internal/node"
@@ -37,7 +35,7 @@ func TestRestartWithControlDownStartsFromCachedMap(t *testing.T) {
 		discos := make(chan key.DiscoPublic, 4)
 		d, err := node.NewDaemon(node.DaemonConfig{State: st,
 			NewEngine: func(p node.EngineParams) (node.Engine, error) { discos <- p.DiscoKey.Public(); return eng, nil },
-			Tune:      func(o *controlclient.Options) { o.MinBackoff, o.MaxBackoff = 20*time.Millisecond, 200*time.Millisecond }})
+			Tune:      fastRetry})
 		if err != nil {
 			t.Fatal(err)
 		}

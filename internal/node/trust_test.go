@@ -4,17 +4,12 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
-	"time"
 
-	"weft/internal/controlclient"
 	"weft/internal/localapi"
-	"weft/internal/node"
-	"weft/internal/nodestate"
 	"weft/internal/tstest"
 	"weft/internal/tstest/controltest"
 )
@@ -51,19 +46,9 @@ func TestUpNewCAOnARunningNode(t *testing.T) {
 	ctx := context.Background()
 	ca1, ca2, other := tstest.NewCA(t, "first CA"), tstest.NewCA(t, "second CA"), tstest.NewCA(t, "unrelated CA")
 	ts := e.StartTLS(ca1.Issue(t, "127.0.0.1"))
-	st, err := nodestate.Open(filepath.Join(t.TempDir(), "state"))
-	if err != nil {
-		t.Fatal(err)
-	}
 	eng := &trustEngine{}
 	var starts atomic.Int32
-	d, err := node.NewDaemon(node.DaemonConfig{State: st,
-		NewEngine: func(node.EngineParams) (node.Engine, error) { starts.Add(1); return eng, nil },
-		Tune:      func(o *controlclient.Options) { o.MinBackoff, o.MaxBackoff = 20*time.Millisecond, 200*time.Millisecond }})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(d.Close)
+	d, st := dataPlaneDaemon(t, eng, &starts)
 	if _, err := d.Up(ctx, localapi.UpRequest{ServerURL: ts.URL, AuthKey: e.AuthKey(false), Hostname: "busan", ServerCA: string(ca1.PEM)}); err != nil {
 		t.Fatal(err)
 	}
@@ -77,7 +62,7 @@ func TestUpNewCAOnARunningNode(t *testing.T) {
 		return err == nil && s.BackendState != localapi.StateRunning && strings.Contains(s.LastError, "--ca-file")
 	})
 
-	_, err = d.Up(ctx, localapi.UpRequest{ServerCA: string(other.PEM)})
+	_, err := d.Up(ctx, localapi.UpRequest{ServerCA: string(other.PEM)})
 	if err == nil || !strings.Contains(err.Error(), "did not sign") || !strings.Contains(err.Error(), "nothing changed") {
 		t.Fatalf("up --ca-file with a CA that did not sign the server's certificate: %v; want a refusal", err)
 	}

@@ -2,13 +2,10 @@ package node_test
 
 import (
 	"context"
-	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
-	"time"
 
-	"weft/internal/controlclient"
 	"weft/internal/localapi"
 	"weft/internal/node"
 	"weft/internal/nodestate"
@@ -20,19 +17,9 @@ import (
 // how many times a data plane was started.
 func countingDaemon(t *testing.T) (*node.Daemon, *nodestate.Dir, *recEngine, *atomic.Int32) {
 	t.Helper()
-	st, err := nodestate.Open(filepath.Join(t.TempDir(), "state"))
-	if err != nil {
-		t.Fatal(err)
-	}
 	eng := &recEngine{}
 	var starts atomic.Int32
-	d, err := node.NewDaemon(node.DaemonConfig{State: st,
-		NewEngine: func(node.EngineParams) (node.Engine, error) { starts.Add(1); return eng, nil },
-		Tune:      func(o *controlclient.Options) { o.MinBackoff, o.MaxBackoff = 20*time.Millisecond, 200*time.Millisecond }})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(d.Close)
+	d, st := dataPlaneDaemon(t, eng, &starts)
 	return d, st, eng, &starts
 }
 
