@@ -12,11 +12,13 @@ import (
 	"net/http"
 	"net/netip"
 	"net/url"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
 	"weft/internal/store"
+	"weft/internal/wire"
 )
 
 // Client talks to a Server over its unix socket. Its methods return
@@ -67,17 +69,23 @@ func (c *Client) Close() { c.hc.CloseIdleConnections() }
 // do sends a request with body in (nil for none) and decodes a 2xx reply
 // into out (nil to ignore it).
 func (c *Client) do(ctx context.Context, method, path string, in, out any) error {
+	_, err := c.send(ctx, method, path, in, out)
+	return err
+}
+
+// send is do that also returns the reply's header.
+func (c *Client) send(ctx context.Context, method, path string, in, out any) (http.Header, error) {
 	var body io.Reader
 	if in != nil {
 		b, err := json.Marshal(in)
 		if err != nil {
-			return fmt.Errorf("adminapi: %w", err)
+			return nil, fmt.Errorf("adminapi: %w", err)
 		}
 		body = bytes.NewReader(b)
 	}
 	req, err := http.NewRequestWithContext(ctx, method, c.base+path, body)
 	if err != nil {
-		return fmt.Errorf("adminapi: %w", err)
+		return nil, fmt.Errorf("adminapi: %w", err)
 	}
 	if c.apiKey != "" {
 		req.Header.Set("Authorization", "Bearer "+c.apiKey)
@@ -88,12 +96,12 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 	resp, err := c.hc.Do(req)
 	if err != nil {
 		if errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ECONNREFUSED) {
-			return fmt.Errorf("%w: no answer on %s", ErrServerNotRunning, c.path)
+			return nil, fmt.Errorf("%w: no answer on %s", ErrServerNotRunning, c.path)
 		}
 		if errors.Is(err, syscall.EACCES) {
-			return fmt.Errorf("adminapi: %s is owner-only: run this as the user that runs weft server: %w", c.path, err)
+			return nil, fmt.Errorf("adminapi: %s is owner-only: run this as the user that runs weft server: %w", c.path, err)
 		}
-		return fmt.Errorf("adminapi: %s %s: %w", method, path, err)
+		return nil, fmt.Errorf("adminapi: %s %s: %w", method, path, err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode/100 != 2 {
@@ -102,15 +110,15 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 		if json.Unmarshal(b, &er) != nil || er.Message == "" {
 			er = ErrorReply{Code: CodeInternal, Message: fmt.Sprintf("server replied %s: %.200s", resp.Status, b)}
 		}
-		return &Error{Status: resp.StatusCode, Code: er.Code, Message: er.Message}
+		return nil, &Error{Status: resp.StatusCode, Code: er.Code, Message: er.Message}
 	}
 	if out == nil {
-		return nil
+		return resp.Header, nil
 	}
 	if err := json.NewDecoder(io.LimitReader(resp.Body, 64<<20)).Decode(out); err != nil {
-		return fmt.Errorf("adminapi: decoding reply to %s %s: %w", method, path, err)
+		return nil, fmt.Errorf("adminapi: decoding reply to %s %s: %w", method, path, err)
 	}
-	return nil
+	return resp.Header, nil
 }
 
 // CreateUser adds a user.
@@ -160,6 +168,41 @@ func (c *Client) ListNodes(ctx context.Context) ([]Node, error) {
 	var ns []Node
 	err := c.do(ctx, http.MethodGet, "/v1/nodes", nil, &ns)
 	return ns, err
+}
+
+// NodeList is one page of ListNodesPage.
+type NodeList struct {
+	Nodes []Node
+	// Total is how many nodes the query's filters match over all pages.
+	Total int
+	// NextAfter is the After of the next page in ID order; 0 on the last
+	// page, and in any other order (page those with Offset).
+	NextAfter wire.NodeID
+}
+
+// ListNodesPage lists the page of nodes q selects, filtered, ordered and
+// cut by the server, which reads only that page.
+func (c *Client) ListNodesPage(ctx context.Context, q NodeQuery) (NodeList, error) {
+	var l NodeList
+	p := "/v1/nodes"
+	if v := q.Values(); len(v) > 0 {
+		p += "?" + v.Encode()
+	}
+	h, err := c.send(ctx, http.MethodGet, p, nil, &l.Nodes)
+	if err != nil {
+		return NodeList{}, err
+	}
+	if l.Total, err = strconv.Atoi(h.Get(TotalHeader)); err != nil {
+		return NodeList{}, fmt.Errorf("adminapi: GET %s: the reply's %s header %q is not a count: %w", p, TotalHeader, h.Get(TotalHeader), err)
+	}
+	if s := h.Get(NextAfterHeader); s != "" {
+		n, err := strconv.ParseInt(s, 10, 64)
+		if err != nil {
+			return NodeList{}, fmt.Errorf("adminapi: GET %s: the reply's %s header %q is not a node ID: %w", p, NextAfterHeader, s, err)
+		}
+		l.NextAfter = wire.NodeID(n)
+	}
+	return l, nil
 }
 
 // GetNode returns the node with the given name or ID.

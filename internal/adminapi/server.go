@@ -367,46 +367,24 @@ func (s *Server) listNodes(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	if q.user, err = ownUser(actor(r), q.user); err != nil {
+	if q.User, err = ownUser(actor(r), q.User); err != nil {
 		s.fail(w, r, err)
 		return
 	}
-	q.online = s.Online
-	page, next, err := s.nodePage(r.Context(), q)
+	l, err := s.listNodePage(r.Context(), q)
 	if err != nil {
 		s.fail(w, r, err)
 		return
 	}
-	if next != 0 {
-		w.Header().Set(NextAfterHeader, strconv.FormatInt(int64(next), 10))
+	if l.next != 0 {
+		w.Header().Set(NextAfterHeader, strconv.FormatInt(int64(l.next), 10))
 	}
-	out := make([]Node, 0, len(page))
-	for _, n := range page {
+	w.Header().Set(TotalHeader, strconv.Itoa(l.matched))
+	out := make([]Node, 0, len(l.nodes))
+	for _, n := range l.nodes {
 		out = append(out, s.node(n))
 	}
 	writeJSON(w, http.StatusOK, out)
-}
-
-// nodePage reads the query's page: a page by user alone straight from
-// the store (so a page of a 10k-node tailnet costs a page, not the whole
-// list); the other filters over the whole list.
-func (s *Server) nodePage(ctx context.Context, q nodeQuery) ([]store.Node, wire.NodeID, error) {
-	if q.limit > 0 && q.tag == "" && q.name == "" && q.wantOnline == nil {
-		nodes, err := s.Store.ListNodesPage(ctx, store.NodePage{After: q.after, User: q.user, Limit: q.limit + 1})
-		if err != nil {
-			return nil, 0, err
-		}
-		if len(nodes) > q.limit {
-			return nodes[:q.limit], nodes[q.limit-1].ID, nil
-		}
-		return nodes, 0, nil
-	}
-	nodes, err := s.Store.ListNodes(ctx)
-	if err != nil {
-		return nil, 0, err
-	}
-	page, next := q.page(nodes)
-	return page, next, nil
 }
 
 func (s *Server) getNode(w http.ResponseWriter, r *http.Request) {

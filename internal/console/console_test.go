@@ -32,6 +32,9 @@ type env struct {
 	nodes []string
 	// logins are the interactive node logins the admin API approves.
 	logins *nodelogin.Manager
+	// wrap, when set, is what the admin API reads the store through
+	// (such as a store that counts reads).
+	wrap func(store.Store) store.Store
 }
 
 // fixedHealth gives every node the same samples.
@@ -41,7 +44,11 @@ func (f fixedHealth) Since(wire.NodeID, time.Time) ([]wire.HealthSample, error) 
 
 // newEnv is a console over a fresh store with user alice and n nodes of
 // hers named secretnode0…, the first one advertising an exit node.
-func newEnv(t testing.TB, n int) *env {
+func newEnv(t testing.TB, n int) *env { t.Helper(); return newEnvWrapped(t, n, nil) }
+
+// newEnvWrapped is newEnv with the admin API reading the store through
+// wrap (nil: directly).
+func newEnvWrapped(t testing.TB, n int, wrap func(store.Store) store.Store) *env {
 	t.Helper()
 	ctx := context.Background()
 	clk := tstest.NewClock(time.Now())
@@ -54,7 +61,7 @@ func newEnv(t testing.TB, n int) *env {
 	if _, err := st.CreateUser(ctx, "alice"); err != nil {
 		t.Fatal(err)
 	}
-	e := &env{t: t, st: st, clk: clk, db: db}
+	e := &env{t: t, st: st, clk: clk, db: db, wrap: wrap}
 	secret, _, err := st.CreateAuthKey(ctx, store.AuthKeyRequest{User: "alice", Reusable: true})
 	if err != nil {
 		t.Fatal(err)
@@ -84,7 +91,11 @@ func (e *env) mount() {
 	}
 	e.logins = nodelogin.New(e.st)
 	e.logins.Now = e.clk.Now
-	api := &adminapi.Server{Store: e.st, Online: func(id wire.NodeID) bool { return id == 1 }, Health: health, Logins: e.logins}
+	apiStore := e.st
+	if e.wrap != nil {
+		apiStore = e.wrap(e.st)
+	}
+	api := &adminapi.Server{Store: apiStore, Online: func(id wire.NodeID) bool { return id == 1 }, Health: health, Logins: e.logins}
 	e.s = &Server{API: api.APIHandler(), Sessions: e.st, BaseURL: "http://weft.test", Now: e.clk.Now}
 	mux := http.NewServeMux()
 	mux.Handle(Prefix, e.s)

@@ -1,7 +1,6 @@
 package console
 
 import (
-	"cmp"
 	"fmt"
 	"net/http"
 	"net/netip"
@@ -45,53 +44,62 @@ type nodesView struct {
 	SortURLs         map[string]string
 }
 
-// sortKeys are the columns the nodes table sorts by.
-var sortKeys = map[string]func(a, b *nodeRow) int{
-	"name":      func(a, b *nodeRow) int { return strings.Compare(a.Name, b.Name) },
-	"owner":     func(a, b *nodeRow) int { return strings.Compare(a.Owner, b.Owner) },
-	"state":     func(a, b *nodeRow) int { return strings.Compare(a.Online, b.Online) },
-	"os":        func(a, b *nodeRow) int { return strings.Compare(a.OS, b.OS) },
-	"version":   func(a, b *nodeRow) int { return strings.Compare(a.Version, b.Version) },
-	"lastseen":  func(a, b *nodeRow) int { return a.LastSeen.Compare(b.LastSeen) },
-	"keyexpiry": func(a, b *nodeRow) int { return a.KeyExpiry.Compare(b.KeyExpiry) },
+// sortKeys are the columns the nodes table sorts by, each with the
+// admin API's sort= for it. "state" is the admin API's online order:
+// offline before online, so its second click (desc) shows the online
+// nodes first, by name within each.
+var sortKeys = map[string]string{
+	"name":      "name",
+	"owner":     "owner",
+	"state":     adminapi.SortOnline,
+	"os":        "os",
+	"version":   "version",
+	"lastseen":  "lastseen",
+	"keyexpiry": "keyexpiry",
 }
 
 // nodesPage is the console's home: the nodes table, searched by ?q=
 // (a substring of name, owner, address, OS or version), sorted by ?sort=
-// (&desc=1), one PageSize page at ?page=.
+// (&desc=1), one PageSize page at ?page=. The admin API searches, sorts
+// and cuts the table and sends only the page shown, so a view of a
+// 10,000-node tailnet reads and renders what one of 100 nodes does.
 func (s *Server) nodesPage(w http.ResponseWriter, r *http.Request, sess session) {
-	nodes, err := s.api.ListNodes(r.Context())
+	q := r.URL.Query()
+	v := nodesView{Now: s.now(), Query: strings.TrimSpace(q.Get("q")), Sort: q.Get("sort"), Desc: q.Get("desc") == "1"}
+	if _, ok := sortKeys[v.Sort]; !ok {
+		v.Sort = "name"
+	}
+	if len(v.Query) > adminapi.MaxSearch {
+		v.Query = v.Query[:adminapi.MaxSearch] // cut at a byte: a search for what fits
+	}
+	v.Page, _ = strconv.Atoi(q.Get("page"))
+	v.Page = min(max(v.Page, 1), adminapi.MaxOffset/PageSize)
+	nq := adminapi.NodeQuery{Search: v.Query, Sort: sortKeys[v.Sort], Desc: v.Desc, Offset: (v.Page - 1) * PageSize, Limit: PageSize}
+	l, err := s.api.ListNodesPage(r.Context(), nq)
+	if err == nil && len(l.Nodes) == 0 && l.Total > 0 {
+		// Past the end: the last page, as a pager link to a page a
+		// deletion emptied should still show something.
+		v.Page = (l.Total + PageSize - 1) / PageSize
+		nq.Offset = (v.Page - 1) * PageSize
+		l, err = s.api.ListNodesPage(r.Context(), nq)
+	}
+	v.Total, v.Matched = l.Total, l.Total
+	if err == nil && v.Query != "" {
+		// The count of every node the person may see, besides the
+		// matches: a one-node page of the unsearched list.
+		var all adminapi.NodeList
+		all, err = s.api.ListNodesPage(r.Context(), adminapi.NodeQuery{Limit: 1})
+		v.Total = all.Total
+	}
 	if err != nil {
 		s.apiFailure(w, r, sess, err)
 		return
 	}
-	q := r.URL.Query()
-	v := nodesView{Now: s.now(), Query: strings.TrimSpace(q.Get("q")), Sort: q.Get("sort"), Desc: q.Get("desc") == "1", Total: len(nodes)}
-	if sortKeys[v.Sort] == nil {
-		v.Sort = "name"
+	v.Pages = max(1, (v.Matched+PageSize-1)/PageSize)
+	v.Page = min(v.Page, v.Pages)
+	for i := range l.Nodes {
+		v.Rows = append(v.Rows, makeNodeRow(&l.Nodes[i], v.Now))
 	}
-	rows := make([]nodeRow, 0, len(nodes))
-	needle := strings.ToLower(v.Query)
-	for i := range nodes {
-		row := makeNodeRow(&nodes[i], v.Now)
-		if needle == "" || row.matches(needle) {
-			rows = append(rows, row)
-		}
-	}
-	by := sortKeys[v.Sort]
-	slices.SortStableFunc(rows, func(a, b nodeRow) int {
-		c := by(&a, &b)
-		if v.Desc {
-			c = -c
-		}
-		return cmp.Or(c, strings.Compare(a.Name, b.Name))
-	})
-	v.Matched = len(rows)
-	v.Pages = max(1, (len(rows)+PageSize-1)/PageSize)
-	v.Page, _ = strconv.Atoi(q.Get("page"))
-	v.Page = min(max(v.Page, 1), v.Pages)
-	lo := (v.Page - 1) * PageSize
-	v.Rows = rows[lo:min(lo+PageSize, len(rows))]
 	v.links()
 	s.page(w, r, http.StatusOK, "nodes", &pageData{Title: "Nodes", Nav: "nodes", CSRF: sess.csrf,
 		Message: notices[r.URL.Query().Get("done")], Data: v})
@@ -173,15 +181,6 @@ func makeNodeRow(n *adminapi.Node, now time.Time) nodeRow {
 		row.Pending++
 	}
 	return row
-}
-
-func (row *nodeRow) matches(needle string) bool {
-	for _, f := range []string{row.Name, row.Owner, row.IPv4, row.IPv6, row.OS, row.Version} {
-		if strings.Contains(strings.ToLower(f), needle) {
-			return true
-		}
-	}
-	return false
 }
 
 // pathSummary says in a few words how the node reaches the tailnet, from

@@ -175,11 +175,14 @@ func TestListNodesPage(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				if len(page) == 0 {
+				if len(page.Nodes) == 0 {
 					break
 				}
-				got = append(got, page...)
-				after = page[len(page)-1].ID
+				if page.Matched != len(want) {
+					t.Fatalf("user %q: matched %d, want %d", user, page.Matched, len(want))
+				}
+				got = append(got, page.Nodes...)
+				after = page.Nodes[len(page.Nodes)-1].ID
 			}
 			gj, _ := json.Marshal(got)
 			wj, _ := json.Marshal(want)
@@ -187,8 +190,8 @@ func TestListNodesPage(t *testing.T) {
 				t.Fatalf("user %q: pages\n%v\nwant\n%v", user, got, want)
 			}
 		}
-		if _, err := f.s.ListNodesPage(ctx, NodePage{}); !errors.Is(err, ErrInvalid) {
-			t.Fatalf("limit 0: %v", err)
+		if l, err := f.s.ListNodesPage(ctx, NodePage{}); err != nil || len(l.Nodes) != len(all) || l.Matched != len(all) {
+			t.Fatalf("limit 0 (all): %d nodes, matched %d, %v; want %d", len(l.Nodes), l.Matched, err, len(all))
 		}
 	})
 }

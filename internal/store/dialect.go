@@ -30,6 +30,20 @@ type dialect struct {
 	// violation from a concurrent writer that the next run will see.
 	// Nil means never.
 	retryable func(error) bool
+	// bytewise follows a text expression in ORDER BY to compare it byte
+	// by byte, whatever the database's default collation ("" where that
+	// is already so).
+	bytewise string
+	// hostinfoVersion is the SQL of the weft version in a node's hostinfo
+	// JSON (n.hostinfo, "" when none): the nodes list sorts and searches
+	// by it.
+	hostinfoVersion string
+	// ilike is the LIKE operator that ignores (at least ASCII) case:
+	// SQLite's LIKE does by default, PostgreSQL's ILIKE.
+	ilike string
+	// idList is a subquery yielding the node IDs of one parameter, a JSON
+	// array of integers: one fixed query text for any number of IDs.
+	idList string
 
 	rebound sync.Map // query → rewritten query
 }
@@ -61,11 +75,14 @@ var (
 // process held it) is retried.
 func newSQLiteDialect() *dialect {
 	return &dialect{
-		name:      "SQLite",
-		types:     sqliteTypes,
-		readTx:    &sql.TxOptions{ReadOnly: true},
-		writeTx:   nil,
-		retryable: sqliteRetryable,
+		name:            "SQLite",
+		types:           sqliteTypes,
+		readTx:          &sql.TxOptions{ReadOnly: true},
+		writeTx:         nil,
+		retryable:       sqliteRetryable,
+		hostinfoVersion: `(CASE WHEN n.hostinfo = '' THEN '' ELSE COALESCE(json_extract(n.hostinfo, '$.version'), '') END)`,
+		idList:          `SELECT value FROM json_each(?)`,
+		ilike:           "LIKE",
 	}
 }
 
@@ -104,8 +121,12 @@ func newPostgresDialect() *dialect {
 		readTx:  &sql.TxOptions{ReadOnly: true, Isolation: sql.LevelRepeatableRead},
 		writeTx: &sql.TxOptions{Isolation: sql.LevelReadCommitted},
 		// One lock number for weft's migrations, in every database.
-		migrateLock: `SELECT pg_advisory_xact_lock(7765660917)`,
-		retryable:   pgRetryable,
+		migrateLock:     `SELECT pg_advisory_xact_lock(7765660917)`,
+		retryable:       pgRetryable,
+		bytewise:        ` COLLATE "C"`,
+		hostinfoVersion: `(CASE WHEN n.hostinfo = '' THEN '' ELSE COALESCE(n.hostinfo::jsonb ->> 'version', '') END)`,
+		idList:          `SELECT jsonb_array_elements_text(?::jsonb)::bigint`,
+		ilike:           "ILIKE",
 	}
 }
 

@@ -128,7 +128,7 @@ func (s *sqlStore) ListNodes(ctx context.Context) ([]Node, error) {
 }
 
 // queryNodes returns the nodes that SELECT nodeColumns + tail finds, in
-// ID order (tail must order by n.id), each with its routes.
+// its order, each with its routes.
 func queryNodes(ctx context.Context, tx *dbTx, tail string, args ...any) ([]Node, error) {
 	rows, err := tx.QueryContext(ctx, `SELECT `+nodeColumns+tail, args...)
 	if err != nil {
@@ -146,7 +146,7 @@ func queryNodes(ctx context.Context, tx *dbTx, tail string, args ...any) ([]Node
 	if err := rows.Err(); err != nil || len(nodes) == 0 {
 		return nodes, err
 	}
-	rs, err := loadRouteRange(ctx, tx, nodes[0].ID, nodes[len(nodes)-1].ID)
+	rs, err := loadNodesRoutes(ctx, tx, nodes)
 	if err != nil {
 		return nil, err
 	}
@@ -156,37 +156,6 @@ func queryNodes(ctx context.Context, tx *dbTx, tail string, args ...any) ([]Node
 	}
 	for i := range nodes {
 		nodes[i].setRoutes(byNode[nodes[i].ID])
-	}
-	return nodes, nil
-}
-
-// NodePage selects a page of nodes in ID order for ListNodesPage.
-type NodePage struct {
-	After wire.NodeID // only nodes with a larger ID
-	User  string      // only this user's nodes; "" for all
-	Limit int         // at most this many; must be positive
-}
-
-func (s *sqlStore) ListNodesPage(ctx context.Context, q NodePage) ([]Node, error) {
-	if q.Limit <= 0 {
-		return nil, fmt.Errorf("store: ListNodesPage: %w: limit %d", ErrInvalid, q.Limit)
-	}
-	tail := ` WHERE n.id > ?`
-	args := []any{q.After}
-	if q.User != "" {
-		tail += ` AND u.name = ?`
-		args = append(args, q.User)
-	}
-	tail += ` ORDER BY n.id LIMIT ?`
-	args = append(args, q.Limit)
-	var nodes []Node
-	err := s.read(ctx, func(tx *dbTx) error {
-		var err error
-		nodes, err = queryNodes(ctx, tx, tail, args...)
-		return err
-	})
-	if err != nil {
-		return nil, fmt.Errorf("store: ListNodesPage: %w", err)
 	}
 	return nodes, nil
 }

@@ -3,6 +3,7 @@ package store
 import (
 	"cmp"
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -30,10 +31,24 @@ func loadRoutes(ctx context.Context, tx *dbTx, id wire.NodeID) ([]Route, error) 
 	return queryRoutes(ctx, tx, "")
 }
 
-// loadRouteRange returns the routes of the nodes with IDs from first to
-// last.
-func loadRouteRange(ctx context.Context, tx *dbTx, first, last wire.NodeID) ([]Route, error) {
-	return queryRoutes(ctx, tx, ` WHERE r.node_id >= ? AND r.node_id <= ?`, first, last)
+// loadNodesRoutes returns the routes of nodes (and maybe of others): by
+// ID range when their IDs are dense in it (a list in ID order), else by
+// their IDs alone (a sorted page, whose IDs can span the whole tailnet).
+func loadNodesRoutes(ctx context.Context, tx *dbTx, nodes []Node) ([]Route, error) {
+	lo, hi := nodes[0].ID, nodes[0].ID
+	ids := make([]wire.NodeID, len(nodes))
+	for i, n := range nodes {
+		lo, hi = min(lo, n.ID), max(hi, n.ID)
+		ids[i] = n.ID
+	}
+	if int64(hi-lo) < 2*int64(len(nodes)) {
+		return queryRoutes(ctx, tx, ` WHERE r.node_id >= ? AND r.node_id <= ?`, lo, hi)
+	}
+	b, err := json.Marshal(ids)
+	if err != nil {
+		return nil, err
+	}
+	return queryRoutes(ctx, tx, ` WHERE r.node_id IN (`+tx.d.idList+`)`, string(b))
 }
 
 func queryRoutes(ctx context.Context, tx *dbTx, where string, args ...any) ([]Route, error) {

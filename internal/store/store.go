@@ -249,10 +249,18 @@ type Store interface {
 	GetNodeByMachineKey(ctx context.Context, mk key.MachinePublic) (Node, error)
 	GetNodeByNodeKey(ctx context.Context, nk key.NodePublic) (Node, error)
 	ListNodes(ctx context.Context) ([]Node, error)
-	// ListNodesPage lists one page of nodes in ID order (q.Limit > 0,
-	// else ErrInvalid), reading only that page: the REST API's paging of
-	// a large tailnet.
-	ListNodesPage(ctx context.Context, q NodePage) ([]Node, error)
+	// ListNodesPage lists the nodes q selects, in q's order, cut to q's
+	// page, with the number the filters match in all; it reads only that
+	// page (and a count), so a page of a 10k-node tailnet costs a page:
+	// the admin API's and the console's node list. A negative limit or
+	// offset, an unknown sort, or After with a sort other than SortID is
+	// ErrInvalid.
+	ListNodesPage(ctx context.Context, q NodePage) (NodeList, error)
+	// ListNodeIDs lists the IDs of every node q selects, in q's order
+	// (q's Offset and Limit ignored), reading nothing but the IDs: for
+	// an order or filter the store cannot apply (whether a node is online
+	// now), made on the IDs before reading the page's nodes by IDs.
+	ListNodeIDs(ctx context.Context, q NodePage) ([]wire.NodeID, error)
 	// RotateNodeKey replaces the node key of a node, keeping its ID, name,
 	// addresses and key expiry. The new key must not belong to another
 	// node (ErrExists).

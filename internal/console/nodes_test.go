@@ -1,0 +1,141 @@
+package console
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"weft/internal/store"
+	"weft/internal/wire"
+)
+
+// readCounter is a store that records how the admin API read nodes.
+type readCounter struct {
+	store.Store
+	mu      sync.Mutex
+	listAll int              // ListNodes calls: every node read
+	pages   []store.NodePage // ListNodesPage queries
+	rows    int              // nodes ListNodesPage returned, in all
+}
+
+func (c *readCounter) ListNodes(ctx context.Context) ([]store.Node, error) {
+	c.mu.Lock()
+	c.listAll++
+	c.mu.Unlock()
+	return c.Store.ListNodes(ctx)
+}
+
+func (c *readCounter) ListNodesPage(ctx context.Context, q store.NodePage) (store.NodeList, error) {
+	l, err := c.Store.ListNodesPage(ctx, q)
+	c.mu.Lock()
+	c.pages = append(c.pages, q)
+	c.rows += len(l.Nodes)
+	c.mu.Unlock()
+	return l, err
+}
+
+// take returns and forgets what was recorded.
+func (c *readCounter) take() (listAll int, pages []store.NodePage, rows int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	listAll, pages, rows = c.listAll, c.pages, c.rows
+	c.listAll, c.pages, c.rows = 0, nil, 0
+	return listAll, pages, rows
+}
+
+// TestNodesPageReadsOnePage: every view of the nodes table, in every
+// order, searched, on any page, asks the store for one page of nodes (at
+// most PageSize, and a one-node count with a search), never for every
+// node; the page shown is still the right one.
+func TestNodesPageReadsOnePage(t *testing.T) {
+	const n = 3*PageSize + 7
+	var rc *readCounter
+	e := newEnvWrapped(t, n, func(st store.Store) store.Store { rc = &readCounter{Store: st}; return rc })
+	cookie := e.signIn()
+	all := slices.Clone(e.nodes)
+	slices.Sort(all)
+	views := []string{"", "?page=3", "?page=999", "?q=secretnode1", "?q=secretnode1&page=2", "?q=nomatch"}
+	for k := range sortKeys {
+		views = append(views, "?sort="+k, "?sort="+k+"&desc=1&page=2")
+	}
+	for _, view := range views {
+		t.Run(view, func(t *testing.T) {
+			rc.take()
+			resp := e.do("GET", "/admin/"+view, cookie, nil, nil)
+			body := bodyOf(t, resp)
+			if resp.StatusCode != 200 {
+				t.Fatalf("%d\n%s", resp.StatusCode, body)
+			}
+			listAll, pages, rows := rc.take()
+			if listAll != 0 {
+				t.Fatalf("the view read every node (ListNodes) %d times", listAll)
+			}
+			for _, p := range pages {
+				if p.IDs == nil && (p.Limit == 0 || p.Limit > PageSize) || len(p.IDs) > PageSize {
+					t.Fatalf("the view asked the store for %+v, more than a page", p)
+				}
+			}
+			if rows > 2*PageSize+1 || len(pages) == 0 {
+				t.Fatalf("the view read %d nodes in %d store calls", rows, len(pages))
+			}
+			if got := names(body); len(got) > PageSize {
+				t.Fatalf("%d rows shown", len(got))
+			}
+		})
+	}
+	if got := names(bodyOf(t, e.do("GET", "/admin/?page=999", cookie, nil, nil))); !slices.Equal(got, all[3*PageSize:]) {
+		t.Fatalf("page past the end shows %v, want the last page %v", head(got), head(all[3*PageSize:]))
+	}
+	body := bodyOf(t, e.do("GET", "/admin/?q=secretnode1&page=2", cookie, nil, nil))
+	if want := fmt.Sprintf("%d of %d nodes · page 2 of 2", len(filter(all, "secretnode1")), n); !strings.Contains(body, want) {
+		t.Fatalf("search count: page lacks %q", want)
+	}
+}
+
+// TestNodesTableOrders: the table's columns sort through the admin API:
+// state (the online node, ID 1, last ascending and first descending),
+// last seen (nodes seen later after those seen earlier or never), and the
+// pager links keep the order and the search.
+func TestNodesTableOrders(t *testing.T) {
+	e := newEnv(t, 12)
+	cookie := e.signIn()
+	ctx := context.Background()
+	for i, id := range []wire.NodeID{7, 3, 9} {
+		at := time.Now().Add(time.Duration(i+1) * time.Hour) // after every registration
+		if _, err := e.st.UpdateNodeRuntime(ctx, id, func(r *store.NodeRuntime) { r.LastSeen = at }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	get := func(q string) []string {
+		t.Helper()
+		resp := e.do("GET", "/admin/"+q, cookie, nil, nil)
+		body := bodyOf(t, resp)
+		if resp.StatusCode != 200 {
+			t.Fatalf("%s: %d\n%s", q, resp.StatusCode, body)
+		}
+		return names(body)
+	}
+	all := slices.Clone(e.nodes)
+	slices.Sort(all)
+	online := e.nodes[0] // ID 1
+	if got := get("?sort=state&desc=1"); got[0] != online || !slices.Equal(got[1:], slices.DeleteFunc(slices.Clone(all), func(s string) bool { return s == online })) {
+		t.Fatalf("state desc: %v, want %s first, then by name", got, online)
+	}
+	if got := get("?sort=state"); got[len(got)-1] != online {
+		t.Fatalf("state asc: %v, want %s last", got, online)
+	}
+	got := get("?sort=lastseen&desc=1")
+	if want := []string{e.nodes[8], e.nodes[2], e.nodes[6]}; !slices.Equal(got[:3], want) {
+		t.Fatalf("last seen desc: %v, want %v first", got, want)
+	}
+	body := bodyOf(t, e.do("GET", "/admin/?q=secret&sort=os", cookie, nil, nil))
+	for _, want := range []string{`href="/admin/?desc=1&amp;q=secret&amp;sort=os"`, `href="/admin/?q=secret&amp;sort=lastseen"`} {
+		if !strings.Contains(body, want) {
+			t.Errorf("page lacks link %s", want)
+		}
+	}
+}
