@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"weft/internal/key"
+	"weft/internal/netutil"
 	"weft/internal/wire"
 )
 
@@ -446,13 +447,16 @@ func RelayNodeURL(n *wire.RelayNode) string {
 
 // altAddrDialer wraps dial so that a relay whose map entry gives more
 // addresses than its URL names (RelayNode.Addrs: an IP-literal Host plus
-// the node's ipv4 and ipv6) is dialed at those, in order, when the
-// URL's address fails: an IPv6-only node cannot reach a relay whose Host
-// is an IPv4 literal, but reaches its ipv6 at once. The URL's address
-// goes first, so a dual-stack node keeps using what it used before; a
-// dial that hangs rather than fails uses up the caller's deadline before
-// the next address is tried.
-func altAddrDialer(dial func(ctx context.Context, network, addr string) (net.Conn, error), nodes []*wire.RelayNode) func(ctx context.Context, network, addr string) (net.Conn, error) {
+// the node's ipv4 and ipv6) is dialed at all of them, raced as RFC 8305
+// says (netutil.DialRace): the URL's address first, the others, families
+// alternating, each netutil.HeadStart after the one before or at once
+// when the ones before have failed; the first TCP connection wins and the
+// others are closed. An IPv6-only node cannot reach a relay whose Host is
+// an IPv4 literal, but reaches its ipv6 at once; a node whose IPv6 route
+// black-holes (SYNs vanish) connects over IPv4 a quarter second later
+// instead of after the whole connect timeout. The URL's address goes
+// first, so a dual-stack node keeps using what it used before.
+func altAddrDialer(dial netutil.DialFunc, nodes []*wire.RelayNode) netutil.DialFunc {
 	alts := map[string][]string{} // the URL's host:port → the other addresses with that port
 	for _, n := range nodes {
 		u, err := url.Parse(RelayNodeURL(n))
@@ -466,22 +470,11 @@ func altAddrDialer(dial func(ctx context.Context, network, addr string) (net.Con
 		}
 	}
 	return func(ctx context.Context, network, addr string) (net.Conn, error) {
-		c, err := dial(ctx, network, addr)
-		if err == nil || len(alts[addr]) == 0 {
-			return c, err
+		if len(alts[addr]) == 0 {
+			return dial(ctx, network, addr)
 		}
-		errs := []error{err}
-		for _, alt := range alts[addr] {
-			if ctx.Err() != nil {
-				break
-			}
-			c, err := dial(ctx, network, alt)
-			if err == nil {
-				return c, nil
-			}
-			errs = append(errs, err)
-		}
-		return nil, errors.Join(errs...)
+		addrs := netutil.InterleaveFamilies(append([]string{addr}, alts[addr]...))
+		return netutil.DialRace(ctx, dial, network, addrs, netutil.HeadStart)
 	}
 }
 

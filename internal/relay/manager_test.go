@@ -3,12 +3,14 @@ package relay
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"net/netip"
 	"net/url"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -277,7 +279,7 @@ func TestManagerSendQueueBoundedAndCounted(t *testing.T) {
 
 // TestAltAddrDialer: a relay whose map entry gives an ipv6 besides its
 // IPv4-literal host is dialed there when the host fails (an IPv6-only
-// node), and only then.
+// node), and not while the host answers within its head start.
 func TestAltAddrDialer(t *testing.T) {
 	nodes := []*wire.RelayNode{
 		{Name: "1a", RegionID: 1, Host: "203.0.113.10", Port: 8080, InsecureHTTP: true, IPv6: netip.MustParseAddr("2001:db8::10")},
@@ -319,6 +321,80 @@ func TestAltAddrDialer(t *testing.T) {
 				t.Errorf("err %v, tried %v; want error %v, tried %v", err, tried, tc.wantErr, tc.wantTried)
 			}
 		})
+	}
+}
+
+// TestManagerBlackholedFamily: the relay's URL names an IPv4 address
+// whose SYNs vanish (the fake dialer blocks until its context ends) and
+// the map gives the relay an ipv6 too. The home connects over the ipv6 a
+// head start later, while the black-holed dial is still pending (a client
+// that tried the families one after the other would spend its whole
+// handshake timeout there and give up), and that dial is then cancelled.
+func TestManagerBlackholedFamily(t *testing.T) {
+	a, b := key.NewNode(), key.NewNode()
+	r := startSimpleRelay(t, allow(a, b))
+	n := relayNode(t, 1, r.url)
+	real := net.JoinHostPort(n.Host, strconv.Itoa(n.Port))
+	n.Host, n.IPv6 = "203.0.113.10", netip.MustParseAddr("2001:db8::10")
+	v4, v6 := net.JoinHostPort(n.Host, strconv.Itoa(n.Port)), net.JoinHostPort(n.IPv6.String(), strconv.Itoa(n.Port))
+	var mu sync.Mutex
+	var pending, cancelled, connected int // black-holed dials; dials over the ipv6
+	dial := func(ctx context.Context, network, addr string) (net.Conn, error) {
+		switch addr {
+		case v4:
+			mu.Lock()
+			pending++
+			mu.Unlock()
+			<-ctx.Done()
+			mu.Lock()
+			pending--
+			cancelled++
+			mu.Unlock()
+			return nil, ctx.Err()
+		case v6:
+			mu.Lock()
+			blackholed := pending
+			mu.Unlock()
+			if blackholed == 0 {
+				return nil, fmt.Errorf("dialed %s before the preferred address", addr)
+			}
+			var d net.Dialer
+			c, err := d.DialContext(ctx, network, real)
+			if err == nil {
+				mu.Lock()
+				connected++
+				mu.Unlock()
+			}
+			return c, err
+		}
+		return nil, fmt.Errorf("unexpected address %s", addr)
+	}
+	m, err := NewManager(ManagerOptions{
+		NodeKey:  a,
+		Dialer:   dial,
+		RelayMap: &wire.RelayMap{Regions: map[int]*wire.RelayRegion{1: {ID: 1, Nodes: []*wire.RelayNode{n}}}},
+		OnRecv:   func(int, key.NodePublic, []byte) {},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	if err := m.SetHome(1); err != nil {
+		t.Fatal(err)
+	}
+	tstest.Eventually(t, "the home connected over the ipv6", func() bool {
+		st := m.Status()
+		return len(st) == 1 && st[0].Connected
+	})
+	tstest.Eventually(t, "the black-holed dial cancelled", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return pending == 0 && cancelled > 0
+	})
+	mu.Lock()
+	defer mu.Unlock()
+	if connected != 1 {
+		t.Errorf("%d connections over the ipv6, want 1", connected)
 	}
 }
 
