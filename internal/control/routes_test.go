@@ -6,7 +6,6 @@ import (
 	"slices"
 	"testing"
 
-	"weft/internal/store"
 	"weft/internal/wire"
 )
 
@@ -52,10 +51,8 @@ func routesAre(want ...netip.Prefix) func(*wire.Node) bool {
 func TestAdvertisedRoutesNeedApproval(t *testing.T) {
 	h := newHarness(t, nil)
 	ctx := context.Background()
-	k := h.authKey(store.AuthKeyRequest{Reusable: true})
-	busan, mac := h.newSim("busan"), h.newSim("mac")
-	busan.mustRegister(t, k)
-	mac.mustRegister(t, k)
+	nodes := h.registeredNodes(t, "busan", "mac")
+	busan, mac := nodes[0], nodes[1]
 	busan.routes = exitRoutes
 	if err := busan.stream(ctx); err != nil {
 		t.Fatal(err)
@@ -141,10 +138,8 @@ func TestAdvertisedRoutesNeedApproval(t *testing.T) {
 func TestReconnectWithoutRoutesWithdrawsThem(t *testing.T) {
 	h := newHarness(t, nil)
 	ctx := context.Background()
-	k := h.authKey(store.AuthKeyRequest{Reusable: true})
-	busan, mac := h.newSim("busan"), h.newSim("mac")
-	busan.mustRegister(t, k)
-	mac.mustRegister(t, k)
+	nodes := h.registeredNodes(t, "busan", "mac")
+	busan, mac := nodes[0], nodes[1]
 	busan.routes = []netip.Prefix{lanRoute}
 	if err := busan.stream(ctx); err != nil {
 		t.Fatal(err)

@@ -119,20 +119,28 @@ func (h *harness) newSim(name string) *simNode {
 	return &simNode{h: h, machine: key.NewMachine(), node: key.NewNode(), disco: key.NewDisco(), name: name}
 }
 
-// streamingNodes registers one sim node per name with one reusable key
-// and starts each one's stream; the streams close when the test ends.
-func (h *harness) streamingNodes(t *testing.T, names ...string) []*simNode {
+// registeredNodes registers one sim node per name with one reusable key.
+func (h *harness) registeredNodes(t *testing.T, names ...string) []*simNode {
 	t.Helper()
 	k := h.authKey(store.AuthKeyRequest{Reusable: true})
 	nodes := make([]*simNode, len(names))
 	for i, name := range names {
-		n := h.newSim(name)
-		n.mustRegister(t, k)
+		nodes[i] = h.newSim(name)
+		nodes[i].mustRegister(t, k)
+	}
+	return nodes
+}
+
+// streamingNodes is registeredNodes with each node's stream started; the
+// streams close when the test ends.
+func (h *harness) streamingNodes(t *testing.T, names ...string) []*simNode {
+	t.Helper()
+	nodes := h.registeredNodes(t, names...)
+	for _, n := range nodes {
 		if err := n.stream(context.Background()); err != nil {
-			t.Fatalf("%s: stream: %v", name, err)
+			t.Fatalf("%s: stream: %v", n.name, err)
 		}
 		t.Cleanup(n.close)
-		nodes[i] = n
 	}
 	return nodes
 }

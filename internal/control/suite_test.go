@@ -58,10 +58,8 @@ func TestParallelRegistrationsWithOneSingleUseKeyMakeOneNode(t *testing.T) {
 func TestNoiseSessionOfMachineAAskingForNodeBRefused(t *testing.T) {
 	ctx := context.Background()
 	h := newHarness(t, nil)
-	k := h.authKey(store.AuthKeyRequest{Reusable: true})
-	a, b := h.newSim("a"), h.newSim("b")
-	a.mustRegister(t, k)
-	b.mustRegister(t, k)
+	nodes := h.registeredNodes(t, "a", "b")
+	a, b := nodes[0], nodes[1]
 	if err := b.stream(ctx); err != nil {
 		t.Fatal(err)
 	}
