@@ -15,6 +15,7 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"time"
+	"weft/internal/netutil"
 )
 
 // Dialer opens the connections the proxy makes.
@@ -78,19 +79,7 @@ func connect(w http.ResponseWriter, r *http.Request, dial Dialer, log *slog.Logg
 	if _, err := io.WriteString(c, "HTTP/1.1 200 Connection established\r\n\r\n"); err != nil {
 		return
 	}
-	done := make(chan struct{})
-	go func() {
-		io.Copy(out, brw) // bytes the client sent early, then the rest
-		if hc, ok := out.(interface{ CloseWrite() error }); ok {
-			hc.CloseWrite()
-		}
-		close(done)
-	}()
-	io.Copy(c, out)
-	if hc, ok := c.(interface{ CloseWrite() error }); ok {
-		hc.CloseWrite()
-	}
-	<-done
+	netutil.Splice(c, brw, out) // brw: bytes the client sent early, then the rest
 }
 
 // Serve serves the proxy on ln until ctx ends.

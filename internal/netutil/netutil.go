@@ -1,7 +1,8 @@
 // Package netutil holds the small connection-handling patterns that several
 // of weft's servers and clients share: an accept loop that stops with its
-// context and waits for its handlers, and the client side of TLS on a
-// connection that is already dialed.
+// context and waits for its handlers, the two-way copy of a proxied
+// connection, and the client side of TLS on a connection that is already
+// dialed.
 package netutil
 
 import (
@@ -10,6 +11,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"sync"
 )
@@ -33,6 +35,31 @@ func ServeConns(ctx context.Context, ln net.Listener, handle func(context.Contex
 			return fmt.Errorf("accept: %w", err)
 		}
 		wg.Go(func() { handle(ctx, c) })
+	}
+}
+
+// Splice is a proxy's two-way copy between client c and out: what the
+// client sends, read from fromC (c itself, or a buffered reader on c that
+// holds bytes already read past the request), goes to out, and what out
+// sends goes to c. The end of either direction is passed on as a
+// half-close where the connection has CloseWrite. It returns when both
+// directions have ended; the caller closes c and out.
+func Splice(c net.Conn, fromC io.Reader, out net.Conn) {
+	done := make(chan struct{})
+	go func() {
+		io.Copy(out, fromC)
+		closeWrite(out)
+		close(done)
+	}()
+	io.Copy(c, out)
+	closeWrite(c)
+	<-done
+}
+
+// closeWrite ends c's sending side where c can do that alone.
+func closeWrite(c net.Conn) {
+	if hc, ok := c.(interface{ CloseWrite() error }); ok {
+		hc.CloseWrite()
 	}
 }
 

@@ -4,12 +4,14 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 )
 
 func TestServeConnsWaitsForHandlers(t *testing.T) {
@@ -93,5 +95,59 @@ func TestClientTLS(t *testing.T) {
 				t.Error("ClientTLS changed the caller's config")
 			}
 		})
+	}
+}
+
+// tcpPair returns the two ends of a loopback TCP connection.
+func tcpPair(t *testing.T) (client, server *net.TCPConn) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close(); s.Close() })
+	return c.(*net.TCPConn), s.(*net.TCPConn)
+}
+
+// TestSplice: bytes a proxy read early and the rest of the client's
+// stream reach the far side, the client's end of stream reaches it as a
+// half-close (the far side answers only after it), and the far side's
+// answer and end of stream come back to the client.
+func TestSplice(t *testing.T) {
+	client, proxyIn := tcpPair(t)
+	proxyOut, far := tcpPair(t)
+	go func() {
+		got, _ := io.ReadAll(far) // ends only at the client's half-close
+		far.Write(append([]byte("reply to "), got...))
+		far.Close()
+	}()
+	done := make(chan struct{})
+	go func() {
+		Splice(proxyIn, io.MultiReader(strings.NewReader("early "), proxyIn), proxyOut)
+		close(done)
+	}()
+	client.Write([]byte("rest"))
+	client.CloseWrite()
+	client.SetReadDeadline(time.Now().Add(10 * time.Second))
+	got, err := io.ReadAll(client)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(got) != "reply to early rest" {
+		t.Fatalf("client got %q, want %q", got, "reply to early rest")
+	}
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Splice did not return after both directions ended")
 	}
 }

@@ -114,19 +114,7 @@ func (s *Server) serveConn(ctx context.Context, c net.Conn) {
 	c.SetDeadline(time.Time{})
 	stop := context.AfterFunc(ctx, func() { c.Close(); out.Close() })
 	defer stop()
-	done := make(chan struct{})
-	go func() {
-		io.Copy(out, br) // what the client sent past the request, then the rest
-		if hc, ok := out.(interface{ CloseWrite() error }); ok {
-			hc.CloseWrite()
-		}
-		close(done)
-	}()
-	io.Copy(c, out)
-	if hc, ok := c.(interface{ CloseWrite() error }); ok {
-		hc.CloseWrite()
-	}
-	<-done
+	netutil.Splice(c, br, out) // br: what the client sent past the request, then the rest
 }
 
 // readGreeting reads the client's method list and reports whether "no
