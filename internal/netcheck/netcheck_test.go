@@ -82,16 +82,7 @@ func serveLoopbackUDP(t *testing.T, handle func(pc *net.UDPConn, pkt []byte, fro
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { pc.Close() })
-	go func() {
-		buf := make([]byte, 1500)
-		for {
-			n, from, err := pc.ReadFromUDPAddrPort(buf)
-			if err != nil {
-				return
-			}
-			handle(pc, buf[:n], from)
-		}
-	}()
+	tstest.ServeUDP(pc, func(pkt []byte, from netip.AddrPort) { handle(pc, pkt, from) })
 	return pc.LocalAddr().(*net.UDPAddr).AddrPort()
 }
 

@@ -11,6 +11,7 @@ import (
 	"runtime"
 	"testing"
 	"time"
+	"weft/internal/tstest"
 
 	"github.com/huin/goupnp/soap"
 	"github.com/vishvananda/netlink"
@@ -27,38 +28,31 @@ func fakeGateway(t *testing.T, pmp, pcp bool) {
 		t.Skipf("fake gateway needs 127.0.0.1:%d free: %v", Port, err)
 	}
 	t.Cleanup(func() { pc.Close() })
-	go func() {
-		buf := make([]byte, 1500)
-		for {
-			n, from, err := pc.ReadFromUDPAddrPort(buf)
-			if err != nil {
-				return
-			}
-			if n < 2 {
-				continue
-			}
-			var out []byte
-			switch {
-			case buf[0] == 0 && buf[1] == 0 && pmp:
-				// NAT-PMP external address answer (RFC 6886 3.2).
-				out = []byte{0, 128, 0, 0, 0, 0, 0, 9, 198, 51, 100, 1}
-			case buf[0] == 0 && buf[1] == 0:
-				continue
-			case buf[0] == pcpVersion && pcp:
-				out = make([]byte, pcpHeaderLen)
-				out[0], out[1] = pcpVersion, buf[1]|pcpResponseBit
-				binary.BigEndian.PutUint32(out[8:], 42)
-			case buf[0] == pcpVersion && pmp:
-				// A NAT-PMP-only router answers a PCP request with
-				// its own version and "unsupported version" (RFC 6887
-				// section 9); that must not count as PCP.
-				out = []byte{0, buf[1] | 0x80, 0, 1, 0, 0, 0, 9}
-			default:
-				continue
-			}
-			pc.WriteToUDPAddrPort(out, from)
+	tstest.ServeUDP(pc, func(buf []byte, from netip.AddrPort) {
+		if len(buf) < 2 {
+			return
 		}
-	}()
+		var out []byte
+		switch {
+		case buf[0] == 0 && buf[1] == 0 && pmp:
+			// NAT-PMP external address answer (RFC 6886 3.2).
+			out = []byte{0, 128, 0, 0, 0, 0, 0, 9, 198, 51, 100, 1}
+		case buf[0] == 0 && buf[1] == 0:
+			return
+		case buf[0] == pcpVersion && pcp:
+			out = make([]byte, pcpHeaderLen)
+			out[0], out[1] = pcpVersion, buf[1]|pcpResponseBit
+			binary.BigEndian.PutUint32(out[8:], 42)
+		case buf[0] == pcpVersion && pmp:
+			// A NAT-PMP-only router answers a PCP request with
+			// its own version and "unsupported version" (RFC 6887
+			// section 9); that must not count as PCP.
+			out = []byte{0, buf[1] | 0x80, 0, 1, 0, 0, 0, 9}
+		default:
+			return
+		}
+		pc.WriteToUDPAddrPort(out, from)
+	})
 }
 
 func loopbackGateway() (netip.Addr, error) { return netip.MustParseAddr("127.0.0.1"), nil }

@@ -7,6 +7,7 @@ package tstest
 import (
 	"bytes"
 	"net"
+	"net/netip"
 	"sync"
 	"testing"
 	"time"
@@ -68,6 +69,21 @@ func ServeConns(ln net.Listener, handle func(net.Conn)) {
 				return
 			}
 			handle(c)
+		}
+	}()
+}
+
+// ServeUDP hands every datagram pc receives, with its sender, to handle
+// on one reading goroutine until pc is closed. It returns at once.
+func ServeUDP(pc *net.UDPConn, handle func(pkt []byte, from netip.AddrPort)) {
+	go func() {
+		buf := make([]byte, 1500)
+		for {
+			n, from, err := pc.ReadFromUDPAddrPort(buf)
+			if err != nil {
+				return
+			}
+			handle(buf[:n], from)
 		}
 	}()
 }
