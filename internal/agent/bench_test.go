@@ -31,21 +31,31 @@ import (
 // benchBytes is what each stream sends per measurement.
 const benchBytes = 128 << 20
 
+// routerNFT opens nftables in router's namespace; call done when
+// finished with the connection.
+func routerNFT(lab *netlab.Lab, router string) (c *nftables.Conn, done func(), err error) {
+	ns, err := netns.GetFromPath(filepath.Join("/run/netns", lab.Node(router).NS))
+	if err != nil {
+		return nil, nil, err
+	}
+	if c, err = nftables.New(nftables.WithNetNSFd(int(ns))); err != nil {
+		ns.Close()
+		return nil, nil, err
+	}
+	return c, func() { ns.Close() }, nil
+}
+
 // forwardPort makes router forward port (TCP or UDP, by proto) on its WAN
 // to host:port, so the baselines cross exactly the NATs, links and delay
 // lines the tunnel crosses. The lab's WAN filter drops new inbound flows,
 // so an accept for destination-NATed flows goes in front of it (once: a
 // second call finds it there).
 func forwardPort(lab *netlab.Lab, router string, proto byte, port uint16, to netip.Addr) error {
-	ns, err := netns.GetFromPath(filepath.Join("/run/netns", lab.Node(router).NS))
+	c, done, err := routerNFT(lab, router)
 	if err != nil {
 		return err
 	}
-	defer ns.Close()
-	c, err := nftables.New(nftables.WithNetNSFd(int(ns)))
-	if err != nil {
-		return err
-	}
+	defer done()
 	wan := make([]byte, 16)
 	copy(wan, "wan")
 	labTable := &nftables.Table{Family: nftables.TableFamilyIPv4, Name: "weftlab"}
@@ -183,15 +193,11 @@ func procStat(pid int) (cpu time.Duration, rssKB int64, err error) {
 // blockUDP drops all UDP leaving router's WAN (as the udp-blocked NAT kind
 // does), or lifts that block.
 func blockUDP(lab *netlab.Lab, router string, on bool) error {
-	ns, err := netns.GetFromPath(filepath.Join("/run/netns", lab.Node(router).NS))
+	c, done, err := routerNFT(lab, router)
 	if err != nil {
 		return err
 	}
-	defer ns.Close()
-	c, err := nftables.New(nftables.WithNetNSFd(int(ns)))
-	if err != nil {
-		return err
-	}
+	defer done()
 	t := &nftables.Table{Family: nftables.TableFamilyIPv4, Name: "agentblock"}
 	if !on {
 		c.DelTable(t)
