@@ -9,6 +9,7 @@
 package control
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -206,39 +207,21 @@ func (cfg *Config) setDefaults() {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	if cfg.BatchWindow == 0 {
-		cfg.BatchWindow = DefaultBatchWindow
-	}
-	if cfg.KeepAlive == 0 {
-		cfg.KeepAlive = DefaultKeepAlive
-	}
-	if cfg.EphemeralTimeout == 0 {
-		cfg.EphemeralTimeout = DefaultEphemeralTimeout
-	}
-	if cfg.RegisterRate == 0 {
-		cfg.RegisterRate = DefaultRegisterRate
-	}
-	if cfg.RegisterBurst == 0 {
-		cfg.RegisterBurst = DefaultRegisterBurst
-	}
-	if cfg.MaxQueue == 0 {
-		cfg.MaxQueue = DefaultMaxQueue
-	}
-	if cfg.WriteTimeout == 0 {
-		cfg.WriteTimeout = DefaultWriteTimeout
-	}
+	cfg.BatchWindow = cmp.Or(cfg.BatchWindow, DefaultBatchWindow)
+	cfg.KeepAlive = cmp.Or(cfg.KeepAlive, DefaultKeepAlive)
+	cfg.EphemeralTimeout = cmp.Or(cfg.EphemeralTimeout, DefaultEphemeralTimeout)
+	cfg.RegisterRate = cmp.Or(cfg.RegisterRate, DefaultRegisterRate)
+	cfg.RegisterBurst = cmp.Or(cfg.RegisterBurst, DefaultRegisterBurst)
+	cfg.MaxQueue = cmp.Or(cfg.MaxQueue, DefaultMaxQueue)
+	cfg.WriteTimeout = cmp.Or(cfg.WriteTimeout, DefaultWriteTimeout)
 	if cfg.UpdateRate <= 0 {
 		cfg.UpdateRate = DefaultUpdateRate
 	}
 	if cfg.UpdateBurst <= 0 {
 		cfg.UpdateBurst = DefaultUpdateBurst
 	}
-	if cfg.PreStreamTimeout == 0 {
-		cfg.PreStreamTimeout = DefaultPreStreamTimeout
-	}
-	if cfg.PersistInterval == 0 {
-		cfg.PersistInterval = time.Second
-	}
+	cfg.PreStreamTimeout = cmp.Or(cfg.PreStreamTimeout, DefaultPreStreamTimeout)
+	cfg.PersistInterval = cmp.Or(cfg.PersistInterval, time.Second)
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}

@@ -5,6 +5,7 @@
 package controlclient
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"encoding/json"
@@ -139,15 +140,9 @@ func New(opts Options) (*Client, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	if opts.KeepAlive == 0 {
-		opts.KeepAlive = DefaultKeepAlive
-	}
-	if opts.MinBackoff == 0 {
-		opts.MinBackoff = DefaultMinBackoff
-	}
-	if opts.MaxBackoff == 0 {
-		opts.MaxBackoff = DefaultMaxBackoff
-	}
+	opts.KeepAlive = cmp.Or(opts.KeepAlive, DefaultKeepAlive)
+	opts.MinBackoff = cmp.Or(opts.MinBackoff, DefaultMinBackoff)
+	opts.MaxBackoff = cmp.Or(opts.MaxBackoff, DefaultMaxBackoff)
 	c := &Client{opts: opts, log: opts.Logger, urls: urls, serverKey: opts.ServerKey, hostinfo: opts.Hostinfo,
 		routes: opts.AdvertisedRoutes, redial: make(chan struct{}, 1), tlsConfig: opts.TLSConfig, hc: opts.HTTPClient}
 	if c.hc == nil {

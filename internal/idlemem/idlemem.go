@@ -37,6 +37,7 @@
 package idlemem
 
 import (
+	"cmp"
 	"log/slog"
 	"runtime"
 	"runtime/debug"
@@ -143,12 +144,8 @@ func New(o Options) *Releaser {
 	if o.Quiet <= 0 {
 		o.Quiet = DefaultQuiet
 	}
-	if o.Burst == 0 {
-		o.Burst = DefaultBurst
-	}
-	if o.Trickle == 0 {
-		o.Trickle = DefaultTrickle
-	}
+	o.Burst = cmp.Or(o.Burst, DefaultBurst)
+	o.Trickle = cmp.Or(o.Trickle, DefaultTrickle)
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}

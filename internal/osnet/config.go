@@ -1,6 +1,7 @@
 package osnet
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -65,24 +66,12 @@ func (o Options) withDefaults() Options {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
-	if o.TUNName == "" {
-		o.TUNName = DefaultTUNName
-	}
-	if o.MTU == 0 {
-		o.MTU = DefaultMTU
-	}
-	if o.Mark == 0 {
-		o.Mark = DefaultMark
-	}
-	if o.MarkMask == 0 {
-		o.MarkMask = DefaultMarkMask
-	}
-	if o.Table == 0 {
-		o.Table = DefaultTable
-	}
-	if o.RulePriority == 0 {
-		o.RulePriority = DefaultRulePriority
-	}
+	o.TUNName = cmp.Or(o.TUNName, DefaultTUNName)
+	o.MTU = cmp.Or(o.MTU, DefaultMTU)
+	o.Mark = cmp.Or(o.Mark, DefaultMark)
+	o.MarkMask = cmp.Or(o.MarkMask, DefaultMarkMask)
+	o.Table = cmp.Or(o.Table, DefaultTable)
+	o.RulePriority = cmp.Or(o.RulePriority, DefaultRulePriority)
 	return o
 }
 
