@@ -17,6 +17,7 @@ import (
 	"github.com/pion/stun/v3"
 
 	"weft/internal/netcheck"
+	"weft/internal/netcheck/netchecktest"
 	"weft/internal/stunserver"
 	"weft/internal/wire"
 )
@@ -42,20 +43,11 @@ func loopbackRelayMap(t *testing.T) *wire.RelayMap {
 	return rm
 }
 
-// netcheckJSON is the JSON report as a script would read it.
-type netcheckJSON struct {
-	UDP                   bool               `json:"udp"`
-	GlobalV4              string             `json:"global_v4"`
-	MappingVariesByDestIP *bool              `json:"mapping_varies_by_dest_ip"`
-	PreferredRegion       int                `json:"preferred_region"`
-	RegionLatencyMS       map[string]float64 `json:"region_latency_ms"`
-}
-
 func checkLoopbackReport(t *testing.T, out []byte) {
 	t.Helper()
-	var r netcheckJSON
-	if err := json.Unmarshal(out, &r); err != nil {
-		t.Fatalf("output is not JSON: %v\n%s", err, out)
+	r, _, err := netchecktest.Parse(out)
+	if err != nil {
+		t.Fatal(err)
 	}
 	ap, err := netip.ParseAddrPort(r.GlobalV4)
 	if err != nil || ap.Addr() != netip.MustParseAddr("127.0.0.1") {

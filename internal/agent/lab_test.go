@@ -25,6 +25,7 @@ import (
 
 	"weft/internal/agent"
 	"weft/internal/localapi"
+	"weft/internal/netcheck/netchecktest"
 	"weft/internal/netlab"
 	"weft/internal/netlab/labtest"
 	"weft/internal/scenario"
@@ -936,15 +937,9 @@ func TestLabMultiHomedServer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var rep struct {
-		UDP                   bool               `json:"udp"`
-		GlobalV4              string             `json:"global_v4"`
-		MappingVariesByDestIP *bool              `json:"mapping_varies_by_dest_ip"`
-		PreferredRegion       int                `json:"preferred_region"`
-		RegionLatencyMS       map[string]float64 `json:"region_latency_ms"`
-	}
-	if err := json.Unmarshal(out, &rep); err != nil {
-		t.Fatalf("weft netcheck --json: %v: %s", err, out)
+	rep, _, err := netchecktest.Parse(out)
+	if err != nil {
+		t.Fatal(err)
 	}
 	// The daemon's socket is the one busan reaches mac on.
 	if !rep.UDP || rep.GlobalV4 != p.Path.Endpoint || rep.MappingVariesByDestIP == nil || *rep.MappingVariesByDestIP ||

@@ -21,6 +21,7 @@ import (
 	"golang.org/x/net/ipv4"
 
 	"weft/internal/netcheck"
+	"weft/internal/netcheck/netchecktest"
 	"weft/internal/netlab"
 	"weft/internal/netlab/labtest"
 	"weft/internal/wire"
@@ -75,21 +76,8 @@ func writeRelayMap(t *testing.T, rm *wire.RelayMap) string {
 	return path
 }
 
-// labReport is the JSON report as a script reads it.
-type labReport struct {
-	UDP                   bool               `json:"udp"`
-	GlobalV4              string             `json:"global_v4"`
-	MappingVariesByDestIP *bool              `json:"mapping_varies_by_dest_ip"`
-	PreferredRegion       int                `json:"preferred_region"`
-	RegionLatencyMS       map[string]float64 `json:"region_latency_ms"`
-	RegionLatencyVia      map[string]string  `json:"region_latency_via"`
-	UPnP                  bool               `json:"upnp"`
-	PMP                   bool               `json:"pmp"`
-	PCP                   bool               `json:"pcp"`
-}
-
 // runNetcheck runs `weft netcheck --json` on node and decodes the report.
-func runNetcheck(t *testing.T, l *netlab.Lab, node, relayMap string) labReport {
+func runNetcheck(t *testing.T, l *netlab.Lab, node, relayMap string) netchecktest.Report {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 	defer cancel()
@@ -98,13 +86,12 @@ func runNetcheck(t *testing.T, l *netlab.Lab, node, relayMap string) labReport {
 		t.Fatalf("weft netcheck on %s: %v\n%s", node, err, out)
 	}
 	// Exec mixes stderr in; the report is the JSON object.
-	if i := bytes.IndexByte(out, '{'); i > 0 {
-		t.Logf("netcheck stderr: %s", out[:i])
-		out = out[i:]
+	r, stderr, err := netchecktest.Parse(out)
+	if len(stderr) > 0 {
+		t.Logf("netcheck stderr: %s", stderr)
 	}
-	var r labReport
-	if err := json.Unmarshal(out, &r); err != nil {
-		t.Fatalf("weft netcheck output is not a JSON report: %v\n%s", err, out)
+	if err != nil {
+		t.Fatal(err)
 	}
 	t.Logf("netcheck on %s: %s", node, out)
 	return r
