@@ -91,6 +91,17 @@ func guardHostResolvConf(t *testing.T) {
 	})
 }
 
+// startDNSLab is the seed lab for the DNS tests, the host's
+// /etc/resolv.conf guarded (guardHostResolvConf), with the lab's public
+// DNS server on web answering every name with 198.51.100.7.
+func startDNSLab(t *testing.T) (*netlab.Lab, *labDNSServer) {
+	t.Helper()
+	labtest.SkipUnlessRoot(t)
+	guardHostResolvConf(t)
+	lab := labtest.Seed(t)
+	return lab, startLabDNS(t, lab.Node("web"), netip.MustParseAddr("198.51.100.7"))
+}
+
 // writePreWeftResolvConf gives host the resolv.conf it has before weft,
 // naming the lab's public DNS server on web, and returns what it wrote.
 func writePreWeftResolvConf(t *testing.T, lab *netlab.Lab, host string) []byte {
@@ -122,13 +133,10 @@ func readResolvConf(lab *netlab.Lab, host string) []byte {
 // --accept-dns=false leaving it alone, and the host's own /etc/resolv.conf
 // untouched throughout.
 func TestLabMagicDNS(t *testing.T) {
-	labtest.SkipUnlessRoot(t)
-	guardHostResolvConf(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
-	lab := labtest.Seed(t)
+	lab, public := startDNSLab(t)
 	web, ctrl := lab.Node("web"), lab.Node("ctrl")
-	public := startLabDNS(t, web, netip.MustParseAddr("198.51.100.7"))
 	corp := startLabDNS(t, ctrl, netip.MustParseAddr("198.51.100.8"))
 
 	// Each node's resolv.conf before weft: the lab's public DNS server.

@@ -27,13 +27,10 @@ import (
 // resolves again through the original resolver. It refuses while a
 // daemon runs. The host's /etc/resolv.conf is untouched throughout.
 func TestLabDNSRestoreAfterKill9(t *testing.T) {
-	labtest.SkipUnlessRoot(t)
-	guardHostResolvConf(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	lab := labtest.Seed(t)
-	web, busan := lab.Node("web"), lab.Node("busan")
-	public := startLabDNS(t, web, netip.MustParseAddr("198.51.100.7"))
+	lab, public := startDNSLab(t)
+	busan := lab.Node("busan")
 	original := writePreWeftResolvConf(t, lab, "busan")
 	tn, err := scenario.Start(ctx, lab, scenario.Options{Weft: labtest.WeftBinary(t), Hosts: []string{"busan"}})
 	if err != nil {
