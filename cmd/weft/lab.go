@@ -100,66 +100,16 @@ func (f *labUpFlags) topology(name string) (netlab.Topology, error) {
 	}
 	t := mk()
 	var errs []error
-	split := func(flag, v string) (string, string, bool) {
-		site, val, ok := strings.Cut(v, "=")
-		if !ok || site == "" || val == "" {
-			errs = append(errs, fmt.Errorf("--%s %q: want SITE=VALUE, e.g. --%s r-busan=...", flag, v, flag))
-		}
-		return site, val, ok
-	}
-	for _, v := range f.nat {
-		if site, val, ok := split("nat", v); ok {
-			t.SetNAT(site, netlab.NATKind(val))
-		}
-	}
-	for _, v := range f.delay {
-		if site, val, ok := split("delay", v); ok {
-			ms, err := strconv.Atoi(strings.TrimSuffix(val, "ms"))
-			if err != nil {
-				errs = append(errs, fmt.Errorf("--delay %q: delay is whole milliseconds", v))
+	for _, sf := range f.siteFlags() {
+		for _, v := range sf.vals {
+			site, val, ok := strings.Cut(v, "=")
+			if !ok || site == "" || val == "" {
+				errs = append(errs, fmt.Errorf("--%s %q: want SITE=VALUE, e.g. --%s r-busan=...", sf.name, v, sf.name))
 				continue
 			}
-			t.SetDelay(site, ms)
-		}
-	}
-	for _, v := range f.rate {
-		if site, val, ok := split("rate", v); ok {
-			mbit, err := strconv.Atoi(val)
-			if err != nil {
-				errs = append(errs, fmt.Errorf("--rate %q: rate is whole Mbit/s", v))
-				continue
+			if err := sf.set(&t, site, val); err != nil {
+				errs = append(errs, fmt.Errorf("--%s %q: %w", sf.name, v, err))
 			}
-			t.SetRate(site, mbit)
-		}
-	}
-	for _, v := range f.mtu {
-		if site, val, ok := split("mtu", v); ok {
-			mtu, err := strconv.Atoi(val)
-			if err != nil {
-				errs = append(errs, fmt.Errorf("--mtu %q: MTU is whole bytes", v))
-				continue
-			}
-			t.SetMTU(site, mtu)
-		}
-	}
-	for _, v := range f.udpTimeout {
-		if site, val, ok := split("udp-timeout", v); ok {
-			d, err := time.ParseDuration(val)
-			if err != nil {
-				errs = append(errs, fmt.Errorf("--udp-timeout %q: want a duration such as 30s", v))
-				continue
-			}
-			t.SetUDPTimeout(site, d)
-		}
-	}
-	for _, v := range f.ipv6 {
-		if site, val, ok := split("ipv6", v); ok {
-			m, err := netlab.ParseIPv6Mode(val)
-			if err != nil {
-				errs = append(errs, fmt.Errorf("--ipv6 %q: %w", v, err))
-				continue
-			}
-			t.SetIPv6(site, m)
 		}
 	}
 	errs = append(errs, t.Validate())
@@ -167,6 +117,59 @@ func (f *labUpFlags) topology(name string) (netlab.Topology, error) {
 		return t, usageError{err}
 	}
 	return t, nil
+}
+
+// siteFlag is one repeatable --NAME SITE=VALUE flag of `weft lab up`:
+// the values given, and set, which parses one value and applies it to
+// the site (the topology checks the site and the range in Validate).
+type siteFlag struct {
+	name string
+	vals []string
+	set  func(t *netlab.Topology, site, val string) error
+}
+
+// siteFlags lists the per-site flags in the order their mistakes are
+// reported.
+func (f *labUpFlags) siteFlags() []siteFlag {
+	whole := func(val, msg string, set func(int)) error {
+		n, err := strconv.Atoi(val)
+		if err != nil {
+			return errors.New(msg)
+		}
+		set(n)
+		return nil
+	}
+	return []siteFlag{
+		{"nat", f.nat, func(t *netlab.Topology, site, val string) error {
+			t.SetNAT(site, netlab.NATKind(val))
+			return nil
+		}},
+		{"delay", f.delay, func(t *netlab.Topology, site, val string) error {
+			return whole(strings.TrimSuffix(val, "ms"), "delay is whole milliseconds", func(ms int) { t.SetDelay(site, ms) })
+		}},
+		{"rate", f.rate, func(t *netlab.Topology, site, val string) error {
+			return whole(val, "rate is whole Mbit/s", func(mbit int) { t.SetRate(site, mbit) })
+		}},
+		{"mtu", f.mtu, func(t *netlab.Topology, site, val string) error {
+			return whole(val, "MTU is whole bytes", func(mtu int) { t.SetMTU(site, mtu) })
+		}},
+		{"udp-timeout", f.udpTimeout, func(t *netlab.Topology, site, val string) error {
+			d, err := time.ParseDuration(val)
+			if err != nil {
+				return errors.New("want a duration such as 30s")
+			}
+			t.SetUDPTimeout(site, d)
+			return nil
+		}},
+		{"ipv6", f.ipv6, func(t *netlab.Topology, site, val string) error {
+			m, err := netlab.ParseIPv6Mode(val)
+			if err != nil {
+				return err
+			}
+			t.SetIPv6(site, m)
+			return nil
+		}},
+	}
 }
 
 func newLabUpCmd(g *globals, o *labOpts) *cobra.Command {
