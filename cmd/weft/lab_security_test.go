@@ -88,6 +88,24 @@ func (l *exitLab) drops(host string) localapi.Drops {
 	return *st.Drops
 }
 
+// expectRefused runs send, which sends three packets through busan that
+// busan must refuse, and fails t when one reaches sink within two
+// seconds (the way on from busan may be a delayed link away) or when
+// busan's count of refused tunnel packets grew by fewer than three.
+func (l *exitLab) expectRefused(t *testing.T, sink <-chan string, what string, send func()) {
+	t.Helper()
+	before := l.drops("busan").FromTunnel
+	send()
+	select {
+	case m := <-sink:
+		t.Fatalf("%s arrived: %q", what, m)
+	case <-time.After(2 * time.Second):
+	}
+	if after := l.drops("busan").FromTunnel; after < before+3 {
+		t.Errorf("busan counts %d refused tunnel packets before and %d after; want at least 3 more", before, after)
+	}
+}
+
 // udpSink collects the datagrams that reach addr on host until the test
 // ends.
 func (l *exitLab) udpSink(host string, addr netip.AddrPort) <-chan string {
@@ -207,21 +225,12 @@ func TestLabUnapprovedRouteDropped(t *testing.T) {
 
 	refused := func(t *testing.T, sink <-chan string, dst netip.AddrPort) {
 		t.Helper()
-		before := l.drops("busan").FromTunnel
-		for range 3 {
-			r.sendUDP(dst, "through busan")
-		}
-		r.deliver(ctx, toBusan, busan)
-		// The way on from busan is longer than the way to it (the
-		// internet is a delayed link away): give it ample time.
-		select {
-		case m := <-sink:
-			t.Fatalf("the rogue's datagram %q reached %v through busan", m, dst)
-		case <-time.After(2 * time.Second):
-		}
-		if after := l.drops("busan").FromTunnel; after < before+3 {
-			t.Errorf("busan counts %d refused tunnel packets before and %d after; want at least 3 more", before, after)
-		}
+		l.expectRefused(t, sink, fmt.Sprintf("the rogue's datagram to %v through busan", dst), func() {
+			for range 3 {
+				r.sendUDP(dst, "through busan")
+			}
+			r.deliver(ctx, toBusan, busan)
+		})
 	}
 	t.Run("exit offered, not approved: the internet", func(t *testing.T) { refused(t, toWeb, web) })
 	t.Run("subnet offered, not approved: the LAN", func(t *testing.T) { refused(t, toNAS, nas) })
@@ -332,18 +341,11 @@ func TestLabExitNodeRefusesLocalDestinations(t *testing.T) {
 	l.useBusanExit(t)
 
 	t.Run("cloud metadata", func(t *testing.T) {
-		before := l.drops("busan").FromTunnel
-		for range 3 {
-			sendFrom("mac", "from mac")
-		}
-		select {
-		case m := <-toMetadata:
-			t.Fatalf("mac's datagram %q reached the metadata address through the exit node", m)
-		case <-time.After(2 * time.Second):
-		}
-		if after := l.drops("busan").FromTunnel; after < before+3 {
-			t.Errorf("busan counts %d refused tunnel packets before and %d after; want at least 3 more", before, after)
-		}
+		l.expectRefused(t, toMetadata, "mac's datagram to the metadata address through the exit node", func() {
+			for range 3 {
+				sendFrom("mac", "from mac")
+			}
+		})
 	})
 	t.Run("loopback", func(t *testing.T) {
 		busan := netip.AddrPortFrom(l.tailnetAddr4("busan"), 4444)
@@ -352,18 +354,11 @@ func TestLabExitNodeRefusesLocalDestinations(t *testing.T) {
 		r := startRogue(t, ctx, l, "pc")
 		r.route("busan", netip.MustParsePrefix("0.0.0.0/0"))
 		r.deliver(ctx, toBusan, busan)
-		before := l.drops("busan").FromTunnel
-		for range 3 {
-			r.sendUDP(loop, "to busan's loopback")
-		}
-		r.deliver(ctx, toBusan, busan)
-		select {
-		case m := <-toLoop:
-			t.Fatalf("the rogue's datagram %q reached busan's loopback", m)
-		default:
-		}
-		if after := l.drops("busan").FromTunnel; after < before+3 {
-			t.Errorf("busan counts %d refused tunnel packets before and %d after; want at least 3 more", before, after)
-		}
+		l.expectRefused(t, toLoop, "the rogue's datagram to busan's loopback", func() {
+			for range 3 {
+				r.sendUDP(loop, "to busan's loopback")
+			}
+			r.deliver(ctx, toBusan, busan)
+		})
 	})
 }
