@@ -19,24 +19,8 @@ import (
 
 func newDNSCmd(g *globals) *cobra.Command {
 	cmd := groupCmd("dns", "Show this node's MagicDNS state, or ask its resolver")
-	var asJSON bool
-	status := &cobra.Command{
-		Use:   "status",
-		Short: "Say what DNS is in effect on this node and how it was applied (resolved, resolv.conf or off)",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			st, err := (&localapi.Client{Socket: g.socket}).Status(cmd.Context())
-			if err != nil {
-				return err
-			}
-			if asJSON {
-				return writeJSON(g.stdout, st.DNS)
-			}
-			printDNSStatus(g.stdout, st)
-			return nil
-		},
-	}
-	status.Flags().BoolVar(&asJSON, "json", false, "print as JSON")
+	status := statusViewCmd(g, "status", "Say what DNS is in effect on this node and how it was applied (resolved, resolv.conf or off)",
+		"print as JSON", func(st *localapi.Status) any { return st.DNS }, printDNSStatus)
 	var server string
 	var tcp bool
 	query := &cobra.Command{

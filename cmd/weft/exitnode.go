@@ -63,26 +63,9 @@ func isChosenExit(prefs *localapi.Prefs, n *wire.Node) bool {
 }
 
 func newExitNodeListCmd(g *globals) *cobra.Command {
-	var asJSON bool
-	cmd := &cobra.Command{
-		Use:   "list",
-		Short: "List the peers approved as exit nodes (* marks the one in use)",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			st, err := (&localapi.Client{Socket: g.socket}).Status(cmd.Context())
-			if err != nil {
-				return err
-			}
-			rows := exitNodeRows(st)
-			if asJSON {
-				return writeJSON(g.stdout, rows)
-			}
-			printExitNodes(g.stdout, rows, st.Prefs)
-			return nil
-		},
-	}
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print the list as JSON")
-	return cmd
+	return statusViewCmd(g, "list", "List the peers approved as exit nodes (* marks the one in use)", "print the list as JSON",
+		func(st *localapi.Status) any { return exitNodeRows(st) },
+		func(w io.Writer, st *localapi.Status) { printExitNodes(w, exitNodeRows(st), st.Prefs) })
 }
 
 func printExitNodes(w io.Writer, rows []exitNodeRow, prefs *localapi.Prefs) {

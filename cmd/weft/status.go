@@ -15,10 +15,19 @@ import (
 )
 
 func newStatusCmd(g *globals) *cobra.Command {
+	return statusViewCmd(g, "status", "Show this node's state and its peers", "print as JSON",
+		func(st *localapi.Status) any { return st },
+		func(w io.Writer, st *localapi.Status) { printStatus(w, st, time.Now()) })
+}
+
+// statusViewCmd makes a node command that shows part of the daemon's
+// status: with --json (flag help jsonHelp) the value view picks from it,
+// else what human prints.
+func statusViewCmd(g *globals, use, short, jsonHelp string, view func(*localapi.Status) any, human func(io.Writer, *localapi.Status)) *cobra.Command {
 	var asJSON bool
 	cmd := &cobra.Command{
-		Use:   "status",
-		Short: "Show this node's state and its peers",
+		Use:   use,
+		Short: short,
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			st, err := (&localapi.Client{Socket: g.socket}).Status(cmd.Context())
@@ -26,13 +35,13 @@ func newStatusCmd(g *globals) *cobra.Command {
 				return err
 			}
 			if asJSON {
-				return writeJSON(g.stdout, st)
+				return writeJSON(g.stdout, view(st))
 			}
-			printStatus(g.stdout, st, time.Now())
+			human(g.stdout, st)
 			return nil
 		},
 	}
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print as JSON")
+	cmd.Flags().BoolVar(&asJSON, "json", false, jsonHelp)
 	return cmd
 }
 

@@ -2,6 +2,8 @@ package main
 
 import (
 	"bytes"
+	"context"
+	"errors"
 	"net/netip"
 	"strings"
 	"testing"
@@ -94,6 +96,46 @@ func TestPrintStatusNotLoggedIn(t *testing.T) {
 				if strings.Contains(b.String(), nw) {
 					t.Errorf("status says %q:\n%s", nw, b.String())
 				}
+			}
+		})
+	}
+}
+
+// fixedStatus is a daemon whose status is st, for the commands that
+// show it.
+type fixedStatus struct{ st *localapi.Status }
+
+func (f fixedStatus) Up(context.Context, localapi.UpRequest) (*localapi.Status, error) {
+	return nil, errors.New("not here")
+}
+func (f fixedStatus) Down(context.Context) error   { return nil }
+func (f fixedStatus) Logout(context.Context) error { return nil }
+func (f fixedStatus) Status(context.Context) (*localapi.Status, error) {
+	return f.st, nil
+}
+
+// TestStatusViews runs the commands that show a view of the daemon's
+// status against a fake daemon: each prints its own part, as JSON with
+// --json and for people without.
+func TestStatusViews(t *testing.T) {
+	sock := serveFake(t, fixedStatus{&localapi.Status{
+		BackendState: localapi.StateRunning,
+		DNS:          &localapi.DNSStatus{MagicDNS: true, Mode: "resolv.conf", Domain: "tail.example"},
+	}})
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"status", "--json"}, `"backend_state": "Running"`},
+		{[]string{"dns", "status"}, "MagicDNS:   on, domain tail.example\n"},
+		{[]string{"dns", "status", "--json"}, "{\n  \"magic_dns\": true,\n  \"mode\": \"resolv.conf\",\n  \"domain\": \"tail.example\","},
+		{[]string{"exit-node", "list"}, "No exit nodes in the tailnet."},
+		{[]string{"exit-node", "list", "--json"}, "[]\n"},
+	} {
+		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
+			out, errs, code := weft(t, append([]string{"--socket", sock}, tc.args...)...)
+			if code != 0 || !strings.Contains(out, tc.want) {
+				t.Fatalf("exit %d, stdout %q, stderr %q; want stdout with %q", code, out, errs, tc.want)
 			}
 		})
 	}
