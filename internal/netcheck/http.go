@@ -9,10 +9,12 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptrace"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
 
+	"weft/internal/netutil"
 	"weft/internal/wire"
 )
 
@@ -26,7 +28,7 @@ const (
 )
 
 // dialFunc opens a connection, as net.Dialer.DialContext does.
-type dialFunc func(ctx context.Context, network, addr string) (net.Conn, error)
+type dialFunc = netutil.DialFunc
 
 // measureHTTP measures each region concurrently and returns the best
 // latency per region that answered before ctx is done.
@@ -73,6 +75,32 @@ func relayURL(n *wire.RelayNode) string {
 	return scheme + "://" + net.JoinHostPort(n.Host, strconv.Itoa(port))
 }
 
+// familyDialer dials n's host:port with dial (nil: net.Dialer's) and, when
+// the map gives n an ipv4 or ipv6 besides, races those against it as the
+// relay client does (netutil.DialRace): a relay whose host is an IPv4
+// literal is measured at its ipv6 from an IPv6-only node, and a family
+// that black-holes costs a head start instead of the probe's whole time.
+// The URL, the Host header and the name TLS verifies stay n's host.
+func familyDialer(dial dialFunc, n *wire.RelayNode) dialFunc {
+	if dial == nil {
+		var d net.Dialer
+		dial = d.DialContext
+	}
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		_, port, err := net.SplitHostPort(addr)
+		if err != nil {
+			return dial(ctx, network, addr)
+		}
+		addrs := []string{addr}
+		for _, a := range n.Addrs() {
+			if alt := net.JoinHostPort(a.String(), port); !slices.Contains(addrs, alt) {
+				addrs = append(addrs, alt)
+			}
+		}
+		return netutil.DialRace(ctx, dial, network, netutil.InterleaveFamilies(addrs), netutil.HeadStart)
+	}
+}
+
 // httpLatency returns the smallest of: the TCP connect time, and the
 // durations of up to httpRequests requests on the same connection after
 // the first. The TCP handshake is one round trip; a request on an open
@@ -86,8 +114,8 @@ func httpLatency(ctx context.Context, dial dialFunc, tc *tls.Config, n *wire.Rel
 	}
 	tc.ServerName = n.Host
 	tr := &http.Transport{
-		DialContext:         dial, // nil: net.Dialer's
-		Proxy:               nil,  // the latency to the relay, not to a proxy
+		DialContext:         familyDialer(dial, n),
+		Proxy:               nil, // the latency to the relay, not to a proxy
 		MaxIdleConnsPerHost: 1,
 		TLSClientConfig:     tc,
 		ForceAttemptHTTP2:   false,

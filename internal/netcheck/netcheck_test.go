@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
@@ -13,6 +14,7 @@ import (
 	"runtime"
 	"slices"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -669,5 +671,57 @@ func TestGetReportHTTPSPrivateCA(t *testing.T) {
 	nc.SetTLSConfig(trusted)
 	if r, _ := nc.GetReport(t.Context(), relayMap(reg)); r.RegionLatency[1] == 0 {
 		t.Fatal("not measured after SetTLSConfig with the CA")
+	}
+}
+
+// TestHTTPLatencyOtherFamily measures, over HTTP, a relay whose host is an
+// IPv4 address this node cannot use and whose map entry gives an ipv6
+// that works: refused at once (an IPv6-only node) or black-holed (SYNs
+// vanish: the fake dial blocks until its context ends). Either way the
+// latency comes over the ipv6, within the probe's time and without
+// waiting for the IPv4 dial to end.
+func TestHTTPLatencyOtherFamily(t *testing.T) {
+	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Write([]byte("ok\n"))
+	}))
+	defer hs.Close()
+	port := hs.Listener.Addr().(*net.TCPAddr).Port
+	n := &wire.RelayNode{Name: "1a", RegionID: 1, Host: "203.0.113.10", IPv6: netip.MustParseAddr("2001:db8::10"), Port: port, InsecureHTTP: true}
+	v4, v6 := net.JoinHostPort(n.Host, strconv.Itoa(port)), net.JoinHostPort(n.IPv6.String(), strconv.Itoa(port))
+	for _, blackhole := range []bool{false, true} {
+		t.Run(fmt.Sprintf("blackhole=%v", blackhole), func(t *testing.T) {
+			var mu sync.Mutex
+			var tried []string
+			var d net.Dialer
+			dial := func(ctx context.Context, network, addr string) (net.Conn, error) {
+				mu.Lock()
+				tried = append(tried, addr)
+				mu.Unlock()
+				switch {
+				case addr == v6:
+					return d.DialContext(ctx, network, hs.Listener.Addr().String())
+				case addr == v4 && blackhole:
+					<-ctx.Done()
+					return nil, ctx.Err()
+				}
+				return nil, errors.New("network is unreachable")
+			}
+			// A probe that waited for the black-holed dial would end
+			// with this deadline, unmeasured.
+			ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+			defer cancel()
+			lat, err := httpLatency(ctx, dial, nil, n)
+			if err != nil || lat <= 0 {
+				t.Fatalf("latency %v, %v; want one measured over %s", lat, err, v6)
+			}
+			if ctx.Err() != nil {
+				t.Fatal("measured only after the probe's deadline")
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if len(tried) == 0 || tried[0] != v4 || !slices.Contains(tried, v6) {
+				t.Errorf("dialed %v; want %s first, then %s", tried, v4, v6)
+			}
+		})
 	}
 }
