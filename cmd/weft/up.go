@@ -141,7 +141,13 @@ func interactiveLogin(ctx context.Context, g *globals, c *localapi.Client, req l
 	if host == "" {
 		host, _ = os.Hostname()
 	}
-	tc, err := netutil.TrustTLS([]byte(req.ServerCA))
+	// The login is made from this process: it trusts what the daemon
+	// trusts for the server (its --ca-file, the node's kept CA) and
+	// this up's --ca-file, besides the system's roots. A daemon older
+	// than POST /server-ca answers an error: then this up's --ca-file
+	// alone, as before.
+	kept, _ := c.ServerCA(ctx, server)
+	tc, err := netutil.TrustTLS([]byte(req.ServerCA), []byte(kept))
 	if err != nil {
 		return "", err
 	}

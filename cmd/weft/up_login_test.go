@@ -140,3 +140,57 @@ func TestUpInteractiveLoginApprovedByAdmin(t *testing.T) {
 		t.Fatalf("approval not audited:\n%s", o)
 	}
 }
+
+// TestUpInteractiveLoginTrustsDaemonCA: `weft up` without a key makes the
+// interactive login from its own process, against a server whose
+// certificate is from a private CA. With a daemon started with --ca-file
+// (and no --ca-file given to up) the login starts and up prints its URL:
+// it trusts what the daemon trusts. At a daemon without the CA it is
+// refused, naming the certificate and --ca-file.
+func TestUpInteractiveLoginTrustsDaemonCA(t *testing.T) {
+	dir := t.TempDir()
+	s := startTLSServer(t, dir)
+	daemon := func(name string, extra ...string) string {
+		sock := filepath.Join(dir, name+".sock")
+		background(t, append([]string{"--socket", sock, "daemon", "--no-data-plane", "--state-dir", filepath.Join(dir, name)}, extra...)...)
+		tstest.Eventually(t, name+" socket", func() bool { _, err := os.Stat(sock); return err == nil })
+		return sock
+	}
+	plain := daemon("plain")
+	if _, errs, code := weft(t, "--socket", plain, "up", "--server", s.url, "--hostname", "jeju"); code == 0 || !strings.Contains(errs, "does not trust") || !strings.Contains(errs, "--ca-file") {
+		t.Fatalf("interactive up at a daemon without the CA: exit %d %q; want a refusal naming --ca-file", code, errs)
+	}
+
+	trusting := daemon("trusting", "--ca-file", s.caFile)
+	up := exec.Command(os.Args[0], "-test.run=^TestHelperWeftProcess$")
+	up.Env = append(os.Environ(), "WEFT_HELPER_ARGS="+strings.Join([]string{"--socket", trusting, "up", "--server", s.url, "--hostname", "jeju"}, "\x1f"))
+	stdout, err := up.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr strings.Builder
+	up.Stderr = &stderr
+	if err := up.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { up.Process.Kill(); up.Wait() })
+	found := make(chan bool, 1)
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			if strings.HasPrefix(strings.TrimSpace(sc.Text()), s.url+"/login/node/") {
+				found <- true
+				return
+			}
+		}
+		found <- false
+	}()
+	select {
+	case ok := <-found:
+		if !ok {
+			t.Fatalf("weft up ended without a login URL: %s", stderr.String())
+		}
+	case <-time.After(time.Minute):
+		t.Fatalf("no login URL from weft up: %s", stderr.String())
+	}
+}

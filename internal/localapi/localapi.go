@@ -394,7 +394,8 @@ func (e permanentError) Unwrap() []error {
 
 // Handler serves b's methods: POST /up, /down, /logout; GET /status;
 // POST /ping if b is a Pinger; GET /health-history if b is a
-// HistoryKeeper; GET /health-stats if b is a StatsKeeper; and the
+// HistoryKeeper; GET /health-stats if b is a StatsKeeper; POST
+// /server-ca if b is a TrustKeeper (trust.go); and the
 // runtime profiles under GET /debug/pprof/ (debug.go).
 func Handler(b Backend, log *slog.Logger) http.Handler {
 	if log == nil {
@@ -460,6 +461,7 @@ func Handler(b Backend, log *slog.Logger) http.Handler {
 		})
 	}
 	handlePrefs(mux, b, reply)
+	handleTrust(mux, b, reply)
 	handleHealthStats(mux, b, reply)
 	handleDebug(mux, reply)
 	return mux

@@ -6,9 +6,11 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"strings"
 
 	"weft/internal/controlclient"
 	"weft/internal/key"
+	"weft/internal/localapi"
 	"weft/internal/netutil"
 	"weft/internal/nodestate"
 )
@@ -80,4 +82,23 @@ func (d *Daemon) retrust(c *controlclient.Client, p nodestate.Prefs) error {
 		}
 	}
 	return nil
+}
+
+var _ localapi.TrustKeeper = (*Daemon)(nil)
+
+// ServerCA implements localapi.TrustKeeper: the PEM certificates the node
+// trusts for server's TLS besides the system's roots — the daemon's
+// --ca-file, and the node's weft up --ca-file when server is the node's
+// own server or one of its tailnet's ("" means the node's own). The
+// interactive login of `weft up` builds its trust from them with
+// netutil.TrustTLS, as trust does.
+func (d *Daemon) ServerCA(_ context.Context, server string) (string, error) {
+	d.mu.Lock()
+	p := d.prefs
+	d.mu.Unlock()
+	pem := string(d.cfg.CAPEM)
+	if p.ServerCA != "" && (server == "" || controlclient.SameTailnet(server, p.ServerURL)) {
+		pem += "\n" + p.ServerCA
+	}
+	return strings.TrimSpace(pem), nil
 }

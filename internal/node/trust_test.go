@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"weft/internal/localapi"
+	"weft/internal/node"
 	"weft/internal/tstest"
 	"weft/internal/tstest/controltest"
 )
@@ -86,5 +87,38 @@ func TestUpNewCAOnARunningNode(t *testing.T) {
 	}
 	if _, err := ca2.Cert().Verify(x509.VerifyOptions{Roots: trust[0].RootCAs}); err != nil {
 		t.Fatalf("the data plane's new trust does not hold the second CA: %v", err)
+	}
+}
+
+// TestServerCA: what the daemon tells `weft up`'s interactive login to
+// trust for a server: its own --ca-file always, and the CA the node keeps
+// with its server only for that server (or its tailnet's list).
+func TestServerCA(t *testing.T) {
+	e := controltest.New(t)
+	ctx := context.Background()
+	daemonCA, nodeCA := tstest.NewCA(t, "daemon CA"), tstest.NewCA(t, "node CA")
+	ts := e.StartTLS(nodeCA.Issue(t, "127.0.0.1"))
+	d, _ := newDaemonWith(t, node.DaemonConfig{CAPEM: daemonCA.PEM})
+	if _, err := d.Up(ctx, localapi.UpRequest{ServerURL: ts.URL, AuthKey: e.AuthKey(false), ServerCA: string(nodeCA.PEM)}); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		server       string
+		daemon, kept bool
+	}{
+		{"", true, true},
+		{ts.URL, true, true},
+		{"https://other.example," + ts.URL, true, true},
+		{"https://other.example", true, false},
+	} {
+		pem, err := d.ServerCA(ctx, c.server)
+		if err != nil {
+			t.Fatal(err)
+		}
+		hasDaemon := strings.Contains(pem, strings.TrimSpace(string(daemonCA.PEM)))
+		hasKept := strings.Contains(pem, strings.TrimSpace(string(nodeCA.PEM)))
+		if hasDaemon != c.daemon || hasKept != c.kept {
+			t.Errorf("ServerCA(%q): daemon's CA %v, node's %v; want %v, %v", c.server, hasDaemon, hasKept, c.daemon, c.kept)
+		}
 	}
 }
