@@ -195,3 +195,80 @@ func TestListNodesPage(t *testing.T) {
 		}
 	})
 }
+
+// TestGetNodes: GetNodes returns exactly ListNodes' records (routes
+// included) of the IDs asked for, in ID order, each once, leaving out
+// unknown and deleted IDs, for sets that fill no chunk, one, and more
+// than one, on every backend.
+func TestGetNodes(t *testing.T) {
+	forEachStore(t, func(t *testing.T, f *fixture) {
+		ctx := context.Background()
+		f.user("alice")
+		k := f.key(AuthKeyRequest{User: "alice", Reusable: true})
+		defer func(c int) { getNodesChunk = c }(getNodesChunk)
+		getNodesChunk = 64 // so that 100 nodes fill one chunk and start a second
+		const n = 100
+		var ids []wire.NodeID
+		for i := range n {
+			nd := f.register(k, fmt.Sprintf("n%d", i))
+			ids = append(ids, nd.ID)
+			if i%25 == 1 { // routes on asked and unasked nodes alike
+				p := netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(i), 0, 0}), 24)
+				if _, err := f.s.SetAdvertisedRoutes(ctx, nd.ID, []netip.Prefix{p}); err != nil {
+					t.Fatal(err)
+				}
+				if _, err := f.s.ApproveRoute(ctx, nd.ID, p); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		deleted := ids[7]
+		if err := f.s.DeleteNode(ctx, deleted); err != nil {
+			t.Fatal(err)
+		}
+		all, err := f.s.ListNodes(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		every := func(step int) []wire.NodeID {
+			var out []wire.NodeID
+			for i := len(ids) - 1; i >= 0; i -= step { // reversed: order must not matter
+				out = append(out, ids[i])
+			}
+			return out
+		}
+		for _, tt := range []struct {
+			name string
+			ask  []wire.NodeID
+		}{
+			{"none", nil},
+			{"one", []wire.NodeID{ids[1]}},
+			{"three", []wire.NodeID{ids[51], ids[3], ids[76]}},
+			{"every third", every(3)},
+			{"all, twice, with unknown and deleted", append(append(every(1), every(1)...), deleted, 1<<40)},
+			{"only unknown", []wire.NodeID{1 << 40, 1<<40 + 1}},
+		} {
+			t.Run(tt.name, func(t *testing.T) {
+				asked := map[wire.NodeID]bool{}
+				for _, id := range tt.ask {
+					asked[id] = true
+				}
+				var want []Node
+				for _, nd := range all {
+					if asked[nd.ID] {
+						want = append(want, nd)
+					}
+				}
+				got, err := f.s.GetNodes(ctx, tt.ask)
+				if err != nil {
+					t.Fatal(err)
+				}
+				gj, _ := json.Marshal(got)
+				wj, _ := json.Marshal(want)
+				if len(got) != len(want) || len(want) > 0 && string(gj) != string(wj) {
+					t.Fatalf("GetNodes of %d IDs: %d nodes\n%s\nwant %d\n%s", len(tt.ask), len(got), gj, len(want), wj)
+				}
+			})
+		}
+	})
+}

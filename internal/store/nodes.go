@@ -6,7 +6,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"net/netip"
+	"slices"
 	"strings"
 	"time"
 
@@ -100,6 +102,38 @@ func (s *sqlStore) getBy(ctx context.Context, op, cond string, arg any, what str
 
 func (s *sqlStore) GetNode(ctx context.Context, id wire.NodeID) (Node, error) {
 	return s.getBy(ctx, "GetNode", `n.id = ?`, id, fmt.Sprintf("ID %d", id))
+}
+
+// getNodesChunk is how many IDs one query of GetNodes names (as one
+// JSON parameter, the dialect's idList), so that no single query grows
+// with the burst. A variable so that a test can cross chunks with few
+// nodes.
+var getNodesChunk = 1000
+
+func (s *sqlStore) GetNodes(ctx context.Context, ids []wire.NodeID) ([]Node, error) {
+	ids = slices.Compact(slices.Sorted(slices.Values(ids)))
+	if len(ids) == 0 {
+		return nil, nil
+	}
+	nodes := make([]Node, 0, len(ids))
+	err := s.read(ctx, func(tx *dbTx) error {
+		for chunk := range slices.Chunk(ids, getNodesChunk) {
+			list, err := json.Marshal(chunk)
+			if err != nil {
+				return err
+			}
+			got, err := queryNodes(ctx, tx, ` WHERE n.id IN (`+tx.d.idList+`) ORDER BY n.id`, string(list))
+			if err != nil {
+				return err
+			}
+			nodes = append(nodes, got...)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("store: GetNodes (%d IDs): %w", len(ids), err)
+	}
+	return nodes, nil
 }
 
 func (s *sqlStore) GetNodeByName(ctx context.Context, name string) (Node, error) {
@@ -509,6 +543,65 @@ func (s *sqlStore) UpdateNodeRuntime(ctx context.Context, id wire.NodeID, fn fun
 			rt.DiscoKey.String(), eps, rt.HomeRegion, hi, toDB(rt.LastSeen), osName, id)
 		return err
 	})
+}
+
+// runtimeChunk is how many nodes one transaction of SetNodeRuntimes
+// writes, so that SQLite's write lock and PostgreSQL's row locks are held
+// briefly.
+const runtimeChunk = 500
+
+func (s *sqlStore) SetNodeRuntimes(ctx context.Context, rts map[wire.NodeID]NodeRuntime) ([]wire.NodeID, error) {
+	// In ID order, so that two servers writing overlapping sets take
+	// their row locks in the same order and never wait in a cycle.
+	ids := slices.Sorted(maps.Keys(rts))
+	var missing []wire.NodeID
+	for chunk := range slices.Chunk(ids, runtimeChunk) {
+		var miss []wire.NodeID
+		err := s.write(ctx, func(tx *dbTx) error {
+			miss = miss[:0] // a retried transaction starts afresh
+			for _, id := range chunk {
+				found, err := setRuntime(ctx, tx, id, rts[id])
+				if err != nil {
+					return fmt.Errorf("node %d: %w", id, err)
+				}
+				if !found {
+					miss = append(miss, id)
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return missing, fmt.Errorf("store: SetNodeRuntimes (%d nodes): %w", len(ids), err)
+		}
+		missing = append(missing, miss...)
+	}
+	return missing, nil
+}
+
+// setRuntime writes one node's runtime fields and reports whether the
+// node exists. The OS column follows the host facts when they name one,
+// as in UpdateNodeRuntime.
+func setRuntime(ctx context.Context, tx *dbTx, id wire.NodeID, rt NodeRuntime) (bool, error) {
+	eps, err := marshalOpt(rt.Endpoints)
+	if err != nil {
+		return false, err
+	}
+	hi, err := marshalOpt(rt.Hostinfo)
+	if err != nil {
+		return false, err
+	}
+	q := `UPDATE nodes SET disco_key = ?, endpoints = ?, home_region = ?, hostinfo = ?, last_seen = ? WHERE id = ?`
+	args := []any{rt.DiscoKey.String(), eps, rt.HomeRegion, hi, toDB(rt.LastSeen), id}
+	if rt.Hostinfo != nil && rt.Hostinfo.OS != "" {
+		q = `UPDATE nodes SET disco_key = ?, endpoints = ?, home_region = ?, hostinfo = ?, last_seen = ?, os = ? WHERE id = ?`
+		args = slices.Insert(args, 5, any(rt.Hostinfo.OS))
+	}
+	res, err := tx.ExecContext(ctx, q, args...)
+	if err != nil {
+		return false, err
+	}
+	n, err := res.RowsAffected()
+	return n > 0, err
 }
 
 func (s *sqlStore) RenameNode(ctx context.Context, id wire.NodeID, name string) (Node, error) {

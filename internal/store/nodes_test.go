@@ -2,9 +2,11 @@ package store
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"testing"
 	"time"
 
@@ -336,5 +338,75 @@ func testNodeIDsNotReused(t *testing.T, f *fixture) {
 	f.reopen()
 	if m := f.register(k, "b"); m.ID == n.ID {
 		t.Fatalf("new node got deleted node's ID %d", n.ID)
+	}
+}
+
+// TestSetNodeRuntimes: writing many nodes' runtime facts at once leaves
+// each node as UpdateNodeRuntime overwriting them would, and names the
+// IDs that have no node, on every backend.
+func TestSetNodeRuntimes(t *testing.T) { forEachStore(t, testSetNodeRuntimes) }
+
+func testSetNodeRuntimes(t *testing.T, f *fixture) {
+	ctx := context.Background()
+	f.user("alice")
+	k := f.key(AuthKeyRequest{User: "alice", Reusable: true})
+	seen := f.clock.Now().Add(time.Minute)
+	rts := []NodeRuntime{
+		{DiscoKey: key.NewDisco().Public(), Endpoints: []netip.AddrPort{netip.MustParseAddrPort("203.0.113.7:41641")},
+			HomeRegion: 3, LastSeen: seen, Hostinfo: &wire.Hostinfo{Hostname: "a", OS: "windows"}},
+		{DiscoKey: key.NewDisco().Public(), HomeRegion: 1, Hostinfo: &wire.Hostinfo{Hostname: "b"}}, // no OS: kept
+		{}, // everything cleared
+	}
+	batch := map[wire.NodeID]NodeRuntime{}
+	var viaBatch, viaOne []wire.NodeID
+	for i, rt := range rts {
+		a, b := f.register(k, fmt.Sprintf("a%d", i)), f.register(k, fmt.Sprintf("b%d", i))
+		batch[a.ID] = rt
+		if _, err := f.s.UpdateNodeRuntime(ctx, b.ID, func(cur *NodeRuntime) { *cur = rt }); err != nil {
+			t.Fatal(err)
+		}
+		viaBatch, viaOne = append(viaBatch, a.ID), append(viaOne, b.ID)
+	}
+	gone := f.register(k, "gone")
+	if err := f.s.DeleteNode(ctx, gone.ID); err != nil {
+		t.Fatal(err)
+	}
+	batch[gone.ID], batch[1<<40] = rts[0], rts[0]
+	missing, err := f.s.SetNodeRuntimes(ctx, batch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(missing, []wire.NodeID{gone.ID, 1 << 40}) {
+		t.Fatalf("missing %v, want [%d %d]", missing, gone.ID, wire.NodeID(1<<40))
+	}
+	for i := range rts {
+		a, err := f.s.GetNode(ctx, viaBatch[i])
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := f.s.GetNode(ctx, viaOne[i])
+		if err != nil {
+			t.Fatal(err)
+		}
+		ja, _ := json.Marshal(struct {
+			NodeRuntime
+			OS string
+		}{a.NodeRuntime, a.OS})
+		jb, _ := json.Marshal(struct {
+			NodeRuntime
+			OS string
+		}{b.NodeRuntime, b.OS})
+		if string(ja) != string(jb) {
+			t.Fatalf("runtime %d: SetNodeRuntimes left\n%s\nUpdateNodeRuntime\n%s", i, ja, jb)
+		}
+	}
+	if a, _ := f.s.GetNode(ctx, viaBatch[0]); a.OS != "windows" || len(a.Endpoints) != 1 || !a.LastSeen.Equal(seen) {
+		t.Fatalf("first node after SetNodeRuntimes: %+v", a)
+	}
+	if a, _ := f.s.GetNode(ctx, viaBatch[1]); a.OS != "linux" {
+		t.Fatalf("host facts without an OS changed the OS to %q", a.OS)
+	}
+	if _, err := f.s.SetNodeRuntimes(ctx, nil); err != nil {
+		t.Fatalf("nothing to write: %v", err)
 	}
 }

@@ -245,6 +245,12 @@ type Store interface {
 	// and name and takes the new node key, disco key, owner and tags.
 	Register(ctx context.Context, req RegisterRequest) (Node, error)
 	GetNode(ctx context.Context, id wire.NodeID) (Node, error)
+	// GetNodes returns the nodes with the given IDs that exist, in ID
+	// order, each once, read in one transaction (however many IDs: they
+	// are asked for in chunks). An unknown ID is left out, not an error:
+	// a server re-reading the nodes another one changed learns that way
+	// which were deleted.
+	GetNodes(ctx context.Context, ids []wire.NodeID) ([]Node, error)
 	GetNodeByName(ctx context.Context, name string) (Node, error)
 	GetNodeByMachineKey(ctx context.Context, mk key.MachinePublic) (Node, error)
 	GetNodeByNodeKey(ctx context.Context, nk key.NodePublic) (Node, error)
@@ -268,6 +274,14 @@ type Store interface {
 	// UpdateNodeRuntime reads the node's runtime fields, lets fn change
 	// them, and writes them back in one transaction.
 	UpdateNodeRuntime(ctx context.Context, id wire.NodeID, fn func(*NodeRuntime)) (Node, error)
+	// SetNodeRuntimes replaces the runtime fields of many nodes at once,
+	// as UpdateNodeRuntime with an fn that overwrites them would one by
+	// one, in a few transactions instead of one each: the control
+	// server's write-behind of what its streams reported. It returns the
+	// IDs it found no node for (deleted meanwhile), which is no error.
+	// After an error some of the nodes may have been written; writing
+	// them again is harmless.
+	SetNodeRuntimes(ctx context.Context, rts map[wire.NodeID]NodeRuntime) (missing []wire.NodeID, err error)
 	// RenameNode gives a node a new name, which must already be a valid
 	// DNS label (ErrInvalid) and unused by other nodes (ErrExists).
 	RenameNode(ctx context.Context, id wire.NodeID, name string) (Node, error)
