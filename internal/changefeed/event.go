@@ -209,11 +209,15 @@ type Feed interface {
 	// Publish tells the other servers about ev (Version and Origin are
 	// filled in). An error means they may not learn of it.
 	Publish(ctx context.Context, ev Event) error
-	// Run delivers the other servers' events to h, one at a time, until
-	// ctx ends. Whenever events published since the feed was made may
-	// have been missed (a connection was lost, or was not yet listening)
-	// it delivers a KindResync event.
-	Run(ctx context.Context, h func(Event)) error
+	// Run delivers the other servers' events to h until ctx ends, in
+	// the order they arrived and in batches: each call of h gets every
+	// event (at least one) that arrived while the previous call ran, so
+	// a handler that takes its time works through a backlog in a few
+	// large steps rather than many small ones. Whenever events published
+	// since the feed was made may have been missed (a connection was
+	// lost, or was not yet listening, or more than MaxQueued waited) it
+	// delivers a KindResync event.
+	Run(ctx context.Context, h func([]Event)) error
 	// Err says why the feed cannot deliver events now; nil when it can.
 	Err() error
 }

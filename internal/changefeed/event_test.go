@@ -121,7 +121,11 @@ func collect(t *testing.T, f Feed) <-chan Event {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		f.Run(ctx, func(ev Event) { ch <- ev })
+		f.Run(ctx, func(evs []Event) {
+			for _, ev := range evs {
+				ch <- ev
+			}
+		})
 	}()
 	t.Cleanup(func() { cancel(); <-done })
 	return ch

@@ -18,7 +18,7 @@ func NewHub() *Hub { return &Hub{} }
 
 // Feed returns a new member of the hub with a fresh origin.
 func (h *Hub) Feed() Feed {
-	f := &hubFeed{hub: h, origin: NewOrigin(), wake: make(chan struct{}, 1)}
+	f := &hubFeed{hub: h, origin: NewOrigin(), q: newQueue()}
 	h.mu.Lock()
 	h.members = append(h.members, f)
 	h.mu.Unlock()
@@ -30,10 +30,7 @@ func (h *Hub) Feed() Feed {
 type hubFeed struct {
 	hub    *Hub
 	origin string
-	wake   chan struct{} // signalled when queue grew
-
-	mu    sync.Mutex // guards queue
-	queue []Event
+	q      *queue
 }
 
 func (f *hubFeed) Origin() string { return f.origin }
@@ -53,35 +50,22 @@ func (f *hubFeed) Publish(ctx context.Context, ev Event) error {
 	}
 	f.hub.mu.Unlock()
 	for _, m := range others {
-		m.mu.Lock()
-		m.queue = append(m.queue, ev)
-		m.mu.Unlock()
-		select {
-		case m.wake <- struct{}{}:
-		default:
-		}
+		m.q.push(ev)
 	}
 	return nil
 }
 
-func (f *hubFeed) Run(ctx context.Context, h func(Event)) error {
+func (f *hubFeed) Run(ctx context.Context, h func([]Event)) error {
 	// A member queues events from the moment Feed made it, so nothing
 	// published since can have been missed: no resync.
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-f.wake:
+		case <-f.q.wake:
 		}
-		f.mu.Lock()
-		q := f.queue
-		f.queue = nil
-		f.mu.Unlock()
-		for _, ev := range q {
-			if ctx.Err() != nil {
-				return nil
-			}
-			h(ev)
+		if evs := f.q.take(); len(evs) > 0 && ctx.Err() == nil {
+			h(evs)
 		}
 	}
 }

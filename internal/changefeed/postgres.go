@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -38,6 +39,8 @@ type Postgres struct {
 
 	errMu sync.Mutex // guards err
 	err   error      // why Run is not listening; nil while it is
+
+	received atomic.Int64 // events read from the database and queued
 }
 
 // NewPostgres returns a feed on the database at url (a libpq URL or
@@ -117,7 +120,7 @@ func (p *Postgres) Close() error {
 
 // Run implements Feed: it listens, and after every (re)connection first
 // delivers a resync, since events sent while it was away are gone.
-func (p *Postgres) Run(ctx context.Context, h func(Event)) error {
+func (p *Postgres) Run(ctx context.Context, h func([]Event)) error {
 	backoff := minBackoff
 	for ctx.Err() == nil {
 		err := p.listen(ctx, h, func() { backoff = minBackoff })
@@ -137,8 +140,10 @@ func (p *Postgres) Run(ctx context.Context, h func(Event)) error {
 }
 
 // listen holds one listening connection until it fails or ctx ends;
-// listening calls up once LISTEN succeeded.
-func (p *Postgres) listen(ctx context.Context, h func(Event), up func()) error {
+// listening calls up once LISTEN succeeded. One goroutine reads the
+// notifications into a queue as they come, whatever h is doing, and this
+// one hands h what gathered: everything since its last call.
+func (p *Postgres) listen(ctx context.Context, h func([]Event), up func()) error {
 	c, err := pgx.ConnectConfig(ctx, p.cfg)
 	if err != nil {
 		return err
@@ -150,7 +155,32 @@ func (p *Postgres) listen(ctx context.Context, h func(Event), up func()) error {
 	up()
 	p.setErr(nil)
 	p.log.Info("change feed listening", "channel", p.channel)
-	h(Event{Version: Version, Kind: KindResync})
+	q := newQueue()
+	q.push(Event{Version: Version, Kind: KindResync})
+	rctx, stop := context.WithCancel(ctx)
+	stopped := make(chan struct{})
+	var rerr error
+	go func() {
+		defer close(stopped)
+		rerr = p.receive(rctx, c, q)
+	}()
+	defer func() { stop(); <-stopped }() // before c is closed
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-stopped:
+			return rerr
+		case <-q.wake:
+			if evs := q.take(); len(evs) > 0 {
+				h(evs)
+			}
+		}
+	}
+}
+
+// receive reads c's notifications into q until c fails or ctx ends.
+func (p *Postgres) receive(ctx context.Context, c *pgx.Conn, q *queue) error {
 	for {
 		n, err := c.WaitForNotification(ctx)
 		if err != nil {
@@ -161,11 +191,12 @@ func (p *Postgres) listen(ctx context.Context, h func(Event), up func()) error {
 			// A newer server's event, or garbage: what changed is
 			// unknown, so everything is re-read.
 			p.log.Warn("change event not understood; resyncing", "err", err)
-			h(Event{Version: Version, Kind: KindResync})
+			q.push(Event{Version: Version, Kind: KindResync})
 			continue
 		}
 		if ev.Origin != p.origin {
-			h(ev)
+			q.push(ev)
+			p.received.Add(1)
 		}
 	}
 }

@@ -3,6 +3,7 @@ package changefeed
 import (
 	"context"
 	"testing"
+	"time"
 
 	"weft/internal/pgtest"
 	"weft/internal/wire"
@@ -61,4 +62,44 @@ func TestPostgresFeed(t *testing.T) {
 	if ev := next(t, chA); ev.Kind != KindPolicy || ev.Origin != b.Origin() {
 		t.Fatalf("a got %+v after the restart", ev)
 	}
+}
+
+// TestPostgresDeliversBacklogInBatches: NOTIFYs that arrive while the
+// handler works are read meanwhile and handed over together, in order.
+func TestPostgresDeliversBacklogInBatches(t *testing.T) {
+	srv := pgtest.Start(t, pgtest.Options{})
+	url := srv.CreateDB(t)
+	a, err := NewPostgres(url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := NewPostgres(url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	defer b.Close()
+	release := make(chan struct{})
+	ch := batches(t, b, release)
+	// The first batch is the resync of the first LISTEN; its handler
+	// blocks until release, while a publishes.
+	if first := nextBatch(t, ch); len(first) != 1 || first[0].Kind != KindResync {
+		t.Fatalf("first batch %+v, want a resync", first)
+	}
+	const n = 500
+	ctx := context.Background()
+	for i := 1; i <= n; i++ {
+		if err := a.Publish(ctx, Event{Kind: KindRuntime, Nodes: []wire.NodeID{wire.NodeID(i)}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// PostgreSQL delivers a NOTIFY a moment after the publish returns:
+	// release the handler once b has read them all.
+	for deadline := time.Now().Add(20 * time.Second); b.received.Load() < n; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("b read %d of %d events", b.received.Load(), n)
+		}
+	}
+	close(release)
+	checkBatch(t, nextBatch(t, ch), n)
 }

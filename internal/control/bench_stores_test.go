@@ -41,6 +41,7 @@ func BenchmarkMapFanoutStores(b *testing.B) {
 			f := storesFixtureFor(b, backend, n)
 			f.measureChanges(b)
 			b.ReportMetric(f.regsPerSec, "registrations/s")
+			f.logFeeds(b, "after the changes")
 		})
 		// b.Run has made all of Go's calls for this backend: close its
 		// servers and nodes now, so that the next backend's connections
@@ -302,8 +303,10 @@ func newStoresFixture(b *testing.B, backend string, n int) *storesFixture {
 		urls = append(urls, hs.URL)
 	}
 	f.startChild(b, urls, sk.Public())
+	f.logFeeds(b, "when the nodes were ready")
 	if len(f.srvs) > 1 {
 		f.awaitFeed(b)
+		f.logFeeds(b, "when the servers had applied each other's feed")
 	}
 	f.setup = time.Since(start)
 	return f
@@ -333,6 +336,17 @@ func (f *storesFixture) awaitFeed(b *testing.B) {
 			b.Fatalf("after 30 minutes the servers count %v of %d nodes online with their endpoints", counts, f.n)
 		}
 		time.Sleep(500 * time.Millisecond)
+	}
+}
+
+// logFeeds logs what each server's share of the change feed cost so far,
+// with two servers.
+func (f *storesFixture) logFeeds(b *testing.B, when string) {
+	if len(f.srvs) < 2 {
+		return
+	}
+	for i, srv := range f.srvs {
+		b.Logf("server %d %s: %v; load average %s", i, when, &srv.feedStats, loadAverage())
 	}
 }
 

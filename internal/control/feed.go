@@ -2,12 +2,13 @@ package control
 
 import (
 	"context"
-	"errors"
+	"fmt"
 	"log/slog"
 	"maps"
 	"reflect"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"weft/internal/changefeed"
@@ -199,54 +200,193 @@ func (o *outbox) run(ctx context.Context, log *slog.Logger) {
 	}
 }
 
-// applyEvent applies another server's event; the feed's goroutine calls
-// it, one event at a time.
-func (s *Server) applyEvent(ev changefeed.Event) {
+// feedStats counts what sharing the tailnet with other servers costs this
+// one: applying their events, and writing the runtime facts they read.
+// A benchmark logs it to tell a change feed backlog from other waits.
+type feedStats struct {
+	batches, events atomic.Int64 // calls of applyEvents, events in them
+	reread          atomic.Int64 // nodes re-read (in batches)
+	busy            atomic.Int64 // nanoseconds spent applying
+	maxBatch        atomic.Int64 // most events in one call
+
+	persisted   atomic.Int64 // nodes' runtime facts written
+	persistBusy atomic.Int64 // nanoseconds spent writing them
+	persistMax  atomic.Int64 // longest round of writes, in nanoseconds
+}
+
+func (f *feedStats) note(events int, took time.Duration) {
+	f.batches.Add(1)
+	f.events.Add(int64(events))
+	f.busy.Add(int64(took))
+	storeMax(&f.maxBatch, int64(events))
+}
+
+// notePersist counts a round of runtime writes.
+func (f *feedStats) notePersist(nodes int, took time.Duration) {
+	f.persisted.Add(int64(nodes))
+	f.persistBusy.Add(int64(took))
+	storeMax(&f.persistMax, int64(took))
+}
+
+// storeMax raises v to x if x is larger.
+func storeMax(v *atomic.Int64, x int64) {
+	for {
+		old := v.Load()
+		if x <= old || v.CompareAndSwap(old, x) {
+			return
+		}
+	}
+}
+
+// String sums the counts up for a log line.
+func (f *feedStats) String() string {
+	ms := func(ns int64) time.Duration { return time.Duration(ns).Round(time.Millisecond) }
+	return fmt.Sprintf("applied %d events in %d batches (at most %d in one), %d nodes re-read, %v applying; "+
+		"wrote %d nodes' runtime facts in %v (longest round %v)",
+		f.events.Load(), f.batches.Load(), f.maxBatch.Load(), f.reread.Load(), ms(f.busy.Load()),
+		f.persisted.Load(), ms(f.persistBusy.Load()), ms(f.persistMax.Load()))
+}
+
+// removedReason is what a node's stream is closed with when another
+// server deleted the node.
+const removedReason = "this node was deleted; run `weft up` with a pre-auth key to join again"
+
+// applyEvents applies a batch of other servers' events: everything the
+// feed received while the previous batch was being applied. It ends as
+// applying them one by one in order would, with far fewer store reads: a
+// burst of node and runtime events (10,000 nodes connecting to another
+// server) costs one Store.GetNodes and one fan-out round, not one read and
+// one round per node. A resync splits the batch: what came before it is
+// applied first.
+func (s *Server) applyEvents(evs []changefeed.Event) {
 	ctx, cancel := context.WithTimeout(s.ctx, time.Minute)
 	defer cancel()
+	start := time.Now()
+	b := newFeedBatch()
+	for _, ev := range evs {
+		if ev.Kind == changefeed.KindResync {
+			s.applyBatch(ctx, b)
+			b = newFeedBatch()
+			s.resync(ctx)
+			continue
+		}
+		b.add(ev)
+	}
+	s.applyBatch(ctx, b)
+	s.feedStats.note(len(evs), time.Since(start))
+}
+
+// feedBatch is a batch of events sorted by what applying them takes.
+type feedBatch struct {
+	reread  map[wire.NodeID]struct{} // named by node and runtime events
+	removed map[wire.NodeID]struct{} // named by removed events
+	// ops are the removed, online, offline and gone events in the order
+	// they came: a node's online state depends on it.
+	ops     []changefeed.Event
+	tailnet map[changefeed.Kind]bool // policy, dns, login, hello
+}
+
+func newFeedBatch() *feedBatch {
+	return &feedBatch{reread: map[wire.NodeID]struct{}{}, removed: map[wire.NodeID]struct{}{},
+		tailnet: map[changefeed.Kind]bool{}}
+}
+
+func (b *feedBatch) add(ev changefeed.Event) {
 	switch ev.Kind {
 	case changefeed.KindNode, changefeed.KindRuntime:
 		for _, id := range ev.Nodes {
-			s.reloadNode(ctx, id)
+			b.reread[id] = struct{}{}
 		}
 	case changefeed.KindRemoved:
 		for _, id := range ev.Nodes {
-			s.m.remove(id, "this node was deleted; run `weft up` with a pre-auth key to join again")
+			b.removed[id] = struct{}{}
 		}
-	case changefeed.KindOnline, changefeed.KindOffline:
-		for _, id := range ev.Nodes {
-			s.m.remoteOnline(id, ev.Origin, ev.Kind == changefeed.KindOnline)
+		b.ops = append(b.ops, ev)
+	case changefeed.KindOnline, changefeed.KindOffline, changefeed.KindGone:
+		b.ops = append(b.ops, ev)
+	default:
+		b.tailnet[ev.Kind] = true
+	}
+}
+
+// applyBatch applies b: first the re-read nodes, so that a node
+// registered and announced online in one batch exists when its online
+// state is set; then the removals and stream changes in order; then the
+// tailnet-wide changes. Re-reading reads the store as it is now, so where
+// in the batch a node was named does not matter, and a node removed in
+// the batch is not re-read (IDs are never reused: a removal is final).
+func (s *Server) applyBatch(ctx context.Context, b *feedBatch) {
+	var ids []wire.NodeID
+	for id := range b.reread {
+		if _, gone := b.removed[id]; !gone {
+			ids = append(ids, id)
 		}
-	case changefeed.KindPolicy:
+	}
+	if len(ids) > 0 {
+		s.reloadNodes(ctx, ids)
+		s.feedStats.reread.Add(int64(len(ids)))
+	}
+	for _, ev := range b.ops {
+		switch ev.Kind {
+		case changefeed.KindRemoved:
+			for _, id := range ev.Nodes {
+				s.m.remove(id, removedReason)
+			}
+		case changefeed.KindOnline, changefeed.KindOffline:
+			for _, id := range ev.Nodes {
+				s.m.remoteOnline(id, ev.Origin, ev.Kind == changefeed.KindOnline)
+			}
+		case changefeed.KindGone:
+			s.applyGone(ev)
+		}
+	}
+	if b.tailnet[changefeed.KindPolicy] {
 		p, err := loadPolicy(ctx, s.cfg.Store)
 		if err != nil {
 			s.log.Error("reloading the policy another server put in force", "err", err)
-			return
+		} else {
+			s.m.setPolicy(p)
 		}
-		s.m.setPolicy(p)
-	case changefeed.KindDNS:
+	}
+	if b.tailnet[changefeed.KindDNS] {
 		s.reloadDNS(ctx)
-	case changefeed.KindLogin:
+	}
+	if b.tailnet[changefeed.KindLogin] {
 		s.loginsChanged()
-	case changefeed.KindHello:
+	}
+	if b.tailnet[changefeed.KindHello] {
 		for _, id := range s.m.streaming() {
 			s.out.setOnline(id, true)
 		}
-	case changefeed.KindGone:
-		if ev.Server == s.cfg.Feed.Origin() {
-			// Taken for dead while alive (cut from the store for the
-			// server timeout): the others just marked this server's
-			// nodes offline, and hear this after that.
-			s.log.Warn("liveness: the other servers took this server for dead; announcing its streams again", "by", ev.Origin)
-			for _, id := range s.m.streaming() {
-				s.out.setOnline(id, true)
-			}
-			return
-		}
-		s.serverGone(ev.Server)
-	case changefeed.KindResync:
-		s.resync(ctx)
 	}
+}
+
+// applyGone applies another server's word that the server ev.Server died.
+func (s *Server) applyGone(ev changefeed.Event) {
+	if ev.Server == s.cfg.Feed.Origin() {
+		// Taken for dead while alive (cut from the store for the
+		// server timeout): the others just marked this server's nodes
+		// offline, and hear this after that.
+		s.log.Warn("liveness: the other servers took this server for dead; announcing its streams again", "by", ev.Origin)
+		for _, id := range s.m.streaming() {
+			s.out.setOnline(id, true)
+		}
+		return
+	}
+	s.serverGone(ev.Server)
+}
+
+// reloadNodes re-reads the nodes ids in one store call and applies them
+// at once, so that they go out in one fan-out round: changed, or removed
+// when the store no longer has them. On a failed read they stay as they
+// are until their next change or a resync.
+func (s *Server) reloadNodes(ctx context.Context, ids []wire.NodeID) {
+	nodes, err := s.cfg.Store.GetNodes(ctx, ids)
+	if err != nil {
+		s.log.Error("reloading the nodes another server changed", "nodes", len(ids), "err", err)
+		return
+	}
+	s.m.refreshAll(ids, nodes)
 }
 
 // resync re-reads everything another server may have changed while this
@@ -260,11 +400,11 @@ func (s *Server) resync(ctx context.Context) {
 	seen := make(map[wire.NodeID]bool, len(all))
 	for i := range all {
 		seen[all[i].ID] = true
-		s.m.refresh(&all[i])
 	}
+	s.m.refreshAll(nil, all)
 	for _, id := range s.m.ids() {
 		if !seen[id] {
-			s.m.remove(id, "this node was deleted; run `weft up` with a pre-auth key to join again")
+			s.m.remove(id, removedReason)
 		}
 	}
 	if p, err := loadPolicy(ctx, s.cfg.Store); err != nil {
@@ -290,20 +430,6 @@ func (s *Server) loginsChanged() {
 	}
 }
 
-// reloadNode re-reads node id and applies it: changed, or removed.
-func (s *Server) reloadNode(ctx context.Context, id wire.NodeID) {
-	n, err := s.cfg.Store.GetNode(ctx, id)
-	if errors.Is(err, store.ErrNotFound) {
-		s.m.remove(id, "this node was deleted by an administrator; run `weft up` with a pre-auth key to join again")
-		return
-	}
-	if err != nil {
-		s.log.Error("reloading changed node", "node", id, "err", err)
-		return
-	}
-	s.m.refresh(&n)
-}
-
 // ids lists every node the mapper holds.
 func (m *mapper) ids() []wire.NodeID {
 	m.mu.Lock()
@@ -324,13 +450,30 @@ func (m *mapper) streaming() []wire.NodeID {
 	return out
 }
 
-// refresh applies a node's stored record after another server changed it:
-// nothing when nothing differs, a patch when only runtime facts do (taken
-// from the store unless the node streams here, whose are newer), the whole
-// record otherwise.
-func (m *mapper) refresh(n *store.Node) {
+// refreshAll applies the stored records of the nodes ids that another
+// server changed, as read in one call (nodes; an id the store no longer
+// has is missing there, and is removed). It holds m.mu throughout, so
+// every change lands in the same batch window and goes out in one flush.
+func (m *mapper) refreshAll(ids []wire.NodeID, nodes []store.Node) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	found := make(map[wire.NodeID]bool, len(nodes))
+	for i := range nodes {
+		found[nodes[i].ID] = true
+		m.refreshLocked(&nodes[i])
+	}
+	for _, id := range ids {
+		if !found[id] {
+			m.removeLocked(id, "this node was deleted by an administrator; run `weft up` with a pre-auth key to join again")
+		}
+	}
+}
+
+// refreshLocked applies a node's stored record after another server
+// changed it: nothing when nothing differs, a patch when only runtime
+// facts do (taken from the store unless the node streams here, whose are
+// newer), the whole record otherwise. m.mu is held.
+func (m *mapper) refreshLocked(n *store.Node) {
 	e := m.nodes[n.ID]
 	w := n.Wire()
 	if e == nil || !sameRecord(&e.n, &w) || e.ephemeral != n.Ephemeral {

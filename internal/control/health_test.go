@@ -46,6 +46,20 @@ func (s *downStore) UpdateNodeRuntime(ctx context.Context, id wire.NodeID, fn fu
 	return s.Store.UpdateNodeRuntime(ctx, id, fn)
 }
 
+func (s *downStore) SetNodeRuntimes(ctx context.Context, rts map[wire.NodeID]store.NodeRuntime) ([]wire.NodeID, error) {
+	if s.down.Load() {
+		return nil, errDown
+	}
+	return s.Store.SetNodeRuntimes(ctx, rts)
+}
+
+func (s *downStore) GetNodes(ctx context.Context, ids []wire.NodeID) ([]store.Node, error) {
+	if s.down.Load() {
+		return nil, errDown
+	}
+	return s.Store.GetNodes(ctx, ids)
+}
+
 func (s *downStore) GetNodeByMachineKey(ctx context.Context, mk key.MachinePublic) (store.Node, error) {
 	if s.down.Load() {
 		return store.Node{}, errDown

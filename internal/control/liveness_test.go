@@ -63,7 +63,11 @@ func listen(t *testing.T, hub *changefeed.Hub) (changefeed.Feed, <-chan changefe
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		f.Run(ctx, func(ev changefeed.Event) { ch <- ev })
+		f.Run(ctx, func(evs []changefeed.Event) {
+			for _, ev := range evs {
+				ch <- ev
+			}
+		})
 	}()
 	t.Cleanup(func() { cancel(); <-done })
 	return f, ch

@@ -140,6 +140,8 @@ type Server struct {
 	out     *outbox // change events for the other servers
 	shared  bool    // Config.Feed was given: other servers may share Store
 
+	feedStats feedStats // what applying other servers' events cost
+
 	ctx    context.Context // cancelled by Close; parent of per-conn work
 	cancel context.CancelFunc
 	// wg counts the connection goroutines, the mapper's loops, the
@@ -187,7 +189,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	s.spawn(func() { s.out.run(s.ctx, s.log.With("sub", "changefeed")) })
 	// The other servers say which nodes stream at theirs.
 	s.out.tailnetChanged(changefeed.KindHello)
-	s.spawn(func() { cfg.Feed.Run(s.ctx, s.applyEvent) })
+	s.spawn(func() { cfg.Feed.Run(s.ctx, s.applyEvents) })
 	if shared {
 		s.spawn(func() { s.livenessLoop(s.ctx) })
 	}
@@ -348,7 +350,7 @@ func (s *Server) Close() error {
 func (s *Server) NodeChanged(id wire.NodeID) {
 	ctx, cancel := context.WithTimeout(s.ctx, 10*time.Second)
 	defer cancel()
-	s.reloadNode(ctx, id)
+	s.reloadNodes(ctx, []wire.NodeID{id})
 	s.out.nodes(changefeed.KindNode, id)
 }
 
