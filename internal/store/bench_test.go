@@ -3,11 +3,13 @@ package store
 import (
 	"context"
 	"fmt"
+	"net/netip"
 	"testing"
 	"time"
 
 	"weft/internal/pgtest"
 	"weft/internal/tstest"
+	"weft/internal/wire"
 )
 
 // The store's benchmarks run on every backend in one run, so SQLite and
@@ -145,4 +147,62 @@ func BenchmarkListNodesPage(b *testing.B) {
 			}
 		})
 	}
+}
+
+// BenchmarkChangedNodes measures what a control server pays for 500 nodes
+// another server changed (docs/changefeed.md): re-reading them one
+// GetNode each against one GetNodes, and writing their runtime facts one
+// UpdateNodeRuntime each against one SetNodeRuntimes. Each iteration
+// handles all 500 nodes.
+func BenchmarkChangedNodes(b *testing.B) {
+	const n = 500
+	forEachStoreBench(b, func(b *testing.B, f *fixture) {
+		ctx := context.Background()
+		k := benchKey(b, f)
+		var ids []wire.NodeID
+		for range n {
+			nd, err := f.s.Register(ctx, newMachine().req(k, "sim"))
+			if err != nil {
+				b.Fatal(err)
+			}
+			ids = append(ids, nd.ID)
+		}
+		rt := NodeRuntime{Endpoints: []netip.AddrPort{netip.MustParseAddrPort("198.51.100.7:41641")}, HomeRegion: 1}
+		b.Run("GetNode-each", func(b *testing.B) {
+			for b.Loop() {
+				for _, id := range ids {
+					if _, err := f.s.GetNode(ctx, id); err != nil {
+						b.Fatal(err)
+					}
+				}
+			}
+		})
+		b.Run("GetNodes", func(b *testing.B) {
+			for b.Loop() {
+				if got, err := f.s.GetNodes(ctx, ids); err != nil || len(got) != n {
+					b.Fatal(len(got), err)
+				}
+			}
+		})
+		b.Run("UpdateNodeRuntime-each", func(b *testing.B) {
+			for b.Loop() {
+				for _, id := range ids {
+					if _, err := f.s.UpdateNodeRuntime(ctx, id, func(r *NodeRuntime) { *r = rt }); err != nil {
+						b.Fatal(err)
+					}
+				}
+			}
+		})
+		b.Run("SetNodeRuntimes", func(b *testing.B) {
+			rts := map[wire.NodeID]NodeRuntime{}
+			for _, id := range ids {
+				rts[id] = rt
+			}
+			for b.Loop() {
+				if _, err := f.s.SetNodeRuntimes(ctx, rts); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	})
 }
