@@ -107,6 +107,19 @@ func waitListening(t *testing.T, sock string, done chan error) {
 	}
 }
 
+// userNodes creates user and registers one node of theirs per hostname.
+func (e *env) userNodes(t *testing.T, user string, hostnames ...string) []store.Node {
+	t.Helper()
+	if _, err := e.c.CreateUser(context.Background(), user); err != nil {
+		t.Fatal(err)
+	}
+	var ns []store.Node
+	for _, h := range hostnames {
+		ns = append(ns, e.register(t, user, h))
+	}
+	return ns
+}
+
 func (e *env) register(t *testing.T, user, hostname string) store.Node {
 	t.Helper()
 	ctx := context.Background()
@@ -262,11 +275,8 @@ func TestUsersAndKeys(t *testing.T) {
 func TestNodes(t *testing.T) {
 	ctx := context.Background()
 	e := start(t)
-	if _, err := e.c.CreateUser(ctx, "alice"); err != nil {
-		t.Fatal(err)
-	}
-	busan := e.register(t, "alice", "busan")
-	mac := e.register(t, "alice", "mac")
+	nodes := e.userNodes(t, "alice", "busan", "mac")
+	busan, mac := nodes[0], nodes[1]
 
 	ns, err := e.c.ListNodes(ctx)
 	if err != nil || len(ns) != 2 {
@@ -324,10 +334,7 @@ func TestNodes(t *testing.T) {
 func TestRoutes(t *testing.T) {
 	ctx := context.Background()
 	e := start(t)
-	if _, err := e.c.CreateUser(ctx, "alice"); err != nil {
-		t.Fatal(err)
-	}
-	n := e.register(t, "alice", "busan")
+	n := e.userNodes(t, "alice", "busan")[0]
 	lan := netip.MustParsePrefix("192.168.1.0/24")
 	if _, err := e.st.SetAdvertisedRoutes(ctx, n.ID, append([]netip.Prefix{lan}, tailnet.ExitRoutes()...)); err != nil {
 		t.Fatal(err)

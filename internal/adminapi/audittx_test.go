@@ -19,10 +19,7 @@ import (
 func TestAuditFailureUndoesChange(t *testing.T) {
 	ctx := context.Background()
 	e := start(t)
-	if _, err := e.c.CreateUser(ctx, "alice"); err != nil {
-		t.Fatal(err)
-	}
-	n := e.register(t, "alice", "busan")
+	n := e.userNodes(t, "alice", "busan")[0]
 	lan := netip.MustParsePrefix("192.168.1.0/24")
 	if _, err := e.st.SetAdvertisedRoutes(ctx, n.ID, []netip.Prefix{lan}); err != nil {
 		t.Fatal(err)
