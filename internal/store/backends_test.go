@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"weft/internal/pgtest"
+	"weft/internal/tstest"
 	"weft/internal/wire"
 )
 
@@ -57,7 +58,7 @@ type fixture struct {
 	t       testing.TB
 	backend backend
 	where   string // the database's file path or URL
-	clock   *clock
+	clock   *tstest.Clock
 	s       Store
 
 	// Secrets noted by buildTailnet.
@@ -74,7 +75,7 @@ func newFixtureOn(t testing.TB, b backend) *fixture {
 		t:       t,
 		backend: b,
 		where:   b.newDB(t),
-		clock:   &clock{now: time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)},
+		clock:   tstest.NewClock(time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)),
 	}
 	f.open()
 	t.Cleanup(func() { f.s.Close() })

@@ -14,24 +14,6 @@ import (
 	"weft/internal/wire"
 )
 
-// clock is a settable time source for expiry tests.
-type clock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-}
-
 func (f *fixture) reopen() {
 	f.t.Helper()
 	if err := f.s.Close(); err != nil {
