@@ -257,28 +257,30 @@ func readIntoTunnelDrops(c *nftables.Conn) (uint64, error) {
 // the check uses the same rules as the marked socket that sent it.
 func addMarkChains(c *nftables.Conn, t *nftables.Table, s natSpec) {
 	accept := nftables.ChainPolicyAccept
-	out := c.AddChain(&nftables.Chain{
-		Name: chainOutput, Table: t, Type: nftables.ChainTypeFilter,
-		Hooknum: nftables.ChainHookOutput, Priority: nftables.ChainPriorityMangle, Policy: &accept,
-	})
-	c.AddRule(&nftables.Rule{Table: t, Chain: out, Exprs: []expr.Any{
-		&expr.Meta{Key: expr.MetaKeyMARK, Register: 1},
-		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: ne32(s.MarkMask), Xor: ne32(0)},
-		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: ne32(s.Mark)},
-		&expr.Immediate{Register: 1, Data: ne32(s.Mark)},
-		&expr.Ct{Key: expr.CtKeyMARK, Register: 1, SourceRegister: true},
-	}})
-	pre := c.AddChain(&nftables.Chain{
-		Name: chainPrerouting, Table: t, Type: nftables.ChainTypeFilter,
-		Hooknum: nftables.ChainHookPrerouting, Priority: nftables.ChainPriorityMangle, Policy: &accept,
-	})
-	c.AddRule(&nftables.Rule{Table: t, Chain: pre, Exprs: []expr.Any{
-		&expr.Ct{Key: expr.CtKeyMARK, Register: 1},
-		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: ne32(s.MarkMask), Xor: ne32(0)},
-		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: ne32(s.Mark)},
-		&expr.Immediate{Register: 1, Data: ne32(s.Mark)},
-		&expr.Meta{Key: expr.MetaKeyMARK, Register: 1, SourceRegister: true},
-	}})
+	// Each chain loads the mark from one place and, when it is weft's,
+	// stores it in the other.
+	for _, ch := range []struct {
+		name        string
+		hook        *nftables.ChainHook
+		load, store expr.Any
+	}{
+		{chainOutput, nftables.ChainHookOutput,
+			&expr.Meta{Key: expr.MetaKeyMARK, Register: 1}, &expr.Ct{Key: expr.CtKeyMARK, Register: 1, SourceRegister: true}},
+		{chainPrerouting, nftables.ChainHookPrerouting,
+			&expr.Ct{Key: expr.CtKeyMARK, Register: 1}, &expr.Meta{Key: expr.MetaKeyMARK, Register: 1, SourceRegister: true}},
+	} {
+		chain := c.AddChain(&nftables.Chain{
+			Name: ch.name, Table: t, Type: nftables.ChainTypeFilter,
+			Hooknum: ch.hook, Priority: nftables.ChainPriorityMangle, Policy: &accept,
+		})
+		c.AddRule(&nftables.Rule{Table: t, Chain: chain, Exprs: []expr.Any{
+			ch.load,
+			&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: ne32(s.MarkMask), Xor: ne32(0)},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: ne32(s.Mark)},
+			&expr.Immediate{Register: 1, Data: ne32(s.Mark)},
+			ch.store,
+		}})
+	}
 }
 
 // matchPrefix matches packets of p's family whose source (src) or
