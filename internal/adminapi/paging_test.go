@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"path/filepath"
 	"reflect"
@@ -172,6 +173,42 @@ func TestNodeListOrders(t *testing.T) {
 	}
 	if cs.listAll != 0 {
 		t.Fatalf("the node list read every node (ListNodes) %d times", cs.listAll)
+	}
+}
+
+// TestMemberRoutesOwnOnly: a member's route list holds only the routes of
+// their own nodes, found by their IDs without reading every node.
+func TestMemberRoutesOwnOnly(t *testing.T) {
+	cs, s := pagingEnv(t, 6)
+	ctx := context.Background()
+	for _, id := range []wire.NodeID{1, 2, 5} { // bob, alice, bob
+		if _, err := cs.SetAdvertisedRoutes(ctx, id, []netip.Prefix{netip.MustParsePrefix(fmt.Sprintf("10.%d.0.0/24", id))}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, c := range []struct {
+		a    Actor
+		want []wire.NodeID
+	}{
+		{Actor{User: "bob", Role: store.RoleMember}, []wire.NodeID{1, 5}},
+		{Actor{User: "carol", Role: store.RoleMember}, nil},
+		{Actor{Role: store.RoleMember}, nil},
+		{Actor{Role: store.RoleAdmin}, []wire.NodeID{1, 2, 5}},
+	} {
+		h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			s.APIHandler().ServeHTTP(w, r.WithContext(WithActor(r.Context(), c.a)))
+		})
+		rs, err := NewHandlerClient(h).ListRoutes(ctx)
+		var got []wire.NodeID
+		for _, r := range rs {
+			got = append(got, r.NodeID)
+		}
+		if err != nil || !slices.Equal(got, c.want) {
+			t.Errorf("%+v: routes of nodes %v, %v; want %v", c.a, got, err, c.want)
+		}
+	}
+	if cs.listAll != 0 {
+		t.Fatalf("the route list read every node (ListNodes) %d times", cs.listAll)
 	}
 }
 

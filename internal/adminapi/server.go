@@ -451,14 +451,17 @@ func (s *Server) listRoutes(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if a := actor(r); !a.Admin() {
-		nodes, err := s.Store.ListNodes(r.Context())
-		if err != nil {
-			s.fail(w, r, err)
-			return
-		}
+		// A member's own node IDs alone, not every node read whole.
 		mine := map[wire.NodeID]bool{}
-		for _, n := range nodes {
-			mine[n.ID] = a.owns(n.User)
+		if a.User != "" {
+			ids, err := s.Store.ListNodeIDs(r.Context(), store.NodePage{User: a.User})
+			if err != nil {
+				s.fail(w, r, err)
+				return
+			}
+			for _, id := range ids {
+				mine[id] = true
+			}
 		}
 		rs = slices.DeleteFunc(rs, func(rt store.Route) bool { return !mine[rt.NodeID] })
 	}

@@ -225,7 +225,7 @@ func TestAccessTableCoversEveryRoute(t *testing.T) {
 // also when filtered and paged.
 func TestMemberSeesOwnNodes(t *testing.T) {
 	e := newEnv(t)
-	for _, q := range []string{"", "?limit=1", "?user=alice", "?name=node"} {
+	for _, q := range []string{"", "?limit=1", "?user=alice", "?name=node", "?q=node", "?sort=online&desc=true", "?sort=name&offset=0&limit=5"} {
 		var got []string
 		path := "/api/v1/nodes" + q
 		for path != "" {
