@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -66,5 +67,37 @@ func TestUpCAFile(t *testing.T) {
 	}
 	if _, errs, code := weft(t, "admin", "--server", url, "--api-key-file", keyPath, "nodes", "list"); code == 0 || !strings.Contains(errs, "certificate") {
 		t.Fatalf("remote admin without the CA: exit %d %q; want a certificate error", code, errs)
+	}
+}
+
+// TestReadCAFile: a --ca-file that is missing, unreadable (a directory)
+// or holds no PEM certificate is a usage error naming the flag, read
+// before anything is sent to the daemon; a CA's certificate is read as
+// is, and no flag reads nothing.
+func TestReadCAFile(t *testing.T) {
+	dir := t.TempDir()
+	caFile, _, keyFile := tstest.NewCA(t, "weft test CA").WriteFiles(t, dir, "127.0.0.1")
+	for _, c := range []struct {
+		name, path, wantErr string
+	}{
+		{"none", "", ""},
+		{"a CA", caFile, ""},
+		{"missing", filepath.Join(dir, "nope.pem"), "no such file"},
+		{"a directory", dir, "is a directory"},
+		{"a key, no certificate", keyFile, "no PEM certificate"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			b, err := readCAFile(c.path)
+			if c.wantErr == "" {
+				if err != nil || (c.path != "" && len(b) == 0) || (c.path == "" && b != nil) {
+					t.Fatalf("readCAFile(%q) = %d bytes, %v", c.path, len(b), err)
+				}
+				return
+			}
+			var ue usageError
+			if err == nil || !errors.As(err, &ue) || !strings.Contains(err.Error(), "--ca-file") || !strings.Contains(err.Error(), c.wantErr) {
+				t.Fatalf("readCAFile(%q) = %v; want a usage error naming --ca-file and %q", c.path, err, c.wantErr)
+			}
+		})
 	}
 }
