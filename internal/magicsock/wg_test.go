@@ -119,6 +119,19 @@ func seqOf(p []byte) uint32 { return binary.BigEndian.Uint32(p[28:]) }
 // deliver sends packet seq from a to b through the tunnel and waits for it
 // at b, sending again on a timeout as a transport protocol would. It fails
 // the test if the packet never arrives.
+// deliverBoth returns a function that delivers one packet from a to b and
+// one back (deliver), numbering them on from 1 across its calls.
+func deliverBoth(t *testing.T, a, b *wgNode) func() {
+	seq := uint32(0)
+	return func() {
+		t.Helper()
+		seq++
+		deliver(t, a, b, seq)
+		seq++
+		deliver(t, b, a, seq)
+	}
+}
+
 func deliver(t *testing.T, a, b *wgNode, seq uint32) {
 	t.Helper()
 	pkt := ipPacket(a.ip, b.ip, seq, 200)
@@ -191,13 +204,7 @@ func TestWireGuardRelayThenDirect(t *testing.T) {
 	var blocked atomic.Bool
 	blocked.Store(true)
 	a, b, relay := newMagicPair(t, &blocked)
-	seq := uint32(0)
-	both := func() {
-		seq++
-		deliver(t, a, b, seq)
-		seq++
-		deliver(t, b, a, seq)
-	}
+	both := deliverBoth(t, a, b)
 
 	both()
 	if relay.data.Load() == 0 {
@@ -281,13 +288,7 @@ func TestWireGuardOverSimulatedNATs(t *testing.T) {
 			a.addPeer(t, b, b.key.Public().String())
 			b.addPeer(t, a, a.key.Public().String())
 
-			seq := uint32(0)
-			both := func() {
-				seq++
-				deliver(t, a, b, seq)
-				seq++
-				deliver(t, b, a, seq)
-			}
+			both := deliverBoth(t, a, b)
 			// While no direct path can open, the tunnel works over
 			// the relay from the first packet.
 			sp.sim.SetDrop(func(src, dst netip.AddrPort) bool { return true })
