@@ -69,14 +69,8 @@ func TestMeshRefusals(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			r := startRelay(t, ServerOptions{MeshKey: tt.serverKey})
-			c, err := NewClient(ClientOptions{URLs: []string{r.url}, NodeKey: key.NewNode(), meshKey: tt.clientKey, watchConns: true})
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer c.Close()
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			defer cancel()
-			if err := c.Connect(ctx); !errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), tt.want) {
+			_, err := tryConnect(t, ClientOptions{URLs: []string{r.url}, NodeKey: key.NewNode(), meshKey: tt.clientKey, watchConns: true})
+			if !errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), tt.want) {
 				t.Fatalf("got %v, want refusal mentioning %q", err, tt.want)
 			}
 		})

@@ -148,17 +148,25 @@ func bareConn(t testing.TB, url string, priv key.NodePrivate) *clientConn {
 
 func connect(t testing.TB, url string, priv key.NodePrivate) *Client {
 	t.Helper()
-	c, err := NewClient(ClientOptions{URLs: []string{url}, NodeKey: priv, MinBackoff: 10 * time.Millisecond, MaxBackoff: 100 * time.Millisecond})
+	c, err := tryConnect(t, ClientOptions{URLs: []string{url}, NodeKey: priv, MinBackoff: 10 * time.Millisecond, MaxBackoff: 100 * time.Millisecond})
+	if err != nil {
+		t.Fatalf("connect: %v", err)
+	}
+	return c
+}
+
+// tryConnect makes a client with opts (closed when the test ends) and
+// returns it with what its Connect said within 10 s.
+func tryConnect(t testing.TB, opts ClientOptions) (*Client, error) {
+	t.Helper()
+	c, err := NewClient(opts)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { c.Close() })
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if err := c.Connect(ctx); err != nil {
-		t.Fatalf("connect: %v", err)
-	}
-	return c
+	return c, c.Connect(ctx)
 }
 
 // recv returns the next message, failing the test after 10s.
@@ -274,14 +282,7 @@ func TestRefusals(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			r := startSimpleRelay(t, tt.auth)
-			c, err := NewClient(ClientOptions{URLs: []string{r.url}, NodeKey: key.NewNode()})
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer c.Close()
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			defer cancel()
-			err = c.Connect(ctx)
+			_, err := tryConnect(t, ClientOptions{URLs: []string{r.url}, NodeKey: key.NewNode()})
 			if !errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), tt.want) {
 				t.Fatalf("got %v, want ErrRefused mentioning %q", err, tt.want)
 			}
@@ -555,21 +556,13 @@ func TestTLS(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			c, err := NewClient(ClientOptions{URLs: []string{r.url}, NodeKey: a, TLSConfig: tt.tls})
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer c.Close()
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			defer cancel()
-			err = c.Connect(ctx)
+			c, err := tryConnect(t, ClientOptions{URLs: []string{r.url}, NodeKey: a, TLSConfig: tt.tls})
 			if tt.wantErr == "" {
 				if err != nil {
 					t.Fatal(err)
 				}
-				cb, _ := NewClient(ClientOptions{URLs: []string{r.url}, NodeKey: b, TLSConfig: tt.tls})
-				defer cb.Close()
-				if err := cb.Connect(ctx); err != nil {
+				cb, err := tryConnect(t, ClientOptions{URLs: []string{r.url}, NodeKey: b, TLSConfig: tt.tls})
+				if err != nil {
 					t.Fatal(err)
 				}
 				c.Send(b.Public(), []byte("over TLS"))
