@@ -116,6 +116,35 @@ func RemoveStale(t testing.TB) {
 	}
 }
 
+// buildPrefix starts the temporary directory of each test binary's weft
+// build; the PID after it names the test process that owns it. Nothing
+// removes a build when its test binary exits (a package has no hook for
+// that), so each new build removes those of dead processes instead: a
+// lab test package leaves one ~50 MB binary behind at most until the
+// next lab test runs.
+const buildPrefix = "weft-labtest-"
+
+var staleBuild = regexp.MustCompile(`^` + buildPrefix + `(\d+)-`)
+
+// removeStaleBuilds removes the weft builds under tmp whose test process
+// has died.
+func removeStaleBuilds(tmp string) {
+	ents, err := os.ReadDir(tmp)
+	if err != nil {
+		return
+	}
+	for _, e := range ents {
+		m := staleBuild.FindStringSubmatch(e.Name())
+		if m == nil || !e.IsDir() {
+			continue
+		}
+		pid, _ := strconv.Atoi(m[1])
+		if pid != os.Getpid() && syscall.Kill(pid, 0) == syscall.ESRCH {
+			os.RemoveAll(filepath.Join(tmp, e.Name()))
+		}
+	}
+}
+
 // weftBuild is the one build of cmd/weft per test binary.
 var weftBuild struct {
 	once sync.Once
@@ -159,7 +188,8 @@ func build() (string, error) {
 	if root == "." || root == "" {
 		return "", fmt.Errorf("find the module: not inside one")
 	}
-	dir, err := os.MkdirTemp("", "weft-labtest-")
+	removeStaleBuilds(os.TempDir())
+	dir, err := os.MkdirTemp("", fmt.Sprintf("%s%d-", buildPrefix, os.Getpid()))
 	if err != nil {
 		return "", err
 	}
