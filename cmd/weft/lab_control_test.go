@@ -25,10 +25,7 @@ func TestLabControlPlane(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
 	hosts := []string{"busan", "mac", "pc"}
-	tn, err := scenario.Start(ctx, lab, scenario.Options{Weft: labtest.WeftBinary(t), Hosts: hosts})
-	if err != nil {
-		t.Fatal(err)
-	}
+	tn := labtest.StartTailnet(t, ctx, lab, scenario.Options{Hosts: hosts})
 	// allSeeAll waits until every host runs and lists the other two
 	// online, and returns each host's own addresses.
 	allSeeAll := func(what string) map[string]string {
@@ -73,7 +70,7 @@ func TestLabControlPlane(t *testing.T) {
 	}
 	// The new server process sees all three streams: the daemons came
 	// back by themselves, nobody ran up again.
-	err = scenario.WaitFor(ctx, 90*time.Second, "the restarted server sees every node online", func() (bool, error) {
+	err := scenario.WaitFor(ctx, 90*time.Second, "the restarted server sees every node online", func() (bool, error) {
 		out, err := tn.Admin(ctx, "nodes", "list", "--json")
 		if err != nil {
 			return false, err

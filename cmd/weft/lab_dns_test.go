@@ -145,8 +145,7 @@ func TestLabMagicDNS(t *testing.T) {
 		original[h] = writePreWeftResolvConf(t, lab, h)
 	}
 	conf := func(h string) []byte { return readResolvConf(lab, h) }
-	tn, err := scenario.Start(ctx, lab, scenario.Options{
-		Weft:  labtest.WeftBinary(t),
+	tn := labtest.StartTailnet(t, ctx, lab, scenario.Options{
 		Hosts: []string{"busan", "mac", "pc"},
 		UpArgs: func(host string) []string {
 			switch host {
@@ -158,9 +157,6 @@ func TestLabMagicDNS(t *testing.T) {
 			return nil
 		},
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
 	cli := func(host string, args ...string) string {
 		t.Helper()
 		out, err := tn.CLI(ctx, host, args...)

@@ -32,12 +32,9 @@ func TestLabDNSRestoreAfterKill9(t *testing.T) {
 	lab, public := startDNSLab(t)
 	busan := lab.Node("busan")
 	original := writePreWeftResolvConf(t, lab, "busan")
-	tn, err := scenario.Start(ctx, lab, scenario.Options{Weft: labtest.WeftBinary(t), Hosts: []string{"busan"}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	tn := labtest.StartTailnet(t, ctx, lab, scenario.Options{Hosts: []string{"busan"}})
 	read := func() []byte { return readResolvConf(lab, "busan") }
-	err = scenario.WaitFor(ctx, 20*time.Second, "busan's resolv.conf pointing at weft", func() (bool, error) {
+	err := scenario.WaitFor(ctx, 20*time.Second, "busan's resolv.conf pointing at weft", func() (bool, error) {
 		return bytes.Contains(read(), []byte("nameserver 100.100.100.100\n")), nil
 	})
 	if err != nil {

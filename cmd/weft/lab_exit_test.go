@@ -42,8 +42,7 @@ func startExitLab(t testing.TB, ctx context.Context, mods ...func(*netlab.Topolo
 	lab := labtest.Seed(t, append(mods, func(tp *netlab.Topology) {
 		tp.Routers[0].Hosts = append(tp.Routers[0].Hosts, "nas")
 	})...)
-	tn, err := scenario.Start(ctx, lab, scenario.Options{
-		Weft:  labtest.WeftBinary(t),
+	tn := labtest.StartTailnet(t, ctx, lab, scenario.Options{
 		Hosts: []string{"busan", "mac", "pc"},
 		UpArgs: func(host string) []string {
 			if host == "busan" {
@@ -52,9 +51,6 @@ func startExitLab(t testing.TB, ctx context.Context, mods ...func(*netlab.Topolo
 			return nil
 		},
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
 	return &exitLab{t: t, ctx: ctx, lab: lab, tn: tn}
 }
 

@@ -75,15 +75,11 @@ func startTwoExitLab(t testing.TB, ctx context.Context, second string, argv func
 	lab := labtest.Seed(t, func(tp *netlab.Topology) {
 		tp.Routers[0].Hosts = append(tp.Routers[0].Hosts, second)
 	})
-	tn, err := scenario.Start(ctx, lab, scenario.Options{
-		Weft:       labtest.WeftBinary(t),
+	tn := labtest.StartTailnet(t, ctx, lab, scenario.Options{
 		Hosts:      []string{"busan", second, "mac"},
 		DaemonArgv: argv,
 		UpArgs:     scenario.ExitNodes("busan", second),
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
 	l := &exitLab{t: t, ctx: ctx, lab: lab, tn: tn}
 	l.admin("routes", "approve", "busan", "exit")
 	l.admin("routes", "approve", second, "exit")

@@ -46,17 +46,8 @@ func startSuite(t *testing.T, ctx context.Context, serverArgs []string, mods ...
 	t.Helper()
 	labtest.SkipUnlessRoot(t)
 	lab := labtest.Seed(t, mods...)
-	tn, err := scenario.Start(ctx, lab, scenario.Options{Weft: labtest.WeftBinary(t), ServerArgs: serverArgs, DaemonArgs: []string{"--verbose"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := &suiteNet{t: t, ctx: ctx, lab: lab, tn: tn}
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Log(tn.LogTails(40))
-		}
-	})
-	return s
+	tn := labtest.StartTailnet(t, ctx, lab, scenario.Options{ServerArgs: serverArgs, DaemonArgs: []string{"--verbose"}})
+	return &suiteNet{t: t, ctx: ctx, lab: lab, tn: tn}
 }
 
 // join starts host's daemon and brings it up with authKey ("" for the

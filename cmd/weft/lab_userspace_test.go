@@ -40,15 +40,11 @@ const (
 func startUserspaceLab(t *testing.T, ctx context.Context) *exitLab {
 	labtest.SkipUnlessRoot(t)
 	lab := labtest.Seed(t)
-	tn, err := scenario.Start(ctx, lab, scenario.Options{
-		Weft:       labtest.WeftBinary(t),
+	tn := labtest.StartTailnet(t, ctx, lab, scenario.Options{
 		Hosts:      []string{"busan", "mac", "pc"},
 		DaemonArgv: userspaceBusan("--outbound-http-proxy-listen", usHTTP),
 		UpArgs:     scenario.ExitNodes("busan"),
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
 	return &exitLab{t: t, ctx: ctx, lab: lab, tn: tn}
 }
 

@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"weft/internal/netlab"
+	"weft/internal/scenario"
 )
 
 // testPrefix starts the namespaces of every lab a test brings up; the PID
@@ -48,6 +49,26 @@ func Seed(t testing.TB, mods ...func(*netlab.Topology)) *netlab.Lab {
 		m(&topo)
 	}
 	return Up(t, topo)
+}
+
+// StartTailnet runs a tailnet in lab (scenario.Start; opts.Weft defaults
+// to WeftBinary), fails the test if it does not come up, and when the
+// test fails logs the last 40 lines of the server's and each daemon's log.
+func StartTailnet(t testing.TB, ctx context.Context, lab *netlab.Lab, opts scenario.Options) *scenario.Tailnet {
+	t.Helper()
+	if opts.Weft == "" {
+		opts.Weft = WeftBinary(t)
+	}
+	tn, err := scenario.Start(ctx, lab, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Log(tn.LogTails(40))
+		}
+	})
+	return tn
 }
 
 // Up brings up topo under a fresh namespace prefix and takes it down at
