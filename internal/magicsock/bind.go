@@ -103,9 +103,10 @@ func (b *familyBind) Port6() uint16 {
 	return b.port6
 }
 
-// SetMark implements conn.Bind.
+// SetMark implements conn.Bind. Outside Linux the binds ignore the mark;
+// on Windows it binds their sockets instead (bindToDefaultInterface).
 func (b *familyBind) SetMark(mark uint32) error {
-	return errors.Join(b.v4.SetMark(mark), b.v6.SetMark(mark))
+	return errors.Join(b.v4.SetMark(mark), b.v6.SetMark(mark), bindToDefaultInterface(b.v4, b.v6, mark))
 }
 
 // Send implements conn.Bind: by the destination's family.

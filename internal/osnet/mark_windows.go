@@ -30,7 +30,7 @@ func MarkControl(mark uint32) func(network, address string, c syscall.RawConn) e
 	}
 	return func(network, address string, c syscall.RawConn) error {
 		v6 := network == "tcp6" || network == "udp6"
-		idx, err := defaultRouteInterface(v6)
+		idx, err := DefaultRouteInterface(v6)
 		if err != nil {
 			return nil // no default route: nothing to bypass
 		}
@@ -55,10 +55,10 @@ func MarkControl(mark uint32) func(network, address string, c syscall.RawConn) e
 	}
 }
 
-// defaultRouteInterface returns the interface index of the default route
+// DefaultRouteInterface returns the interface index of the default route
 // (a /0) with the lowest metric. weft never adds a /0 route on Windows,
 // so this is never weft's own adapter.
-func defaultRouteInterface(v6 bool) (uint32, error) {
+func DefaultRouteInterface(v6 bool) (uint32, error) {
 	fam := winipcfg.AddressFamily(windows.AF_INET)
 	if v6 {
 		fam = windows.AF_INET6
