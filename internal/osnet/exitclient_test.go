@@ -44,17 +44,34 @@ func setupHostLAN(t *testing.T, h *netlink.Handle) {
 	mustAddr(t, h, "eth0", "fd00:50::2/64")
 	mustRoute(t, h, &netlink.Route{LinkIndex: link.Attrs().Index, Gw: net.ParseIP("192.168.50.1")})
 	mustRoute(t, h, &netlink.Route{LinkIndex: link.Attrs().Index, Gw: net.ParseIP("fd00:50::1")})
-	// The kernel adds an IPv6 address's local route a moment later; wait
-	// (bounded) so it is in the "before" dump.
+	// The kernel adds an IPv6 address's local route, and each link's
+	// multicast route (ff00::/8 in the local table, once the link has its
+	// carrier: the link watcher may take up to a second), a moment later;
+	// wait (bounded) so they are in the "before" dump.
 	for i := 0; ; i++ {
-		if routeDev(t, h, "fd00:50::2", 0) == "lo" {
+		if routeDev(t, h, "fd00:50::2", 0) == "lo" && hasMulticastRoute(t, h, "eth0") && hasMulticastRoute(t, h, "eth0-peer") {
 			break
 		}
 		if i == 1000 {
-			t.Fatal("fd00:50::2 never became local")
+			t.Fatal("fd00:50::2 never became local, or the links never got their ff00::/8 routes")
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
+}
+
+// hasMulticastRoute reports whether dev has its IPv6 multicast route
+// (ff00::/8 in the local table), which the kernel adds when it configures
+// IPv6 on the link.
+func hasMulticastRoute(t *testing.T, h *netlink.Handle, dev string) bool {
+	t.Helper()
+	idx := linkIndex(t, h, dev)
+	_, mc, _ := net.ParseCIDR("ff00::/8")
+	routes, err := h.RouteListFiltered(unix.AF_INET6, &netlink.Route{Table: unix.RT_TABLE_LOCAL, Dst: mc, LinkIndex: idx},
+		netlink.RT_FILTER_TABLE|netlink.RT_FILTER_DST|netlink.RT_FILTER_OIF)
+	if err != nil {
+		t.Fatalf("list routes: %v", err)
+	}
+	return len(routes) > 0
 }
 
 func TestExitNodeClientRouting(t *testing.T) {
