@@ -89,11 +89,8 @@ func startHA(t *testing.T, hosts []string, upArgs func(string) []string) *haLab 
 	ctrl := lab.Node("ctrl")
 	rm := haRelayMap(t, ctrl.Addr())
 	common := []string{"--db", db, "--relay-map", rm, "--register-rate", "-1", "--metrics-listen="}
-	tn, err := scenario.Start(ctx, lab, scenario.Options{Weft: labtest.WeftBinary(t), Hosts: hosts,
+	tn := labtest.StartTailnet(t, ctx, lab, scenario.Options{Hosts: hosts,
 		ServerArgs: common, UpArgs: upArgs})
-	if err != nil {
-		t.Fatal(err)
-	}
 	h := &haLab{t: t, ctx: ctx, lab: lab, tn: tn, pg: pg, urlA: tn.ServerURL,
 		urlB: fmt.Sprintf("http://%s:8081", ctrl.Addr()), dirB: filepath.Join(lab.Dir(), "server-b")}
 	// Several servers of one tailnet share one key: B gets a copy of A's.

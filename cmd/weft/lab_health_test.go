@@ -48,17 +48,13 @@ func TestLabHealthSamples(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	lab := labtest.Seed(t, func(tp *netlab.Topology) { tp.SetDelay("r-busan", 20) })
-	tn, err := scenario.Start(ctx, lab, scenario.Options{
-		Weft:       labtest.WeftBinary(t),
+	tn := labtest.StartTailnet(t, ctx, lab, scenario.Options{
 		Hosts:      []string{"busan", "mac"},
 		DaemonArgs: []string{"--health-interval", "1s", "--metrics-listen", "127.0.0.1:9543"},
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
 	ctrl := fmt.Sprintf("probe_rtt_ms:%s:8080", lab.Node("ctrl").Addr())
 	var rows map[string]wire.MetricSummary
-	err = scenario.WaitFor(ctx, time.Minute, "five samples of busan's round trip on mac", func() (bool, error) {
+	err := scenario.WaitFor(ctx, time.Minute, "five samples of busan's round trip on mac", func() (bool, error) {
 		rows = healthStats(t, ctx, tn, "mac")
 		return rows["peer_rtt_ms:busan"].Samples >= 5 && rows[ctrl].Samples >= 5, nil
 	})
@@ -153,14 +149,12 @@ func TestLabSpeedtest(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	lab := labtest.Seed(t)
-	tn, err := scenario.Start(ctx, lab, scenario.Options{Weft: labtest.WeftBinary(t), Hosts: []string{"busan", "mac", "pc"}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	tn := labtest.StartTailnet(t, ctx, lab, scenario.Options{Hosts: []string{"busan", "mac", "pc"}})
 	// busan's daemon serves the test once its tailnet address is on
 	// its TUN, a moment after `weft up` returns.
 	var out []byte
-	err = scenario.WaitFor(ctx, 10*time.Second, "a speed test mac → busan", func() (bool, error) {
+	err := scenario.WaitFor(ctx, 10*time.Second, "a speed test mac → busan", func() (bool, error) {
+		var err error
 		out, err = tn.CLI(ctx, "mac", "speedtest", "busan", "--time", "2s", "--json")
 		return err == nil, nil
 	})
@@ -210,14 +204,11 @@ func TestLabRebootRecovery(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	lab := labtest.Seed(t)
-	tn, err := scenario.Start(ctx, lab, scenario.Options{Weft: labtest.WeftBinary(t), Hosts: []string{"busan", "mac"},
+	tn := labtest.StartTailnet(t, ctx, lab, scenario.Options{Hosts: []string{"busan", "mac"},
 		UpArgs: scenario.ExitNodes("busan")})
-	if err != nil {
-		t.Fatal(err)
-	}
 	l := &exitLab{t: t, ctx: ctx, lab: lab, tn: tn}
 	l.admin("routes", "approve", "busan", "exit")
-	err = scenario.WaitFor(ctx, 30*time.Second, "mac to take busan as exit node", func() (bool, error) {
+	err := scenario.WaitFor(ctx, 30*time.Second, "mac to take busan as exit node", func() (bool, error) {
 		_, err := tn.CLI(ctx, "mac", "set", "--exit-node=busan")
 		return err == nil, nil
 	})

@@ -51,15 +51,11 @@ func startMemLab(t testing.TB, ctx context.Context, argv func(host string, argv 
 		tp.SetDelay("r-busan", 0)
 		tp.SetDelay("r-fukuoka", 0)
 	})
-	tn, err := scenario.Start(ctx, lab, scenario.Options{
-		Weft:       labtest.WeftBinary(t),
+	tn := labtest.StartTailnet(t, ctx, lab, scenario.Options{
 		Hosts:      []string{"busan", "mac"},
 		DaemonArgv: argv,
 		UpArgs:     scenario.ExitNodes("busan"),
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
 	l := &exitLab{t: t, ctx: ctx, lab: lab, tn: tn}
 	l.admin("routes", "approve", "busan", "exit")
 	l.awaitDirect("mac", "busan", 30*time.Second)

@@ -354,10 +354,7 @@ func TestLabHomeRelayRegionKilled(t *testing.T) {
 	if err := os.WriteFile(mapFile, b, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	tn, err := scenario.Start(ctx, lab, scenario.Options{Weft: labtest.WeftBinary(t), ServerArgs: []string{"--relay-map", mapFile}, DaemonArgs: []string{"--verbose"}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	tn := labtest.StartTailnet(t, ctx, lab, scenario.Options{ServerArgs: []string{"--relay-map", mapFile}, DaemonArgs: []string{"--verbose"}})
 	s := &suiteNet{t: t, ctx: ctx, lab: lab, tn: tn}
 	relays := map[int]*netlab.Process{}
 	for id, p := range ports {
@@ -480,16 +477,8 @@ func TestLabServerDiskFull(t *testing.T) {
 	labtest.SkipUnlessRoot(t)
 	data := smallDisk(t, 32)
 	lab := labtest.Seed(t)
-	tn, err := scenario.Start(ctx, lab, scenario.Options{Weft: labtest.WeftBinary(t), ServerDataDir: data, DaemonArgs: []string{"--verbose"}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	tn := labtest.StartTailnet(t, ctx, lab, scenario.Options{ServerDataDir: data, DaemonArgs: []string{"--verbose"}})
 	s := &suiteNet{t: t, ctx: ctx, lab: lab, tn: tn}
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("server:\n%s", scenario.Tail(tn.Server().Logs(), 60))
-		}
-	})
 	s.join("busan", "")
 	s.join("mac", "")
 	busan := s.awaitPeer("mac", "busan")
