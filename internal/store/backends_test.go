@@ -98,6 +98,18 @@ func (f *fixture) openAnother() (*sqlStore, error) {
 	return f.backend.open(context.Background(), f.where, Options{Now: f.clock.Now})
 }
 
+// second opens another handle on the fixture's database (openAnother),
+// closed when the test ends.
+func (f *fixture) second() *sqlStore {
+	f.t.Helper()
+	s, err := f.openAnother()
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	f.t.Cleanup(func() { s.Close() })
+	return s
+}
+
 func TestMigrationsIdempotent(t *testing.T) { forEachStore(t, testMigrationsIdempotent) }
 
 func testMigrationsIdempotent(t *testing.T, f *fixture) {
@@ -190,11 +202,7 @@ func TestConcurrentRegistrationsTwoHandles(t *testing.T) {
 func testConcurrentRegistrationsTwoHandles(t *testing.T, f *fixture) {
 	ctx := context.Background()
 	f.user("alice")
-	other, err := f.openAnother()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer other.Close()
+	other := f.second()
 	handles := []Store{f.s, other}
 	const racers = 100
 	race := func(keys []string) []error {

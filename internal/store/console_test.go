@@ -21,11 +21,7 @@ func TestConsoleLinksAndSessions(t *testing.T) { forEachStore(t, testConsoleLink
 func testConsoleLinksAndSessions(t *testing.T, f *fixture) {
 	ctx := context.Background()
 	f.user("alice")
-	other, err := f.openAnother()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer other.Close()
+	other := f.second()
 	now := f.clock.Now
 	if err := f.s.CreateConsoleLink(ctx, "l0", now()); !errors.Is(err, ErrInvalid) {
 		t.Fatalf("a link expiring now: %v; want ErrInvalid", err)
@@ -144,11 +140,7 @@ func TestConsoleLinkSpentOnce(t *testing.T) { forEachStore(t, testConsoleLinkSpe
 
 func testConsoleLinkSpentOnce(t *testing.T, f *fixture) {
 	ctx := context.Background()
-	other, err := f.openAnother()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer other.Close()
+	other := f.second()
 	if err := f.s.CreateConsoleLink(ctx, "link", f.clock.Now().Add(10*time.Minute)); err != nil {
 		t.Fatal(err)
 	}
@@ -194,11 +186,7 @@ func TestOIDCFlows(t *testing.T) { forEachStore(t, testOIDCFlows) }
 
 func testOIDCFlows(t *testing.T, f *fixture) {
 	ctx := context.Background()
-	other, err := f.openAnother()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer other.Close()
+	other := f.second()
 	flow := func(state string) OIDCFlow {
 		return OIDCFlow{StateHash: state, Purpose: "node", Data: "code-" + state, Expires: f.clock.Now().Add(10 * time.Minute)}
 	}

@@ -21,11 +21,7 @@ func TestNodeLogins(t *testing.T) { forEachStore(t, testNodeLogins) }
 func testNodeLogins(t *testing.T, f *fixture) {
 	ctx := context.Background()
 	f.user("alice")
-	other, err := f.openAnother()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer other.Close()
+	other := f.second()
 	start := func(s Store, code, remote string) (NodeLogin, error) {
 		return s.StartNodeLogin(ctx, NodeLoginStart{Code: code, PollHash: "poll-" + code, Hostname: "host-" + code,
 			Remote: remote, Expires: f.clock.Now().Add(10 * time.Minute), MaxPending: 5, MaxPerRemote: 2})

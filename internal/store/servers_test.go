@@ -43,11 +43,7 @@ func testServerLiveness(t *testing.T, f *fixture) {
 
 	// b stays silent at 7: of many claims from two store handles (two
 	// servers), exactly one wins.
-	other, err := f.openAnother()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer other.Close()
+	other := f.second()
 	var wins atomic.Int32
 	var wg sync.WaitGroup
 	for i := range 8 {
