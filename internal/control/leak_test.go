@@ -145,8 +145,9 @@ func TestCloseWaitsForStreamClosers(t *testing.T) {
 		close(closed)
 	}()
 	// Close cancels the old channel's reader, which closes the socket
-	// itself (a second Close, not held), so the old stream ends while
-	// the first Close still waits at the gate.
+	// too. Whichever of the two closes comes first waits at the gate;
+	// the other one closes the socket, so the old stream ends while a
+	// close still waits.
 	select {
 	case <-first.errc:
 	case <-time.After(10 * time.Second):

@@ -460,8 +460,19 @@ func (s *Server) serveConn(conn *noiseconn.Conn) {
 	mk := conn.Peer()
 	c := &channel{s: s, conn: conn, mk: mk, log: s.log.With("machine", mk.ShortString(), "remote", conn.RemoteAddr().String()),
 		until: time.Now().Add(s.cfg.PreStreamTimeout)}
-	stop := context.AfterFunc(s.ctx, func() { conn.Close() })
-	defer stop()
+	// Close may cancel s.ctx at any moment; the close it starts is
+	// waited for here, so that Close, waiting for this goroutine, also
+	// waits for the socket's close however slow it is.
+	aborted := make(chan struct{})
+	stop := context.AfterFunc(s.ctx, func() {
+		defer close(aborted)
+		conn.Close()
+	})
+	defer func() {
+		if !stop() {
+			<-aborted
+		}
+	}()
 	defer func() {
 		if c.lim != nil {
 			c.lim.stop()
