@@ -31,11 +31,18 @@ func TestHelperWeftProcess(t *testing.T) {
 	os.Exit(run(context.Background(), strings.Split(args, "\x1f"), os.Stdout, os.Stderr))
 }
 
+// weftProcess is `weft args...` as a child process, not yet started:
+// the test binary running TestHelperWeftProcess.
+func weftProcess(args ...string) *exec.Cmd {
+	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperWeftProcess$")
+	cmd.Env = append(os.Environ(), "WEFT_HELPER_ARGS="+strings.Join(args, "\x1f"))
+	return cmd
+}
+
 // startWeftProcess runs `weft args...` as a child process.
 func startWeftProcess(t *testing.T, args ...string) *exec.Cmd {
 	t.Helper()
-	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperWeftProcess$")
-	cmd.Env = append(os.Environ(), "WEFT_HELPER_ARGS="+strings.Join(args, "\x1f"))
+	cmd := weftProcess(args...)
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}

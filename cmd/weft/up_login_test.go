@@ -42,43 +42,8 @@ func TestUpInteractiveLoginApprovedByAdmin(t *testing.T) {
 	startWeftProcess(t, "--socket", sock, "daemon", "--no-data-plane", "--state-dir", filepath.Join(dir, "node"))
 	tstest.Eventually(t, "daemon socket", func() bool { _, err := os.Stat(sock); return err == nil })
 
-	up := exec.Command(os.Args[0], "-test.run=^TestHelperWeftProcess$")
-	up.Env = append(os.Environ(), "WEFT_HELPER_ARGS="+strings.Join([]string{"--socket", sock, "up", "--server", "http://127.0.0.1:1," + url, "--hostname", "jeju"}, "\x1f"))
-	stdout, err := up.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var stderr strings.Builder
-	up.Stderr = &stderr
-	if err := up.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { up.Process.Kill(); up.Wait() })
-	lines := make(chan string, 100)
-	go func() {
-		sc := bufio.NewScanner(stdout)
-		for sc.Scan() {
-			lines <- sc.Text()
-		}
-		close(lines)
-	}()
-	var loginURL string
-	var out []string
-	deadline := time.After(time.Minute)
-	for loginURL == "" {
-		select {
-		case l, ok := <-lines:
-			if !ok {
-				t.Fatalf("weft up ended without a URL: %q %s", out, stderr.String())
-			}
-			out = append(out, l)
-			if u := strings.TrimSpace(l); strings.HasPrefix(u, url+"/login/node/") {
-				loginURL = u
-			}
-		case <-deadline:
-			t.Fatalf("no login URL from weft up: %q", out)
-		}
-	}
+	up := startUpProcess(t, "--socket", sock, "up", "--server", "http://127.0.0.1:1,"+url, "--hostname", "jeju")
+	loginURL, out := up.awaitLoginURL(t, url)
 	code := loginURL[strings.LastIndex(loginURL, "/")+1:]
 
 	page := func() (int, string) {
@@ -107,15 +72,15 @@ func TestUpInteractiveLoginApprovedByAdmin(t *testing.T) {
 	}
 	done := make(chan error, 1)
 	go func() {
-		for l := range lines {
+		for l := range up.lines {
 			out = append(out, l)
 		}
-		done <- up.Wait()
+		done <- up.cmd.Wait()
 	}()
 	select {
 	case err := <-done:
 		if err != nil {
-			t.Fatalf("weft up: %v\nstdout %q\nstderr %s", err, out, stderr.String())
+			t.Fatalf("weft up: %v\nstdout %q\nstderr %s", err, out, up.stderr.String())
 		}
 	case <-time.After(time.Minute):
 		t.Fatalf("weft up did not finish after approval: %q", out)
@@ -162,35 +127,59 @@ func TestUpInteractiveLoginTrustsDaemonCA(t *testing.T) {
 	}
 
 	trusting := daemon("trusting", "--ca-file", s.caFile)
-	up := exec.Command(os.Args[0], "-test.run=^TestHelperWeftProcess$")
-	up.Env = append(os.Environ(), "WEFT_HELPER_ARGS="+strings.Join([]string{"--socket", trusting, "up", "--server", s.url, "--hostname", "jeju"}, "\x1f"))
-	stdout, err := up.StdoutPipe()
+	startUpProcess(t, "--socket", trusting, "up", "--server", s.url, "--hostname", "jeju").awaitLoginURL(t, s.url)
+}
+
+// upProcess is `weft up` run as a child process, so that a test can read
+// its output line by line while it waits for an approval.
+type upProcess struct {
+	cmd    *exec.Cmd
+	lines  chan string // up's stdout, closed when it ends
+	stderr *tstest.Buffer
+}
+
+// startUpProcess starts `weft args...` (an up) as a child process and
+// kills it when the test ends.
+func startUpProcess(t *testing.T, args ...string) *upProcess {
+	t.Helper()
+	p := &upProcess{cmd: weftProcess(args...), lines: make(chan string, 100), stderr: new(tstest.Buffer)}
+	stdout, err := p.cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
 	}
-	var stderr strings.Builder
-	up.Stderr = &stderr
-	if err := up.Start(); err != nil {
+	p.cmd.Stderr = p.stderr
+	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { up.Process.Kill(); up.Wait() })
-	found := make(chan bool, 1)
+	t.Cleanup(func() { p.cmd.Process.Kill(); p.cmd.Wait() })
 	go func() {
 		sc := bufio.NewScanner(stdout)
 		for sc.Scan() {
-			if strings.HasPrefix(strings.TrimSpace(sc.Text()), s.url+"/login/node/") {
-				found <- true
-				return
-			}
+			p.lines <- sc.Text()
 		}
-		found <- false
+		close(p.lines)
 	}()
-	select {
-	case ok := <-found:
-		if !ok {
-			t.Fatalf("weft up ended without a login URL: %s", stderr.String())
+	return p
+}
+
+// awaitLoginURL reads up's output until it prints a login URL of the
+// server at serverURL, and returns that URL with the lines read so far.
+// The test fails if up ends first or prints none within a minute.
+func (p *upProcess) awaitLoginURL(t *testing.T, serverURL string) (loginURL string, out []string) {
+	t.Helper()
+	deadline := time.After(time.Minute)
+	for {
+		select {
+		case l, ok := <-p.lines:
+			if !ok {
+				t.Fatalf("weft up ended without a login URL: %q %s", out, p.stderr.String())
+			}
+			out = append(out, l)
+			if u := strings.TrimSpace(l); strings.HasPrefix(u, serverURL+"/login/node/") {
+				return u, out
+			}
+		case <-deadline:
+			t.Fatalf("no login URL from weft up: %q %s", out, p.stderr.String())
 		}
-	case <-time.After(time.Minute):
-		t.Fatalf("no login URL from weft up: %s", stderr.String())
 	}
 }
