@@ -9,23 +9,29 @@ import (
 	"weft/internal/wire"
 )
 
+// postgresPair starts a PostgreSQL server with one database and opens two
+// feeds on it, closed when the test ends.
+func postgresPair(t *testing.T) (srv *pgtest.Server, a, b *Postgres) {
+	t.Helper()
+	srv = pgtest.Start(t, pgtest.Options{})
+	url := srv.CreateDB(t)
+	open := func() *Postgres {
+		f, err := NewPostgres(url, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { f.Close() })
+		return f
+	}
+	return srv, open(), open()
+}
+
 // TestPostgresFeed runs two feeds on one real PostgreSQL: events cross
 // between them, never come back to their sender, and after the database
 // restarts each feed reconnects by itself, says resync, and carries
 // events again.
 func TestPostgresFeed(t *testing.T) {
-	srv := pgtest.Start(t, pgtest.Options{})
-	url := srv.CreateDB(t)
-	a, err := NewPostgres(url, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := NewPostgres(url, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer a.Close()
-	defer b.Close()
+	srv, a, b := postgresPair(t)
 	chA, chB := collect(t, a), collect(t, b)
 	for _, ch := range []<-chan Event{chA, chB} {
 		if ev := next(t, ch); ev.Kind != KindResync {
@@ -67,18 +73,7 @@ func TestPostgresFeed(t *testing.T) {
 // TestPostgresDeliversBacklogInBatches: NOTIFYs that arrive while the
 // handler works are read meanwhile and handed over together, in order.
 func TestPostgresDeliversBacklogInBatches(t *testing.T) {
-	srv := pgtest.Start(t, pgtest.Options{})
-	url := srv.CreateDB(t)
-	a, err := NewPostgres(url, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := NewPostgres(url, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer a.Close()
-	defer b.Close()
+	_, a, b := postgresPair(t)
 	release := make(chan struct{})
 	ch := batches(t, b, release)
 	// The first batch is the resync of the first LISTEN; its handler
