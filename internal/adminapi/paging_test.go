@@ -11,52 +11,18 @@ import (
 	"reflect"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 
 	"weft/internal/key"
 	"weft/internal/store"
+	"weft/internal/tstest/storetest"
 	"weft/internal/wire"
 )
-
-// countingStore is a store that records how nodes were read, so a test
-// can tell that a page never read every node.
-type countingStore struct {
-	store.Store
-	mu       sync.Mutex
-	listAll  int              // ListNodes calls
-	pages    []store.NodePage // ListNodesPage queries
-	idLists  int              // ListNodeIDs calls
-	pageRows int              // nodes ListNodesPage returned, in all
-}
-
-func (c *countingStore) ListNodes(ctx context.Context) ([]store.Node, error) {
-	c.mu.Lock()
-	c.listAll++
-	c.mu.Unlock()
-	return c.Store.ListNodes(ctx)
-}
-
-func (c *countingStore) ListNodesPage(ctx context.Context, q store.NodePage) (store.NodeList, error) {
-	l, err := c.Store.ListNodesPage(ctx, q)
-	c.mu.Lock()
-	c.pages = append(c.pages, q)
-	c.pageRows += len(l.Nodes)
-	c.mu.Unlock()
-	return l, err
-}
-
-func (c *countingStore) ListNodeIDs(ctx context.Context, q store.NodePage) ([]wire.NodeID, error) {
-	c.mu.Lock()
-	c.idLists++
-	c.mu.Unlock()
-	return c.Store.ListNodeIDs(ctx, q)
-}
 
 // pagingEnv is an admin API in process on a store of n nodes: alice owns
 // the even IDs, bob the odd ones; nodes with IDs divisible by 3 are
 // online. Names run against IDs (node ID 1 is the last by name).
-func pagingEnv(t *testing.T, n int) (*countingStore, *Server) {
+func pagingEnv(t *testing.T, n int) (*storetest.NodeReads, *Server) {
 	t.Helper()
 	ctx := context.Background()
 	st, err := store.Open(ctx, filepath.Join(t.TempDir(), "weft.db"), store.Options{})
@@ -81,7 +47,7 @@ func pagingEnv(t *testing.T, n int) (*countingStore, *Server) {
 			t.Fatal(err)
 		}
 	}
-	cs := &countingStore{Store: st}
+	cs := &storetest.NodeReads{Store: st}
 	return cs, &Server{Store: cs, Online: func(id wire.NodeID) bool { return id%3 == 0 }}
 }
 
@@ -156,7 +122,7 @@ func TestNodeListOrders(t *testing.T) {
 		{"all, no limit", admin, NodeQuery{}, idRange(1, n, nil), n, 0},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			before := len(cs.pages)
+			before := len(cs.Counts().Pages)
 			got, total, next := list(t, s, c.a, c.q)
 			if !slices.Equal(got, c.want) || total != c.total || next != c.next {
 				t.Fatalf("got %v total %d next %d; want %v total %d next %d", got, total, next, c.want, c.total, c.next)
@@ -164,15 +130,15 @@ func TestNodeListOrders(t *testing.T) {
 			if c.q.Limit == 0 {
 				return
 			}
-			for _, p := range cs.pages[before:] {
+			for _, p := range cs.Counts().Pages[before:] {
 				if p.Limit == 0 && p.IDs == nil || p.Limit > c.q.Limit+1 || len(p.IDs) > c.q.Limit {
 					t.Fatalf("a page of %d asked the store for %+v", c.q.Limit, p)
 				}
 			}
 		})
 	}
-	if cs.listAll != 0 {
-		t.Fatalf("the node list read every node (ListNodes) %d times", cs.listAll)
+	if n := cs.Counts().ListAll; n != 0 {
+		t.Fatalf("the node list read every node (ListNodes) %d times", n)
 	}
 }
 
@@ -207,8 +173,8 @@ func TestMemberRoutesOwnOnly(t *testing.T) {
 			t.Errorf("%+v: routes of nodes %v, %v; want %v", c.a, got, err, c.want)
 		}
 	}
-	if cs.listAll != 0 {
-		t.Fatalf("the route list read every node (ListNodes) %d times", cs.listAll)
+	if n := cs.Counts().ListAll; n != 0 {
+		t.Fatalf("the route list read every node (ListNodes) %d times", n)
 	}
 }
 

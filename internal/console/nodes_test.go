@@ -5,47 +5,13 @@ import (
 	"fmt"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"weft/internal/store"
+	"weft/internal/tstest/storetest"
 	"weft/internal/wire"
 )
-
-// readCounter is a store that records how the admin API read nodes.
-type readCounter struct {
-	store.Store
-	mu      sync.Mutex
-	listAll int              // ListNodes calls: every node read
-	pages   []store.NodePage // ListNodesPage queries
-	rows    int              // nodes ListNodesPage returned, in all
-}
-
-func (c *readCounter) ListNodes(ctx context.Context) ([]store.Node, error) {
-	c.mu.Lock()
-	c.listAll++
-	c.mu.Unlock()
-	return c.Store.ListNodes(ctx)
-}
-
-func (c *readCounter) ListNodesPage(ctx context.Context, q store.NodePage) (store.NodeList, error) {
-	l, err := c.Store.ListNodesPage(ctx, q)
-	c.mu.Lock()
-	c.pages = append(c.pages, q)
-	c.rows += len(l.Nodes)
-	c.mu.Unlock()
-	return l, err
-}
-
-// take returns and forgets what was recorded.
-func (c *readCounter) take() (listAll int, pages []store.NodePage, rows int) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	listAll, pages, rows = c.listAll, c.pages, c.rows
-	c.listAll, c.pages, c.rows = 0, nil, 0
-	return listAll, pages, rows
-}
 
 // TestNodesPageReadsOnePage: every view of the nodes table, in every
 // order, searched, on any page, asks the store for one page of nodes (at
@@ -53,8 +19,8 @@ func (c *readCounter) take() (listAll int, pages []store.NodePage, rows int) {
 // node; the page shown is still the right one.
 func TestNodesPageReadsOnePage(t *testing.T) {
 	const n = 3*PageSize + 7
-	var rc *readCounter
-	e := newEnvWrapped(t, n, func(st store.Store) store.Store { rc = &readCounter{Store: st}; return rc })
+	var rc *storetest.NodeReads
+	e := newEnvWrapped(t, n, func(st store.Store) store.Store { rc = &storetest.NodeReads{Store: st}; return rc })
 	cookie := e.signIn()
 	all := slices.Clone(e.nodes)
 	slices.Sort(all)
@@ -64,23 +30,23 @@ func TestNodesPageReadsOnePage(t *testing.T) {
 	}
 	for _, view := range views {
 		t.Run(view, func(t *testing.T) {
-			rc.take()
+			rc.Take()
 			resp := e.do("GET", "/admin/"+view, cookie, nil, nil)
 			body := bodyOf(t, resp)
 			if resp.StatusCode != 200 {
 				t.Fatalf("%d\n%s", resp.StatusCode, body)
 			}
-			listAll, pages, rows := rc.take()
-			if listAll != 0 {
-				t.Fatalf("the view read every node (ListNodes) %d times", listAll)
+			reads := rc.Take()
+			if reads.ListAll != 0 {
+				t.Fatalf("the view read every node (ListNodes) %d times", reads.ListAll)
 			}
-			for _, p := range pages {
+			for _, p := range reads.Pages {
 				if p.IDs == nil && (p.Limit == 0 || p.Limit > PageSize) || len(p.IDs) > PageSize {
 					t.Fatalf("the view asked the store for %+v, more than a page", p)
 				}
 			}
-			if rows > 2*PageSize+1 || len(pages) == 0 {
-				t.Fatalf("the view read %d nodes in %d store calls", rows, len(pages))
+			if reads.PageRows > 2*PageSize+1 || len(reads.Pages) == 0 {
+				t.Fatalf("the view read %d nodes in %d store calls", reads.PageRows, len(reads.Pages))
 			}
 			if got := names(body); len(got) > PageSize {
 				t.Fatalf("%d rows shown", len(got))
