@@ -76,8 +76,8 @@ func relayURL(n *wire.RelayNode) string {
 }
 
 // familyDialer dials n's host:port with dial (nil: net.Dialer's) and, when
-// the map gives n an ipv4 or ipv6 besides, races those against it as the
-// relay client does (netutil.DialRace): a relay whose host is an IPv4
+// the map gives n an ipv4 or ipv6 besides, races those against it for the
+// TCP connect (netutil.DialRace): a relay whose host is an IPv4
 // literal is measured at its ipv6 from an IPv6-only node, and a family
 // that black-holes costs a head start instead of the probe's whole time.
 // The URL, the Host header and the name TLS verifies stay n's host.

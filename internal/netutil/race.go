@@ -19,31 +19,56 @@ const HeadStart = 250 * time.Millisecond
 type DialFunc func(ctx context.Context, network, addr string) (net.Conn, error)
 
 // DialRace connects to the first of addrs that answers, "Happy Eyeballs"
-// style (RFC 8305): it dials addrs[0], starts the next address headStart
-// later or at once when every attempt so far has failed, and so on; the
-// first connection made wins and the other attempts are cancelled, or
-// closed if they connect anyway. net.Dialer races only the addresses one
-// host name resolves to; this races addresses the caller already knows,
-// such as a relay's ipv4 and ipv6. dial must return when its context is
-// cancelled. The error, when all fail, joins every attempt's.
+// style (RFC 8305), as Race runs attempts: the first connection made wins
+// and the other attempts are cancelled, or closed if they connect anyway.
+// net.Dialer races only the addresses one host name resolves to; this
+// races addresses the caller already knows, such as a relay's ipv4 and
+// ipv6. dial must return when its context is cancelled. The error, when
+// all fail, joins every attempt's. A client that speaks TLS or a protocol
+// after the connect races the whole setup with Race instead: a family
+// whose TCP connects but whose later packets vanish would otherwise win
+// here and then stall.
 func DialRace(ctx context.Context, dial DialFunc, network string, addrs []string, headStart time.Duration) (net.Conn, error) {
+	return Race(ctx, addrs, headStart,
+		func(ctx context.Context, addr string) (net.Conn, error) { return dial(ctx, network, addr) },
+		func(c net.Conn) { c.Close() })
+}
+
+// Race runs attempt for the first of addrs that gets through it, "Happy
+// Eyeballs" style (RFC 8305): it starts attempt(addrs[0]), starts the next
+// address headStart later or at once when every attempt so far has
+// failed, and so on; the first attempt that succeeds wins, the others are
+// cancelled through their context, and discard receives any that succeed
+// anyway (after the win), so nothing they opened leaks. An attempt is
+// everything a connection needs before it is usable (connect, TLS, the
+// HTTP upgrade, the protocol's handshake), so that an address whose TCP
+// connects but which then stalls (a broken path MTU, a middlebox eating
+// the TLS ClientHello) loses to one that works instead of holding the
+// caller until its timeout. attempt must return when its context is
+// cancelled, having closed what it opened when it fails; the winner's
+// result must not depend on its context once returned (it is cancelled
+// when Race returns). Race returns when it has a winner or every attempt
+// has failed, without waiting for the cancelled losers, which end in the
+// background. The error, when all fail, joins every attempt's.
+func Race[T any](ctx context.Context, addrs []string, headStart time.Duration, attempt func(ctx context.Context, addr string) (T, error), discard func(T)) (T, error) {
+	var zero T
 	if len(addrs) == 0 {
-		return nil, errors.New("dial race: no address to dial")
+		return zero, errors.New("dial race: no address to dial")
 	}
 	if len(addrs) == 1 {
-		return dial(ctx, network, addrs[0])
+		return attempt(ctx, addrs[0])
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	results := make(chan dialResult, len(addrs)) // buffered: no attempt blocks on a gone race
+	results := make(chan raceResult[T], len(addrs)) // buffered: no attempt blocks on a gone race
 	next, pending := 0, 0
 	start := func() {
 		addr := addrs[next]
 		next++
 		pending++
 		go func() {
-			c, err := dial(ctx, network, addr)
-			results <- dialResult{c, err}
+			v, err := attempt(ctx, addr)
+			results <- raceResult[T]{v, err}
 		}()
 	}
 	start()
@@ -55,8 +80,8 @@ func DialRace(ctx context.Context, dial DialFunc, network string, addrs []string
 		case r := <-results:
 			pending--
 			if r.err == nil {
-				closeLosers(results, pending)
-				return r.c, nil
+				discardLosers(results, pending, discard)
+				return r.v, nil
 			}
 			errs = append(errs, r.err)
 			if next < len(addrs) {
@@ -70,27 +95,28 @@ func DialRace(ctx context.Context, dial DialFunc, network string, addrs []string
 			}
 		}
 	}
-	return nil, errors.Join(errs...)
+	return zero, errors.Join(errs...)
 }
 
-// closeLosers waits, in the background, for the n attempts still running
-// (cancelled by then) and closes any that connected in the meantime.
-func closeLosers(results <-chan dialResult, n int) {
+// discardLosers waits, in the background, for the n attempts still
+// running (cancelled by then) and discards any that succeeded in the
+// meantime.
+func discardLosers[T any](results <-chan raceResult[T], n int, discard func(T)) {
 	if n == 0 {
 		return
 	}
 	go func() {
 		for range n {
-			if r := <-results; r.c != nil {
-				r.c.Close()
+			if r := <-results; r.err == nil {
+				discard(r.v)
 			}
 		}
 	}()
 }
 
-// dialResult is one attempt's outcome in DialRace.
-type dialResult struct {
-	c   net.Conn
+// raceResult is one attempt's outcome in Race.
+type raceResult[T any] struct {
+	v   T
 	err error
 }
 

@@ -75,6 +75,12 @@ type ClientOptions struct {
 	// relay; only this package sets them.
 	meshKey    string
 	watchConns bool
+	// altAddrs, set by the Manager from the relay map, gives for a URL's
+	// host:port the relay's other addresses, raced with it (see dial).
+	altAddrs map[string][]string
+	// handshakeTimeout, set by tests, bounds each dial; zero means the
+	// package's handshakeTimeout.
+	handshakeTimeout time.Duration
 	// onLost, set by the Manager, hears that a working connection was
 	// lost (not that an attempt failed), from the run loop.
 	onLost func()

@@ -13,21 +13,55 @@ import (
 	"weft/internal/netutil"
 )
 
-// dial connects to u, upgrades to the relay protocol and does the handshake.
+// dial connects to u, upgrades to the relay protocol and does the
+// handshake, within the client's handshake timeout. When the relay map
+// gives u's relay other addresses (altAddrs: its ipv4 and ipv6 beside the
+// URL's host), every address runs that whole setup in a race
+// (netutil.Race): the URL's address first, the others, families
+// alternating, each netutil.HeadStart after the one before or at once
+// when the ones before have failed. The first to finish the handshake
+// wins and the others are closed. Racing the TCP connect alone is not
+// enough: on a network where IPv6 connects but its later packets vanish
+// (a broken path MTU, a middlebox that eats the TLS ClientHello) the
+// IPv6 connection would win and then hang until the timeout.
 func (c *Client) dial(ctx context.Context, u *url.URL) (*clientConn, error) {
-	ctx, cancel := context.WithTimeout(ctx, handshakeTimeout)
+	ctx, cancel := context.WithTimeout(ctx, c.handshakeTimeout())
 	defer cancel()
-	host := u.Host
-	if u.Port() == "" {
-		if u.Scheme == "https" {
-			host = net.JoinHostPort(u.Hostname(), "443")
-		} else {
-			host = net.JoinHostPort(u.Hostname(), "80")
-		}
+	host := hostPort(u)
+	addrs := netutil.InterleaveFamilies(append([]string{host}, c.opts.altAddrs[host]...))
+	return netutil.Race(ctx, addrs, netutil.HeadStart,
+		func(ctx context.Context, addr string) (*clientConn, error) { return c.dialAddr(ctx, u, addr) },
+		func(cc *clientConn) { cc.nc.Close() })
+}
+
+// handshakeTimeout bounds one dial: connect, TLS, upgrade and handshake
+// over every address raced.
+func (c *Client) handshakeTimeout() time.Duration {
+	if c.opts.handshakeTimeout > 0 {
+		return c.opts.handshakeTimeout
 	}
-	nc, err := c.opts.Dialer(ctx, "tcp", host)
+	return handshakeTimeout
+}
+
+// hostPort is u's host:port, with the scheme's port when u names none.
+func hostPort(u *url.URL) string {
+	if u.Port() != "" {
+		return u.Host
+	}
+	if u.Scheme == "https" {
+		return net.JoinHostPort(u.Hostname(), "443")
+	}
+	return net.JoinHostPort(u.Hostname(), "80")
+}
+
+// dialAddr is one address's whole setup for dial: it connects to addr
+// (u's host or another address of the same relay) and runs the handshake
+// for u there (TLS verifies u's host name, the upgrade names u's host).
+// It returns when ctx ends, closing the connection.
+func (c *Client) dialAddr(ctx context.Context, u *url.URL, addr string) (*clientConn, error) {
+	nc, err := c.opts.Dialer(ctx, "tcp", addr)
 	if err != nil {
-		return nil, fmt.Errorf("relay: dialing %s: %w", host, err)
+		return nil, fmt.Errorf("relay: dialing %s: %w", addr, err)
 	}
 	// Closing the connection is how a cancelled context interrupts the
 	// handshake's reads and writes.

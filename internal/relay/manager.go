@@ -15,7 +15,6 @@ import (
 	"time"
 
 	"weft/internal/key"
-	"weft/internal/netutil"
 	"weft/internal/wire"
 )
 
@@ -48,6 +47,10 @@ type ManagerOptions struct {
 	IdleTimeout time.Duration
 	// Logger receives connection events; nil discards them.
 	Logger *slog.Logger
+
+	// handshakeTimeout, set by tests, is each client's (zero: the
+	// package's handshakeTimeout).
+	handshakeTimeout time.Duration
 }
 
 // Manager keeps the node's relay connections: always one to the home
@@ -290,19 +293,16 @@ func (m *Manager) regionLocked(region int) (*regionConn, error) {
 	for _, n := range r.Nodes {
 		urls = append(urls, RelayNodeURL(n))
 	}
-	dial := m.opts.Dialer
-	if dial == nil {
-		var d net.Dialer
-		dial = d.DialContext
-	}
 	c, err := NewClient(ClientOptions{
-		URLs:      urls,
-		NodeKey:   m.opts.NodeKey,
-		Dialer:    altAddrDialer(dial, r.Nodes),
-		TLSConfig: m.opts.TLSConfig,
-		Preferred: region == m.home,
-		Logger:    m.log.With("region", region),
-		onLost:    func() { m.lost(region) },
+		URLs:             urls,
+		NodeKey:          m.opts.NodeKey,
+		Dialer:           m.opts.Dialer,
+		TLSConfig:        m.opts.TLSConfig,
+		Preferred:        region == m.home,
+		Logger:           m.log.With("region", region),
+		altAddrs:         altAddrs(r.Nodes),
+		handshakeTimeout: m.opts.handshakeTimeout,
+		onLost:           func() { m.lost(region) },
 	})
 	if err != nil {
 		return nil, err
@@ -445,19 +445,18 @@ func RelayNodeURL(n *wire.RelayNode) string {
 	return scheme + "://" + net.JoinHostPort(n.Host, strconv.Itoa(port))
 }
 
-// altAddrDialer wraps dial so that a relay whose map entry gives more
-// addresses than its URL names (RelayNode.Addrs: an IP-literal Host plus
-// the node's ipv4 and ipv6) is dialed at all of them, raced as RFC 8305
-// says (netutil.DialRace): the URL's address first, the others, families
-// alternating, each netutil.HeadStart after the one before or at once
-// when the ones before have failed; the first TCP connection wins and the
-// others are closed. An IPv6-only node cannot reach a relay whose Host is
-// an IPv4 literal, but reaches its ipv6 at once; a node whose IPv6 route
-// black-holes (SYNs vanish) connects over IPv4 a quarter second later
-// instead of after the whole connect timeout. The URL's address goes
-// first, so a dual-stack node keeps using what it used before.
-func altAddrDialer(dial netutil.DialFunc, nodes []*wire.RelayNode) netutil.DialFunc {
-	alts := map[string][]string{} // the URL's host:port → the other addresses with that port
+// altAddrs maps each node's URL host:port to the node's other addresses
+// with that port, for a relay whose map entry gives more addresses than
+// its URL names (RelayNode.Addrs: an IP-literal Host plus the node's ipv4
+// and ipv6). The client races them all through the whole setup (see
+// Client.dial): an IPv6-only node cannot reach a relay whose Host is an
+// IPv4 literal, but reaches its ipv6 at once; a node whose IPv6 route
+// black-holes (SYNs vanish) or stalls after the connect (later packets
+// vanish) connects over IPv4 a head start later instead of after the
+// whole handshake timeout. The URL's address goes first, so a dual-stack
+// node keeps using what it used before.
+func altAddrs(nodes []*wire.RelayNode) map[string][]string {
+	alts := map[string][]string{}
 	for _, n := range nodes {
 		u, err := url.Parse(RelayNodeURL(n))
 		if err != nil {
@@ -469,13 +468,7 @@ func altAddrDialer(dial netutil.DialFunc, nodes []*wire.RelayNode) netutil.DialF
 			}
 		}
 	}
-	return func(ctx context.Context, network, addr string) (net.Conn, error) {
-		if len(alts[addr]) == 0 {
-			return dial(ctx, network, addr)
-		}
-		addrs := netutil.InterleaveFamilies(append([]string{addr}, alts[addr]...))
-		return netutil.DialRace(ctx, dial, network, addrs, netutil.HeadStart)
-	}
+	return alts
 }
 
 // HomeSwitchRatio is how much better another region must be before

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/netip"
 	"net/url"
@@ -277,50 +278,28 @@ func TestManagerSendQueueBoundedAndCounted(t *testing.T) {
 	}
 }
 
-// TestAltAddrDialer: a relay whose map entry gives an ipv6 besides its
-// IPv4-literal host is dialed there when the host fails (an IPv6-only
-// node), and not while the host answers within its head start.
-func TestAltAddrDialer(t *testing.T) {
+// TestAltAddrs: the client races, beside a node's URL address, the
+// other addresses its map entry gives with the URL's port (an ipv6 beside
+// an IPv4-literal host, an ipv4 beside a name), each once.
+func TestAltAddrs(t *testing.T) {
 	nodes := []*wire.RelayNode{
 		{Name: "1a", RegionID: 1, Host: "203.0.113.10", Port: 8080, InsecureHTTP: true, IPv6: netip.MustParseAddr("2001:db8::10")},
 		{Name: "1b", RegionID: 1, Host: "relay.example", IPv4: netip.MustParseAddr("198.51.100.7")},
+		{Name: "1c", RegionID: 1, Host: "192.0.2.1", IPv4: netip.MustParseAddr("192.0.2.1")},
+		{Name: "1d", RegionID: 1, Host: "relay2.example", IPv4: netip.MustParseAddr("198.51.100.8"), IPv6: netip.MustParseAddr("2001:db8::8")},
 	}
-	errUnreach := errors.New("network is unreachable")
-	for _, tc := range []struct {
-		name      string
-		addr      string
-		reachable map[string]bool
-		wantTried []string
-		wantErr   bool
-	}{
-		{"URL's address works", "203.0.113.10:8080", map[string]bool{"203.0.113.10:8080": true, "[2001:db8::10]:8080": true},
-			[]string{"203.0.113.10:8080"}, false},
-		{"IPv6-only node", "203.0.113.10:8080", map[string]bool{"[2001:db8::10]:8080": true},
-			[]string{"203.0.113.10:8080", "[2001:db8::10]:8080"}, false},
-		{"nothing reachable", "203.0.113.10:8080", nil,
-			[]string{"203.0.113.10:8080", "[2001:db8::10]:8080"}, true},
-		{"name with an ipv4", "relay.example:443", map[string]bool{"198.51.100.7:443": true},
-			[]string{"relay.example:443", "198.51.100.7:443"}, false},
-		{"address without alternates", "192.0.2.1:80", nil, []string{"192.0.2.1:80"}, true},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			var tried []string
-			dial := altAddrDialer(func(_ context.Context, _, addr string) (net.Conn, error) {
-				tried = append(tried, addr)
-				if tc.reachable[addr] {
-					c, _ := net.Pipe()
-					return c, nil
-				}
-				return nil, errUnreach
-			}, nodes)
-			c, err := dial(t.Context(), "tcp", tc.addr)
-			if c != nil {
-				c.Close()
-			}
-			if (err != nil) != tc.wantErr || !slices.Equal(tried, tc.wantTried) {
-				t.Errorf("err %v, tried %v; want error %v, tried %v", err, tried, tc.wantErr, tc.wantTried)
-			}
-		})
+	want := map[string][]string{
+		"203.0.113.10:8080":  {"[2001:db8::10]:8080"},
+		"relay.example:443":  {"198.51.100.7:443"},
+		"relay2.example:443": {"198.51.100.8:443", "[2001:db8::8]:443"},
+	}
+	got := altAddrs(nodes)
+	if len(got["192.0.2.1:443"]) != 0 {
+		t.Errorf("a node whose ipv4 is its host has alternates %v", got["192.0.2.1:443"])
+	}
+	delete(got, "192.0.2.1:443")
+	if !maps.EqualFunc(got, want, slices.Equal) {
+		t.Errorf("altAddrs = %v, want %v", got, want)
 	}
 }
 
