@@ -16,51 +16,42 @@ import (
 	"golang.org/x/net/ipv4"
 )
 
-// DialContext dials from inside the node's namespace. Only the socket's
-// creation needs the namespace; the connection works from any goroutine.
-func (n *Node) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
-	var c net.Conn
+// openIn runs open inside n's namespace and returns the socket it made.
+// Only a socket's creation needs the namespace; the socket works from any
+// goroutine afterwards.
+func openIn[T any](n *Node, open func() (T, error)) (T, error) {
+	var c T
 	err := n.Do(func() error {
-		var d net.Dialer
 		var err error
-		c, err = d.DialContext(ctx, network, addr)
+		c, err = open()
 		return err
 	})
 	return c, err
+}
+
+// DialContext dials from inside the node's namespace. Only the socket's
+// creation needs the namespace; the connection works from any goroutine.
+func (n *Node) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
+	return openIn(n, func() (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, network, addr)
+	})
 }
 
 // ListenPacket opens a packet socket (e.g. "udp4", ":0") in the node's
 // namespace.
 func (n *Node) ListenPacket(network, addr string) (net.PacketConn, error) {
-	var c net.PacketConn
-	err := n.Do(func() error {
-		var err error
-		c, err = net.ListenPacket(network, addr)
-		return err
-	})
-	return c, err
+	return openIn(n, func() (net.PacketConn, error) { return net.ListenPacket(network, addr) })
 }
 
 // ListenUDP opens a UDP socket in the node's namespace.
 func (n *Node) ListenUDP(addr netip.AddrPort) (*net.UDPConn, error) {
-	var c *net.UDPConn
-	err := n.Do(func() error {
-		var err error
-		c, err = net.ListenUDP("udp", net.UDPAddrFromAddrPort(addr))
-		return err
-	})
-	return c, err
+	return openIn(n, func() (*net.UDPConn, error) { return net.ListenUDP("udp", net.UDPAddrFromAddrPort(addr)) })
 }
 
 // Listen opens a stream listener in the node's namespace.
 func (n *Node) Listen(network, addr string) (net.Listener, error) {
-	var ln net.Listener
-	err := n.Do(func() error {
-		var err error
-		ln, err = net.Listen(network, addr)
-		return err
-	})
-	return ln, err
+	return openIn(n, func() (net.Listener, error) { return net.Listen(network, addr) })
 }
 
 // HTTPClient returns a client whose connections start in the node's
@@ -79,12 +70,8 @@ func (n *Node) Ping(ctx context.Context, dst netip.Addr, count int, interval, ti
 	if !dst.Is4() {
 		return nil, fmt.Errorf("netlab: ping %v: only IPv4", dst)
 	}
-	var c *icmp.PacketConn
-	if err := n.Do(func() error {
-		var err error
-		c, err = icmp.ListenPacket("ip4:icmp", "0.0.0.0")
-		return err
-	}); err != nil {
+	c, err := openIn(n, func() (*icmp.PacketConn, error) { return icmp.ListenPacket("ip4:icmp", "0.0.0.0") })
+	if err != nil {
 		return nil, fmt.Errorf("netlab: ping from %s: %w", n.Name, err)
 	}
 	defer c.Close()

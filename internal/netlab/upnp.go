@@ -222,12 +222,8 @@ func waitUDP(ctx context.Context, n *Node, addr netip.AddrPort) error {
 func pollUDP(ctx context.Context, n *Node, addr netip.AddrPort, req []byte, ok func([]byte) bool) error {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	var c *net.UDPConn
-	if err := n.Do(func() error {
-		var err error
-		c, err = net.ListenUDP("udp4", nil)
-		return err
-	}); err != nil {
+	c, err := openIn(n, func() (*net.UDPConn, error) { return net.ListenUDP("udp4", nil) })
+	if err != nil {
 		return err
 	}
 	defer c.Close()
