@@ -415,15 +415,7 @@ func Handler(b Backend, log *slog.Logger) http.Handler {
 		}
 		json.NewEncoder(w).Encode(v)
 	}
-	mux.HandleFunc("POST /up", func(w http.ResponseWriter, r *http.Request) {
-		var req UpRequest
-		if err := json.NewDecoder(io.LimitReader(r.Body, 64<<10)).Decode(&req); err != nil {
-			reply(w, nil, fmt.Errorf("bad request: %v", err))
-			return
-		}
-		st, err := b.Up(r.Context(), req)
-		reply(w, st, err)
-	})
+	handleJSON(mux, "POST /up", 64<<10, reply, b.Up)
 	mux.HandleFunc("POST /down", func(w http.ResponseWriter, r *http.Request) {
 		reply(w, struct{}{}, b.Down(r.Context()))
 	})
@@ -435,15 +427,7 @@ func Handler(b Backend, log *slog.Logger) http.Handler {
 		reply(w, st, err)
 	})
 	if p, ok := b.(Pinger); ok {
-		mux.HandleFunc("POST /ping", func(w http.ResponseWriter, r *http.Request) {
-			var req PingRequest
-			if err := json.NewDecoder(io.LimitReader(r.Body, 64<<10)).Decode(&req); err != nil {
-				reply(w, nil, fmt.Errorf("bad request: %v", err))
-				return
-			}
-			res, err := p.Ping(r.Context(), req)
-			reply(w, res, err)
-		})
+		handleJSON(mux, "POST /ping", 64<<10, reply, p.Ping)
 	}
 	if hk, ok := b.(HistoryKeeper); ok {
 		mux.HandleFunc("GET /health-history", func(w http.ResponseWriter, r *http.Request) {
@@ -465,6 +449,22 @@ func Handler(b Backend, log *slog.Logger) http.Handler {
 	handleHealthStats(mux, b, reply)
 	handleDebug(mux, reply)
 	return mux
+}
+
+// handleJSON serves pattern on mux: it decodes the request's JSON body
+// (at most limit bytes) into a Req, calls do with it and replies with what
+// do returns. A body that does not decode is a bad request, and do is not
+// called.
+func handleJSON[Req, Res any](mux *http.ServeMux, pattern string, limit int64, reply func(http.ResponseWriter, any, error), do func(context.Context, Req) (Res, error)) {
+	mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
+		var req Req
+		if err := json.NewDecoder(io.LimitReader(r.Body, limit)).Decode(&req); err != nil {
+			reply(w, nil, fmt.Errorf("bad request: %v", err))
+			return
+		}
+		res, err := do(r.Context(), req)
+		reply(w, res, err)
+	})
 }
 
 // ErrSocketInUse: another process answers on the socket.

@@ -2,9 +2,6 @@ package localapi
 
 import (
 	"context"
-	"encoding/json"
-	"fmt"
-	"io"
 	"net/http"
 	"net/netip"
 
@@ -76,15 +73,7 @@ func handlePrefs(mux *http.ServeMux, b Backend, reply func(http.ResponseWriter, 
 	if !ok {
 		return
 	}
-	mux.HandleFunc("POST /set", func(w http.ResponseWriter, r *http.Request) {
-		var edit PrefsEdit
-		if err := json.NewDecoder(io.LimitReader(r.Body, 256<<10)).Decode(&edit); err != nil {
-			reply(w, nil, fmt.Errorf("bad request: %v", err))
-			return
-		}
-		p, err := pe.EditPrefs(r.Context(), edit)
-		reply(w, p, err)
-	})
+	handleJSON(mux, "POST /set", 256<<10, reply, pe.EditPrefs)
 }
 
 // EditPrefs asks the daemon to change some preferences and returns those

@@ -2,9 +2,6 @@ package localapi
 
 import (
 	"context"
-	"encoding/json"
-	"fmt"
-	"io"
 	"net/http"
 )
 
@@ -36,14 +33,9 @@ func handleTrust(mux *http.ServeMux, b Backend, reply func(http.ResponseWriter, 
 	if !ok {
 		return
 	}
-	mux.HandleFunc("POST /server-ca", func(w http.ResponseWriter, r *http.Request) {
-		var req ServerCARequest
-		if err := json.NewDecoder(io.LimitReader(r.Body, 64<<10)).Decode(&req); err != nil {
-			reply(w, nil, fmt.Errorf("bad request: %v", err))
-			return
-		}
-		pem, err := tk.ServerCA(r.Context(), req.Server)
-		reply(w, ServerCAReply{PEM: pem}, err)
+	handleJSON(mux, "POST /server-ca", 64<<10, reply, func(ctx context.Context, req ServerCARequest) (ServerCAReply, error) {
+		pem, err := tk.ServerCA(ctx, req.Server)
+		return ServerCAReply{PEM: pem}, err
 	})
 }
 
