@@ -120,9 +120,26 @@ type rateLimiter struct {
 	buckets map[string]*bucket
 }
 
+// bucket is a token bucket's level: tokens left at time last.
 type bucket struct {
 	tokens float64
 	last   time.Time
+}
+
+// level is how many tokens b holds at now, refilled at rate per second
+// since last, up to burst.
+func (b *bucket) level(now time.Time, rate, burst float64) float64 {
+	return min(burst, b.tokens+now.Sub(b.last).Seconds()*rate)
+}
+
+// take refills b up to now and takes a token if there is one.
+func (b *bucket) take(now time.Time, rate, burst float64) bool {
+	b.tokens, b.last = b.level(now, rate, burst), now
+	if b.tokens < 1 {
+		return false
+	}
+	b.tokens--
+	return true
 }
 
 // maxBuckets bounds the limiter's memory; when reached, full buckets (those
@@ -148,19 +165,13 @@ func (l *rateLimiter) allow(ip string) bool {
 		b = &bucket{tokens: l.burst, last: now}
 		l.buckets[ip] = b
 	}
-	b.tokens = min(l.burst, b.tokens+now.Sub(b.last).Seconds()*l.rate)
-	b.last = now
-	if b.tokens < 1 {
-		return false
-	}
-	b.tokens--
-	return true
+	return b.take(now, l.rate, l.burst)
 }
 
 // pruneLocked drops buckets that have refilled. l.mu is held.
 func (l *rateLimiter) pruneLocked(now time.Time) {
 	for ip, b := range l.buckets {
-		if b.tokens+now.Sub(b.last).Seconds()*l.rate >= l.burst {
+		if b.level(now, l.rate, l.burst) >= l.burst {
 			delete(l.buckets, ip)
 		}
 	}

@@ -30,15 +30,14 @@ type updateLimiter struct {
 	apply func(*wire.Update) // applies an update; called with mu held
 
 	mu      sync.Mutex // guards the fields below; held while applying
-	tokens  float64
-	last    time.Time
+	bucket  bucket
 	pending *wire.Update // merged updates waiting for a token
 	timer   *time.Timer
 	stopped bool
 }
 
 func newUpdateLimiter(rate float64, burst int, now func() time.Time, apply func(*wire.Update)) *updateLimiter {
-	return &updateLimiter{rate: rate, burst: float64(burst), now: now, apply: apply, tokens: float64(burst), last: now()}
+	return &updateLimiter{rate: rate, burst: float64(burst), now: now, apply: apply, bucket: bucket{tokens: float64(burst), last: now()}}
 }
 
 // offer applies u now if the bucket allows and nothing waits, and merges
@@ -62,14 +61,7 @@ func (l *updateLimiter) offer(u *wire.Update) {
 
 // takeLocked takes a token if there is one. l.mu is held.
 func (l *updateLimiter) takeLocked() bool {
-	now := l.now()
-	l.tokens = min(l.burst, l.tokens+now.Sub(l.last).Seconds()*l.rate)
-	l.last = now
-	if l.tokens < 1 {
-		return false
-	}
-	l.tokens--
-	return true
+	return l.bucket.take(l.now(), l.rate, l.burst)
 }
 
 // armLocked schedules the waiting update for when a token is due. l.mu
@@ -78,7 +70,7 @@ func (l *updateLimiter) armLocked() {
 	if l.timer != nil {
 		return
 	}
-	wait := time.Duration((1 - l.tokens) / l.rate * float64(time.Second))
+	wait := time.Duration((1 - l.bucket.tokens) / l.rate * float64(time.Second))
 	l.timer = time.AfterFunc(max(wait, time.Millisecond), l.due)
 }
 
