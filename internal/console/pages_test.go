@@ -24,22 +24,31 @@ func names(body string) []string {
 	return out
 }
 
+// nodeNames gets the nodes page /admin/ with query q as the holder of
+// cookie and returns the names of its rows; anything but a 200 fails t.
+func (e *env) nodeNames(t testing.TB, cookie *http.Cookie, q string) []string {
+	t.Helper()
+	resp := e.do("GET", "/admin/"+q, cookie, nil, nil)
+	body := bodyOf(t, resp)
+	if resp.StatusCode != 200 {
+		t.Fatalf("%s: %d\n%s", q, resp.StatusCode, body)
+	}
+	return names(body)
+}
+
+// sortedNodes are the names of e's nodes in name order.
+func (e *env) sortedNodes() []string {
+	all := slices.Clone(e.nodes)
+	slices.Sort(all)
+	return all
+}
+
 // TestNodesTable: the table is cut into PageSize pages server-side,
 // searched, and sorted both ways.
 func TestNodesTable(t *testing.T) {
 	e := newEnv(t, PageSize+30)
 	cookie := e.signIn()
-	get := func(q string) []string {
-		t.Helper()
-		resp := e.do("GET", "/admin/"+q, cookie, nil, nil)
-		body := bodyOf(t, resp)
-		if resp.StatusCode != 200 {
-			t.Fatalf("%s: %d\n%s", q, resp.StatusCode, body)
-		}
-		return names(body)
-	}
-	all := slices.Clone(e.nodes)
-	slices.Sort(all)
+	all := e.sortedNodes()
 	for _, c := range []struct {
 		query string
 		want  []string
@@ -54,7 +63,7 @@ func TestNodesTable(t *testing.T) {
 		{"?sort=bogus", all[:PageSize]},
 	} {
 		t.Run(c.query, func(t *testing.T) {
-			if got := get(c.query); !slices.Equal(got, c.want) {
+			if got := e.nodeNames(t, cookie, c.query); !slices.Equal(got, c.want) {
 				t.Fatalf("got %d rows %v…, want %d %v…", len(got), head(got), len(c.want), head(c.want))
 			}
 		})
