@@ -2,13 +2,11 @@ package control
 
 import (
 	"context"
-	"net/http/httptest"
 	"slices"
 	"testing"
 	"time"
 
 	"weft/internal/changefeed"
-	"weft/internal/key"
 	"weft/internal/store"
 	"weft/internal/wire"
 )
@@ -25,22 +23,8 @@ type livePair struct {
 
 func newLivePair(t *testing.T, interval, timeout time.Duration) *livePair {
 	t.Helper()
-	p := &livePair{hub: changefeed.NewHub()}
-	sk := key.NewMachine()
-	live := func(c *Config) {
-		c.Key, c.Feed, c.PersistInterval = sk, p.hub.Feed(), 10*time.Millisecond
-		c.HeartbeatInterval, c.ServerTimeout = interval, timeout
-	}
-	p.a = newHarness(t, live)
-	cfg := Config{Store: p.a.st, BatchWindow: 5 * time.Millisecond, RegisterRate: -1}
-	live(&cfg)
-	srv, err := New(context.Background(), cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	hs := httptest.NewServer(srv.Handler())
-	p.b = &harness{t: t, st: p.a.st, srv: srv, url: hs.URL, hs: hs}
-	t.Cleanup(p.b.close) // before a's cleanup, which closes the shared store
+	p := &livePair{}
+	p.hub, p.a, p.b = newPairWith(t, func(c *Config) { c.HeartbeatInterval, c.ServerTimeout = interval, timeout })
 	k := p.a.authKey(store.AuthKeyRequest{Reusable: true})
 	p.na, p.nb = p.a.newSim("na"), p.b.newSim("nb")
 	for _, n := range []*simNode{p.na, p.nb} {

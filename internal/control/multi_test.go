@@ -24,11 +24,26 @@ import (
 // server key, as `weft server` processes sharing a database are.
 func newPair(t *testing.T) (a, b *harness) {
 	t.Helper()
-	hub := changefeed.NewHub()
+	_, a, b = newPairWith(t, nil)
+	return a, b
+}
+
+// newPairWith is newPair with mod, if set, adjusting both servers'
+// Config; it returns the hub too.
+func newPairWith(t *testing.T, mod func(*Config)) (hub *changefeed.Hub, a, b *harness) {
+	t.Helper()
+	hub = changefeed.NewHub()
 	sk := key.NewMachine()
-	a = newHarness(t, func(c *Config) { c.Key, c.Feed, c.PersistInterval = sk, hub.Feed(), 10*time.Millisecond })
-	srv, err := New(context.Background(), Config{Store: a.st, Key: sk, Feed: hub.Feed(),
-		BatchWindow: 5 * time.Millisecond, RegisterRate: -1, PersistInterval: 10 * time.Millisecond})
+	shared := func(c *Config) {
+		c.Key, c.Feed, c.PersistInterval = sk, hub.Feed(), 10*time.Millisecond
+		if mod != nil {
+			mod(c)
+		}
+	}
+	a = newHarness(t, shared)
+	cfg := Config{Store: a.st, BatchWindow: 5 * time.Millisecond, RegisterRate: -1}
+	shared(&cfg)
+	srv, err := New(context.Background(), cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -36,7 +51,7 @@ func newPair(t *testing.T) (a, b *harness) {
 	b = &harness{t: t, st: a.st, srv: srv, url: hs.URL, hs: hs}
 	// b shares a's store: a's cleanup closes it, after b stopped.
 	t.Cleanup(func() { hs.Close(); srv.Close() })
-	return a, b
+	return hub, a, b
 }
 
 // feedView is what a node knows of its peers, folded from its map
