@@ -3,16 +3,13 @@
 package browsertest
 
 import (
-	"bytes"
 	"context"
-	"io"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -20,6 +17,7 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"weft/internal/netlab/labtest"
+	"weft/internal/tstest"
 )
 
 // chromiumPath finds Debian's chromium, or skips the test saying how to
@@ -159,7 +157,7 @@ type server struct {
 	dataDir string
 	URL     string
 	cmd     *exec.Cmd
-	logs    *bytes.Buffer
+	logs    *tstest.Buffer // the server's stdout and stderr
 }
 
 // startServer runs `weft server` on 127.0.0.1 (no STUN, no metrics
@@ -191,10 +189,10 @@ func freeAddr(t testing.TB) string {
 // as serverURL, with more flags in extra.
 func startServerAt(t testing.TB, dataDir, addr, serverURL string, extra ...string) *server {
 	t.Helper()
-	s := &server{t: t, weft: labtest.WeftBinary(t), dataDir: dataDir, URL: serverURL, logs: &bytes.Buffer{}}
+	s := &server{t: t, weft: labtest.WeftBinary(t), dataDir: dataDir, URL: serverURL, logs: new(tstest.Buffer)}
 	s.cmd = exec.Command(s.weft, append([]string{"server", "--listen", addr, "--data-dir", s.dataDir, "--server-url", s.URL,
 		"--stun-listen=", "--metrics-listen="}, extra...)...)
-	s.cmd.Stdout, s.cmd.Stderr = &lockedWriter{w: s.logs}, &lockedWriter{w: s.logs}
+	s.cmd.Stdout, s.cmd.Stderr = s.logs, s.logs
 	if err := s.cmd.Start(); err != nil {
 		t.Fatalf("start weft server: %v", err)
 	}
@@ -229,18 +227,6 @@ func (s *server) admin(args ...string) string {
 		s.t.Fatalf("weft admin %s: %v\n%s", strings.Join(args, " "), err, out)
 	}
 	return string(out)
-}
-
-// lockedWriter lets the server's stdout and stderr share one buffer.
-type lockedWriter struct {
-	mu sync.Mutex
-	w  io.Writer
-}
-
-func (l *lockedWriter) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.w.Write(p)
 }
 
 // signIn opens a fresh console link (its origin replaced by base, the
