@@ -20,11 +20,7 @@ func TestMemberSeesOwnNodesOnly(t *testing.T) {
 	if _, err := e.st.CreateUser(ctx, "bob"); err != nil {
 		t.Fatal(err)
 	}
-	tok, err := e.s.startSession(ctx, "bob")
-	if err != nil {
-		t.Fatal(err)
-	}
-	bob := &http.Cookie{Name: cookieName, Value: tok}
+	bob := e.sessionOf(ctx, "bob")
 	resp := e.do("GET", "/admin/", bob, nil, nil)
 	body := bodyOf(t, resp)
 	if resp.StatusCode != 200 || strings.Contains(body, "secretnode") || strings.Contains(body, `href="/admin/policy"`) {

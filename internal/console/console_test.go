@@ -198,6 +198,17 @@ func (e *env) signIn() *http.Cookie {
 	return nil
 }
 
+// sessionOf starts a console session of user, who must exist, without a
+// login link, and returns its cookie.
+func (e *env) sessionOf(ctx context.Context, user string) *http.Cookie {
+	e.t.Helper()
+	tok, err := e.s.startSession(ctx, user)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return &http.Cookie{Name: cookieName, Value: tok}
+}
+
 var csrfField = regexp.MustCompile(`name="csrf" value="([0-9a-f]+)"`)
 
 // csrf reads the session's CSRF token from the nodes page.

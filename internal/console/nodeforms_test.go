@@ -159,11 +159,7 @@ func TestNodeFormsMember(t *testing.T) {
 	if _, err := e.st.SetAdvertisedRoutes(ctx, bobs.ID, []netip.Prefix{netip.MustParsePrefix("10.9.0.0/24")}); err != nil {
 		t.Fatal(err)
 	}
-	tok, err := e.s.startSession(ctx, "bob")
-	if err != nil {
-		t.Fatal(err)
-	}
-	bob := &http.Cookie{Name: cookieName, Value: tok}
+	bob := e.sessionOf(ctx, "bob")
 	ref := "/admin/nodes/id:" + strconvI(int(bobs.ID))
 	page := bodyOf(t, e.do("GET", ref, bob, nil, nil))
 	for _, want := range []string{`id="renameform"`, `id="expireform"`, `id="deleteform"`, "awaiting an admin's approval"} {
@@ -280,11 +276,7 @@ func TestPolicyHistory(t *testing.T) {
 	if _, err := e.st.CreateUser(ctx, "bob"); err != nil {
 		t.Fatal(err)
 	}
-	tok, err := e.s.startSession(ctx, "bob")
-	if err != nil {
-		t.Fatal(err)
-	}
-	bob := &http.Cookie{Name: cookieName, Value: tok}
+	bob := e.sessionOf(ctx, "bob")
 	for _, p := range []string{"/admin/policy/history", "/admin/policy/history/1", "/admin/policy?from=1"} {
 		resp := e.do("GET", p, bob, nil, nil)
 		if body := bodyOf(t, resp); resp.StatusCode != http.StatusForbidden || strings.Contains(body, "// first") {
