@@ -12,6 +12,7 @@ import (
 	"weft/internal/key"
 	"weft/internal/pgtest"
 	"weft/internal/store"
+	"weft/internal/tstest/storetest"
 )
 
 // TestAdminDBMigrateFromSQLite moves a tailnet with `weft admin db
@@ -22,14 +23,7 @@ import (
 func TestAdminDBMigrateFromSQLite(t *testing.T) {
 	ctx := context.Background()
 	srcPath := filepath.Join(t.TempDir(), "weft.db")
-	src, err := store.Open(ctx, srcPath, store.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer src.Close() // open throughout, as a running server's would be
-	if _, err := src.CreateUser(ctx, "alice"); err != nil {
-		t.Fatal(err)
-	}
+	src := storetest.Open(t, srcPath, store.Options{}, "alice") // open throughout, as a running server's would be
 	k, _, err := src.CreateAuthKey(ctx, store.AuthKeyRequest{User: "alice", Reusable: true})
 	if err != nil {
 		t.Fatal(err)

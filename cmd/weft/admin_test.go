@@ -15,6 +15,7 @@ import (
 	"weft/internal/key"
 	"weft/internal/store"
 	"weft/internal/tailnet"
+	"weft/internal/tstest/storetest"
 )
 
 // adminEnv runs an admin API server on a temporary data directory, as weft
@@ -28,10 +29,7 @@ type adminEnv struct {
 func startAdmin(t *testing.T) *adminEnv {
 	t.Helper()
 	dir := t.TempDir()
-	st, err := store.Open(context.Background(), filepath.Join(dir, "weft.db"), store.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	st := storetest.Open(t, filepath.Join(dir, "weft.db"), store.Options{}) // closed after the server stopped
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	sock := adminapi.SocketPath(dir)
@@ -41,7 +39,6 @@ func startAdmin(t *testing.T) *adminEnv {
 		if err := <-done; err != nil {
 			t.Error(err)
 		}
-		st.Close()
 	})
 	for {
 		if c, err := net.Dial("unix", sock); err == nil {

@@ -17,6 +17,7 @@ import (
 	"weft/internal/key"
 	"weft/internal/relay"
 	"weft/internal/store"
+	"weft/internal/tstest/storetest"
 	"weft/internal/wire"
 )
 
@@ -47,15 +48,7 @@ func (s *countingStore) GetNodeByMachineKey(ctx context.Context, mk key.MachineP
 // registered node is let in, and refused once its key expired.
 func TestEmbeddedRelayAuthorizesFromMemory(t *testing.T) {
 	ctx := context.Background()
-	base, err := store.Open(ctx, filepath.Join(t.TempDir(), "weft.db"), store.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer base.Close()
-	st := &countingStore{Store: base}
-	if _, err := st.CreateUser(ctx, "alice"); err != nil {
-		t.Fatal(err)
-	}
+	st := &countingStore{Store: storetest.Open(t, "", store.Options{}, "alice")}
 	secret, _, err := st.CreateAuthKey(ctx, store.AuthKeyRequest{User: "alice"})
 	if err != nil {
 		t.Fatal(err)

@@ -16,6 +16,7 @@ import (
 	"weft/internal/key"
 	"weft/internal/store"
 	"weft/internal/tailnet"
+	"weft/internal/tstest/storetest"
 	"weft/internal/wire"
 )
 
@@ -65,10 +66,7 @@ type env struct {
 func start(t *testing.T) *env {
 	t.Helper()
 	dir := t.TempDir()
-	st, err := store.Open(context.Background(), filepath.Join(dir, "weft.db"), store.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	st := storetest.Open(t, filepath.Join(dir, "weft.db"), store.Options{}) // closed after Serve returned
 	rec := &recorder{}
 	srv := &Server{Store: st, Notifier: rec, Online: func(id wire.NodeID) bool { return id == 1 }}
 	sock := SocketPath(dir)
@@ -82,7 +80,6 @@ func start(t *testing.T) *env {
 		if err := <-done; err != nil {
 			t.Errorf("Serve: %v", err)
 		}
-		st.Close()
 	})
 	waitListening(t, sock, done)
 	return &env{st: st, db: filepath.Join(dir, "weft.db"), rec: rec, c: c, sock: sock}
@@ -424,12 +421,7 @@ func FuzzParseRouteArg(f *testing.F) {
 
 func TestShutdown(t *testing.T) {
 	dir := t.TempDir()
-	st, err := store.Open(context.Background(), filepath.Join(dir, "weft.db"), store.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	srv := &Server{Store: st}
+	srv := &Server{Store: storetest.Open(t, filepath.Join(dir, "weft.db"), store.Options{})}
 	if err := srv.Shutdown(context.Background()); err != nil {
 		t.Fatalf("Shutdown before Serve = %v", err)
 	}

@@ -4,13 +4,13 @@ import (
 	"context"
 	"net/http"
 	"net/http/httptest"
-	"path/filepath"
 	"strings"
 	"testing"
 
 	"weft/internal/key"
 	"weft/internal/store"
 	"weft/internal/tailnet"
+	"weft/internal/tstest/storetest"
 )
 
 // FuzzHandler sends arbitrary bodies to every endpoint that decodes one:
@@ -30,14 +30,7 @@ func FuzzHandler(f *testing.F) {
 		f.Add(seed.path, seed.body)
 	}
 	ctx := context.Background()
-	st, err := store.Open(ctx, filepath.Join(f.TempDir(), "weft.db"), store.Options{})
-	if err != nil {
-		f.Fatal(err)
-	}
-	f.Cleanup(func() { st.Close() })
-	if _, err := st.CreateUser(ctx, "alice"); err != nil {
-		f.Fatal(err)
-	}
+	st := storetest.Open(f, "", store.Options{}, "alice")
 	k, _, err := st.CreateAuthKey(ctx, store.AuthKeyRequest{User: "alice"})
 	if err != nil {
 		f.Fatal(err)

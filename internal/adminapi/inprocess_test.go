@@ -3,12 +3,12 @@ package adminapi
 import (
 	"context"
 	"errors"
-	"path/filepath"
 	"testing"
 	"time"
 
 	"weft/internal/key"
 	"weft/internal/store"
+	"weft/internal/tstest/storetest"
 	"weft/internal/wire"
 )
 
@@ -30,11 +30,7 @@ func (f fakeHealth) Since(_ wire.NodeID, t time.Time) ([]wire.HealthSample, erro
 // fire), and health samples come back raw, oldest first, bounded by since.
 func TestHandlerClient(t *testing.T) {
 	ctx := context.Background()
-	st, err := store.Open(ctx, filepath.Join(t.TempDir(), "weft.db"), store.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
+	st := storetest.Open(t, "", store.Options{})
 	now := time.Now()
 	health := fakeHealth{
 		{Time: now.Add(-3 * time.Hour), Metrics: map[string]float64{"battery_pct": 90}},

@@ -7,7 +7,6 @@ import (
 	"net/http"
 	"net/netip"
 	"net/url"
-	"path/filepath"
 	"reflect"
 	"slices"
 	"strings"
@@ -25,16 +24,10 @@ import (
 func pagingEnv(t *testing.T, n int) (*storetest.NodeReads, *Server) {
 	t.Helper()
 	ctx := context.Background()
-	st, err := store.Open(ctx, filepath.Join(t.TempDir(), "weft.db"), store.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
+	st := storetest.Open(t, "", store.Options{}, "alice", "bob")
 	keys := map[string]string{}
 	for _, u := range []string{"alice", "bob"} {
-		if _, err := st.CreateUser(ctx, u); err != nil {
-			t.Fatal(err)
-		}
+		var err error
 		if keys[u], _, err = st.CreateAuthKey(ctx, store.AuthKeyRequest{User: u, Reusable: true}); err != nil {
 			t.Fatal(err)
 		}

@@ -19,6 +19,7 @@ import (
 	"weft/internal/nodelogin"
 	"weft/internal/store"
 	"weft/internal/tstest"
+	"weft/internal/tstest/storetest"
 	"weft/internal/wire"
 )
 
@@ -53,14 +54,7 @@ func newEnvWrapped(t testing.TB, n int, wrap func(store.Store) store.Store) *env
 	ctx := context.Background()
 	clk := tstest.NewClock(time.Now())
 	db := filepath.Join(t.TempDir(), "weft.db")
-	st, err := store.Open(ctx, db, store.Options{Now: clk.Now})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	if _, err := st.CreateUser(ctx, "alice"); err != nil {
-		t.Fatal(err)
-	}
+	st := storetest.Open(t, db, store.Options{Now: clk.Now}, "alice")
 	e := &env{t: t, st: st, clk: clk, db: db, wrap: wrap}
 	secret, _, err := st.CreateAuthKey(ctx, store.AuthKeyRequest{User: "alice", Reusable: true})
 	if err != nil {
@@ -107,11 +101,7 @@ func (e *env) mount() {
 // of its own: another server sharing the database.
 func (e *env) another() *env {
 	e.t.Helper()
-	st, err := store.Open(context.Background(), e.db, store.Options{Now: e.clk.Now})
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	e.t.Cleanup(func() { st.Close() })
+	st := storetest.Open(e.t, e.db, store.Options{Now: e.clk.Now})
 	b := &env{t: e.t, st: st, clk: e.clk, db: e.db, nodes: e.nodes}
 	b.mount()
 	return b

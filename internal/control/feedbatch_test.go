@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/netip"
-	"path/filepath"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -16,6 +15,7 @@ import (
 	"weft/internal/changefeed"
 	"weft/internal/key"
 	"weft/internal/store"
+	"weft/internal/tstest/storetest"
 	"weft/internal/wire"
 )
 
@@ -139,14 +139,7 @@ func storeState(t *testing.T, st store.Store) map[wire.NodeID]string {
 // fan-out round, and leaves the receiver holding what the store holds.
 func TestFeedBurstOneRead(t *testing.T) {
 	ctx := context.Background()
-	st, err := store.Open(ctx, filepath.Join(t.TempDir(), "weft.db"), store.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	if _, err := st.CreateUser(ctx, "alice"); err != nil {
-		t.Fatal(err)
-	}
+	st := storetest.Open(t, "", store.Options{}, "alice")
 	const n, events = 250, 1000
 	ids := registerNodes(t, st, n)
 	cs := &countingStore{Store: st}
@@ -384,14 +377,7 @@ func mapsEqual(a, b map[wire.NodeID]string) bool {
 func newOrderPair(t *testing.T, n int) (store.Store, *Server, *Server, []wire.NodeID) {
 	t.Helper()
 	ctx := context.Background()
-	st, err := store.Open(ctx, filepath.Join(t.TempDir(), "weft.db"), store.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	if _, err := st.CreateUser(ctx, "alice"); err != nil {
-		t.Fatal(err)
-	}
+	st := storetest.Open(t, "", store.Options{}, "alice")
 	ids := registerNodes(t, st, n)
 	now := time.Now()
 	var srvs []*Server

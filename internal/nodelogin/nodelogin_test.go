@@ -5,7 +5,6 @@ import (
 	"errors"
 	"net/http"
 	"net/http/httptest"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -14,6 +13,7 @@ import (
 	"weft/internal/key"
 	"weft/internal/store"
 	"weft/internal/tstest"
+	"weft/internal/tstest/storetest"
 )
 
 // newStore opens a fresh SQLite store on clk, with the user alice.
@@ -23,15 +23,7 @@ func newStore(t testing.TB, clk *tstest.Clock) store.Store {
 	if clk != nil {
 		now = clk.Now
 	}
-	st, err := store.Open(context.Background(), filepath.Join(t.TempDir(), "weft.db"), store.Options{Now: now})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	if _, err := st.CreateUser(context.Background(), "alice"); err != nil {
-		t.Fatal(err)
-	}
-	return st
+	return storetest.Open(t, "", store.Options{Now: now}, "alice")
 }
 
 func newManager(st store.Store, clk *tstest.Clock) *Manager {

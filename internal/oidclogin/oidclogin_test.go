@@ -16,6 +16,7 @@ import (
 
 	"weft/internal/oidctest"
 	"weft/internal/store"
+	"weft/internal/tstest/storetest"
 )
 
 // rp is a relying party on a loopback port: /start begins a sign-in,
@@ -73,13 +74,8 @@ func startRP(t *testing.T, cfgFn func(*Config), users ...oidctest.User) (*rp, *o
 // its own on the rp's database: another server's.
 func (r *rp) newLogin(t *testing.T) *Login {
 	t.Helper()
-	st, err := store.Open(context.Background(), r.db, store.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
 	cfg := r.cfg
-	cfg.Flows = st
+	cfg.Flows = storetest.Open(t, r.db, store.Options{})
 	l, err := New(context.Background(), cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -206,12 +202,8 @@ func TestAllowed(t *testing.T) {
 }
 
 func TestNewNeedsProvider(t *testing.T) {
-	st, err := store.Open(context.Background(), filepath.Join(t.TempDir(), "weft.db"), store.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	_, err = New(context.Background(), Config{Issuer: "http://127.0.0.1:1", ClientID: "x", RedirectURL: "http://x/cb", Flows: st})
+	st := storetest.Open(t, "", store.Options{})
+	_, err := New(context.Background(), Config{Issuer: "http://127.0.0.1:1", ClientID: "x", RedirectURL: "http://x/cb", Flows: st})
 	if err == nil || !strings.Contains(err.Error(), "discovering") {
 		t.Fatalf("unreachable issuer: %v", err)
 	}

@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -19,6 +18,7 @@ import (
 	"weft/internal/nodelogin"
 	"weft/internal/store"
 	"weft/internal/tstest"
+	"weft/internal/tstest/storetest"
 )
 
 // env is a REST API over a real store. alice (a member) owns nodes 0
@@ -40,17 +40,8 @@ func newEnv(t *testing.T) *env {
 	t.Helper()
 	ctx := context.Background()
 	clk := tstest.NewClock(time.Now())
-	st, err := store.Open(ctx, filepath.Join(t.TempDir(), "weft.db"), store.Options{Now: clk.Now})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
+	st := storetest.Open(t, "", store.Options{Now: clk.Now}, "alice", "bob", "carol")
 	e := &env{t: t, st: st}
-	for _, u := range []string{"alice", "bob", "carol"} {
-		if _, err := st.CreateUser(ctx, u); err != nil {
-			t.Fatal(err)
-		}
-	}
 	if _, err := st.SetUserRole(ctx, "carol", store.RoleAdmin); err != nil {
 		t.Fatal(err)
 	}

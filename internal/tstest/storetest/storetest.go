@@ -1,10 +1,13 @@
-// Package storetest holds test doubles of the store, for tests of the
-// packages that read it (the admin API, the console).
+// Package storetest opens throw-away stores and holds test doubles of
+// the store, for tests of the packages that use it (the admin API, the
+// console, the control server, the login flows).
 package storetest
 
 import (
 	"context"
+	"path/filepath"
 	"sync"
+	"testing"
 
 	"weft/internal/store"
 	"weft/internal/wire"
@@ -70,4 +73,26 @@ func (c *NodeReads) Take() NodeReadCounts {
 	n := c.counts
 	c.counts = NodeReadCounts{}
 	return n
+}
+
+// Open opens a SQLite store at path, or at a fresh file in a temporary
+// directory when path is "", creates users (as members), and closes the
+// store when the test ends. Any error fails t.
+func Open(t testing.TB, path string, opts store.Options, users ...string) store.Store {
+	t.Helper()
+	if path == "" {
+		path = filepath.Join(t.TempDir(), "weft.db")
+	}
+	ctx := context.Background()
+	st, err := store.Open(ctx, path, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	for _, u := range users {
+		if _, err := st.CreateUser(ctx, u); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return st
 }
