@@ -75,7 +75,9 @@ func newBubbleHarness(t *testing.T, mod func(*Config)) *harness {
 	ln := newPipeListener()
 	hs := &http.Server{Handler: srv.Handler()}
 	go hs.Serve(ln)
-	h := &harness{t: t, st: st, srv: srv, url: "http://control.test", dial: ln.dial, stopHTTP: func() { hs.Close() }}
+	// The URL names an address, not a host name: the pipe stands for it,
+	// and a name would be resolved (outside the bubble) before the dial.
+	h := &harness{t: t, st: st, srv: srv, url: "http://192.0.2.1", dial: ln.dial, stopHTTP: func() { hs.Close() }}
 	t.Cleanup(h.close)
 	return h
 }

@@ -84,8 +84,13 @@ type Options struct {
 	MinBackoff, MaxBackoff time.Duration
 	// HTTPClient fetches /key; nil means a client with a 10 s timeout.
 	HTTPClient *http.Client
-	// DialContext dials the server; nil means a net.Dialer.
+	// DialContext dials the server (an address of its name); nil means
+	// a net.Dialer.
 	DialContext func(ctx context.Context, network, addr string) (net.Conn, error)
+	// Lookup resolves the server's name; nil means the system's
+	// resolver. Each address races the whole setup of a connection
+	// (connect, TLS, upgrade, handshake): netutil.Race.
+	Lookup netutil.LookupFunc
 	// TLSConfig is used for https server URLs (the /key fetch when
 	// HTTPClient is nil, and the control channel); nil trusts the
 	// system's roots (see netutil.TrustTLS for a private CA).
@@ -151,10 +156,42 @@ func New(opts Options) (*Client, error) {
 	return c, nil
 }
 
-// newHTTPClient is the /key client for trust tc.
+// keyFetchTimeout bounds a /key fetch, and each connection the /key
+// client dials for it.
+const keyFetchTimeout = 10 * time.Second
+
+// newHTTPClient is the /key client for trust tc. Its https connections
+// race connect and TLS over every address of the server's name, as the
+// control channel does (noiseconn.Dialer). Each dial has its own bound:
+// net/http goes on dialing after the request that asked for the
+// connection has given up, and a TLS handshake over a connection whose
+// packets vanish would otherwise wait for ever.
 func (c *Client) newHTTPClient(tc *tls.Config) *http.Client {
-	tr := &http.Transport{DialContext: c.opts.DialContext, TLSClientConfig: tc}
-	return &http.Client{Timeout: 10 * time.Second, Transport: tr}
+	tr := &http.Transport{
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			ctx, cancel := context.WithTimeout(ctx, keyFetchTimeout)
+			defer cancel()
+			addrs, err := netutil.RaceAddrs(ctx, c.opts.Lookup, addr)
+			if err != nil {
+				return nil, err
+			}
+			return netutil.DialRace(ctx, c.dialContext(), network, addrs, netutil.HeadStart)
+		},
+		DialTLSContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			ctx, cancel := context.WithTimeout(ctx, keyFetchTimeout)
+			defer cancel()
+			return netutil.DialTLSRace(ctx, c.dialContext(), c.opts.Lookup, addr, tc)
+		},
+	}
+	return &http.Client{Timeout: keyFetchTimeout, Transport: tr}
+}
+
+// dialContext is Options.DialContext, or a net.Dialer's.
+func (c *Client) dialContext() netutil.DialFunc {
+	if c.opts.DialContext != nil {
+		return c.opts.DialContext
+	}
+	return (&net.Dialer{}).DialContext
 }
 
 // SetTLSConfig makes the Client trust tc for the server's TLS from now on
@@ -385,7 +422,7 @@ func (c *Client) dial(ctx context.Context) (*noiseconn.Conn, error) {
 		return nil, err
 	}
 	_, tc := c.trust()
-	d := &noiseconn.Dialer{MachineKey: c.opts.MachineKey, ServerKey: sk, DialContext: c.opts.DialContext, TLSConfig: tc}
+	d := &noiseconn.Dialer{MachineKey: c.opts.MachineKey, ServerKey: sk, DialContext: c.opts.DialContext, Lookup: c.opts.Lookup, TLSConfig: tc}
 	serverURL := c.serverURL()
 	conn, err := d.Dial(ctx, serverURL)
 	if err != nil {

@@ -2,7 +2,9 @@ package netutil
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
+	"fmt"
 	"net"
 	"net/netip"
 	"time"
@@ -167,4 +169,75 @@ func family(hostport string) int {
 	default:
 		return 6
 	}
+}
+
+// LookupFunc resolves a host name to its addresses, as
+// (*net.Resolver).LookupNetIP does with network "ip".
+type LookupFunc func(ctx context.Context, host string) ([]netip.Addr, error)
+
+// RaceAddrs returns the addresses a race (Race, DialRace) should try for
+// hostport: hostport itself when its host is an IP literal, else every
+// address the name resolves to (by lookup; nil means the system's
+// resolver), in the resolver's order of preference with the families
+// then alternating (InterleaveFamilies). A client that lets its dialer
+// resolve the name gets a race of TCP connects only, and on a network
+// whose IPv6 connects but then loses its larger packets, a TLS handshake
+// over the winner stalls; resolving first lets the caller race its whole
+// setup per address.
+func RaceAddrs(ctx context.Context, lookup LookupFunc, hostport string) ([]string, error) {
+	host, port, err := net.SplitHostPort(hostport)
+	if err != nil {
+		return nil, fmt.Errorf("address %q: %w", hostport, err)
+	}
+	if _, err := netip.ParseAddr(host); err == nil {
+		return []string{hostport}, nil
+	}
+	if lookup == nil {
+		lookup = func(ctx context.Context, host string) ([]netip.Addr, error) {
+			return net.DefaultResolver.LookupNetIP(ctx, "ip", host)
+		}
+	}
+	ips, err := lookup(ctx, host)
+	if err != nil {
+		return nil, fmt.Errorf("resolving %s: %w", host, err)
+	}
+	if len(ips) == 0 {
+		return nil, fmt.Errorf("resolving %s: no address", host)
+	}
+	addrs := make([]string, len(ips))
+	for i, ip := range ips {
+		addrs[i] = net.JoinHostPort(ip.Unmap().String(), port)
+	}
+	return InterleaveFamilies(addrs), nil
+}
+
+// DialTLSRace connects to hostport and completes a TLS handshake with it
+// (verifying its host name under cfg), racing the whole of both over
+// every address of the host (RaceAddrs, Race). It fits
+// http.Transport.DialTLSContext, whose own dial would race the TCP
+// connect alone. dial nil means a net.Dialer.
+func DialTLSRace(ctx context.Context, dial DialFunc, lookup LookupFunc, hostport string, cfg *tls.Config) (net.Conn, error) {
+	if dial == nil {
+		dial = (&net.Dialer{}).DialContext
+	}
+	host, _, err := net.SplitHostPort(hostport)
+	if err != nil {
+		return nil, fmt.Errorf("address %q: %w", hostport, err)
+	}
+	addrs, err := RaceAddrs(ctx, lookup, hostport)
+	if err != nil {
+		return nil, err
+	}
+	return Race(ctx, addrs, HeadStart, func(ctx context.Context, addr string) (net.Conn, error) {
+		conn, err := dial(ctx, "tcp", addr)
+		if err != nil {
+			return nil, err
+		}
+		tc, err := ClientTLS(ctx, conn, cfg, host)
+		if err != nil {
+			conn.Close()
+			return nil, err
+		}
+		return tc, nil
+	}, func(c net.Conn) { c.Close() })
 }

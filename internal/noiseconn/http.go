@@ -121,15 +121,20 @@ type Dialer struct {
 	// Version is the protocol version spoken; zero means
 	// wire.ProtocolVersion.
 	Version int
-	// DialContext dials TCP; nil means a net.Dialer.
+	// DialContext dials TCP to an address (an IP literal and port); nil
+	// means a net.Dialer.
 	DialContext func(ctx context.Context, network, addr string) (net.Conn, error)
+	// Lookup resolves the server URL's host name; nil means the system's
+	// resolver. Every address it gives runs the whole setup in a race.
+	Lookup netutil.LookupFunc
 	// TLSConfig is used for https server URLs; nil means defaults.
 	TLSConfig *tls.Config
 }
 
 // Dial connects to the control server at serverURL (http or https), asks
-// for the upgrade and runs the handshake. ctx bounds the whole setup; the
-// returned Conn outlives it.
+// for the upgrade and runs the handshake, racing the addresses of the
+// URL's host (netutil.Race). ctx bounds the whole setup; the returned
+// Conn outlives it.
 func (d *Dialer) Dial(ctx context.Context, serverURL string) (*Conn, error) {
 	u, err := url.Parse(serverURL)
 	if err != nil {
@@ -148,11 +153,28 @@ func (d *Dialer) Dial(ctx context.Context, serverURL string) (*Conn, error) {
 	default:
 		return nil, fmt.Errorf("noiseconn: server URL %q: scheme must be http or https", serverURL)
 	}
+	addrs, err := netutil.RaceAddrs(ctx, d.Lookup, host)
+	if err != nil {
+		return nil, fmt.Errorf("noiseconn: %w", err)
+	}
+	return netutil.Race(ctx, addrs, netutil.HeadStart,
+		func(ctx context.Context, addr string) (*Conn, error) { return d.dialAddr(ctx, u, addr) },
+		func(c *Conn) { c.Close() })
+}
+
+// dialAddr is one address's whole setup for Dial: it connects to addr (an
+// address of u's host) and runs TLS (verifying u's host name), the
+// upgrade and the handshake there. Every address of the server's name
+// races this whole setup, not the TCP connect alone, so that an address
+// whose TCP connects but whose later packets vanish (a broken IPv6 path
+// MTU, a middlebox that eats the TLS ClientHello) loses to one that works
+// instead of holding the node until ctx ends.
+func (d *Dialer) dialAddr(ctx context.Context, u *url.URL, addr string) (*Conn, error) {
 	dial := d.DialContext
 	if dial == nil {
 		dial = (&net.Dialer{}).DialContext
 	}
-	conn, err := dial(ctx, "tcp", host)
+	conn, err := dial(ctx, "tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("noiseconn: %w", err)
 	}

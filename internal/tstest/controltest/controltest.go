@@ -7,6 +7,7 @@ import (
 	"crypto/tls"
 	"io"
 	"log"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
@@ -121,7 +122,10 @@ type TLSServer struct {
 }
 
 // StartTLS serves the Env over TLS with cert until the test ends.
-func (e *Env) StartTLS(cert tls.Certificate) *TLSServer {
+func (e *Env) StartTLS(cert tls.Certificate) *TLSServer { return e.StartTLSOn(nil, cert) }
+
+// StartTLSOn is StartTLS on ln (nil: a loopback port of its own).
+func (e *Env) StartTLSOn(ln net.Listener, cert tls.Certificate) *TLSServer {
 	s := &TLSServer{}
 	s.cert.Store(&cert)
 	hs := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -135,6 +139,10 @@ func (e *Env) StartTLS(cert tls.Certificate) *TLSServer {
 	// Handshakes refused by clients that do not trust cert are what the
 	// tests make happen, not news.
 	hs.Config.ErrorLog = log.New(io.Discard, "", 0)
+	if ln != nil {
+		hs.Listener.Close()
+		hs.Listener = ln
+	}
 	hs.StartTLS()
 	s.URL = hs.URL
 	e.t.Cleanup(hs.Close)
