@@ -268,6 +268,14 @@ func (b guardedBind) Port6() uint16 {
 	return 0
 }
 
+// WakeReads implements magicsock.ReadWaker for an inner bind that does
+// (macOS's, whose sockets a wake-up datagram over loopback may not
+// reach); false otherwise (the Conn then sends the datagram).
+func (b guardedBind) WakeReads() bool {
+	w, ok := b.Bind.(magicsock.ReadWaker)
+	return ok && w.WakeReads()
+}
+
 // NewBind implements magicsock.Network with guardedBind around the host's
 // bind.
 func (n hostNetwork) NewBind() conn.Bind {

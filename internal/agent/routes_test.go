@@ -11,6 +11,7 @@ import (
 
 	"weft/internal/controlclient"
 	"weft/internal/key"
+	"weft/internal/magicsock"
 	"weft/internal/node"
 	"weft/internal/osnet"
 	"weft/internal/tailnet"
@@ -123,5 +124,31 @@ func TestGuardedBind(t *testing.T) {
 	want := []netip.Addr{netip.MustParseAddr("192.168.1.10"), netip.MustParseAddr("203.0.113.21")}
 	if !slices.Equal(inner.sent, want) {
 		t.Errorf("sent to %v, want %v", inner.sent, want)
+	}
+}
+
+// wakingBind is a bind that can wake its reads (magicsock.ReadWaker).
+type wakingBind struct {
+	countingBind
+	woken int
+}
+
+func (b *wakingBind) WakeReads() bool { b.woken++; return true }
+
+// TestGuardedBindForwards: the guard passes on what magicsock asks of the
+// bind beyond conn.Bind (the IPv6 port and waking the reads), or the
+// Conn would fall back to a wake-up datagram that sockets bound to an
+// interface (macOS) may never get.
+func TestGuardedBindForwards(t *testing.T) {
+	var tunneled atomic.Pointer[[]netip.Prefix]
+	inner := &wakingBind{}
+	if !(guardedBind{Bind: inner, tunneled: &tunneled}).WakeReads() || inner.woken != 1 {
+		t.Errorf("WakeReads through the guard: inner woken %d times; want once, reported true", inner.woken)
+	}
+	if (guardedBind{Bind: &countingBind{}, tunneled: &tunneled}).WakeReads() {
+		t.Error("WakeReads reported true for an inner bind that cannot wake")
+	}
+	if _, ok := (magicsock.HostNetwork{}).NewBind().(magicsock.ReadWaker); !ok {
+		t.Error("the host's bind does not implement magicsock.ReadWaker; the guard would have nothing to forward")
 	}
 }

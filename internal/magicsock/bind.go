@@ -15,8 +15,10 @@ type IPv6Porter interface {
 	Port6() uint16
 }
 
-// familyBind is the host's main-socket bind: two wireguard-go StdNetBinds,
-// one that sends only IPv4 and one that sends only IPv6.
+// familyBind is the host's main-socket bind: two binds of one kind, one
+// that sends only IPv4 and one that sends only IPv6. The binds are
+// wireguard-go's StdNetBinds, or on macOS weft's own sockBinds, which
+// can bind their sockets to an interface (newHostBind).
 //
 // One StdNetBind cannot send both: its Send takes the destination's
 // net.UDPAddr from a pool shared by both families and copies the address
@@ -103,8 +105,10 @@ func (b *familyBind) Port6() uint16 {
 	return b.port6
 }
 
-// SetMark implements conn.Bind. Outside Linux the binds ignore the mark;
-// on Windows it binds their sockets instead (bindToDefaultInterface).
+// SetMark implements conn.Bind. On Linux the StdNetBinds set SO_MARK; on
+// macOS the sockBinds bind their sockets to the default route's
+// interface; on Windows, where StdNetBind ignores the mark,
+// bindToDefaultInterface binds their sockets instead.
 func (b *familyBind) SetMark(mark uint32) error {
 	return errors.Join(b.v4.SetMark(mark), b.v6.SetMark(mark), bindToDefaultInterface(b.v4, b.v6, mark))
 }
@@ -117,9 +121,32 @@ func (b *familyBind) Send(bufs [][]byte, ep conn.Endpoint) error {
 	return b.v4.Send(bufs, ep)
 }
 
-// ParseEndpoint implements conn.Bind. Both binds are StdNetBinds, whose
-// endpoints either one sends to.
+// ParseEndpoint implements conn.Bind. Both binds are of one kind, and
+// both kinds' endpoints are StdNetEndpoints, which either one sends to.
 func (b *familyBind) ParseEndpoint(s string) (conn.Endpoint, error) { return b.v4.ParseEndpoint(s) }
 
 // BatchSize implements conn.Bind.
 func (b *familyBind) BatchSize() int { return min(b.v4.BatchSize(), b.v6.BatchSize()) }
+
+// ReadWaker is implemented by a bind that can end its receive functions'
+// blocked reads itself (sockBind, by a read deadline), so that
+// Conn.WakeReceivers needs no datagram over loopback for it: sockets bound
+// to another interface (macOS with a mark) may never get one. WakeReads
+// makes every blocked read return an empty batch soon and reports whether
+// it could; with false the Conn sends its wake-up datagrams. A bind that
+// wraps another forwards it, as it does Port6.
+type ReadWaker interface {
+	WakeReads() bool
+}
+
+var _ ReadWaker = (*familyBind)(nil)
+
+// WakeReads implements ReadWaker when both binds do.
+func (b *familyBind) WakeReads() bool {
+	w4, ok4 := b.v4.(ReadWaker)
+	w6, ok6 := b.v6.(ReadWaker)
+	if !ok4 || !ok6 {
+		return false
+	}
+	return w4.WakeReads() && w6.WakeReads()
+}

@@ -7,7 +7,8 @@
 // timers and packet budget.
 //
 // Files: conn.go (the Bind and its lifecycle), bind.go (the host's main
-// sockets, one bind per family), recv.go (the receive path),
+// sockets, one bind per family), sockbind.go (weft's own bind for them,
+// used on macOS), recv.go (the receive path),
 // peer.go (one peer's path state), discoio.go (disco messages), guess.go
 // (port guessing), endpoints.go (our own endpoints), status.go (status and
 // ping for the CLI), network.go (the host network seam), pmtu.go (path MTU
@@ -357,11 +358,12 @@ func (c *Conn) Close() error {
 }
 
 // SetMark implements conn.Bind. The mark also goes on extra sockets
-// opened later (port guessing).
+// opened later (port guessing). The inner bind's SetMark runs under mu,
+// as its Open and Close do, since Rebind calls it too.
 func (c *Conn) SetMark(mark uint32) error {
 	c.mu.Lock()
+	defer c.mu.Unlock()
 	c.mark = mark
-	c.mu.Unlock()
 	return c.inner.SetMark(mark)
 }
 
@@ -501,9 +503,18 @@ func (c *Conn) relayUnreachable() bool {
 // discovery toward every peer in use at once, since old paths may be dead;
 // a path that is in fact dead stops answering and traffic falls back to
 // the relay until a pong brings a direct path back.
+//
+// With a mark set it also sets it again on the main sockets: on macOS and
+// Windows the mark binds them to the interface of the default route, which
+// may have moved (Wi-Fi to Ethernet); on Linux it is SO_MARK again.
 func (c *Conn) Rebind(reason string) {
 	c.mu.Lock()
 	c.log.Info("rebind", "reason", reason)
+	if c.open && c.mark != 0 {
+		if err := c.inner.SetMark(c.mark); err != nil {
+			c.log.Warn("rebind: binding the main sockets to the default route's interface failed", "err", err)
+		}
+	}
 	c.updateEndpointsLocked()
 	for _, p := range c.peers {
 		p.lastDiscovery = time.Time{}

@@ -5,9 +5,11 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"weft/internal/tailnet"
+	"runtime"
 
 	"golang.zx2c4.com/wireguard/conn"
+
+	"weft/internal/tailnet"
 )
 
 // Network is the host network as a Conn sees it. The real one is
@@ -46,14 +48,27 @@ type PacketConn interface {
 
 // HostNetwork is the operating system's network: wireguard-go's StdNetBind
 // (batched reads and writes, UDP GSO/GRO where the kernel has them) for the
-// main sockets and plain UDP sockets for the extra ones.
+// main sockets, weft's own sockBind on macOS (newHostBind), and plain UDP
+// sockets for the extra ones.
 type HostNetwork struct{}
 
 var _ Network = HostNetwork{}
 
-// NewBind implements Network: a StdNetBind for each family (familyBind,
-// which says why).
-func (HostNetwork) NewBind() conn.Bind {
+// NewBind implements Network: newHostBind for this OS.
+func (HostNetwork) NewBind() conn.Bind { return newHostBind(runtime.GOOS) }
+
+// newHostBind returns the main-socket bind for the OS goos: a bind for
+// each family (familyBind, which says why). They are wireguard-go's
+// StdNetBinds, except on macOS ("darwin"), where StdNetBind's sockets
+// cannot be bound to an interface (it ignores SetMark and offers no way to
+// reach them): there they are sockBinds, whose sockets SetMark binds to
+// the default route's interface (markControl), so that an exit node's
+// split default routes do not carry the WireGuard packets into the
+// tunnel. Elsewhere StdNetBind's batching and offloads are kept.
+func newHostBind(goos string) conn.Bind {
+	if goos == "darwin" {
+		return newFamilyBind(newSockBind(markControl), newSockBind(markControl))
+	}
 	return newFamilyBind(conn.NewStdNetBind(), conn.NewStdNetBind())
 }
 

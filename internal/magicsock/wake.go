@@ -22,7 +22,8 @@ func newWakeToken() []byte {
 
 // WakeReceivers makes each ReceiveFunc of the current Open return soon
 // with an empty batch: the main sockets' by a datagram sent to each of
-// them over the loopback interface, the extra one's directly. The data
+// them over the loopback interface, or by the bind itself if it can
+// (ReadWaker: macOS's sockBind), the extra one's directly. The data
 // plane's idle release (package idlemem) uses it to reach readers blocked
 // in a read. A reader whose wake-up is lost (no loopback address of its
 // family) just stays blocked until its next packet.
@@ -36,6 +37,11 @@ func (c *Conn) WakeReceivers() {
 	select {
 	case c.wakeInjected <- struct{}{}:
 	default:
+	}
+	if w, ok := c.inner.(ReadWaker); ok && w.WakeReads() {
+		// The bind ends its reads itself (sockBind): a datagram over
+		// loopback might not reach sockets bound to another interface.
+		return
 	}
 	for _, dst := range []netip.AddrPort{
 		netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 0, 1}), port),

@@ -15,8 +15,39 @@ import (
 // blocks a read in every ReceiveFunc: a datagram from a stranger must not
 // end a read (it is dropped and the read goes on), WakeReceivers must end
 // each with an empty batch, and the reads after it must block again.
+//
+// It runs over the host's bind and over the one macOS uses (sockBind,
+// which wakes its reads with a deadline instead of a datagram).
+// A third run drops every send of macOS's bind, as a wake-up datagram
+// over loopback may be lost to sockets bound to another interface: the
+// bind wakes its reads itself (ReadWaker).
 func TestWakeReceivers(t *testing.T) {
-	c, err := New(Options{DiscoKey: key.NewDisco(), NodeKey: key.NewNode().Public()})
+	for _, goos := range []string{"linux", "darwin"} {
+		t.Run(goos, func(t *testing.T) {
+			testWakeReceivers(t, bindNet{newBind: func() conn.Bind { return newHostBind(goos) }})
+		})
+	}
+	t.Run("darwin, sends dropped", func(t *testing.T) {
+		testWakeReceivers(t, bindNet{newBind: func() conn.Bind { return noSendBind{newHostBind("darwin").(*familyBind)} }})
+	})
+}
+
+// noSendBind drops every send; it keeps familyBind's other methods
+// (WakeReads, Port6).
+type noSendBind struct{ *familyBind }
+
+func (noSendBind) Send([][]byte, conn.Endpoint) error { return nil }
+
+// bindNet is the host network with the main-socket bind newBind makes.
+type bindNet struct {
+	HostNetwork
+	newBind func() conn.Bind
+}
+
+func (n bindNet) NewBind() conn.Bind { return n.newBind() }
+
+func testWakeReceivers(t *testing.T, network Network) {
+	c, err := New(Options{DiscoKey: key.NewDisco(), NodeKey: key.NewNode().Public(), Network: network})
 	if err != nil {
 		t.Fatal(err)
 	}

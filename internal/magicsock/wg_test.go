@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"fmt"
+	"net"
 	"net/netip"
 	"strconv"
 	"strings"
@@ -20,14 +21,19 @@ import (
 )
 
 // loopNet is the host network restricted to loopback, with a switch that
-// makes every direct send vanish (a dead direct path).
+// makes every direct send vanish (a dead direct path). Its main sockets
+// are newBind's, a StdNetBind if nil.
 type loopNet struct {
 	magicsock.HostNetwork
 	blocked *atomic.Bool
+	newBind func() conn.Bind
 }
 
 func (n loopNet) NewBind() conn.Bind {
-	return &blockBind{Bind: conn.NewStdNetBind(), blocked: n.blocked}
+	if n.newBind == nil {
+		return &blockBind{Bind: conn.NewStdNetBind(), blocked: n.blocked}
+	}
+	return &blockBind{Bind: n.newBind(), blocked: n.blocked}
 }
 
 func (loopNet) LocalAddrs() ([]netip.Addr, error) {
@@ -162,6 +168,13 @@ func deliver(t *testing.T, a, b *wgNode, seq uint32) {
 // test unblocks them.
 func newMagicPair(t testing.TB, blocked *atomic.Bool) (a, b *wgNode, relay *fakeRelay) {
 	t.Helper()
+	return newMagicPairOver(t, blocked, nil)
+}
+
+// newMagicPairOver is newMagicPair with main sockets newBind makes (a
+// StdNetBind if nil).
+func newMagicPairOver(t testing.TB, blocked *atomic.Bool, newBind func() conn.Bind) (a, b *wgNode, relay *fakeRelay) {
+	t.Helper()
 	relay = newFakeRelay()
 	mk := func(ip string) (*wgNode, key.DiscoPrivate) {
 		nk, dk := key.NewNode(), key.NewDisco()
@@ -169,7 +182,7 @@ func newMagicPair(t testing.TB, blocked *atomic.Bool) (a, b *wgNode, relay *fake
 			DiscoKey: dk,
 			NodeKey:  nk.Public(),
 			Relay:    relay.client(nk.Public()),
-			Network:  loopNet{blocked: blocked},
+			Network:  loopNet{blocked: blocked, newBind: newBind},
 			Timers:   fastTimers,
 		})
 		if err != nil {
@@ -199,11 +212,25 @@ func pathKind(a, b *wgNode) magicsock.PathKind {
 // TestWireGuardRelayThenDirect runs two real wireguard-go devices over
 // magicsock: traffic starts on the relay, moves to the direct path when it
 // opens, falls back to the relay when it dies, and no packet is lost for
-// good on the way.
+// good on the way. It runs over a StdNetBind and over the main-socket
+// bind macOS uses (sockBind).
 func TestWireGuardRelayThenDirect(t *testing.T) {
+	binds := []struct {
+		name    string
+		newBind func() conn.Bind
+	}{
+		{"StdNetBind", nil},
+		{"darwin", func() conn.Bind { return magicsock.NewHostBindFor("darwin") }},
+	}
+	for _, bind := range binds {
+		t.Run(bind.name, func(t *testing.T) { testWireGuardRelayThenDirect(t, bind.newBind) })
+	}
+}
+
+func testWireGuardRelayThenDirect(t *testing.T, newBind func() conn.Bind) {
 	var blocked atomic.Bool
 	blocked.Store(true)
-	a, b, relay := newMagicPair(t, &blocked)
+	a, b, relay := newMagicPairOver(t, &blocked, newBind)
 	both := deliverBoth(t, a, b)
 
 	both()
@@ -251,6 +278,48 @@ func TestWireGuardRelayThenDirect(t *testing.T) {
 	if relay.data.Load() < relayed+20 {
 		t.Fatal("traffic after fallback did not go through the relay")
 	}
+}
+
+// TestWireGuardOverHostBind runs two plain wireguard-go devices (peers
+// at ip:port, no magicsock) over the host's main-socket bind of each OS
+// kind, Linux's StdNetBinds and macOS's sockBinds, through IPv4 and,
+// where the host has it, IPv6 loopback: the tunnel carries packets both
+// ways over each family's socket.
+func TestWireGuardOverHostBind(t *testing.T) {
+	for _, goos := range []string{"linux", "darwin"} {
+		for _, fam := range []string{"v4", "v6"} {
+			t.Run(goos+"/"+fam, func(t *testing.T) {
+				if fam == "v6" && !hasIPv6Loopback() {
+					t.Skip("no IPv6 loopback here")
+				}
+				bx, by := magicsock.NewHostBindFor(goos), magicsock.NewHostBindFor(goos)
+				x := newWGNode(t, "10.0.0.1", bx, key.NewNode())
+				y := newWGNode(t, "10.0.0.2", by, key.NewNode())
+				at := func(n *wgNode, b conn.Bind) string {
+					if fam == "v6" {
+						return fmt.Sprintf("[::1]:%d", b.(magicsock.IPv6Porter).Port6())
+					}
+					return fmt.Sprintf("127.0.0.1:%d", n.port(t))
+				}
+				x.addPeer(t, y, at(y, by))
+				y.addPeer(t, x, at(x, bx))
+				both := deliverBoth(t, x, y)
+				for range 5 {
+					both()
+				}
+			})
+		}
+	}
+}
+
+// hasIPv6Loopback reports whether ::1 can be bound here.
+func hasIPv6Loopback() bool {
+	c, err := net.ListenUDP("udp6", &net.UDPAddr{IP: net.IPv6loopback})
+	if err != nil {
+		return false
+	}
+	c.Close()
+	return true
 }
 
 // TestWireGuardOverSimulatedNATs runs two wireguard-go devices over
