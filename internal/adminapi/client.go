@@ -238,6 +238,13 @@ func (c *Client) ListRoutes(ctx context.Context) ([]store.Route, error) {
 	return rs, err
 }
 
+// NodeRoutes lists the routes of the node ref alone.
+func (c *Client) NodeRoutes(ctx context.Context, ref string) ([]store.Route, error) {
+	var rs []store.Route
+	err := c.do(ctx, http.MethodGet, "/v1/nodes/"+url.PathEscape(ref)+"/routes", nil, &rs)
+	return rs, err
+}
+
 // ApproveRoutes approves prefixes the node ref advertises.
 func (c *Client) ApproveRoutes(ctx context.Context, ref string, prefixes []netip.Prefix) (Node, error) {
 	var n Node

@@ -41,6 +41,7 @@ var routes = []Route{
 	{Method: "DELETE", Path: "/v1/nodes/{node}", Action: "node.delete", access: accessOwnNode, h: (*Server).deleteNode},
 	{Method: "POST", Path: "/v1/nodes/{node}/tags", Action: "node.tag", h: (*Server).tagNode},
 	{Method: "GET", Path: "/v1/routes", access: accessMember, h: (*Server).listRoutes},
+	{Method: "GET", Path: "/v1/nodes/{node}/routes", access: accessOwnNode, h: (*Server).nodeRoutes},
 	{Method: "POST", Path: "/v1/nodes/{node}/routes/approve", Action: "routes.approve", h: (*Server).approveRoutes},
 	{Method: "POST", Path: "/v1/nodes/{node}/routes/reject", Action: "routes.reject", h: (*Server).rejectRoutes},
 	{Method: "GET", Path: "/v1/policy", h: (*Server).getPolicy},

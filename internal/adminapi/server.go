@@ -468,6 +468,23 @@ func (s *Server) listRoutes(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, nonNil(rs))
 }
 
+// nodeRoutes serves one node's routes, read from the store by the node
+// alone: a page about one node (the console's) need not read the routes
+// of the whole tailnet.
+func (s *Server) nodeRoutes(w http.ResponseWriter, r *http.Request) {
+	n, err := s.findNode(r)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	rs, err := s.Store.ListNodeRoutes(r.Context(), n.ID)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, nonNil(rs))
+}
+
 func (s *Server) approveRoutes(w http.ResponseWriter, r *http.Request) {
 	s.routeAction(w, r, s.Store.ApproveRoute)
 }

@@ -256,16 +256,14 @@ func (s *Server) renderNode(w http.ResponseWriter, r *http.Request, sess session
 	for _, e := range n.Endpoints {
 		v.Endpoints = append(v.Endpoints, e.String())
 	}
-	routes, err := s.api.ListRoutes(r.Context())
+	routes, err := s.api.NodeRoutes(r.Context(), fmt.Sprintf("id:%d", n.ID))
 	if err != nil {
 		s.apiFailure(w, r, sess, err)
 		return
 	}
 	for _, rt := range routes {
-		if rt.NodeID == n.ID {
-			v.Routes = append(v.Routes, routeRow{Prefix: rt.Prefix.String(), Exit: tailnet.IsExitRoute(rt.Prefix),
-				Advertised: rt.Advertised, Approved: rt.Approved, AutoApprovedBy: rt.AutoApprovedBy})
-		}
+		v.Routes = append(v.Routes, routeRow{Prefix: rt.Prefix.String(), Exit: tailnet.IsExitRoute(rt.Prefix),
+			Advertised: rt.Advertised, Approved: rt.Approved, AutoApprovedBy: rt.AutoApprovedBy})
 	}
 	notice := ""
 	if f == nil {

@@ -3,8 +3,10 @@ package console
 import (
 	"context"
 	"fmt"
+	"net/netip"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -89,5 +91,79 @@ func TestNodesTableOrders(t *testing.T) {
 		if !strings.Contains(body, want) {
 			t.Errorf("page lacks link %s", want)
 		}
+	}
+}
+
+// routeCounter is a store that records how the admin API read routes.
+type routeCounter struct {
+	store.Store
+	mu      sync.Mutex
+	listAll int           // ListRoutes calls: every route of the tailnet read
+	perNode []wire.NodeID // ListNodeRoutes calls
+}
+
+func (c *routeCounter) ListRoutes(ctx context.Context) ([]store.Route, error) {
+	c.mu.Lock()
+	c.listAll++
+	c.mu.Unlock()
+	return c.Store.ListRoutes(ctx)
+}
+
+func (c *routeCounter) ListNodeRoutes(ctx context.Context, id wire.NodeID) ([]store.Route, error) {
+	c.mu.Lock()
+	c.perNode = append(c.perNode, id)
+	c.mu.Unlock()
+	return c.Store.ListNodeRoutes(ctx, id)
+}
+
+// TestNodePageReadsOneNodesRoutes: the node page asks the store for the
+// routes of its node alone, never for every route of the tailnet, and
+// still shows that node's routes (and not another node's).
+func TestNodePageReadsOneNodesRoutes(t *testing.T) {
+	var rc *routeCounter
+	e := newEnvWrapped(t, 3, func(st store.Store) store.Store { rc = &routeCounter{Store: st}; return rc })
+	ctx := context.Background()
+	if _, err := e.st.SetAdvertisedRoutes(ctx, 2, []netip.Prefix{netip.MustParsePrefix("10.2.0.0/16")}); err != nil {
+		t.Fatal(err)
+	}
+	cookie := e.signIn()
+	for _, tc := range []struct {
+		page      string
+		id        wire.NodeID
+		want, not []string
+	}{
+		{"/admin/nodes/id:1", 1, []string{"0.0.0.0/0", "::/0"}, []string{"10.2.0.0/16"}},
+		{"/admin/nodes/" + e.nodes[1], 2, []string{"10.2.0.0/16"}, []string{"0.0.0.0/0"}},
+		{"/admin/nodes/id:3", 3, []string{"This node advertises no routes"}, []string{"0.0.0.0/0", "10.2.0.0/16"}},
+	} {
+		t.Run(tc.page, func(t *testing.T) {
+			rc.mu.Lock()
+			rc.listAll, rc.perNode = 0, nil
+			rc.mu.Unlock()
+			resp := e.do("GET", tc.page, cookie, nil, nil)
+			body := bodyOf(t, resp)
+			if resp.StatusCode != 200 {
+				t.Fatalf("%d\n%s", resp.StatusCode, body)
+			}
+			rc.mu.Lock()
+			listAll, perNode := rc.listAll, slices.Clone(rc.perNode)
+			rc.mu.Unlock()
+			if listAll != 0 {
+				t.Fatalf("the node page read every route of the tailnet (ListRoutes) %d times", listAll)
+			}
+			if !slices.Equal(perNode, []wire.NodeID{tc.id}) {
+				t.Fatalf("the node page read the routes of nodes %v, want only %d", perNode, tc.id)
+			}
+			for _, s := range tc.want {
+				if !strings.Contains(body, s) {
+					t.Errorf("page lacks %q", s)
+				}
+			}
+			for _, s := range tc.not {
+				if strings.Contains(body, s) {
+					t.Errorf("page shows %q, another node's route", s)
+				}
+			}
+		})
 	}
 }

@@ -83,6 +83,8 @@ var accessCases = []accessCase{
 	{"DELETE /v1/nodes/{node}", "DELETE", "/nodes/{alice}", "", 204, 204},
 	{"POST /v1/nodes/{node}/tags", "POST", "/nodes/{alice}/tags", `{"tags":["tag:server"]}`, 200, 403},
 	{"GET /v1/routes", "GET", "/routes", "", 200, 200},
+	{"GET /v1/nodes/{node}/routes", "GET", "/nodes/{alice}/routes", "", 200, 200},
+	{"GET /v1/nodes/{node}/routes", "GET", "/nodes/{bob}/routes", "", 200, 404},
 	{"POST /v1/nodes/{node}/routes/approve", "POST", "/nodes/{alice}/routes/approve", `{"prefixes":["10.0.0.0/24"]}`, 200, 403},
 	{"POST /v1/nodes/{node}/routes/reject", "POST", "/nodes/{alice}/routes/reject", `{"prefixes":["10.0.0.0/24"]}`, 200, 403},
 	{"GET /v1/users", "GET", "/users", "", 200, 200},

@@ -174,6 +174,25 @@ func validatePrefixes(ps []netip.Prefix) error {
 	return nil
 }
 
+// ListNodeRoutes reads the routes of node id alone, by the routes
+// table's (node_id, prefix) key, so a page about one node does not read
+// the tailnet's every route.
+func (s *sqlStore) ListNodeRoutes(ctx context.Context, id wire.NodeID) ([]Route, error) {
+	if id == 0 {
+		return nil, fmt.Errorf("store: ListNodeRoutes: %w: no node ID", ErrInvalid)
+	}
+	var rs []Route
+	err := s.read(ctx, func(tx *dbTx) error {
+		var err error
+		rs, err = loadRoutes(ctx, tx, id)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("store: ListNodeRoutes: %w", err)
+	}
+	return rs, nil
+}
+
 func (s *sqlStore) ListRoutes(ctx context.Context) ([]Route, error) {
 	var rs []Route
 	err := s.read(ctx, func(tx *dbTx) error {

@@ -68,6 +68,30 @@ func testRoutes(t *testing.T, f *fixture) {
 	if rs[0].Prefix != v4all || !rs[0].Enabled() || rs[1].Prefix != lan || rs[1].Approved || rs[2].Prefix != v6all || rs[2].Enabled() {
 		t.Fatalf("ListRoutes = %+v", rs)
 	}
+	// One node's routes: n's alone, not those of another node that
+	// advertises the same and other prefixes.
+	other := f.register(f.key(AuthKeyRequest{User: "alice"}), "daegu")
+	if _, err := f.s.SetAdvertisedRoutes(ctx, other.ID, []netip.Prefix{lan, netip.MustParsePrefix("10.9.0.0/16")}); err != nil {
+		t.Fatal(err)
+	}
+	mine, err := f.s.ListNodeRoutes(ctx, n.ID)
+	if err != nil || len(mine) != 3 {
+		t.Fatalf("ListNodeRoutes = %+v, %v; want busan's 3", mine, err)
+	}
+	for i := range mine {
+		if mine[i] != rs[i] {
+			t.Fatalf("ListNodeRoutes[%d] = %+v, ListRoutes has %+v", i, mine[i], rs[i])
+		}
+	}
+	if theirs, err := f.s.ListNodeRoutes(ctx, other.ID); err != nil || len(theirs) != 2 || theirs[0].NodeName != "daegu" || theirs[0].Prefix != netip.MustParsePrefix("10.9.0.0/16") {
+		t.Fatalf("ListNodeRoutes(daegu) = %+v, %v", theirs, err)
+	}
+	if none, err := f.s.ListNodeRoutes(ctx, other.ID+100); err != nil || len(none) != 0 {
+		t.Fatalf("ListNodeRoutes(no such node) = %+v, %v", none, err)
+	}
+	if err := f.s.DeleteNode(ctx, other.ID); err != nil {
+		t.Fatal(err)
+	}
 	if err := f.s.DeleteNode(ctx, n.ID); err != nil {
 		t.Fatal(err)
 	}

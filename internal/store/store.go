@@ -305,6 +305,9 @@ type Store interface {
 	RejectRoute(ctx context.Context, id wire.NodeID, ps ...netip.Prefix) (Node, error)
 	// ListRoutes lists all routes of all nodes, ordered by node and prefix.
 	ListRoutes(ctx context.Context) ([]Route, error)
+	// ListNodeRoutes lists the routes of one node, ordered by prefix
+	// (none for a node that has none or does not exist).
+	ListNodeRoutes(ctx context.Context, id wire.NodeID) ([]Route, error)
 	// AutoApproveRoute approves an advertised prefix on the word of a
 	// policy rule, which ListRoutes then names (ErrNotFound if the node
 	// does not advertise it).
