@@ -118,8 +118,10 @@ func NewOrigin() string {
 	return hex.EncodeToString(b[:])
 }
 
-// validOrigin reports whether s is a usable origin: 1 to 64 of [0-9a-zA-Z_-].
-func validOrigin(s string) bool {
+// ValidOrigin reports whether s is a usable origin: 1 to 64 of
+// [0-9a-zA-Z_-]. The store checks the origins of its servers' liveness
+// rows with it too, so that a row names only a server the feed can name.
+func ValidOrigin(s string) bool {
 	if len(s) == 0 || len(s) > maxOriginID {
 		return false
 	}
@@ -137,7 +139,7 @@ func (ev *Event) Check() error {
 	if ev.Version != Version {
 		return fmt.Errorf("%w %d (this server knows %d)", ErrVersion, ev.Version, Version)
 	}
-	if !validOrigin(ev.Origin) {
+	if !ValidOrigin(ev.Origin) {
 		return fmt.Errorf("%w: origin %q", ErrInvalid, ev.Origin)
 	}
 	if !ev.Kind.known() {
@@ -146,7 +148,7 @@ func (ev *Event) Check() error {
 	if ev.Kind.nodeKind() != (len(ev.Nodes) > 0) {
 		return fmt.Errorf("%w: kind %q with %d nodes", ErrInvalid, ev.Kind, len(ev.Nodes))
 	}
-	if (ev.Kind == KindGone) != (ev.Server != "") || ev.Server != "" && !validOrigin(ev.Server) {
+	if (ev.Kind == KindGone) != (ev.Server != "") || ev.Server != "" && !ValidOrigin(ev.Server) {
 		return fmt.Errorf("%w: kind %q with server %q", ErrInvalid, ev.Kind, ev.Server)
 	}
 	if len(ev.Nodes) > MaxNodes {

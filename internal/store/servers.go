@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"time"
+
+	"weft/internal/changefeed"
 )
 
 // Control servers sharing one database keep a liveness row each
@@ -30,7 +32,7 @@ type ServerBeat struct {
 }
 
 func (s *sqlStore) Heartbeat(ctx context.Context, origin string, beat int64) (bool, error) {
-	if !validOrigin(origin) {
+	if !changefeed.ValidOrigin(origin) {
 		return false, fmt.Errorf("%w: server origin %q", ErrInvalid, origin)
 	}
 	var known bool
@@ -104,20 +106,4 @@ func (s *sqlStore) RemoveServer(ctx context.Context, origin string) error {
 		return fmt.Errorf("store: RemoveServer: %w", err)
 	}
 	return nil
-}
-
-// validOrigin reports whether s can be a change-feed origin: 1 to 64 of
-// [0-9A-Za-z_-] (the change feed's own rule, kept here so that the store
-// does not depend on the feed).
-func validOrigin(s string) bool {
-	if len(s) == 0 || len(s) > 64 {
-		return false
-	}
-	for _, c := range []byte(s) {
-		ok := c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c == '_' || c == '-'
-		if !ok {
-			return false
-		}
-	}
-	return true
 }
