@@ -60,9 +60,27 @@ const (
 	CallbackPath = "/oidc/callback"
 	// flowLifetime bounds how long a person may take at the provider.
 	flowLifetime = 10 * time.Minute
-	stateCookie  = "weft_oidc_state"
 	maxFlows     = 10000
 )
+
+// stateCookiePrefix begins the name of each sign-in's state cookie; the
+// rest of the name is the start of the sign-in's state (stateCookieName).
+const stateCookiePrefix = "weft_oidc_"
+
+// stateCookieName is the cookie of the sign-in whose state is state: one
+// cookie per sign-in, so that two sign-ins started in one browser (two
+// tabs) do not overwrite each other's secret and both callbacks find
+// theirs. The state is public (it is in the provider's redirect), so
+// naming the cookie after it reveals nothing; 16 hex digits (64 bits) keep
+// two sign-ins of one browser apart. The set stays small: each cookie
+// lives flowLifetime (10 minutes) and is scoped to the callback's path,
+// so a browser holds one per sign-in started in the last 10 minutes.
+func stateCookieName(state string) string {
+	if len(state) > 16 {
+		state = state[:16]
+	}
+	return stateCookiePrefix + state
+}
 
 // Flows is where sign-ins in progress wait for the provider's redirect
 // back; store.Store implements it.
@@ -168,10 +186,11 @@ func (l *Login) Begin(w http.ResponseWriter, r *http.Request, purpose, data stri
 		http.Error(w, "could not start the sign-in: the database did not record it; try again", http.StatusInternalServerError)
 		return
 	}
-	// The state cookie ties the callback to this browser: a callback
+	// The state cookie (one per sign-in, named after its state) ties
+	// the callback to this browser: a callback
 	// URL made elsewhere (login CSRF) does not carry it. Lax, as the
 	// callback is a top-level navigation from the provider.
-	http.SetCookie(w, &http.Cookie{Name: stateCookie, Value: secret, Path: CallbackPath, HttpOnly: true,
+	http.SetCookie(w, &http.Cookie{Name: stateCookieName(sec.state), Value: secret, Path: CallbackPath, HttpOnly: true,
 		SameSite: http.SameSiteLaxMode, Secure: strings.HasPrefix(l.cfg.RedirectURL, "https://"), MaxAge: int(flowLifetime / time.Second)})
 	u := l.oauth.AuthCodeURL(sec.state, oidc.Nonce(sec.nonce), oauth2.S256ChallengeOption(sec.verifier))
 	http.Redirect(w, r, u, http.StatusFound)
@@ -191,9 +210,9 @@ func (l *Login) Finish(r *http.Request) (Identity, string, string, error) {
 		return Identity{}, "", "", fmt.Errorf("oidclogin: the provider refused: %s %s", e, q.Get("error_description"))
 	}
 	state := q.Get("state")
-	c, err := r.Cookie(stateCookie)
 	var sec secrets
-	if err == nil && c.Value != "" {
+	c, err := r.Cookie(stateCookieName(state))
+	if state != "" && err == nil && c.Value != "" {
 		sec = derive(c.Value)
 	}
 	if state == "" || sec.state == "" || subtle.ConstantTimeCompare([]byte(sec.state), []byte(state)) != 1 {

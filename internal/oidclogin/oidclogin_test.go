@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/cookiejar"
 	"net/http/httptest"
+	"net/url"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -209,5 +210,48 @@ func TestNewNeedsProvider(t *testing.T) {
 	}
 	if _, err := New(context.Background(), Config{}); err == nil || errors.Is(err, nil) {
 		t.Fatal("empty config accepted")
+	}
+}
+
+// TestTwoSignInsInOneBrowser: two sign-ins started in one browser (two
+// tabs) before either finishes both succeed, whichever finishes first,
+// also when a callback lands on another server: each has its own state
+// cookie, and its secrets still come from that cookie alone.
+func TestTwoSignInsInOneBrowser(t *testing.T) {
+	for _, other := range []bool{false, true} {
+		t.Run(fmt.Sprintf("another server %v", other), func(t *testing.T) {
+			r, p := startRP(t, nil, users...)
+			if other {
+				r.finisher = r.newLogin(t)
+			}
+			c := r.browser(t)
+			var ids []string // the provider's login form of each tab
+			for range 2 {
+				resp, err := c.Get(r.url + "/start")
+				if err != nil {
+					t.Fatal(err)
+				}
+				resp.Body.Close()
+				if !strings.HasPrefix(resp.Request.URL.String(), p.Issuer+"/login/username") {
+					t.Fatalf("start led to %s", resp.Request.URL)
+				}
+				ids = append(ids, resp.Request.URL.Query().Get("authRequestID"))
+			}
+			for i, who := range []struct {
+				tab  int
+				user string
+			}{{1, "bob"}, {0, "alice"}} {
+				resp, err := c.PostForm(p.Issuer+"/login/username", url.Values{"username": {who.user}, "password": {"secret"}, "id": {ids[who.tab]}})
+				if err != nil {
+					t.Fatal(err)
+				}
+				var res result
+				err = json.NewDecoder(resp.Body).Decode(&res)
+				resp.Body.Close()
+				if err != nil || res.Err != "" || res.Identity.Subject != "sub-"+who.user {
+					t.Fatalf("tab %d (finished %d of 2): %+v, %v; want %s signed in", who.tab, i+1, res, err, who.user)
+				}
+			}
+		})
 	}
 }
