@@ -4,11 +4,11 @@ import (
 	"net/netip"
 	"testing"
 
-	"golang.org/x/crypto/chacha20poly1305"
 	"golang.zx2c4.com/wireguard/tun"
 
 	"weft/internal/controlclient"
 	"weft/internal/node"
+	"weft/internal/tstest"
 	"weft/internal/wire"
 )
 
@@ -139,21 +139,7 @@ func BenchmarkDestGuardWrite(b *testing.B) {
 			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/64, "ns/packet")
 		})
 	}
-	b.Run("decrypt_anchor", func(b *testing.B) {
-		aead, err := chacha20poly1305.New(make([]byte, chacha20poly1305.KeySize))
-		if err != nil {
-			b.Fatal(err)
-		}
-		nonce := make([]byte, chacha20poly1305.NonceSize)
-		sealed := aead.Seal(nil, nonce, make([]byte, 1400), nil)
-		out := make([]byte, 0, 1400)
-		for b.Loop() {
-			if _, err := aead.Open(out[:0], nonce, sealed, nil); err != nil {
-				b.Fatal(err)
-			}
-		}
-		b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N), "ns/packet")
-	})
+	b.Run("decrypt_anchor", tstest.DecryptAnchor)
 }
 
 func guardOver(p *destPolicy) *destGuard {

@@ -4,8 +4,7 @@ import (
 	"net/netip"
 	"testing"
 
-	"golang.org/x/crypto/chacha20poly1305"
-
+	"weft/internal/tstest"
 	"weft/internal/wire"
 )
 
@@ -105,18 +104,6 @@ func BenchmarkTUNWrite(b *testing.B) {
 // wireguard-go does for every packet it receives: the tunnel's own cost
 // per packet, to set the filter's cost against in the same run.
 func BenchmarkDecryptAnchor(b *testing.B) {
-	aead, err := chacha20poly1305.New(make([]byte, chacha20poly1305.KeySize))
-	if err != nil {
-		b.Fatal(err)
-	}
-	nonce := make([]byte, chacha20poly1305.NonceSize)
-	sealed := aead.Seal(nil, nonce, make([]byte, 1400), nil)
-	out := make([]byte, 0, 1400)
 	b.SetBytes(1400)
-	for b.Loop() {
-		if _, err := aead.Open(out[:0], nonce, sealed, nil); err != nil {
-			b.Fatal(err)
-		}
-	}
-	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N), "ns/packet")
+	tstest.DecryptAnchor(b)
 }
