@@ -16,6 +16,7 @@ import (
 	"weft/internal/key"
 	"weft/internal/store"
 	"weft/internal/tailnet"
+	"weft/internal/tstest"
 	"weft/internal/tstest/storetest"
 	"weft/internal/wire"
 )
@@ -135,13 +136,7 @@ func (e *env) register(t *testing.T, user, hostname string) store.Node {
 
 func TestSocket(t *testing.T) {
 	e := start(t)
-	fi, err := os.Stat(e.sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if fi.Mode()&os.ModeSocket == 0 || fi.Mode().Perm() != 0o600 {
-		t.Fatalf("socket mode %v, want a 0600 socket", fi.Mode())
-	}
+	tstest.OwnerOnlySocket(t, e.sock)
 	entries, _ := os.ReadDir(filepath.Dir(e.sock))
 	for _, en := range entries {
 		if strings.HasPrefix(en.Name(), ".ws") {

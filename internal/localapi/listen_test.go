@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"syscall"
 	"testing"
+	"weft/internal/tstest"
 )
 
 // TestListenPrivate: with the most permissive umask, the socket appears
@@ -22,13 +23,7 @@ func TestListenPrivate(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	fi, err := os.Lstat(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if fi.Mode()&os.ModeSocket == 0 || fi.Mode().Perm() != 0o600 {
-		t.Fatalf("socket mode %v, want a 0600 socket", fi.Mode())
-	}
+	tstest.OwnerOnlySocket(t, path)
 	entries, _ := os.ReadDir(dir)
 	if len(entries) != 1 {
 		t.Fatalf("directory holds %d entries, want only the socket", len(entries))

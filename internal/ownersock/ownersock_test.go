@@ -5,6 +5,8 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+
+	"weft/internal/tstest"
 )
 
 func TestListenOwnerOnly(t *testing.T) {
@@ -17,13 +19,7 @@ func TestListenOwnerOnly(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	fi, err := os.Lstat(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if fi.Mode()&os.ModeSocket == 0 || fi.Mode().Perm() != 0o600 {
-		t.Fatalf("socket mode %v, want a 0600 socket", fi.Mode())
-	}
+	tstest.OwnerOnlySocket(t, path)
 	c, err := net.Dial("unix", path)
 	if err != nil {
 		t.Fatalf("dial: %v", err)
