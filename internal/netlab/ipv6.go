@@ -98,11 +98,7 @@ func DualStack(t *Topology) {
 			t.Routers[i].IPv6 = IPv6Dual
 		}
 	}
-	for i := range t.Public {
-		if !t.Public[i].Addr6.IsValid() {
-			t.Public[i].Addr6 = DefaultPublicV6(t.Public[i].Addr)
-		}
-	}
+	t.defaultPublicV6()
 }
 
 // V6OnlyTopology is the seed's network with Fukuoka's site on IPv6 only
@@ -120,6 +116,12 @@ func V6OnlyTopology() Topology {
 // pass it as a modifier.
 func V6Only(t *Topology) {
 	t.SetIPv6("r-fukuoka", IPv6Only)
+	t.defaultPublicV6()
+}
+
+// defaultPublicV6 gives every public host without an IPv6 address its
+// DefaultPublicV6, as DualStack and V6Only do.
+func (t *Topology) defaultPublicV6() {
 	for i := range t.Public {
 		if !t.Public[i].Addr6.IsValid() {
 			t.Public[i].Addr6 = DefaultPublicV6(t.Public[i].Addr)
