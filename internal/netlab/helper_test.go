@@ -77,20 +77,26 @@ func runHelper(args []string) int {
 	return 0
 }
 
-// upLab brings topo up under a fresh prefix and removes it at cleanup.
-func upLab(t *testing.T, topo netlab.Topology) *netlab.Lab {
+// labConfig is the Config of a test's lab: namespaces named
+// wlt<PID>-<name>-…, state in a temporary directory, and this test binary
+// as the helper. It skips the test unless it runs as root.
+func labConfig(t *testing.T, name string) netlab.Config {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("lab tests need root (network namespaces); run as root")
-	}
-	labtest.RemoveStale(t)
-	var b [3]byte
-	rand.Read(b[:])
-	cfg := netlab.Config{
-		Prefix: fmt.Sprintf("wlt%d-%s-", os.Getpid(), hex.EncodeToString(b[:])),
+	labtest.SkipUnlessRoot(t)
+	return netlab.Config{
+		Prefix: fmt.Sprintf("wlt%d-%s-", os.Getpid(), name),
 		Dir:    t.TempDir(),
 		Helper: []string{os.Args[0], "netlab-helper"},
 	}
+}
+
+// upLab brings topo up under a fresh prefix and removes it at cleanup.
+func upLab(t *testing.T, topo netlab.Topology) *netlab.Lab {
+	t.Helper()
+	var b [3]byte
+	rand.Read(b[:])
+	cfg := labConfig(t, hex.EncodeToString(b[:]))
+	labtest.RemoveStale(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	l, err := netlab.Up(ctx, cfg, topo)

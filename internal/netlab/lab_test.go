@@ -208,14 +208,7 @@ func TestProcesses(t *testing.T) {
 // TestDownAndStale checks that Down leaves nothing behind, and that Up
 // first removes what a crashed run with the same prefix left.
 func TestDownAndStale(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("lab tests need root (network namespaces); run as root")
-	}
-	cfg := netlab.Config{
-		Prefix: "wlt" + strconv.Itoa(os.Getpid()) + "-stale-",
-		Dir:    t.TempDir(),
-		Helper: []string{os.Args[0], "netlab-helper"},
-	}
+	cfg := labConfig(t, "stale")
 	topo := netlab.SeedTopology()
 	topo.SetDelay("r-busan", 1)
 	ctx := context.Background()
@@ -280,14 +273,7 @@ func alive(pid int) bool {
 // TestOpenDown takes a lab down the way `weft lab down` does: from its
 // state file alone, stopping its processes by their recorded PIDs.
 func TestOpenDown(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("lab tests need root (network namespaces); run as root")
-	}
-	cfg := netlab.Config{
-		Prefix: "wlt" + strconv.Itoa(os.Getpid()) + "-open-",
-		Dir:    t.TempDir(),
-		Helper: []string{os.Args[0], "netlab-helper"},
-	}
+	cfg := labConfig(t, "open")
 	topo := netlab.SeedTopology()
 	topo.SetDelay("r-fukuoka", 1)
 	ctx := context.Background()
@@ -326,14 +312,7 @@ func TestOpenDown(t *testing.T) {
 // TestUpCancelled is Ctrl-C during `weft lab up`: Up stops and removes
 // what it built.
 func TestUpCancelled(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("lab tests need root (network namespaces); run as root")
-	}
-	cfg := netlab.Config{
-		Prefix: "wlt" + strconv.Itoa(os.Getpid()) + "-cancel-",
-		Dir:    t.TempDir(),
-		Helper: []string{os.Args[0], "netlab-helper"},
-	}
+	cfg := labConfig(t, "cancel")
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	if _, err := netlab.Up(ctx, cfg, netlab.SeedTopology()); err == nil {
