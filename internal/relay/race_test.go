@@ -54,16 +54,7 @@ func TestStalledFamilyLoses(t *testing.T) {
 			c.mu.Lock()
 			remote := c.cur.nc.RemoteAddr().String()
 			c.mu.Unlock()
-			if remote != workingLn.Addr().String() {
-				t.Errorf("connected to %s, want the working %s", remote, workingLn.Addr())
-			}
-			if accepted, _ := stall.Counts(); accepted == 0 {
-				t.Fatal("the stalled address was never dialled: the test did not exercise the race")
-			}
-			tstest.Eventually(t, "the stalled connection closed", func() bool {
-				accepted, closed := stall.Counts()
-				return closed == accepted
-			})
+			stall.LostRace(t, remote, workingLn)
 		})
 	}
 }

@@ -66,6 +66,23 @@ func (s *StallListener) Counts() (accepted, closed int) {
 	return s.accepted, s.closed
 }
 
+// LostRace fails t unless the race the test ran went s's way: the
+// client connected to working (remote is the address it connected to),
+// dialled s's address too, and closed every connection s accepted.
+func (s *StallListener) LostRace(t testing.TB, remote string, working net.Listener) {
+	t.Helper()
+	if remote != working.Addr().String() {
+		t.Errorf("connected to %s, want the working %s", remote, working.Addr())
+	}
+	if accepted, _ := s.Counts(); accepted == 0 {
+		t.Fatal("the stalled address was never dialled: the test did not exercise the race")
+	}
+	Eventually(t, "the stalled connection closed", func() bool {
+		accepted, closed := s.Counts()
+		return closed == accepted
+	})
+}
+
 // StallAndWork listens on one port at two loopback addresses: stalled
 // (::1, the preferred family, or 127.0.0.2 where the machine has no IPv6)
 // and working (127.0.0.1). It retries while the port is taken at the
