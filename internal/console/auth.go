@@ -22,9 +22,24 @@ import (
 const (
 	// LoginLinkLifetime: a login link works once, within this time.
 	LoginLinkLifetime = 10 * time.Minute
-	// SessionLifetime: a console session ends this long after sign-in.
+	// SessionLifetime: a console session ends this long after its last
+	// use. It slides: each use extends it (in the store, at most once a
+	// minute, so page views are not writes), up to SessionMaxLifetime.
 	SessionLifetime = 12 * time.Hour
+	// SessionMaxLifetime: a console session ends this long after sign-in
+	// however much it is used, so a stolen cookie kept busy does not
+	// live for ever; then one signs in again.
+	SessionMaxLifetime = 7 * 24 * time.Hour
 )
+
+// sessionStart is the store's record of a new session whose cookie's
+// token hashes to hash: sliding, SessionLifetime after each use, at most
+// SessionMaxLifetime after now.
+func (s *Server) sessionStart(hash, user string) store.ConsoleSessionStart {
+	now := s.now()
+	return store.ConsoleSessionStart{Hash: hash, User: user, Expires: now.Add(SessionLifetime), Idle: SessionLifetime,
+		MaxExpires: now.Add(SessionMaxLifetime)}
+}
 
 // cookieName is the session cookie, scoped to the console's path.
 const cookieName = "weft_session"
@@ -145,7 +160,7 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx := store.WithAudit(r.Context(), store.AuditEntry{Credential: "login link", Remote: r.RemoteAddr, Action: "console.signin"})
 	_, err = s.Sessions.UseConsoleLink(ctx, hashToken(r.PostFormValue("token")),
-		store.ConsoleSessionStart{Hash: hashToken(tok), Expires: s.now().Add(SessionLifetime)})
+		s.sessionStart(hashToken(tok), ""))
 	if errors.Is(err, store.ErrNotFound) {
 		s.page(w, r, http.StatusUnauthorized, "message", &pageData{Title: "Link not valid",
 			Message: "This login link is unknown, used or expired. Run `weft admin console-link` for a new one."})
@@ -173,7 +188,9 @@ func (s *Server) sessionFailure(w http.ResponseWriter, r *http.Request, err erro
 // navigation the console's own page starts, which carries the cookie; a
 // link stands by for browsers that do not follow it.
 func (s *Server) enter(w http.ResponseWriter, r *http.Request, tok string) {
-	http.SetCookie(w, s.cookie(r, tok, int(SessionLifetime/time.Second)))
+	// The cookie lives as long as the session may: the store decides
+	// when it ends (SessionLifetime after its last use).
+	http.SetCookie(w, s.cookie(r, tok, int(SessionMaxLifetime/time.Second)))
 	s.page(w, r, http.StatusOK, "entered", &pageData{Title: "Signed in"})
 }
 
@@ -187,8 +204,7 @@ func (s *Server) startSession(ctx context.Context, user string) (string, error) 
 	if err != nil {
 		return "", err
 	}
-	_, err = s.Sessions.StartConsoleSession(ctx, store.ConsoleSessionStart{Hash: hashToken(tok), User: user,
-		Expires: s.now().Add(SessionLifetime)})
+	_, err = s.Sessions.StartConsoleSession(ctx, s.sessionStart(hashToken(tok), user))
 	if err != nil {
 		return "", fmt.Errorf("console: recording the session: %w", err)
 	}

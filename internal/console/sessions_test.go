@@ -7,6 +7,7 @@ import (
 	"net/url"
 	"strings"
 	"testing"
+	"time"
 
 	"weft/internal/adminapi"
 	"weft/internal/store"
@@ -121,10 +122,39 @@ func TestSessionsExpireEverywhere(t *testing.T) {
 	if resp := b.do("GET", "/admin/", cookie, nil, nil); resp.StatusCode != http.StatusOK {
 		t.Fatalf("A's session at B before its end: %d", resp.StatusCode)
 	}
-	a.clk.Advance(SessionLifetime - LoginLinkLifetime)
+	a.clk.Advance(SessionLifetime) // since its last use, at B
 	for name, e := range map[string]*env{"A": a, "B": b} {
 		if resp := e.do("GET", "/admin/", cookie, nil, nil); resp.StatusCode != http.StatusUnauthorized {
 			t.Fatalf("expired session at %s: %d", name, resp.StatusCode)
+		}
+	}
+}
+
+// TestSessionSlidesWhileUsed: a session used (at either console) lives
+// on SessionLifetime past each use, well beyond SessionLifetime after
+// sign-in, but not past SessionMaxLifetime however busy it is; the
+// cookie is kept as long as the session may live.
+func TestSessionSlidesWhileUsed(t *testing.T) {
+	a := newEnv(t, 1)
+	b := a.another()
+	signedIn := a.clk.Now()
+	cookie := a.signIn()
+	if want := int(SessionMaxLifetime / time.Second); cookie.MaxAge != want {
+		t.Fatalf("session cookie Max-Age %d; want %d", cookie.MaxAge, want)
+	}
+	step := SessionLifetime - time.Hour
+	for i := 1; ; i++ {
+		a.clk.Advance(step)
+		e := []*env{a, b}[i%2]
+		status := e.do("GET", "/admin/", cookie, nil, nil).StatusCode
+		if a.clk.Now().Sub(signedIn) >= SessionMaxLifetime {
+			if status != http.StatusUnauthorized {
+				t.Fatalf("use %d, %v after sign-in (past the %v maximum): %d", i, a.clk.Now().Sub(signedIn), SessionMaxLifetime, status)
+			}
+			break
+		}
+		if status != http.StatusOK {
+			t.Fatalf("use %d, %v after sign-in and %v after the last use: %d; want the session extended", i, a.clk.Now().Sub(signedIn), step, status)
 		}
 	}
 }

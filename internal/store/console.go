@@ -26,7 +26,11 @@ type ConsoleSession struct {
 	Role     string
 	Created  time.Time
 	LastSeen time.Time // updated at most once a minute (touchConsoleEvery)
-	Expires  time.Time
+	// Expires is when the session ends unless it is used again: a
+	// session used is extended (with LastSeen, so at most once a minute)
+	// to its use + its Idle lifetime, never past MaxExpires.
+	Expires    time.Time
+	MaxExpires time.Time
 }
 
 // ConsoleSessionStart is a session to record.
@@ -37,6 +41,14 @@ type ConsoleSessionStart struct {
 	// administrator.
 	User    string
 	Expires time.Time
+	// Idle, when set, makes the session sliding: each use (recorded
+	// at most once a minute) extends it to that use + Idle, never past
+	// MaxExpires. Zero: the session ends at Expires, used or not.
+	Idle time.Duration
+	// MaxExpires is the absolute end of a sliding session, however
+	// much it is used; it must not be before Expires. Zero with Idle
+	// set means Expires (never extended).
+	MaxExpires time.Time
 }
 
 // touchConsoleEvery bounds how often a session's last_seen is written:
@@ -125,8 +137,15 @@ func insertConsoleSession(ctx context.Context, tx *dbTx, st ConsoleSessionStart,
 	if _, err := tx.ExecContext(ctx, `DELETE FROM console_sessions WHERE expires <= ?`, toDB(now)); err != nil {
 		return ConsoleSession{}, err
 	}
+	if st.Idle < 0 || !st.MaxExpires.IsZero() && st.MaxExpires.Before(st.Expires) {
+		return ConsoleSession{}, fmt.Errorf("%w: a session's idle lifetime must not be negative, nor its absolute end before its expiry", ErrInvalid)
+	}
+	if st.MaxExpires.IsZero() {
+		st.MaxExpires = st.Expires
+	}
 	var uid sql.NullInt64
-	cs := ConsoleSession{User: st.User, Role: RoleAdmin, Created: now, LastSeen: now, Expires: fromDB(toDB(st.Expires))}
+	cs := ConsoleSession{User: st.User, Role: RoleAdmin, Created: now, LastSeen: now, Expires: fromDB(toDB(st.Expires)),
+		MaxExpires: fromDB(toDB(st.MaxExpires))}
 	if st.User != "" {
 		u, err := scanUser(tx.QueryRowContext(ctx, `SELECT `+userColumns+` FROM users WHERE name = ?`, st.User))
 		if errors.Is(err, sql.ErrNoRows) {
@@ -138,8 +157,8 @@ func insertConsoleSession(ctx context.Context, tx *dbTx, st ConsoleSessionStart,
 		uid = sql.NullInt64{Int64: int64(u.ID), Valid: true}
 		cs.Role = u.Role
 	}
-	_, err := tx.ExecContext(ctx, `INSERT INTO console_sessions (hash, user_id, created_at, last_seen, expires)
-		VALUES (?, ?, ?, ?, ?)`, st.Hash, uid, toDB(now), toDB(now), toDB(cs.Expires))
+	_, err := tx.ExecContext(ctx, `INSERT INTO console_sessions (hash, user_id, created_at, last_seen, expires, idle, max_expires)
+		VALUES (?, ?, ?, ?, ?, ?, ?)`, st.Hash, uid, toDB(now), toDB(now), toDB(cs.Expires), int64(st.Idle), toDB(cs.MaxExpires))
 	if err != nil {
 		return ConsoleSession{}, err
 	}
@@ -148,16 +167,21 @@ func insertConsoleSession(ctx context.Context, tx *dbTx, st ConsoleSessionStart,
 
 // CheckConsoleSession returns the live session whose token hashes to
 // hash (ErrNotFound when unknown, ended or expired), and records now as
-// its last use when the one recorded is over a minute old. The lookup is
-// by the hash, in the database's index: the token itself is compared
-// nowhere, and timing can tell at most about a hash, never a token.
+// its last use when the one recorded is over a minute old; a sliding
+// session (started with Idle) is extended in the same write to now +
+// Idle, never past its MaxExpires. So a session in use lives on, a page
+// view within the minute writes nothing, and no use keeps a session
+// beyond its absolute end. The lookup is by the hash, in the database's
+// index: the token itself is compared nowhere, and timing can tell at
+// most about a hash, never a token.
 func (s *sqlStore) CheckConsoleSession(ctx context.Context, hash string) (ConsoleSession, error) {
 	now := s.now()
 	var cs ConsoleSession
-	var created, seen, expires int64
-	err := s.direct().QueryRowContext(ctx, `SELECT COALESCE(u.name, ''), COALESCE(u.role, ''), c.created_at, c.last_seen, c.expires
+	var created, seen, expires, idle, maxExpires int64
+	err := s.direct().QueryRowContext(ctx, `SELECT COALESCE(u.name, ''), COALESCE(u.role, ''), c.created_at, c.last_seen, c.expires,
+		c.idle, c.max_expires
 		FROM console_sessions c LEFT JOIN users u ON u.id = c.user_id
-		WHERE c.hash = ? AND c.expires > ?`, hash, toDB(now)).Scan(&cs.User, &cs.Role, &created, &seen, &expires)
+		WHERE c.hash = ? AND c.expires > ?`, hash, toDB(now)).Scan(&cs.User, &cs.Role, &created, &seen, &expires, &idle, &maxExpires)
 	if errors.Is(err, sql.ErrNoRows) {
 		return ConsoleSession{}, fmt.Errorf("store: CheckConsoleSession: %w", errNoConsole("session"))
 	}
@@ -167,21 +191,33 @@ func (s *sqlStore) CheckConsoleSession(ctx context.Context, hash string) (Consol
 	if cs.User == "" {
 		cs.Role = RoleAdmin
 	}
-	cs.Created, cs.LastSeen, cs.Expires = fromDB(created), fromDB(seen), fromDB(expires)
+	cs.Created, cs.LastSeen, cs.Expires, cs.MaxExpires = fromDB(created), fromDB(seen), fromDB(expires), fromDB(maxExpires)
+	if cs.MaxExpires.IsZero() { // a session from before sliding sessions
+		cs.MaxExpires = cs.Expires
+	}
 	if now.Sub(cs.LastSeen) < touchConsoleEvery {
 		return cs, nil
+	}
+	exp := cs.Expires
+	if ext := now.Add(time.Duration(idle)); idle > 0 {
+		if ext.After(cs.MaxExpires) {
+			ext = cs.MaxExpires
+		}
+		if ext.After(exp) {
+			exp = ext
+		}
 	}
 	// Not the request's audited change: written on its own (writeTx
 	// with no audit slot), whatever ctx carries.
 	err = s.writeTx(ctx, func(tx *dbTx) error {
-		_, err := tx.ExecContext(ctx, `UPDATE console_sessions SET last_seen = ? WHERE hash = ? AND last_seen < ?`,
-			toDB(now), hash, toDB(now))
+		_, err := tx.ExecContext(ctx, `UPDATE console_sessions SET last_seen = ?, expires = ? WHERE hash = ? AND last_seen < ? AND expires <= ?`,
+			toDB(now), toDB(exp), hash, toDB(now), toDB(exp))
 		return err
 	}, nil)
 	if err != nil {
 		return ConsoleSession{}, fmt.Errorf("store: CheckConsoleSession: recording the use: %w", err)
 	}
-	cs.LastSeen = fromDB(toDB(now))
+	cs.LastSeen, cs.Expires = fromDB(toDB(now)), fromDB(toDB(exp))
 	return cs, nil
 }
 

@@ -218,3 +218,67 @@ func testOIDCFlows(t *testing.T, f *fixture) {
 		}
 	}
 }
+
+// TestConsoleSessionSlides: a sliding session used is extended to its
+// use + Idle (written with last_seen, at most once a minute, and seen at
+// another handle), never past its absolute end; one not used within Idle
+// ends; one started without Idle is never extended.
+func TestConsoleSessionSlides(t *testing.T) { forEachStore(t, testConsoleSessionSlides) }
+
+func testConsoleSessionSlides(t *testing.T, f *fixture) {
+	ctx := context.Background()
+	other := f.second()
+	now := f.clock.Now
+	start := now()
+	if _, err := f.s.StartConsoleSession(ctx, ConsoleSessionStart{Hash: "bad", Expires: start.Add(time.Hour), Idle: time.Hour, MaxExpires: start.Add(time.Minute)}); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("an absolute end before the expiry: %v; want ErrInvalid", err)
+	}
+	for _, h := range []string{"slide", "idle"} {
+		if _, err := f.s.StartConsoleSession(ctx, ConsoleSessionStart{Hash: h, Expires: start.Add(time.Hour), Idle: time.Hour, MaxExpires: start.Add(3 * time.Hour)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := f.s.StartConsoleSession(ctx, ConsoleSessionStart{Hash: "fixed", Expires: start.Add(time.Hour)}); err != nil {
+		t.Fatal(err)
+	}
+	// Used every 50 minutes: extended each time, up to the absolute end.
+	for i := 1; ; i++ {
+		f.clock.Advance(50 * time.Minute)
+		want := now().Add(time.Hour)
+		if end := start.Add(3 * time.Hour); want.After(end) {
+			want = end
+		}
+		got, err := f.s.CheckConsoleSession(ctx, "slide")
+		if !now().Before(start.Add(3 * time.Hour)) {
+			if !errors.Is(err, ErrNotFound) {
+				t.Fatalf("use %d, at %v past the absolute end: %+v %v; want ErrNotFound", i, now().Sub(start), got, err)
+			}
+			break
+		}
+		if err != nil || !got.Expires.Equal(want) || !got.LastSeen.Equal(now()) {
+			t.Fatalf("use %d at %v: %+v %v; want expiry %v", i, now().Sub(start), got, err, want)
+		}
+		if at, err := other.CheckConsoleSession(ctx, "slide"); err != nil || !at.Expires.Equal(want) {
+			t.Fatalf("use %d at the other handle: %+v %v", i, at, err)
+		}
+		// Within the minute: no write, the expiry stays.
+		f.clock.Advance(30 * time.Second)
+		if again, err := f.s.CheckConsoleSession(ctx, "slide"); err != nil || !again.Expires.Equal(want) || !again.LastSeen.Equal(got.LastSeen) {
+			t.Fatalf("use %d again within a minute: %+v %v; want nothing written", i, again, err)
+		}
+		f.clock.Advance(-30 * time.Second)
+		if i == 1 {
+			if fixed, err := f.s.CheckConsoleSession(ctx, "fixed"); err != nil || !fixed.Expires.Equal(start.Add(time.Hour)) {
+				t.Fatalf("a session without Idle, used: %+v %v; want it never extended", fixed, err)
+			}
+		}
+		if i > 10 {
+			t.Fatal("the session never reached its absolute end")
+		}
+	}
+	for _, h := range []string{"idle", "fixed"} {
+		if got, err := f.s.CheckConsoleSession(ctx, h); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("session %s, unused for hours: %+v %v; want ErrNotFound", h, got, err)
+		}
+	}
+}

@@ -177,6 +177,12 @@ var migrations = []string{
 		data       TEXT NOT NULL,
 		expires    BIGINT NOT NULL
 	);`,
+	// 11: sliding console sessions: a session used is extended to
+	// last_seen + idle (Unix nanoseconds of lifetime, 0: never
+	// extended), never past max_expires, the absolute end set at
+	// sign-in; it is written with last_seen, at most once a minute.
+	`ALTER TABLE console_sessions ADD COLUMN idle BIGINT NOT NULL DEFAULT 0;
+	ALTER TABLE console_sessions ADD COLUMN max_expires BIGINT NOT NULL DEFAULT 0;`,
 }
 
 // init applies pending migrations and loads (or makes) the settings.
