@@ -142,18 +142,16 @@ func DefaultPublicV6(a netip.Addr) netip.Addr {
 // SetIPv6 sets which address families router's site has. IPv6Only also
 // clears the router's IPv4 WAN address, which such a site does not have.
 func (t *Topology) SetIPv6(router string, m IPv6Mode) {
-	r := t.router(router)
-	switch {
-	case r == nil:
-		t.errs = append(t.errs, t.unknownRouter(router))
-	case !m.Valid():
-		t.errs = append(t.errs, fmt.Errorf("netlab: unknown IPv6 mode %q for %s (modes: none, dual, only)", m, router))
-	default:
+	var bad error
+	if !m.Valid() {
+		bad = fmt.Errorf("netlab: unknown IPv6 mode %q for %s (modes: none, dual, only)", m, router)
+	}
+	t.setRouter(router, bad, func(r *Router) {
 		r.IPv6 = m
 		if m == IPv6Only {
 			r.WAN = netip.Addr{}
 		}
-	}
+	})
 }
 
 // SetPublicV6 gives the public host an IPv6 address (in InternetPrefix6).

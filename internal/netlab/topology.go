@@ -251,11 +251,7 @@ var sharedSpace = tailnet.V4Range
 
 // SetWAN sets router's WAN address (in either public subnet).
 func (t *Topology) SetWAN(router string, a netip.Addr) {
-	if r := t.router(router); r != nil {
-		r.WAN = a
-	} else {
-		t.errs = append(t.errs, t.unknownRouter(router))
-	}
+	t.setRouter(router, nil, func(r *Router) { r.WAN = a })
 }
 
 // AddPublicAddr gives the public host another address on its interface.
@@ -293,115 +289,106 @@ func (t *Topology) unknownRouter(name string) error {
 	return fmt.Errorf("netlab: unknown site %q (routers: %v)", name, names)
 }
 
-// SetNAT sets the NAT kind of router. Errors (unknown router or kind) are
-// reported by Validate and Up.
-func (t *Topology) SetNAT(router string, k NATKind) {
+// setRouter applies set to the router named router, or records why it
+// cannot for Validate and Up: the router is unknown, or bad (the value's
+// own error) is not nil.
+func (t *Topology) setRouter(router string, bad error, set func(*Router)) {
 	r := t.router(router)
 	switch {
 	case r == nil:
 		t.errs = append(t.errs, t.unknownRouter(router))
-	case !k.Valid():
-		t.errs = append(t.errs, fmt.Errorf("netlab: unknown NAT kind %q for %s (kinds: %v)", k, router, NATKinds))
+	case bad != nil:
+		t.errs = append(t.errs, bad)
 	default:
-		r.NAT = k
+		set(r)
 	}
+}
+
+// SetNAT sets the NAT kind of router. Errors (unknown router or kind) are
+// reported by Validate and Up.
+func (t *Topology) SetNAT(router string, k NATKind) {
+	var bad error
+	if !k.Valid() {
+		bad = fmt.Errorf("netlab: unknown NAT kind %q for %s (kinds: %v)", k, router, NATKinds)
+	}
+	t.setRouter(router, bad, func(r *Router) {
+		r.NAT = k
+	})
 }
 
 // SetDelay sets the one-way delay of router's WAN link in milliseconds.
 func (t *Topology) SetDelay(router string, ms int) {
-	r := t.router(router)
-	switch {
-	case r == nil:
-		t.errs = append(t.errs, t.unknownRouter(router))
-	case ms < 0 || time.Duration(ms)*time.Millisecond > MaxDelay:
-		t.errs = append(t.errs, fmt.Errorf("netlab: delay %dms for %s out of range [0, %d]", ms, router, MaxDelay.Milliseconds()))
-	default:
-		r.Delay = time.Duration(ms) * time.Millisecond
+	var bad error
+	if ms < 0 || time.Duration(ms)*time.Millisecond > MaxDelay {
+		bad = fmt.Errorf("netlab: delay %dms for %s out of range [0, %d]", ms, router, MaxDelay.Milliseconds())
 	}
+	t.setRouter(router, bad, func(r *Router) {
+		r.Delay = time.Duration(ms) * time.Millisecond
+	})
 }
 
 // SetLoss makes router's WAN link drop percent of its frames at random
 // in each direction.
 func (t *Topology) SetLoss(router string, percent int) {
-	r := t.router(router)
-	switch {
-	case r == nil:
-		t.errs = append(t.errs, t.unknownRouter(router))
-	case percent < 0 || percent >= 100:
-		t.errs = append(t.errs, fmt.Errorf("netlab: loss %d%% for %s out of range [0, 100)", percent, router))
-	default:
-		r.LossPercent = percent
+	var bad error
+	if percent < 0 || percent >= 100 {
+		bad = fmt.Errorf("netlab: loss %d%% for %s out of range [0, 100)", percent, router)
 	}
+	t.setRouter(router, bad, func(r *Router) {
+		r.LossPercent = percent
+	})
 }
 
 // SetRate caps router's WAN link at mbit megabits per second each way; 0
 // removes the cap.
 func (t *Topology) SetRate(router string, mbit int) {
-	r := t.router(router)
-	switch {
-	case r == nil:
-		t.errs = append(t.errs, t.unknownRouter(router))
-	case mbit < 0 || mbit > 100000:
-		t.errs = append(t.errs, fmt.Errorf("netlab: rate %d Mbit/s for %s out of range [0, 100000]", mbit, router))
-	default:
-		r.RateMbit = mbit
+	var bad error
+	if mbit < 0 || mbit > 100000 {
+		bad = fmt.Errorf("netlab: rate %d Mbit/s for %s out of range [0, 100000]", mbit, router)
 	}
+	t.setRouter(router, bad, func(r *Router) {
+		r.RateMbit = mbit
+	})
 }
 
 // SetPortMap turns miniupnpd on router on or off (Router.PortMap).
 func (t *Topology) SetPortMap(router string, on bool) {
-	if r := t.router(router); r != nil {
-		r.PortMap = on
-	} else {
-		t.errs = append(t.errs, t.unknownRouter(router))
-	}
+	t.setRouter(router, nil, func(r *Router) { r.PortMap = on })
 }
 
 // SetUDPTimeout sets how long router keeps an idle UDP mapping
 // (Router.UDPTimeout); 0 restores the kernel's defaults.
 func (t *Topology) SetUDPTimeout(router string, d time.Duration) {
-	r := t.router(router)
-	switch {
-	case r == nil:
-		t.errs = append(t.errs, t.unknownRouter(router))
-	case d != 0 && d < time.Second:
-		t.errs = append(t.errs, fmt.Errorf("netlab: UDP timeout %v for %s is below conntrack's 1 s resolution", d, router))
-	default:
-		r.UDPTimeout = d
+	var bad error
+	if d != 0 && d < time.Second {
+		bad = fmt.Errorf("netlab: UDP timeout %v for %s is below conntrack's 1 s resolution", d, router)
 	}
+	t.setRouter(router, bad, func(r *Router) {
+		r.UDPTimeout = d
+	})
 }
 
 // SetNoPCP runs miniupnpd on router with NAT-PMP and UPnP IGD but no PCP
 // (Router.PortMap and Router.NoPCP).
 func (t *Topology) SetNoPCP(router string) {
-	if r := t.router(router); r != nil {
-		r.PortMap, r.NoPCP = true, true
-	} else {
-		t.errs = append(t.errs, t.unknownRouter(router))
-	}
+	t.setRouter(router, nil, func(r *Router) { r.PortMap, r.NoPCP = true, true })
 }
 
 // SetUPnPOnly runs miniupnpd on router with UPnP IGD only (Router.PortMap
 // and Router.UPnPOnly).
 func (t *Topology) SetUPnPOnly(router string) {
-	if r := t.router(router); r != nil {
-		r.PortMap, r.UPnPOnly = true, true
-	} else {
-		t.errs = append(t.errs, t.unknownRouter(router))
-	}
+	t.setRouter(router, nil, func(r *Router) { r.PortMap, r.UPnPOnly = true, true })
 }
 
 // SetMTU sets the MTU of router's site (Router.MTU); 0 restores 1500.
 func (t *Topology) SetMTU(router string, mtu int) {
-	r := t.router(router)
-	switch {
-	case r == nil:
-		t.errs = append(t.errs, t.unknownRouter(router))
-	case mtu != 0 && (mtu < MinMTU || mtu > MaxMTU):
-		t.errs = append(t.errs, fmt.Errorf("netlab: MTU %d for %s out of range [%d, %d]", mtu, router, MinMTU, MaxMTU))
-	default:
-		r.MTU = mtu
+	var bad error
+	if mtu != 0 && (mtu < MinMTU || mtu > MaxMTU) {
+		bad = fmt.Errorf("netlab: MTU %d for %s out of range [%d, %d]", mtu, router, MinMTU, MaxMTU)
 	}
+	t.setRouter(router, bad, func(r *Router) {
+		r.MTU = mtu
+	})
 }
 
 // nodeName is what a node may be called: it becomes part of interface
