@@ -81,9 +81,12 @@ type ClientOptions struct {
 	// handshakeTimeout, set by tests, bounds each dial; zero means the
 	// package's handshakeTimeout.
 	handshakeTimeout time.Duration
-	// onLost, set by the Manager, hears that a working connection was
-	// lost (not that an attempt failed), from the run loop.
-	onLost func()
+	// onDown, set by the Manager, hears from the run loop that the
+	// relay cannot be used: a working connection was lost, or an attempt
+	// to connect failed. Both matter to the home region: a relay that
+	// died while this client was between attempts is noticed only as a
+	// failed attempt.
+	onDown func()
 }
 
 // Client is one node's connection to one relay (or region). It connects in
@@ -538,6 +541,9 @@ func (c *Client) run() {
 			close(c.tried)
 			c.tried = make(chan struct{})
 			c.mu.Unlock()
+			if c.opts.onDown != nil {
+				c.opts.onDown()
+			}
 			urlIdx++
 			if !c.backOff(&backoff) {
 				return
@@ -552,8 +558,8 @@ func (c *Client) run() {
 			return
 		}
 		c.log.Debug("relay connection lost", "url", u.String(), "err", err)
-		if c.opts.onLost != nil {
-			c.opts.onLost()
+		if c.opts.onDown != nil {
+			c.opts.onDown()
 		}
 		if time.Since(connectedAt) > 10*time.Second {
 			backoff = c.opts.MinBackoff // it was a working connection

@@ -35,11 +35,14 @@ type ManagerOptions struct {
 	OnRecv func(region int, src key.NodePublic, data []byte)
 	// OnPeerGone, optional, hears that a region cannot reach a peer.
 	OnPeerGone func(region int, peer key.NodePublic, reason PeerGoneReason)
-	// OnHomeLost, optional, hears that the connection to the home region
-	// was lost (the relay went away or restarted). The agent measures the
+	// OnHomeLost, optional, hears that the home region cannot be used:
+	// its connection was lost (the relay went away or restarted) or an
+	// attempt to connect failed (the relay died while the client was
+	// between attempts, or never answered). The agent measures the
 	// regions again at once instead of at its next periodic check, so a
 	// node whose home relay died moves to another region in seconds. It
-	// is called from the region's connection goroutine and must not
+	// is called from the region's connection goroutine, at most once per
+	// attempt (so as often as the reconnect backoff allows), and must not
 	// block.
 	OnHomeLost func(region int)
 	// IdleTimeout closes a non-home region's connection after this long
@@ -302,7 +305,7 @@ func (m *Manager) regionLocked(region int) (*regionConn, error) {
 		Logger:           m.log.With("region", region),
 		altAddrs:         altAddrs(r.Nodes),
 		handshakeTimeout: m.opts.handshakeTimeout,
-		onLost:           func() { m.lost(region) },
+		onDown:           func() { m.down(region) },
 	})
 	if err != nil {
 		return nil, err
@@ -318,9 +321,9 @@ func (m *Manager) regionLocked(region int) (*regionConn, error) {
 	return rc, nil
 }
 
-// lost runs when region's connection was lost; it tells OnHomeLost if
-// region is the home.
-func (m *Manager) lost(region int) {
+// down runs when region's connection was lost or an attempt to make it
+// failed; it tells OnHomeLost if region is the home.
+func (m *Manager) down(region int) {
 	m.mu.Lock()
 	home := m.home == region && m.ctx.Err() == nil
 	m.mu.Unlock()

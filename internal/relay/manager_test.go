@@ -244,6 +244,41 @@ func TestManagerTellsWhenHomeLost(t *testing.T) {
 	}
 }
 
+// TestManagerTellsWhenHomeUnreachable: a home region whose relay cannot
+// be reached at all (it died while the client was between attempts, or
+// before it first connected) is reported too; waiting for a connection
+// that never comes to be lost would leave the node homed on a dead relay
+// until its next periodic check.
+func TestManagerTellsWhenHomeUnreachable(t *testing.T) {
+	a := key.NewNode()
+	dead := startSimpleRelay(t, allow(a))
+	dead.close()
+	lost := make(chan int, 8)
+	m, err := NewManager(ManagerOptions{
+		NodeKey: a,
+		RelayMap: &wire.RelayMap{Regions: map[int]*wire.RelayRegion{
+			1: {ID: 1, Nodes: []*wire.RelayNode{relayNode(t, 1, dead.url)}},
+		}},
+		OnRecv:     func(int, key.NodePublic, []byte) {},
+		OnHomeLost: func(region int) { lost <- region },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Close() })
+	if err := m.SetHome(1); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case region := <-lost:
+		if region != 1 {
+			t.Fatalf("OnHomeLost(%d), want 1", region)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no OnHomeLost while the home relay could not be reached")
+	}
+}
+
 // TestManagerSendQueueBoundedAndCounted: while a region's relay cannot be
 // reached, packets wait in its send queue up to its bound; the rest are
 // dropped and counted, never queued beyond it.
