@@ -1,7 +1,9 @@
 package main
 
 import (
+	"cmp"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -76,6 +78,9 @@ func (s *signIn) callback(w http.ResponseWriter, r *http.Request) {
 	id, purpose, data, err := s.login.Finish(r)
 	if err != nil {
 		s.log.Info("sign-in refused", "sub", id.Subject, "err", err)
+		if errors.Is(err, oidclogin.ErrNotAllowed) {
+			s.auditRefusal(r, id, purpose)
+		}
 		nodelogin.Page(w, http.StatusForbidden, "Sign-in refused", strings.TrimPrefix(err.Error(), "oidclogin: "))
 		return
 	}
@@ -110,5 +115,19 @@ func (s *signIn) callback(w http.ResponseWriter, r *http.Request) {
 		nodelogin.Page(w, http.StatusOK, "Signed in", fmt.Sprintf("Signed in as %s: the machine %q joins the tailnet as %s now. You can close this page.", u.Name, l.Hostname, u.Name))
 	default:
 		nodelogin.Page(w, http.StatusBadRequest, "Sign-in refused", "This sign-in was for nothing weft knows.")
+	}
+}
+
+// auditRefusal records, as signin.refused, a person the identity provider
+// vouched for whom the server's allowed domains, users or groups keep
+// out: who tried to get in is what an administrator looks for first.
+// Only such refusals are recorded; a broken or replayed callback carries
+// no identity, and anyone could send those to fill the log.
+func (s *signIn) auditRefusal(r *http.Request, id oidclogin.Identity, purpose string) {
+	detail, _ := json.Marshal(map[string]string{"issuer": id.Issuer, "email": id.Email, "for": purpose})
+	_, err := s.st.AppendAudit(r.Context(), store.AuditEntry{Actor: cmp.Or(id.Email, id.Subject), Credential: "OIDC sign-in",
+		Remote: r.RemoteAddr, Action: "signin.refused", Target: "subject " + id.Subject, Detail: string(detail)})
+	if err != nil {
+		s.log.Error("sign-in: recording a refusal in the audit log", "sub", id.Subject, "err", err)
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"net/http/cookiejar"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -132,5 +133,13 @@ func TestServerOIDCLogin(t *testing.T) {
 	}
 	if o := admin("audit"); !strings.Contains(o, "login.approve") || !strings.Contains(o, "OIDC sign-in") {
 		t.Fatalf("audit:\n%s", o)
+	}
+	// bob's refusal is in the audit log, naming him and his subject.
+	var audit []store.AuditEntry
+	json.Unmarshal([]byte(admin("audit", "--json")), &audit)
+	refused := slices.IndexFunc(audit, func(e store.AuditEntry) bool { return e.Action == "signin.refused" })
+	if refused < 0 || audit[refused].Actor != "bob@other.org" || audit[refused].Target != "subject sub-bob" ||
+		!strings.Contains(audit[refused].Detail, `"for":"console"`) {
+		t.Fatalf("no signin.refused entry for bob in the audit log: %+v", audit)
 	}
 }

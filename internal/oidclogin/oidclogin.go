@@ -199,7 +199,8 @@ func (l *Login) Begin(w http.ResponseWriter, r *http.Request, purpose, data stri
 // Finish completes the sign-in at the callback: it checks the state
 // against the browser's cookie (single use), exchanges the code, verifies
 // the ID token and its nonce, and applies the allowed lists. It returns
-// who signed in and Begin's purpose and data.
+// who signed in and Begin's purpose and data; with ErrNotAllowed too, so
+// the refusal can be recorded against who was refused and for what.
 func (l *Login) Finish(r *http.Request) (Identity, string, string, error) {
 	ctx := r.Context()
 	if l.cfg.HTTPClient != nil {
@@ -245,7 +246,7 @@ func (l *Login) Finish(r *http.Request) (Identity, string, string, error) {
 		return Identity{}, "", "", err
 	}
 	if !l.allowed(id) {
-		return id, "", "", fmt.Errorf("%w: %s (%s) is not in the server's allowed domains, users or groups", ErrNotAllowed, id.Email, id.Subject)
+		return id, f.Purpose, f.Data, fmt.Errorf("%w: %s (%s) is not in the server's allowed domains, users or groups", ErrNotAllowed, id.Email, id.Subject)
 	}
 	return id, f.Purpose, f.Data, nil
 }
