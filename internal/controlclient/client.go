@@ -124,6 +124,9 @@ type Client struct {
 	tlsConfig *tls.Config
 	hc        *http.Client
 	ownHTTP   bool
+	// keyFetchTimeout is the /key client's bound: keyFetchTimeout,
+	// shorter in tests.
+	keyFetchTimeout time.Duration
 
 	// redial, of capacity one, carries Redial's request to Run: connect
 	// again now, from MinBackoff.
@@ -149,7 +152,8 @@ func New(opts Options) (*Client, error) {
 	opts.MinBackoff = cmp.Or(opts.MinBackoff, DefaultMinBackoff)
 	opts.MaxBackoff = cmp.Or(opts.MaxBackoff, DefaultMaxBackoff)
 	c := &Client{opts: opts, log: opts.Logger, urls: urls, serverKey: opts.ServerKey, hostinfo: opts.Hostinfo,
-		routes: opts.AdvertisedRoutes, redial: make(chan struct{}, 1), tlsConfig: opts.TLSConfig, hc: opts.HTTPClient}
+		routes: opts.AdvertisedRoutes, redial: make(chan struct{}, 1), tlsConfig: opts.TLSConfig, hc: opts.HTTPClient,
+		keyFetchTimeout: keyFetchTimeout}
 	if c.hc == nil {
 		c.hc, c.ownHTTP = c.newHTTPClient(opts.TLSConfig), true
 	}
@@ -169,7 +173,7 @@ const keyFetchTimeout = 10 * time.Second
 func (c *Client) newHTTPClient(tc *tls.Config) *http.Client {
 	tr := &http.Transport{
 		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-			ctx, cancel := context.WithTimeout(ctx, keyFetchTimeout)
+			ctx, cancel := context.WithTimeout(ctx, c.keyFetchTimeout)
 			defer cancel()
 			addrs, err := netutil.RaceAddrs(ctx, c.opts.Lookup, addr)
 			if err != nil {
@@ -178,12 +182,12 @@ func (c *Client) newHTTPClient(tc *tls.Config) *http.Client {
 			return netutil.DialRace(ctx, c.dialContext(), network, addrs, netutil.HeadStart)
 		},
 		DialTLSContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-			ctx, cancel := context.WithTimeout(ctx, keyFetchTimeout)
+			ctx, cancel := context.WithTimeout(ctx, c.keyFetchTimeout)
 			defer cancel()
 			return netutil.DialTLSRace(ctx, c.dialContext(), c.opts.Lookup, addr, tc)
 		},
 	}
-	return &http.Client{Timeout: keyFetchTimeout, Transport: tr}
+	return &http.Client{Timeout: c.keyFetchTimeout, Transport: tr}
 }
 
 // dialContext is Options.DialContext, or a net.Dialer's.

@@ -65,3 +65,52 @@ func TestRegisterRacesStalledAddress(t *testing.T) {
 		return closed == accepted
 	})
 }
+
+// TestRegisterAllAddressesStalled: every address of the control server's
+// name connects and then never answers the TLS ClientHello. The /key
+// fetch has its own bound, so Register fails with that fetch's error
+// long before a caller's generous context ends (without the bound it
+// would wait on the stalled connections until the context did), and
+// every stalled connection is closed.
+func TestRegisterAllAddressesStalled(t *testing.T) {
+	stalledA, stalledB := tstest.StallAndWork(t)
+	stallA, stallB := tstest.NewStallListener(t, stalledA), tstest.NewStallListener(t, stalledB)
+	ipA := stalledA.Addr().(*net.TCPAddr).AddrPort().Addr()
+	port := stalledB.Addr().(*net.TCPAddr).Port
+	ca := tstest.NewCA(t, "private CA")
+	tc, err := netutil.TrustTLS(ca.PEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := controlclient.New(controlclient.Options{
+		ServerURL:  "https://ctl.example:" + strconv.Itoa(port),
+		MachineKey: key.NewMachine(), NodeKey: key.NewNode(), DiscoKey: key.NewDisco().Public(),
+		Hostinfo:  &wire.Hostinfo{Hostname: "n", OS: "linux"},
+		TLSConfig: tc,
+		Lookup: func(context.Context, string) ([]netip.Addr, error) {
+			return []netip.Addr{ipA, netip.MustParseAddr("127.0.0.1")}, nil
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	controlclient.SetKeyFetchTimeout(c, 500*time.Millisecond)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	_, err = c.Register(ctx, "tskey-unused", key.NodePublic{})
+	if err == nil {
+		t.Fatal("Register succeeded with every address stalled")
+	}
+	if ctx.Err() != nil {
+		t.Fatalf("Register returned only when its context ended (%v): the /key fetch is not bounded", err)
+	}
+	for name, s := range map[string]*tstest.StallListener{"first": stallA, "second": stallB} {
+		if accepted, _ := s.Counts(); accepted == 0 {
+			t.Errorf("the %s stalled address was never dialled: the test did not exercise the bound", name)
+		}
+		tstest.Eventually(t, "the "+name+" address's stalled connections closed", func() bool {
+			accepted, closed := s.Counts()
+			return closed == accepted
+		})
+	}
+}
