@@ -18,24 +18,14 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"weft/internal/localapi"
+	"weft/internal/policy/policytest"
 	"weft/internal/scenario"
 )
 
 // aclPolicy is the issue's lab policy: the Fukuoka machines (mac, pc)
 // may reach busan:22 and use busan as exit node, and nothing else; busan's
 // exit node is approved by the policy, not an administrator.
-const aclPolicy = `{
-	"groups": {"group:fukuoka": ["mac", "pc"]},
-	"acls": [
-		{"action": "accept", "src": ["group:fukuoka"], "dst": ["busan:22", "autogroup:internet:*"]},
-	],
-	"autoApprovers": {"exitNode": ["alice@"]},
-	"tests": [
-		{"src": "mac", "accept": ["busan:22"], "deny": ["busan:80", "pc:22"]},
-		{"src": "busan", "deny": ["mac:22"]},
-	],
-}
-`
+var aclPolicy = policytest.SeedPolicy
 
 // tailnetAddr is host's tailnet IPv4 address.
 func (l *exitLab) tailnetAddr(host string) netip.Addr {
@@ -234,8 +224,9 @@ func TestLabACL(t *testing.T) {
 	})
 	t.Run("an invalid policy is refused and the old one holds", func(t *testing.T) {
 		bad := strings.Replace(aclPolicy, `"busan:22",`, `"busan:22" "busan:80",`, 1)
+		line := strings.Count(aclPolicy[:strings.Index(aclPolicy, `"busan:22",`)], "\n") + 1
 		out, err := l.setPolicy(bad)
-		if err == nil || !strings.Contains(out+err.Error(), "line 4, column") {
+		if err == nil || !strings.Contains(out+err.Error(), fmt.Sprintf("line %d, column", line)) {
 			t.Fatalf("weft admin policy set accepted an invalid policy or did not place the mistake: %v\n%s", err, out)
 		}
 		got, err := l.tn.Admin(ctx, "policy", "get")

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"weft/internal/policy/policytest"
 	"weft/internal/wire"
 )
 
@@ -55,20 +56,8 @@ func byName(nodes []*wire.Node, name string) *wire.Node {
 	return &wire.Node{Name: name, Addresses: []netip.Prefix{netip.PrefixFrom(netip.MustParseAddr(name), 32)}}
 }
 
-// issuePolicy is the lab policy of the ACL issue: the Fukuoka machines
-// may reach busan:22 and use busan as exit node, and nothing else.
-const issuePolicy = `{
-	// The family's machines in Fukuoka.
-	"groups": {"group:fukuoka": ["mac", "pc"]},
-	"acls": [
-		{"action": "accept", "src": ["group:fukuoka"], "dst": ["busan:22", "autogroup:internet:*"]},
-	],
-	"autoApprovers": {"exitNode": ["alice@"]},
-	"tests": [
-		{"src": "mac", "accept": ["busan:22"], "deny": ["busan:80", "pc:22"]},
-		{"src": "busan", "deny": ["mac:22"]},
-	],
-}`
+// issuePolicy is the lab policy of the ACL issue.
+var issuePolicy = policytest.SeedPolicy
 
 func mustParse(t testing.TB, src string) *Policy {
 	t.Helper()
