@@ -30,6 +30,31 @@ var notices = map[string]string{
 	"login-approved": "Approved: the machine joins as that user as soon as its weft up asks again (within seconds).",
 }
 
+// rerender shows a form's page again at status, with refusal above it
+// and the form holding what was posted.
+type rerender func(w http.ResponseWriter, r *http.Request, sess session, status int, refusal string)
+
+// finish ends a form's POST whose change the admin API made or refused
+// (err): done, it sends the browser to page with the notice for what;
+// refused, it shows the form's page again with the reason.
+func (s *Server) finish(w http.ResponseWriter, r *http.Request, sess session, err error, again rerender, page, what string) {
+	if err != nil {
+		s.refuse(w, r, sess, err, again)
+		return
+	}
+	done(w, r, page, what)
+}
+
+// refuse shows the form's page again with the admin API's refusal, at
+// its status; a failure of the server (5xx) also goes to the log.
+func (s *Server) refuse(w http.ResponseWriter, r *http.Request, sess session, err error, again rerender) {
+	status, msg := apiError(err)
+	if status >= 500 {
+		s.logger().Error("console: admin API", "path", r.URL.Path, "err", err)
+	}
+	again(w, r, sess, status, msg)
+}
+
 // done redirects to page ("" for the nodes page) with the notice for
 // what was done.
 func done(w http.ResponseWriter, r *http.Request, page, what string) {
@@ -60,31 +85,19 @@ func (s *Server) renderUsers(w http.ResponseWriter, r *http.Request, sess sessio
 }
 
 func (s *Server) createUser(w http.ResponseWriter, r *http.Request, sess session) {
-	if _, err := s.api.CreateUser(r.Context(), strings.TrimSpace(r.PostFormValue("name"))); err != nil {
-		status, msg := apiError(err)
-		s.renderUsers(w, r, sess, status, msg)
-		return
-	}
-	done(w, r, "users", "user-created")
+	_, err := s.api.CreateUser(r.Context(), strings.TrimSpace(r.PostFormValue("name")))
+	s.finish(w, r, sess, err, s.renderUsers, "users", "user-created")
 }
 
 // setUserRole makes a user an admin or a member (role=admin|member).
 func (s *Server) setUserRole(w http.ResponseWriter, r *http.Request, sess session) {
-	if _, err := s.api.SetUserRole(r.Context(), r.PathValue("name"), r.PostFormValue("role")); err != nil {
-		status, msg := apiError(err)
-		s.renderUsers(w, r, sess, status, msg)
-		return
-	}
-	done(w, r, "users", "role-set")
+	_, err := s.api.SetUserRole(r.Context(), r.PathValue("name"), r.PostFormValue("role"))
+	s.finish(w, r, sess, err, s.renderUsers, "users", "role-set")
 }
 
 func (s *Server) deleteUser(w http.ResponseWriter, r *http.Request, sess session) {
-	if err := s.api.DeleteUser(r.Context(), r.PathValue("name")); err != nil {
-		status, msg := apiError(err)
-		s.renderUsers(w, r, sess, status, msg)
-		return
-	}
-	done(w, r, "users", "user-deleted")
+	err := s.api.DeleteUser(r.Context(), r.PathValue("name"))
+	s.finish(w, r, sess, err, s.renderUsers, "users", "user-deleted")
 }
 
 // keysView is the pre-auth keys page. NewKey is set only in the reply to
@@ -121,14 +134,18 @@ func (s *Server) renderKeys(w http.ResponseWriter, r *http.Request, sess session
 		Message: notices[r.URL.Query().Get("done")], Error: refusal, Data: v})
 }
 
+// renderKeysRefused is renderKeys without a new key, for refusals.
+func (s *Server) renderKeysRefused(w http.ResponseWriter, r *http.Request, sess session, status int, refusal string) {
+	s.renderKeys(w, r, sess, status, nil, refusal)
+}
+
 // createKey makes a pre-auth key and shows its secret in this reply only:
 // the page is not cached (Cache-Control: no-store), the list shows only
 // prefixes, and reloading the page makes no second showing of it.
 func (s *Server) createKey(w http.ResponseWriter, r *http.Request, sess session) {
 	nk, err := s.api.CreateKey(r.Context(), keyRequest(r))
 	if err != nil {
-		status, msg := apiError(err)
-		s.renderKeys(w, r, sess, status, nil, msg)
+		s.refuse(w, r, sess, err, s.renderKeysRefused)
 		return
 	}
 	s.renderKeys(w, r, sess, http.StatusCreated, &nk, "")
@@ -149,12 +166,8 @@ func keyRequest(r *http.Request) adminapi.KeyRequest {
 }
 
 func (s *Server) expireKey(w http.ResponseWriter, r *http.Request, sess session) {
-	if err := s.api.ExpireKey(r.Context(), r.PathValue("prefix")); err != nil {
-		status, msg := apiError(err)
-		s.renderKeys(w, r, sess, status, nil, msg)
-		return
-	}
-	done(w, r, "keys", "key-expired")
+	err := s.api.ExpireKey(r.Context(), r.PathValue("prefix"))
+	s.finish(w, r, sess, err, s.renderKeysRefused, "keys", "key-expired")
 }
 
 // policyView is the policy editor: the text, its numbered lines with the

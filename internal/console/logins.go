@@ -40,10 +40,6 @@ func (s *Server) renderLogins(w http.ResponseWriter, r *http.Request, sess sessi
 // approveLogin lets the waiting machine join as the chosen user: the
 // admin API gives its `weft up` a one-off pre-auth key of that user.
 func (s *Server) approveLogin(w http.ResponseWriter, r *http.Request, sess session) {
-	if _, err := s.api.ApproveLogin(r.Context(), r.PathValue("code"), r.PostFormValue("user")); err != nil {
-		status, msg := apiError(err)
-		s.renderLogins(w, r, sess, status, msg)
-		return
-	}
-	done(w, r, "logins", "login-approved")
+	_, err := s.api.ApproveLogin(r.Context(), r.PathValue("code"), r.PostFormValue("user"))
+	s.finish(w, r, sess, err, s.renderLogins, "logins", "login-approved")
 }

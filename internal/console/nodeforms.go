@@ -25,11 +25,9 @@ func nodeDone(w http.ResponseWriter, r *http.Request, n adminapi.Node, what stri
 // refuseNode shows the node page again with the admin API's refusal of
 // the change f.Refused names, keeping what the person typed in f.
 func (s *Server) refuseNode(w http.ResponseWriter, r *http.Request, sess session, err error, f nodeForm) {
-	status, msg := apiError(err)
-	if status >= 500 {
-		s.logger().Error("console: admin API", "path", r.URL.Path, "err", err)
-	}
-	s.renderNode(w, r, sess, status, msg, &f)
+	s.refuse(w, r, sess, err, func(w http.ResponseWriter, r *http.Request, sess session, status int, refusal string) {
+		s.renderNode(w, r, sess, status, refusal, &f)
+	})
 }
 
 // renameNode gives the node a new name (name=NEW). The admin API checks
