@@ -5,7 +5,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 COMMIT  ?= $(shell git rev-parse HEAD 2>/dev/null)
 LDFLAGS := -X weft/internal/version.Version=$(VERSION) -X weft/internal/version.Commit=$(COMMIT)
 
-.PHONY: build test unit lab lint crossbuild bench dist fuzz
+.PHONY: build test unit lab lint crossbuild bench dist fuzz screenshots
 
 # Every target weft ships for; `make crossbuild` (part of `make test`) builds
 # each and vets the tree for every GOOS, so a Linux-only import in shared
@@ -55,6 +55,11 @@ dist:
 	  CGO_ENABLED=0 GOOS=$$os GOARCH=$$arch $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $$out ./cmd/weft; \
 	done
 	cd $(DISTDIR) && sha256sum weft-* > SHA256SUMS
+
+# The console's screenshots in docs/console/, taken by the browser tests
+# in Chromium (a plain test run saves none).
+screenshots:
+	WEFT_SCREENSHOTS=$(CURDIR)/docs/console $(GO) test -count=1 -run 'Browser' ./internal/console/browsertest
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchtime 2s ./...
