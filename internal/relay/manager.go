@@ -328,7 +328,7 @@ func (m *Manager) down(region int) {
 	home := m.home == region && m.ctx.Err() == nil
 	m.mu.Unlock()
 	if home && m.opts.OnHomeLost != nil {
-		m.log.Info("lost the home relay region", "region", region)
+		m.log.Info("the home relay region cannot be used", "region", region)
 		m.opts.OnHomeLost(region)
 	}
 }

@@ -226,14 +226,7 @@ func TestManagerTellsWhenHomeLost(t *testing.T) {
 	tstest.Eventually(t, "a connected to its home", func() bool { return r1.srv.Stats().Clients == 1 })
 	r2.close()
 	r1.close()
-	select {
-	case region := <-lost:
-		if region != 1 {
-			t.Fatalf("OnHomeLost(%d), want 1 (region 2 is not the home)", region)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("no OnHomeLost after the home relay went away")
-	}
+	awaitHomeLost(t, lost, 1, "after the home relay went away")
 	m.Close()
 	select {
 	case region := <-lost:
@@ -269,13 +262,20 @@ func TestManagerTellsWhenHomeUnreachable(t *testing.T) {
 	if err := m.SetHome(1); err != nil {
 		t.Fatal(err)
 	}
+	awaitHomeLost(t, lost, 1, "while the home relay could not be reached")
+}
+
+// awaitHomeLost fails t unless OnHomeLost reports region want on lost
+// within 10 s; when names the situation for the failure message.
+func awaitHomeLost(t *testing.T, lost <-chan int, want int, when string) {
+	t.Helper()
 	select {
 	case region := <-lost:
-		if region != 1 {
-			t.Fatalf("OnHomeLost(%d), want 1", region)
+		if region != want {
+			t.Fatalf("OnHomeLost(%d) %s, want %d (the home)", region, when, want)
 		}
 	case <-time.After(10 * time.Second):
-		t.Fatal("no OnHomeLost while the home relay could not be reached")
+		t.Fatalf("no OnHomeLost %s", when)
 	}
 }
 
