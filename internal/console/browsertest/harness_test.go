@@ -101,7 +101,7 @@ func html(t testing.TB, ctx context.Context) string {
 // tree by default: a test run, in CI or on a newcomer's machine, must
 // leave tracked files alone; `make screenshots` points it at
 // docs/console/.
-func screenshotDir(testing.TB) string {
+func screenshotDir() string {
 	if d := os.Getenv("WEFT_SCREENSHOTS"); d != "-" {
 		return d
 	}
@@ -112,7 +112,7 @@ func screenshotDir(testing.TB) string {
 // directory.
 func screenshot(t testing.TB, ctx context.Context, name string) {
 	t.Helper()
-	dir := screenshotDir(t)
+	dir := screenshotDir()
 	if dir == "" {
 		return
 	}
